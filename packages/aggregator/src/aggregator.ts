@@ -1,0 +1,141 @@
+import { hostname } from 'node:os';
+import type { Redis } from 'ioredis';
+import { AGGREGATOR_GROUP, Clock, decodeTradeEntry, sleep, type Config, type Keys, type Logger, type TradeEntry } from '@candlewick/common';
+import { Preaggregator, mergeArgs } from './preaggregate.js';
+
+export type StreamEntry = [id: string, fields: string[] | null];
+
+export async function ensureGroup(redis: Redis, stream: string): Promise<void> {
+  try {
+    await redis.xgroup('CREATE', stream, AGGREGATOR_GROUP, '0', 'MKSTREAM');
+  } catch (err) {
+    if (!String((err as Error).message).includes('BUSYGROUP')) throw err;
+  }
+}
+
+/**
+ * A consumer-group worker on the raw trade streams. Per partition: reclaim stale entries of dead
+ * workers now and then (XAUTOCLAIM), XREADGROUP a batch, pre-aggregate it in memory, and merge it
+ * into the open bars with one mergeBatch call that also acknowledges it.
+ */
+export class Aggregator {
+  readonly consumer: string;
+  private stopped = false;
+  private loops: Promise<void>[] = [];
+  private readonly conns: Redis[] = [];
+  private readonly pre: Preaggregator;
+  merged = 0;
+  late = 0;
+  batches = 0;
+
+  constructor(
+    private readonly redis: Redis,
+    private readonly cfg: Config,
+    private readonly keys: Keys,
+    private readonly log: Logger,
+    private readonly partitions: readonly number[] = Array.from({ length: cfg.partitions }, (_, i) => i),
+  ) {
+    this.consumer = `${hostname()}-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
+    this.pre = new Preaggregator(new Clock(cfg.tz), cfg.intervals, cfg.baseMs, cfg.graceMs);
+  }
+
+  async start(): Promise<void> {
+    for (const p of this.partitions) await ensureGroup(this.redis, this.keys.trades(p));
+    this.log.info({ consumer: this.consumer, partitions: this.partitions.length }, 'aggregator started');
+    for (const p of this.partitions) {
+      // XREADGROUP BLOCK holds its connection, so each partition loop gets its own.
+      const conn = this.redis.duplicate();
+      this.conns.push(conn);
+      this.loops.push(this.loop(p, conn));
+    }
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    await Promise.all(this.loops);
+    await Promise.all(this.conns.map((c) => c.quit().catch(() => undefined)));
+    this.log.info({ merged: this.merged, late: this.late, batches: this.batches }, 'aggregator stopped');
+  }
+
+  private async loop(p: number, conn: Redis): Promise<void> {
+    const stream = this.keys.trades(p);
+    let nextReclaim = 0;
+    while (!this.stopped) {
+      try {
+        if (Date.now() >= nextReclaim) {
+          await this.reclaim(p);
+          nextReclaim = Date.now() + Math.max(100, this.cfg.reclaimIdleMs / 2);
+        }
+        const res = (await conn.xreadgroup(
+          'GROUP', AGGREGATOR_GROUP, this.consumer,
+          'COUNT', this.cfg.aggregatorBatch,
+          'BLOCK', 500,
+          'STREAMS', stream, '>',
+        )) as [string, StreamEntry[]][] | null;
+        const entries = res?.[0]?.[1];
+        if (entries && entries.length) await this.process(p, entries);
+      } catch (err) {
+        const msg = String((err as Error).message);
+        if (msg.includes('NOGROUP')) {
+          this.log.warn({ stream }, 'consumer group missing; recreating it');
+          await ensureGroup(this.redis, stream).catch(() => undefined);
+        } else {
+          this.log.error({ err }, 'aggregator batch failed; retrying');
+          await sleep(500);
+        }
+      }
+    }
+  }
+
+  /** Takes over entries another worker left pending for longer than RECLAIM_IDLE_MS. */
+  private async reclaim(p: number): Promise<void> {
+    const stream = this.keys.trades(p);
+    let cursor = '0-0';
+    do {
+      const res = (await this.redis.xautoclaim(
+        stream, AGGREGATOR_GROUP, this.consumer, this.cfg.reclaimIdleMs, cursor, 'COUNT', this.cfg.aggregatorBatch,
+      )) as [string, StreamEntry[], string[]?];
+      cursor = res[0];
+      const entries = res[1];
+      if (entries.length) {
+        this.log.info({ entries: entries.length, partition: p }, 'reclaimed stale pending entries');
+        await this.process(p, entries);
+      }
+    } while (cursor !== '0-0' && !this.stopped);
+  }
+
+  /**
+   * Merges raw stream entries this consumer holds (read or claimed) into the open bars, exactly
+   * once: entries another worker acknowledged meanwhile are left out and the rest re-aggregated.
+   */
+  async process(p: number, raw: StreamEntry[]): Promise<void> {
+    const ids: string[] = [];
+    let entries: TradeEntry[] = [];
+    for (const [id, fields] of raw) {
+      ids.push(id);
+      if (fields) entries.push(decodeTradeEntry(id, fields));
+    }
+    let todo = ids;
+    for (;;) {
+      const pre = this.pre.run(entries);
+      const res = await this.redis.cwMergeBatch_v1(
+        this.keys.trades(p), this.keys.openBars(p), this.keys.openIndex(p), this.keys.late(p),
+        this.keys.partitionStats(p), this.keys.clock(p),
+        AGGREGATOR_GROUP, this.consumer, ...mergeArgs(todo, pre),
+      );
+      if (Number(res[0]) === 1) {
+        this.merged += Number(res[1]);
+        this.late += Number(res[2]);
+        this.batches++;
+        if (pre.late.length) this.log.warn({ late: pre.late.length, first: pre.late[0]!.trade }, 'late trades kept in trades:late');
+        return;
+      }
+      // Another worker acknowledged part of this batch: merge only what is still ours.
+      const still = new Set(res.slice(1).map(String));
+      this.log.info({ dropped: todo.length - still.size }, 'part of the batch was merged by another worker; re-aggregating');
+      todo = todo.filter((id) => still.has(id));
+      entries = entries.filter((e) => still.has(e.id));
+      if (todo.length === 0) return;
+    }
+  }
+}

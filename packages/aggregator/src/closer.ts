@@ -1,0 +1,165 @@
+import type { Redis } from 'ioredis';
+import { Queue, Worker, type Job } from 'bullmq';
+import {
+  AGGREGATOR_GROUP,
+  BARS_QUEUE,
+  CLOSE_QUEUE,
+  barJobId,
+  parseBarId,
+  type Config,
+  type Keys,
+  type Logger,
+} from '@candlewick/common';
+
+/** One closed bar as a writer job carries it. */
+export interface ClosedBar {
+  interval: string;
+  symbol: string;
+  start: number;
+  /** encoded bar state (see encodeBarState) */
+  state: string;
+}
+
+/** A writer job: the closed bars of one outbox read, in closing order. */
+export interface BarBatchJob {
+  bars: ClosedBar[];
+}
+
+export interface CloseResult {
+  closed: number;
+  /** true when everything ingested so far has been merged */
+  merged: boolean;
+}
+
+/**
+ * Closes bars and hands them to the writer. Closing is the closeBars Lua step (finalize + outbox,
+ * atomically); handing over reads up to 500 outbox entries, enqueues them as one BullMQ job whose
+ * id is built from the identities (interval, symbol, start) of its first and last bar and their
+ * count, then deletes the entries. A crash in between re-enqueues the same bars: BullMQ drops a job
+ * id it has seen, and the writer never writes a bar not newer than its file's last row. One job per
+ * outbox read rather than per bar keeps the writer far ahead of the closer.
+ */
+export class BarCloser {
+  constructor(
+    private readonly redis: Redis,
+    private readonly bars: Queue,
+    private readonly cfg: Config,
+    private readonly keys: Keys,
+    private readonly log: Logger,
+  ) {}
+
+  async closePartition(p: number, flush = false): Promise<CloseResult> {
+    let closed = 0;
+    let merged = false;
+    for (;;) {
+      const r = await this.redis.cwCloseBars_v1(
+        this.keys.trades(p), this.keys.clock(p), this.keys.openBars(p), this.keys.openIndex(p),
+        this.keys.outbox(p), this.keys.late(p),
+        AGGREGATOR_GROUP, this.cfg.graceMs, this.cfg.clock, flush ? '1' : '0', this.cfg.tradesRetentionMs, 1000,
+      );
+      closed += Number(r[0]);
+      merged = Number(r[3]) === 1;
+      if (Number(r[2]) !== 1) break;
+    }
+    await this.drainOutbox(p);
+    return { closed, merged };
+  }
+
+  async tick(flush = false): Promise<CloseResult> {
+    let closed = 0;
+    let merged = true;
+    for (let p = 0; p < this.cfg.partitions; p++) {
+      const r = await this.closePartition(p, flush);
+      closed += r.closed;
+      merged &&= r.merged;
+    }
+    if (closed) this.log.debug({ closed }, 'bars closed');
+    return { closed, merged };
+  }
+
+  async drainOutbox(p: number): Promise<number> {
+    const outbox = this.keys.outbox(p);
+    let total = 0;
+    for (;;) {
+      const rows = (await this.redis.xrange(outbox, '-', '+', 'COUNT', 500)) as [string, string[]][];
+      if (rows.length === 0) return total;
+      const bars = rows.map(([, f]): ClosedBar => {
+        let bar = '';
+        let state = '';
+        for (let i = 0; i + 1 < f.length; i += 2) {
+          if (f[i] === 'bar') bar = f[i + 1]!;
+          else if (f[i] === 'state') state = f[i + 1]!;
+        }
+        return { ...parseBarId(bar), state };
+      });
+      const first = bars[0]!;
+      const last = bars[bars.length - 1]!;
+      const jobId = `${barJobId(first.interval, first.symbol, first.start)}_${barJobId(last.interval, last.symbol, last.start)}_${bars.length}`;
+      const data: BarBatchJob = { bars };
+      await this.bars.add('bars', data, { jobId });
+      await this.redis.xdel(outbox, ...rows.map(([id]) => id));
+      total += rows.length;
+    }
+  }
+}
+
+export function barsQueue(connection: Redis, keys: Keys): Queue {
+  return new Queue(BARS_QUEUE, {
+    connection,
+    prefix: keys.queuePrefix(),
+    defaultJobOptions: {
+      // Completed jobs are kept a while so a re-enqueued bar is recognised by its id; the writer's
+      // own check (never a row not newer than the file's last) covers the rest.
+      removeOnComplete: { age: 3600, count: 20_000 },
+      removeOnFail: { age: 7 * 24 * 3600 },
+      attempts: 1,
+    },
+  });
+}
+
+/**
+ * The close role: a BullMQ job scheduler emits a tick every CLOSE_EVERY_MS; whichever closer
+ * process takes the job runs BarCloser.tick. Two closers never close a bar twice: closeBars is one
+ * atomic script and a closed bar leaves the open set in it.
+ */
+export class CloserService {
+  private queue: Queue | undefined;
+  private worker: Worker | undefined;
+  private readonly bars: Queue;
+  readonly closer: BarCloser;
+
+  constructor(
+    private readonly redis: Redis,
+    private readonly cfg: Config,
+    private readonly keys: Keys,
+    private readonly log: Logger,
+  ) {
+    this.bars = barsQueue(redis, keys);
+    this.closer = new BarCloser(redis, this.bars, cfg, keys, log);
+  }
+
+  async start(): Promise<void> {
+    this.queue = new Queue(CLOSE_QUEUE, { connection: this.redis, prefix: this.keys.queuePrefix() });
+    await this.queue.upsertJobScheduler(
+      'close-tick',
+      { every: this.cfg.closeEveryMs },
+      { name: 'tick', opts: { removeOnComplete: true, removeOnFail: 100 } },
+    );
+    this.worker = new Worker(
+      CLOSE_QUEUE,
+      async (_job: Job) => {
+        await this.closer.tick(false);
+      },
+      { connection: this.redis.duplicate(), prefix: this.keys.queuePrefix(), concurrency: 1 },
+    );
+    this.worker.on('failed', (_job, err) => this.log.error({ err }, 'close tick failed'));
+    this.worker.on('error', (err) => this.log.warn({ err }, 'close worker error'));
+    this.log.info({ everyMs: this.cfg.closeEveryMs, clock: this.cfg.clock, graceMs: this.cfg.graceMs }, 'closer started');
+  }
+
+  async stop(): Promise<void> {
+    await this.worker?.close();
+    await this.queue?.close();
+    await this.bars.close();
+  }
+}

@@ -1,0 +1,3 @@
+export * from './aggregator.js';
+export * from './closer.js';
+export * from './preaggregate.js';

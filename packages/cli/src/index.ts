@@ -1,0 +1,3 @@
+export * from './redis-server.js';
+export * from './roles.js';
+export * from './stack.js';

@@ -1,0 +1,96 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdirSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { resolve } from 'node:path';
+import { Redis } from 'ioredis';
+import { sleep } from '@candlewick/common';
+
+export class RedisUnavailableError extends Error {
+  constructor(bin: string) {
+    super(
+      `no Redis to use: REDIS_URL is not set and "${bin}" was not found on PATH. Either\n` +
+        `  1. install Redis (Debian/Ubuntu: sudo apt-get install redis-server; macOS: brew install redis), or\n` +
+        `  2. point REDIS_URL at a Redis 7 you run (e.g. REDIS_URL=redis://127.0.0.1:6379), or\n` +
+        `  3. run the containers instead: docker compose up`,
+    );
+    this.name = 'RedisUnavailableError';
+  }
+}
+
+export function freePort(): Promise<number> {
+  return new Promise((res, rej) => {
+    const srv = createServer();
+    srv.once('error', rej);
+    srv.listen(0, '127.0.0.1', () => {
+      const port = (srv.address() as { port: number }).port;
+      srv.close(() => res(port));
+    });
+  });
+}
+
+/** A private redis-server on a free loopback port, its data (AOF on) in `dir`. */
+export class PrivateRedis {
+  private proc: ChildProcess | undefined;
+  port = 0;
+
+  constructor(
+    private readonly dir: string,
+    private readonly bin = 'redis-server',
+    private readonly appendonly = true,
+  ) {}
+
+  get url(): string {
+    return `redis://127.0.0.1:${this.port}`;
+  }
+
+  async start(port?: number): Promise<string> {
+    mkdirSync(this.dir, { recursive: true });
+    this.port = port ?? (await freePort());
+    const args = [
+      '--port', String(this.port), '--bind', '127.0.0.1', '--dir', resolve(this.dir),
+      '--save', '', '--appendonly', this.appendonly ? 'yes' : 'no', '--appendfsync', 'everysec',
+      '--daemonize', 'no', '--logfile', '', '--loglevel', 'warning',
+    ];
+    const proc = spawn(this.bin, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    this.proc = proc;
+    const spawned = await new Promise<Error | undefined>((res) => {
+      proc.once('spawn', () => res(undefined));
+      proc.once('error', (err) => res(err));
+    });
+    if (spawned) {
+      if ((spawned as NodeJS.ErrnoException).code === 'ENOENT') throw new RedisUnavailableError(this.bin);
+      throw spawned;
+    }
+    const probe = new Redis(this.url, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
+    probe.on('error', () => undefined); // refused until the server listens; the loop below retries
+    try {
+      for (let i = 0; i < 200; i++) {
+        if (proc.exitCode !== null) throw new Error(`redis-server exited with code ${proc.exitCode}`);
+        try {
+          await probe.connect();
+          await probe.ping();
+          return this.url;
+        } catch {
+          probe.disconnect();
+          await sleep(25);
+        }
+      }
+      throw new Error('redis-server did not start within 5 s');
+    } finally {
+      probe.disconnect();
+    }
+  }
+
+  async stop(): Promise<void> {
+    const proc = this.proc;
+    if (!proc || proc.exitCode !== null) return;
+    const exited = new Promise<void>((res) => proc.once('exit', () => res()));
+    proc.kill('SIGTERM');
+    await Promise.race([exited, sleep(10_000)]);
+    if (proc.exitCode === null) proc.kill('SIGKILL');
+  }
+
+  kill(): void {
+    this.proc?.kill('SIGKILL');
+  }
+}

@@ -1,0 +1,73 @@
+import { fileURLToPath } from 'node:url';
+import type { Redis } from 'ioredis';
+import {
+  connectRedis,
+  createLogger,
+  handleShutdown,
+  makeKeys,
+  redactUrl,
+  type Config,
+  type Logger,
+} from '@candlewick/common';
+import { Ingestor, ReplayServer, readTape } from '@candlewick/ingestor';
+import { Aggregator, CloserService } from '@candlewick/aggregator';
+import { WriterService } from '@candlewick/writer';
+
+/** The bundled tape: Binance XRP/ETH aggTrades, 2019-10-11 .. 2019-10-13 (see tapes/README.md). */
+export const BUNDLED_TAPE = fileURLToPath(new URL('../../../tapes/binance-xrpeth-aggtrades-2019-10-11.json.gz', import.meta.url));
+
+export function rootLogger(cfg: Config, name: string, write?: (line: string) => void): Logger {
+  return createLogger({ level: cfg.logLevel, pretty: cfg.logPretty, name, write });
+}
+
+function redisFor(cfg: Config, log: Logger): Redis {
+  const url = cfg.redisUrl ?? 'redis://127.0.0.1:6379';
+  log.info({ redis: redactUrl(url) }, 'connecting to redis');
+  return connectRedis(url, log.child({ component: 'redis' }));
+}
+
+interface Startable {
+  start(): Promise<unknown>;
+  stop(): Promise<void>;
+}
+
+/** Runs one role until SIGINT/SIGTERM. */
+async function runRole(cfg: Config, name: string, make: (redis: Redis, log: Logger) => Startable): Promise<void> {
+  const log = rootLogger(cfg, name);
+  const redis = redisFor(cfg, log);
+  const role = make(redis, log);
+  handleShutdown(log, async () => {
+    await role.stop();
+    await redis.quit().catch(() => undefined);
+  });
+  await role.start();
+}
+
+export async function runIngest(cfg: Config): Promise<void> {
+  const keys = makeKeys(cfg.keyPrefix);
+  await runRole(cfg, 'ingest', (redis, log) => new Ingestor(redis, cfg, keys, log));
+}
+
+export async function runAggregate(cfg: Config): Promise<void> {
+  const keys = makeKeys(cfg.keyPrefix);
+  await runRole(cfg, 'aggregate', (redis, log) => new Aggregator(redis, cfg, keys, log));
+}
+
+export async function runClose(cfg: Config): Promise<void> {
+  const keys = makeKeys(cfg.keyPrefix);
+  await runRole(cfg, 'close', (redis, log) => new CloserService(redis, cfg, keys, log));
+}
+
+export async function runWrite(cfg: Config): Promise<void> {
+  const keys = makeKeys(cfg.keyPrefix);
+  await runRole(cfg, 'write', (redis, log) => new WriterService(redis, cfg, keys, log));
+}
+
+export async function runReplayServer(cfg: Config): Promise<void> {
+  const log = rootLogger(cfg, 'replay-server');
+  const tapePath = cfg.replayTape ?? BUNDLED_TAPE;
+  const tape = readTape(tapePath);
+  const server = new ReplayServer(tape, { port: cfg.replayPort, speed: cfg.replaySpeed, frameTrades: cfg.replayFrameTrades }, log);
+  handleShutdown(log, () => server.stop());
+  await server.start();
+}

@@ -1,0 +1,280 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import { join } from 'node:path';
+import { connect } from 'node:net';
+import { Queue } from 'bullmq';
+import {
+  BARS_QUEUE,
+  connectRedis,
+  makeKeys,
+  sleep,
+  type Config,
+  type Keys,
+  type Logger,
+} from '@candlewick/common';
+import { readTape, tapeSymbols } from '@candlewick/ingestor';
+import { BarCloser, barsQueue } from '@candlewick/aggregator';
+import type { Redis } from 'ioredis';
+import { BUNDLED_TAPE, rootLogger } from './roles.js';
+import { PrivateRedis, freePort } from './redis-server.js';
+
+const LEVELS: Record<number, string> = { 10: 'TRACE', 20: 'DEBUG', 30: 'INFO ', 40: 'WARN ', 50: 'ERROR', 60: 'FATAL' };
+const COLORS: Record<number, string> = { 40: '\x1b[33m', 50: '\x1b[31m', 60: '\x1b[31m' };
+
+/** Turns a child's pino JSON line into one readable line. */
+export function formatLogLine(role: string, line: string, color: boolean): string {
+  let rec: Record<string, unknown>;
+  try {
+    rec = JSON.parse(line) as Record<string, unknown>;
+  } catch {
+    return `${role.padEnd(14)} ${line}`;
+  }
+  const { level, time, msg, name: _n, pid: _p, hostname: _h, ...rest } = rec;
+  const lv = Number(level);
+  const ts = new Date(Number(time)).toISOString().slice(11, 23);
+  const extra = Object.entries(rest)
+    .map(([k, v]) => `${k}=${typeof v === 'object' ? JSON.stringify(v) : String(v)}`)
+    .join(' ');
+  const text = `${ts} ${role.padEnd(14)} ${LEVELS[lv] ?? lv} ${String(msg ?? '')}${extra ? `  ${extra}` : ''}`;
+  return color && COLORS[lv] ? `${COLORS[lv]}${text}\x1b[0m` : text;
+}
+
+interface Child {
+  role: string;
+  name: string;
+  proc: ChildProcess;
+  restarts: number[];
+}
+
+export interface StackSummary {
+  tradesIn: number;
+  rejected: number;
+  badFrames: number;
+  late: number;
+  merged: number;
+  written: Record<string, number>;
+  wallMs: number;
+  tradesPerSec: number;
+}
+
+/**
+ * Throughput counts the time trades spent in the pipeline: from the first trade received to the
+ * last batch merged, plus the final close-and-write; the idle wait before the exit is not counted.
+ */
+export async function readSummary(redis: Redis, cfg: Config, keys: Keys, startedAt: number, endedAt: number, finishMs = 0): Promise<StackSummary> {
+  const stats = await redis.hgetall(keys.stats());
+  let late = 0;
+  let merged = 0;
+  let lastMerge = 0;
+  for (let p = 0; p < cfg.partitions; p++) {
+    const ps = await redis.hgetall(keys.partitionStats(p));
+    late += Number(ps.late ?? 0);
+    merged += Number(ps.merged ?? 0);
+    lastMerge = Math.max(lastMerge, Number(ps.lastMergeMs ?? 0));
+  }
+  const written: Record<string, number> = {};
+  for (const iv of cfg.intervals) written[iv.name] = Number(stats[`written:${iv.name}`] ?? 0);
+  const tradesIn = Number(stats.in ?? 0);
+  const firstRx = Number(stats.firstRx ?? startedAt);
+  const span = Math.max(1, (lastMerge || endedAt) - firstRx + finishMs);
+  return {
+    tradesIn,
+    rejected: Number(stats.rejected ?? 0),
+    badFrames: Number(stats.badFrames ?? 0),
+    late,
+    merged,
+    written,
+    wallMs: endedAt - startedAt,
+    tradesPerSec: Math.round((tradesIn / span) * 1000),
+  };
+}
+
+export function formatSummary(s: StackSummary, dataDir: string): string {
+  const bars = Object.entries(s.written).map(([k, v]) => `${k}=${v}`).join(' ');
+  return [
+    'candlewick summary',
+    `  trades in        ${s.tradesIn}`,
+    `  rejected         ${s.rejected} (plus ${s.badFrames} unreadable frames)`,
+    `  late             ${s.late}${s.late ? ' (kept in trades:late; a replay of an already-seen day is all late: start from an empty DATA_DIR)' : ''}`,
+    `  merged           ${s.merged}`,
+    `  bars written     ${bars}`,
+    `  wall time        ${(s.wallMs / 1000).toFixed(2)} s`,
+    `  throughput       ${s.tradesPerSec} trades/s (first trade received to last merge, plus the final close and write)`,
+    `  CSV              ${join(dataDir, 'raw')}`,
+  ].join('\n');
+}
+
+/**
+ * `candlewick stack`: every role in one terminal. Uses REDIS_URL or starts a private redis-server;
+ * with no FINNHUB_TOKEN it also starts the replay server on the bundled tape (or REPLAY_TAPE).
+ * With EXIT_WHEN_IDLE_MS it ends by itself once the feed has been quiet that long and every stage
+ * has drained: it closes the remaining bars, waits for the writer, prints a summary and exits 0.
+ */
+export async function runStack(cfg: Config, env: NodeJS.ProcessEnv): Promise<number> {
+  const startedAt = Date.now();
+  const color = Boolean(process.stdout.isTTY);
+  const log = rootLogger(cfg, 'stack', (line) => process.stdout.write(`${formatLogLine('stack', line.trimEnd(), color)}\n`));
+  const keys = makeKeys(cfg.keyPrefix);
+  const childEnv: NodeJS.ProcessEnv = { ...env, LOG_PRETTY: 'false', MODE: cfg.mode };
+
+  let privateRedis: PrivateRedis | undefined;
+  let redisUrl = cfg.redisUrl;
+  if (!redisUrl) {
+    privateRedis = new PrivateRedis(join(cfg.dataDir, 'redis'), cfg.redisServerBin);
+    redisUrl = await privateRedis.start();
+    log.info({ redis: redisUrl, dir: join(cfg.dataDir, 'redis') }, 'started a private redis-server (AOF on)');
+  }
+  childEnv.REDIS_URL = redisUrl;
+
+  if (cfg.mode === 'replay') {
+    const tapePath = cfg.replayTape ?? BUNDLED_TAPE;
+    childEnv.REPLAY_TAPE = tapePath;
+    if (cfg.symbols.length === 0) childEnv.SYMBOLS = tapeSymbols(readTape(tapePath)).join(',');
+    const port = cfg.replayPort || (await freePort());
+    childEnv.REPLAY_PORT = String(port);
+    childEnv.FINNHUB_WS_URL = `ws://127.0.0.1:${port}`;
+    log.info({ tape: tapePath, symbols: childEnv.SYMBOLS ?? cfg.symbols.join(',') }, 'no FINNHUB_TOKEN: replaying a recorded tape');
+  }
+
+  const children: Child[] = [];
+  let stopping = false;
+  let failed: string | undefined;
+  const spawnChild = (role: string, name: string, existing?: Child): Child => {
+    const proc = spawn(process.execPath, [...process.execArgv, process.argv[1]!, role], {
+      env: childEnv,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    const child = existing ?? { role, name, proc, restarts: [] };
+    child.proc = proc;
+    for (const stream of [proc.stdout!, proc.stderr!]) {
+      createInterface({ input: stream }).on('line', (line) => process.stdout.write(`${formatLogLine(name, line, color)}\n`));
+    }
+    proc.on('exit', (code, signal) => {
+      if (stopping) return;
+      const now = Date.now();
+      child.restarts = child.restarts.filter((t) => now - t < 60_000);
+      if (code === 2 || child.restarts.length >= 5) {
+        failed = `${name} exited (code ${code ?? signal}) and is not restarted`;
+        log.error(failed);
+        return;
+      }
+      child.restarts.push(now);
+      log.warn({ role: name, code, signal }, 'role exited unexpectedly; restarting it');
+      setTimeout(() => !stopping && spawnChild(role, name, child), 500);
+    });
+    return child;
+  };
+
+  const redis = connectRedis(redisUrl, log.child({ component: 'redis' }));
+  const bars = barsQueue(redis, keys);
+  const closer = new BarCloser(redis, bars, cfg, keys, log.child({ component: 'final-close' }));
+
+  const shutdown = async () => {
+    stopping = true;
+    // Downstream last: the writer finishes its job, the aggregator its batch.
+    const order = ['ingest', 'replay-server', 'aggregate', 'close', 'write'];
+    for (const role of order) {
+      const cs = children.filter((c) => c.role === role && c.proc.exitCode === null);
+      await Promise.all(
+        cs.map(
+          (c) =>
+            new Promise<void>((res) => {
+              c.proc.once('exit', () => res());
+              c.proc.kill('SIGTERM');
+              setTimeout(() => (c.proc.kill('SIGKILL'), res()), 15_000).unref();
+            }),
+        ),
+      );
+    }
+    await bars.close().catch(() => undefined);
+    await redis.quit().catch(() => undefined);
+    await privateRedis?.stop();
+  };
+
+  let interrupted = false;
+  const onSignal = () => {
+    if (interrupted) process.exit(1);
+    interrupted = true;
+    log.info('stopping every role');
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+
+  if (cfg.mode === 'replay') {
+    children.push(spawnChild('replay-server', 'replay-server'));
+    await waitForPort(Number(childEnv.REPLAY_PORT), 30_000);
+  }
+  children.push(spawnChild('write', 'write'));
+  children.push(spawnChild('close', 'close'));
+  for (let i = 0; i < cfg.aggregators; i++) children.push(spawnChild('aggregate', cfg.aggregators > 1 ? `aggregate.${i + 1}` : 'aggregate'));
+  children.push(spawnChild('ingest', 'ingest'));
+
+  let code = 0;
+  for (;;) {
+    await sleep(200);
+    if (interrupted) break;
+    if (failed) {
+      code = 1;
+      break;
+    }
+    if (cfg.exitWhenIdleMs > 0 && (await idleAndDrained(redis, cfg, keys, startedAt))) {
+      log.info({ idleMs: cfg.exitWhenIdleMs }, 'feed idle and every stage drained; closing the remaining bars');
+      const t0 = Date.now();
+      await finish(redis, bars, closer, cfg, keys);
+      const summary = await readSummary(redis, cfg, keys, startedAt, Date.now(), Date.now() - t0);
+      await shutdown();
+      process.stdout.write(`${formatSummary(summary, cfg.dataDir)}\n`);
+      return 0;
+    }
+  }
+  await shutdown();
+  return code;
+}
+
+function waitForPort(port: number, timeoutMs: number): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  return new Promise((resolve, reject) => {
+    const attempt = () => {
+      const sock = connect(port, '127.0.0.1');
+      sock.once('connect', () => (sock.destroy(), resolve()));
+      sock.once('error', () => {
+        sock.destroy();
+        if (Date.now() > until) reject(new Error(`replay server did not listen on port ${port}`));
+        else setTimeout(attempt, 50);
+      });
+    };
+    attempt();
+  });
+}
+
+async function idleAndDrained(redis: Redis, cfg: Config, keys: Keys, startedAt: number): Promise<boolean> {
+  const stats = await redis.hgetall(keys.stats());
+  // The idle clock starts when the feed is first up, so a slow start is not mistaken for the end.
+  if (stats.feedUp === undefined) return false;
+  const lastRx = Math.max(Number(stats.lastRx ?? 0), Number(stats.feedUp));
+  if (Date.now() - lastRx < cfg.exitWhenIdleMs) return false;
+  let done = 0;
+  for (let p = 0; p < cfg.partitions; p++) {
+    const ps = await redis.hgetall(keys.partitionStats(p));
+    done += Number(ps.merged ?? 0) + Number(ps.late ?? 0);
+  }
+  return done >= Number(stats.in ?? 0);
+}
+
+/** Closes every remaining bar once everything ingested is merged, and waits for the writer. */
+async function finish(redis: Redis, bars: Queue, closer: BarCloser, cfg: Config, keys: Keys): Promise<void> {
+  for (;;) {
+    const r = await closer.tick(true);
+    if (r.merged) break;
+    await sleep(50);
+  }
+  for (;;) {
+    const counts = await bars.getJobCounts('waiting', 'active', 'delayed', 'prioritized');
+    let outbox = 0;
+    for (let p = 0; p < cfg.partitions; p++) outbox += await redis.xlen(keys.outbox(p));
+    if (Object.values(counts).every((n) => n === 0) && outbox === 0) return;
+    await sleep(50);
+  }
+}
+
+export { BARS_QUEUE };

@@ -1,0 +1,135 @@
+--[[
+  Finalizes the bars whose window end plus grace has passed the watermark and moves them to the
+  outbox in the same atomic step, so a crash between closing and enqueueing loses nothing.
+
+  A window is closed only once every entry ingested before the watermark passed its end plus grace
+  has been merged (DESIGN: a backlog delays bars, it never makes on-time trades late). To know that,
+  the script keeps a checkpoint (W, L): the watermark W and the last stream id L at one instant.
+  Entries after L were stamped with a watermark >= W, so once everything up to L is merged, every
+  window with end + grace <= W may close.
+
+  Input:
+    KEYS[1] raw trade stream of the partition
+    KEYS[2] clock hash (wm, lastId, ckW, ckL, closed)
+    KEYS[3] open bars hash
+    KEYS[4] open index sorted set (score = window end)
+    KEYS[5] outbox stream
+    KEYS[6] late trade stream (trimmed by age with the raw stream)
+    ARGV[1] consumer group of the aggregators
+    ARGV[2] grace ms
+    ARGV[3] clock mode: "event" or "wall"
+    ARGV[4] "1" to close every open bar (end of a replay), once everything ingested is merged
+    ARGV[5] retention of the raw stream in ms (0 = keep everything)
+    ARGV[6] at most this many bars per call
+  Output:
+    {bars closed, horizon closed through (ms, -1 if none), more bars ready (0/1), merged (0/1)}
+]]
+local stream, clock, bars, index, outbox, late = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local group = ARGV[1]
+local grace = tonumber(ARGV[2])
+local mode = ARGV[3]
+local flush = ARGV[4] == '1'
+local retention = tonumber(ARGV[5])
+local maxBars = tonumber(ARGV[6])
+
+local function parseId(id)
+  local dash = string.find(id, '-', 1, true)
+  return tonumber(string.sub(id, 1, dash - 1)), tonumber(string.sub(id, dash + 1))
+end
+-- a <= b for stream ids
+local function idLe(a, b)
+  local am, as = parseId(a)
+  local bm, bs = parseId(b)
+  return am < bm or (am == bm and as <= bs)
+end
+
+local now = redis.call('TIME')
+local nowMs = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local wm = tonumber(redis.call('HGET', clock, 'wm') or '0')
+if mode == 'wall' and nowMs > wm then
+  wm = nowMs
+  redis.call('HSET', clock, 'wm', string.format('%d', wm))
+end
+local lastId = redis.call('HGET', clock, 'lastId') or '0-0'
+
+-- What the group has merged: everything up to last-delivered-id, except entries still pending.
+local delivered, minPending = '0-0', false
+local ok, groups = pcall(redis.call, 'XINFO', 'GROUPS', stream)
+if ok then
+  for _, g in ipairs(groups) do
+    local name, pending, last
+    for i = 1, #g, 2 do
+      if g[i] == 'name' then name = g[i + 1]
+      elseif g[i] == 'pending' then pending = g[i + 1]
+      elseif g[i] == 'last-delivered-id' then last = g[i + 1] end
+    end
+    if name == group then
+      delivered = last
+      if pending > 0 then
+        minPending = redis.call('XPENDING', stream, group)[2]
+      end
+    end
+  end
+end
+local function mergedThrough(id)
+  if id == '0-0' then return true end
+  if not idLe(id, delivered) then return false end
+  if minPending and idLe(minPending, id) then return false end
+  return true
+end
+
+local horizon = false
+if mergedThrough(lastId) then
+  horizon = flush and math.huge or (wm - grace)
+  redis.call('HDEL', clock, 'ckW', 'ckL')
+else
+  local ckL = redis.call('HGET', clock, 'ckL')
+  if ckL and mergedThrough(ckL) then
+    horizon = tonumber(redis.call('HGET', clock, 'ckW')) - grace
+    ckL = false
+  end
+  if not ckL then
+    redis.call('HSET', clock, 'ckW', string.format('%d', wm), 'ckL', lastId)
+  end
+end
+
+local closedCount, more = 0, 0
+if horizon then
+  local max = horizon == math.huge and '+inf' or string.format('%d', horizon)
+  local ids = redis.call('ZRANGEBYSCORE', index, '-inf', max, 'LIMIT', 0, maxBars)
+  if #ids > 0 then
+    local states = redis.call('HMGET', bars, unpack(ids))
+    for i, id in ipairs(ids) do
+      if states[i] then
+        redis.call('XADD', outbox, '*', 'bar', id, 'state', states[i])
+        closedCount = closedCount + 1
+      end
+      redis.call('HDEL', bars, id)
+      redis.call('ZREM', index, id)
+    end
+    if #ids == maxBars then more = 1 end
+  end
+  if horizon ~= math.huge then
+    local prev = tonumber(redis.call('HGET', clock, 'closed') or '-1')
+    if horizon > prev then redis.call('HSET', clock, 'closed', string.format('%d', horizon)) end
+  end
+end
+
+-- Trim by age, never past what the group has not merged yet.
+if retention > 0 then
+  local cutMs = nowMs - retention
+  if minPending then
+    local pm = parseId(minPending)
+    if pm < cutMs then cutMs = pm end
+  end
+  local dm = parseId(delivered)
+  if dm < cutMs then cutMs = dm end
+  if cutMs > 0 then
+    redis.call('XTRIM', stream, 'MINID', '~', string.format('%d', cutMs))
+    redis.call('XTRIM', late, 'MINID', '~', string.format('%d', nowMs - retention))
+  end
+end
+
+local h = -1
+if horizon then h = horizon == math.huge and -2 or horizon end
+return {closedCount, h, more, mergedThrough(lastId) and 1 or 0}

@@ -1,0 +1,107 @@
+--[[
+  Merges one pre-aggregated batch of trades into the open bars and acknowledges the batch, in one
+  atomic step, so a trade is counted exactly once even when a worker dies mid-batch or two workers
+  race on a reclaimed batch.
+
+  Input:
+    KEYS[1] raw trade stream of the partition
+    KEYS[2] open bars hash (field = bar id, value = encoded bar state)
+    KEYS[3] open index sorted set (member = bar id, score = window end ms)
+    KEYS[4] late trade stream of the partition
+    KEYS[5] partition stats hash
+    KEYS[6] clock hash of the partition (closed = horizon up to which windows are closed)
+    ARGV[1] consumer group
+    ARGV[2] consumer name
+    ARGV[3] n = number of stream ids in the batch, followed by the n ids
+    then    m = number of late trades, followed by 9 fields each: id s p v t c rx w reason
+    then    k = number of partial bars, followed by 3 fields each: bar id, window end, encoded state
+  Output:
+    {1, merged trades, late trades} when merged and acknowledged
+    {0, id1, id2, ...} when some ids are no longer pending for the group (already acknowledged by
+      another worker): nothing was changed; the caller re-aggregates just the ids returned
+  State encoding (also packages/common/src/bar.ts):
+    open|openKey|high|low|close|closeKey|volume|pv|n
+]]
+local stream, bars, index, late, stats, clock = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local group, consumer = ARGV[1], ARGV[2]
+local n = tonumber(ARGV[3])
+local ids = {}
+for i = 1, n do ids[i] = ARGV[3 + i] end
+
+-- Claim the batch: XCLAIM ... JUSTID returns only the ids still pending for the group.
+local claimed = {}
+local CHUNK = 500
+for i = 1, n, CHUNK do
+  local last = math.min(i + CHUNK - 1, n)
+  local args = {stream, group, consumer, 0}
+  for x = i, last do args[#args + 1] = ids[x] end
+  args[#args + 1] = 'JUSTID'
+  local got = redis.call('XCLAIM', unpack(args))
+  for _, id in ipairs(got) do claimed[#claimed + 1] = id end
+end
+if #claimed < n then
+  local out = {0}
+  for _, id in ipairs(claimed) do out[#out + 1] = id end
+  return out
+end
+
+local pos = 4 + n
+local m = tonumber(ARGV[pos]); pos = pos + 1
+for j = 1, m do
+  redis.call('XADD', late, '*', 'id', ARGV[pos], 's', ARGV[pos + 1], 'p', ARGV[pos + 2], 'v', ARGV[pos + 3],
+    't', ARGV[pos + 4], 'c', ARGV[pos + 5], 'rx', ARGV[pos + 6], 'w', ARGV[pos + 7], 'reason', ARGV[pos + 8])
+  pos = pos + 9
+end
+
+local function split(s)
+  local f = {}
+  for part in string.gmatch(s, '([^|]*)|?') do
+    f[#f + 1] = part
+    if #f == 9 then break end
+  end
+  return f
+end
+
+local closed = tonumber(redis.call('HGET', clock, 'closed') or '-1')
+local k = tonumber(ARGV[pos]); pos = pos + 1
+local merged = 0
+local lostClosed = 0
+for j = 1, k do
+  local id, wend, enc = ARGV[pos], tonumber(ARGV[pos + 1]), ARGV[pos + 2]
+  pos = pos + 3
+  local b = split(enc)
+  if wend <= closed then
+    -- Cannot happen while the watermark is monotonic (see closeBars); kept visible, never folded in.
+    redis.call('XADD', late, '*', 'bar', id, 'state', enc, 'reason', 'window-already-closed')
+    lostClosed = lostClosed + tonumber(b[9])
+  else
+    local cur = redis.call('HGET', bars, id)
+    if cur then
+      local a = split(cur)
+      if b[2] < a[2] then a[1] = b[1]; a[2] = b[2] end
+      if b[6] > a[6] then a[5] = b[5]; a[6] = b[6] end
+      if tonumber(b[3]) > tonumber(a[3]) then a[3] = b[3] end
+      if tonumber(b[4]) < tonumber(a[4]) then a[4] = b[4] end
+      a[7] = string.format('%.17g', tonumber(a[7]) + tonumber(b[7]))
+      a[8] = string.format('%.17g', tonumber(a[8]) + tonumber(b[8]))
+      a[9] = string.format('%d', tonumber(a[9]) + tonumber(b[9]))
+      enc = table.concat(a, '|')
+    else
+      redis.call('ZADD', index, wend, id)
+    end
+    redis.call('HSET', bars, id, enc)
+  end
+end
+
+for i = 1, n, CHUNK do
+  local last = math.min(i + CHUNK - 1, n)
+  local args = {stream, group}
+  for x = i, last do args[#args + 1] = ids[x] end
+  redis.call('XACK', unpack(args))
+end
+local now = redis.call('TIME')
+redis.call('HINCRBY', stats, 'merged', n - m)
+redis.call('HSET', stats, 'lastMergeMs', string.format('%d', tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)))
+if m > 0 then redis.call('HINCRBY', stats, 'late', m) end
+if lostClosed > 0 then redis.call('HINCRBY', stats, 'lateAfterClose', lostClosed) end
+return {1, n - m, m}

@@ -1,0 +1,128 @@
+/**
+ * The pure core: what a bar is and how partial bars merge. The same rules live in
+ * lua/mergeBatch-*.lua; bar.test.ts checks both agree on random batches.
+ */
+
+/** A trade as it travels on the raw stream. */
+export interface Trade {
+  /** symbol, e.g. AAPL or BINANCE:BTCUSDT */
+  readonly s: string;
+  /** price as received (shortest decimal text of the number) */
+  readonly p: string;
+  /** volume */
+  readonly v: number;
+  /** event time, ms since the epoch (exchange clock) */
+  readonly t: number;
+  /** trade conditions */
+  readonly c: readonly string[];
+  /** receive time, ms since the epoch (local clock) */
+  readonly rx: number;
+}
+
+/** A partial or complete bar. Prices keep their received text; volume and Σp·v are numbers. */
+export interface BarState {
+  open: string;
+  /** order key of the open trade: (t, stream id), see orderKey */
+  openKey: string;
+  high: string;
+  low: string;
+  close: string;
+  closeKey: string;
+  volume: number;
+  /** Σ price × volume, for the VWAP */
+  pv: number;
+  /** number of trades */
+  n: number;
+}
+
+export interface Bar extends BarState {
+  readonly interval: string;
+  readonly symbol: string;
+  /** window start, UTC ms: the bar's identity */
+  readonly start: number;
+  /** window end, UTC ms (exclusive) */
+  readonly end: number;
+}
+
+const pad = (n: number, w: number) => String(n).padStart(w, '0');
+
+/**
+ * A string that sorts like (event time, stream id). open = smallest key, close = largest, so ties on
+ * the millisecond resolve in stream order, which is arrival (file) order.
+ */
+export function orderKey(t: number, streamId: string): string {
+  const dash = streamId.indexOf('-');
+  const ms = dash < 0 ? streamId : streamId.slice(0, dash);
+  const seq = dash < 0 ? '0' : streamId.slice(dash + 1);
+  return pad(t, 15) + pad(Number(ms), 15) + pad(Number(seq), 10);
+}
+
+export function barFromTrade(price: string, volume: number, key: string): BarState {
+  return { open: price, openKey: key, high: price, low: price, close: price, closeKey: key, volume, pv: Number(price) * volume, n: 1 };
+}
+
+/** Folds b into a (mutating a). Commutative and associative up to float rounding of sums. */
+export function mergeInto(a: BarState, b: BarState): BarState {
+  if (b.openKey < a.openKey) {
+    a.open = b.open;
+    a.openKey = b.openKey;
+  }
+  if (b.closeKey > a.closeKey) {
+    a.close = b.close;
+    a.closeKey = b.closeKey;
+  }
+  if (Number(b.high) > Number(a.high)) a.high = b.high;
+  if (Number(b.low) < Number(a.low)) a.low = b.low;
+  a.volume += b.volume;
+  a.pv += b.pv;
+  a.n += b.n;
+  return a;
+}
+
+export function encodeBarState(b: BarState): string {
+  return `${b.open}|${b.openKey}|${b.high}|${b.low}|${b.close}|${b.closeKey}|${b.volume}|${b.pv}|${b.n}`;
+}
+
+export function decodeBarState(s: string): BarState {
+  const f = s.split('|');
+  if (f.length !== 9) throw new Error(`corrupt bar state "${s}"`);
+  return {
+    open: f[0]!,
+    openKey: f[1]!,
+    high: f[2]!,
+    low: f[3]!,
+    close: f[4]!,
+    closeKey: f[5]!,
+    volume: Number(f[6]),
+    pv: Number(f[7]),
+    n: Number(f[8]),
+  };
+}
+
+/** Bar id inside a partition: interval|symbol|start. */
+export function barId(interval: string, symbol: string, start: number): string {
+  return `${interval}|${symbol}|${start}`;
+}
+
+export function parseBarId(id: string): { interval: string; symbol: string; start: number } {
+  const first = id.indexOf('|');
+  const last = id.lastIndexOf('|');
+  return { interval: id.slice(0, first), symbol: id.slice(first + 1, last), start: Number(id.slice(last + 1)) };
+}
+
+/**
+ * A number for a CSV cell: rounded to 15 significant digits so float sums print as people expect
+ * (0.1 + 0.2 -> 0.3), without exponent notation.
+ */
+export function formatNumber(x: number): string {
+  if (!Number.isFinite(x)) return '';
+  const r = Number(x.toPrecision(15));
+  if (r === 0) return '0';
+  const s = String(r);
+  if (!/e/i.test(s)) return s;
+  return r.toFixed(Math.min(20, Math.max(0, 15 - Math.floor(Math.log10(Math.abs(r))))) ).replace(/\.?0+$/, '');
+}
+
+export function vwap(b: BarState): number {
+  return b.volume > 0 ? b.pv / b.volume : NaN;
+}

@@ -1,0 +1,56 @@
+import { describe, expect, it } from 'vitest';
+import { ConfigError, loadConfig } from './config.js';
+
+describe('loadConfig', () => {
+  it('has the documented defaults: replay without a token, live with one', () => {
+    const c = loadConfig({});
+    expect(c.mode).toBe('replay');
+    expect(c.clock).toBe('event');
+    expect(c.intervals.map((i) => i.name)).toEqual(['1min', '5min', '15min', '30min', '1h']);
+    expect(c.baseMs).toBe(60_000);
+    expect(c.tz).toBe('America/New_York');
+    expect(c.graceMs).toBe(2000);
+    expect(c.dataDir).toBe('./data');
+    expect(c.backfill).toBe(false);
+    const live = loadConfig({ FINNHUB_TOKEN: 'x', SYMBOLS: 'AAPL, BINANCE:BTCUSDT' });
+    expect(live.mode).toBe('live');
+    expect(live.clock).toBe('wall');
+    expect(live.symbols).toEqual(['AAPL', 'BINANCE:BTCUSDT']);
+    expect(Object.isFrozen(live)).toBe(true);
+  });
+
+  it('sorts and de-duplicates intervals, flags override the environment', () => {
+    const c = loadConfig({ INTERVALS: '1h,5min,60min' }, { GRACE_MS: '500' });
+    expect(c.intervals.map((i) => i.name)).toEqual(['5min', '1h']);
+    expect(c.graceMs).toBe(500);
+  });
+
+  it('parses booleans explicitly: "false" is false', () => {
+    expect(loadConfig({ LOG_PRETTY: 'false' }).logPretty).toBe(false);
+    expect(loadConfig({ LOG_PRETTY: 'true' }).logPretty).toBe(true);
+  });
+
+  it.each([
+    [{ GRACE_MS: '-1' }, /GRACE_MS="-1": must be a whole number/],
+    [{ GRACE_MS: 'soon' }, /GRACE_MS/],
+    [{ INTERVALS: '1min,7sec' }, /INTERVALS: invalid interval "7sec"/],
+    [{ BAR_TZ: 'Europe/Atlantis' }, /BAR_TZ: invalid time zone/],
+    [{ CLOCK: 'sundial' }, /CLOCK="sundial": must be wall or event/],
+    [{ MODE: 'live' }, /MODE=live needs FINNHUB_TOKEN/],
+    [{ STREAM_PARTITIONS: '0' }, /STREAM_PARTITIONS/],
+    [{ LOG_PRETTY: 'maybe' }, /LOG_PRETTY="maybe": must be true or false/],
+    [{ SYMBOLS: 'AAPL,BAD SYMBOL' }, /SYMBOLS: "BAD SYMBOL"/],
+    [{ TRADES_RETENTION: 'forever' }, /TRADES_RETENTION/],
+  ])('rejects %j naming the variable and the rule', (env, msg) => {
+    expect(() => loadConfig(env)).toThrow(ConfigError);
+    expect(() => loadConfig(env)).toThrow(msg);
+  });
+
+  it('never echoes the token in an error', () => {
+    try {
+      loadConfig({ FINNHUB_TOKEN: 'sekrit-value', GRACE_MS: 'x' });
+    } catch (e) {
+      expect(String((e as Error).message)).not.toContain('sekrit-value');
+    }
+  });
+});

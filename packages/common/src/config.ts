@@ -1,0 +1,233 @@
+import { z } from 'zod';
+import { baseIntervalMs, Clock, parseDurationMs, parseInterval, type Interval } from './time.js';
+
+/**
+ * The one configuration schema. Every role parses the environment (plus CLI flags) once, at its
+ * entry point, into a frozen Config; nothing else reads process.env. A bad value is a ConfigError
+ * that names the variable and the rule.
+ */
+
+export class ConfigError extends Error {
+  constructor(readonly problems: string[]) {
+    super(`invalid configuration:\n${problems.map((p) => `  - ${p}`).join('\n')}`);
+    this.name = 'ConfigError';
+  }
+}
+
+const int = (min: number, max: number, def: number) =>
+  z
+    .string()
+    .trim()
+    .regex(/^\d+$/, `must be a whole number from ${min} to ${max}`)
+    .transform(Number)
+    .pipe(z.number().int().min(min).max(max))
+    .optional()
+    .transform((v) => v ?? def);
+
+const bool = (def: boolean) =>
+  z
+    .string()
+    .trim()
+    .toLowerCase()
+    .refine((v) => ['true', 'false', '1', '0', 'yes', 'no', 'on', 'off'].includes(v), 'must be true or false')
+    .transform((v) => ['true', '1', 'yes', 'on'].includes(v))
+    .optional()
+    .transform((v) => v ?? def);
+
+const duration = (def: string) =>
+  z
+    .string()
+    .optional()
+    .transform((v, ctx) => {
+      try {
+        return parseDurationMs(v ?? def);
+      } catch (e) {
+        ctx.addIssue({ code: 'custom', message: (e as Error).message });
+        return z.NEVER;
+      }
+    });
+
+const nonEmpty = (s: string | undefined) => (s === undefined || s.trim() === '' ? undefined : s.trim());
+
+export const ENV_SCHEMA = z.object({
+  MODE: z.enum(['live', 'replay']).optional(),
+  FINNHUB_TOKEN: z.string().optional(),
+  FINNHUB_WS_URL: z.string().url('must be a ws:// or wss:// URL').optional(),
+  FINNHUB_REST_URL: z.string().url('must be an http(s) URL').optional(),
+  SYMBOLS: z.string().optional(),
+  INTERVALS: z.string().optional(),
+  BAR_TZ: z.string().optional(),
+  GRACE_MS: int(0, 3_600_000, 2000),
+  CLOCK: z.enum(['wall', 'event'], { message: 'must be wall or event' }).optional(),
+  DATA_DIR: z.string().optional(),
+  REDIS_URL: z.string().optional(),
+  KEY_PREFIX: z
+    .string()
+    .regex(/^[A-Za-z0-9_.-]+$/, 'letters, digits, _ . - only')
+    .optional(),
+  STREAM_PARTITIONS: int(1, 1024, 1),
+  AGGREGATORS: int(1, 64, 1),
+  AGGREGATOR_BATCH: int(1, 10_000, 2000),
+  INGEST_BATCH: int(1, 10_000, 1000),
+  INGEST_FLUSH_MS: int(0, 1000, 2),
+  CLOSE_EVERY_MS: int(50, 60_000, 250),
+  RECLAIM_IDLE_MS: int(100, 3_600_000, 30_000),
+  TRADES_RETENTION: duration('1h'),
+  EXIT_WHEN_IDLE_MS: z
+    .string()
+    .trim()
+    .regex(/^\d+$/, 'must be a whole number of ms (0 = never exit)')
+    .transform(Number)
+    .optional(),
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).optional(),
+  LOG_PRETTY: bool(process.stdout.isTTY ?? false),
+  REPLAY_TAPE: z.string().optional(),
+  REPLAY_SPEED: z
+    .string()
+    .optional()
+    .transform((v, ctx) => {
+      const n = Number(v ?? '0');
+      if (!Number.isFinite(n) || n < 0) {
+        ctx.addIssue({ code: 'custom', message: 'must be 0 (as fast as possible) or a positive speed factor' });
+        return z.NEVER;
+      }
+      return n;
+    }),
+  REPLAY_PORT: int(0, 65535, 0),
+  REPLAY_FRAME_TRADES: int(1, 10_000, 500),
+  BACKFILL: z.enum(['on', 'off']).optional(),
+  REDIS_SERVER_BIN: z.string().optional(),
+});
+
+export type Mode = 'live' | 'replay';
+
+export interface Config {
+  readonly mode: Mode;
+  readonly finnhubToken: string | undefined;
+  readonly finnhubWsUrl: string;
+  readonly finnhubRestUrl: string;
+  readonly symbols: readonly string[];
+  readonly intervals: readonly Interval[];
+  readonly baseMs: number;
+  readonly tz: string;
+  readonly graceMs: number;
+  readonly clock: 'wall' | 'event';
+  readonly dataDir: string;
+  readonly redisUrl: string | undefined;
+  readonly keyPrefix: string;
+  readonly partitions: number;
+  readonly aggregators: number;
+  readonly aggregatorBatch: number;
+  readonly ingestBatch: number;
+  readonly ingestFlushMs: number;
+  readonly closeEveryMs: number;
+  readonly reclaimIdleMs: number;
+  readonly tradesRetentionMs: number;
+  readonly exitWhenIdleMs: number;
+  readonly logLevel: string;
+  readonly logPretty: boolean;
+  readonly replayTape: string | undefined;
+  readonly replaySpeed: number;
+  readonly replayPort: number;
+  readonly replayFrameTrades: number;
+  readonly backfill: boolean;
+  readonly redisServerBin: string;
+}
+
+export type EnvLike = Record<string, string | undefined>;
+
+/** Parses the environment (and overrides, e.g. CLI flags, by variable name) into a frozen Config. */
+export function loadConfig(env: EnvLike, overrides: EnvLike = {}): Config {
+  const merged: EnvLike = {};
+  for (const key of Object.keys(ENV_SCHEMA.shape)) {
+    const v = nonEmpty(overrides[key] ?? env[key]);
+    if (v !== undefined) merged[key] = v;
+  }
+  const parsed = ENV_SCHEMA.safeParse(merged);
+  const problems: string[] = [];
+  if (!parsed.success) {
+    for (const issue of parsed.error.issues) {
+      const name = String(issue.path[0] ?? '?');
+      problems.push(`${name}=${JSON.stringify(merged[name] ?? '')}: ${issue.message}`);
+    }
+  }
+
+  // Checked from the raw values too, so one run reports every problem at once.
+  let intervals: Interval[] = [];
+  try {
+    const seen = new Map<number, Interval>();
+    for (const part of (merged.INTERVALS ?? '1min,5min,15min,30min,1h').split(',')) {
+      if (part.trim() === '') continue;
+      const iv = parseInterval(part);
+      if (!seen.has(iv.ms)) seen.set(iv.ms, iv);
+    }
+    intervals = [...seen.values()].sort((a, b) => a.ms - b.ms);
+    if (intervals.length === 0) problems.push('INTERVALS: name at least one interval, e.g. 1min,5min');
+  } catch (err) {
+    problems.push(`INTERVALS: ${(err as Error).message}`);
+  }
+
+  const tz = merged.BAR_TZ ?? 'America/New_York';
+  try {
+    new Clock(tz);
+  } catch (err) {
+    problems.push(`BAR_TZ: ${(err as Error).message}`);
+  }
+  if (!parsed.success) throw new ConfigError(problems);
+  const e = parsed.data;
+
+  const token = e.FINNHUB_TOKEN;
+  const mode: Mode = e.MODE ?? (token ? 'live' : 'replay');
+  if (mode === 'live' && !token) {
+    problems.push('MODE=live needs FINNHUB_TOKEN (a Finnhub API key); unset MODE to replay the bundled tape');
+  }
+  const symbols = (e.SYMBOLS ?? '')
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s !== '');
+  for (const s of symbols) {
+    if (!/^[A-Za-z0-9:._^/=-]{1,64}$/.test(s)) problems.push(`SYMBOLS: "${s}" is not a symbol (letters, digits, : . _ - / ^ =)`);
+  }
+  const wsUrl = e.FINNHUB_WS_URL ?? 'wss://ws.finnhub.io';
+  if (!/^wss?:\/\//.test(wsUrl)) problems.push(`FINNHUB_WS_URL: must start with ws:// or wss://`);
+  if (problems.length) throw new ConfigError(problems);
+
+  return Object.freeze({
+    mode,
+    finnhubToken: token,
+    finnhubWsUrl: wsUrl,
+    finnhubRestUrl: e.FINNHUB_REST_URL ?? 'https://finnhub.io/api/v1',
+    symbols: Object.freeze(symbols),
+    intervals: Object.freeze(intervals),
+    baseMs: baseIntervalMs(intervals),
+    tz,
+    graceMs: e.GRACE_MS,
+    clock: e.CLOCK ?? (mode === 'live' ? 'wall' : 'event'),
+    dataDir: e.DATA_DIR ?? './data',
+    redisUrl: e.REDIS_URL,
+    keyPrefix: e.KEY_PREFIX ?? 'cw',
+    partitions: e.STREAM_PARTITIONS,
+    aggregators: e.AGGREGATORS,
+    aggregatorBatch: e.AGGREGATOR_BATCH,
+    ingestBatch: e.INGEST_BATCH,
+    ingestFlushMs: e.INGEST_FLUSH_MS,
+    closeEveryMs: e.CLOSE_EVERY_MS,
+    reclaimIdleMs: e.RECLAIM_IDLE_MS,
+    tradesRetentionMs: e.TRADES_RETENTION,
+    // A replay ends: by default the stack exits 2 s after the tape; live runs until stopped.
+    exitWhenIdleMs: e.EXIT_WHEN_IDLE_MS ?? (mode === 'replay' ? 2000 : 0),
+    logLevel: e.LOG_LEVEL ?? 'info',
+    logPretty: e.LOG_PRETTY,
+    replayTape: e.REPLAY_TAPE,
+    replaySpeed: e.REPLAY_SPEED,
+    replayPort: e.REPLAY_PORT,
+    replayFrameTrades: e.REPLAY_FRAME_TRADES,
+    backfill: (e.BACKFILL ?? (mode === 'live' ? 'on' : 'off')) === 'on',
+    redisServerBin: e.REDIS_SERVER_BIN ?? 'redis-server',
+  });
+}
+
+/** The variables a Config is built from, for child processes that must see the same settings. */
+export function configEnvNames(): string[] {
+  return Object.keys(ENV_SCHEMA.shape);
+}

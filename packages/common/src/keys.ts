@@ -1,0 +1,79 @@
+/**
+ * Every Redis key candlewick uses comes from here. Keys of one stream partition carry the hash tag
+ * `{p}` so that every key a Lua script touches lies in one Redis Cluster slot.
+ */
+export interface Keys {
+  readonly prefix: string;
+  /** Raw trade stream of partition p (fields s, p, v, t, c, rx, w). */
+  trades(p: number): string;
+  /** Late trades of partition p, kept for inspection and corrections. */
+  late(p: number): string;
+  /** Open bar state of partition p: field = bar id, value = encoded partial bar. */
+  openBars(p: number): string;
+  /** Sorted set of open bar ids of partition p, scored by window end (ms). */
+  openIndex(p: number): string;
+  /** Watermark, checkpoint and closed horizon of partition p. */
+  clock(p: number): string;
+  /** Closed bars waiting to be handed to the writer queue. */
+  outbox(p: number): string;
+  /** Counters of partition p written by Lua (late trades, merged trades). */
+  partitionStats(p: number): string;
+  /** Counters written outside Lua: trades in, rejected, bars written. */
+  stats(): string;
+  /** Rejected trades with their reason. */
+  rejected(): string;
+  /** Closed bars of one interval, for other services to tap. */
+  bars(interval: string): string;
+  /** Feed outages recorded by the ingestor. */
+  gaps(): string;
+  /** Key prefix BullMQ uses for the queues. */
+  queuePrefix(): string;
+}
+
+export function makeKeys(prefix: string): Keys {
+  const tag = (p: number) => `{${p}}`;
+  return Object.freeze({
+    prefix,
+    trades: (p: number) => `${prefix}:trades:${tag(p)}`,
+    late: (p: number) => `${prefix}:trades:late:${tag(p)}`,
+    openBars: (p: number) => `${prefix}:open:${tag(p)}`,
+    openIndex: (p: number) => `${prefix}:open-index:${tag(p)}`,
+    clock: (p: number) => `${prefix}:clock:${tag(p)}`,
+    outbox: (p: number) => `${prefix}:outbox:${tag(p)}`,
+    partitionStats: (p: number) => `${prefix}:stats:${tag(p)}`,
+    stats: () => `${prefix}:stats`,
+    rejected: () => `${prefix}:trades:rejected`,
+    bars: (interval: string) => `${prefix}:bars:${interval}`,
+    gaps: () => `${prefix}:feed:gaps`,
+    queuePrefix: () => `${prefix}:q`,
+  });
+}
+
+export const AGGREGATOR_GROUP = 'aggregator';
+export const BARS_QUEUE = 'bars';
+export const CLOSE_QUEUE = 'close';
+
+/** Stable partition of a symbol: FNV-1a 32-bit hash modulo the partition count. */
+export function partitionOf(symbol: string, partitions: number): number {
+  if (partitions <= 1) return 0;
+  let h = 0x811c9dc5;
+  for (let i = 0; i < symbol.length; i++) {
+    h ^= symbol.charCodeAt(i);
+    h = Math.imul(h, 0x01000193);
+  }
+  return (h >>> 0) % partitions;
+}
+
+/** A symbol as a file-name part: BINANCE:BTCUSDT -> BINANCE_BTCUSDT. */
+export function fileSafeSymbol(symbol: string): string {
+  return symbol.replace(/[^A-Za-z0-9._-]/g, '_');
+}
+
+/**
+ * A BullMQ job id for a bar. BullMQ refuses ':' in custom ids, and symbols such as BINANCE:BTCUSDT
+ * contain one, so the symbol is percent-encoded (which keeps distinct symbols distinct, unlike
+ * fileSafeSymbol).
+ */
+export function barJobId(interval: string, symbol: string, start: number): string {
+  return `${interval}-${encodeURIComponent(symbol).replace(/%/g, '~')}-${start}`;
+}

@@ -1,0 +1,44 @@
+import { readFileSync } from 'node:fs';
+import type { Redis, Cluster, Result } from 'ioredis';
+
+/**
+ * The single place Lua scripts are registered. Each lua/<verbNoun>-<numKeys>.lua becomes an ioredis
+ * command (EVALSHA with NOSCRIPT fallback). The command name carries the script version so two
+ * versions of candlewick sharing one Redis never run each other's script.
+ */
+const SCRIPT_VERSION = 1;
+const LUA_DIR = new URL('../lua/', import.meta.url);
+
+const SCRIPTS = {
+  addTrades: 'addTrades-2.lua',
+  mergeBatch: 'mergeBatch-6.lua',
+  closeBars: 'closeBars-6.lua',
+} as const;
+
+type Arg = string | number;
+
+declare module 'ioredis' {
+  interface RedisCommander<Context> {
+    cwAddTrades_v1(...args: Arg[]): Result<string | null, Context>;
+    cwMergeBatch_v1(...args: Arg[]): Result<(string | number)[], Context>;
+    cwCloseBars_v1(...args: Arg[]): Result<number[], Context>;
+  }
+}
+
+const cache = new Map<string, string>();
+function source(file: string): string {
+  let lua = cache.get(file);
+  if (lua === undefined) {
+    lua = readFileSync(new URL(file, LUA_DIR), 'utf8');
+    cache.set(file, lua);
+  }
+  return lua;
+}
+
+export function registerScripts(redis: Redis | Cluster): void {
+  for (const [name, file] of Object.entries(SCRIPTS)) {
+    const numberOfKeys = Number(/-(\d+)\.lua$/.exec(file)![1]);
+    const command = `cw${name[0]!.toUpperCase()}${name.slice(1)}_v${SCRIPT_VERSION}`;
+    redis.defineCommand(command, { lua: source(file), numberOfKeys });
+  }
+}

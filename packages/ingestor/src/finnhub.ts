@@ -1,0 +1,188 @@
+import WebSocket from 'ws';
+import { redactUrl, sleep, validateTrade, type Logger } from '@candlewick/common';
+import type { TradeSink } from './sink.js';
+
+export interface FeedOptions {
+  url: string;
+  token: string | undefined;
+  symbols: readonly string[];
+  /** no frame (pings included) for this long: the socket is considered dead */
+  staleMs?: number;
+  /** called with {start, end} after the feed came back from an outage */
+  /** called when a connection is open and subscribed */
+  onUp?: () => void;
+  onGap?: (gap: { start: number; end: number; symbols: readonly string[] }) => void;
+}
+
+/**
+ * A Finnhub trade WebSocket client: numbered connections, subscribe on open, exponential backoff
+ * with jitter (capped at 30 s, reset only after a good message), a stale-socket watchdog, and every
+ * trade validated alone so one bad trade never costs the rest of its message.
+ */
+export class FinnhubFeed {
+  private ws: WebSocket | undefined;
+  private conn = 0;
+  private attempt = 0;
+  private stopped = false;
+  private loop: Promise<void> | undefined;
+  private readonly abort = new AbortController();
+  private badLogged = 0;
+  private downSince: number | undefined;
+  private wasUp = false;
+  frames = 0;
+  trades = 0;
+  rejected = 0;
+  badFrames = 0;
+
+  constructor(
+    private readonly opts: FeedOptions,
+    private readonly sink: TradeSink,
+    private readonly log: Logger,
+  ) {}
+
+  private url(): string {
+    if (!this.opts.token) return this.opts.url;
+    const u = new URL(this.opts.url);
+    u.searchParams.set('token', this.opts.token);
+    return u.toString();
+  }
+
+  async start(): Promise<void> {
+    this.loop = this.run();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.abort.abort();
+    this.ws?.close();
+    await this.loop;
+    await this.sink.close();
+  }
+
+  /** pause/resume reading from the socket (backpressure from Redis) */
+  pressure(paused: boolean): void {
+    if (!this.ws) return;
+    if (paused) this.ws.pause();
+    else this.ws.resume();
+  }
+
+  private async run(): Promise<void> {
+    while (!this.stopped) {
+      const n = ++this.conn;
+      const log = this.log.child({ conn: n });
+      const started = Date.now();
+      try {
+        await this.connectOnce(log);
+      } catch (err) {
+        log.warn({ err: err instanceof Error ? err.message : String(err), url: redactUrl(this.opts.url) }, 'feed connection failed');
+      }
+      if (this.stopped) break;
+      // An outage starts when a feed that was up goes down; failing to connect at start-up is not a gap.
+      if (this.wasUp) this.downSince ??= Date.now();
+      const delay = Math.min(30_000, 250 * 2 ** Math.min(this.attempt, 7)) * (0.5 + Math.random() / 2);
+      this.attempt++;
+      log.info({ delayMs: Math.round(delay), upMs: Date.now() - started }, 'feed disconnected; reconnecting');
+      await sleep(delay, this.abort.signal);
+    }
+  }
+
+  private connectOnce(log: Logger): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const ws = new WebSocket(this.url(), { perMessageDeflate: false });
+      this.ws = ws;
+      let watchdog: NodeJS.Timeout | undefined;
+      const staleMs = this.opts.staleMs ?? 30_000;
+      const arm = () => {
+        if (watchdog) clearTimeout(watchdog);
+        watchdog = setTimeout(() => {
+          log.warn({ staleMs }, 'no frame from the feed; terminating the socket');
+          ws.terminate();
+        }, staleMs);
+      };
+      ws.on('open', () => {
+        log.info({ url: redactUrl(this.opts.url), symbols: this.opts.symbols.length }, 'feed connected; subscribing');
+        for (const symbol of this.opts.symbols) ws.send(JSON.stringify({ type: 'subscribe', symbol }));
+        arm();
+        this.opts.onUp?.();
+      });
+      ws.on('message', (data) => {
+        arm();
+        this.onFrame(data.toString(), log);
+      });
+      ws.on('unexpected-response', (_req, res) => {
+        reject(new Error(`feed refused the connection: HTTP ${res.statusCode}`));
+        ws.terminate();
+      });
+      ws.on('error', (err) => reject(err));
+      ws.on('close', () => {
+        if (watchdog) clearTimeout(watchdog);
+        this.ws = undefined;
+        resolve();
+      });
+    });
+  }
+
+  private good(): void {
+    this.attempt = 0;
+    this.wasUp = true;
+    if (this.downSince !== undefined) {
+      const gap = { start: this.downSince, end: Date.now(), symbols: this.opts.symbols };
+      this.downSince = undefined;
+      this.opts.onGap?.(gap);
+    }
+  }
+
+  private warnBad(log: Logger, msg: string, extra: Record<string, unknown>): void {
+    this.badLogged++;
+    if (this.badLogged <= 20 || this.badLogged % 1000 === 0) log.warn({ ...extra, seen: this.badLogged }, msg);
+  }
+
+  /** One WebSocket frame. Exposed for tests of the validation path. */
+  onFrame(text: string, log: Logger = this.log): void {
+    this.frames++;
+    const rx = Date.now();
+    let msg: unknown;
+    try {
+      msg = JSON.parse(text);
+    } catch {
+      this.badFrames++;
+      this.sink.badFrame();
+      this.warnBad(log, 'frame is not JSON; ignored', { frame: text.slice(0, 120) });
+      return;
+    }
+    const type = msg !== null && typeof msg === 'object' ? (msg as { type?: unknown }).type : undefined;
+    if (type === 'ping') {
+      this.good();
+      return;
+    }
+    if (type === 'trade') {
+      this.good();
+      const data = (msg as { data?: unknown }).data;
+      if (!Array.isArray(data)) {
+        this.badFrames++;
+        this.sink.badFrame();
+        this.warnBad(log, 'trade message without a data array; ignored', {});
+        return;
+      }
+      for (const raw of data) {
+        const v = validateTrade(raw, rx);
+        if (v.ok) {
+          this.trades++;
+          this.sink.push(v.trade);
+        } else {
+          this.rejected++;
+          this.sink.reject(raw, v.reason, rx);
+          this.warnBad(log, 'trade rejected', { reason: v.reason });
+        }
+      }
+      return;
+    }
+    if (type === 'error') {
+      log.error({ msg: (msg as { msg?: unknown }).msg }, 'feed sent an error message');
+      return;
+    }
+    this.badFrames++;
+    this.sink.badFrame();
+    this.warnBad(log, 'frame of unknown type; ignored', { type: String(type).slice(0, 40) });
+  }
+}

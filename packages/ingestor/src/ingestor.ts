@@ -1,0 +1,46 @@
+import type { Redis } from 'ioredis';
+import type { Config, Logger } from '@candlewick/common';
+import { FinnhubFeed } from './finnhub.js';
+import { TradeSink } from './sink.js';
+
+/** The ingest role: Finnhub feed -> validation -> raw trade stream. */
+export class Ingestor {
+  readonly sink: TradeSink;
+  readonly feed: FinnhubFeed;
+
+  constructor(redis: Redis, cfg: Config, keys: import('@candlewick/common').Keys, log: Logger) {
+    if (cfg.symbols.length === 0) throw new Error('SYMBOLS is empty: name the symbols to subscribe, e.g. SYMBOLS=AAPL,BINANCE:BTCUSDT');
+    this.sink = new TradeSink(
+      redis,
+      { keys, partitions: cfg.partitions, clock: cfg.clock, batch: cfg.ingestBatch, flushMs: cfg.ingestFlushMs },
+      log.child({ component: 'sink' }),
+      (paused) => this.feed.pressure(paused),
+    );
+    this.feed = new FinnhubFeed(
+      {
+        url: cfg.finnhubWsUrl,
+        token: cfg.mode === 'live' ? cfg.finnhubToken : undefined,
+        symbols: cfg.symbols,
+        onUp: () => {
+          void redis.hset(keys.stats(), 'feedUp', String(Date.now())).catch(() => undefined);
+        },
+        onGap: (gap) => {
+          log.warn({ gap }, 'feed outage recorded');
+          void redis
+            .xadd(keys.gaps(), '*', 'start', String(gap.start), 'end', String(gap.end), 'symbols', gap.symbols.join(','))
+            .catch((err: unknown) => log.error({ err }, 'failed to record a feed gap'));
+        },
+      },
+      this.sink,
+      log.child({ component: 'feed' }),
+    );
+  }
+
+  start(): Promise<void> {
+    return this.feed.start();
+  }
+
+  stop(): Promise<void> {
+    return this.feed.stop();
+  }
+}

@@ -1,0 +1,133 @@
+import { WebSocketServer, type WebSocket } from 'ws';
+import type { AddressInfo } from 'node:net';
+import { sleep, type Logger } from '@candlewick/common';
+import { isRawFrame, type TapeItem } from './tapes.js';
+
+export interface ReplayOptions {
+  port: number;
+  host?: string;
+  /** 0: as fast as the socket takes it; otherwise the recorded pace times this factor */
+  speed: number;
+  /** at most this many trades per frame */
+  frameTrades: number;
+  /** wait this long after the first subscribe for the rest before starting */
+  settleMs?: number;
+  /** ping interval once the tape is done (Finnhub pings idle connections) */
+  pingMs?: number;
+}
+
+/**
+ * A Finnhub-protocol trade WebSocket that replays a recorded tape to each connection: it accepts
+ * {"type":"subscribe","symbol":...}, sends {"type":"trade","data":[{s,p,v,t,c}...]} frames in tape
+ * order for the subscribed symbols, and {"type":"ping"} when idle. Each connection gets the tape
+ * from the start.
+ */
+export class ReplayServer {
+  private wss: WebSocketServer | undefined;
+  private readonly abort = new AbortController();
+  private readonly sessions = new Set<Promise<void>>();
+  /** connections served so far */
+  connections = 0;
+
+  constructor(
+    private readonly tape: readonly TapeItem[],
+    private readonly opts: ReplayOptions,
+    private readonly log: Logger,
+  ) {}
+
+  async start(): Promise<number> {
+    const wss = new WebSocketServer({ port: this.opts.port, host: this.opts.host ?? '127.0.0.1', perMessageDeflate: false });
+    this.wss = wss;
+    await new Promise<void>((resolve, reject) => {
+      wss.once('listening', resolve);
+      wss.once('error', reject);
+    });
+    wss.on('connection', (ws) => {
+      const p = this.serve(ws).catch((err: unknown) => this.log.warn({ err }, 'replay session ended with an error'));
+      this.sessions.add(p);
+      void p.finally(() => this.sessions.delete(p));
+    });
+    const port = (wss.address() as AddressInfo).port;
+    this.log.info({ port, trades: this.tape.length, speed: this.opts.speed }, 'replay server listening');
+    return port;
+  }
+
+  get port(): number {
+    return (this.wss!.address() as AddressInfo).port;
+  }
+
+  async stop(): Promise<void> {
+    this.abort.abort();
+    for (const c of this.wss?.clients ?? []) c.terminate();
+    await new Promise<void>((resolve) => (this.wss ? this.wss.close(() => resolve()) : resolve()));
+    await Promise.all(this.sessions);
+  }
+
+  private async serve(ws: WebSocket): Promise<void> {
+    const n = ++this.connections;
+    const log = this.log.child({ session: n });
+    const symbols = new Set<string>();
+    let subscribed: () => void = () => undefined;
+    const first = new Promise<void>((r) => (subscribed = r));
+    let open = true;
+    ws.on('close', () => {
+      open = false;
+      subscribed();
+    });
+    ws.on('message', (data) => {
+      try {
+        const msg = JSON.parse(data.toString()) as { type?: string; symbol?: string };
+        if (msg.type === 'subscribe' && typeof msg.symbol === 'string') {
+          symbols.add(msg.symbol);
+          subscribed();
+        } else if (msg.type === 'unsubscribe' && typeof msg.symbol === 'string') symbols.delete(msg.symbol);
+      } catch {
+        ws.send(JSON.stringify({ type: 'error', msg: 'invalid JSON' }));
+      }
+    });
+    await first;
+    await sleep(this.opts.settleMs ?? 100, this.abort.signal);
+    log.info({ symbols: [...symbols] }, 'replaying tape');
+
+    const firstTrade = this.tape.find((x) => !isRawFrame(x));
+    const t0 = firstTrade && !isRawFrame(firstTrade) ? firstTrade.t : 0;
+    const wall0 = Date.now();
+    const speed = this.opts.speed;
+    let frame: string[] = [];
+    let sent = 0;
+    const flush = async () => {
+      if (frame.length === 0) return;
+      const text = `{"type":"trade","data":[${frame.join(',')}]}`;
+      frame = [];
+      ws.send(text);
+      // Let the socket drain: this is what "as fast as the socket takes it" means.
+      while (open && ws.bufferedAmount > 4 << 20) await sleep(2);
+    };
+    for (const tr of this.tape) {
+      if (!open || this.abort.signal.aborted) return;
+      if (isRawFrame(tr)) {
+        await flush();
+        ws.send(tr.raw);
+        continue;
+      }
+      if (!symbols.has(tr.s)) continue;
+      if (speed > 0) {
+        const due = wall0 + (tr.t - t0) / speed;
+        const wait = due - Date.now();
+        if (wait > 0) {
+          await flush();
+          await sleep(wait, this.abort.signal);
+        }
+      }
+      frame.push(`{"s":${JSON.stringify(tr.s)},"p":${tr.p},"v":${tr.v},"t":${tr.t},"c":${JSON.stringify(tr.c)}}`);
+      sent++;
+      if (frame.length >= this.opts.frameTrades) await flush();
+    }
+    await flush();
+    log.info({ sent }, 'tape finished; idling with pings');
+    while (open && !this.abort.signal.aborted) {
+      await sleep(this.opts.pingMs ?? 5000, this.abort.signal);
+      if (open) ws.send('{"type":"ping"}');
+    }
+  }
+}

@@ -1,0 +1,118 @@
+import type { Redis } from 'ioredis';
+import { partitionOf, tradeArgs, type Keys, type Logger, type Trade } from '@candlewick/common';
+
+export interface SinkOptions {
+  keys: Keys;
+  partitions: number;
+  clock: 'wall' | 'event';
+  /** flush when this many trades are buffered */
+  batch: number;
+  /** ... or when the oldest buffered trade has waited this long */
+  flushMs: number;
+  /** pause the source above this many trades in flight to Redis */
+  highWater?: number;
+}
+
+/**
+ * Buffers validated trades for at most `flushMs` (or `batch` trades) and appends them to the raw
+ * stream with addTrades, one script call per partition and batch. Calls go out on one connection
+ * in order, so the stream keeps arrival order. This buffer is the only place a trade lives outside
+ * Redis; its size in time is `flushMs` plus one Redis round trip.
+ */
+export class TradeSink {
+  private buf: Trade[][] = [];
+  private count = 0;
+  private timer: NodeJS.Timeout | undefined;
+  private inFlight = 0;
+  private flushing: Promise<void> = Promise.resolve();
+  private waiters: (() => void)[] = [];
+  added = 0;
+  lastRx = 0;
+
+  constructor(
+    private readonly redis: Redis,
+    private readonly opts: SinkOptions,
+    private readonly log: Logger,
+    private readonly onPressure?: (paused: boolean) => void,
+  ) {
+    for (let p = 0; p < opts.partitions; p++) this.buf.push([]);
+  }
+
+  push(trade: Trade): void {
+    this.buf[partitionOf(trade.s, this.opts.partitions)]!.push(trade);
+    this.count++;
+    this.lastRx = trade.rx;
+    if (this.count >= this.opts.batch) this.flush();
+    else if (!this.timer) this.timer = setTimeout(() => this.flush(), this.opts.flushMs);
+  }
+
+  /** Sends everything buffered; the promise settles when Redis has it. */
+  flush(): Promise<void> {
+    if (this.timer) {
+      clearTimeout(this.timer);
+      this.timer = undefined;
+    }
+    if (this.count === 0) return this.flushing;
+    const batches = this.buf;
+    const n = this.count;
+    this.buf = batches.map(() => []);
+    this.count = 0;
+    this.inFlight += n;
+    const high = this.opts.highWater ?? this.opts.batch * 8;
+    if (this.inFlight > high) this.onPressure?.(true);
+    const sends: Promise<unknown>[] = [];
+    batches.forEach((trades, p) => {
+      if (trades.length === 0) return;
+      const args: string[] = [this.opts.clock];
+      for (const tr of trades) args.push(...tradeArgs(tr));
+      sends.push(this.redis.cwAddTrades_v1(this.opts.keys.trades(p), this.opts.keys.clock(p), ...args));
+    });
+    sends.push(
+      this.redis.hincrby(this.opts.keys.stats(), 'in', n),
+      this.redis.hset(this.opts.keys.stats(), 'lastRx', String(this.lastRx)),
+      this.redis.hsetnx(this.opts.keys.stats(), 'firstRx', String(this.lastRx)),
+    );
+    const done = Promise.all(sends).then(
+      () => {
+        this.added += n;
+        this.inFlight -= n;
+        if (this.inFlight <= high / 2) this.onPressure?.(false);
+      },
+      (err: unknown) => {
+        // With maxRetriesPerRequest null, ioredis waits through reconnects, so an error here is a
+        // script or server error: keep the process alive but make it loud.
+        this.inFlight -= n;
+        this.log.error({ err, trades: n }, 'failed to append trades to the raw stream');
+      },
+    );
+    this.flushing = this.flushing.then(() => done);
+    return this.flushing;
+  }
+
+  /** Records rejected trades with their reason (counted and kept in trades:rejected). */
+  reject(raw: unknown, reason: string, rx: number): void {
+    let text: string;
+    try {
+      text = JSON.stringify(raw) ?? String(raw);
+    } catch {
+      text = String(raw);
+    }
+    if (text.length > 2000) text = `${text.slice(0, 2000)}…`;
+    void this.redis
+      .multi()
+      .xadd(this.opts.keys.rejected(), 'MAXLEN', '~', '100000', '*', 'raw', text, 'reason', reason, 'rx', String(rx))
+      .hincrby(this.opts.keys.stats(), 'rejected', 1)
+      .exec()
+      .catch((err: unknown) => this.log.error({ err }, 'failed to record a rejected trade'));
+  }
+
+  /** Counts a frame that is not JSON or has an unknown type. */
+  badFrame(): void {
+    void this.redis.hincrby(this.opts.keys.stats(), 'badFrames', 1).catch(() => undefined);
+  }
+
+  async close(): Promise<void> {
+    await this.flush();
+    await this.flushing;
+  }
+}

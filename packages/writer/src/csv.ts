@@ -1,0 +1,69 @@
+import { closeSync, existsSync, fstatSync, mkdirSync, openSync, readSync, appendFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { stringify } from 'csv-stringify/sync';
+import { DateTime } from 'luxon';
+import { fileSafeSymbol, formatNumber, vwap, type BarState, type Clock } from '@candlewick/common';
+
+export const CSV_HEADER = ['timestamp', 'open', 'high', 'low', 'close', 'vwap', 'volume', 'num_transactions'] as const;
+
+export function csvPath(dataDir: string, interval: string, symbol: string): string {
+  return join(dataDir, 'raw', interval, `${fileSafeSymbol(symbol)}_${interval}.csv`);
+}
+
+export function csvRow(clock: Clock, start: number, b: BarState): string {
+  const v = vwap(b);
+  return stringify([[clock.label(start), b.open, b.high, b.low, b.close, Number.isNaN(v) ? '' : formatNumber(v), formatNumber(b.volume), b.n]]);
+}
+
+/** Start (UTC ms) of the last row of a CSV file, or undefined when it has no data rows. */
+export function lastRowStart(path: string): number | undefined {
+  if (!existsSync(path)) return undefined;
+  const fd = openSync(path, 'r');
+  try {
+    const size = fstatSync(fd).size;
+    const len = Math.min(size, 4096);
+    const buf = Buffer.alloc(len);
+    readSync(fd, buf, 0, len, size - len);
+    const lines = buf.toString('utf8').split('\n').filter((l) => l.trim() !== '');
+    const last = lines[lines.length - 1];
+    if (!last || last.startsWith('timestamp')) return undefined;
+    const ts = DateTime.fromISO(last.slice(0, last.indexOf(',')), { setZone: true });
+    if (!ts.isValid) throw new Error(`${path}: last row does not start with an ISO timestamp; fix or move the file`);
+    return ts.toMillis();
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/**
+ * Appends bars to per-(interval, symbol) CSV files, never a row that is not newer than the file's
+ * last row, so a retried or re-enqueued bar is written once. The file is the source of truth: the
+ * last start is read back from it when a file is first touched.
+ */
+export class CsvFiles {
+  private readonly last = new Map<string, number | undefined>();
+
+  constructor(
+    private readonly dataDir: string,
+    private readonly clock: Clock,
+  ) {}
+
+  /** 'written' | 'present' (this very bar is the file's last row) | 'stale' (an older bar) */
+  append(interval: string, symbol: string, start: number, state: BarState): 'written' | 'present' | 'stale' {
+    const path = csvPath(this.dataDir, interval, symbol);
+    let last = this.last.get(path);
+    if (!this.last.has(path)) {
+      last = lastRowStart(path);
+      this.last.set(path, last);
+    }
+    if (last !== undefined && start <= last) return start === last ? 'present' : 'stale';
+    let text = csvRow(this.clock, start, state);
+    if (!existsSync(path)) {
+      mkdirSync(dirname(path), { recursive: true });
+      text = stringify([[...CSV_HEADER]]) + text;
+    }
+    appendFileSync(path, text);
+    this.last.set(path, start);
+    return 'written';
+  }
+}

@@ -1,0 +1,100 @@
+import type { Redis } from 'ioredis';
+import { Worker, type Job } from 'bullmq';
+import { BARS_QUEUE, Clock, decodeBarState, formatNumber, sleep, vwap, type Config, type Keys, type Logger } from '@candlewick/common';
+import { CsvFiles } from './csv.js';
+
+export interface BarJobData {
+  interval: string;
+  symbol: string;
+  start: number;
+  state: string;
+}
+
+export interface BarBatchData {
+  bars: BarJobData[];
+}
+
+/**
+ * The write role: a BullMQ worker (concurrency 1, so rows reach each file in the order the closer
+ * enqueued them) that appends each closed bar to its CSV file and publishes it on bars:{interval}.
+ * A failed disk write is retried in place with backoff rather than failing the job, because a
+ * failed job would be retried after later bars and then be skipped as stale.
+ */
+export class WriterService {
+  private worker: Worker | undefined;
+  private readonly files: CsvFiles;
+  private readonly clock: Clock;
+  written = 0;
+  skipped = 0;
+
+  constructor(
+    private readonly redis: Redis,
+    private readonly cfg: Config,
+    private readonly keys: Keys,
+    private readonly log: Logger,
+    private readonly barsRetentionMs = 7 * 24 * 3600_000,
+  ) {
+    this.clock = new Clock(cfg.tz);
+    this.files = new CsvFiles(cfg.dataDir, this.clock);
+  }
+
+  async start(): Promise<void> {
+    this.worker = new Worker(BARS_QUEUE, (job: Job<BarBatchData>) => this.processBatch(job.data), {
+      connection: this.redis.duplicate(),
+      prefix: this.keys.queuePrefix(),
+      concurrency: 1,
+    });
+    this.worker.on('error', (err) => this.log.warn({ err }, 'writer worker error'));
+    this.worker.on('failed', (job, err) => this.log.error({ err, bar: job?.id }, 'bar could not be written'));
+    this.log.info({ dataDir: this.cfg.dataDir }, 'writer started');
+  }
+
+  /** Appends a batch of closed bars (in closing order) and publishes them. */
+  async processBatch(batch: BarBatchData): Promise<{ written: number; skipped: number }> {
+    const tx = this.redis.multi();
+    const minId = String(Date.now() - this.barsRetentionMs);
+    const counts = new Map<string, number>();
+    let written = 0;
+    let skipped = 0;
+    for (const bar of batch.bars) {
+      const state = decodeBarState(bar.state);
+      let outcome: ReturnType<CsvFiles['append']>;
+      for (let attempt = 0; ; attempt++) {
+        try {
+          outcome = this.files.append(bar.interval, bar.symbol, bar.start, state);
+          break;
+        } catch (err) {
+          this.log.error({ err, attempt }, 'appending to the CSV failed; retrying (check disk space and permissions)');
+          await sleep(Math.min(30_000, 200 * 2 ** attempt));
+        }
+      }
+      if (outcome === 'stale') {
+        skipped++;
+        continue;
+      }
+      // 'present': an earlier attempt appended this row and died before publishing it; publish now.
+      if (outcome === 'written') {
+        written++;
+        counts.set(bar.interval, (counts.get(bar.interval) ?? 0) + 1);
+      }
+      const v = vwap(state);
+      tx.xadd(
+        this.keys.bars(bar.interval), 'MINID', '~', minId, '*',
+        's', bar.symbol, 'start', String(bar.start), 'ts', this.clock.label(bar.start),
+        'o', state.open, 'h', state.high, 'l', state.low, 'c', state.close,
+        'vwap', Number.isNaN(v) ? '' : formatNumber(v), 'v', formatNumber(state.volume), 'n', String(state.n),
+      );
+    }
+    for (const [interval, n] of counts) tx.hincrby(this.keys.stats(), `written:${interval}`, n);
+    await tx.exec();
+    this.written += written;
+    this.skipped += skipped;
+    return { written, skipped };
+  }
+
+  async stop(): Promise<void> {
+    // Worker.close waits for the job in progress to finish.
+    await this.worker?.close();
+    this.log.info({ written: this.written, skipped: this.skipped }, 'writer stopped');
+  }
+}

@@ -1,0 +1,150 @@
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { gunzipSync } from 'node:zlib';
+import { inject } from 'vitest';
+import { connectRedis, makeKeys, type Keys } from '@candlewick/common';
+import type { Redis } from 'ioredis';
+
+export const ROOT = fileURLToPath(new URL('..', import.meta.url));
+export const CLI = join(ROOT, 'packages/cli/dist/cli.js');
+export const BUNDLED_TAPE = join(ROOT, 'tapes/binance-xrpeth-aggtrades-2019-10-11.json.gz');
+export const BUNDLED_KLINES = join(ROOT, 'tapes/binance-xrpeth-klines-1m-2019-10-11.json.gz');
+
+export function redisUrl(): string {
+  return inject('redisUrl');
+}
+
+let seq = 0;
+/** A key prefix no other test uses, so test files run in parallel on one Redis. */
+export function uniquePrefix(name: string): string {
+  return `t-${name}-${process.pid}-${Date.now().toString(36)}-${seq++}`;
+}
+
+export function tempDir(name: string): string {
+  return mkdtempSync(join(tmpdir(), `cw-${name}-`));
+}
+
+export function testRedis(): Redis {
+  return connectRedis(redisUrl());
+}
+
+export function testKeys(name: string): Keys {
+  return makeKeys(uniquePrefix(name));
+}
+
+export async function waitFor(cond: () => boolean | Promise<boolean>, timeoutMs = 20_000, what = 'condition'): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  while (!(await cond())) {
+    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+export interface CliResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs the built CLI as a real child process. */
+export function runCli(args: string[], env: Record<string, string>, timeoutMs = 120_000): Promise<CliResult> {
+  return new Promise((resolve, reject) => {
+    const proc = spawn(process.execPath, [CLI, ...args], {
+      env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', LOG_LEVEL: 'info', ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    proc.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    proc.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const timer = setTimeout(() => {
+      proc.kill('SIGKILL');
+      reject(new Error(`candlewick ${args.join(' ')} did not finish in ${timeoutMs} ms\n${stdout}\n${stderr}`));
+    }, timeoutMs);
+    proc.on('exit', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+/** Binance's own 1-minute klines: [open time ms, open, high, low, close, base volume]. */
+export type Kline = [number, number, number, number, number, number];
+
+export function loadKlines(): Kline[] {
+  return JSON.parse(gunzipSync(readFileSync(BUNDLED_KLINES)).toString('utf8')) as Kline[];
+}
+
+export interface CsvBar {
+  timestamp: string;
+  start: number;
+  open: number;
+  high: number;
+  low: number;
+  close: number;
+  vwap: number;
+  volume: number;
+  n: number;
+}
+
+export function readCsv(path: string): { header: string; rows: CsvBar[] } {
+  const lines = readFileSync(path, 'utf8').trimEnd().split('\n');
+  const header = lines.shift()!;
+  const rows = lines.map((l) => {
+    const f = l.split(',');
+    return {
+      timestamp: f[0]!,
+      start: Date.parse(f[0]!),
+      open: Number(f[1]),
+      high: Number(f[2]),
+      low: Number(f[3]),
+      close: Number(f[4]),
+      vwap: Number(f[5]),
+      volume: Number(f[6]),
+      n: Number(f[7]),
+    };
+  });
+  return { header, rows };
+}
+
+/** Rolls 1-minute klines up into bars of `minutes` minutes (UTC-aligned; New York offsets are whole hours). */
+export function rollUpKlines(klines: Kline[], minutes: number): Map<number, Kline> {
+  const ms = minutes * 60_000;
+  const out = new Map<number, Kline>();
+  for (const k of klines) {
+    if (k[5] === 0) continue; // Binance's flat zero-volume bars are not trades
+    const start = Math.floor(k[0] / ms) * ms;
+    const cur = out.get(start);
+    if (!cur) out.set(start, [start, k[1], k[2], k[3], k[4], k[5]]);
+    else {
+      cur[2] = Math.max(cur[2], k[2]);
+      cur[3] = Math.min(cur[3], k[3]);
+      cur[4] = k[4];
+      cur[5] += k[5];
+    }
+  }
+  return out;
+}
+
+/** Compares a CSV file with oracle bars; returns the mismatches (empty = exact). */
+export function compareBars(rows: CsvBar[], oracle: Map<number, Kline>): string[] {
+  const problems: string[] = [];
+  const seen = new Set<number>();
+  for (const r of rows) {
+    seen.add(r.start);
+    const k = oracle.get(r.start);
+    if (!k) {
+      problems.push(`${r.timestamp}: bar not in the oracle`);
+      continue;
+    }
+    const [, o, h, l, c, v] = k;
+    if (r.open !== o || r.high !== h || r.low !== l || r.close !== c || Math.abs(r.volume - v) > 1e-9 * Math.max(1, v)) {
+      problems.push(`${r.timestamp}: got ${r.open}/${r.high}/${r.low}/${r.close}/${r.volume}, oracle ${o}/${h}/${l}/${c}/${v}`);
+    }
+  }
+  for (const start of oracle.keys()) if (!seen.has(start)) problems.push(`${new Date(start).toISOString()}: missing bar`);
+  return problems;
+}

@@ -1,0 +1,52 @@
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { makeKeys } from '@candlewick/common';
+import { csvPath } from '@candlewick/writer';
+import { readCsv, redisUrl, runCli, tempDir, testRedis, uniquePrefix } from './helpers.js';
+
+const redis = testRedis();
+afterAll(() => redis.quit());
+
+const at = (hms: string) => Date.parse(`2024-03-05T${hms}Z`); // 10:00Z = 05:00 EST
+
+describe('event-time windows, out-of-order and late trades', () => {
+  it('puts out-of-order trades inside the grace period in their bar, and keeps late ones out, counted and stored', async () => {
+    const dir = tempDir('late');
+    const tape = join(dir, 'tape.jsonl');
+    const trades = [
+      { p: 10, t: at('10:00:10') },
+      { p: 11, t: at('10:00:50') },
+      { p: 12, t: at('10:01:01') },
+      { p: 9, t: at('10:00:59.500') }, // behind the watermark, but 10:01:00 + 2 s grace has not passed: on time
+      { p: 13, t: at('10:01:30') },
+      { p: 100, t: at('10:00:30') }, // 10:01:00 + 2 s is behind the watermark (10:01:30): late
+      { p: 14, t: at('10:02:10') },
+    ];
+    writeFileSync(tape, trades.map((x) => JSON.stringify({ s: 'TEST', p: x.p, v: 1, t: x.t, c: [] })).join('\n'));
+    const prefix = uniquePrefix('late');
+    const res = await runCli(['stack'], {
+      REDIS_URL: redisUrl(), KEY_PREFIX: prefix, DATA_DIR: dir, EXIT_WHEN_IDLE_MS: '400',
+      REPLAY_TAPE: tape, INTERVALS: '1min,5min', GRACE_MS: '2000',
+    });
+    expect(res.code).toBe(0);
+    expect(res.stdout).toMatch(/late\s+1 /);
+    expect(res.stdout).toMatch(/late trades kept in trades:late/);
+
+    const m1 = readCsv(csvPath(dir, '1min', 'TEST')).rows;
+    expect(m1.map((r) => [r.timestamp, r.open, r.high, r.low, r.close, r.volume, r.n])).toEqual([
+      ['2024-03-05T05:00:00-05:00', 10, 11, 9, 9, 3, 3],
+      ['2024-03-05T05:01:00-05:00', 12, 13, 12, 13, 2, 2],
+      ['2024-03-05T05:02:00-05:00', 14, 14, 14, 14, 1, 1],
+    ]);
+    const m5 = readCsv(csvPath(dir, '5min', 'TEST')).rows;
+    expect(m5.map((r) => [r.open, r.high, r.low, r.close, r.n])).toEqual([[10, 14, 9, 14, 6]]);
+
+    const late = (await redis.xrange(makeKeys(prefix).late(0), '-', '+')) as [string, string[]][];
+    expect(late).toHaveLength(1);
+    const f = late[0]![1];
+    expect(f[f.indexOf('p') + 1]).toBe('100');
+    expect(f[f.indexOf('t') + 1]).toBe(String(at('10:00:30')));
+    expect(f[f.indexOf('reason') + 1]).toBe('window-closed-at-ingestion');
+  });
+});

@@ -1,0 +1,124 @@
+import { afterAll, describe, expect, it } from 'vitest';
+import fc from 'fast-check';
+import {
+  AGGREGATOR_GROUP,
+  Clock,
+  decodeBarState,
+  decodeTradeEntry,
+  loadConfig,
+  tradeArgs,
+  type Keys,
+  type Trade,
+} from '@candlewick/common';
+import { Aggregator, Preaggregator, ensureGroup, mergeArgs, type StreamEntry } from '@candlewick/aggregator';
+import { testKeys, testRedis } from './helpers.js';
+import { pino } from 'pino';
+
+const redis = testRedis();
+afterAll(() => redis.quit());
+
+const clock = new Clock('America/New_York');
+const T0 = Date.parse('2019-11-03T05:50:00Z'); // spans the repeated hour of the November night
+const cfg = loadConfig({ INTERVALS: '1min,5min,1h', GRACE_MS: '3600000', KEY_PREFIX: 'unused' });
+const quiet = pino({ level: 'silent' });
+
+const tradeArb = fc.record({
+  s: fc.constantFrom('AAPL', 'BINANCE:XRPETH'),
+  cents: fc.integer({ min: 1, max: 50_000 }),
+  v: fc.oneof(fc.integer({ min: 0, max: 1000 }), fc.double({ min: 0, max: 10, noNaN: true })),
+  // few distinct milliseconds, so ties on t are common
+  dt: fc.integer({ min: 0, max: 40 }).map((k) => k * 97_531),
+});
+
+async function ingest(keys: Keys, trades: Trade[]): Promise<StreamEntry[]> {
+  const stream = keys.trades(0);
+  await ensureGroup(redis, stream);
+  const args: string[] = ['event'];
+  for (const t of trades) args.push(...tradeArgs(t));
+  await redis.cwAddTrades_v1(stream, keys.clock(0), ...args);
+  const res = (await redis.xreadgroup('GROUP', AGGREGATOR_GROUP, 'reader', 'COUNT', 100_000, 'STREAMS', stream, '>')) as [string, StreamEntry[]][];
+  return res[0]![1];
+}
+
+async function openBars(keys: Keys) {
+  const h = await redis.hgetall(keys.openBars(0));
+  return Object.fromEntries(Object.entries(h).map(([k, v]) => [k, decodeBarState(v)]));
+}
+
+function expected(entries: StreamEntry[]) {
+  const pre = new Preaggregator(clock, cfg.intervals, cfg.baseMs, cfg.graceMs).run(entries.map(([id, f]) => decodeTradeEntry(id, f!)));
+  return Object.fromEntries([...pre.bars].map(([k, v]) => [k, v.state]));
+}
+
+function expectSameBars(actual: Record<string, ReturnType<typeof decodeBarState>>, want: ReturnType<typeof expected>) {
+  expect(Object.keys(actual).sort()).toEqual(Object.keys(want).sort());
+  for (const [id, w] of Object.entries(want)) {
+    const a = actual[id]!;
+    expect({ ...a, volume: 0, pv: 0 }).toEqual({ ...w, volume: 0, pv: 0 });
+    expect(a.volume).toBeCloseTo(w.volume, 9);
+    expect(a.pv).toBeCloseTo(w.pv, 6);
+  }
+}
+
+describe('mergeBatch (Lua) agrees with the TypeScript merge', () => {
+  it('on random batches applied in random order', async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        fc.array(tradeArb, { minLength: 1, maxLength: 120 }),
+        fc.array(fc.integer({ min: 1, max: 30 }), { minLength: 1, maxLength: 10 }),
+        fc.integer(),
+        async (raw, sizes, seed) => {
+          const keys = testKeys('lua');
+          const trades: Trade[] = raw.map((r) => ({ s: r.s, p: String(r.cents / 100), v: r.v, t: T0 + r.dt, c: [], rx: 0 }));
+          const entries = await ingest(keys, trades);
+          // cut into batches of the given sizes, then apply them in a seed-determined order
+          const batches: StreamEntry[][] = [];
+          for (let i = 0, k = 0; i < entries.length; k++) {
+            const n = sizes[k % sizes.length]!;
+            batches.push(entries.slice(i, i + n));
+            i += n;
+          }
+          const order = batches.map((_, i) => i).sort((a, b) => ((a * 7919 + seed) % 13) - ((b * 7919 + seed) % 13));
+          for (const i of order) {
+            const b = batches[i]!;
+            const pre = new Preaggregator(clock, cfg.intervals, cfg.baseMs, cfg.graceMs).run(b.map(([id, f]) => decodeTradeEntry(id, f!)));
+            const res = await redis.cwMergeBatch_v1(
+              keys.trades(0), keys.openBars(0), keys.openIndex(0), keys.late(0), keys.partitionStats(0), keys.clock(0),
+              AGGREGATOR_GROUP, 'reader', ...mergeArgs(b.map(([id]) => id), pre),
+            );
+            expect(Number(res[0])).toBe(1);
+          }
+          expectSameBars(await openBars(keys), expected(entries));
+          expect(((await redis.xpending(keys.trades(0), AGGREGATOR_GROUP)) as unknown[])[0]).toBe(0);
+        },
+      ),
+      { numRuns: 40 },
+    );
+  });
+});
+
+describe('exactly once when workers race on a reclaimed batch', () => {
+  it('a worker that lost part of its batch to another merges only the rest', async () => {
+    const keys = testKeys('race');
+    const trades: Trade[] = Array.from({ length: 500 }, (_, i) => ({
+      s: i % 3 ? 'AAPL' : 'MSFT', p: String(100 + (i % 17) / 4), v: 1 + (i % 5), t: T0 + i * 731, c: [], rx: 0,
+    }));
+    const entries = await ingest(keys, trades); // all pending for consumer "reader" (the slow worker)
+    const slow = new Aggregator(redis, cfg, keys, quiet.child({ w: 'slow' }));
+    const fast = new Aggregator(redis, cfg, keys, quiet.child({ w: 'fast' }));
+    // The fast worker reclaims a middle part of the slow worker's pending batch and merges it first.
+    const stolen = (await redis.xclaim(keys.trades(0), AGGREGATOR_GROUP, fast.consumer, 0, ...entries.slice(100, 300).map(([id]) => id))) as StreamEntry[];
+    expect(stolen).toHaveLength(200);
+    await fast.process(0, stolen);
+    // Now the slow worker finishes its whole batch: the 200 already merged must not count again.
+    await slow.process(0, entries);
+    expectSameBars(await openBars(keys), expected(entries));
+    const stats = await redis.hgetall(keys.partitionStats(0));
+    expect(Number(stats.merged)).toBe(500);
+    expect(((await redis.xpending(keys.trades(0), AGGREGATOR_GROUP)) as unknown[])[0]).toBe(0);
+    // And running the same batch once more changes nothing.
+    await slow.process(0, entries);
+    expect(Number((await redis.hgetall(keys.partitionStats(0))).merged)).toBe(500);
+    expectSameBars(await openBars(keys), expected(entries));
+  });
+});
