@@ -4,13 +4,12 @@ import {
   AGGREGATOR_GROUP,
   Clock,
   decodeBarState,
-  decodeTradeEntry,
   loadConfig,
   tradeArgs,
   type Keys,
   type Trade,
 } from '@candlewick/common';
-import { Aggregator, Preaggregator, ensureGroup, mergeArgs, type StreamEntry } from '@candlewick/aggregator';
+import { Aggregator, Preaggregator, ensureGroup, mergeArgs, rawEntry, type StreamEntry } from '@candlewick/aggregator';
 import { testKeys, testRedis } from './helpers.js';
 import { pino } from 'pino';
 
@@ -30,13 +29,13 @@ const tradeArb = fc.record({
   dt: fc.integer({ min: 0, max: 40 }).map((k) => k * 97_531),
 });
 
-async function ingest(keys: Keys, trades: Trade[]): Promise<StreamEntry[]> {
+async function ingest(keys: Keys, trades: Trade[], consumer = 'reader'): Promise<StreamEntry[]> {
   const stream = keys.trades(0);
   await ensureGroup(redis, stream);
-  const args: string[] = ['event'];
+  const args: string[] = ['event', String(cfg.graceMs)];
   for (const t of trades) args.push(...tradeArgs(t));
   await redis.cwAddTrades_v1(stream, keys.clock(0), ...args);
-  const res = (await redis.xreadgroup('GROUP', AGGREGATOR_GROUP, 'reader', 'COUNT', 100_000, 'STREAMS', stream, '>')) as [string, StreamEntry[]][];
+  const res = (await redis.xreadgroup('GROUP', AGGREGATOR_GROUP, consumer, 'COUNT', 100_000, 'STREAMS', stream, '>')) as [string, StreamEntry[]][];
   return res[0]![1];
 }
 
@@ -46,7 +45,7 @@ async function openBars(keys: Keys) {
 }
 
 function expected(entries: StreamEntry[]) {
-  const pre = new Preaggregator(clock, cfg.intervals, cfg.baseMs, cfg.graceMs).run(entries.map(([id, f]) => decodeTradeEntry(id, f!)));
+  const pre = new Preaggregator(clock, cfg.intervals, cfg.baseMs, cfg.graceMs).run(entries.map(([id, f]) => rawEntry(id, f!)));
   return Object.fromEntries([...pre.bars].map(([k, v]) => [k, v.state]));
 }
 
@@ -81,7 +80,7 @@ describe('mergeBatch (Lua) agrees with the TypeScript merge', () => {
           const order = batches.map((_, i) => i).sort((a, b) => ((a * 7919 + seed) % 13) - ((b * 7919 + seed) % 13));
           for (const i of order) {
             const b = batches[i]!;
-            const pre = new Preaggregator(clock, cfg.intervals, cfg.baseMs, cfg.graceMs).run(b.map(([id, f]) => decodeTradeEntry(id, f!)));
+            const pre = new Preaggregator(clock, cfg.intervals, cfg.baseMs, cfg.graceMs).run(b.map(([id, f]) => rawEntry(id, f!)));
             const res = await redis.cwMergeBatch_v1(
               keys.trades(0), keys.openBars(0), keys.openIndex(0), keys.late(0), keys.partitionStats(0), keys.clock(0),
               AGGREGATOR_GROUP, 'reader', ...mergeArgs(b.map(([id]) => id), pre),
@@ -103,9 +102,9 @@ describe('exactly once when workers race on a reclaimed batch', () => {
     const trades: Trade[] = Array.from({ length: 500 }, (_, i) => ({
       s: i % 3 ? 'AAPL' : 'MSFT', p: String(100 + (i % 17) / 4), v: 1 + (i % 5), t: T0 + i * 731, c: [], rx: 0,
     }));
-    const entries = await ingest(keys, trades); // all pending for consumer "reader" (the slow worker)
     const slow = new Aggregator(redis, cfg, keys, quiet.child({ w: 'slow' }));
     const fast = new Aggregator(redis, cfg, keys, quiet.child({ w: 'fast' }));
+    const entries = await ingest(keys, trades, slow.consumer); // all pending for the slow worker
     // The fast worker reclaims a middle part of the slow worker's pending batch and merges it first.
     const stolen = (await redis.xclaim(keys.trades(0), AGGREGATOR_GROUP, fast.consumer, 0, ...entries.slice(100, 300).map(([id]) => id))) as StreamEntry[];
     expect(stolen).toHaveLength(200);

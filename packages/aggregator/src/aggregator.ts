@@ -1,7 +1,7 @@
 import { hostname } from 'node:os';
 import type { Redis } from 'ioredis';
-import { AGGREGATOR_GROUP, Clock, decodeTradeEntry, sleep, type Config, type Keys, type Logger, type TradeEntry } from '@candlewick/common';
-import { Preaggregator, mergeArgs } from './preaggregate.js';
+import { AGGREGATOR_GROUP, Clock, sleep, type Config, type Keys, type Logger } from '@candlewick/common';
+import { Preaggregator, mergeArgs, rawEntry, type RawEntry } from './preaggregate.js';
 
 export type StreamEntry = [id: string, fields: string[] | null];
 
@@ -110,10 +110,10 @@ export class Aggregator {
    */
   async process(p: number, raw: StreamEntry[]): Promise<void> {
     const ids: string[] = [];
-    let entries: TradeEntry[] = [];
+    let entries: RawEntry[] = [];
     for (const [id, fields] of raw) {
       ids.push(id);
-      if (fields) entries.push(decodeTradeEntry(id, fields));
+      if (fields) entries.push(rawEntry(id, fields));
     }
     let todo = ids;
     for (;;) {
@@ -127,7 +127,7 @@ export class Aggregator {
         this.merged += Number(res[1]);
         this.late += Number(res[2]);
         this.batches++;
-        if (pre.late.length) this.log.warn({ late: pre.late.length, first: pre.late[0]!.trade }, 'late trades kept in trades:late');
+        if (pre.late.length) this.log.warn({ late: pre.late.length, first: { s: pre.late[0]!.s, p: pre.late[0]!.p, t: pre.late[0]!.t, w: pre.late[0]!.w } }, 'late trades kept in trades:late');
         return;
       }
       // Another worker acknowledged part of this batch: merge only what is still ours.

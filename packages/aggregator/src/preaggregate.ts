@@ -1,15 +1,71 @@
-import {
-  Clock,
-  WindowCache,
-  barFromTrade,
-  barId,
-  encodeBarState,
-  mergeInto,
-  orderKey,
-  type BarState,
-  type Interval,
-  type TradeEntry,
-} from '@candlewick/common';
+import { Clock, WindowCache, barId, encodeBarState, orderKey, type BarState, type Interval } from '@candlewick/common';
+
+/**
+ * A raw-stream entry as the aggregator needs it: the numbers it merges, the watermark it was
+ * ingested under, and the raw fields (kept for late trades, which are stored whole).
+ */
+export interface RawEntry {
+  id: string;
+  s: string;
+  p: string;
+  v: number;
+  t: number;
+  w: number;
+  fields: string[];
+}
+
+/**
+ * Decodes the flat field list of a raw stream entry without touching what merging does not need.
+ * An entry without `w` was on time when ingested (addTrades writes w only when t + grace < w).
+ */
+export function rawEntry(id: string, fields: string[]): RawEntry {
+  const e: RawEntry = { id, s: '', p: '', v: 0, t: 0, w: 0, fields };
+  for (let i = 0; i + 1 < fields.length; i += 2) {
+    const k = fields[i];
+    const val = fields[i + 1]!;
+    if (k === 's') e.s = val;
+    else if (k === 'p') e.p = val;
+    else if (k === 'v') e.v = +val;
+    else if (k === 't') e.t = +val;
+    else if (k === 'w') e.w = +val;
+  }
+  return e;
+}
+
+export function rawField(e: RawEntry, name: string): string {
+  for (let i = 0; i + 1 < e.fields.length; i += 2) if (e.fields[i] === name) return e.fields[i + 1]!;
+  return '';
+}
+
+/** a < b for stream ids "ms-seq" */
+function idLess(a: string, b: string): boolean {
+  if (a.length !== b.length) {
+    const am = +a.slice(0, a.indexOf('-'));
+    const bm = +b.slice(0, b.indexOf('-'));
+    if (am !== bm) return am < bm;
+    return +a.slice(a.indexOf('-') + 1) < +b.slice(b.indexOf('-') + 1);
+  }
+  return a < b; // same length: lexicographic order is numeric order
+}
+
+/** A base-interval partial with the numbers kept unparsed-once. */
+interface Base {
+  s: string;
+  start: number;
+  open: string;
+  oT: number;
+  oId: string;
+  close: string;
+  cT: number;
+  cId: string;
+  hi: number;
+  high: string;
+  lo: number;
+  low: string;
+  v: number;
+  pv: number;
+  n: number;
+}
 
 export interface Partial {
   end: number;
@@ -20,11 +76,15 @@ export interface Preaggregated {
   /** bar id -> partial bar */
   bars: Map<string, Partial>;
   /** entries judged late at ingestion: their window end plus grace had passed the watermark */
-  late: TradeEntry[];
+  late: RawEntry[];
 }
 
 /**
  * Pure: folds a batch of raw-stream entries into one partial bar per (interval, symbol, window).
+ * Trades are first folded into base-interval partials (one map lookup and a few comparisons per
+ * trade), which are then rolled up into every configured interval, so the per-trade cost does not
+ * grow with the number of intervals.
+ *
  * A trade is late when the end of its base-interval window plus grace is at or before the
  * watermark it was ingested under; a late trade goes into no interval, so every bar equals the
  * roll-up of its base bars.
@@ -43,23 +103,75 @@ export class Preaggregator {
     this.base = new WindowCache(clock, baseMs);
   }
 
-  run(entries: readonly TradeEntry[]): Preaggregated {
-    const bars = new Map<string, Partial>();
-    const late: TradeEntry[] = [];
+  run(entries: readonly RawEntry[]): Preaggregated {
+    const bases = new Map<string, Base>();
+    const late: RawEntry[] = [];
     for (const e of entries) {
-      const { t, s, p, v } = e.trade;
-      if (this.base.window(t)[1] + this.graceMs <= e.w) {
+      const { t, s, p, v, id } = e;
+      const win = this.base.window(t);
+      if (win[1] + this.graceMs <= e.w) {
         late.push(e);
         continue;
       }
-      const key = orderKey(t, e.id);
+      const key = `${s}|${win[0]}`;
+      const price = +p;
+      const b = bases.get(key);
+      if (b === undefined) {
+        bases.set(key, { s, start: win[0], open: p, oT: t, oId: id, close: p, cT: t, cId: id, hi: price, high: p, lo: price, low: p, v, pv: price * v, n: 1 });
+        continue;
+      }
+      if (t < b.oT || (t === b.oT && idLess(id, b.oId))) {
+        b.open = p;
+        b.oT = t;
+        b.oId = id;
+      }
+      if (t > b.cT || (t === b.cT && idLess(b.cId, id))) {
+        b.close = p;
+        b.cT = t;
+        b.cId = id;
+      }
+      if (price > b.hi) {
+        b.hi = price;
+        b.high = p;
+      }
+      if (price < b.lo) {
+        b.lo = price;
+        b.low = p;
+      }
+      b.v += v;
+      b.pv += price * v;
+      b.n++;
+    }
+
+    const bars = new Map<string, Partial>();
+    for (const b of bases.values()) {
+      const openKey = orderKey(b.oT, b.oId);
+      const closeKey = orderKey(b.cT, b.cId);
       for (let i = 0; i < this.intervals.length; i++) {
-        const [start, end] = this.caches[i]!.window(t);
-        const id = barId(this.intervals[i]!.name, s, start);
+        const [start, end] = this.caches[i]!.window(b.start);
+        const id = barId(this.intervals[i]!.name, b.s, start);
         const cur = bars.get(id);
-        const one = barFromTrade(p, v, key);
-        if (cur) mergeInto(cur.state, one);
-        else bars.set(id, { end, state: one });
+        if (cur === undefined) {
+          bars.set(id, {
+            end,
+            state: { open: b.open, openKey, high: b.high, low: b.low, close: b.close, closeKey, volume: b.v, pv: b.pv, n: b.n },
+          });
+          continue;
+        }
+        const st = cur.state;
+        if (openKey < st.openKey) {
+          st.open = b.open;
+          st.openKey = openKey;
+        }
+        if (closeKey > st.closeKey) {
+          st.close = b.close;
+          st.closeKey = closeKey;
+        }
+        if (b.hi > +st.high) st.high = b.high;
+        if (b.lo < +st.low) st.low = b.low;
+        st.volume += b.v;
+        st.pv += b.pv;
+        st.n += b.n;
       }
     }
     return { bars, late };
@@ -70,8 +182,7 @@ export class Preaggregator {
 export function mergeArgs(ids: readonly string[], pre: Preaggregated): string[] {
   const args: string[] = [String(ids.length), ...ids, String(pre.late.length)];
   for (const e of pre.late) {
-    const tr = e.trade;
-    args.push(e.id, tr.s, tr.p, String(tr.v), String(tr.t), JSON.stringify(tr.c), String(tr.rx), String(e.w), 'window-closed-at-ingestion');
+    args.push(e.id, e.s, e.p, String(e.v), String(e.t), rawField(e, 'c') || '[]', rawField(e, 'rx'), String(e.w), 'window-closed-at-ingestion');
   }
   args.push(String(pre.bars.size));
   for (const [id, part] of pre.bars) args.push(id, String(part.end), encodeBarState(part.state));

@@ -23,7 +23,7 @@ export function validateTrade(raw: unknown, rx: number): Validation {
   if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) return { ok: false, reason: 'trade is not an object' };
   const r = raw as Record<string, unknown>;
   if (typeof r.s !== 'string' || r.s.trim() === '') return { ok: false, reason: 's (symbol) must be a non-empty string' };
-  if (r.s.length > 64 || /[\s|]/.test(r.s)) return { ok: false, reason: 's (symbol) must be at most 64 characters without spaces or |' };
+  if (r.s.length > 64 || /[\s|\x00-\x1f]/.test(r.s)) return { ok: false, reason: 's (symbol) must be at most 64 characters without spaces, control characters or |' };
   const p = num(r.p);
   if (p === undefined || p <= 0) return { ok: false, reason: `p (price) must be a finite number > 0, got ${short(r.p)}` };
   const v = num(r.v);
@@ -81,5 +81,18 @@ export function decodeTradeEntry(id: string, fields: string[]): TradeEntry {
 
 /** The six raw-stream fields of a trade, in addTrades order: s, p, v, t, c, rx. */
 export function tradeArgs(tr: Trade): string[] {
-  return [tr.s, tr.p, String(tr.v), String(tr.t), tr.c.length ? JSON.stringify(tr.c) : '[]', String(tr.rx)];
+  const out: string[] = new Array(6);
+  writeTradeArgs(tr, out, 0);
+  return out;
+}
+
+/** Writes the six addTrades fields of a trade into `out` at `k`; returns the next index. */
+export function writeTradeArgs(tr: Trade, out: string[], k: number): number {
+  out[k] = tr.s;
+  out[k + 1] = tr.p;
+  out[k + 2] = String(tr.v);
+  out[k + 3] = String(tr.t);
+  out[k + 4] = tr.c.length === 0 ? '[]' : tr.c.length === 1 ? `[${JSON.stringify(tr.c[0])}]` : JSON.stringify(tr.c);
+  out[k + 5] = String(tr.rx);
+  return k + 6;
 }

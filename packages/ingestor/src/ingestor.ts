@@ -12,7 +12,7 @@ export class Ingestor {
     if (cfg.symbols.length === 0) throw new Error('SYMBOLS is empty: name the symbols to subscribe, e.g. SYMBOLS=AAPL,BINANCE:BTCUSDT');
     this.sink = new TradeSink(
       redis,
-      { keys, partitions: cfg.partitions, clock: cfg.clock, batch: cfg.ingestBatch, flushMs: cfg.ingestFlushMs },
+      { keys, partitions: cfg.partitions, clock: cfg.clock, graceMs: cfg.graceMs, batch: cfg.ingestBatch, flushMs: cfg.ingestFlushMs },
       log.child({ component: 'sink' }),
       (paused) => this.feed.pressure(paused),
     );

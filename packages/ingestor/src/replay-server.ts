@@ -36,6 +36,7 @@ export class ReplayServer {
   ) {}
 
   async start(): Promise<number> {
+    this.encode();
     const wss = new WebSocketServer({ port: this.opts.port, host: this.opts.host ?? '127.0.0.1', perMessageDeflate: false });
     this.wss = wss;
     await new Promise<void>((resolve, reject) => {
@@ -61,6 +62,15 @@ export class ReplayServer {
     for (const c of this.wss?.clients ?? []) c.terminate();
     await new Promise<void>((resolve) => (this.wss ? this.wss.close(() => resolve()) : resolve()));
     await Promise.all(this.sessions);
+  }
+
+  /** Each trade's JSON, encoded once when the server starts and reused by every session. */
+  private encoded: (string | undefined)[] = [];
+
+  private encode(): void {
+    this.encoded = this.tape.map((tr) =>
+      isRawFrame(tr) ? undefined : `{"s":${JSON.stringify(tr.s)},"p":${tr.p},"v":${tr.v},"t":${tr.t},"c":${JSON.stringify(tr.c)}}`,
+    );
   }
 
   private async serve(ws: WebSocket): Promise<void> {
@@ -103,7 +113,8 @@ export class ReplayServer {
       // Let the socket drain: this is what "as fast as the socket takes it" means.
       while (open && ws.bufferedAmount > 4 << 20) await sleep(2);
     };
-    for (const tr of this.tape) {
+    for (let i = 0; i < this.tape.length; i++) {
+      const tr = this.tape[i]!;
       if (!open || this.abort.signal.aborted) return;
       if (isRawFrame(tr)) {
         await flush();
@@ -119,7 +130,7 @@ export class ReplayServer {
           await sleep(wait, this.abort.signal);
         }
       }
-      frame.push(`{"s":${JSON.stringify(tr.s)},"p":${tr.p},"v":${tr.v},"t":${tr.t},"c":${JSON.stringify(tr.c)}}`);
+      frame.push(this.encoded[i]!);
       sent++;
       if (frame.length >= this.opts.frameTrades) await flush();
     }

@@ -1,10 +1,11 @@
 import type { Redis } from 'ioredis';
-import { partitionOf, tradeArgs, type Keys, type Logger, type Trade } from '@candlewick/common';
+import { partitionOf, writeTradeArgs, type Keys, type Logger, type Trade } from '@candlewick/common';
 
 export interface SinkOptions {
   keys: Keys;
   partitions: number;
   clock: 'wall' | 'event';
+  graceMs: number;
   /** flush when this many trades are buffered */
   batch: number;
   /** ... or when the oldest buffered trade has waited this long */
@@ -63,8 +64,11 @@ export class TradeSink {
     const sends: Promise<unknown>[] = [];
     batches.forEach((trades, p) => {
       if (trades.length === 0) return;
-      const args: string[] = [this.opts.clock];
-      for (const tr of trades) args.push(...tradeArgs(tr));
+      const args: string[] = new Array(2 + trades.length * 6);
+      args[0] = this.opts.clock;
+      args[1] = String(this.opts.graceMs);
+      let k = 2;
+      for (const tr of trades) k = writeTradeArgs(tr, args, k);
       sends.push(this.redis.cwAddTrades_v1(this.opts.keys.trades(p), this.opts.keys.clock(p), ...args));
     });
     sends.push(

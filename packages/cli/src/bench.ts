@@ -1,0 +1,93 @@
+/**
+ * npm run bench: replays a large real tape through the full stack (child processes, private
+ * redis-server) and prints trades/s end to end, next to the Redis-only ceiling measured in the same
+ * run: pipelined XADD of the same trades from one Node process.
+ *
+ * BENCH_TAPE   tape to replay (default: one day of the four Lean symbols in ../shared/data/real)
+ * BENCH_AGGREGATORS   comma list of aggregator counts to run (default 1,2,4)
+ */
+import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { cpus, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { Redis } from 'ioredis';
+import { isRawFrame, readTape, type TapeTrade } from '@candlewick/ingestor';
+import { PrivateRedis } from './redis-server.js';
+import { BUNDLED_TAPE } from './roles.js';
+
+const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
+const LEAN_TICKS = join(ROOT, '../shared/data/real/lean-usa-equity/tick');
+const CLI = fileURLToPath(new URL('./cli.js', import.meta.url));
+
+function defaultTape(): { spec: string; what: string } {
+  if (existsSync(LEAN_TICKS)) {
+    const files = readdirSync(LEAN_TICKS).filter((f) => f.endsWith('_20131007_trade.zip')).map((f) => join(LEAN_TICKS, f));
+    if (files.length) return { spec: files.join(','), what: `Lean US equities ${files.length} symbols, 2013-10-07` };
+  }
+  process.stdout.write(`note: the Lean tick set is absent (looked in ${LEAN_TICKS}); benchmarking the bundled XRP/ETH tape instead (small: figures are start-up dominated)\n`);
+  return { spec: BUNDLED_TAPE, what: 'bundled Binance XRP/ETH tape' };
+}
+
+async function redisCeiling(trades: TapeTrade[]): Promise<number> {
+  const dir = mkdtempSync(join(tmpdir(), 'cw-bench-redis-'));
+  const server = new PrivateRedis(dir, process.env.REDIS_SERVER_BIN ?? 'redis-server', false);
+  const url = await server.start();
+  const redis = new Redis(url);
+  try {
+    const t0 = performance.now();
+    const BATCH = 1000;
+    for (let i = 0; i < trades.length; i += BATCH) {
+      const pipe = redis.pipeline();
+      for (const tr of trades.slice(i, i + BATCH)) {
+        pipe.xadd('ceiling', '*', 's', tr.s, 'p', tr.p, 'v', String(tr.v), 't', String(tr.t), 'c', JSON.stringify(tr.c), 'rx', String(tr.t));
+      }
+      await pipe.exec();
+    }
+    return trades.length / ((performance.now() - t0) / 1000);
+  } finally {
+    redis.disconnect();
+    await server.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+function runStack(tape: string, aggregators: number): Promise<{ tradesPerSec: number; wall: number; summary: string }> {
+  const dataDir = mkdtempSync(join(tmpdir(), 'cw-bench-'));
+  return new Promise((resolve, reject) => {
+    const t0 = performance.now();
+    const proc = spawn(process.execPath, [CLI, 'stack'], {
+      env: { ...process.env, DATA_DIR: dataDir, REPLAY_TAPE: tape, AGGREGATORS: String(aggregators), EXIT_WHEN_IDLE_MS: '500', LOG_LEVEL: 'warn', FINNHUB_TOKEN: '', MODE: 'replay', REDIS_URL: '' },
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    let out = '';
+    proc.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    proc.on('exit', (code) => {
+      rmSync(dataDir, { recursive: true, force: true });
+      if (code !== 0) return reject(new Error(`stack exited ${code}\n${out}`));
+      const m = /throughput\s+(\d+) trades\/s/.exec(out);
+      resolve({ tradesPerSec: Number(m?.[1] ?? 0), wall: (performance.now() - t0) / 1000, summary: out.slice(out.indexOf('candlewick summary')) });
+    });
+  });
+}
+
+async function main(): Promise<void> {
+  const { spec, what } = process.env.BENCH_TAPE ? { spec: process.env.BENCH_TAPE, what: process.env.BENCH_TAPE } : defaultTape();
+  const counts = (process.env.BENCH_AGGREGATORS ?? '1,2,4').split(',').map(Number);
+  const trades = readTape(spec).filter((x): x is TapeTrade => !isRawFrame(x));
+  const cpu = cpus();
+  process.stdout.write(`machine: ${cpu.length} x ${cpu[0]?.model ?? 'cpu'}, node ${process.version}\n`);
+  process.stdout.write(`tape: ${what}: ${trades.length} trades; intervals 1min,5min,15min,30min,1h\n\n`);
+  const ceiling = await redisCeiling(trades);
+  process.stdout.write(`redis-only ceiling (pipelined XADD, one Node process): ${Math.round(ceiling)} trades/s\n`);
+  for (const n of counts) {
+    const r = await runStack(spec, n);
+    process.stdout.write(`end to end, ${n} aggregator${n > 1 ? 's' : ' '}: ${r.tradesPerSec} trades/s (stack wall time incl. start-up ${r.wall.toFixed(1)} s)\n`);
+    if (process.env.BENCH_VERBOSE) process.stdout.write(`${r.summary}\n`);
+  }
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`bench failed: ${err instanceof Error ? err.stack : String(err)}\n`);
+  process.exit(1);
+});
