@@ -57,24 +57,39 @@ export class Aggregator {
     this.log.info({ merged: this.merged, late: this.late, batches: this.batches }, 'aggregator stopped');
   }
 
+  private read(conn: Redis, stream: string): Promise<StreamEntry[]> {
+    return (
+      conn.xreadgroup(
+        'GROUP', AGGREGATOR_GROUP, this.consumer,
+        'COUNT', this.cfg.aggregatorBatch,
+        'BLOCK', 500,
+        'STREAMS', stream, '>',
+      ) as Promise<[string, StreamEntry[]][] | null>
+    ).then((res) => res?.[0]?.[1] ?? []);
+  }
+
+  /**
+   * One partition's loop. The next batch is read while the current one is merged (a read only
+   * makes entries pending for this consumer; if the process dies they are reclaimed), so Redis
+   * works on one batch while this process parses the other.
+   */
   private async loop(p: number, conn: Redis): Promise<void> {
     const stream = this.keys.trades(p);
     let nextReclaim = 0;
+    let next: Promise<StreamEntry[]> | undefined;
     while (!this.stopped) {
       try {
         if (Date.now() >= nextReclaim) {
+          await next?.then((entries) => this.process(p, entries));
+          next = undefined;
           await this.reclaim(p);
           nextReclaim = Date.now() + Math.max(100, this.cfg.reclaimIdleMs / 2);
         }
-        const res = (await conn.xreadgroup(
-          'GROUP', AGGREGATOR_GROUP, this.consumer,
-          'COUNT', this.cfg.aggregatorBatch,
-          'BLOCK', 500,
-          'STREAMS', stream, '>',
-        )) as [string, StreamEntry[]][] | null;
-        const entries = res?.[0]?.[1];
-        if (entries && entries.length) await this.process(p, entries);
+        const entries = await (next ?? this.read(conn, stream));
+        next = this.stopped ? undefined : this.read(conn, stream);
+        if (entries.length) await this.process(p, entries);
       } catch (err) {
+        next = undefined;
         const msg = String((err as Error).message);
         if (msg.includes('NOGROUP')) {
           this.log.warn({ stream }, 'consumer group missing; recreating it');
@@ -85,6 +100,9 @@ export class Aggregator {
         }
       }
     }
+    // Entries read ahead but not merged stay pending for this consumer; merge them before leaving.
+    const left = await next?.catch(() => []);
+    if (left?.length) await this.process(p, left);
   }
 
   /** Takes over entries another worker left pending for longer than RECLAIM_IDLE_MS. */

@@ -5,6 +5,7 @@
  *
  * BENCH_TAPE   tape to replay (default: one day of the four Lean symbols in ../shared/data/real)
  * BENCH_AGGREGATORS   comma list of aggregator counts to run (default 1,2,4)
+ * BENCH_RUNS   runs per aggregator count; the median is reported (default 3)
  */
 import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
@@ -80,10 +81,19 @@ async function main(): Promise<void> {
   process.stdout.write(`tape: ${what}: ${trades.length} trades; intervals 1min,5min,15min,30min,1h\n\n`);
   const ceiling = await redisCeiling(trades);
   process.stdout.write(`redis-only ceiling (pipelined XADD, one Node process): ${Math.round(ceiling)} trades/s\n`);
+  const runs = Number(process.env.BENCH_RUNS ?? 3);
   for (const n of counts) {
-    const r = await runStack(spec, n);
-    process.stdout.write(`end to end, ${n} aggregator${n > 1 ? 's' : ' '}: ${r.tradesPerSec} trades/s (stack wall time incl. start-up ${r.wall.toFixed(1)} s)\n`);
-    if (process.env.BENCH_VERBOSE) process.stdout.write(`${r.summary}\n`);
+    const rs = [];
+    for (let i = 0; i < runs; i++) {
+      const r = await runStack(spec, n);
+      rs.push(r);
+      if (process.env.BENCH_VERBOSE) process.stdout.write(`${r.summary}\n`);
+    }
+    const tps = rs.map((r) => r.tradesPerSec).sort((a, b) => a - b);
+    const wall = rs.map((r) => r.wall).sort((a, b) => a - b);
+    process.stdout.write(
+      `end to end, ${n} aggregator${n > 1 ? 's' : ' '}: ${tps[tps.length >> 1]} trades/s median of ${runs} (range ${tps[0]}-${tps[tps.length - 1]}; stack wall time incl. start-up ${wall[wall.length >> 1]!.toFixed(1)} s)\n`,
+    );
   }
 }
 

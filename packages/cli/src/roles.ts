@@ -41,6 +41,9 @@ async function runRole(cfg: Config, name: string, make: (redis: Redis, log: Logg
     await redis.quit().catch(() => undefined);
   });
   await role.start();
+  log.debug(`${name} ready`);
+  // Under `candlewick stack` the parent waits for this before it starts the next stage.
+  process.send?.({ ready: true });
 }
 
 export async function runIngest(cfg: Config): Promise<void> {
@@ -70,4 +73,5 @@ export async function runReplayServer(cfg: Config): Promise<void> {
   const server = new ReplayServer(tape, { port: cfg.replayPort, speed: cfg.replaySpeed, frameTrades: cfg.replayFrameTrades }, log);
   handleShutdown(log, () => server.stop());
   await server.start();
+  process.send?.({ ready: true });
 }

@@ -44,6 +44,8 @@ interface Child {
   name: string;
   proc: ChildProcess;
   restarts: number[];
+  /** settles when the role has logged that it is ready */
+  ready: Promise<void>;
 }
 
 export interface StackSummary {
@@ -142,13 +144,19 @@ export async function runStack(cfg: Config, env: NodeJS.ProcessEnv): Promise<num
   const spawnChild = (role: string, name: string, existing?: Child): Child => {
     const proc = spawn(process.execPath, [...process.execArgv, process.argv[1]!, role], {
       env: childEnv,
-      stdio: ['ignore', 'pipe', 'pipe'],
+      stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
     });
-    const child = existing ?? { role, name, proc, restarts: [] };
+    let markReady: () => void = () => undefined;
+    const ready = new Promise<void>((r) => (markReady = r));
+    const child = existing ?? { role, name, proc, restarts: [], ready };
     child.proc = proc;
+    child.ready = ready;
     for (const stream of [proc.stdout!, proc.stderr!]) {
       createInterface({ input: stream }).on('line', (line) => process.stdout.write(`${formatLogLine(name, line, color)}\n`));
     }
+    proc.on('message', (msg: { ready?: boolean }) => {
+      if (msg?.ready) markReady();
+    });
     proc.on('exit', (code, signal) => {
       if (stopping) return;
       const now = Date.now();
@@ -207,6 +215,8 @@ export async function runStack(cfg: Config, env: NodeJS.ProcessEnv): Promise<num
   children.push(spawnChild('write', 'write'));
   children.push(spawnChild('close', 'close'));
   for (let i = 0; i < cfg.aggregators; i++) children.push(spawnChild('aggregate', cfg.aggregators > 1 ? `aggregate.${i + 1}` : 'aggregate'));
+  // The feed starts last, once every downstream role is up, so no stage starts behind.
+  await Promise.race([Promise.all(children.map((c) => c.ready)), sleep(60_000)]);
   children.push(spawnChild('ingest', 'ingest'));
 
   let code = 0;

@@ -67,10 +67,31 @@ export class ReplayServer {
   /** Each trade's JSON, encoded once when the server starts and reused by every session. */
   private encoded: (string | undefined)[] = [];
 
+  /** Whole frames for the common case of a session that subscribes to every symbol of the tape. */
+  private fullFrames: Buffer[] = [];
+  private readonly tapeSymbols = new Set<string>();
+
   private encode(): void {
     this.encoded = this.tape.map((tr) =>
       isRawFrame(tr) ? undefined : `{"s":${JSON.stringify(tr.s)},"p":${tr.p},"v":${tr.v},"t":${tr.t},"c":${JSON.stringify(tr.c)}}`,
     );
+    if (this.opts.speed !== 0) return;
+    let frame: string[] = [];
+    const cut = () => {
+      if (frame.length) this.fullFrames.push(Buffer.from(`{"type":"trade","data":[${frame.join(',')}]}`));
+      frame = [];
+    };
+    this.tape.forEach((tr, i) => {
+      if (isRawFrame(tr)) {
+        cut();
+        this.fullFrames.push(Buffer.from(tr.raw));
+        return;
+      }
+      this.tapeSymbols.add(tr.s);
+      frame.push(this.encoded[i]!);
+      if (frame.length >= this.opts.frameTrades) cut();
+    });
+    cut();
   }
 
   private async serve(ws: WebSocket): Promise<void> {
@@ -98,6 +119,16 @@ export class ReplayServer {
     await first;
     await sleep(this.opts.settleMs ?? 100, this.abort.signal);
     log.info({ symbols: [...symbols] }, 'replaying tape');
+
+    if (this.opts.speed === 0 && [...this.tapeSymbols].every((sym) => symbols.has(sym))) {
+      for (const frame of this.fullFrames) {
+        if (!open || this.abort.signal.aborted) return;
+        ws.send(frame, { binary: false });
+        while (open && ws.bufferedAmount > 4 << 20) await sleep(2);
+      }
+      log.info({ frames: this.fullFrames.length }, 'tape finished; idling with pings');
+      return this.idle(ws, () => open);
+    }
 
     const firstTrade = this.tape.find((x) => !isRawFrame(x));
     const t0 = firstTrade && !isRawFrame(firstTrade) ? firstTrade.t : 0;
@@ -136,9 +167,13 @@ export class ReplayServer {
     }
     await flush();
     log.info({ sent }, 'tape finished; idling with pings');
-    while (open && !this.abort.signal.aborted) {
+    await this.idle(ws, () => open);
+  }
+
+  private async idle(ws: WebSocket, open: () => boolean): Promise<void> {
+    while (open() && !this.abort.signal.aborted) {
       await sleep(this.opts.pingMs ?? 5000, this.abort.signal);
-      if (open) ws.send('{"type":"ping"}');
+      if (open()) ws.send('{"type":"ping"}');
     }
   }
 }
