@@ -94,6 +94,7 @@ export const ENV_SCHEMA = z.object({
       return n;
     }),
   REPLAY_PORT: int(0, 65535, 0),
+  REPLAY_HOST: z.string().optional(),
   REPLAY_FRAME_TRADES: int(1, 10_000, 500),
   BACKFILL: z.enum(['on', 'off']).optional(),
   REDIS_SERVER_BIN: z.string().optional(),
@@ -129,6 +130,7 @@ export interface Config {
   readonly replayTape: string | undefined;
   readonly replaySpeed: number;
   readonly replayPort: number;
+  readonly replayHost: string;
   readonly replayFrameTrades: number;
   readonly backfill: boolean;
   readonly redisServerBin: string;
@@ -221,6 +223,7 @@ export function loadConfig(env: EnvLike, overrides: EnvLike = {}): Config {
     replayTape: e.REPLAY_TAPE,
     replaySpeed: e.REPLAY_SPEED,
     replayPort: e.REPLAY_PORT,
+    replayHost: e.REPLAY_HOST ?? '127.0.0.1',
     replayFrameTrades: e.REPLAY_FRAME_TRADES,
     backfill: (e.BACKFILL ?? (mode === 'live' ? 'on' : 'off')) === 'on',
     redisServerBin: e.REDIS_SERVER_BIN ?? 'redis-server',

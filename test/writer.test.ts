@@ -1,0 +1,81 @@
+import { readFileSync } from 'node:fs';
+import { afterAll, describe, expect, it } from 'vitest';
+import { pino } from 'pino';
+import { Queue } from 'bullmq';
+import { Clock, barFromTrade, encodeBarState, loadConfig, orderKey } from '@candlewick/common';
+import { BarCloser, barsQueue } from '@candlewick/aggregator';
+import { CsvFiles, WriterService, csvPath, lastRowStart } from '@candlewick/writer';
+import { tempDir, testKeys, testRedis } from './helpers.js';
+
+const redis = testRedis();
+afterAll(() => redis.quit());
+const quiet = pino({ level: 'silent' });
+const clock = new Clock('America/New_York');
+const start = Date.parse('2019-11-03T05:00:00Z');
+const bar = (p: string, n = 1) => ({ ...barFromTrade(p, 2, orderKey(start, '1-0')), n });
+
+describe('CSV files', () => {
+  it('never write a bar twice, and learn the last row back from the file after a restart', () => {
+    const dir = tempDir('csv');
+    const a = new CsvFiles(dir, clock);
+    expect(a.append('1h', 'BINANCE:BTCUSDT', start, bar('10'))).toBe('written');
+    expect(a.append('1h', 'BINANCE:BTCUSDT', start, bar('10'))).toBe('present');
+    expect(a.append('1h', 'BINANCE:BTCUSDT', start + 3_600_000, bar('11'))).toBe('written');
+    expect(a.append('1h', 'BINANCE:BTCUSDT', start, bar('10'))).toBe('stale');
+    // a new process knows nothing but the file
+    const b = new CsvFiles(dir, clock);
+    expect(b.append('1h', 'BINANCE:BTCUSDT', start + 3_600_000, bar('11'))).toBe('present');
+    expect(b.append('1h', 'BINANCE:BTCUSDT', start + 7_200_000, bar('12'))).toBe('written');
+    const path = csvPath(dir, '1h', 'BINANCE:BTCUSDT');
+    expect(path).toMatch(/raw\/1h\/BINANCE_BTCUSDT_1h\.csv$/);
+    expect(readFileSync(path, 'utf8')).toBe(
+      'timestamp,open,high,low,close,vwap,volume,num_transactions\n' +
+        '2019-11-03T01:00:00-04:00,10,10,10,10,10,2,1\n' +
+        '2019-11-03T01:00:00-05:00,11,11,11,11,11,2,1\n' +
+        '2019-11-03T02:00:00-05:00,12,12,12,12,12,2,1\n',
+    );
+    expect(lastRowStart(path)).toBe(start + 7_200_000);
+  });
+});
+
+describe('writer', () => {
+  it('writes each bar of a retried batch once and publishes it on bars:{interval}', async () => {
+    const dir = tempDir('writer');
+    const keys = testKeys('writer');
+    const cfg = loadConfig({ DATA_DIR: dir, KEY_PREFIX: keys.prefix });
+    const w = new WriterService(redis, cfg, keys, quiet);
+    const batch = {
+      bars: [0, 1, 2].map((i) => ({ interval: '1min', symbol: 'AAPL', start: start + i * 60_000, state: encodeBarState(bar(String(100 + i), 3)) })),
+    };
+    expect(await w.processBatch(batch)).toEqual({ written: 3, skipped: 0 });
+    // the same job again (a retry after a crash, or a re-enqueued outbox read)
+    expect(await w.processBatch(batch)).toEqual({ written: 0, skipped: 2 });
+    const rows = readFileSync(csvPath(dir, '1min', 'AAPL'), 'utf8').trim().split('\n');
+    expect(rows).toHaveLength(4);
+    const published = (await redis.xrange(keys.bars('1min'), '-', '+')) as [string, string[]][];
+    // the last bar of the batch is re-published (at least once); nothing is written twice
+    expect(published.length).toBe(4);
+    expect(published[0]![1]).toEqual(expect.arrayContaining(['s', 'AAPL', 'o', '100', 'n', '3', 'ts', '2019-11-03T01:00:00-04:00']));
+    expect(Number(await redis.hget(keys.stats(), 'written:1min'))).toBe(3);
+  });
+
+  it('a closer that enqueues the same outbox read twice makes one job', async () => {
+    const keys = testKeys('outbox');
+    const cfg = loadConfig({ KEY_PREFIX: keys.prefix });
+    const queue: Queue = barsQueue(redis, keys);
+    const closer = new BarCloser(redis, queue, cfg, keys, quiet);
+    const add = () =>
+      redis.xadd(keys.outbox(0), '*', 'bar', `1min|AAPL|${start}`, 'state', encodeBarState(bar('1')));
+    await add();
+    expect(await closer.drainOutbox(0)).toBe(1);
+    // crash between enqueue and XDEL: the same entry is read again
+    await add();
+    expect(await closer.drainOutbox(0)).toBe(1);
+    const counts = await queue.getJobCounts('waiting');
+    expect(counts.waiting).toBe(1);
+    expect(await redis.xlen(keys.outbox(0))).toBe(0);
+    await queue.obliterate({ force: true });
+    await queue.close();
+  });
+});
+
