@@ -59,32 +59,62 @@ export interface StackSummary {
   tradesPerSec: number;
 }
 
+/** The counters behind the summary, summed over partitions. */
+export interface Counters {
+  in: number;
+  rejected: number;
+  badFrames: number;
+  late: number;
+  merged: number;
+  written: Record<string, number>;
+  firstRx: number;
+  lastRx: number;
+  feedUp: number;
+  lastMerge: number;
+}
+
+export async function readCounters(redis: Redis, cfg: Config, keys: Keys): Promise<Counters> {
+  const stats = await redis.hgetall(keys.stats());
+  const c: Counters = {
+    in: Number(stats.in ?? 0),
+    rejected: Number(stats.rejected ?? 0),
+    badFrames: Number(stats.badFrames ?? 0),
+    late: 0,
+    merged: 0,
+    written: {},
+    firstRx: Number(stats.firstRx ?? 0),
+    lastRx: Number(stats.lastRx ?? 0),
+    feedUp: Number(stats.feedUp ?? 0),
+    lastMerge: 0,
+  };
+  for (let p = 0; p < cfg.partitions; p++) {
+    const ps = await redis.hgetall(keys.partitionStats(p));
+    c.late += Number(ps.late ?? 0);
+    c.merged += Number(ps.merged ?? 0);
+    c.lastMerge = Math.max(c.lastMerge, Number(ps.lastMergeMs ?? 0));
+  }
+  for (const iv of cfg.intervals) c.written[iv.name] = Number(stats[`written:${iv.name}`] ?? 0);
+  return c;
+}
+
 /**
+ * This run's summary: counters now minus counters at start (Redis keeps them across runs).
  * Throughput counts the time trades spent in the pipeline: from the first trade received to the
  * last batch merged, plus the final close-and-write; the idle wait before the exit is not counted.
  */
-export async function readSummary(redis: Redis, cfg: Config, keys: Keys, startedAt: number, endedAt: number, finishMs = 0): Promise<StackSummary> {
-  const stats = await redis.hgetall(keys.stats());
-  let late = 0;
-  let merged = 0;
-  let lastMerge = 0;
-  for (let p = 0; p < cfg.partitions; p++) {
-    const ps = await redis.hgetall(keys.partitionStats(p));
-    late += Number(ps.late ?? 0);
-    merged += Number(ps.merged ?? 0);
-    lastMerge = Math.max(lastMerge, Number(ps.lastMergeMs ?? 0));
-  }
+export function summarize(before: Counters, after: Counters, startedAt: number, endedAt: number, finishMs: number): StackSummary {
+  const tradesIn = after.in - before.in;
+  const firstRx = after.firstRx >= startedAt ? after.firstRx : startedAt;
+  const lastMerge = after.lastMerge > before.lastMerge ? after.lastMerge : endedAt;
+  const span = Math.max(1, lastMerge - firstRx + finishMs);
   const written: Record<string, number> = {};
-  for (const iv of cfg.intervals) written[iv.name] = Number(stats[`written:${iv.name}`] ?? 0);
-  const tradesIn = Number(stats.in ?? 0);
-  const firstRx = Number(stats.firstRx ?? startedAt);
-  const span = Math.max(1, (lastMerge || endedAt) - firstRx + finishMs);
+  for (const [k, v] of Object.entries(after.written)) written[k] = v - (before.written[k] ?? 0);
   return {
     tradesIn,
-    rejected: Number(stats.rejected ?? 0),
-    badFrames: Number(stats.badFrames ?? 0),
-    late,
-    merged,
+    rejected: after.rejected - before.rejected,
+    badFrames: after.badFrames - before.badFrames,
+    late: after.late - before.late,
+    merged: after.merged - before.merged,
     written,
     wallMs: endedAt - startedAt,
     tradesPerSec: Math.round((tradesIn / span) * 1000),
@@ -174,6 +204,7 @@ export async function runStack(cfg: Config, env: NodeJS.ProcessEnv): Promise<num
   };
 
   const redis = connectRedis(redisUrl, log.child({ component: 'redis' }));
+  const baseline = await readCounters(redis, cfg, keys);
   const bars = barsQueue(redis, keys);
   const closer = new BarCloser(redis, bars, cfg, keys, log.child({ component: 'final-close' }));
 
@@ -231,7 +262,7 @@ export async function runStack(cfg: Config, env: NodeJS.ProcessEnv): Promise<num
       log.info({ idleMs: cfg.exitWhenIdleMs }, 'feed idle and every stage drained; closing the remaining bars');
       const t0 = Date.now();
       await finish(redis, bars, closer, cfg, keys);
-      const summary = await readSummary(redis, cfg, keys, startedAt, Date.now(), Date.now() - t0);
+      const summary = summarize(baseline, await readCounters(redis, cfg, keys), startedAt, Date.now(), Date.now() - t0);
       await shutdown();
       process.stdout.write(`${formatSummary(summary, cfg.dataDir)}\n`);
       return 0;
@@ -258,17 +289,11 @@ function waitForPort(port: number, timeoutMs: number): Promise<void> {
 }
 
 async function idleAndDrained(redis: Redis, cfg: Config, keys: Keys, startedAt: number): Promise<boolean> {
-  const stats = await redis.hgetall(keys.stats());
-  // The idle clock starts when the feed is first up, so a slow start is not mistaken for the end.
-  if (stats.feedUp === undefined) return false;
-  const lastRx = Math.max(Number(stats.lastRx ?? 0), Number(stats.feedUp));
-  if (Date.now() - lastRx < cfg.exitWhenIdleMs) return false;
-  let done = 0;
-  for (let p = 0; p < cfg.partitions; p++) {
-    const ps = await redis.hgetall(keys.partitionStats(p));
-    done += Number(ps.merged ?? 0) + Number(ps.late ?? 0);
-  }
-  return done >= Number(stats.in ?? 0);
+  const c = await readCounters(redis, cfg, keys);
+  // The idle clock starts when this run's feed is first up, so a slow start is not mistaken for the end.
+  if (c.feedUp < startedAt) return false;
+  if (Date.now() - Math.max(c.lastRx, c.feedUp) < cfg.exitWhenIdleMs) return false;
+  return c.merged + c.late >= c.in;
 }
 
 /** Closes every remaining bar once everything ingested is merged, and waits for the writer. */

@@ -18,7 +18,8 @@
     ARGV[1] consumer group of the aggregators
     ARGV[2] grace ms
     ARGV[3] clock mode: "event" or "wall"
-    ARGV[4] "1" to close every open bar (end of a replay), once everything ingested is merged
+    ARGV[4] "1" to close every open bar (end of a replay), once everything ingested is merged; the
+            watermark then moves past the last closed window
     ARGV[5] retention of the raw stream in ms (0 = keep everything)
     ARGV[6] at most this many bars per call
   Output:
@@ -96,8 +97,15 @@ end
 local closedCount, more = 0, 0
 if horizon then
   local max = horizon == math.huge and '+inf' or string.format('%d', horizon)
-  local ids = redis.call('ZRANGEBYSCORE', index, '-inf', max, 'LIMIT', 0, maxBars)
+  local ids = redis.call('ZRANGEBYSCORE', index, '-inf', max, 'LIMIT', 0, maxBars, 'WITHSCORES')
+  local lastEnd = false
   if #ids > 0 then
+    local only = {}
+    for i = 1, #ids, 2 do
+      only[#only + 1] = ids[i]
+      lastEnd = tonumber(ids[i + 1])
+    end
+    ids = only
     local states = redis.call('HMGET', bars, unpack(ids))
     for i, id in ipairs(ids) do
       if states[i] then
@@ -108,6 +116,16 @@ if horizon then
       redis.call('ZREM', index, id)
     end
     if #ids == maxBars then more = 1 end
+  end
+  if horizon == math.huge and lastEnd then
+    -- Closing everything ends the input: move the watermark past the last closed window, so a trade
+    -- for any of these windows that arrives later is late rather than the start of a second bar.
+    if lastEnd + grace > wm then
+      wm = lastEnd + grace
+      redis.call('HSET', clock, 'wm', string.format('%d', wm))
+    end
+    local prev = tonumber(redis.call('HGET', clock, 'closed') or '-1')
+    if lastEnd > prev then redis.call('HSET', clock, 'closed', string.format('%d', lastEnd)) end
   end
   if horizon ~= math.huge then
     local prev = tonumber(redis.call('HGET', clock, 'closed') or '-1')

@@ -26,7 +26,7 @@ export class TradeSink {
   private timer: NodeJS.Timeout | undefined;
   private inFlight = 0;
   private flushing: Promise<void> = Promise.resolve();
-  private waiters: (() => void)[] = [];
+  private sentFirst = false;
   added = 0;
   lastRx = 0;
 
@@ -74,8 +74,12 @@ export class TradeSink {
     sends.push(
       this.redis.hincrby(this.opts.keys.stats(), 'in', n),
       this.redis.hset(this.opts.keys.stats(), 'lastRx', String(this.lastRx)),
-      this.redis.hsetnx(this.opts.keys.stats(), 'firstRx', String(this.lastRx)),
     );
+    if (!this.sentFirst) {
+      // first trade this process appended: where `stack` starts counting throughput
+      this.sentFirst = true;
+      sends.push(this.redis.hset(this.opts.keys.stats(), 'firstRx', String(this.lastRx)));
+    }
     const done = Promise.all(sends).then(
       () => {
         this.added += n;

@@ -1,0 +1,133 @@
+import { spawn } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { csvPath } from '@candlewick/writer';
+import { CLI, readCsv, tempDir, waitFor } from './helpers.js';
+
+function startStack(env: Record<string, string>) {
+  const proc = spawn(process.execPath, [CLI, 'stack'], {
+    env: { PATH: process.env.PATH ?? '', LOG_LEVEL: 'info', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const state = { out: '' };
+  proc.stdout.on('data', (d: Buffer) => (state.out += d.toString()));
+  proc.stderr.on('data', (d: Buffer) => (state.out += d.toString()));
+  const exited = new Promise<number | null>((r) => proc.on('exit', (code) => r(code)));
+  return { proc, state, exited };
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Child pids of a process, from /proc (Linux). */
+function children(pid: number): number[] {
+  try {
+    return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+  } catch {
+    return [];
+  }
+}
+
+describe('candlewick stack lifecycle', () => {
+  it('starts its own redis-server, and Ctrl-C stops every role and the server cleanly', async () => {
+    const dir = tempDir('sigint');
+    const proc = spawn(process.execPath, [CLI, 'stack'], {
+      env: { PATH: process.env.PATH ?? '', DATA_DIR: dir, EXIT_WHEN_IDLE_MS: '0', LOG_LEVEL: 'info' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let out = '';
+    proc.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    proc.stderr.on('data', (d: Buffer) => (out += d.toString()));
+    const exited = new Promise<number | null>((r) => proc.on('exit', (code) => r(code)));
+    // runs until the tape is replayed and every bar the watermark allows is written
+    await waitFor(() => out.includes('tape finished'), 60_000, 'the replay to finish');
+    await waitFor(() => {
+      try {
+        return readCsv(csvPath(dir, '1h', 'BINANCE:XRPETH')).rows.length >= 59;
+      } catch {
+        return false;
+      }
+    }, 60_000, 'closed bars in the CSV');
+    const kids = children(proc.pid!);
+    expect(kids.length).toBeGreaterThanOrEqual(6); // redis-server, replay-server, write, close, aggregate, ingest
+    proc.kill('SIGINT');
+    expect(await exited).toBe(0);
+    expect(out).toMatch(/stopping every role/);
+    for (const k of kids) expect(alive(k)).toBe(false);
+    // no summary: it was stopped, not drained
+    expect(out).not.toMatch(/candlewick summary/);
+    // the open bars stay in Redis (AOF) for the next start; nothing was written twice
+    const rows = readCsv(csvPath(dir, '1min', 'BINANCE:XRPETH')).rows;
+    expect(new Set(rows.map((r) => r.start)).size).toBe(rows.length);
+  });
+
+  it('a second run of the same tape over the same DATA_DIR counts its trades as late and writes nothing twice', async () => {
+    const dir = tempDir('resume');
+    const tape = join(dir, 'tape.jsonl');
+    const t0 = Date.parse('2024-03-05T15:00:00Z');
+    const lines = Array.from({ length: 300 }, (_, i) => JSON.stringify({ s: 'TEST', p: 100 + (i % 7), v: 1, t: t0 + i * 1000, c: [] }));
+    writeFileSync(tape, lines.join('\n'));
+    const run = (idle: string) =>
+      new Promise<{ code: number | null; out: string }>((resolve) => {
+        const p = spawn(process.execPath, [CLI, 'stack'], {
+          env: { PATH: process.env.PATH ?? '', DATA_DIR: dir, REPLAY_TAPE: tape, EXIT_WHEN_IDLE_MS: idle, INTERVALS: '1min' },
+          stdio: ['ignore', 'pipe', 'pipe'],
+        });
+        let out = '';
+        p.stdout.on('data', (d: Buffer) => (out += d.toString()));
+        p.on('exit', (code) => resolve({ code, out }));
+      });
+    const first = await run('500');
+    expect(first.code).toBe(0);
+    expect(first.out).toMatch(/bars written\s+1min=5/);
+    // the same tape again: every trade is behind the stored watermark, so late; the CSV is unchanged
+    const second = await run('500');
+    expect(second.code).toBe(0);
+    expect(second.out).toMatch(/late\s+300 /);
+    expect(second.out).toMatch(/bars written\s+1min=0/);
+    expect(readCsv(csvPath(dir, '1min', 'TEST')).rows.map((r) => r.n)).toEqual([60, 60, 60, 60, 60]);
+  });
+});
+
+describe('wall-clock closing', () => {
+  it('closes a bar by Redis time within grace + 1 s of its end, with no further trades and no flush', async () => {
+    const dir = tempDir('wall');
+    const tape = join(dir, 'now.jsonl');
+    // Late in a minute the stack's start-up could carry the trades past end + grace: start fresh.
+    if (Date.now() % 60_000 > 45_000) await new Promise((r) => setTimeout(r, 60_000 - (Date.now() % 60_000) + 50));
+    const now = Date.now();
+    const minute = Math.floor(now / 60_000) * 60_000;
+    // trades in the current minute up to now, for two symbols that then stop trading
+    const lines = Array.from({ length: 40 }, (_, i) =>
+      JSON.stringify({ s: i % 2 ? 'AAA' : 'BBB', p: 10 + i, v: 1, t: minute + Math.floor(((now - 200 - minute) * i) / 40), c: [] }),
+    );
+    writeFileSync(tape, lines.join('\n'));
+    const end = minute + 60_000;
+    const { proc, state, exited } = startStack({ DATA_DIR: dir, REPLAY_TAPE: tape, CLOCK: 'wall', EXIT_WHEN_IDLE_MS: '0', INTERVALS: '1min', GRACE_MS: '2000' });
+    let seenAt = 0;
+    await waitFor(() => {
+      try {
+        const rows = readCsv(csvPath(dir, '1min', 'AAA')).rows.length + readCsv(csvPath(dir, '1min', 'BBB')).rows.length;
+        if (rows === 2) seenAt = Date.now();
+        return rows === 2;
+      } catch {
+        return false;
+      }
+    }, 90_000, 'both bars in the CSV');
+    expect(seenAt).toBeGreaterThanOrEqual(end + 2000);
+    expect(seenAt).toBeLessThanOrEqual(end + 2000 + 1000);
+    const aaa = readCsv(csvPath(dir, '1min', 'AAA')).rows[0]!;
+    expect(aaa.start).toBe(minute);
+    expect(aaa.n).toBe(20);
+    expect(state.out).not.toMatch(/late trades/);
+    proc.kill('SIGINT');
+    expect(await exited).toBe(0);
+  });
+});
