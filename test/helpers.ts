@@ -49,8 +49,8 @@ export interface CliResult {
   stderr: string;
 }
 
-/** Runs the built CLI as a real child process. */
-export function runCli(args: string[], env: Record<string, string>, timeoutMs = 120_000): Promise<CliResult> {
+/** Runs the built CLI as a real child process; with `stopAfterMs`, sends it SIGTERM then. */
+export function runCli(args: string[], env: Record<string, string>, timeoutMs = 120_000, stopAfterMs?: number): Promise<CliResult> {
   return new Promise((resolve, reject) => {
     const proc = spawn(process.execPath, [CLI, ...args], {
       env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', LOG_LEVEL: 'info', ...env },
@@ -60,6 +60,7 @@ export function runCli(args: string[], env: Record<string, string>, timeoutMs = 
     let stderr = '';
     proc.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
     proc.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    if (stopAfterMs !== undefined) setTimeout(() => proc.kill('SIGTERM'), stopAfterMs);
     const timer = setTimeout(() => {
       proc.kill('SIGKILL');
       reject(new Error(`candlewick ${args.join(' ')} did not finish in ${timeoutMs} ms\n${stdout}\n${stderr}`));

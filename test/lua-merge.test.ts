@@ -10,7 +10,7 @@ import {
   type Trade,
 } from '@candlewick/common';
 import { Aggregator, Preaggregator, ensureGroup, mergeArgs, rawEntry, type StreamEntry } from '@candlewick/aggregator';
-import { testKeys, testRedis } from './helpers.js';
+import { testKeys, testRedis, waitFor } from './helpers.js';
 import { pino } from 'pino';
 
 const redis = testRedis();
@@ -119,5 +119,26 @@ describe('exactly once when workers race on a reclaimed batch', () => {
     await slow.process(0, entries);
     expect(Number((await redis.hgetall(keys.partitionStats(0))).merged)).toBe(500);
     expectSameBars(await openBars(keys), expected(entries));
+  });
+});
+
+describe('a dead worker', () => {
+  it('has its pending entries reclaimed by a live one within a bounded time, each counted once', async () => {
+    const keys = testKeys('reclaim');
+    const trades: Trade[] = Array.from({ length: 300 }, (_, i) => ({ s: 'AAPL', p: String(50 + (i % 9)), v: 2, t: T0 + i * 997, c: [], rx: 0 }));
+    const entries = await ingest(keys, trades, 'dead-worker'); // read, never merged: the worker "died"
+    const liveCfg = loadConfig({ INTERVALS: '1min,5min,1h', GRACE_MS: '3600000', RECLAIM_IDLE_MS: '300', KEY_PREFIX: keys.prefix });
+    const live = new Aggregator(redis, liveCfg, keys, quiet);
+    const started = Date.now();
+    await live.start();
+    try {
+      await waitFor(async () => Number(await redis.hget(keys.partitionStats(0), 'merged')) === 300, 10_000, 'reclaimed entries merged');
+      // bounded: idle threshold plus one reclaim period, with slack for a loaded machine
+      expect(Date.now() - started).toBeLessThan(300 + 150 + 3000);
+      expectSameBars(await openBars(keys), expected(entries));
+      expect(((await redis.xpending(keys.trades(0), AGGREGATOR_GROUP)) as unknown[])[0]).toBe(0);
+    } finally {
+      await live.stop();
+    }
   });
 });

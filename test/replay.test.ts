@@ -1,0 +1,91 @@
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import WebSocket from 'ws';
+import { strToU8, zipSync } from 'fflate';
+import { pino } from 'pino';
+import { ReplayServer, readTape, tapeSymbols, type TapeTrade } from '@candlewick/ingestor';
+import { BUNDLED_TAPE, runCli, tempDir, testRedis, uniquePrefix, redisUrl } from './helpers.js';
+
+const quiet = pino({ level: 'silent' });
+const redis = testRedis();
+afterAll(() => redis.quit());
+
+describe('tape readers', () => {
+  it('read the bundled Binance aggTrades in file order with Finnhub symbols', () => {
+    const tape = readTape(BUNDLED_TAPE) as TapeTrade[];
+    expect(tape).toHaveLength(12477);
+    expect(tape[0]).toEqual({ s: 'BINANCE:XRPETH', p: '0.00141342', v: 23, t: 1570752011620, c: [] });
+    expect(tapeSymbols(tape)).toEqual(['BINANCE:XRPETH']);
+  });
+
+  it('read Lean tick zips (ms since New York midnight, price x 10000) and merge several by time', () => {
+    const dir = tempDir('lean');
+    const a = join(dir, 'spy_20131007_trade.zip');
+    const b = join(dir, 'ibm_20131007_trade.zip');
+    writeFileSync(a, zipSync({ '20131007_spy_Trade_Tick.csv': strToU8('14400464,1674100,100,P,20002000,0\n14400465,1674200,1400,P,20002000,1\n') }));
+    writeFileSync(b, zipSync({ '20131007_ibm_Trade_Tick.csv': strToU8('14400464,1850000,5,N,00000000,0\n') }));
+    const tape = readTape(`${a},${b}`) as TapeTrade[];
+    const t = Date.parse('2013-10-07T08:00:00.464Z'); // 04:00:00.464 EDT
+    expect(tape).toEqual([
+      { s: 'SPY', p: '167.41', v: 100, t, c: ['20002000'] },
+      { s: 'IBM', p: '185', v: 5, t, c: ['00000000'] },
+      { s: 'SPY', p: '167.42', v: 1400, t: t + 1, c: ['20002000', 'suspicious'] },
+    ]);
+  });
+
+  it('say what formats exist when a file is not one', () => {
+    const dir = tempDir('fmt');
+    writeFileSync(join(dir, 'x.csv'), 'a,b');
+    expect(() => readTape(join(dir, 'x.csv'))).toThrow(/unknown tape format.*jsonl/);
+  });
+});
+
+describe('replay server', () => {
+  it('sends only subscribed symbols, at the recorded pace times the speed factor', async () => {
+    const t0 = Date.parse('2024-01-02T15:00:00Z');
+    const tape: TapeTrade[] = [0, 1, 2, 3].map((i) => ({ s: i === 2 ? 'OTHER' : 'AAPL', p: String(100 + i), v: 1, t: t0 + i * 1000, c: [] }));
+    const server = new ReplayServer(tape, { port: 0, speed: 10, frameTrades: 100, settleMs: 10 }, quiet);
+    const port = await server.start();
+    const ws = new WebSocket(`ws://127.0.0.1:${port}`);
+    const got: { t: number; at: number }[] = [];
+    ws.on('message', (d) => {
+      const msg = JSON.parse(d.toString()) as { type: string; data?: { s: string; t: number }[] };
+      for (const tr of msg.data ?? []) {
+        expect(tr.s).toBe('AAPL');
+        got.push({ t: tr.t, at: Date.now() });
+      }
+    });
+    await new Promise((r) => ws.on('open', r));
+    ws.send(JSON.stringify({ type: 'subscribe', symbol: 'AAPL' }));
+    const until = Date.now() + 5000;
+    while (got.length < 3 && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
+    ws.close();
+    await server.stop();
+    expect(got.map((g) => g.t)).toEqual([t0, t0 + 1000, t0 + 3000]);
+    // 1 s of tape at speed 10 is 100 ms of wall time; 2 s is 200 ms
+    expect(got[1]!.at - got[0]!.at).toBeGreaterThanOrEqual(80);
+    expect(got[2]!.at - got[1]!.at).toBeGreaterThanOrEqual(180);
+  });
+});
+
+describe('secrets', () => {
+  it('the Finnhub token reaches the server but never a log line', async () => {
+    const token = 'fake-test-token-0042';
+    const seen: string[] = [];
+    const tape = readTape(BUNDLED_TAPE).slice(0, 50);
+    const server = new ReplayServer(tape, { port: 0, speed: 0, frameTrades: 10, settleMs: 10 }, quiet);
+    const port = await server.start();
+    // capture the URL the ingestor connects with
+    (server as unknown as { wss: { on: (e: string, f: (ws: unknown, req: { url: string }) => void) => void } }).wss.on('connection', (_ws, req) => seen.push(req.url));
+    const res = await runCli(['ingest'], {
+      REDIS_URL: redisUrl(), KEY_PREFIX: uniquePrefix('token'), FINNHUB_TOKEN: token,
+      FINNHUB_WS_URL: `ws://127.0.0.1:${port}`, SYMBOLS: 'BINANCE:XRPETH', LOG_LEVEL: 'debug',
+    }, 30_000, 3000);
+    await server.stop();
+    expect(seen.some((u) => u.includes(`token=${token}`))).toBe(true);
+    expect(res.code).toBe(0); // SIGTERM: a clean stop
+    expect(res.stdout).toMatch(/feed connected/);
+    expect(res.stdout + res.stderr).not.toContain(token);
+  });
+});
