@@ -1,4 +1,4 @@
-import { Clock, WindowCache, barId, encodeBarState, orderKey, type BarState, type Interval } from '@candlewick/common';
+import { Clock, WindowCache, barId, encodeBarState, mergeInto, orderKey, type BarState, type Interval } from '@candlewick/common';
 
 /**
  * A raw-stream entry as the aggregator needs it: the numbers it merges, the watermark it was
@@ -147,31 +147,13 @@ export class Preaggregator {
     for (const b of bases.values()) {
       const openKey = orderKey(b.oT, b.oId);
       const closeKey = orderKey(b.cT, b.cId);
+      const state = (): BarState => ({ open: b.open, openKey, high: b.high, low: b.low, close: b.close, closeKey, volume: b.v, pv: b.pv, n: b.n });
       for (let i = 0; i < this.intervals.length; i++) {
         const [start, end] = this.caches[i]!.window(b.start);
         const id = barId(this.intervals[i]!.name, b.s, start);
         const cur = bars.get(id);
-        if (cur === undefined) {
-          bars.set(id, {
-            end,
-            state: { open: b.open, openKey, high: b.high, low: b.low, close: b.close, closeKey, volume: b.v, pv: b.pv, n: b.n },
-          });
-          continue;
-        }
-        const st = cur.state;
-        if (openKey < st.openKey) {
-          st.open = b.open;
-          st.openKey = openKey;
-        }
-        if (closeKey > st.closeKey) {
-          st.close = b.close;
-          st.closeKey = closeKey;
-        }
-        if (b.hi > +st.high) st.high = b.high;
-        if (b.lo < +st.low) st.low = b.low;
-        st.volume += b.v;
-        st.pv += b.pv;
-        st.n += b.n;
+        if (cur === undefined) bars.set(id, { end, state: state() });
+        else mergeInto(cur.state, state());
       }
     }
     return { bars, late };

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 import { ConfigError, loadConfig, type Config } from '@candlewick/common';
-import { runAggregate, runClose, runIngest, runReplayServer, runWrite } from './roles.js';
+import { SERVICES, runReplayServer, runService } from './roles.js';
 import { RedisUnavailableError } from './redis-server.js';
 import { runStack } from './stack.js';
 
@@ -59,17 +59,10 @@ async function main(): Promise<void> {
       process.exitCode = await runStack(cfg, process.env);
       // Children, timers and sockets are all closed by now; exit explicitly in case a library left a handle.
       process.exit(process.exitCode);
-    case 'ingest':
-      return runIngest(cfg);
-    case 'aggregate':
-      return runAggregate(cfg);
-    case 'close':
-      return runClose(cfg);
-    case 'write':
-      return runWrite(cfg);
     case 'replay-server':
       return runReplayServer(cfg);
     default:
+      if (role in SERVICES) return runService(cfg, role);
       process.stderr.write(`candlewick: unknown role "${role}"\n\n${HELP}\n`);
       process.exit(2);
   }

@@ -6,7 +6,9 @@ import {
   handleShutdown,
   makeKeys,
   redactUrl,
+  type Component,
   type Config,
+  type Keys,
   type Logger,
 } from '@candlewick/common';
 import { Ingestor, ReplayServer, readTape } from '@candlewick/ingestor';
@@ -26,13 +28,9 @@ function redisFor(cfg: Config, log: Logger): Redis {
   return connectRedis(url, log.child({ component: 'redis' }));
 }
 
-interface Startable {
-  start(): Promise<unknown>;
-  stop(): Promise<void>;
-}
 
 /** Runs one role until SIGINT/SIGTERM. */
-async function runRole(cfg: Config, name: string, make: (redis: Redis, log: Logger) => Startable): Promise<void> {
+async function runRole(cfg: Config, name: string, make: (redis: Redis, log: Logger) => Component): Promise<void> {
   const log = rootLogger(cfg, name);
   const redis = redisFor(cfg, log);
   const role = make(redis, log);
@@ -46,24 +44,20 @@ async function runRole(cfg: Config, name: string, make: (redis: Redis, log: Logg
   process.send?.({ ready: true });
 }
 
-export async function runIngest(cfg: Config): Promise<void> {
-  const keys = makeKeys(cfg.keyPrefix);
-  await runRole(cfg, 'ingest', (redis, log) => new Ingestor(redis, cfg, keys, log));
-}
+type Service = new (redis: Redis, cfg: Config, keys: Keys, log: Logger) => Component;
 
-export async function runAggregate(cfg: Config): Promise<void> {
-  const keys = makeKeys(cfg.keyPrefix);
-  await runRole(cfg, 'aggregate', (redis, log) => new Aggregator(redis, cfg, keys, log));
-}
+/** The roles that are one service on one Redis connection. */
+export const SERVICES: Record<string, Service> = {
+  ingest: Ingestor,
+  aggregate: Aggregator,
+  close: CloserService,
+  write: WriterService,
+};
 
-export async function runClose(cfg: Config): Promise<void> {
+export function runService(cfg: Config, role: string): Promise<void> {
+  const Svc = SERVICES[role]!;
   const keys = makeKeys(cfg.keyPrefix);
-  await runRole(cfg, 'close', (redis, log) => new CloserService(redis, cfg, keys, log));
-}
-
-export async function runWrite(cfg: Config): Promise<void> {
-  const keys = makeKeys(cfg.keyPrefix);
-  await runRole(cfg, 'write', (redis, log) => new WriterService(redis, cfg, keys, log));
+  return runRole(cfg, role, (redis, log) => new Svc(redis, cfg, keys, log));
 }
 
 export async function runReplayServer(cfg: Config): Promise<void> {

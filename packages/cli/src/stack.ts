@@ -4,7 +4,6 @@ import { join } from 'node:path';
 import { connect } from 'node:net';
 import { Queue } from 'bullmq';
 import {
-  BARS_QUEUE,
   connectRedis,
   makeKeys,
   sleep,
@@ -312,4 +311,3 @@ async function finish(redis: Redis, bars: Queue, closer: BarCloser, cfg: Config,
   }
 }
 
-export { BARS_QUEUE };

@@ -1,5 +1,5 @@
 import type { Redis } from 'ioredis';
-import type { Config, Logger } from '@candlewick/common';
+import type { Config, Keys, Logger } from '@candlewick/common';
 import { FinnhubFeed } from './finnhub.js';
 import { TradeSink } from './sink.js';
 
@@ -8,7 +8,7 @@ export class Ingestor {
   readonly sink: TradeSink;
   readonly feed: FinnhubFeed;
 
-  constructor(redis: Redis, cfg: Config, keys: import('@candlewick/common').Keys, log: Logger) {
+  constructor(redis: Redis, cfg: Config, keys: Keys, log: Logger) {
     if (cfg.symbols.length === 0) throw new Error('SYMBOLS is empty: name the symbols to subscribe, e.g. SYMBOLS=AAPL,BINANCE:BTCUSDT');
     this.sink = new TradeSink(
       redis,
