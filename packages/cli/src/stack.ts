@@ -2,6 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { join } from 'node:path';
 import { connect } from 'node:net';
+import { setPriority } from 'node:os';
 import { Queue } from 'bullmq';
 import {
   connectRedis,
@@ -180,6 +181,8 @@ export async function runStack(cfg: Config, env: NodeJS.ProcessEnv): Promise<num
     const child = existing ?? { role, name, proc, restarts: [], ready };
     child.proc = proc;
     child.ready = ready;
+    // On one machine Redis is the critical path: the Node roles yield the CPU to it.
+    if (cfg.stackNice > 0 && proc.pid) setPriority(proc.pid, cfg.stackNice);
     for (const stream of [proc.stdout!, proc.stderr!]) {
       createInterface({ input: stream }).on('line', (line) => process.stdout.write(`${formatLogLine(name, line, color)}\n`));
     }

@@ -98,6 +98,7 @@ export const ENV_SCHEMA = z.object({
   REPLAY_FRAME_TRADES: int(1, 10_000, 500),
   BACKFILL: z.enum(['on', 'off']).optional(),
   REDIS_SERVER_BIN: z.string().optional(),
+  STACK_NICE: int(0, 19, 5),
 });
 
 export type Mode = 'live' | 'replay';
@@ -134,6 +135,7 @@ export interface Config {
   readonly replayFrameTrades: number;
   readonly backfill: boolean;
   readonly redisServerBin: string;
+  readonly stackNice: number;
 }
 
 export type EnvLike = Record<string, string | undefined>;
@@ -227,6 +229,7 @@ export function loadConfig(env: EnvLike, overrides: EnvLike = {}): Config {
     replayFrameTrades: e.REPLAY_FRAME_TRADES,
     backfill: (e.BACKFILL ?? (mode === 'live' ? 'on' : 'off')) === 'on',
     redisServerBin: e.REDIS_SERVER_BIN ?? 'redis-server',
+    stackNice: e.STACK_NICE,
   });
 }
 
