@@ -39,6 +39,14 @@ async function runRole(cfg: Config, name: string, make: (redis: Redis, log: Logg
     await redis.quit().catch(() => undefined);
   });
   await role.start();
+  const fatal = (role as { fatal?: Promise<Error> }).fatal;
+  void fatal?.then(async (err) => {
+    // A condition retrying cannot fix (a refused token): stop cleanly, exit 2 so supervisors do not loop.
+    log.fatal({ reason: err.message }, `${name} cannot continue`);
+    await role.stop().catch(() => undefined);
+    await redis.quit().catch(() => undefined);
+    process.exit(2);
+  });
   log.debug(`${name} ready`);
   // Under `candlewick stack` the parent waits for this before it starts the next stage.
   process.send?.({ ready: true });

@@ -99,6 +99,7 @@ export const ENV_SCHEMA = z.object({
   BACKFILL: z.enum(['on', 'off']).optional(),
   REDIS_SERVER_BIN: z.string().optional(),
   STACK_NICE: int(0, 19, 5),
+  STALE_MS: int(1000, 3_600_000, 30_000),
 });
 
 export type Mode = 'live' | 'replay';
@@ -136,6 +137,7 @@ export interface Config {
   readonly backfill: boolean;
   readonly redisServerBin: string;
   readonly stackNice: number;
+  readonly staleMs: number;
 }
 
 export type EnvLike = Record<string, string | undefined>;
@@ -230,6 +232,7 @@ export function loadConfig(env: EnvLike, overrides: EnvLike = {}): Config {
     backfill: (e.BACKFILL ?? (mode === 'live' ? 'on' : 'off')) === 'on',
     redisServerBin: e.REDIS_SERVER_BIN ?? 'redis-server',
     stackNice: e.STACK_NICE,
+    staleMs: e.STALE_MS,
   });
 }
 

@@ -14,6 +14,24 @@ export interface FeedOptions {
   onGap?: (gap: { start: number; end: number; symbols: readonly string[] }) => void;
 }
 
+/** The feed refused the handshake in a way retrying cannot fix (401/403: a bad or unentitled token). */
+export class FeedAuthError extends Error {
+  constructor(readonly status: number) {
+    super(
+      `the feed refused FINNHUB_TOKEN (HTTP ${status}): check the API key on your Finnhub dashboard ` +
+        '(a sandbox key does not work on the live socket); not retrying',
+    );
+    this.name = 'FeedAuthError';
+  }
+}
+
+/** The feed answered the handshake with HTTP 429 (too many connections or requests for the key). */
+class RateLimitedError extends Error {
+  constructor(readonly retryAfterMs: number) {
+    super(`the feed is rate limiting this key (HTTP 429); retrying in ${Math.round(retryAfterMs / 1000)} s`);
+  }
+}
+
 /**
  * A Finnhub trade WebSocket client: numbered connections, subscribe on open, exponential backoff
  * with jitter (capped at 30 s, reset only after a good message), a stale-socket watchdog, and every
@@ -26,6 +44,9 @@ export class FinnhubFeed {
   private stopped = false;
   private loop: Promise<void> | undefined;
   private readonly abort = new AbortController();
+  private failWith: (err: Error) => void = () => undefined;
+  /** settles when the feed gave up for good (a refused token) */
+  readonly fatal = new Promise<Error>((resolve) => (this.failWith = resolve));
   private badLogged = 0;
   private downSince: number | undefined;
   private wasUp = false;
@@ -71,15 +92,27 @@ export class FinnhubFeed {
       const n = ++this.conn;
       const log = this.log.child({ conn: n });
       const started = Date.now();
+      let floorMs = 0;
       try {
         await this.connectOnce(log);
       } catch (err) {
-        log.warn({ err: err instanceof Error ? err.message : String(err), url: redactUrl(this.opts.url) }, 'feed connection failed');
+        if (err instanceof FeedAuthError) {
+          log.error({ status: err.status }, err.message);
+          this.failWith(err);
+          return;
+        }
+        if (err instanceof RateLimitedError) {
+          floorMs = err.retryAfterMs;
+          log.warn(err.message);
+        } else {
+          log.warn({ err: err instanceof Error ? err.message : String(err), url: redactUrl(this.opts.url) }, 'feed connection failed');
+        }
       }
       if (this.stopped) break;
       // An outage starts when a feed that was up goes down; failing to connect at start-up is not a gap.
       if (this.wasUp) this.downSince ??= Date.now();
-      const delay = Math.min(30_000, 250 * 2 ** Math.min(this.attempt, 7)) * (0.5 + Math.random() / 2);
+      const backoff = Math.min(30_000, 250 * 2 ** Math.min(this.attempt, 7)) * (0.5 + Math.random() / 2);
+      const delay = Math.max(floorMs, backoff);
       this.attempt++;
       log.info({ delayMs: Math.round(delay), upMs: Date.now() - started }, 'feed disconnected; reconnecting');
       await sleep(delay, this.abort.signal);
@@ -110,7 +143,12 @@ export class FinnhubFeed {
         this.onFrame(data.toString(), log);
       });
       ws.on('unexpected-response', (_req, res) => {
-        reject(new Error(`feed refused the connection: HTTP ${res.statusCode}`));
+        const status = res.statusCode ?? 0;
+        if (status === 401 || status === 403) reject(new FeedAuthError(status));
+        else if (status === 429) {
+          const after = Number(res.headers['retry-after']);
+          reject(new RateLimitedError(Number.isFinite(after) && after > 0 ? after * 1000 : 60_000));
+        } else reject(new Error(`feed refused the connection: HTTP ${status}`));
         ws.terminate();
       });
       ws.on('error', (err) => reject(err));
@@ -178,7 +216,8 @@ export class FinnhubFeed {
       return;
     }
     if (type === 'error') {
-      log.error({ msg: (msg as { msg?: unknown }).msg }, 'feed sent an error message');
+      // e.g. "Subscribing to too many symbols" or an unknown symbol: the connection stays up
+      log.error({ feedMessage: String((msg as { msg?: unknown }).msg ?? '').slice(0, 200) }, 'the feed reported an error');
       return;
     }
     this.badFrames++;

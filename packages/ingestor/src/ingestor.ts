@@ -21,6 +21,7 @@ export class Ingestor {
         url: cfg.finnhubWsUrl,
         token: cfg.mode === 'live' ? cfg.finnhubToken : undefined,
         symbols: cfg.symbols,
+        staleMs: cfg.staleMs,
         onUp: () => {
           void redis.hset(keys.stats(), 'feedUp', String(Date.now())).catch(() => undefined);
         },
@@ -34,6 +35,11 @@ export class Ingestor {
       this.sink,
       log.child({ component: 'feed' }),
     );
+  }
+
+  /** settles with the reason when the feed gave up for good */
+  get fatal(): Promise<Error> {
+    return this.feed.fatal;
   }
 
   start(): Promise<void> {

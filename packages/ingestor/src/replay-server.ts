@@ -14,6 +14,10 @@ export interface ReplayOptions {
   settleMs?: number;
   /** ping interval once the tape is done (Finnhub pings idle connections) */
   pingMs?: number;
+  /** when set, a connection must carry ?token=<this>, else HTTP 401 as Finnhub answers */
+  token?: string;
+  /** refuse the n-th handshake (1-based) with this HTTP status, e.g. 429 with Retry-After (tests) */
+  refuse?: (n: number) => { status: number; headers?: Record<string, string> } | undefined;
 }
 
 /**
@@ -37,7 +41,22 @@ export class ReplayServer {
 
   async start(): Promise<number> {
     this.encode();
-    const wss = new WebSocketServer({ port: this.opts.port, host: this.opts.host ?? '127.0.0.1', perMessageDeflate: false });
+    let handshakes = 0;
+    const wss = new WebSocketServer({
+      port: this.opts.port,
+      host: this.opts.host ?? '127.0.0.1',
+      perMessageDeflate: false,
+      verifyClient: (info, done) => {
+        handshakes++;
+        const refusal = this.opts.refuse?.(handshakes);
+        if (refusal) return done(false, refusal.status, 'refused', refusal.headers);
+        if (this.opts.token !== undefined) {
+          const token = new URL(info.req.url ?? '/', 'ws://x').searchParams.get('token');
+          if (token !== this.opts.token) return done(false, 401, 'Unauthorized');
+        }
+        done(true);
+      },
+    });
     this.wss = wss;
     await new Promise<void>((resolve, reject) => {
       wss.once('listening', resolve);
