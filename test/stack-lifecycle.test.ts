@@ -1,9 +1,13 @@
 import { spawn } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
+import { makeKeys } from '@candlewick/common';
 import { csvPath } from '@candlewick/writer';
-import { CLI, readCsv, tempDir, waitFor } from './helpers.js';
+import { CLI, readCsv, redisUrl, tempDir, testRedis, uniquePrefix, waitFor } from './helpers.js';
+
+const redis = testRedis();
+afterAll(() => redis.quit());
 
 function startStack(env: Record<string, string>) {
   const proc = spawn(process.execPath, [CLI, 'stack'], {
@@ -97,7 +101,7 @@ describe('candlewick stack lifecycle', () => {
 });
 
 describe('wall-clock closing', () => {
-  it('closes a bar by Redis time within grace + 1 s of its end, with no further trades and no flush', async () => {
+  it('closes a bar by Redis time within grace + 1 s of its end, with no further trades, no flush, and a second closer process racing', async () => {
     const dir = tempDir('wall');
     const tape = join(dir, 'now.jsonl');
     // Late in a minute the stack's start-up could carry the trades past end + grace: start fresh.
@@ -110,7 +114,11 @@ describe('wall-clock closing', () => {
     );
     writeFileSync(tape, lines.join('\n'));
     const end = minute + 60_000;
-    const { proc, state, exited } = startStack({ DATA_DIR: dir, REPLAY_TAPE: tape, CLOCK: 'wall', EXIT_WHEN_IDLE_MS: '0', INTERVALS: '1min', GRACE_MS: '2000' });
+    const prefix = uniquePrefix('wall');
+    const env = { REDIS_URL: redisUrl(), KEY_PREFIX: prefix, DATA_DIR: dir, REPLAY_TAPE: tape, CLOCK: 'wall', EXIT_WHEN_IDLE_MS: '0', INTERVALS: '1min', GRACE_MS: '2000' };
+    const { proc, state, exited } = startStack(env);
+    // a second closer on the same Redis: the scheduler's ticks go to either, no bar may close twice
+    const closer2 = spawn(process.execPath, [CLI, 'close'], { env: { PATH: process.env.PATH ?? '', ...env }, stdio: 'ignore' });
     let seenAt = 0;
     await waitFor(() => {
       try {
@@ -127,6 +135,10 @@ describe('wall-clock closing', () => {
     expect(aaa.start).toBe(minute);
     expect(aaa.n).toBe(20);
     expect(state.out).not.toMatch(/late trades/);
+    await new Promise((r) => setTimeout(r, 1000)); // a few more ticks from both closers
+    expect(await redis.xlen(makeKeys(prefix).bars('1min'))).toBe(2);
+    expect(readCsv(csvPath(dir, '1min', 'AAA')).rows).toHaveLength(1);
+    closer2.kill('SIGTERM');
     proc.kill('SIGINT');
     expect(await exited).toBe(0);
   });
