@@ -5,7 +5,7 @@ import WebSocket from 'ws';
 import { strToU8, zipSync } from 'fflate';
 import { pino } from 'pino';
 import { ReplayServer, readTape, tapeSymbols, type TapeTrade } from '@candlewick/ingestor';
-import { BUNDLED_TAPE, runCli, tempDir, testRedis, uniquePrefix, redisUrl } from './helpers.js';
+import { BUNDLED_TAPE, runCli, tempDir, testRedis, uniquePrefix, redisUrl, waitFor } from './helpers.js';
 
 const quiet = pino({ level: 'silent' });
 const redis = testRedis();
@@ -66,6 +66,28 @@ describe('replay server', () => {
     // 1 s of tape at speed 10 is 100 ms of wall time; 2 s is 200 ms
     expect(got[1]!.at - got[0]!.at).toBeGreaterThanOrEqual(80);
     expect(got[2]!.at - got[1]!.at).toBeGreaterThanOrEqual(180);
+  });
+});
+
+describe('replay server, live day', () => {
+  it('with shiftToNow stamps each trade with the moment it is sent, keeping the recorded spacing / speed', async () => {
+    const t0 = Date.parse('2013-10-07T13:30:00Z');
+    const tape: TapeTrade[] = [0, 1, 2].map((i) => ({ s: 'SPY', p: '167', v: 1, t: t0 + i * 2000, c: [] }));
+    const server = new ReplayServer(tape, { port: 0, speed: 10, frameTrades: 100, settleMs: 10, shiftToNow: true }, quiet);
+    const port = await server.start();
+    const ws = new WebSocket(`ws://127.0.0.1:${port}`);
+    const got: { t: number; at: number }[] = [];
+    ws.on('message', (d) => {
+      for (const tr of (JSON.parse(d.toString()) as { data?: { t: number }[] }).data ?? []) got.push({ t: tr.t, at: Date.now() });
+    });
+    await new Promise((r) => ws.on('open', r));
+    ws.send(JSON.stringify({ type: 'subscribe', symbol: 'SPY' }));
+    await waitFor(() => got.length === 3, 5000, 'three trades');
+    ws.close();
+    await server.stop();
+    for (const g of got) expect(Math.abs(g.at - g.t)).toBeLessThan(150);
+    expect(got[1]!.t - got[0]!.t).toBe(200);
+    expect(got[2]!.t - got[1]!.t).toBe(200);
   });
 });
 

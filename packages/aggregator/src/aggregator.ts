@@ -1,6 +1,6 @@
 import { hostname } from 'node:os';
 import type { Redis } from 'ioredis';
-import { AGGREGATOR_GROUP, Clock, sleep, type Config, type Keys, type Logger } from '@candlewick/common';
+import { AGGREGATOR_GROUP, CalendarRangeError, Clock, sleep, type Config, type Keys, type Logger } from '@candlewick/common';
 import { Preaggregator, mergeArgs, rawEntry, type RawEntry } from './preaggregate.js';
 
 export type StreamEntry = [id: string, fields: string[] | null];
@@ -26,6 +26,7 @@ export class Aggregator {
   private readonly pre: Preaggregator;
   merged = 0;
   late = 0;
+  filtered = 0;
   batches = 0;
 
   constructor(
@@ -36,7 +37,7 @@ export class Aggregator {
     private readonly partitions: readonly number[] = Array.from({ length: cfg.partitions }, (_, i) => i),
   ) {
     this.consumer = `${hostname()}-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
-    this.pre = new Preaggregator(new Clock(cfg.tz), cfg.intervals, cfg.baseMs, cfg.graceMs);
+    this.pre = new Preaggregator(new Clock(cfg.tz), cfg.intervals, cfg.baseMs, cfg.graceMs, { sessions: cfg.sessions, align: cfg.align });
   }
 
   async start(): Promise<void> {
@@ -145,6 +146,11 @@ export class Aggregator {
         this.merged += Number(res[1]);
         this.late += Number(res[2]);
         this.batches++;
+        if (pre.filtered) {
+          this.filtered += pre.filtered;
+          await this.redis.hincrby(this.keys.partitionStats(p), 'filtered', pre.filtered);
+        }
+        if (pre.uncovered.length) this.log.error({ years: [...new Set(pre.uncovered)] }, new CalendarRangeError(pre.uncovered[0]!).message);
         if (pre.late.length) this.log.warn({ late: pre.late.length, first: { s: pre.late[0]!.s, p: pre.late[0]!.p, t: pre.late[0]!.t, w: pre.late[0]!.w } }, 'late trades kept in trades:late');
         return;
       }

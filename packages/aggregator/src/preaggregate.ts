@@ -1,4 +1,17 @@
-import { Clock, WindowCache, barId, encodeBarState, mergeInto, orderKey, type BarState, type Interval } from '@candlewick/common';
+import {
+  CalendarRangeError,
+  Clock,
+  EquityCalendar,
+  WindowCache,
+  barId,
+  encodeBarState,
+  isAroundTheClock,
+  mergeInto,
+  orderKey,
+  type BarState,
+  type Interval,
+  type Session,
+} from '@candlewick/common';
 
 /**
  * A raw-stream entry as the aggregator needs it: the numbers it merges, the watermark it was
@@ -77,6 +90,34 @@ export interface Preaggregated {
   bars: Map<string, Partial>;
   /** entries judged late at ingestion: their window end plus grace had passed the watermark */
   late: RawEntry[];
+  /** trades outside the selected sessions */
+  filtered: number;
+  /** years the calendar does not cover, seen in this batch (their equity trades are filtered) */
+  uncovered: number[];
+}
+
+export interface BarRules {
+  /** which US-equity sessions make bars */
+  sessions?: 'regular' | 'extended' | 'all';
+  /** equity windows on the clock or anchored at the 09:30 open */
+  align?: 'clock' | 'session';
+}
+
+const OPEN_MS = (9 * 60 + 30) * 60_000;
+const SESSION_SETS: Record<string, ReadonlySet<Session> | undefined> = {
+  regular: new Set(['regular']),
+  extended: new Set(['pre', 'regular', 'post']),
+  all: undefined,
+};
+
+/** Window caches for one alignment: one per interval, and the base interval's. */
+class Windows {
+  readonly intervals: WindowCache[];
+  readonly base: WindowCache;
+  constructor(clock: Clock, intervals: readonly Interval[], baseMs: number, anchorMs: number) {
+    this.intervals = intervals.map((iv) => new WindowCache(clock, iv.ms, anchorMs));
+    this.base = new WindowCache(clock, baseMs, anchorMs);
+  }
 }
 
 /**
@@ -90,25 +131,50 @@ export interface Preaggregated {
  * roll-up of its base bars.
  */
 export class Preaggregator {
-  private readonly caches: WindowCache[];
-  private readonly base: WindowCache;
+  private readonly clockWindows: Windows;
+  /** equities' windows (anchored at the open with ALIGN=session) */
+  private readonly equityWindows: Windows;
+  private readonly sessionSet: ReadonlySet<Session> | undefined;
+  private readonly calendar = new EquityCalendar();
 
   constructor(
     clock: Clock,
     private readonly intervals: readonly Interval[],
     baseMs: number,
     private readonly graceMs: number,
+    rules: BarRules = {},
   ) {
-    this.caches = intervals.map((iv) => new WindowCache(clock, iv.ms));
-    this.base = new WindowCache(clock, baseMs);
+    this.clockWindows = new Windows(clock, intervals, baseMs, 0);
+    this.equityWindows = rules.align === 'session' ? new Windows(clock, intervals, baseMs, OPEN_MS) : this.clockWindows;
+    this.sessionSet = SESSION_SETS[rules.sessions ?? 'all'];
+  }
+
+  private windowsOf(symbol: string): Windows {
+    return isAroundTheClock(symbol) ? this.clockWindows : this.equityWindows;
   }
 
   run(entries: readonly RawEntry[]): Preaggregated {
     const bases = new Map<string, Base>();
     const late: RawEntry[] = [];
+    let filtered = 0;
+    const uncovered: number[] = [];
     for (const e of entries) {
       const { t, s, p, v, id } = e;
-      const win = this.base.window(t);
+      if (this.sessionSet && !isAroundTheClock(s)) {
+        let session: Session;
+        try {
+          session = this.calendar.session(t);
+        } catch (err) {
+          if (!(err instanceof CalendarRangeError)) throw err;
+          uncovered.push(new Date(t).getUTCFullYear());
+          session = 'closed';
+        }
+        if (!this.sessionSet.has(session)) {
+          filtered++;
+          continue;
+        }
+      }
+      const win = this.windowsOf(s).base.window(t);
       if (win[1] + this.graceMs <= e.w) {
         late.push(e);
         continue;
@@ -148,15 +214,16 @@ export class Preaggregator {
       const openKey = orderKey(b.oT, b.oId);
       const closeKey = orderKey(b.cT, b.cId);
       const state = (): BarState => ({ open: b.open, openKey, high: b.high, low: b.low, close: b.close, closeKey, volume: b.v, pv: b.pv, n: b.n });
+      const caches = this.windowsOf(b.s).intervals;
       for (let i = 0; i < this.intervals.length; i++) {
-        const [start, end] = this.caches[i]!.window(b.start);
+        const [start, end] = caches[i]!.window(b.start);
         const id = barId(this.intervals[i]!.name, b.s, start);
         const cur = bars.get(id);
         if (cur === undefined) bars.set(id, { end, state: state() });
         else mergeInto(cur.state, state());
       }
     }
-    return { bars, late };
+    return { bars, late, filtered, uncovered };
   }
 }
 

@@ -72,7 +72,7 @@ export async function runReplayServer(cfg: Config): Promise<void> {
   const log = rootLogger(cfg, 'replay-server');
   const tapePath = cfg.replayTape ?? BUNDLED_TAPE;
   const tape = readTape(tapePath);
-  const server = new ReplayServer(tape, { port: cfg.replayPort, host: cfg.replayHost, speed: cfg.replaySpeed, frameTrades: cfg.replayFrameTrades }, log);
+  const server = new ReplayServer(tape, { port: cfg.replayPort, host: cfg.replayHost, speed: cfg.replaySpeed, frameTrades: cfg.replayFrameTrades, shiftToNow: cfg.replayShift }, log);
   handleShutdown(log, () => server.stop());
   await server.start();
   process.send?.({ ready: true });

@@ -54,6 +54,7 @@ export interface StackSummary {
   badFrames: number;
   late: number;
   merged: number;
+  filtered: number;
   written: Record<string, number>;
   wallMs: number;
   tradesPerSec: number;
@@ -66,6 +67,7 @@ export interface Counters {
   badFrames: number;
   late: number;
   merged: number;
+  filtered: number;
   written: Record<string, number>;
   firstRx: number;
   lastRx: number;
@@ -81,6 +83,7 @@ export async function readCounters(redis: Redis, cfg: Config, keys: Keys): Promi
     badFrames: Number(stats.badFrames ?? 0),
     late: 0,
     merged: 0,
+    filtered: 0,
     written: {},
     firstRx: Number(stats.firstRx ?? 0),
     lastRx: Number(stats.lastRx ?? 0),
@@ -91,6 +94,7 @@ export async function readCounters(redis: Redis, cfg: Config, keys: Keys): Promi
     const ps = await redis.hgetall(keys.partitionStats(p));
     c.late += Number(ps.late ?? 0);
     c.merged += Number(ps.merged ?? 0);
+    c.filtered += Number(ps.filtered ?? 0);
     c.lastMerge = Math.max(c.lastMerge, Number(ps.lastMergeMs ?? 0));
   }
   for (const iv of cfg.intervals) c.written[iv.name] = Number(stats[`written:${iv.name}`] ?? 0);
@@ -115,6 +119,7 @@ export function summarize(before: Counters, after: Counters, startedAt: number, 
     badFrames: after.badFrames - before.badFrames,
     late: after.late - before.late,
     merged: after.merged - before.merged,
+    filtered: after.filtered - before.filtered,
     written,
     wallMs: endedAt - startedAt,
     tradesPerSec: Math.round((tradesIn / span) * 1000),
@@ -128,7 +133,7 @@ export function formatSummary(s: StackSummary, dataDir: string): string {
     `  trades in        ${s.tradesIn}`,
     `  rejected         ${s.rejected} (plus ${s.badFrames} unreadable frames)`,
     `  late             ${s.late}${s.late ? ' (kept in trades:late; a replay of an already-seen day is all late: start from an empty DATA_DIR)' : ''}`,
-    `  merged           ${s.merged}`,
+    `  merged           ${s.merged - s.filtered}${s.filtered ? ` (plus ${s.filtered} outside SESSIONS, left out)` : ''}`,
     `  bars written     ${bars}`,
     `  wall time        ${(s.wallMs / 1000).toFixed(2)} s`,
     `  throughput       ${s.tradesPerSec} trades/s (first trade received to last merge, plus the final close and write)`,

@@ -95,11 +95,14 @@ export const ENV_SCHEMA = z.object({
     }),
   REPLAY_PORT: int(0, 65535, 0),
   REPLAY_HOST: z.string().optional(),
+  REPLAY_SHIFT: bool(true),
   REPLAY_FRAME_TRADES: int(1, 10_000, 500),
   BACKFILL: z.enum(['on', 'off']).optional(),
   REDIS_SERVER_BIN: z.string().optional(),
   STACK_NICE: int(0, 19, 5),
   STALE_MS: int(1000, 3_600_000, 30_000),
+  SESSIONS: z.enum(['regular', 'extended', 'all'], { message: 'must be regular, extended or all' }).optional(),
+  ALIGN: z.enum(['clock', 'session'], { message: 'must be clock or session' }).optional(),
 });
 
 export type Mode = 'live' | 'replay';
@@ -133,11 +136,16 @@ export interface Config {
   readonly replaySpeed: number;
   readonly replayPort: number;
   readonly replayHost: string;
+  readonly replayShift: boolean;
   readonly replayFrameTrades: number;
   readonly backfill: boolean;
   readonly redisServerBin: string;
   readonly stackNice: number;
   readonly staleMs: number;
+  /** which US-equity sessions' trades make bars (symbols with an exchange prefix are never filtered) */
+  readonly sessions: 'regular' | 'extended' | 'all';
+  /** equity bars on the clock (09:00, 10:00) or from the open (09:30, 10:30) */
+  readonly align: 'clock' | 'session';
 }
 
 export type EnvLike = Record<string, string | undefined>;
@@ -228,11 +236,14 @@ export function loadConfig(env: EnvLike, overrides: EnvLike = {}): Config {
     replaySpeed: e.REPLAY_SPEED,
     replayPort: e.REPLAY_PORT,
     replayHost: e.REPLAY_HOST ?? '127.0.0.1',
+    replayShift: e.REPLAY_SHIFT,
     replayFrameTrades: e.REPLAY_FRAME_TRADES,
     backfill: (e.BACKFILL ?? (mode === 'live' ? 'on' : 'off')) === 'on',
     redisServerBin: e.REDIS_SERVER_BIN ?? 'redis-server',
     stackNice: e.STACK_NICE,
     staleMs: e.STALE_MS,
+    sessions: e.SESSIONS ?? 'all',
+    align: e.ALIGN ?? 'clock',
   });
 }
 

@@ -7,3 +7,4 @@ export * from './scripts.js';
 export * from './time.js';
 export * from './trade.js';
 export * from './lifecycle.js';
+export * from './calendar.js';

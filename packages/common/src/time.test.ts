@@ -83,6 +83,14 @@ describe('Clock.window in America/New_York', () => {
     }
   });
 
+  it('anchors windows at the equity open when asked: 09:30, 10:30, ... cut at midnight', () => {
+    const a = 9 * H + 30 * M;
+    expect(NY.window(utc('2013-10-07T14:10:00Z'), H, a)).toEqual([utc('2013-10-07T13:30:00Z'), utc('2013-10-07T14:30:00Z')]); // 10:10 EDT -> 09:30
+    expect(NY.window(utc('2013-10-07T14:40:00Z'), 30 * M, a)).toEqual([utc('2013-10-07T14:30:00Z'), utc('2013-10-07T15:00:00Z')]);
+    expect(NY.window(utc('2013-10-07T04:10:00Z'), H, a)).toEqual([utc('2013-10-07T04:00:00Z'), utc('2013-10-07T04:30:00Z')]); // 00:10: first window of the day cut at midnight
+    expect(NY.window(utc('2013-10-07T14:10:00Z'), M, a)).toEqual(NY.window(utc('2013-10-07T14:10:00Z'), M)); // shorter intervals unchanged
+  });
+
   it('works in a zone with a half-hour offset', () => {
     const kolkata = new Clock('Asia/Kolkata');
     // 1h bars start on the local hour: 10:00 IST = 04:30Z

@@ -80,13 +80,18 @@ export class Clock {
     return a * SLOT;
   }
 
-  /** [start, end) in UTC ms of the window of length `ms` that contains instant t. */
-  window(t: number, ms: number): [number, number] {
+  /**
+   * [start, end) in UTC ms of the window of length `ms` that contains instant t. Windows start at
+   * local midnight plus `anchorMs` (e.g. 09:30 for bars aligned on the equity open) and never
+   * cross local midnight: the first and last windows of a day are cut there.
+   */
+  window(t: number, ms: number, anchorMs = 0): [number, number] {
     const off = this.offset(t);
     const local = t + off;
     const dayStart = Math.floor(local / DAY) * DAY;
-    const sl = dayStart + Math.floor((local - dayStart) / ms) * ms;
-    const el = Math.min(sl + ms, dayStart + DAY);
+    const a = anchorMs % ms;
+    const sl = Math.max(dayStart, dayStart + a + Math.floor((local - dayStart - a) / ms) * ms);
+    const el = Math.min(dayStart + a + (Math.floor((local - dayStart - a) / ms) + 1) * ms, dayStart + DAY);
     let start = sl - off;
     if (start > t || this.offset(start) !== off) {
       // The window began under another offset: it starts for us where our offset took effect.
@@ -117,11 +122,12 @@ export class WindowCache {
   constructor(
     private readonly clock: Clock,
     readonly ms: number,
+    private readonly anchorMs = 0,
   ) {}
   private s = 0;
   window(t: number): [number, number] {
     if (t >= this.lo && t < this.hi) return [this.s, this.hi];
-    const [s, e] = this.clock.window(t, this.ms);
+    const [s, e] = this.clock.window(t, this.ms, this.anchorMs);
     this.s = s;
     this.lo = s;
     this.hi = e;

@@ -14,6 +14,8 @@ export interface ReplayOptions {
   settleMs?: number;
   /** ping interval once the tape is done (Finnhub pings idle connections) */
   pingMs?: number;
+  /** paced mode only: stamp each trade with the time it is sent, t' = start + (t - t0) / speed */
+  shiftToNow?: boolean;
   /** when set, a connection must carry ?token=<this>, else HTTP 401 as Finnhub answers */
   token?: string;
   /** refuse the n-th handshake (1-based) with this HTTP status, e.g. 429 with Retry-After (tests) */
@@ -180,7 +182,11 @@ export class ReplayServer {
           await sleep(wait, this.abort.signal);
         }
       }
-      frame.push(this.encoded[i]!);
+      if (speed > 0 && this.opts.shiftToNow) {
+        // a live day: each trade's event time is the moment it is sent
+        const t = Math.round(wall0 + (tr.t - t0) / speed);
+        frame.push(`{"s":${JSON.stringify(tr.s)},"p":${tr.p},"v":${tr.v},"t":${t},"c":${JSON.stringify(tr.c)}}`);
+      } else frame.push(this.encoded[i]!);
       sent++;
       if (frame.length >= this.opts.frameTrades) await flush();
     }

@@ -1,0 +1,58 @@
+import { describe, expect, it } from 'vitest';
+import { Clock, parseInterval } from '@candlewick/common';
+import { Preaggregator, rawEntry } from './preaggregate.js';
+
+const NY = new Clock('America/New_York');
+const intervals = ['1min', '1h'].map(parseInterval);
+let seq = 0;
+const entry = (s: string, p: string, iso: string) =>
+  rawEntry(`1700000000000-${seq++}`, ['s', s, 'p', p, 'v', '1', 't', String(Date.parse(iso)), 'c', '[]', 'rx', '0']);
+
+// Monday 2013-10-07 (EDT): pre-market, regular and after-hours trades, plus a 24/7 symbol
+const batch = [
+  entry('SPY', '1', '2013-10-07T12:00:00Z'), // 08:00 pre
+  entry('SPY', '2', '2013-10-07T13:45:00Z'), // 09:45 regular
+  entry('SPY', '3', '2013-10-07T15:10:00Z'), // 11:10 regular
+  entry('SPY', '4', '2013-10-07T21:00:00Z'), // 17:00 post
+  entry('SPY', '5', '2013-10-08T02:00:00Z'), // 22:00 closed
+  entry('SPY', '6', '2013-12-25T15:00:00Z'), // Christmas
+  entry('BINANCE:BTCUSDT', '7', '2013-10-07T12:00:00Z'),
+  entry('BINANCE:BTCUSDT', '8', '2013-12-25T15:00:00Z'),
+];
+const starts = (bars: Map<string, unknown>, prefix: string) =>
+  [...bars.keys()].filter((k) => k.startsWith(prefix)).map((k) => NY.label(Number(k.split('|')[2]))).sort();
+
+describe('sessions and alignment', () => {
+  it('SESSIONS=all keeps everything', () => {
+    const r = new Preaggregator(NY, intervals, 60_000, 2000, { sessions: 'all' }).run(batch);
+    expect(r.filtered).toBe(0);
+    expect(starts(r.bars, '1min|SPY|')).toHaveLength(6);
+  });
+
+  it('SESSIONS=regular keeps 09:30-16:00 on trading days; 24/7 symbols are never filtered', () => {
+    const r = new Preaggregator(NY, intervals, 60_000, 2000, { sessions: 'regular' }).run(batch);
+    expect(r.filtered).toBe(4);
+    expect(starts(r.bars, '1min|SPY|')).toEqual(['2013-10-07T09:45:00-04:00', '2013-10-07T11:10:00-04:00']);
+    expect(starts(r.bars, '1min|BINANCE:BTCUSDT|')).toHaveLength(2);
+  });
+
+  it('SESSIONS=extended adds pre-market and after-hours', () => {
+    const r = new Preaggregator(NY, intervals, 60_000, 2000, { sessions: 'extended' }).run(batch);
+    expect(r.filtered).toBe(2);
+    expect(starts(r.bars, '1min|SPY|')).toHaveLength(4);
+  });
+
+  it('ALIGN=session starts equity hours at the open; 24/7 symbols stay on the clock', () => {
+    const r = new Preaggregator(NY, intervals, 60_000, 2000, { sessions: 'regular', align: 'session' }).run(batch);
+    expect(starts(r.bars, '1h|SPY|')).toEqual(['2013-10-07T09:30:00-04:00', '2013-10-07T10:30:00-04:00']);
+    expect(starts(r.bars, '1h|BINANCE:BTCUSDT|')).toEqual(['2013-10-07T08:00:00-04:00', '2013-12-25T10:00:00-05:00']);
+    const clock = new Preaggregator(NY, intervals, 60_000, 2000, { sessions: 'regular', align: 'clock' }).run(batch);
+    expect(starts(clock.bars, '1h|SPY|')).toEqual(['2013-10-07T09:00:00-04:00', '2013-10-07T11:00:00-04:00']);
+  });
+
+  it('a year the calendar does not cover is reported, its equity trades left out', () => {
+    const r = new Preaggregator(NY, intervals, 60_000, 2000, { sessions: 'regular' }).run([entry('SPY', '1', '2040-01-03T15:00:00Z')]);
+    expect(r.uncovered).toEqual([2040]);
+    expect(r.filtered).toBe(1);
+  });
+});

@@ -1,0 +1,176 @@
+import { Clock } from './time.js';
+
+/**
+ * The US-equity exchange calendar (NYSE rules, which Nasdaq follows): weekends, holidays, early
+ * closes, and the sessions of a trading day in New York time:
+ *   pre-market 04:00-09:30, regular 09:30-16:00, after-hours 16:00-20:00;
+ * on an early-close day regular ends at 13:00 and after-hours at 17:00.
+ * Holidays follow the exchange's rules (with their weekend shifts) plus the one-off closures listed
+ * below; the calendar covers FIRST_YEAR..LAST_YEAR and says so for any other year.
+ */
+export const FIRST_YEAR = 2000;
+export const LAST_YEAR = 2030;
+
+export type Session = 'pre' | 'regular' | 'post' | 'closed';
+
+export class CalendarRangeError extends Error {
+  constructor(year: number) {
+    super(
+      `the US-equity calendar covers ${FIRST_YEAR}-${LAST_YEAR}; ${year} is outside it ` +
+        '(extend packages/common/src/calendar.ts, or use SESSIONS=all, which needs no calendar)',
+    );
+    this.name = 'CalendarRangeError';
+  }
+}
+
+/** One-off closures: national days of mourning, 9/11, Hurricane Sandy. */
+const SPECIAL_CLOSURES = new Set([
+  '2001-09-11', '2001-09-12', '2001-09-13', '2001-09-14',
+  '2004-06-11', '2007-01-02', '2012-10-29', '2012-10-30', '2018-12-05', '2025-01-09',
+]);
+
+const NY = 'America/New_York';
+const H = 3_600_000;
+const M = 60_000;
+
+function iso(y: number, m: number, d: number): string {
+  return `${y}-${String(m).padStart(2, '0')}-${String(d).padStart(2, '0')}`;
+}
+
+/** Weekday (0 = Sunday) of a civil date. */
+function weekday(y: number, m: number, d: number): number {
+  return new Date(Date.UTC(y, m - 1, d)).getUTCDay();
+}
+
+/** The n-th (1-based) weekday `wd` of a month; n = -1 for the last. */
+function nthWeekday(y: number, m: number, wd: number, n: number): number {
+  if (n > 0) {
+    const first = weekday(y, m, 1);
+    return 1 + ((wd - first + 7) % 7) + (n - 1) * 7;
+  }
+  const days = new Date(Date.UTC(y, m, 0)).getUTCDate();
+  const last = weekday(y, m, days);
+  return days - ((last - wd + 7) % 7);
+}
+
+/** Easter Sunday (Gregorian, anonymous algorithm). */
+function easter(y: number): [number, number] {
+  const a = y % 19;
+  const b = Math.floor(y / 100);
+  const c = y % 100;
+  const d = Math.floor(b / 4);
+  const e = b % 4;
+  const f = Math.floor((b + 8) / 25);
+  const g = Math.floor((b - f + 1) / 3);
+  const h = (19 * a + b - d - g + 15) % 30;
+  const i = Math.floor(c / 4);
+  const k = c % 4;
+  const l = (32 + 2 * e + 2 * i - h - k) % 7;
+  const m = Math.floor((a + 11 * h + 22 * l) / 451);
+  const month = Math.floor((h + l - 7 * m + 114) / 31);
+  const day = ((h + l - 7 * m + 114) % 31) + 1;
+  return [month, day];
+}
+
+/** A fixed-date holiday observed on Friday when it falls on Saturday, Monday when on Sunday. */
+function observed(y: number, m: number, d: number): string {
+  const wd = weekday(y, m, d);
+  const t = Date.UTC(y, m - 1, d) + (wd === 6 ? -1 : wd === 0 ? 1 : 0) * 86_400_000;
+  const o = new Date(t);
+  return iso(o.getUTCFullYear(), o.getUTCMonth() + 1, o.getUTCDate());
+}
+
+export interface YearCalendar {
+  holidays: Set<string>;
+  earlyCloses: Set<string>;
+}
+
+const cache = new Map<number, YearCalendar>();
+
+export function yearCalendar(y: number): YearCalendar {
+  if (y < FIRST_YEAR || y > LAST_YEAR) throw new CalendarRangeError(y);
+  let cal = cache.get(y);
+  if (cal) return cal;
+  const holidays = new Set<string>();
+  // New Year's Day: a Saturday New Year is not made up on the Friday before (NYSE rule 7.2).
+  if (weekday(y, 1, 1) !== 6) holidays.add(observed(y, 1, 1));
+  holidays.add(iso(y, 1, nthWeekday(y, 1, 1, 3))); // Martin Luther King Jr. Day
+  holidays.add(iso(y, 2, nthWeekday(y, 2, 1, 3))); // Washington's Birthday
+  const [em, ed] = easter(y);
+  const gf = new Date(Date.UTC(y, em - 1, ed) - 2 * 86_400_000);
+  holidays.add(iso(y, gf.getUTCMonth() + 1, gf.getUTCDate())); // Good Friday
+  holidays.add(iso(y, 5, nthWeekday(y, 5, 1, -1))); // Memorial Day
+  if (y >= 2022) holidays.add(observed(y, 6, 19)); // Juneteenth
+  holidays.add(observed(y, 7, 4)); // Independence Day
+  holidays.add(iso(y, 9, nthWeekday(y, 9, 1, 1))); // Labor Day
+  const thanksgiving = nthWeekday(y, 11, 4, 4);
+  holidays.add(iso(y, 11, thanksgiving));
+  holidays.add(observed(y, 12, 25)); // Christmas
+  for (const d of SPECIAL_CLOSURES) if (d.startsWith(`${y}-`)) holidays.add(d);
+
+  const earlyCloses = new Set<string>();
+  const weekdayOpen = (m: number, d: number) => {
+    const wd = weekday(y, m, d);
+    return wd !== 0 && wd !== 6 && !holidays.has(iso(y, m, d));
+  };
+  // The day before Independence Day, when July 4 falls Tuesday to Friday.
+  if ([2, 3, 4, 5].includes(weekday(y, 7, 4)) && weekdayOpen(7, 3)) earlyCloses.add(iso(y, 7, 3));
+  earlyCloses.add(iso(y, 11, thanksgiving + 1)); // the Friday after Thanksgiving
+  if (weekdayOpen(12, 24)) earlyCloses.add(iso(y, 12, 24)); // Christmas Eve
+  cal = { holidays, earlyCloses };
+  cache.set(y, cal);
+  return cal;
+}
+
+/** Sessions of US equities at event time t. */
+export class EquityCalendar {
+  private readonly clock = new Clock(NY);
+  private dayKey = -1;
+  private day: { start: number; kind: 'closed' | 'full' | 'early' } = { start: 0, kind: 'closed' };
+
+  /** What the New York day containing t is: closed, a full day, or an early close. */
+  private dayOf(t: number): { start: number; kind: 'closed' | 'full' | 'early' } {
+    const off = this.clock.offset(t);
+    const local = t + off;
+    const key = Math.floor(local / 86_400_000);
+    if (key !== this.dayKey) {
+      const d = new Date(key * 86_400_000);
+      const y = d.getUTCFullYear();
+      const m = d.getUTCMonth() + 1;
+      const dd = d.getUTCDate();
+      const cal = yearCalendar(y);
+      const wd = d.getUTCDay();
+      const date = iso(y, m, dd);
+      const kind = wd === 0 || wd === 6 || cal.holidays.has(date) ? 'closed' : cal.earlyCloses.has(date) ? 'early' : 'full';
+      this.dayKey = key;
+      this.day = { start: key * 86_400_000, kind };
+    }
+    return this.day;
+  }
+
+  session(t: number): Session {
+    const day = this.dayOf(t);
+    if (day.kind === 'closed') return 'closed';
+    // sessions are wall-clock times in New York, so work in local milliseconds of the day
+    const ms = t + this.clock.offset(t) - day.start;
+    const close = day.kind === 'early' ? 13 * H : 16 * H;
+    if (ms < 4 * H) return 'closed';
+    if (ms < 9 * H + 30 * M) return 'pre';
+    if (ms < close) return 'regular';
+    if (ms < close + 4 * H) return 'post';
+    return 'closed';
+  }
+
+  isHoliday(date: string): boolean {
+    return yearCalendar(Number(date.slice(0, 4))).holidays.has(date);
+  }
+
+  isEarlyClose(date: string): boolean {
+    return yearCalendar(Number(date.slice(0, 4))).earlyCloses.has(date);
+  }
+}
+
+/** Symbols with an exchange prefix (BINANCE:BTCUSDT) trade around the clock: no sessions. */
+export function isAroundTheClock(symbol: string): boolean {
+  return symbol.includes(':');
+}
