@@ -17,7 +17,8 @@ const T0 = Date.parse('2024-03-05T15:00:00Z');
 function close(conn: Redis, keys: Keys, graceMs: number) {
   return conn.cwCloseBars_v1(
     keys.trades(0), keys.clock(0), keys.openBars(0), keys.openIndex(0), keys.outbox(0), keys.late(0),
-    AGGREGATOR_GROUP, graceMs, 'event', '0', 0, 7,
+    keys.closed(0), keys.closedIndex(0), keys.amends(0), keys.amendIndex(0),
+    AGGREGATOR_GROUP, graceMs, 'event', '0', 0, 7, 0,
   );
 }
 

@@ -1,8 +1,8 @@
-import { writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { makeKeys } from '@candlewick/common';
-import { csvPath } from '@candlewick/writer';
+import { correctionsPath, csvPath } from '@candlewick/writer';
 import { readCsv, redisUrl, runCli, tempDir, testRedis, uniquePrefix } from './helpers.js';
 
 const redis = testRedis();
@@ -11,10 +11,7 @@ afterAll(() => redis.quit());
 const at = (hms: string) => Date.parse(`2024-03-05T${hms}Z`); // 10:00Z = 05:00 EST
 
 describe('event-time windows, out-of-order and late trades', () => {
-  it('puts out-of-order trades inside the grace period in their bar, and keeps late ones out, counted and stored', async () => {
-    const dir = tempDir('late');
-    const tape = join(dir, 'tape.jsonl');
-    const trades = [
+  const trades = [
       { p: 10, t: at('10:00:10') },
       { p: 11, t: at('10:00:50') },
       { p: 12, t: at('10:01:01') },
@@ -23,6 +20,10 @@ describe('event-time windows, out-of-order and late trades', () => {
       { p: 100, t: at('10:00:30') }, // 10:01:00 + 2 s is behind the watermark (10:01:30): late
       { p: 14, t: at('10:02:10') },
     ];
+
+  it('puts out-of-order trades inside the grace period in their bar, and keeps late ones out, counted and stored', async () => {
+    const dir = tempDir('late');
+    const tape = join(dir, 'tape.jsonl');
     writeFileSync(tape, trades.map((x) => JSON.stringify({ s: 'TEST', p: x.p, v: 1, t: x.t, c: [] })).join('\n'));
     const prefix = uniquePrefix('late');
     const res = await runCli(['stack'], {
@@ -48,5 +49,33 @@ describe('event-time windows, out-of-order and late trades', () => {
     expect(f[f.indexOf('p') + 1]).toBe('100');
     expect(f[f.indexOf('t') + 1]).toBe(String(at('10:00:30')));
     expect(f[f.indexOf('reason') + 1]).toBe('window-closed-at-ingestion');
+    expect(existsSync(correctionsPath(dir, '1min', 'TEST'))).toBe(false); // LATE=drop
+  });
+
+  it('LATE=amend: a late trade re-opens nothing but produces corrected bars with a revision, beside the main file', async () => {
+    const dir = tempDir('amend');
+    const tape = join(dir, 'tape.jsonl');
+    writeFileSync(tape, trades.map((x) => JSON.stringify({ s: 'TEST', p: x.p, v: 1, t: x.t, c: [] })).join('\n'));
+    const prefix = uniquePrefix('amend');
+    const res = await runCli(['stack'], {
+      REDIS_URL: redisUrl(), KEY_PREFIX: prefix, DATA_DIR: dir, EXIT_WHEN_IDLE_MS: '400',
+      REPLAY_TAPE: tape, INTERVALS: '1min,5min', GRACE_MS: '2000', LATE: 'amend',
+    });
+    expect(res.code).toBe(0);
+    expect(res.stdout).toMatch(/late\s+1 /);
+    // the main files are exactly as with LATE=drop
+    expect(readCsv(csvPath(dir, '1min', 'TEST')).rows.map((r) => [r.high, r.n])).toEqual([[11, 3], [13, 2], [14, 1]]);
+    expect(readCsv(csvPath(dir, '5min', 'TEST')).rows.map((r) => [r.high, r.n])).toEqual([[14, 6]]);
+    // corrections: the 05:00 bars with the late trade folded in, revision 1
+    const c1 = readFileSync(correctionsPath(dir, '1min', 'TEST'), 'utf8').trim().split('\n');
+    expect(c1[0]).toBe('timestamp,open,high,low,close,vwap,volume,num_transactions,revision');
+    expect(c1.slice(1)).toEqual(['2024-03-05T05:00:00-05:00,10,100,9,9,32.5,4,4,1']);
+    const c5 = readFileSync(correctionsPath(dir, '5min', 'TEST'), 'utf8').trim().split('\n');
+    expect(c5.slice(1)).toEqual([expect.stringMatching(/^2024-03-05T05:00:00-05:00,10,100,9,14,[\d.]+,7,7,1$/)]);
+    // published on bars:{interval} with the revision
+    const bars = (await redis.xrange(makeKeys(prefix).bars('1min'), '-', '+')) as [string, string[]][];
+    const revs = bars.map(([, f]) => [f[f.indexOf('start') + 1], f[f.indexOf('rev') + 1], f[f.indexOf('n') + 1]]);
+    expect(revs).toContainEqual([String(at('10:00:00')), '1', '4']);
+    expect(revs.filter((r) => r[1] === '0')).toHaveLength(3);
   });
 });

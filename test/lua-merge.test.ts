@@ -83,7 +83,7 @@ describe('mergeBatch (Lua) agrees with the TypeScript merge', () => {
             const pre = new Preaggregator(clock, cfg.intervals, cfg.baseMs, cfg.graceMs).run(b.map(([id, f]) => rawEntry(id, f!)));
             const res = await redis.cwMergeBatch_v1(
               keys.trades(0), keys.openBars(0), keys.openIndex(0), keys.late(0), keys.partitionStats(0), keys.clock(0),
-              AGGREGATOR_GROUP, 'reader', ...mergeArgs(b.map(([id]) => id), pre),
+              keys.amends(0), keys.amendIndex(0), AGGREGATOR_GROUP, 'reader', ...mergeArgs(b.map(([id]) => id), pre),
             );
             expect(Number(res[0])).toBe(1);
           }

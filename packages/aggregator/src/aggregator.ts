@@ -37,7 +37,7 @@ export class Aggregator {
     private readonly partitions: readonly number[] = Array.from({ length: cfg.partitions }, (_, i) => i),
   ) {
     this.consumer = `${hostname()}-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
-    this.pre = new Preaggregator(new Clock(cfg.tz), cfg.intervals, cfg.baseMs, cfg.graceMs, { sessions: cfg.sessions, align: cfg.align });
+    this.pre = new Preaggregator(new Clock(cfg.tz), cfg.intervals, cfg.baseMs, cfg.graceMs, { sessions: cfg.sessions, align: cfg.align, amend: cfg.late === 'amend' });
   }
 
   async start(): Promise<void> {
@@ -139,7 +139,7 @@ export class Aggregator {
       const pre = this.pre.run(entries);
       const res = await this.redis.cwMergeBatch_v1(
         this.keys.trades(p), this.keys.openBars(p), this.keys.openIndex(p), this.keys.late(p),
-        this.keys.partitionStats(p), this.keys.clock(p),
+        this.keys.partitionStats(p), this.keys.clock(p), this.keys.amends(p), this.keys.amendIndex(p),
         AGGREGATOR_GROUP, this.consumer, ...mergeArgs(todo, pre),
       );
       if (Number(res[0]) === 1) {

@@ -18,6 +18,8 @@ export interface ClosedBar {
   start: number;
   /** encoded bar state (see encodeBarState) */
   state: string;
+  /** 0 for the bar as closed; 1, 2, ... for corrections by late trades (LATE=amend) */
+  rev: number;
 }
 
 /** A writer job: the closed bars of one outbox read, in closing order. */
@@ -55,7 +57,9 @@ export class BarCloser {
       const r = await this.redis.cwCloseBars_v1(
         this.keys.trades(p), this.keys.clock(p), this.keys.openBars(p), this.keys.openIndex(p),
         this.keys.outbox(p), this.keys.late(p),
+        this.keys.closed(p), this.keys.closedIndex(p), this.keys.amends(p), this.keys.amendIndex(p),
         AGGREGATOR_GROUP, this.cfg.graceMs, this.cfg.clock, flush ? '1' : '0', this.cfg.tradesRetentionMs, 1000,
+        this.cfg.late === 'amend' ? this.cfg.lateAmendWindowMs : 0,
       );
       closed += Number(r[0]);
       merged = Number(r[3]) === 1;
@@ -86,15 +90,17 @@ export class BarCloser {
       const bars = rows.map(([, f]): ClosedBar => {
         let bar = '';
         let state = '';
+        let rev = 0;
         for (let i = 0; i + 1 < f.length; i += 2) {
           if (f[i] === 'bar') bar = f[i + 1]!;
           else if (f[i] === 'state') state = f[i + 1]!;
+          else if (f[i] === 'rev') rev = Number(f[i + 1]);
         }
-        return { ...parseBarId(bar), state };
+        return { ...parseBarId(bar), state, rev };
       });
       const first = bars[0]!;
       const last = bars[bars.length - 1]!;
-      const jobId = `${barJobId(first.interval, first.symbol, first.start)}_${barJobId(last.interval, last.symbol, last.start)}_${bars.length}`;
+      const jobId = `${barJobId(first.interval, first.symbol, first.start, first.rev)}_${barJobId(last.interval, last.symbol, last.start, last.rev)}_${bars.length}`;
       const data: BarBatchJob = { bars };
       await this.bars.add('bars', data, { jobId });
       await this.redis.xdel(outbox, ...rows.map(([id]) => id));

@@ -90,6 +90,8 @@ export interface Preaggregated {
   bars: Map<string, Partial>;
   /** entries judged late at ingestion: their window end plus grace had passed the watermark */
   late: RawEntry[];
+  /** LATE=amend: the late trades folded the same way, bar id -> partial */
+  lateBars: Map<string, Partial>;
   /** trades outside the selected sessions */
   filtered: number;
   /** years the calendar does not cover, seen in this batch (their equity trades are filtered) */
@@ -101,6 +103,8 @@ export interface BarRules {
   sessions?: 'regular' | 'extended' | 'all';
   /** equity windows on the clock or anchored at the 09:30 open */
   align?: 'clock' | 'session';
+  /** fold late trades into partials too (LATE=amend) */
+  amend?: boolean;
 }
 
 const OPEN_MS = (9 * 60 + 30) * 60_000;
@@ -122,6 +126,7 @@ class Windows {
 
 /**
  * Pure: folds a batch of raw-stream entries into one partial bar per (interval, symbol, window).
+ * With LATE=amend the late trades are folded the same way into correction partials.
  * Trades are first folded into base-interval partials (one map lookup and a few comparisons per
  * trade), which are then rolled up into every configured interval, so the per-trade cost does not
  * grow with the number of intervals.
@@ -147,26 +152,28 @@ export class Preaggregator {
     this.clockWindows = new Windows(clock, intervals, baseMs, 0);
     this.equityWindows = rules.align === 'session' ? new Windows(clock, intervals, baseMs, OPEN_MS) : this.clockWindows;
     this.sessionSet = SESSION_SETS[rules.sessions ?? 'all'];
+    this.amend = rules.amend ?? false;
   }
+
+  private readonly amend: boolean;
 
   private windowsOf(symbol: string): Windows {
     return isAroundTheClock(symbol) ? this.clockWindows : this.equityWindows;
   }
 
   run(entries: readonly RawEntry[]): Preaggregated {
-    const bases = new Map<string, Base>();
+    const onTime: RawEntry[] = [];
     const late: RawEntry[] = [];
     let filtered = 0;
     const uncovered: number[] = [];
     for (const e of entries) {
-      const { t, s, p, v, id } = e;
-      if (this.sessionSet && !isAroundTheClock(s)) {
+      if (this.sessionSet && !isAroundTheClock(e.s)) {
         let session: Session;
         try {
-          session = this.calendar.session(t);
+          session = this.calendar.session(e.t);
         } catch (err) {
           if (!(err instanceof CalendarRangeError)) throw err;
-          uncovered.push(new Date(t).getUTCFullYear());
+          uncovered.push(new Date(e.t).getUTCFullYear());
           session = 'closed';
         }
         if (!this.sessionSet.has(session)) {
@@ -174,11 +181,18 @@ export class Preaggregator {
           continue;
         }
       }
+      if (this.windowsOf(e.s).base.window(e.t)[1] + this.graceMs <= e.w) late.push(e);
+      else onTime.push(e);
+    }
+    return { bars: this.fold(onTime), late, lateBars: this.amend ? this.fold(late) : new Map(), filtered, uncovered };
+  }
+
+  /** Folds entries into base-interval partials, then rolls those up into every interval. */
+  private fold(entries: readonly RawEntry[]): Map<string, Partial> {
+    const bases = new Map<string, Base>();
+    for (const e of entries) {
+      const { t, s, p, v, id } = e;
       const win = this.windowsOf(s).base.window(t);
-      if (win[1] + this.graceMs <= e.w) {
-        late.push(e);
-        continue;
-      }
       const key = `${s}|${win[0]}`;
       const price = +p;
       const b = bases.get(key);
@@ -223,7 +237,7 @@ export class Preaggregator {
         else mergeInto(cur.state, state());
       }
     }
-    return { bars, late, filtered, uncovered };
+    return bars;
   }
 }
 
@@ -235,5 +249,7 @@ export function mergeArgs(ids: readonly string[], pre: Preaggregated): string[] 
   }
   args.push(String(pre.bars.size));
   for (const [id, part] of pre.bars) args.push(id, String(part.end), encodeBarState(part.state));
+  args.push(String(pre.lateBars.size));
+  for (const [id, part] of pre.lateBars) args.push(id, String(part.end), encodeBarState(part.state));
   return args;
 }

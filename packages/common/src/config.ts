@@ -103,6 +103,8 @@ export const ENV_SCHEMA = z.object({
   STALE_MS: int(1000, 3_600_000, 30_000),
   SESSIONS: z.enum(['regular', 'extended', 'all'], { message: 'must be regular, extended or all' }).optional(),
   ALIGN: z.enum(['clock', 'session'], { message: 'must be clock or session' }).optional(),
+  LATE: z.enum(['drop', 'amend'], { message: 'must be drop or amend' }).optional(),
+  LATE_AMEND_WINDOW: duration('1h'),
 });
 
 export type Mode = 'live' | 'replay';
@@ -146,6 +148,10 @@ export interface Config {
   readonly sessions: 'regular' | 'extended' | 'all';
   /** equity bars on the clock (09:00, 10:00) or from the open (09:30, 10:30) */
   readonly align: 'clock' | 'session';
+  /** late trades: only kept (drop), or also folded into corrected bars (amend) */
+  readonly late: 'drop' | 'amend';
+  /** how long past the watermark a closed bar can still be corrected */
+  readonly lateAmendWindowMs: number;
 }
 
 export type EnvLike = Record<string, string | undefined>;
@@ -244,6 +250,8 @@ export function loadConfig(env: EnvLike, overrides: EnvLike = {}): Config {
     staleMs: e.STALE_MS,
     sessions: e.SESSIONS ?? 'all',
     align: e.ALIGN ?? 'clock',
+    late: e.LATE ?? 'drop',
+    lateAmendWindowMs: e.LATE_AMEND_WINDOW,
   });
 }
 

@@ -14,6 +14,14 @@ export interface Keys {
   openIndex(p: number): string;
   /** Watermark, checkpoint and closed horizon of partition p. */
   clock(p: number): string;
+  /** LATE=amend: closed bars kept for corrections (field = bar id, value = "rev#state"). */
+  closed(p: number): string;
+  /** LATE=amend: closed bars by window end, for eviction. */
+  closedIndex(p: number): string;
+  /** LATE=amend: late trades folded per bar, waiting for their bar to close (field = bar id). */
+  amends(p: number): string;
+  /** LATE=amend: pending corrections by window end. */
+  amendIndex(p: number): string;
   /** Closed bars waiting to be handed to the writer queue. */
   outbox(p: number): string;
   /** Counters of partition p written by Lua (late trades, merged trades). */
@@ -40,6 +48,10 @@ export function makeKeys(prefix: string): Keys {
     openIndex: (p: number) => `${prefix}:open-index:${tag(p)}`,
     clock: (p: number) => `${prefix}:clock:${tag(p)}`,
     outbox: (p: number) => `${prefix}:outbox:${tag(p)}`,
+    closed: (p: number) => `${prefix}:closed:${tag(p)}`,
+    closedIndex: (p: number) => `${prefix}:closed-index:${tag(p)}`,
+    amends: (p: number) => `${prefix}:amends:${tag(p)}`,
+    amendIndex: (p: number) => `${prefix}:amend-index:${tag(p)}`,
     partitionStats: (p: number) => `${prefix}:stats:${tag(p)}`,
     stats: () => `${prefix}:stats`,
     rejected: () => `${prefix}:trades:rejected`,
@@ -74,6 +86,6 @@ export function fileSafeSymbol(symbol: string): string {
  * contain one, so the symbol is percent-encoded (which keeps distinct symbols distinct, unlike
  * fileSafeSymbol).
  */
-export function barJobId(interval: string, symbol: string, start: number): string {
-  return `${interval}-${encodeURIComponent(symbol).replace(/%/g, '~')}-${start}`;
+export function barJobId(interval: string, symbol: string, start: number, rev = 0): string {
+  return `${interval}-${encodeURIComponent(symbol).replace(/%/g, '~')}-${start}${rev ? `r${rev}` : ''}`;
 }

@@ -11,8 +11,8 @@ const LUA_DIR = new URL('../lua/', import.meta.url);
 
 const SCRIPTS = {
   addTrades: 'addTrades-2.lua',
-  mergeBatch: 'mergeBatch-6.lua',
-  closeBars: 'closeBars-6.lua',
+  mergeBatch: 'mergeBatch-8.lua',
+  closeBars: 'closeBars-10.lua',
 } as const;
 
 type Arg = string | number;
@@ -26,10 +26,13 @@ declare module 'ioredis' {
 }
 
 const cache = new Map<string, string>();
+/** A script's source with its `--- @include "name"` lines replaced by lua/includes/name.lua. */
 function source(file: string): string {
   let lua = cache.get(file);
   if (lua === undefined) {
-    lua = readFileSync(new URL(file, LUA_DIR), 'utf8');
+    lua = readFileSync(new URL(file, LUA_DIR), 'utf8').replace(/^--- @include "([A-Za-z]+)"$/gm, (_, name: string) =>
+      readFileSync(new URL(`includes/${name}.lua`, LUA_DIR), 'utf8'),
+    );
     cache.set(file, lua);
   }
   return lua;

@@ -1,4 +1,4 @@
-import { closeSync, existsSync, fstatSync, mkdirSync, openSync, readSync, appendFileSync } from 'node:fs';
+import { appendFileSync, closeSync, existsSync, fstatSync, mkdirSync, openSync, readFileSync, readSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { stringify } from 'csv-stringify/sync';
 import { DateTime } from 'luxon';
@@ -8,6 +8,11 @@ export const CSV_HEADER = ['timestamp', 'open', 'high', 'low', 'close', 'vwap', 
 
 export function csvPath(dataDir: string, interval: string, symbol: string): string {
   return join(dataDir, 'raw', interval, `${fileSafeSymbol(symbol)}_${interval}.csv`);
+}
+
+/** Corrections of bars by late trades (LATE=amend), beside the main file. */
+export function correctionsPath(dataDir: string, interval: string, symbol: string): string {
+  return join(dataDir, 'raw', interval, `${fileSafeSymbol(symbol)}_${interval}.corrections.csv`);
 }
 
 export function csvRow(clock: Clock, start: number, b: BarState): string {
@@ -42,6 +47,8 @@ export function lastRowStart(path: string): number | undefined {
  */
 export class CsvFiles {
   private readonly last = new Map<string, number | undefined>();
+  /** corrections file -> "start#rev" already in it */
+  private readonly revisions = new Map<string, Set<string>>();
 
   constructor(
     private readonly dataDir: string,
@@ -64,6 +71,36 @@ export class CsvFiles {
     }
     appendFileSync(path, text);
     this.last.set(path, start);
+    return 'written';
+  }
+
+  /**
+   * Appends revision `rev` of a bar to its corrections file, once: corrections come in any order of
+   * bars, so the file's (start, revision) pairs are read back when it is first touched.
+   */
+  appendCorrection(interval: string, symbol: string, start: number, rev: number, state: BarState): 'written' | 'present' {
+    const path = correctionsPath(this.dataDir, interval, symbol);
+    let seen = this.revisions.get(path);
+    if (!seen) {
+      seen = new Set();
+      if (existsSync(path)) {
+        for (const line of readFileSync(path, 'utf8').split('\n').slice(1)) {
+          if (line.trim() === '') continue;
+          const cells = line.split(',');
+          seen.add(`${DateTime.fromISO(cells[0]!, { setZone: true }).toMillis()}#${cells[cells.length - 1]}`);
+        }
+      }
+      this.revisions.set(path, seen);
+    }
+    const key = `${start}#${rev}`;
+    if (seen.has(key)) return 'present';
+    let text = csvRow(this.clock, start, state).replace(/\n$/, `,${rev}\n`);
+    if (!existsSync(path)) {
+      mkdirSync(dirname(path), { recursive: true });
+      text = stringify([[...CSV_HEADER, 'revision']]) + text;
+    }
+    appendFileSync(path, text);
+    seen.add(key);
     return 'written';
   }
 }

@@ -8,6 +8,8 @@ export interface BarJobData {
   symbol: string;
   start: number;
   state: string;
+  /** 0: the bar as closed; 1, 2, ...: corrections by late trades */
+  rev?: number;
 }
 
 export interface BarBatchData {
@@ -58,10 +60,11 @@ export class WriterService {
     let skipped = 0;
     for (const bar of batch.bars) {
       const state = decodeBarState(bar.state);
+      const rev = bar.rev ?? 0;
       let outcome: ReturnType<CsvFiles['append']>;
       for (let attempt = 0; ; attempt++) {
         try {
-          outcome = this.files.append(bar.interval, bar.symbol, bar.start, state);
+          outcome = rev > 0 ? this.files.appendCorrection(bar.interval, bar.symbol, bar.start, rev, state) : this.files.append(bar.interval, bar.symbol, bar.start, state);
           break;
         } catch (err) {
           this.log.error({ err, attempt }, 'appending to the CSV failed; retrying (check disk space and permissions)');
@@ -75,14 +78,15 @@ export class WriterService {
       // 'present': an earlier attempt appended this row and died before publishing it; publish now.
       if (outcome === 'written') {
         written++;
-        counts.set(bar.interval, (counts.get(bar.interval) ?? 0) + 1);
+        const k = rev > 0 ? `corrections:${bar.interval}` : bar.interval;
+        counts.set(k, (counts.get(k) ?? 0) + 1);
       }
       const v = vwap(state);
       tx.xadd(
         this.keys.bars(bar.interval), 'MINID', '~', minId, '*',
         's', bar.symbol, 'start', String(bar.start), 'ts', this.clock.label(bar.start),
         'o', state.open, 'h', state.high, 'l', state.low, 'c', state.close,
-        'vwap', Number.isNaN(v) ? '' : formatNumber(v), 'v', formatNumber(state.volume), 'n', String(state.n),
+        'vwap', Number.isNaN(v) ? '' : formatNumber(v), 'v', formatNumber(state.volume), 'n', String(state.n), 'rev', String(rev),
       );
     }
     for (const [interval, n] of counts) tx.hincrby(this.keys.stats(), `written:${interval}`, n);

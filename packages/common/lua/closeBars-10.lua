@@ -15,6 +15,10 @@
     KEYS[4] open index sorted set (score = window end)
     KEYS[5] outbox stream
     KEYS[6] late trade stream (trimmed by age with the raw stream)
+    KEYS[7] LATE=amend: closed bars kept for corrections (field = bar id, value = "rev#state")
+    KEYS[8] LATE=amend: closed bars by window end
+    KEYS[9] LATE=amend: pending corrections (late trades folded per bar)
+    KEYS[10] LATE=amend: pending corrections by window end
     ARGV[1] consumer group of the aggregators
     ARGV[2] grace ms
     ARGV[3] clock mode: "event" or "wall"
@@ -22,10 +26,15 @@
             watermark then moves past the last closed window
     ARGV[5] retention of the raw stream in ms (0 = keep everything)
     ARGV[6] at most this many bars per call
+    ARGV[7] LATE=amend: keep closed bars this many ms past the watermark for corrections (0 = drop)
   Output:
     {bars closed, horizon closed through (ms, -1 if none), more bars ready (0/1), merged (0/1)}
 ]]
 local stream, clock, bars, index, outbox, late = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local closedBars, closedIndex, amends, amendIndex = KEYS[7], KEYS[8], KEYS[9], KEYS[10]
+local amendMs = tonumber(ARGV[7] or '0')
+
+--- @include "mergeState"
 local group = ARGV[1]
 local grace = tonumber(ARGV[2])
 local mode = ARGV[3]
@@ -99,10 +108,12 @@ if horizon then
   local max = horizon == math.huge and '+inf' or string.format('%d', horizon)
   local ids = redis.call('ZRANGEBYSCORE', index, '-inf', max, 'LIMIT', 0, maxBars, 'WITHSCORES')
   local lastEnd = false
+  local ends = {}
   if #ids > 0 then
     local only = {}
     for i = 1, #ids, 2 do
       only[#only + 1] = ids[i]
+      ends[#ends + 1] = ids[i + 1]
       lastEnd = tonumber(ids[i + 1])
     end
     ids = only
@@ -111,6 +122,10 @@ if horizon then
       if states[i] then
         redis.call('XADD', outbox, '*', 'bar', id, 'state', states[i])
         closedCount = closedCount + 1
+        if amendMs > 0 then
+          redis.call('HSET', closedBars, id, '0#' .. states[i])
+          redis.call('ZADD', closedIndex, ends[i], id)
+        end
       end
       redis.call('HDEL', bars, id)
       redis.call('ZREM', index, id)
@@ -131,6 +146,44 @@ if horizon then
     local prev = tonumber(redis.call('HGET', clock, 'closed') or '-1')
     if horizon > prev then redis.call('HSET', clock, 'closed', string.format('%d', horizon)) end
   end
+end
+
+-- LATE=amend: corrections for bars that have closed, oldest first; then forget bars past the window.
+if amendMs > 0 and horizon then
+  local through = tonumber(redis.call('HGET', clock, 'closed') or '-1')
+  if horizon == math.huge then through = math.huge end
+  local max = through == math.huge and '+inf' or string.format('%d', through)
+  local due = redis.call('ZRANGEBYSCORE', amendIndex, '-inf', max, 'WITHSCORES', 'LIMIT', 0, maxBars)
+  local evicted = tonumber(redis.call('HGET', clock, 'evicted') or '-1')
+  for i = 1, #due, 2 do
+    local id, wend = due[i], tonumber(due[i + 1])
+    local add = redis.call('HGET', amends, id)
+    redis.call('HDEL', amends, id)
+    redis.call('ZREM', amendIndex, id)
+    if add and wend <= evicted then
+      redis.call('HINCRBY', clock, 'amendTooOld', tonumber(splitState(add)[9]))
+    elseif add then
+      local cur = redis.call('HGET', closedBars, id)
+      local rev, enc = 1, add
+      if cur then
+        local hash = string.find(cur, '#', 1, true)
+        rev = tonumber(string.sub(cur, 1, hash - 1)) + 1
+        enc = mergeState(string.sub(cur, hash + 1), add)
+      end
+      redis.call('HSET', closedBars, id, rev .. '#' .. enc)
+      redis.call('ZADD', closedIndex, wend, id)
+      redis.call('XADD', outbox, '*', 'bar', id, 'state', enc, 'rev', rev)
+      closedCount = closedCount + 1
+    end
+  end
+  if #due == 2 * maxBars then more = 1 end
+  local old = redis.call('ZRANGEBYSCORE', closedIndex, '-inf', string.format('%d', wm - amendMs), 'WITHSCORES', 'LIMIT', 0, maxBars)
+  for i = 1, #old, 2 do
+    redis.call('HDEL', closedBars, old[i])
+    redis.call('ZREM', closedIndex, old[i])
+    if tonumber(old[i + 1]) > evicted then evicted = tonumber(old[i + 1]) end
+  end
+  if #old > 0 then redis.call('HSET', clock, 'evicted', string.format('%d', evicted)) end
 end
 
 -- Trim by age, never past what the group has not merged yet.

@@ -10,11 +10,15 @@
     KEYS[4] late trade stream of the partition
     KEYS[5] partition stats hash
     KEYS[6] clock hash of the partition (closed = horizon up to which windows are closed)
+    KEYS[7] LATE=amend: pending corrections hash (field = bar id, value = encoded late trades)
+    KEYS[8] LATE=amend: pending corrections by window end
     ARGV[1] consumer group
     ARGV[2] consumer name
     ARGV[3] n = number of stream ids in the batch, followed by the n ids in ascending order
     then    m = number of late trades, followed by 9 fields each: id s p v t c rx w reason
     then    k = number of partial bars, followed by 3 fields each: bar id, window end, encoded state
+    then    a = number of late partial bars (LATE=amend, else 0), 3 fields each as above; they wait
+            in KEYS[7] until their bar has closed, then closeBars emits the correction
   Output:
     {1, merged trades, late trades} when merged and acknowledged
     {0, id1, id2, ...} when some ids are no longer pending for this consumer (reclaimed or already
@@ -24,6 +28,7 @@
     open|openKey|high|low|close|closeKey|volume|pv|n
 ]]
 local stream, bars, index, late, stats, clock = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local amends, amendIndex = KEYS[7], KEYS[8]
 local group, consumer = ARGV[1], ARGV[2]
 local n = tonumber(ARGV[3])
 -- ids are ARGV[4 .. 3 + n], ascending
@@ -60,14 +65,7 @@ for j = 1, m do
   pos = pos + 9
 end
 
-local function split(s)
-  local f = {}
-  for part in string.gmatch(s, '([^|]*)|?') do
-    f[#f + 1] = part
-    if #f == 9 then break end
-  end
-  return f
-end
+--- @include "mergeState"
 
 local closed = tonumber(redis.call('HGET', clock, 'closed') or '-1')
 local k = tonumber(ARGV[pos]); pos = pos + 1
@@ -76,7 +74,7 @@ local lostClosed = 0
 for j = 1, k do
   local id, wend, enc = ARGV[pos], tonumber(ARGV[pos + 1]), ARGV[pos + 2]
   pos = pos + 3
-  local b = split(enc)
+  local b = splitState(enc)
   if wend <= closed then
     -- Cannot happen while the watermark is monotonic (see closeBars); kept visible, never folded in.
     redis.call('XADD', late, '*', 'bar', id, 'state', enc, 'reason', 'window-already-closed')
@@ -84,20 +82,21 @@ for j = 1, k do
   else
     local cur = redis.call('HGET', bars, id)
     if cur then
-      local a = split(cur)
-      if b[2] < a[2] then a[1] = b[1]; a[2] = b[2] end
-      if b[6] > a[6] then a[5] = b[5]; a[6] = b[6] end
-      if tonumber(b[3]) > tonumber(a[3]) then a[3] = b[3] end
-      if tonumber(b[4]) < tonumber(a[4]) then a[4] = b[4] end
-      a[7] = string.format('%.17g', tonumber(a[7]) + tonumber(b[7]))
-      a[8] = string.format('%.17g', tonumber(a[8]) + tonumber(b[8]))
-      a[9] = string.format('%d', tonumber(a[9]) + tonumber(b[9]))
-      enc = table.concat(a, '|')
+      enc = mergeState(cur, enc)
     else
       redis.call('ZADD', index, wend, id)
     end
     redis.call('HSET', bars, id, enc)
   end
+end
+
+local a = tonumber(ARGV[pos] or '0'); pos = pos + 1
+for j = 1, a do
+  local id, wend, enc = ARGV[pos], tonumber(ARGV[pos + 1]), ARGV[pos + 2]
+  pos = pos + 3
+  local cur = redis.call('HGET', amends, id)
+  redis.call('HSET', amends, id, cur and mergeState(cur, enc) or enc)
+  redis.call('ZADD', amendIndex, wend, id)
 end
 
 local CHUNK = 1000
