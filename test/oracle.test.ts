@@ -39,3 +39,25 @@ describe('bundled tape through the whole stack', () => {
     expect(readCsv(join(dataDir, 'raw/1min/BINANCE_XRPETH_1min.csv')).rows).toHaveLength(2469);
   });
 });
+
+describe('EMPTY_BARS=carry', () => {
+  it('writes Binance’s flat zero-volume minutes too: all 3,560 klines, empty minutes at the previous close', async () => {
+    const dataDir = tempDir('carry');
+    const res = await runCli(['stack'], {
+      REDIS_URL: redisUrl(), KEY_PREFIX: uniquePrefix('carry'), DATA_DIR: dataDir, EXIT_WHEN_IDLE_MS: '500',
+      EMPTY_BARS: 'carry', INTERVALS: '1min,1h',
+    });
+    expect(res.code).toBe(0);
+    const klines = loadKlines();
+    expect(klines).toHaveLength(3560);
+    const { rows } = readCsv(csvPath(dataDir, '1min', 'BINANCE:XRPETH'));
+    expect(rows).toHaveLength(3560);
+    const all = new Map(klines.map((k) => [k[0], k]));
+    expect(compareBars(rows, all)).toEqual([]);
+    const flat = rows.filter((r) => r.n === 0);
+    expect(flat).toHaveLength(3560 - 2469);
+    for (const r of flat) expect(r.volume).toBe(0);
+    // hours are all traded here, so carry adds none: the 1h file is the same as without it
+    expect(readCsv(csvPath(dataDir, '1h', 'BINANCE:XRPETH')).rows).toHaveLength(60);
+  });
+});

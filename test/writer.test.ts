@@ -4,7 +4,7 @@ import { pino } from 'pino';
 import { Queue } from 'bullmq';
 import { Clock, barFromTrade, encodeBarState, loadConfig, orderKey } from '@candlewick/common';
 import { BarCloser, barsQueue } from '@candlewick/aggregator';
-import { CsvFiles, WriterService, csvPath, lastRowStart } from '@candlewick/writer';
+import { Carry, CsvFiles, WriterService, csvPath, lastRowStart } from '@candlewick/writer';
 import { tempDir, testKeys, testRedis } from './helpers.js';
 
 const redis = testRedis();
@@ -79,3 +79,29 @@ describe('writer', () => {
   });
 });
 
+
+describe('EMPTY_BARS=carry', () => {
+  it('fills flat bars at the previous close only inside the selected sessions for equities, always for 24/7 symbols', () => {
+    const dir = tempDir('carry-sessions');
+    const cfg = loadConfig({ DATA_DIR: dir, INTERVALS: '1min', SESSIONS: 'regular', EMPTY_BARS: 'carry', SYMBOLS: 'SPY,BINANCE:BTCUSDT' });
+    const files = new CsvFiles(dir, clock);
+    const carry = new Carry(cfg, clock);
+    const t = Date.parse('2013-10-07T19:58:00Z'); // 15:58 EDT
+    files.append('1min', 'SPY', t, bar('167.5'));
+    files.append('1min', 'BINANCE:BTCUSDT', t, bar('300'));
+    const through = Date.parse('2013-10-08T14:00:00Z'); // 10:00 EDT the next day
+    const spy = carry.fill(files, '1min', 'SPY', undefined, through);
+    const labels = spy.map((f) => clock.label(f.start));
+    expect(labels[0]).toBe('2013-10-07T15:59:00-04:00');
+    expect(labels[1]).toBe('2013-10-08T09:30:00-04:00'); // nothing after the close, nothing overnight
+    expect(labels).toHaveLength(1 + 30);
+    expect(spy.every((f) => f.state.close === '167.5' && f.state.volume === 0 && f.state.n === 0)).toBe(true);
+    const btc = carry.fill(files, '1min', 'BINANCE:BTCUSDT', undefined, through);
+    expect(btc).toHaveLength(18 * 60 + 1); // every minute from 15:59 to 09:59
+    // a real bar later: the gap before it is filled first, in order, and nothing twice
+    expect(carry.fill(files, '1min', 'SPY', undefined, through)).toHaveLength(0);
+    const rows = readFileSync(csvPath(dir, '1min', 'SPY'), 'utf8').trim().split('\n');
+    expect(rows).toHaveLength(1 + 1 + 31);
+    expect(rows[2]).toBe('2013-10-07T15:59:00-04:00,167.5,167.5,167.5,167.5,,0,0');
+  });
+});

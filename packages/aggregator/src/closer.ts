@@ -25,6 +25,11 @@ export interface ClosedBar {
 /** A writer job: the closed bars of one outbox read, in closing order. */
 export interface BarBatchJob {
   bars: ClosedBar[];
+  /**
+   * EMPTY_BARS=carry: every window of this partition ending at or before this instant is final and
+   * its bars were enqueued before this job, so the writer may fill the empty ones.
+   */
+  horizon?: { partition: number; through: number };
 }
 
 export interface CloseResult {
@@ -81,12 +86,24 @@ export class BarCloser {
     return { closed, merged };
   }
 
+  private readonly horizonSent = new Map<number, number>();
+
   async drainOutbox(p: number): Promise<number> {
     const outbox = this.keys.outbox(p);
+    // Read before draining: closeBars moved every bar ending by this horizon to the outbox in the
+    // same step that set it, so they are all in the jobs added below (or earlier ones).
+    const through = this.cfg.emptyBars === 'carry' ? Number(await this.redis.hget(this.keys.clock(p), 'covered') ?? -1) : -1;
     let total = 0;
     for (;;) {
       const rows = (await this.redis.xrange(outbox, '-', '+', 'COUNT', 500)) as [string, string[]][];
-      if (rows.length === 0) return total;
+      if (rows.length === 0) {
+        if (through > (this.horizonSent.get(p) ?? -1)) {
+          const data: BarBatchJob = { bars: [], horizon: { partition: p, through } };
+          await this.bars.add('horizon', data, { jobId: `horizon-${p}-${through}` });
+          this.horizonSent.set(p, through);
+        }
+        return total;
+      }
       const bars = rows.map(([, f]): ClosedBar => {
         let bar = '';
         let state = '';

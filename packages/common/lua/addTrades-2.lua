@@ -40,5 +40,7 @@ for i = 3, #ARGV, 6 do
 end
 if lastId then
   redis.call('HSET', clock, 'wm', string.format('%d', wm), 'lastId', lastId)
+  -- new input: an end of input declared by a final close no longer holds
+  redis.call('HDEL', clock, 'inputEnd')
 end
 return lastId

@@ -10,7 +10,7 @@
 
   Input:
     KEYS[1] raw trade stream of the partition
-    KEYS[2] clock hash (wm, lastId, ckW, ckL, closed)
+    KEYS[2] clock hash (wm, lastId, ckW, ckL, closed, covered, inputEnd, evicted)
     KEYS[3] open bars hash
     KEYS[4] open index sorted set (score = window end)
     KEYS[5] outbox stream
@@ -132,6 +132,18 @@ if horizon then
     end
     if #ids == maxBars then more = 1 end
   end
+  -- Windows ending by `covered` are final and fully covered by the input (EMPTY_BARS=carry fills the
+  -- empty ones up to here): the horizon, or at the end of the input the watermark itself.
+  local covered = horizon == math.huge and wm or horizon
+  local inputEnd = redis.call('HGET', clock, 'inputEnd')
+  if horizon == math.huge and not inputEnd then
+    -- the input ends here: later ticks must not count the windows past it as covered
+    inputEnd = string.format('%d', wm)
+    redis.call('HSET', clock, 'inputEnd', inputEnd)
+  end
+  if inputEnd and tonumber(inputEnd) < covered then covered = tonumber(inputEnd) end
+  local prevCovered = tonumber(redis.call('HGET', clock, 'covered') or '-1')
+  if covered > prevCovered then redis.call('HSET', clock, 'covered', string.format('%d', covered)) end
   if horizon == math.huge and lastEnd then
     -- Closing everything ends the input: move the watermark past the last closed window, so a trade
     -- for any of these windows that arrives later is late rather than the start of a second bar.

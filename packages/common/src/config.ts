@@ -104,6 +104,7 @@ export const ENV_SCHEMA = z.object({
   SESSIONS: z.enum(['regular', 'extended', 'all'], { message: 'must be regular, extended or all' }).optional(),
   ALIGN: z.enum(['clock', 'session'], { message: 'must be clock or session' }).optional(),
   LATE: z.enum(['drop', 'amend'], { message: 'must be drop or amend' }).optional(),
+  EMPTY_BARS: z.enum(['skip', 'carry'], { message: 'must be skip or carry' }).optional(),
   LATE_AMEND_WINDOW: duration('1h'),
 });
 
@@ -150,6 +151,8 @@ export interface Config {
   readonly align: 'clock' | 'session';
   /** late trades: only kept (drop), or also folded into corrected bars (amend) */
   readonly late: 'drop' | 'amend';
+  /** windows without trades: no row (skip) or a flat row at the previous close (carry) */
+  readonly emptyBars: 'skip' | 'carry';
   /** how long past the watermark a closed bar can still be corrected */
   readonly lateAmendWindowMs: number;
 }
@@ -251,6 +254,7 @@ export function loadConfig(env: EnvLike, overrides: EnvLike = {}): Config {
     sessions: e.SESSIONS ?? 'all',
     align: e.ALIGN ?? 'clock',
     late: e.LATE ?? 'drop',
+    emptyBars: e.EMPTY_BARS ?? 'skip',
     lateAmendWindowMs: e.LATE_AMEND_WINDOW,
   });
 }

@@ -22,6 +22,11 @@ export function csvRow(clock: Clock, start: number, b: BarState): string {
 
 /** Start (UTC ms) of the last row of a CSV file, or undefined when it has no data rows. */
 export function lastRowStart(path: string): number | undefined {
+  return lastRow(path)?.start;
+}
+
+/** Start (UTC ms) and close (as written) of the last row of a CSV file. */
+export function lastRow(path: string): { start: number; close: string } | undefined {
   if (!existsSync(path)) return undefined;
   const fd = openSync(path, 'r');
   try {
@@ -34,7 +39,7 @@ export function lastRowStart(path: string): number | undefined {
     if (!last || last.startsWith('timestamp')) return undefined;
     const ts = DateTime.fromISO(last.slice(0, last.indexOf(',')), { setZone: true });
     if (!ts.isValid) throw new Error(`${path}: last row does not start with an ISO timestamp; fix or move the file`);
-    return ts.toMillis();
+    return { start: ts.toMillis(), close: last.split(',')[4] ?? '' };
   } finally {
     closeSync(fd);
   }
@@ -46,7 +51,7 @@ export function lastRowStart(path: string): number | undefined {
  * last start is read back from it when a file is first touched.
  */
 export class CsvFiles {
-  private readonly last = new Map<string, number | undefined>();
+  private readonly last = new Map<string, { start: number; close: string } | undefined>();
   /** corrections file -> "start#rev" already in it */
   private readonly revisions = new Map<string, Set<string>>();
 
@@ -58,20 +63,23 @@ export class CsvFiles {
   /** 'written' | 'present' (this very bar is the file's last row) | 'stale' (an older bar) */
   append(interval: string, symbol: string, start: number, state: BarState): 'written' | 'present' | 'stale' {
     const path = csvPath(this.dataDir, interval, symbol);
-    let last = this.last.get(path);
-    if (!this.last.has(path)) {
-      last = lastRowStart(path);
-      this.last.set(path, last);
-    }
-    if (last !== undefined && start <= last) return start === last ? 'present' : 'stale';
+    const last = this.lastOf(interval, symbol);
+    if (last !== undefined && start <= last.start) return start === last.start ? 'present' : 'stale';
     let text = csvRow(this.clock, start, state);
     if (!existsSync(path)) {
       mkdirSync(dirname(path), { recursive: true });
       text = stringify([[...CSV_HEADER]]) + text;
     }
     appendFileSync(path, text);
-    this.last.set(path, start);
+    this.last.set(path, { start, close: state.close });
     return 'written';
+  }
+
+  /** The last row of a file: start and close (read from the file the first time). */
+  lastOf(interval: string, symbol: string): { start: number; close: string } | undefined {
+    const path = csvPath(this.dataDir, interval, symbol);
+    if (!this.last.has(path)) this.last.set(path, lastRow(path));
+    return this.last.get(path);
   }
 
   /**

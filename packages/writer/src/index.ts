@@ -1,2 +1,3 @@
 export * from './csv.js';
 export * from './writer.js';
+export * from './carry.js';

@@ -1,7 +1,8 @@
 import type { Redis } from 'ioredis';
 import { Worker, type Job } from 'bullmq';
-import { BARS_QUEUE, Clock, decodeBarState, formatNumber, sleep, vwap, type Config, type Keys, type Logger } from '@candlewick/common';
+import { BARS_QUEUE, Clock, decodeBarState, formatNumber, sleep, vwap, type BarState, type Config, type Keys, type Logger } from '@candlewick/common';
 import { CsvFiles } from './csv.js';
+import { Carry } from './carry.js';
 
 export interface BarJobData {
   interval: string;
@@ -14,6 +15,8 @@ export interface BarJobData {
 
 export interface BarBatchData {
   bars: BarJobData[];
+  /** EMPTY_BARS=carry: windows of this partition ending by `through` are final */
+  horizon?: { partition: number; through: number };
 }
 
 /**
@@ -38,7 +41,10 @@ export class WriterService {
   ) {
     this.clock = new Clock(cfg.tz);
     this.files = new CsvFiles(cfg.dataDir, this.clock);
+    this.carry = cfg.emptyBars === 'carry' ? new Carry(cfg, this.clock) : undefined;
   }
+
+  private readonly carry: Carry | undefined;
 
   async start(): Promise<void> {
     this.worker = new Worker(BARS_QUEUE, (job: Job<BarBatchData>) => this.processBatch(job.data), {
@@ -58,8 +64,25 @@ export class WriterService {
     const counts = new Map<string, number>();
     let written = 0;
     let skipped = 0;
+    const publish = (interval: string, symbol: string, start: number, state: BarState, rev: number) => {
+      const v = vwap(state);
+      tx.xadd(
+        this.keys.bars(interval), 'MINID', '~', minId, '*',
+        's', symbol, 'start', String(start), 'ts', this.clock.label(start),
+        'o', state.open, 'h', state.high, 'l', state.low, 'c', state.close,
+        'vwap', Number.isNaN(v) ? '' : formatNumber(v), 'v', formatNumber(state.volume), 'n', String(state.n), 'rev', String(rev),
+      );
+    };
+    const flat = (interval: string, symbol: string, before: number | undefined, through: number | undefined) => {
+      for (const f of this.carry?.fill(this.files, interval, symbol, before, through) ?? []) {
+        written++;
+        counts.set(interval, (counts.get(interval) ?? 0) + 1);
+        publish(interval, symbol, f.start, f.state, 0);
+      }
+    };
     for (const bar of batch.bars) {
       const state = decodeBarState(bar.state);
+      if (this.carry && !bar.rev) flat(bar.interval, bar.symbol, bar.start, undefined);
       const rev = bar.rev ?? 0;
       let outcome: ReturnType<CsvFiles['append']>;
       for (let attempt = 0; ; attempt++) {
@@ -81,13 +104,12 @@ export class WriterService {
         const k = rev > 0 ? `corrections:${bar.interval}` : bar.interval;
         counts.set(k, (counts.get(k) ?? 0) + 1);
       }
-      const v = vwap(state);
-      tx.xadd(
-        this.keys.bars(bar.interval), 'MINID', '~', minId, '*',
-        's', bar.symbol, 'start', String(bar.start), 'ts', this.clock.label(bar.start),
-        'o', state.open, 'h', state.high, 'l', state.low, 'c', state.close,
-        'vwap', Number.isNaN(v) ? '' : formatNumber(v), 'v', formatNumber(state.volume), 'n', String(state.n), 'rev', String(rev),
-      );
+      publish(bar.interval, bar.symbol, bar.start, state, rev);
+    }
+    if (this.carry && batch.horizon) {
+      for (const symbol of this.carry.symbolsOf(batch.horizon.partition)) {
+        for (const iv of this.cfg.intervals) flat(iv.name, symbol, undefined, batch.horizon.through);
+      }
     }
     for (const [interval, n] of counts) tx.hincrby(this.keys.stats(), `written:${interval}`, n);
     await tx.exec();

@@ -1,0 +1,76 @@
+import {
+  EquityCalendar,
+  isAroundTheClock,
+  partitionOf,
+  type BarState,
+  type Clock,
+  type Config,
+  type Session,
+} from '@candlewick/common';
+import type { CsvFiles } from './csv.js';
+
+const OPEN_MS = (9 * 60 + 30) * 60_000;
+/** a file that has not traded for this many windows is not carried further (a delisted symbol) */
+const MAX_FILL = 50_000;
+
+/**
+ * EMPTY_BARS=carry: a flat bar at the previous close, volume 0, for every window without trades of
+ * every subscribed symbol that has traded before — for US equities only inside their sessions
+ * (SESSIONS=regular: the regular session; otherwise pre-market to after-hours), for 24/7 symbols
+ * always. Flat rows are written in window order before the next real bar of their file, and up to
+ * the closer's horizon when a symbol stops trading.
+ */
+export class Carry {
+  private readonly calendar = new EquityCalendar();
+  private readonly sessions: ReadonlySet<Session>;
+  private readonly ms = new Map<string, number>();
+
+  constructor(
+    private readonly cfg: Config,
+    private readonly clock: Clock,
+  ) {
+    this.sessions = new Set<Session>(cfg.sessions === 'regular' ? ['regular'] : ['pre', 'regular', 'post']);
+    for (const iv of cfg.intervals) this.ms.set(iv.name, iv.ms);
+  }
+
+  symbolsOf(partition: number): string[] {
+    return this.cfg.symbols.filter((s) => partitionOf(s, this.cfg.partitions) === partition);
+  }
+
+  private window(symbol: string, t: number, ms: number): [number, number] {
+    const anchor = this.cfg.align === 'session' && !isAroundTheClock(symbol) ? OPEN_MS : 0;
+    return this.clock.window(t, ms, anchor);
+  }
+
+  private inSession(symbol: string, start: number): boolean {
+    if (isAroundTheClock(symbol)) return true;
+    try {
+      return this.sessions.has(this.calendar.session(start));
+    } catch {
+      return false; // outside the calendar's years: no flat bars
+    }
+  }
+
+  /**
+   * Writes the flat rows after the file's last row: windows that start before `before` (the next
+   * real bar) or end by `through` (the closer's horizon). Returns what it wrote.
+   */
+  fill(files: CsvFiles, interval: string, symbol: string, before: number | undefined, through: number | undefined): { start: number; state: BarState }[] {
+    const ms = this.ms.get(interval);
+    const last = files.lastOf(interval, symbol);
+    if (ms === undefined || last === undefined) return [];
+    const out: { start: number; state: BarState }[] = [];
+    let [, end] = this.window(symbol, last.start, ms);
+    for (let i = 0; i < MAX_FILL; i++) {
+      const [start, next] = this.window(symbol, end, ms);
+      if (before !== undefined ? start >= before : next > (through ?? -Infinity)) break;
+      if (this.inSession(symbol, start)) {
+        const p = last.close;
+        const state: BarState = { open: p, openKey: '', high: p, low: p, close: p, closeKey: '', volume: 0, pv: 0, n: 0 };
+        if (files.append(interval, symbol, start, state) === 'written') out.push({ start, state });
+      }
+      end = next;
+    }
+    return out;
+  }
+}
