@@ -211,6 +211,9 @@ export function loadConfig(env: EnvLike, overrides: EnvLike = {}): Config {
   for (const s of symbols) {
     if (!/^[A-Za-z0-9:._^/=-]{1,64}$/.test(s)) problems.push(`SYMBOLS: "${s}" is not a symbol (letters, digits, : . _ - / ^ =)`);
   }
+  if (mode === 'live' && symbols.length === 0) {
+    problems.push('SYMBOLS: name the symbols to subscribe in live mode, e.g. SYMBOLS=AAPL,MSFT,BINANCE:BTCUSDT');
+  }
   const wsUrl = e.FINNHUB_WS_URL ?? 'wss://ws.finnhub.io';
   if (!/^wss?:\/\//.test(wsUrl)) problems.push(`FINNHUB_WS_URL: must start with ws:// or wss://`);
   if (problems.length) throw new ConfigError(problems);
