@@ -48,18 +48,6 @@ interface Child {
   ready: Promise<void>;
 }
 
-export interface StackSummary {
-  tradesIn: number;
-  rejected: number;
-  badFrames: number;
-  late: number;
-  merged: number;
-  filtered: number;
-  written: Record<string, number>;
-  wallMs: number;
-  tradesPerSec: number;
-}
-
 /** The counters behind the summary, summed over partitions. */
 export interface Counters {
   in: number;
@@ -74,6 +62,13 @@ export interface Counters {
   feedUp: number;
   lastMerge: number;
 }
+
+/** One run's summary: the counters' differences, plus timing. */
+export type StackSummary = Pick<Counters, 'rejected' | 'badFrames' | 'late' | 'merged' | 'filtered' | 'written'> & {
+  tradesIn: number;
+  wallMs: number;
+  tradesPerSec: number;
+};
 
 export async function readCounters(redis: Redis, cfg: Config, keys: Keys): Promise<Counters> {
   const stats = await redis.hgetall(keys.stats());
