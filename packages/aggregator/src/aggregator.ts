@@ -1,6 +1,6 @@
 import { hostname } from 'node:os';
 import type { Redis } from 'ioredis';
-import { AGGREGATOR_GROUP, CalendarRangeError, Clock, sleep, type Config, type Keys, type Logger } from '@candlewick/common';
+import { AGGREGATOR_GROUP, CalendarRangeError, Clock, duplicateRedis, sleep, type Config, type Keys, type Logger } from '@candlewick/common';
 import { Preaggregator, mergeArgs, rawEntry, type RawEntry } from './preaggregate.js';
 
 export type StreamEntry = [id: string, fields: string[] | null];
@@ -45,7 +45,7 @@ export class Aggregator {
     this.log.info({ consumer: this.consumer, partitions: this.partitions.length }, 'aggregator started');
     for (const p of this.partitions) {
       // XREADGROUP BLOCK holds its connection, so each partition loop gets its own.
-      const conn = this.redis.duplicate();
+      const conn = duplicateRedis(this.redis, this.log);
       this.conns.push(conn);
       this.loops.push(this.loop(p, conn));
     }

@@ -5,6 +5,7 @@ import {
   BARS_QUEUE,
   CLOSE_QUEUE,
   barJobId,
+  duplicateRedis,
   parseBarId,
   type Config,
   type Keys,
@@ -173,7 +174,7 @@ export class CloserService {
       async (_job: Job) => {
         await this.closer.tick(false);
       },
-      { connection: this.redis.duplicate(), prefix: this.keys.queuePrefix(), concurrency: 1 },
+      { connection: duplicateRedis(this.redis, this.log), prefix: this.keys.queuePrefix(), concurrency: 1 },
     );
     this.worker.on('failed', (_job, err) => this.log.error({ err }, 'close tick failed'));
     this.worker.on('error', (err) => this.log.warn({ err }, 'close worker error'));

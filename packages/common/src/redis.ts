@@ -7,6 +7,20 @@ import { redactUrl, type Logger } from './logger.js';
  * commands wait through a Redis restart instead of failing, which BullMQ also requires for its
  * blocking connections; reconnects are retried forever with a capped delay.
  */
+/** A second connection like `redis` (for blocking reads and BullMQ workers), its errors logged. */
+export function duplicateRedis(redis: Redis, log?: Logger): Redis {
+  const dup = redis.duplicate();
+  let down = false;
+  dup.on('error', (err: Error) => {
+    if (!down) log?.warn({ err }, 'redis connection error; retrying');
+    down = true;
+  });
+  dup.on('ready', () => {
+    down = false;
+  });
+  return dup;
+}
+
 export function connectRedis(url: string, log?: Logger, extra: RedisOptions = {}): Redis {
   const redis = new Redis(url, {
     maxRetriesPerRequest: null,

@@ -1,6 +1,6 @@
 import type { Redis } from 'ioredis';
 import { Worker, type Job } from 'bullmq';
-import { BARS_QUEUE, Clock, decodeBarState, formatNumber, sleep, vwap, type BarState, type Config, type Keys, type Logger } from '@candlewick/common';
+import { BARS_QUEUE, Clock, decodeBarState, duplicateRedis, formatNumber, sleep, vwap, type BarState, type Config, type Keys, type Logger } from '@candlewick/common';
 import { CsvFiles } from './csv.js';
 import { Carry } from './carry.js';
 
@@ -48,7 +48,7 @@ export class WriterService {
 
   async start(): Promise<void> {
     this.worker = new Worker(BARS_QUEUE, (job: Job<BarBatchData>) => this.processBatch(job.data), {
-      connection: this.redis.duplicate(),
+      connection: duplicateRedis(this.redis, this.log),
       prefix: this.keys.queuePrefix(),
       concurrency: 1,
     });
