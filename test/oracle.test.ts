@@ -1,7 +1,10 @@
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { gunzipSync } from 'node:zlib';
+import { partitionOf } from '@candlewick/common';
 import { describe, expect, it } from 'vitest';
 import { csvPath } from '@candlewick/writer';
-import { compareBars, loadKlines, readCsv, redisUrl, rollUpKlines, runCli, tempDir, uniquePrefix } from './helpers.js';
+import { BUNDLED_TAPE, compareBars, loadKlines, readCsv, redisUrl, rollUpKlines, runCli, tempDir, uniquePrefix } from './helpers.js';
 
 /**
  * The end-to-end oracle: the bundled Binance XRP/ETH tape through the real stack (replay server ->
@@ -59,5 +62,32 @@ describe('EMPTY_BARS=carry', () => {
     for (const r of flat) expect(r.volume).toBe(0);
     // hours are all traded here, so carry adds none: the 1h file is the same as without it
     expect(readCsv(csvPath(dataDir, '1h', 'BINANCE:XRPETH')).rows).toHaveLength(60);
+  });
+});
+
+describe('partitions and several aggregators', () => {
+  it('three symbols over STREAM_PARTITIONS=3 with AGGREGATORS=2 each equal the klines, and the files equal a one-partition run', async () => {
+    const dataDir = tempDir('partitions');
+    const tape = join(dataDir, 'three.jsonl');
+    const rows = JSON.parse(gunzipSync(readFileSync(BUNDLED_TAPE)).toString('utf8')) as { info: { p: string; q: string; T: number } }[];
+    const symbols = ['BINANCE:XRPETH', 'BINANCE:XRPETH2', 'BINANCE:XRPETH3'];
+    expect(new Set(symbols.map((s) => partitionOf(s, 3))).size).toBeGreaterThan(1); // they really spread
+    const lines: string[] = [];
+    for (const r of rows) for (const s of symbols) lines.push(JSON.stringify({ s, p: r.info.p, v: Number(r.info.q), t: r.info.T, c: [] }));
+    writeFileSync(tape, lines.join('\n'));
+    const run = (dir: string, env: Record<string, string>) =>
+      runCli(['stack'], { REDIS_URL: redisUrl(), KEY_PREFIX: uniquePrefix('parts'), DATA_DIR: dir, EXIT_WHEN_IDLE_MS: '500', REPLAY_TAPE: tape, INTERVALS: '1min,15min', ...env });
+    const many = await run(join(dataDir, 'many'), { STREAM_PARTITIONS: '3', AGGREGATORS: '2' });
+    expect(many.code).toBe(0);
+    expect(many.stdout).toMatch(/trades in\s+37431\n/);
+    const klines = loadKlines();
+    for (const s of symbols) expect(compareBars(readCsv(csvPath(join(dataDir, 'many'), '1min', s)).rows, rollUpKlines(klines, 1))).toEqual([]);
+    const one = await run(join(dataDir, 'one'), { STREAM_PARTITIONS: '1', AGGREGATORS: '1' });
+    expect(one.code).toBe(0);
+    for (const s of symbols) {
+      for (const iv of ['1min', '15min']) {
+        expect(readFileSync(csvPath(join(dataDir, 'many'), iv, s), 'utf8')).toBe(readFileSync(csvPath(join(dataDir, 'one'), iv, s), 'utf8'));
+      }
+    }
   });
 });
