@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it, onTestFinished } from 'vitest';
 import { makeKeys } from '@candlewick/common';
 import { csvPath } from '@candlewick/writer';
 import { CLI, readCsv, redisUrl, tempDir, testRedis, uniquePrefix, waitFor } from './helpers.js';
@@ -40,6 +40,27 @@ function children(pid: number): number[] {
 }
 
 describe('candlewick stack lifecycle', () => {
+  it('a stack killed outright leaves no role behind: each notices its parent is gone and stops', async () => {
+    const dir = tempDir('orphans');
+    const { proc, state, exited } = startStack({ DATA_DIR: dir, EXIT_WHEN_IDLE_MS: '0' });
+    await waitFor(() => state.out.includes('tape finished'), 60_000, 'the replay to finish');
+    const kids = children(proc.pid!);
+    expect(kids.length).toBeGreaterThanOrEqual(6);
+    proc.kill('SIGKILL');
+    await exited;
+    // the Node roles stop through their shutdown path; the private redis-server is told by no one
+    const redisPid = kids.find((k) => readFileSync(`/proc/${k}/cmdline`, 'utf8').includes('redis-server'))!;
+    await waitFor(() => kids.filter((k) => k !== redisPid).every((k) => !alive(k)), 20_000, 'every role to stop');
+    expect(alive(redisPid)).toBe(true);
+    // the next stack on this DATA_DIR stops the leftover server before starting its own on the same AOF
+    const again = startStack({ DATA_DIR: dir, EXIT_WHEN_IDLE_MS: '500' });
+    expect(await again.exited).toBe(0);
+    expect(alive(redisPid)).toBe(false);
+    // (the same tape again is no resume: a replay re-sends trades the killed run had already
+    // ingested, so only the server hand-over is checked here)
+    expect(again.state.out).toMatch(/candlewick summary/);
+  });
+
   it('starts its own redis-server, and Ctrl-C stops every role and the server cleanly', async () => {
     const dir = tempDir('sigint');
     const proc = spawn(process.execPath, [CLI, 'stack'], {
@@ -113,6 +134,10 @@ describe('wall-clock closing', () => {
     const { proc, state, exited } = startStack(env);
     // a second closer on the same Redis: the scheduler's ticks go to either, no bar may close twice
     const closer2 = spawn(process.execPath, [CLI, 'close'], { env: { PATH: process.env.PATH ?? '', ...env }, stdio: 'ignore' });
+    onTestFinished(() => {
+      closer2.kill('SIGTERM');
+      proc.kill('SIGTERM');
+    });
     const rows = (sym: string) => {
       try {
         return readCsv(csvPath(dir, '1min', sym)).rows;

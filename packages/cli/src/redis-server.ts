@@ -1,7 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
-import { resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import { Redis } from 'ioredis';
 import { sleep } from '@candlewick/common';
 
@@ -43,8 +43,36 @@ export class PrivateRedis {
     return `redis://127.0.0.1:${this.port}`;
   }
 
+  private get pidFile(): string {
+    return join(this.dir, 'candlewick-redis.pid');
+  }
+
+  /**
+   * A server left running on this folder by a stack that was killed outright would share its AOF
+   * with the new one: stop it first.
+   */
+  private async stopLeftover(): Promise<void> {
+    let pid: number;
+    try {
+      pid = Number(readFileSync(this.pidFile, 'utf8').trim());
+      if (!Number.isInteger(pid) || pid <= 0 || !readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('redis-server')) return;
+    } catch {
+      return;
+    }
+    process.kill(pid, 'SIGTERM');
+    for (let i = 0; i < 200; i++) {
+      try {
+        process.kill(pid, 0);
+      } catch {
+        return;
+      }
+      await sleep(25);
+    }
+  }
+
   async start(port?: number): Promise<string> {
     mkdirSync(this.dir, { recursive: true });
+    await this.stopLeftover();
     this.port = port ?? (await freePort());
     const args = [
       '--port', String(this.port), '--bind', '127.0.0.1', '--dir', resolve(this.dir),
@@ -61,6 +89,7 @@ export class PrivateRedis {
       if ((spawned as NodeJS.ErrnoException).code === 'ENOENT') throw new RedisUnavailableError(this.bin);
       throw spawned;
     }
+    writeFileSync(this.pidFile, String(proc.pid));
     const probe = new Redis(this.url, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
     probe.on('error', () => undefined); // refused until the server listens; the loop below retries
     try {

@@ -29,6 +29,14 @@ function redisFor(cfg: Config, log: Logger): Redis {
 }
 
 
+/**
+ * Under `candlewick stack` (an IPC channel to the parent), a role whose parent is gone stops itself
+ * through the usual shutdown path, so a killed stack never leaves orphans behind.
+ */
+function stopWithParent(): void {
+  if (process.send) process.once('disconnect', () => process.kill(process.pid, 'SIGTERM'));
+}
+
 /** Runs one role until SIGINT/SIGTERM. */
 async function runRole(cfg: Config, name: string, make: (redis: Redis, log: Logger) => Component): Promise<void> {
   const log = rootLogger(cfg, name);
@@ -38,6 +46,7 @@ async function runRole(cfg: Config, name: string, make: (redis: Redis, log: Logg
     await role.stop();
     await redis.quit().catch(() => undefined);
   });
+  stopWithParent();
   await role.start();
   const fatal = (role as { fatal?: Promise<Error> }).fatal;
   void fatal?.then(async (err) => {
@@ -74,6 +83,7 @@ export async function runReplayServer(cfg: Config): Promise<void> {
   const tape = readTape(tapePath);
   const server = new ReplayServer(tape, { port: cfg.replayPort, host: cfg.replayHost, speed: cfg.replaySpeed, frameTrades: cfg.replayFrameTrades, shiftToNow: cfg.replayShift }, log);
   handleShutdown(log, () => server.stop());
+  stopWithParent();
   await server.start();
   process.send?.({ ready: true });
 }
