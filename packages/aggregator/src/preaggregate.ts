@@ -1,6 +1,7 @@
 import {
   CalendarRangeError,
   Clock,
+  EQUITY_OPEN_MS,
   EquityCalendar,
   WindowCache,
   barId,
@@ -8,6 +9,7 @@ import {
   isAroundTheClock,
   mergeInto,
   orderKey,
+  sessionsKept,
   type BarState,
   type Interval,
   type Session,
@@ -107,12 +109,6 @@ export interface BarRules {
   amend?: boolean;
 }
 
-const OPEN_MS = (9 * 60 + 30) * 60_000;
-const SESSION_SETS: Record<string, ReadonlySet<Session> | undefined> = {
-  regular: new Set(['regular']),
-  extended: new Set(['pre', 'regular', 'post']),
-  all: undefined,
-};
 
 /** Window caches for one alignment: one per interval, and the base interval's. */
 class Windows {
@@ -150,8 +146,8 @@ export class Preaggregator {
     rules: BarRules = {},
   ) {
     this.clockWindows = new Windows(clock, intervals, baseMs, 0);
-    this.equityWindows = rules.align === 'session' ? new Windows(clock, intervals, baseMs, OPEN_MS) : this.clockWindows;
-    this.sessionSet = SESSION_SETS[rules.sessions ?? 'all'];
+    this.equityWindows = rules.align === 'session' ? new Windows(clock, intervals, baseMs, EQUITY_OPEN_MS) : this.clockWindows;
+    this.sessionSet = sessionsKept(rules.sessions ?? 'all');
     this.amend = rules.amend ?? false;
   }
 

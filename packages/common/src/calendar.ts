@@ -174,3 +174,20 @@ export class EquityCalendar {
 export function isAroundTheClock(symbol: string): boolean {
   return symbol.includes(':');
 }
+
+/** The regular session opens at 09:30 New York time: the anchor of bars aligned on the open. */
+export const EQUITY_OPEN_MS = (9 * 60 + 30) * 60_000;
+
+/** The sessions of a trading day, 04:00-20:00 (early close: 04:00-17:00). */
+export const TRADING_SESSIONS: ReadonlySet<Session> = new Set(['pre', 'regular', 'post']);
+
+/** The sessions whose trades a SESSIONS setting keeps; undefined keeps every trade. */
+export function sessionsKept(setting: 'regular' | 'extended' | 'all'): ReadonlySet<Session> | undefined {
+  if (setting === 'regular') return new Set(['regular']);
+  return setting === 'extended' ? TRADING_SESSIONS : undefined;
+}
+
+/** Where a symbol's windows start within the day: the open for equities with ALIGN=session. */
+export function windowAnchorMs(symbol: string, align: 'clock' | 'session'): number {
+  return align === 'session' && !isAroundTheClock(symbol) ? EQUITY_OPEN_MS : 0;
+}

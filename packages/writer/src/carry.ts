@@ -1,7 +1,10 @@
 import {
   EquityCalendar,
+  TRADING_SESSIONS,
   isAroundTheClock,
   partitionOf,
+  sessionsKept,
+  windowAnchorMs,
   type BarState,
   type Clock,
   type Config,
@@ -9,7 +12,6 @@ import {
 } from '@candlewick/common';
 import type { CsvFiles } from './csv.js';
 
-const OPEN_MS = (9 * 60 + 30) * 60_000;
 /** a file that has not traded for this many windows is not carried further (a delisted symbol) */
 const MAX_FILL = 50_000;
 
@@ -29,7 +31,7 @@ export class Carry {
     private readonly cfg: Config,
     private readonly clock: Clock,
   ) {
-    this.sessions = new Set<Session>(cfg.sessions === 'regular' ? ['regular'] : ['pre', 'regular', 'post']);
+    this.sessions = sessionsKept(cfg.sessions) ?? TRADING_SESSIONS;
     for (const iv of cfg.intervals) this.ms.set(iv.name, iv.ms);
   }
 
@@ -38,8 +40,7 @@ export class Carry {
   }
 
   private window(symbol: string, t: number, ms: number): [number, number] {
-    const anchor = this.cfg.align === 'session' && !isAroundTheClock(symbol) ? OPEN_MS : 0;
-    return this.clock.window(t, ms, anchor);
+    return this.clock.window(t, ms, windowAnchorMs(symbol, this.cfg.align));
   }
 
   private inSession(symbol: string, start: number): boolean {
