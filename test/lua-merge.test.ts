@@ -3,6 +3,7 @@ import fc from 'fast-check';
 import {
   AGGREGATOR_GROUP,
   Clock,
+  ConditionRules,
   decodeBarState,
   loadConfig,
   tradeArgs,
@@ -27,6 +28,8 @@ const tradeArb = fc.record({
   v: fc.oneof(fc.integer({ min: 0, max: 1000 }), fc.double({ min: 0, max: 10, noNaN: true })),
   // few distinct milliseconds, so ties on t are common
   dt: fc.integer({ min: 0, max: 40 }).map((k) => k * 97_531),
+  // condition sets of every kind: all fields, no open/close, volume only, nothing
+  c: fc.constantFrom([], [], ['Regular'], ['OutOfSequence'], ['OddLot'], ['Cash', 'FormT'], ['OfficialClose']),
 });
 
 async function ingest(keys: Keys, trades: Trade[], consumer = 'reader'): Promise<StreamEntry[]> {
@@ -44,8 +47,8 @@ async function openBars(keys: Keys) {
   return Object.fromEntries(Object.entries(h).map(([k, v]) => [k, decodeBarState(v)]));
 }
 
-function expected(entries: StreamEntry[]) {
-  const pre = new Preaggregator(clock, cfg.intervals, cfg.baseMs, cfg.graceMs).run(entries.map(([id, f]) => rawEntry(id, f!)));
+function expected(entries: StreamEntry[], rules?: ConditionRules) {
+  const pre = new Preaggregator(clock, cfg.intervals, cfg.baseMs, cfg.graceMs, { conditions: rules }).run(entries.map(([id, f]) => rawEntry(id, f!)));
   return Object.fromEntries([...pre.bars].map(([k, v]) => [k, v.state]));
 }
 
@@ -59,41 +62,47 @@ function expectSameBars(actual: Record<string, ReturnType<typeof decodeBarState>
   }
 }
 
+/** Random batches, merged by the Lua script in a random order, equal one TypeScript fold of them all. */
+async function luaAgrees(rules: () => ConditionRules | undefined): Promise<void> {
+  await fc.assert(
+    fc.asyncProperty(
+      fc.array(tradeArb, { minLength: 1, maxLength: 120 }),
+      fc.array(fc.integer({ min: 1, max: 30 }), { minLength: 1, maxLength: 10 }),
+      fc.integer(),
+      async (raw, sizes, seed) => {
+        const keys = testKeys('lua');
+        const trades: Trade[] = raw.map((r) => ({ s: r.s, p: String(r.cents / 100), v: r.v, t: T0 + r.dt, c: r.c, rx: 0 }));
+        const entries = await ingest(keys, trades);
+        // cut into batches of the given sizes, then apply them in a seed-determined order
+        const batches: StreamEntry[][] = [];
+        for (let i = 0, k = 0; i < entries.length; k++) {
+          const n = sizes[k % sizes.length]!;
+          batches.push(entries.slice(i, i + n));
+          i += n;
+        }
+        const order = batches.map((_, i) => i).sort((a, b) => ((a * 7919 + seed) % 13) - ((b * 7919 + seed) % 13));
+        for (const i of order) {
+          const b = batches[i]!;
+          const pre = new Preaggregator(clock, cfg.intervals, cfg.baseMs, cfg.graceMs, { conditions: rules() }).run(b.map(([id, f]) => rawEntry(id, f!)));
+          const res = await redis.cwMergeBatch_v1(
+            keys.trades(0), keys.openBars(0), keys.openIndex(0), keys.late(0), keys.partitionStats(0), keys.clock(0),
+            keys.amends(0), keys.amendIndex(0), AGGREGATOR_GROUP, 'reader', ...mergeArgs(b.map(([id]) => id), pre),
+          );
+          expect(Number(res[0])).toBe(1);
+        }
+        expectSameBars(await openBars(keys), expected(entries, rules()));
+        expect(((await redis.xpending(keys.trades(0), AGGREGATOR_GROUP)) as unknown[])[0]).toBe(0);
+      },
+    ),
+    { numRuns: 40 },
+  );
+}
+
 describe('mergeBatch (Lua) agrees with the TypeScript merge', () => {
-  it('on random batches applied in random order', async () => {
-    await fc.assert(
-      fc.asyncProperty(
-        fc.array(tradeArb, { minLength: 1, maxLength: 120 }),
-        fc.array(fc.integer({ min: 1, max: 30 }), { minLength: 1, maxLength: 10 }),
-        fc.integer(),
-        async (raw, sizes, seed) => {
-          const keys = testKeys('lua');
-          const trades: Trade[] = raw.map((r) => ({ s: r.s, p: String(r.cents / 100), v: r.v, t: T0 + r.dt, c: [], rx: 0 }));
-          const entries = await ingest(keys, trades);
-          // cut into batches of the given sizes, then apply them in a seed-determined order
-          const batches: StreamEntry[][] = [];
-          for (let i = 0, k = 0; i < entries.length; k++) {
-            const n = sizes[k % sizes.length]!;
-            batches.push(entries.slice(i, i + n));
-            i += n;
-          }
-          const order = batches.map((_, i) => i).sort((a, b) => ((a * 7919 + seed) % 13) - ((b * 7919 + seed) % 13));
-          for (const i of order) {
-            const b = batches[i]!;
-            const pre = new Preaggregator(clock, cfg.intervals, cfg.baseMs, cfg.graceMs).run(b.map(([id, f]) => rawEntry(id, f!)));
-            const res = await redis.cwMergeBatch_v1(
-              keys.trades(0), keys.openBars(0), keys.openIndex(0), keys.late(0), keys.partitionStats(0), keys.clock(0),
-              keys.amends(0), keys.amendIndex(0), AGGREGATOR_GROUP, 'reader', ...mergeArgs(b.map(([id]) => id), pre),
-            );
-            expect(Number(res[0])).toBe(1);
-          }
-          expectSameBars(await openBars(keys), expected(entries));
-          expect(((await redis.xpending(keys.trades(0), AGGREGATOR_GROUP)) as unknown[])[0]).toBe(0);
-        },
-      ),
-      { numRuns: 40 },
-    );
-  });
+  it('on random batches applied in random order', () => luaAgrees(() => undefined));
+
+  it('with CONDITIONS=cta-utp: partials without an open/close or without extremes merge the same way', () =>
+    luaAgrees(() => new ConditionRules()));
 });
 
 describe('exactly once when workers race on a reclaimed batch', () => {

@@ -19,7 +19,7 @@ describe('tape readers', () => {
     expect(tapeSymbols(tape)).toEqual(['BINANCE:XRPETH']);
   });
 
-  it('read Lean tick zips (ms since New York midnight, price x 10000) and merge several by time', () => {
+  it('read Lean tick zips (ms since New York midnight, price x 10000, condition words as names) and merge several by time', () => {
     const dir = tempDir('lean');
     const a = join(dir, 'spy_20131007_trade.zip');
     const b = join(dir, 'ibm_20131007_trade.zip');
@@ -28,9 +28,9 @@ describe('tape readers', () => {
     const tape = readTape(`${a},${b}`) as TapeTrade[];
     const t = Date.parse('2013-10-07T08:00:00.464Z'); // 04:00:00.464 EDT
     expect(tape).toEqual([
-      { s: 'SPY', p: '167.41', v: 100, t, c: ['20002000'] },
-      { s: 'IBM', p: '185', v: 5, t, c: ['00000000'] },
-      { s: 'SPY', p: '167.42', v: 1400, t: t + 1, c: ['20002000', 'suspicious'] },
+      { s: 'SPY', p: '167.41', v: 100, t, c: ['ExtendedHours', 'TradeThroughExempt'] },
+      { s: 'IBM', p: '185', v: 5, t, c: [] },
+      { s: 'SPY', p: '167.42', v: 1400, t: t + 1, c: ['ExtendedHours', 'TradeThroughExempt', 'Suspicious'] },
     ]);
   });
 

@@ -1,6 +1,6 @@
 import { hostname } from 'node:os';
 import type { Redis } from 'ioredis';
-import { AGGREGATOR_GROUP, CalendarRangeError, Clock, duplicateRedis, sleep, type Config, type Keys, type Logger } from '@candlewick/common';
+import { AGGREGATOR_GROUP, CalendarRangeError, Clock, ConditionRules, duplicateRedis, sleep, type Config, type Keys, type Logger } from '@candlewick/common';
 import { Preaggregator, mergeArgs, rawEntry, type RawEntry } from './preaggregate.js';
 
 export type StreamEntry = [id: string, fields: string[] | null];
@@ -27,7 +27,11 @@ export class Aggregator {
   merged = 0;
   late = 0;
   filtered = 0;
+  excluded = 0;
   batches = 0;
+  private readonly conditions: ConditionRules | undefined;
+  /** condition codes already reported as unknown */
+  private readonly reportedCodes = new Set<string>();
 
   constructor(
     private readonly redis: Redis,
@@ -37,7 +41,13 @@ export class Aggregator {
     private readonly partitions: readonly number[] = Array.from({ length: cfg.partitions }, (_, i) => i),
   ) {
     this.consumer = `${hostname()}-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
-    this.pre = new Preaggregator(new Clock(cfg.tz), cfg.intervals, cfg.baseMs, cfg.graceMs, { sessions: cfg.sessions, align: cfg.align, amend: cfg.late === 'amend' });
+    this.conditions = cfg.conditions === 'cta-utp' ? new ConditionRules(new Map(Object.entries(cfg.conditionCodes))) : undefined;
+    this.pre = new Preaggregator(new Clock(cfg.tz), cfg.intervals, cfg.baseMs, cfg.graceMs, {
+      sessions: cfg.sessions,
+      align: cfg.align,
+      amend: cfg.late === 'amend',
+      conditions: this.conditions,
+    });
   }
 
   async start(): Promise<void> {
@@ -150,10 +160,16 @@ export class Aggregator {
           this.filtered += pre.filtered;
           await this.redis.hincrby(this.keys.partitionStats(p), 'filtered', pre.filtered);
         }
+        if (pre.excluded) {
+          this.excluded += pre.excluded;
+          await this.redis.hincrby(this.keys.partitionStats(p), 'excluded', pre.excluded);
+        }
+        if (this.conditions) await this.reportUnknownCodes(p);
         if (pre.uncovered.length) this.log.error({ years: [...new Set(pre.uncovered)] }, new CalendarRangeError(pre.uncovered[0]!).message);
         if (pre.late.length) this.log.warn({ late: pre.late.length, first: { s: pre.late[0]!.s, p: pre.late[0]!.p, t: pre.late[0]!.t, w: pre.late[0]!.w } }, 'late trades kept in trades:late');
         return;
       }
+      this.conditions?.takeUnknown(); // counted again when the rest is re-aggregated
       // Another worker acknowledged part of this batch: merge only what is still ours.
       const still = new Set(res.slice(1).map(String));
       this.log.info({ dropped: todo.length - still.size }, 'part of the batch was merged by another worker; re-aggregating');
@@ -161,5 +177,23 @@ export class Aggregator {
       entries = entries.filter((e) => still.has(e.id));
       if (todo.length === 0) return;
     }
+  }
+
+  /** Counts trades with condition codes the table does not know, and names each new code once. */
+  private async reportUnknownCodes(p: number): Promise<void> {
+    const unknown = this.conditions!.takeUnknown();
+    if (unknown.size === 0) return;
+    let total = 0;
+    for (const [code, count] of unknown) {
+      total += count;
+      if (this.reportedCodes.has(code)) continue;
+      this.reportedCodes.add(code);
+      this.log.warn(
+        { code },
+        `trade condition code ${JSON.stringify(code)} is not in the condition table: such trades count as regular. ` +
+          'Map it to a condition name in the CONDITION_CODES file (see the README, "Trade conditions")',
+      );
+    }
+    await this.redis.hincrby(this.keys.partitionStats(p), 'unknownConditions', total);
   }
 }

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { Clock, parseInterval } from '@candlewick/common';
+import { Clock, ConditionRules, parseInterval } from '@candlewick/common';
 import { Preaggregator, rawEntry } from './preaggregate.js';
 
 const NY = new Clock('America/New_York');
@@ -54,5 +54,49 @@ describe('sessions and alignment', () => {
     const r = new Preaggregator(NY, intervals, 60_000, 2000, { sessions: 'regular' }).run([entry('SPY', '1', '2040-01-03T15:00:00Z')]);
     expect(r.uncovered).toEqual([2040]);
     expect(r.filtered).toBe(1);
+  });
+});
+
+describe('CONDITIONS=cta-utp', () => {
+  const withC = (p: string, iso: string, c: string[], v = 100) =>
+    rawEntry(`1700000000000-${seq++}`, ['s', 'IBM', 'p', p, 'v', String(v), 't', String(Date.parse(iso)), 'c', JSON.stringify(c), 'rx', '0']);
+  const minute = [
+    withC('180', '2013-10-07T13:31:00.100Z', ['OddLot'], 10), // volume only: first, but not the open
+    withC('181', '2013-10-07T13:31:01Z', ['Regular']),
+    withC('190', '2013-10-07T13:31:02Z', ['OutOfSequence']), // may set the high, not the close
+    withC('182', '2013-10-07T13:31:03Z', ['IntermarketSweep']),
+    withC('150', '2013-10-07T13:31:04Z', ['OfficialClose'], 5000), // counts for nothing
+    withC('170', '2013-10-07T13:31:05Z', ['AveragePrice'], 300), // volume only: last, but not the close
+  ];
+  const only = (r: ReturnType<Preaggregator['run']>, id: string) => r.bars.get(id)!.state;
+
+  it('lets each print set only its fields; a print that may set nothing is left out and counted', () => {
+    const r = new Preaggregator(NY, intervals, 60_000, 2000, { conditions: new ConditionRules() }).run(minute);
+    const bar = only(r, `1min|IBM|${Date.parse('2013-10-07T13:31:00Z')}`);
+    expect(bar).toMatchObject({ open: '181', high: '190', low: '181', close: '182', volume: 610, n: 5 });
+    expect(bar.pv).toBeCloseTo(180 * 10 + 181 * 100 + 190 * 100 + 182 * 100 + 170 * 300, 6);
+    expect(r.excluded).toBe(1);
+    // the hour bar is the roll-up of the same partial
+    expect(only(r, `1h|IBM|${Date.parse('2013-10-07T13:00:00Z')}`)).toMatchObject({ open: '181', high: '190', close: '182', volume: 610 });
+  });
+
+  it('CONDITIONS=all counts every print alike', () => {
+    const r = new Preaggregator(NY, intervals, 60_000, 2000).run(minute);
+    expect(only(r, `1min|IBM|${Date.parse('2013-10-07T13:31:00Z')}`)).toMatchObject({ open: '180', high: '190', low: '150', close: '170', volume: 5610, n: 6 });
+    expect(r.excluded).toBe(0);
+  });
+
+  it('a window of volume-only prints has volume and no prices', () => {
+    const r = new Preaggregator(NY, intervals, 60_000, 2000, { conditions: new ConditionRules() }).run([
+      withC('180', '2013-10-07T13:40:00Z', ['OddLot'], 10),
+      withC('181', '2013-10-07T13:40:30Z', ['Cash'], 20),
+    ]);
+    expect(only(r, `1min|IBM|${Date.parse('2013-10-07T13:40:00Z')}`)).toMatchObject({ open: '', high: '', low: '', close: '', volume: 30, n: 2 });
+  });
+
+  it('never applies to 24/7 symbols', () => {
+    const e = rawEntry('1700000000000-999999', ['s', 'BINANCE:BTCUSDT', 'p', '5', 'v', '1', 't', String(Date.parse('2013-10-07T13:31:00Z')), 'c', '["OfficialClose"]', 'rx', '0']);
+    const r = new Preaggregator(NY, intervals, 60_000, 2000, { conditions: new ConditionRules() }).run([e]);
+    expect(r.bars.size).toBe(2);
   });
 });

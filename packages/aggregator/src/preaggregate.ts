@@ -1,5 +1,11 @@
 import {
+  ALL,
   CalendarRangeError,
+  ConditionRules,
+  HIGH_LOW,
+  NO_OPEN_KEY,
+  OPEN_CLOSE,
+  VOLUME,
   Clock,
   EQUITY_OPEN_MS,
   EquityCalendar,
@@ -26,6 +32,8 @@ export interface RawEntry {
   v: number;
   t: number;
   w: number;
+  /** the conditions field as stored (JSON text) */
+  c: string;
   fields: string[];
 }
 
@@ -34,7 +42,7 @@ export interface RawEntry {
  * An entry without `w` was on time when ingested (addTrades writes w only when t + grace < w).
  */
 export function rawEntry(id: string, fields: string[]): RawEntry {
-  const e: RawEntry = { id, s: '', p: '', v: 0, t: 0, w: 0, fields };
+  const e: RawEntry = { id, s: '', p: '', v: 0, t: 0, w: 0, c: '', fields };
   for (let i = 0; i + 1 < fields.length; i += 2) {
     const k = fields[i];
     const val = fields[i + 1]!;
@@ -43,6 +51,7 @@ export function rawEntry(id: string, fields: string[]): RawEntry {
     else if (k === 'v') e.v = +val;
     else if (k === 't') e.t = +val;
     else if (k === 'w') e.w = +val;
+    else if (k === 'c') e.c = val;
   }
   return e;
 }
@@ -98,6 +107,8 @@ export interface Preaggregated {
   filtered: number;
   /** years the calendar does not cover, seen in this batch (their equity trades are filtered) */
   uncovered: number[];
+  /** CONDITIONS=cta-utp: trades whose conditions let them set nothing (official prices, suspicious prints) */
+  excluded: number;
 }
 
 export interface BarRules {
@@ -107,6 +118,8 @@ export interface BarRules {
   align?: 'clock' | 'session';
   /** fold late trades into partials too (LATE=amend) */
   amend?: boolean;
+  /** CONDITIONS=cta-utp: which trades may set which fields */
+  conditions?: ConditionRules;
 }
 
 
@@ -149,9 +162,12 @@ export class Preaggregator {
     this.equityWindows = rules.align === 'session' ? new Windows(clock, intervals, baseMs, EQUITY_OPEN_MS) : this.clockWindows;
     this.sessionSet = sessionsKept(rules.sessions ?? 'all');
     this.amend = rules.amend ?? false;
+    this.conditions = rules.conditions;
   }
 
   private readonly amend: boolean;
+  private readonly conditions: ConditionRules | undefined;
+  private excluded = 0;
 
   private windowsOf(symbol: string): Windows {
     return isAroundTheClock(symbol) ? this.clockWindows : this.equityWindows;
@@ -180,39 +196,57 @@ export class Preaggregator {
       if (this.windowsOf(e.s).base.window(e.t)[1] + this.graceMs <= e.w) late.push(e);
       else onTime.push(e);
     }
-    return { bars: this.fold(onTime), late, lateBars: this.amend ? this.fold(late) : new Map(), filtered, uncovered };
+    this.excluded = 0;
+    const bars = this.fold(onTime);
+    const excluded = this.excluded;
+    return { bars, late, lateBars: this.amend ? this.fold(late) : new Map(), filtered, uncovered, excluded };
   }
 
   /** Folds entries into base-interval partials, then rolls those up into every interval. */
   private fold(entries: readonly RawEntry[]): Map<string, Partial> {
     const bases = new Map<string, Base>();
+    const rules = this.conditions;
     for (const e of entries) {
       const { t, s, p, v, id } = e;
+      const elig = rules === undefined || isAroundTheClock(s) ? ALL : rules.eligibility(e.c);
+      if ((elig & VOLUME) === 0) {
+        this.excluded++;
+        continue;
+      }
       const win = this.windowsOf(s).base.window(t);
       const key = `${s}|${win[0]}`;
       const price = +p;
-      const b = bases.get(key);
+      let b = bases.get(key);
       if (b === undefined) {
-        bases.set(key, { s, start: win[0], open: p, oT: t, oId: id, close: p, cT: t, cId: id, hi: price, high: p, lo: price, low: p, v, pv: price * v, n: 1 });
-        continue;
+        if (elig === ALL) {
+          bases.set(key, { s, start: win[0], open: p, oT: t, oId: id, close: p, cT: t, cId: id, hi: price, high: p, lo: price, low: p, v, pv: price * v, n: 1 });
+          continue;
+        }
+        // a partial no trade has set a price in yet: every price comparison below wins
+        b = { s, start: win[0], open: '', oT: Infinity, oId: '', close: '', cT: -Infinity, cId: '', hi: -Infinity, high: '', lo: Infinity, low: '', v: 0, pv: 0, n: 0 };
+        bases.set(key, b);
       }
-      if (t < b.oT || (t === b.oT && idLess(id, b.oId))) {
-        b.open = p;
-        b.oT = t;
-        b.oId = id;
+      if (elig & OPEN_CLOSE) {
+        if (t < b.oT || (t === b.oT && idLess(id, b.oId))) {
+          b.open = p;
+          b.oT = t;
+          b.oId = id;
+        }
+        if (t > b.cT || (t === b.cT && idLess(b.cId, id))) {
+          b.close = p;
+          b.cT = t;
+          b.cId = id;
+        }
       }
-      if (t > b.cT || (t === b.cT && idLess(b.cId, id))) {
-        b.close = p;
-        b.cT = t;
-        b.cId = id;
-      }
-      if (price > b.hi) {
-        b.hi = price;
-        b.high = p;
-      }
-      if (price < b.lo) {
-        b.lo = price;
-        b.low = p;
+      if (elig & HIGH_LOW) {
+        if (price > b.hi) {
+          b.hi = price;
+          b.high = p;
+        }
+        if (price < b.lo) {
+          b.lo = price;
+          b.low = p;
+        }
       }
       b.v += v;
       b.pv += price * v;
@@ -221,8 +255,8 @@ export class Preaggregator {
 
     const bars = new Map<string, Partial>();
     for (const b of bases.values()) {
-      const openKey = orderKey(b.oT, b.oId);
-      const closeKey = orderKey(b.cT, b.cId);
+      const openKey = b.oId === '' ? NO_OPEN_KEY : orderKey(b.oT, b.oId);
+      const closeKey = b.cId === '' ? '' : orderKey(b.cT, b.cId);
       const state = (): BarState => ({ open: b.open, openKey, high: b.high, low: b.low, close: b.close, closeKey, volume: b.v, pv: b.pv, n: b.n });
       const caches = this.windowsOf(b.s).intervals;
       for (let i = 0; i < this.intervals.length; i++) {
@@ -241,7 +275,7 @@ export class Preaggregator {
 export function mergeArgs(ids: readonly string[], pre: Preaggregated): string[] {
   const args: string[] = [String(ids.length), ...ids, String(pre.late.length)];
   for (const e of pre.late) {
-    args.push(e.id, e.s, e.p, String(e.v), String(e.t), rawField(e, 'c') || '[]', rawField(e, 'rx'), String(e.w), 'window-closed-at-ingestion');
+    args.push(e.id, e.s, e.p, String(e.v), String(e.t), e.c || '[]', rawField(e, 'rx'), String(e.w), 'window-closed-at-ingestion');
   }
   args.push(String(pre.bars.size));
   for (const [id, part] of pre.bars) args.push(id, String(part.end), encodeBarState(part.state));

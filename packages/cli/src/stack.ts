@@ -56,6 +56,10 @@ export interface Counters {
   late: number;
   merged: number;
   filtered: number;
+  /** CONDITIONS=cta-utp: trades whose conditions let them set nothing */
+  excluded: number;
+  /** trades carrying condition codes the table does not know */
+  unknownConditions: number;
   written: Record<string, number>;
   firstRx: number;
   lastRx: number;
@@ -64,7 +68,7 @@ export interface Counters {
 }
 
 /** One run's summary: the counters' differences, plus timing. */
-export type StackSummary = Pick<Counters, 'rejected' | 'badFrames' | 'late' | 'merged' | 'filtered' | 'written'> & {
+export type StackSummary = Pick<Counters, 'rejected' | 'badFrames' | 'late' | 'merged' | 'filtered' | 'excluded' | 'unknownConditions' | 'written'> & {
   tradesIn: number;
   wallMs: number;
   tradesPerSec: number;
@@ -79,6 +83,8 @@ export async function readCounters(redis: Redis, cfg: Config, keys: Keys): Promi
     late: 0,
     merged: 0,
     filtered: 0,
+    excluded: 0,
+    unknownConditions: 0,
     written: {},
     firstRx: Number(stats.firstRx ?? 0),
     lastRx: Number(stats.lastRx ?? 0),
@@ -90,6 +96,8 @@ export async function readCounters(redis: Redis, cfg: Config, keys: Keys): Promi
     c.late += Number(ps.late ?? 0);
     c.merged += Number(ps.merged ?? 0);
     c.filtered += Number(ps.filtered ?? 0);
+    c.excluded += Number(ps.excluded ?? 0);
+    c.unknownConditions += Number(ps.unknownConditions ?? 0);
     c.lastMerge = Math.max(c.lastMerge, Number(ps.lastMergeMs ?? 0));
   }
   for (const iv of cfg.intervals) c.written[iv.name] = Number(stats[`written:${iv.name}`] ?? 0);
@@ -115,6 +123,8 @@ export function summarize(before: Counters, after: Counters, startedAt: number, 
     late: after.late - before.late,
     merged: after.merged - before.merged,
     filtered: after.filtered - before.filtered,
+    excluded: after.excluded - before.excluded,
+    unknownConditions: after.unknownConditions - before.unknownConditions,
     written,
     wallMs: endedAt - startedAt,
     tradesPerSec: Math.round((tradesIn / span) * 1000),
@@ -123,12 +133,16 @@ export function summarize(before: Counters, after: Counters, startedAt: number, 
 
 export function formatSummary(s: StackSummary, dataDir: string): string {
   const bars = Object.entries(s.written).map(([k, v]) => `${k}=${v}`).join(' ');
+  const left: string[] = [];
+  if (s.filtered) left.push(`${s.filtered} outside SESSIONS, left out`);
+  if (s.excluded) left.push(`${s.excluded} whose CONDITIONS set nothing`);
   return [
     'candlewick summary',
     `  trades in        ${s.tradesIn}`,
     `  rejected         ${s.rejected} (plus ${s.badFrames} unreadable frames)`,
     `  late             ${s.late}${s.late ? ' (kept in trades:late; a replay of an already-seen day is all late: start from an empty DATA_DIR)' : ''}`,
-    `  merged           ${s.merged - s.filtered}${s.filtered ? ` (plus ${s.filtered} outside SESSIONS, left out)` : ''}`,
+    `  merged           ${s.merged - s.filtered - s.excluded}${left.length ? ` (plus ${left.join(', ')})` : ''}`,
+    ...(s.unknownConditions ? [`  conditions       ${s.unknownConditions} trades with codes not in the table, counted as regular (see CONDITION_CODES)`] : []),
     `  bars written     ${bars}`,
     `  wall time        ${(s.wallMs / 1000).toFixed(2)} s`,
     `  throughput       ${s.tradesPerSec} trades/s (first trade received to last merge, plus the final close and write)`,

@@ -61,6 +61,13 @@ export function barFromTrade(price: string, volume: number, key: string): BarSta
   return { open: price, openKey: key, high: price, low: price, close: price, closeKey: key, volume, pv: Number(price) * volume, n: 1 };
 }
 
+/**
+ * A partial whose trades may not set the open/close (CONDITIONS=cta-utp) has open = close = '' with
+ * openKey = NO_OPEN_KEY (larger than every order key) and closeKey = '' (smaller than every one), so
+ * it never wins either; one whose trades may not set the extremes has high = low = ''.
+ */
+export const NO_OPEN_KEY = '~';
+
 /** Folds b into a (mutating a). Commutative and associative up to float rounding of sums. */
 export function mergeInto(a: BarState, b: BarState): BarState {
   if (b.openKey < a.openKey) {
@@ -71,8 +78,8 @@ export function mergeInto(a: BarState, b: BarState): BarState {
     a.close = b.close;
     a.closeKey = b.closeKey;
   }
-  if (Number(b.high) > Number(a.high)) a.high = b.high;
-  if (Number(b.low) < Number(a.low)) a.low = b.low;
+  if (b.high !== '' && (a.high === '' || Number(b.high) > Number(a.high))) a.high = b.high;
+  if (b.low !== '' && (a.low === '' || Number(b.low) < Number(a.low))) a.low = b.low;
   a.volume += b.volume;
   a.pv += b.pv;
   a.n += b.n;

@@ -1,3 +1,6 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig } from './config.js';
 
@@ -44,6 +47,8 @@ describe('loadConfig', () => {
     [{ LOG_PRETTY: 'maybe' }, /LOG_PRETTY="maybe": must be true or false/],
     [{ SYMBOLS: 'AAPL,BAD SYMBOL' }, /SYMBOLS: "BAD SYMBOL"/],
     [{ TRADES_RETENTION: 'forever' }, /TRADES_RETENTION/],
+    [{ CONDITIONS: 'strict' }, /CONDITIONS="strict": must be all or cta-utp/],
+    [{ CONDITION_CODES: '/nonexistent/codes.json' }, /CONDITION_CODES: cannot read \/nonexistent\/codes.json/],
   ])('rejects %j naming the variable and the rule', (env, msg) => {
     expect(() => loadConfig(env)).toThrow(ConfigError);
     expect(() => loadConfig(env)).toThrow(msg);
@@ -55,5 +60,15 @@ describe('loadConfig', () => {
     } catch (e) {
       expect(String((e as Error).message)).not.toContain('sekrit-value');
     }
+  });
+
+  it('reads CONDITION_CODES into the config and names a bad entry', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'cw-codes-'));
+    const good = join(dir, 'good.json');
+    writeFileSync(good, '{"12": "FormT", "37": ["OddLot"]}');
+    expect(loadConfig({ CONDITIONS: 'cta-utp', CONDITION_CODES: good }).conditionCodes).toEqual({ '12': ['FormT'], '37': ['OddLot'] });
+    const bad = join(dir, 'bad.json');
+    writeFileSync(bad, '{"12": "Form T"}');
+    expect(() => loadConfig({ CONDITION_CODES: bad })).toThrow(/CONDITION_CODES: .*bad.json: code "12": unknown condition "Form T"/);
   });
 });

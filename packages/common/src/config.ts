@@ -1,4 +1,6 @@
+import { readFileSync } from 'node:fs';
 import { z } from 'zod';
+import { ConditionCodesError, parseConditionCodes } from './conditions.js';
 import { baseIntervalMs, Clock, parseDurationMs, parseInterval, type Interval } from './time.js';
 
 /**
@@ -106,6 +108,8 @@ export const ENV_SCHEMA = z.object({
   LATE: z.enum(['drop', 'amend'], { message: 'must be drop or amend' }).optional(),
   EMPTY_BARS: z.enum(['skip', 'carry'], { message: 'must be skip or carry' }).optional(),
   LATE_AMEND_WINDOW: duration('1h'),
+  CONDITIONS: z.enum(['all', 'cta-utp'], { message: 'must be all or cta-utp' }).optional(),
+  CONDITION_CODES: z.string().optional(),
 });
 
 export type Mode = 'live' | 'replay';
@@ -155,6 +159,10 @@ export interface Config {
   readonly emptyBars: 'skip' | 'carry';
   /** how long past the watermark a closed bar can still be corrected */
   readonly lateAmendWindowMs: number;
+  /** which prints set which bar fields: every print alike (all), or the trade-condition table (cta-utp) */
+  readonly conditions: 'all' | 'cta-utp';
+  /** the feed's condition codes -> condition names, from the CONDITION_CODES file */
+  readonly conditionCodes: Readonly<Record<string, readonly string[]>>;
 }
 
 export type EnvLike = Record<string, string | undefined>;
@@ -216,6 +224,15 @@ export function loadConfig(env: EnvLike, overrides: EnvLike = {}): Config {
   }
   const wsUrl = e.FINNHUB_WS_URL ?? 'wss://ws.finnhub.io';
   if (!/^wss?:\/\//.test(wsUrl)) problems.push(`FINNHUB_WS_URL: must start with ws:// or wss://`);
+  let conditionCodes: Record<string, readonly string[]> = {};
+  if (e.CONDITION_CODES) {
+    try {
+      conditionCodes = Object.fromEntries(parseConditionCodes(readFileSync(e.CONDITION_CODES, 'utf8'), e.CONDITION_CODES));
+    } catch (err) {
+      const msg = err instanceof ConditionCodesError ? err.message : `cannot read ${e.CONDITION_CODES}: ${(err as Error).message}`;
+      problems.push(`CONDITION_CODES: ${msg}`);
+    }
+  }
   if (problems.length) throw new ConfigError(problems);
 
   return Object.freeze({
@@ -259,6 +276,8 @@ export function loadConfig(env: EnvLike, overrides: EnvLike = {}): Config {
     late: e.LATE ?? 'drop',
     emptyBars: e.EMPTY_BARS ?? 'skip',
     lateAmendWindowMs: e.LATE_AMEND_WINDOW,
+    conditions: e.CONDITIONS ?? 'all',
+    conditionCodes: Object.freeze(conditionCodes),
   });
 }
 

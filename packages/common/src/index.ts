@@ -8,3 +8,4 @@ export * from './time.js';
 export * from './trade.js';
 export * from './lifecycle.js';
 export * from './calendar.js';
+export * from './conditions.js';

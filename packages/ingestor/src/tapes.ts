@@ -3,6 +3,7 @@ import { basename, join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import { unzipSync, strFromU8 } from 'fflate';
 import { DateTime } from 'luxon';
+import { leanConditions } from '@candlewick/common';
 
 /** A frame recorded verbatim (a *.frames tape): replayed as is, malformed or not. */
 export interface RawFrame {
@@ -98,6 +99,18 @@ function readBinanceAggTrades(file: string): TapeTrade[] {
   }));
 }
 
+/** Lean's sale-condition word as condition names (cached: a day has a few dozen distinct words). */
+const leanNames = new Map<string, string[]>();
+function conditionsOf(word: string, suspicious: boolean): string[] {
+  const key = suspicious ? `${word}!` : word;
+  let names = leanNames.get(key);
+  if (names === undefined) {
+    names = [...leanConditions(word), ...(suspicious ? ['Suspicious'] : [])];
+    leanNames.set(key, names);
+  }
+  return names;
+}
+
 function readLeanZip(file: string): TapeTrade[] {
   const m = /^([a-z0-9.]+)_(\d{4})(\d{2})(\d{2})_trade\.zip$/i.exec(basename(file));
   if (!m) throw new Error(`${file}: Lean tick files are named <symbol>_<yyyymmdd>_trade.zip`);
@@ -125,7 +138,7 @@ function readLeanZip(file: string): TapeTrade[] {
       p: String(Number(f[1]) / 10000),
       v: Number(f[2]),
       t: midnight + Number(f[0]),
-      c: [f[4]!.trim(), ...(f[5]?.trim() === '1' ? ['suspicious'] : [])],
+      c: conditionsOf(f[4]!.trim(), f[5]?.trim() === '1'),
     });
   }
   return out;

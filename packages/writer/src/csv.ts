@@ -71,7 +71,8 @@ export class CsvFiles {
       text = stringify([[...CSV_HEADER]]) + text;
     }
     appendFileSync(path, text);
-    this.last.set(path, { start, close: state.close });
+    // A bar of volume-only prints (CONDITIONS=cta-utp) has no close: carry keeps the one before.
+    this.last.set(path, { start, close: state.close !== '' ? state.close : (last?.close ?? '') });
     return 'written';
   }
 

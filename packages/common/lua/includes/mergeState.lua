@@ -10,13 +10,13 @@ local function splitState(s)
 end
 
 -- Folds encoded state bEnc into aEnc (the rules of mergeInto in bar.ts): open = smallest order key,
--- close = largest, high/low by value, sums added.
+-- close = largest, high/low by value ('' = none: a partial of trades that may not set them), sums added.
 local function mergeState(aEnc, bEnc)
   local a, b = splitState(aEnc), splitState(bEnc)
   if b[2] < a[2] then a[1] = b[1]; a[2] = b[2] end
   if b[6] > a[6] then a[5] = b[5]; a[6] = b[6] end
-  if tonumber(b[3]) > tonumber(a[3]) then a[3] = b[3] end
-  if tonumber(b[4]) < tonumber(a[4]) then a[4] = b[4] end
+  if b[3] ~= '' and (a[3] == '' or tonumber(b[3]) > tonumber(a[3])) then a[3] = b[3] end
+  if b[4] ~= '' and (a[4] == '' or tonumber(b[4]) < tonumber(a[4])) then a[4] = b[4] end
   a[7] = string.format('%.17g', tonumber(a[7]) + tonumber(b[7]))
   a[8] = string.format('%.17g', tonumber(a[8]) + tonumber(b[8]))
   a[9] = string.format('%d', tonumber(a[9]) + tonumber(b[9]))
