@@ -1,5 +1,5 @@
 import { afterAll, describe, expect, it } from 'vitest';
-import { AGGREGATOR_GROUP, loadConfig, parseBarId, type Keys } from '@candlewick/common';
+import { AGGREGATOR_GROUP, addTradesHead, addTradesKeys, closeBarsKeys, loadConfig, parseBarId, type Keys } from '@candlewick/common';
 import { ensureGroup } from '@candlewick/aggregator';
 import { testKeys, testRedis } from './helpers.js';
 import type { Redis } from 'ioredis';
@@ -16,8 +16,7 @@ const T0 = Date.parse('2024-03-05T15:00:00Z');
 
 function close(conn: Redis, keys: Keys, graceMs: number) {
   return conn.cwCloseBars_v1(
-    keys.trades(0), keys.clock(0), keys.openBars(0), keys.openIndex(0), keys.outbox(0), keys.late(0),
-    keys.closed(0), keys.closedIndex(0), keys.amends(0), keys.amendIndex(0),
+    ...closeBarsKeys(keys, 0),
     AGGREGATOR_GROUP, graceMs, 'event', '0', 0, 7, 0,
   );
 }
@@ -68,7 +67,7 @@ describe('closeBars', () => {
     const stream = keys.trades(0);
     await ensureGroup(redis, stream);
     // one trade at 15:00:30, then the watermark jumps far ahead with a later trade
-    await redis.cwAddTrades_v1(stream, keys.clock(0), 'event', '2000',
+    await redis.cwAddTrades_v1(...addTradesKeys(keys, 0), ...addTradesHead('event', 2000),
       'AAA', '10', '1', String(T0 + 30_000), '[]', '0',
       'AAA', '11', '1', String(T0 + 10 * M), '[]', '0');
     await redis.hset(keys.openBars(0), `1min|AAA|${T0}`, '1|k|1|1|1|k|1|1|1');

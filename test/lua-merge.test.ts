@@ -3,6 +3,8 @@ import fc from 'fast-check';
 import {
   AGGREGATOR_GROUP,
   Clock,
+  addTradesHead,
+  addTradesKeys,
   ConditionRules,
   decodeBarState,
   loadConfig,
@@ -35,9 +37,9 @@ const tradeArb = fc.record({
 async function ingest(keys: Keys, trades: Trade[], consumer = 'reader'): Promise<StreamEntry[]> {
   const stream = keys.trades(0);
   await ensureGroup(redis, stream);
-  const args: string[] = ['event', String(cfg.graceMs)];
+  const args: string[] = addTradesHead('event', cfg.graceMs);
   for (const t of trades) args.push(...tradeArgs(t));
-  await redis.cwAddTrades_v1(stream, keys.clock(0), ...args);
+  await redis.cwAddTrades_v1(...addTradesKeys(keys, 0), ...args);
   const res = (await redis.xreadgroup('GROUP', AGGREGATOR_GROUP, consumer, 'COUNT', 100_000, 'STREAMS', stream, '>')) as [string, StreamEntry[]][];
   return res[0]![1];
 }

@@ -1,13 +1,13 @@
 import { hostname } from 'node:os';
 import type { Redis } from 'ioredis';
-import { AGGREGATOR_GROUP, CalendarRangeError, Clock, ConditionRules, duplicateRedis, sleep, type Config, type Keys, type Logger } from '@candlewick/common';
+import { AGGREGATOR_GROUP, BAR_FLAGS, CalendarRangeError, Clock, ConditionRules, duplicateRedis, sleep, type Config, type Keys, type Logger } from '@candlewick/common';
 import { Preaggregator, mergeArgs, rawEntry, type RawEntry } from './preaggregate.js';
 
 export type StreamEntry = [id: string, fields: string[] | null];
 
-export async function ensureGroup(redis: Redis, stream: string): Promise<void> {
+export async function ensureGroup(redis: Redis, stream: string, group = AGGREGATOR_GROUP): Promise<void> {
   try {
-    await redis.xgroup('CREATE', stream, AGGREGATOR_GROUP, '0', 'MKSTREAM');
+    await redis.xgroup('CREATE', stream, group, '0', 'MKSTREAM');
   } catch (err) {
     if (!String((err as Error).message).includes('BUSYGROUP')) throw err;
   }
@@ -47,6 +47,7 @@ export class Aggregator {
       align: cfg.align,
       amend: cfg.late === 'amend',
       conditions: this.conditions,
+      flags: cfg.backfill ? BAR_FLAGS.LIVE : 0,
     });
   }
 

@@ -5,6 +5,7 @@ import {
   BARS_QUEUE,
   CLOSE_QUEUE,
   barJobId,
+  closeBarsKeys,
   duplicateRedis,
   parseBarId,
   type Config,
@@ -61,9 +62,7 @@ export class BarCloser {
     let merged = false;
     for (;;) {
       const r = await this.redis.cwCloseBars_v1(
-        this.keys.trades(p), this.keys.clock(p), this.keys.openBars(p), this.keys.openIndex(p),
-        this.keys.outbox(p), this.keys.late(p),
-        this.keys.closed(p), this.keys.closedIndex(p), this.keys.amends(p), this.keys.amendIndex(p),
+        ...closeBarsKeys(this.keys, p),
         AGGREGATOR_GROUP, this.cfg.graceMs, this.cfg.clock, flush ? '1' : '0', this.cfg.tradesRetentionMs, 1000,
         this.cfg.late === 'amend' ? this.cfg.lateAmendWindowMs : 0,
       );

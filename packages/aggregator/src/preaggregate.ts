@@ -120,6 +120,8 @@ export interface BarRules {
   amend?: boolean;
   /** CONDITIONS=cta-utp: which trades may set which fields */
   conditions?: ConditionRules;
+  /** BAR_FLAGS bits every partial carries (BAR_FLAGS.LIVE when backfill is on) */
+  flags?: number;
 }
 
 
@@ -163,7 +165,10 @@ export class Preaggregator {
     this.sessionSet = sessionsKept(rules.sessions ?? 'all');
     this.amend = rules.amend ?? false;
     this.conditions = rules.conditions;
+    this.flags = rules.flags ?? 0;
   }
+
+  private readonly flags: number;
 
   private readonly amend: boolean;
   private readonly conditions: ConditionRules | undefined;
@@ -200,6 +205,46 @@ export class Preaggregator {
     const bars = this.fold(onTime);
     const excluded = this.excluded;
     return { bars, late, lateBars: this.amend ? this.fold(late) : new Map(), filtered, uncovered, excluded };
+  }
+
+  /** Whether the session rules keep an equity trade at t (24/7 symbols: always). */
+  private keeps(symbol: string, t: number): boolean {
+    if (!this.sessionSet || isAroundTheClock(symbol)) return true;
+    try {
+      return this.sessionSet.has(this.calendar.session(t));
+    } catch (err) {
+      if (err instanceof CalendarRangeError) return false;
+      throw err;
+    }
+  }
+
+  /**
+   * Rolls ready-made partial states (e.g. 1-minute candles from a backfill provider, each inside
+   * one base window) into every interval, with the same windows and session rules as trades.
+   */
+  foldStates(items: readonly { s: string; t: number; state: BarState }[]): Map<string, Partial> {
+    const bars = new Map<string, Partial>();
+    for (const { s, t, state } of items) {
+      if (!this.keeps(s, t)) continue;
+      const caches = this.windowsOf(s).intervals;
+      for (let i = 0; i < this.intervals.length; i++) {
+        const [start, end] = caches[i]!.window(t);
+        const id = barId(this.intervals[i]!.name, s, start);
+        const cur = bars.get(id);
+        if (cur === undefined) bars.set(id, { end, state: { ...state } });
+        else mergeInto(cur.state, state);
+      }
+    }
+    return bars;
+  }
+
+  /** The bar ids (one per interval) whose windows contain t, with their window ends. */
+  barsAt(symbol: string, t: number): { id: string; end: number }[] {
+    const caches = this.windowsOf(symbol).intervals;
+    return this.intervals.map((iv, i) => {
+      const [start, end] = caches[i]!.window(t);
+      return { id: barId(iv.name, symbol, start), end };
+    });
   }
 
   /** Folds entries into base-interval partials, then rolls those up into every interval. */
@@ -257,7 +302,11 @@ export class Preaggregator {
     for (const b of bases.values()) {
       const openKey = b.oId === '' ? NO_OPEN_KEY : orderKey(b.oT, b.oId);
       const closeKey = b.cId === '' ? '' : orderKey(b.cT, b.cId);
-      const state = (): BarState => ({ open: b.open, openKey, high: b.high, low: b.low, close: b.close, closeKey, volume: b.v, pv: b.pv, n: b.n });
+      const flags = this.flags;
+      const state = (): BarState =>
+        flags
+          ? { open: b.open, openKey, high: b.high, low: b.low, close: b.close, closeKey, volume: b.v, pv: b.pv, n: b.n, flags }
+          : { open: b.open, openKey, high: b.high, low: b.low, close: b.close, closeKey, volume: b.v, pv: b.pv, n: b.n };
       const caches = this.windowsOf(b.s).intervals;
       for (let i = 0; i < this.intervals.length; i++) {
         const [start, end] = caches[i]!.window(b.start);

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 import { ConfigError, loadConfig, type Config } from '@candlewick/common';
-import { SERVICES, runReplayServer, runService } from './roles.js';
+import { SERVICES, runHistoricalBackfill, runReplayServer, runService } from './roles.js';
 import { RedisUnavailableError } from './redis-server.js';
 import { runStack } from './stack.js';
 
@@ -16,12 +16,15 @@ roles
   aggregate       consumer-group worker: raw trades -> open bars (run several)
   close           closes bars (driven by a BullMQ job scheduler) and enqueues them for the writer
   write           appends closed bars to CSV and publishes them on bars:{interval}
+  backfill        fills the span before each symbol's first live trade and every feed outage
+                  (BACKFILL=on); with --symbols A,B --from … --to … builds bars for a past range
+                  from the provider alone, into the same CSV layout
   help            this text
 
 Every setting is an environment variable (see README); a flag --some-name value sets SOME_NAME.
-Short forms: --tape (REPLAY_TAPE), --speed (REPLAY_SPEED), --port (REPLAY_PORT).`;
+Short forms: --tape (REPLAY_TAPE), --speed (REPLAY_SPEED), --port (REPLAY_PORT), --from (BACKFILL_FROM), --to (BACKFILL_TO).`;
 
-const ALIASES: Record<string, string> = { TAPE: 'REPLAY_TAPE', SPEED: 'REPLAY_SPEED', PORT: 'REPLAY_PORT' };
+const ALIASES: Record<string, string> = { TAPE: 'REPLAY_TAPE', SPEED: 'REPLAY_SPEED', PORT: 'REPLAY_PORT', FROM: 'BACKFILL_FROM', TO: 'BACKFILL_TO' };
 
 function parseFlags(args: string[]): Record<string, string> {
   const out: Record<string, string> = {};
@@ -61,6 +64,12 @@ async function main(): Promise<void> {
       process.exit(process.exitCode);
     case 'replay-server':
       return runReplayServer(cfg);
+    case 'backfill':
+      if (cfg.backfillFrom !== undefined) {
+        process.exitCode = await runHistoricalBackfill(cfg);
+        return;
+      }
+      return runService(cfg, role);
     default:
       if (role in SERVICES) return runService(cfg, role);
       process.stderr.write(`candlewick: unknown role "${role}"\n\n${HELP}\n`);

@@ -11,9 +11,11 @@ import {
   type Keys,
   type Logger,
 } from '@candlewick/common';
-import { Ingestor, ReplayServer, readTape } from '@candlewick/ingestor';
+import { Ingestor, ReplayServer, isRawFrame, readTape } from '@candlewick/ingestor';
 import { Aggregator, CloserService } from '@candlewick/aggregator';
 import { WriterService } from '@candlewick/writer';
+import { BackfillService, ProviderError, runHistorical, type Progress } from '@candlewick/backfill';
+import { SingleBar, Presets } from 'cli-progress';
 
 /** The bundled tape: Binance XRP/ETH aggTrades, 2019-10-11 .. 2019-10-13 (see tapes/README.md). */
 export const BUNDLED_TAPE = fileURLToPath(new URL('../../../tapes/binance-xrpeth-aggtrades-2019-10-11.json.gz', import.meta.url));
@@ -69,6 +71,7 @@ export const SERVICES: Record<string, Service> = {
   aggregate: Aggregator,
   close: CloserService,
   write: WriterService,
+  backfill: BackfillService,
 };
 
 export function runService(cfg: Config, role: string): Promise<void> {
@@ -80,10 +83,49 @@ export function runService(cfg: Config, role: string): Promise<void> {
 export async function runReplayServer(cfg: Config): Promise<void> {
   const log = rootLogger(cfg, 'replay-server');
   const tapePath = cfg.replayTape ?? BUNDLED_TAPE;
-  const tape = readTape(tapePath);
+  let tape = readTape(tapePath);
+  const from = cfg.replayFrom;
+  if (from !== undefined) tape = tape.filter((item) => isRawFrame(item) || item.t >= from);
   const server = new ReplayServer(tape, { port: cfg.replayPort, host: cfg.replayHost, speed: cfg.replaySpeed, frameTrades: cfg.replayFrameTrades, shiftToNow: cfg.replayShift }, log);
   handleShutdown(log, () => server.stop());
   stopWithParent();
   await server.start();
   process.send?.({ ready: true });
+}
+
+/** Progress of a historical backfill: a bar in a terminal, plain lines otherwise. */
+function progressFor(out: NodeJS.WriteStream): Progress {
+  if (out.isTTY) {
+    const bar = new SingleBar({ format: 'backfill [{bar}] {value}/{total} {what} | eta {eta_formatted}', stream: out }, Presets.shades_classic);
+    return { start: (total) => bar.start(total, 0, { what: '' }), step: (what) => bar.increment(1, { what }), stop: () => bar.stop() };
+  }
+  let done = 0;
+  let total = 0;
+  return {
+    start: (n) => (total = n),
+    step: (what) => out.write(`backfill ${++done}/${total} ${what}\n`),
+    stop: () => undefined,
+  };
+}
+
+/** `candlewick backfill --symbols … --from … --to …`: exit 0 done, 2 the provider refused. */
+export async function runHistoricalBackfill(cfg: Config): Promise<number> {
+  const log = rootLogger(cfg, 'backfill', (line) => process.stderr.write(line));
+  if (cfg.symbols.length === 0) {
+    process.stderr.write('candlewick backfill: name the symbols, e.g. --symbols AAPL,MSFT\n');
+    return 2;
+  }
+  try {
+    const r = await runHistorical(cfg, cfg.symbols, cfg.backfillFrom!, cfg.backfillTo!, log, progressFor(process.stdout));
+    process.stdout.write(
+      `backfill done: ${r.written} bars written, ${r.present} already there, from ${r.trades ? `${r.trades} trades` : `${r.candles} candles`} (${cfg.backfillProvider} ${cfg.backfillMode})\n`,
+    );
+    return 0;
+  } catch (err) {
+    if (err instanceof ProviderError) {
+      process.stderr.write(`candlewick backfill: ${err.message}\n`);
+      return err.permanent ? 2 : 1;
+    }
+    throw err;
+  }
 }

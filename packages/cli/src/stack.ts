@@ -227,7 +227,7 @@ export async function runStack(cfg: Config, env: NodeJS.ProcessEnv): Promise<num
   const shutdown = async () => {
     stopping = true;
     // Downstream last: the writer finishes its job, the aggregator its batch.
-    const order = ['ingest', 'replay-server', 'aggregate', 'close', 'write'];
+    const order = ['ingest', 'replay-server', 'backfill', 'aggregate', 'close', 'write'];
     for (const role of order) {
       const cs = children.filter((c) => c.role === role && c.proc.exitCode === null);
       await Promise.all(
@@ -262,6 +262,7 @@ export async function runStack(cfg: Config, env: NodeJS.ProcessEnv): Promise<num
   children.push(spawnChild('write', 'write'));
   children.push(spawnChild('close', 'close'));
   for (let i = 0; i < cfg.aggregators; i++) children.push(spawnChild('aggregate', cfg.aggregators > 1 ? `aggregate.${i + 1}` : 'aggregate'));
+  if (cfg.backfill) children.push(spawnChild('backfill', 'backfill'));
   // The feed starts last, once every downstream role is up, so no stage starts behind.
   await Promise.race([Promise.all(children.map((c) => c.ready)), sleep(60_000)]);
   children.push(spawnChild('ingest', 'ingest'));
@@ -309,7 +310,10 @@ async function idleAndDrained(redis: Redis, cfg: Config, keys: Keys, startedAt: 
   // The idle clock starts when this run's feed is first up, so a slow start is not mistaken for the end.
   if (c.feedUp < startedAt) return false;
   if (Date.now() - Math.max(c.lastRx, c.feedUp) < cfg.exitWhenIdleMs) return false;
-  return c.merged + c.late >= c.in;
+  if (c.merged + c.late < c.in) return false;
+  // a symbol still waiting for its backfill is not done
+  for (let p = 0; p < cfg.partitions; p++) if ((await redis.hlen(keys.holds(p))) > 0) return false;
+  return true;
 }
 
 /** Closes every remaining bar once everything ingested is merged, and waits for the writer. */

@@ -33,6 +33,36 @@ export interface BarState {
   pv: number;
   /** number of trades */
   n: number;
+  /** BAR_FLAGS bits (completeness, sources); absent = 0 */
+  flags?: number;
+}
+
+/**
+ * Bits of BarState.flags, OR-ed when partials merge. A bar without any source bit was built from
+ * the live feed alone.
+ */
+export const BAR_FLAGS = Object.freeze({
+  /** a minute of the bar is covered completely by no source */
+  INCOMPLETE: 1,
+  /** part of the bar comes from candles without VWAP or trade counts: those two are unknown */
+  APPROXIMATE: 2,
+  LIVE: 4,
+  FINNHUB_CANDLES: 8,
+  MASSIVE_CANDLES: 16,
+  MASSIVE_TRADES: 32,
+});
+
+const SOURCE_NAMES: readonly [number, string][] = [
+  [BAR_FLAGS.LIVE, 'live'],
+  [BAR_FLAGS.FINNHUB_CANDLES, 'finnhub-candles'],
+  [BAR_FLAGS.MASSIVE_CANDLES, 'massive-candles'],
+  [BAR_FLAGS.MASSIVE_TRADES, 'massive-trades'],
+];
+
+/** The sources of a bar, e.g. "massive-trades+live" (a bar with no source bit: "live"). */
+export function barSources(flags: number): string {
+  const names = SOURCE_NAMES.filter(([bit]) => flags & bit).map(([, name]) => name);
+  return names.length ? names.join('+') : 'live';
 }
 
 export interface Bar extends BarState {
@@ -83,17 +113,19 @@ export function mergeInto(a: BarState, b: BarState): BarState {
   a.volume += b.volume;
   a.pv += b.pv;
   a.n += b.n;
+  if (b.flags) a.flags = (a.flags ?? 0) | b.flags;
   return a;
 }
 
 export function encodeBarState(b: BarState): string {
-  return `${b.open}|${b.openKey}|${b.high}|${b.low}|${b.close}|${b.closeKey}|${b.volume}|${b.pv}|${b.n}`;
+  const s = `${b.open}|${b.openKey}|${b.high}|${b.low}|${b.close}|${b.closeKey}|${b.volume}|${b.pv}|${b.n}`;
+  return b.flags ? `${s}|${b.flags}` : s;
 }
 
 export function decodeBarState(s: string): BarState {
   const f = s.split('|');
-  if (f.length !== 9) throw new Error(`corrupt bar state "${s}"`);
-  return {
+  if (f.length !== 9 && f.length !== 10) throw new Error(`corrupt bar state "${s}"`);
+  const state: BarState = {
     open: f[0]!,
     openKey: f[1]!,
     high: f[2]!,
@@ -104,6 +136,8 @@ export function decodeBarState(s: string): BarState {
     pv: Number(f[7]),
     n: Number(f[8]),
   };
+  if (f.length === 10 && f[9] !== '0') state.flags = Number(f[9]);
+  return state;
 }
 
 /** Bar id inside a partition: interval|symbol|start. */

@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { DateTime } from 'luxon';
 import { z } from 'zod';
 import { ConditionCodesError, parseConditionCodes } from './conditions.js';
 import { baseIntervalMs, Clock, parseDurationMs, parseInterval, type Interval } from './time.js';
@@ -108,6 +109,18 @@ export const ENV_SCHEMA = z.object({
   LATE: z.enum(['drop', 'amend'], { message: 'must be drop or amend' }).optional(),
   EMPTY_BARS: z.enum(['skip', 'carry'], { message: 'must be skip or carry' }).optional(),
   LATE_AMEND_WINDOW: duration('1h'),
+  BACKFILL_PROVIDER: z.enum(['finnhub', 'massive'], { message: 'must be finnhub or massive' }).optional(),
+  BACKFILL_MODE: z.enum(['ticks', 'candles'], { message: 'must be ticks or candles' }).optional(),
+  MASSIVE_API_KEY: z.string().optional(),
+  MASSIVE_REST_URL: z.string().optional(),
+  BACKFILL_RATE: int(1, 100_000, 0),
+  BACKFILL_RETRIES: int(0, 20, 4),
+  BACKFILL_HOLD: duration('2min'),
+  BACKFILL_MAX_SPAN: duration('24h'),
+  CSV_EXTRA_COLUMNS: bool(false),
+  REPLAY_FROM: z.string().optional(),
+  BACKFILL_FROM: z.string().optional(),
+  BACKFILL_TO: z.string().optional(),
   CONDITIONS: z.enum(['all', 'cta-utp'], { message: 'must be all or cta-utp' }).optional(),
   CONDITION_CODES: z.string().optional(),
 });
@@ -161,6 +174,25 @@ export interface Config {
   readonly lateAmendWindowMs: number;
   /** which prints set which bar fields: every print alike (all), or the trade-condition table (cta-utp) */
   readonly conditions: 'all' | 'cta-utp';
+  /** where backfill comes from, and how */
+  readonly backfillProvider: 'finnhub' | 'massive';
+  readonly backfillMode: 'ticks' | 'candles';
+  readonly massiveApiKey: string | undefined;
+  readonly massiveRestUrl: string;
+  /** provider requests per minute (token bucket) */
+  readonly backfillRate: number;
+  readonly backfillRetries: number;
+  /** how long a symbol's bars wait for its backfill at most */
+  readonly backfillHoldMs: number;
+  /** how far back a backfill span reaches at most */
+  readonly backfillMaxSpanMs: number;
+  /** CSV: add the complete and sources columns */
+  readonly csvExtraColumns: boolean;
+  /** replay: skip the tape's trades before this time (UTC ms) */
+  readonly replayFrom: number | undefined;
+  /** `candlewick backfill --from … --to …`: the historical range (UTC ms) */
+  readonly backfillFrom: number | undefined;
+  readonly backfillTo: number | undefined;
   /** the feed's condition codes -> condition names, from the CONDITION_CODES file */
   readonly conditionCodes: Readonly<Record<string, readonly string[]>>;
 }
@@ -224,6 +256,27 @@ export function loadConfig(env: EnvLike, overrides: EnvLike = {}): Config {
   }
   const wsUrl = e.FINNHUB_WS_URL ?? 'wss://ws.finnhub.io';
   if (!/^wss?:\/\//.test(wsUrl)) problems.push(`FINNHUB_WS_URL: must start with ws:// or wss://`);
+  const provider = e.BACKFILL_PROVIDER ?? (e.MASSIVE_API_KEY ? 'massive' : 'finnhub');
+  const backfillMode = e.BACKFILL_MODE ?? (provider === 'massive' ? 'ticks' : 'candles');
+  if (provider === 'finnhub' && backfillMode === 'ticks') {
+    problems.push('BACKFILL_MODE=ticks: Finnhub has no tick history for this; use BACKFILL_PROVIDER=massive or BACKFILL_MODE=candles');
+  }
+  let replayFrom: number | undefined;
+  if (e.REPLAY_FROM !== undefined) {
+    replayFrom = Date.parse(e.REPLAY_FROM);
+    if (!Number.isFinite(replayFrom)) problems.push(`REPLAY_FROM: "${e.REPLAY_FROM}" is not a date-time; use ISO 8601, e.g. 2013-10-10T12:17:30-04:00`);
+  }
+  const when = (name: string, v: string | undefined): number | undefined => {
+    if (v === undefined) return undefined;
+    // a bare date is midnight in BAR_TZ
+    const t = /^\d{4}-\d{2}-\d{2}$/.test(v) ? DateTime.fromISO(v, { zone: tz }).toMillis() : Date.parse(v);
+    if (!Number.isFinite(t)) problems.push(`${name}: "${v}" is not a date or date-time; use e.g. 2013-10-10 or 2013-10-10T09:30:00-04:00`);
+    return t;
+  };
+  const backfillFrom = when('--from (BACKFILL_FROM)', e.BACKFILL_FROM);
+  const backfillTo = when('--to (BACKFILL_TO)', e.BACKFILL_TO);
+  if ((backfillFrom === undefined) !== (backfillTo === undefined)) problems.push('--from and --to go together: name both ends of the range');
+  else if (backfillFrom !== undefined && backfillTo !== undefined && backfillFrom >= backfillTo) problems.push('--from must be before --to');
   let conditionCodes: Record<string, readonly string[]> = {};
   if (e.CONDITION_CODES) {
     try {
@@ -276,6 +329,19 @@ export function loadConfig(env: EnvLike, overrides: EnvLike = {}): Config {
     late: e.LATE ?? 'drop',
     emptyBars: e.EMPTY_BARS ?? 'skip',
     lateAmendWindowMs: e.LATE_AMEND_WINDOW,
+    backfillProvider: provider,
+    backfillMode,
+    massiveApiKey: e.MASSIVE_API_KEY,
+    massiveRestUrl: e.MASSIVE_REST_URL ?? 'https://api.massive.com',
+    // free tiers: Finnhub allows 60 calls a minute, Massive 5
+    backfillRate: e.BACKFILL_RATE || (provider === 'massive' ? 5 : 60),
+    backfillRetries: e.BACKFILL_RETRIES,
+    backfillHoldMs: e.BACKFILL_HOLD,
+    backfillMaxSpanMs: e.BACKFILL_MAX_SPAN,
+    csvExtraColumns: e.CSV_EXTRA_COLUMNS,
+    replayFrom,
+    backfillFrom,
+    backfillTo,
     conditions: e.CONDITIONS ?? 'all',
     conditionCodes: Object.freeze(conditionCodes),
   });

@@ -34,6 +34,16 @@ export interface Keys {
   bars(interval: string): string;
   /** Feed outages recorded by the ingestor. */
   gaps(): string;
+  /** Backfill: symbols of partition p whose bars wait for a backfill (field = symbol, value = deadline ms). */
+  holds(p: number): string;
+  /** Backfill: open requests per symbol of partition p (field = symbol, value = count). */
+  holdRequests(p: number): string;
+  /** Backfill: requests of partition p (symbol, span, the first live trade after it). */
+  backfillRequests(p: number): string;
+  /** Backfill: event time of the last live trade ingested per symbol of partition p. */
+  lastTrade(p: number): string;
+  /** Backfill: flags (e.g. incomplete) to add to bars of partition p when they close (field = bar id). */
+  barFlags(p: number): string;
   /** Key prefix BullMQ uses for the queues. */
   queuePrefix(): string;
 }
@@ -57,6 +67,11 @@ export function makeKeys(prefix: string): Keys {
     rejected: () => `${prefix}:trades:rejected`,
     bars: (interval: string) => `${prefix}:bars:${interval}`,
     gaps: () => `${prefix}:feed:gaps`,
+    holds: (p: number) => `${prefix}:backfill:holds:${tag(p)}`,
+    holdRequests: (p: number) => `${prefix}:backfill:open:${tag(p)}`,
+    backfillRequests: (p: number) => `${prefix}:backfill:requests:${tag(p)}`,
+    lastTrade: (p: number) => `${prefix}:feed:last:${tag(p)}`,
+    barFlags: (p: number) => `${prefix}:backfill:flags:${tag(p)}`,
     queuePrefix: () => `${prefix}:q`,
   });
 }
@@ -64,6 +79,7 @@ export function makeKeys(prefix: string): Keys {
 export const AGGREGATOR_GROUP = 'aggregator';
 export const BARS_QUEUE = 'bars';
 export const CLOSE_QUEUE = 'close';
+export const BACKFILL_GROUP = 'backfill';
 
 /** Stable partition of a symbol: FNV-1a 32-bit hash modulo the partition count. */
 export function partitionOf(symbol: string, partitions: number): number {

@@ -11,7 +11,7 @@ export function createLogger(opts: { level: string; pretty: boolean; name: strin
   return pino({
     name: opts.name,
     level: opts.level,
-    redact: { paths: ['token', '*.token', 'finnhubToken', '*.finnhubToken', 'headers.authorization'], censor: '[redacted]' },
+    redact: { paths: ['token', '*.token', 'finnhubToken', '*.finnhubToken', 'massiveApiKey', '*.massiveApiKey', 'apiKey', '*.apiKey', 'headers.authorization', '*.headers.authorization'], censor: '[redacted]' },
     ...(opts.pretty
       ? { transport: { target: 'pino-pretty', options: { colorize: true, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname' } } }
       : {}),

@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import type { Redis, Cluster, Result } from 'ioredis';
+import type { Keys } from './keys.js';
 
 /**
  * The single place Lua scripts are registered. Each lua/<verbNoun>-<numKeys>.lua becomes an ioredis
@@ -10,9 +11,10 @@ const SCRIPT_VERSION = 1;
 const LUA_DIR = new URL('../lua/', import.meta.url);
 
 const SCRIPTS = {
-  addTrades: 'addTrades-2.lua',
+  addTrades: 'addTrades-6.lua',
   mergeBatch: 'mergeBatch-8.lua',
-  closeBars: 'closeBars-10.lua',
+  closeBars: 'closeBars-12.lua',
+  mergeBackfill: 'mergeBackfill-7.lua',
 } as const;
 
 type Arg = string | number;
@@ -22,6 +24,7 @@ declare module 'ioredis' {
     cwAddTrades_v1(...args: Arg[]): Result<string | null, Context>;
     cwMergeBatch_v1(...args: Arg[]): Result<(string | number)[], Context>;
     cwCloseBars_v1(...args: Arg[]): Result<number[], Context>;
+    cwMergeBackfill_v1(...args: Arg[]): Result<number, Context>;
   }
 }
 
@@ -44,4 +47,27 @@ export function registerScripts(redis: Redis | Cluster): void {
     const command = `cw${name[0]!.toUpperCase()}${name.slice(1)}_v${SCRIPT_VERSION}`;
     redis.defineCommand(command, { lua: source(file), numberOfKeys });
   }
+}
+
+/** KEYS of addTrades for partition p. */
+export function addTradesKeys(k: Keys, p: number): string[] {
+  return [k.trades(p), k.clock(p), k.lastTrade(p), k.holds(p), k.holdRequests(p), k.backfillRequests(p)];
+}
+
+/** The ARGV head of addTrades without backfill requests: clock mode, grace, backfill off. */
+export function addTradesHead(clock: 'wall' | 'event', graceMs: number): string[] {
+  return [clock, String(graceMs), '0', '0', '0'];
+}
+
+/** KEYS of closeBars for partition p. */
+export function closeBarsKeys(k: Keys, p: number): string[] {
+  return [
+    k.trades(p), k.clock(p), k.openBars(p), k.openIndex(p), k.outbox(p), k.late(p),
+    k.closed(p), k.closedIndex(p), k.amends(p), k.amendIndex(p), k.holds(p), k.barFlags(p),
+  ];
+}
+
+/** KEYS of mergeBackfill for partition p. */
+export function mergeBackfillKeys(k: Keys, p: number): string[] {
+  return [k.backfillRequests(p), k.openBars(p), k.openIndex(p), k.holds(p), k.holdRequests(p), k.barFlags(p), k.partitionStats(p)];
 }

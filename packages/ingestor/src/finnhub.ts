@@ -12,6 +12,8 @@ export interface FeedOptions {
   /** called when a connection is open and subscribed */
   onUp?: () => void;
   onGap?: (gap: { start: number; end: number; symbols: readonly string[] }) => void;
+  /** called once when a feed that was up goes down (the start of an outage) */
+  onDown?: () => void;
 }
 
 /** The feed refused the handshake in a way retrying cannot fix (401/403: a bad or unentitled token). */
@@ -110,7 +112,10 @@ export class FinnhubFeed {
       }
       if (this.stopped) break;
       // An outage starts when a feed that was up goes down; failing to connect at start-up is not a gap.
-      if (this.wasUp) this.downSince ??= Date.now();
+      if (this.wasUp && this.downSince === undefined) {
+        this.downSince = Date.now();
+        this.opts.onDown?.();
+      }
       const backoff = Math.min(30_000, 250 * 2 ** Math.min(this.attempt, 7)) * (0.5 + Math.random() / 2);
       const delay = Math.max(floorMs, backoff);
       this.attempt++;
@@ -134,6 +139,7 @@ export class FinnhubFeed {
       };
       ws.on('open', () => {
         log.info({ url: redactUrl(this.opts.url), symbols: this.opts.symbols.length }, 'feed connected; subscribing');
+        this.sink.newConnection();
         for (const symbol of this.opts.symbols) ws.send(JSON.stringify({ type: 'subscribe', symbol }));
         arm();
         this.opts.onUp?.();

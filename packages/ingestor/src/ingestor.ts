@@ -1,5 +1,5 @@
 import type { Redis } from 'ioredis';
-import type { Config, Keys, Logger } from '@candlewick/common';
+import { Clock, windowAnchorMs, type Config, type Keys, type Logger } from '@candlewick/common';
 import { FinnhubFeed } from './finnhub.js';
 import { TradeSink } from './sink.js';
 
@@ -10,9 +10,25 @@ export class Ingestor {
 
   constructor(redis: Redis, cfg: Config, keys: Keys, log: Logger) {
     if (cfg.symbols.length === 0) throw new Error('SYMBOLS is empty: name the symbols to subscribe, e.g. SYMBOLS=AAPL,BINANCE:BTCUSDT');
+    const clock = new Clock(cfg.tz);
+    const longest = cfg.intervals[cfg.intervals.length - 1]!.ms;
     this.sink = new TradeSink(
       redis,
-      { keys, partitions: cfg.partitions, clock: cfg.clock, graceMs: cfg.graceMs, batch: cfg.ingestBatch, flushMs: cfg.ingestFlushMs },
+      {
+        keys,
+        partitions: cfg.partitions,
+        clock: cfg.clock,
+        graceMs: cfg.graceMs,
+        batch: cfg.ingestBatch,
+        flushMs: cfg.ingestFlushMs,
+        backfill: cfg.backfill
+          ? {
+              holdMs: cfg.backfillHoldMs,
+              maxSpanMs: cfg.backfillMaxSpanMs,
+              floor: (symbol, t) => clock.window(t, longest, windowAnchorMs(symbol, cfg.align))[0],
+            }
+          : undefined,
+      },
       log.child({ component: 'sink' }),
       (paused) => this.feed.pressure(paused),
     );
@@ -24,6 +40,9 @@ export class Ingestor {
         staleMs: cfg.staleMs,
         onUp: () => {
           void redis.hset(keys.stats(), 'feedUp', String(Date.now())).catch(() => undefined);
+        },
+        onDown: () => {
+          this.sink.hold(cfg.symbols).catch((err: unknown) => log.error({ err }, 'failed to hold bars for the backfill of an outage'));
         },
         onGap: (gap) => {
           log.warn({ gap }, 'feed outage recorded');

@@ -1,5 +1,15 @@
 import type { Redis } from 'ioredis';
-import { partitionOf, writeTradeArgs, type Keys, type Logger, type Trade } from '@candlewick/common';
+import { addTradesKeys, partitionOf, writeTradeArgs, type Keys, type Logger, type Trade } from '@candlewick/common';
+
+/** Backfill requests: what the sink needs to file one with the first trade of a symbol on a connection. */
+export interface SinkBackfill {
+  /** ms a symbol's bars wait for its backfill at most */
+  holdMs: number;
+  /** the span never reaches further back than this before the first live trade */
+  maxSpanMs: number;
+  /** where the span starts for a symbol with no earlier trade: its longest interval's window start */
+  floor(symbol: string, t: number): number;
+}
 
 export interface SinkOptions {
   keys: Keys;
@@ -12,6 +22,8 @@ export interface SinkOptions {
   flushMs: number;
   /** pause the source above this many trades in flight to Redis */
   highWater?: number;
+  /** BACKFILL=on */
+  backfill?: SinkBackfill;
 }
 
 /**
@@ -22,6 +34,10 @@ export interface SinkOptions {
  */
 export class TradeSink {
   private buf: Trade[][] = [];
+  /** per partition: ARGV triples (index in batch, floor, cap) of the trades that file a backfill request */
+  private requests: string[][] = [];
+  /** symbols seen on the current feed connection */
+  private seen = new Set<string>();
   private count = 0;
   private timer: NodeJS.Timeout | undefined;
   private inFlight = 0;
@@ -36,11 +52,25 @@ export class TradeSink {
     private readonly log: Logger,
     private readonly onPressure?: (paused: boolean) => void,
   ) {
-    for (let p = 0; p < opts.partitions; p++) this.buf.push([]);
+    for (let p = 0; p < opts.partitions; p++) {
+      this.buf.push([]);
+      this.requests.push([]);
+    }
+  }
+
+  /** A new feed connection: the first trade of each symbol on it files a backfill request. */
+  newConnection(): void {
+    this.seen = new Set();
   }
 
   push(trade: Trade): void {
-    this.buf[partitionOf(trade.s, this.opts.partitions)]!.push(trade);
+    const p = partitionOf(trade.s, this.opts.partitions);
+    const bf = this.opts.backfill;
+    if (bf && !this.seen.has(trade.s)) {
+      this.seen.add(trade.s);
+      this.requests[p]!.push(String(this.buf[p]!.length + 1), String(bf.floor(trade.s, trade.t)), String(trade.t - bf.maxSpanMs));
+    }
+    this.buf[p]!.push(trade);
     this.count++;
     this.lastRx = trade.rx;
     if (this.count >= this.opts.batch) this.flush();
@@ -55,8 +85,10 @@ export class TradeSink {
     }
     if (this.count === 0) return this.flushing;
     const batches = this.buf;
+    const requests = this.requests;
     const n = this.count;
     this.buf = batches.map(() => []);
+    this.requests = requests.map(() => []);
     this.count = 0;
     this.inFlight += n;
     const high = this.opts.highWater ?? this.opts.batch * 8;
@@ -64,12 +96,17 @@ export class TradeSink {
     const sends: Promise<unknown>[] = [];
     batches.forEach((trades, p) => {
       if (trades.length === 0) return;
-      const args: string[] = new Array(2 + trades.length * 6);
+      const req = requests[p]!;
+      const args: string[] = new Array(5 + req.length + trades.length * 6);
       args[0] = this.opts.clock;
       args[1] = String(this.opts.graceMs);
-      let k = 2;
+      args[2] = this.opts.backfill ? '1' : '0';
+      args[3] = String(this.opts.backfill?.holdMs ?? 0);
+      args[4] = String(req.length / 3);
+      let k = 5;
+      for (const x of req) args[k++] = x;
       for (const tr of trades) k = writeTradeArgs(tr, args, k);
-      sends.push(this.redis.cwAddTrades_v1(this.opts.keys.trades(p), this.opts.keys.clock(p), ...args));
+      sends.push(this.redis.cwAddTrades_v1(...addTradesKeys(this.opts.keys, p), ...args));
     });
     sends.push(
       this.redis.hincrby(this.opts.keys.stats(), 'in', n),
@@ -112,6 +149,23 @@ export class TradeSink {
       .hincrby(this.opts.keys.stats(), 'rejected', 1)
       .exec()
       .catch((err: unknown) => this.log.error({ err }, 'failed to record a rejected trade'));
+  }
+
+  /**
+   * The feed went down: hold the bars of these symbols (up to holdMs) so that none closes before
+   * the backfill of the outage can reach it.
+   */
+  async hold(symbols: readonly string[]): Promise<void> {
+    const bf = this.opts.backfill;
+    if (!bf || symbols.length === 0) return;
+    const byPartition = new Map<number, string[]>();
+    const deadline = String(Date.now() + bf.holdMs);
+    for (const s of symbols) {
+      const p = partitionOf(s, this.opts.partitions);
+      if (!byPartition.has(p)) byPartition.set(p, []);
+      byPartition.get(p)!.push(s, deadline);
+    }
+    await Promise.all([...byPartition].map(([p, fields]) => this.redis.hset(this.opts.keys.holds(p), ...fields)));
   }
 
   /** Counts a frame that is not JSON or has an unknown type. */

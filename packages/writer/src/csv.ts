@@ -2,9 +2,11 @@ import { appendFileSync, closeSync, existsSync, fstatSync, mkdirSync, openSync, 
 import { dirname, join } from 'node:path';
 import { stringify } from 'csv-stringify/sync';
 import { DateTime } from 'luxon';
-import { fileSafeSymbol, formatNumber, vwap, type BarState, type Clock } from '@candlewick/common';
+import { BAR_FLAGS, barSources, fileSafeSymbol, formatNumber, vwap, type BarState, type Clock } from '@candlewick/common';
 
 export const CSV_HEADER = ['timestamp', 'open', 'high', 'low', 'close', 'vwap', 'volume', 'num_transactions'] as const;
+/** CSV_EXTRA_COLUMNS=true adds these after the notebook's columns. */
+export const CSV_EXTRA_HEADER = ['complete', 'sources'] as const;
 
 export function csvPath(dataDir: string, interval: string, symbol: string): string {
   return join(dataDir, 'raw', interval, `${fileSafeSymbol(symbol)}_${interval}.csv`);
@@ -15,9 +17,21 @@ export function correctionsPath(dataDir: string, interval: string, symbol: strin
   return join(dataDir, 'raw', interval, `${fileSafeSymbol(symbol)}_${interval}.corrections.csv`);
 }
 
-export function csvRow(clock: Clock, start: number, b: BarState): string {
+/**
+ * VWAP and num_transactions as written: empty where unknown, i.e. no volume (VWAP), or part of the
+ * bar from candles without them (APPROXIMATE): never made up.
+ */
+export function barCells(b: BarState): { vwap: string; n: string } {
+  if ((b.flags ?? 0) & BAR_FLAGS.APPROXIMATE) return { vwap: '', n: '' };
   const v = vwap(b);
-  return stringify([[clock.label(start), b.open, b.high, b.low, b.close, Number.isNaN(v) ? '' : formatNumber(v), formatNumber(b.volume), b.n]]);
+  return { vwap: Number.isNaN(v) ? '' : formatNumber(v), n: String(b.n) };
+}
+
+export function csvRow(clock: Clock, start: number, b: BarState, extraColumns = false): string {
+  const { vwap: vw, n } = barCells(b);
+  const row: (string | number)[] = [clock.label(start), b.open, b.high, b.low, b.close, vw, formatNumber(b.volume), n];
+  if (extraColumns) row.push((b.flags ?? 0) & BAR_FLAGS.INCOMPLETE ? 'false' : 'true', barSources(b.flags ?? 0));
+  return stringify([row]);
 }
 
 /** Start (UTC ms) of the last row of a CSV file, or undefined when it has no data rows. */
@@ -55,20 +69,25 @@ export class CsvFiles {
   /** corrections file -> "start#rev" already in it */
   private readonly revisions = new Map<string, Set<string>>();
 
+  private readonly header: string[];
+
   constructor(
     private readonly dataDir: string,
     private readonly clock: Clock,
-  ) {}
+    private readonly extraColumns = false,
+  ) {
+    this.header = extraColumns ? [...CSV_HEADER, ...CSV_EXTRA_HEADER] : [...CSV_HEADER];
+  }
 
   /** 'written' | 'present' (this very bar is the file's last row) | 'stale' (an older bar) */
   append(interval: string, symbol: string, start: number, state: BarState): 'written' | 'present' | 'stale' {
     const path = csvPath(this.dataDir, interval, symbol);
     const last = this.lastOf(interval, symbol);
     if (last !== undefined && start <= last.start) return start === last.start ? 'present' : 'stale';
-    let text = csvRow(this.clock, start, state);
+    let text = csvRow(this.clock, start, state, this.extraColumns);
     if (!existsSync(path)) {
       mkdirSync(dirname(path), { recursive: true });
-      text = stringify([[...CSV_HEADER]]) + text;
+      text = stringify([this.header]) + text;
     }
     appendFileSync(path, text);
     // A bar of volume-only prints (CONDITIONS=cta-utp) has no close: carry keeps the one before.
@@ -103,10 +122,10 @@ export class CsvFiles {
     }
     const key = `${start}#${rev}`;
     if (seen.has(key)) return 'present';
-    let text = csvRow(this.clock, start, state).replace(/\n$/, `,${rev}\n`);
+    let text = csvRow(this.clock, start, state, this.extraColumns).replace(/\n$/, `,${rev}\n`);
     if (!existsSync(path)) {
       mkdirSync(dirname(path), { recursive: true });
-      text = stringify([[...CSV_HEADER, 'revision']]) + text;
+      text = stringify([[...this.header, 'revision']]) + text;
     }
     appendFileSync(path, text);
     seen.add(key);

@@ -1,7 +1,7 @@
 import type { Redis } from 'ioredis';
 import { Worker, type Job } from 'bullmq';
-import { BARS_QUEUE, Clock, decodeBarState, duplicateRedis, formatNumber, sleep, vwap, type BarState, type Config, type Keys, type Logger } from '@candlewick/common';
-import { CsvFiles } from './csv.js';
+import { BARS_QUEUE, BAR_FLAGS, Clock, barSources, decodeBarState, formatNumber, duplicateRedis, sleep, type BarState, type Config, type Keys, type Logger } from '@candlewick/common';
+import { CsvFiles, barCells } from './csv.js';
 import { Carry } from './carry.js';
 
 export interface BarJobData {
@@ -40,7 +40,7 @@ export class WriterService {
     private readonly barsRetentionMs = 7 * 24 * 3600_000,
   ) {
     this.clock = new Clock(cfg.tz);
-    this.files = new CsvFiles(cfg.dataDir, this.clock);
+    this.files = new CsvFiles(cfg.dataDir, this.clock, cfg.csvExtraColumns);
     this.carry = cfg.emptyBars === 'carry' ? new Carry(cfg, this.clock) : undefined;
   }
 
@@ -65,12 +65,14 @@ export class WriterService {
     let written = 0;
     let skipped = 0;
     const publish = (interval: string, symbol: string, start: number, state: BarState, rev: number) => {
-      const v = vwap(state);
+      const cells = barCells(state);
+      const flags = state.flags ?? 0;
       tx.xadd(
         this.keys.bars(interval), 'MINID', '~', minId, '*',
         's', symbol, 'start', String(start), 'ts', this.clock.label(start),
         'o', state.open, 'h', state.high, 'l', state.low, 'c', state.close,
-        'vwap', Number.isNaN(v) ? '' : formatNumber(v), 'v', formatNumber(state.volume), 'n', String(state.n), 'rev', String(rev),
+        'vwap', cells.vwap, 'v', formatNumber(state.volume), 'n', cells.n, 'rev', String(rev),
+        'complete', flags & BAR_FLAGS.INCOMPLETE ? '0' : '1', 'sources', barSources(flags),
       );
     };
     const flat = (interval: string, symbol: string, before: number | undefined, through: number | undefined) => {

@@ -1,11 +1,13 @@
 -- Bar state encoding shared with packages/common/src/bar.ts:
---   open|openKey|high|low|close|closeKey|volume|pv|n
+--   open|openKey|high|low|close|closeKey|volume|pv|n[|flags]
 local function splitState(s)
   local f = {}
   for part in string.gmatch(s, '([^|]*)|?') do
     f[#f + 1] = part
-    if #f == 9 then break end
+    if #f == 10 then break end
   end
+  -- gmatch yields one empty match past the end of a 9-field state
+  if #f == 10 and f[10] == '' then f[10] = nil end
   return f
 end
 
@@ -20,5 +22,6 @@ local function mergeState(aEnc, bEnc)
   a[7] = string.format('%.17g', tonumber(a[7]) + tonumber(b[7]))
   a[8] = string.format('%.17g', tonumber(a[8]) + tonumber(b[8]))
   a[9] = string.format('%d', tonumber(a[9]) + tonumber(b[9]))
+  if b[10] then a[10] = string.format('%d', bit.bor(tonumber(a[10] or '0'), tonumber(b[10]))) end
   return table.concat(a, '|')
 end

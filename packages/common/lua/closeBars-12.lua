@@ -19,6 +19,8 @@
     KEYS[8] LATE=amend: closed bars by window end
     KEYS[9] LATE=amend: pending corrections (late trades folded per bar)
     KEYS[10] LATE=amend: pending corrections by window end
+    KEYS[11] backfill holds: symbol -> deadline ms; a held symbol's bars stay open until then
+    KEYS[12] backfill flags to add to bars as they close (field = bar id)
     ARGV[1] consumer group of the aggregators
     ARGV[2] grace ms
     ARGV[3] clock mode: "event" or "wall"
@@ -32,6 +34,7 @@
 ]]
 local stream, clock, bars, index, outbox, late = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local closedBars, closedIndex, amends, amendIndex = KEYS[7], KEYS[8], KEYS[9], KEYS[10]
+local holds, barFlags = KEYS[11], KEYS[12]
 local amendMs = tonumber(ARGV[7] or '0')
 
 --- @include "mergeState"
@@ -61,6 +64,28 @@ if mode == 'wall' and nowMs > wm then
   redis.call('HSET', clock, 'wm', string.format('%d', wm))
 end
 local lastId = redis.call('HGET', clock, 'lastId') or '0-0'
+
+-- Symbols waiting for a backfill keep their bars open (the writer appends in order, so a bar
+-- written before the backfill arrives would turn the backfilled ones away). A hold past its
+-- deadline is dropped and counted: those bars close without the backfill.
+local held, anyHeld = {}, false
+local h = redis.call('HGETALL', holds)
+for i = 1, #h, 2 do
+  if tonumber(h[i + 1]) < nowMs then
+    redis.call('HDEL', holds, h[i])
+    redis.call('HINCRBY', clock, 'holdsExpired', 1)
+  else
+    held[h[i]] = true
+    anyHeld = true
+  end
+end
+local withFlags = redis.call('HLEN', barFlags) > 0
+local function symbolOf(id)
+  local first = string.find(id, '|', 1, true)
+  local rest = string.sub(id, first + 1)
+  local last = string.find(rest, '|[^|]*$')
+  return string.sub(rest, 1, last - 1)
+end
 
 -- What the group has merged: everything up to last-delivered-id, except entries still pending.
 local delivered, minPending = '0-0', false
@@ -104,34 +129,53 @@ else
 end
 
 local closedCount, more = 0, 0
+local lastEnd = false
 if horizon then
   local max = horizon == math.huge and '+inf' or string.format('%d', horizon)
-  local ids = redis.call('ZRANGEBYSCORE', index, '-inf', max, 'LIMIT', 0, maxBars, 'WITHSCORES')
-  local lastEnd = false
-  local ends = {}
-  if #ids > 0 then
-    local only = {}
-    for i = 1, #ids, 2 do
-      only[#only + 1] = ids[i]
-      ends[#ends + 1] = ids[i + 1]
-      lastEnd = tonumber(ids[i + 1])
-    end
-    ids = only
-    local states = redis.call('HMGET', bars, unpack(ids))
-    for i, id in ipairs(ids) do
-      if states[i] then
-        redis.call('XADD', outbox, '*', 'bar', id, 'state', states[i])
-        closedCount = closedCount + 1
-        if amendMs > 0 then
-          redis.call('HSET', closedBars, id, '0#' .. states[i])
-          redis.call('ZADD', closedIndex, ends[i], id)
-        end
+  local offset = 0
+  while closedCount < maxBars do
+    local want = maxBars - closedCount
+    local page = redis.call('ZRANGEBYSCORE', index, '-inf', max, 'LIMIT', offset, want, 'WITHSCORES')
+    if #page == 0 then break end
+    local ids, ends = {}, {}
+    for i = 1, #page, 2 do
+      if anyHeld and held[symbolOf(page[i])] then
+        offset = offset + 1
+      else
+        ids[#ids + 1] = page[i]
+        ends[#ends + 1] = page[i + 1]
+        lastEnd = tonumber(page[i + 1])
       end
-      redis.call('HDEL', bars, id)
-      redis.call('ZREM', index, id)
     end
-    if #ids == maxBars then more = 1 end
+    if #ids > 0 then
+      local states = redis.call('HMGET', bars, unpack(ids))
+      for i, id in ipairs(ids) do
+        local state = states[i]
+        if state and withFlags then
+          local f = redis.call('HGET', barFlags, id)
+          if f then
+            state = mergeState(state, table.concat({'', '~', '', '', '', '', '0', '0', '0', f}, '|'))
+            redis.call('HDEL', barFlags, id)
+          end
+        end
+        if state then
+          redis.call('XADD', outbox, '*', 'bar', id, 'state', state)
+          closedCount = closedCount + 1
+          if amendMs > 0 then
+            redis.call('HSET', closedBars, id, '0#' .. state)
+            redis.call('ZADD', closedIndex, ends[i], id)
+          end
+        end
+        redis.call('HDEL', bars, id)
+        redis.call('ZREM', index, id)
+      end
+    end
+    if #page < 2 * want then break end
   end
+  if closedCount >= maxBars then more = 1 end
+  if anyHeld then horizon = false end
+end
+if horizon then
   -- Windows ending by `covered` are final and fully covered by the input (EMPTY_BARS=carry fills the
   -- empty ones up to here): the horizon, or at the end of the input the watermark itself.
   local covered = horizon == math.huge and wm or horizon

@@ -1,0 +1,140 @@
+import { redactUrl, sleep, type Logger } from '@candlewick/common';
+
+/** A provider answered with something backfill cannot use. `status` is the HTTP status (0: no answer). */
+export class ProviderError extends Error {
+  constructor(
+    readonly provider: string,
+    readonly status: number,
+    message: string,
+    /** true when asking again later cannot help (a refused key, a premium endpoint, a bad request) */
+    readonly permanent: boolean,
+  ) {
+    super(`${provider}: ${message}`);
+    this.name = 'ProviderError';
+  }
+}
+
+/**
+ * A token bucket: `perMinute` requests a minute on average, bursts up to `burst`. take() waits for a
+ * token; a 429 drains the bucket so every caller waits out Retry-After together.
+ */
+export class TokenBucket {
+  private tokens: number;
+  private last = Date.now();
+  private blockedUntil = 0;
+
+  constructor(
+    private readonly perMinute: number,
+    private readonly burst = Math.max(1, Math.min(perMinute, 10)),
+  ) {
+    this.tokens = this.burst;
+  }
+
+  private refill(): void {
+    const now = Date.now();
+    this.tokens = Math.min(this.burst, this.tokens + ((now - this.last) * this.perMinute) / 60_000);
+    this.last = now;
+  }
+
+  async take(signal?: AbortSignal): Promise<void> {
+    for (;;) {
+      if (signal?.aborted) throw new Error('stopped');
+      const wait = this.blockedUntil - Date.now();
+      if (wait > 0) {
+        await sleep(wait, signal);
+        continue;
+      }
+      this.refill();
+      if (this.tokens >= 1) {
+        this.tokens -= 1;
+        return;
+      }
+      await sleep(Math.ceil(((1 - this.tokens) * 60_000) / this.perMinute), signal);
+    }
+  }
+
+  /** Nobody asks again before `ms` from now. */
+  block(ms: number): void {
+    this.blockedUntil = Math.max(this.blockedUntil, Date.now() + ms);
+    this.tokens = 0;
+  }
+}
+
+/** Retry-After as seconds or an HTTP date; undefined when absent or unreadable. */
+export function retryAfterMs(header: string | null, now = Date.now()): number | undefined {
+  if (header === null || header.trim() === '') return undefined;
+  const secs = Number(header);
+  if (Number.isFinite(secs) && secs >= 0) return secs * 1000;
+  const at = Date.parse(header);
+  return Number.isFinite(at) ? Math.max(0, at - now) : undefined;
+}
+
+export interface HttpOptions {
+  provider: string;
+  bucket: TokenBucket;
+  /** attempts after the first for 429, 5xx and network errors */
+  retries: number;
+  /** headers sent with every request (credentials go here, never in the URL) */
+  headers: Record<string, string>;
+  log: Logger;
+  /** first backoff step; doubles per attempt, with jitter */
+  backoffMs?: number;
+  /** wait this long on a 429 without Retry-After */
+  defaultRetryAfterMs?: number;
+  signal?: AbortSignal;
+}
+
+/**
+ * GET a JSON document with the provider's rate limit, retries with backoff for 5xx and network
+ * errors, Retry-After for 429, and a ProviderError that says what went wrong for anything else.
+ */
+export async function getJson(url: string, o: HttpOptions): Promise<unknown> {
+  const where = redactUrl(url);
+  for (let attempt = 0; ; attempt++) {
+    await o.bucket.take(o.signal);
+    let res: Response;
+    try {
+      res = await fetch(url, { headers: { accept: 'application/json', ...o.headers }, signal: o.signal });
+    } catch (err) {
+      if (o.signal?.aborted) throw err;
+      if (attempt >= o.retries) {
+        throw new ProviderError(o.provider, 0, `no answer from ${where} after ${attempt + 1} attempts (${(err as Error).message})`, false);
+      }
+      await backoff(o, attempt, `no answer (${(err as Error).message})`, where);
+      continue;
+    }
+    if (res.ok) {
+      const text = await res.text();
+      try {
+        return JSON.parse(text);
+      } catch {
+        throw new ProviderError(o.provider, res.status, `malformed body from ${where}: not JSON (starts ${JSON.stringify(text.slice(0, 60))})`, false);
+      }
+    }
+    const body = (await res.text().catch(() => '')).slice(0, 200);
+    if (res.status === 429) {
+      const wait = retryAfterMs(res.headers.get('retry-after')) ?? o.defaultRetryAfterMs ?? 60_000;
+      if (attempt >= o.retries) throw new ProviderError(o.provider, 429, `rate limited (HTTP 429) by ${where}, still after ${attempt + 1} attempts`, false);
+      o.log.warn({ provider: o.provider, url: where, waitMs: wait }, 'rate limited (HTTP 429): waiting as Retry-After asks');
+      o.bucket.block(wait);
+      continue;
+    }
+    if (res.status >= 500) {
+      if (attempt >= o.retries) throw new ProviderError(o.provider, res.status, `HTTP ${res.status} from ${where} after ${attempt + 1} attempts: ${body}`, false);
+      await backoff(o, attempt, `HTTP ${res.status}`, where);
+      continue;
+    }
+    const hint =
+      res.status === 401 ? 'the API key was refused; check it'
+      : res.status === 403 ? 'the key has no access to this endpoint (it may need a paid plan)'
+      : res.status === 404 ? 'not found; check the symbol and the base URL'
+      : 'the request was refused';
+    throw new ProviderError(o.provider, res.status, `HTTP ${res.status} from ${where}: ${hint}${body ? ` (${body})` : ''}`, true);
+  }
+}
+
+async function backoff(o: HttpOptions, attempt: number, why: string, where: string): Promise<void> {
+  const ms = Math.min(30_000, (o.backoffMs ?? 500) * 2 ** attempt) * (0.5 + Math.random() / 2);
+  o.log.warn({ provider: o.provider, url: where, attempt: attempt + 1, retryInMs: Math.round(ms) }, `${why}; retrying`);
+  await sleep(ms, o.signal);
+}

@@ -1,0 +1,160 @@
+import { hostname } from 'node:os';
+import type { Redis } from 'ioredis';
+import {
+  BACKFILL_GROUP,
+  Clock,
+  ConditionRules,
+  duplicateRedis,
+  encodeBarState,
+  mergeBackfillKeys,
+  sleep,
+  type Config,
+  type Keys,
+  type Logger,
+} from '@candlewick/common';
+import { Preaggregator, ensureGroup } from '@candlewick/aggregator';
+import { ProviderError } from './http.js';
+import { makeProvider, type Provider } from './providers.js';
+import { Splicer, type BackfillRequest, type Splice } from './splice.js';
+
+type StreamEntry = [string, string[]];
+
+export function parseRequest(partition: number, id: string, fields: string[]): BackfillRequest {
+  const f: Record<string, string> = {};
+  for (let i = 0; i + 1 < fields.length; i += 2) f[fields[i]!] = fields[i + 1]!;
+  return { id, partition, symbol: f.symbol ?? '', from: Number(f.from), to: Number(f.to), p: f.p ?? '', v: Number(f.v) };
+}
+
+/** The Preaggregator the backfill folds with: the aggregators' windows, sessions and conditions. */
+export function backfillPreaggregator(cfg: Config): Preaggregator {
+  return new Preaggregator(new Clock(cfg.tz), cfg.intervals, cfg.baseMs, cfg.graceMs, {
+    sessions: cfg.sessions,
+    align: cfg.align,
+    conditions: cfg.conditions === 'cta-utp' ? new ConditionRules(new Map(Object.entries(cfg.conditionCodes))) : undefined,
+  });
+}
+
+/**
+ * The backfill role in a live pipeline: a consumer-group worker on the backfill request streams.
+ * For each request it fetches the span from the provider, splices it against the first live trade
+ * and merges the bars with mergeBackfill, which also acknowledges the request and releases the
+ * symbol's hold, in one step: a crash anywhere before it repeats the request, never doubles it.
+ */
+export class BackfillService {
+  private stopped = false;
+  private readonly abort = new AbortController();
+  private loop: Promise<void> | undefined;
+  private conn: Redis | undefined;
+  private provider: Provider | undefined;
+  /** set after a permanent provider error (a refused key, a premium endpoint): no more calls */
+  private disabled: string | undefined;
+  private readonly splicer: Splicer;
+  readonly consumer = `${hostname()}-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
+  done = 0;
+
+  constructor(
+    private readonly redis: Redis,
+    private readonly cfg: Config,
+    private readonly keys: Keys,
+    private readonly log: Logger,
+  ) {
+    this.splicer = new Splicer(backfillPreaggregator(cfg));
+  }
+
+  async start(): Promise<void> {
+    for (let p = 0; p < this.cfg.partitions; p++) await ensureGroup(this.redis, this.keys.backfillRequests(p), BACKFILL_GROUP);
+    try {
+      this.provider = makeProvider(this.cfg, this.log, this.abort.signal);
+    } catch (err) {
+      this.disable(err as Error);
+    }
+    this.conn = duplicateRedis(this.redis, this.log);
+    this.loop = this.run(this.conn);
+    this.log.info({ provider: this.cfg.backfillProvider, mode: this.cfg.backfillMode, disabled: this.disabled !== undefined }, 'backfill started');
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.abort.abort();
+    await this.loop;
+    await this.conn?.quit().catch(() => undefined);
+    this.log.info({ done: this.done }, 'backfill stopped');
+  }
+
+  private disable(err: Error): void {
+    if (this.disabled) return;
+    this.disabled = err.message;
+    this.log.warn(
+      { reason: err.message },
+      'backfill is off for this run: the pipeline runs on without it, and bars around the start and around outages are marked incomplete',
+    );
+  }
+
+  private async run(conn: Redis): Promise<void> {
+    const streams = Array.from({ length: this.cfg.partitions }, (_, p) => this.keys.backfillRequests(p));
+    let lastClaim = 0;
+    while (!this.stopped) {
+      try {
+        if (Date.now() - lastClaim > 5_000) {
+          lastClaim = Date.now();
+          for (let p = 0; p < streams.length; p++) {
+            // requests a dead worker held for a while: take them over
+            const res = (await conn.xautoclaim(streams[p]!, BACKFILL_GROUP, this.consumer, 30_000, '0-0', 'COUNT', 10)) as [string, StreamEntry[]];
+            for (const [id, fields] of res[1]) if (fields) await this.handle(parseRequest(p, id, fields));
+          }
+        }
+        const res = (await conn.xreadgroup(
+          'GROUP', BACKFILL_GROUP, this.consumer, 'COUNT', 10, 'BLOCK', 1000, 'STREAMS', ...streams, ...streams.map(() => '>'),
+        )) as [string, StreamEntry[]][] | null;
+        for (const [stream, entries] of res ?? []) {
+          const p = streams.indexOf(stream);
+          for (const [id, fields] of entries) await this.handle(parseRequest(p, id, fields));
+        }
+      } catch (err) {
+        if (this.stopped) break;
+        this.log.error({ err }, 'backfill loop error; retrying');
+        await sleep(1000, this.abort.signal);
+      }
+    }
+  }
+
+  /** Fetches and splices one request; errors other than a stop end in an incomplete-marked merge. */
+  async handle(req: BackfillRequest): Promise<void> {
+    const log = this.log.child({ symbol: req.symbol, from: new Date(req.from).toISOString(), to: new Date(req.to).toISOString() });
+    let splice: Splice;
+    if (this.disabled || !this.provider) {
+      splice = this.splicer.failed(req);
+    } else {
+      try {
+        splice = await this.fetch(this.provider, req);
+        log.info({ used: splice.used, bars: splice.partials.size }, 'backfilled');
+      } catch (err) {
+        if (this.stopped) return; // the request stays pending and is retried by the next worker
+        if (err instanceof ProviderError && err.permanent) this.disable(err);
+        else log.error({ reason: (err as Error).message }, 'backfill failed: the bars around this span are marked incomplete');
+        splice = this.splicer.failed(req);
+      }
+    }
+    await this.merge(req, splice, log);
+  }
+
+  private fetch(provider: Provider, req: BackfillRequest): Promise<Splice> {
+    if (this.cfg.backfillMode === 'ticks' && provider.trades) {
+      return provider.trades(req.symbol, req.from, req.to).then((tr) => this.splicer.ticks(req, tr, provider.tradeFlag));
+    }
+    if (!provider.candles) throw new ProviderError(provider.name, 0, 'gives no candles', true);
+    return provider.candles(req.symbol, req.from, req.to).then((c) => this.splicer.candles(req, c, provider.candleFlag));
+  }
+
+  private async merge(req: BackfillRequest, s: Splice, log: Logger): Promise<void> {
+    const args: (string | number)[] = [BACKFILL_GROUP, this.consumer, req.id, req.symbol, s.partials.size];
+    for (const [id, part] of s.partials) args.push(id, part.end, encodeBarState(part.state));
+    args.push(s.flags.size);
+    for (const [id, bits] of s.flags) args.push(id, bits);
+    args.push(s.used);
+    const r = await this.redis.cwMergeBackfill_v1(...mergeBackfillKeys(this.keys, req.partition), ...args);
+    if (r === 0) log.warn('the hold on this symbol expired before the backfill was done (BACKFILL_HOLD): its bars were written without it');
+    if (r === -1) log.info('request already done by another worker');
+    else this.done++;
+  }
+}
