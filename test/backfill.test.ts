@@ -1,10 +1,14 @@
+import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { makeKeys } from '@candlewick/common';
 import { ProviderServer } from '@candlewick/backfill';
-import { readTapeFile } from '@candlewick/ingestor';
+import { freePort } from '@candlewick/cli';
+import { ReplayServer, readTapeFile } from '@candlewick/ingestor';
 import { csvPath } from '@candlewick/writer';
-import { ROOT, redisUrl, runCli, tempDir, uniquePrefix } from './helpers.js';
+import { CLI, ROOT, redisUrl, runCli, tempDir, testRedis, uniquePrefix, waitFor } from './helpers.js';
 
 /**
  * Backfill against a local HTTP server that serves Finnhub candles, Massive aggregates and Massive
@@ -36,7 +40,11 @@ beforeAll(async () => {
   const res = await runCli(['stack'], { REDIS_URL: redisUrl(), KEY_PREFIX: uniquePrefix('bf-whole'), DATA_DIR: whole, REPLAY_TAPE: TICK, EXIT_WHEN_IDLE_MS: '500' });
   expect(res.code).toBe(0);
 });
-afterAll(() => server.stop());
+const redis = testRedis();
+afterAll(async () => {
+  await server.stop();
+  await redis.quit();
+});
 
 function midTape(name: string, env: Record<string, string>) {
   const dataDir = tempDir(name);
@@ -124,5 +132,91 @@ describe('backfill at start-up, in the middle of a trading day', () => {
     } finally {
       await refusing.stop();
     }
+  });
+});
+
+describe('backfill of a feed outage', () => {
+  it('the feed dies for 25 minutes mid-morning: the outage is filled from Massive trades and every bar equals the whole-tape run', async () => {
+    const tape = readTapeFile(TICK);
+    // cut where the millisecond changes, so the live feed never splits one
+    const at = (iso: string) => {
+      let k = tape.findIndex((tr) => tr.t >= Date.parse(iso));
+      while (tape[k]!.t === tape[k - 1]!.t) k++;
+      return k;
+    };
+    const [cut, resume] = [at('2013-10-10T11:00:00-04:00'), at('2013-10-10T11:25:13-04:00')];
+    const quiet = pino({ level: 'silent' });
+    const port = await freePort();
+    const first = new ReplayServer(tape.slice(0, cut), { port, speed: 0, frameTrades: 200, settleMs: 10 }, quiet);
+    await first.start();
+    const dir = tempDir('bf-gap');
+    const prefix = uniquePrefix('bf-gap');
+    const stack = spawn(process.execPath, [CLI, 'stack'], {
+      env: {
+        PATH: process.env.PATH ?? '', REDIS_URL: redisUrl(), KEY_PREFIX: prefix, DATA_DIR: dir, MODE: 'live', FINNHUB_TOKEN: TOKEN,
+        FINNHUB_WS_URL: `ws://127.0.0.1:${port}`, SYMBOLS: 'AIG', CLOCK: 'event', EXIT_WHEN_IDLE_MS: '2500', LOG_LEVEL: 'info',
+        BACKFILL: 'on', BACKFILL_PROVIDER: 'massive', MASSIVE_API_KEY: KEY, MASSIVE_REST_URL: base, BACKFILL_RATE: '6000',
+      },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let out = '';
+    stack.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    stack.stderr.on('data', (d: Buffer) => (out += d.toString()));
+    const exited = new Promise<number | null>((r) => stack.on('exit', (c) => r(c)));
+    const keys = makeKeys(prefix);
+    await waitFor(async () => Number(await redis.hget(keys.stats(), 'in')) === cut, 60_000, 'the morning ingested');
+    await first.stop();
+    await new Promise((r) => setTimeout(r, 700));
+    const second = new ReplayServer(tape.slice(resume), { port, speed: 0, frameTrades: 200, settleMs: 10 }, quiet);
+    await second.start();
+    const code = await exited;
+    await second.stop();
+    expect(code, out).toBe(0);
+    expect(out).toMatch(/feed outage recorded/);
+    expect(out).not.toContain(KEY);
+    const stats = await redis.hgetall(keys.partitionStats(0));
+    expect(Number(stats.backfilled)).toBe(resume - cut);
+    for (const iv of INTERVALS) {
+      const want = rows(whole, iv);
+      const got = rows(dir, iv);
+      expect(got.map((r) => r.split(',')[0]), iv).toEqual(want.map((r) => r.split(',')[0]));
+      for (let i = 0; i < want.length; i++) {
+        const [w, g] = [cells(want[i]!), cells(got[i]!)];
+        expect([...g.slice(0, 5), g[6], g[7]], `${iv} ${w[0]}`).toEqual([...w.slice(0, 5), w[6], w[7]]);
+        expect(Number(g[5])).toBeCloseTo(Number(w[5]), 9);
+      }
+    }
+  });
+});
+
+describe('historical mode', () => {
+  it('candlewick backfill --symbols --from --to builds the day’s bars, equal to the live run’s; a second run changes nothing', async () => {
+    const dataDir = tempDir('historical');
+    const env = {
+      REDIS_URL: redisUrl(), KEY_PREFIX: uniquePrefix('historical'), DATA_DIR: dataDir, BACKFILL_PROVIDER: 'massive', MASSIVE_API_KEY: KEY,
+      MASSIVE_REST_URL: base, BACKFILL_RATE: '6000',
+    };
+    const args = ['backfill', '--symbols', 'AIG', '--from', '2013-10-10', '--to', '2013-10-11'];
+    const one = await runCli(args, env);
+    expect(one.stderr).toBe('');
+    expect(one.code).toBe(0);
+    // not a terminal: plain progress lines
+    expect(one.stdout).toMatch(/^backfill 1\/1 AIG 2013-10-10\n/m);
+    expect(one.stdout).toMatch(/backfill done: \d+ bars written, 0 already there, from 54318 trades \(massive ticks\)/);
+    for (const iv of INTERVALS) {
+      const want = rows(whole, iv);
+      const got = rows(dataDir, iv);
+      expect(got.length, iv).toBe(want.length);
+      for (let i = 0; i < want.length; i++) {
+        const [w, g] = [cells(want[i]!), cells(got[i]!)];
+        expect([...g.slice(0, 5), g[6], g[7]], `${iv} ${w[0]}`).toEqual([...w.slice(0, 5), w[6], w[7]]);
+        expect(Number(g[5])).toBeCloseTo(Number(w[5]), 9);
+      }
+    }
+    const before = INTERVALS.map((iv) => readFileSync(csvPath(dataDir, iv, 'AIG'), 'utf8'));
+    const two = await runCli(args, env);
+    expect(two.code).toBe(0);
+    expect(two.stdout).toMatch(/backfill done: 0 bars written, \d+ already there/);
+    expect(INTERVALS.map((iv) => readFileSync(csvPath(dataDir, iv, 'AIG'), 'utf8'))).toEqual(before);
   });
 });

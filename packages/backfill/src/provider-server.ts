@@ -88,7 +88,7 @@ export class ProviderServer {
     if (path === '/api/v1/stock/candle') {
       if (req.headers['x-finnhub-token'] !== this.opts.finnhubToken) return this.send(res, path, 401, '{"error":"Invalid API key"}');
       const q = url.searchParams;
-      const minutes = this.minutes(q.get('symbol') ?? '', Number(q.get('from')) * 1000, Number(q.get('to')) * 1000 + 999);
+      const minutes = this.minutes(q.get('symbol') ?? '', Number(q.get('from')) * 1000, Number(q.get('to')) * 1000);
       if (minutes.length === 0) return this.send(res, path, 200, '{"s":"no_data"}');
       return this.send(res, path, 200, JSON.stringify({
         s: 'ok', t: minutes.map((x) => x.t / 1000), o: minutes.map((x) => x.o), h: minutes.map((x) => x.h),
@@ -119,12 +119,12 @@ export class ProviderServer {
     return this.send(res, path, 404, '{"error":"not found"}');
   }
 
-  /** 1-minute OHLCV (with Σp·v and count) of a symbol's trades with from <= t <= to. */
+  /** 1-minute OHLCV (with Σp·v and count) of a symbol, for the minutes that start in [from, to]. */
   private minutes(symbol: string, from: number, to: number): Minute[] {
     const out = new Map<number, Minute>();
     for (const { tr } of this.bySymbol.get(symbol) ?? []) {
-      if (tr.t < from || tr.t > to) continue;
       const t = Math.floor(tr.t / 60_000) * 60_000;
+      if (t < from || t > to) continue;
       const p = Number(tr.p);
       const cur = out.get(t);
       if (!cur) out.set(t, { t, o: p, h: p, l: p, c: p, v: tr.v, pv: p * tr.v, n: 1 });

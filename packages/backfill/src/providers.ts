@@ -127,13 +127,22 @@ export class Massive implements Provider {
       const parsed = massiveTrades.safeParse(await getJson(url, this.http));
       if (!parsed.success) throw malformed(this.name, `trades of ${symbol}`, parsed.error);
       for (const r of parsed.data.results ?? []) {
-        out.push({ t: Math.floor(r.sip_timestamp / 1e6), p: String(r.price), v: r.size, seq: r.sequence_number, c: (r.conditions ?? []).map(String) });
+        out.push({ t: nsToMs(r.sip_timestamp), p: String(r.price), v: r.size, seq: r.sequence_number, c: (r.conditions ?? []).map(String) });
       }
       url = parsed.data.next_url;
     }
     out.sort((a, b) => a.t - b.t || a.seq - b.seq);
     return out;
   }
+}
+
+/**
+ * Milliseconds of a nanosecond timestamp read from JSON. Past 2^53 the number arrives rounded (to a
+ * multiple of 256 ns here), so a trade on a millisecond boundary may read a few ns short of it.
+ */
+export function nsToMs(ns: number): number {
+  const ms = Math.floor(ns / 1e6);
+  return (ms + 1) * 1e6 - ns <= 256 ? ms + 1 : ms;
 }
 
 /** The provider BACKFILL_PROVIDER names, with its key from the environment and its rate limit. */
