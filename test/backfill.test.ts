@@ -1,14 +1,11 @@
-import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { makeKeys } from '@candlewick/common';
 import { ProviderServer } from '@candlewick/backfill';
-import { freePort } from '@candlewick/cli';
-import { ReplayServer, readTapeFile } from '@candlewick/ingestor';
+import { readTapeFile } from '@candlewick/ingestor';
 import { csvPath } from '@candlewick/writer';
-import { CLI, ROOT, redisUrl, runCli, tempDir, testRedis, uniquePrefix, waitFor } from './helpers.js';
+import { ROOT, redisUrl, runCli, runThroughOutage, tempDir, testRedis, uniquePrefix } from './helpers.js';
 
 /**
  * Backfill against a local HTTP server that serves Finnhub candles, Massive aggregates and Massive
@@ -145,32 +142,13 @@ describe('backfill of a feed outage', () => {
       return k;
     };
     const [cut, resume] = [at('2013-10-10T11:00:00-04:00'), at('2013-10-10T11:25:13-04:00')];
-    const quiet = pino({ level: 'silent' });
-    const port = await freePort();
-    const first = new ReplayServer(tape.slice(0, cut), { port, speed: 0, frameTrades: 200, settleMs: 10 }, quiet);
-    await first.start();
     const dir = tempDir('bf-gap');
     const prefix = uniquePrefix('bf-gap');
-    const stack = spawn(process.execPath, [CLI, 'stack'], {
-      env: {
-        PATH: process.env.PATH ?? '', REDIS_URL: redisUrl(), KEY_PREFIX: prefix, DATA_DIR: dir, MODE: 'live', FINNHUB_TOKEN: TOKEN,
-        FINNHUB_WS_URL: `ws://127.0.0.1:${port}`, SYMBOLS: 'AIG', CLOCK: 'event', EXIT_WHEN_IDLE_MS: '2500', LOG_LEVEL: 'info',
-        BACKFILL: 'on', BACKFILL_PROVIDER: 'massive', MASSIVE_API_KEY: KEY, MASSIVE_REST_URL: base, BACKFILL_RATE: '6000',
-      },
-      stdio: ['ignore', 'pipe', 'pipe'],
+    const { code, out } = await runThroughOutage(tape.slice(0, cut), tape.slice(resume), {
+      REDIS_URL: redisUrl(), KEY_PREFIX: prefix, DATA_DIR: dir, FINNHUB_TOKEN: TOKEN, SYMBOLS: 'AIG',
+      BACKFILL: 'on', BACKFILL_PROVIDER: 'massive', MASSIVE_API_KEY: KEY, MASSIVE_REST_URL: base, BACKFILL_RATE: '6000',
     });
-    let out = '';
-    stack.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    stack.stderr.on('data', (d: Buffer) => (out += d.toString()));
-    const exited = new Promise<number | null>((r) => stack.on('exit', (c) => r(c)));
     const keys = makeKeys(prefix);
-    await waitFor(async () => Number(await redis.hget(keys.stats(), 'in')) === cut, 60_000, 'the morning ingested');
-    await first.stop();
-    await new Promise((r) => setTimeout(r, 700));
-    const second = new ReplayServer(tape.slice(resume), { port, speed: 0, frameTrades: 200, settleMs: 10 }, quiet);
-    await second.start();
-    const code = await exited;
-    await second.stop();
     expect(code, out).toBe(0);
     expect(out).toMatch(/feed outage recorded/);
     expect(out).not.toContain(KEY);

@@ -1,4 +1,3 @@
-import { spawn } from 'node:child_process';
 import { afterAll, describe, expect, it } from 'vitest';
 import { WebSocketServer } from 'ws';
 import { pino } from 'pino';
@@ -6,7 +5,7 @@ import { makeKeys } from '@candlewick/common';
 import { ReplayServer, readTape } from '@candlewick/ingestor';
 import { csvPath } from '@candlewick/writer';
 import { freePort } from '@candlewick/cli';
-import { BUNDLED_TAPE, CLI, compareBars, loadKlines, readCsv, redisUrl, rollUpKlines, runCli, tempDir, testRedis, uniquePrefix, waitFor } from './helpers.js';
+import { BUNDLED_TAPE, compareBars, loadKlines, readCsv, redisUrl, rollUpKlines, runCli, runThroughOutage, tempDir, testRedis, uniquePrefix } from './helpers.js';
 
 const quiet = pino({ level: 'silent' });
 const redis = testRedis();
@@ -61,30 +60,12 @@ describe('feed lifecycle', () => {
   it('the feed dies mid-stream and comes back: reconnect, resubscribe, gap recorded, every trade exactly once', async () => {
     const tape = readTape(BUNDLED_TAPE);
     const half = 6000;
-    const port = await freePort();
-    const first = new ReplayServer(tape.slice(0, half), { port, speed: 0, frameTrades: 200, settleMs: 10 }, quiet);
-    await first.start();
     const dir = tempDir('reconnect');
     const prefix = uniquePrefix('reconnect');
-    const stack = spawn(process.execPath, [CLI, 'stack'], {
-      env: {
-        PATH: process.env.PATH ?? '', REDIS_URL: redisUrl(), KEY_PREFIX: prefix, DATA_DIR: dir, MODE: 'live', FINNHUB_TOKEN: TOKEN,
-        FINNHUB_WS_URL: `ws://127.0.0.1:${port}`, SYMBOLS: 'BINANCE:XRPETH', CLOCK: 'event', EXIT_WHEN_IDLE_MS: '2500', LOG_LEVEL: 'info',
-      },
-      stdio: ['ignore', 'pipe', 'pipe'],
+    const { code, out } = await runThroughOutage(tape.slice(0, half), tape.slice(half), {
+      REDIS_URL: redisUrl(), KEY_PREFIX: prefix, DATA_DIR: dir, FINNHUB_TOKEN: TOKEN, SYMBOLS: 'BINANCE:XRPETH',
     });
-    let out = '';
-    stack.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    stack.stderr.on('data', (d: Buffer) => (out += d.toString()));
-    const exited = new Promise<number | null>((r) => stack.on('exit', (c) => r(c)));
     const keys = makeKeys(prefix);
-    await waitFor(async () => Number(await redis.hget(keys.stats(), 'in')) === half, 60_000, 'the first half ingested');
-    await first.stop(); // the feed goes away: sockets cut
-    await new Promise((r) => setTimeout(r, 700));
-    const second = new ReplayServer(tape.slice(half), { port, speed: 0, frameTrades: 200, settleMs: 10 }, quiet);
-    await second.start();
-    const code = await exited;
-    await second.stop();
     expect(code).toBe(0);
     expect(out).toMatch(/trades in\s+12477\n/);
     expect(out).toMatch(/feed connected; subscribing.*conn=[2-9]/); // a later connection subscribed again

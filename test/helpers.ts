@@ -6,7 +6,10 @@ import { fileURLToPath } from 'node:url';
 import { gunzipSync } from 'node:zlib';
 import { inject } from 'vitest';
 import { connectRedis, makeKeys, type Keys } from '@candlewick/common';
+import { ReplayServer, type TapeItem } from '@candlewick/ingestor';
+import { freePort } from '@candlewick/cli';
 import type { Redis } from 'ioredis';
+import { pino } from 'pino';
 
 export const ROOT = fileURLToPath(new URL('..', import.meta.url));
 export const CLI = join(ROOT, 'packages/cli/dist/cli.js');
@@ -148,4 +151,41 @@ export function compareBars(rows: CsvBar[], oracle: Map<number, Kline>): string[
   }
   for (const start of oracle.keys()) if (!seen.has(start)) problems.push(`${new Date(start).toISOString()}: missing bar`);
   return problems;
+}
+
+/**
+ * A live stack (MODE=live, event clock) against a replay server that serves `before`, goes away
+ * once all of it is ingested, and comes back 700 ms later serving `after`. Resolves when the stack
+ * exits (EXIT_WHEN_IDLE_MS), with its output.
+ */
+export async function runThroughOutage(before: readonly TapeItem[], after: readonly TapeItem[], env: Record<string, string>): Promise<{ code: number | null; out: string }> {
+  const quiet = pino({ level: 'silent' });
+  const port = await freePort();
+  const first = new ReplayServer(before, { port, speed: 0, frameTrades: 200, settleMs: 10 }, quiet);
+  await first.start();
+  const stack = spawn(process.execPath, [CLI, 'stack'], {
+    env: {
+      PATH: process.env.PATH ?? '', MODE: 'live', FINNHUB_WS_URL: `ws://127.0.0.1:${port}`, CLOCK: 'event', EXIT_WHEN_IDLE_MS: '2500',
+      LOG_LEVEL: 'info', ...env,
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  stack.stdout.on('data', (d: Buffer) => (out += d.toString()));
+  stack.stderr.on('data', (d: Buffer) => (out += d.toString()));
+  const exited = new Promise<number | null>((r) => stack.on('exit', (c) => r(c)));
+  const redis = testRedis();
+  try {
+    const keys = makeKeys(env.KEY_PREFIX!);
+    await waitFor(async () => Number(await redis.hget(keys.stats(), 'in')) === before.length, 60_000, 'the first part ingested');
+  } finally {
+    await redis.quit();
+  }
+  await first.stop(); // the feed goes away: sockets cut
+  await new Promise((r) => setTimeout(r, 700));
+  const second = new ReplayServer(after, { port, speed: 0, frameTrades: 200, settleMs: 10 }, quiet);
+  await second.start();
+  const code = await exited;
+  await second.stop();
+  return { code, out };
 }

@@ -37,15 +37,8 @@ if redis.call('HEXISTS', holds, symbol) == 0 then
   result = 0
 else
   for j = 1, k do
-    local id, wend, enc = ARGV[pos], tonumber(ARGV[pos + 1]), ARGV[pos + 2]
+    foldPartial(bars, index, ARGV[pos], tonumber(ARGV[pos + 1]), ARGV[pos + 2])
     pos = pos + 3
-    local cur = redis.call('HGET', bars, id)
-    if cur then
-      enc = mergeState(cur, enc)
-    else
-      redis.call('ZADD', index, wend, id)
-    end
-    redis.call('HSET', bars, id, enc)
   end
   pos = pos + 1
   for j = 1, f do

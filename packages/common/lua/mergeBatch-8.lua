@@ -80,13 +80,7 @@ for j = 1, k do
     redis.call('XADD', late, '*', 'bar', id, 'state', enc, 'reason', 'window-already-closed')
     lostClosed = lostClosed + tonumber(b[9])
   else
-    local cur = redis.call('HGET', bars, id)
-    if cur then
-      enc = mergeState(cur, enc)
-    else
-      redis.call('ZADD', index, wend, id)
-    end
-    redis.call('HSET', bars, id, enc)
+    foldPartial(bars, index, id, wend, enc)
   end
 end
 

@@ -25,3 +25,14 @@ local function mergeState(aEnc, bEnc)
   if b[10] then a[10] = string.format('%d', bit.bor(tonumber(a[10] or '0'), tonumber(b[10]))) end
   return table.concat(a, '|')
 end
+
+-- Folds partial state enc into open bar id (hash bars, index zset scored by window end wend).
+local function foldPartial(bars, index, id, wend, enc)
+  local cur = redis.call('HGET', bars, id)
+  if cur then
+    enc = mergeState(cur, enc)
+  else
+    redis.call('ZADD', index, wend, id)
+  end
+  redis.call('HSET', bars, id, enc)
+end
