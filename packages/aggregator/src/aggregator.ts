@@ -1,6 +1,6 @@
 import { hostname } from 'node:os';
 import type { Redis } from 'ioredis';
-import { AGGREGATOR_GROUP, BAR_FLAGS, CalendarRangeError, Clock, ConditionRules, duplicateRedis, sleep, type Config, type Keys, type Logger } from '@candlewick/common';
+import { AGGREGATOR_GROUP, BAR_FLAGS, CalendarRangeError, Clock, ConditionRules, crashPoint, duplicateRedis, sleep, type Config, type Keys, type Logger } from '@candlewick/common';
 import { Preaggregator, mergeArgs, rawEntry, type RawEntry } from './preaggregate.js';
 
 export type StreamEntry = [id: string, fields: string[] | null];
@@ -139,6 +139,7 @@ export class Aggregator {
    * once: entries another worker acknowledged meanwhile are left out and the rest re-aggregated.
    */
   async process(p: number, raw: StreamEntry[]): Promise<void> {
+    crashPoint('aggregate:read'); // read and pending for this consumer, not merged
     const ids: string[] = [];
     let entries: RawEntry[] = [];
     for (const [id, fields] of raw) {

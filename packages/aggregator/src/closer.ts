@@ -6,6 +6,7 @@ import {
   CLOSE_QUEUE,
   barJobId,
   closeBarsKeys,
+  crashPoint,
   duplicateRedis,
   parseBarId,
   type Config,
@@ -68,6 +69,7 @@ export class BarCloser {
       );
       closed += Number(r[0]);
       merged = Number(r[3]) === 1;
+      if (Number(r[0]) > 0) crashPoint('close:closed'); // bars are in the outbox, not yet enqueued
       if (Number(r[2]) !== 1) break;
     }
     await this.drainOutbox(p);
@@ -120,6 +122,7 @@ export class BarCloser {
       const jobId = `${barJobId(first.interval, first.symbol, first.start, first.rev)}_${barJobId(last.interval, last.symbol, last.start, last.rev)}_${bars.length}`;
       const data: BarBatchJob = { bars };
       await this.bars.add('bars', data, { jobId });
+      crashPoint('close:enqueued'); // enqueued, still in the outbox
       await this.redis.xdel(outbox, ...rows.map(([id]) => id));
       total += rows.length;
     }

@@ -5,6 +5,7 @@ import { connect } from 'node:net';
 import { setPriority } from 'node:os';
 import { Queue } from 'bullmq';
 import {
+  disableCrashPoints,
   connectRedis,
   makeKeys,
   sleep,
@@ -157,6 +158,7 @@ export function formatSummary(s: StackSummary, dataDir: string): string {
  * has drained: it closes the remaining bars, waits for the writer, prints a summary and exits 0.
  */
 export async function runStack(cfg: Config, env: NodeJS.ProcessEnv): Promise<number> {
+  disableCrashPoints();
   const startedAt = Date.now();
   const color = Boolean(process.stdout.isTTY);
   const log = rootLogger(cfg, 'stack', (line) => process.stdout.write(`${formatLogLine('stack', line.trimEnd(), color)}\n`));

@@ -9,3 +9,4 @@ export * from './trade.js';
 export * from './lifecycle.js';
 export * from './calendar.js';
 export * from './conditions.js';
+export * from './crash.js';

@@ -1,6 +1,6 @@
 import type { Redis } from 'ioredis';
-import { Worker, type Job } from 'bullmq';
-import { BARS_QUEUE, BAR_FLAGS, Clock, barSources, decodeBarState, formatNumber, duplicateRedis, sleep, type BarState, type Config, type Keys, type Logger } from '@candlewick/common';
+import { Queue, Worker, type Job } from 'bullmq';
+import { BARS_QUEUE, BAR_FLAGS, Clock, crashPoint, barSources, decodeBarState, formatNumber, duplicateRedis, sleep, type BarState, type Config, type Keys, type Logger } from '@candlewick/common';
 import { CsvFiles, barCells } from './csv.js';
 import { Carry } from './carry.js';
 
@@ -47,14 +47,41 @@ export class WriterService {
   private readonly carry: Carry | undefined;
 
   async start(): Promise<void> {
+    await this.finishOrphanedJobs();
     this.worker = new Worker(BARS_QUEUE, (job: Job<BarBatchData>) => this.processBatch(job.data), {
       connection: duplicateRedis(this.redis, this.log),
       prefix: this.keys.queuePrefix(),
       concurrency: 1,
+      // A writer killed mid-job: its job is back in the queue within ~5-10 s (a job takes well
+      // under a second; the lock is renewed every 2.5 s), and a job may stall a few times before
+      // BullMQ gives up on it.
+      lockDuration: 5000,
+      stalledInterval: 5000,
+      maxStalledCount: 10,
     });
     this.worker.on('error', (err) => this.log.warn({ err }, 'writer worker error'));
     this.worker.on('failed', (job, err) => this.log.error({ err, bar: job?.id }, 'bar could not be written'));
     this.log.info({ dataDir: this.cfg.dataDir }, 'writer started');
+  }
+
+  /**
+   * A writer killed mid-job leaves that job active until BullMQ notices the stall (seconds later);
+   * taking newer jobs first would write later bars before its rest, which could then never be
+   * appended. So a starting writer first finishes every active job itself, oldest first: writing is
+   * idempotent, so the job's second run, when BullMQ hands it out again, changes nothing.
+   */
+  private async finishOrphanedJobs(): Promise<void> {
+    const queue = new Queue(BARS_QUEUE, { connection: duplicateRedis(this.redis, this.log), prefix: this.keys.queuePrefix() });
+    try {
+      const active = (await queue.getJobs(['active'])) as Job<BarBatchData>[];
+      active.sort((a, b) => a.timestamp - b.timestamp || Number(a.id ?? 0) - Number(b.id ?? 0));
+      for (const job of active) {
+        const r = await this.processBatch(job.data);
+        this.log.warn({ job: job.id, ...r }, 'finished the job a previous writer stopped in');
+      }
+    } finally {
+      await queue.close();
+    }
   }
 
   /** Appends a batch of closed bars (in closing order) and publishes them. */
@@ -96,6 +123,7 @@ export class WriterService {
           await sleep(Math.min(30_000, 200 * 2 ** attempt));
         }
       }
+      crashPoint('write:appended'); // the row is in the file; not yet published or counted
       if (outcome === 'stale') {
         skipped++;
         continue;
