@@ -5,6 +5,7 @@ import {
   HIGH_LOW,
   NO_OPEN_KEY,
   OPEN_CLOSE,
+  ScaledCache,
   VOLUME,
   Clock,
   EQUITY_OPEN_MS,
@@ -86,8 +87,9 @@ interface Base {
   high: string;
   lo: number;
   low: string;
-  v: number;
-  pv: number;
+  /** exact sums, see decimal.ts */
+  v: bigint;
+  pv: bigint;
   n: number;
 }
 
@@ -169,6 +171,7 @@ export class Preaggregator {
   }
 
   private readonly flags: number;
+  private readonly scaled = new ScaledCache();
 
   private readonly amend: boolean;
   private readonly conditions: ConditionRules | undefined;
@@ -251,6 +254,7 @@ export class Preaggregator {
   private fold(entries: readonly RawEntry[]): Map<string, Partial> {
     const bases = new Map<string, Base>();
     const rules = this.conditions;
+    const scaled = this.scaled;
     for (const e of entries) {
       const { t, s, p, v, id } = e;
       const elig = rules === undefined || isAroundTheClock(s) ? ALL : rules.eligibility(e.c);
@@ -261,14 +265,16 @@ export class Preaggregator {
       const win = this.windowsOf(s).base.window(t);
       const key = `${s}|${win[0]}`;
       const price = +p;
+      const sv = scaled.volume(v);
+      const spv = scaled.price(p) * sv;
       let b = bases.get(key);
       if (b === undefined) {
         if (elig === ALL) {
-          bases.set(key, { s, start: win[0], open: p, oT: t, oId: id, close: p, cT: t, cId: id, hi: price, high: p, lo: price, low: p, v, pv: price * v, n: 1 });
+          bases.set(key, { s, start: win[0], open: p, oT: t, oId: id, close: p, cT: t, cId: id, hi: price, high: p, lo: price, low: p, v: sv, pv: spv, n: 1 });
           continue;
         }
         // a partial no trade has set a price in yet: every price comparison below wins
-        b = { s, start: win[0], open: '', oT: Infinity, oId: '', close: '', cT: -Infinity, cId: '', hi: -Infinity, high: '', lo: Infinity, low: '', v: 0, pv: 0, n: 0 };
+        b = { s, start: win[0], open: '', oT: Infinity, oId: '', close: '', cT: -Infinity, cId: '', hi: -Infinity, high: '', lo: Infinity, low: '', v: 0n, pv: 0n, n: 0 };
         bases.set(key, b);
       }
       if (elig & OPEN_CLOSE) {
@@ -293,8 +299,8 @@ export class Preaggregator {
           b.low = p;
         }
       }
-      b.v += v;
-      b.pv += price * v;
+      b.v += sv;
+      b.pv += spv;
       b.n++;
     }
 

@@ -1,4 +1,4 @@
-import { BAR_FLAGS, orderKey, type BarState } from '@candlewick/common';
+import { BAR_FLAGS, PRICE_DIGITS, VOLUME_DIGITS, orderKey, toScaled, type BarState } from '@candlewick/common';
 import type { Partial, Preaggregator, RawEntry } from '@candlewick/aggregator';
 import type { Candle, ProviderTrade } from './providers.js';
 
@@ -38,9 +38,9 @@ export function candleState(c: Candle, sourceFlag: number): BarState {
     low: String(c.low),
     close: String(c.close),
     closeKey: orderKey(c.start + MINUTE - 1, '0-0'),
-    volume: c.volume,
+    volume: toScaled(c.volume, VOLUME_DIGITS),
     // never a VWAP made up from closes: without the provider's, the bar's VWAP is unknown
-    pv: c.vwap !== undefined ? c.vwap * c.volume : 0,
+    pv: c.vwap !== undefined ? toScaled(c.vwap, PRICE_DIGITS) * toScaled(c.volume, VOLUME_DIGITS) : 0n,
     n: c.n ?? 0,
     flags: sourceFlag | (approximate ? BAR_FLAGS.APPROXIMATE : 0),
   };

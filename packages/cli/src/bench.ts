@@ -14,6 +14,8 @@ import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
 import { isRawFrame, readTape, type TapeTrade } from '@candlewick/ingestor';
+import { Clock, encodeBarState, loadConfig } from '@candlewick/common';
+import { Preaggregator } from '@candlewick/aggregator';
 import { PrivateRedis } from './redis-server.js';
 import { BUNDLED_TAPE } from './roles.js';
 
@@ -28,6 +30,23 @@ function defaultTape(): { spec: string; what: string } {
   }
   process.stdout.write(`note: the Lean tick set is absent (looked in ${LEAN_TICKS}); benchmarking the bundled XRP/ETH tape instead (small: figures are start-up dominated)\n`);
   return { spec: BUNDLED_TAPE, what: 'bundled Binance XRP/ETH tape' };
+}
+
+/** Redis memory of a retained raw trade and of an open bar (its state and its index entry). */
+async function memoryFigures(redis: Redis, trades: TapeTrade[]): Promise<{ perTrade: number; perBar: number; bars: number }> {
+  const perTrade = Number(await redis.call('MEMORY', 'USAGE', 'ceiling', 'SAMPLES', '0')) / trades.length;
+  const cfg = loadConfig({ MODE: 'replay' });
+  const pre = new Preaggregator(new Clock(cfg.tz), cfg.intervals, cfg.baseMs, cfg.graceMs);
+  const entries = trades.map((tr, i) => ({ id: `1-${i}`, s: tr.s, p: tr.p, v: tr.v, t: tr.t, w: 0, c: '[]', fields: [] }));
+  const bars = pre.run(entries).bars;
+  const pipe = redis.pipeline();
+  for (const [id, part] of bars) {
+    pipe.hset('open', id, encodeBarState(part.state));
+    pipe.zadd('open-index', part.end, id);
+  }
+  await pipe.exec();
+  const bytes = Number(await redis.call('MEMORY', 'USAGE', 'open', 'SAMPLES', '0')) + Number(await redis.call('MEMORY', 'USAGE', 'open-index', 'SAMPLES', '0'));
+  return { perTrade, perBar: bytes / bars.size, bars: bars.size };
 }
 
 async function redisCeiling(trades: TapeTrade[]): Promise<number> {
@@ -45,7 +64,12 @@ async function redisCeiling(trades: TapeTrade[]): Promise<number> {
       }
       await pipe.exec();
     }
-    return trades.length / ((performance.now() - t0) / 1000);
+    const tps = trades.length / ((performance.now() - t0) / 1000);
+    const mem = await memoryFigures(redis, trades);
+    process.stdout.write(
+      `redis memory: ${mem.perTrade.toFixed(0)} bytes per retained raw trade; ${mem.perBar.toFixed(0)} bytes per open bar (state + index entry, ${mem.bars} bars)\n`,
+    );
+    return tps;
   } finally {
     redis.disconnect();
     await server.stop();
@@ -53,7 +77,7 @@ async function redisCeiling(trades: TapeTrade[]): Promise<number> {
   }
 }
 
-function runStack(tape: string, aggregators: number): Promise<{ tradesPerSec: number; wall: number; summary: string }> {
+function runStack(tape: string, aggregators: number): Promise<{ tradesPerSec: number; wall: number; summary: string; holdMean: number; holdMax: number }> {
   const dataDir = mkdtempSync(join(tmpdir(), 'cw-bench-'));
   return new Promise((resolve, reject) => {
     const t0 = performance.now();
@@ -67,7 +91,14 @@ function runStack(tape: string, aggregators: number): Promise<{ tradesPerSec: nu
       rmSync(dataDir, { recursive: true, force: true });
       if (code !== 0) return reject(new Error(`stack exited ${code}\n${out}`));
       const m = /throughput\s+(\d+) trades\/s/.exec(out);
-      resolve({ tradesPerSec: Number(m?.[1] ?? 0), wall: (performance.now() - t0) / 1000, summary: out.slice(out.indexOf('candlewick summary')) });
+      const h = /ingest hold\s+mean ([\d.]+) ms, max (\d+) ms/.exec(out);
+      resolve({
+        tradesPerSec: Number(m?.[1] ?? 0),
+        wall: (performance.now() - t0) / 1000,
+        summary: out.slice(out.indexOf('candlewick summary')),
+        holdMean: Number(h?.[1] ?? NaN),
+        holdMax: Number(h?.[2] ?? NaN),
+      });
     });
   });
 }
@@ -91,8 +122,10 @@ async function main(): Promise<void> {
     }
     const tps = rs.map((r) => r.tradesPerSec).sort((a, b) => a - b);
     const wall = rs.map((r) => r.wall).sort((a, b) => a - b);
+    const holdMax = Math.max(...rs.map((r) => r.holdMax));
+    const holdMean = rs.map((r) => r.holdMean).sort((a, b) => a - b)[rs.length >> 1]!;
     process.stdout.write(
-      `end to end, ${n} aggregator${n > 1 ? 's' : ' '}: ${tps[tps.length >> 1]} trades/s median of ${runs} (range ${tps[0]}-${tps[tps.length - 1]}; stack wall time incl. start-up ${wall[wall.length >> 1]!.toFixed(1)} s)\n`,
+      `end to end, ${n} aggregator${n > 1 ? 's' : ' '}: ${tps[tps.length >> 1]} trades/s median of ${runs} (range ${tps[0]}-${tps[tps.length - 1]}; stack wall time incl. start-up ${wall[wall.length >> 1]!.toFixed(1)} s; ingest hold mean ${holdMean} ms, max ${holdMax} ms)\n`,
     );
   }
 }

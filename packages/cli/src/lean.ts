@@ -8,7 +8,7 @@ import { basename, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { strFromU8, unzipSync } from 'fflate';
 import { DateTime } from 'luxon';
-import { Clock, ConditionRules, parseInterval } from '@candlewick/common';
+import { Clock, ConditionRules, parseInterval, volumeNumber } from '@candlewick/common';
 import { Preaggregator, type RawEntry } from '@candlewick/aggregator';
 import { readTapeFile } from '@candlewick/ingestor';
 
@@ -81,7 +81,7 @@ export function minuteBars(tickFile: string, conditions: boolean): Map<number, O
   for (const [id, part] of pre.run(entries).bars) {
     const start = Number(id.slice(id.lastIndexOf('|') + 1));
     const st = part.state;
-    out.set(start, { start, open: +st.open, high: +st.high, low: +st.low, close: +st.close, volume: st.volume });
+    out.set(start, { start, open: +st.open, high: +st.high, low: +st.low, close: +st.close, volume: volumeNumber(st.volume) });
   }
   return out;
 }

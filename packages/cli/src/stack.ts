@@ -62,6 +62,9 @@ export interface Counters {
   /** trades carrying condition codes the table does not know */
   unknownConditions: number;
   written: Record<string, number>;
+  /** the ingestor's hold of trades outside Redis (receipt to Redis's answer), as it last reported */
+  holdMaxMs: number;
+  holdMeanMs: number;
   firstRx: number;
   lastRx: number;
   feedUp: number;
@@ -69,7 +72,7 @@ export interface Counters {
 }
 
 /** One run's summary: the counters' differences, plus timing. */
-export type StackSummary = Pick<Counters, 'rejected' | 'badFrames' | 'late' | 'merged' | 'filtered' | 'excluded' | 'unknownConditions' | 'written'> & {
+export type StackSummary = Pick<Counters, 'rejected' | 'badFrames' | 'late' | 'merged' | 'filtered' | 'excluded' | 'unknownConditions' | 'written' | 'holdMaxMs' | 'holdMeanMs'> & {
   tradesIn: number;
   wallMs: number;
   tradesPerSec: number;
@@ -87,6 +90,8 @@ export async function readCounters(redis: Redis, cfg: Config, keys: Keys): Promi
     excluded: 0,
     unknownConditions: 0,
     written: {},
+    holdMaxMs: Number(stats.ingestHoldMaxMs ?? 0),
+    holdMeanMs: Number(stats.ingestHoldMeanMs ?? 0),
     firstRx: Number(stats.firstRx ?? 0),
     lastRx: Number(stats.lastRx ?? 0),
     feedUp: Number(stats.feedUp ?? 0),
@@ -127,6 +132,8 @@ export function summarize(before: Counters, after: Counters, startedAt: number, 
     excluded: after.excluded - before.excluded,
     unknownConditions: after.unknownConditions - before.unknownConditions,
     written,
+    holdMaxMs: after.holdMaxMs,
+    holdMeanMs: after.holdMeanMs,
     wallMs: endedAt - startedAt,
     tradesPerSec: Math.round((tradesIn / span) * 1000),
   };
@@ -145,6 +152,7 @@ export function formatSummary(s: StackSummary, dataDir: string): string {
     `  merged           ${s.merged - s.filtered - s.excluded}${left.length ? ` (plus ${left.join(', ')})` : ''}`,
     ...(s.unknownConditions ? [`  conditions       ${s.unknownConditions} trades with codes not in the table, counted as regular (see CONDITION_CODES)`] : []),
     `  bars written     ${bars}`,
+    `  ingest hold      mean ${s.holdMeanMs} ms, max ${s.holdMaxMs} ms (a trade's time outside Redis: receipt to Redis's answer)`,
     `  wall time        ${(s.wallMs / 1000).toFixed(2)} s`,
     `  throughput       ${s.tradesPerSec} trades/s (first trade received to last merge, plus the final close and write)`,
     `  CSV              ${join(dataDir, 'raw')}`,

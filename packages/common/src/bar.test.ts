@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { barFromTrade, decodeBarState, encodeBarState, formatNumber, mergeInto, orderKey, parseBarId, barId, vwap } from './bar.js';
+import { toScaled, volumeNumber } from './decimal.js';
 
 describe('orderKey', () => {
   it('orders by event time first, then by stream id (ms, then sequence)', () => {
@@ -25,7 +26,8 @@ describe('mergeInto', () => {
     expect(a.close).toBe('11');
     expect(a.high).toBe('12');
     expect(a.low).toBe('9');
-    expect(a.volume).toBe(10);
+    expect(volumeNumber(a.volume)).toBe(10);
+    expect(a.volume).toBe(10n * 10n ** 10n);
     expect(a.n).toBe(4);
     expect(vwap(a)).toBeCloseTo((10 + 24 + 27 + 44) / 10, 12);
   });
@@ -43,6 +45,29 @@ describe('mergeInto', () => {
     mergeInto(a, tr('10.25', 1, 2, '2-0'));
     expect(a.high).toBe('10.25');
     expect(a.low).toBe('9.5');
+  });
+});
+
+describe('exact sums', () => {
+  const tr = (p: string, v: number, t: number, id: string) => barFromTrade(p, v, orderKey(t, id));
+  it('add up to the same bits in any order (no float rounding)', () => {
+    const vols = [0.1, 0.2, 0.3, 1e-7, 123456.789, 23, 0.00141342];
+    const prices = ['0.1', '48.97', '0.00141342', '3e-7', '182.15'];
+    const bars = vols.map((v, i) => tr(prices[i % prices.length]!, v, i, `${i}-0`));
+    const fwd = bars.slice(1).reduce((a, b) => mergeInto(a, b), { ...bars[0]! });
+    const rev = [...bars].reverse();
+    const back = rev.slice(1).reduce((a, b) => mergeInto(a, b), { ...rev[0]! });
+    expect(back.volume).toBe(fwd.volume);
+    expect(back.pv).toBe(fwd.pv);
+    expect(volumeNumber(tr('1', 0.1, 0, '0-0').volume + tr('1', 0.2, 0, '0-1').volume)).toBe(0.3);
+  });
+
+  it('read decimals and exponent notation exactly', () => {
+    expect(toScaled('48.97', 2)).toBe(4897n);
+    expect(toScaled(1e-7, 10)).toBe(1000n);
+    expect(toScaled('1.5e3', 0)).toBe(1500n);
+    expect(toScaled('0.125', 2)).toBe(13n); // half up beyond the kept digits
+    expect(() => toScaled('abc', 2)).toThrow(/not a decimal/);
   });
 });
 

@@ -1,3 +1,5 @@
+import { PRICE_DIGITS, VOLUME_DIGITS, toScaled, vwapOf } from './decimal.js';
+
 /**
  * The pure core: what a bar is and how partial bars merge. The same rules live in
  * lua/mergeBatch-*.lua; bar.test.ts checks both agree on random batches.
@@ -19,7 +21,10 @@ export interface Trade {
   readonly rx: number;
 }
 
-/** A partial or complete bar. Prices keep their received text; volume and Σp·v are numbers. */
+/**
+ * A partial or complete bar. Prices keep their received text; volume and Σp·v are exact scaled
+ * integers (see decimal.ts), so merging in any order gives the same bar.
+ */
 export interface BarState {
   open: string;
   /** order key of the open trade: (t, stream id), see orderKey */
@@ -28,9 +33,10 @@ export interface BarState {
   low: string;
   close: string;
   closeKey: string;
-  volume: number;
-  /** Σ price × volume, for the VWAP */
-  pv: number;
+  /** Σ volume, VOLUME_DIGITS decimals */
+  volume: bigint;
+  /** Σ price × volume, PV_DIGITS decimals, for the VWAP */
+  pv: bigint;
   /** number of trades */
   n: number;
   /** BAR_FLAGS bits (completeness, sources); absent = 0 */
@@ -88,7 +94,8 @@ export function orderKey(t: number, streamId: string): string {
 }
 
 export function barFromTrade(price: string, volume: number, key: string): BarState {
-  return { open: price, openKey: key, high: price, low: price, close: price, closeKey: key, volume, pv: Number(price) * volume, n: 1 };
+  const v = toScaled(volume, VOLUME_DIGITS);
+  return { open: price, openKey: key, high: price, low: price, close: price, closeKey: key, volume: v, pv: toScaled(price, PRICE_DIGITS) * v, n: 1 };
 }
 
 /**
@@ -132,8 +139,8 @@ export function decodeBarState(s: string): BarState {
     low: f[3]!,
     close: f[4]!,
     closeKey: f[5]!,
-    volume: Number(f[6]),
-    pv: Number(f[7]),
+    volume: BigInt(f[6]!),
+    pv: BigInt(f[7]!),
     n: Number(f[8]),
   };
   if (f.length === 10 && f[9] !== '0') state.flags = Number(f[9]);
@@ -165,5 +172,5 @@ export function formatNumber(x: number): string {
 }
 
 export function vwap(b: BarState): number {
-  return b.volume > 0 ? b.pv / b.volume : NaN;
+  return vwapOf(b.pv, b.volume);
 }

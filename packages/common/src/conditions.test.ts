@@ -72,21 +72,21 @@ describe('the condition table', () => {
 
 describe('merging partials whose trades may not set every field', () => {
   const key = (t: number) => orderKey(t, `1-${t}`);
-  const full = (t: number, p: string, v: number): BarState => ({ open: p, openKey: key(t), high: p, low: p, close: p, closeKey: key(t), volume: v, pv: +p * v, n: 1 });
-  const volumeOnly = (v: number, p: number): BarState => ({ open: '', openKey: NO_OPEN_KEY, high: '', low: '', close: '', closeKey: '', volume: v, pv: p * v, n: 1 });
+  const full = (t: number, p: string, v: number): BarState => ({ open: p, openKey: key(t), high: p, low: p, close: p, closeKey: key(t), volume: BigInt(v), pv: BigInt(+p * v), n: 1 });
+  const volumeOnly = (v: number, p: number): BarState => ({ open: '', openKey: NO_OPEN_KEY, high: '', low: '', close: '', closeKey: '', volume: BigInt(v), pv: BigInt(p * v), n: 1 });
 
   it('a volume-only partial adds volume and never a price, in either order', () => {
     const a = mergeInto(volumeOnly(50, 9), full(5, '10', 100));
     const b = mergeInto(full(5, '10', 100), volumeOnly(50, 9));
-    for (const m of [a, b]) expect(m).toEqual({ open: '10', openKey: key(5), high: '10', low: '10', close: '10', closeKey: key(5), volume: 150, pv: 1450, n: 2 });
+    for (const m of [a, b]) expect(m).toEqual({ open: '10', openKey: key(5), high: '10', low: '10', close: '10', closeKey: key(5), volume: 150n, pv: 1450n, n: 2 });
   });
 
   it('a partial with extremes but no open/close moves high and low only', () => {
-    const noLast: BarState = { open: '', openKey: NO_OPEN_KEY, high: '12', low: '8', close: '', closeKey: '', volume: 1, pv: 12, n: 1 };
+    const noLast: BarState = { open: '', openKey: NO_OPEN_KEY, high: '12', low: '8', close: '', closeKey: '', volume: 1n, pv: 12n, n: 1 };
     expect(mergeInto(full(5, '10', 1), noLast)).toMatchObject({ open: '10', close: '10', high: '12', low: '8', n: 2 });
   });
 
   it('two volume-only partials stay without prices', () => {
-    expect(mergeInto(volumeOnly(1, 2), volumeOnly(3, 4))).toMatchObject({ open: '', high: '', low: '', close: '', volume: 4 });
+    expect(mergeInto(volumeOnly(1, 2), volumeOnly(3, 4))).toMatchObject({ open: '', high: '', low: '', close: '', volume: 4n });
   });
 });

@@ -10,3 +10,4 @@ export * from './lifecycle.js';
 export * from './calendar.js';
 export * from './conditions.js';
 export * from './crash.js';
+export * from './decimal.js';

@@ -8,7 +8,12 @@ export class Ingestor {
   readonly sink: TradeSink;
   readonly feed: FinnhubFeed;
 
-  constructor(redis: Redis, cfg: Config, keys: Keys, log: Logger) {
+  constructor(
+    private readonly redis: Redis,
+    cfg: Config,
+    private readonly keys: Keys,
+    log: Logger,
+  ) {
     if (cfg.symbols.length === 0) throw new Error('SYMBOLS is empty: name the symbols to subscribe, e.g. SYMBOLS=AAPL,BINANCE:BTCUSDT');
     const clock = new Clock(cfg.tz);
     const longest = cfg.intervals[cfg.intervals.length - 1]!.ms;
@@ -40,6 +45,15 @@ export class Ingestor {
         staleMs: cfg.staleMs,
         onUp: () => {
           void redis.hset(keys.stats(), 'feedUp', String(Date.now())).catch(() => undefined);
+          // A live ingestor that replaces one that stopped (or died): the time between is an outage.
+          if (this.previousRx > 0 && cfg.mode === 'live') {
+            const gap = { start: this.previousRx, end: Date.now(), symbols: cfg.symbols, reason: 'ingestor restart' };
+            this.previousRx = 0;
+            log.warn({ gap }, 'ingestor restarted: outage recorded');
+            void redis
+              .xadd(keys.gaps(), '*', 'start', String(gap.start), 'end', String(gap.end), 'symbols', gap.symbols.join(','), 'reason', gap.reason)
+              .catch((err: unknown) => log.error({ err }, 'failed to record a feed gap'));
+          }
         },
         onDown: () => {
           this.sink.hold(cfg.symbols).catch((err: unknown) => log.error({ err }, 'failed to hold bars for the backfill of an outage'));
@@ -61,7 +75,11 @@ export class Ingestor {
     return this.feed.fatal;
   }
 
-  start(): Promise<void> {
+  /** receive time of the last trade a previous ingestor appended (0: none) */
+  private previousRx = 0;
+
+  async start(): Promise<void> {
+    this.previousRx = Number((await this.redis.hget(this.keys.stats(), 'lastRx')) ?? 0);
     return this.feed.start();
   }
 

@@ -45,6 +45,11 @@ export class TradeSink {
   private sentFirst = false;
   added = 0;
   lastRx = 0;
+  /** receive time of the oldest trade in the buffer */
+  private oldestRx = 0;
+  /** how long trades waited outside Redis: from receipt to Redis's answer (per batch's oldest trade) */
+  readonly holdTime = { maxMs: 0, sumMs: 0, batches: 0 };
+  private holdReport: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly redis: Redis,
@@ -70,6 +75,7 @@ export class TradeSink {
       this.seen.add(trade.s);
       this.requests[p]!.push(String(this.buf[p]!.length + 1), String(bf.floor(trade.s, trade.t)), String(trade.t - bf.maxSpanMs));
     }
+    if (this.count === 0) this.oldestRx = trade.rx;
     this.buf[p]!.push(trade);
     this.count++;
     this.lastRx = trade.rx;
@@ -85,6 +91,7 @@ export class TradeSink {
     }
     if (this.count === 0) return this.flushing;
     const batches = this.buf;
+    const oldestRx = this.oldestRx;
     const requests = this.requests;
     const n = this.count;
     this.buf = batches.map(() => []);
@@ -121,6 +128,11 @@ export class TradeSink {
       () => {
         this.added += n;
         this.inFlight -= n;
+        const held = Date.now() - oldestRx;
+        this.holdTime.batches++;
+        this.holdTime.sumMs += held;
+        if (held > this.holdTime.maxMs) this.holdTime.maxMs = held;
+        this.holdReport ??= setTimeout(() => void this.reportHold(), 1000);
         if (this.inFlight <= high / 2) this.onPressure?.(false);
       },
       (err: unknown) => {
@@ -173,8 +185,21 @@ export class TradeSink {
     void this.redis.hincrby(this.opts.keys.stats(), 'badFrames', 1).catch(() => undefined);
   }
 
+  /** Publishes the hold figures (this process's) in the stats hash, at most once a second. */
+  private reportHold(): Promise<unknown> {
+    this.holdReport = undefined;
+    const h = this.holdTime;
+    return this.redis
+      .hset(this.opts.keys.stats(), 'ingestHoldMaxMs', String(h.maxMs), 'ingestHoldMeanMs', (h.sumMs / Math.max(1, h.batches)).toFixed(2))
+      .catch(() => undefined);
+  }
+
   async close(): Promise<void> {
     await this.flush();
     await this.flushing;
+    if (this.holdReport) {
+      clearTimeout(this.holdReport);
+      await this.reportHold();
+    }
   }
 }

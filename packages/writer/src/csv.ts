@@ -2,7 +2,7 @@ import { appendFileSync, closeSync, existsSync, fstatSync, mkdirSync, openSync, 
 import { dirname, join } from 'node:path';
 import { stringify } from 'csv-stringify/sync';
 import { DateTime } from 'luxon';
-import { BAR_FLAGS, barSources, fileSafeSymbol, formatNumber, vwap, type BarState, type Clock } from '@candlewick/common';
+import { BAR_FLAGS, barSources, fileSafeSymbol, formatNumber, volumeNumber, vwap, type BarState, type Clock } from '@candlewick/common';
 
 export const CSV_HEADER = ['timestamp', 'open', 'high', 'low', 'close', 'vwap', 'volume', 'num_transactions'] as const;
 /** CSV_EXTRA_COLUMNS=true adds these after the notebook's columns. */
@@ -29,7 +29,7 @@ export function barCells(b: BarState): { vwap: string; n: string } {
 
 export function csvRow(clock: Clock, start: number, b: BarState, extraColumns = false): string {
   const { vwap: vw, n } = barCells(b);
-  const row: (string | number)[] = [clock.label(start), b.open, b.high, b.low, b.close, vw, formatNumber(b.volume), n];
+  const row: (string | number)[] = [clock.label(start), b.open, b.high, b.low, b.close, vw, formatNumber(volumeNumber(b.volume)), n];
   if (extraColumns) row.push((b.flags ?? 0) & BAR_FLAGS.INCOMPLETE ? 'false' : 'true', barSources(b.flags ?? 0));
   return stringify([row]);
 }

@@ -1,6 +1,6 @@
 import type { Redis } from 'ioredis';
 import { Queue, Worker, type Job } from 'bullmq';
-import { BARS_QUEUE, BAR_FLAGS, Clock, crashPoint, barSources, decodeBarState, formatNumber, duplicateRedis, sleep, type BarState, type Config, type Keys, type Logger } from '@candlewick/common';
+import { BARS_QUEUE, BAR_FLAGS, Clock, crashPoint, barSources, decodeBarState, formatNumber, volumeNumber, duplicateRedis, sleep, type BarState, type Config, type Keys, type Logger } from '@candlewick/common';
 import { CsvFiles, barCells } from './csv.js';
 import { Carry } from './carry.js';
 
@@ -98,7 +98,7 @@ export class WriterService {
         this.keys.bars(interval), 'MINID', '~', minId, '*',
         's', symbol, 'start', String(start), 'ts', this.clock.label(start),
         'o', state.open, 'h', state.high, 'l', state.low, 'c', state.close,
-        'vwap', cells.vwap, 'v', formatNumber(state.volume), 'n', cells.n, 'rev', String(rev),
+        'vwap', cells.vwap, 'v', formatNumber(volumeNumber(state.volume)), 'n', cells.n, 'rev', String(rev),
         'complete', flags & BAR_FLAGS.INCOMPLETE ? '0' : '1', 'sources', barSources(flags),
       );
     };
