@@ -1,6 +1,6 @@
 import { hostname } from 'node:os';
 import type { Redis } from 'ioredis';
-import { AGGREGATOR_GROUP, BAR_FLAGS, CalendarRangeError, Clock, ConditionRules, crashPoint, duplicateRedis, sleep, type Config, type Keys, type Logger } from '@candlewick/common';
+import { AGGREGATOR_GROUP, BAR_FLAGS, CalendarRangeError, Clock, conditionRules, crashPoint, type ConditionRules, duplicateRedis, sleep, type Config, type Keys, type Logger } from '@candlewick/common';
 import { Preaggregator, mergeArgs, rawEntry, type RawEntry } from './preaggregate.js';
 
 export type StreamEntry = [id: string, fields: string[] | null];
@@ -41,7 +41,7 @@ export class Aggregator {
     private readonly partitions: readonly number[] = Array.from({ length: cfg.partitions }, (_, i) => i),
   ) {
     this.consumer = `${hostname()}-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
-    this.conditions = cfg.conditions === 'cta-utp' ? new ConditionRules(new Map(Object.entries(cfg.conditionCodes))) : undefined;
+    this.conditions = conditionRules(cfg);
     this.pre = new Preaggregator(new Clock(cfg.tz), cfg.intervals, cfg.baseMs, cfg.graceMs, {
       sessions: cfg.sessions,
       align: cfg.align,

@@ -175,7 +175,6 @@ export class Preaggregator {
 
   private readonly amend: boolean;
   private readonly conditions: ConditionRules | undefined;
-  private excluded = 0;
 
   private windowsOf(symbol: string): Windows {
     return isAroundTheClock(symbol) ? this.clockWindows : this.equityWindows;
@@ -187,37 +186,29 @@ export class Preaggregator {
     let filtered = 0;
     const uncovered: number[] = [];
     for (const e of entries) {
-      if (this.sessionSet && !isAroundTheClock(e.s)) {
-        let session: Session;
-        try {
-          session = this.calendar.session(e.t);
-        } catch (err) {
-          if (!(err instanceof CalendarRangeError)) throw err;
-          uncovered.push(new Date(e.t).getUTCFullYear());
-          session = 'closed';
-        }
-        if (!this.sessionSet.has(session)) {
-          filtered++;
-          continue;
-        }
+      if (!this.keeps(e.s, e.t, uncovered)) {
+        filtered++;
+        continue;
       }
       if (this.windowsOf(e.s).base.window(e.t)[1] + this.graceMs <= e.w) late.push(e);
       else onTime.push(e);
     }
-    this.excluded = 0;
-    const bars = this.fold(onTime);
-    const excluded = this.excluded;
-    return { bars, late, lateBars: this.amend ? this.fold(late) : new Map(), filtered, uncovered, excluded };
+    const { bars, excluded } = this.fold(onTime);
+    return { bars, late, lateBars: this.amend ? this.fold(late).bars : new Map(), filtered, uncovered, excluded };
   }
 
-  /** Whether the session rules keep an equity trade at t (24/7 symbols: always). */
-  private keeps(symbol: string, t: number): boolean {
+  /**
+   * Whether the session rules keep an equity trade at t (24/7 symbols: always). A year the
+   * calendar does not cover keeps nothing and is noted in `uncovered`.
+   */
+  private keeps(symbol: string, t: number, uncovered?: number[]): boolean {
     if (!this.sessionSet || isAroundTheClock(symbol)) return true;
     try {
       return this.sessionSet.has(this.calendar.session(t));
     } catch (err) {
-      if (err instanceof CalendarRangeError) return false;
-      throw err;
+      if (!(err instanceof CalendarRangeError)) throw err;
+      uncovered?.push(new Date(t).getUTCFullYear());
+      return false;
     }
   }
 
@@ -228,15 +219,7 @@ export class Preaggregator {
   foldStates(items: readonly { s: string; t: number; state: BarState }[]): Map<string, Partial> {
     const bars = new Map<string, Partial>();
     for (const { s, t, state } of items) {
-      if (!this.keeps(s, t)) continue;
-      const caches = this.windowsOf(s).intervals;
-      for (let i = 0; i < this.intervals.length; i++) {
-        const [start, end] = caches[i]!.window(t);
-        const id = barId(this.intervals[i]!.name, s, start);
-        const cur = bars.get(id);
-        if (cur === undefined) bars.set(id, { end, state: { ...state } });
-        else mergeInto(cur.state, state);
-      }
+      if (this.keeps(s, t)) this.rollUp(bars, s, t, () => ({ ...state }));
     }
     return bars;
   }
@@ -251,15 +234,16 @@ export class Preaggregator {
   }
 
   /** Folds entries into base-interval partials, then rolls those up into every interval. */
-  private fold(entries: readonly RawEntry[]): Map<string, Partial> {
+  private fold(entries: readonly RawEntry[]): { bars: Map<string, Partial>; excluded: number } {
     const bases = new Map<string, Base>();
     const rules = this.conditions;
     const scaled = this.scaled;
+    let excluded = 0;
     for (const e of entries) {
       const { t, s, p, v, id } = e;
       const elig = rules === undefined || isAroundTheClock(s) ? ALL : rules.eligibility(e.c);
       if ((elig & VOLUME) === 0) {
-        this.excluded++;
+        excluded++;
         continue;
       }
       const win = this.windowsOf(s).base.window(t);
@@ -313,16 +297,21 @@ export class Preaggregator {
         flags
           ? { open: b.open, openKey, high: b.high, low: b.low, close: b.close, closeKey, volume: b.v, pv: b.pv, n: b.n, flags }
           : { open: b.open, openKey, high: b.high, low: b.low, close: b.close, closeKey, volume: b.v, pv: b.pv, n: b.n };
-      const caches = this.windowsOf(b.s).intervals;
-      for (let i = 0; i < this.intervals.length; i++) {
-        const [start, end] = caches[i]!.window(b.start);
-        const id = barId(this.intervals[i]!.name, b.s, start);
-        const cur = bars.get(id);
-        if (cur === undefined) bars.set(id, { end, state: state() });
-        else mergeInto(cur.state, state());
-      }
+      this.rollUp(bars, b.s, b.start, state);
     }
-    return bars;
+    return { bars, excluded };
+  }
+
+  /** Merges a partial at time t into the bar of every interval whose window holds t. */
+  private rollUp(bars: Map<string, Partial>, symbol: string, t: number, state: () => BarState): void {
+    const caches = this.windowsOf(symbol).intervals;
+    for (let i = 0; i < this.intervals.length; i++) {
+      const [start, end] = caches[i]!.window(t);
+      const id = barId(this.intervals[i]!.name, symbol, start);
+      const cur = bars.get(id);
+      if (cur === undefined) bars.set(id, { end, state: state() });
+      else mergeInto(cur.state, state());
+    }
   }
 }
 

@@ -64,10 +64,12 @@ export class Splicer {
     for (const { id } of this.pre.barsAt(symbol, t)) out.set(id, (out.get(id) ?? 0) | bits);
   }
 
-  /** Bars for minutes a source could not cover: those containing the span's ragged ends. */
-  private raggedEnds(req: BackfillRequest, flags: Map<string, number>, minutesOnly: boolean): void {
+  /**
+   * A span that starts inside a minute (just after the last live trade before an outage): the part
+   * of that minute before it is covered by no source here, so its bars are incomplete.
+   */
+  private raggedStart(req: BackfillRequest, flags: Map<string, number>): void {
     if (req.from % MINUTE !== 0) this.flag(flags, req.symbol, req.from, BAR_FLAGS.INCOMPLETE);
-    if (minutesOnly && req.to % MINUTE !== 0) this.flag(flags, req.symbol, req.to, BAR_FLAGS.INCOMPLETE);
   }
 
   ticks(req: BackfillRequest, trades: readonly ProviderTrade[], sourceFlag: number): Splice {
@@ -78,7 +80,7 @@ export class Splicer {
     const live = tie.findIndex((tr) => Number(tr.p) === Number(req.p) && tr.v === req.v);
     if (live >= 0) inSpan.push(...tie.slice(0, live));
     else if (tie.length > 0) this.flag(flags, req.symbol, req.to, BAR_FLAGS.INCOMPLETE);
-    if (req.from % MINUTE !== 0) this.flag(flags, req.symbol, req.from, BAR_FLAGS.INCOMPLETE);
+    this.raggedStart(req, flags);
     inSpan.sort((a, b) => a.t - b.t || a.seq - b.seq);
     const entries = tradeEntries(req.symbol, inSpan);
     const partials = this.pre.run(entries).bars;
@@ -95,7 +97,9 @@ export class Splicer {
       if (c.start % MINUTE !== 0 || c.start < first || c.start + MINUTE > last) continue;
       items.push({ s: req.symbol, t: c.start, state: candleState(c, sourceFlag) });
     }
-    this.raggedEnds(req, flags, true);
+    this.raggedStart(req, flags);
+    // the live trade's minute before it: candles cannot cover part of a minute
+    if (req.to % MINUTE !== 0) this.flag(flags, req.symbol, req.to, BAR_FLAGS.INCOMPLETE);
     return { partials: this.pre.foldStates(items), flags, used: items.length };
   }
 
@@ -103,7 +107,7 @@ export class Splicer {
   failed(req: BackfillRequest): Splice {
     const flags = new Map<string, number>();
     this.flag(flags, req.symbol, req.to, BAR_FLAGS.INCOMPLETE);
-    if (req.from % MINUTE !== 0) this.flag(flags, req.symbol, req.from, BAR_FLAGS.INCOMPLETE);
+    this.raggedStart(req, flags);
     return { partials: new Map(), flags, used: 0 };
   }
 }

@@ -3,7 +3,7 @@ import type { Redis } from 'ioredis';
 import {
   BACKFILL_GROUP,
   Clock,
-  ConditionRules,
+  conditionRules,
   duplicateRedis,
   encodeBarState,
   mergeBackfillKeys,
@@ -30,7 +30,7 @@ export function backfillPreaggregator(cfg: Config): Preaggregator {
   return new Preaggregator(new Clock(cfg.tz), cfg.intervals, cfg.baseMs, cfg.graceMs, {
     sessions: cfg.sessions,
     align: cfg.align,
-    conditions: cfg.conditions === 'cta-utp' ? new ConditionRules(new Map(Object.entries(cfg.conditionCodes))) : undefined,
+    conditions: conditionRules(cfg),
   });
 }
 

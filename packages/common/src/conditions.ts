@@ -1,3 +1,5 @@
+import type { Config } from './config.js';
+
 /**
  * Trade conditions (CONDITIONS=cta-utp): which prints of a US-equity trade may set a bar's
  * open/close, high/low and volume.
@@ -95,6 +97,11 @@ export function leanConditions(hexWord: string): string[] {
 }
 
 export class ConditionCodesError extends Error {}
+
+/** The rules CONDITIONS selects: undefined for `all` (every print alike). */
+export function conditionRules(cfg: Pick<Config, 'conditions' | 'conditionCodes'>): ConditionRules | undefined {
+  return cfg.conditions === 'cta-utp' ? new ConditionRules(new Map(Object.entries(cfg.conditionCodes))) : undefined;
+}
 
 /**
  * Parses a CONDITION_CODES map: a JSON object from a feed's code to a condition name or a list of

@@ -16,13 +16,13 @@ const PRICE_UNIT = Number(pow10(PRICE_DIGITS));
 
 /** A decimal (text, or a number through its shortest text, exponent notation included) as an integer of `digits` decimals. */
 export function toScaled(x: string | number, digits: number): bigint {
-  let text = typeof x === 'number' ? String(x) : x.trim();
+  const text = typeof x === 'number' ? String(x) : x.trim();
   const m = /^([+-]?)(\d*)(?:\.(\d*))?(?:[eE]([+-]?\d+))?$/.exec(text);
   if (!m || (m[2] === '' && (m[3] ?? '') === '')) throw new Error(`not a decimal number: "${text}"`);
   const sign = m[1] === '-' ? -1n : 1n;
   let int = m[2] || '0';
   let frac = m[3] ?? '';
-  let exp = Number(m[4] ?? '0');
+  const exp = Number(m[4] ?? '0');
   // move the point by the exponent
   if (exp > 0) {
     const take = frac.slice(0, exp).padEnd(exp, '0');
@@ -33,38 +33,30 @@ export function toScaled(x: string | number, digits: number): bigint {
     frac = pad.slice(pad.length + exp) + frac;
     int = pad.slice(0, pad.length + exp);
   }
-  exp = 0;
-  text = '';
   const kept = frac.slice(0, digits).padEnd(digits, '0');
   let v = BigInt(int + kept);
   if (frac.length > digits && frac.charCodeAt(digits) >= 53 /* '5' */) v += 1n;
   return sign * v;
 }
 
+/** toScaled(·, digits) remembered for up to 100,000 distinct inputs. */
+function memoScaled<K extends string | number>(digits: number): (x: K) => bigint {
+  const seen = new Map<K, bigint>();
+  return (x) => {
+    let v = seen.get(x);
+    if (v === undefined) {
+      v = toScaled(x, digits);
+      if (seen.size > 100_000) seen.clear();
+      seen.set(x, v);
+    }
+    return v;
+  };
+}
+
 /** Caches of scaled values: a day of prints has few distinct prices and sizes. */
 export class ScaledCache {
-  private readonly prices = new Map<string, bigint>();
-  private readonly volumes = new Map<number, bigint>();
-
-  price(p: string): bigint {
-    let v = this.prices.get(p);
-    if (v === undefined) {
-      v = toScaled(p, PRICE_DIGITS);
-      if (this.prices.size > 100_000) this.prices.clear();
-      this.prices.set(p, v);
-    }
-    return v;
-  }
-
-  volume(x: number): bigint {
-    let v = this.volumes.get(x);
-    if (v === undefined) {
-      v = toScaled(x, VOLUME_DIGITS);
-      if (this.volumes.size > 100_000) this.volumes.clear();
-      this.volumes.set(x, v);
-    }
-    return v;
-  }
+  readonly price = memoScaled<string>(PRICE_DIGITS);
+  readonly volume = memoScaled<number>(VOLUME_DIGITS);
 }
 
 /** A scaled volume as a plain number, for printing. */
