@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -15,6 +15,16 @@ export const ROOT = fileURLToPath(new URL('..', import.meta.url));
 export const CLI = join(ROOT, 'packages/cli/dist/cli.js');
 export const BUNDLED_TAPE = join(ROOT, 'tapes/binance-xrpeth-aggtrades-2019-10-11.json.gz');
 export const BUNDLED_KLINES = join(ROOT, 'tapes/binance-xrpeth-klines-1m-2019-10-11.json.gz');
+/** One bundled Lean day: AIG's consolidated prints of 2013-10-10 (54,318 trades). */
+export const LEAN_AIG_TAPE = join(ROOT, 'tapes/lean-aig-20131010/tick/aig_20131010_trade.zip');
+
+/** Every CSV under DATA_DIR/raw, "interval/file" -> contents. */
+export function csvOutputs(dataDir: string): Map<string, string> {
+  const out = new Map<string, string>();
+  const raw = join(dataDir, 'raw');
+  for (const iv of readdirSync(raw)) for (const f of readdirSync(join(raw, iv))) out.set(`${iv}/${f}`, readFileSync(join(raw, iv, f), 'utf8'));
+  return out;
+}
 
 export function redisUrl(): string {
   return inject('redisUrl');

@@ -1,17 +1,5 @@
-import { readFileSync, readdirSync } from 'node:fs';
-import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { BUNDLED_TAPE, ROOT, redisUrl, runCli, tempDir, uniquePrefix } from './helpers.js';
-
-const AIG = join(ROOT, 'tapes/lean-aig-20131010/tick/aig_20131010_trade.zip');
-
-/** Every CSV under DATA_DIR/raw, path -> contents. */
-function outputs(dataDir: string): Map<string, string> {
-  const out = new Map<string, string>();
-  const raw = join(dataDir, 'raw');
-  for (const iv of readdirSync(raw)) for (const f of readdirSync(join(raw, iv))) out.set(`${iv}/${f}`, readFileSync(join(raw, iv, f), 'utf8'));
-  return out;
-}
+import { BUNDLED_TAPE, LEAN_AIG_TAPE, csvOutputs, redisUrl, runCli, tempDir, uniquePrefix } from './helpers.js';
 
 describe('scale-out', () => {
   it('1, 2 and 4 aggregators on the same tapes write byte-identical CSV files', async () => {
@@ -20,12 +8,12 @@ describe('scale-out', () => {
       const dataDir = tempDir(`scale-${n}`);
       const res = await runCli(['stack'], {
         REDIS_URL: redisUrl(), KEY_PREFIX: uniquePrefix(`scale-${n}`), DATA_DIR: dataDir, EXIT_WHEN_IDLE_MS: '500',
-        REPLAY_TAPE: `${BUNDLED_TAPE},${AIG}`, STREAM_PARTITIONS: '2', AGGREGATORS: String(n), AGGREGATOR_BATCH: '300',
+        REPLAY_TAPE: `${BUNDLED_TAPE},${LEAN_AIG_TAPE}`, STREAM_PARTITIONS: '2', AGGREGATORS: String(n), AGGREGATOR_BATCH: '300',
       }, 180_000);
       expect(res.code, res.stdout.slice(-2000)).toBe(0);
       expect(res.stdout).toMatch(/trades in\s+66795\n/);
       expect(res.stdout).toMatch(/late\s+0\n/);
-      runs.push(outputs(dataDir));
+      runs.push(csvOutputs(dataDir));
     }
     expect(runs[0]!.size).toBe(10); // 2 symbols x 5 intervals
     for (const other of runs.slice(1)) {

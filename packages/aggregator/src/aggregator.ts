@@ -1,11 +1,10 @@
 import { hostname } from 'node:os';
-import type { Redis } from 'ioredis';
-import { AGGREGATOR_GROUP, BAR_FLAGS, CalendarRangeError, Clock, conditionRules, crashPoint, type ConditionRules, duplicateRedis, sleep, type Config, type Keys, type Logger } from '@candlewick/common';
+import { AGGREGATOR_GROUP, BAR_FLAGS, CalendarRangeError, Clock, conditionRules, crashPoint, type ConditionRules, duplicateRedis, mergeBatchKeys, sleep, type Config, type Keys, type Logger, type RedisClient } from '@candlewick/common';
 import { Preaggregator, mergeArgs, rawEntry, type RawEntry } from './preaggregate.js';
 
 export type StreamEntry = [id: string, fields: string[] | null];
 
-export async function ensureGroup(redis: Redis, stream: string, group = AGGREGATOR_GROUP): Promise<void> {
+export async function ensureGroup(redis: RedisClient, stream: string, group = AGGREGATOR_GROUP): Promise<void> {
   try {
     await redis.xgroup('CREATE', stream, group, '0', 'MKSTREAM');
   } catch (err) {
@@ -22,7 +21,7 @@ export class Aggregator {
   readonly consumer: string;
   private stopped = false;
   private loops: Promise<void>[] = [];
-  private readonly conns: Redis[] = [];
+  private readonly conns: RedisClient[] = [];
   private readonly pre: Preaggregator;
   merged = 0;
   late = 0;
@@ -34,7 +33,7 @@ export class Aggregator {
   private readonly reportedCodes = new Set<string>();
 
   constructor(
-    private readonly redis: Redis,
+    private readonly redis: RedisClient,
     private readonly cfg: Config,
     private readonly keys: Keys,
     private readonly log: Logger,
@@ -69,7 +68,7 @@ export class Aggregator {
     this.log.info({ merged: this.merged, late: this.late, batches: this.batches }, 'aggregator stopped');
   }
 
-  private read(conn: Redis, stream: string): Promise<StreamEntry[]> {
+  private read(conn: RedisClient, stream: string): Promise<StreamEntry[]> {
     return (
       conn.xreadgroup(
         'GROUP', AGGREGATOR_GROUP, this.consumer,
@@ -85,7 +84,7 @@ export class Aggregator {
    * makes entries pending for this consumer; if the process dies they are reclaimed), so Redis
    * works on one batch while this process parses the other.
    */
-  private async loop(p: number, conn: Redis): Promise<void> {
+  private async loop(p: number, conn: RedisClient): Promise<void> {
     const stream = this.keys.trades(p);
     let nextReclaim = 0;
     let next: Promise<StreamEntry[]> | undefined;
@@ -150,8 +149,7 @@ export class Aggregator {
     for (;;) {
       const pre = this.pre.run(entries);
       const res = await this.redis.cwMergeBatch_v1(
-        this.keys.trades(p), this.keys.openBars(p), this.keys.openIndex(p), this.keys.late(p),
-        this.keys.partitionStats(p), this.keys.clock(p), this.keys.amends(p), this.keys.amendIndex(p),
+        ...mergeBatchKeys(this.keys, p),
         AGGREGATOR_GROUP, this.consumer, ...mergeArgs(todo, pre),
       );
       if (Number(res[0]) === 1) {

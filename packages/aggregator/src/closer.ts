@@ -1,4 +1,3 @@
-import type { Redis } from 'ioredis';
 import { Queue, Worker, type Job } from 'bullmq';
 import {
   AGGREGATOR_GROUP,
@@ -12,6 +11,7 @@ import {
   type Config,
   type Keys,
   type Logger,
+  type RedisClient,
 } from '@candlewick/common';
 
 /** One closed bar as a writer job carries it. */
@@ -51,7 +51,7 @@ export interface CloseResult {
  */
 export class BarCloser {
   constructor(
-    private readonly redis: Redis,
+    private readonly redis: RedisClient,
     private readonly bars: Queue,
     private readonly cfg: Config,
     private readonly keys: Keys,
@@ -129,7 +129,7 @@ export class BarCloser {
   }
 }
 
-export function barsQueue(connection: Redis, keys: Keys): Queue {
+export function barsQueue(connection: RedisClient, keys: Keys): Queue {
   return new Queue(BARS_QUEUE, {
     connection,
     prefix: keys.queuePrefix(),
@@ -155,7 +155,7 @@ export class CloserService {
   readonly closer: BarCloser;
 
   constructor(
-    private readonly redis: Redis,
+    private readonly redis: RedisClient,
     private readonly cfg: Config,
     private readonly keys: Keys,
     private readonly log: Logger,

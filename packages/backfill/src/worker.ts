@@ -1,5 +1,4 @@
 import { hostname } from 'node:os';
-import type { Redis } from 'ioredis';
 import {
   BACKFILL_GROUP,
   Clock,
@@ -11,6 +10,7 @@ import {
   type Config,
   type Keys,
   type Logger,
+  type RedisClient,
 } from '@candlewick/common';
 import { Preaggregator, ensureGroup } from '@candlewick/aggregator';
 import { ProviderError } from './http.js';
@@ -43,8 +43,8 @@ export function backfillPreaggregator(cfg: Config): Preaggregator {
 export class BackfillService {
   private stopped = false;
   private readonly abort = new AbortController();
-  private loop: Promise<void> | undefined;
-  private conn: Redis | undefined;
+  private readonly loops: Promise<void>[] = [];
+  private readonly conns: RedisClient[] = [];
   private provider: Provider | undefined;
   /** set after a permanent provider error (a refused key, a premium endpoint): no more calls */
   private disabled: string | undefined;
@@ -53,7 +53,7 @@ export class BackfillService {
   done = 0;
 
   constructor(
-    private readonly redis: Redis,
+    private readonly redis: RedisClient,
     private readonly cfg: Config,
     private readonly keys: Keys,
     private readonly log: Logger,
@@ -68,16 +68,20 @@ export class BackfillService {
     } catch (err) {
       this.disable(err as Error);
     }
-    this.conn = duplicateRedis(this.redis, this.log);
-    this.loop = this.run(this.conn);
+    // one blocking reader per partition: the request streams lie in different Cluster slots
+    for (let p = 0; p < this.cfg.partitions; p++) {
+      const conn = duplicateRedis(this.redis, this.log);
+      this.conns.push(conn);
+      this.loops.push(this.run(p, conn));
+    }
     this.log.info({ provider: this.cfg.backfillProvider, mode: this.cfg.backfillMode, disabled: this.disabled !== undefined }, 'backfill started');
   }
 
   async stop(): Promise<void> {
     this.stopped = true;
     this.abort.abort();
-    await this.loop;
-    await this.conn?.quit().catch(() => undefined);
+    await Promise.all(this.loops);
+    await Promise.all(this.conns.map((c) => c.quit().catch(() => undefined)));
     this.log.info({ done: this.done }, 'backfill stopped');
   }
 
@@ -90,29 +94,24 @@ export class BackfillService {
     );
   }
 
-  private async run(conn: Redis): Promise<void> {
-    const streams = Array.from({ length: this.cfg.partitions }, (_, p) => this.keys.backfillRequests(p));
+  private async run(p: number, conn: RedisClient): Promise<void> {
+    const stream = this.keys.backfillRequests(p);
     let lastClaim = 0;
     while (!this.stopped) {
       try {
         if (Date.now() - lastClaim > 5_000) {
           lastClaim = Date.now();
-          for (let p = 0; p < streams.length; p++) {
-            // requests a dead worker held for a while: take them over
-            const res = (await conn.xautoclaim(streams[p]!, BACKFILL_GROUP, this.consumer, 30_000, '0-0', 'COUNT', 10)) as [string, StreamEntry[]];
-            for (const [id, fields] of res[1]) if (fields) await this.handle(parseRequest(p, id, fields));
-          }
+          // requests a dead worker held for a while: take them over
+          const res = (await conn.xautoclaim(stream, BACKFILL_GROUP, this.consumer, 30_000, '0-0', 'COUNT', 10)) as [string, StreamEntry[]];
+          for (const [id, fields] of res[1]) if (fields) await this.handle(parseRequest(p, id, fields));
         }
-        const res = (await conn.xreadgroup(
-          'GROUP', BACKFILL_GROUP, this.consumer, 'COUNT', 10, 'BLOCK', 1000, 'STREAMS', ...streams, ...streams.map(() => '>'),
-        )) as [string, StreamEntry[]][] | null;
-        for (const [stream, entries] of res ?? []) {
-          const p = streams.indexOf(stream);
-          for (const [id, fields] of entries) await this.handle(parseRequest(p, id, fields));
-        }
+        const res = (await conn.xreadgroup('GROUP', BACKFILL_GROUP, this.consumer, 'COUNT', 10, 'BLOCK', 1000, 'STREAMS', stream, '>')) as
+          | [string, StreamEntry[]][]
+          | null;
+        for (const [id, fields] of res?.[0]?.[1] ?? []) await this.handle(parseRequest(p, id, fields));
       } catch (err) {
         if (this.stopped) break;
-        this.log.error({ err }, 'backfill loop error; retrying');
+        this.log.error({ err, partition: p }, 'backfill loop error; retrying');
         await sleep(1000, this.abort.signal);
       }
     }

@@ -1,5 +1,6 @@
-import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { promisify } from 'node:util';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join, resolve } from 'node:path';
 import { Redis } from 'ioredis';
@@ -37,6 +38,7 @@ export class PrivateRedis {
     private readonly dir: string,
     private readonly bin = 'redis-server',
     private readonly appendonly = true,
+    private readonly extraArgs: readonly string[] = [],
   ) {}
 
   get url(): string {
@@ -77,7 +79,7 @@ export class PrivateRedis {
     const args = [
       '--port', String(this.port), '--bind', '127.0.0.1', '--dir', resolve(this.dir),
       '--save', '', '--appendonly', this.appendonly ? 'yes' : 'no', '--appendfsync', 'everysec',
-      '--daemonize', 'no', '--logfile', '', '--loglevel', 'warning',
+      '--daemonize', 'no', '--logfile', '', '--loglevel', 'warning', ...this.extraArgs,
     ];
     const proc = spawn(this.bin, args, { stdio: ['ignore', 'ignore', 'pipe'] });
     this.proc = proc;
@@ -121,5 +123,84 @@ export class PrivateRedis {
 
   kill(): void {
     this.proc?.kill('SIGKILL');
+  }
+}
+
+/**
+ * A private Redis Cluster of `masters` redis-server processes (no replicas) on free loopback ports,
+ * each with its data (AOF on) and its nodes.conf under `dir/node-i`. Started again on the same
+ * folder it reuses the ports it chose (kept in `dir/cluster.json`) so the nodes find each other
+ * from their nodes.conf; a new folder gets a new cluster through `redis-cli --cluster create`.
+ */
+export class PrivateRedisCluster {
+  private nodes: PrivateRedis[] = [];
+
+  constructor(
+    private readonly dir: string,
+    private readonly bin = 'redis-server',
+    private readonly masters = 3,
+  ) {}
+
+  /** Comma-separated node URLs: REDIS_URL for REDIS_CLUSTER=on. */
+  get url(): string {
+    return this.nodes.map((n) => n.url).join(',');
+  }
+
+  async start(): Promise<string> {
+    mkdirSync(this.dir, { recursive: true });
+    const state = join(this.dir, 'cluster.json');
+    let ports: number[] | undefined;
+    try {
+      const saved = JSON.parse(readFileSync(state, 'utf8')) as { ports?: unknown };
+      if (Array.isArray(saved.ports) && saved.ports.length === this.masters && saved.ports.every((p, i) => Number.isInteger(p) && existsSync(join(this.dir, `node-${i}`, 'nodes.conf')))) {
+        ports = saved.ports as number[];
+      }
+    } catch {
+      // no cluster here yet
+    }
+    const fresh = ports === undefined;
+    this.nodes = Array.from({ length: this.masters }, (_, i) =>
+      new PrivateRedis(join(this.dir, `node-${i}`), this.bin, true, ['--cluster-enabled', 'yes', '--cluster-config-file', 'nodes.conf', '--cluster-node-timeout', '2000']),
+    );
+    try {
+      for (let i = 0; i < this.masters; i++) await this.nodes[i]!.start(ports?.[i]);
+      if (fresh) {
+        writeFileSync(state, JSON.stringify({ ports: this.nodes.map((n) => n.port) }));
+        const cli = this.bin.endsWith('redis-server') ? `${this.bin.slice(0, -'redis-server'.length)}redis-cli` : 'redis-cli';
+        await promisify(execFile)(cli, ['--cluster', 'create', ...this.nodes.map((n) => `127.0.0.1:${n.port}`), '--cluster-replicas', '0', '--cluster-yes'], { timeout: 30_000 });
+      }
+      await this.waitUntilOk();
+    } catch (err) {
+      await this.stop();
+      throw err;
+    }
+    return this.url;
+  }
+
+  /** Every node reports cluster_state:ok (slots all assigned and agreed). */
+  private async waitUntilOk(): Promise<void> {
+    const until = Date.now() + 30_000;
+    for (const node of this.nodes) {
+      const probe = new Redis(node.url, { maxRetriesPerRequest: 0, retryStrategy: () => 100 });
+      probe.on('error', () => undefined);
+      try {
+        for (;;) {
+          const info = String(await probe.call('CLUSTER', 'INFO').catch(() => ''));
+          if (/cluster_state:ok/.test(info)) break;
+          if (Date.now() > until) throw new Error(`redis cluster node ${node.port} did not reach cluster_state:ok within 30 s`);
+          await sleep(50);
+        }
+      } finally {
+        probe.disconnect();
+      }
+    }
+  }
+
+  async stop(): Promise<void> {
+    await Promise.all(this.nodes.map((n) => n.stop()));
+  }
+
+  kill(): void {
+    for (const n of this.nodes) n.kill();
   }
 }

@@ -1,5 +1,4 @@
 import { fileURLToPath } from 'node:url';
-import type { Redis } from 'ioredis';
 import {
   connectRedis,
   createLogger,
@@ -10,6 +9,7 @@ import {
   type Config,
   type Keys,
   type Logger,
+  type RedisClient,
 } from '@candlewick/common';
 import { Ingestor, ReplayServer, isRawFrame, readTape } from '@candlewick/ingestor';
 import { Aggregator, CloserService } from '@candlewick/aggregator';
@@ -24,10 +24,10 @@ export function rootLogger(cfg: Config, name: string, write?: (line: string) => 
   return createLogger({ level: cfg.logLevel, pretty: cfg.logPretty, name, write });
 }
 
-function redisFor(cfg: Config, log: Logger): Redis {
+function redisFor(cfg: Config, log: Logger): RedisClient {
   const url = cfg.redisUrl ?? 'redis://127.0.0.1:6379';
   log.info({ redis: redactUrl(url) }, 'connecting to redis');
-  return connectRedis(url, log.child({ component: 'redis' }));
+  return connectRedis(url, log.child({ component: 'redis' }), { cluster: cfg.redisCluster });
 }
 
 
@@ -40,7 +40,7 @@ function stopWithParent(): void {
 }
 
 /** Runs one role until SIGINT/SIGTERM. */
-async function runRole(cfg: Config, name: string, make: (redis: Redis, log: Logger) => Component): Promise<void> {
+async function runRole(cfg: Config, name: string, make: (redis: RedisClient, log: Logger) => Component): Promise<void> {
   const log = rootLogger(cfg, name);
   const redis = redisFor(cfg, log);
   const role = make(redis, log);
@@ -63,7 +63,7 @@ async function runRole(cfg: Config, name: string, make: (redis: Redis, log: Logg
   process.send?.({ ready: true });
 }
 
-type Service = new (redis: Redis, cfg: Config, keys: Keys, log: Logger) => Component;
+type Service = new (redis: RedisClient, cfg: Config, keys: Keys, log: Logger) => Component;
 
 /** The roles that are one service on one Redis connection. */
 export const SERVICES: Record<string, Service> = {

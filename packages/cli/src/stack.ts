@@ -12,12 +12,12 @@ import {
   type Config,
   type Keys,
   type Logger,
+  type RedisClient,
 } from '@candlewick/common';
 import { readTape, tapeSymbols } from '@candlewick/ingestor';
 import { BarCloser, barsQueue } from '@candlewick/aggregator';
-import type { Redis } from 'ioredis';
 import { BUNDLED_TAPE, rootLogger } from './roles.js';
-import { PrivateRedis, freePort } from './redis-server.js';
+import { PrivateRedis, PrivateRedisCluster, freePort } from './redis-server.js';
 
 const LEVELS: Record<number, string> = { 10: 'TRACE', 20: 'DEBUG', 30: 'INFO ', 40: 'WARN ', 50: 'ERROR', 60: 'FATAL' };
 const COLORS: Record<number, string> = { 40: '\x1b[33m', 50: '\x1b[31m', 60: '\x1b[31m' };
@@ -78,7 +78,7 @@ export type StackSummary = Pick<Counters, 'rejected' | 'badFrames' | 'late' | 'm
   tradesPerSec: number;
 };
 
-export async function readCounters(redis: Redis, cfg: Config, keys: Keys): Promise<Counters> {
+export async function readCounters(redis: RedisClient, cfg: Config, keys: Keys): Promise<Counters> {
   const stats = await redis.hgetall(keys.stats());
   const c: Counters = {
     in: Number(stats.in ?? 0),
@@ -173,9 +173,14 @@ export async function runStack(cfg: Config, env: NodeJS.ProcessEnv): Promise<num
   const keys = makeKeys(cfg.keyPrefix);
   const childEnv: NodeJS.ProcessEnv = { ...env, LOG_PRETTY: 'false', MODE: cfg.mode };
 
-  let privateRedis: PrivateRedis | undefined;
+  let privateRedis: PrivateRedis | PrivateRedisCluster | undefined;
   let redisUrl = cfg.redisUrl;
-  if (!redisUrl) {
+  if (!redisUrl && cfg.redisCluster) {
+    const dir = join(cfg.dataDir, 'redis-cluster');
+    privateRedis = new PrivateRedisCluster(dir, cfg.redisServerBin);
+    redisUrl = await privateRedis.start();
+    log.info({ redis: redisUrl, dir }, 'started a private 3-master redis cluster (AOF on)');
+  } else if (!redisUrl) {
     privateRedis = new PrivateRedis(join(cfg.dataDir, 'redis'), cfg.redisServerBin);
     redisUrl = await privateRedis.start();
     log.info({ redis: redisUrl, dir: join(cfg.dataDir, 'redis') }, 'started a private redis-server (AOF on)');
@@ -229,7 +234,7 @@ export async function runStack(cfg: Config, env: NodeJS.ProcessEnv): Promise<num
     return child;
   };
 
-  const redis = connectRedis(redisUrl, log.child({ component: 'redis' }));
+  const redis = connectRedis(redisUrl, log.child({ component: 'redis' }), { cluster: cfg.redisCluster });
   const baseline = await readCounters(redis, cfg, keys);
   const bars = barsQueue(redis, keys);
   const closer = new BarCloser(redis, bars, cfg, keys, log.child({ component: 'final-close' }));
@@ -315,7 +320,7 @@ function waitForPort(port: number, timeoutMs: number): Promise<void> {
   });
 }
 
-async function idleAndDrained(redis: Redis, cfg: Config, keys: Keys, startedAt: number): Promise<boolean> {
+async function idleAndDrained(redis: RedisClient, cfg: Config, keys: Keys, startedAt: number): Promise<boolean> {
   const c = await readCounters(redis, cfg, keys);
   // The idle clock starts when this run's feed is first up, so a slow start is not mistaken for the end.
   if (c.feedUp < startedAt) return false;
@@ -327,7 +332,7 @@ async function idleAndDrained(redis: Redis, cfg: Config, keys: Keys, startedAt: 
 }
 
 /** Closes every remaining bar once everything ingested is merged, and waits for the writer. */
-async function finish(redis: Redis, bars: Queue, closer: BarCloser, cfg: Config, keys: Keys): Promise<void> {
+async function finish(redis: RedisClient, bars: Queue, closer: BarCloser, cfg: Config, keys: Keys): Promise<void> {
   for (;;) {
     const r = await closer.tick(true);
     if (r.merged) break;

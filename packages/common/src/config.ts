@@ -3,6 +3,7 @@ import { DateTime } from 'luxon';
 import { z } from 'zod';
 import { ConditionCodesError, parseConditionCodes } from './conditions.js';
 import { baseIntervalMs, Clock, parseDurationMs, parseInterval, type Interval } from './time.js';
+import { redactUrl } from './logger.js';
 
 /**
  * The one configuration schema. Every role parses the environment (plus CLI flags) once, at its
@@ -64,6 +65,7 @@ export const ENV_SCHEMA = z.object({
   CLOCK: z.enum(['wall', 'event'], { message: 'must be wall or event' }).optional(),
   DATA_DIR: z.string().optional(),
   REDIS_URL: z.string().optional(),
+  REDIS_CLUSTER: z.enum(['on', 'off'], { message: 'must be on or off' }).default('off'),
   KEY_PREFIX: z
     .string()
     .regex(/^[A-Za-z0-9_.-]+$/, 'letters, digits, _ . - only')
@@ -76,6 +78,7 @@ export const ENV_SCHEMA = z.object({
   CLOSE_EVERY_MS: int(50, 60_000, 250),
   RECLAIM_IDLE_MS: int(100, 3_600_000, 30_000),
   TRADES_RETENTION: duration('1h'),
+  BARS_RETENTION: duration('7d'),
   EXIT_WHEN_IDLE_MS: z
     .string()
     .trim()
@@ -140,6 +143,8 @@ export interface Config {
   readonly clock: 'wall' | 'event';
   readonly dataDir: string;
   readonly redisUrl: string | undefined;
+  /** REDIS_URL names Redis Cluster nodes (comma-separated seeds); without REDIS_URL the stack starts a private cluster */
+  readonly redisCluster: boolean;
   readonly keyPrefix: string;
   readonly partitions: number;
   readonly aggregators: number;
@@ -149,6 +154,8 @@ export interface Config {
   readonly closeEveryMs: number;
   readonly reclaimIdleMs: number;
   readonly tradesRetentionMs: number;
+  /** closed-bar streams bars:{interval} are trimmed by age (MINID) to this */
+  readonly barsRetentionMs: number;
   readonly exitWhenIdleMs: number;
   readonly logLevel: string;
   readonly logPretty: boolean;
@@ -261,6 +268,12 @@ export function loadConfig(env: EnvLike, overrides: EnvLike = {}): Config {
   if (provider === 'finnhub' && backfillMode === 'ticks') {
     problems.push('BACKFILL_MODE=ticks: Finnhub has no tick history for this; use BACKFILL_PROVIDER=massive or BACKFILL_MODE=candles');
   }
+  for (const u of (e.REDIS_URL ?? '').split(',').filter((x) => x.trim() !== '')) {
+    if (!/^rediss?:\/\/[^/]/.test(u.trim())) problems.push(`REDIS_URL: "${redactUrl(u.trim())}" is not a redis:// or rediss:// URL, e.g. redis://127.0.0.1:6379`);
+  }
+  if (e.REDIS_CLUSTER === 'off' && (e.REDIS_URL ?? '').includes(',')) {
+    problems.push('REDIS_URL: several URLs are the seed nodes of a Redis Cluster; set REDIS_CLUSTER=on, or give one URL');
+  }
   let replayFrom: number | undefined;
   if (e.REPLAY_FROM !== undefined) {
     replayFrom = Date.parse(e.REPLAY_FROM);
@@ -301,6 +314,7 @@ export function loadConfig(env: EnvLike, overrides: EnvLike = {}): Config {
     clock: e.CLOCK ?? (mode === 'live' ? 'wall' : 'event'),
     dataDir: e.DATA_DIR ?? './data',
     redisUrl: e.REDIS_URL,
+    redisCluster: e.REDIS_CLUSTER === 'on',
     keyPrefix: e.KEY_PREFIX ?? 'cw',
     partitions: e.STREAM_PARTITIONS,
     aggregators: e.AGGREGATORS,
@@ -310,6 +324,7 @@ export function loadConfig(env: EnvLike, overrides: EnvLike = {}): Config {
     closeEveryMs: e.CLOSE_EVERY_MS,
     reclaimIdleMs: e.RECLAIM_IDLE_MS,
     tradesRetentionMs: e.TRADES_RETENTION,
+    barsRetentionMs: e.BARS_RETENTION,
     // A replay ends: by default the stack exits 2 s after the tape; live runs until stopped.
     exitWhenIdleMs: e.EXIT_WHEN_IDLE_MS ?? (mode === 'replay' ? 2000 : 0),
     logLevel: e.LOG_LEVEL ?? 'info',

@@ -44,7 +44,10 @@ export interface Keys {
   lastTrade(p: number): string;
   /** Backfill: flags (e.g. incomplete) to add to bars of partition p when they close (field = bar id). */
   barFlags(p: number): string;
-  /** Key prefix BullMQ uses for the queues. */
+  /**
+   * Key prefix BullMQ uses for the queues: one hash tag, so that each queue's keys (which BullMQ's
+   * scripts touch together) share a Redis Cluster slot.
+   */
   queuePrefix(): string;
 }
 
@@ -72,7 +75,7 @@ export function makeKeys(prefix: string): Keys {
     backfillRequests: (p: number) => `${prefix}:backfill:requests:${tag(p)}`,
     lastTrade: (p: number) => `${prefix}:feed:last:${tag(p)}`,
     barFlags: (p: number) => `${prefix}:backfill:flags:${tag(p)}`,
-    queuePrefix: () => `${prefix}:q`,
+    queuePrefix: () => `{${prefix}:q}`,
   });
 }
 

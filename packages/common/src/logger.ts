@@ -20,6 +20,7 @@ export function createLogger(opts: { level: string; pretty: boolean; name: strin
 
 /** A URL fit for a log line: query parameters that carry credentials are masked. */
 export function redactUrl(url: string): string {
+  if (url.includes(',')) return url.split(',').map((u) => redactUrl(u.trim())).join(',');
   try {
     const u = new URL(url);
     for (const k of [...u.searchParams.keys()]) {

@@ -10,7 +10,7 @@ import type { Keys } from './keys.js';
 const SCRIPT_VERSION = 1;
 const LUA_DIR = new URL('../lua/', import.meta.url);
 
-const SCRIPTS = {
+export const SCRIPTS = {
   addTrades: 'addTrades-6.lua',
   mergeBatch: 'mergeBatch-8.lua',
   closeBars: 'closeBars-12.lua',
@@ -57,6 +57,16 @@ export function addTradesKeys(k: Keys, p: number): string[] {
 /** The ARGV head of addTrades without backfill requests: clock mode, grace, backfill off. */
 export function addTradesHead(clock: 'wall' | 'event', graceMs: number): string[] {
   return [clock, String(graceMs), '0', '0', '0'];
+}
+
+/** KEYS of mergeBatch for partition p. */
+export function mergeBatchKeys(k: Keys, p: number): string[] {
+  return [k.trades(p), k.openBars(p), k.openIndex(p), k.late(p), k.partitionStats(p), k.clock(p), k.amends(p), k.amendIndex(p)];
+}
+
+/** Every script with its KEYS for partition p: each list lies in one Redis Cluster slot. */
+export function scriptKeys(k: Keys, p: number): Record<keyof typeof SCRIPTS, string[]> {
+  return { addTrades: addTradesKeys(k, p), mergeBatch: mergeBatchKeys(k, p), closeBars: closeBarsKeys(k, p), mergeBackfill: mergeBackfillKeys(k, p) };
 }
 
 /** KEYS of closeBars for partition p. */

@@ -1,5 +1,4 @@
-import type { Redis } from 'ioredis';
-import { Clock, windowAnchorMs, type Config, type Keys, type Logger } from '@candlewick/common';
+import { Clock, windowAnchorMs, type Config, type Keys, type Logger, type RedisClient } from '@candlewick/common';
 import { FinnhubFeed } from './finnhub.js';
 import { TradeSink } from './sink.js';
 
@@ -9,7 +8,7 @@ export class Ingestor {
   readonly feed: FinnhubFeed;
 
   constructor(
-    private readonly redis: Redis,
+    private readonly redis: RedisClient,
     cfg: Config,
     private readonly keys: Keys,
     log: Logger,

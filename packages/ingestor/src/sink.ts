@@ -1,5 +1,4 @@
-import type { Redis } from 'ioredis';
-import { addTradesKeys, partitionOf, writeTradeArgs, type Keys, type Logger, type Trade } from '@candlewick/common';
+import { addTradesKeys, partitionOf, writeTradeArgs, type Keys, type Logger, type Trade, type RedisClient, SlotTransactions } from '@candlewick/common';
 
 /** Backfill requests: what the sink needs to file one with the first trade of a symbol on a connection. */
 export interface SinkBackfill {
@@ -52,7 +51,7 @@ export class TradeSink {
   private holdReport: NodeJS.Timeout | undefined;
 
   constructor(
-    private readonly redis: Redis,
+    private readonly redis: RedisClient,
     private readonly opts: SinkOptions,
     private readonly log: Logger,
     private readonly onPressure?: (paused: boolean) => void,
@@ -155,10 +154,11 @@ export class TradeSink {
       text = String(raw);
     }
     if (text.length > 2000) text = `${text.slice(0, 2000)}…`;
-    void this.redis
-      .multi()
-      .xadd(this.opts.keys.rejected(), 'MAXLEN', '~', '100000', '*', 'raw', text, 'reason', reason, 'rx', String(rx))
-      .hincrby(this.opts.keys.stats(), 'rejected', 1)
+    const tx = new SlotTransactions(this.redis);
+    const { rejected, stats } = { rejected: this.opts.keys.rejected(), stats: this.opts.keys.stats() };
+    tx.on(rejected).xadd(rejected, 'MAXLEN', '~', '100000', '*', 'raw', text, 'reason', reason, 'rx', String(rx));
+    tx.on(stats).hincrby(stats, 'rejected', 1);
+    void tx
       .exec()
       .catch((err: unknown) => this.log.error({ err }, 'failed to record a rejected trade'));
   }

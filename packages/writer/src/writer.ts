@@ -1,6 +1,5 @@
-import type { Redis } from 'ioredis';
 import { Queue, Worker, type Job } from 'bullmq';
-import { BARS_QUEUE, BAR_FLAGS, Clock, crashPoint, barSources, decodeBarState, formatNumber, volumeNumber, duplicateRedis, sleep, type BarState, type Config, type Keys, type Logger } from '@candlewick/common';
+import { BARS_QUEUE, BAR_FLAGS, Clock, crashPoint, barSources, decodeBarState, formatNumber, volumeNumber, duplicateRedis, sleep, type BarState, type Config, type Keys, type Logger, type RedisClient, SlotTransactions } from '@candlewick/common';
 import { CsvFiles, barCells } from './csv.js';
 import { Carry } from './carry.js';
 
@@ -33,11 +32,10 @@ export class WriterService {
   skipped = 0;
 
   constructor(
-    private readonly redis: Redis,
+    private readonly redis: RedisClient,
     private readonly cfg: Config,
     private readonly keys: Keys,
     private readonly log: Logger,
-    private readonly barsRetentionMs = 7 * 24 * 3600_000,
   ) {
     this.clock = new Clock(cfg.tz);
     this.files = new CsvFiles(cfg.dataDir, this.clock, cfg.csvExtraColumns);
@@ -86,16 +84,17 @@ export class WriterService {
 
   /** Appends a batch of closed bars (in closing order) and publishes them. */
   async processBatch(batch: BarBatchData): Promise<{ written: number; skipped: number }> {
-    const tx = this.redis.multi();
-    const minId = String(Date.now() - this.barsRetentionMs);
+    const tx = new SlotTransactions(this.redis);
+    const minId = String(Date.now() - this.cfg.barsRetentionMs);
     const counts = new Map<string, number>();
     let written = 0;
     let skipped = 0;
     const publish = (interval: string, symbol: string, start: number, state: BarState, rev: number) => {
       const cells = barCells(state);
       const flags = state.flags ?? 0;
-      tx.xadd(
-        this.keys.bars(interval), 'MINID', '~', minId, '*',
+      const stream = this.keys.bars(interval);
+      tx.on(stream).xadd(
+        stream, 'MINID', '~', minId, '*',
         's', symbol, 'start', String(start), 'ts', this.clock.label(start),
         'o', state.open, 'h', state.high, 'l', state.low, 'c', state.close,
         'vwap', cells.vwap, 'v', formatNumber(volumeNumber(state.volume)), 'n', cells.n, 'rev', String(rev),
@@ -141,7 +140,7 @@ export class WriterService {
         for (const iv of this.cfg.intervals) flat(iv.name, symbol, undefined, batch.horizon.through);
       }
     }
-    for (const [interval, n] of counts) tx.hincrby(this.keys.stats(), `written:${interval}`, n);
+    for (const [interval, n] of counts) tx.on(this.keys.stats()).hincrby(this.keys.stats(), `written:${interval}`, n);
     await tx.exec();
     this.written += written;
     this.skipped += skipped;
