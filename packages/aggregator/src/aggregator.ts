@@ -1,5 +1,6 @@
 import { hostname } from 'node:os';
-import { AGGREGATOR_GROUP, BAR_FLAGS, CalendarRangeError, Clock, conditionRules, crashPoint, type ConditionRules, duplicateRedis, mergeBatchKeys, sleep, type Config, type Keys, type Logger, type RedisClient } from '@candlewick/common';
+import { AGGREGATOR_GROUP, BAR_FLAGS, CalendarRangeError, Clock, conditionRules, crashPoint, type ConditionRules, duplicateRedis, mergeBatchKeys, metrics, sleep, type Config, type Keys, type Logger, type RedisClient } from '@candlewick/common';
+import type { Gauge } from 'prom-client';
 import { Preaggregator, mergeArgs, rawEntry, type RawEntry } from './preaggregate.js';
 
 export type StreamEntry = [id: string, fields: string[] | null];
@@ -29,6 +30,7 @@ export class Aggregator {
   excluded = 0;
   batches = 0;
   private readonly conditions: ConditionRules | undefined;
+  private readonly metrics = { merged: metrics.tradesMerged(), late: metrics.tradesLate(), batch: metrics.batchSize(), seconds: metrics.mergeSeconds() };
   /** condition codes already reported as unknown */
   private readonly reportedCodes = new Set<string>();
 
@@ -52,6 +54,7 @@ export class Aggregator {
 
   async start(): Promise<void> {
     for (const p of this.partitions) await ensureGroup(this.redis, this.keys.trades(p));
+    metrics.pendingEntries((gauge) => this.pendingByConsumer(gauge));
     this.log.info({ consumer: this.consumer, partitions: this.partitions.length }, 'aggregator started');
     for (const p of this.partitions) {
       // XREADGROUP BLOCK holds its connection, so each partition loop gets its own.
@@ -66,6 +69,15 @@ export class Aggregator {
     await Promise.all(this.loops);
     await Promise.all(this.conns.map((c) => c.quit().catch(() => undefined)));
     this.log.info({ merged: this.merged, late: this.late, batches: this.batches }, 'aggregator stopped');
+  }
+
+  /** The group's pending entries per partition and consumer (XPENDING summary), for /metrics. */
+  private async pendingByConsumer(gauge: Gauge<'partition' | 'consumer'>): Promise<void> {
+    gauge.reset();
+    for (const p of this.partitions) {
+      const [, , , consumers] = (await this.redis.xpending(this.keys.trades(p), AGGREGATOR_GROUP)) as [number, string | null, string | null, [string, string][] | null];
+      for (const [consumer, n] of consumers ?? []) gauge.set({ partition: String(p), consumer }, Number(n));
+    }
   }
 
   private read(conn: RedisClient, stream: string): Promise<StreamEntry[]> {
@@ -146,6 +158,7 @@ export class Aggregator {
       if (fields) entries.push(rawEntry(id, fields));
     }
     let todo = ids;
+    const began = performance.now();
     for (;;) {
       const pre = this.pre.run(entries);
       const res = await this.redis.cwMergeBatch_v1(
@@ -156,6 +169,10 @@ export class Aggregator {
         this.merged += Number(res[1]);
         this.late += Number(res[2]);
         this.batches++;
+        this.metrics.merged.inc(Number(res[1]));
+        this.metrics.late.inc(Number(res[2]));
+        this.metrics.batch.observe(ids.length);
+        this.metrics.seconds.observe((performance.now() - began) / 1000);
         if (pre.filtered) {
           this.filtered += pre.filtered;
           await this.redis.hincrby(this.keys.partitionStats(p), 'filtered', pre.filtered);

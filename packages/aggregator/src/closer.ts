@@ -7,6 +7,7 @@ import {
   closeBarsKeys,
   crashPoint,
   duplicateRedis,
+  metrics,
   parseBarId,
   type Config,
   type Keys,
@@ -50,6 +51,8 @@ export interface CloseResult {
  * outbox read rather than per bar keeps the writer far ahead of the closer.
  */
 export class BarCloser {
+  private readonly closedBars = metrics.barsClosed();
+
   constructor(
     private readonly redis: RedisClient,
     private readonly bars: Queue,
@@ -123,6 +126,7 @@ export class BarCloser {
       const data: BarBatchJob = { bars };
       await this.bars.add('bars', data, { jobId });
       crashPoint('close:enqueued'); // enqueued, still in the outbox
+      for (const b of bars) this.closedBars.inc({ interval: b.rev ? `corrections:${b.interval}` : b.interval });
       await this.redis.xdel(outbox, ...rows.map(([id]) => id));
       total += rows.length;
     }

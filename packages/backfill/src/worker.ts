@@ -1,9 +1,11 @@
 import { hostname } from 'node:os';
 import {
   BACKFILL_GROUP,
+  BAR_FLAGS,
   Clock,
   conditionRules,
   duplicateRedis,
+  metrics,
   encodeBarState,
   mergeBackfillKeys,
   sleep,
@@ -51,6 +53,7 @@ export class BackfillService {
   private readonly splicer: Splicer;
   readonly consumer = `${hostname()}-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
   done = 0;
+  private readonly outcomes = metrics.backfills();
 
   constructor(
     private readonly redis: RedisClient,
@@ -154,6 +157,10 @@ export class BackfillService {
     const r = await this.redis.cwMergeBackfill_v1(...mergeBackfillKeys(this.keys, req.partition), ...args);
     if (r === 0) log.warn('the hold on this symbol expired before the backfill was done (BACKFILL_HOLD): its bars were written without it');
     if (r === -1) log.info('request already done by another worker');
-    else this.done++;
+    else {
+      this.done++;
+      const incomplete = [...s.flags.values()].some((f) => f & BAR_FLAGS.INCOMPLETE);
+      this.outcomes.inc({ outcome: r === 0 ? 'expired' : incomplete ? 'incomplete' : 'filled' });
+    }
   }
 }

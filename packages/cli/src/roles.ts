@@ -1,4 +1,5 @@
 import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import {
   connectRedis,
   createLogger,
@@ -10,6 +11,8 @@ import {
   type Keys,
   type Logger,
   type RedisClient,
+  MetricsServer,
+  type Health,
 } from '@candlewick/common';
 import { Ingestor, ReplayServer, isRawFrame, readTape } from '@candlewick/ingestor';
 import { Aggregator, CloserService } from '@candlewick/aggregator';
@@ -21,7 +24,8 @@ import { SingleBar, Presets } from 'cli-progress';
 export const BUNDLED_TAPE = fileURLToPath(new URL('../../../tapes/binance-xrpeth-aggtrades-2019-10-11.json.gz', import.meta.url));
 
 export function rootLogger(cfg: Config, name: string, write?: (line: string) => void): Logger {
-  return createLogger({ level: cfg.logLevel, pretty: cfg.logPretty, name, write });
+  const file = cfg.logFile ? { path: join(cfg.dataDir, 'logs', cfg.logName ?? name), size: cfg.logFileSize, count: cfg.logFileCount } : undefined;
+  return createLogger({ level: cfg.logLevel, pretty: cfg.logPretty, name, write, file });
 }
 
 function redisFor(cfg: Config, log: Logger): RedisClient {
@@ -39,16 +43,28 @@ function stopWithParent(): void {
   if (process.send) process.once('disconnect', () => process.kill(process.pid, 'SIGTERM'));
 }
 
+/** /metrics and /healthz on METRICS_PORT, when it is set. */
+function metricsServer(cfg: Config, role: string, log: Logger, health: () => Health): MetricsServer | undefined {
+  if (cfg.metricsPort === 0) return undefined;
+  return new MetricsServer({ port: cfg.metricsPort, host: cfg.metricsHost, role }, health, log.child({ component: 'metrics' }));
+}
+
 /** Runs one role until SIGINT/SIGTERM. */
 async function runRole(cfg: Config, name: string, make: (redis: RedisClient, log: Logger) => Component): Promise<void> {
   const log = rootLogger(cfg, name);
   const redis = redisFor(cfg, log);
   const role = make(redis, log);
+  const server = metricsServer(cfg, name, log, () => {
+    const own = role.health?.() ?? { ok: true };
+    return { ...own, ok: redis.status === 'ready' && own.ok, redis: redis.status };
+  });
   handleShutdown(log, async () => {
     await role.stop();
+    await server?.stop();
     await redis.quit().catch(() => undefined);
   });
   stopWithParent();
+  await server?.start();
   await role.start();
   const fatal = (role as { fatal?: Promise<Error> }).fatal;
   void fatal?.then(async (err) => {
@@ -87,8 +103,13 @@ export async function runReplayServer(cfg: Config): Promise<void> {
   const from = cfg.replayFrom;
   if (from !== undefined) tape = tape.filter((item) => isRawFrame(item) || item.t >= from);
   const server = new ReplayServer(tape, { port: cfg.replayPort, host: cfg.replayHost, speed: cfg.replaySpeed, frameTrades: cfg.replayFrameTrades, shiftToNow: cfg.replayShift }, log);
-  handleShutdown(log, () => server.stop());
+  const metrics = metricsServer(cfg, 'replay-server', log, () => ({ ok: true }));
+  handleShutdown(log, async () => {
+    await server.stop();
+    await metrics?.stop();
+  });
   stopWithParent();
+  await metrics?.start();
   await server.start();
   process.send?.({ ready: true });
 }

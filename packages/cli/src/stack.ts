@@ -200,9 +200,16 @@ export async function runStack(cfg: Config, env: NodeJS.ProcessEnv): Promise<num
   const children: Child[] = [];
   let stopping = false;
   let failed: string | undefined;
+  // METRICS_PORT set: each role serves /metrics and /healthz on its own port, from METRICS_PORT up
+  const metricsPorts = new Map<string, number>();
   const spawnChild = (role: string, name: string, existing?: Child): Child => {
+    const own: NodeJS.ProcessEnv = { LOG_NAME: name.replace(/\./g, '-') };
+    if (cfg.metricsPort > 0) {
+      if (!metricsPorts.has(name)) metricsPorts.set(name, cfg.metricsPort + metricsPorts.size);
+      own.METRICS_PORT = String(metricsPorts.get(name));
+    }
     const proc = spawn(process.execPath, [...process.execArgv, process.argv[1]!, role], {
-      env: childEnv,
+      env: { ...childEnv, ...own },
       stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
     });
     let markReady: () => void = () => undefined;

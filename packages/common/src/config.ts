@@ -87,6 +87,12 @@ export const ENV_SCHEMA = z.object({
     .optional(),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).optional(),
   LOG_PRETTY: bool(process.stdout.isTTY ?? false),
+  LOG_FILE: bool(true),
+  LOG_FILE_SIZE: z.string().regex(/^\d+[kmg]?$/i, 'a size such as 10m, 500k or 1g').default('10m'),
+  LOG_FILE_COUNT: int(1, 1000, 5),
+  LOG_NAME: z.string().regex(/^[A-Za-z0-9_-]+$/, 'letters, digits, _ and - only').optional(),
+  METRICS_PORT: int(0, 65535, 0),
+  METRICS_HOST: z.string().default('127.0.0.1'),
   REPLAY_TAPE: z.string().optional(),
   REPLAY_SPEED: z
     .string()
@@ -159,6 +165,15 @@ export interface Config {
   readonly exitWhenIdleMs: number;
   readonly logLevel: string;
   readonly logPretty: boolean;
+  /** also keep the log, rotated, in DATA_DIR/logs/{logName}.{n}.log */
+  readonly logFile: boolean;
+  readonly logFileSize: string;
+  readonly logFileCount: number;
+  /** file stem of this process's log (default: the role) */
+  readonly logName: string | undefined;
+  /** serve /metrics and /healthz on this port (0 = off) */
+  readonly metricsPort: number;
+  readonly metricsHost: string;
   readonly replayTape: string | undefined;
   readonly replaySpeed: number;
   readonly replayPort: number;
@@ -329,6 +344,12 @@ export function loadConfig(env: EnvLike, overrides: EnvLike = {}): Config {
     exitWhenIdleMs: e.EXIT_WHEN_IDLE_MS ?? (mode === 'replay' ? 2000 : 0),
     logLevel: e.LOG_LEVEL ?? 'info',
     logPretty: e.LOG_PRETTY,
+    logFile: e.LOG_FILE,
+    logFileSize: e.LOG_FILE_SIZE,
+    logFileCount: e.LOG_FILE_COUNT,
+    logName: e.LOG_NAME,
+    metricsPort: e.METRICS_PORT,
+    metricsHost: e.METRICS_HOST,
     replayTape: e.REPLAY_TAPE,
     replaySpeed: e.REPLAY_SPEED,
     replayPort: e.REPLAY_PORT,

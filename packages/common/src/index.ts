@@ -11,3 +11,4 @@ export * from './calendar.js';
 export * from './conditions.js';
 export * from './crash.js';
 export * from './decimal.js';
+export * from './metrics.js';

@@ -1,8 +1,11 @@
 import type { Logger } from './logger.js';
+import type { Health } from './metrics.js';
 
 export interface Component {
   start(): Promise<void>;
   stop(): Promise<void>;
+  /** what /healthz reports beyond the Redis connection (default: healthy) */
+  health?(): Health;
 }
 
 /**

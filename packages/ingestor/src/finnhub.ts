@@ -52,6 +52,11 @@ export class FinnhubFeed {
   private badLogged = 0;
   private downSince: number | undefined;
   private wasUp = false;
+
+  /** the socket is open and subscribed */
+  get connected(): boolean {
+    return this.ws?.readyState === WebSocket.OPEN;
+  }
   frames = 0;
   trades = 0;
   rejected = 0;

@@ -1,4 +1,4 @@
-import { Clock, windowAnchorMs, type Config, type Keys, type Logger, type RedisClient } from '@candlewick/common';
+import { Clock, metrics, windowAnchorMs, type Config, type Health, type Keys, type Logger, type RedisClient } from '@candlewick/common';
 import { FinnhubFeed } from './finnhub.js';
 import { TradeSink } from './sink.js';
 
@@ -15,6 +15,8 @@ export class Ingestor {
   ) {
     if (cfg.symbols.length === 0) throw new Error('SYMBOLS is empty: name the symbols to subscribe, e.g. SYMBOLS=AAPL,BINANCE:BTCUSDT');
     const clock = new Clock(cfg.tz);
+    const reconnects = metrics.wsReconnects();
+    const gaps = metrics.feedGaps();
     const longest = cfg.intervals[cfg.intervals.length - 1]!.ms;
     this.sink = new TradeSink(
       redis,
@@ -43,12 +45,14 @@ export class Ingestor {
         symbols: cfg.symbols,
         staleMs: cfg.staleMs,
         onUp: () => {
+          if (this.connections++ > 0) reconnects.inc();
           void redis.hset(keys.stats(), 'feedUp', String(Date.now())).catch(() => undefined);
           // A live ingestor that replaces one that stopped (or died): the time between is an outage.
           if (this.previousRx > 0 && cfg.mode === 'live') {
             const gap = { start: this.previousRx, end: Date.now(), symbols: cfg.symbols, reason: 'ingestor restart' };
             this.previousRx = 0;
             log.warn({ gap }, 'ingestor restarted: outage recorded');
+            gaps.inc();
             void redis
               .xadd(keys.gaps(), '*', 'start', String(gap.start), 'end', String(gap.end), 'symbols', gap.symbols.join(','), 'reason', gap.reason)
               .catch((err: unknown) => log.error({ err }, 'failed to record a feed gap'));
@@ -59,6 +63,7 @@ export class Ingestor {
         },
         onGap: (gap) => {
           log.warn({ gap }, 'feed outage recorded');
+          gaps.inc();
           void redis
             .xadd(keys.gaps(), '*', 'start', String(gap.start), 'end', String(gap.end), 'symbols', gap.symbols.join(','))
             .catch((err: unknown) => log.error({ err }, 'failed to record a feed gap'));
@@ -72,6 +77,12 @@ export class Ingestor {
   /** settles with the reason when the feed gave up for good */
   get fatal(): Promise<Error> {
     return this.feed.fatal;
+  }
+
+  private connections = 0;
+
+  health(): Health {
+    return { ok: this.feed.connected, feed: this.feed.connected ? 'connected' : 'down' };
   }
 
   /** receive time of the last trade a previous ingestor appended (0: none) */

@@ -1,4 +1,4 @@
-import { addTradesKeys, partitionOf, writeTradeArgs, type Keys, type Logger, type Trade, type RedisClient, SlotTransactions } from '@candlewick/common';
+import { addTradesKeys, metrics, partitionOf, writeTradeArgs, type Keys, type Logger, type Trade, type RedisClient, SlotTransactions } from '@candlewick/common';
 
 /** Backfill requests: what the sink needs to file one with the first trade of a symbol on a connection. */
 export interface SinkBackfill {
@@ -49,6 +49,7 @@ export class TradeSink {
   /** how long trades waited outside Redis: from receipt to Redis's answer (per batch's oldest trade) */
   readonly holdTime = { maxMs: 0, sumMs: 0, batches: 0 };
   private holdReport: NodeJS.Timeout | undefined;
+  private readonly metrics = { in: metrics.tradesIn(), rejected: metrics.tradesRejected(), hold: metrics.ingestHold() };
 
   constructor(
     private readonly redis: RedisClient,
@@ -128,6 +129,8 @@ export class TradeSink {
         this.added += n;
         this.inFlight -= n;
         const held = Date.now() - oldestRx;
+        this.metrics.in.inc(n);
+        this.metrics.hold.observe(held / 1000);
         this.holdTime.batches++;
         this.holdTime.sumMs += held;
         if (held > this.holdTime.maxMs) this.holdTime.maxMs = held;
@@ -154,6 +157,7 @@ export class TradeSink {
       text = String(raw);
     }
     if (text.length > 2000) text = `${text.slice(0, 2000)}…`;
+    this.metrics.rejected.inc();
     const tx = new SlotTransactions(this.redis);
     const { rejected, stats } = { rejected: this.opts.keys.rejected(), stats: this.opts.keys.stats() };
     tx.on(rejected).xadd(rejected, 'MAXLEN', '~', '100000', '*', 'raw', text, 'reason', reason, 'rx', String(rx));
@@ -182,6 +186,7 @@ export class TradeSink {
 
   /** Counts a frame that is not JSON or has an unknown type. */
   badFrame(): void {
+    this.metrics.rejected.inc();
     void this.redis.hincrby(this.opts.keys.stats(), 'badFrames', 1).catch(() => undefined);
   }
 

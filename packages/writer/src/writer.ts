@@ -1,5 +1,5 @@
 import { Queue, Worker, type Job } from 'bullmq';
-import { BARS_QUEUE, BAR_FLAGS, Clock, crashPoint, barSources, decodeBarState, formatNumber, volumeNumber, duplicateRedis, sleep, type BarState, type Config, type Keys, type Logger, type RedisClient, SlotTransactions } from '@candlewick/common';
+import { BARS_QUEUE, BAR_FLAGS, Clock, crashPoint, barSources, decodeBarState, formatNumber, volumeNumber, duplicateRedis, metrics, sleep, type BarState, type Config, type Keys, type Logger, type RedisClient, SlotTransactions } from '@candlewick/common';
 import { CsvFiles, barCells } from './csv.js';
 import { Carry } from './carry.js';
 
@@ -30,6 +30,8 @@ export class WriterService {
   private readonly clock: Clock;
   written = 0;
   skipped = 0;
+  private readonly metrics = { written: metrics.barsWritten(), lag: metrics.closeLag() };
+  private readonly intervalMs: Map<string, number>;
 
   constructor(
     private readonly redis: RedisClient,
@@ -38,6 +40,7 @@ export class WriterService {
     private readonly log: Logger,
   ) {
     this.clock = new Clock(cfg.tz);
+    this.intervalMs = new Map(cfg.intervals.map((iv) => [iv.name, iv.ms]));
     this.files = new CsvFiles(cfg.dataDir, this.clock, cfg.csvExtraColumns);
     this.carry = cfg.emptyBars === 'carry' ? new Carry(cfg, this.clock) : undefined;
   }
@@ -132,6 +135,8 @@ export class WriterService {
         written++;
         const k = rev > 0 ? `corrections:${bar.interval}` : bar.interval;
         counts.set(k, (counts.get(k) ?? 0) + 1);
+        this.metrics.written.inc({ interval: k });
+        if (rev === 0) this.metrics.lag.observe({ interval: bar.interval }, (Date.now() - bar.start - (this.intervalMs.get(bar.interval) ?? 0)) / 1000);
       }
       publish(bar.interval, bar.symbol, bar.start, state, rev);
     }
