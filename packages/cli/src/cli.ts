@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 import { ConfigError, loadConfig, type Config } from '@candlewick/common';
-import { SERVICES, runHistoricalBackfill, runReplayServer, runService } from './roles.js';
+import { SERVICES, runHistoricalBackfill, runReplayServer, runService, runTap, type TapRequest } from './roles.js';
 import { RedisUnavailableError } from './redis-server.js';
 import { runStack } from './stack.js';
 
@@ -16,6 +16,8 @@ roles
   aggregate       consumer-group worker: raw trades -> open bars (run several)
   close           closes bars (driven by a BullMQ job scheduler) and enqueues them for the writer
   write           appends closed bars to CSV and publishes them on bars:{interval}
+  tap             prints a stream live as JSON lines, without disturbing the pipeline:
+                  tap trades | tap bars:5min  [--symbols A,B] [--from $|0|id] [--group name]
   backfill        fills the span before each symbol's first live trade and every feed outage
                   (BACKFILL=on); with --symbols A,B --from … --to … builds bars for a past range
                   from the provider alone, into the same CSV layout
@@ -48,8 +50,18 @@ async function main(): Promise<void> {
     return;
   }
   let cfg: Config;
+  let tap: TapRequest | undefined;
   try {
-    cfg = loadConfig(process.env, parseFlags(rest));
+    let flags: Record<string, string>;
+    if (role === 'tap') {
+      // tap's own flags are not settings: take them out before the configuration is read
+      flags = parseFlags(rest.slice(1));
+      tap = { target: rest[0] ?? '', symbols: flags.SYMBOLS, from: flags.BACKFILL_FROM, group: flags.GROUP };
+      for (const k of ['SYMBOLS', 'BACKFILL_FROM', 'GROUP']) delete flags[k];
+    } else {
+      flags = parseFlags(rest);
+    }
+    cfg = loadConfig(process.env, flags);
   } catch (err) {
     if (err instanceof ConfigError) {
       process.stderr.write(`candlewick ${role}: ${err.message}\n`);
@@ -64,6 +76,9 @@ async function main(): Promise<void> {
       process.exit(process.exitCode);
     case 'replay-server':
       return runReplayServer(cfg);
+    case 'tap':
+      process.exitCode = await runTap(cfg, tap!);
+      return;
     case 'backfill':
       if (cfg.backfillFrom !== undefined) {
         process.exitCode = await runHistoricalBackfill(cfg);

@@ -12,6 +12,8 @@ import {
   type Logger,
   type RedisClient,
   MetricsServer,
+  tapBars,
+  tapTrades,
   type Health,
 } from '@candlewick/common';
 import { Ingestor, ReplayServer, isRawFrame, readTape } from '@candlewick/ingestor';
@@ -149,4 +151,51 @@ export async function runHistoricalBackfill(cfg: Config): Promise<number> {
     }
     throw err;
   }
+}
+
+export interface TapRequest {
+  /** "trades" or "bars:{interval}" */
+  target: string;
+  symbols?: string;
+  from?: string;
+  group?: string;
+}
+
+/**
+ * `candlewick tap trades|bars:5min`: one JSON line per entry on stdout until Ctrl-C (exit 0), or
+ * 2 with a message for a target that does not exist.
+ */
+export async function runTap(cfg: Config, req: TapRequest): Promise<number> {
+  const intervals = cfg.intervals.map((iv) => iv.name);
+  const bars = /^bars:(.+)$/.exec(req.target);
+  if (req.target !== 'trades' && !(bars && intervals.includes(bars[1]!))) {
+    process.stderr.write(`candlewick tap: "${req.target}" is not a stream to tap: use trades, or one of ${intervals.map((i) => `bars:${i}`).join(', ')}\n`);
+    return 2;
+  }
+  if (req.group !== undefined && !/^[A-Za-z0-9_.-]+$/.test(req.group)) {
+    process.stderr.write(`candlewick tap: --group "${req.group}": letters, digits, _ . - only\n`);
+    return 2;
+  }
+  const log = rootLogger({ ...cfg, logFile: false }, 'tap', (line) => process.stderr.write(line));
+  const redis = redisFor(cfg, log);
+  const keys = makeKeys(cfg.keyPrefix);
+  const abort = new AbortController();
+  for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => abort.abort());
+  process.stdout.on('error', () => abort.abort()); // a closed pipe (| head) ends the tap
+  const symbols = req.symbols?.split(',').map((s) => s.trim()).filter(Boolean);
+  const opts = { symbols, from: req.from, group: req.group, signal: abort.signal };
+  try {
+    const items = bars ? tapBars(redis, keys, bars[1]!, opts) : tapTrades(redis, keys, cfg.partitions, opts);
+    for await (const item of items) {
+      if (!process.stdout.write(`${JSON.stringify(item)}\n`)) {
+        await new Promise((r) => {
+          process.stdout.once('drain', r);
+          abort.signal.addEventListener('abort', r, { once: true });
+        });
+      }
+    }
+  } finally {
+    redis.disconnect();
+  }
+  return 0;
 }

@@ -12,3 +12,4 @@ export * from './conditions.js';
 export * from './crash.js';
 export * from './decimal.js';
 export * from './metrics.js';
+export * from './tap.js';

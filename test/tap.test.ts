@@ -1,0 +1,113 @@
+import { spawn } from 'node:child_process';
+import { afterAll, describe, expect, it } from 'vitest';
+import { makeKeys, tapTrades, type TappedBar } from '@candlewick/common';
+import { isRawFrame, readTape } from '@candlewick/ingestor';
+import { csvPath } from '@candlewick/writer';
+import { BUNDLED_TAPE, CLI, compareBars, loadKlines, readCsv, redisUrl, rollUpKlines, runCli, tempDir, testRedis, uniquePrefix, waitFor } from './helpers.js';
+
+/** Starts `candlewick tap …` as a child; `stop()` sends SIGTERM and resolves with its output and exit code. */
+function startTap(args: string[], env: Record<string, string>) {
+  const proc = spawn(process.execPath, [CLI, 'tap', ...args], {
+    env: { PATH: process.env.PATH ?? '', LOG_LEVEL: 'warn', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stdout = '';
+  let stderr = '';
+  proc.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+  proc.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  const exited = new Promise<number | null>((r) => proc.on('exit', (code) => r(code)));
+  return {
+    lines: () => stdout.split('\n').filter(Boolean),
+    stop: async () => {
+      proc.kill('SIGTERM');
+      const started = Date.now();
+      const code = await exited;
+      return { code, stdout, stderr, ms: Date.now() - started };
+    },
+    exited,
+  };
+}
+
+describe('tapping the streams', () => {
+  const redis = testRedis();
+  afterAll(() => redis.quit());
+
+  it('a second consumer group started mid-run and the aggregators both see every trade; tap prints the closed bars', async () => {
+    const prefix = uniquePrefix('tap');
+    const keys = makeKeys(prefix);
+    const dataDir = tempDir('tap');
+    const env = { REDIS_URL: redisUrl(), KEY_PREFIX: prefix };
+    const tape = readTape(BUNDLED_TAPE).filter((x) => !isRawFrame(x));
+    // a paced replay (~9 s), original trade times
+    const run = runCli(['stack'], { ...env, DATA_DIR: dataDir, EXIT_WHEN_IDLE_MS: '1500', REPLAY_SPEED: '30000', REPLAY_SHIFT: 'false' }, 180_000);
+    // the CLI tap of the one-minute bars, from the start of the stream
+    const barsTap = startTap(['bars:1min', '--from', '0'], env);
+    // the pipeline is running: trades are arriving
+    await waitFor(async () => Number((await redis.hget(keys.stats(), 'in')) ?? 0) > 0, 60_000, 'first trades');
+    const auditStart = Number(await redis.hget(keys.stats(), 'in'));
+    expect(auditStart).toBeLessThan(tape.length);
+
+    // a second group of its own, from the beginning of the stream, read with the typed reader
+    const abort = new AbortController();
+    const seen: string[] = [];
+    const reader = (async () => {
+      for await (const t of tapTrades(redis, keys, 1, { group: 'audit', from: '0', signal: abort.signal })) {
+        seen.push(`${t.symbol}|${t.time}|${t.price}|${t.volume}`);
+        if (seen.length === tape.length) abort.abort();
+      }
+    })();
+    const res = await run;
+    await Promise.race([reader, new Promise((r) => setTimeout(r, 20_000))]);
+    abort.abort();
+    await reader;
+    expect(res.code, res.stdout.slice(-2000)).toBe(0);
+
+    // the audit group saw every trade of the tape, once
+    const expected = tape.map((t) => `${t.s}|${t.t}|${t.p}|${t.v}`);
+    expect(seen.length).toBe(expected.length);
+    expect([...seen].sort()).toEqual([...expected].sort());
+    // and left nothing pending; the aggregators merged every trade and the bars are exact
+    const groups = (await redis.xinfo('GROUPS', keys.trades(0))) as (string | number)[][];
+    const info = new Map(groups.map((g) => [String(g[1]), g]));
+    expect([...info.keys()].sort()).toEqual(['aggregator', 'audit']);
+    expect(info.get('audit')![info.get('audit')!.indexOf('pending') + 1]).toBe(0);
+    expect(res.stdout).toMatch(/merged\s+12477\n/);
+    const { rows } = readCsv(csvPath(dataDir, '1min', 'BINANCE:XRPETH'));
+    expect(compareBars(rows, rollUpKlines(loadKlines(), 1))).toEqual([]);
+
+    // the CLI tap printed every one-minute bar the writer published, equal to the CSV's rows
+    await waitFor(() => barsTap.lines().length >= rows.length, 20_000, 'tapped bars');
+    const tapped = await barsTap.stop();
+    expect(tapped.code, tapped.stderr).toBe(0);
+    expect(tapped.ms).toBeLessThan(5000);
+    const bars = tapped.stdout.split('\n').filter(Boolean).map((l) => JSON.parse(l) as TappedBar);
+    expect(bars).toHaveLength(rows.length);
+    bars.forEach((b, i) => {
+      const r = rows[i]!;
+      expect([b.timestamp, Number(b.open), Number(b.high), Number(b.low), Number(b.close), Number(b.volume), b.trades]).toEqual([r.timestamp, r.open, r.high, r.low, r.close, r.volume, r.n]);
+    });
+  }, 240_000);
+
+  it('tap trades --symbols filters, starts at the live end without --from, and a wrong target is a clear error', async () => {
+    const prefix = uniquePrefix('tap-cli');
+    const keys = makeKeys(prefix);
+    const env = { REDIS_URL: redisUrl(), KEY_PREFIX: prefix, STREAM_PARTITIONS: '2' };
+    const row = (s: string, t: number) => ['s', s, 'p', '1.5', 'v', '2', 't', String(t), 'c', '[]', 'rx', String(t)];
+    const { partitionOf } = await import('@candlewick/common');
+    // written before the tap starts: not shown
+    for (const s of ['AAA', 'BBB']) await redis.xadd(keys.trades(partitionOf(s, 2)), '*', ...row(s, 1));
+    const tap = startTap(['trades', '--symbols', 'BBB'], env);
+    await new Promise((r) => setTimeout(r, 1500));
+    for (let i = 0; i < 5; i++) for (const s of ['AAA', 'BBB']) await redis.xadd(keys.trades(partitionOf(s, 2)), '*', ...row(s, 100 + i));
+    await waitFor(() => tap.lines().length >= 5, 10_000, 'tapped trades');
+    const out = await tap.stop();
+    expect(out.code).toBe(0);
+    const trades = out.stdout.split('\n').filter(Boolean).map((l) => JSON.parse(l) as { symbol: string; time: number; price: string });
+    expect(trades.map((t) => [t.symbol, t.time, t.price])).toEqual([0, 1, 2, 3, 4].map((i) => ['BBB', 100 + i, '1.5']));
+
+    const bad = startTap(['bars:2min'], env);
+    expect(await bad.exited).toBe(2);
+    const r = await bad.stop();
+    expect(r.stderr).toMatch(/"bars:2min" is not a stream to tap: use trades, or one of bars:1min, bars:5min/);
+  }, 60_000);
+});
