@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 import { ConfigError, loadConfig, type Config } from '@candlewick/common';
-import { SERVICES, runHistoricalBackfill, runReplayServer, runService, runTap, type TapRequest } from './roles.js';
+import { ROLES, SERVICES, runHistoricalBackfill, runReplayServer, runService, runTap, type TapRequest } from './roles.js';
 import { RedisUnavailableError } from './redis-server.js';
 import { runStack } from './stack.js';
 
@@ -48,6 +48,10 @@ async function main(): Promise<void> {
   if (role === 'help' || role === '--help' || role === '-h') {
     process.stdout.write(`${HELP}\n`);
     return;
+  }
+  if (!(ROLES as readonly string[]).includes(role)) {
+    process.stderr.write(`candlewick: unknown role "${role}"\n\n${HELP}\n`);
+    process.exit(2);
   }
   let cfg: Config;
   let tap: TapRequest | undefined;

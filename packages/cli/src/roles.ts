@@ -81,6 +81,9 @@ async function runRole(cfg: Config, name: string, make: (redis: RedisClient, log
   process.send?.({ ready: true });
 }
 
+/** Every role the CLI runs (`candlewick <role>`). */
+export const ROLES = ['stack', 'ingest', 'replay-server', 'aggregate', 'close', 'write', 'backfill', 'tap', 'help'] as const;
+
 type Service = new (redis: RedisClient, cfg: Config, keys: Keys, log: Logger) => Component;
 
 /** The roles that are one service on one Redis connection. */
