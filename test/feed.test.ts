@@ -5,7 +5,7 @@ import { makeKeys } from '@candlewick/common';
 import { ReplayServer, readTape } from '@candlewick/ingestor';
 import { csvPath } from '@candlewick/writer';
 import { freePort } from '@candlewick/cli';
-import { BUNDLED_TAPE, compareBars, loadKlines, readCsv, redisUrl, rollUpKlines, runCli, runThroughOutage, tempDir, testRedis, uniquePrefix } from './helpers.js';
+import { BUNDLED_TAPE, ingested, compareBars, loadKlines, readCsv, redisUrl, rollUpKlines, runCli, runThroughOutage, tempDir, testRedis, uniquePrefix } from './helpers.js';
 
 const quiet = pino({ level: 'silent' });
 const redis = testRedis();
@@ -38,7 +38,7 @@ describe('feed lifecycle', () => {
     }, 30_000, 2500);
     await server.stop();
     expect(res.stdout).toMatch(/rate limiting this key \(HTTP 429\); retrying in 1 s/);
-    expect(Number(await redis.hget(makeKeys(prefix).stats(), 'in'))).toBe(100);
+    expect(await ingested(redis, makeKeys(prefix))).toBe(100);
     expect(Date.now() - t0).toBeGreaterThan(1000);
   });
 

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { gunzipSync } from 'node:zlib';
 import { inject } from 'vitest';
-import { connectRedis, makeKeys, type Keys } from '@candlewick/common';
+import { connectRedis, makeKeys, type Keys, type RedisClient } from '@candlewick/common';
 import { ReplayServer, type TapeItem } from '@candlewick/ingestor';
 import { freePort } from '@candlewick/cli';
 import type { Redis } from 'ioredis';
@@ -42,6 +42,13 @@ export function tempDir(name: string): string {
 
 export function testRedis(): Redis {
   return connectRedis(redisUrl());
+}
+
+/** Trades appended to the raw streams so far (the addTrades count, over `partitions`). */
+export async function ingested(redis: RedisClient, keys: Keys, partitions = 1): Promise<number> {
+  let n = 0;
+  for (let p = 0; p < partitions; p++) n += Number((await redis.hget(keys.clock(p), 'in')) ?? 0);
+  return n;
 }
 
 export function testKeys(name: string): Keys {
@@ -187,7 +194,7 @@ export async function runThroughOutage(before: readonly TapeItem[], after: reado
   const redis = testRedis();
   try {
     const keys = makeKeys(env.KEY_PREFIX!);
-    await waitFor(async () => Number(await redis.hget(keys.stats(), 'in')) === before.length, 60_000, 'the first part ingested');
+    await waitFor(async () => (await ingested(redis, keys)) === before.length, 60_000, 'the first part ingested');
   } finally {
     await redis.quit();
   }

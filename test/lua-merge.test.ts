@@ -152,3 +152,30 @@ describe('a dead worker', () => {
     }
   });
 });
+
+describe('addTrades applies a batch once', () => {
+  it('a batch resent after its reply was lost (a Redis restart) is not appended twice; a later batch is', async () => {
+    const keys = testKeys('resend');
+    const trade = (t: number): Trade => ({ s: 'AAPL', p: '10.5', v: 3, t: T0 + t, c: [], rx: T0 + t });
+    const batch = (seq: number, ts: number[]) => {
+      const head = addTradesHead('event', cfg.graceMs);
+      head[4] = 'ingestor-a';
+      head[5] = String(seq);
+      return [...head, ...ts.flatMap((t) => tradeArgs(trade(t)))];
+    };
+    const first = await redis.cwAddTrades_v1(...addTradesKeys(keys, 0), ...batch(0, [1, 2, 3]));
+    const again = await redis.cwAddTrades_v1(...addTradesKeys(keys, 0), ...batch(0, [1, 2, 3]));
+    expect(again).toBe(first);
+    expect(await redis.xlen(keys.trades(0))).toBe(3);
+    await redis.cwAddTrades_v1(...addTradesKeys(keys, 0), ...batch(1, [4, 5]));
+    // an older batch arriving after a newer one is a resend too
+    await redis.cwAddTrades_v1(...addTradesKeys(keys, 0), ...batch(0, [1, 2, 3]));
+    expect(await redis.xlen(keys.trades(0))).toBe(5);
+    expect(await redis.hget(keys.clock(0), 'in')).toBe('5');
+    // another sender's batch 0 is its own
+    const other = batch(0, [6]);
+    other[4] = 'ingestor-b';
+    await redis.cwAddTrades_v1(...addTradesKeys(keys, 0), ...other);
+    expect(await redis.xlen(keys.trades(0))).toBe(6);
+  });
+});

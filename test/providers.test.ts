@@ -171,7 +171,7 @@ describe('exactly once', () => {
       // the first live trade of AIG files a request for 10:00 .. it and holds AIG's bars
       const first = tape.find((x) => x.t >= T('2013-10-10T10:20:00-04:00'))!;
       const live: Trade = { s: 'AIG', p: first.p, v: first.v, t: first.t, c: [], rx: first.t };
-      await redis.cwAddTrades_v1(...addTradesKeys(keys, 0), 'event', 2000, '1', 60_000, 1, 1, T('2013-10-10T10:00:00-04:00'), 0,
+      await redis.cwAddTrades_v1(...addTradesKeys(keys, 0), 'event', 2000, '1', 60_000, '', 0, 1, 1, T('2013-10-10T10:00:00-04:00'), 0,
         live.s, live.p, live.v, live.t, '[]', live.rx);
       expect(await redis.hexists(keys.holds(0), 'AIG')).toBe(1);
       const a = new BackfillService(redis, cfg, keys, quiet);

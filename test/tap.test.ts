@@ -3,7 +3,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { makeKeys, tapTrades, type TappedBar } from '@candlewick/common';
 import { isRawFrame, readTape } from '@candlewick/ingestor';
 import { csvPath } from '@candlewick/writer';
-import { BUNDLED_TAPE, CLI, compareBars, loadKlines, readCsv, redisUrl, rollUpKlines, runCli, tempDir, testRedis, uniquePrefix, waitFor } from './helpers.js';
+import { BUNDLED_TAPE, CLI, ingested, compareBars, loadKlines, readCsv, redisUrl, rollUpKlines, runCli, tempDir, testRedis, uniquePrefix, waitFor } from './helpers.js';
 
 /** Starts `candlewick tap …` as a child; `stop()` sends SIGTERM and resolves with its output and exit code. */
 function startTap(args: string[], env: Record<string, string>) {
@@ -43,8 +43,8 @@ describe('tapping the streams', () => {
     // the CLI tap of the one-minute bars, from the start of the stream
     const barsTap = startTap(['bars:1min', '--from', '0'], env);
     // the pipeline is running: trades are arriving
-    await waitFor(async () => Number((await redis.hget(keys.stats(), 'in')) ?? 0) > 0, 60_000, 'first trades');
-    const auditStart = Number(await redis.hget(keys.stats(), 'in'));
+    await waitFor(async () => (await ingested(redis, keys)) > 0, 60_000, 'first trades');
+    const auditStart = await ingested(redis, keys);
     expect(auditStart).toBeLessThan(tape.length);
 
     // a second group of its own, from the beginning of the stream, read with the typed reader

@@ -81,7 +81,7 @@ export type StackSummary = Pick<Counters, 'rejected' | 'badFrames' | 'late' | 'm
 export async function readCounters(redis: RedisClient, cfg: Config, keys: Keys): Promise<Counters> {
   const stats = await redis.hgetall(keys.stats());
   const c: Counters = {
-    in: Number(stats.in ?? 0),
+    in: 0,
     rejected: Number(stats.rejected ?? 0),
     badFrames: Number(stats.badFrames ?? 0),
     late: 0,
@@ -98,6 +98,7 @@ export async function readCounters(redis: RedisClient, cfg: Config, keys: Keys):
     lastMerge: 0,
   };
   for (let p = 0; p < cfg.partitions; p++) {
+    c.in += Number((await redis.hget(keys.clock(p), 'in')) ?? 0);
     const ps = await redis.hgetall(keys.partitionStats(p));
     c.late += Number(ps.late ?? 0);
     c.merged += Number(ps.merged ?? 0);

@@ -7,7 +7,7 @@
 
   Input:
     KEYS[1] raw trade stream of the partition
-    KEYS[2] clock hash of the partition (fields: wm, lastId)
+    KEYS[2] clock hash of the partition (fields: wm, lastId, in = trades appended, batch:{sender} = last batch applied)
     KEYS[3] last trade time per symbol (backfill)
     KEYS[4] holds: symbol -> deadline ms (backfill)
     KEYS[5] open backfill requests per symbol (backfill)
@@ -16,7 +16,10 @@
     ARGV[2] grace ms
     ARGV[3] "1" when backfill is on
     ARGV[4] hold: ms a symbol's bars wait for its backfill at most
-    ARGV[5] r = number of backfill requests, followed by 3 fields each:
+    ARGV[5] sender: the ingestor process appending ('' = no duplicate check)
+    ARGV[6] its batch number, increasing: a batch it sends again (the client resends a command whose
+            reply a Redis restart cut off) is recognised and not appended twice
+    ARGV[7] r = number of backfill requests, followed by 3 fields each:
             index of the trade in this batch (1-based), floor ms (where the span starts when the
             symbol has no earlier trade), cap ms (the earliest the span may start)
     then    6 fields per trade: s, p, v, t, c, rx
@@ -35,8 +38,16 @@ local mode = ARGV[1]
 local grace = tonumber(ARGV[2])
 local backfill = ARGV[3] == '1'
 local holdMs = tonumber(ARGV[4])
-local r = tonumber(ARGV[5])
-local first = 6 + 3 * r
+local sender, seq = ARGV[5], tonumber(ARGV[6])
+local r = tonumber(ARGV[7])
+local first = 8 + 3 * r
+
+if sender ~= '' then
+  local done = tonumber(redis.call('HGET', clock, 'batch:' .. sender) or '-1')
+  if seq <= done then return redis.call('HGET', clock, 'lastId') or false end
+  redis.call('HSET', clock, 'batch:' .. sender, ARGV[6])
+end
+redis.call('HINCRBY', clock, 'in', (#ARGV - first + 1) / 6)
 
 local now = redis.call('TIME')
 local nowMs = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
@@ -44,12 +55,12 @@ local nowMs = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 -- requests by trade index; the span's start is read before this batch moves the last trade times
 local req = {}
 for k = 0, r - 1 do
-  local at = tonumber(ARGV[6 + 3 * k])
+  local at = tonumber(ARGV[8 + 3 * k])
   local s = ARGV[first + (at - 1) * 6]
-  local from = tonumber(ARGV[7 + 3 * k])
+  local from = tonumber(ARGV[9 + 3 * k])
   local last = redis.call('HGET', lastKey, s)
   if last then from = tonumber(last) + 1 end
-  local cap = tonumber(ARGV[8 + 3 * k])
+  local cap = tonumber(ARGV[10 + 3 * k])
   if from < cap then from = cap end
   req[at] = from
 end

@@ -54,9 +54,9 @@ export function addTradesKeys(k: Keys, p: number): string[] {
   return [k.trades(p), k.clock(p), k.lastTrade(p), k.holds(p), k.holdRequests(p), k.backfillRequests(p)];
 }
 
-/** The ARGV head of addTrades without backfill requests: clock mode, grace, backfill off. */
+/** The ARGV head of addTrades without backfill requests: clock mode, grace, backfill off, no sender. */
 export function addTradesHead(clock: 'wall' | 'event', graceMs: number): string[] {
-  return [clock, String(graceMs), '0', '0', '0'];
+  return [clock, String(graceMs), '0', '0', '', '0', '0'];
 }
 
 /** KEYS of mergeBatch for partition p. */

@@ -1,3 +1,4 @@
+import { hostname } from 'node:os';
 import { addTradesKeys, metrics, partitionOf, writeTradeArgs, type Keys, type Logger, type Trade, type RedisClient, SlotTransactions } from '@candlewick/common';
 
 /** Backfill requests: what the sink needs to file one with the first trade of a symbol on a connection. */
@@ -49,6 +50,9 @@ export class TradeSink {
   /** how long trades waited outside Redis: from receipt to Redis's answer (per batch's oldest trade) */
   readonly holdTime = { maxMs: 0, sumMs: 0, batches: 0 };
   private holdReport: NodeJS.Timeout | undefined;
+  /** this process as a sender of batches, and its batch number: addTrades never applies a batch twice */
+  private readonly sender = `${hostname()}-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
+  private batchSeq = 0;
   private readonly metrics = { in: metrics.tradesIn(), rejected: metrics.tradesRejected(), hold: metrics.ingestHold() };
 
   constructor(
@@ -104,21 +108,21 @@ export class TradeSink {
     batches.forEach((trades, p) => {
       if (trades.length === 0) return;
       const req = requests[p]!;
-      const args: string[] = new Array(5 + req.length + trades.length * 6);
+      const args: string[] = new Array(7 + req.length + trades.length * 6);
       args[0] = this.opts.clock;
       args[1] = String(this.opts.graceMs);
       args[2] = this.opts.backfill ? '1' : '0';
       args[3] = String(this.opts.backfill?.holdMs ?? 0);
-      args[4] = String(req.length / 3);
-      let k = 5;
+      args[4] = this.sender;
+      args[5] = String(this.batchSeq);
+      args[6] = String(req.length / 3);
+      let k = 7;
       for (const x of req) args[k++] = x;
       for (const tr of trades) k = writeTradeArgs(tr, args, k);
       sends.push(this.redis.cwAddTrades_v1(...addTradesKeys(this.opts.keys, p), ...args));
     });
-    sends.push(
-      this.redis.hincrby(this.opts.keys.stats(), 'in', n),
-      this.redis.hset(this.opts.keys.stats(), 'lastRx', String(this.lastRx)),
-    );
+    this.batchSeq++;
+    sends.push(this.redis.hset(this.opts.keys.stats(), 'lastRx', String(this.lastRx)));
     if (!this.sentFirst) {
       // first trade this process appended: where `stack` starts counting throughput
       this.sentFirst = true;
