@@ -2,8 +2,7 @@ import { mkdtempSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { csvPath } from '@candlewick/writer';
-import { compareBars, loadKlines, readCsv, redisUrl, rollUpKlines, runCli, tempDir, uniquePrefix } from './helpers.js';
+import { klineProblems, redisUrl, runCli, tempDir, uniquePrefix } from './helpers.js';
 
 /**
  * Crash tests: real processes SIGKILL-ed at chosen points of the pipeline (crash points, see
@@ -48,14 +47,8 @@ describe('kill -9 at chosen points, restarted by the stack', () => {
       expect(res.code, res.stdout.slice(-3000)).toBe(0);
       // each crash point fired (its role died by SIGKILL and was restarted)
       expect(fired.sort(), res.stdout.split('\n').filter((l) => /SIGKILL/.test(l)).join('\n')).toEqual(CRASH_POINTS.map((p) => p.replace(/[^a-z0-9-]/gi, '_')).sort());
-      expect(res.stdout.match(/role exited unexpectedly; restarting it/g)?.length).toBe(CRASH_POINTS.length);
-      const klines = loadKlines();
-      for (const [interval, minutes] of [['1min', 1], ['5min', 5], ['1h', 60]] as const) {
-        const { rows } = readCsv(csvPath(dataDir, interval, 'BINANCE:XRPETH'));
-        expect(compareBars(rows, rollUpKlines(klines, minutes)), interval).toEqual([]);
-        expect(rows.reduce((n, r) => n + r.n, 0)).toBe(12477);
-        expect(new Set(rows.map((r) => r.start)).size).toBe(rows.length);
-      }
+      expect(res.stdout.match(/role exited unexpectedly; restarting it/g)?.length, res.stdout.split("\n").filter((l) => /exited|SIGKILL|fatal|ERROR/.test(l)).join("\n")).toBe(CRASH_POINTS.length);
+      expect(klineProblems(dataDir)).toEqual([]);
     });
   }
 });

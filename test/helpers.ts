@@ -7,6 +7,7 @@ import { gunzipSync } from 'node:zlib';
 import { inject } from 'vitest';
 import { connectRedis, makeKeys, type Keys, type RedisClient } from '@candlewick/common';
 import { ReplayServer, type TapeItem } from '@candlewick/ingestor';
+import { csvPath } from '@candlewick/writer';
 import { freePort } from '@candlewick/cli';
 import type { Redis } from 'ioredis';
 import { pino } from 'pino';
@@ -148,6 +149,24 @@ export function rollUpKlines(klines: Kline[], minutes: number): Map<number, Klin
     }
   }
   return out;
+}
+
+/**
+ * The bundled tape's XRP/ETH files in `dataDir` against Binance's klines at each of `intervals`
+ * ([name, minutes]): mismatched bars, a trade count other than the tape's 12,477, a row twice.
+ * Empty = exact.
+ */
+export function klineProblems(dataDir: string, intervals: readonly (readonly [string, number])[] = [['1min', 1], ['5min', 5], ['1h', 60]]): string[] {
+  const klines = loadKlines();
+  const problems: string[] = [];
+  for (const [interval, minutes] of intervals) {
+    const { rows } = readCsv(csvPath(dataDir, interval, 'BINANCE:XRPETH'));
+    problems.push(...compareBars(rows, rollUpKlines(klines, minutes)).map((p) => `${interval}: ${p}`));
+    const n = rows.reduce((sum, r) => sum + r.n, 0);
+    if (n !== 12477) problems.push(`${interval}: ${n} trades, not 12477`);
+    if (new Set(rows.map((r) => r.start)).size !== rows.length) problems.push(`${interval}: a row written twice`);
+  }
+  return problems;
 }
 
 /** Compares a CSV file with oracle bars; returns the mismatches (empty = exact). */
