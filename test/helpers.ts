@@ -70,27 +70,60 @@ export interface CliResult {
   stderr: string;
 }
 
-/** Runs the built CLI as a real child process; with `stopAfterMs`, sends it SIGTERM then. */
-export function runCli(args: string[], env: Record<string, string>, timeoutMs = 120_000, stopAfterMs?: number): Promise<CliResult> {
-  return new Promise((resolve, reject) => {
-    const proc = spawn(process.execPath, [CLI, ...args], {
-      env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', LOG_LEVEL: 'info', ...env },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    proc.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    proc.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    if (stopAfterMs !== undefined) setTimeout(() => proc.kill('SIGTERM'), stopAfterMs);
-    const timer = setTimeout(() => {
-      proc.kill('SIGKILL');
+/** A running CLI child process: its output so far, its exit, and a SIGTERM that waits for it. */
+export interface CliProcess {
+  readonly pid: number;
+  output(): { stdout: string; stderr: string };
+  readonly exited: Promise<number | null>;
+  /** SIGTERM, then its exit code, output and how long it took to exit */
+  stop(): Promise<CliResult & { ms: number }>;
+  kill(signal: NodeJS.Signals): void;
+}
+
+/** Starts the built CLI as a real child process. */
+export function startCli(args: string[], env: Record<string, string>): CliProcess {
+  const proc = spawn(process.execPath, [CLI, ...args], {
+    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', LOG_LEVEL: 'info', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stdout = '';
+  let stderr = '';
+  proc.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+  proc.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  const exited = new Promise<number | null>((r) => proc.on('exit', (code) => r(code)));
+  return {
+    pid: proc.pid!,
+    output: () => ({ stdout, stderr }),
+    exited,
+    kill: (signal) => proc.kill(signal),
+    stop: async () => {
+      const started = Date.now();
+      proc.kill('SIGTERM');
+      const code = await exited;
+      return { code, stdout, stderr, ms: Date.now() - started };
+    },
+  };
+}
+
+/** Runs the built CLI to its end; with `stopAfterMs`, sends it SIGTERM then. */
+export async function runCli(args: string[], env: Record<string, string>, timeoutMs = 120_000, stopAfterMs?: number): Promise<CliResult> {
+  const cli = startCli(args, env);
+  const stopTimer = stopAfterMs !== undefined ? setTimeout(() => cli.kill('SIGTERM'), stopAfterMs) : undefined;
+  let timer: NodeJS.Timeout | undefined;
+  const timedOut = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      cli.kill('SIGKILL');
+      const { stdout, stderr } = cli.output();
       reject(new Error(`candlewick ${args.join(' ')} did not finish in ${timeoutMs} ms\n${stdout}\n${stderr}`));
     }, timeoutMs);
-    proc.on('exit', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
   });
+  try {
+    const code = await Promise.race([cli.exited, timedOut]);
+    return { code, ...cli.output() };
+  } finally {
+    clearTimeout(timer);
+    clearTimeout(stopTimer);
+  }
 }
 
 /** Binance's own 1-minute klines: [open time ms, open, high, low, close, base volume]. */

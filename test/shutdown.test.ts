@@ -1,7 +1,6 @@
-import { spawn } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { CLI, klineProblems, redisUrl, tempDir, uniquePrefix, waitFor } from './helpers.js';
+import { klineProblems, startCli, redisUrl, tempDir, uniquePrefix, waitFor } from './helpers.js';
 
 /** The stack's child processes by role (from /proc: pid -> argv). */
 function rolesOf(stackPid: number): Map<string, number> {
@@ -22,31 +21,26 @@ function rolesOf(stackPid: number): Map<string, number> {
 describe('graceful shutdown', () => {
   it('SIGTERM mid-run makes the aggregator, closer and writer finish their work and exit 0 quickly; restarted, the output is exact', async () => {
     const dataDir = tempDir('sigterm');
-    const proc = spawn(process.execPath, [CLI, 'stack'], {
-      env: {
-        PATH: process.env.PATH ?? '', LOG_LEVEL: 'info', REDIS_URL: redisUrl(), KEY_PREFIX: uniquePrefix('sigterm'), DATA_DIR: dataDir,
-        EXIT_WHEN_IDLE_MS: '1500', REPLAY_SPEED: '20000', REPLAY_SHIFT: 'false', AGGREGATOR_BATCH: '200', CLOSE_EVERY_MS: '100',
-      },
-      stdio: ['ignore', 'pipe', 'pipe'],
+    const stack = startCli(['stack'], {
+      REDIS_URL: redisUrl(), KEY_PREFIX: uniquePrefix('sigterm'), DATA_DIR: dataDir,
+      EXIT_WHEN_IDLE_MS: '1500', REPLAY_SPEED: '20000', REPLAY_SHIFT: 'false', AGGREGATOR_BATCH: '200', CLOSE_EVERY_MS: '100',
     });
-    let out = '';
-    proc.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    proc.stderr.on('data', (d: Buffer) => (out += d.toString()));
-    const exited = new Promise<number | null>((r) => proc.on('exit', (code) => r(code)));
+    const output = () => stack.output().stdout + stack.output().stderr;
 
-    await waitFor(() => /feed connected/.test(out), 60_000, 'the feed');
+    await waitFor(() => /feed connected/.test(output()), 60_000, 'the feed');
     const stopMs: Record<string, number> = {};
     // one role at a time, a second apart, while trades flow
     for (const role of ['aggregate', 'write', 'close']) {
       await new Promise((r) => setTimeout(r, 1000));
-      const pid = rolesOf(proc.pid!).get(role);
+      const pid = rolesOf(stack.pid).get(role);
       expect(pid, `${role} running`).toBeDefined();
       const t0 = Date.now();
       process.kill(pid!, 'SIGTERM');
       await waitFor(() => !existsSync(`/proc/${pid}/cmdline`) || readFileSync(`/proc/${pid}/stat`, 'utf8').split(' ')[2] === 'Z', 20_000, `${role} to exit`);
       stopMs[role] = Date.now() - t0;
     }
-    const code = await exited;
+    const code = await stack.exited;
+    const out = output();
     expect(code, out.slice(-3000)).toBe(0);
     // each stopped through its shutdown path and exited 0 (the stack then restarted it)
     for (const role of ['aggregate', 'write', 'close']) {

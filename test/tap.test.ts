@@ -1,31 +1,13 @@
-import { spawn } from 'node:child_process';
 import { afterAll, describe, expect, it } from 'vitest';
 import { makeKeys, tapTrades, type TappedBar } from '@candlewick/common';
 import { isRawFrame, readTape } from '@candlewick/ingestor';
 import { csvPath } from '@candlewick/writer';
-import { BUNDLED_TAPE, CLI, ingested, compareBars, loadKlines, readCsv, redisUrl, rollUpKlines, runCli, tempDir, testRedis, uniquePrefix, waitFor } from './helpers.js';
+import { BUNDLED_TAPE, ingested, startCli, compareBars, loadKlines, readCsv, redisUrl, rollUpKlines, runCli, tempDir, testRedis, uniquePrefix, waitFor } from './helpers.js';
 
-/** Starts `candlewick tap …` as a child; `stop()` sends SIGTERM and resolves with its output and exit code. */
+/** `candlewick tap …` as a child; `lines()` is what it printed so far. */
 function startTap(args: string[], env: Record<string, string>) {
-  const proc = spawn(process.execPath, [CLI, 'tap', ...args], {
-    env: { PATH: process.env.PATH ?? '', LOG_LEVEL: 'warn', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let stdout = '';
-  let stderr = '';
-  proc.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-  proc.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-  const exited = new Promise<number | null>((r) => proc.on('exit', (code) => r(code)));
-  return {
-    lines: () => stdout.split('\n').filter(Boolean),
-    stop: async () => {
-      proc.kill('SIGTERM');
-      const started = Date.now();
-      const code = await exited;
-      return { code, stdout, stderr, ms: Date.now() - started };
-    },
-    exited,
-  };
+  const cli = startCli(['tap', ...args], { LOG_LEVEL: 'warn', ...env });
+  return { ...cli, lines: () => cli.output().stdout.split('\n').filter(Boolean) };
 }
 
 describe('tapping the streams', () => {

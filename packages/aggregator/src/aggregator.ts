@@ -1,5 +1,4 @@
-import { hostname } from 'node:os';
-import { AGGREGATOR_GROUP, BAR_FLAGS, CalendarRangeError, Clock, conditionRules, crashPoint, type ConditionRules, duplicateRedis, mergeBatchKeys, metrics, sleep, type Config, type Keys, type Logger, type RedisClient } from '@candlewick/common';
+import { AGGREGATOR_GROUP, BAR_FLAGS, CalendarRangeError, Clock, conditionRules, crashPoint, type ConditionRules, duplicateRedis, mergeBatchKeys, metrics, processId, sleep, type Config, type Keys, type Logger, type RedisClient } from '@candlewick/common';
 import type { Gauge } from 'prom-client';
 import { Preaggregator, mergeArgs, rawEntry, type RawEntry } from './preaggregate.js';
 
@@ -41,7 +40,7 @@ export class Aggregator {
     private readonly log: Logger,
     private readonly partitions: readonly number[] = Array.from({ length: cfg.partitions }, (_, i) => i),
   ) {
-    this.consumer = `${hostname()}-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
+    this.consumer = processId();
     this.conditions = conditionRules(cfg);
     this.pre = new Preaggregator(new Clock(cfg.tz), cfg.intervals, cfg.baseMs, cfg.graceMs, {
       sessions: cfg.sessions,

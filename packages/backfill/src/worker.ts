@@ -1,4 +1,3 @@
-import { hostname } from 'node:os';
 import {
   BACKFILL_GROUP,
   BAR_FLAGS,
@@ -6,6 +5,7 @@ import {
   conditionRules,
   duplicateRedis,
   metrics,
+  processId,
   encodeBarState,
   mergeBackfillKeys,
   sleep,
@@ -51,7 +51,7 @@ export class BackfillService {
   /** set after a permanent provider error (a refused key, a premium endpoint): no more calls */
   private disabled: string | undefined;
   private readonly splicer: Splicer;
-  readonly consumer = `${hostname()}-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
+  readonly consumer = processId();
   done = 0;
   private readonly outcomes = metrics.backfills();
 

@@ -1,3 +1,4 @@
+import { hostname } from 'node:os';
 import type { Logger } from './logger.js';
 import type { Health } from './metrics.js';
 
@@ -58,4 +59,12 @@ export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
     const t = setTimeout(done, ms);
     signal?.addEventListener('abort', done, { once: true });
   });
+}
+
+/**
+ * A name for this process that no other process (here or on another host, now or after a
+ * restart) shares: consumer names in the consumer groups, the ingestor's batch sender.
+ */
+export function processId(): string {
+  return `${hostname()}-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
 }

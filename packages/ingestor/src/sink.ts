@@ -1,5 +1,4 @@
-import { hostname } from 'node:os';
-import { addTradesKeys, metrics, partitionOf, writeTradeArgs, type Keys, type Logger, type Trade, type RedisClient, SlotTransactions } from '@candlewick/common';
+import { addTradesKeys, metrics, partitionOf, processId, writeTradeArgs, type Keys, type Logger, type Trade, type RedisClient, SlotTransactions } from '@candlewick/common';
 
 /** Backfill requests: what the sink needs to file one with the first trade of a symbol on a connection. */
 export interface SinkBackfill {
@@ -51,7 +50,7 @@ export class TradeSink {
   readonly holdTime = { maxMs: 0, sumMs: 0, batches: 0 };
   private holdReport: NodeJS.Timeout | undefined;
   /** this process as a sender of batches, and its batch number: addTrades never applies a batch twice */
-  private readonly sender = `${hostname()}-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
+  private readonly sender = processId();
   private batchSeq = 0;
   private readonly metrics = { in: metrics.tradesIn(), rejected: metrics.tradesRejected(), hold: metrics.ingestHold() };
 
