@@ -3,7 +3,8 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { makeKeys } from '@candlewick/common';
 import { correctionsPath, csvPath } from '@candlewick/writer';
-import { readCsv, redisUrl, runCli, tempDir, testRedis, uniquePrefix } from './helpers.js';
+import { readTape, type TapeTrade } from '@candlewick/ingestor';
+import { BUNDLED_TAPE, readCsv, redisUrl, runCli, tempDir, testRedis, uniquePrefix } from './helpers.js';
 
 const redis = testRedis();
 afterAll(() => redis.quit());
@@ -77,5 +78,58 @@ describe('event-time windows, out-of-order and late trades', () => {
     const revs = bars.map(([, f]) => [f[f.indexOf('start') + 1], f[f.indexOf('rev') + 1], f[f.indexOf('n') + 1]]);
     expect(revs).toContainEqual([String(at('10:00:00')), '1', '4']);
     expect(revs.filter((r) => r[1] === '0')).toHaveLength(3);
+  });
+});
+
+describe('LATE=amend at full replay speed', () => {
+  const T = Date.parse('2019-10-11T12:03:17.123Z');
+  const T2 = Date.parse('2019-10-12T09:41:07.321Z');
+  const lateA = { s: 'BINANCE:XRPETH', p: '0.0015', v: 100, t: T, c: [] as string[] };
+  const lateB = { s: 'BINANCE:XRPETH', p: '0.0016', v: 7, t: T2, c: [] as string[] };
+
+  /** The bundled tape with `extra` trades inserted where the tape's time reaches `at` (or their own time). */
+  function tapeWith(dir: string, name: string, extra: { trade: typeof lateA; at: number }[]): string {
+    const tape = readTape(BUNDLED_TAPE) as TapeTrade[];
+    for (const { trade, at } of extra) {
+      const i = tape.findIndex((x) => x.t > at);
+      tape.splice(i, 0, trade);
+    }
+    const path = join(dir, `${name}.jsonl`);
+    writeFileSync(path, tape.map((x) => JSON.stringify(x)).join('\n'));
+    return path;
+  }
+
+  async function run(dir: string, tape: string, extra: Record<string, string> = {}) {
+    const res = await runCli(['stack'], {
+      REDIS_URL: redisUrl(), KEY_PREFIX: uniquePrefix('amend-fast'), DATA_DIR: dir, EXIT_WHEN_IDLE_MS: '500', REPLAY_TAPE: tape, ...extra,
+    });
+    expect(res.code, res.stdout.slice(-2000)).toBe(0);
+    return res;
+  }
+
+  it('a correction is the whole corrected bar (as if the trade had come on time), and nothing past LATE_AMEND_WINDOW is corrected', async () => {
+    const base = tempDir('amend-fast');
+    const truthDir = join(base, 'truth');
+    const lateDir = join(base, 'late');
+    const plainDir = join(base, 'plain');
+    // the truth: trade A in its place, on time
+    await run(truthDir, tapeWith(base, 'truth', [{ trade: lateA, at: T }]));
+    await run(plainDir, BUNDLED_TAPE);
+    // A arrives 10 minutes late, B 3 hours late (past the 1 h amend window for every interval)
+    const res = await run(lateDir, tapeWith(base, 'late', [{ trade: lateA, at: T + 10 * 60_000 }, { trade: lateB, at: T2 + 3 * 3_600_000 }]), { LATE: 'amend' });
+    expect(res.stdout).toMatch(/late\s+2 \(kept in trades:late; 1 past LATE_AMEND_WINDOW, in no correction\)/);
+    for (const interval of ['1min', '5min', '15min', '30min', '1h']) {
+      // the main file never changes: it equals the run without the late trades
+      expect(readFileSync(csvPath(lateDir, interval, 'BINANCE:XRPETH'), 'utf8'), interval).toBe(readFileSync(csvPath(plainDir, interval, 'BINANCE:XRPETH'), 'utf8'));
+      const corrections = readFileSync(correctionsPath(lateDir, interval, 'BINANCE:XRPETH'), 'utf8').trim().split('\n').slice(1);
+      // exactly one correction per interval: A's bar, revision 1, equal to the truth run's row for it
+      expect(corrections, interval).toHaveLength(1);
+      const row = corrections[0]!;
+      expect(row.endsWith(',1'), row).toBe(true);
+      const truth = readFileSync(csvPath(truthDir, interval, 'BINANCE:XRPETH'), 'utf8').split('\n');
+      const start = row.slice(0, row.indexOf(','));
+      expect(Date.parse(start)).toBeLessThanOrEqual(T);
+      expect(truth.find((l) => l.startsWith(`${start},`)), interval).toBe(row.slice(0, -2));
+    }
   });
 });

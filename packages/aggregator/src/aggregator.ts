@@ -45,7 +45,7 @@ export class Aggregator {
     this.pre = new Preaggregator(new Clock(cfg.tz), cfg.intervals, cfg.baseMs, cfg.graceMs, {
       sessions: cfg.sessions,
       align: cfg.align,
-      amend: cfg.late === 'amend',
+      amendWindowMs: cfg.late === 'amend' ? cfg.lateAmendWindowMs : 0,
       conditions: this.conditions,
       flags: cfg.backfill ? BAR_FLAGS.LIVE : 0,
     });
@@ -176,6 +176,7 @@ export class Aggregator {
           this.filtered += pre.filtered;
           await this.redis.hincrby(this.keys.partitionStats(p), 'filtered', pre.filtered);
         }
+        if (pre.tooOld) await this.redis.hincrby(this.keys.partitionStats(p), 'amendTooOld', pre.tooOld);
         if (pre.excluded) {
           this.excluded += pre.excluded;
           await this.redis.hincrby(this.keys.partitionStats(p), 'excluded', pre.excluded);

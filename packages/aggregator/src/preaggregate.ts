@@ -105,6 +105,8 @@ export interface Preaggregated {
   late: RawEntry[];
   /** LATE=amend: the late trades folded the same way, bar id -> partial */
   lateBars: Map<string, Partial>;
+  /** LATE=amend: late trades too late for every one of their bars (past LATE_AMEND_WINDOW) */
+  tooOld: number;
   /** trades outside the selected sessions */
   filtered: number;
   /** years the calendar does not cover, seen in this batch (their equity trades are filtered) */
@@ -118,8 +120,11 @@ export interface BarRules {
   sessions?: 'regular' | 'extended' | 'all';
   /** equity windows on the clock or anchored at the 09:30 open */
   align?: 'clock' | 'session';
-  /** fold late trades into partials too (LATE=amend) */
-  amend?: boolean;
+  /**
+   * LATE=amend: fold late trades into correction partials, for every bar whose end + this window
+   * is after the watermark the trade was ingested under (0 = no corrections)
+   */
+  amendWindowMs?: number;
   /** CONDITIONS=cta-utp: which trades may set which fields */
   conditions?: ConditionRules;
   /** BAR_FLAGS bits every partial carries (BAR_FLAGS.LIVE when backfill is on) */
@@ -165,7 +170,7 @@ export class Preaggregator {
     this.clockWindows = new Windows(clock, intervals, baseMs, 0);
     this.equityWindows = rules.align === 'session' ? new Windows(clock, intervals, baseMs, EQUITY_OPEN_MS) : this.clockWindows;
     this.sessionSet = sessionsKept(rules.sessions ?? 'all');
-    this.amend = rules.amend ?? false;
+    this.amendMs = rules.amendWindowMs ?? 0;
     this.conditions = rules.conditions;
     this.flags = rules.flags ?? 0;
   }
@@ -173,7 +178,7 @@ export class Preaggregator {
   private readonly flags: number;
   private readonly scaled = new ScaledCache();
 
-  private readonly amend: boolean;
+  private readonly amendMs: number;
   private readonly conditions: ConditionRules | undefined;
 
   private windowsOf(symbol: string): Windows {
@@ -194,7 +199,33 @@ export class Preaggregator {
       else onTime.push(e);
     }
     const { bars, excluded } = this.fold(onTime);
-    return { bars, late, lateBars: this.amend ? this.fold(late).bars : new Map(), filtered, uncovered, excluded };
+    const { lateBars, tooOld } = this.corrections(late);
+    return { bars, late, lateBars, tooOld, filtered, uncovered, excluded };
+  }
+
+  /**
+   * LATE=amend: the late trades as correction partials. A late trade corrects each of its bars
+   * whose end + the amend window is after the watermark it was ingested under (w), so whether a
+   * bar is corrected depends on the trade alone, never on how far the closer has got.
+   */
+  private corrections(late: readonly RawEntry[]): { lateBars: Map<string, Partial>; tooOld: number } {
+    const lateBars = new Map<string, Partial>();
+    let tooOld = 0;
+    if (this.amendMs === 0) return { lateBars, tooOld };
+    for (const e of late) {
+      const { bars } = this.fold([e]);
+      if (bars.size === 0) continue; // its conditions let it set nothing
+      let corrects = false;
+      for (const [id, part] of bars) {
+        if (part.end + this.amendMs <= e.w) continue;
+        corrects = true;
+        const cur = lateBars.get(id);
+        if (cur === undefined) lateBars.set(id, part);
+        else mergeInto(cur.state, part.state);
+      }
+      if (!corrects) tooOld++;
+    }
+    return { lateBars, tooOld };
   }
 
   /**

@@ -61,6 +61,8 @@ export interface Counters {
   excluded: number;
   /** trades carrying condition codes the table does not know */
   unknownConditions: number;
+  /** LATE=amend: late trades past LATE_AMEND_WINDOW for every bar they belong to (in no correction) */
+  amendTooOld: number;
   written: Record<string, number>;
   /** the ingestor's hold of trades outside Redis (receipt to Redis's answer), as it last reported */
   holdMaxMs: number;
@@ -72,7 +74,7 @@ export interface Counters {
 }
 
 /** One run's summary: the counters' differences, plus timing. */
-export type StackSummary = Pick<Counters, 'rejected' | 'badFrames' | 'late' | 'merged' | 'filtered' | 'excluded' | 'unknownConditions' | 'written' | 'holdMaxMs' | 'holdMeanMs'> & {
+export type StackSummary = Pick<Counters, 'rejected' | 'badFrames' | 'late' | 'merged' | 'filtered' | 'excluded' | 'unknownConditions' | 'amendTooOld' | 'written' | 'holdMaxMs' | 'holdMeanMs'> & {
   tradesIn: number;
   wallMs: number;
   tradesPerSec: number;
@@ -89,6 +91,7 @@ export async function readCounters(redis: RedisClient, cfg: Config, keys: Keys):
     filtered: 0,
     excluded: 0,
     unknownConditions: 0,
+    amendTooOld: 0,
     written: {},
     holdMaxMs: Number(stats.ingestHoldMaxMs ?? 0),
     holdMeanMs: Number(stats.ingestHoldMeanMs ?? 0),
@@ -105,6 +108,7 @@ export async function readCounters(redis: RedisClient, cfg: Config, keys: Keys):
     c.filtered += Number(ps.filtered ?? 0);
     c.excluded += Number(ps.excluded ?? 0);
     c.unknownConditions += Number(ps.unknownConditions ?? 0);
+    c.amendTooOld += Number(ps.amendTooOld ?? 0);
     c.lastMerge = Math.max(c.lastMerge, Number(ps.lastMergeMs ?? 0));
   }
   for (const iv of cfg.intervals) c.written[iv.name] = Number(stats[`written:${iv.name}`] ?? 0);
@@ -132,12 +136,21 @@ export function summarize(before: Counters, after: Counters, startedAt: number, 
     filtered: after.filtered - before.filtered,
     excluded: after.excluded - before.excluded,
     unknownConditions: after.unknownConditions - before.unknownConditions,
+    amendTooOld: after.amendTooOld - before.amendTooOld,
     written,
     holdMaxMs: after.holdMaxMs,
     holdMeanMs: after.holdMeanMs,
     wallMs: endedAt - startedAt,
     tradesPerSec: Math.round((tradesIn / span) * 1000),
   };
+}
+
+function lateNote(s: StackSummary): string {
+  if (s.late === 0) return '';
+  const notes = ['kept in trades:late'];
+  if (s.amendTooOld) notes.push(`${s.amendTooOld} past LATE_AMEND_WINDOW, in no correction`);
+  if (s.late === s.tradesIn) notes.push('a replay of an already-seen day is all late: start from an empty DATA_DIR');
+  return ` (${notes.join('; ')})`;
 }
 
 export function formatSummary(s: StackSummary, dataDir: string): string {
@@ -149,7 +162,7 @@ export function formatSummary(s: StackSummary, dataDir: string): string {
     'candlewick summary',
     `  trades in        ${s.tradesIn}`,
     `  rejected         ${s.rejected} (plus ${s.badFrames} unreadable frames)`,
-    `  late             ${s.late}${s.late ? ' (kept in trades:late; a replay of an already-seen day is all late: start from an empty DATA_DIR)' : ''}`,
+    `  late             ${s.late}${lateNote(s)}`,
     `  merged           ${s.merged - s.filtered - s.excluded}${left.length ? ` (plus ${left.join(', ')})` : ''}`,
     ...(s.unknownConditions ? [`  conditions       ${s.unknownConditions} trades with codes not in the table, counted as regular (see CONDITION_CODES)`] : []),
     `  bars written     ${bars}`,

@@ -173,7 +173,10 @@ if horizon then
     if #page < 2 * want then break end
   end
   if closedCount >= maxBars then more = 1 end
-  if anyHeld then horizon = false end
+  -- The horizon (and with it `closed`, `covered` and the corrections due) moves only once every
+  -- bar up to it has left the open set: a call that stopped at its bar limit, or that skipped held
+  -- symbols, leaves it where it was, so a correction never finds its bar still open.
+  if anyHeld or more == 1 then horizon = false end
 end
 if horizon then
   -- Windows ending by `covered` are final and fully covered by the input (EMPTY_BARS=carry fills the
@@ -232,8 +235,18 @@ if amendMs > 0 and horizon then
       closedCount = closedCount + 1
     end
   end
-  if #due == 2 * maxBars then more = 1 end
-  local old = redis.call('ZRANGEBYSCORE', closedIndex, '-inf', string.format('%d', wm - amendMs), 'WITHSCORES', 'LIMIT', 0, maxBars)
+  -- Forget closed bars no trade still on its way can correct. The aggregators fold a late trade into
+  -- a correction only while its bar's end + amendMs is after the watermark it was ingested under
+  -- (w), and every entry not merged yet was ingested under a watermark >= the checkpoint's W
+  -- (horizon + grace), so bars ending by W - amendMs are past every future correction. Not while
+  -- due corrections are left for the next call: their bars must still be here.
+  local old = {}
+  if #due == 2 * maxBars then
+    more = 1
+  else
+    local cut = (horizon == math.huge and wm or horizon + grace) - amendMs
+    old = redis.call('ZRANGEBYSCORE', closedIndex, '-inf', string.format('%d', cut), 'WITHSCORES', 'LIMIT', 0, maxBars)
+  end
   for i = 1, #old, 2 do
     redis.call('HDEL', closedBars, old[i])
     redis.call('ZREM', closedIndex, old[i])
