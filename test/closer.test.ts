@@ -1,5 +1,5 @@
 import { afterAll, describe, expect, it } from 'vitest';
-import { AGGREGATOR_GROUP, addTradesHead, addTradesKeys, closeBarsKeys, loadConfig, parseBarId, type Keys } from '@candlewick/common';
+import { AGGREGATOR_GROUP, addTrades, addTradesArgs, closeBarsKeys, loadConfig, parseBarId, type Keys } from '@candlewick/common';
 import { ensureGroup } from '@candlewick/aggregator';
 import { testKeys, testRedis } from './helpers.js';
 import type { Redis } from 'ioredis';
@@ -67,9 +67,10 @@ describe('closeBars', () => {
     const stream = keys.trades(0);
     await ensureGroup(redis, stream);
     // one trade at 15:00:30, then the watermark jumps far ahead with a later trade
-    await redis.cwAddTrades_v1(...addTradesKeys(keys, 0), ...addTradesHead('event', 2000),
-      'AAA', '10', '1', String(T0 + 30_000), '[]', '0',
-      'AAA', '11', '1', String(T0 + 10 * M), '[]', '0');
+    await addTrades(redis, keys, 0, addTradesArgs({ clock: 'event', graceMs: 2000 }, [], [
+      { s: 'AAA', p: '10', v: 1, t: T0 + 30_000, c: [], rx: 0 },
+      { s: 'AAA', p: '11', v: 1, t: T0 + 10 * M, c: [], rx: 0 },
+    ]));
     await redis.hset(keys.openBars(0), `1min|AAA|${T0}`, '1|k|1|1|1|k|1|1|1');
     await redis.zadd(keys.openIndex(0), T0 + M, `1min|AAA|${T0}`);
     // the aggregator has read both entries but not merged them (a backlog)

@@ -2,7 +2,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { TestProject } from 'vitest/node';
-import { PrivateRedis, RedisUnavailableError } from '../packages/cli/src/redis-server.js';
+import { RedisUnavailableError } from '../packages/common/src/errors.js';
+import { PrivateRedis } from '../packages/cli/src/redis-server.js';
 
 declare module 'vitest' {
   export interface ProvidedContext {

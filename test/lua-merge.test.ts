@@ -3,12 +3,11 @@ import fc from 'fast-check';
 import {
   AGGREGATOR_GROUP,
   Clock,
-  addTradesHead,
-  addTradesKeys,
+  addTrades,
+  addTradesArgs,
   ConditionRules,
   decodeBarState,
   loadConfig,
-  tradeArgs,
   type Keys,
   type Trade,
 } from '@candlewick/common';
@@ -37,9 +36,7 @@ const tradeArb = fc.record({
 async function ingest(keys: Keys, trades: Trade[], consumer = 'reader'): Promise<StreamEntry[]> {
   const stream = keys.trades(0);
   await ensureGroup(redis, stream);
-  const args: string[] = addTradesHead('event', cfg.graceMs);
-  for (const t of trades) args.push(...tradeArgs(t));
-  await redis.cwAddTrades_v1(...addTradesKeys(keys, 0), ...args);
+  await addTrades(redis, keys, 0, addTradesArgs({ clock: 'event', graceMs: cfg.graceMs }, [], trades));
   const res = (await redis.xreadgroup('GROUP', AGGREGATOR_GROUP, consumer, 'COUNT', 100_000, 'STREAMS', stream, '>')) as [string, StreamEntry[]][];
   return res[0]![1];
 }
@@ -153,29 +150,40 @@ describe('a dead worker', () => {
   });
 });
 
-describe('addTrades applies a batch once', () => {
+describe('addTrades applies each batch once, in order', () => {
+  const trade = (t: number): Trade => ({ s: 'AAPL', p: '10.5', v: 3, t: T0 + t, c: [], rx: T0 + t });
+  const batch = (seq: number, ts: number[], sender = 'ingestor-a', force = false) =>
+    addTradesArgs({ clock: 'event', graceMs: cfg.graceMs, sender, seq, force }, [], ts.map(trade));
+
   it('a batch resent after its reply was lost (a Redis restart) is not appended twice; a later batch is', async () => {
     const keys = testKeys('resend');
-    const trade = (t: number): Trade => ({ s: 'AAPL', p: '10.5', v: 3, t: T0 + t, c: [], rx: T0 + t });
-    const batch = (seq: number, ts: number[]) => {
-      const head = addTradesHead('event', cfg.graceMs);
-      head[4] = 'ingestor-a';
-      head[5] = String(seq);
-      return [...head, ...ts.flatMap((t) => tradeArgs(trade(t)))];
-    };
-    const first = await redis.cwAddTrades_v1(...addTradesKeys(keys, 0), ...batch(0, [1, 2, 3]));
-    const again = await redis.cwAddTrades_v1(...addTradesKeys(keys, 0), ...batch(0, [1, 2, 3]));
-    expect(again).toBe(first);
+    const first = await addTrades(redis, keys, 0, batch(0, [1, 2, 3]));
+    expect(first.status).toBe('applied');
+    expect(await addTrades(redis, keys, 0, batch(0, [1, 2, 3]))).toEqual({ status: 'duplicate', applied: 0 });
     expect(await redis.xlen(keys.trades(0))).toBe(3);
-    await redis.cwAddTrades_v1(...addTradesKeys(keys, 0), ...batch(1, [4, 5]));
+    expect((await addTrades(redis, keys, 0, batch(1, [4, 5]))).status).toBe('applied');
     // an older batch arriving after a newer one is a resend too
-    await redis.cwAddTrades_v1(...addTradesKeys(keys, 0), ...batch(0, [1, 2, 3]));
+    expect((await addTrades(redis, keys, 0, batch(0, [1, 2, 3]))).status).toBe('duplicate');
     expect(await redis.xlen(keys.trades(0))).toBe(5);
     expect(await redis.hget(keys.clock(0), 'in')).toBe('5');
     // another sender's batch 0 is its own
-    const other = batch(0, [6]);
-    other[4] = 'ingestor-b';
-    await redis.cwAddTrades_v1(...addTradesKeys(keys, 0), ...other);
+    expect((await addTrades(redis, keys, 0, batch(0, [6], 'ingestor-b'))).status).toBe('applied');
+    expect(await redis.xlen(keys.trades(0))).toBe(6);
+  });
+
+  it('a batch after a hole (Redis lost acknowledged batches) is refused until the lost ones come again; "force" skips a hole for good', async () => {
+    const keys = testKeys('hole');
+    expect((await addTrades(redis, keys, 0, batch(0, [1]))).status).toBe('applied');
+    // batches 1 and 2 were acknowledged, then lost with Redis's last second: 3 must not go first
+    expect(await addTrades(redis, keys, 0, batch(3, [4]))).toEqual({ status: 'hole', applied: 0 });
+    expect(await redis.xlen(keys.trades(0))).toBe(1);
+    for (const [seq, t] of [[1, 2], [2, 3], [3, 4]] as const) expect((await addTrades(redis, keys, 0, batch(seq, [t]))).status).toBe('applied');
+    const ts = ((await redis.xrange(keys.trades(0), '-', '+')) as [string, string[]][]).map(([, f]) => Number(f[f.indexOf('t') + 1]) - T0);
+    expect(ts).toEqual([1, 2, 3, 4]);
+    // a sender that no longer holds batches 4..5 applies 6 anyway, and says so (the sink's account)
+    expect((await addTrades(redis, keys, 0, batch(6, [7]))).status).toBe('hole');
+    expect((await addTrades(redis, keys, 0, batch(6, [7], 'ingestor-a', true))).status).toBe('applied');
+    expect((await addTrades(redis, keys, 0, batch(7, [8]))).status).toBe('applied');
     expect(await redis.xlen(keys.trades(0))).toBe(6);
   });
 });

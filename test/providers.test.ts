@@ -4,7 +4,8 @@ import { afterAll, describe, expect, it } from 'vitest';
 import {
   BACKFILL_GROUP,
   BAR_FLAGS,
-  addTradesKeys,
+  addTrades,
+  addTradesArgs,
   decodeBarState,
   volumeNumber,
   loadConfig,
@@ -171,8 +172,8 @@ describe('exactly once', () => {
       // the first live trade of AIG files a request for 10:00 .. it and holds AIG's bars
       const first = tape.find((x) => x.t >= T('2013-10-10T10:20:00-04:00'))!;
       const live: Trade = { s: 'AIG', p: first.p, v: first.v, t: first.t, c: [], rx: first.t };
-      await redis.cwAddTrades_v1(...addTradesKeys(keys, 0), 'event', 2000, '1', 60_000, '', 0, 1, 1, T('2013-10-10T10:00:00-04:00'), 0,
-        live.s, live.p, live.v, live.t, '[]', live.rx);
+      // (one request: the 1st trade of the batch, floor 10:00, no cap)
+      await addTrades(redis, keys, 0, addTradesArgs({ clock: 'event', graceMs: 2000, backfillHoldMs: 60_000 }, ['1', String(T('2013-10-10T10:00:00-04:00')), '0'], [live]));
       expect(await redis.hexists(keys.holds(0), 'AIG')).toBe(1);
       const a = new BackfillService(redis, cfg, keys, quiet);
       const b = new BackfillService(redis, cfg, keys, quiet);

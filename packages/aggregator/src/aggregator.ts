@@ -1,4 +1,4 @@
-import { AGGREGATOR_GROUP, BAR_FLAGS, CalendarRangeError, Clock, conditionRules, crashPoint, type ConditionRules, duplicateRedis, mergeBatchKeys, metrics, processId, sleep, type Config, type Keys, type Logger, type RedisClient } from '@candlewick/common';
+import { AGGREGATOR_GROUP, RecurringError, isConnectionError, redisLink, BAR_FLAGS, CalendarRangeError, Clock, conditionRules, crashPoint, type ConditionRules, duplicateRedis, mergeBatchKeys, metrics, processId, sleep, type Config, type Keys, type Logger, type RedisClient } from '@candlewick/common';
 import type { Gauge } from 'prom-client';
 import { Preaggregator, mergeArgs, rawEntry, type RawEntry } from './preaggregate.js';
 
@@ -30,6 +30,8 @@ export class Aggregator {
   batches = 0;
   private readonly conditions: ConditionRules | undefined;
   private readonly metrics = { merged: metrics.tradesMerged(), late: metrics.tradesLate(), batch: metrics.batchSize(), seconds: metrics.mergeSeconds() };
+  /** a batch Redis keeps refusing (MISCONF on a full disk, OOM): said when it starts, then once a minute */
+  private readonly failing: RecurringError;
   /** condition codes already reported as unknown */
   private readonly reportedCodes = new Set<string>();
 
@@ -41,6 +43,7 @@ export class Aggregator {
     private readonly partitions: readonly number[] = Array.from({ length: cfg.partitions }, (_, i) => i),
   ) {
     this.consumer = processId();
+    this.failing = new RecurringError(log, 'merging a batch failed; retrying every 0.5 s (nothing is acknowledged until it is merged)');
     this.conditions = conditionRules(cfg);
     this.pre = new Preaggregator(new Clock(cfg.tz), cfg.intervals, cfg.baseMs, cfg.graceMs, {
       sessions: cfg.sessions,
@@ -99,8 +102,19 @@ export class Aggregator {
     const stream = this.keys.trades(p);
     let nextReclaim = 0;
     let next: Promise<StreamEntry[]> | undefined;
+    // After a reconnect, entries Redis delivered to this consumer may have lost their reply on the
+    // way (the read was sent again and got newer ones): take back our own pending entries first,
+    // rather than leave them to a reclaim half a minute later.
+    let ownPending = true;
+    conn.on('ready', () => (ownPending = true));
     while (!this.stopped) {
       try {
+        if (ownPending) {
+          ownPending = false;
+          await next?.then((entries) => this.process(p, entries));
+          next = undefined;
+          await this.takeBackOwn(p, conn);
+        }
         if (Date.now() >= nextReclaim) {
           await next?.then((entries) => this.process(p, entries));
           next = undefined;
@@ -110,6 +124,7 @@ export class Aggregator {
         const entries = await (next ?? this.read(conn, stream));
         next = this.stopped ? undefined : this.read(conn, stream);
         if (entries.length) await this.process(p, entries);
+        this.failing.ok();
       } catch (err) {
         next = undefined;
         const msg = String((err as Error).message);
@@ -117,7 +132,8 @@ export class Aggregator {
           this.log.warn({ stream }, 'consumer group missing; recreating it');
           await ensureGroup(this.redis, stream).catch(() => undefined);
         } else {
-          this.log.error({ err }, 'aggregator batch failed; retrying');
+          if (isConnectionError(err)) redisLink.error(err, 'aggregator');
+          else this.failing.report(err, { partition: p });
           await sleep(500);
         }
       }
@@ -125,6 +141,20 @@ export class Aggregator {
     // Entries read ahead but not merged stay pending for this consumer; merge them before leaving.
     const left = await next?.catch(() => []);
     if (left?.length) await this.process(p, left);
+  }
+
+  /** Merges the entries still pending for this consumer (XREADGROUP from 0: its own pending list). */
+  private async takeBackOwn(p: number, conn: RedisClient): Promise<void> {
+    const stream = this.keys.trades(p);
+    let after = '0';
+    for (;;) {
+      const res = (await conn.xreadgroup('GROUP', AGGREGATOR_GROUP, this.consumer, 'COUNT', this.cfg.aggregatorBatch, 'STREAMS', stream, after)) as [string, StreamEntry[]][] | null;
+      const entries = res?.[0]?.[1] ?? [];
+      if (entries.length === 0) return;
+      this.log.info({ entries: entries.length, partition: p }, 'merging entries this consumer had read and not merged');
+      after = entries[entries.length - 1]![0];
+      await this.process(p, entries);
+    }
   }
 
   /** Takes over entries another worker left pending for longer than RECLAIM_IDLE_MS. */

@@ -2,6 +2,10 @@ import { Queue, Worker, type Job } from 'bullmq';
 import {
   AGGREGATOR_GROUP,
   BARS_QUEUE,
+  RecurringError,
+  isConnectionError,
+  redisLink,
+  reportRedisError,
   CLOSE_QUEUE,
   barJobId,
   closeBarsKeys,
@@ -165,6 +169,7 @@ export class CloserService {
     private readonly log: Logger,
   ) {
     this.bars = barsQueue(redis, keys);
+    this.bars.on('error', (err) => reportRedisError(log, err, 'bars queue error'));
     this.closer = new BarCloser(redis, this.bars, cfg, keys, log);
   }
 
@@ -182,8 +187,11 @@ export class CloserService {
       },
       { connection: duplicateRedis(this.redis, this.log), prefix: this.keys.queuePrefix(), concurrency: 1 },
     );
-    this.worker.on('failed', (_job, err) => this.log.error({ err }, 'close tick failed'));
-    this.worker.on('error', (err) => this.log.warn({ err }, 'close worker error'));
+    const failing = new RecurringError(this.log, 'closing bars failed; the next tick tries again');
+    this.worker.on('failed', (_job, err) => (isConnectionError(err) ? redisLink.error(err, 'closer') : failing.report(err)));
+    this.worker.on('completed', () => failing.ok());
+    this.worker.on('error', (err) => reportRedisError(this.log, err, 'close worker error'));
+    this.queue.on('error', (err) => reportRedisError(this.log, err, 'close queue error'));
     this.log.info({ everyMs: this.cfg.closeEveryMs, clock: this.cfg.clock, graceMs: this.cfg.graceMs }, 'closer started');
   }
 

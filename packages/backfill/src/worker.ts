@@ -12,8 +12,7 @@ import {
   type Config,
   type Keys,
   type Logger,
-  type RedisClient,
-} from '@candlewick/common';
+  type RedisClient, reportRedisError } from '@candlewick/common';
 import { Preaggregator, ensureGroup } from '@candlewick/aggregator';
 import { ProviderError } from './http.js';
 import { makeProvider, type Provider } from './providers.js';
@@ -114,7 +113,7 @@ export class BackfillService {
         for (const [id, fields] of res?.[0]?.[1] ?? []) await this.handle(parseRequest(p, id, fields));
       } catch (err) {
         if (this.stopped) break;
-        this.log.error({ err, partition: p }, 'backfill loop error; retrying');
+        reportRedisError(this.log, err, 'backfill loop error; retrying', { partition: p });
         await sleep(1000, this.abort.signal);
       }
     }

@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
-import { isRawFrame, readTape, type TapeTrade } from '@candlewick/ingestor';
+import { isTapeTrade, readTape, type TapeTrade } from '@candlewick/ingestor';
 import { Clock, encodeBarState, loadConfig } from '@candlewick/common';
 import { Preaggregator } from '@candlewick/aggregator';
 import { PrivateRedis } from './redis-server.js';
@@ -106,7 +106,7 @@ function runStack(tape: string, aggregators: number): Promise<{ tradesPerSec: nu
 async function main(): Promise<void> {
   const { spec, what } = process.env.BENCH_TAPE ? { spec: process.env.BENCH_TAPE, what: process.env.BENCH_TAPE } : defaultTape();
   const counts = (process.env.BENCH_AGGREGATORS ?? '1,2,4').split(',').map(Number);
-  const trades = readTape(spec).filter((x): x is TapeTrade => !isRawFrame(x));
+  const trades = readTape(spec).filter(isTapeTrade);
   const cpu = cpus();
   process.stdout.write(`machine: ${cpu.length} x ${cpu[0]?.model ?? 'cpu'}, node ${process.version}\n`);
   process.stdout.write(`tape: ${what}: ${trades.length} trades; intervals 1min,5min,15min,30min,1h\n\n`);

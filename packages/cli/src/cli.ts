@@ -1,7 +1,6 @@
 #!/usr/bin/env node
-import { ConfigError, loadConfig, type Config } from '@candlewick/common';
+import { ConfigError, EXIT, RedisUnavailableError, configEnvNames, loadConfig, type Config } from '@candlewick/common';
 import { ROLES, SERVICES, runHistoricalBackfill, runReplayServer, runService, runTap, type TapRequest } from './roles.js';
-import { RedisUnavailableError } from './redis-server.js';
 import { runStack } from './stack.js';
 
 const HELP = `candlewick: trades -> OHLCV bars on Redis Streams
@@ -28,7 +27,31 @@ Short forms: --tape (REPLAY_TAPE), --speed (REPLAY_SPEED), --port (REPLAY_PORT),
 
 const ALIASES: Record<string, string> = { TAPE: 'REPLAY_TAPE', SPEED: 'REPLAY_SPEED', PORT: 'REPLAY_PORT', FROM: 'BACKFILL_FROM', TO: 'BACKFILL_TO' };
 
-function parseFlags(args: string[]): Record<string, string> {
+/** The flag for a variable: REPLAY_TAPE -> --replay-tape. */
+const flagOf = (name: string) => `--${name.toLowerCase().replace(/_/g, '-')}`;
+
+/** Edit distance, for "did you mean" on a mistyped flag. */
+function distance(a: string, b: string): number {
+  const row = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    let prev = row[0]!;
+    row[0] = i;
+    for (let j = 1; j <= b.length; j++) {
+      const cur = row[j]!;
+      row[j] = Math.min(row[j]! + 1, row[j - 1]! + 1, prev + (a[i - 1] === b[j - 1] ? 0 : 1));
+      prev = cur;
+    }
+  }
+  return row[b.length]!;
+}
+
+/**
+ * Flags `--some-name value` (or `--some-name=value`) as variables (SOME_NAME). A flag that is not a
+ * setting is an error naming the closest known one and listing them all: a typo must not be
+ * silently ignored.
+ */
+function parseFlags(args: string[], extra: readonly string[] = []): Record<string, string> {
+  const known = new Set([...configEnvNames(), ...extra]);
   const out: Record<string, string> = {};
   for (let i = 0; i < args.length; i++) {
     const a = args[i]!;
@@ -36,6 +59,12 @@ function parseFlags(args: string[]): Record<string, string> {
     if (!m) throw new ConfigError([`unexpected argument "${a}": flags look like --symbols AAPL,MSFT`]);
     let name = m[1]!.toUpperCase().replace(/-/g, '_');
     name = ALIASES[name] ?? name;
+    if (!known.has(name)) {
+      const flags = [...Object.keys(ALIASES), ...known].map(flagOf);
+      const closest = flags.map((f) => [f, distance(f, `--${m[1]!.toLowerCase()}`)] as const).sort((x, y) => x[1] - y[1])[0];
+      const hint = closest && closest[1] <= 3 ? `did you mean ${closest[0]}? ` : '';
+      throw new ConfigError([`unknown flag --${m[1]}: ${hint}known flags: ${[...new Set(flags)].sort().join(' ')}`]);
+    }
     const value = m[2] ?? args[++i];
     if (value === undefined) throw new ConfigError([`--${m[1]} needs a value`]);
     out[name] = value;
@@ -51,7 +80,7 @@ async function main(): Promise<void> {
   }
   if (!(ROLES as readonly string[]).includes(role)) {
     process.stderr.write(`candlewick: unknown role "${role}"\n\n${HELP}\n`);
-    process.exit(2);
+    process.exit(EXIT.CONFIG);
   }
   let cfg: Config;
   let tap: TapRequest | undefined;
@@ -59,7 +88,7 @@ async function main(): Promise<void> {
     let flags: Record<string, string>;
     if (role === 'tap') {
       // tap's own flags are not settings: take them out before the configuration is read
-      flags = parseFlags(rest.slice(1));
+      flags = parseFlags(rest.slice(1), ['GROUP']);
       tap = { target: rest[0] ?? '', symbols: flags.SYMBOLS, from: flags.BACKFILL_FROM, group: flags.GROUP };
       for (const k of ['SYMBOLS', 'BACKFILL_FROM', 'GROUP']) delete flags[k];
     } else {
@@ -69,7 +98,7 @@ async function main(): Promise<void> {
   } catch (err) {
     if (err instanceof ConfigError) {
       process.stderr.write(`candlewick ${role}: ${err.message}\n`);
-      process.exit(2);
+      process.exit(EXIT.CONFIG);
     }
     throw err;
   }
@@ -92,15 +121,20 @@ async function main(): Promise<void> {
     default:
       if (role in SERVICES) return runService(cfg, role);
       process.stderr.write(`candlewick: unknown role "${role}"\n\n${HELP}\n`);
-      process.exit(2);
+      process.exit(EXIT.CONFIG);
   }
 }
 
 main().catch((err: unknown) => {
+  const role = process.argv[2] ?? '';
   if (err instanceof RedisUnavailableError) {
-    process.stderr.write(`candlewick: ${err.message}\n`);
-    process.exit(3);
+    process.stderr.write(`candlewick ${role}: ${err.message}\n`);
+    process.exit(EXIT.NO_REDIS);
   }
-  process.stderr.write(`candlewick: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
-  process.exit(1);
+  if (err instanceof ConfigError) {
+    process.stderr.write(`candlewick ${role}: ${err.message}\n`);
+    process.exit(EXIT.CONFIG);
+  }
+  process.stderr.write(`candlewick ${role}: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+  process.exit(EXIT.FAILURE);
 });

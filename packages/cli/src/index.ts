@@ -1,3 +1,4 @@
 export * from './redis-server.js';
 export * from './roles.js';
 export * from './stack.js';
+export * from './summary.js';

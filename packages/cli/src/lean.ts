@@ -10,7 +10,7 @@ import { strFromU8, unzipSync } from 'fflate';
 import { DateTime } from 'luxon';
 import { Clock, ConditionRules, parseInterval, volumeNumber } from '@candlewick/common';
 import { Preaggregator, type RawEntry } from '@candlewick/aggregator';
-import { readTapeFile } from '@candlewick/ingestor';
+import { isTapeTrade, readTapeFile } from '@candlewick/ingestor';
 
 const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 /** Where the Lean set lives: LEAN_DATA_DIR, or ../shared/data/real/lean-usa-equity beside the repo. */
@@ -63,7 +63,7 @@ export function readLeanMinutes(file: string): OhlcvRow[] {
 
 /** 1-minute bars of a tick file through the aggregator's own fold, with or without the condition table. */
 export function minuteBars(tickFile: string, conditions: boolean): Map<number, OhlcvRow> {
-  const trades = readTapeFile(tickFile);
+  const trades = readTapeFile(tickFile).filter(isTapeTrade);
   const entries: RawEntry[] = trades.map((tr, i) => ({
     id: `1-${i}`,
     s: tr.s,

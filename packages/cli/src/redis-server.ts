@@ -2,20 +2,19 @@ import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { promisify } from 'node:util';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
+import { createInterface } from 'node:readline';
 import { join, resolve } from 'node:path';
 import { Redis } from 'ioredis';
-import { sleep } from '@candlewick/common';
+import { RedisUnavailableError, sleep } from '@candlewick/common';
 
-export class RedisUnavailableError extends Error {
-  constructor(bin: string) {
-    super(
-      `no Redis to use: REDIS_URL is not set and "${bin}" was not found on PATH. Either\n` +
-        `  1. install Redis (Debian/Ubuntu: sudo apt-get install redis-server; macOS: brew install redis), or\n` +
-        `  2. point REDIS_URL at a Redis 7 you run (e.g. REDIS_URL=redis://127.0.0.1:6379), or\n` +
-        `  3. run the containers instead: docker compose up`,
-    );
-    this.name = 'RedisUnavailableError';
-  }
+/** No Redis to use: the stack names the three ways out. */
+export function noRedisServer(bin: string): RedisUnavailableError {
+  return new RedisUnavailableError(
+    `no Redis to use: REDIS_URL is not set and "${bin}" was not found on PATH. Either\n` +
+      `  1. install Redis (Debian/Ubuntu: sudo apt-get install redis-server; macOS: brew install redis), or\n` +
+      `  2. point REDIS_URL at a Redis 7 you run (e.g. REDIS_URL=redis://127.0.0.1:6379), or\n` +
+      `  3. run the containers instead: docker compose up`,
+  );
 }
 
 export function freePort(): Promise<number> {
@@ -29,10 +28,18 @@ export function freePort(): Promise<number> {
   });
 }
 
-/** A private redis-server on a free loopback port, its data (AOF on) in `dir`. */
+/**
+ * A private redis-server on a free loopback port, its data (AOF on) in `dir`. It runs in a process
+ * group of its own, so a Ctrl-C in the terminal reaches only the stack, which stops it last.
+ */
 export class PrivateRedis {
   private proc: ChildProcess | undefined;
+  private stopping = false;
+  /** the server's last lines of output (warnings and up), to say why it died */
+  readonly lastLines: string[] = [];
   port = 0;
+  /** called when the server exits without being asked to */
+  onUnexpectedExit: ((how: string) => void) | undefined;
 
   constructor(
     private readonly dir: string,
@@ -81,14 +88,24 @@ export class PrivateRedis {
       '--save', '', '--appendonly', this.appendonly ? 'yes' : 'no', '--appendfsync', 'everysec',
       '--daemonize', 'no', '--logfile', '', '--loglevel', 'warning', ...this.extraArgs,
     ];
-    const proc = spawn(this.bin, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    const proc = spawn(this.bin, args, { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
     this.proc = proc;
+    this.stopping = false;
+    for (const stream of [proc.stdout!, proc.stderr!]) {
+      createInterface({ input: stream }).on('line', (line) => {
+        this.lastLines.push(line);
+        if (this.lastLines.length > 20) this.lastLines.shift();
+      });
+    }
+    proc.once('exit', (code, signal) => {
+      if (!this.stopping) this.onUnexpectedExit?.(signal ? `killed by ${signal}` : `exited with code ${code}`);
+    });
     const spawned = await new Promise<Error | undefined>((res) => {
       proc.once('spawn', () => res(undefined));
       proc.once('error', (err) => res(err));
     });
     if (spawned) {
-      if ((spawned as NodeJS.ErrnoException).code === 'ENOENT') throw new RedisUnavailableError(this.bin);
+      if ((spawned as NodeJS.ErrnoException).code === 'ENOENT') throw noRedisServer(this.bin);
       throw spawned;
     }
     writeFileSync(this.pidFile, String(proc.pid));
@@ -112,13 +129,26 @@ export class PrivateRedis {
     }
   }
 
+  /** Whether the server process is running. */
+  get running(): boolean {
+    return this.proc !== undefined && this.proc.exitCode === null && this.proc.signalCode === null;
+  }
+
+  get pid(): number | undefined {
+    return this.proc?.pid;
+  }
+
   async stop(): Promise<void> {
+    this.stopping = true;
     const proc = this.proc;
-    if (!proc || proc.exitCode !== null) return;
+    if (!proc || proc.exitCode !== null || proc.signalCode !== null) return;
     const exited = new Promise<void>((res) => proc.once('exit', () => res()));
     proc.kill('SIGTERM');
     await Promise.race([exited, sleep(10_000)]);
-    if (proc.exitCode === null) proc.kill('SIGKILL');
+    if (proc.exitCode === null && proc.signalCode === null) {
+      proc.kill('SIGKILL');
+      await Promise.race([exited, sleep(2000)]);
+    }
   }
 
   kill(): void {
@@ -202,5 +232,10 @@ export class PrivateRedisCluster {
 
   kill(): void {
     for (const n of this.nodes) n.kill();
+  }
+
+  /** The nodes, for a supervisor that restarts one that dies. */
+  get servers(): readonly PrivateRedis[] {
+    return this.nodes;
   }
 }

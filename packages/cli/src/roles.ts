@@ -1,9 +1,13 @@
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
 import {
+  ConfigError,
+  EXIT,
   connectRedis,
   createLogger,
   handleShutdown,
+  redisLink,
+  waitForRedis,
   makeKeys,
   redactUrl,
   type Component,
@@ -16,7 +20,7 @@ import {
   tapTrades,
   type Health,
 } from '@candlewick/common';
-import { Ingestor, ReplayServer, isRawFrame, readTape } from '@candlewick/ingestor';
+import { Ingestor, ReplayServer, TapeError, isTapeTrade, readTape, type TapeItem } from '@candlewick/ingestor';
 import { Aggregator, CloserService } from '@candlewick/aggregator';
 import { WriterService } from '@candlewick/writer';
 import { BackfillService, ProviderError, runHistorical, type Progress } from '@candlewick/backfill';
@@ -30,8 +34,10 @@ export function rootLogger(cfg: Config, name: string, write?: (line: string) => 
   return createLogger({ level: cfg.logLevel, pretty: cfg.logPretty, name, write, file });
 }
 
+const DEFAULT_REDIS_URL = 'redis://127.0.0.1:6379';
+
 function redisFor(cfg: Config, log: Logger): RedisClient {
-  const url = cfg.redisUrl ?? 'redis://127.0.0.1:6379';
+  const url = cfg.redisUrl ?? DEFAULT_REDIS_URL;
   log.info({ redis: redactUrl(url) }, 'connecting to redis');
   return connectRedis(url, log.child({ component: 'redis' }), { cluster: cfg.redisCluster });
 }
@@ -58,15 +64,28 @@ async function runRole(cfg: Config, name: string, make: (redis: RedisClient, log
   const role = make(redis, log);
   const server = metricsServer(cfg, name, log, () => {
     const own = role.health?.() ?? { ok: true };
-    return { ...own, ok: redis.status === 'ready' && own.ok, redis: redis.status };
+    const down = redisLink.downForMs;
+    return {
+      ...own,
+      ok: redis.status === 'ready' && own.ok,
+      redis: redis.status === 'ready' ? 'ready' : `unreachable${down ? ` for ${Math.round(down / 1000)} s` : ''}${redisLink.reason ? ` (${redisLink.reason})` : ''}`,
+    };
   });
-  handleShutdown(log, async () => {
-    await role.stop();
-    await server?.stop();
-    await redis.quit().catch(() => undefined);
-  });
+  let started = false;
+  handleShutdown(
+    log,
+    async () => {
+      if (started) await role.stop();
+      await server?.stop();
+      await redis.quit().catch(() => undefined);
+    },
+    { unsaved: () => role.unsaved?.() },
+  );
   stopWithParent();
   await server?.start();
+  // A Redis never reached is a configuration problem to say, not a reason to hang: exit 3.
+  await waitForRedis(redis, cfg.redisUrl ?? DEFAULT_REDIS_URL, cfg.redisConnectTimeoutMs);
+  started = true;
   await role.start();
   const fatal = (role as { fatal?: Promise<Error> }).fatal;
   void fatal?.then(async (err) => {
@@ -74,7 +93,7 @@ async function runRole(cfg: Config, name: string, make: (redis: RedisClient, log
     log.fatal({ reason: err.message }, `${name} cannot continue`);
     await role.stop().catch(() => undefined);
     await redis.quit().catch(() => undefined);
-    process.exit(2);
+    process.exit(EXIT.CONFIG);
   });
   log.debug(`${name} ready`);
   // Under `candlewick stack` the parent waits for this before it starts the next stage.
@@ -101,12 +120,30 @@ export function runService(cfg: Config, role: string): Promise<void> {
   return runRole(cfg, role, (redis, log) => new Svc(redis, cfg, keys, log));
 }
 
+/**
+ * The tape to replay (REPLAY_TAPE, or the bundled one). A tape that cannot be read is a
+ * configuration error naming the variable; lines that cannot be trades are left out and listed in
+ * `problems` (file and line), so one bad line costs nothing else.
+ */
+export function replayTape(cfg: Config): { path: string; items: TapeItem[]; problems: string[] } {
+  const path = cfg.replayTape ?? BUNDLED_TAPE;
+  const problems: string[] = [];
+  try {
+    return { path, items: readTape(path, problems), problems };
+  } catch (err) {
+    if (err instanceof TapeError) throw new ConfigError([`REPLAY_TAPE=${JSON.stringify(path)}: ${err.message}`]);
+    throw err;
+  }
+}
+
 export async function runReplayServer(cfg: Config): Promise<void> {
   const log = rootLogger(cfg, 'replay-server');
-  const tapePath = cfg.replayTape ?? BUNDLED_TAPE;
-  let tape = readTape(tapePath);
+  const { path: tapePath, items, problems } = replayTape(cfg);
+  problems.slice(0, 20).forEach((problem) => log.warn(problem));
+  if (problems.length > 20) log.warn({ more: problems.length - 20 }, 'more tape lines left out');
+  let tape = items;
   const from = cfg.replayFrom;
-  if (from !== undefined) tape = tape.filter((item) => isRawFrame(item) || item.t >= from);
+  if (from !== undefined) tape = tape.filter((item) => !isTapeTrade(item) || item.t >= from);
   const server = new ReplayServer(tape, { port: cfg.replayPort, host: cfg.replayHost, speed: cfg.replaySpeed, frameTrades: cfg.replayFrameTrades, shiftToNow: cfg.replayShift }, log);
   const metrics = metricsServer(cfg, 'replay-server', log, () => ({ ok: true }));
   handleShutdown(log, async () => {
@@ -139,18 +176,18 @@ export async function runHistoricalBackfill(cfg: Config): Promise<number> {
   const log = rootLogger(cfg, 'backfill', (line) => process.stderr.write(line));
   if (cfg.symbols.length === 0) {
     process.stderr.write('candlewick backfill: name the symbols, e.g. --symbols AAPL,MSFT\n');
-    return 2;
+    return EXIT.CONFIG;
   }
   try {
     const r = await runHistorical(cfg, cfg.symbols, cfg.backfillFrom!, cfg.backfillTo!, log, progressFor(process.stdout));
     process.stdout.write(
       `backfill done: ${r.written} bars written, ${r.present} already there, from ${r.trades ? `${r.trades} trades` : `${r.candles} candles`} (${cfg.backfillProvider} ${cfg.backfillMode})\n`,
     );
-    return 0;
+    return EXIT.OK;
   } catch (err) {
     if (err instanceof ProviderError) {
       process.stderr.write(`candlewick backfill: ${err.message}\n`);
-      return err.permanent ? 2 : 1;
+      return err.permanent ? EXIT.CONFIG : EXIT.FAILURE;
     }
     throw err;
   }
@@ -173,21 +210,29 @@ export async function runTap(cfg: Config, req: TapRequest): Promise<number> {
   const bars = /^bars:(.+)$/.exec(req.target);
   if (req.target !== 'trades' && !(bars && intervals.includes(bars[1]!))) {
     process.stderr.write(`candlewick tap: "${req.target}" is not a stream to tap: use trades, or one of ${intervals.map((i) => `bars:${i}`).join(', ')}\n`);
-    return 2;
+    return EXIT.CONFIG;
   }
   if (req.group !== undefined && !/^[A-Za-z0-9_.-]+$/.test(req.group)) {
     process.stderr.write(`candlewick tap: --group "${req.group}": letters, digits, _ . - only\n`);
-    return 2;
+    return EXIT.CONFIG;
   }
   const log = rootLogger({ ...cfg, logFile: false }, 'tap', (line) => process.stderr.write(line));
   const redis = redisFor(cfg, log);
   const keys = makeKeys(cfg.keyPrefix);
   const abort = new AbortController();
-  for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => abort.abort());
-  process.stdout.on('error', () => abort.abort()); // a closed pipe (| head) ends the tap
+  const stop = () => {
+    if (abort.signal.aborted) process.exit(EXIT.OK); // a second signal: now
+    abort.abort();
+    // a read waiting on a Redis that is not there would never return: close the connection
+    setTimeout(() => redis.disconnect(), 1500).unref();
+  };
+  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(sig, stop);
+  process.stdout.on('error', stop); // a closed pipe (| head) ends the tap
   const symbols = req.symbols?.split(',').map((s) => s.trim()).filter(Boolean);
   const opts = { symbols, from: req.from, group: req.group, signal: abort.signal };
   try {
+    await Promise.race([waitForRedis(redis, cfg.redisUrl ?? DEFAULT_REDIS_URL, cfg.redisConnectTimeoutMs), new Promise((r) => abort.signal.addEventListener('abort', r))]);
+    if (abort.signal.aborted) return EXIT.OK;
     const items = bars ? tapBars(redis, keys, bars[1]!, opts) : tapTrades(redis, keys, cfg.partitions, opts);
     for await (const item of items) {
       if (!process.stdout.write(`${JSON.stringify(item)}\n`)) {
@@ -197,8 +242,11 @@ export async function runTap(cfg: Config, req: TapRequest): Promise<number> {
         });
       }
     }
+  } catch (err) {
+    // the connection closed under a read by a stop is the end, not an error
+    if (!abort.signal.aborted) throw err;
   } finally {
     redis.disconnect();
   }
-  return 0;
+  return EXIT.OK;
 }

@@ -3,21 +3,28 @@ import { createInterface } from 'node:readline';
 import { join } from 'node:path';
 import { connect } from 'node:net';
 import { setPriority } from 'node:os';
-import { Queue } from 'bullmq';
+import type { Queue } from 'bullmq';
 import {
-  disableCrashPoints,
+  EXIT,
+  RedisUnavailableError,
   connectRedis,
+  disableCrashPoints,
   makeKeys,
+  redactUrl,
+  redisLink,
+  signalExitCode,
   sleep,
+  waitForRedis,
   type Config,
   type Keys,
   type Logger,
   type RedisClient,
 } from '@candlewick/common';
-import { readTape, tapeSymbols } from '@candlewick/ingestor';
+import { tapeSymbols } from '@candlewick/ingestor';
 import { BarCloser, barsQueue } from '@candlewick/aggregator';
-import { BUNDLED_TAPE, rootLogger } from './roles.js';
+import { replayTape, rootLogger } from './roles.js';
 import { PrivateRedis, PrivateRedisCluster, freePort } from './redis-server.js';
+import { formatSummary, readCounters, summarize } from './summary.js';
 
 const LEVELS: Record<number, string> = { 10: 'TRACE', 20: 'DEBUG', 30: 'INFO ', 40: 'WARN ', 50: 'ERROR', 60: 'FATAL' };
 const COLORS: Record<number, string> = { 40: '\x1b[33m', 50: '\x1b[31m', 60: '\x1b[31m' };
@@ -49,280 +56,272 @@ interface Child {
   ready: Promise<void>;
 }
 
-/** The counters behind the summary, summed over partitions. */
-export interface Counters {
-  in: number;
-  rejected: number;
-  badFrames: number;
-  late: number;
-  merged: number;
-  filtered: number;
-  /** CONDITIONS=cta-utp: trades whose conditions let them set nothing */
-  excluded: number;
-  /** trades carrying condition codes the table does not know */
-  unknownConditions: number;
-  /** LATE=amend: late trades past LATE_AMEND_WINDOW for every bar they belong to (in no correction) */
-  amendTooOld: number;
-  written: Record<string, number>;
-  /** the ingestor's hold of trades outside Redis (receipt to Redis's answer), as it last reported */
-  holdMaxMs: number;
-  holdMeanMs: number;
-  firstRx: number;
-  lastRx: number;
-  feedUp: number;
-  lastMerge: number;
-}
+/**
+ * The one stop request of a stack: the first signal (or a closed stdout) asks for a graceful stop,
+ * a second one stops at once. Every wait in the stack races `stopped`, so no wait — on Redis, on
+ * the writer, on the final close — keeps it from answering.
+ */
+class StopRequest {
+  reason: NodeJS.Signals | undefined;
+  private resolve: () => void = () => undefined;
+  readonly stopped = new Promise<void>((r) => (this.resolve = r));
 
-/** One run's summary: the counters' differences, plus timing. */
-export type StackSummary = Pick<Counters, 'rejected' | 'badFrames' | 'late' | 'merged' | 'filtered' | 'excluded' | 'unknownConditions' | 'amendTooOld' | 'written' | 'holdMaxMs' | 'holdMeanMs'> & {
-  tradesIn: number;
-  wallMs: number;
-  tradesPerSec: number;
-};
-
-export async function readCounters(redis: RedisClient, cfg: Config, keys: Keys): Promise<Counters> {
-  const stats = await redis.hgetall(keys.stats());
-  const c: Counters = {
-    in: 0,
-    rejected: Number(stats.rejected ?? 0),
-    badFrames: Number(stats.badFrames ?? 0),
-    late: 0,
-    merged: 0,
-    filtered: 0,
-    excluded: 0,
-    unknownConditions: 0,
-    amendTooOld: 0,
-    written: {},
-    holdMaxMs: Number(stats.ingestHoldMaxMs ?? 0),
-    holdMeanMs: Number(stats.ingestHoldMeanMs ?? 0),
-    firstRx: Number(stats.firstRx ?? 0),
-    lastRx: Number(stats.lastRx ?? 0),
-    feedUp: Number(stats.feedUp ?? 0),
-    lastMerge: 0,
-  };
-  for (let p = 0; p < cfg.partitions; p++) {
-    c.in += Number((await redis.hget(keys.clock(p), 'in')) ?? 0);
-    const ps = await redis.hgetall(keys.partitionStats(p));
-    c.late += Number(ps.late ?? 0);
-    c.merged += Number(ps.merged ?? 0);
-    c.filtered += Number(ps.filtered ?? 0);
-    c.excluded += Number(ps.excluded ?? 0);
-    c.unknownConditions += Number(ps.unknownConditions ?? 0);
-    c.amendTooOld += Number(ps.amendTooOld ?? 0);
-    c.lastMerge = Math.max(c.lastMerge, Number(ps.lastMergeMs ?? 0));
+  request(reason: NodeJS.Signals): void {
+    if (this.reason !== undefined) return;
+    this.reason = reason;
+    this.resolve();
   }
-  for (const iv of cfg.intervals) c.written[iv.name] = Number(stats[`written:${iv.name}`] ?? 0);
-  return c;
+
+  /** `p`, or undefined as soon as a stop is requested */
+  race<T>(p: Promise<T>): Promise<T | undefined> {
+    return Promise.race([p, this.stopped.then(() => undefined)]);
+  }
 }
 
 /**
- * This run's summary: counters now minus counters at start (Redis keeps them across runs).
- * Throughput counts the time trades spent in the pipeline: from the first trade received to the
- * last batch merged, plus the final close-and-write; the idle wait before the exit is not counted.
+ * The stack's terminal: a closed stdout (`npm start | head`) is a request to stop, never a crash;
+ * lines after that are dropped (the log file keeps them).
  */
-export function summarize(before: Counters, after: Counters, startedAt: number, endedAt: number, finishMs: number): StackSummary {
-  const tradesIn = after.in - before.in;
-  const firstRx = after.firstRx >= startedAt ? after.firstRx : startedAt;
-  const lastMerge = after.lastMerge > before.lastMerge ? after.lastMerge : endedAt;
-  const span = Math.max(1, lastMerge - firstRx + finishMs);
-  const written: Record<string, number> = {};
-  for (const [k, v] of Object.entries(after.written)) written[k] = v - (before.written[k] ?? 0);
-  return {
-    tradesIn,
-    rejected: after.rejected - before.rejected,
-    badFrames: after.badFrames - before.badFrames,
-    late: after.late - before.late,
-    merged: after.merged - before.merged,
-    filtered: after.filtered - before.filtered,
-    excluded: after.excluded - before.excluded,
-    unknownConditions: after.unknownConditions - before.unknownConditions,
-    amendTooOld: after.amendTooOld - before.amendTooOld,
-    written,
-    holdMaxMs: after.holdMaxMs,
-    holdMeanMs: after.holdMeanMs,
-    wallMs: endedAt - startedAt,
-    tradesPerSec: Math.round((tradesIn / span) * 1000),
-  };
+class Terminal {
+  private broken = false;
+  onBroken: () => void = () => undefined;
+
+  constructor(private readonly out: NodeJS.WriteStream) {
+    out.on('error', () => {
+      if (this.broken) return;
+      this.broken = true;
+      this.onBroken();
+    });
+  }
+
+  line(text: string): void {
+    if (!this.broken) this.out.write(`${text}\n`);
+  }
 }
 
-function lateNote(s: StackSummary): string {
-  if (s.late === 0) return '';
-  const notes = ['kept in trades:late'];
-  if (s.amendTooOld) notes.push(`${s.amendTooOld} past LATE_AMEND_WINDOW, in no correction`);
-  if (s.late === s.tradesIn) notes.push('a replay of an already-seen day is all late: start from an empty DATA_DIR');
-  return ` (${notes.join('; ')})`;
-}
-
-export function formatSummary(s: StackSummary, dataDir: string): string {
-  const bars = Object.entries(s.written).map(([k, v]) => `${k}=${v}`).join(' ');
-  const left: string[] = [];
-  if (s.filtered) left.push(`${s.filtered} outside SESSIONS, left out`);
-  if (s.excluded) left.push(`${s.excluded} whose CONDITIONS set nothing`);
-  return [
-    'candlewick summary',
-    `  trades in        ${s.tradesIn}`,
-    `  rejected         ${s.rejected} (plus ${s.badFrames} unreadable frames)`,
-    `  late             ${s.late}${lateNote(s)}`,
-    `  merged           ${s.merged - s.filtered - s.excluded}${left.length ? ` (plus ${left.join(', ')})` : ''}`,
-    ...(s.unknownConditions ? [`  conditions       ${s.unknownConditions} trades with codes not in the table, counted as regular (see CONDITION_CODES)`] : []),
-    `  bars written     ${bars}`,
-    `  ingest hold      mean ${s.holdMeanMs} ms, max ${s.holdMaxMs} ms (a trade's time outside Redis: receipt to Redis's answer)`,
-    `  wall time        ${(s.wallMs / 1000).toFixed(2)} s`,
-    `  throughput       ${s.tradesPerSec} trades/s (first trade received to last merge, plus the final close and write)`,
-    `  CSV              ${join(dataDir, 'raw')}`,
-  ].join('\n');
-}
+/** Shutdown order: upstream first, so every stage hands what it holds to the next. */
+const STOP_ORDER = ['ingest', 'replay-server', 'backfill', 'aggregate', 'close', 'write'];
 
 /**
  * `candlewick stack`: every role in one terminal. Uses REDIS_URL or starts a private redis-server;
  * with no FINNHUB_TOKEN it also starts the replay server on the bundled tape (or REPLAY_TAPE).
  * With EXIT_WHEN_IDLE_MS it ends by itself once the feed has been quiet that long and every stage
  * has drained: it closes the remaining bars, waits for the writer, prints a summary and exits 0.
+ *
+ * Every child runs in a process group of its own, so Ctrl-C in a terminal (which signals the
+ * terminal's whole group) reaches only the stack, which then stops the roles in order and Redis
+ * last. A private redis-server that dies is restarted on its port and data. Exit code: 0 when the
+ * replay finished or a live run was stopped cleanly; 128 + n when signal n stopped a replay before
+ * its end; 1 when a role failed for good; 2 bad configuration; 3 no Redis.
  */
 export async function runStack(cfg: Config, env: NodeJS.ProcessEnv): Promise<number> {
   disableCrashPoints();
   const startedAt = Date.now();
   const color = Boolean(process.stdout.isTTY);
-  const log = rootLogger(cfg, 'stack', (line) => process.stdout.write(`${formatLogLine('stack', line.trimEnd(), color)}\n`));
+  const term = new Terminal(process.stdout);
+  const log = rootLogger(cfg, 'stack', (line) => term.line(formatLogLine('stack', line.trimEnd(), color)));
   const keys = makeKeys(cfg.keyPrefix);
   const childEnv: NodeJS.ProcessEnv = { ...env, LOG_PRETTY: 'false', MODE: cfg.mode };
 
-  let privateRedis: PrivateRedis | PrivateRedisCluster | undefined;
-  let redisUrl = cfg.redisUrl;
-  if (!redisUrl && cfg.redisCluster) {
-    const dir = join(cfg.dataDir, 'redis-cluster');
-    privateRedis = new PrivateRedisCluster(dir, cfg.redisServerBin);
-    redisUrl = await privateRedis.start();
-    log.info({ redis: redisUrl, dir }, 'started a private 3-master redis cluster (AOF on)');
-  } else if (!redisUrl) {
-    privateRedis = new PrivateRedis(join(cfg.dataDir, 'redis'), cfg.redisServerBin);
-    redisUrl = await privateRedis.start();
-    log.info({ redis: redisUrl, dir: join(cfg.dataDir, 'redis') }, 'started a private redis-server (AOF on)');
-  }
-  childEnv.REDIS_URL = redisUrl;
+  const stop = new StopRequest();
+  const children: Child[] = [];
+  let forced = false;
+  const onSignal = (sig: NodeJS.Signals) => {
+    if (stop.reason !== undefined) {
+      // a second Ctrl-C: no more waiting
+      forced = true;
+      log.warn({ signal: sig }, 'second signal: killing every role now');
+      for (const c of children) c.proc.kill('SIGKILL');
+      return;
+    }
+    log.info({ signal: sig }, 'stopping every role in order (a second Ctrl-C kills them now)');
+    stop.request(sig);
+  };
+  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(sig, onSignal);
+  term.onBroken = () => {
+    log.info('stdout closed; stopping every role in order');
+    stop.request('SIGPIPE');
+  };
 
+  // The tape is read before anything starts: a tape that cannot be read is a configuration error.
   if (cfg.mode === 'replay') {
-    const tapePath = cfg.replayTape ?? BUNDLED_TAPE;
+    const { path: tapePath, items } = replayTape(cfg);
     childEnv.REPLAY_TAPE = tapePath;
-    if (cfg.symbols.length === 0) childEnv.SYMBOLS = tapeSymbols(readTape(tapePath)).join(',');
-    const port = cfg.replayPort || (await freePort());
-    childEnv.REPLAY_PORT = String(port);
-    childEnv.FINNHUB_WS_URL = `ws://127.0.0.1:${port}`;
+    if (cfg.symbols.length === 0) childEnv.SYMBOLS = tapeSymbols(items).join(',');
     log.info({ tape: tapePath, symbols: childEnv.SYMBOLS ?? cfg.symbols.join(',') }, 'no FINNHUB_TOKEN: replaying a recorded tape');
   }
 
-  const children: Child[] = [];
+  let privateRedis: PrivateRedis | PrivateRedisCluster | undefined;
+  let redis: RedisClient | undefined;
+  let bars: Queue | undefined;
   let stopping = false;
-  let failed: string | undefined;
-  // METRICS_PORT set: each role serves /metrics and /healthz on its own port, from METRICS_PORT up
-  const metricsPorts = new Map<string, number>();
-  const spawnChild = (role: string, name: string, existing?: Child): Child => {
-    const own: NodeJS.ProcessEnv = { LOG_NAME: name.replace(/\./g, '-') };
-    if (cfg.metricsPort > 0) {
-      if (!metricsPorts.has(name)) metricsPorts.set(name, cfg.metricsPort + metricsPorts.size);
-      own.METRICS_PORT = String(metricsPorts.get(name));
-    }
-    const proc = spawn(process.execPath, [...process.execArgv, process.argv[1]!, role], {
-      env: { ...childEnv, ...own },
-      stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
-    });
-    let markReady: () => void = () => undefined;
-    const ready = new Promise<void>((r) => (markReady = r));
-    const child = existing ?? { role, name, proc, restarts: [], ready };
-    child.proc = proc;
-    child.ready = ready;
-    // On one machine Redis is the critical path: the Node roles yield the CPU to it.
-    if (cfg.stackNice > 0 && proc.pid) setPriority(proc.pid, cfg.stackNice);
-    for (const stream of [proc.stdout!, proc.stderr!]) {
-      createInterface({ input: stream }).on('line', (line) => process.stdout.write(`${formatLogLine(name, line, color)}\n`));
-    }
-    proc.on('message', (msg: { ready?: boolean }) => {
-      if (msg?.ready) markReady();
-    });
-    proc.on('exit', (code, signal) => {
-      if (stopping) return;
-      const now = Date.now();
-      child.restarts = child.restarts.filter((t) => now - t < 60_000);
-      if (code === 2 || child.restarts.length >= 5) {
-        failed = `${name} exited (code ${code ?? signal}) and is not restarted`;
-        log.error(failed);
-        return;
-      }
-      child.restarts.push(now);
-      log.warn({ role: name, code, signal }, 'role exited unexpectedly; restarting it');
-      setTimeout(() => !stopping && spawnChild(role, name, child), 500);
-    });
-    return child;
+  /** why the stack gives up: a role that cannot be restarted, Redis gone for good */
+  let failed: { code: number; why: string } | undefined;
+  const fail = (code: number, why: string) => {
+    failed ??= { code, why };
+    log.error(why);
+    stop.request('SIGTERM');
   };
-
-  const redis = connectRedis(redisUrl, log.child({ component: 'redis' }), { cluster: cfg.redisCluster });
-  const baseline = await readCounters(redis, cfg, keys);
-  const bars = barsQueue(redis, keys);
-  const closer = new BarCloser(redis, bars, cfg, keys, log.child({ component: 'final-close' }));
 
   const shutdown = async () => {
     stopping = true;
-    // Downstream last: the writer finishes its job, the aggregator its batch.
-    const order = ['ingest', 'replay-server', 'backfill', 'aggregate', 'close', 'write'];
-    for (const role of order) {
-      const cs = children.filter((c) => c.role === role && c.proc.exitCode === null);
-      await Promise.all(
-        cs.map(
-          (c) =>
-            new Promise<void>((res) => {
-              c.proc.once('exit', () => res());
-              c.proc.kill('SIGTERM');
-              setTimeout(() => (c.proc.kill('SIGKILL'), res()), 15_000).unref();
-            }),
-        ),
-      );
+    // With Redis away every role stops without it (a few seconds each): stop them all at once then.
+    const groups = redisLink.downForMs > 0 ? [STOP_ORDER] : STOP_ORDER.map((r) => [r]);
+    for (const roles of groups) {
+      const cs = children.filter((c) => roles.includes(c.role) && c.proc.exitCode === null && c.proc.signalCode === null);
+      await Promise.all(cs.map((c) => stopChild(c.proc, forced ? 0 : 20_000)));
     }
-    await bars.close().catch(() => undefined);
-    await redis.quit().catch(() => undefined);
+    await Promise.race([bars?.close().catch(() => undefined), sleep(2000)]);
+    redis?.disconnect();
+    // Redis last: every role has handed over what it held
     await privateRedis?.stop();
   };
 
-  let interrupted = false;
-  const onSignal = () => {
-    if (interrupted) process.exit(1);
-    interrupted = true;
-    log.info('stopping every role');
-  };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
-
-  if (cfg.mode === 'replay') {
-    children.push(spawnChild('replay-server', 'replay-server'));
-    await waitForPort(Number(childEnv.REPLAY_PORT), 30_000);
-  }
-  children.push(spawnChild('write', 'write'));
-  children.push(spawnChild('close', 'close'));
-  for (let i = 0; i < cfg.aggregators; i++) children.push(spawnChild('aggregate', cfg.aggregators > 1 ? `aggregate.${i + 1}` : 'aggregate'));
-  if (cfg.backfill) children.push(spawnChild('backfill', 'backfill'));
-  // The feed starts last, once every downstream role is up, so no stage starts behind.
-  await Promise.race([Promise.all(children.map((c) => c.ready)), sleep(60_000)]);
-  children.push(spawnChild('ingest', 'ingest'));
-
-  let code = 0;
-  for (;;) {
-    await sleep(200);
-    if (interrupted) break;
-    if (failed) {
-      code = 1;
-      break;
+  let code: number = EXIT.OK;
+  try {
+    let redisUrl = cfg.redisUrl;
+    if (!redisUrl) {
+      privateRedis = cfg.redisCluster ? new PrivateRedisCluster(join(cfg.dataDir, 'redis-cluster'), cfg.redisServerBin) : new PrivateRedis(join(cfg.dataDir, 'redis'), cfg.redisServerBin);
+      redisUrl = await privateRedis.start();
+      log.info({ redis: redisUrl, dir: join(cfg.dataDir, cfg.redisCluster ? 'redis-cluster' : 'redis') }, `started a private ${cfg.redisCluster ? '3-master redis cluster' : 'redis-server'} (AOF on)`);
+      superviseRedis(privateRedis, log, () => stopping, fail);
     }
-    if (cfg.exitWhenIdleMs > 0 && (await idleAndDrained(redis, cfg, keys, startedAt))) {
+    childEnv.REDIS_URL = redisUrl;
+    redis = connectRedis(redisUrl, log.child({ component: 'redis' }), { cluster: cfg.redisCluster });
+    // While Redis is away the ingestor cannot report the trades it receives, so the idle clock
+    // starts again when the connection is back.
+    let redisBackAt = 0;
+    redis.on('ready', () => (redisBackAt = Date.now()));
+    const ready = await stop.race(waitForRedis(redis, redactUrl(redisUrl), cfg.redisConnectTimeoutMs));
+    if (stop.reason !== undefined && ready === undefined) return exitFor(stop.reason, cfg);
+    const baseline = await readCounters(redis, cfg, keys);
+    bars = barsQueue(redis, keys);
+    bars.on('error', () => undefined); // connection errors are said once by the link
+    const closer = new BarCloser(redis, bars, cfg, keys, log.child({ component: 'final-close' }));
+
+    // METRICS_PORT set: each role serves /metrics and /healthz on its own port, from METRICS_PORT up
+    const metricsPorts = new Map<string, number>();
+    const spawnChild = (role: string, name: string, existing?: Child): Child => {
+      const own: NodeJS.ProcessEnv = { LOG_NAME: name.replace(/\./g, '-') };
+      if (cfg.metricsPort > 0) {
+        if (!metricsPorts.has(name)) metricsPorts.set(name, cfg.metricsPort + metricsPorts.size);
+        own.METRICS_PORT = String(metricsPorts.get(name));
+      }
+      const proc = spawn(process.execPath, [...process.execArgv, process.argv[1]!, role], {
+        env: { ...childEnv, ...own },
+        stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
+        // its own process group: a terminal's Ctrl-C goes to the stack alone, which stops roles in order
+        detached: true,
+      });
+      let markReady: () => void = () => undefined;
+      const readyP = new Promise<void>((r) => (markReady = r));
+      const child = existing ?? { role, name, proc, restarts: [], ready: readyP };
+      child.proc = proc;
+      child.ready = readyP;
+      // On one machine Redis is the critical path: the Node roles yield the CPU to it.
+      if (cfg.stackNice > 0 && proc.pid) setPriority(proc.pid, cfg.stackNice);
+      for (const stream of [proc.stdout!, proc.stderr!]) {
+        createInterface({ input: stream }).on('line', (line) => term.line(formatLogLine(name, line, color)));
+      }
+      proc.on('message', (msg: { ready?: boolean }) => {
+        if (msg?.ready) markReady();
+      });
+      proc.on('exit', (exitCode, signal) => {
+        if (stopping) return;
+        const now = Date.now();
+        child.restarts = child.restarts.filter((t) => now - t < 60_000);
+        if (exitCode === EXIT.CONFIG) return fail(EXIT.FAILURE, `${name} stopped on a configuration problem (exit ${exitCode}, see above); not restarting it`);
+        if (child.restarts.length >= 5) return fail(EXIT.FAILURE, `${name} exited (${exitCode ?? signal}) 5 times within a minute; not restarting it`);
+        child.restarts.push(now);
+        log.warn({ role: name, code: exitCode, signal }, 'role exited unexpectedly; restarting it');
+        setTimeout(() => !stopping && spawnChild(role, name, child), 500);
+      });
+      return child;
+    };
+
+    if (cfg.mode === 'replay') {
+      const port = cfg.replayPort || (await freePort());
+      childEnv.REPLAY_PORT = String(port);
+      childEnv.FINNHUB_WS_URL = `ws://127.0.0.1:${port}`;
+      children.push(spawnChild('replay-server', 'replay-server'));
+      await stop.race(waitForPort(port, 30_000));
+    }
+    children.push(spawnChild('write', 'write'));
+    children.push(spawnChild('close', 'close'));
+    for (let i = 0; i < cfg.aggregators; i++) children.push(spawnChild('aggregate', cfg.aggregators > 1 ? `aggregate.${i + 1}` : 'aggregate'));
+    if (cfg.backfill) children.push(spawnChild('backfill', 'backfill'));
+    // The feed starts last, once every downstream role is up, so no stage starts behind.
+    await stop.race(Promise.race([Promise.all(children.map((c) => c.ready)), sleep(60_000)]));
+    if (stop.reason === undefined) children.push(spawnChild('ingest', 'ingest'));
+
+    while (stop.reason === undefined) {
+      await stop.race(sleep(200));
+      if (stop.reason !== undefined || cfg.exitWhenIdleMs === 0) continue;
+      const idle = await stop.race(idleAndDrained(redis, cfg, keys, startedAt, () => redisBackAt).catch(() => false));
+      if (!idle) continue;
       log.info({ idleMs: cfg.exitWhenIdleMs }, 'feed idle and every stage drained; closing the remaining bars');
       const t0 = Date.now();
-      await finish(redis, bars, closer, cfg, keys);
+      const finished = await finish(redis, bars, closer, cfg, keys, stop);
       const summary = summarize(baseline, await readCounters(redis, cfg, keys), startedAt, Date.now(), Date.now() - t0);
       await shutdown();
-      process.stdout.write(`${formatSummary(summary, cfg.dataDir)}\n`);
-      return 0;
+      term.line(formatSummary(summary, cfg.dataDir));
+      if (!finished) {
+        term.line('  (stopped during the final close: bars not yet closed stay in Redis for the next run)');
+        return exitFor(stop.reason!, cfg);
+      }
+      return EXIT.OK;
     }
+    code = failed?.code ?? exitFor(stop.reason, cfg);
+  } catch (err) {
+    if (err instanceof RedisUnavailableError) code = EXIT.NO_REDIS;
+    else code = EXIT.FAILURE;
+    throw err;
+  } finally {
+    if (!stopping) await shutdown();
   }
-  await shutdown();
   return code;
+}
+
+/** What a stop by `signal` means: a live run stopped cleanly is done; a replay stopped is not. */
+function exitFor(signal: NodeJS.Signals, cfg: Config): number {
+  return cfg.mode === 'live' ? EXIT.OK : signalExitCode(signal);
+}
+
+/** SIGTERM, then SIGKILL after `graceMs`; resolves when the process has exited. */
+function stopChild(proc: ChildProcess, graceMs: number): Promise<void> {
+  return new Promise<void>((resolve) => {
+    if (proc.exitCode !== null || proc.signalCode !== null) return resolve();
+    proc.once('exit', () => resolve());
+    proc.kill(graceMs === 0 ? 'SIGKILL' : 'SIGTERM');
+    if (graceMs > 0) setTimeout(() => proc.kill('SIGKILL'), graceMs).unref();
+  });
+}
+
+/**
+ * Restarts a private redis-server that dies, on its port and data (AOF), so the roles — which
+ * wait for it — carry on; more than five deaths in a minute stop the stack with exit 3.
+ */
+function superviseRedis(redis: PrivateRedis | PrivateRedisCluster, log: Logger, stopping: () => boolean, fail: (code: number, why: string) => void): void {
+  const restarts: number[] = [];
+  const servers = redis instanceof PrivateRedisCluster ? redis.servers : [redis];
+  for (const server of servers) {
+    server.onUnexpectedExit = (how) => {
+      if (stopping()) return;
+      const said = server.lastLines.slice(-3).join(' | ');
+      const now = Date.now();
+      while (restarts.length && now - restarts[0]! > 60_000) restarts.shift();
+      if (restarts.length >= 5) return fail(EXIT.NO_REDIS, `the private redis-server ${how} 5 times within a minute (${said}); stopping`);
+      restarts.push(now);
+      log.error({ redis: server.url, how, said }, 'the private redis-server died; restarting it on the same port and data (every role waits for it)');
+      setTimeout(() => {
+        if (stopping()) return;
+        server.start(server.port).then(
+          () => log.info({ redis: server.url }, 'private redis-server restarted'),
+          (err: unknown) => fail(EXIT.NO_REDIS, `the private redis-server could not be restarted: ${(err as Error).message} (${server.lastLines.slice(-3).join(' | ')})`),
+        );
+      }, 200);
+    };
+  }
 }
 
 function waitForPort(port: number, timeoutMs: number): Promise<void> {
@@ -341,30 +340,40 @@ function waitForPort(port: number, timeoutMs: number): Promise<void> {
   });
 }
 
-async function idleAndDrained(redis: RedisClient, cfg: Config, keys: Keys, startedAt: number): Promise<boolean> {
+async function idleAndDrained(redis: RedisClient, cfg: Config, keys: Keys, startedAt: number, redisBackAt: () => number): Promise<boolean> {
   const c = await readCounters(redis, cfg, keys);
   // The idle clock starts when this run's feed is first up, so a slow start is not mistaken for the end.
   if (c.feedUp < startedAt) return false;
-  if (Date.now() - Math.max(c.lastRx, c.feedUp) < cfg.exitWhenIdleMs) return false;
+  // (read after the counters: a read that waited out a Redis outage must see the reconnect)
+  if (Date.now() - Math.max(c.lastRx, c.feedUp, redisBackAt()) < cfg.exitWhenIdleMs) return false;
   if (c.merged + c.late < c.in) return false;
   // a symbol still waiting for its backfill is not done
   for (let p = 0; p < cfg.partitions; p++) if ((await redis.hlen(keys.holds(p))) > 0) return false;
   return true;
 }
 
-/** Closes every remaining bar once everything ingested is merged, and waits for the writer. */
-async function finish(redis: RedisClient, bars: Queue, closer: BarCloser, cfg: Config, keys: Keys): Promise<void> {
+/**
+ * Closes every remaining bar once everything ingested is merged, and waits for the writer.
+ * Returns false when a stop request came first.
+ */
+async function finish(redis: RedisClient, bars: Queue, closer: BarCloser, cfg: Config, keys: Keys, stop: StopRequest): Promise<boolean> {
   for (;;) {
-    const r = await closer.tick(true);
+    const r = await stop.race(closer.tick(true));
+    if (r === undefined) return false;
     if (r.merged) break;
-    await sleep(50);
+    await stop.race(sleep(50));
   }
   for (;;) {
-    const counts = await bars.getJobCounts('waiting', 'active', 'delayed', 'prioritized');
-    let outbox = 0;
-    for (let p = 0; p < cfg.partitions; p++) outbox += await redis.xlen(keys.outbox(p));
-    if (Object.values(counts).every((n) => n === 0) && outbox === 0) return;
-    await sleep(50);
+    const drained = await stop.race(
+      (async () => {
+        const counts = await bars.getJobCounts('waiting', 'active', 'delayed', 'prioritized');
+        let outbox = 0;
+        for (let p = 0; p < cfg.partitions; p++) outbox += await redis.xlen(keys.outbox(p));
+        return Object.values(counts).every((n) => n === 0) && outbox === 0;
+      })(),
+    );
+    if (drained === undefined) return false;
+    if (drained) return true;
+    await stop.race(sleep(50));
   }
 }
-

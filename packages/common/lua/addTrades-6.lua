@@ -16,15 +16,22 @@
     ARGV[2] grace ms
     ARGV[3] "1" when backfill is on
     ARGV[4] hold: ms a symbol's bars wait for its backfill at most
-    ARGV[5] sender: the ingestor process appending ('' = no duplicate check)
-    ARGV[6] its batch number, increasing: a batch it sends again (the client resends a command whose
-            reply a Redis restart cut off) is recognised and not appended twice
+    ARGV[5] sender: the ingestor process appending ('' = no sequence check)
+    ARGV[6] its batch number in this partition, 0, 1, 2, ... without holes; a batch is applied only
+            right after the one before it: a batch sent again (the client resends a command whose
+            reply a Redis restart cut off) is recognised and not appended twice, and a batch after
+            a hole (Redis lost acknowledged batches: killed between two fsyncs) is refused, so the
+            sender sends the lost ones again first, in order
+            "<n>!" forces batch n to apply whatever came before (the sender no longer holds the
+            lost ones, and says so)
     ARGV[7] r = number of backfill requests, followed by 3 fields each:
             index of the trade in this batch (1-based), floor ms (where the span starts when the
             symbol has no earlier trade), cap ms (the earliest the span may start)
     then    6 fields per trade: s, p, v, t, c, rx
   Output:
-    the id of the last entry added
+    {1, id of the last entry added}   applied
+    {0, last batch applied}           a batch already applied: nothing done
+    {-1, last batch applied}          a hole before this batch: nothing done; send from the next one
   Notes:
     w (the watermark before this trade) is what the aggregators compare against the trade's window
     end plus grace. It is written only when the trade could be late at all (t + grace < w, since a
@@ -38,14 +45,19 @@ local mode = ARGV[1]
 local grace = tonumber(ARGV[2])
 local backfill = ARGV[3] == '1'
 local holdMs = tonumber(ARGV[4])
-local sender, seq = ARGV[5], tonumber(ARGV[6])
+local sender = ARGV[5]
+local force = string.sub(ARGV[6], -1) == '!'
+local seq = tonumber(force and string.sub(ARGV[6], 1, -2) or ARGV[6])
 local r = tonumber(ARGV[7])
 local first = 8 + 3 * r
 
+-- The marker is this script's first write: a script refused at its first write (MISCONF, OOM)
+-- has changed nothing, and one past it runs to its end (Redis lets a script that has written finish).
 if sender ~= '' then
   local done = tonumber(redis.call('HGET', clock, 'batch:' .. sender) or '-1')
-  if seq <= done then return redis.call('HGET', clock, 'lastId') or false end
-  redis.call('HSET', clock, 'batch:' .. sender, ARGV[6])
+  if seq <= done then return {0, done} end
+  if seq > done + 1 and not force then return {-1, done} end
+  redis.call('HSET', clock, 'batch:' .. sender, string.format('%d', seq))
 end
 redis.call('HINCRBY', clock, 'in', (#ARGV - first + 1) / 6)
 
@@ -111,4 +123,4 @@ if backfill then
     if not prev or t > tonumber(prev) then redis.call('HSET', lastKey, s, string.format('%d', t)) end
   end
 end
-return lastId
+return {1, lastId or ''}

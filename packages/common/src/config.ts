@@ -75,6 +75,8 @@ export const ENV_SCHEMA = z.object({
   AGGREGATOR_BATCH: int(1, 10_000, 2000),
   INGEST_BATCH: int(1, 10_000, 1000),
   INGEST_FLUSH_MS: int(0, 1000, 2),
+  INGEST_RETAIN: duration('3s'),
+  REDIS_CONNECT_TIMEOUT: duration('30s'),
   CLOSE_EVERY_MS: int(50, 60_000, 250),
   RECLAIM_IDLE_MS: int(100, 3_600_000, 30_000),
   TRADES_RETENTION: duration('1h'),
@@ -157,6 +159,10 @@ export interface Config {
   readonly aggregatorBatch: number;
   readonly ingestBatch: number;
   readonly ingestFlushMs: number;
+  /** how long the ingestor keeps a batch Redis acknowledged, to send it again if Redis loses it */
+  readonly ingestRetainMs: number;
+  /** a role that cannot reach Redis this long at start exits 3 */
+  readonly redisConnectTimeoutMs: number;
   readonly closeEveryMs: number;
   readonly reclaimIdleMs: number;
   readonly tradesRetentionMs: number;
@@ -336,6 +342,8 @@ export function loadConfig(env: EnvLike, overrides: EnvLike = {}): Config {
     aggregatorBatch: e.AGGREGATOR_BATCH,
     ingestBatch: e.INGEST_BATCH,
     ingestFlushMs: e.INGEST_FLUSH_MS,
+    ingestRetainMs: e.INGEST_RETAIN,
+    redisConnectTimeoutMs: e.REDIS_CONNECT_TIMEOUT,
     closeEveryMs: e.CLOSE_EVERY_MS,
     reclaimIdleMs: e.RECLAIM_IDLE_MS,
     tradesRetentionMs: e.TRADES_RETENTION,

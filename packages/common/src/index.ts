@@ -13,3 +13,4 @@ export * from './crash.js';
 export * from './decimal.js';
 export * from './metrics.js';
 export * from './tap.js';
+export * from './errors.js';

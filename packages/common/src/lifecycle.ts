@@ -1,50 +1,86 @@
 import { hostname } from 'node:os';
 import type { Logger } from './logger.js';
 import type { Health } from './metrics.js';
+import { EXIT } from './errors.js';
+import { redisLink } from './redis.js';
 
 export interface Component {
   start(): Promise<void>;
   stop(): Promise<void>;
   /** what /healthz reports beyond the Redis connection (default: healthy) */
   health?(): Health;
+  /**
+   * What it holds that is not in Redis yet, said exactly (e.g. "120 trades received 10:00:01–10:00:03"),
+   * or undefined: a stop that cannot hand it over loses it, says so and exits 1.
+   */
+  unsaved?(): string | undefined;
+}
+
+export interface ShutdownOptions {
+  /** a stop taking longer than this exits 1 */
+  graceMs?: number;
+  /** what would be lost by stopping now (Component.unsaved) */
+  unsaved?: () => string | undefined;
+  /** Redis unreachable this long during a stop: stop without it (default 2 s) */
+  redisWaitMs?: number;
 }
 
 /**
- * The one shutdown path of a process: SIGINT/SIGTERM stop the components in reverse order (so
- * in-flight work finishes), then exit 0; a second signal or a stop that takes longer than
- * `graceMs` exits 1. An unhandled error is logged and exits 1.
+ * The one shutdown path of a process: SIGINT/SIGTERM (and SIGHUP) run `stopAll` once, so
+ * in-flight work finishes, then exit 0; a second signal exits at once. A stop cannot wait for a
+ * Redis that is not there: once Redis has been unreachable for `redisWaitMs` during the stop,
+ * every connection is closed (waiting commands fail and loops end) and the process exits — 1 if it
+ * held something not in Redis yet (said exactly), else 0. A stop longer than `graceMs` exits 1.
+ * An unhandled error is logged and exits 1.
  */
-export function handleShutdown(log: Logger, stopAll: () => Promise<void>, graceMs = 15_000): void {
+export function handleShutdown(log: Logger, stopAll: () => Promise<void>, opts: ShutdownOptions = {}): void {
+  const graceMs = opts.graceMs ?? 15_000;
+  const redisWaitMs = opts.redisWaitMs ?? 2000;
   let stopping = false;
+  const exit = (code: number) => {
+    const lost = opts.unsaved?.();
+    if (lost) {
+      log.error({ lost }, 'stopped before this could be handed to Redis: it is lost (a live ingestor restarted later records the span in feed:gaps, and backfill fills it)');
+      process.exit(EXIT.FAILURE);
+    }
+    process.exit(code);
+  };
   const stop = (signal: string) => {
     if (stopping) {
       log.warn({ signal }, 'second signal: exiting now');
-      process.exit(1);
+      exit(EXIT.FAILURE);
     }
     stopping = true;
     log.info({ signal }, 'stopping');
     const timer = setTimeout(() => {
       log.error({ graceMs }, 'shutdown took too long; exiting');
-      process.exit(1);
+      exit(EXIT.FAILURE);
     }, graceMs);
     timer.unref();
+    const watch = setInterval(() => {
+      if (redisLink.downForMs < redisWaitMs) return;
+      clearInterval(watch);
+      log.warn({ reason: redisLink.reason }, 'Redis is unreachable: stopping without it');
+      redisLink.disconnectAll();
+      setTimeout(() => exit(EXIT.OK), 1000).unref();
+    }, 100);
+    watch.unref();
     stopAll().then(
-      () => process.exit(0),
+      () => exit(EXIT.OK),
       (err: unknown) => {
         log.error({ err }, 'error while stopping');
-        process.exit(1);
+        exit(EXIT.FAILURE);
       },
     );
   };
-  process.on('SIGINT', () => stop('SIGINT'));
-  process.on('SIGTERM', () => stop('SIGTERM'));
+  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(sig, () => stop(sig));
   process.on('unhandledRejection', (err) => {
     log.fatal({ err }, 'unhandled rejection');
-    process.exit(1);
+    process.exit(EXIT.FAILURE);
   });
   process.on('uncaughtException', (err) => {
     log.fatal({ err }, 'uncaught exception');
-    process.exit(1);
+    process.exit(EXIT.FAILURE);
   });
 }
 

@@ -47,6 +47,10 @@ export const metrics = {
   barsClosed: () => counter('candlewick_bars_closed_total', 'Bars closed and handed to the writer queue', ['interval']),
   // writer
   barsWritten: () => counter('candlewick_bars_written_total', 'Rows appended to the CSV files (corrections as interval "corrections:…")', ['interval']),
+  csvFileEvents: () =>
+    counter('candlewick_csv_file_events_total', 'CSV files the writer repaired: partial rows cut, damaged files set aside, missing rows found', ['kind']),
+  diskFailing: () =>
+    once('candlewick_csv_append_failing', () => new Gauge({ name: 'candlewick_csv_append_failing', help: '1 while appending to the CSV files fails (a full disk, permissions), else 0', registers: [registry] })),
   closeLag: () =>
     histogram('candlewick_close_lag_seconds', 'From the end of a bar\'s window to its row reaching the CSV (wall clock)', [0.25, 0.5, 1, 2, 3, 5, 10, 30, 60, 300, 3600], ['interval']),
   // backfill

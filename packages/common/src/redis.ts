@@ -2,24 +2,121 @@ import { Cluster, Redis, type ChainableCommander, type RedisOptions } from 'iore
 import calculateSlot from 'cluster-key-slot';
 import { registerScripts } from './scripts.js';
 import { redactUrl, type Logger } from './logger.js';
+import { RedisUnavailableError, isConnectionError } from './errors.js';
 
 /** A single Redis or a Redis Cluster: every role works on either. */
 export type RedisClient = Redis | Cluster;
 
 /**
- * Watches a connection: the first error of an outage is logged once, the recovery once. `ready`
- * on a Cluster means its slot map is loaded.
+ * The process's link to Redis. Every connection (and every BullMQ object, through
+ * reportRedisError) reports its connection errors and recoveries here, so an outage is said once
+ * when it starts, once a minute while it lasts, and once when it ends, however many connections
+ * see it — a Redis gone for minutes costs a few log lines, not thousands.
  */
+export class RedisLink {
+  private log: Logger | undefined;
+  private downSince = 0;
+  private lastSaid = 0;
+  private lastError = '';
+  private where = '';
+
+  /** the first logger given is where the link speaks */
+  useLogger(log: Logger | undefined): void {
+    this.log ??= log;
+  }
+
+  /** ms since the outage started, 0 while connected */
+  get downForMs(): number {
+    return this.downSince === 0 ? 0 : Date.now() - this.downSince;
+  }
+
+  /** why the link is down, for /healthz */
+  get reason(): string {
+    return this.lastError;
+  }
+
+  error(err: unknown, where: string): void {
+    const now = Date.now();
+    this.lastError = err instanceof Error ? err.message : String(err);
+    if (this.downSince === 0) {
+      this.downSince = now;
+      this.lastSaid = now;
+      this.where = where;
+      this.log?.warn({ redis: where, reason: this.lastError }, 'lost the connection to Redis; retrying (every role waits, nothing is dropped)');
+    } else if (now - this.lastSaid >= 60_000) {
+      this.lastSaid = now;
+      this.log?.warn({ redis: this.where, reason: this.lastError, downS: Math.round((now - this.downSince) / 1000) }, 'still no Redis; retrying');
+    }
+  }
+
+  /** every connection of this process (connectRedis, duplicateRedis) */
+  readonly connections = new Set<RedisClient>();
+
+  /**
+   * Closes every connection at once: their waiting commands fail. For a stop while Redis is
+   * unreachable, so a process answers SIGTERM instead of waiting for a Redis that may never return.
+   */
+  disconnectAll(): void {
+    for (const c of this.connections) c.disconnect();
+  }
+
+  ready(): void {
+    if (this.downSince === 0) return;
+    this.log?.info({ redis: this.where, downS: Number(((Date.now() - this.downSince) / 1000).toFixed(1)) }, 'Redis is back');
+    this.downSince = 0;
+    this.lastError = '';
+  }
+}
+
+export const redisLink = new RedisLink();
+
+/**
+ * An error from a Redis command or a BullMQ object: a lost connection goes to the link (said once
+ * per outage), anything else is logged with `msg`.
+ */
+export function reportRedisError(log: Logger, err: unknown, msg: string, extra: Record<string, unknown> = {}): void {
+  if (isConnectionError(err)) redisLink.error(err, 'redis');
+  else log.error({ err, ...extra }, msg);
+}
+
+/** Watches a connection: its errors and recoveries go to the process's link. */
 function watch(redis: RedisClient, log: Logger | undefined, where: string): void {
-  let down = false;
-  redis.on('error', (err: Error) => {
-    if (!down) log?.warn({ err, redis: where }, 'redis connection error; retrying');
-    down = true;
-  });
-  redis.on('ready', () => {
-    if (down) log?.info({ redis: where }, 'redis connection restored');
-    down = false;
-  });
+  redisLink.useLogger(log);
+  redisLink.connections.add(redis);
+  redis.once('end', () => redisLink.connections.delete(redis));
+  redis.on('error', (err: Error) => redisLink.error(err, where));
+  redis.on('ready', () => redisLink.ready());
+}
+
+/**
+ * Resolves once `redis` is ready; a Redis not reached within `timeoutMs` is a
+ * RedisUnavailableError naming the URL (without its password), the last error and what to check.
+ */
+export async function waitForRedis(redis: RedisClient, url: string, timeoutMs: number): Promise<void> {
+  if (redis.status === 'ready') return;
+  let last = '';
+  const onError = (err: Error) => (last = err.message);
+  redis.on('error', onError);
+  try {
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        redis.off('ready', ready);
+        reject(
+          new RedisUnavailableError(
+            `cannot reach Redis at ${redactUrl(url)} within ${Math.round(timeoutMs / 1000)} s${last ? ` (${last})` : ''}: ` +
+              'check that it is running and that REDIS_URL (and REDIS_PASSWORD) are right, or wait longer with REDIS_CONNECT_TIMEOUT',
+          ),
+        );
+      }, timeoutMs);
+      const ready = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+      redis.once('ready', ready);
+    });
+  } finally {
+    redis.off('error', onError);
+  }
 }
 
 /** A second connection like `redis` (for blocking reads and BullMQ workers), its errors logged. */

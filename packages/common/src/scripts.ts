@@ -1,6 +1,9 @@
 import { readFileSync } from 'node:fs';
 import type { Redis, Cluster, Result } from 'ioredis';
 import type { Keys } from './keys.js';
+import type { Trade } from './bar.js';
+import type { RedisClient } from './redis.js';
+import { writeTradeArgs } from './trade.js';
 
 /**
  * The single place Lua scripts are registered. Each lua/<verbNoun>-<numKeys>.lua becomes an ioredis
@@ -21,7 +24,7 @@ type Arg = string | number;
 
 declare module 'ioredis' {
   interface RedisCommander<Context> {
-    cwAddTrades_v1(...args: Arg[]): Result<string | null, Context>;
+    cwAddTrades_v1(...args: Arg[]): Result<[number, string | number], Context>;
     cwMergeBatch_v1(...args: Arg[]): Result<(string | number)[], Context>;
     cwCloseBars_v1(...args: Arg[]): Result<number[], Context>;
     cwMergeBackfill_v1(...args: Arg[]): Result<number, Context>;
@@ -54,9 +57,51 @@ export function addTradesKeys(k: Keys, p: number): string[] {
   return [k.trades(p), k.clock(p), k.lastTrade(p), k.holds(p), k.holdRequests(p), k.backfillRequests(p)];
 }
 
-/** The ARGV head of addTrades without backfill requests: clock mode, grace, backfill off, no sender. */
-export function addTradesHead(clock: 'wall' | 'event', graceMs: number): string[] {
-  return [clock, String(graceMs), '0', '0', '', '0', '0'];
+/** How addTrades stamps and checks a batch (ARGV[1..6] of addTrades-6.lua). */
+export interface AddTradesOptions {
+  clock: 'wall' | 'event';
+  graceMs: number;
+  /** BACKFILL=on: hold a symbol's bars this long at most for its backfill */
+  backfillHoldMs?: number;
+  /** the appending process and its batch number in this partition (0, 1, 2, ... without holes) */
+  sender?: string;
+  seq?: number;
+  /** apply this batch whatever came before: the sender no longer holds the batches Redis lost */
+  force?: boolean;
+}
+
+/**
+ * ARGV of addTrades: the options, backfill requests (triples: 1-based index of the trade in the
+ * batch, floor ms, cap ms) and the trades.
+ */
+export function addTradesArgs(o: AddTradesOptions, requests: readonly string[], trades: readonly Trade[]): string[] {
+  const args: string[] = new Array(7 + requests.length + trades.length * 6);
+  args[0] = o.clock;
+  args[1] = String(o.graceMs);
+  args[2] = o.backfillHoldMs !== undefined ? '1' : '0';
+  args[3] = String(o.backfillHoldMs ?? 0);
+  args[4] = o.sender ?? '';
+  args[5] = `${o.seq ?? 0}${o.force ? '!' : ''}`;
+  args[6] = String(requests.length / 3);
+  let k = 7;
+  for (const x of requests) args[k++] = x;
+  for (const tr of trades) k = writeTradeArgs(tr, args, k);
+  return args;
+}
+
+/** What addTrades did with a batch. */
+export type AddTradesReply =
+  | { status: 'applied'; lastId: string }
+  /** applied before (a resend): nothing done */
+  | { status: 'duplicate'; applied: number }
+  /** batches before this one are missing (Redis lost them): nothing done; send from applied + 1 */
+  | { status: 'hole'; applied: number };
+
+/** Appends a batch of trades to partition p's raw stream (addTrades-6.lua). */
+export async function addTrades(redis: RedisClient, k: Keys, p: number, args: readonly string[]): Promise<AddTradesReply> {
+  const [code, value] = await redis.cwAddTrades_v1(...addTradesKeys(k, p), ...args);
+  if (code === 1) return { status: 'applied', lastId: String(value) };
+  return { status: code === 0 ? 'duplicate' : 'hole', applied: Number(value) };
 }
 
 /** KEYS of mergeBatch for partition p. */

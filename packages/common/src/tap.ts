@@ -170,18 +170,60 @@ function toTapped(id: string, partition: number, t: Trade): TappedTrade {
   return { id, partition, symbol: t.s, price: t.p, volume: t.v, time: t.t, conditions: t.c, received: t.rx };
 }
 
+/** A closed bar's cells as the CSV row has them (text exactly as written). */
+export interface BarRowCells {
+  /** window start in BAR_TZ with its offset */
+  timestamp: string;
+  open: string;
+  high: string;
+  low: string;
+  close: string;
+  /** empty when unknown */
+  vwap: string;
+  volume: string;
+  /** trade count, empty when unknown */
+  n: string;
+  complete: boolean;
+  sources: string;
+}
+
+/**
+ * The fields of a bars:{interval} entry (the one definition: the writer publishes with it, tapBars
+ * and the writer's restore read with decodeBarEntry).
+ */
+export function encodeBarEntry(symbol: string, start: number, rev: number, c: BarRowCells): string[] {
+  return [
+    's', symbol, 'start', String(start), 'ts', c.timestamp,
+    'o', c.open, 'h', c.high, 'l', c.low, 'c', c.close,
+    'vwap', c.vwap, 'v', c.volume, 'n', c.n, 'rev', String(rev),
+    'complete', c.complete ? '1' : '0', 'sources', c.sources,
+  ];
+}
+
+export function decodeBarEntry(id: string, interval: string, f: string[]): TappedBar {
+  const n = field(f, 'n');
+  return {
+    id, interval, symbol: field(f, 's'), start: Number(field(f, 'start')), timestamp: field(f, 'ts'),
+    open: field(f, 'o'), high: field(f, 'h'), low: field(f, 'l'), close: field(f, 'c'),
+    vwap: field(f, 'vwap'), volume: field(f, 'v'), trades: n === '' ? undefined : Number(n),
+    rev: Number(field(f, 'rev') || 0), complete: field(f, 'complete') !== '0', sources: field(f, 'sources'),
+  };
+}
+
+/** A published bar's CSV cells. */
+export function barRowCells(b: TappedBar): BarRowCells {
+  return {
+    timestamp: b.timestamp, open: b.open, high: b.high, low: b.low, close: b.close, vwap: b.vwap, volume: b.volume,
+    n: b.trades === undefined ? '' : String(b.trades), complete: b.complete, sources: b.sources,
+  };
+}
+
 /** The closed bars of one interval (e.g. "5min"). */
 export async function* tapBars(redis: RedisClient, keys: Keys, interval: string, opts: TapOptions = {}): AsyncGenerator<TappedBar> {
   const wanted = opts.symbols?.length ? new Set(opts.symbols) : undefined;
   for await (const [, [id, f]] of readStreams(redis, [keys.bars(interval)], opts)) {
-    const symbol = field(f, 's');
-    if (wanted && !wanted.has(symbol)) continue;
-    const n = field(f, 'n');
-    yield {
-      id, interval, symbol, start: Number(field(f, 'start')), timestamp: field(f, 'ts'),
-      open: field(f, 'o'), high: field(f, 'h'), low: field(f, 'l'), close: field(f, 'c'),
-      vwap: field(f, 'vwap'), volume: field(f, 'v'), trades: n === '' ? undefined : Number(n),
-      rev: Number(field(f, 'rev') || 0), complete: field(f, 'complete') !== '0', sources: field(f, 'sources'),
-    };
+    const bar = decodeBarEntry(id, interval, f);
+    if (wanted && !wanted.has(bar.symbol)) continue;
+    yield bar;
   }
 }

@@ -87,11 +87,37 @@ export class FinnhubFeed {
     await this.sink.close();
   }
 
-  /** pause/resume reading from the socket (backpressure from Redis) */
+  /**
+   * Pause/resume reading from the socket (backpressure from Redis). A paused socket delivers no
+   * frames, so the stale-feed watchdog is suspended while it is paused and starts afresh on
+   * resume: our own backpressure (Redis away for minutes) must never look like a dead feed, or a
+   * healthy connection would be cut and what it had buffered lost.
+   */
   pressure(paused: boolean): void {
-    if (!this.ws) return;
-    if (paused) this.ws.pause();
-    else this.ws.resume();
+    if (this.paused === paused) return;
+    this.paused = paused;
+    if (paused) {
+      this.pausedAt = Date.now();
+      this.disarm();
+      this.ws?.pause();
+    } else {
+      const pausedMs = Date.now() - this.pausedAt;
+      if (pausedMs >= 1000) this.log.info({ pausedMs }, 'reading the feed again: Redis took what was waiting');
+      this.ws?.resume();
+      this.arm();
+    }
+  }
+
+  private paused = false;
+  private pausedAt = 0;
+  /** receive time of the last frame of a connection that was up: where an outage starts */
+  private lastFrameAt = 0;
+  private watchdog: NodeJS.Timeout | undefined;
+  private arm: () => void = () => undefined;
+
+  private disarm(): void {
+    if (this.watchdog) clearTimeout(this.watchdog);
+    this.watchdog = undefined;
   }
 
   private async run(): Promise<void> {
@@ -116,9 +142,10 @@ export class FinnhubFeed {
         }
       }
       if (this.stopped) break;
-      // An outage starts when a feed that was up goes down; failing to connect at start-up is not a gap.
+      // An outage starts when a feed that was up goes down (at its last frame: a socket found
+      // silent was already down before the watchdog noticed); failing to connect at start-up is not a gap.
       if (this.wasUp && this.downSince === undefined) {
-        this.downSince = Date.now();
+        this.downSince = this.lastFrameAt || Date.now();
         this.opts.onDown?.();
       }
       const backoff = Math.min(30_000, 250 * 2 ** Math.min(this.attempt, 7)) * (0.5 + Math.random() / 2);
@@ -133,11 +160,11 @@ export class FinnhubFeed {
     return new Promise((resolve, reject) => {
       const ws = new WebSocket(this.url(), { perMessageDeflate: false });
       this.ws = ws;
-      let watchdog: NodeJS.Timeout | undefined;
       const staleMs = this.opts.staleMs ?? 30_000;
-      const arm = () => {
-        if (watchdog) clearTimeout(watchdog);
-        watchdog = setTimeout(() => {
+      this.arm = () => {
+        this.disarm();
+        if (this.paused) return;
+        this.watchdog = setTimeout(() => {
           log.warn({ staleMs }, 'no frame from the feed; terminating the socket');
           ws.terminate();
         }, staleMs);
@@ -146,11 +173,13 @@ export class FinnhubFeed {
         log.info({ url: redactUrl(this.opts.url), symbols: this.opts.symbols.length }, 'feed connected; subscribing');
         this.sink.newConnection();
         for (const symbol of this.opts.symbols) ws.send(JSON.stringify({ type: 'subscribe', symbol }));
-        arm();
+        // a connection opened while Redis holds us back reads nothing until it is back
+        if (this.paused) ws.pause();
+        this.arm();
         this.opts.onUp?.();
       });
       ws.on('message', (data) => {
-        arm();
+        this.arm();
         this.onFrame(data.toString(), log);
       });
       ws.on('unexpected-response', (_req, res) => {
@@ -164,7 +193,8 @@ export class FinnhubFeed {
       });
       ws.on('error', (err) => reject(err));
       ws.on('close', () => {
-        if (watchdog) clearTimeout(watchdog);
+        this.disarm();
+        this.arm = () => undefined;
         this.ws = undefined;
         resolve();
       });
@@ -172,6 +202,7 @@ export class FinnhubFeed {
   }
 
   private good(): void {
+    this.lastFrameAt = Date.now();
     this.attempt = 0;
     this.wasUp = true;
     if (this.downSince !== undefined) {

@@ -1,4 +1,4 @@
-import { Clock, metrics, windowAnchorMs, type Config, type Health, type Keys, type Logger, type RedisClient } from '@candlewick/common';
+import { Clock, metrics, reportRedisError, windowAnchorMs, type Config, type Health, type Keys, type Logger, type RedisClient } from '@candlewick/common';
 import { FinnhubFeed } from './finnhub.js';
 import { TradeSink } from './sink.js';
 
@@ -27,6 +27,7 @@ export class Ingestor {
         graceMs: cfg.graceMs,
         batch: cfg.ingestBatch,
         flushMs: cfg.ingestFlushMs,
+        retainMs: cfg.ingestRetainMs,
         backfill: cfg.backfill
           ? {
               holdMs: cfg.backfillHoldMs,
@@ -55,18 +56,18 @@ export class Ingestor {
             gaps.inc();
             void redis
               .xadd(keys.gaps(), '*', 'start', String(gap.start), 'end', String(gap.end), 'symbols', gap.symbols.join(','), 'reason', gap.reason)
-              .catch((err: unknown) => log.error({ err }, 'failed to record a feed gap'));
+              .catch((err: unknown) => reportRedisError(log, err, 'failed to record a feed gap'));
           }
         },
         onDown: () => {
-          this.sink.hold(cfg.symbols).catch((err: unknown) => log.error({ err }, 'failed to hold bars for the backfill of an outage'));
+          this.sink.hold(cfg.symbols).catch((err: unknown) => reportRedisError(log, err, 'failed to hold bars for the backfill of an outage'));
         },
         onGap: (gap) => {
           log.warn({ gap }, 'feed outage recorded');
           gaps.inc();
           void redis
             .xadd(keys.gaps(), '*', 'start', String(gap.start), 'end', String(gap.end), 'symbols', gap.symbols.join(','))
-            .catch((err: unknown) => log.error({ err }, 'failed to record a feed gap'));
+            .catch((err: unknown) => reportRedisError(log, err, 'failed to record a feed gap'));
         },
       },
       this.sink,
@@ -95,5 +96,11 @@ export class Ingestor {
 
   stop(): Promise<void> {
     return this.feed.stop();
+  }
+
+  unsaved(): string | undefined {
+    const p = this.sink.pending();
+    if (p.trades === 0) return undefined;
+    return `${p.trades} trades received ${new Date(p.firstRx).toISOString()} to ${new Date(p.lastRx).toISOString()} are not in Redis`;
   }
 }

@@ -1,7 +1,7 @@
 import { WebSocketServer, type WebSocket } from 'ws';
 import type { AddressInfo } from 'node:net';
 import { sleep, type Logger } from '@candlewick/common';
-import { isRawFrame, type TapeItem } from './tapes.js';
+import { isRawFrame, isRawTrade, isTapeTrade, type TapeItem, type TapeTrade } from './tapes.js';
 
 export interface ReplayOptions {
   port: number;
@@ -93,9 +93,7 @@ export class ReplayServer {
   private readonly tapeSymbols = new Set<string>();
 
   private encode(): void {
-    this.encoded = this.tape.map((tr) =>
-      isRawFrame(tr) ? undefined : `{"s":${JSON.stringify(tr.s)},"p":${tr.p},"v":${tr.v},"t":${tr.t},"c":${JSON.stringify(tr.c)}}`,
-    );
+    this.encoded = this.tape.map((tr) => (isRawFrame(tr) ? undefined : isRawTrade(tr) ? tr.rawTrade : encodeTrade(tr, tr.t)));
     if (this.opts.speed !== 0) return;
     let frame: string[] = [];
     const cut = () => {
@@ -108,7 +106,7 @@ export class ReplayServer {
         this.fullFrames.push(Buffer.from(tr.raw));
         return;
       }
-      this.tapeSymbols.add(tr.s);
+      if (tr.s !== undefined) this.tapeSymbols.add(tr.s);
       frame.push(this.encoded[i]!);
       if (frame.length >= this.opts.frameTrades) cut();
     });
@@ -122,10 +120,27 @@ export class ReplayServer {
     let subscribed: () => void = () => undefined;
     const first = new Promise<void>((r) => (subscribed = r));
     let open = true;
-    ws.on('close', () => {
+    let closed: () => void = () => undefined;
+    const gone = new Promise<void>((r) => (closed = r));
+    // Finnhub pings a connection that has had nothing to send for a while; so does the replay
+    // (also inside quiet stretches of a paced tape), so a client's stale-feed watchdog sees a live socket.
+    let lastSend = Date.now();
+    const send = (data: string | Buffer) => {
+      ws.send(data, { binary: false });
+      lastSend = Date.now();
+    };
+    const pingMs = this.opts.pingMs ?? 1000;
+    const keepalive = setInterval(() => {
+      if (open && Date.now() - lastSend >= pingMs) send('{"type":"ping"}');
+    }, Math.max(20, pingMs / 2));
+    const end = () => {
       open = false;
+      clearInterval(keepalive);
       subscribed();
-    });
+      closed();
+    };
+    ws.on('close', end);
+    this.abort.signal.addEventListener('abort', end, { once: true });
     ws.on('message', (data) => {
       try {
         const msg = JSON.parse(data.toString()) as { type?: string; symbol?: string };
@@ -134,71 +149,81 @@ export class ReplayServer {
           subscribed();
         } else if (msg.type === 'unsubscribe' && typeof msg.symbol === 'string') symbols.delete(msg.symbol);
       } catch {
-        ws.send(JSON.stringify({ type: 'error', msg: 'invalid JSON' }));
+        send(JSON.stringify({ type: 'error', msg: 'invalid JSON' }));
       }
     });
-    await first;
-    await sleep(this.opts.settleMs ?? 100, this.abort.signal);
-    log.info({ symbols: [...symbols] }, 'replaying tape');
-
-    if (this.opts.speed === 0 && [...this.tapeSymbols].every((sym) => symbols.has(sym))) {
-      for (const frame of this.fullFrames) {
-        if (!open || this.abort.signal.aborted) return;
-        ws.send(frame, { binary: false });
+    try {
+      await first;
+      await sleep(this.opts.settleMs ?? 100, this.abort.signal);
+      log.info({ symbols: [...symbols] }, 'replaying tape');
+      const drained = async () => {
+        // Let the socket drain: this is what "as fast as the socket takes it" means.
         while (open && ws.bufferedAmount > 4 << 20) await sleep(2);
-      }
-      log.info({ frames: this.fullFrames.length }, 'tape finished; idling with pings');
-      return this.idle(ws, () => open);
-    }
+      };
 
-    const firstTrade = this.tape.find((x) => !isRawFrame(x));
-    const t0 = firstTrade && !isRawFrame(firstTrade) ? firstTrade.t : 0;
-    const wall0 = Date.now();
-    const speed = this.opts.speed;
-    let frame: string[] = [];
-    let sent = 0;
-    const flush = async () => {
-      if (frame.length === 0) return;
-      const text = `{"type":"trade","data":[${frame.join(',')}]}`;
-      frame = [];
-      ws.send(text);
-      // Let the socket drain: this is what "as fast as the socket takes it" means.
-      while (open && ws.bufferedAmount > 4 << 20) await sleep(2);
-    };
-    for (let i = 0; i < this.tape.length; i++) {
-      const tr = this.tape[i]!;
-      if (!open || this.abort.signal.aborted) return;
-      if (isRawFrame(tr)) {
-        await flush();
-        ws.send(tr.raw);
-        continue;
-      }
-      if (!symbols.has(tr.s)) continue;
-      if (speed > 0) {
-        const due = wall0 + (tr.t - t0) / speed;
-        const wait = due - Date.now();
-        if (wait > 0) {
-          await flush();
-          await sleep(wait, this.abort.signal);
+      if (this.opts.speed === 0 && [...this.tapeSymbols].every((sym) => symbols.has(sym))) {
+        for (const frame of this.fullFrames) {
+          if (!open) return;
+          send(frame);
+          await drained();
         }
+        log.info({ frames: this.fullFrames.length }, 'tape finished; idling with pings');
+        return await gone;
       }
-      if (speed > 0 && this.opts.shiftToNow) {
-        // a live day: each trade's event time is the moment it is sent
-        const t = Math.round(wall0 + (tr.t - t0) / speed);
-        frame.push(`{"s":${JSON.stringify(tr.s)},"p":${tr.p},"v":${tr.v},"t":${t},"c":${JSON.stringify(tr.c)}}`);
-      } else frame.push(this.encoded[i]!);
-      sent++;
-      if (frame.length >= this.opts.frameTrades) await flush();
-    }
-    await flush();
-    log.info({ sent }, 'tape finished; idling with pings');
-    await this.idle(ws, () => open);
-  }
 
-  private async idle(ws: WebSocket, open: () => boolean): Promise<void> {
-    while (open() && !this.abort.signal.aborted) {
-      await sleep(this.opts.pingMs ?? 5000, this.abort.signal);
-      if (open()) ws.send('{"type":"ping"}');
+      const firstTrade = this.tape.find(isTapeTrade);
+      const t0 = firstTrade?.t ?? 0;
+      const wall0 = Date.now();
+      const speed = this.opts.speed;
+      let frame: string[] = [];
+      let sent = 0;
+      const flush = async () => {
+        if (frame.length === 0) return;
+        const text = `{"type":"trade","data":[${frame.join(',')}]}`;
+        frame = [];
+        send(text);
+        await drained();
+      };
+      for (let i = 0; i < this.tape.length; i++) {
+        const tr = this.tape[i]!;
+        if (!open) return;
+        if (isRawFrame(tr)) {
+          await flush();
+          send(tr.raw);
+          continue;
+        }
+        if (tr.s !== undefined && !symbols.has(tr.s)) continue;
+        if (speed > 0 && isTapeTrade(tr)) {
+          const due = wall0 + (tr.t - t0) / speed;
+          const wait = due - Date.now();
+          if (wait > 0) {
+            await flush();
+            await sleep(wait, this.abort.signal);
+          }
+        }
+        // a live day: each trade's event time is the moment it is sent
+        if (speed > 0 && this.opts.shiftToNow && isTapeTrade(tr)) frame.push(encodeTrade(tr, Math.round(wall0 + (tr.t - t0) / speed)));
+        else frame.push(this.encoded[i]!);
+        sent++;
+        if (frame.length >= this.opts.frameTrades) await flush();
+      }
+      await flush();
+      log.info({ sent }, 'tape finished; idling with pings');
+      await gone;
+    } finally {
+      clearInterval(keepalive);
     }
   }
+}
+
+/** A JSON number as written, or else its text as a JSON string: a replayed frame is always valid JSON. */
+const JSON_NUMBER = /^-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?$/;
+const jsonValue = (x: string | number): string => {
+  const text = String(x);
+  return JSON_NUMBER.test(text) ? text : JSON.stringify(text);
+};
+
+/** One trade as Finnhub sends it: {"s","p","v","t","c"}, with event time `t`. */
+function encodeTrade(tr: TapeTrade, t: number): string {
+  return `{"s":${JSON.stringify(tr.s)},"p":${jsonValue(tr.p)},"v":${jsonValue(tr.v)},"t":${jsonValue(t)},"c":${JSON.stringify(tr.c)}}`;
 }

@@ -1,4 +1,18 @@
-import { addTradesKeys, metrics, partitionOf, processId, writeTradeArgs, type Keys, type Logger, type Trade, type RedisClient, SlotTransactions } from '@candlewick/common';
+import {
+  addTrades,
+  addTradesArgs,
+  metrics,
+  partitionOf,
+  processId,
+  reportRedisError,
+  sleep,
+  type AddTradesReply,
+  type Keys,
+  type Logger,
+  type Trade,
+  type RedisClient,
+  SlotTransactions,
+} from '@candlewick/common';
 
 /** Backfill requests: what the sink needs to file one with the first trade of a symbol on a connection. */
 export interface SinkBackfill {
@@ -23,6 +37,28 @@ export interface SinkOptions {
   highWater?: number;
   /** BACKFILL=on */
   backfill?: SinkBackfill;
+  /** how long a batch Redis acknowledged is kept to send again if Redis loses it (default 3 s) */
+  retainMs?: number;
+}
+
+/** One batch of one partition, from the moment it is cut until Redis has kept it for retainMs. */
+interface Batch {
+  seq: number;
+  args: string[];
+  n: number;
+  firstRx: number;
+  lastRx: number;
+  /** sent at least once (a batch cut while its partition resynchronises waits) */
+  sent: boolean;
+  /** when Redis acknowledged it (0: not yet) */
+  ackedAt: number;
+}
+
+/** What the sink could not hand over (Redis lost it and it was no longer held, or Redis never came back). */
+export interface SinkLoss {
+  trades: number;
+  firstRx: number;
+  lastRx: number;
 }
 
 /**
@@ -30,28 +66,42 @@ export interface SinkOptions {
  * stream with addTrades, one script call per partition and batch. Calls go out on one connection
  * in order, so the stream keeps arrival order. This buffer is the only place a trade lives outside
  * Redis; its size in time is `flushMs` plus one Redis round trip.
+ *
+ * Batches are numbered per partition without holes and addTrades applies batch n only right after
+ * n - 1. So a batch ioredis sends again after a Redis restart is not appended twice, and batches
+ * Redis acknowledged and then lost (killed between two AOF fsyncs, up to about a second) are
+ * noticed at the next batch and sent again, in order, from what the sink still holds (`retainMs`).
+ * A batch Redis refused (MISCONF on a full disk, OOM) is sent again after a backoff, never dropped.
  */
 export class TradeSink {
   private buf: Trade[][] = [];
   /** per partition: ARGV triples (index in batch, floor, cap) of the trades that file a backfill request */
   private requests: string[][] = [];
+  /** per partition: batches in flight and those acknowledged within retainMs, in batch order */
+  private held: Batch[][] = [];
+  private nextSeq: number[] = [];
+  private resyncing: boolean[] = [];
   /** symbols seen on the current feed connection */
   private seen = new Set<string>();
   private count = 0;
   private timer: NodeJS.Timeout | undefined;
+  /** trades cut into batches and not yet acknowledged */
   private inFlight = 0;
-  private flushing: Promise<void> = Promise.resolve();
+  private paused = false;
   private sentFirst = false;
+  private settled: (() => void)[] = [];
   added = 0;
   lastRx = 0;
+  /** trades Redis acknowledged, then lost, and the sink no longer held */
+  readonly lost: SinkLoss = { trades: 0, firstRx: 0, lastRx: 0 };
   /** receive time of the oldest trade in the buffer */
   private oldestRx = 0;
   /** how long trades waited outside Redis: from receipt to Redis's answer (per batch's oldest trade) */
   readonly holdTime = { maxMs: 0, sumMs: 0, batches: 0 };
   private holdReport: NodeJS.Timeout | undefined;
-  /** this process as a sender of batches, and its batch number: addTrades never applies a batch twice */
+  /** this process as a sender of batches: addTrades checks its batch numbers */
   private readonly sender = processId();
-  private batchSeq = 0;
+  private readonly retainMs: number;
   private readonly metrics = { in: metrics.tradesIn(), rejected: metrics.tradesRejected(), hold: metrics.ingestHold() };
 
   constructor(
@@ -60,9 +110,14 @@ export class TradeSink {
     private readonly log: Logger,
     private readonly onPressure?: (paused: boolean) => void,
   ) {
+    this.retainMs = opts.retainMs ?? 3000;
     for (let p = 0; p < opts.partitions; p++) {
       this.buf.push([]);
       this.requests.push([]);
+      this.held.push([]);
+      this.nextSeq.push(0);
+      this.resyncing.push(false);
+      this.forgotten.push([]);
     }
   }
 
@@ -86,69 +141,192 @@ export class TradeSink {
     else if (!this.timer) this.timer = setTimeout(() => this.flush(), this.opts.flushMs);
   }
 
-  /** Sends everything buffered; the promise settles when Redis has it. */
+  private get highWater(): number {
+    return this.opts.highWater ?? this.opts.batch * 8;
+  }
+
+  /** Cuts everything buffered into batches and sends them; the promise settles when Redis has them all. */
   flush(): Promise<void> {
     if (this.timer) {
       clearTimeout(this.timer);
       this.timer = undefined;
     }
-    if (this.count === 0) return this.flushing;
-    const batches = this.buf;
-    const oldestRx = this.oldestRx;
+    if (this.count > 0) this.cut();
+    return this.drained();
+  }
+
+  private cut(): void {
+    const bufs = this.buf;
     const requests = this.requests;
-    const n = this.count;
-    this.buf = batches.map(() => []);
+    const oldestRx = this.oldestRx;
+    this.inFlight += this.count;
+    this.buf = bufs.map(() => []);
     this.requests = requests.map(() => []);
     this.count = 0;
-    this.inFlight += n;
-    const high = this.opts.highWater ?? this.opts.batch * 8;
-    if (this.inFlight > high) this.onPressure?.(true);
-    const sends: Promise<unknown>[] = [];
-    batches.forEach((trades, p) => {
+    if (this.inFlight > this.highWater && !this.paused) {
+      this.paused = true;
+      this.onPressure?.(true);
+    }
+    bufs.forEach((trades, p) => {
       if (trades.length === 0) return;
-      const req = requests[p]!;
-      const args: string[] = new Array(7 + req.length + trades.length * 6);
-      args[0] = this.opts.clock;
-      args[1] = String(this.opts.graceMs);
-      args[2] = this.opts.backfill ? '1' : '0';
-      args[3] = String(this.opts.backfill?.holdMs ?? 0);
-      args[4] = this.sender;
-      args[5] = String(this.batchSeq);
-      args[6] = String(req.length / 3);
-      let k = 7;
-      for (const x of req) args[k++] = x;
-      for (const tr of trades) k = writeTradeArgs(tr, args, k);
-      sends.push(this.redis.cwAddTrades_v1(...addTradesKeys(this.opts.keys, p), ...args));
+      const seq = this.nextSeq[p]!++;
+      const args = addTradesArgs(
+        { clock: this.opts.clock, graceMs: this.opts.graceMs, backfillHoldMs: this.opts.backfill?.holdMs, sender: this.sender, seq },
+        requests[p]!,
+        trades,
+      );
+      const batch: Batch = { seq, args, n: trades.length, firstRx: Math.max(oldestRx, trades[0]!.rx), lastRx: trades[trades.length - 1]!.rx, sent: false, ackedAt: 0 };
+      this.held[p]!.push(batch);
+      // while a partition resynchronises, its new batches wait their turn behind the ones it sends again
+      if (!this.resyncing[p]) this.send(p, batch);
     });
-    this.batchSeq++;
-    sends.push(this.redis.hset(this.opts.keys.stats(), 'lastRx', String(this.lastRx)));
+    const stats = this.opts.keys.stats();
+    const lastRx = String(this.lastRx);
+    void this.redis.hset(stats, 'lastRx', lastRx).catch((err: unknown) => reportRedisError(this.log, err, 'failed to record the last receive time'));
     if (!this.sentFirst) {
       // first trade this process appended: where `stack` starts counting throughput
       this.sentFirst = true;
-      sends.push(this.redis.hset(this.opts.keys.stats(), 'firstRx', String(this.lastRx)));
+      void this.redis.hset(stats, 'firstRx', lastRx).catch((err: unknown) => reportRedisError(this.log, err, 'failed to record the first receive time'));
     }
-    const done = Promise.all(sends).then(
-      () => {
-        this.added += n;
-        this.inFlight -= n;
-        const held = Date.now() - oldestRx;
-        this.metrics.in.inc(n);
-        this.metrics.hold.observe(held / 1000);
-        this.holdTime.batches++;
-        this.holdTime.sumMs += held;
-        if (held > this.holdTime.maxMs) this.holdTime.maxMs = held;
-        this.holdReport ??= setTimeout(() => void this.reportHold(), 1000);
-        if (this.inFlight <= high / 2) this.onPressure?.(false);
-      },
+  }
+
+  private send(p: number, batch: Batch): Promise<void> {
+    batch.sent = true;
+    return addTrades(this.redis, this.opts.keys, p, batch.args).then(
+      (reply) => this.onReply(p, batch, reply),
       (err: unknown) => {
-        // With maxRetriesPerRequest null, ioredis waits through reconnects, so an error here is a
-        // script or server error: keep the process alive but make it loud.
-        this.inFlight -= n;
-        this.log.error({ err, trades: n }, 'failed to append trades to the raw stream');
+        // With maxRetriesPerRequest null ioredis waits through reconnects, so this is Redis refusing
+        // the script (MISCONF on a full disk, OOM, ...): nothing was applied; send it again later.
+        reportRedisError(this.log, err, 'Redis refused a batch of trades; sending it again after a pause', { trades: batch.n });
+        this.resync(p, undefined, true);
       },
     );
-    this.flushing = this.flushing.then(() => done);
-    return this.flushing;
+  }
+
+  private onReply(p: number, batch: Batch, reply: AddTradesReply): void {
+    if (reply.status === 'hole') {
+      if (!this.resyncing[p]) this.resync(p, reply.applied, false);
+      return;
+    }
+    this.acked(p, batch);
+  }
+
+  private acked(p: number, batch: Batch): void {
+    if (batch.ackedAt !== 0) return; // a resend of a batch already counted
+    const now = Date.now();
+    batch.ackedAt = now;
+    this.added += batch.n;
+    this.inFlight -= batch.n;
+    const held = now - batch.firstRx;
+    this.metrics.in.inc(batch.n);
+    this.metrics.hold.observe(held / 1000);
+    this.holdTime.batches++;
+    this.holdTime.sumMs += held;
+    if (held > this.holdTime.maxMs) this.holdTime.maxMs = held;
+    this.holdReport ??= setTimeout(() => void this.reportHold(), 1000);
+    if (this.paused && this.inFlight <= this.highWater / 2) {
+      this.paused = false;
+      this.onPressure?.(false);
+    }
+    this.trim(p, now);
+    if (this.inFlight === 0 && this.count === 0) for (const done of this.settled.splice(0)) done();
+  }
+
+  /**
+   * Forgets acknowledged batches older than retainMs (Redis has fsynced them by then), keeping a
+   * line per batch (its size and receive times) for an exact account should Redis lose it anyway.
+   */
+  private trim(p: number, now: number): void {
+    const held = this.held[p]!;
+    let k = 0;
+    while (k < held.length && held[k]!.ackedAt !== 0 && now - held[k]!.ackedAt > this.retainMs) k++;
+    if (k === 0) return;
+    const log = this.forgotten[p]!;
+    for (const b of held.splice(0, k)) log.push({ seq: b.seq, trades: b.n, firstRx: b.firstRx, lastRx: b.lastRx });
+    if (log.length > 200_000) log.splice(0, log.length - 100_000);
+  }
+
+  /** Per partition, the batches trimmed from `held`, oldest first (bounded). */
+  private readonly forgotten: (SinkLoss & { seq: number })[][] = [];
+
+  /**
+   * Sends partition p's batches again from the first one Redis does not have (`applied` + 1, read
+   * from Redis when not given), in order, until Redis has every batch cut so far. Batches Redis
+   * lost that the sink no longer holds are accounted for loudly, and the rest applied after them.
+   */
+  private resync(p: number, applied: number | undefined, pause: boolean): void {
+    if (this.resyncing[p]) return;
+    this.resyncing[p] = true;
+    const run = async () => {
+      let attempt = pause ? 1 : 0;
+      for (;;) {
+        if (attempt > 0) await sleep(Math.min(10_000, 250 * 2 ** Math.min(attempt - 1, 6)));
+        try {
+          const done = applied ?? Number((await this.redis.hget(this.opts.keys.clock(p), `batch:${this.sender}`)) ?? -1);
+          applied = undefined;
+          const held = this.held[p]!;
+          const todo = held.filter((b) => b.seq > done);
+          if (todo.length === 0) break;
+          let force = false;
+          if (todo[0]!.seq > done + 1) {
+            this.loseHeldGap(p, done, todo[0]!);
+            force = true;
+          }
+          if (attempt === 0 && !pause) this.log.warn({ partition: p, from: done + 1, batches: todo.length }, 'Redis does not have batches it acknowledged (restarted without its last writes?): sending them again');
+          const replies = await Promise.all(
+            todo.map((b, i) => {
+              b.sent = true;
+              const args = i === 0 && force ? withForce(b.args) : b.args;
+              return addTrades(this.redis, this.opts.keys, p, args);
+            }),
+          );
+          let hole: number | undefined;
+          replies.forEach((r, i) => {
+            if (r.status === 'hole') hole ??= r.applied;
+            else this.acked(p, todo[i]!);
+          });
+          if (hole === undefined && held.every((b) => b.sent)) break;
+          applied = hole;
+          attempt = hole === undefined ? 0 : attempt + 1;
+        } catch (err) {
+          reportRedisError(this.log, err, 'sending batches again failed; retrying', { partition: p });
+          attempt++;
+        }
+      }
+      this.resyncing[p] = false;
+    };
+    void run();
+  }
+
+  /** Batches done+1 .. first.seq-1 are gone from Redis and from here: say so, exactly, and count them. */
+  private loseHeldGap(p: number, done: number, first: Batch): void {
+    const batches = first.seq - done - 1;
+    const lost: SinkLoss = { trades: 0, firstRx: 0, lastRx: 0 };
+    let known = 0;
+    for (const b of this.forgotten[p]!) {
+      if (b.seq <= done || b.seq >= first.seq) continue;
+      known++;
+      lost.trades += b.trades;
+      if (lost.firstRx === 0) lost.firstRx = b.firstRx;
+      lost.lastRx = b.lastRx;
+    }
+    if (known < batches) this.log.error({ partition: p, batches, known }, 'some lost batches are older than this ingestor remembers: the count below is a lower bound');
+    this.lost.trades += lost.trades;
+    if (this.lost.firstRx === 0) this.lost.firstRx = lost.firstRx;
+    this.lost.lastRx = Math.max(this.lost.lastRx, lost.lastRx);
+    this.log.error(
+      { partition: p, batches, ...lost },
+      'Redis lost batches of trades it had acknowledged, older than this ingestor keeps them (INGEST_RETAIN): they are gone; the span is recorded in feed:gaps',
+    );
+    void this.redis
+      .xadd(this.opts.keys.gaps(), '*', 'start', String(lost.firstRx), 'end', String(lost.lastRx), 'symbols', '', 'reason', 'redis lost acknowledged trades')
+      .catch((err: unknown) => reportRedisError(this.log, err, 'failed to record a gap'));
+  }
+
+  /** Resolves when every trade cut so far is in Redis. */
+  private drained(): Promise<void> {
+    if (this.inFlight === 0) return Promise.resolve();
+    return new Promise((resolve) => this.settled.push(resolve));
   }
 
   /** Records rejected trades with their reason (counted and kept in trades:rejected). */
@@ -165,9 +343,7 @@ export class TradeSink {
     const { rejected, stats } = { rejected: this.opts.keys.rejected(), stats: this.opts.keys.stats() };
     tx.on(rejected).xadd(rejected, 'MAXLEN', '~', '100000', '*', 'raw', text, 'reason', reason, 'rx', String(rx));
     tx.on(stats).hincrby(stats, 'rejected', 1);
-    void tx
-      .exec()
-      .catch((err: unknown) => this.log.error({ err }, 'failed to record a rejected trade'));
+    void tx.exec().catch((err: unknown) => reportRedisError(this.log, err, 'failed to record a rejected trade'));
   }
 
   /**
@@ -190,7 +366,7 @@ export class TradeSink {
   /** Counts a frame that is not JSON or has an unknown type. */
   badFrame(): void {
     this.metrics.rejected.inc();
-    void this.redis.hincrby(this.opts.keys.stats(), 'badFrames', 1).catch(() => undefined);
+    void this.redis.hincrby(this.opts.keys.stats(), 'badFrames', 1).catch((err: unknown) => reportRedisError(this.log, err, 'failed to count a bad frame'));
   }
 
   /** Publishes the hold figures (this process's) in the stats hash, at most once a second. */
@@ -202,12 +378,38 @@ export class TradeSink {
       .catch(() => undefined);
   }
 
-  async close(): Promise<void> {
-    await this.flush();
-    await this.flushing;
+  /** Trades cut into batches that Redis has not acknowledged yet (with their receive times). */
+  pending(): SinkLoss {
+    const out: SinkLoss = { trades: 0, firstRx: 0, lastRx: 0 };
+    for (const held of this.held) {
+      for (const b of held) {
+        if (b.ackedAt !== 0) continue;
+        out.trades += b.n;
+        if (out.firstRx === 0 || b.firstRx < out.firstRx) out.firstRx = b.firstRx;
+        out.lastRx = Math.max(out.lastRx, b.lastRx);
+      }
+    }
+    return out;
+  }
+
+  /** Flushes and waits until Redis has everything, at most `timeoutMs`; returns what it could not hand over. */
+  async close(timeoutMs = 10_000): Promise<SinkLoss> {
+    const done = this.flush();
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([done, new Promise<void>((r) => (timer = setTimeout(r, timeoutMs)))]);
+    clearTimeout(timer);
     if (this.holdReport) {
       clearTimeout(this.holdReport);
-      await this.reportHold();
+      this.holdReport = undefined;
+      if (this.inFlight === 0) await this.reportHold();
     }
+    return this.pending();
   }
+}
+
+/** The same ARGV with the batch number marked "apply whatever came before". */
+function withForce(args: string[]): string[] {
+  const out = args.slice();
+  out[5] = `${out[5]}!`;
+  return out;
 }

@@ -10,10 +10,37 @@ export interface RawFrame {
   raw: string;
 }
 
-export type TapeItem = TapeTrade | RawFrame;
+/**
+ * A line of a *.jsonl tape that is a JSON object but not a well-formed trade (a string price, a
+ * missing time...): replayed verbatim inside a trade frame, so the ingestor rejects it alone, as it
+ * would such a trade from the feed.
+ */
+export interface RawTrade {
+  rawTrade: string;
+  /** its symbol, when it has one (for subscription filtering) */
+  s: string | undefined;
+}
+
+export type TapeItem = TapeTrade | RawFrame | RawTrade;
 
 export function isRawFrame(x: TapeItem): x is RawFrame {
   return (x as RawFrame).raw !== undefined;
+}
+
+export function isRawTrade(x: TapeItem): x is RawTrade {
+  return (x as RawTrade).rawTrade !== undefined;
+}
+
+export function isTapeTrade(x: TapeItem): x is TapeTrade {
+  return !isRawFrame(x) && !isRawTrade(x);
+}
+
+/** A tape that cannot be read at all (a missing file, an unknown format). */
+export class TapeError extends Error {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'TapeError';
+  }
 }
 
 /** One trade of a recorded tape, in the Finnhub protocol's terms. */
@@ -35,25 +62,46 @@ export interface TapeTrade {
  *    order breaking ties)
  * The trades come back in arrival order.
  */
-export function readTape(spec: string): TapeItem[] {
-  const files: string[] = [];
-  for (const part of spec.split(',').map((s) => s.trim()).filter(Boolean)) {
-    if (statSync(part).isDirectory()) {
-      for (const f of readdirSync(part).sort()) files.push(join(part, f));
-    } else files.push(part);
-  }
-  if (files.length === 0) throw new Error(`tape "${spec}" names no files`);
+export function readTape(spec: string, problems?: string[]): TapeItem[] {
+  const files = tapeFiles(spec);
   if (files.length === 1 && /\.frames$/i.test(files[0]!)) {
     return readText(files[0]!).split('\n').filter((l) => l !== '').map((raw) => ({ raw }));
   }
-  const tapes = files.map(readTapeFile);
-  return tapes.length === 1 ? tapes[0]! : mergeByTime(tapes);
+  const tapes = files.map((f) => readTapeFile(f, problems));
+  if (tapes.length === 1) return tapes[0]!;
+  // files are merged by time; a line kept verbatim has no time, so it goes with the file it came from
+  return mergeByTime(tapes.map((t) => t.filter(isTapeTrade)));
 }
+
+/**
+ * The files a tape names (a file, a comma list, a folder), each checked to exist and be of a
+ * known format; a TapeError says which part is wrong.
+ */
+export function tapeFiles(spec: string): string[] {
+  const files: string[] = [];
+  for (const part of spec.split(',').map((s) => s.trim()).filter(Boolean)) {
+    let dir: boolean;
+    try {
+      dir = statSync(part).isDirectory();
+    } catch (err) {
+      throw new TapeError(`"${part}" cannot be read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`, { cause: err });
+    }
+    if (dir) {
+      for (const f of readdirSync(part).sort()) if (TAPE_NAME.test(f)) files.push(join(part, f));
+    } else files.push(part);
+  }
+  if (files.length === 0) throw new TapeError(`"${spec}" names no tape files (${TAPE_FORMATS})`);
+  for (const f of files) if (!TAPE_NAME.test(basename(f))) throw new TapeError(`"${f}" is not a known tape format: use ${TAPE_FORMATS}`);
+  return files;
+}
+
+const TAPE_NAME = /\.(jsonl|json)(\.gz)?$|\.frames$|_\d{8}_trade\.zip$/i;
+const TAPE_FORMATS = '*.jsonl[.gz] ({s,p,v,t,c} per line), Binance aggTrades *.json[.gz], Lean *_yyyymmdd_trade.zip or *.frames';
 
 /** Symbols present in a tape, in first-seen order. */
 export function tapeSymbols(items: readonly TapeItem[]): string[] {
   const seen = new Set<string>();
-  for (const it of items) if (!isRawFrame(it)) seen.add(it.s);
+  for (const it of items) if (isTapeTrade(it)) seen.add(it.s);
   return [...seen];
 }
 
@@ -62,22 +110,52 @@ function readText(file: string): string {
   return (file.endsWith('.gz') ? gunzipSync(buf) : buf).toString('utf8');
 }
 
-export function readTapeFile(file: string): TapeTrade[] {
+/**
+ * One tape file. A line that cannot be a trade at all (not JSON, not an object) is left out and
+ * described in `problems` (file and line); without `problems` it is a TapeError.
+ */
+export function readTapeFile(file: string, problems?: string[]): TapeItem[] {
   const name = basename(file).toLowerCase();
-  if (name.endsWith('.zip')) return readLeanZip(file);
-  if (/\.jsonl(\.gz)?$/.test(name)) return readJsonl(file);
-  if (/\.json(\.gz)?$/.test(name)) return readBinanceAggTrades(file);
-  throw new Error(`unknown tape format "${file}": use .jsonl, Binance aggTrades .json, or Lean *_trade.zip`);
+  try {
+    if (name.endsWith('.zip')) return readLeanZip(file);
+    if (/\.jsonl(\.gz)?$/.test(name)) return readJsonl(file, problems);
+    if (/\.json(\.gz)?$/.test(name)) return readBinanceAggTrades(file);
+  } catch (err) {
+    if (err instanceof TapeError) throw err;
+    throw new TapeError(`${file}: ${(err as Error).message}`, { cause: err });
+  }
+  throw new TapeError(`"${file}" is not a known tape format: use ${TAPE_FORMATS}`);
 }
 
-function readJsonl(file: string): TapeTrade[] {
-  const out: TapeTrade[] = [];
+/** Finnhub's prices and sizes are JSON numbers; anything else is replayed as it is, for the ingestor to judge. */
+const isNumberish = (x: unknown): boolean => typeof x === 'number' || (typeof x === 'string' && /^\d+(\.\d+)?$/.test(x));
+
+function readJsonl(file: string, problems?: string[]): TapeItem[] {
+  const out: TapeItem[] = [];
   const lines = readText(file).split('\n');
   lines.forEach((line, i) => {
     if (line.trim() === '') return;
-    const r = JSON.parse(line) as { s: string; p: number | string; v: number; t: number; c?: string[] };
-    if (typeof r.s !== 'string' || typeof r.t !== 'number') throw new Error(`${file}:${i + 1}: not a {s,p,v,t,c} trade`);
-    out.push({ s: r.s, p: String(r.p), v: Number(r.v), t: r.t, c: r.c ?? [] });
+    let r: unknown;
+    try {
+      r = JSON.parse(line);
+    } catch (err) {
+      const problem = `${file}:${i + 1}: not JSON (${(err as Error).message}); line left out`;
+      if (!problems) throw new TapeError(problem);
+      problems.push(problem);
+      return;
+    }
+    if (r === null || typeof r !== 'object' || Array.isArray(r)) {
+      const problem = `${file}:${i + 1}: not a {s,p,v,t,c} trade object; line left out`;
+      if (!problems) throw new TapeError(problem);
+      problems.push(problem);
+      return;
+    }
+    const t = r as { s?: unknown; p?: unknown; v?: unknown; t?: unknown; c?: unknown };
+    if (typeof t.s === 'string' && Number.isSafeInteger(t.t) && isNumberish(t.p) && typeof t.v === 'number' && Number.isFinite(t.v) && (t.c === undefined || Array.isArray(t.c))) {
+      out.push({ s: t.s, p: String(t.p), v: t.v, t: t.t as number, c: ((t.c as unknown[] | undefined) ?? []).map(String) });
+    } else {
+      out.push({ rawTrade: line.trim(), s: typeof t.s === 'string' ? t.s : undefined });
+    }
   });
   return out;
 }

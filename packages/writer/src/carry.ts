@@ -54,9 +54,17 @@ export class Carry {
 
   /**
    * Writes the flat rows after the file's last row: windows that start before `before` (the next
-   * real bar) or end by `through` (the closer's horizon). Returns what it wrote.
+   * real bar) or end by `through` (the closer's horizon). Returns what it wrote, and tells `onWritten` of each row as it is written (a fill
+   * cut short by a failed write has still written those).
    */
-  fill(files: CsvFiles, interval: string, symbol: string, before: number | undefined, through: number | undefined): { start: number; state: BarState }[] {
+  fill(
+    files: CsvFiles,
+    interval: string,
+    symbol: string,
+    before: number | undefined,
+    through: number | undefined,
+    onWritten: (row: { start: number; state: BarState }) => void = () => undefined,
+  ): { start: number; state: BarState }[] {
     const ms = this.ms.get(interval);
     const last = files.lastOf(interval, symbol);
     if (ms === undefined || last === undefined) return [];
@@ -68,7 +76,10 @@ export class Carry {
       if (this.inSession(symbol, start)) {
         const p = last.close;
         const state: BarState = { open: p, openKey: '', high: p, low: p, close: p, closeKey: '', volume: 0n, pv: 0n, n: 0 };
-        if (files.append(interval, symbol, start, state) === 'written') out.push({ start, state });
+        if (files.append(interval, symbol, start, state) === 'written') {
+          out.push({ start, state });
+          onWritten({ start, state });
+        }
       }
       end = next;
     }

@@ -1,8 +1,8 @@
-import { appendFileSync, closeSync, existsSync, fstatSync, mkdirSync, openSync, readFileSync, readSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { closeSync, existsSync, fstatSync, ftruncateSync, mkdirSync, openSync, readFileSync, readSync, renameSync, statSync, writeSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
 import { stringify } from 'csv-stringify/sync';
 import { DateTime } from 'luxon';
-import { BAR_FLAGS, barSources, fileSafeSymbol, formatNumber, volumeNumber, vwap, type BarState, type Clock } from '@candlewick/common';
+import { BAR_FLAGS, barSources, fileSafeSymbol, formatNumber, volumeNumber, vwap, type BarRowCells, type BarState, type Clock } from '@candlewick/common';
 
 export const CSV_HEADER = ['timestamp', 'open', 'high', 'low', 'close', 'vwap', 'volume', 'num_transactions'] as const;
 /** CSV_EXTRA_COLUMNS=true adds these after the notebook's columns. */
@@ -27,11 +27,32 @@ export function barCells(b: BarState): { vwap: string; n: string } {
   return { vwap: Number.isNaN(v) ? '' : formatNumber(v), n: String(b.n) };
 }
 
-export function csvRow(clock: Clock, start: number, b: BarState, extraColumns = false): string {
+/** The cells of a row, as written: the bar's label, prices as received, VWAP, volume, count. */
+export function rowCells(clock: Clock, start: number, b: BarState): BarRowCells {
   const { vwap: vw, n } = barCells(b);
-  const row: (string | number)[] = [clock.label(start), b.open, b.high, b.low, b.close, vw, formatNumber(volumeNumber(b.volume)), n];
-  if (extraColumns) row.push((b.flags ?? 0) & BAR_FLAGS.INCOMPLETE ? 'false' : 'true', barSources(b.flags ?? 0));
+  const flags = b.flags ?? 0;
+  return {
+    timestamp: clock.label(start),
+    open: b.open,
+    high: b.high,
+    low: b.low,
+    close: b.close,
+    vwap: vw,
+    volume: formatNumber(volumeNumber(b.volume)),
+    n,
+    complete: (flags & BAR_FLAGS.INCOMPLETE) === 0,
+    sources: barSources(flags),
+  };
+}
+
+export function formatRow(c: BarRowCells, extraColumns = false): string {
+  const row: string[] = [c.timestamp, c.open, c.high, c.low, c.close, c.vwap, c.volume, c.n];
+  if (extraColumns) row.push(c.complete ? 'true' : 'false', c.sources);
   return stringify([row]);
+}
+
+export function csvRow(clock: Clock, start: number, b: BarState, extraColumns = false): string {
+  return formatRow(rowCells(clock, start, b), extraColumns);
 }
 
 /** Start (UTC ms) of the last row of a CSV file, or undefined when it has no data rows. */
@@ -39,67 +60,211 @@ export function lastRowStart(path: string): number | undefined {
   return lastRow(path)?.start;
 }
 
-/** Start (UTC ms) and close (as written) of the last row of a CSV file. */
+/** Start (UTC ms) and close (as written) of the last row of a CSV file; throws on a row that is not one. */
 export function lastRow(path: string): { start: number; close: string } | undefined {
   if (!existsSync(path)) return undefined;
+  const tail = readTail(path, 4096);
+  const lines = tail.split('\n').filter((l) => l.trim() !== '');
+  const last = lines[lines.length - 1];
+  if (!last || last.startsWith('timestamp')) return undefined;
+  const row = parseRowStart(last);
+  if (row === undefined) throw new Error(`${path}: last row does not start with an ISO timestamp`);
+  return row;
+}
+
+function readTail(path: string, bytes: number): string {
   const fd = openSync(path, 'r');
   try {
     const size = fstatSync(fd).size;
-    const len = Math.min(size, 4096);
+    const len = Math.min(size, bytes);
     const buf = Buffer.alloc(len);
     readSync(fd, buf, 0, len, size - len);
-    const lines = buf.toString('utf8').split('\n').filter((l) => l.trim() !== '');
-    const last = lines[lines.length - 1];
-    if (!last || last.startsWith('timestamp')) return undefined;
-    const ts = DateTime.fromISO(last.slice(0, last.indexOf(',')), { setZone: true });
-    if (!ts.isValid) throw new Error(`${path}: last row does not start with an ISO timestamp; fix or move the file`);
-    return { start: ts.toMillis(), close: last.split(',')[4] ?? '' };
+    return buf.toString('utf8');
   } finally {
     closeSync(fd);
   }
 }
 
+function parseRowStart(line: string): { start: number; close: string } | undefined {
+  const comma = line.indexOf(',');
+  if (comma < 0) return undefined;
+  const ts = DateTime.fromISO(line.slice(0, comma), { setZone: true });
+  if (!ts.isValid) return undefined;
+  return { start: ts.toMillis(), close: line.split(',')[4] ?? '' };
+}
+
+/** What the writer noticed about a file and did about it: the writer logs and counts each. */
+export type FileEvent =
+  /** a last row without its newline (a process killed mid-write): cut back to the last whole row */
+  | { kind: 'cut-partial-row'; path: string; bytes: number }
+  /** a file that cannot be read back (a damaged last row, another header): renamed, a new one started */
+  | { kind: 'set-aside'; path: string; asidePath: string; reason: string }
+  /** rows after `after` up to `through` went missing from the end of a file while the writer ran */
+  | { kind: 'rows-missing'; path: string; interval: string; symbol: string; after: number | undefined; through: number };
+
+interface FileState {
+  /** start and close of the last row (undefined: no data rows) */
+  last: { start: number; close: string } | undefined;
+  /** the file's size and inode as the writer left it: anything else means someone else changed it */
+  size: number;
+  ino: number;
+}
+
 /**
  * Appends bars to per-(interval, symbol) CSV files, never a row that is not newer than the file's
  * last row, so a retried or re-enqueued bar is written once. The file is the source of truth: the
- * last start is read back from it when a file is first touched.
+ * last row is read back from it when a file is first touched, and again whenever its size or
+ * inode is not what this writer left.
+ *
+ * A row is written whole or not at all: a failed append (a full disk) is cut back to where it
+ * started before the error goes to the caller, and a new file gets its header in the same write
+ * as its first row, so a retry never finds half a row or a file without its header. A file that
+ * cannot be read back (its last row is not a row, its header is not this configuration's) is
+ * renamed aside and a new one started, so one damaged file never stops the others.
  */
 export class CsvFiles {
-  private readonly last = new Map<string, { start: number; close: string } | undefined>();
+  private readonly state = new Map<string, FileState>();
   /** corrections file -> "start#rev" already in it */
   private readonly revisions = new Map<string, Set<string>>();
-
-  private readonly header: string[];
+  private readonly header: string;
+  private readonly headerCells: string[];
 
   constructor(
     private readonly dataDir: string,
     private readonly clock: Clock,
     private readonly extraColumns = false,
+    private readonly onEvent: (e: FileEvent) => void = () => undefined,
   ) {
-    this.header = extraColumns ? [...CSV_HEADER, ...CSV_EXTRA_HEADER] : [...CSV_HEADER];
+    this.headerCells = extraColumns ? [...CSV_HEADER, ...CSV_EXTRA_HEADER] : [...CSV_HEADER];
+    this.header = stringify([this.headerCells]);
+  }
+
+  get columns(): { extra: boolean } {
+    return { extra: this.extraColumns };
   }
 
   /** 'written' | 'present' (this very bar is the file's last row) | 'stale' (an older bar) */
   append(interval: string, symbol: string, start: number, state: BarState): 'written' | 'present' | 'stale' {
+    return this.appendRow(interval, symbol, start, csvRow(this.clock, start, state, this.extraColumns), state.close);
+  }
+
+  /** Appends a row already formatted (a row restored from bars:{interval}). */
+  appendRow(interval: string, symbol: string, start: number, text: string, close: string): 'written' | 'present' | 'stale' {
     const path = csvPath(this.dataDir, interval, symbol);
-    const last = this.lastOf(interval, symbol);
-    if (last !== undefined && start <= last.start) return start === last.start ? 'present' : 'stale';
-    let text = csvRow(this.clock, start, state, this.extraColumns);
-    if (!existsSync(path)) {
-      mkdirSync(dirname(path), { recursive: true });
-      text = stringify([this.header]) + text;
-    }
-    appendFileSync(path, text);
+    const f = this.fileState(path, interval, symbol);
+    if (f.last !== undefined && start <= f.last.start) return start === f.last.start ? 'present' : 'stale';
+    if (f.size === 0) text = this.header + text;
+    this.write(path, f, text);
     // A bar of volume-only prints (CONDITIONS=cta-utp) has no close: carry keeps the one before.
-    this.last.set(path, { start, close: state.close !== '' ? state.close : (last?.close ?? '') });
+    f.last = { start, close: close !== '' ? close : (f.last?.close ?? '') };
     return 'written';
   }
 
   /** The last row of a file: start and close (read from the file the first time). */
   lastOf(interval: string, symbol: string): { start: number; close: string } | undefined {
+    return this.fileState(csvPath(this.dataDir, interval, symbol), interval, symbol).last;
+  }
+
+  /**
+   * Checks a file against what this writer left (size and inode): a file changed by someone else
+   * is read back again — and rows that went missing from its end are reported (`rows-missing`),
+   * for the writer to restore before it appends anything after them.
+   */
+  verify(interval: string, symbol: string): void {
     const path = csvPath(this.dataDir, interval, symbol);
-    if (!this.last.has(path)) this.last.set(path, lastRow(path));
-    return this.last.get(path);
+    const f = this.state.get(path);
+    if (f === undefined) return;
+    let st: { size: number; ino: number } | undefined;
+    try {
+      st = statSync(path);
+    } catch {
+      st = undefined;
+    }
+    if (st !== undefined && st.size === f.size && st.ino === f.ino) return;
+    this.state.delete(path);
+    const now = this.fileState(path, interval, symbol);
+    if (f.last !== undefined && (now.last === undefined || now.last.start < f.last.start)) {
+      this.onEvent({ kind: 'rows-missing', path, interval, symbol, after: now.last?.start, through: f.last.start });
+    }
+  }
+
+  private fileState(path: string, interval: string, symbol: string): FileState {
+    let f = this.state.get(path);
+    if (f === undefined) {
+      f = this.inspect(path);
+      this.state.set(path, f);
+    }
+    return f;
+  }
+
+  /** Reads a file's end back: cuts a partial last row, sets aside a file that cannot be read back. */
+  private inspect(path: string): FileState {
+    let st: { size: number; ino: number };
+    try {
+      st = statSync(path);
+    } catch {
+      return { last: undefined, size: 0, ino: 0 };
+    }
+    if (st.size === 0) return { last: undefined, size: 0, ino: st.ino };
+    const head = readHead(path, this.header.length + 1);
+    const headerLine = head.split('\n')[0] ?? '';
+    if (`${headerLine}\n` !== this.header) {
+      return this.setAside(path, headerLine.startsWith('timestamp,') ? `its header is not this configuration's columns (CSV_EXTRA_COLUMNS=${this.extraColumns})` : 'it does not start with the CSV header');
+    }
+    let tail = readTail(path, 8192);
+    if (!tail.endsWith('\n')) {
+      // a row cut short (the process died mid-write, or a disk filled before this version cut rows back)
+      const keep = tail.lastIndexOf('\n') + 1;
+      const cut = tail.length - keep;
+      const size = st.size - Buffer.byteLength(tail.slice(keep));
+      ftruncate(path, size);
+      this.onEvent({ kind: 'cut-partial-row', path, bytes: cut });
+      tail = tail.slice(0, keep);
+      st = { size, ino: st.ino };
+    }
+    const lines = tail.split('\n').filter((l) => l !== '');
+    const last = lines[lines.length - 1];
+    if (last === undefined || last === headerLine) return { last: undefined, size: st.size, ino: st.ino };
+    const row = parseRowStart(last);
+    if (row === undefined || last.split(',').length !== this.headerCells.length) {
+      return this.setAside(path, `its last row is not a bar row: ${JSON.stringify(last.slice(0, 80))}`);
+    }
+    return { last: row, size: st.size, ino: st.ino };
+  }
+
+  private setAside(path: string, reason: string): FileState {
+    const stamp = new Date().toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z');
+    const asidePath = join(dirname(path), `${basename(path)}.damaged-${stamp}`);
+    renameSync(path, asidePath);
+    this.onEvent({ kind: 'set-aside', path, asidePath, reason });
+    return { last: undefined, size: 0, ino: 0 };
+  }
+
+  /** Appends `text` whole, or cuts the file back to where it was and throws. */
+  private write(path: string, f: FileState, text: string): void {
+    if (f.size === 0) mkdirSync(dirname(path), { recursive: true });
+    const fd = openSync(path, 'a');
+    try {
+      const buf = Buffer.from(text);
+      let off = 0;
+      try {
+        while (off < buf.length) off += writeSync(fd, buf, off, buf.length - off);
+      } catch (err) {
+        // nothing of a failed row stays behind: the retry starts from a whole last row
+        try {
+          ftruncateSync(fd, f.size);
+        } catch {
+          // the next inspection cuts the partial row instead
+          this.state.delete(path);
+        }
+        throw err;
+      }
+      const st = fstatSync(fd);
+      f.size = st.size;
+      f.ino = st.ino;
+    } finally {
+      closeSync(fd);
+    }
   }
 
   /**
@@ -112,7 +277,14 @@ export class CsvFiles {
     if (!seen) {
       seen = new Set();
       if (existsSync(path)) {
-        for (const line of readFileSync(path, 'utf8').split('\n').slice(1)) {
+        let text = readFileSync(path, 'utf8');
+        if (text !== '' && !text.endsWith('\n')) {
+          const keep = text.lastIndexOf('\n') + 1;
+          ftruncate(path, Buffer.byteLength(text.slice(0, keep)));
+          this.onEvent({ kind: 'cut-partial-row', path, bytes: text.length - keep });
+          text = text.slice(0, keep);
+        }
+        for (const line of text.split('\n').slice(1)) {
           if (line.trim() === '') continue;
           const cells = line.split(',');
           seen.add(`${DateTime.fromISO(cells[0]!, { setZone: true }).toMillis()}#${cells[cells.length - 1]}`);
@@ -123,12 +295,35 @@ export class CsvFiles {
     const key = `${start}#${rev}`;
     if (seen.has(key)) return 'present';
     let text = csvRow(this.clock, start, state, this.extraColumns).replace(/\n$/, `,${rev}\n`);
-    if (!existsSync(path)) {
-      mkdirSync(dirname(path), { recursive: true });
-      text = stringify([[...this.header, 'revision']]) + text;
+    let size = 0;
+    try {
+      size = statSync(path).size;
+    } catch {
+      // a new file
     }
-    appendFileSync(path, text);
+    if (size === 0) text = stringify([[...this.headerCells, 'revision']]) + text;
+    this.write(path, { last: undefined, size, ino: 0 }, text);
     seen.add(key);
     return 'written';
+  }
+}
+
+function readHead(path: string, bytes: number): string {
+  const fd = openSync(path, 'r');
+  try {
+    const buf = Buffer.alloc(bytes);
+    const n = readSync(fd, buf, 0, bytes, 0);
+    return buf.subarray(0, n).toString('utf8');
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function ftruncate(path: string, size: number): void {
+  const fd = openSync(path, 'r+');
+  try {
+    ftruncateSync(fd, size);
+  } finally {
+    closeSync(fd);
   }
 }

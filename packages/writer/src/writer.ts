@@ -1,6 +1,26 @@
 import { Queue, Worker, type Job } from 'bullmq';
-import { BARS_QUEUE, BAR_FLAGS, Clock, crashPoint, barSources, decodeBarState, formatNumber, volumeNumber, duplicateRedis, metrics, sleep, type BarState, type Config, type Keys, type Logger, type RedisClient, SlotTransactions } from '@candlewick/common';
-import { CsvFiles, barCells } from './csv.js';
+import {
+  BARS_QUEUE,
+  Clock,
+  RecurringError,
+  SlotTransactions,
+  barRowCells,
+  crashPoint,
+  decodeBarEntry,
+  decodeBarState,
+  duplicateRedis,
+  encodeBarEntry,
+  metrics,
+  reportRedisError,
+  sleep,
+  type BarState,
+  type Config,
+  type Health,
+  type Keys,
+  type Logger,
+  type RedisClient,
+} from '@candlewick/common';
+import { CsvFiles, formatRow, rowCells, type FileEvent } from './csv.js';
 import { Carry } from './carry.js';
 
 export interface BarJobData {
@@ -21,8 +41,12 @@ export interface BarBatchData {
 /**
  * The write role: a BullMQ worker (concurrency 1, so rows reach each file in the order the closer
  * enqueued them) that appends each closed bar to its CSV file and publishes it on bars:{interval}.
- * A failed disk write is retried in place with backoff rather than failing the job, because a
- * failed job would be retried after later bars and then be skipped as stale.
+ *
+ * A failed disk write (a full disk, a permission) is retried in place with backoff — never failing
+ * the job, which would be retried after later bars and then be skipped as stale — and resumes by
+ * itself when the disk takes writes again; /healthz says unhealthy meanwhile. Rows that go missing
+ * from the end of a file while it runs are noticed before the next append and written again from
+ * bars:{interval} (kept BARS_RETENTION); a file that cannot be read back is set aside.
  */
 export class WriterService {
   private worker: Worker | undefined;
@@ -30,8 +54,11 @@ export class WriterService {
   private readonly clock: Clock;
   written = 0;
   skipped = 0;
-  private readonly metrics = { written: metrics.barsWritten(), lag: metrics.closeLag() };
+  private readonly metrics = { written: metrics.barsWritten(), lag: metrics.closeLag(), fileEvents: metrics.csvFileEvents(), diskFailing: metrics.diskFailing() };
   private readonly intervalMs: Map<string, number>;
+  private readonly disk: RecurringError;
+  /** files found short while verifying, to restore before the next append */
+  private readonly missing: Extract<FileEvent, { kind: 'rows-missing' }>[] = [];
 
   constructor(
     private readonly redis: RedisClient,
@@ -41,11 +68,25 @@ export class WriterService {
   ) {
     this.clock = new Clock(cfg.tz);
     this.intervalMs = new Map(cfg.intervals.map((iv) => [iv.name, iv.ms]));
-    this.files = new CsvFiles(cfg.dataDir, this.clock, cfg.csvExtraColumns);
+    this.files = new CsvFiles(cfg.dataDir, this.clock, cfg.csvExtraColumns, (e) => this.onFileEvent(e));
     this.carry = cfg.emptyBars === 'carry' ? new Carry(cfg, this.clock) : undefined;
+    this.disk = new RecurringError(log, 'appending to the CSV files failed; retrying until the disk takes writes again (check space and permissions of DATA_DIR)');
   }
 
   private readonly carry: Carry | undefined;
+
+  health(): Health {
+    return this.disk.active ? { ok: false, csv: 'appends failing (see the log): check space and permissions of DATA_DIR' } : { ok: true, csv: 'ok' };
+  }
+
+  private onFileEvent(e: FileEvent): void {
+    this.metrics.fileEvents.inc({ kind: e.kind });
+    const stats = this.keys.stats();
+    void this.redis.hincrby(stats, `csv:${e.kind}`, 1).catch((err: unknown) => reportRedisError(this.log, err, 'failed to count a file event'));
+    if (e.kind === 'cut-partial-row') this.log.warn({ file: e.path, bytes: e.bytes }, 'cut a partial last row (a write cut short) back to the last whole row');
+    else if (e.kind === 'set-aside') this.log.error({ file: e.path, aside: e.asidePath, reason: e.reason }, 'a CSV file could not be read back: set it aside and started a new one (every other file goes on)');
+    else this.missing.push(e);
+  }
 
   async start(): Promise<void> {
     await this.finishOrphanedJobs();
@@ -60,8 +101,8 @@ export class WriterService {
       stalledInterval: 5000,
       maxStalledCount: 10,
     });
-    this.worker.on('error', (err) => this.log.warn({ err }, 'writer worker error'));
-    this.worker.on('failed', (job, err) => this.log.error({ err, bar: job?.id }, 'bar could not be written'));
+    this.worker.on('error', (err) => reportRedisError(this.log, err, 'writer worker error'));
+    this.worker.on('failed', (job, err) => reportRedisError(this.log, err, 'bars could not be written', { job: job?.id }));
     this.log.info({ dataDir: this.cfg.dataDir }, 'writer started');
   }
 
@@ -73,6 +114,7 @@ export class WriterService {
    */
   private async finishOrphanedJobs(): Promise<void> {
     const queue = new Queue(BARS_QUEUE, { connection: duplicateRedis(this.redis, this.log), prefix: this.keys.queuePrefix() });
+    queue.on('error', (err) => reportRedisError(this.log, err, 'bars queue error'));
     try {
       const active = (await queue.getJobs(['active'])) as Job<BarBatchData>[];
       active.sort((a, b) => a.timestamp - b.timestamp || Number(a.id ?? 0) - Number(b.id ?? 0));
@@ -85,6 +127,62 @@ export class WriterService {
     }
   }
 
+  /** Runs a file operation until the disk takes it (backoff up to 5 s): a full disk delays rows, never loses them. */
+  private async onDisk<T>(what: () => T): Promise<T> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const r = what();
+        if (this.disk.active) {
+          this.disk.ok('the CSV files take writes again');
+          this.metrics.diskFailing.set(0);
+        }
+        return r;
+      } catch (err) {
+        this.disk.report(err);
+        this.metrics.diskFailing.set(1);
+        await sleep(Math.min(5000, 200 * 2 ** attempt));
+      }
+    }
+  }
+
+  /**
+   * Rows that went missing from the end of a file (found by verify): appended again, in order,
+   * from bars:{interval}, before anything after them. What the stream no longer has is said.
+   */
+  private async restoreMissing(): Promise<void> {
+    while (this.missing.length) {
+      const m = this.missing.shift()!;
+      const after = m.after ?? -Infinity;
+      const found = new Map<number, string[]>();
+      let reachedStart = false;
+      let end = '+';
+      for (;;) {
+        const page = (await this.redis.xrevrange(this.keys.bars(m.interval), end, '-', 'COUNT', 1000)) as [string, string[]][];
+        for (const [id, f] of page) {
+          const b = decodeBarEntry(id, m.interval, f);
+          if (b.symbol !== m.symbol || b.rev !== 0) continue;
+          if (b.start <= after) reachedStart = true;
+          else if (b.start <= m.through && !found.has(b.start)) found.set(b.start, f);
+        }
+        if (reachedStart || page.length < 1000) break;
+        end = `(${page[page.length - 1]![0]}`;
+      }
+      const starts = [...found.keys()].sort((a, b) => a - b);
+      for (const start of starts) {
+        const cells = barRowCells(decodeBarEntry('', m.interval, found.get(start)!));
+        await this.onDisk(() => this.files.appendRow(m.interval, m.symbol, start, formatRow(cells, this.cfg.csvExtraColumns), cells.close));
+      }
+      const said = {
+        file: m.path,
+        lastRow: m.after === undefined ? 'none' : this.clock.label(m.after),
+        writtenThrough: this.clock.label(m.through),
+        restored: starts.length,
+      };
+      if (reachedStart || m.after === undefined) this.log.error(said, `rows went missing from the end of a CSV file while the writer ran: wrote them again from ${this.keys.bars(m.interval)}`);
+      else this.log.error(said, `rows went missing from the end of a CSV file while the writer ran; ${this.keys.bars(m.interval)} no longer holds all of them (BARS_RETENTION): the rest are gone`);
+    }
+  }
+
   /** Appends a batch of closed bars (in closing order) and publishes them. */
   async processBatch(batch: BarBatchData): Promise<{ written: number; skipped: number }> {
     const tx = new SlotTransactions(this.redis);
@@ -93,38 +191,31 @@ export class WriterService {
     let written = 0;
     let skipped = 0;
     const publish = (interval: string, symbol: string, start: number, state: BarState, rev: number) => {
-      const cells = barCells(state);
-      const flags = state.flags ?? 0;
       const stream = this.keys.bars(interval);
-      tx.on(stream).xadd(
-        stream, 'MINID', '~', minId, '*',
-        's', symbol, 'start', String(start), 'ts', this.clock.label(start),
-        'o', state.open, 'h', state.high, 'l', state.low, 'c', state.close,
-        'vwap', cells.vwap, 'v', formatNumber(volumeNumber(state.volume)), 'n', cells.n, 'rev', String(rev),
-        'complete', flags & BAR_FLAGS.INCOMPLETE ? '0' : '1', 'sources', barSources(flags),
-      );
+      tx.on(stream).xadd(stream, 'MINID', '~', minId, '*', ...encodeBarEntry(symbol, start, rev, rowCells(this.clock, start, state)));
     };
-    const flat = (interval: string, symbol: string, before: number | undefined, through: number | undefined) => {
-      for (const f of this.carry?.fill(this.files, interval, symbol, before, through) ?? []) {
-        written++;
-        counts.set(interval, (counts.get(interval) ?? 0) + 1);
-        publish(interval, symbol, f.start, f.state, 0);
-      }
+    const ready = async (interval: string, symbol: string) => {
+      await this.onDisk(() => this.files.verify(interval, symbol));
+      if (this.missing.length) await this.restoreMissing();
+    };
+    const flat = async (interval: string, symbol: string, before: number | undefined, through: number | undefined) => {
+      if (!this.carry) return;
+      await this.onDisk(() =>
+        this.carry!.fill(this.files, interval, symbol, before, through, (f) => {
+          written++;
+          counts.set(interval, (counts.get(interval) ?? 0) + 1);
+          publish(interval, symbol, f.start, f.state, 0);
+        }),
+      );
     };
     for (const bar of batch.bars) {
       const state = decodeBarState(bar.state);
-      if (this.carry && !bar.rev) flat(bar.interval, bar.symbol, bar.start, undefined);
       const rev = bar.rev ?? 0;
-      let outcome: ReturnType<CsvFiles['append']>;
-      for (let attempt = 0; ; attempt++) {
-        try {
-          outcome = rev > 0 ? this.files.appendCorrection(bar.interval, bar.symbol, bar.start, rev, state) : this.files.append(bar.interval, bar.symbol, bar.start, state);
-          break;
-        } catch (err) {
-          this.log.error({ err, attempt }, 'appending to the CSV failed; retrying (check disk space and permissions)');
-          await sleep(Math.min(30_000, 200 * 2 ** attempt));
-        }
-      }
+      if (rev === 0) await ready(bar.interval, bar.symbol);
+      if (rev === 0) await flat(bar.interval, bar.symbol, bar.start, undefined);
+      const outcome = await this.onDisk(() =>
+        rev > 0 ? this.files.appendCorrection(bar.interval, bar.symbol, bar.start, rev, state) : this.files.append(bar.interval, bar.symbol, bar.start, state),
+      );
       crashPoint('write:appended'); // the row is in the file; not yet published or counted
       if (outcome === 'stale') {
         skipped++;
@@ -142,7 +233,10 @@ export class WriterService {
     }
     if (this.carry && batch.horizon) {
       for (const symbol of this.carry.symbolsOf(batch.horizon.partition)) {
-        for (const iv of this.cfg.intervals) flat(iv.name, symbol, undefined, batch.horizon.through);
+        for (const iv of this.cfg.intervals) {
+          await ready(iv.name, symbol);
+          await flat(iv.name, symbol, undefined, batch.horizon.through);
+        }
       }
     }
     for (const [interval, n] of counts) tx.on(this.keys.stats()).hincrby(this.keys.stats(), `written:${interval}`, n);

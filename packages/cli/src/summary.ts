@@ -1,0 +1,126 @@
+import { join } from 'node:path';
+import type { Config, Keys, RedisClient } from '@candlewick/common';
+
+/** The counters behind the summary, summed over partitions. */
+export interface Counters {
+  in: number;
+  rejected: number;
+  badFrames: number;
+  late: number;
+  merged: number;
+  filtered: number;
+  /** CONDITIONS=cta-utp: trades whose conditions let them set nothing */
+  excluded: number;
+  /** trades carrying condition codes the table does not know */
+  unknownConditions: number;
+  /** LATE=amend: late trades past LATE_AMEND_WINDOW for every bar they belong to (in no correction) */
+  amendTooOld: number;
+  written: Record<string, number>;
+  /** the ingestor's hold of trades outside Redis (receipt to Redis's answer), as it last reported */
+  holdMaxMs: number;
+  holdMeanMs: number;
+  firstRx: number;
+  lastRx: number;
+  feedUp: number;
+  lastMerge: number;
+}
+
+/** One run's summary: the counters' differences, plus timing. */
+export type StackSummary = Pick<Counters, 'rejected' | 'badFrames' | 'late' | 'merged' | 'filtered' | 'excluded' | 'unknownConditions' | 'amendTooOld' | 'written' | 'holdMaxMs' | 'holdMeanMs'> & {
+  tradesIn: number;
+  wallMs: number;
+  tradesPerSec: number;
+};
+
+export async function readCounters(redis: RedisClient, cfg: Config, keys: Keys): Promise<Counters> {
+  const stats = await redis.hgetall(keys.stats());
+  const c: Counters = {
+    in: 0,
+    rejected: Number(stats.rejected ?? 0),
+    badFrames: Number(stats.badFrames ?? 0),
+    late: 0,
+    merged: 0,
+    filtered: 0,
+    excluded: 0,
+    unknownConditions: 0,
+    amendTooOld: 0,
+    written: {},
+    holdMaxMs: Number(stats.ingestHoldMaxMs ?? 0),
+    holdMeanMs: Number(stats.ingestHoldMeanMs ?? 0),
+    firstRx: Number(stats.firstRx ?? 0),
+    lastRx: Number(stats.lastRx ?? 0),
+    feedUp: Number(stats.feedUp ?? 0),
+    lastMerge: 0,
+  };
+  for (let p = 0; p < cfg.partitions; p++) {
+    c.in += Number((await redis.hget(keys.clock(p), 'in')) ?? 0);
+    const ps = await redis.hgetall(keys.partitionStats(p));
+    c.late += Number(ps.late ?? 0);
+    c.merged += Number(ps.merged ?? 0);
+    c.filtered += Number(ps.filtered ?? 0);
+    c.excluded += Number(ps.excluded ?? 0);
+    c.unknownConditions += Number(ps.unknownConditions ?? 0);
+    c.amendTooOld += Number(ps.amendTooOld ?? 0);
+    c.lastMerge = Math.max(c.lastMerge, Number(ps.lastMergeMs ?? 0));
+  }
+  for (const iv of cfg.intervals) c.written[iv.name] = Number(stats[`written:${iv.name}`] ?? 0);
+  return c;
+}
+
+/**
+ * This run's summary: counters now minus counters at start (Redis keeps them across runs).
+ * Throughput counts the time trades spent in the pipeline: from the first trade received to the
+ * last batch merged, plus the final close-and-write; the idle wait before the exit is not counted.
+ */
+export function summarize(before: Counters, after: Counters, startedAt: number, endedAt: number, finishMs: number): StackSummary {
+  const tradesIn = after.in - before.in;
+  const firstRx = after.firstRx >= startedAt ? after.firstRx : startedAt;
+  const lastMerge = after.lastMerge > before.lastMerge ? after.lastMerge : endedAt;
+  const span = Math.max(1, lastMerge - firstRx + finishMs);
+  const written: Record<string, number> = {};
+  for (const [k, v] of Object.entries(after.written)) written[k] = v - (before.written[k] ?? 0);
+  return {
+    tradesIn,
+    rejected: after.rejected - before.rejected,
+    badFrames: after.badFrames - before.badFrames,
+    late: after.late - before.late,
+    merged: after.merged - before.merged,
+    filtered: after.filtered - before.filtered,
+    excluded: after.excluded - before.excluded,
+    unknownConditions: after.unknownConditions - before.unknownConditions,
+    amendTooOld: after.amendTooOld - before.amendTooOld,
+    written,
+    holdMaxMs: after.holdMaxMs,
+    holdMeanMs: after.holdMeanMs,
+    wallMs: endedAt - startedAt,
+    tradesPerSec: Math.round((tradesIn / span) * 1000),
+  };
+}
+
+function lateNote(s: StackSummary): string {
+  if (s.late === 0) return '';
+  const notes = ['kept in trades:late'];
+  if (s.amendTooOld) notes.push(`${s.amendTooOld} past LATE_AMEND_WINDOW, in no correction`);
+  if (s.late === s.tradesIn) notes.push('a replay of an already-seen day is all late: start from an empty DATA_DIR');
+  return ` (${notes.join('; ')})`;
+}
+
+export function formatSummary(s: StackSummary, dataDir: string): string {
+  const bars = Object.entries(s.written).map(([k, v]) => `${k}=${v}`).join(' ');
+  const left: string[] = [];
+  if (s.filtered) left.push(`${s.filtered} outside SESSIONS, left out`);
+  if (s.excluded) left.push(`${s.excluded} whose CONDITIONS set nothing`);
+  return [
+    'candlewick summary',
+    `  trades in        ${s.tradesIn}`,
+    `  rejected         ${s.rejected} (plus ${s.badFrames} unreadable frames)`,
+    `  late             ${s.late}${lateNote(s)}`,
+    `  merged           ${s.merged - s.filtered - s.excluded}${left.length ? ` (plus ${left.join(', ')})` : ''}`,
+    ...(s.unknownConditions ? [`  conditions       ${s.unknownConditions} trades with codes not in the table, counted as regular (see CONDITION_CODES)`] : []),
+    `  bars written     ${bars}`,
+    `  ingest hold      mean ${s.holdMeanMs} ms, max ${s.holdMaxMs} ms (a trade's time outside Redis: receipt to Redis's answer)`,
+    `  wall time        ${(s.wallMs / 1000).toFixed(2)} s`,
+    `  throughput       ${s.tradesPerSec} trades/s (first trade received to last merge, plus the final close and write)`,
+    `  CSV              ${join(dataDir, 'raw')}`,
+  ].join('\n');
+}

@@ -1,0 +1,40 @@
+/**
+ * Exit codes and the error classes that carry them: one place, so a supervisor (`candlewick
+ * stack`, docker compose, systemd) and a user reading `$?` know what happened.
+ */
+export const EXIT = Object.freeze({
+  /** done: a replay to its end, or stopped on request with everything handed over */
+  OK: 0,
+  /** a runtime failure, or a stop that could not hand over what it held (the log says what) */
+  FAILURE: 1,
+  /** bad configuration or input: restarting cannot help, so supervisors do not restart it */
+  CONFIG: 2,
+  /** no Redis: none to start, unreachable within REDIS_CONNECT_TIMEOUT, or lost for good */
+  NO_REDIS: 3,
+});
+
+/** `candlewick stack` stopped by signal n before its replay finished: 128 + n, as shells report it. */
+export function signalExitCode(signal: NodeJS.Signals): number {
+  const n = { SIGHUP: 1, SIGINT: 2, SIGPIPE: 13, SIGTERM: 15 }[signal as string] ?? 15;
+  return 128 + n;
+}
+
+/** Redis cannot be had: the message says what was tried and what to do. */
+export class RedisUnavailableError extends Error {
+  readonly exitCode = EXIT.NO_REDIS;
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'RedisUnavailableError';
+  }
+}
+
+/**
+ * Errors that mean the connection to Redis is down or going (as opposed to a command Redis
+ * refused): these are an outage, reported once, and retried.
+ */
+export function isConnectionError(err: unknown): boolean {
+  if (!(err instanceof Error)) return false;
+  const code = (err as NodeJS.ErrnoException).code ?? '';
+  if (['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND', 'EHOSTUNREACH', 'EAI_AGAIN', 'ENETUNREACH'].includes(code)) return true;
+  return /Connection is closed|Stream isn't writeable|connect ECONNREFUSED|Reached the max retries|CLUSTERDOWN|LOADING|None of startup nodes is available|Failed to refresh slots cache/.test(err.message);
+}
