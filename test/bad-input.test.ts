@@ -1,4 +1,4 @@
-import { readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -91,5 +91,43 @@ describe('configuration and environment errors', () => {
     expect(res.stderr).toMatch(/install Redis/);
     expect(res.stderr).toMatch(/REDIS_URL/);
     expect(res.stderr).toMatch(/docker compose up/);
+  });
+});
+
+describe('bad tapes and flags', () => {
+  it('a REPLAY_TAPE that does not exist: exit 2 naming the variable and the path, nothing started', async () => {
+    const dir = tempDir('notape');
+    const res = await runCli(['stack'], { DATA_DIR: dir, REPLAY_TAPE: join(dir, 'nope.jsonl') });
+    expect(res.code).toBe(2);
+    expect(res.stderr).toMatch(/REPLAY_TAPE=".*nope\.jsonl": .*cannot be read \(ENOENT\)/);
+    expect(res.stderr).not.toMatch(/\n\s+at /); // a message, not a stack trace
+    expect(existsSync(join(dir, 'redis'))).toBe(false);
+  });
+
+  it('a tape line that is not JSON is left out with its file and line; a trade with a price that is not a number is rejected alone', async () => {
+    const dir = tempDir('badlines');
+    const rows = JSON.parse(gunzipSync(readFileSync(BUNDLED_TAPE)).toString('utf8')) as { info: { p: string; q: string; T: number } }[];
+    const lines = rows.map((r) => JSON.stringify({ s: 'BINANCE:XRPETH', p: Number(r.info.p), v: Number(r.info.q), t: r.info.T, c: [] }));
+    lines.splice(100, 0, '{"s":"BINANCE:XRPETH","p":0.0014,"v":');
+    lines.splice(5000, 0, JSON.stringify({ s: 'BINANCE:XRPETH', p: 'abc', v: 1, t: rows[4998]!.info.T, c: [] }));
+    const tape = join(dir, 'tape.jsonl');
+    writeFileSync(tape, lines.join('\n'));
+    const prefix = uniquePrefix('badlines');
+    const res = await runCli(['stack'], { REDIS_URL: redisUrl(), KEY_PREFIX: prefix, DATA_DIR: dir, EXIT_WHEN_IDLE_MS: '500', REPLAY_TAPE: tape, INTERVALS: '1min,1h' });
+    expect(res.code).toBe(0);
+    expect(res.stdout).toMatch(/tape\.jsonl:101: not JSON .*line left out/);
+    // the bad price travels as a string, so the ingestor rejects that trade alone: the other 499 of its frame are kept
+    expect(res.stdout).toMatch(/trades in\s+12477\n/);
+    expect(res.stdout).toContain('rejected         1 (plus 0 unreadable frames)');
+    const rejected = (await redis.xrange(makeKeys(prefix).rejected(), '-', '+')) as [string, string[]][];
+    expect(rejected.map(([, f]) => f[f.indexOf('reason') + 1])).toEqual([expect.stringMatching(/p \(price\) must be a finite number > 0, got "abc"/)]);
+    const klines = loadKlines();
+    expect(compareBars(readCsv(csvPath(dir, '1min', 'BINANCE:XRPETH')).rows, rollUpKlines(klines, 1))).toEqual([]);
+  });
+
+  it('an unknown flag is an error that names the closest one and lists them all', async () => {
+    const res = await runCli(['stack', '--tapee', 'x.jsonl'], {});
+    expect(res.code).toBe(2);
+    expect(res.stderr).toMatch(/unknown flag --tapee: did you mean --tape\? known flags: .*--replay-tape/);
   });
 });

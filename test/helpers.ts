@@ -258,3 +258,42 @@ export async function runThroughOutage(before: readonly TapeItem[], after: reado
   await second.stop();
   return { code, out };
 }
+
+/** Whether a process is alive (signal 0). */
+export function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Child pids of a process, from /proc (Linux). */
+export function childPids(pid: number): number[] {
+  try {
+    return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+  } catch {
+    return [];
+  }
+}
+
+/** The command line of a process ('' when it is gone). */
+export function cmdline(pid: number): string {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' ');
+  } catch {
+    return '';
+  }
+}
+
+/**
+ * A test that needs something a machine may not give (root, a Docker engine): skipped with the
+ * reason here; where CANDLEWICK_CI=1 (our CI, which provides all of it) a missing need fails.
+ */
+export function needs(ok: boolean, reason: string): boolean {
+  if (ok) return true;
+  if (process.env.CANDLEWICK_CI === '1') throw new Error(`this test cannot run here (${reason}), and CI must run it`);
+  console.warn(`skipped: ${reason}`);
+  return false;
+}

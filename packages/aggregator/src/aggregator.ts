@@ -1,4 +1,4 @@
-import { AGGREGATOR_GROUP, RecurringError, isConnectionError, redisLink, BAR_FLAGS, CalendarRangeError, Clock, conditionRules, crashPoint, type ConditionRules, duplicateRedis, mergeBatchKeys, metrics, processId, sleep, type Config, type Keys, type Logger, type RedisClient } from '@candlewick/common';
+import { AGGREGATOR_GROUP, RecurringError, isConnectionError, isRefusal, redisLink, BAR_FLAGS, CalendarRangeError, Clock, conditionRules, crashPoint, type ConditionRules, duplicateRedis, mergeBatchKeys, metrics, processId, sleep, type Config, type Keys, type Logger, type RedisClient } from '@candlewick/common';
 import type { Gauge } from 'prom-client';
 import { Preaggregator, mergeArgs, rawEntry, type RawEntry } from './preaggregate.js';
 
@@ -123,16 +123,22 @@ export class Aggregator {
         }
         const entries = await (next ?? this.read(conn, stream));
         next = this.stopped ? undefined : this.read(conn, stream);
+        // a read-ahead that fails while this batch is merged is seen when it is awaited
+        next?.catch(() => undefined);
         if (entries.length) await this.process(p, entries);
         this.failing.ok();
       } catch (err) {
+        // what this consumer read and did not merge (the failed batch, a read-ahead dropped here)
+        // stays pending for it: take it back first when the loop goes on
         next = undefined;
+        ownPending = true;
         const msg = String((err as Error).message);
         if (msg.includes('NOGROUP')) {
           this.log.warn({ stream }, 'consumer group missing; recreating it');
           await ensureGroup(this.redis, stream).catch(() => undefined);
         } else {
           if (isConnectionError(err)) redisLink.error(err, 'aggregator');
+          else if (isRefusal(err)) redisLink.refused(err);
           else this.failing.report(err, { partition: p });
           await sleep(500);
         }
@@ -195,6 +201,7 @@ export class Aggregator {
         AGGREGATOR_GROUP, this.consumer, ...mergeArgs(todo, pre),
       );
       if (Number(res[0]) === 1) {
+        redisLink.wrote();
         this.merged += Number(res[1]);
         this.late += Number(res[2]);
         this.batches++;

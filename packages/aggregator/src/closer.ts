@@ -4,6 +4,7 @@ import {
   BARS_QUEUE,
   RecurringError,
   isConnectionError,
+  isRefusal,
   redisLink,
   reportRedisError,
   CLOSE_QUEUE,
@@ -185,11 +186,20 @@ export class CloserService {
       async (_job: Job) => {
         await this.closer.tick(false);
       },
-      { connection: duplicateRedis(this.redis, this.log), prefix: this.keys.queuePrefix(), concurrency: 1 },
+      {
+        connection: duplicateRedis(this.redis, this.log),
+        prefix: this.keys.queuePrefix(),
+        concurrency: 1,
+        // after a Redis error (an outage, a refusal) try again within a second, not BullMQ's 15 s
+        runRetryDelay: 1000,
+      },
     );
     const failing = new RecurringError(this.log, 'closing bars failed; the next tick tries again');
-    this.worker.on('failed', (_job, err) => (isConnectionError(err) ? redisLink.error(err, 'closer') : failing.report(err)));
-    this.worker.on('completed', () => failing.ok());
+    this.worker.on('failed', (_job, err) => (isConnectionError(err) || isRefusal(err) ? reportRedisError(this.log, err, 'close tick failed') : failing.report(err)));
+    this.worker.on('completed', () => {
+      failing.ok();
+      redisLink.wrote();
+    });
     this.worker.on('error', (err) => reportRedisError(this.log, err, 'close worker error'));
     this.queue.on('error', (err) => reportRedisError(this.log, err, 'close queue error'));
     this.log.info({ everyMs: this.cfg.closeEveryMs, clock: this.cfg.clock, graceMs: this.cfg.graceMs }, 'closer started');

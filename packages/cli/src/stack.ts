@@ -111,8 +111,8 @@ const STOP_ORDER = ['ingest', 'replay-server', 'backfill', 'aggregate', 'close',
  * Every child runs in a process group of its own, so Ctrl-C in a terminal (which signals the
  * terminal's whole group) reaches only the stack, which then stops the roles in order and Redis
  * last. A private redis-server that dies is restarted on its port and data. Exit code: 0 when the
- * replay finished or a live run was stopped cleanly; 128 + n when signal n stopped a replay before
- * its end; 1 when a role failed for good; 2 bad configuration; 3 no Redis.
+ * replay finished, or a run that ends only on request (live) was stopped cleanly; 128 + n when
+ * signal n stopped a replay before its end; 1 when a role failed for good; 2 bad configuration; 3 no Redis.
  */
 export async function runStack(cfg: Config, env: NodeJS.ProcessEnv): Promise<number> {
   disableCrashPoints();
@@ -282,9 +282,12 @@ export async function runStack(cfg: Config, env: NodeJS.ProcessEnv): Promise<num
   return code;
 }
 
-/** What a stop by `signal` means: a live run stopped cleanly is done; a replay stopped is not. */
+/**
+ * What a stop by `signal` means: a run that only ends on request (live, or EXIT_WHEN_IDLE_MS=0)
+ * stopped cleanly is done (0); a replay that would have ended by itself was cut short (128 + n).
+ */
 function exitFor(signal: NodeJS.Signals, cfg: Config): number {
-  return cfg.mode === 'live' ? EXIT.OK : signalExitCode(signal);
+  return cfg.exitWhenIdleMs === 0 ? EXIT.OK : signalExitCode(signal);
 }
 
 /** SIGTERM, then SIGKILL after `graceMs`; resolves when the process has exited. */

@@ -29,6 +29,15 @@ export class RedisUnavailableError extends Error {
 }
 
 /**
+ * Errors that mean Redis is up but refuses writes for now (its disk is full: MISCONF; out of
+ * memory: OOM; a replica or a failover: READONLY, MASTERDOWN; busy with a script: BUSY): like an
+ * outage, said once and retried — the command had no effect.
+ */
+export function isRefusal(err: unknown): boolean {
+  return err instanceof Error && /^(MISCONF|OOM|READONLY|MASTERDOWN|NOREPLICAS|BUSY|LOADING|TRYAGAIN)\b/.test(err.message);
+}
+
+/**
  * Errors that mean the connection to Redis is down or going (as opposed to a command Redis
  * refused): these are an outage, reported once, and retried.
  */

@@ -2,7 +2,7 @@ import { Cluster, Redis, type ChainableCommander, type RedisOptions } from 'iore
 import calculateSlot from 'cluster-key-slot';
 import { registerScripts } from './scripts.js';
 import { redactUrl, type Logger } from './logger.js';
-import { RedisUnavailableError, isConnectionError } from './errors.js';
+import { RedisUnavailableError, isConnectionError, isRefusal } from './errors.js';
 
 /** A single Redis or a Redis Cluster: every role works on either. */
 export type RedisClient = Redis | Cluster;
@@ -60,6 +60,35 @@ export class RedisLink {
     for (const c of this.connections) c.disconnect();
   }
 
+  private refusingSince = 0;
+  private refusingSaid = 0;
+
+  /** Redis refuses writes (MISCONF, OOM, ...): said once, then once a minute, until a write goes through. */
+  refused(err: unknown): void {
+    const now = Date.now();
+    const reason = err instanceof Error ? err.message.split('\n')[0]!.replace(/ script: .*$/, '') : String(err);
+    if (this.refusingSince === 0) {
+      this.refusingSince = now;
+      this.refusingSaid = now;
+      this.log?.error({ reason }, 'Redis refuses writes; every role waits and tries again (nothing is dropped). A full disk under Redis: free space');
+    } else if (now - this.refusingSaid >= 60_000) {
+      this.refusingSaid = now;
+      this.log?.error({ reason, forS: Math.round((now - this.refusingSince) / 1000) }, 'Redis still refuses writes');
+    }
+  }
+
+  /** A write went through: a refusal has ended. */
+  wrote(): void {
+    if (this.refusingSince === 0) return;
+    this.log?.info({ afterS: Number(((Date.now() - this.refusingSince) / 1000).toFixed(1)) }, 'Redis takes writes again');
+    this.refusingSince = 0;
+  }
+
+  /** Redis refuses writes right now (as far as this process has seen) */
+  get refusing(): boolean {
+    return this.refusingSince !== 0;
+  }
+
   ready(): void {
     if (this.downSince === 0) return;
     this.log?.info({ redis: this.where, downS: Number(((Date.now() - this.downSince) / 1000).toFixed(1)) }, 'Redis is back');
@@ -76,6 +105,7 @@ export const redisLink = new RedisLink();
  */
 export function reportRedisError(log: Logger, err: unknown, msg: string, extra: Record<string, unknown> = {}): void {
   if (isConnectionError(err)) redisLink.error(err, 'redis');
+  else if (isRefusal(err)) redisLink.refused(err);
   else log.error({ err, ...extra }, msg);
 }
 

@@ -4,6 +4,7 @@ import {
   metrics,
   partitionOf,
   processId,
+  redisLink,
   reportRedisError,
   sleep,
   type AddTradesReply,
@@ -213,6 +214,7 @@ export class TradeSink {
 
   private acked(p: number, batch: Batch): void {
     if (batch.ackedAt !== 0) return; // a resend of a batch already counted
+    redisLink.wrote();
     const now = Date.now();
     batch.ackedAt = now;
     this.added += batch.n;
@@ -264,6 +266,7 @@ export class TradeSink {
         try {
           const done = applied ?? Number((await this.redis.hget(this.opts.keys.clock(p), `batch:${this.sender}`)) ?? -1);
           applied = undefined;
+          this.trim(p, Date.now());
           const held = this.held[p]!;
           const todo = held.filter((b) => b.seq > done);
           if (todo.length === 0) break;

@@ -91,7 +91,7 @@ export function tapeFiles(spec: string): string[] {
     } else files.push(part);
   }
   if (files.length === 0) throw new TapeError(`"${spec}" names no tape files (${TAPE_FORMATS})`);
-  for (const f of files) if (!TAPE_NAME.test(basename(f))) throw new TapeError(`"${f}" is not a known tape format: use ${TAPE_FORMATS}`);
+  for (const f of files) if (!TAPE_NAME.test(basename(f))) throw new TapeError(`unknown tape format "${f}": use ${TAPE_FORMATS}`);
   return files;
 }
 
@@ -124,7 +124,7 @@ export function readTapeFile(file: string, problems?: string[]): TapeItem[] {
     if (err instanceof TapeError) throw err;
     throw new TapeError(`${file}: ${(err as Error).message}`, { cause: err });
   }
-  throw new TapeError(`"${file}" is not a known tape format: use ${TAPE_FORMATS}`);
+  throw new TapeError(`unknown tape format "${file}": use ${TAPE_FORMATS}`);
 }
 
 /** Finnhub's prices and sizes are JSON numbers; anything else is replayed as it is, for the ingestor to judge. */

@@ -11,6 +11,7 @@ import {
   duplicateRedis,
   encodeBarEntry,
   metrics,
+  redisLink,
   reportRedisError,
   sleep,
   type BarState,
@@ -100,6 +101,8 @@ export class WriterService {
       lockDuration: 5000,
       stalledInterval: 5000,
       maxStalledCount: 10,
+      // after a Redis error (an outage, a refusal) try again within a second, not BullMQ's 15 s
+      runRetryDelay: 1000,
     });
     this.worker.on('error', (err) => reportRedisError(this.log, err, 'writer worker error'));
     this.worker.on('failed', (job, err) => reportRedisError(this.log, err, 'bars could not be written', { job: job?.id }));
@@ -241,6 +244,7 @@ export class WriterService {
     }
     for (const [interval, n] of counts) tx.on(this.keys.stats()).hincrby(this.keys.stats(), `written:${interval}`, n);
     await tx.exec();
+    redisLink.wrote();
     this.written += written;
     this.skipped += skipped;
     return { written, skipped };

@@ -1,0 +1,134 @@
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, openSync, readFileSync, readdirSync, rmSync, writeSync, closeSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { beforeAll, describe, expect, it, onTestFinished } from 'vitest';
+import { Clock, barFromTrade, orderKey } from '@candlewick/common';
+import { CsvFiles, csvPath } from '@candlewick/writer';
+import { csvOutputs, needs, runCli, startCli, tempDir, waitFor } from './helpers.js';
+
+/**
+ * A full disk, as users meet it: the CSV folder, or the whole DATA_DIR (Redis's AOF and the log
+ * files too), filling up mid-run and freed again. Small tmpfs mounts stand in for the disk, so
+ * these tests need root (CI runs as root; elsewhere they say why they are skipped).
+ */
+const root = process.getuid?.() === 0;
+
+/** A tmpfs of `kb` KiB at `dir`, unmounted when the test ends. */
+function tmpfs(dir: string, kb: number): void {
+  mkdirSync(dir, { recursive: true });
+  execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${kb}k`, 'tmpfs', dir]);
+  onTestFinished(() => {
+    try {
+      execFileSync('umount', ['-l', dir]);
+    } catch {
+      // already gone
+    }
+  });
+}
+
+/** Fills the filesystem of `dir` with a file until it is full; returns its path. */
+function fill(dir: string, leaveKb = 0): string {
+  const path = join(dir, 'filler');
+  const fd = openSync(path, 'w');
+  const chunk = Buffer.alloc(4096, 'x');
+  try {
+    for (;;) {
+      const free = Number(execFileSync('df', ['--output=avail', '-k', dir]).toString().split('\n')[1]);
+      if (free <= leaveKb) break;
+      writeSync(fd, chunk);
+    }
+  } catch {
+    // ENOSPC: full
+  } finally {
+    closeSync(fd);
+  }
+  return path;
+}
+
+const clock = new Clock('America/New_York');
+const T = Date.parse('2019-11-03T05:00:00Z');
+const bar = (i: number) => ({ ...barFromTrade(`${100 + i}.123456`, 1234.5, orderKey(T + i * 60_000, '1-0')), n: 7 });
+
+describe('a full disk', () => {
+  it('never leaves half a row or a file without its header: a failed append is cut back, and the next one starts clean', () => {
+    if (!needs(root, 'mounting a small tmpfs needs root')) return;
+    const dir = tempDir('enospc-unit');
+    tmpfs(dir, 64);
+    const files = new CsvFiles(dir, clock);
+    for (let i = 0; i < 3; i++) expect(files.append('1min', 'AAPL', T + i * 60_000, bar(i))).toBe('written');
+    const path = csvPath(dir, '1min', 'AAPL');
+    const filler = fill(dir);
+    // the file's last page has room for a few rows; the row that does not fit is written in part, then refused
+    let i = 3;
+    let failed: unknown;
+    for (; i < 200; i++) {
+      try {
+        files.append('1min', 'AAPL', T + i * 60_000, bar(i));
+      } catch (err) {
+        failed = err;
+        break;
+      }
+    }
+    expect((failed as NodeJS.ErrnoException).code).toBe('ENOSPC');
+    const text = readFileSync(path, 'utf8');
+    expect(text.endsWith('\n')).toBe(true);
+    expect(text.trimEnd().split('\n')).toHaveLength(1 + i);
+    // a new file on the full disk: created, refused, left empty — not headerless with a row
+    expect(() => files.append('1min', 'MSFT', T, bar(0))).toThrow(/ENOSPC/);
+    // space again: the same rows go on whole, the new file gets its header
+    rmSync(filler);
+    expect(files.append('1min', 'AAPL', T + i * 60_000, bar(i))).toBe('written');
+    expect(files.append('1min', 'MSFT', T, bar(0))).toBe('written');
+    const after = readFileSync(path, 'utf8').trimEnd().split('\n');
+    expect(after).toHaveLength(2 + i);
+    expect(after.slice(1).every((l) => /^2019-11-03T0\d:\d\d:00-0[45]:00,\d+\.123456,/.test(l) && l.split(',').length === 8)).toBe(true);
+    expect(readFileSync(csvPath(dir, '1min', 'MSFT'), 'utf8').split('\n')[0]).toBe('timestamp,open,high,low,close,vwap,volume,num_transactions');
+  });
+
+  let reference: Map<string, string>;
+  beforeAll(async () => {
+    const dir = tempDir('disk-reference');
+    const res = await runCli(['stack'], { DATA_DIR: dir });
+    expect(res.code).toBe(0);
+    reference = csvOutputs(dir);
+  });
+
+  it('the CSV folder fills mid-run: the writer waits, says so once, resumes by itself when space returns, and every file is byte-identical', async () => {
+    if (!needs(root, 'mounting a small tmpfs needs root')) return;
+    const dir = tempDir('enospc-csv');
+    const raw = join(dir, 'raw');
+    tmpfs(raw, 512);
+    const filler = fill(raw, 150);
+    const stack = startCli(['stack'], { DATA_DIR: dir, REPLAY_SPEED: '20000', REPLAY_SHIFT: 'false', EXIT_WHEN_IDLE_MS: '2000' });
+    await waitFor(() => /appending to the CSV files failed/.test(stack.output().stdout), 90_000, 'the disk to fill');
+    await new Promise((r) => setTimeout(r, 3000));
+    rmSync(filler);
+    const code = await stack.exited;
+    const out = stack.output().stdout;
+    expect(code, out.slice(-3000)).toBe(0);
+    expect(out.match(/appending to the CSV files failed; retrying/g)).toHaveLength(1);
+    expect(out).toMatch(/the CSV files take writes again/);
+    expect(csvOutputs(dir)).toEqual(reference);
+  });
+
+  it('the whole DATA_DIR fills mid-run (Redis refuses writes, the log files stop): every role waits, nothing restarts, and every file is byte-identical once space returns', async () => {
+    if (!needs(root, 'mounting a small tmpfs needs root')) return;
+    const dir = tempDir('enospc-all');
+    tmpfs(dir, 24 * 1024);
+    const filler = fill(dir, 3 * 1024);
+    const stack = startCli(['stack'], { DATA_DIR: dir, REPLAY_SPEED: '20000', REPLAY_SHIFT: 'false', EXIT_WHEN_IDLE_MS: '3000' });
+    await waitFor(() => /MISCONF|No space left|ENOSPC/.test(stack.output().stdout), 90_000, 'the disk to fill');
+    await new Promise((r) => setTimeout(r, 3000));
+    rmSync(filler);
+    const code = await stack.exited;
+    const out = stack.output().stdout;
+    if (process.env.CW_DEBUG_OUT) (await import('node:fs')).writeFileSync(process.env.CW_DEBUG_OUT, out);
+    expect(code, out.slice(-4000)).toBe(0);
+    expect(out).not.toMatch(/exited unexpectedly|uncaught|unhandled/);
+    expect(out).toMatch(/trades in\s+12477\n/);
+    expect(out).toMatch(/merged\s+12477\n/);
+    expect(csvOutputs(dir)).toEqual(reference);
+    expect(statSync(join(dir, 'logs')).isDirectory()).toBe(true);
+    expect(readdirSync(dir)).not.toContain('filler');
+  });
+});

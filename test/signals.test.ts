@@ -1,0 +1,133 @@
+import { spawn } from 'node:child_process';
+import { readFileSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it, onTestFinished } from 'vitest';
+import { CLI, alive, childPids, cmdline, readCsv, tempDir, waitFor } from './helpers.js';
+import { csvPath } from '@candlewick/writer';
+
+/**
+ * Stopping a stack as users do: Ctrl-C in a terminal (SIGINT to the whole process group), SIGTERM,
+ * `timeout`, a closed pipe. Every role takes its graceful path once, Redis stops last, nothing is
+ * left running, and the exit code says what happened.
+ */
+function startGroup(args: string[], env: Record<string, string>, shell = false) {
+  // a process group of its own, as a terminal gives a foreground job
+  const proc = shell
+    ? spawn('bash', ['-c', args.join(' ')], { env: { PATH: process.env.PATH ?? '', LOG_LEVEL: 'info', ...env }, stdio: ['ignore', 'pipe', 'pipe'], detached: true })
+    : spawn(process.execPath, [CLI, ...args], { env: { PATH: process.env.PATH ?? '', LOG_LEVEL: 'info', ...env }, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+  let out = '';
+  proc.stdout.on('data', (d: Buffer) => (out += d.toString()));
+  proc.stderr.on('data', (d: Buffer) => (out += d.toString()));
+  const exited = new Promise<number | null>((r) => proc.on('exit', (code, sig) => r(code ?? (sig ? -1 : null))));
+  onTestFinished(() => {
+    try {
+      process.kill(-proc.pid!, 'SIGKILL');
+    } catch {
+      // gone
+    }
+  });
+  return { proc, output: () => out, exited };
+}
+
+/** Every process under `pid`, down the tree (roles, redis-server). */
+function descendants(pid: number): number[] {
+  const out: number[] = [];
+  for (const c of childPids(pid)) out.push(c, ...descendants(c));
+  return out;
+}
+
+/** A stack replaying the bundled tape slowly enough to be stopped in the middle. */
+const paced = (dir: string) => ({ DATA_DIR: dir, REPLAY_SPEED: '20000', REPLAY_SHIFT: 'false' });
+
+async function runningStack(dir: string, extra: Record<string, string> = {}) {
+  const s = startGroup(['stack'], { ...paced(dir), ...extra });
+  await waitFor(() => /replaying tape/.test(s.output()), 60_000, 'the replay to start');
+  await waitFor(() => {
+    try {
+      return readCsv(csvPath(dir, '1min', 'BINANCE:XRPETH')).rows.length > 50;
+    } catch {
+      return false;
+    }
+  }, 60_000, 'bars in the CSV');
+  const stackPid = s.proc.pid!;
+  const procs = descendants(stackPid);
+  expect(procs.some((p) => /redis-server/.test(cmdline(p)))).toBe(true);
+  expect(procs.filter((p) => /cli\.js (write|close|aggregate|ingest|replay-server)/.test(cmdline(p)))).toHaveLength(5);
+  return { ...s, procs };
+}
+
+/** What every graceful stop has in common. */
+function expectCleanStop(out: string, procs: number[]): void {
+  for (const role of ['ingest', 'replay-server', 'aggregate', 'close', 'write']) {
+    // each role stopped once, through its own path, on the stack's SIGTERM
+    expect(out.match(new RegExp(`\\d ${role.replace('-', '\\-')}\\s+INFO  stopping  signal=SIGTERM`, 'g')), role).toHaveLength(1);
+  }
+  expect(out).not.toMatch(/exited unexpectedly|second signal|lost the connection to Redis|ECONNREFUSED|uncaught|unhandled/);
+  for (const p of procs) expect(alive(p), cmdline(p)).toBe(false);
+  // rows whole: every line of every file is a row
+  const rows = readCsv(csvPath(out.match(/dir=(\S+)\/redis/)![1]!, '1min', 'BINANCE:XRPETH')).rows;
+  expect(rows.every((r) => Number.isFinite(r.start) && Number.isFinite(r.n))).toBe(true);
+  expect(new Set(rows.map((r) => r.start)).size).toBe(rows.length);
+}
+
+describe('stopping a stack', () => {
+  it('Ctrl-C in a terminal (SIGINT to the whole group): roles stop in order, each once, Redis last, exit 130', async () => {
+    const dir = tempDir('ctrl-c');
+    const s = await runningStack(dir);
+    process.kill(-s.proc.pid!, 'SIGINT');
+    expect(await s.exited).toBe(130);
+    expect(s.output()).toMatch(/stopping every role in order/);
+    expectCleanStop(s.output(), s.procs);
+  });
+
+  it('SIGTERM: the same graceful path, exit 143', async () => {
+    const dir = tempDir('sigterm');
+    const s = await runningStack(dir);
+    s.proc.kill('SIGTERM');
+    expect(await s.exited).toBe(143);
+    expectCleanStop(s.output(), s.procs);
+  });
+
+  it('a closed pipe (npm start | head): stops the same way, exit 141, nothing left running', async () => {
+    const dir = tempDir('sigpipe');
+    const s = startGroup([`"${process.execPath}" "${CLI}" stack | head -3; echo "stack-exit=\${PIPESTATUS[0]}"`], paced(dir), true);
+    expect(await s.exited).toBe(0);
+    expect(s.output()).toMatch(/stack-exit=141/);
+    const log = readdirSync(join(dir, 'logs')).filter((f) => f.startsWith('stack.')).map((f) => readFileSync(join(dir, 'logs', f), 'utf8')).join('');
+    expect(log).toMatch(/stdout closed; stopping every role in order/);
+    // every process that logged (the roles, the stack) is gone, and so is the private redis-server
+    const pids = new Set([...readdirSync(join(dir, 'logs')).flatMap((f) => [...readFileSync(join(dir, 'logs', f), 'utf8').matchAll(/"pid":(\d+)/g)].map((m) => Number(m[1])))]);
+    expect(pids.size).toBeGreaterThanOrEqual(4);
+    for (const p of pids) expect(alive(p)).toBe(false);
+    expect(alive(Number(readFileSync(join(dir, 'redis', 'candlewick-redis.pid'), 'utf8')))).toBe(false);
+  });
+
+  it('`timeout` (SIGTERM to its group): nothing left running', async () => {
+    const dir = tempDir('timeout');
+    const s = startGroup([`timeout -s TERM 6 "${process.execPath}" "${CLI}" stack`], { ...paced(dir), REPLAY_SPEED: '2000' }, true);
+    await waitFor(() => /replaying tape/.test(s.output()), 60_000, 'the replay to start');
+    const procs = descendants(s.proc.pid!);
+    expect(await s.exited).toBe(124); // timeout's own code for "timed out"
+    await waitFor(() => procs.every((p) => !alive(p)), 30_000, 'every process gone');
+    expect(s.output()).toMatch(/stopping every role in order/);
+    expect(s.output()).not.toMatch(/exited unexpectedly|ECONNREFUSED/);
+  });
+
+  it('a signal during the final close is not ignored: the stack stops at once, says so, exit 130', async () => {
+    const dir = tempDir('final-close');
+    const s = startGroup(['stack'], { DATA_DIR: dir, EXIT_WHEN_IDLE_MS: '500' });
+    await waitFor(() => /writer started/.test(s.output()), 60_000, 'the writer');
+    const writer = descendants(s.proc.pid!).find((p) => /cli\.js write/.test(cmdline(p)))!;
+    // a writer that takes no jobs keeps the final close waiting for it
+    process.kill(writer, 'SIGSTOP');
+    await waitFor(() => /closing the remaining bars/.test(s.output()), 60_000, 'the final close');
+    await new Promise((r) => setTimeout(r, 500));
+    const t0 = Date.now();
+    process.kill(-s.proc.pid!, 'SIGINT');
+    process.kill(writer, 'SIGCONT');
+    expect(await s.exited).toBe(130);
+    expect(Date.now() - t0).toBeLessThan(10_000);
+    expect(s.output()).toMatch(/stopped during the final close/);
+    expect(alive(writer)).toBe(false);
+  });
+});

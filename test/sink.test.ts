@@ -1,0 +1,73 @@
+import { afterAll, describe, expect, it } from 'vitest';
+import { pino } from 'pino';
+import type { Trade } from '@candlewick/common';
+import { TradeSink } from '@candlewick/ingestor';
+import { testKeys, testRedis, waitFor } from './helpers.js';
+
+const redis = testRedis();
+afterAll(() => redis.quit());
+
+const T0 = Date.parse('2024-03-05T15:00:00Z');
+const trade = (i: number): Trade => ({ s: 'AAPL', p: String(100 + i), v: 1, t: T0 + i * 1000, c: [], rx: T0 + i });
+
+/** Redis "loses" its last `entries` stream entries and the batches that appended them, as a kill between two fsyncs would. */
+async function loseLast(keys: ReturnType<typeof testKeys>, entries: number, lastBatchKept: number): Promise<void> {
+  const top = (await redis.xrevrange(keys.trades(0), '+', '-', 'COUNT', entries)) as [string, string[]][];
+  await redis.xdel(keys.trades(0), ...top.map(([id]) => id));
+  const field = (await redis.hkeys(keys.clock(0))).find((k) => k.startsWith('batch:'))!;
+  await redis.hset(keys.clock(0), field, String(lastBatchKept));
+  await redis.hincrby(keys.clock(0), 'in', -entries);
+}
+
+async function streamTimes(keys: ReturnType<typeof testKeys>): Promise<number[]> {
+  const rows = (await redis.xrange(keys.trades(0), '-', '+')) as [string, string[]][];
+  return rows.map(([, f]) => (Number(f[f.indexOf('t') + 1]) - T0) / 1000);
+}
+
+function logLines(): { lines: string[]; log: pino.Logger } {
+  const lines: string[] = [];
+  return { lines, log: pino({ level: 'info' }, { write: (l: string) => lines.push(l) }) };
+}
+
+describe('the ingestor sink when Redis loses batches it acknowledged', () => {
+  it('notices at the next batch and sends the lost ones again, in order, each once', async () => {
+    const keys = testKeys('sink-resend');
+    const { lines, log } = logLines();
+    const sink = new TradeSink(redis, { keys, partitions: 1, clock: 'event', graceMs: 2000, batch: 10, flushMs: 1, retainMs: 60_000 }, log);
+    for (let i = 1; i <= 30; i++) sink.push(trade(i));
+    await sink.flush();
+    expect(await streamTimes(keys)).toHaveLength(30);
+    // Redis restarted without its last writes: batches 1 and 2 (trades 11-30) are gone
+    await loseLast(keys, 20, 0);
+    for (let i = 31; i <= 40; i++) sink.push(trade(i));
+    await sink.flush();
+    await waitFor(async () => (await redis.xlen(keys.trades(0))) === 40, 5000, 'the lost batches sent again');
+    expect(await streamTimes(keys)).toEqual(Array.from({ length: 40 }, (_, i) => i + 1));
+    expect(await redis.hget(keys.clock(0), 'in')).toBe('40');
+    expect(sink.lost.trades).toBe(0);
+    expect(lines.join('')).toMatch(/Redis does not have batches it acknowledged/);
+    expect((await sink.close()).trades).toBe(0);
+  });
+
+  it('batches older than it keeps are accounted for exactly: counted, said, recorded as a gap, and the rest goes on', async () => {
+    const keys = testKeys('sink-lost');
+    const { lines, log } = logLines();
+    const sink = new TradeSink(redis, { keys, partitions: 1, clock: 'event', graceMs: 2000, batch: 10, flushMs: 1, retainMs: 0 }, log);
+    for (let i = 1; i <= 30; i++) sink.push(trade(i));
+    await sink.flush();
+    await new Promise((r) => setTimeout(r, 20));
+    await loseLast(keys, 20, 0);
+    for (let i = 31; i <= 40; i++) sink.push(trade(i));
+    await sink.flush();
+    await waitFor(async () => (await redis.xlen(keys.trades(0))) === 20, 5000, 'the batch after the hole applied');
+    await new Promise((r) => setTimeout(r, 100));
+    expect(await streamTimes(keys)).toEqual([...Array.from({ length: 10 }, (_, i) => i + 1), ...Array.from({ length: 10 }, (_, i) => i + 31)]);
+    expect(sink.lost).toEqual({ trades: 20, firstRx: T0 + 11, lastRx: T0 + 30 });
+    expect(lines.join('')).toMatch(/Redis lost batches of trades it had acknowledged/);
+    const gaps = (await redis.xrange(keys.gaps(), '-', '+')) as [string, string[]][];
+    expect(gaps).toHaveLength(1);
+    const f = gaps[0]![1];
+    expect([f[f.indexOf('start') + 1], f[f.indexOf('end') + 1], f[f.indexOf('reason') + 1]]).toEqual([String(T0 + 11), String(T0 + 30), 'redis lost acknowledged trades']);
+    await sink.close();
+  });
+});
