@@ -16,6 +16,13 @@ export interface ReplayOptions {
   pingMs?: number;
   /** paced mode only: stamp each trade with the time it is sent, t' = start + (t - t0) / speed */
   shiftToNow?: boolean;
+  /**
+   * paced mode only: one timeline for every connection, started by the first subscription, as a
+   * live feed has: a connection gets the trades due from the moment it subscribes, and what was sent
+   * while no connection was up is gone (a real outage, for backfill to fill). Otherwise each
+   * connection gets the tape from its start.
+   */
+  live?: boolean;
   /** when set, a connection must carry ?token=<this>, else HTTP 401 as Finnhub answers */
   token?: string;
   /** refuse the n-th handshake (1-based) with this HTTP status, e.g. 429 with Retry-After (tests) */
@@ -34,6 +41,8 @@ export class ReplayServer {
   private readonly sessions = new Set<Promise<void>>();
   /** connections served so far */
   connections = 0;
+  /** live: when the shared timeline started */
+  private liveStart: number | undefined;
 
   constructor(
     private readonly tape: readonly TapeItem[],
@@ -155,6 +164,7 @@ export class ReplayServer {
     try {
       await first;
       await sleep(this.opts.settleMs ?? 100, this.abort.signal);
+      const subscribedAt = Date.now();
       log.info({ symbols: [...symbols] }, 'replaying tape');
       const drained = async () => {
         // Let the socket drain: this is what "as fast as the socket takes it" means.
@@ -173,7 +183,9 @@ export class ReplayServer {
 
       const firstTrade = this.tape.find(isTapeTrade);
       const t0 = firstTrade?.t ?? 0;
-      const wall0 = Date.now();
+      const live = this.opts.live === true && this.opts.speed > 0;
+      if (live) this.liveStart ??= Date.now();
+      const wall0 = live ? this.liveStart! : Date.now();
       const speed = this.opts.speed;
       let frame: string[] = [];
       let sent = 0;
@@ -195,6 +207,8 @@ export class ReplayServer {
         if (tr.s !== undefined && !symbols.has(tr.s)) continue;
         if (speed > 0 && isTapeTrade(tr)) {
           const due = wall0 + (tr.t - t0) / speed;
+          // live: what fell due before this connection subscribed went to an earlier one, or to no one
+          if (live && due < subscribedAt) continue;
           const wait = due - Date.now();
           if (wait > 0) {
             await flush();

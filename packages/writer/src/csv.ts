@@ -102,6 +102,14 @@ export type FileEvent =
   /** rows after `after` up to `through` went missing from the end of a file while the writer ran */
   | { kind: 'rows-missing'; path: string; interval: string; symbol: string; after: number | undefined; through: number };
 
+/** A file changed under the writer between its last check and an append: check it again (verify) first. */
+export class FileChangedError extends Error {
+  constructor(readonly path: string) {
+    super(`${path} changed while the writer was about to append to it`);
+    this.name = 'FileChangedError';
+  }
+}
+
 interface FileState {
   /** start and close of the last row (undefined: no data rows) */
   last: { start: number; close: string } | undefined;
@@ -154,7 +162,12 @@ export class CsvFiles {
     const f = this.fileState(path, interval, symbol);
     if (f.last !== undefined && start <= f.last.start) return start === f.last.start ? 'present' : 'stale';
     if (f.size === 0) text = this.header + text;
-    this.write(path, f, text);
+    if (!this.write(path, f, text)) {
+      // someone else changed the file since it was last checked: check it now (rows cut from its
+      // end are reported), and let the caller restore what is missing before it appends again
+      this.verify(interval, symbol);
+      throw new FileChangedError(path);
+    }
     // A bar of volume-only prints (CONDITIONS=cta-utp) has no close: carry keeps the one before.
     f.last = { start, close: close !== '' ? close : (f.last?.close ?? '') };
     return 'written';
@@ -240,11 +253,18 @@ export class CsvFiles {
     return { last: undefined, size: 0, ino: 0 };
   }
 
-  /** Appends `text` whole, or cuts the file back to where it was and throws. */
-  private write(path: string, f: FileState, text: string): void {
+  /**
+   * Appends `text` whole, or cuts the file back to where it was and throws. False, writing nothing,
+   * when the file is not as the writer left it (its size or inode changed since it was checked).
+   */
+  private write(path: string, f: FileState, text: string, check = true): boolean {
     if (f.size === 0) mkdirSync(dirname(path), { recursive: true });
     const fd = openSync(path, 'a');
     try {
+      if (check) {
+        const before = fstatSync(fd);
+        if (before.size !== f.size || (f.ino !== 0 && before.ino !== f.ino)) return false;
+      }
       const buf = Buffer.from(text);
       let off = 0;
       try {
@@ -262,6 +282,7 @@ export class CsvFiles {
       const st = fstatSync(fd);
       f.size = st.size;
       f.ino = st.ino;
+      return true;
     } finally {
       closeSync(fd);
     }
@@ -302,7 +323,7 @@ export class CsvFiles {
       // a new file
     }
     if (size === 0) text = stringify([[...this.headerCells, 'revision']]) + text;
-    this.write(path, { last: undefined, size, ino: 0 }, text);
+    this.write(path, { last: undefined, size, ino: 0 }, text, false);
     seen.add(key);
     return 'written';
   }

@@ -21,7 +21,7 @@ import {
   type Logger,
   type RedisClient,
 } from '@candlewick/common';
-import { CsvFiles, formatRow, rowCells, type FileEvent } from './csv.js';
+import { CsvFiles, FileChangedError, formatRow, rowCells, type FileEvent } from './csv.js';
 import { Carry } from './carry.js';
 
 export interface BarJobData {
@@ -133,6 +133,7 @@ export class WriterService {
   /** Runs a file operation until the disk takes it (backoff up to 5 s): a full disk delays rows, never loses them. */
   private async onDisk<T>(what: () => T): Promise<T> {
     for (let attempt = 0; ; attempt++) {
+      if (this.missing.length) await this.restoreMissing();
       try {
         const r = what();
         if (this.disk.active) {
@@ -141,6 +142,8 @@ export class WriterService {
         }
         return r;
       } catch (err) {
+        // changed under us (rows cut from its end): restore what is missing, then append again
+        if (err instanceof FileChangedError) continue;
         this.disk.report(err);
         this.metrics.diskFailing.set(1);
         await sleep(Math.min(5000, 200 * 2 ** attempt));

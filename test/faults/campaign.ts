@@ -1,0 +1,359 @@
+import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, openSync, closeSync, writeSync, readFileSync, readdirSync, rmSync, statSync, truncateSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { pino } from 'pino';
+import { PrivateRedis, freePort } from '@candlewick/cli';
+import { ProviderServer } from '@candlewick/backfill';
+import { ReplayServer, isTapeTrade, readTape } from '@candlewick/ingestor';
+
+/**
+ * The fault campaign: the bundled tape through a real stack (child processes, a real Redis) while
+ * one fault strikes at a seed-chosen moment — a role killed with SIGKILL, an aggregator paused, Redis
+ * killed for a second or for minutes, the CSV disk full, rows cut from a file, Ctrl-C — and the
+ * files compared byte for byte with a run without faults. `npm run faults` runs it over several
+ * seeds and prints a table; CI runs one seed of each (test/faults.test.ts).
+ */
+
+export const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+const CLI = join(ROOT, 'packages/cli/dist/cli.js');
+const TAPE = join(ROOT, 'tapes/binance-xrpeth-aggtrades-2019-10-11.json.gz');
+const quiet = pino({ level: 'silent' });
+
+export interface FaultRun {
+  fault: string;
+  seed: number;
+  /** the files equal the run without the fault (for Ctrl-C: every file a whole-row prefix of it) */
+  exact: boolean;
+  code: number | null;
+  tradesIn: number;
+  merged: number;
+  late: number;
+  /** the longest time the CSV files did not grow while the run was under way */
+  stallMs: number;
+  problems: string[];
+}
+
+interface Ctx {
+  dir: string;
+  seed: number;
+  /** ms after the replay started when the fault strikes */
+  at: number;
+  stack: Stack;
+  redis?: PrivateRedis;
+  cleanup: (() => Promise<void> | void)[];
+}
+
+interface Fault {
+  /** extra environment of the stack */
+  env?: (ctx: Omit<Ctx, 'stack'>) => Promise<Record<string, string>> | Record<string, string>;
+  /** the fault itself, once the replay has run `ctx.at` ms */
+  strike: (ctx: Ctx) => Promise<void>;
+  /** exit code the run ends with (default 0) */
+  code?: number;
+  /** an interrupted run is judged by its prefix */
+  prefix?: boolean;
+  /** needs root (a tmpfs mount) */
+  root?: boolean;
+  /** a Redis of its own (the fault kills it) */
+  ownRedis?: boolean;
+}
+
+interface Stack {
+  proc: ChildProcess;
+  out: () => string;
+  exited: Promise<number | null>;
+}
+
+function startStack(env: Record<string, string>): Stack {
+  const proc = spawn(process.execPath, [CLI, 'stack'], {
+    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', LOG_LEVEL: 'info', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+    detached: true,
+  });
+  let out = '';
+  proc.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+  proc.stderr!.on('data', (d: Buffer) => (out += d.toString()));
+  const exited = new Promise<number | null>((r) => proc.on('exit', (code, sig) => r(code ?? (sig ? 128 : null))));
+  return { proc, out: () => out, exited };
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Deterministic numbers from a seed (mulberry32). */
+function rng(seed: number): () => number {
+  let a = seed * 0x9e3779b9;
+  return () => {
+    a = (a + 0x6d2b79f5) | 0;
+    let t = Math.imul(a ^ (a >>> 15), 1 | a);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+function descendants(pid: number): number[] {
+  let kids: number[] = [];
+  try {
+    kids = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+  } catch {
+    return [];
+  }
+  return kids.flatMap((k) => [k, ...descendants(k)]);
+}
+
+function cmdline(pid: number): string {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' ');
+  } catch {
+    return '';
+  }
+}
+
+/** The pid of a role the stack runs (the first, for several aggregators). */
+function rolePid(stack: Stack, role: string): number {
+  const pid = descendants(stack.proc.pid!).find((p) => new RegExp(`cli\\.js ${role}\\b`).test(cmdline(p)));
+  if (pid === undefined) throw new Error(`no ${role} process under the stack`);
+  return pid;
+}
+
+export function csvFiles(dir: string): Map<string, string> {
+  const out = new Map<string, string>();
+  const raw = join(dir, 'raw');
+  if (!existsSync(raw)) return out;
+  for (const iv of readdirSync(raw)) for (const f of readdirSync(join(raw, iv))) out.set(`${iv}/${f}`, readFileSync(join(raw, iv, f), 'utf8'));
+  return out;
+}
+
+function csvBytes(dir: string): number {
+  const raw = join(dir, 'raw');
+  if (!existsSync(raw)) return 0;
+  let n = 0;
+  for (const iv of readdirSync(raw)) for (const f of readdirSync(join(raw, iv))) n += statSync(join(raw, iv, f)).size;
+  return n;
+}
+
+function tmpfs(dir: string, kb: number): () => void {
+  mkdirSync(dir, { recursive: true });
+  execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${kb}k`, 'tmpfs', dir]);
+  return () => {
+    try {
+      execFileSync('umount', ['-l', dir]);
+    } catch {
+      // gone
+    }
+  };
+}
+
+function fill(dir: string, leaveKb: number): string {
+  const path = join(dir, 'filler');
+  const fd = openSync(path, 'w');
+  const chunk = Buffer.alloc(4096, 'x');
+  try {
+    for (;;) {
+      const free = Number(execFileSync('df', ['--output=avail', '-k', dir]).toString().split('\n')[1]);
+      if (free <= leaveKb) break;
+      writeSync(fd, chunk);
+    }
+  } catch {
+    // full
+  } finally {
+    closeSync(fd);
+  }
+  return path;
+}
+
+const kill = (role: string): Fault => ({ strike: async (ctx) => process.kill(rolePid(ctx.stack, role), 'SIGKILL') });
+
+/** Redis killed outright (SIGKILL: no shutdown, AOF as it was) and started again on its port after `ms`. */
+const redisDown = (ms: number): Fault => ({
+  ownRedis: true,
+  env: () => ({}),
+  strike: async (ctx) => {
+    const r = ctx.redis!;
+    const port = r.port;
+    r.kill();
+    await sleep(ms);
+    await r.start(port);
+  },
+});
+
+export const FAULTS: Record<string, Fault> = {
+  'kill -9 aggregate': kill('aggregate'),
+  'kill -9 close': kill('close'),
+  'kill -9 write': kill('write'),
+  // a live feed: what the ingestor had not appended, and what was sent while it was away, comes back by backfill
+  'kill -9 ingest': {
+    env: async (ctx) => {
+      const tape = readTape(TAPE).filter(isTapeTrade);
+      const feed = new ReplayServer(tape, { port: 0, speed: 20000, frameTrades: 200, settleMs: 10, live: true }, quiet);
+      const feedPort = await feed.start();
+      const provider = new ProviderServer(tape, { massiveKey: 'campaign-key', pageSize: 5000 });
+      const base = await provider.start();
+      ctx.cleanup.push(() => feed.stop(), () => provider.stop());
+      return {
+        MODE: 'live', FINNHUB_TOKEN: 'campaign-token', FINNHUB_WS_URL: `ws://127.0.0.1:${feedPort}`, SYMBOLS: 'BINANCE:XRPETH', CLOCK: 'event',
+        BACKFILL: 'on', BACKFILL_PROVIDER: 'massive', MASSIVE_API_KEY: 'campaign-key', MASSIVE_REST_URL: base, BACKFILL_RATE: '6000',
+      };
+    },
+    strike: async (ctx) => process.kill(rolePid(ctx.stack, 'ingest'), 'SIGKILL'),
+  },
+  // a worker paused longer than the takeover deadline wakes up to find its batch taken over
+  'STOP/CONT aggregate': {
+    env: () => ({ AGGREGATORS: '2', RECLAIM_IDLE_MS: '2000' }),
+    strike: async (ctx) => {
+      const pid = rolePid(ctx.stack, 'aggregate');
+      process.kill(pid, 'SIGSTOP');
+      await sleep(6000);
+      process.kill(pid, 'SIGCONT');
+    },
+  },
+  'Redis killed 1 s': redisDown(1000),
+  // longer than STALE_MS (30 s): the ingestor holds its socket all the while
+  'Redis killed 35 s': redisDown(35_000),
+  'Redis killed 90 s': redisDown(90_000),
+  'CSV disk full': {
+    root: true,
+    env: (ctx) => {
+      ctx.cleanup.push(tmpfs(join(ctx.dir, 'raw'), 512));
+      return {};
+    },
+    strike: async (ctx) => {
+      const filler = fill(join(ctx.dir, 'raw'), 0);
+      await sleep(3000);
+      rmSync(filler);
+    },
+  },
+  'rows cut from a file': {
+    strike: async (ctx) => {
+      const path = join(ctx.dir, 'raw', '1min', 'BINANCE_XRPETH_1min.csv');
+      const lines = readFileSync(path, 'utf8').split('\n');
+      truncateSync(path, Buffer.byteLength(`${lines.slice(0, Math.max(2, lines.length - 31)).join('\n')}\n`));
+    },
+  },
+  'Ctrl-C': {
+    code: 130,
+    prefix: true,
+    strike: async (ctx) => process.kill(-ctx.stack.proc.pid!, 'SIGINT'),
+  },
+};
+
+/** The files of a run of the tape without faults. */
+export async function referenceRun(): Promise<Map<string, string>> {
+  const dir = mkdtempSync(join(tmpdir(), 'cw-faults-ref-'));
+  const stack = startStack({ DATA_DIR: dir });
+  const code = await stack.exited;
+  if (code !== 0) throw new Error(`the reference run failed (exit ${code}):\n${stack.out().slice(-3000)}`);
+  const files = csvFiles(dir);
+  rmSync(dir, { recursive: true, force: true });
+  return files;
+}
+
+/** One run of the tape with `fault` striking at a moment chosen by `seed`. */
+export async function runFault(name: string, seed: number, reference: Map<string, string>): Promise<FaultRun> {
+  const fault = FAULTS[name];
+  if (!fault) throw new Error(`unknown fault "${name}": ${Object.keys(FAULTS).join(', ')}`);
+  const random = rng(seed);
+  const base = { dir: mkdtempSync(join(tmpdir(), 'cw-fault-')), seed, at: 1500 + Math.floor(random() * 3500), cleanup: [] as Ctx['cleanup'] };
+  const problems: string[] = [];
+  try {
+    let redisEnv: Record<string, string> = {};
+    let redis: PrivateRedis | undefined;
+    if (fault.ownRedis) {
+      redis = new PrivateRedis(join(base.dir, 'own-redis'));
+      redisEnv = { REDIS_URL: await redis.start() };
+      base.cleanup.push(() => redis!.stop());
+    }
+    const env = { ...(await fault.env?.({ ...base, redis })), ...redisEnv };
+    const stack = startStack({ DATA_DIR: base.dir, REPLAY_SPEED: '20000', REPLAY_SHIFT: 'false', EXIT_WHEN_IDLE_MS: '3000', ...env });
+    const ctx: Ctx = { ...base, stack, redis };
+    base.cleanup.push(() => {
+      try {
+        process.kill(-stack.proc.pid!, 'SIGKILL');
+      } catch {
+        // gone
+      }
+    });
+    // the CSV files' growth, sampled: the longest pause while the run is under way
+    let lastSize = 0;
+    let lastGrowth = 0;
+    let stallMs = 0;
+    let ended = false;
+    void stack.exited.then(() => (ended = true));
+    const sampler = (async () => {
+      while (!ended) {
+        const size = csvBytes(base.dir);
+        const now = Date.now();
+        if (size !== lastSize) {
+          if (lastGrowth !== 0) stallMs = Math.max(stallMs, now - lastGrowth);
+          lastGrowth = now;
+          lastSize = size;
+        }
+        await sleep(100);
+      }
+    })();
+    const started = Date.now();
+    while (!/replaying tape|feed connected/.test(stack.out())) {
+      if (ended || Date.now() - started > 60_000) break;
+      await sleep(50);
+    }
+    await sleep(ctx.at);
+    if (!ended) await fault.strike(ctx);
+    const timeout = sleep(240_000).then(() => 'timeout' as const);
+    const code = await Promise.race([stack.exited, timeout]);
+    ended = true;
+    await sampler;
+    const out = stack.out();
+    if (code === 'timeout') problems.push('did not end within 240 s');
+    const want = fault.code ?? 0;
+    if (code !== want) problems.push(`exit ${code}, not ${want}`);
+    const num = (re: RegExp) => Number(re.exec(out)?.[1] ?? NaN);
+    const files = csvFiles(base.dir);
+    let exact = true;
+    for (const [f, text] of reference) {
+      const got = files.get(f);
+      const ok = fault.prefix ? got === undefined || (text.startsWith(got) && (got === '' || got.endsWith('\n'))) : got === text;
+      if (!ok) {
+        exact = false;
+        problems.push(`${f} differs`);
+      }
+    }
+    for (const f of files.keys()) {
+      if (!reference.has(f)) {
+        exact = false;
+        problems.push(`${f} is extra`);
+      }
+    }
+    if (/uncaught|unhandled rejection/.test(out)) problems.push('an uncaught error');
+    const left = descendants(stack.proc.pid!).filter((p) => cmdline(p) !== '');
+    if (left.length) problems.push(`${left.length} processes left running`);
+    if (problems.length && process.env.FAULTS_VERBOSE) problems.push(out.slice(-4000));
+    return {
+      fault: name, seed, exact, code: code === 'timeout' ? null : code, stallMs,
+      tradesIn: num(/trades in\s+(\d+)/), merged: num(/merged\s+(\d+)/), late: num(/late\s+(\d+)/), problems,
+    };
+  } finally {
+    for (const c of base.cleanup.reverse()) await c();
+    rmSync(base.dir, { recursive: true, force: true });
+  }
+}
+
+/** The campaign's table: per fault, runs, exact, trades in/merged, longest stall. */
+export function table(runs: readonly FaultRun[]): string {
+  const rows = [['fault', 'runs', 'exact', 'trades in / merged', 'longest stall'].join(' | ')];
+  rows.push('--- | ---: | ---: | --- | ---:');
+  for (const name of [...new Set(runs.map((r) => r.fault))]) {
+    const rs = runs.filter((r) => r.fault === name);
+    const ins = [...new Set(rs.map((r) => (Number.isNaN(r.tradesIn) ? '–' : `${r.tradesIn} / ${r.merged}`)))].join(', ');
+    const stall = Math.max(...rs.map((r) => r.stallMs));
+    rows.push([name, rs.length, `${rs.filter((r) => r.exact && r.problems.length === 0).length}/${rs.length}`, ins, `${(stall / 1000).toFixed(1)} s`].join(' | '));
+  }
+  return rows.map((r) => `| ${r} |`).join('\n');
+}
+
+/** Whether this machine can run a fault (root for a tmpfs). */
+export function canRun(name: string): boolean {
+  return !FAULTS[name]?.root || process.getuid?.() === 0;
+}
+
+export { freePort };
