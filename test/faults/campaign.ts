@@ -121,15 +121,20 @@ export function csvFiles(dir: string): Map<string, string> {
   const out = new Map<string, string>();
   const raw = join(dir, 'raw');
   if (!existsSync(raw)) return out;
-  for (const iv of readdirSync(raw)) for (const f of readdirSync(join(raw, iv))) out.set(`${iv}/${f}`, readFileSync(join(raw, iv, f), 'utf8'));
+  for (const iv of intervalDirs(raw)) for (const f of readdirSync(join(raw, iv))) out.set(`${iv}/${f}`, readFileSync(join(raw, iv, f), 'utf8'));
   return out;
+}
+
+/** The interval folders under raw/ (a disk-filling file may sit beside them). */
+function intervalDirs(raw: string): string[] {
+  return readdirSync(raw, { withFileTypes: true }).filter((d) => d.isDirectory()).map((d) => d.name);
 }
 
 function csvBytes(dir: string): number {
   const raw = join(dir, 'raw');
   if (!existsSync(raw)) return 0;
   let n = 0;
-  for (const iv of readdirSync(raw)) for (const f of readdirSync(join(raw, iv))) n += statSync(join(raw, iv, f)).size;
+  for (const iv of intervalDirs(raw)) for (const f of readdirSync(join(raw, iv))) n += statSync(join(raw, iv, f)).size;
   return n;
 }
 
@@ -281,7 +286,8 @@ export async function runFault(name: string, seed: number, reference: Map<string
     let ended = false;
     void stack.exited.then(() => (ended = true));
     const sampler = (async () => {
-      while (!ended) {
+      // (until the final close: the wait for the feed to go idle is not a stall)
+      while (!ended && !/feed idle and every stage drained/.test(stack.out())) {
         const size = csvBytes(base.dir);
         const now = Date.now();
         if (size !== lastSize) {

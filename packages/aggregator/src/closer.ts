@@ -175,7 +175,7 @@ export class CloserService {
   }
 
   async start(): Promise<void> {
-    this.queue = new Queue(CLOSE_QUEUE, { connection: this.redis, prefix: this.keys.queuePrefix() });
+    this.queue ??= new Queue(CLOSE_QUEUE, { connection: this.redis, prefix: this.keys.queuePrefix() });
     await this.queue.upsertJobScheduler(
       'close-tick',
       { every: this.cfg.closeEveryMs },

@@ -84,8 +84,8 @@ async function main(): Promise<void> {
   }
   let cfg: Config;
   let tap: TapRequest | undefined;
+  let flags: Record<string, string> = {};
   try {
-    let flags: Record<string, string>;
     if (role === 'tap') {
       // tap's own flags are not settings: take them out before the configuration is read
       flags = parseFlags(rest.slice(1), ['GROUP']);
@@ -104,7 +104,8 @@ async function main(): Promise<void> {
   }
   switch (role) {
     case 'stack':
-      process.exitCode = await runStack(cfg, process.env);
+      // the children see the flags as the variables they stand for
+      process.exitCode = await runStack(cfg, { ...process.env, ...flags });
       // Children, timers and sockets are all closed by now; exit explicitly in case a library left a handle.
       process.exit(process.exitCode);
     case 'replay-server':

@@ -79,7 +79,28 @@ export class PrivateRedis {
     }
   }
 
+  /**
+   * Starts the server (on `port`, or a free one) and resolves with its URL once it answers. A server
+   * that cannot start is a RedisUnavailableError saying why, in its own words (a full disk, a
+   * folder it may not write), with nothing left running.
+   */
   async start(port?: number): Promise<string> {
+    try {
+      return await this.startOnce(port);
+    } catch (err) {
+      if (err instanceof RedisUnavailableError) throw err;
+      this.stopping = true;
+      this.proc?.kill('SIGKILL');
+      const said = this.lastLines.filter((l) => !/overcommit|WARNING/i.test(l)).slice(-3).join(' | ');
+      throw new RedisUnavailableError(
+        `cannot start a private redis-server in ${resolve(this.dir)}: ${(err as Error).message}${said ? ` (redis-server said: ${said})` : ''}. ` +
+          'Check the space and permissions of DATA_DIR, or point REDIS_URL at a Redis you run',
+        { cause: err },
+      );
+    }
+  }
+
+  private async startOnce(port?: number): Promise<string> {
     mkdirSync(this.dir, { recursive: true });
     await this.stopLeftover();
     this.port = port ?? (await freePort());

@@ -6,7 +6,11 @@ import {
   connectRedis,
   createLogger,
   handleShutdown,
+  isConnectionError,
+  isRefusal,
   redisLink,
+  reportRedisError,
+  sleep,
   waitForRedis,
   makeKeys,
   redactUrl,
@@ -86,7 +90,17 @@ async function runRole(cfg: Config, name: string, make: (redis: RedisClient, log
   // A Redis never reached is a configuration problem to say, not a reason to hang: exit 3.
   await waitForRedis(redis, cfg.redisUrl ?? DEFAULT_REDIS_URL, cfg.redisConnectTimeoutMs);
   started = true;
-  await role.start();
+  // Redis refusing writes at start (a full disk under it) is waited out like one mid-run
+  for (let attempt = 0; ; attempt++) {
+    try {
+      await role.start();
+      break;
+    } catch (err) {
+      if (!isRefusal(err) && !isConnectionError(err)) throw err;
+      reportRedisError(log, err, 'starting');
+      await sleep(Math.min(5000, 250 * 2 ** attempt));
+    }
+  }
   const fatal = (role as { fatal?: Promise<Error> }).fatal;
   void fatal?.then(async (err) => {
     // A condition retrying cannot fix (a refused token): stop cleanly, exit 2 so supervisors do not loop.
