@@ -112,6 +112,15 @@ async function runRole(cfg: Config, name: string, make: (redis: RedisClient, log
   log.debug(`${name} ready`);
   // Under `candlewick stack` the parent waits for this before it starts the next stage.
   process.send?.({ ready: true });
+  // ... and judges the end of a replay by this too, for Redis may not be there to say it
+  if (process.send && role.progress) {
+    let last = '';
+    setInterval(() => {
+      const p = JSON.stringify(role.progress!());
+      if (p !== last && process.connected) process.send!({ progress: JSON.parse(p) as unknown });
+      last = p;
+    }, 200).unref();
+  }
 }
 
 /** Every role the CLI runs (`candlewick <role>`). */

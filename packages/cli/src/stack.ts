@@ -12,6 +12,7 @@ import {
   makeKeys,
   redactUrl,
   redisLink,
+  reportRedisError,
   signalExitCode,
   sleep,
   waitForRedis,
@@ -54,6 +55,8 @@ interface Child {
   restarts: number[];
   /** settles when the role has logged that it is ready */
   ready: Promise<void>;
+  /** what the role last said of its progress (the ingestor: newest receive time, trades held) */
+  progress?: { lastRx: number; pending: number };
 }
 
 /**
@@ -223,8 +226,9 @@ export async function runStack(cfg: Config, env: NodeJS.ProcessEnv): Promise<num
       for (const stream of [proc.stdout!, proc.stderr!]) {
         createInterface({ input: stream }).on('line', (line) => term.line(formatLogLine(name, line, color)));
       }
-      proc.on('message', (msg: { ready?: boolean }) => {
+      proc.on('message', (msg: { ready?: boolean; progress?: Child['progress'] }) => {
         if (msg?.ready) markReady();
+        if (msg?.progress) child.progress = msg.progress;
       });
       proc.on('exit', (exitCode, signal) => {
         if (stopping) return;
@@ -257,11 +261,12 @@ export async function runStack(cfg: Config, env: NodeJS.ProcessEnv): Promise<num
     while (stop.reason === undefined) {
       await stop.race(sleep(200));
       if (stop.reason !== undefined || cfg.exitWhenIdleMs === 0) continue;
-      const idle = await stop.race(idleAndDrained(redis, cfg, keys, startedAt, () => redisBackAt).catch(() => false));
+      const ingest = children.find((c) => c.role === 'ingest');
+      const idle = await stop.race(idleAndDrained(redis, cfg, keys, startedAt, () => redisBackAt, () => ingest?.progress).catch(() => false));
       if (!idle) continue;
       log.info({ idleMs: cfg.exitWhenIdleMs }, 'feed idle and every stage drained; closing the remaining bars');
       const t0 = Date.now();
-      const finished = await finish(redis, bars, closer, cfg, keys, stop);
+      const finished = await finish(redis, bars, closer, cfg, keys, stop, log);
       const summary = summarize(baseline, await readCounters(redis, cfg, keys), startedAt, Date.now(), Date.now() - t0);
       await shutdown();
       term.line(formatSummary(summary, cfg.dataDir));
@@ -343,12 +348,23 @@ function waitForPort(port: number, timeoutMs: number): Promise<void> {
   });
 }
 
-async function idleAndDrained(redis: RedisClient, cfg: Config, keys: Keys, startedAt: number, redisBackAt: () => number): Promise<boolean> {
+async function idleAndDrained(
+  redis: RedisClient,
+  cfg: Config,
+  keys: Keys,
+  startedAt: number,
+  redisBackAt: () => number,
+  ingest: () => { lastRx: number; pending: number } | undefined,
+): Promise<boolean> {
   const c = await readCounters(redis, cfg, keys);
   // The idle clock starts when this run's feed is first up, so a slow start is not mistaken for the end.
   if (c.feedUp < startedAt) return false;
+  // The ingestor's own word (over IPC) counts too: while Redis is away or refuses writes it holds
+  // trades Redis's counters know nothing of.
+  const own = ingest();
+  if (own && own.pending > 0) return false;
   // (read after the counters: a read that waited out a Redis outage must see the reconnect)
-  if (Date.now() - Math.max(c.lastRx, c.feedUp, redisBackAt()) < cfg.exitWhenIdleMs) return false;
+  if (Date.now() - Math.max(c.lastRx, c.feedUp, redisBackAt(), own?.lastRx ?? 0) < cfg.exitWhenIdleMs) return false;
   if (c.merged + c.late < c.in) return false;
   // a symbol still waiting for its backfill is not done
   for (let p = 0; p < cfg.partitions; p++) if ((await redis.hlen(keys.holds(p))) > 0) return false;
@@ -359,9 +375,15 @@ async function idleAndDrained(redis: RedisClient, cfg: Config, keys: Keys, start
  * Closes every remaining bar once everything ingested is merged, and waits for the writer.
  * Returns false when a stop request came first.
  */
-async function finish(redis: RedisClient, bars: Queue, closer: BarCloser, cfg: Config, keys: Keys, stop: StopRequest): Promise<boolean> {
+async function finish(redis: RedisClient, bars: Queue, closer: BarCloser, cfg: Config, keys: Keys, stop: StopRequest, log: Logger): Promise<boolean> {
   for (;;) {
-    const r = await stop.race(closer.tick(true));
+    // Redis away or refusing writes here is waited out like anywhere else
+    const r = await stop.race(
+      closer.tick(true).catch((err: unknown) => {
+        reportRedisError(log, err, 'the final close failed; trying again');
+        return sleep(500).then(() => ({ merged: false, closed: 0 }));
+      }),
+    );
     if (r === undefined) return false;
     if (r.merged) break;
     await stop.race(sleep(50));
@@ -373,7 +395,10 @@ async function finish(redis: RedisClient, bars: Queue, closer: BarCloser, cfg: C
         let outbox = 0;
         for (let p = 0; p < cfg.partitions; p++) outbox += await redis.xlen(keys.outbox(p));
         return Object.values(counts).every((n) => n === 0) && outbox === 0;
-      })(),
+      })().catch((err: unknown) => {
+        reportRedisError(log, err, 'waiting for the writer failed; trying again');
+        return false;
+      }),
     );
     if (drained === undefined) return false;
     if (drained) return true;

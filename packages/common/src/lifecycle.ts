@@ -14,6 +14,11 @@ export interface Component {
    * or undefined: a stop that cannot hand it over loses it, says so and exits 1.
    */
   unsaved?(): string | undefined;
+  /**
+   * Where it is, for a supervisor that cannot ask Redis (Redis away or refusing writes): the
+   * ingestor's newest receive time and the trades it holds that Redis does not have yet.
+   */
+  progress?(): { lastRx: number; pending: number };
 }
 
 export interface ShutdownOptions {

@@ -98,6 +98,10 @@ export class Ingestor {
     return this.feed.stop();
   }
 
+  progress(): { lastRx: number; pending: number } {
+    return { lastRx: this.sink.lastRx, pending: this.sink.holding() };
+  }
+
   unsaved(): string | undefined {
     const p = this.sink.pending();
     if (p.trades === 0) return undefined;

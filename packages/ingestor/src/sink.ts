@@ -381,6 +381,11 @@ export class TradeSink {
       .catch(() => undefined);
   }
 
+  /** Trades received and not yet acknowledged by Redis: buffered, and cut into batches in flight. */
+  holding(): number {
+    return this.count + this.inFlight;
+  }
+
   /** Trades cut into batches that Redis has not acknowledged yet (with their receive times). */
   pending(): SinkLoss {
     const out: SinkLoss = { trades: 0, firstRx: 0, lastRx: 0 };
