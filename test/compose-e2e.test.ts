@@ -40,6 +40,17 @@ const SERVICES = 6 + AGGREGATORS;
 
 const secs = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
 
+/** How a CSV file differs from the stack's, in one line: missing rows at the end, or the first differing line. */
+function difference(got: string | undefined, want: string): string {
+  if (got === undefined) return 'missing';
+  const g = got.split('\n');
+  const w = want.split('\n');
+  let i = 0;
+  while (i < g.length && i < w.length && g[i] === w[i]) i++;
+  if (i === g.length - 1 && g[i] === '' && w.length > g.length) return `the stack's first ${g.length - 2} rows, without its last ${w.length - g.length}: ${w.slice(i, -1).join(' | ')}`;
+  return `line ${i + 1}: ${JSON.stringify(g[i] ?? null)}, stack: ${JSON.stringify(w[i] ?? null)}`;
+}
+
 describe.skipIf(problem !== undefined && !DOCKER_REQUIRED)('docker compose, end to end on a Docker engine', () => {
   // a project and an image of this run only, so nothing of a user's own deployment is touched
   const project = `cw-e2e-${process.pid}-${randomBytes(3).toString('hex')}`;
@@ -223,7 +234,10 @@ describe.skipIf(problem !== undefined && !DOCKER_REQUIRED)('docker compose, end 
     const lastRow = Math.max(0, ...[...files.keys()].map((k) => statSync(join(dataDir, 'raw', k)).mtimeMs));
     note(`CSV rows ${JSON.stringify(rows(files))} (stack: ${JSON.stringify(rows(reference))})`);
     if (lastRow > 0) note(`last row written ${secs(lastRow - upAt)} after up`);
-    if (!same(files, reference)) console.log(logs(['writer', 'closer', 'ingestor'], 20));
+    if (!same(files, reference)) {
+      for (const [name, text] of reference) if (files.get(name) !== text) note(`${name} differs: ${difference(files.get(name), text)}`);
+      console.log(logs(['writer', 'closer', 'ingestor'], 20));
+    }
     // row counts first (readable when they differ), then every byte
     expect(rows(files)).toEqual(rows(reference));
     for (const [name, text] of reference) expect(files.get(name), name).toBe(text);
