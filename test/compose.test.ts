@@ -1,27 +1,36 @@
-import { execFileSync, spawnSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
 import { ENV_SCHEMA, loadConfig } from '@candlewick/common';
+import { readTape, tapeSymbols } from '@candlewick/ingestor';
 import { ROLES } from '@candlewick/cli';
-import { ROOT } from './helpers.js';
+import { BUNDLED_TAPE, ROOT, tempDir } from './helpers.js';
+import { composeCommand, DOCKER_REQUIRED, replayLine } from './docker/docker.js';
 
 interface Service {
   image?: string;
   build?: unknown;
   command?: string[];
+  entrypoint?: string[];
+  user?: string;
   environment?: Record<string, string>;
-  healthcheck?: { test: string[] };
+  healthcheck?: { test?: string[]; disable?: boolean };
   volumes?: string[];
+  secrets?: string[];
+  depends_on?: Record<string, { condition: string }>;
   ports?: unknown;
   container_name?: string;
   profiles?: string[];
 }
 
-const compose = parse(readFileSync(join(ROOT, 'docker-compose.yml'), 'utf8'), { merge: true }) as { services: Record<string, Service> };
+const composeText = readFileSync(join(ROOT, 'docker-compose.yml'), 'utf8');
+const compose = parse(composeText, { merge: true }) as { services: Record<string, Service>; secrets: Record<string, { file: string }> };
 const services = compose.services;
-const candlewick = Object.entries(services).filter(([, s]) => s.build !== undefined);
+/** the services that run a candlewick role (data-init runs the image as a one-shot root step) */
+const candlewick = Object.entries(services).filter(([, s]) => s.build !== undefined && s.entrypoint === undefined);
+const SECRETS = { REDIS_PASSWORD_FILE: 'redis_password', FINNHUB_TOKEN_FILE: 'finnhub_token', MASSIVE_API_KEY_FILE: 'massive_api_key' } as const;
 
 /** Compose's ${VAR:-default} / ${VAR:?message} / ${VAR} interpolation, from `vars`. */
 function interpolate(text: string, vars: Record<string, string>): string {
@@ -33,7 +42,16 @@ function interpolate(text: string, vars: Record<string, string>): string {
   });
 }
 
-describe('docker-compose.yml and Dockerfile', () => {
+// what a user's secrets/ holds: a password, and no Finnhub or Massive key (replay)
+const secretsDir = tempDir('compose-secrets');
+const secretFiles: Record<string, string> = {};
+for (const [name, value] of [['redis_password', 'pw'], ['finnhub_token', ''], ['massive_api_key', '']] as const) {
+  secretFiles[name] = join(secretsDir, name);
+  writeFileSync(secretFiles[name]!, value);
+}
+afterAll(() => rmSync(secretsDir, { recursive: true, force: true }));
+
+describe('docker-compose.yml, .env.example and Dockerfile', () => {
   it('every candlewick service runs a real CLI role with variables the configuration knows, and values it accepts', () => {
     const roles = new Set<string>(ROLES);
     const known = new Set(Object.keys(ENV_SCHEMA.shape));
@@ -43,55 +61,119 @@ describe('docker-compose.yml and Dockerfile', () => {
       expect(roles.has(svc.command![0]!), `${name}: ${svc.command![0]} is a role`).toBe(true);
       const env = svc.environment ?? {};
       for (const key of Object.keys(env)) expect(known.has(key), `${name}: ${key} is a configuration variable`).toBe(true);
-      // with .env's required values, the configuration loads as the container would load it
-      const vars = { REDIS_PASSWORD: 'pw' };
-      const resolved = Object.fromEntries(Object.entries(env).map(([k, v]) => [k, interpolate(String(v), vars)]));
+      // with the README's replay line, the configuration loads as the container would load it,
+      // its secret files where compose mounts them
+      const vars = replayLine().env;
+      const resolved = Object.fromEntries(
+        Object.entries(env).map(([k, v]) => [k, k in SECRETS ? secretFiles[SECRETS[k as keyof typeof SECRETS]]! : interpolate(String(v), vars)]),
+      );
       expect(() => loadConfig(resolved), name).not.toThrow();
     }
-    // no password: compose refuses to start, naming the variable
-    expect(() => interpolate(String(services.ingestor!.environment!.REDIS_URL), {})).toThrow(/REDIS_PASSWORD: set REDIS_PASSWORD in \.env/);
   });
 
-  it('health checks everywhere, Redis with AOF, a password and a volume, aggregators scalable, CSV on a mounted volume', () => {
-    for (const [name, svc] of Object.entries(services)) expect(svc.healthcheck?.test.length, `${name} has a health check`).toBeGreaterThan(0);
+  it('secrets are files: no secret value in any environment, each role reads the mounted file, no usable default', () => {
+    for (const [name, svc] of candlewick) {
+      const env = svc.environment!;
+      for (const key of ['REDIS_PASSWORD', 'FINNHUB_TOKEN', 'MASSIVE_API_KEY']) expect(env[key], `${name}: ${key} is not in its environment`).toBeUndefined();
+      expect(env.REDIS_URL, name).not.toMatch(/@/);
+      for (const [key, secret] of Object.entries(SECRETS)) {
+        expect(env[key], name).toBe(`/run/secrets/${secret}`);
+        expect(svc.secrets, name).toContain(secret);
+      }
+    }
+    // compose refuses to start without the password file, and names it
+    expect(() => interpolate(compose.secrets.redis_password!.file, {})).toThrow(/REDIS_PASSWORD_FILE: set REDIS_PASSWORD_FILE in \.env/);
+    // .env.example: paths, never values; every name one the compose file reads
+    const example = readFileSync(join(ROOT, '.env.example'), 'utf8');
+    const entries = example.split('\n').filter((l) => /^[A-Z_]+=/.test(l)).map((l) => l.split('=') as [string, string]);
+    const used = new Set([...composeText.matchAll(/\$\{([A-Z_]+)/g)].map((m) => m[1]));
+    for (const [key] of entries) expect(used.has(key), `.env.example: ${key} is read by docker-compose.yml`).toBe(true);
+    expect(entries.filter(([k, v]) => /PASSWORD|TOKEN|KEY/.test(k) && !k.endsWith('_FILE') && v !== '')).toEqual([]);
+    expect(Object.fromEntries(entries).REDIS_PASSWORD_FILE).toMatch(/^\.\/secrets\//);
+  });
+
+  it('the replay line of docker-compose.yml subscribes to the symbols of the bundled tape, with three aggregators', () => {
+    const line = replayLine();
+    expect(line.env.SYMBOLS!.split(',').sort()).toEqual(tapeSymbols(readTape(BUNDLED_TAPE)).sort());
+    expect(line.env.FINNHUB_WS_URL).toBe(`ws://replay-server:${services['replay-server']!.environment!.REPLAY_PORT}`);
+    expect(line.aggregators).toBe(3);
+  });
+
+  it('health checks everywhere, Redis with AOF, a password file and a volume, aggregators scalable, CSV on a mounted folder the writer owns', () => {
+    for (const [name, svc] of Object.entries(services)) {
+      if (name === 'data-init') continue;
+      expect(svc.healthcheck?.test?.length, `${name} has a health check`).toBeGreaterThan(0);
+    }
     for (const [name, svc] of candlewick) {
       const port = svc.environment!.METRICS_PORT;
-      expect(svc.healthcheck!.test.join(' '), name).toContain(`127.0.0.1:${port}/healthz`);
+      expect(svc.healthcheck!.test!.join(' '), name).toContain(`127.0.0.1:${port}/healthz`);
     }
     const redis = services.redis!;
     const cmd = redis.command!.join(' ');
     expect(cmd).toMatch(/--appendonly yes/);
-    expect(cmd).toMatch(/--requirepass "\$\$REDIS_PASSWORD"/);
+    expect(cmd).toContain('--requirepass "$$(cat /run/secrets/redis_password)"');
+    expect(redis.secrets).toEqual(['redis_password']);
+    expect(redis.healthcheck!.test!.join(' ')).toContain('REDISCLI_AUTH=');
     expect(redis.volumes?.some((v) => v.endsWith(':/data'))).toBe(true);
     // scaling needs no fixed name and no host port
     expect(services.aggregator!.container_name).toBeUndefined();
     expect(services.aggregator!.ports).toBeUndefined();
-    expect(services.writer!.volumes?.some((v) => v.endsWith(`:${services.writer!.environment!.DATA_DIR}`))).toBe(true);
-    // the password never sits in the file itself
-    expect(readFileSync(join(ROOT, 'docker-compose.yml'), 'utf8')).not.toMatch(/REDIS_PASSWORD:\s*\w+\s*$/m);
+    const writer = services.writer!;
+    const mount = writer.volumes!.find((v) => v.endsWith(`:${writer.environment!.DATA_DIR}`));
+    expect(mount).toBeDefined();
+    // Docker creates a missing ./data as root: a root one-shot hands it to uid 1000 before the writer starts
+    const init = services['data-init']!;
+    expect(init.user).toBe('0:0');
+    expect(init.volumes).toEqual([mount]);
+    expect(init.entrypoint!.join(' ')).toContain('chown 1000:1000');
+    expect(init.healthcheck?.disable).toBe(true);
+    expect(writer.depends_on?.['data-init']?.condition).toBe('service_completed_successfully');
   });
 
-  it('the Dockerfile is multi-stage, installs production dependencies only and runs as a non-root user', () => {
-    const docker = readFileSync(join(ROOT, 'Dockerfile'), 'utf8');
+  it('the Dockerfile: multi-stage, the project compiler, a failed install fails, no anonymous volume, a health check, non-root', () => {
+    const text = readFileSync(join(ROOT, 'Dockerfile'), 'utf8');
+    // no frontend fetched from Docker Hub
+    expect(text).not.toMatch(/^#\s*syntax=/m);
+    const docker = text
+      .split('\n')
+      .filter((l) => !l.startsWith('#'))
+      .join('\n');
     expect(docker.match(/^FROM /gm)?.length).toBeGreaterThanOrEqual(2);
     expect(docker).toMatch(/npm ci --omit=dev/);
+    // every npm ci is checked by npm ls in the same step (npm has exited 0 from a failed install)
+    for (const line of docker.split('\n').filter((l) => l.startsWith('RUN npm ci'))) expect(line).toMatch(/&& npm ls [^&]*--all/);
+    expect(docker).toContain('node_modules/.bin/tsc -b');
+    expect(docker).not.toMatch(/npx tsc/);
+    expect(docker).not.toMatch(/^VOLUME/m);
+    expect(docker).toMatch(/^HEALTHCHECK [\s\S]*METRICS_PORT[\s\S]*\/healthz/m);
     const user = /^USER (\S+)/m.exec(docker);
     expect(user?.[1]).toBeDefined();
     expect(['root', '0']).not.toContain(user![1]);
     expect(docker.indexOf('USER')).toBeGreaterThan(docker.lastIndexOf('RUN '));
   });
 
-  it('docker compose config accepts the file where a Docker client is installed', () => {
-    const probe = spawnSync('docker', ['compose', 'version'], { encoding: 'utf8' });
-    if (probe.status !== 0) {
-      // no Docker client on this machine: the parse checks above are what can run here
-      expect(probe.error ?? probe.stderr).toBeTruthy();
+  it('the compose tool accepts the file, and refuses to start without the password file', () => {
+    const tool = composeCommand();
+    if (!tool) {
+      // no compose tool here: the parse checks above are what can run (CI installs one)
+      expect(DOCKER_REQUIRED, 'CANDLEWICK_REQUIRE_DOCKER=1 but neither `docker compose` nor `docker-compose` runs').toBe(false);
       return;
     }
-    const out = execFileSync('docker', ['compose', '-f', join(ROOT, 'docker-compose.yml'), 'config', '--quiet'], {
-      env: { ...process.env, REDIS_PASSWORD: 'pw' },
-      encoding: 'utf8',
-    });
-    expect(out).toBe('');
+    const [cmd, ...pre] = tool;
+    // an env file of its own, so a developer's .env changes nothing
+    const envFile = join(secretsDir, 'compose.env');
+    writeFileSync(envFile, '');
+    const config = (vars: Record<string, string>) =>
+      spawnSync(cmd!, [...pre, '--env-file', envFile, '-f', join(ROOT, 'docker-compose.yml'), '--profile', 'replay', 'config', '-q'], {
+        env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', ...vars },
+        encoding: 'utf8',
+      });
+    const files = Object.fromEntries(Object.entries(SECRETS).map(([k, s]) => [k, secretFiles[s]!]));
+    const ok = config({ ...files, ...replayLine().env });
+    expect(ok.stderr).toBe('');
+    expect(ok.status).toBe(0);
+    const refused = config({ ...files, REDIS_PASSWORD_FILE: '' });
+    expect(refused.status).not.toBe(0);
+    expect(refused.stderr).toMatch(/set REDIS_PASSWORD_FILE in \.env/);
   });
 });
