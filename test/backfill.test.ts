@@ -5,7 +5,8 @@ import { makeKeys } from '@candlewick/common';
 import { ProviderServer } from '@candlewick/backfill';
 import { readTapeFile } from '@candlewick/ingestor';
 import { csvPath } from '@candlewick/writer';
-import { ROOT, redisUrl, runCli, runThroughOutage, tempDir, testRedis, uniquePrefix } from './helpers.js';
+import { ROOT, redisUrl, runCli, runThroughOutage, startCli, tempDir, testRedis, uniquePrefix, waitFor } from './helpers.js';
+import { freePort } from '@candlewick/cli';
 
 /**
  * Backfill against a local HTTP server that serves Finnhub candles, Massive aggregates and Massive
@@ -184,5 +185,21 @@ describe('historical mode', () => {
     expect(two.code).toBe(0);
     expect(two.stdout).toMatch(/backfill done: 0 bars written, \d+ already there/);
     expect(INTERVALS.map((iv) => readFileSync(csvPath(dataDir, iv, 'AIG'), 'utf8'))).toEqual(before);
+  });
+
+  it('from a clone, without keys: `candlewick provider-server` serves a tape as provider history, and historical mode reads it', async () => {
+    const port = await freePort();
+    const server = startCli(['provider-server', '--tape', TICK, '--port', String(port)], { MASSIVE_API_KEY: 'demo' });
+    try {
+      await waitFor(() => /serving the tape as Finnhub .* and Massive/.test(server.output().stdout), 30_000, 'the provider server');
+      const dataDir = tempDir('demo-history');
+      const res = await runCli(['backfill', '--symbols', 'AIG', '--from', '2013-10-10', '--to', '2013-10-11'], {
+        DATA_DIR: dataDir, MASSIVE_API_KEY: 'demo', MASSIVE_REST_URL: `http://127.0.0.1:${port}`,
+      });
+      expect(res.code, res.stderr).toBe(0);
+      for (const iv of INTERVALS) expect(rows(dataDir, iv), iv).toEqual(rows(whole, iv));
+    } finally {
+      await server.stop();
+    }
   });
 });

@@ -99,10 +99,17 @@ describe('a full disk', () => {
     const raw = join(dir, 'raw');
     tmpfs(raw, 512);
     const filler = fill(raw, 150);
-    const stack = startCli(['stack'], { DATA_DIR: dir, REPLAY_SPEED: '20000', REPLAY_SHIFT: 'false', EXIT_WHEN_IDLE_MS: '2000' });
+    // the writer is the stack's second child: its /healthz is on METRICS_PORT + 1
+    const metrics = 20_000 + Math.floor(Math.random() * 20_000);
+    const stack = startCli(['stack'], { DATA_DIR: dir, REPLAY_SPEED: '20000', REPLAY_SHIFT: 'false', EXIT_WHEN_IDLE_MS: '2000', METRICS_PORT: String(metrics) });
     await waitFor(() => /appending to the CSV files failed/.test(stack.output().stdout), 90_000, 'the disk to fill');
+    // health means working: a writer that cannot append says so, with the reason
+    const health = await fetch(`http://127.0.0.1:${metrics + 1}/healthz`);
+    expect(health.status).toBe(503);
+    expect(await health.json()).toMatchObject({ role: 'write', ok: false, redis: 'ready', csv: expect.stringMatching(/appends failing/) });
     await new Promise((r) => setTimeout(r, 3000));
     rmSync(filler);
+    await waitFor(async () => (await fetch(`http://127.0.0.1:${metrics + 1}/healthz`).catch(() => undefined))?.status === 200 || stack.output().stdout.includes('candlewick summary'), 30_000, 'healthy again');
     const code = await stack.exited;
     const out = stack.output().stdout;
     expect(code, out.slice(-3000)).toBe(0);

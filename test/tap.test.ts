@@ -92,4 +92,21 @@ describe('tapping the streams', () => {
     const r = await bad.stop();
     expect(r.stderr).toMatch(/"bars:2min" is not a stream to tap: use trades, or one of bars:1min, bars:5min/);
   }, 60_000);
+
+  it("beside a running stack, tap needs no REDIS_URL: it finds the stack's private Redis from DATA_DIR", async () => {
+    const dataDir = tempDir('tap-beside');
+    const stack = startCli(['stack'], { DATA_DIR: dataDir, EXIT_WHEN_IDLE_MS: '0' });
+    try {
+      await waitFor(() => /tape finished/.test(stack.output().stdout), 60_000, 'the replay');
+      expect(stack.output().stdout).toMatch(/npx candlewick tap bars:1min` finds it/);
+      const res = await runCli(['tap', 'bars:1min', '--from', '0'], { DATA_DIR: dataDir, LOG_LEVEL: 'info' }, 30_000, 3000);
+      expect(res.code).toBe(0);
+      expect(res.stderr).toMatch(/REDIS_URL unset: using the private Redis of the stack running on DATA_DIR/);
+      const rows = res.stdout.split('\n').filter(Boolean).map((l) => JSON.parse(l) as TappedBar);
+      expect(rows.length).toBeGreaterThan(2000);
+      expect(rows[0]!.symbol).toBe('BINANCE:XRPETH');
+    } finally {
+      await stack.stop();
+    }
+  });
 });

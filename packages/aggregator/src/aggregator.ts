@@ -1,4 +1,4 @@
-import { AGGREGATOR_GROUP, RecurringError, isConnectionError, isRefusal, redisLink, BAR_FLAGS, CalendarRangeError, Clock, conditionRules, crashPoint, type ConditionRules, duplicateRedis, mergeBatchKeys, metrics, processId, sleep, type Config, type Keys, type Logger, type RedisClient } from '@candlewick/common';
+import { type Health, AGGREGATOR_GROUP, RecurringError, isConnectionError, isRefusal, redisLink, BAR_FLAGS, CalendarRangeError, Clock, conditionRules, crashPoint, type ConditionRules, duplicateRedis, mergeBatchKeys, metrics, processId, sleep, type Config, type Keys, type Logger, type RedisClient } from '@candlewick/common';
 import type { Gauge } from 'prom-client';
 import { Preaggregator, mergeArgs, rawEntry, type RawEntry } from './preaggregate.js';
 
@@ -66,6 +66,15 @@ export class Aggregator {
     }
   }
 
+  /** per partition loop: when it last went round (a read blocks 0.5 s at most) */
+  private readonly beat = new Map<number, number>();
+
+  health(): Health {
+    const now = Date.now();
+    const stuck = [...this.beat].filter(([, t]) => now - t > 30_000).map(([p]) => p);
+    return stuck.length ? { ok: false, aggregator: `loop of partition ${stuck.join(', ')} stuck for ${Math.round((now - Math.min(...stuck.map((p) => this.beat.get(p)!))) / 1000)} s` } : { ok: true, aggregator: 'reading' };
+  }
+
   async stop(): Promise<void> {
     this.stopped = true;
     await Promise.all(this.loops);
@@ -108,6 +117,7 @@ export class Aggregator {
     let ownPending = true;
     conn.on('ready', () => (ownPending = true));
     while (!this.stopped) {
+      this.beat.set(p, Date.now());
       try {
         if (ownPending) {
           ownPending = false;
@@ -220,7 +230,7 @@ export class Aggregator {
         }
         if (this.conditions) await this.reportUnknownCodes(p);
         if (pre.uncovered.length) this.log.error({ years: [...new Set(pre.uncovered)] }, new CalendarRangeError(pre.uncovered[0]!).message);
-        if (pre.late.length) this.log.warn({ late: pre.late.length, first: { s: pre.late[0]!.s, p: pre.late[0]!.p, t: pre.late[0]!.t, w: pre.late[0]!.w } }, 'late trades kept in trades:late');
+        if (pre.late.length) this.reportLate(pre.late);
         return;
       }
       this.conditions?.takeUnknown(); // counted again when the rest is re-aggregated
@@ -231,6 +241,26 @@ export class Aggregator {
       entries = entries.filter((e) => still.has(e.id));
       if (todo.length === 0) return;
     }
+  }
+
+  private lateSaid = 0;
+  private lateSinceSaid = 0;
+
+  /**
+   * Late trades: the first is described, then a count at most once a minute (a replay of a day
+   * already seen is all late: a line per batch would be thousands).
+   */
+  private reportLate(late: readonly RawEntry[]): void {
+    const now = Date.now();
+    this.lateSinceSaid += late.length;
+    if (this.lateSaid !== 0 && now - this.lateSaid < 60_000) return;
+    const first = late[0]!;
+    this.log.warn(
+      { late: this.lateSinceSaid, total: this.late, example: { s: first.s, p: first.p, t: first.t, w: first.w } },
+      this.lateSaid === 0 ? 'late trades kept in trades:late (their window had closed when they were ingested)' : 'more late trades kept in trades:late',
+    );
+    this.lateSaid = now;
+    this.lateSinceSaid = 0;
   }
 
   /** Counts trades with condition codes the table does not know, and names each new code once. */

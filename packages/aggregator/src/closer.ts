@@ -3,6 +3,7 @@ import {
   AGGREGATOR_GROUP,
   BARS_QUEUE,
   RecurringError,
+  idleAndDrained,
   isConnectionError,
   isRefusal,
   redisLink,
@@ -15,6 +16,7 @@ import {
   metrics,
   parseBarId,
   type Config,
+  type Health,
   type Keys,
   type Logger,
   type RedisClient,
@@ -184,7 +186,9 @@ export class CloserService {
     this.worker = new Worker(
       CLOSE_QUEUE,
       async (_job: Job) => {
+        this.lastTick = Date.now();
         await this.closer.tick(false);
+        await this.closeWhenIdle();
       },
       {
         connection: duplicateRedis(this.redis, this.log),
@@ -203,6 +207,32 @@ export class CloserService {
     this.worker.on('error', (err) => reportRedisError(this.log, err, 'close worker error'));
     this.queue.on('error', (err) => reportRedisError(this.log, err, 'close queue error'));
     this.log.info({ everyMs: this.cfg.closeEveryMs, clock: this.cfg.clock, graceMs: this.cfg.graceMs }, 'closer started');
+  }
+
+  /** when the last tick ran (for /healthz: a closer whose ticks stopped is not working) */
+  private lastTick = Date.now();
+
+  health(): Health {
+    const since = Date.now() - this.lastTick;
+    const limit = Math.max(10_000, this.cfg.closeEveryMs * 20);
+    return since > limit ? { ok: false, closer: `no tick for ${Math.round(since / 1000)} s` } : { ok: true, closer: 'ticking' };
+  }
+
+  /**
+   * CLOSE_WHEN_IDLE_MS (event clock): at the end of a replay the watermark stops short of the last
+   * windows; once the feed has been quiet that long and everything is merged, close every open bar
+   * — once per input (a later trade starts a new input, see addTrades' inputEnd).
+   */
+  private async closeWhenIdle(): Promise<void> {
+    if (this.cfg.clock !== 'event' || this.cfg.closeWhenIdleMs === 0) return;
+    let open = false;
+    for (let p = 0; p < this.cfg.partitions; p++) {
+      const [lastId, inputEnd] = await this.redis.hmget(this.keys.clock(p), 'lastId', 'inputEnd');
+      if (lastId && !inputEnd) open = true;
+    }
+    if (!open || !(await idleAndDrained(this.redis, this.cfg, this.keys, this.cfg.closeWhenIdleMs, 0))) return;
+    const r = await this.closer.tick(true);
+    if (r.merged) this.log.info({ closed: r.closed, idleMs: this.cfg.closeWhenIdleMs }, 'feed idle and everything merged: closed every open bar (CLOSE_WHEN_IDLE_MS)');
   }
 
   async stop(): Promise<void> {

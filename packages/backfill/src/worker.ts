@@ -64,6 +64,11 @@ export class BackfillService {
   }
 
   async start(): Promise<void> {
+    if (!this.cfg.backfill) {
+      // (docker compose runs this service whatever BACKFILL says): nothing to do, quietly and healthy
+      this.log.info('BACKFILL=off: no requests are filed, so this role waits idle');
+      return;
+    }
     for (let p = 0; p < this.cfg.partitions; p++) await ensureGroup(this.redis, this.keys.backfillRequests(p), BACKFILL_GROUP);
     try {
       this.provider = makeProvider(this.cfg, this.log, this.abort.signal);

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 import { ConfigError, EXIT, RedisUnavailableError, configEnvNames, loadConfig, type Config } from '@candlewick/common';
-import { ROLES, SERVICES, runHistoricalBackfill, runReplayServer, runService, runTap, type TapRequest } from './roles.js';
+import { ROLES, SERVICES, runHistoricalBackfill, runProviderServer, runReplayServer, runService, runTap, type TapRequest } from './roles.js';
 import { runStack } from './stack.js';
 
 const HELP = `candlewick: trades -> OHLCV bars on Redis Streams
@@ -20,6 +20,8 @@ roles
   backfill        fills the span before each symbol's first live trade and every feed outage
                   (BACKFILL=on); with --symbols A,B --from … --to … builds bars for a past range
                   from the provider alone, into the same CSV layout
+  provider-server REPLAY_TAPE as Finnhub/Massive history on REPLAY_PORT (8766): backfill and
+                  historical mode from a clone, without keys
   help            this text
 
 Every setting is an environment variable (see README); a flag --some-name value sets SOME_NAME.
@@ -110,6 +112,8 @@ async function main(): Promise<void> {
       process.exit(process.exitCode);
     case 'replay-server':
       return runReplayServer(cfg);
+    case 'provider-server':
+      return runProviderServer(cfg);
     case 'tap':
       process.exitCode = await runTap(cfg, tap!);
       return;

@@ -7,6 +7,22 @@ import { join, resolve } from 'node:path';
 import { Redis } from 'ioredis';
 import { RedisUnavailableError, sleep } from '@candlewick/common';
 
+/**
+ * The URL of the private redis-server a running `candlewick stack` keeps under `dataDir/redis`,
+ * when there is one (its pid alive and a redis-server): a role started by hand beside the stack
+ * (`candlewick tap bars:1min`) finds it without REDIS_URL.
+ */
+export function stackRedisUrl(dataDir: string): string | undefined {
+  try {
+    const dir = join(dataDir, 'redis');
+    const pid = Number(readFileSync(join(dir, 'candlewick-redis.pid'), 'utf8').trim());
+    if (!Number.isInteger(pid) || pid <= 0 || !readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('redis-server')) return undefined;
+    return readFileSync(join(dir, 'candlewick-redis.url'), 'utf8').trim() || undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /** No Redis to use: the stack names the three ways out. */
 export function noRedisServer(bin: string): RedisUnavailableError {
   return new RedisUnavailableError(
@@ -130,6 +146,8 @@ export class PrivateRedis {
       throw spawned;
     }
     writeFileSync(this.pidFile, String(proc.pid));
+    // for roles started by hand beside the stack (`candlewick tap`): where its Redis is
+    writeFileSync(join(this.dir, 'candlewick-redis.url'), this.url);
     const probe = new Redis(this.url, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
     probe.on('error', () => undefined); // refused until the server listens; the loop below retries
     try {

@@ -24,11 +24,12 @@ import {
   tapTrades,
   type Health,
 } from '@candlewick/common';
-import { Ingestor, ReplayServer, TapeError, isTapeTrade, readTape, type TapeItem } from '@candlewick/ingestor';
+import { Ingestor, ReplayServer, TapeError, isTapeTrade, readTape, tapeSymbols, type TapeItem } from '@candlewick/ingestor';
 import { Aggregator, CloserService } from '@candlewick/aggregator';
 import { WriterService } from '@candlewick/writer';
-import { BackfillService, ProviderError, runHistorical, type Progress } from '@candlewick/backfill';
+import { BackfillService, ProviderError, ProviderServer, runHistorical, type Progress } from '@candlewick/backfill';
 import { SingleBar, Presets } from 'cli-progress';
+import { stackRedisUrl } from './redis-server.js';
 
 /** The bundled tape: Binance XRP/ETH aggTrades, 2019-10-11 .. 2019-10-13 (see tapes/README.md). */
 export const BUNDLED_TAPE = fileURLToPath(new URL('../../../tapes/binance-xrpeth-aggtrades-2019-10-11.json.gz', import.meta.url));
@@ -40,10 +41,18 @@ export function rootLogger(cfg: Config, name: string, write?: (line: string) => 
 
 const DEFAULT_REDIS_URL = 'redis://127.0.0.1:6379';
 
+/** REDIS_URL, else the private Redis of a stack running on DATA_DIR, else the local default. */
+function redisUrlFor(cfg: Config, log?: Logger): string {
+  if (cfg.redisUrl) return cfg.redisUrl;
+  const stacks = cfg.redisCluster ? undefined : stackRedisUrl(cfg.dataDir);
+  if (stacks) log?.info({ redis: stacks, dataDir: cfg.dataDir }, 'REDIS_URL unset: using the private Redis of the stack running on DATA_DIR');
+  return stacks ?? DEFAULT_REDIS_URL;
+}
+
 function redisFor(cfg: Config, log: Logger): RedisClient {
-  const url = cfg.redisUrl ?? DEFAULT_REDIS_URL;
+  const url = redisUrlFor(cfg, log);
   log.info({ redis: redactUrl(url) }, 'connecting to redis');
-  return connectRedis(url, log.child({ component: 'redis' }), { cluster: cfg.redisCluster });
+  return connectRedis(url, log.child({ component: 'redis' }), { cluster: cfg.redisCluster, password: cfg.redisPassword });
 }
 
 
@@ -88,7 +97,7 @@ async function runRole(cfg: Config, name: string, make: (redis: RedisClient, log
   stopWithParent();
   await server?.start();
   // A Redis never reached is a configuration problem to say, not a reason to hang: exit 3.
-  await waitForRedis(redis, cfg.redisUrl ?? DEFAULT_REDIS_URL, cfg.redisConnectTimeoutMs);
+  await waitForRedis(redis, redisUrlFor(cfg), cfg.redisConnectTimeoutMs);
   started = true;
   // Redis refusing writes at start (a full disk under it) is waited out like one mid-run
   for (let attempt = 0; ; attempt++) {
@@ -124,7 +133,7 @@ async function runRole(cfg: Config, name: string, make: (redis: RedisClient, log
 }
 
 /** Every role the CLI runs (`candlewick <role>`). */
-export const ROLES = ['stack', 'ingest', 'replay-server', 'aggregate', 'close', 'write', 'backfill', 'tap', 'help'] as const;
+export const ROLES = ['stack', 'ingest', 'replay-server', 'aggregate', 'close', 'write', 'backfill', 'tap', 'provider-server', 'help'] as const;
 
 type Service = new (redis: RedisClient, cfg: Config, keys: Keys, log: Logger) => Component;
 
@@ -140,6 +149,8 @@ export const SERVICES: Record<string, Service> = {
 export function runService(cfg: Config, role: string): Promise<void> {
   const Svc = SERVICES[role]!;
   const keys = makeKeys(cfg.keyPrefix);
+  // a replaying ingestor without SYMBOLS subscribes to the tape's (as `stack` does)
+  if (role === 'ingest' && cfg.mode === 'replay' && cfg.symbols.length === 0) cfg = Object.freeze({ ...cfg, symbols: tapeSymbols(replayTape(cfg).items) });
   return runRole(cfg, role, (redis, log) => new Svc(redis, cfg, keys, log));
 }
 
@@ -177,6 +188,22 @@ export async function runReplayServer(cfg: Config): Promise<void> {
   await metrics?.start();
   await server.start();
   process.send?.({ ready: true });
+}
+
+/**
+ * `candlewick provider-server`: REPLAY_TAPE served over HTTP in the history providers' shapes
+ * (Finnhub candles, Massive aggregates and trades) on REPLAY_PORT, accepting FINNHUB_TOKEN and
+ * MASSIVE_API_KEY: historical mode and backfill tried from a clone, with no key and no internet.
+ */
+export async function runProviderServer(cfg: Config): Promise<void> {
+  const log = rootLogger(cfg, 'provider-server');
+  const { path, items } = replayTape(cfg);
+  const server = new ProviderServer(items.filter(isTapeTrade), {
+    host: cfg.replayHost, port: cfg.replayPort || 8766, finnhubToken: cfg.finnhubToken, massiveKey: cfg.massiveApiKey,
+  });
+  handleShutdown(log, () => server.stop());
+  const base = await server.start();
+  log.info({ tape: path, url: base }, `serving the tape as Finnhub (${base}/api/v1) and Massive (${base}) history: point FINNHUB_REST_URL or MASSIVE_REST_URL here`);
 }
 
 /** Progress of a historical backfill: a bar in a terminal, plain lines otherwise. */
@@ -254,7 +281,7 @@ export async function runTap(cfg: Config, req: TapRequest): Promise<number> {
   const symbols = req.symbols?.split(',').map((s) => s.trim()).filter(Boolean);
   const opts = { symbols, from: req.from, group: req.group, signal: abort.signal };
   try {
-    await Promise.race([waitForRedis(redis, cfg.redisUrl ?? DEFAULT_REDIS_URL, cfg.redisConnectTimeoutMs), new Promise((r) => abort.signal.addEventListener('abort', r))]);
+    await Promise.race([waitForRedis(redis, redisUrlFor(cfg), cfg.redisConnectTimeoutMs), new Promise((r) => abort.signal.addEventListener('abort', r))]);
     if (abort.signal.aborted) return EXIT.OK;
     const items = bars ? tapBars(redis, keys, bars[1]!, opts) : tapTrades(redis, keys, cfg.partitions, opts);
     for await (const item of items) {

@@ -9,6 +9,8 @@ import {
   RedisUnavailableError,
   connectRedis,
   disableCrashPoints,
+  idleAndDrained,
+  readCounters,
   makeKeys,
   redactUrl,
   redisLink,
@@ -25,7 +27,7 @@ import { tapeSymbols } from '@candlewick/ingestor';
 import { BarCloser, barsQueue } from '@candlewick/aggregator';
 import { replayTape, rootLogger } from './roles.js';
 import { PrivateRedis, PrivateRedisCluster, freePort } from './redis-server.js';
-import { formatSummary, readCounters, summarize } from './summary.js';
+import { formatSummary, summarize } from './summary.js';
 
 const LEVELS: Record<number, string> = { 10: 'TRACE', 20: 'DEBUG', 30: 'INFO ', 40: 'WARN ', 50: 'ERROR', 60: 'FATAL' };
 const COLORS: Record<number, string> = { 40: '\x1b[33m', 50: '\x1b[31m', 60: '\x1b[31m' };
@@ -124,7 +126,8 @@ export async function runStack(cfg: Config, env: NodeJS.ProcessEnv): Promise<num
   const term = new Terminal(process.stdout);
   const log = rootLogger(cfg, 'stack', (line) => term.line(formatLogLine('stack', line.trimEnd(), color)));
   const keys = makeKeys(cfg.keyPrefix);
-  const childEnv: NodeJS.ProcessEnv = { ...env, LOG_PRETTY: 'false', MODE: cfg.mode };
+  // the stack closes the last bars itself at its end (EXIT_WHEN_IDLE_MS): its closer must not earlier
+  const childEnv: NodeJS.ProcessEnv = { ...env, LOG_PRETTY: 'false', MODE: cfg.mode, CLOSE_WHEN_IDLE_MS: '0' };
 
   const stop = new StopRequest();
   const children: Child[] = [];
@@ -186,11 +189,17 @@ export async function runStack(cfg: Config, env: NodeJS.ProcessEnv): Promise<num
     if (!redisUrl) {
       privateRedis = cfg.redisCluster ? new PrivateRedisCluster(join(cfg.dataDir, 'redis-cluster'), cfg.redisServerBin) : new PrivateRedis(join(cfg.dataDir, 'redis'), cfg.redisServerBin);
       redisUrl = await privateRedis.start();
-      log.info({ redis: redisUrl, dir: join(cfg.dataDir, cfg.redisCluster ? 'redis-cluster' : 'redis') }, `started a private ${cfg.redisCluster ? '3-master redis cluster' : 'redis-server'} (AOF on)`);
+      log.info(
+        { redis: redisUrl, dir: join(cfg.dataDir, cfg.redisCluster ? 'redis-cluster' : 'redis') },
+        `started a private ${cfg.redisCluster ? '3-master redis cluster' : 'redis-server'} (AOF on)${cfg.redisCluster ? '' : '; from another terminal in this folder, `npx candlewick tap bars:1min` finds it'}`,
+      );
       superviseRedis(privateRedis, log, () => stopping, fail);
+      // a private server has no password: the roles must not offer one
+      delete childEnv.REDIS_PASSWORD;
+      delete childEnv.REDIS_PASSWORD_FILE;
     }
     childEnv.REDIS_URL = redisUrl;
-    redis = connectRedis(redisUrl, log.child({ component: 'redis' }), { cluster: cfg.redisCluster });
+    redis = connectRedis(redisUrl, log.child({ component: 'redis' }), { cluster: cfg.redisCluster, password: privateRedis ? undefined : cfg.redisPassword });
     // While Redis is away the ingestor cannot report the trades it receives, so the idle clock
     // starts again when the connection is back.
     let redisBackAt = 0;
@@ -262,7 +271,8 @@ export async function runStack(cfg: Config, env: NodeJS.ProcessEnv): Promise<num
       await stop.race(sleep(200));
       if (stop.reason !== undefined || cfg.exitWhenIdleMs === 0) continue;
       const ingest = children.find((c) => c.role === 'ingest');
-      const idle = await stop.race(idleAndDrained(redis, cfg, keys, startedAt, () => redisBackAt, () => ingest?.progress).catch(() => false));
+      // (redisBackAt: while Redis was away the ingestor could not report what it received)
+      const idle = await stop.race(idleAndDrained(redis, cfg, keys, cfg.exitWhenIdleMs, startedAt, ingest?.progress).then((v) => v && Date.now() - redisBackAt >= cfg.exitWhenIdleMs).catch(() => false));
       if (!idle) continue;
       log.info({ idleMs: cfg.exitWhenIdleMs }, 'feed idle and every stage drained; closing the remaining bars');
       const t0 = Date.now();
@@ -346,29 +356,6 @@ function waitForPort(port: number, timeoutMs: number): Promise<void> {
     };
     attempt();
   });
-}
-
-async function idleAndDrained(
-  redis: RedisClient,
-  cfg: Config,
-  keys: Keys,
-  startedAt: number,
-  redisBackAt: () => number,
-  ingest: () => { lastRx: number; pending: number } | undefined,
-): Promise<boolean> {
-  const c = await readCounters(redis, cfg, keys);
-  // The idle clock starts when this run's feed is first up, so a slow start is not mistaken for the end.
-  if (c.feedUp < startedAt) return false;
-  // The ingestor's own word (over IPC) counts too: while Redis is away or refuses writes it holds
-  // trades Redis's counters know nothing of.
-  const own = ingest();
-  if (own && own.pending > 0) return false;
-  // (read after the counters: a read that waited out a Redis outage must see the reconnect)
-  if (Date.now() - Math.max(c.lastRx, c.feedUp, redisBackAt(), own?.lastRx ?? 0) < cfg.exitWhenIdleMs) return false;
-  if (c.merged + c.late < c.in) return false;
-  // a symbol still waiting for its backfill is not done
-  for (let p = 0; p < cfg.partitions; p++) if ((await redis.hlen(keys.holds(p))) > 0) return false;
-  return true;
 }
 
 /**

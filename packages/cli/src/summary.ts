@@ -1,29 +1,5 @@
 import { join } from 'node:path';
-import type { Config, Keys, RedisClient } from '@candlewick/common';
-
-/** The counters behind the summary, summed over partitions. */
-export interface Counters {
-  in: number;
-  rejected: number;
-  badFrames: number;
-  late: number;
-  merged: number;
-  filtered: number;
-  /** CONDITIONS=cta-utp: trades whose conditions let them set nothing */
-  excluded: number;
-  /** trades carrying condition codes the table does not know */
-  unknownConditions: number;
-  /** LATE=amend: late trades past LATE_AMEND_WINDOW for every bar they belong to (in no correction) */
-  amendTooOld: number;
-  written: Record<string, number>;
-  /** the ingestor's hold of trades outside Redis (receipt to Redis's answer), as it last reported */
-  holdMaxMs: number;
-  holdMeanMs: number;
-  firstRx: number;
-  lastRx: number;
-  feedUp: number;
-  lastMerge: number;
-}
+import type { Counters } from '@candlewick/common';
 
 /** One run's summary: the counters' differences, plus timing. */
 export type StackSummary = Pick<Counters, 'rejected' | 'badFrames' | 'late' | 'merged' | 'filtered' | 'excluded' | 'unknownConditions' | 'amendTooOld' | 'written' | 'holdMaxMs' | 'holdMeanMs'> & {
@@ -31,41 +7,6 @@ export type StackSummary = Pick<Counters, 'rejected' | 'badFrames' | 'late' | 'm
   wallMs: number;
   tradesPerSec: number;
 };
-
-export async function readCounters(redis: RedisClient, cfg: Config, keys: Keys): Promise<Counters> {
-  const stats = await redis.hgetall(keys.stats());
-  const c: Counters = {
-    in: 0,
-    rejected: Number(stats.rejected ?? 0),
-    badFrames: Number(stats.badFrames ?? 0),
-    late: 0,
-    merged: 0,
-    filtered: 0,
-    excluded: 0,
-    unknownConditions: 0,
-    amendTooOld: 0,
-    written: {},
-    holdMaxMs: Number(stats.ingestHoldMaxMs ?? 0),
-    holdMeanMs: Number(stats.ingestHoldMeanMs ?? 0),
-    firstRx: Number(stats.firstRx ?? 0),
-    lastRx: Number(stats.lastRx ?? 0),
-    feedUp: Number(stats.feedUp ?? 0),
-    lastMerge: 0,
-  };
-  for (let p = 0; p < cfg.partitions; p++) {
-    c.in += Number((await redis.hget(keys.clock(p), 'in')) ?? 0);
-    const ps = await redis.hgetall(keys.partitionStats(p));
-    c.late += Number(ps.late ?? 0);
-    c.merged += Number(ps.merged ?? 0);
-    c.filtered += Number(ps.filtered ?? 0);
-    c.excluded += Number(ps.excluded ?? 0);
-    c.unknownConditions += Number(ps.unknownConditions ?? 0);
-    c.amendTooOld += Number(ps.amendTooOld ?? 0);
-    c.lastMerge = Math.max(c.lastMerge, Number(ps.lastMergeMs ?? 0));
-  }
-  for (const iv of cfg.intervals) c.written[iv.name] = Number(stats[`written:${iv.name}`] ?? 0);
-  return c;
-}
 
 /**
  * This run's summary: counters now minus counters at start (Redis keeps them across runs).

@@ -72,3 +72,34 @@ describe('loadConfig', () => {
     expect(() => loadConfig({ CONDITION_CODES: bad })).toThrow(/CONDITION_CODES: .*bad.json: code "12": unknown condition "Form T"/);
   });
 });
+
+describe('secrets from files (X_FILE)', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'cw-secrets-'));
+  const file = (name: string, text: string) => {
+    writeFileSync(join(dir, name), text);
+    return join(dir, name);
+  };
+
+  it('reads FINNHUB_TOKEN_FILE, MASSIVE_API_KEY_FILE and REDIS_PASSWORD_FILE, trimmed; an empty file is no secret', () => {
+    const c = loadConfig({
+      FINNHUB_TOKEN_FILE: file('token', 'abc123\n'), MASSIVE_API_KEY_FILE: file('key', '  k-9 \n'), REDIS_PASSWORD_FILE: file('pw', 's3cret\n'), SYMBOLS: 'AAPL',
+    });
+    expect([c.finnhubToken, c.massiveApiKey, c.redisPassword, c.mode]).toEqual(['abc123', 'k-9', 's3cret', 'live']);
+    const empty = loadConfig({ FINNHUB_TOKEN_FILE: file('empty', '\n') });
+    expect([empty.finnhubToken, empty.mode]).toEqual([undefined, 'replay']);
+  });
+
+  it('names the variable, never the secret: a file it cannot read, or a secret given both ways', () => {
+    let err: unknown;
+    try {
+      loadConfig({ REDIS_PASSWORD_FILE: join(dir, 'missing'), FINNHUB_TOKEN: 'tok-1', FINNHUB_TOKEN_FILE: file('t2', 'tok-2') });
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(ConfigError);
+    const msg = (err as Error).message;
+    expect(msg).toMatch(/REDIS_PASSWORD_FILE=".*missing": cannot read it \(ENOENT\)/);
+    expect(msg).toMatch(/FINNHUB_TOKEN and FINNHUB_TOKEN_FILE are both set/);
+    expect(msg).not.toMatch(/tok-1|tok-2/);
+  });
+});

@@ -56,6 +56,10 @@ const nonEmpty = (s: string | undefined) => (s === undefined || s.trim() === '' 
 export const ENV_SCHEMA = z.object({
   MODE: z.enum(['live', 'replay']).optional(),
   FINNHUB_TOKEN: z.string().optional(),
+  FINNHUB_TOKEN_FILE: z.string().optional(),
+  REDIS_PASSWORD: z.string().optional(),
+  REDIS_PASSWORD_FILE: z.string().optional(),
+  MASSIVE_API_KEY_FILE: z.string().optional(),
   FINNHUB_WS_URL: z.string().url('must be a ws:// or wss:// URL').optional(),
   FINNHUB_REST_URL: z.string().url('must be an http(s) URL').optional(),
   SYMBOLS: z.string().optional(),
@@ -81,6 +85,12 @@ export const ENV_SCHEMA = z.object({
   RECLAIM_IDLE_MS: int(100, 3_600_000, 30_000),
   TRADES_RETENTION: duration('1h'),
   BARS_RETENTION: duration('7d'),
+  CLOSE_WHEN_IDLE_MS: z
+    .string()
+    .trim()
+    .regex(/^\d+$/, 'must be a whole number of ms (0 = never)')
+    .transform(Number)
+    .optional(),
   EXIT_WHEN_IDLE_MS: z
     .string()
     .trim()
@@ -151,6 +161,8 @@ export interface Config {
   readonly clock: 'wall' | 'event';
   readonly dataDir: string;
   readonly redisUrl: string | undefined;
+  /** REDIS_PASSWORD or the content of REDIS_PASSWORD_FILE (a REDIS_URL carrying one wins) */
+  readonly redisPassword: string | undefined;
   /** REDIS_URL names Redis Cluster nodes (comma-separated seeds); without REDIS_URL the stack starts a private cluster */
   readonly redisCluster: boolean;
   readonly keyPrefix: string;
@@ -169,6 +181,8 @@ export interface Config {
   /** closed-bar streams bars:{interval} are trimmed by age (MINID) to this */
   readonly barsRetentionMs: number;
   readonly exitWhenIdleMs: number;
+  /** event clock: the closer closes every open bar once the feed has been quiet this long and all is merged (the end of a replay); 0 = never */
+  readonly closeWhenIdleMs: number;
   readonly logLevel: string;
   readonly logPretty: boolean;
   /** also keep the log, rotated, in DATA_DIR/logs/{logName}.{n}.log */
@@ -227,6 +241,31 @@ export interface Config {
 
 export type EnvLike = Record<string, string | undefined>;
 
+/** Secrets that may come from a file (`X_FILE`, the Docker and Kubernetes secrets convention) instead of `X`. */
+const SECRETS = ['FINNHUB_TOKEN', 'MASSIVE_API_KEY', 'REDIS_PASSWORD'] as const;
+
+/**
+ * `X_FILE` read into `X`: trimmed, an empty file counts as unset. Both set, or a file that cannot
+ * be read, is a problem naming the variable (never the secret).
+ */
+function readSecretFiles(merged: EnvLike, problems: string[]): void {
+  for (const name of SECRETS) {
+    const file = merged[`${name}_FILE`];
+    if (file === undefined) continue;
+    if (merged[name] !== undefined) {
+      problems.push(`${name} and ${name}_FILE are both set: give the secret one way`);
+      continue;
+    }
+    try {
+      const value = readFileSync(file, 'utf8').trim();
+      if (value !== '') merged[name] = value;
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
+      problems.push(`${name}_FILE=${JSON.stringify(file)}: cannot read it (${code}); it must be a file this process (uid ${process.getuid?.() ?? '?'}) can read`);
+    }
+  }
+}
+
 /** Parses the environment (and overrides, e.g. CLI flags, by variable name) into a frozen Config. */
 export function loadConfig(env: EnvLike, overrides: EnvLike = {}): Config {
   const merged: EnvLike = {};
@@ -234,8 +273,10 @@ export function loadConfig(env: EnvLike, overrides: EnvLike = {}): Config {
     const v = nonEmpty(overrides[key] ?? env[key]);
     if (v !== undefined) merged[key] = v;
   }
+  const secretProblems: string[] = [];
+  readSecretFiles(merged, secretProblems);
   const parsed = ENV_SCHEMA.safeParse(merged);
-  const problems: string[] = [];
+  const problems: string[] = [...secretProblems];
   if (!parsed.success) {
     for (const issue of parsed.error.issues) {
       const name = String(issue.path[0] ?? '?');
@@ -264,7 +305,7 @@ export function loadConfig(env: EnvLike, overrides: EnvLike = {}): Config {
   } catch (err) {
     problems.push(`BAR_TZ: ${(err as Error).message}`);
   }
-  if (!parsed.success) throw new ConfigError(problems);
+  if (!parsed.success || problems.length) throw new ConfigError(problems);
   const e = parsed.data;
 
   const token = e.FINNHUB_TOKEN;
@@ -335,6 +376,7 @@ export function loadConfig(env: EnvLike, overrides: EnvLike = {}): Config {
     clock: e.CLOCK ?? (mode === 'live' ? 'wall' : 'event'),
     dataDir: e.DATA_DIR ?? './data',
     redisUrl: e.REDIS_URL,
+    redisPassword: e.REDIS_PASSWORD,
     redisCluster: e.REDIS_CLUSTER === 'on',
     keyPrefix: e.KEY_PREFIX ?? 'cw',
     partitions: e.STREAM_PARTITIONS,
@@ -350,6 +392,7 @@ export function loadConfig(env: EnvLike, overrides: EnvLike = {}): Config {
     barsRetentionMs: e.BARS_RETENTION,
     // A replay ends: by default the stack exits 2 s after the tape; live runs until stopped.
     exitWhenIdleMs: e.EXIT_WHEN_IDLE_MS ?? (mode === 'replay' ? 2000 : 0),
+    closeWhenIdleMs: e.CLOSE_WHEN_IDLE_MS ?? (mode === 'replay' ? 2000 : 0),
     logLevel: e.LOG_LEVEL ?? 'info',
     logPretty: e.LOG_PRETTY,
     logFile: e.LOG_FILE,

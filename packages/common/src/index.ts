@@ -14,3 +14,4 @@ export * from './decimal.js';
 export * from './metrics.js';
 export * from './tap.js';
 export * from './errors.js';
+export * from './stats.js';

@@ -125,10 +125,22 @@ function watch(redis: RedisClient, log: Logger | undefined, where: string): void
 export async function waitForRedis(redis: RedisClient, url: string, timeoutMs: number): Promise<void> {
   if (redis.status === 'ready') return;
   let last = '';
-  const onError = (err: Error) => (last = err.message);
+  let refuse: (err: Error) => void = () => undefined;
+  const onError = (err: Error) => {
+    last = err.message;
+    // credentials Redis refuses are not fixed by waiting
+    if (/WRONGPASS|NOAUTH|invalid password|invalid username-password/i.test(err.message)) {
+      refuse(new RedisUnavailableError(`Redis at ${redactUrl(url)} refused the credentials (${err.message.split('\n')[0]}): check REDIS_PASSWORD or REDIS_PASSWORD_FILE (or the password in REDIS_URL)`));
+    }
+  };
   redis.on('error', onError);
   try {
     await new Promise<void>((resolve, reject) => {
+      refuse = (err) => {
+        clearTimeout(timer);
+        redis.off('ready', ready);
+        reject(err);
+      };
       const timer = setTimeout(() => {
         redis.off('ready', ready);
         reject(
@@ -158,6 +170,14 @@ export function duplicateRedis<T extends RedisClient>(redis: T, log?: Logger): T
 
 const RETRY = (times: number) => Math.min(50 * 2 ** Math.min(times, 6), 2000);
 
+function urlHasPassword(urls: string): boolean {
+  try {
+    return urls.split(',').some((u) => new URL(u.trim()).password !== '');
+  } catch {
+    return false;
+  }
+}
+
 /** The seed nodes and shared credentials of a comma-separated REDIS_URL list. */
 function clusterSeeds(urls: string): { nodes: { host: string; port: number }[]; options: RedisOptions } {
   const options: RedisOptions = {};
@@ -181,8 +201,9 @@ function clusterSeeds(urls: string): { nodes: { host: string; port: number }[]; 
  * blocking connections; reconnects are retried forever with a capped delay. With `cluster`, `url`
  * is a comma-separated list of seed nodes of a Redis Cluster and the client follows its slot map.
  */
-export function connectRedis(url: string, log?: Logger, opts: { cluster?: boolean; extra?: RedisOptions } = {}): RedisClient {
-  const base: RedisOptions = { maxRetriesPerRequest: null, enableReadyCheck: true, retryStrategy: RETRY, ...opts.extra };
+export function connectRedis(url: string, log?: Logger, opts: { cluster?: boolean; password?: string; extra?: RedisOptions } = {}): RedisClient {
+  // a password from REDIS_PASSWORD(_FILE) keeps it out of REDIS_URL (and so out of `docker inspect`)
+  const base: RedisOptions = { maxRetriesPerRequest: null, enableReadyCheck: true, retryStrategy: RETRY, ...(opts.password && !urlHasPassword(url) ? { password: opts.password } : {}), ...opts.extra };
   let redis: RedisClient;
   if (opts.cluster) {
     const { nodes, options } = clusterSeeds(url);

@@ -1,0 +1,85 @@
+import type { Config } from './config.js';
+import type { Keys } from './keys.js';
+import type { RedisClient } from './redis.js';
+
+/** The counters behind the summary, summed over partitions. */
+export interface Counters {
+  in: number;
+  rejected: number;
+  badFrames: number;
+  late: number;
+  merged: number;
+  filtered: number;
+  /** CONDITIONS=cta-utp: trades whose conditions let them set nothing */
+  excluded: number;
+  /** trades carrying condition codes the table does not know */
+  unknownConditions: number;
+  /** LATE=amend: late trades past LATE_AMEND_WINDOW for every bar they belong to (in no correction) */
+  amendTooOld: number;
+  written: Record<string, number>;
+  /** the ingestor's hold of trades outside Redis (receipt to Redis's answer), as it last reported */
+  holdMaxMs: number;
+  holdMeanMs: number;
+  firstRx: number;
+  lastRx: number;
+  feedUp: number;
+  lastMerge: number;
+}
+
+export async function readCounters(redis: RedisClient, cfg: Config, keys: Keys): Promise<Counters> {
+  const stats = await redis.hgetall(keys.stats());
+  const c: Counters = {
+    in: 0,
+    rejected: Number(stats.rejected ?? 0),
+    badFrames: Number(stats.badFrames ?? 0),
+    late: 0,
+    merged: 0,
+    filtered: 0,
+    excluded: 0,
+    unknownConditions: 0,
+    amendTooOld: 0,
+    written: {},
+    holdMaxMs: Number(stats.ingestHoldMaxMs ?? 0),
+    holdMeanMs: Number(stats.ingestHoldMeanMs ?? 0),
+    firstRx: Number(stats.firstRx ?? 0),
+    lastRx: Number(stats.lastRx ?? 0),
+    feedUp: Number(stats.feedUp ?? 0),
+    lastMerge: 0,
+  };
+  for (let p = 0; p < cfg.partitions; p++) {
+    c.in += Number((await redis.hget(keys.clock(p), 'in')) ?? 0);
+    const ps = await redis.hgetall(keys.partitionStats(p));
+    c.late += Number(ps.late ?? 0);
+    c.merged += Number(ps.merged ?? 0);
+    c.filtered += Number(ps.filtered ?? 0);
+    c.excluded += Number(ps.excluded ?? 0);
+    c.unknownConditions += Number(ps.unknownConditions ?? 0);
+    c.amendTooOld += Number(ps.amendTooOld ?? 0);
+    c.lastMerge = Math.max(c.lastMerge, Number(ps.lastMergeMs ?? 0));
+  }
+  for (const iv of cfg.intervals) c.written[iv.name] = Number(stats[`written:${iv.name}`] ?? 0);
+  return c;
+}
+
+/**
+ * The input is over and every stage has drained: the feed has been quiet `idleMs` (by Redis's
+ * counters and, where given, the ingestor's own word, which holds while Redis cannot take its
+ * trades), everything ingested is merged, and no symbol waits for a backfill.
+ */
+export async function idleAndDrained(
+  redis: RedisClient,
+  cfg: Config,
+  keys: Keys,
+  idleMs: number,
+  since: number,
+  ingest?: { lastRx: number; pending: number },
+): Promise<boolean> {
+  const c = await readCounters(redis, cfg, keys);
+  // The idle clock starts when this run's feed is first up, so a slow start is not mistaken for the end.
+  if (c.feedUp < since) return false;
+  if (ingest && ingest.pending > 0) return false;
+  if (Date.now() - Math.max(c.lastRx, c.feedUp, ingest?.lastRx ?? 0) < idleMs) return false;
+  if (c.merged + c.late < c.in) return false;
+  for (let p = 0; p < cfg.partitions; p++) if ((await redis.hlen(keys.holds(p))) > 0) return false;
+  return true;
+}
