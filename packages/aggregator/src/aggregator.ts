@@ -1,4 +1,4 @@
-import { type Health, AGGREGATOR_GROUP, RecurringError, isConnectionError, isRefusal, redisLink, BAR_FLAGS, CalendarRangeError, Clock, conditionRules, crashPoint, type ConditionRules, duplicateRedis, mergeBatchKeys, metrics, processId, sleep, type Config, type Keys, type Logger, type RedisClient } from '@candlewick/common';
+import { type Health, AGGREGATOR_GROUP, Membership, workerName, RecurringError, isConnectionError, isRefusal, redisLink, BAR_FLAGS, CalendarRangeError, Clock, conditionRules, crashPoint, type ConditionRules, duplicateRedis, mergeBatchKeys, metrics, processId, sleep, type Config, type Keys, type Logger, type RedisClient } from '@candlewick/common';
 import type { Gauge } from 'prom-client';
 import { Preaggregator, mergeArgs, rawEntry, type RawEntry } from './preaggregate.js';
 
@@ -32,6 +32,8 @@ export class Aggregator {
   private readonly metrics = { merged: metrics.tradesMerged(), late: metrics.tradesLate(), batch: metrics.batchSize(), seconds: metrics.mergeSeconds() };
   /** a batch Redis keeps refusing (MISCONF on a full disk, OOM): said when it starts, then once a minute */
   private readonly failing: RecurringError;
+  private readonly membership: Membership;
+  private readonly takeoverMetrics = { count: metrics.takeovers(), seconds: metrics.takeoverSeconds() };
   /** condition codes already reported as unknown */
   private readonly reportedCodes = new Set<string>();
 
@@ -42,7 +44,8 @@ export class Aggregator {
     private readonly log: Logger,
     private readonly partitions: readonly number[] = Array.from({ length: cfg.partitions }, (_, i) => i),
   ) {
-    this.consumer = processId();
+    this.consumer = workerName(cfg.consumerName);
+    this.membership = new Membership(redis, keys, AGGREGATOR_GROUP, this.consumer, cfg.takeoverMs, log);
     this.failing = new RecurringError(log, 'merging a batch failed; retrying every 0.5 s (nothing is acknowledged until it is merged)');
     this.conditions = conditionRules(cfg);
     this.pre = new Preaggregator(new Clock(cfg.tz), cfg.intervals, cfg.baseMs, cfg.graceMs, {
@@ -56,8 +59,10 @@ export class Aggregator {
 
   async start(): Promise<void> {
     for (const p of this.partitions) await ensureGroup(this.redis, this.keys.trades(p));
+    // a stable name: what a predecessor of this name read and did not merge is taken back first (the loop's ownPending)
+    await this.membership.join();
     metrics.pendingEntries((gauge) => this.pendingByConsumer(gauge));
-    this.log.info({ consumer: this.consumer, partitions: this.partitions.length }, 'aggregator started');
+    this.log.info({ consumer: this.consumer, partitions: this.partitions.length, takeoverMs: this.cfg.takeoverMs }, 'aggregator started');
     for (const p of this.partitions) {
       // XREADGROUP BLOCK holds its connection, so each partition loop gets its own.
       const conn = duplicateRedis(this.redis, this.log);
@@ -78,6 +83,7 @@ export class Aggregator {
   async stop(): Promise<void> {
     this.stopped = true;
     await Promise.all(this.loops);
+    await this.membership.leave();
     await Promise.all(this.conns.map((c) => c.quit().catch(() => undefined)));
     this.log.info({ merged: this.merged, late: this.late, batches: this.batches }, 'aggregator stopped');
   }
@@ -110,6 +116,7 @@ export class Aggregator {
   private async loop(p: number, conn: RedisClient): Promise<void> {
     const stream = this.keys.trades(p);
     let nextReclaim = 0;
+    let nextTakeover = 0;
     let next: Promise<StreamEntry[]> | undefined;
     // After a reconnect, entries Redis delivered to this consumer may have lost their reply on the
     // way (the read was sent again and got newer ones): take back our own pending entries first,
@@ -124,6 +131,16 @@ export class Aggregator {
           await next?.then((entries) => this.process(p, entries));
           next = undefined;
           await this.takeBackOwn(p, conn);
+        }
+        if (Date.now() >= nextTakeover) {
+          // a member whose heartbeat lapsed: its entries now, not after RECLAIM_IDLE_MS
+          const dead = await this.deadWithPending(p);
+          if (dead.length) {
+            await next?.then((entries) => this.process(p, entries));
+            next = undefined;
+            for (const member of dead) await this.takeOver(p, member);
+          }
+          nextTakeover = Date.now() + Math.max(50, this.cfg.takeoverMs / 3);
         }
         if (Date.now() >= nextReclaim) {
           await next?.then((entries) => this.process(p, entries));
@@ -157,6 +174,32 @@ export class Aggregator {
     // Entries read ahead but not merged stay pending for this consumer; merge them before leaving.
     const left = await next?.catch(() => []);
     if (left?.length) await this.process(p, left);
+  }
+
+  /** Members of the group with entries pending whose heartbeat has lapsed. */
+  private async deadWithPending(p: number): Promise<string[]> {
+    const [, , , consumers] = (await this.redis.xpending(this.keys.trades(p), AGGREGATOR_GROUP)) as [number, string | null, string | null, [string, string][] | null];
+    const holding = (consumers ?? []).filter(([name, n]) => name !== this.consumer && Number(n) > 0).map(([name]) => name);
+    return holding.length ? this.membership.dead(holding) : [];
+  }
+
+  /** Claims and merges a dead member's pending entries (mergeBatch's ownership check keeps it exactly once). */
+  private async takeOver(p: number, member: string): Promise<void> {
+    const stream = this.keys.trades(p);
+    let taken = 0;
+    for (;;) {
+      const pending = (await this.redis.xpending(stream, AGGREGATOR_GROUP, '-', '+', this.cfg.aggregatorBatch, member)) as [string, string, number, number][];
+      if (pending.length === 0) break;
+      const claimed = (await this.redis.xclaim(stream, AGGREGATOR_GROUP, this.consumer, 0, ...pending.map(([id]) => id))) as StreamEntry[];
+      if (taken === 0) this.takeoverMetrics.seconds.observe(Math.max(...pending.map(([, , idle]) => Number(idle))) / 1000);
+      taken += claimed.length;
+      if (claimed.length) await this.process(p, claimed);
+      if (pending.length < this.cfg.aggregatorBatch) break;
+    }
+    if (taken) {
+      this.takeoverMetrics.count.inc();
+      this.log.warn({ member, entries: taken, partition: p }, 'took over the pending entries of a member whose heartbeat had lapsed');
+    }
   }
 
   /** Merges the entries still pending for this consumer (XREADGROUP from 0: its own pending list). */

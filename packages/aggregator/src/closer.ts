@@ -183,21 +183,26 @@ export class CloserService {
       { every: this.cfg.closeEveryMs },
       { name: 'tick', opts: { removeOnComplete: true, removeOnFail: 100 } },
     );
-    this.worker = new Worker(
-      CLOSE_QUEUE,
-      async (_job: Job) => {
-        this.lastTick = Date.now();
-        await this.closer.tick(false);
-        await this.closeWhenIdle();
-      },
-      {
-        connection: duplicateRedis(this.redis, this.log),
-        prefix: this.keys.queuePrefix(),
-        concurrency: 1,
-        // after a Redis error (an outage, a refusal) try again within a second, not BullMQ's 15 s
-        runRetryDelay: 1000,
-      },
-    );
+    this.worker = new Worker(CLOSE_QUEUE, (_job: Job) => this.runTick(), {
+      connection: duplicateRedis(this.redis, this.log),
+      prefix: this.keys.queuePrefix(),
+      concurrency: 1,
+      // after a Redis error (an outage, a refusal) try again within a second, not BullMQ's 15 s
+      runRetryDelay: 1000,
+      // a tick takes milliseconds: a closer killed mid-tick leaves it stalled for at most ~4 s
+      lockDuration: 4000,
+      stalledInterval: 2000,
+      maxStalledCount: 100,
+    });
+    // The scheduler drives the ticks; should its ticks stop coming (a stalled tick, a scheduler
+    // Redis lost), this closer ticks by itself until they are back: closing never waits on BullMQ.
+    // Several closers ticking at once are safe (closeBars is one atomic step).
+    const late = Math.max(1000, this.cfg.closeEveryMs * 4);
+    this.watchdog = setInterval(() => {
+      if (Date.now() - this.lastTick < late || this.ticking) return;
+      this.runTick().catch((err: unknown) => reportRedisError(this.log, err, 'close tick failed'));
+    }, this.cfg.closeEveryMs);
+    this.watchdog.unref();
     const failing = new RecurringError(this.log, 'closing bars failed; the next tick tries again');
     this.worker.on('failed', (_job, err) => (isConnectionError(err) || isRefusal(err) ? reportRedisError(this.log, err, 'close tick failed') : failing.report(err)));
     this.worker.on('completed', () => {
@@ -211,6 +216,22 @@ export class CloserService {
 
   /** when the last tick ran (for /healthz: a closer whose ticks stopped is not working) */
   private lastTick = Date.now();
+  private ticking = false;
+  private watchdog: NodeJS.Timeout | undefined;
+
+  /** One tick, never two at once in this process (the scheduler's and the watchdog's). */
+  private async runTick(): Promise<void> {
+    if (this.ticking) return;
+    this.ticking = true;
+    try {
+      this.lastTick = Date.now();
+      await this.closer.tick(false);
+      await this.closeWhenIdle();
+      this.lastTick = Date.now();
+    } finally {
+      this.ticking = false;
+    }
+  }
 
   health(): Health {
     const since = Date.now() - this.lastTick;
@@ -236,6 +257,7 @@ export class CloserService {
   }
 
   async stop(): Promise<void> {
+    if (this.watchdog) clearInterval(this.watchdog);
     await this.worker?.close();
     await this.queue?.close();
     await this.bars.close();

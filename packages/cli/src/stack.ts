@@ -215,6 +215,8 @@ export async function runStack(cfg: Config, env: NodeJS.ProcessEnv): Promise<num
     const metricsPorts = new Map<string, number>();
     const spawnChild = (role: string, name: string, existing?: Child): Child => {
       const own: NodeJS.ProcessEnv = { LOG_NAME: name.replace(/\./g, '-') };
+      // a stable name per slot: a restarted aggregator takes back what its predecessor had read
+      if (role === 'aggregate') own.CONSUMER_NAME = name;
       if (cfg.metricsPort > 0) {
         if (!metricsPorts.has(name)) metricsPorts.set(name, cfg.metricsPort + metricsPorts.size);
         own.METRICS_PORT = String(metricsPorts.get(name));

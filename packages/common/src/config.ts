@@ -83,6 +83,11 @@ export const ENV_SCHEMA = z.object({
   REDIS_CONNECT_TIMEOUT: duration('30s'),
   CLOSE_EVERY_MS: int(50, 60_000, 250),
   RECLAIM_IDLE_MS: int(100, 3_600_000, 30_000),
+  CONSUMER_NAME: z
+    .string()
+    .regex(/^[A-Za-z0-9_.:-]{1,100}$/, 'letters, digits, _ . : - only (at most 100)')
+    .optional(),
+  TAKEOVER_MS: duration('3s'),
   TRADES_RETENTION: duration('1h'),
   BARS_RETENTION: duration('7d'),
   CLOSE_WHEN_IDLE_MS: z
@@ -177,6 +182,10 @@ export interface Config {
   readonly redisConnectTimeoutMs: number;
   readonly closeEveryMs: number;
   readonly reclaimIdleMs: number;
+  /** this worker's stable name in its consumer group (default: the stack's slot, a container's hostname, else this process) */
+  readonly consumerName: string | undefined;
+  /** a worker whose heartbeat is older than this is dead: the others take over its pending entries */
+  readonly takeoverMs: number;
   readonly tradesRetentionMs: number;
   /** closed-bar streams bars:{interval} are trimmed by age (MINID) to this */
   readonly barsRetentionMs: number;
@@ -388,6 +397,8 @@ export function loadConfig(env: EnvLike, overrides: EnvLike = {}): Config {
     redisConnectTimeoutMs: e.REDIS_CONNECT_TIMEOUT,
     closeEveryMs: e.CLOSE_EVERY_MS,
     reclaimIdleMs: e.RECLAIM_IDLE_MS,
+    consumerName: e.CONSUMER_NAME,
+    takeoverMs: e.TAKEOVER_MS,
     tradesRetentionMs: e.TRADES_RETENTION,
     barsRetentionMs: e.BARS_RETENTION,
     // A replay ends: by default the stack exits 2 s after the tape; live runs until stopped.

@@ -15,3 +15,4 @@ export * from './metrics.js';
 export * from './tap.js';
 export * from './errors.js';
 export * from './stats.js';
+export * from './membership.js';

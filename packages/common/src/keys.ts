@@ -44,6 +44,8 @@ export interface Keys {
   lastTrade(p: number): string;
   /** Backfill: flags (e.g. incomplete) to add to bars of partition p when they close (field = bar id). */
   barFlags(p: number): string;
+  /** A consumer group member's heartbeat (a short TTL): present while it lives. */
+  member(group: string, name: string): string;
   /**
    * Key prefix BullMQ uses for the queues: one hash tag, so that each queue's keys (which BullMQ's
    * scripts touch together) share a Redis Cluster slot.
@@ -75,6 +77,7 @@ export function makeKeys(prefix: string): Keys {
     backfillRequests: (p: number) => `${prefix}:backfill:requests:${tag(p)}`,
     lastTrade: (p: number) => `${prefix}:feed:last:${tag(p)}`,
     barFlags: (p: number) => `${prefix}:backfill:flags:${tag(p)}`,
+    member: (group: string, name: string) => `${prefix}:members:${group}:${name}`,
     queuePrefix: () => `{${prefix}:q}`,
   });
 }

@@ -23,6 +23,8 @@ export const metrics = {
   tradesRejected: () => counter('candlewick_trades_rejected_total', 'Trades or frames refused by validation (kept in trades:rejected)'),
   ingestHold: () =>
     histogram('candlewick_ingest_hold_seconds', 'Time a trade spent outside Redis: receipt to Redis acknowledging the append (oldest of each batch)', [0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1]),
+  ingestStart: () =>
+    once('candlewick_ingest_start_seconds', () => new Gauge({ name: 'candlewick_ingest_start_seconds', help: 'From this ingestor starting to its first trades in Redis (a restart\'s time to flowing again)', registers: [registry] })),
   wsReconnects: () => counter('candlewick_ws_reconnects_total', 'Feed WebSocket connections opened after the first'),
   feedGaps: () => counter('candlewick_feed_gaps_total', 'Feed outages recorded in feed:gaps'),
   // aggregator
@@ -43,6 +45,9 @@ export const metrics = {
         },
       }),
     ),
+  takeovers: () => counter('candlewick_takeovers_total', 'Times this aggregator took over the pending entries of a member whose heartbeat had lapsed'),
+  takeoverSeconds: () =>
+    histogram('candlewick_takeover_seconds', 'How long the entries of a dead member had waited when they were taken over', [0.5, 1, 2, 3, 5, 10, 30, 60]),
   // closer
   barsClosed: () => counter('candlewick_bars_closed_total', 'Bars closed and handed to the writer queue', ['interval']),
   // writer

@@ -11,7 +11,7 @@ export class Ingestor {
     private readonly redis: RedisClient,
     cfg: Config,
     private readonly keys: Keys,
-    log: Logger,
+    private readonly log: Logger,
   ) {
     if (cfg.symbols.length === 0) throw new Error('SYMBOLS is empty: name the symbols to subscribe, e.g. SYMBOLS=AAPL,BINANCE:BTCUSDT');
     const clock = new Clock(cfg.tz);
@@ -90,8 +90,18 @@ export class Ingestor {
   private previousRx = 0;
 
   async start(): Promise<void> {
+    const t0 = Date.now();
     this.previousRx = Number((await this.redis.hget(this.keys.stats(), 'lastRx')) ?? 0);
-    return this.feed.start();
+    await this.feed.start();
+    // how long a (re)started ingestor takes to have trades flowing into Redis again
+    const watch = setInterval(() => {
+      if (this.sink.added === 0) return;
+      clearInterval(watch);
+      const ms = Date.now() - t0;
+      metrics.ingestStart().set(ms / 1000);
+      this.log.info({ ms }, 'trades flowing into Redis');
+    }, 10);
+    watch.unref();
   }
 
   stop(): Promise<void> {

@@ -95,11 +95,11 @@ export class WriterService {
       connection: duplicateRedis(this.redis, this.log),
       prefix: this.keys.queuePrefix(),
       concurrency: 1,
-      // A writer killed mid-job: its job is back in the queue within ~5-10 s (a job takes well
-      // under a second; the lock is renewed every 2.5 s), and a job may stall a few times before
-      // BullMQ gives up on it.
-      lockDuration: 5000,
-      stalledInterval: 5000,
+      // A writer killed mid-job: its restarted successor finishes that job first (finishOrphanedJobs);
+      // otherwise BullMQ hands it back within ~4-6 s (a job takes well under a second; the lock is
+      // renewed every 2 s), and a job may stall a few times before BullMQ gives up on it.
+      lockDuration: 4000,
+      stalledInterval: 2000,
       maxStalledCount: 10,
       // after a Redis error (an outage, a refusal) try again within a second, not BullMQ's 15 s
       runRetryDelay: 1000,
