@@ -3,8 +3,11 @@ import { fileURLToPath } from 'node:url';
 
 const pkg = (name: string) => fileURLToPath(new URL(`./packages/${name}/src/index.ts`, import.meta.url));
 
-/** Tests that build images and run containers on a Docker engine. */
-const DOCKER_TESTS = ['test/compose-e2e.test.ts', 'test/testcontainers.test.ts'];
+/**
+ * Tests that run alone, after the others: images built and containers run on a Docker engine, and
+ * the live-pace recovery test, whose deadlines are wall-clock seconds.
+ */
+const SERIAL_TESTS = ['test/compose-e2e.test.ts', 'test/testcontainers.test.ts', 'test/recovery.test.ts'];
 
 export default defineConfig({
   resolve: {
@@ -20,17 +23,19 @@ export default defineConfig({
         test: {
           name: 'candlewick',
           include: ['packages/*/src/**/*.test.ts', 'test/**/*.test.ts'],
-          exclude: [...configDefaults.exclude, ...DOCKER_TESTS],
+          exclude: [...configDefaults.exclude, ...SERIAL_TESTS],
           globalSetup: ['test/global-setup.ts'],
         },
       },
       {
         // After every other test, one file at a time: an image build and a dozen containers on a
-        // small machine would disturb the timing-sensitive tests running beside them.
+        // small machine would disturb the timing-sensitive tests running beside them, and those
+        // tests would be disturbed by everything else.
         extends: true,
         test: {
-          name: 'docker',
-          include: DOCKER_TESTS,
+          name: 'serial',
+          include: SERIAL_TESTS,
+          globalSetup: ['test/global-setup.ts'],
           fileParallelism: false,
           sequence: { groupOrder: 1 },
         },

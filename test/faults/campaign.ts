@@ -205,7 +205,7 @@ export const FAULTS: Record<string, Fault> = {
   },
   // a worker paused longer than the takeover deadline wakes up to find its batch taken over
   'STOP/CONT aggregate': {
-    env: () => ({ AGGREGATORS: '2', RECLAIM_IDLE_MS: '2000' }),
+    env: () => ({ AGGREGATORS: '2' }),
     strike: async (ctx) => {
       const pid = rolePid(ctx.stack, 'aggregate');
       process.kill(pid, 'SIGSTOP');
