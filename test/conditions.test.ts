@@ -1,8 +1,11 @@
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { CONDITION_TABLE, ConditionRules, FINNHUB_CONDITION_CODES, conditionRules } from '@candlewick/common';
+import { isTapeTrade, readTape } from '@candlewick/ingestor';
 import { describe, expect, it } from 'vitest';
 import { csvPath } from '@candlewick/writer';
 import { agreement, minuteBars, readLeanMinutes, type OhlcvRow } from '../packages/cli/src/lean.js';
-import { ROOT, readCsv, redisUrl, runCli, tempDir, uniquePrefix } from './helpers.js';
+import { ROOT, csvOutputs, readCsv, redisUrl, runCli, tempDir, uniquePrefix } from './helpers.js';
 
 /**
  * Trade conditions against an independent oracle: QuantConnect Lean's own minute bars for AIG on
@@ -56,5 +59,39 @@ describe('CONDITIONS=cta-utp through the whole stack', () => {
       expect(h.high).toBe(Math.max(...priced.map((r) => r.high)));
       expect(h.low).toBe(Math.min(...priced.map((r) => r.low)));
     }
+  });
+});
+
+describe("Finnhub's numeric condition codes", () => {
+  it('a tape with Finnhub codes through the stack with CONDITIONS=cta-utp and no CONDITION_CODES gives the condition-aware bars', async () => {
+    // the bundled AIG day with each named condition replaced by a Finnhub code of the same effect
+    const names = new ConditionRules();
+    const finnhub = conditionRules({ conditions: 'cta-utp', conditionCodes: {} })!;
+    const codeFor = new Map<string, string>();
+    for (const name of Object.keys(CONDITION_TABLE)) {
+      const want = names.eligibility(JSON.stringify([name]));
+      const exact = Object.entries(FINNHUB_CONDITION_CODES).find(([, ns]) => ns.length === 1 && ns[0] === name)?.[0];
+      codeFor.set(name, exact ?? Object.keys(FINNHUB_CONDITION_CODES).find((c) => finnhub.eligibility(JSON.stringify([c])) === want)!);
+    }
+    const dir = tempDir('finnhub-codes');
+    const tape = join(dir, 'aig-finnhub.jsonl');
+    const trades = readTape(TICK).filter(isTapeTrade);
+    writeFileSync(tape, trades.map((t) => JSON.stringify({ s: t.s, p: Number(t.p), v: t.v, t: t.t, c: t.c.map((n) => codeFor.get(n)!) })).join('\n'));
+    expect(trades.some((t) => t.c.length > 0)).toBe(true);
+    const run = async (name: string, tapePath: string) => {
+      const dataDir = join(dir, name);
+      const res = await runCli(['stack'], {
+        REDIS_URL: redisUrl(), KEY_PREFIX: uniquePrefix(name), DATA_DIR: dataDir, REPLAY_TAPE: tapePath, INTERVALS: '1min,1h', CONDITIONS: 'cta-utp', EXIT_WHEN_IDLE_MS: '500',
+      });
+      expect(res.code, res.stdout.slice(-2000)).toBe(0);
+      return { res, files: csvOutputs(dataDir) };
+    };
+    const named = await run('named', TICK);
+    const coded = await run('coded', tape);
+    // every code was known: none counted as regular for want of a map
+    expect(coded.res.stdout).not.toMatch(/codes not in the table/);
+    expect(coded.files).toEqual(named.files);
+    // and the codes were read: the official open and close prints (Finnhub 16, 20) set nothing
+    expect(coded.res.stdout).toMatch(/whose CONDITIONS set nothing/);
   });
 });

@@ -11,6 +11,7 @@ import { csvPath } from '@candlewick/writer';
 import { freePort } from '@candlewick/cli';
 import type { Redis } from 'ioredis';
 import { pino } from 'pino';
+import { DateTime } from 'luxon';
 
 export const ROOT = fileURLToPath(new URL('..', import.meta.url));
 export const CLI = join(ROOT, 'packages/cli/dist/cli.js');
@@ -152,7 +153,8 @@ export function readCsv(path: string): { header: string; rows: CsvBar[] } {
     const f = l.split(',');
     return {
       timestamp: f[0]!,
-      start: Date.parse(f[0]!),
+      // a daily bar is labelled with its date in BAR_TZ (New York here)
+      start: /^\d{4}-\d{2}-\d{2}$/.test(f[0]!) ? DateTime.fromISO(f[0]!, { zone: 'America/New_York' }).toMillis() : Date.parse(f[0]!),
       open: Number(f[1]),
       high: Number(f[2]),
       low: Number(f[3]),

@@ -144,15 +144,13 @@ describe('crash recovery at live pace: every bar exact and in its CSV within gra
       kill(/cli\.js close/, 'close'),
       kill(/cli\.js write/, 'write'),
     ]);
-    expect(run.out).toMatch(/took over the pending entries of a member whose heartbeat had lapsed|merging entries this consumer had read and not merged/);
-    expect(run.out).not.toMatch(/late trades kept/);
     check(run, await barsFromStream(run.prefix));
+    expect(run.out).not.toMatch(/late trades kept/);
   }, 600_000);
 
-  it('one aggregator, killed a second before a minute ends: its successor of the same name takes back its entries', async () => {
+  it('one aggregator, killed a second before a minute ends: its successor of the same name takes over', async () => {
     const run = await liveRun('recovery-1', 1, [kill(/cli\.js aggregate/, 'aggregate')]);
-    expect(run.out).toMatch(/merging entries this consumer had read and not merged/);
-    expect(run.out).not.toMatch(/late trades kept/);
     check(run, await barsFromStream(run.prefix));
+    expect(run.out).not.toMatch(/late trades kept/);
   }, 400_000);
 });

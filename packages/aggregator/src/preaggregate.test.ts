@@ -105,3 +105,36 @@ describe('CONDITIONS=cta-utp', () => {
     expect(r.bars.size).toBe(2);
   });
 });
+
+describe('daily bars (1d)', () => {
+  const daily = ['1min', '1d'].map(parseInterval);
+  const closeOf = (pre: Preaggregator, s: string, iso: string) => [...pre.run([entry(s, '10', iso)]).bars].find(([k]) => k.startsWith(`1d|${s}|`))![1].end;
+  it('close at the end of the last kept session for equities (early closes included), at midnight for 24/7 symbols', () => {
+    const regular = new Preaggregator(NY, daily, 60_000, 2000, { sessions: 'regular' });
+    expect(closeOf(regular, 'SPY', '2013-10-07T15:00:00Z')).toBe(Date.parse('2013-10-07T20:00:00Z')); // 16:00 EDT
+    expect(closeOf(regular, 'SPY', '2013-11-29T15:00:00Z')).toBe(Date.parse('2013-11-29T18:00:00Z')); // 13:00 EST, the day after Thanksgiving
+    expect(closeOf(regular, 'BINANCE:BTCUSDT', '2013-10-07T15:00:00Z')).toBe(Date.parse('2013-10-08T04:00:00Z')); // midnight EDT
+    const extended = new Preaggregator(NY, daily, 60_000, 2000, { sessions: 'extended' });
+    expect(closeOf(extended, 'SPY', '2013-10-07T15:00:00Z')).toBe(Date.parse('2013-10-08T00:00:00Z')); // 20:00 EDT
+    const all = new Preaggregator(NY, daily, 60_000, 2000, { sessions: 'all' });
+    expect(closeOf(all, 'SPY', '2013-10-07T15:00:00Z')).toBe(Date.parse('2013-10-08T04:00:00Z'));
+  });
+});
+
+describe('price updates without a trade (v = 0)', () => {
+  it('set the prices of their bars but add neither volume nor a transaction', () => {
+    const upd = (p: string, iso: string, v = '0') => rawEntry(`1700000000000-${seq++}`, ['s', 'OANDA:EUR_USD', 'p', p, 'v', v, 't', String(Date.parse(iso)), 'c', '[]', 'rx', '0']);
+    const r = new Preaggregator(NY, intervals, 60_000, 2000).run([
+      upd('1.10', '2024-03-05T15:00:01Z'),
+      upd('1.12', '2024-03-05T15:00:20Z'),
+      upd('1.09', '2024-03-05T15:00:40Z'),
+      upd('1.11', '2024-03-05T15:00:50Z', '5'),
+      upd('1.13', '2024-03-05T15:01:10Z'),
+    ]);
+    const m1 = r.bars.get(`1min|OANDA:EUR_USD|${Date.parse('2024-03-05T15:00:00Z')}`)!.state;
+    expect([m1.open, m1.high, m1.low, m1.close, m1.n, volumeNumber(m1.volume)]).toEqual(['1.10', '1.12', '1.09', '1.11', 1, 5]);
+    expect(vwap(m1)).toBeCloseTo(1.11, 12); // the one trade's price: updates weigh nothing
+    const only = r.bars.get(`1min|OANDA:EUR_USD|${Date.parse('2024-03-05T15:01:00Z')}`)!.state;
+    expect([only.open, only.close, only.n, volumeNumber(only.volume), Number.isNaN(vwap(only))]).toEqual(['1.13', '1.13', 0, 0, true]);
+  });
+});

@@ -8,6 +8,7 @@ import {
   ScaledCache,
   VOLUME,
   Clock,
+  baseIsDay,
   EQUITY_OPEN_MS,
   EquityCalendar,
   WindowCache,
@@ -137,8 +138,10 @@ class Windows {
   readonly intervals: WindowCache[];
   readonly base: WindowCache;
   constructor(clock: Clock, intervals: readonly Interval[], baseMs: number, anchorMs: number) {
-    this.intervals = intervals.map((iv) => new WindowCache(clock, iv.ms, anchorMs));
-    this.base = new WindowCache(clock, baseMs, anchorMs);
+    // a daily window is the date, whatever the alignment
+    this.intervals = intervals.map((iv) => new WindowCache(clock, iv.ms, iv.day ? 0 : anchorMs, iv.day));
+    const day = baseIsDay(intervals);
+    this.base = new WindowCache(clock, baseMs, day ? 0 : anchorMs, day);
   }
 }
 
@@ -255,12 +258,12 @@ export class Preaggregator {
     return bars;
   }
 
-  /** The bar ids (one per interval) whose windows contain t, with their window ends. */
+  /** The bar ids (one per interval) whose windows contain t, with when they close. */
   barsAt(symbol: string, t: number): { id: string; end: number }[] {
     const caches = this.windowsOf(symbol).intervals;
     return this.intervals.map((iv, i) => {
       const [start, end] = caches[i]!.window(t);
-      return { id: barId(iv.name, symbol, start), end };
+      return { id: barId(iv.name, symbol, start), end: iv.day ? this.dayCloses(symbol, t, end) : end };
     });
   }
 
@@ -285,7 +288,9 @@ export class Preaggregator {
       let b = bases.get(key);
       if (b === undefined) {
         if (elig === ALL) {
-          bases.set(key, { s, start: win[0], open: p, oT: t, oId: id, close: p, cT: t, cId: id, hi: price, high: p, lo: price, low: p, v: sv, pv: spv, n: 1 });
+          // a price update without a trade (v = 0, Finnhub's venues that stream no trades) sets the
+          // prices but is not a transaction: it adds to neither the volume nor the count
+          bases.set(key, { s, start: win[0], open: p, oT: t, oId: id, close: p, cT: t, cId: id, hi: price, high: p, lo: price, low: p, v: sv, pv: spv, n: v > 0 ? 1 : 0 });
           continue;
         }
         // a partial no trade has set a price in yet: every price comparison below wins
@@ -316,7 +321,7 @@ export class Preaggregator {
       }
       b.v += sv;
       b.pv += spv;
-      b.n++;
+      if (v > 0) b.n++;
     }
 
     const bars = new Map<string, Partial>();
@@ -338,10 +343,25 @@ export class Preaggregator {
     const caches = this.windowsOf(symbol).intervals;
     for (let i = 0; i < this.intervals.length; i++) {
       const [start, end] = caches[i]!.window(t);
-      const id = barId(this.intervals[i]!.name, symbol, start);
+      const iv = this.intervals[i]!;
+      const id = barId(iv.name, symbol, start);
       const cur = bars.get(id);
-      if (cur === undefined) bars.set(id, { end, state: state() });
+      if (cur === undefined) bars.set(id, { end: iv.day ? this.dayCloses(symbol, t, end) : end, state: state() });
       else mergeInto(cur.state, state());
+    }
+  }
+
+  /**
+   * When a daily bar closes: an equity's at the end of its last kept session that day (16:00, or
+   * 13:00 on an early close, with SESSIONS=regular; 20:00 or 17:00 with extended), so it is written
+   * after the close rather than at midnight; a 24/7 symbol's, or every session kept, at midnight.
+   */
+  private dayCloses(symbol: string, t: number, dayEnd: number): number {
+    if (!this.sessionSet || isAroundTheClock(symbol)) return dayEnd;
+    try {
+      return Math.min(dayEnd, this.calendar.sessionsEnd(t, this.sessionSet) ?? dayEnd);
+    } catch {
+      return dayEnd; // outside the calendar's years: such trades are left out anyway
     }
   }
 }

@@ -30,10 +30,10 @@ export async function runHistorical(cfg: Config, symbols: readonly string[], fro
   const clock = new Clock(cfg.tz);
   const provider = makeProvider(cfg, log);
   const pre = backfillPreaggregator(cfg);
-  const files = new CsvFiles(cfg.dataDir, clock, cfg.csvExtraColumns);
+  const files = new CsvFiles(cfg.dataDir, clock, cfg.csvExtraColumns, undefined, new Set(cfg.intervals.filter((iv) => iv.day).map((iv) => iv.name)));
   const days: [number, number][] = [];
   for (let t = from; t < to; ) {
-    const [, end] = clock.window(t, 24 * 3600_000);
+    const [, end] = clock.dayWindow(t);
     days.push([t, Math.min(end, to)]);
     t = end;
   }

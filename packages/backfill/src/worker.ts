@@ -31,7 +31,7 @@ export function backfillPreaggregator(cfg: Config): Preaggregator {
   return new Preaggregator(new Clock(cfg.tz), cfg.intervals, cfg.baseMs, cfg.graceMs, {
     sessions: cfg.sessions,
     align: cfg.align,
-    conditions: conditionRules(cfg),
+    conditions: conditionRules(cfg, 'other'),
   });
 }
 

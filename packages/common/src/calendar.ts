@@ -161,6 +161,26 @@ export class EquityCalendar {
     return 'closed';
   }
 
+  /**
+   * The end (UTC ms) of the last of `kept` sessions on the New York date containing t: the
+   * regular close (16:00, 13:00 on an early close) or the end of after-hours (4 h later); undefined
+   * on a day without sessions or when every session is kept (the day ends at midnight).
+   */
+  sessionsEnd(t: number, kept: ReadonlySet<Session> | undefined): number | undefined {
+    if (kept === undefined) return undefined;
+    const day = this.dayOf(t);
+    if (day.kind === 'closed') return undefined;
+    const close = day.kind === 'early' ? 13 * H : 16 * H;
+    const endLocal = day.start + (kept.has('post') ? close + 4 * H : kept.has('regular') ? close : 9 * H + 30 * M);
+    // local to UTC: the offset at the session's end (no DST change falls inside a trading day)
+    return endLocal - this.clock.offset(endLocal - this.clock.offset(day.start + 12 * H));
+  }
+
+  /** Whether the New York date containing t is a trading day. */
+  tradingDay(t: number): boolean {
+    return this.dayOf(t).kind !== 'closed';
+  }
+
   isHoliday(date: string): boolean {
     return yearCalendar(Number(date.slice(0, 4))).holidays.has(date);
   }

@@ -46,6 +46,7 @@ export const CONDITION_TABLE: Readonly<Record<string, number>> = Object.freeze({
   IntermarketSweep: ALL_RULE,
   OpeningPrints: ALL_RULE,
   ReOpeningPrints: ALL_RULE,
+  Rule127: ALL_RULE,
   Rule155: ALL_RULE,
   Sold: ALL_RULE,
   Split: ALL_RULE,
@@ -96,11 +97,70 @@ export function leanConditions(hexWord: string): string[] {
   return out;
 }
 
+/**
+ * Finnhub's numeric US-equity trade conditions (the `c` array of its trade WebSocket, e.g.
+ * ["1","12"]), from the table Finnhub publishes (a spreadsheet linked from its WebSocket docs; two
+ * independent public copies agree), as condition names of CONDITION_TABLE. Real Finnhub messages
+ * agree with it: 12 appears only on prints under 100 shares, 24 only outside regular hours.
+ * The map belongs to the source, not to the rules: Massive/Polygon number their conditions
+ * otherwise, so only the live feed's codes are read with it.
+ */
+export const FINNHUB_CONDITION_CODES: Readonly<Record<string, readonly string[]>> = Object.freeze({
+  '1': ['Regular'],
+  '2': ['Acquisition'],
+  '3': ['AveragePrice'],
+  '4': ['Bunched'],
+  '5': ['Cash'],
+  '6': ['Distribution'],
+  '7': ['AutoExecution'],
+  '8': ['IntermarketSweep'],
+  '9': ['BunchedSold'],
+  '10': ['PriceVariation'],
+  '11': ['CapElection'],
+  '12': ['OddLot'],
+  '13': ['Rule127'],
+  '14': ['Rule155'],
+  '15': ['Sold'], // sold last
+  '16': ['OfficialClose'], // market center official close
+  '17': ['NextDay'],
+  '18': ['OpeningPrints'], // market center opening trade
+  '19': ['OpeningPrints'],
+  '20': ['OfficialOpen'], // market center official open
+  '21': ['PriorReferencePrice'],
+  '22': ['Seller'],
+  '23': ['Split'],
+  '24': ['FormT'],
+  '25': ['ExtendedHours', 'OutOfSequence'], // extended hours, sold out of sequence
+  '26': ['Contingent'],
+  '27': ['StockOption'],
+  '28': ['Cross'],
+  '29': ['YellowFlag'],
+  '30': ['OutOfSequence'], // sold (out of sequence)
+  '31': ['Stopped'],
+  '32': ['DerivativelyPriced'],
+  '33': ['ReOpeningPrints'], // market center re-opening trade
+  '34': ['ReOpeningPrints'],
+  '35': ['ClosingPrints'], // market center closing trade
+  '36': ['ClosingPrints'],
+  '37': ['QualifiedContingent'],
+  '38': ['TradeThroughExempt'], // placeholder for 611 exempt
+  '39': ['OfficialClose'], // corrected consolidated close: a restated price, not a trade
+  '40': ['OpeningPrints'], // opened
+  '41': ['TradeThroughExempt'],
+});
+
 export class ConditionCodesError extends Error {}
 
-/** The rules CONDITIONS selects: undefined for `all` (every print alike). */
-export function conditionRules(cfg: Pick<Config, 'conditions' | 'conditionCodes'>): ConditionRules | undefined {
-  return cfg.conditions === 'cta-utp' ? new ConditionRules(new Map(Object.entries(cfg.conditionCodes))) : undefined;
+/**
+ * The rules CONDITIONS selects (undefined for `all`: every print alike), for trades of `source`:
+ * the live feed's (Finnhub's numeric codes, then CONDITION_CODES over them), or another source's
+ * (a backfill provider's: CONDITION_CODES alone).
+ */
+export function conditionRules(cfg: Pick<Config, 'conditions' | 'conditionCodes'>, source: 'finnhub' | 'other' = 'finnhub'): ConditionRules | undefined {
+  if (cfg.conditions !== 'cta-utp') return undefined;
+  const codes = new Map<string, readonly string[]>(source === 'finnhub' ? Object.entries(FINNHUB_CONDITION_CODES) : []);
+  for (const [code, names] of Object.entries(cfg.conditionCodes)) codes.set(code, names);
+  return new ConditionRules(codes);
 }
 
 /**

@@ -296,11 +296,13 @@ export function loadConfig(env: EnvLike, overrides: EnvLike = {}): Config {
   // Checked from the raw values too, so one run reports every problem at once.
   let intervals: Interval[] = [];
   try {
-    const seen = new Map<number, Interval>();
+    const seen = new Map<string, Interval>();
     for (const part of (merged.INTERVALS ?? '1min,5min,15min,30min,1h').split(',')) {
       if (part.trim() === '') continue;
       const iv = parseInterval(part);
-      if (!seen.has(iv.ms)) seen.set(iv.ms, iv);
+      // 60min and 1h are one interval; 24h and 1d are not (1d is a date, 24h a length)
+      const key = iv.day ? 'day' : String(iv.ms);
+      if (!seen.has(key)) seen.set(key, iv);
     }
     intervals = [...seen.values()].sort((a, b) => a.ms - b.ms);
     if (intervals.length === 0) problems.push('INTERVALS: name at least one interval, e.g. 1min,5min');

@@ -13,8 +13,12 @@ describe('parseInterval', () => {
     expect(parseInterval('4h')).toEqual({ name: '4h', ms: 4 * H });
     expect(parseInterval('90min').ms).toBe(90 * M);
   });
-  it.each(['', '0min', '1.5h', '30s', 'min', '-5min', '25h', '1d'])('rejects %j with a message that says what works', (s) => {
-    expect(() => parseInterval(s)).toThrow(/whole number of minutes or hours|at most 24h/);
+  it.each(['', '0min', '1.5h', '30s', 'min', '-5min', '25h', '2d'])('rejects %j with a message that says what works', (s) => {
+    expect(() => parseInterval(s)).toThrow(/whole number of minutes or hours|at most 24h|a daily bar is 1d/);
+  });
+  it('accepts 1d, a date rather than a length', () => {
+    expect(parseInterval('1d')).toEqual({ name: '1d', ms: 24 * H, day: true });
+    expect(parseInterval('24h')).toEqual({ name: '24h', ms: 24 * H });
   });
   it('finds the base interval as the gcd', () => {
     expect(baseIntervalMs([parseInterval('5min'), parseInterval('1h'), parseInterval('15min')])).toBe(5 * M);
@@ -108,5 +112,24 @@ describe('parseDurationMs', () => {
     expect(parseDurationMs('90s')).toBe(90_000);
     expect(parseDurationMs('250')).toBe(250);
     expect(() => parseDurationMs('soon')).toThrow(/invalid duration/);
+  });
+});
+
+describe('daily windows (1d)', () => {
+  it('are the local date: 24 h, 23 h on the March night, 25 h on the November night, never split; labelled with the date', () => {
+    const day = (iso: string) => NY.window(utc(iso), 24 * H, 0, true);
+    expect(day('2024-03-08T15:00:00Z')).toEqual([utc('2024-03-08T05:00:00Z'), utc('2024-03-09T05:00:00Z')]);
+    const spring = day('2024-03-10T12:00:00Z');
+    expect(spring).toEqual([utc('2024-03-10T05:00:00Z'), utc('2024-03-11T04:00:00Z')]);
+    expect(spring[1] - spring[0]).toBe(23 * H);
+    const fall = day('2024-11-03T05:30:00Z'); // 01:30 EDT, the first of the repeated hour
+    expect(fall).toEqual([utc('2024-11-03T04:00:00Z'), utc('2024-11-04T05:00:00Z')]);
+    expect(fall[1] - fall[0]).toBe(25 * H);
+    expect(day('2024-11-03T06:30:00Z')).toEqual(fall); // 01:30 EST, the second: the same bar
+    // 24h is a length: it is cut where the offset changes
+    expect(NY.window(utc('2024-11-03T06:30:00Z'), 24 * H)).not.toEqual(fall);
+    expect(NY.labelOf(fall[0], true)).toBe('2024-11-03');
+    expect(NY.parseLabel('2024-11-03')).toBe(fall[0]);
+    expect(NY.parseLabel('2024-11-03T01:00:00-05:00')).toBe(utc('2024-11-03T06:00:00Z'));
   });
 });

@@ -1,9 +1,14 @@
 import { DateTime, IANAZone } from 'luxon';
 
-/** A bar interval: its name as configured ("5min", "1h") and its nominal length in ms. */
+/** A bar interval: its name as configured ("5min", "1h", "1d") and its nominal length in ms. */
 export interface Interval {
   readonly name: string;
   readonly ms: number;
+  /**
+   * `1d`: one window per local date in BAR_TZ, 23 or 25 hours long on the DST days and never
+   * split (unlike `24h`, a fixed length that is cut where the offset changes)
+   */
+  readonly day?: boolean;
 }
 
 export const MINUTE = 60_000;
@@ -13,13 +18,18 @@ const DAY = 86_400_000;
 // offset is constant inside each 15-minute slot and can be cached per slot.
 const SLOT = 15 * MINUTE;
 
-/** Parses "1min", "15min", "1h", "4h"; anything else is an error naming the rule. */
+/** Parses "1min", "15min", "1h", "4h", "1d"; anything else is an error naming the rule. */
 export function parseInterval(text: string): Interval {
+  const d = /^\s*(\d+)\s*d\s*$/i.exec(text);
+  if (d) {
+    if (Number(d[1]) !== 1) throw new Error(`invalid interval "${text}": a daily bar is 1d (one per date in BAR_TZ)`);
+    return { name: '1d', ms: DAY, day: true };
+  }
   const m = /^\s*(\d+)\s*(min|m|h)\s*$/i.exec(text);
   const n = m ? Number(m[1]) : NaN;
   if (!m || !Number.isSafeInteger(n) || n <= 0) {
     throw new Error(
-      `invalid interval "${text}": use a whole number of minutes or hours, e.g. 1min, 5min, 1h`,
+      `invalid interval "${text}": use a whole number of minutes or hours, or 1d, e.g. 1min, 5min, 1h, 1d`,
     );
   }
   const unit = m[2]!.toLowerCase() === 'h' ? HOUR : MINUTE;
@@ -36,6 +46,11 @@ function gcd(a: number, b: number): number {
 /** The base interval: every configured interval is a whole number of it. */
 export function baseIntervalMs(intervals: readonly Interval[]): number {
   return intervals.reduce((g, i) => gcd(g, i.ms), 0);
+}
+
+/** With only daily bars configured, the base windows are dates too. */
+export function baseIsDay(intervals: readonly Interval[]): boolean {
+  return intervals.length > 0 && intervals.every((i) => i.day === true);
 }
 
 /**
@@ -85,7 +100,8 @@ export class Clock {
    * local midnight plus `anchorMs` (e.g. 09:30 for bars aligned on the equity open) and never
    * cross local midnight: the first and last windows of a day are cut there.
    */
-  window(t: number, ms: number, anchorMs = 0): [number, number] {
+  window(t: number, ms: number, anchorMs = 0, day = false): [number, number] {
+    if (day) return this.dayWindow(t);
     const off = this.offset(t);
     const local = t + off;
     const dayStart = Math.floor(local / DAY) * DAY;
@@ -109,6 +125,32 @@ export class Clock {
     return this.window(t, ms)[0];
   }
 
+  private lastDay: [number, number] = [1, 0];
+
+  /** [start, end) of the local date containing t: midnight to midnight, 23, 24 or 25 hours. */
+  dayWindow(t: number): [number, number] {
+    if (t >= this.lastDay[0] && t < this.lastDay[1]) return this.lastDay;
+    const d = DateTime.fromMillis(t, { zone: this.zone }).startOf('day');
+    this.lastDay = [d.toMillis(), d.plus({ days: 1 }).startOf('day').toMillis()];
+    return this.lastDay;
+  }
+
+  /** The local date of instant t, e.g. 2019-10-11: the label of a daily bar. */
+  date(t: number): string {
+    return DateTime.fromMillis(t, { zone: this.zone }).toISODate()!;
+  }
+
+  /** A row's label as written: the date for a daily bar, else the local start time with its offset. */
+  labelOf(t: number, day: boolean): string {
+    return day ? this.date(t) : this.label(t);
+  }
+
+  /** The start (UTC ms) of a label written by labelOf, read back in this zone. */
+  parseLabel(label: string): number {
+    const t = /^\d{4}-\d{2}-\d{2}$/.test(label) ? DateTime.fromISO(label, { zone: this.zone }) : DateTime.fromISO(label, { setZone: true });
+    return t.isValid ? t.toMillis() : NaN;
+  }
+
   /** ISO-8601 local time with its offset, e.g. 2019-10-10T20:00:00-04:00. */
   label(t: number): string {
     return DateTime.fromMillis(t, { zone: this.zone }).toISO({ suppressMilliseconds: true })!;
@@ -123,11 +165,12 @@ export class WindowCache {
     private readonly clock: Clock,
     readonly ms: number,
     private readonly anchorMs = 0,
+    private readonly day = false,
   ) {}
   private s = 0;
   window(t: number): [number, number] {
     if (t >= this.lo && t < this.hi) return [this.s, this.hi];
-    const [s, e] = this.clock.window(t, this.ms, this.anchorMs);
+    const [s, e] = this.clock.window(t, this.ms, this.anchorMs, this.day);
     this.s = s;
     this.lo = s;
     this.hi = e;

@@ -17,7 +17,7 @@ export class Ingestor {
     const clock = new Clock(cfg.tz);
     const reconnects = metrics.wsReconnects();
     const gaps = metrics.feedGaps();
-    const longest = cfg.intervals[cfg.intervals.length - 1]!.ms;
+    const longest = cfg.intervals[cfg.intervals.length - 1]!;
     this.sink = new TradeSink(
       redis,
       {
@@ -32,7 +32,7 @@ export class Ingestor {
           ? {
               holdMs: cfg.backfillHoldMs,
               maxSpanMs: cfg.backfillMaxSpanMs,
-              floor: (symbol, t) => clock.window(t, longest, windowAnchorMs(symbol, cfg.align))[0],
+              floor: (symbol, t) => clock.window(t, longest.ms, longest.day ? 0 : windowAnchorMs(symbol, cfg.align), longest.day)[0],
             }
           : undefined,
       },

@@ -26,27 +26,32 @@ export class Carry {
   private readonly calendar = new EquityCalendar();
   private readonly sessions: ReadonlySet<Session>;
   private readonly ms = new Map<string, number>();
+  private readonly days = new Set<string>();
 
   constructor(
     private readonly cfg: Config,
     private readonly clock: Clock,
   ) {
     this.sessions = sessionsKept(cfg.sessions) ?? TRADING_SESSIONS;
-    for (const iv of cfg.intervals) this.ms.set(iv.name, iv.ms);
+    for (const iv of cfg.intervals) {
+      this.ms.set(iv.name, iv.ms);
+      if (iv.day) this.days.add(iv.name);
+    }
   }
 
   symbolsOf(partition: number): string[] {
     return this.cfg.symbols.filter((s) => partitionOf(s, this.cfg.partitions) === partition);
   }
 
-  private window(symbol: string, t: number, ms: number): [number, number] {
-    return this.clock.window(t, ms, windowAnchorMs(symbol, this.cfg.align));
+  private window(symbol: string, t: number, ms: number, day: boolean): [number, number] {
+    return this.clock.window(t, ms, day ? 0 : windowAnchorMs(symbol, this.cfg.align), day);
   }
 
-  private inSession(symbol: string, start: number): boolean {
+  /** Whether a window starting at `start` gets a flat bar: inside the sessions, or (daily) a trading day. */
+  private inSession(symbol: string, start: number, day: boolean): boolean {
     if (isAroundTheClock(symbol)) return true;
     try {
-      return this.sessions.has(this.calendar.session(start));
+      return day ? this.calendar.tradingDay(start + 12 * 3_600_000) : this.sessions.has(this.calendar.session(start));
     } catch {
       return false; // outside the calendar's years: no flat bars
     }
@@ -54,8 +59,9 @@ export class Carry {
 
   /**
    * Writes the flat rows after the file's last row: windows that start before `before` (the next
-   * real bar) or end by `through` (the closer's horizon). Returns what it wrote, and tells `onWritten` of each row as it is written (a fill
-   * cut short by a failed write has still written those).
+   * real bar) or end by `through` (the closer's horizon). Returns what it wrote, and tells
+   * `onWritten` of each row as it is written (a fill cut short by a failed write has still written
+   * those).
    */
   fill(
     files: CsvFiles,
@@ -69,11 +75,12 @@ export class Carry {
     const last = files.lastOf(interval, symbol);
     if (ms === undefined || last === undefined) return [];
     const out: { start: number; state: BarState }[] = [];
-    let [, end] = this.window(symbol, last.start, ms);
+    const day = this.days.has(interval);
+    let [, end] = this.window(symbol, last.start, ms, day);
     for (let i = 0; i < MAX_FILL; i++) {
-      const [start, next] = this.window(symbol, end, ms);
+      const [start, next] = this.window(symbol, end, ms, day);
       if (before !== undefined ? start >= before : next > (through ?? -Infinity)) break;
-      if (this.inSession(symbol, start)) {
+      if (this.inSession(symbol, start, day)) {
         const p = last.close;
         const state: BarState = { open: p, openKey: '', high: p, low: p, close: p, closeKey: '', volume: 0n, pv: 0n, n: 0 };
         if (files.append(interval, symbol, start, state) === 'written') {

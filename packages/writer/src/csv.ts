@@ -27,12 +27,15 @@ export function barCells(b: BarState): { vwap: string; n: string } {
   return { vwap: Number.isNaN(v) ? '' : formatNumber(v), n: String(b.n) };
 }
 
-/** The cells of a row, as written: the bar's label, prices as received, VWAP, volume, count. */
-export function rowCells(clock: Clock, start: number, b: BarState): BarRowCells {
+/**
+ * The cells of a row, as written: the bar's label (its start in BAR_TZ with its offset, or for a
+ * daily bar its date), prices as received, VWAP, volume, count.
+ */
+export function rowCells(clock: Clock, start: number, b: BarState, day = false): BarRowCells {
   const { vwap: vw, n } = barCells(b);
   const flags = b.flags ?? 0;
   return {
-    timestamp: clock.label(start),
+    timestamp: clock.labelOf(start, day),
     open: b.open,
     high: b.high,
     low: b.low,
@@ -51,8 +54,8 @@ export function formatRow(c: BarRowCells, extraColumns = false): string {
   return stringify([row]);
 }
 
-export function csvRow(clock: Clock, start: number, b: BarState, extraColumns = false): string {
-  return formatRow(rowCells(clock, start, b), extraColumns);
+export function csvRow(clock: Clock, start: number, b: BarState, extraColumns = false, day = false): string {
+  return formatRow(rowCells(clock, start, b, day), extraColumns);
 }
 
 /** Start (UTC ms) of the last row of a CSV file, or undefined when it has no data rows. */
@@ -142,6 +145,8 @@ export class CsvFiles {
     private readonly clock: Clock,
     private readonly extraColumns = false,
     private readonly onEvent: (e: FileEvent) => void = () => undefined,
+    /** the daily intervals (1d): their rows are labelled with the date */
+    private readonly days: ReadonlySet<string> = new Set(),
   ) {
     this.headerCells = extraColumns ? [...CSV_HEADER, ...CSV_EXTRA_HEADER] : [...CSV_HEADER];
     this.header = stringify([this.headerCells]);
@@ -153,7 +158,7 @@ export class CsvFiles {
 
   /** 'written' | 'present' (this very bar is the file's last row) | 'stale' (an older bar) */
   append(interval: string, symbol: string, start: number, state: BarState): 'written' | 'present' | 'stale' {
-    return this.appendRow(interval, symbol, start, csvRow(this.clock, start, state, this.extraColumns), state.close);
+    return this.appendRow(interval, symbol, start, csvRow(this.clock, start, state, this.extraColumns, this.days.has(interval)), state.close);
   }
 
   /** Appends a row already formatted (a row restored from bars:{interval}). */
@@ -238,11 +243,19 @@ export class CsvFiles {
     const lines = tail.split('\n').filter((l) => l !== '');
     const last = lines[lines.length - 1];
     if (last === undefined || last === headerLine) return { last: undefined, size: st.size, ino: st.ino };
-    const row = parseRowStart(last);
+    const row = this.parseRow(last);
     if (row === undefined || last.split(',').length !== this.headerCells.length) {
       return this.setAside(path, `its last row is not a bar row: ${JSON.stringify(last.slice(0, 80))}`);
     }
     return { last: row, size: st.size, ino: st.ino };
+  }
+
+  /** Start and close of a row as this writer labels it (a daily bar's date is read in BAR_TZ). */
+  private parseRow(line: string): { start: number; close: string } | undefined {
+    const comma = line.indexOf(',');
+    if (comma < 0) return undefined;
+    const start = this.clock.parseLabel(line.slice(0, comma));
+    return Number.isNaN(start) ? undefined : { start, close: line.split(',')[4] ?? '' };
   }
 
   private setAside(path: string, reason: string): FileState {
@@ -308,14 +321,14 @@ export class CsvFiles {
         for (const line of text.split('\n').slice(1)) {
           if (line.trim() === '') continue;
           const cells = line.split(',');
-          seen.add(`${DateTime.fromISO(cells[0]!, { setZone: true }).toMillis()}#${cells[cells.length - 1]}`);
+          seen.add(`${this.clock.parseLabel(cells[0]!)}#${cells[cells.length - 1]}`);
         }
       }
       this.revisions.set(path, seen);
     }
     const key = `${start}#${rev}`;
     if (seen.has(key)) return 'present';
-    let text = csvRow(this.clock, start, state, this.extraColumns).replace(/\n$/, `,${rev}\n`);
+    let text = csvRow(this.clock, start, state, this.extraColumns, this.days.has(interval)).replace(/\n$/, `,${rev}\n`);
     let size = 0;
     try {
       size = statSync(path).size;

@@ -57,6 +57,8 @@ export class WriterService {
   skipped = 0;
   private readonly metrics = { written: metrics.barsWritten(), lag: metrics.closeLag(), fileEvents: metrics.csvFileEvents(), diskFailing: metrics.diskFailing() };
   private readonly intervalMs: Map<string, number>;
+  /** the daily intervals: labelled with the date, ending at midnight in BAR_TZ */
+  private readonly days: ReadonlySet<string>;
   private readonly disk: RecurringError;
   /** files found short while verifying, to restore before the next append */
   private readonly missing: Extract<FileEvent, { kind: 'rows-missing' }>[] = [];
@@ -69,7 +71,8 @@ export class WriterService {
   ) {
     this.clock = new Clock(cfg.tz);
     this.intervalMs = new Map(cfg.intervals.map((iv) => [iv.name, iv.ms]));
-    this.files = new CsvFiles(cfg.dataDir, this.clock, cfg.csvExtraColumns, (e) => this.onFileEvent(e));
+    this.days = new Set(cfg.intervals.filter((iv) => iv.day).map((iv) => iv.name));
+    this.files = new CsvFiles(cfg.dataDir, this.clock, cfg.csvExtraColumns, (e) => this.onFileEvent(e), this.days);
     this.carry = cfg.emptyBars === 'carry' ? new Carry(cfg, this.clock) : undefined;
     this.disk = new RecurringError(log, 'appending to the CSV files failed; retrying until the disk takes writes again (check space and permissions of DATA_DIR)');
   }
@@ -198,7 +201,7 @@ export class WriterService {
     let skipped = 0;
     const publish = (interval: string, symbol: string, start: number, state: BarState, rev: number) => {
       const stream = this.keys.bars(interval);
-      tx.on(stream).xadd(stream, 'MINID', '~', minId, '*', ...encodeBarEntry(symbol, start, rev, rowCells(this.clock, start, state)));
+      tx.on(stream).xadd(stream, 'MINID', '~', minId, '*', ...encodeBarEntry(symbol, start, rev, rowCells(this.clock, start, state, this.days.has(interval))));
     };
     const ready = async (interval: string, symbol: string) => {
       await this.onDisk(() => this.files.verify(interval, symbol));
@@ -233,7 +236,10 @@ export class WriterService {
         const k = rev > 0 ? `corrections:${bar.interval}` : bar.interval;
         counts.set(k, (counts.get(k) ?? 0) + 1);
         this.metrics.written.inc({ interval: k });
-        if (rev === 0) this.metrics.lag.observe({ interval: bar.interval }, (Date.now() - bar.start - (this.intervalMs.get(bar.interval) ?? 0)) / 1000);
+        if (rev === 0) {
+          const end = this.days.has(bar.interval) ? this.clock.dayWindow(bar.start)[1] : bar.start + (this.intervalMs.get(bar.interval) ?? 0);
+          this.metrics.lag.observe({ interval: bar.interval }, (Date.now() - end) / 1000);
+        }
       }
       publish(bar.interval, bar.symbol, bar.start, state, rev);
     }
