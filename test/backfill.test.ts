@@ -3,8 +3,8 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { makeKeys } from '@candlewick/common';
 import { ProviderServer } from '@candlewick/backfill';
-import { readTapeFile } from '@candlewick/ingestor';
-import { csvPath } from '@candlewick/writer';
+import { readTapeFile } from '@candlewick/common';
+import { csvPath } from '@candlewick/common';
 import { ROOT, redisUrl, runCli, runThroughOutage, startCli, tempDir, testRedis, uniquePrefix, waitFor } from './helpers.js';
 import { freePort } from '@candlewick/cli';
 

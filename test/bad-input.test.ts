@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import { afterAll, describe, expect, it } from 'vitest';
 import { makeKeys } from '@candlewick/common';
-import { csvPath } from '@candlewick/writer';
+import { csvPath } from '@candlewick/common';
 import { BUNDLED_TAPE, compareBars, loadKlines, readCsv, redisUrl, rollUpKlines, runCli, tempDir, testRedis, uniquePrefix } from './helpers.js';
 
 const redis = testRedis();

@@ -1,6 +1,7 @@
 import { afterAll, describe, expect, it } from 'vitest';
-import { AGGREGATOR_GROUP, addTrades, addTradesArgs, closeBarsKeys, loadConfig, parseBarId, type Keys } from '@candlewick/common';
-import { ensureGroup } from '@candlewick/aggregator';
+import { AGGREGATOR_GROUP, addTrades, addTradesArgs, closeBars, loadConfig, type Keys } from '@candlewick/common';
+import { parseBarId } from '@candlewick/core';
+import { ensureGroup } from '@candlewick/common';
 import { testKeys, testRedis } from './helpers.js';
 import type { Redis } from 'ioredis';
 
@@ -15,17 +16,14 @@ const M = 60_000;
 const T0 = Date.parse('2024-03-05T15:00:00Z');
 
 function close(conn: Redis, keys: Keys, graceMs: number) {
-  return conn.cwCloseBars_v1(
-    ...closeBarsKeys(keys, 0),
-    AGGREGATOR_GROUP, graceMs, 'event', '0', 0, 7, 0,
-  );
+  return closeBars(conn, keys, 0, { group: AGGREGATOR_GROUP, graceMs, clock: 'event', flush: false, retentionMs: 0, maxBars: 7, amendWindowMs: 0 });
 }
 
 describe('closeBars', () => {
   it('closes each interval at its own boundary, and two closers racing never close a bar twice', async () => {
     const keys = testKeys('closers');
     const cfg = loadConfig({ INTERVALS: '1min,5min', KEY_PREFIX: keys.prefix });
-    await ensureGroup(redis, keys.trades(0));
+    await ensureGroup(redis, keys.trades(0, AGGREGATOR_GROUP));
     // open bars for 12 minutes of two symbols, as the aggregator leaves them
     for (const s of ['AAA', 'BBB']) {
       for (let m = 0; m < 12; m++) {
@@ -65,7 +63,7 @@ describe('closeBars', () => {
   it('keeps a window open while an entry ingested before the watermark passed it is still pending', async () => {
     const keys = testKeys('backlog');
     const stream = keys.trades(0);
-    await ensureGroup(redis, stream);
+    await ensureGroup(redis, stream, AGGREGATOR_GROUP);
     // one trade at 15:00:30, then the watermark jumps far ahead with a later trade
     await addTrades(redis, keys, 0, addTradesArgs({ clock: 'event', graceMs: 2000 }, [], [
       { s: 'AAA', p: '10', v: 1, t: T0 + 30_000, c: [], rx: 0 },
@@ -75,11 +73,11 @@ describe('closeBars', () => {
     await redis.zadd(keys.openIndex(0), T0 + M, `1min|AAA|${T0}`);
     // the aggregator has read both entries but not merged them (a backlog)
     await redis.xreadgroup('GROUP', AGGREGATOR_GROUP, 'slow', 'COUNT', 10, 'STREAMS', stream, '>');
-    for (let i = 0; i < 3; i++) expect((await close(redis, keys, 2000))[0]).toBe(0);
+    for (let i = 0; i < 3; i++) expect((await close(redis, keys, 2000)).closed).toBe(0);
     expect(await redis.xlen(keys.outbox(0))).toBe(0);
     // once they are acknowledged (merged), the window closes
     const pending = (await redis.xpending(stream, AGGREGATOR_GROUP, '-', '+', 10)) as [string][];
     await redis.xack(stream, AGGREGATOR_GROUP, ...pending.map((p) => p[0]));
-    expect((await close(redis, keys, 2000))[0]).toBe(1);
+    expect((await close(redis, keys, 2000)).closed).toBe(1);
   });
 });

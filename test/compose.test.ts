@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
 import { ENV_SCHEMA, loadConfig } from '@candlewick/common';
-import { readTape, tapeSymbols } from '@candlewick/ingestor';
+import { readTape, tapeSymbols } from '@candlewick/common';
 import { ROLES } from '@candlewick/cli';
 import { BUNDLED_TAPE, ROOT, tempDir } from './helpers.js';
 import { composeCommand, DOCKER_REQUIRED, replayLine } from './docker/docker.js';

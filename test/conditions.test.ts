@@ -1,10 +1,10 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { CONDITION_TABLE, ConditionRules, FINNHUB_CONDITION_CODES, conditionRules } from '@candlewick/common';
-import { isTapeTrade, readTape } from '@candlewick/ingestor';
+import { CONDITION_TABLE, ConditionRules, FINNHUB_CONDITION_CODES, conditionRules } from '@candlewick/core';
+import { isTapeTrade, readTape } from '@candlewick/common';
 import { describe, expect, it } from 'vitest';
-import { csvPath } from '@candlewick/writer';
-import { agreement, minuteBars, readLeanMinutes, type OhlcvRow } from '../packages/cli/src/lean.js';
+import { csvPath } from '@candlewick/common';
+import { agreement, minuteBars, readLeanMinutes, type OhlcvRow } from '../bench/lean.js';
 import { ROOT, csvOutputs, readCsv, redisUrl, runCli, tempDir, uniquePrefix } from './helpers.js';
 
 /**

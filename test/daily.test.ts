@@ -2,8 +2,10 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { DateTime } from 'luxon';
 import { describe, expect, it } from 'vitest';
-import { Carry, CsvFiles, csvPath } from '@candlewick/writer';
-import { Clock, barFromTrade, loadConfig, orderKey } from '@candlewick/common';
+import { CsvFiles, csvPath } from '@candlewick/common';
+import { Carry } from '@candlewick/writer';
+import { loadConfig } from '@candlewick/common';
+import { Clock, barFromTrade, orderKey } from '@candlewick/core';
 import { readCsv, redisUrl, runCli, tempDir, uniquePrefix, type CsvBar } from './helpers.js';
 
 /**

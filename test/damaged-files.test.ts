@@ -1,7 +1,7 @@
 import { mkdirSync, readFileSync, readdirSync, truncateSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { csvPath } from '@candlewick/writer';
+import { csvPath } from '@candlewick/common';
 import { csvOutputs, runCli, startCli, tempDir, waitFor } from './helpers.js';
 
 /**

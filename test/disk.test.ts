@@ -2,8 +2,8 @@ import { execFileSync } from 'node:child_process';
 import { mkdirSync, openSync, readFileSync, readdirSync, rmSync, writeSync, closeSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it, onTestFinished } from 'vitest';
-import { Clock, barFromTrade, orderKey } from '@candlewick/common';
-import { CsvFiles, csvPath } from '@candlewick/writer';
+import { Clock, barFromTrade, orderKey } from '@candlewick/core';
+import { CsvFiles, csvPath } from '@candlewick/common';
 import { csvOutputs, needs, runCli, startCli, tempDir, waitFor } from './helpers.js';
 
 /**

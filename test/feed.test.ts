@@ -2,8 +2,9 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { WebSocketServer } from 'ws';
 import { pino } from 'pino';
 import { makeKeys } from '@candlewick/common';
-import { ReplayServer, readTape } from '@candlewick/ingestor';
-import { csvPath } from '@candlewick/writer';
+import { readTape } from '@candlewick/common';
+import { ReplayServer } from '@candlewick/ingestor';
+import { csvPath } from '@candlewick/common';
 import { freePort } from '@candlewick/cli';
 import { BUNDLED_TAPE, ingested, compareBars, loadKlines, readCsv, redisUrl, rollUpKlines, runCli, runThroughOutage, tempDir, testRedis, uniquePrefix } from './helpers.js';
 

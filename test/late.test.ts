@@ -2,8 +2,8 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { makeKeys } from '@candlewick/common';
-import { correctionsPath, csvPath } from '@candlewick/writer';
-import { readTape, type TapeTrade } from '@candlewick/ingestor';
+import { correctionsPath, csvPath } from '@candlewick/common';
+import { readTape, type TapeTrade } from '@candlewick/common';
 import { BUNDLED_TAPE, readCsv, redisUrl, runCli, tempDir, testRedis, uniquePrefix } from './helpers.js';
 
 const redis = testRedis();

@@ -1,17 +1,9 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import fc from 'fast-check';
-import {
-  AGGREGATOR_GROUP,
-  Clock,
-  addTrades,
-  addTradesArgs,
-  ConditionRules,
-  decodeBarState,
-  loadConfig,
-  type Keys,
-  type Trade,
-} from '@candlewick/common';
-import { Aggregator, Preaggregator, ensureGroup, mergeArgs, rawEntry, type StreamEntry } from '@candlewick/aggregator';
+import { AGGREGATOR_GROUP, addTrades, addTradesArgs, ensureGroup, loadConfig, mergeBatch, mergeBatchArgs, type Keys, type StreamEntry } from '@candlewick/common';
+import { Clock, ConditionRules, decodeBarState, type Trade } from '@candlewick/core';
+import { Aggregator } from '@candlewick/aggregator';
+import { Preaggregator, rawEntry } from '@candlewick/core';
 import { testKeys, testRedis, waitFor } from './helpers.js';
 import { pino } from 'pino';
 
@@ -35,7 +27,7 @@ const tradeArb = fc.record({
 
 async function ingest(keys: Keys, trades: Trade[], consumer = 'reader'): Promise<StreamEntry[]> {
   const stream = keys.trades(0);
-  await ensureGroup(redis, stream);
+  await ensureGroup(redis, stream, AGGREGATOR_GROUP);
   await addTrades(redis, keys, 0, addTradesArgs({ clock: 'event', graceMs: cfg.graceMs }, [], trades));
   const res = (await redis.xreadgroup('GROUP', AGGREGATOR_GROUP, consumer, 'COUNT', 100_000, 'STREAMS', stream, '>')) as [string, StreamEntry[]][];
   return res[0]![1];
@@ -82,11 +74,8 @@ async function luaAgrees(rules: () => ConditionRules | undefined): Promise<void>
         for (const i of order) {
           const b = batches[i]!;
           const pre = new Preaggregator(clock, cfg.intervals, cfg.baseMs, cfg.graceMs, { conditions: rules() }).run(b.map(([id, f]) => rawEntry(id, f!)));
-          const res = await redis.cwMergeBatch_v1(
-            keys.trades(0), keys.openBars(0), keys.openIndex(0), keys.late(0), keys.partitionStats(0), keys.clock(0),
-            keys.amends(0), keys.amendIndex(0), AGGREGATOR_GROUP, 'reader', ...mergeArgs(b.map(([id]) => id), pre),
-          );
-          expect(Number(res[0])).toBe(1);
+          const res = await mergeBatch(redis, keys, 0, mergeBatchArgs(AGGREGATOR_GROUP, 'reader', b.map(([id]) => id), pre));
+          expect(res.status).toBe('merged');
         }
         expectSameBars(await openBars(keys), expected(entries, rules()));
         expect(((await redis.xpending(keys.trades(0), AGGREGATOR_GROUP)) as unknown[])[0]).toBe(0);

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import { partitionOf } from '@candlewick/common';
 import { describe, expect, it } from 'vitest';
-import { csvPath } from '@candlewick/writer';
+import { csvPath } from '@candlewick/common';
 import { BUNDLED_TAPE, compareBars, loadKlines, readCsv, redisUrl, rollUpKlines, runCli, tempDir, uniquePrefix } from './helpers.js';
 
 /**

@@ -1,31 +1,12 @@
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { afterAll, describe, expect, it } from 'vitest';
-import {
-  BACKFILL_GROUP,
-  BAR_FLAGS,
-  addTrades,
-  addTradesArgs,
-  decodeBarState,
-  volumeNumber,
-  loadConfig,
-  type Trade,
-} from '@candlewick/common';
-import { ensureGroup } from '@candlewick/aggregator';
-import {
-  BackfillService,
-  FinnhubCandles,
-  Massive,
-  ProviderError,
-  ProviderServer,
-  Splicer,
-  TokenBucket,
-  backfillPreaggregator,
-  parseRequest,
-  retryAfterMs,
-  type Fault,
-} from '@candlewick/backfill';
-import { readTapeFile } from '@candlewick/ingestor';
+import { BACKFILL_GROUP, addTrades, addTradesArgs, loadConfig } from '@candlewick/common';
+import { BAR_FLAGS, decodeBarState, volumeNumber, type Trade } from '@candlewick/core';
+import { ensureGroup } from '@candlewick/common';
+import { BackfillService, FinnhubCandles, Massive, ProviderError, ProviderServer, TokenBucket, backfillPreaggregator, parseRequest, retryAfterMs, type Fault } from '@candlewick/backfill';
+import { Splicer } from '@candlewick/core';
+import { readTapeFile } from '@candlewick/common';
 import { ROOT, runCli, tempDir, testKeys, testRedis } from './helpers.js';
 
 const TICK = join(ROOT, 'tapes/lean-aig-20131010/tick/aig_20131010_trade.zip');

@@ -1,7 +1,8 @@
 import { readFileSync, readdirSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it, onTestFinished } from 'vitest';
-import { Clock, makeKeys, parseInterval } from '@candlewick/common';
+import { makeKeys } from '@candlewick/common';
+import { Clock, parseInterval } from '@candlewick/core';
 import { childPids, cmdline, redisUrl, startCli, tempDir, testRedis, uniquePrefix, waitFor } from './helpers.js';
 
 /**

@@ -2,7 +2,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { makeKeys } from '@candlewick/common';
 import { PrivateRedis } from '@candlewick/cli';
-import { csvPath } from '@candlewick/writer';
+import { csvPath } from '@candlewick/common';
 import { Redis } from 'ioredis';
 import { compareBars, ingested, loadKlines, readCsv, rollUpKlines, runCli, tempDir, uniquePrefix, waitFor } from './helpers.js';
 

@@ -4,7 +4,8 @@ import { afterAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { strToU8, zipSync } from 'fflate';
 import { pino } from 'pino';
-import { ReplayServer, readTape, tapeSymbols, type TapeTrade } from '@candlewick/ingestor';
+import { readTape, tapeSymbols, type TapeTrade } from '@candlewick/common';
+import { ReplayServer } from '@candlewick/ingestor';
 import { BUNDLED_TAPE, runCli, tempDir, testRedis, uniquePrefix, redisUrl, waitFor } from './helpers.js';
 
 const quiet = pino({ level: 'silent' });

@@ -2,7 +2,7 @@ import { mkdtempSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { AGGREGATOR_GROUP, closeBarsKeys, makeKeys } from '@candlewick/common';
+import { AGGREGATOR_GROUP, closeBars, makeKeys } from '@candlewick/common';
 import { klineProblems, redisUrl, runCli, tempDir, testRedis, uniquePrefix } from './helpers.js';
 
 /** Entries per stream node (Redis's stream-node-max-entries): what approximate MINID trimming may leave. */
@@ -30,7 +30,7 @@ describe('bounded memory: trimming by age', () => {
     await read('a', 200, true); // merged
     const pending = await read('dead', 50, false); // read by a worker that died: pending
     await read('a', 150, true); // merged after them; the last 100 were never delivered
-    const close = () => redis.cwCloseBars_v1(...closeBarsKeys(k, 0), AGGREGATOR_GROUP, 0, 'event', '0', 60_000, 1000, 0);
+    const close = () => closeBars(redis, k, 0, { group: AGGREGATOR_GROUP, graceMs: 0, clock: 'event', flush: false, retentionMs: 60_000, maxBars: 1000, amendWindowMs: 0 });
 
     await close();
     const left = (await redis.xrange(stream, '-', '+')).map(([id]) => id);
@@ -55,7 +55,7 @@ describe('bounded memory: trimming by age', () => {
     const k2 = makeKeys(uniquePrefix('keep'));
     for (let i = 0; i < 300; i++) await redis.xadd(k2.trades(0), `${base + i * 1000}-0`, 's', 'X', 'p', '1', 'v', '1', 't', String(i));
     await redis.xgroup('CREATE', k2.trades(0), AGGREGATOR_GROUP, '$');
-    await redis.cwCloseBars_v1(...closeBarsKeys(k2, 0), AGGREGATOR_GROUP, 0, 'event', '0', 0, 1000, 0);
+    await closeBars(redis, k2, 0, { group: AGGREGATOR_GROUP, graceMs: 0, clock: 'event', flush: false, retentionMs: 0, maxBars: 1000, amendWindowMs: 0 });
     expect(await redis.xlen(k2.trades(0))).toBe(300);
   });
 

@@ -3,7 +3,7 @@ import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it, onTestFinished } from 'vitest';
 import { CLI, alive, childPids, cmdline, readCsv, tempDir, waitFor } from './helpers.js';
-import { csvPath } from '@candlewick/writer';
+import { csvPath } from '@candlewick/common';
 
 /**
  * Stopping a stack as users do: Ctrl-C in a terminal (SIGINT to the whole process group), SIGTERM,

@@ -1,6 +1,6 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { pino } from 'pino';
-import type { Trade } from '@candlewick/common';
+import type { Trade } from '@candlewick/core';
 import { TradeSink } from '@candlewick/ingestor';
 import { testKeys, testRedis, waitFor } from './helpers.js';
 

@@ -3,7 +3,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it, onTestFinished } from 'vitest';
 import { makeKeys } from '@candlewick/common';
-import { csvPath } from '@candlewick/writer';
+import { csvPath } from '@candlewick/common';
 import { CLI, readCsv, redisUrl, tempDir, testRedis, uniquePrefix, waitFor } from './helpers.js';
 
 const redis = testRedis();

@@ -1,7 +1,7 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { makeKeys, tapTrades, type TappedBar } from '@candlewick/common';
-import { isRawFrame, readTape } from '@candlewick/ingestor';
-import { csvPath } from '@candlewick/writer';
+import { isRawFrame, readTape } from '@candlewick/common';
+import { csvPath } from '@candlewick/common';
 import { BUNDLED_TAPE, ingested, startCli, compareBars, loadKlines, readCsv, redisUrl, rollUpKlines, runCli, tempDir, testRedis, uniquePrefix, waitFor } from './helpers.js';
 
 /** `candlewick tap …` as a child; `lines()` is what it printed so far. */

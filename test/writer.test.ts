@@ -2,9 +2,11 @@ import { readFileSync } from 'node:fs';
 import { afterAll, describe, expect, it } from 'vitest';
 import { pino } from 'pino';
 import { Queue } from 'bullmq';
-import { Clock, barFromTrade, encodeBarState, loadConfig, orderKey } from '@candlewick/common';
+import { loadConfig } from '@candlewick/common';
+import { Clock, barFromTrade, encodeBarState, orderKey } from '@candlewick/core';
 import { BarCloser, barsQueue } from '@candlewick/aggregator';
-import { Carry, CsvFiles, WriterService, csvPath, lastRowStart } from '@candlewick/writer';
+import { CsvFiles, csvPath, lastRowStart } from '@candlewick/common';
+import { Carry, WriterService } from '@candlewick/writer';
 import { tempDir, testKeys, testRedis } from './helpers.js';
 
 const redis = testRedis();

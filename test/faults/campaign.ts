@@ -6,7 +6,8 @@ import { fileURLToPath } from 'node:url';
 import { pino } from 'pino';
 import { PrivateRedis, freePort } from '@candlewick/cli';
 import { ProviderServer } from '@candlewick/backfill';
-import { ReplayServer, isTapeTrade, readTape } from '@candlewick/ingestor';
+import { isTapeTrade, readTape } from '@candlewick/common';
+import { ReplayServer } from '@candlewick/ingestor';
 
 /**
  * The fault campaign: the bundled tape through a real stack (child processes, a real Redis) while

@@ -1,16 +1,6 @@
-import { type Health, AGGREGATOR_GROUP, Membership, workerName, RecurringError, isConnectionError, isRefusal, redisLink, BAR_FLAGS, CalendarRangeError, Clock, conditionRules, crashPoint, type ConditionRules, duplicateRedis, mergeBatchKeys, metrics, processId, sleep, type Config, type Keys, type Logger, type RedisClient } from '@candlewick/common';
+import { AGGREGATOR_GROUP, Membership, RecurringError, crashPoint, duplicateRedis, ensureGroup, isConnectionError, isRefusal, mergeBatch, mergeBatchArgs, metrics, redisLink, sleep, workerName, type Config, type Health, type Keys, type Logger, type RedisClient, type StreamEntry } from '@candlewick/common';
+import { BAR_FLAGS, CalendarRangeError, Clock, Preaggregator, conditionRules, rawEntry, type ConditionRules, type RawEntry } from '@candlewick/core';
 import type { Gauge } from 'prom-client';
-import { Preaggregator, mergeArgs, rawEntry, type RawEntry } from './preaggregate.js';
-
-export type StreamEntry = [id: string, fields: string[] | null];
-
-export async function ensureGroup(redis: RedisClient, stream: string, group = AGGREGATOR_GROUP): Promise<void> {
-  try {
-    await redis.xgroup('CREATE', stream, group, '0', 'MKSTREAM');
-  } catch (err) {
-    if (!String((err as Error).message).includes('BUSYGROUP')) throw err;
-  }
-}
 
 /**
  * A consumer-group worker on the raw trade streams. Per partition: reclaim stale entries of dead
@@ -58,7 +48,7 @@ export class Aggregator {
   }
 
   async start(): Promise<void> {
-    for (const p of this.partitions) await ensureGroup(this.redis, this.keys.trades(p));
+    for (const p of this.partitions) await ensureGroup(this.redis, this.keys.trades(p), AGGREGATOR_GROUP);
     // a stable name: what a predecessor of this name read and did not merge is taken back first (the loop's ownPending)
     await this.membership.join();
     metrics.pendingEntries((gauge) => this.pendingByConsumer(gauge));
@@ -162,7 +152,7 @@ export class Aggregator {
         const msg = String((err as Error).message);
         if (msg.includes('NOGROUP')) {
           this.log.warn({ stream }, 'consumer group missing; recreating it');
-          await ensureGroup(this.redis, stream).catch(() => undefined);
+          await ensureGroup(this.redis, stream, AGGREGATOR_GROUP).catch(() => undefined);
         } else {
           if (isConnectionError(err)) redisLink.error(err, 'aggregator');
           else if (isRefusal(err)) redisLink.refused(err);
@@ -249,17 +239,14 @@ export class Aggregator {
     const began = performance.now();
     for (;;) {
       const pre = this.pre.run(entries);
-      const res = await this.redis.cwMergeBatch_v1(
-        ...mergeBatchKeys(this.keys, p),
-        AGGREGATOR_GROUP, this.consumer, ...mergeArgs(todo, pre),
-      );
-      if (Number(res[0]) === 1) {
+      const res = await mergeBatch(this.redis, this.keys, p, mergeBatchArgs(AGGREGATOR_GROUP, this.consumer, todo, pre));
+      if (res.status === 'merged') {
         redisLink.wrote();
-        this.merged += Number(res[1]);
-        this.late += Number(res[2]);
+        this.merged += res.merged;
+        this.late += res.late;
         this.batches++;
-        this.metrics.merged.inc(Number(res[1]));
-        this.metrics.late.inc(Number(res[2]));
+        this.metrics.merged.inc(res.merged);
+        this.metrics.late.inc(res.late);
         this.metrics.batch.observe(ids.length);
         this.metrics.seconds.observe((performance.now() - began) / 1000);
         if (pre.filtered) {
@@ -278,7 +265,7 @@ export class Aggregator {
       }
       this.conditions?.takeUnknown(); // counted again when the rest is re-aggregated
       // Another worker acknowledged part of this batch: merge only what is still ours.
-      const still = new Set(res.slice(1).map(String));
+      const still = new Set(res.stillMine);
       this.log.info({ dropped: todo.length - still.size }, 'part of the batch was merged by another worker; re-aggregating');
       todo = todo.filter((id) => still.has(id));
       entries = entries.filter((e) => still.has(e.id));

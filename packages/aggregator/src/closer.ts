@@ -1,47 +1,5 @@
 import { Queue, Worker, type Job } from 'bullmq';
-import {
-  AGGREGATOR_GROUP,
-  BARS_QUEUE,
-  RecurringError,
-  idleAndDrained,
-  isConnectionError,
-  isRefusal,
-  redisLink,
-  reportRedisError,
-  CLOSE_QUEUE,
-  barJobId,
-  closeBarsKeys,
-  crashPoint,
-  duplicateRedis,
-  metrics,
-  parseBarId,
-  type Config,
-  type Health,
-  type Keys,
-  type Logger,
-  type RedisClient,
-} from '@candlewick/common';
-
-/** One closed bar as a writer job carries it. */
-export interface ClosedBar {
-  interval: string;
-  symbol: string;
-  start: number;
-  /** encoded bar state (see encodeBarState) */
-  state: string;
-  /** 0 for the bar as closed; 1, 2, ... for corrections by late trades (LATE=amend) */
-  rev: number;
-}
-
-/** A writer job: the closed bars of one outbox read, in closing order. */
-export interface BarBatchJob {
-  bars: ClosedBar[];
-  /**
-   * EMPTY_BARS=carry: every window of this partition ending at or before this instant is final and
-   * its bars were enqueued before this job, so the writer may fill the empty ones.
-   */
-  horizon?: { partition: number; through: number };
-}
+import { AGGREGATOR_GROUP, BARS_QUEUE, RecurringError, idleAndDrained, isConnectionError, isRefusal, redisLink, reportRedisError, CLOSE_QUEUE, barsJobId, decodeOutboxEntry, horizonJobId, type BarsJob, type ClosedBar, closeBars, crashPoint, duplicateRedis, metrics, type Config, type Health, type Keys, type Logger, type RedisClient } from '@candlewick/common';
 
 export interface CloseResult {
   closed: number;
@@ -72,15 +30,19 @@ export class BarCloser {
     let closed = 0;
     let merged = false;
     for (;;) {
-      const r = await this.redis.cwCloseBars_v1(
-        ...closeBarsKeys(this.keys, p),
-        AGGREGATOR_GROUP, this.cfg.graceMs, this.cfg.clock, flush ? '1' : '0', this.cfg.tradesRetentionMs, 1000,
-        this.cfg.late === 'amend' ? this.cfg.lateAmendWindowMs : 0,
-      );
-      closed += Number(r[0]);
-      merged = Number(r[3]) === 1;
-      if (Number(r[0]) > 0) crashPoint('close:closed'); // bars are in the outbox, not yet enqueued
-      if (Number(r[2]) !== 1) break;
+      const r = await closeBars(this.redis, this.keys, p, {
+        group: AGGREGATOR_GROUP,
+        graceMs: this.cfg.graceMs,
+        clock: this.cfg.clock,
+        flush,
+        retentionMs: this.cfg.tradesRetentionMs,
+        maxBars: 1000,
+        amendWindowMs: this.cfg.late === 'amend' ? this.cfg.lateAmendWindowMs : 0,
+      });
+      closed += r.closed;
+      merged = r.merged;
+      if (r.closed > 0) crashPoint('close:closed'); // bars are in the outbox, not yet enqueued
+      if (!r.more) break;
     }
     await this.drainOutbox(p);
     return { closed, merged };
@@ -110,28 +72,15 @@ export class BarCloser {
       const rows = (await this.redis.xrange(outbox, '-', '+', 'COUNT', 500)) as [string, string[]][];
       if (rows.length === 0) {
         if (through > (this.horizonSent.get(p) ?? -1)) {
-          const data: BarBatchJob = { bars: [], horizon: { partition: p, through } };
-          await this.bars.add('horizon', data, { jobId: `horizon-${p}-${through}` });
+          const data: BarsJob = { bars: [], horizon: { partition: p, through } };
+          await this.bars.add('horizon', data, { jobId: horizonJobId(p, through) });
           this.horizonSent.set(p, through);
         }
         return total;
       }
-      const bars = rows.map(([, f]): ClosedBar => {
-        let bar = '';
-        let state = '';
-        let rev = 0;
-        for (let i = 0; i + 1 < f.length; i += 2) {
-          if (f[i] === 'bar') bar = f[i + 1]!;
-          else if (f[i] === 'state') state = f[i + 1]!;
-          else if (f[i] === 'rev') rev = Number(f[i + 1]);
-        }
-        return { ...parseBarId(bar), state, rev };
-      });
-      const first = bars[0]!;
-      const last = bars[bars.length - 1]!;
-      const jobId = `${barJobId(first.interval, first.symbol, first.start, first.rev)}_${barJobId(last.interval, last.symbol, last.start, last.rev)}_${bars.length}`;
-      const data: BarBatchJob = { bars };
-      await this.bars.add('bars', data, { jobId });
+      const bars: ClosedBar[] = rows.map(([, f]) => decodeOutboxEntry(f));
+      const data: BarsJob = { bars };
+      await this.bars.add('bars', data, { jobId: barsJobId(bars) });
       crashPoint('close:enqueued'); // enqueued, still in the outbox
       for (const b of bars) this.closedBars.inc({ interval: b.rev ? `corrections:${b.interval}` : b.interval });
       await this.redis.xdel(outbox, ...rows.map(([id]) => id));

@@ -1,3 +1,2 @@
 export * from './aggregator.js';
 export * from './closer.js';
-export * from './preaggregate.js';

@@ -1,8 +1,8 @@
-import { BAR_FLAGS, Clock, parseBarId, type Config, type Logger } from '@candlewick/common';
-import { CsvFiles } from '@candlewick/writer';
-import type { Partial } from '@candlewick/aggregator';
+import { type Config, type Logger } from '@candlewick/common';
+import { BAR_FLAGS, Clock, candleState, parseBarId, tradeEntries } from '@candlewick/core';
+import { CsvFiles } from '@candlewick/common';
+import type { Partial } from '@candlewick/core';
 import { makeProvider } from './providers.js';
-import { candleState, tradeEntries } from './splice.js';
 import { backfillPreaggregator } from './worker.js';
 
 export interface HistoricalResult {

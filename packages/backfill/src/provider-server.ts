@@ -1,6 +1,6 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { TapeTrade } from '@candlewick/ingestor';
+import type { TapeTrade } from '@candlewick/common';
 
 /** An answer the server gives instead of the real one, `times` times, to requests whose path matches. */
 export interface Fault {

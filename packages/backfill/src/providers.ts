@@ -1,30 +1,7 @@
 import { z } from 'zod';
 import type { Config, Logger } from '@candlewick/common';
-import { BAR_FLAGS } from '@candlewick/common';
+import { BAR_FLAGS, type Candle, type ProviderTrade } from '@candlewick/core';
 import { ProviderError, TokenBucket, getJson, type HttpOptions } from './http.js';
-
-/** One 1-minute candle. VWAP and trade count only where the provider publishes them. */
-export interface Candle {
-  /** minute start, UTC ms */
-  start: number;
-  open: number;
-  high: number;
-  low: number;
-  close: number;
-  volume: number;
-  vwap?: number;
-  n?: number;
-}
-
-/** One historical trade, in the provider's order. */
-export interface ProviderTrade {
-  t: number;
-  p: string;
-  v: number;
-  /** the provider's sequence number: orders trades within a millisecond */
-  seq: number;
-  c: string[];
-}
 
 /**
  * A source of history for one symbol and span [fromMs, toMs]. A provider gives candles, trades or

@@ -1,30 +1,25 @@
 import {
   BACKFILL_GROUP,
-  BAR_FLAGS,
-  Clock,
-  conditionRules,
+  decodeBackfillRequest,
   duplicateRedis,
+  ensureGroup,
+  mergeBackfill,
   metrics,
   processId,
-  encodeBarState,
-  mergeBackfillKeys,
+  reportRedisError,
   sleep,
   type Config,
   type Keys,
   type Logger,
-  type RedisClient, reportRedisError } from '@candlewick/common';
-import { Preaggregator, ensureGroup } from '@candlewick/aggregator';
+  type RedisClient,
+  type StreamEntry,
+} from '@candlewick/common';
+import { BAR_FLAGS, Clock, Preaggregator, Splicer, conditionRules, type BackfillRequest, type Splice } from '@candlewick/core';
 import { ProviderError } from './http.js';
 import { makeProvider, type Provider } from './providers.js';
-import { Splicer, type BackfillRequest, type Splice } from './splice.js';
 
-type StreamEntry = [string, string[]];
-
-export function parseRequest(partition: number, id: string, fields: string[]): BackfillRequest {
-  const f: Record<string, string> = {};
-  for (let i = 0; i + 1 < fields.length; i += 2) f[fields[i]!] = fields[i + 1]!;
-  return { id, partition, symbol: f.symbol ?? '', from: Number(f.from), to: Number(f.to), p: f.p ?? '', v: Number(f.v) };
-}
+/** A request of partition p as the stream holds it (the entry is defined with its codec in common). */
+export const parseRequest = decodeBackfillRequest;
 
 /** The Preaggregator the backfill folds with: the aggregators' windows, sessions and conditions. */
 export function backfillPreaggregator(cfg: Config): Preaggregator {
@@ -115,7 +110,7 @@ export class BackfillService {
         const res = (await conn.xreadgroup('GROUP', BACKFILL_GROUP, this.consumer, 'COUNT', 10, 'BLOCK', 1000, 'STREAMS', stream, '>')) as
           | [string, StreamEntry[]][]
           | null;
-        for (const [id, fields] of res?.[0]?.[1] ?? []) await this.handle(parseRequest(p, id, fields));
+        for (const [id, fields] of res?.[0]?.[1] ?? []) if (fields) await this.handle(parseRequest(p, id, fields));
       } catch (err) {
         if (this.stopped) break;
         reportRedisError(this.log, err, 'backfill loop error; retrying', { partition: p });
@@ -153,18 +148,15 @@ export class BackfillService {
   }
 
   private async merge(req: BackfillRequest, s: Splice, log: Logger): Promise<void> {
-    const args: (string | number)[] = [BACKFILL_GROUP, this.consumer, req.id, req.symbol, s.partials.size];
-    for (const [id, part] of s.partials) args.push(id, part.end, encodeBarState(part.state));
-    args.push(s.flags.size);
-    for (const [id, bits] of s.flags) args.push(id, bits);
-    args.push(s.used);
-    const r = await this.redis.cwMergeBackfill_v1(...mergeBackfillKeys(this.keys, req.partition), ...args);
-    if (r === 0) log.warn('the hold on this symbol expired before the backfill was done (BACKFILL_HOLD): its bars were written without it');
-    if (r === -1) log.info('request already done by another worker');
+    const r = await mergeBackfill(this.redis, this.keys, req.partition, {
+      group: BACKFILL_GROUP, consumer: this.consumer, requestId: req.id, symbol: req.symbol, partials: s.partials, flags: s.flags, used: s.used,
+    });
+    if (r === 'hold-expired') log.warn('the hold on this symbol expired before the backfill was done (BACKFILL_HOLD): its bars were written without it');
+    if (r === 'not-mine') log.info('request already done by another worker');
     else {
       this.done++;
       const incomplete = [...s.flags.values()].some((f) => f & BAR_FLAGS.INCOMPLETE);
-      this.outcomes.inc({ outcome: r === 0 ? 'expired' : incomplete ? 'incomplete' : 'filled' });
+      this.outcomes.inc({ outcome: r === 'hold-expired' ? 'expired' : incomplete ? 'incomplete' : 'filled' });
     }
   }
 }

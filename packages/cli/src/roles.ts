@@ -1,30 +1,8 @@
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
-import {
-  ConfigError,
-  EXIT,
-  connectRedis,
-  createLogger,
-  handleShutdown,
-  isConnectionError,
-  isRefusal,
-  redisLink,
-  reportRedisError,
-  sleep,
-  waitForRedis,
-  makeKeys,
-  redactUrl,
-  type Component,
-  type Config,
-  type Keys,
-  type Logger,
-  type RedisClient,
-  MetricsServer,
-  tapBars,
-  tapTrades,
-  type Health,
-} from '@candlewick/common';
-import { Ingestor, ReplayServer, TapeError, isTapeTrade, readTape, tapeSymbols, type TapeItem } from '@candlewick/ingestor';
+import { ConfigError, EXIT, connectRedis, createLogger, handleShutdown, isConnectionError, isRefusal, redisLink, reportRedisError, sleep, waitForRedis, makeKeys, redactUrl, type Component, type Config, type Keys, type Logger, type RedisClient, MetricsServer, tapBars, tapTrades, type Health } from '@candlewick/common';
+import { TapeError, isTapeTrade, readTape, tapeSymbols, type TapeItem } from '@candlewick/common';
+import { Ingestor, ReplayServer } from '@candlewick/ingestor';
 import { Aggregator, CloserService } from '@candlewick/aggregator';
 import { WriterService } from '@candlewick/writer';
 import { BackfillService, ProviderError, ProviderServer, runHistorical, type Progress } from '@candlewick/backfill';

@@ -4,26 +4,8 @@ import { join } from 'node:path';
 import { connect } from 'node:net';
 import { setPriority } from 'node:os';
 import type { Queue } from 'bullmq';
-import {
-  EXIT,
-  RedisUnavailableError,
-  connectRedis,
-  disableCrashPoints,
-  idleAndDrained,
-  readCounters,
-  makeKeys,
-  redactUrl,
-  redisLink,
-  reportRedisError,
-  signalExitCode,
-  sleep,
-  waitForRedis,
-  type Config,
-  type Keys,
-  type Logger,
-  type RedisClient,
-} from '@candlewick/common';
-import { tapeSymbols } from '@candlewick/ingestor';
+import { EXIT, RedisUnavailableError, connectRedis, disableCrashPoints, idleAndDrained, readCounters, makeKeys, redactUrl, redisLink, reportRedisError, signalExitCode, sleep, waitForRedis, type Config, type Keys, type Logger, type RedisClient } from '@candlewick/common';
+import { tapeSymbols } from '@candlewick/common';
 import { BarCloser, barsQueue } from '@candlewick/aggregator';
 import { replayTape, rootLogger } from './roles.js';
 import { PrivateRedis, PrivateRedisCluster, freePort } from './redis-server.js';

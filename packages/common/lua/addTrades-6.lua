@@ -40,6 +40,8 @@
     A request's span starts just after the symbol's last trade time before this batch, or at the
     floor when there is none; never before the cap.
 ]]
+--- @include "nowMs"
+
 local stream, clock, lastKey, holds, open, requests = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local mode = ARGV[1]
 local grace = tonumber(ARGV[2])
@@ -61,8 +63,7 @@ if sender ~= '' then
 end
 redis.call('HINCRBY', clock, 'in', (#ARGV - first + 1) / 6)
 
-local now = redis.call('TIME')
-local nowMs = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local now = nowMs()
 
 -- requests by trade index; the span's start is read before this batch moves the last trade times
 local req = {}
@@ -84,8 +85,7 @@ local at = 0
 for i = first, #ARGV, 6 do
   at = at + 1
   if mode == 'wall' then
-    local tm = redis.call('TIME')
-    local ms = tonumber(tm[1]) * 1000 + math.floor(tonumber(tm[2]) / 1000)
+    local ms = nowMs()
     if ms > wm then wm = ms end
   end
   local t = tonumber(ARGV[i + 3])
@@ -107,7 +107,7 @@ for i = first, #ARGV, 6 do
         redis.call('XADD', requests, '*', 'symbol', s, 'from', string.format('%d', from), 'to', ARGV[i + 3],
           'p', ARGV[i + 1], 'v', ARGV[i + 2], 'id', lastId)
         redis.call('HINCRBY', open, s, 1)
-        redis.call('HSET', holds, s, string.format('%d', nowMs + holdMs))
+        redis.call('HSET', holds, s, string.format('%d', now + holdMs))
       end
     end
   end

@@ -27,6 +27,9 @@
   State encoding (also packages/common/src/bar.ts):
     open|openKey|high|low|close|closeKey|volume|pv|n
 ]]
+--- @include "nowMs"
+--- @include "mergeState"
+
 local stream, bars, index, late, stats, clock = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local amends, amendIndex = KEYS[7], KEYS[8]
 local group, consumer = ARGV[1], ARGV[2]
@@ -65,7 +68,6 @@ for j = 1, m do
   pos = pos + 9
 end
 
---- @include "mergeState"
 
 local closed = tonumber(redis.call('HGET', clock, 'closed') or '-1')
 local k = tonumber(ARGV[pos]); pos = pos + 1
@@ -97,9 +99,8 @@ local CHUNK = 1000
 for i = 1, n, CHUNK do
   redis.call('XACK', stream, group, unpack(ARGV, 3 + i, 3 + math.min(i + CHUNK - 1, n)))
 end
-local now = redis.call('TIME')
 redis.call('HINCRBY', stats, 'merged', n - m)
-redis.call('HSET', stats, 'lastMergeMs', string.format('%d', tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)))
+redis.call('HSET', stats, 'lastMergeMs', string.format('%d', nowMs()))
 if m > 0 then redis.call('HINCRBY', stats, 'late', m) end
 if lostClosed > 0 then redis.call('HINCRBY', stats, 'lateAfterClose', lostClosed) end
 return {1, n - m, m}

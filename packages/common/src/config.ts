@@ -1,8 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { DateTime } from 'luxon';
 import { z } from 'zod';
-import { ConditionCodesError, parseConditionCodes } from './conditions.js';
-import { baseIntervalMs, Clock, parseDurationMs, parseInterval, type Interval } from './time.js';
+import { ConditionCodesError, baseIntervalMs, Clock, parseConditionCodes, parseDurationMs, parseInterval, type Interval } from '@candlewick/core';
 import { redactUrl } from './logger.js';
 
 /**

@@ -256,3 +256,15 @@ export class SlotTransactions {
     }
   }
 }
+
+/** A stream entry as XREADGROUP / XCLAIM return it (fields null for an entry deleted meanwhile). */
+export type StreamEntry = [id: string, fields: string[] | null];
+
+/** Creates a consumer group from the stream's start (and the stream with it), or finds it there. */
+export async function ensureGroup(redis: RedisClient, stream: string, group: string): Promise<void> {
+  try {
+    await redis.xgroup('CREATE', stream, group, '0', 'MKSTREAM');
+  } catch (err) {
+    if (!String((err as Error).message).includes('BUSYGROUP')) throw err;
+  }
+}

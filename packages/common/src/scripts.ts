@@ -1,14 +1,15 @@
 import { readFileSync } from 'node:fs';
 import type { Redis, Cluster, Result } from 'ioredis';
 import type { Keys } from './keys.js';
-import type { Trade } from './bar.js';
+import { encodeBarState, rawField, writeTradeArgs, type Partial, type Preaggregated, type Trade } from '@candlewick/core';
 import type { RedisClient } from './redis.js';
-import { writeTradeArgs } from './trade.js';
 
 /**
- * The single place Lua scripts are registered. Each lua/<verbNoun>-<numKeys>.lua becomes an ioredis
- * command (EVALSHA with NOSCRIPT fallback). The command name carries the script version so two
- * versions of candlewick sharing one Redis never run each other's script.
+ * Every Lua script, defined once: registered here (each lua/<verbNoun>-<numKeys>.lua becomes an
+ * ioredis command, EVALSHA with NOSCRIPT fallback, its name carrying the script version so two
+ * versions of candlewick sharing one Redis never run each other's script), and called through one
+ * typed function per script below — its keys, its arguments from named parameters, its reply
+ * decoded with named outcomes — which production and tests both use.
  */
 const SCRIPT_VERSION = 1;
 const LUA_DIR = new URL('../lua/', import.meta.url);
@@ -32,13 +33,21 @@ declare module 'ioredis' {
 }
 
 const cache = new Map<string, string>();
-/** A script's source with its `--- @include "name"` lines replaced by lua/includes/name.lua. */
+/**
+ * A script's source with its `--- @include "name"` lines replaced by lua/includes/name.lua, includes
+ * of includes too, each once (a second include of the same file is dropped).
+ */
 function source(file: string): string {
   let lua = cache.get(file);
   if (lua === undefined) {
-    lua = readFileSync(new URL(file, LUA_DIR), 'utf8').replace(/^--- @include "([A-Za-z]+)"$/gm, (_, name: string) =>
-      readFileSync(new URL(`includes/${name}.lua`, LUA_DIR), 'utf8'),
-    );
+    const seen = new Set<string>();
+    const expand = (text: string): string =>
+      text.replace(/^--- @include "([A-Za-z]+)"$/gm, (_, name: string) => {
+        if (seen.has(name)) return `-- (${name}: included above)`;
+        seen.add(name);
+        return expand(readFileSync(new URL(`includes/${name}.lua`, LUA_DIR), 'utf8'));
+      });
+    lua = expand(readFileSync(new URL(file, LUA_DIR), 'utf8'));
     cache.set(file, lua);
   }
   return lua;
@@ -51,6 +60,9 @@ export function registerScripts(redis: Redis | Cluster): void {
     redis.defineCommand(command, { lua: source(file), numberOfKeys });
   }
 }
+
+// ---------------------------------------------------------------------------------------------
+// addTrades: the ingestor appends a batch of trades to a partition's raw stream
 
 /** KEYS of addTrades for partition p. */
 export function addTradesKeys(k: Keys, p: number): string[] {
@@ -89,6 +101,9 @@ export function addTradesArgs(o: AddTradesOptions, requests: readonly string[], 
   return args;
 }
 
+/** addTrades' reply codes. */
+export const ADD_TRADES = Object.freeze({ APPLIED: 1, DUPLICATE: 0, HOLE: -1 });
+
 /** What addTrades did with a batch. */
 export type AddTradesReply =
   | { status: 'applied'; lastId: string }
@@ -100,19 +115,54 @@ export type AddTradesReply =
 /** Appends a batch of trades to partition p's raw stream (addTrades-6.lua). */
 export async function addTrades(redis: RedisClient, k: Keys, p: number, args: readonly string[]): Promise<AddTradesReply> {
   const [code, value] = await redis.cwAddTrades_v1(...addTradesKeys(k, p), ...args);
-  if (code === 1) return { status: 'applied', lastId: String(value) };
-  return { status: code === 0 ? 'duplicate' : 'hole', applied: Number(value) };
+  if (code === ADD_TRADES.APPLIED) return { status: 'applied', lastId: String(value) };
+  return { status: code === ADD_TRADES.DUPLICATE ? 'duplicate' : 'hole', applied: Number(value) };
 }
+
+// ---------------------------------------------------------------------------------------------
+// mergeBatch: an aggregator merges a pre-aggregated batch into the open bars and acknowledges it
 
 /** KEYS of mergeBatch for partition p. */
 export function mergeBatchKeys(k: Keys, p: number): string[] {
   return [k.trades(p), k.openBars(p), k.openIndex(p), k.late(p), k.partitionStats(p), k.clock(p), k.amends(p), k.amendIndex(p)];
 }
 
-/** Every script with its KEYS for partition p: each list lies in one Redis Cluster slot. */
-export function scriptKeys(k: Keys, p: number): Record<keyof typeof SCRIPTS, string[]> {
-  return { addTrades: addTradesKeys(k, p), mergeBatch: mergeBatchKeys(k, p), closeBars: closeBarsKeys(k, p), mergeBackfill: mergeBackfillKeys(k, p) };
+/** Why a late trade is kept in trades:late (the `reason` field). */
+export const LATE_REASON = 'window-closed-at-ingestion';
+
+/** ARGV of mergeBatch: group, consumer, the batch's ids, its late trades and its partial bars. */
+export function mergeBatchArgs(group: string, consumer: string, ids: readonly string[], pre: Preaggregated): string[] {
+  const args: string[] = [group, consumer, String(ids.length), ...ids, String(pre.late.length)];
+  for (const e of pre.late) {
+    args.push(e.id, e.s, e.p, String(e.v), String(e.t), e.c || '[]', rawField(e, 'rx'), String(e.w), LATE_REASON);
+  }
+  const partials = (bars: ReadonlyMap<string, Partial>) => {
+    args.push(String(bars.size));
+    for (const [id, part] of bars) args.push(id, String(part.end), encodeBarState(part.state));
+  };
+  partials(pre.bars);
+  partials(pre.lateBars);
+  return args;
 }
+
+/** mergeBatch's reply codes (the first element of its reply). */
+export const MERGE_BATCH = Object.freeze({ MERGED: 1, PARTLY_TAKEN: 0 });
+
+export type MergeBatchReply =
+  /** merged and acknowledged: this many trades folded in, this many kept as late */
+  | { status: 'merged'; merged: number; late: number }
+  /** some entries are no longer this consumer's (reclaimed or acknowledged elsewhere): nothing done; these still are */
+  | { status: 'partly-taken'; stillMine: string[] };
+
+/** Merges a pre-aggregated batch and acknowledges its entries, exactly once (mergeBatch-8.lua). */
+export async function mergeBatch(redis: RedisClient, k: Keys, p: number, args: readonly string[]): Promise<MergeBatchReply> {
+  const r = await redis.cwMergeBatch_v1(...mergeBatchKeys(k, p), ...args);
+  if (Number(r[0]) === MERGE_BATCH.MERGED) return { status: 'merged', merged: Number(r[1]), late: Number(r[2]) };
+  return { status: 'partly-taken', stillMine: r.slice(1).map(String) };
+}
+
+// ---------------------------------------------------------------------------------------------
+// closeBars: the closer finalizes bars past the watermark and moves them to the outbox
 
 /** KEYS of closeBars for partition p. */
 export function closeBarsKeys(k: Keys, p: number): string[] {
@@ -122,7 +172,82 @@ export function closeBarsKeys(k: Keys, p: number): string[] {
   ];
 }
 
+export interface CloseBarsOptions {
+  group: string;
+  graceMs: number;
+  clock: 'wall' | 'event';
+  /** close every open bar once everything ingested is merged (the end of an input) */
+  flush: boolean;
+  /** raw stream retention (0 = keep everything) */
+  retentionMs: number;
+  /** at most this many bars per call */
+  maxBars: number;
+  /** LATE=amend: how long closed bars are kept for corrections (0 = LATE=drop) */
+  amendWindowMs: number;
+}
+
+export function closeBarsArgs(o: CloseBarsOptions): (string | number)[] {
+  return [o.group, o.graceMs, o.clock, o.flush ? '1' : '0', o.retentionMs, o.maxBars, o.amendWindowMs];
+}
+
+/** What one closeBars call did. */
+export interface CloseBarsReply {
+  closed: number;
+  /** closed through this window end; 'all' after a flush; undefined when nothing could close */
+  horizon: number | 'all' | undefined;
+  /** it stopped at maxBars with more ready: call again */
+  more: boolean;
+  /** everything ingested so far is merged */
+  merged: boolean;
+}
+
+/** Closes due bars of partition p into its outbox (closeBars-12.lua). */
+export async function closeBars(redis: RedisClient, k: Keys, p: number, o: CloseBarsOptions): Promise<CloseBarsReply> {
+  const [closed, horizon, more, merged] = (await redis.cwCloseBars_v1(...closeBarsKeys(k, p), ...closeBarsArgs(o))).map(Number) as [number, number, number, number];
+  return { closed, horizon: horizon === -2 ? 'all' : horizon === -1 ? undefined : horizon, more: more === 1, merged: merged === 1 };
+}
+
+// ---------------------------------------------------------------------------------------------
+// mergeBackfill: the backfill worker merges one request's bars, exactly once
+
 /** KEYS of mergeBackfill for partition p. */
 export function mergeBackfillKeys(k: Keys, p: number): string[] {
   return [k.backfillRequests(p), k.openBars(p), k.openIndex(p), k.holds(p), k.holdRequests(p), k.barFlags(p), k.partitionStats(p)];
+}
+
+export interface MergeBackfillInput {
+  group: string;
+  consumer: string;
+  requestId: string;
+  symbol: string;
+  partials: ReadonlyMap<string, Partial>;
+  /** bar id -> BAR_FLAGS bits to add when it closes */
+  flags: ReadonlyMap<string, number>;
+  /** trades or candles the partials hold (for the stats) */
+  used: number;
+}
+
+export function mergeBackfillArgs(m: MergeBackfillInput): (string | number)[] {
+  const args: (string | number)[] = [m.group, m.consumer, m.requestId, m.symbol, m.partials.size];
+  for (const [id, part] of m.partials) args.push(id, part.end, encodeBarState(part.state));
+  args.push(m.flags.size);
+  for (const [id, bits] of m.flags) args.push(id, bits);
+  args.push(m.used);
+  return args;
+}
+
+/** mergeBackfill's reply codes. */
+export const MERGE_BACKFILL = Object.freeze({ MERGED: 1, HOLD_EXPIRED: 0, NOT_MINE: -1 });
+
+/** merged; the symbol's hold had expired (nothing merged, its bars may be written); or the request is not this consumer's */
+export type MergeBackfillReply = 'merged' | 'hold-expired' | 'not-mine';
+
+export async function mergeBackfill(redis: RedisClient, k: Keys, p: number, m: MergeBackfillInput): Promise<MergeBackfillReply> {
+  const r = await redis.cwMergeBackfill_v1(...mergeBackfillKeys(k, p), ...mergeBackfillArgs(m));
+  return r === MERGE_BACKFILL.MERGED ? 'merged' : r === MERGE_BACKFILL.HOLD_EXPIRED ? 'hold-expired' : 'not-mine';
+}
+
+/** Every script with its KEYS for partition p: each list lies in one Redis Cluster slot. */
+export function scriptKeys(k: Keys, p: number): Record<keyof typeof SCRIPTS, string[]> {
+  return { addTrades: addTradesKeys(k, p), mergeBatch: mergeBatchKeys(k, p), closeBars: closeBarsKeys(k, p), mergeBackfill: mergeBackfillKeys(k, p) };
 }

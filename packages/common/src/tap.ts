@@ -2,8 +2,8 @@ import { Cluster } from 'ioredis';
 import type { Keys } from './keys.js';
 import { partitionOf } from './keys.js';
 import { duplicateRedis, type RedisClient } from './redis.js';
-import type { Trade } from './bar.js';
-import { decodeTradeEntry } from './trade.js';
+import { decodeTradeEntry, type Trade } from '@candlewick/core';
+import { decodeBarEntry, type TappedBar } from './entries.js';
 
 /**
  * A typed reader of candlewick's streams for other services: the raw trades (`trades:{p}`) and the
@@ -48,37 +48,8 @@ export interface TappedTrade {
   received: number;
 }
 
-/** A closed bar as the writer published it. */
-export interface TappedBar {
-  id: string;
-  interval: string;
-  symbol: string;
-  /** window start, ms since the epoch */
-  start: number;
-  /** window start in BAR_TZ, as in the CSV */
-  timestamp: string;
-  open: string;
-  high: string;
-  low: string;
-  close: string;
-  /** empty when the bar is approximate (built from candles without VWAP) */
-  vwap: string;
-  volume: string;
-  /** trade count; undefined when unknown */
-  trades: number | undefined;
-  /** 0 for the bar, n for its n-th correction (LATE=amend) */
-  rev: number;
-  complete: boolean;
-  sources: string;
-}
-
 type Entry = [id: string, fields: string[]];
 type ReadReply = [stream: string, entries: Entry[]][] | null;
-
-function field(fields: string[], name: string): string {
-  for (let i = 0; i + 1 < fields.length; i += 2) if (fields[i] === name) return fields[i + 1]!;
-  return '';
-}
 
 /** Raw entries of `streams`, oldest first per stream. */
 async function* readStreams(redis: RedisClient, streams: readonly string[], opts: TapOptions): AsyncGenerator<[stream: string, entry: Entry]> {
@@ -168,54 +139,6 @@ export async function* tapTrades(redis: RedisClient, keys: Keys, partitions: num
 
 function toTapped(id: string, partition: number, t: Trade): TappedTrade {
   return { id, partition, symbol: t.s, price: t.p, volume: t.v, time: t.t, conditions: t.c, received: t.rx };
-}
-
-/** A closed bar's cells as the CSV row has them (text exactly as written). */
-export interface BarRowCells {
-  /** window start in BAR_TZ with its offset */
-  timestamp: string;
-  open: string;
-  high: string;
-  low: string;
-  close: string;
-  /** empty when unknown */
-  vwap: string;
-  volume: string;
-  /** trade count, empty when unknown */
-  n: string;
-  complete: boolean;
-  sources: string;
-}
-
-/**
- * The fields of a bars:{interval} entry (the one definition: the writer publishes with it, tapBars
- * and the writer's restore read with decodeBarEntry).
- */
-export function encodeBarEntry(symbol: string, start: number, rev: number, c: BarRowCells): string[] {
-  return [
-    's', symbol, 'start', String(start), 'ts', c.timestamp,
-    'o', c.open, 'h', c.high, 'l', c.low, 'c', c.close,
-    'vwap', c.vwap, 'v', c.volume, 'n', c.n, 'rev', String(rev),
-    'complete', c.complete ? '1' : '0', 'sources', c.sources,
-  ];
-}
-
-export function decodeBarEntry(id: string, interval: string, f: string[]): TappedBar {
-  const n = field(f, 'n');
-  return {
-    id, interval, symbol: field(f, 's'), start: Number(field(f, 'start')), timestamp: field(f, 'ts'),
-    open: field(f, 'o'), high: field(f, 'h'), low: field(f, 'l'), close: field(f, 'c'),
-    vwap: field(f, 'vwap'), volume: field(f, 'v'), trades: n === '' ? undefined : Number(n),
-    rev: Number(field(f, 'rev') || 0), complete: field(f, 'complete') !== '0', sources: field(f, 'sources'),
-  };
-}
-
-/** A published bar's CSV cells. */
-export function barRowCells(b: TappedBar): BarRowCells {
-  return {
-    timestamp: b.timestamp, open: b.open, high: b.high, low: b.low, close: b.close, vwap: b.vwap, volume: b.volume,
-    n: b.trades === undefined ? '' : String(b.trades), complete: b.complete, sources: b.sources,
-  };
 }
 
 /** The closed bars of one interval (e.g. "5min"). */

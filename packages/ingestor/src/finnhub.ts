@@ -1,5 +1,6 @@
 import WebSocket from 'ws';
-import { redactUrl, sleep, validateTrade, type Logger } from '@candlewick/common';
+import { redactUrl, sleep, type Logger } from '@candlewick/common';
+import { validateTrade } from '@candlewick/core';
 import type { TradeSink } from './sink.js';
 
 export interface FeedOptions {

@@ -2,4 +2,3 @@ export * from './finnhub.js';
 export * from './ingestor.js';
 export * from './replay-server.js';
 export * from './sink.js';
-export * from './tapes.js';

@@ -1,4 +1,5 @@
-import { Clock, metrics, reportRedisError, windowAnchorMs, type Config, type Health, type Keys, type Logger, type RedisClient } from '@candlewick/common';
+import { metrics, reportRedisError, type Config, type Health, type Keys, type Logger, type RedisClient, encodeGapEntry } from '@candlewick/common';
+import { Clock, windowAnchorMs } from '@candlewick/core';
 import { FinnhubFeed } from './finnhub.js';
 import { TradeSink } from './sink.js';
 
@@ -55,7 +56,7 @@ export class Ingestor {
             log.warn({ gap }, 'ingestor restarted: outage recorded');
             gaps.inc();
             void redis
-              .xadd(keys.gaps(), '*', 'start', String(gap.start), 'end', String(gap.end), 'symbols', gap.symbols.join(','), 'reason', gap.reason)
+              .xadd(keys.gaps(), '*', ...encodeGapEntry(gap))
               .catch((err: unknown) => reportRedisError(log, err, 'failed to record a feed gap'));
           }
         },
@@ -66,7 +67,7 @@ export class Ingestor {
           log.warn({ gap }, 'feed outage recorded');
           gaps.inc();
           void redis
-            .xadd(keys.gaps(), '*', 'start', String(gap.start), 'end', String(gap.end), 'symbols', gap.symbols.join(','))
+            .xadd(keys.gaps(), '*', ...encodeGapEntry(gap))
             .catch((err: unknown) => reportRedisError(log, err, 'failed to record a feed gap'));
         },
       },

@@ -1,7 +1,7 @@
 import { WebSocketServer, type WebSocket } from 'ws';
 import type { AddressInfo } from 'node:net';
 import { sleep, type Logger } from '@candlewick/common';
-import { isRawFrame, isRawTrade, isTapeTrade, type TapeItem, type TapeTrade } from './tapes.js';
+import { isRawFrame, isRawTrade, isTapeTrade, type TapeItem, type TapeTrade } from '@candlewick/common';
 
 export interface ReplayOptions {
   port: number;

@@ -1,19 +1,5 @@
-import {
-  addTrades,
-  addTradesArgs,
-  metrics,
-  partitionOf,
-  processId,
-  redisLink,
-  reportRedisError,
-  sleep,
-  type AddTradesReply,
-  type Keys,
-  type Logger,
-  type Trade,
-  type RedisClient,
-  SlotTransactions,
-} from '@candlewick/common';
+import { addTrades, addTradesArgs, metrics, partitionOf, processId, redisLink, reportRedisError, sleep, type AddTradesReply, type Keys, type Logger, type RedisClient, SlotTransactions, encodeGapEntry } from '@candlewick/common';
+import { type Trade } from '@candlewick/core';
 
 /** Backfill requests: what the sink needs to file one with the first trade of a symbol on a connection. */
 export interface SinkBackfill {
@@ -322,7 +308,7 @@ export class TradeSink {
       'Redis lost batches of trades it had acknowledged, older than this ingestor keeps them (INGEST_RETAIN): they are gone; the span is recorded in feed:gaps',
     );
     void this.redis
-      .xadd(this.opts.keys.gaps(), '*', 'start', String(lost.firstRx), 'end', String(lost.lastRx), 'symbols', '', 'reason', 'redis lost acknowledged trades')
+      .xadd(this.opts.keys.gaps(), '*', ...encodeGapEntry({ start: lost.firstRx, end: lost.lastRx, symbols: [], reason: 'redis lost acknowledged trades' }))
       .catch((err: unknown) => reportRedisError(this.log, err, 'failed to record a gap'));
   }
 

@@ -1,16 +1,6 @@
-import {
-  EquityCalendar,
-  TRADING_SESSIONS,
-  isAroundTheClock,
-  partitionOf,
-  sessionsKept,
-  windowAnchorMs,
-  type BarState,
-  type Clock,
-  type Config,
-  type Session,
-} from '@candlewick/common';
-import type { CsvFiles } from './csv.js';
+import { partitionOf, type Config } from '@candlewick/common';
+import { EquityCalendar, TRADING_SESSIONS, isAroundTheClock, sessionsKept, windowAnchorMs, type BarState, type Clock, type Session } from '@candlewick/core';
+import type { CsvFiles } from '@candlewick/common';
 
 /** a file that has not traded for this many windows is not carried further (a delisted symbol) */
 const MAX_FILL = 50_000;

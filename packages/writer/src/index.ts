@@ -1,3 +1,2 @@
-export * from './csv.js';
 export * from './writer.js';
 export * from './carry.js';

@@ -1,43 +1,9 @@
 import { Queue, Worker, type Job } from 'bullmq';
-import {
-  BARS_QUEUE,
-  Clock,
-  RecurringError,
-  SlotTransactions,
-  barRowCells,
-  crashPoint,
-  decodeBarEntry,
-  decodeBarState,
-  duplicateRedis,
-  encodeBarEntry,
-  metrics,
-  redisLink,
-  reportRedisError,
-  sleep,
-  type BarState,
-  type Config,
-  type Health,
-  type Keys,
-  type Logger,
-  type RedisClient,
-} from '@candlewick/common';
-import { CsvFiles, FileChangedError, formatRow, rowCells, type FileEvent } from './csv.js';
+import { BARS_QUEUE, RecurringError, SlotTransactions, barRowCells, crashPoint, decodeBarEntry, duplicateRedis, encodeBarEntry, parseBarsJob, type BarsJob, metrics, redisLink, reportRedisError, sleep, type Config, type Health, type Keys, type Logger, type RedisClient } from '@candlewick/common';
+import { Clock, decodeBarState, type BarState } from '@candlewick/core';
+import { CsvFiles, FileChangedError, formatRow, rowCells, type FileEvent } from '@candlewick/common';
+
 import { Carry } from './carry.js';
-
-export interface BarJobData {
-  interval: string;
-  symbol: string;
-  start: number;
-  state: string;
-  /** 0: the bar as closed; 1, 2, ...: corrections by late trades */
-  rev?: number;
-}
-
-export interface BarBatchData {
-  bars: BarJobData[];
-  /** EMPTY_BARS=carry: windows of this partition ending by `through` are final */
-  horizon?: { partition: number; through: number };
-}
 
 /**
  * The write role: a BullMQ worker (concurrency 1, so rows reach each file in the order the closer
@@ -94,7 +60,7 @@ export class WriterService {
 
   async start(): Promise<void> {
     await this.finishOrphanedJobs();
-    this.worker = new Worker(BARS_QUEUE, (job: Job<BarBatchData>) => this.processBatch(job.data), {
+    this.worker = new Worker(BARS_QUEUE, (job: Job) => this.processBatch(parseBarsJob(job.data)), {
       connection: duplicateRedis(this.redis, this.log),
       prefix: this.keys.queuePrefix(),
       concurrency: 1,
@@ -122,10 +88,10 @@ export class WriterService {
     const queue = new Queue(BARS_QUEUE, { connection: duplicateRedis(this.redis, this.log), prefix: this.keys.queuePrefix() });
     queue.on('error', (err) => reportRedisError(this.log, err, 'bars queue error'));
     try {
-      const active = (await queue.getJobs(['active'])) as Job<BarBatchData>[];
+      const active = await queue.getJobs(['active']);
       active.sort((a, b) => a.timestamp - b.timestamp || Number(a.id ?? 0) - Number(b.id ?? 0));
       for (const job of active) {
-        const r = await this.processBatch(job.data);
+        const r = await this.processBatch(parseBarsJob(job.data));
         this.log.warn({ job: job.id, ...r }, 'finished the job a previous writer stopped in');
       }
     } finally {
@@ -193,7 +159,7 @@ export class WriterService {
   }
 
   /** Appends a batch of closed bars (in closing order) and publishes them. */
-  async processBatch(batch: BarBatchData): Promise<{ written: number; skipped: number }> {
+  async processBatch(batch: BarsJob): Promise<{ written: number; skipped: number }> {
     const tx = new SlotTransactions(this.redis);
     const minId = String(Date.now() - this.cfg.barsRetentionMs);
     const counts = new Map<string, number>();
@@ -219,7 +185,7 @@ export class WriterService {
     };
     for (const bar of batch.bars) {
       const state = decodeBarState(bar.state);
-      const rev = bar.rev ?? 0;
+      const rev = bar.rev;
       if (rev === 0) await ready(bar.interval, bar.symbol);
       if (rev === 0) await flat(bar.interval, bar.symbol, bar.start, undefined);
       const outcome = await this.onDisk(() =>

@@ -21,47 +21,8 @@ import {
   type BarState,
   type Interval,
   type Session,
-} from '@candlewick/common';
-
-/**
- * A raw-stream entry as the aggregator needs it: the numbers it merges, the watermark it was
- * ingested under, and the raw fields (kept for late trades, which are stored whole).
- */
-export interface RawEntry {
-  id: string;
-  s: string;
-  p: string;
-  v: number;
-  t: number;
-  w: number;
-  /** the conditions field as stored (JSON text) */
-  c: string;
-  fields: string[];
-}
-
-/**
- * Decodes the flat field list of a raw stream entry without touching what merging does not need.
- * An entry without `w` was on time when ingested (addTrades writes w only when t + grace < w).
- */
-export function rawEntry(id: string, fields: string[]): RawEntry {
-  const e: RawEntry = { id, s: '', p: '', v: 0, t: 0, w: 0, c: '', fields };
-  for (let i = 0; i + 1 < fields.length; i += 2) {
-    const k = fields[i];
-    const val = fields[i + 1]!;
-    if (k === 's') e.s = val;
-    else if (k === 'p') e.p = val;
-    else if (k === 'v') e.v = +val;
-    else if (k === 't') e.t = +val;
-    else if (k === 'w') e.w = +val;
-    else if (k === 'c') e.c = val;
-  }
-  return e;
-}
-
-export function rawField(e: RawEntry, name: string): string {
-  for (let i = 0; i + 1 < e.fields.length; i += 2) if (e.fields[i] === name) return e.fields[i + 1]!;
-  return '';
-}
+} from './index.js';
+import type { RawEntry } from './trade.js';
 
 /** a < b for stream ids "ms-seq" */
 function idLess(a: string, b: string): boolean {
@@ -364,17 +325,4 @@ export class Preaggregator {
       return dayEnd; // outside the calendar's years: such trades are left out anyway
     }
   }
-}
-
-/** ARGV tail of mergeBatch for a pre-aggregated batch. */
-export function mergeArgs(ids: readonly string[], pre: Preaggregated): string[] {
-  const args: string[] = [String(ids.length), ...ids, String(pre.late.length)];
-  for (const e of pre.late) {
-    args.push(e.id, e.s, e.p, String(e.v), String(e.t), e.c || '[]', rawField(e, 'rx'), String(e.w), 'window-closed-at-ingestion');
-  }
-  args.push(String(pre.bars.size));
-  for (const [id, part] of pre.bars) args.push(id, String(part.end), encodeBarState(part.state));
-  args.push(String(pre.lateBars.size));
-  for (const [id, part] of pre.lateBars) args.push(id, String(part.end), encodeBarState(part.state));
-  return args;
 }

@@ -8,9 +8,9 @@ import { basename, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { strFromU8, unzipSync } from 'fflate';
 import { DateTime } from 'luxon';
-import { Clock, ConditionRules, parseInterval, volumeNumber } from '@candlewick/common';
-import { Preaggregator, type RawEntry } from '@candlewick/aggregator';
-import { isTapeTrade, readTapeFile } from '@candlewick/ingestor';
+import { Clock, ConditionRules, parseInterval, volumeNumber } from '@candlewick/core';
+import { Preaggregator, type RawEntry } from '@candlewick/core';
+import { isTapeTrade, readTapeFile } from '@candlewick/common';
 
 const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 /** Where the Lean set lives: LEAN_DATA_DIR, or ../shared/data/real/lean-usa-equity beside the repo. */

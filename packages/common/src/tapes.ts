@@ -3,7 +3,7 @@ import { basename, join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import { unzipSync, strFromU8 } from 'fflate';
 import { DateTime } from 'luxon';
-import { leanConditions } from '@candlewick/common';
+import { leanConditions } from '@candlewick/core';
 
 /** A frame recorded verbatim (a *.frames tape): replayed as is, malformed or not. */
 export interface RawFrame {

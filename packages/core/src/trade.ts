@@ -96,3 +96,43 @@ export function writeTradeArgs(tr: Trade, out: string[], k: number): number {
   out[k + 5] = String(tr.rx);
   return k + 6;
 }
+
+/**
+ * A raw-stream entry as the aggregator needs it: the numbers it merges, the watermark it was
+ * ingested under, and the raw fields (kept for late trades, which are stored whole).
+ */
+export interface RawEntry {
+  id: string;
+  s: string;
+  p: string;
+  v: number;
+  t: number;
+  w: number;
+  /** the conditions field as stored (JSON text) */
+  c: string;
+  fields: string[];
+}
+
+/**
+ * Decodes the flat field list of a raw stream entry without touching what merging does not need.
+ * An entry without `w` was on time when ingested (addTrades writes w only when t + grace < w).
+ */
+export function rawEntry(id: string, fields: string[]): RawEntry {
+  const e: RawEntry = { id, s: '', p: '', v: 0, t: 0, w: 0, c: '', fields };
+  for (let i = 0; i + 1 < fields.length; i += 2) {
+    const k = fields[i];
+    const val = fields[i + 1]!;
+    if (k === 's') e.s = val;
+    else if (k === 'p') e.p = val;
+    else if (k === 'v') e.v = +val;
+    else if (k === 't') e.t = +val;
+    else if (k === 'w') e.w = +val;
+    else if (k === 'c') e.c = val;
+  }
+  return e;
+}
+
+export function rawField(e: RawEntry, name: string): string {
+  for (let i = 0; i + 1 < e.fields.length; i += 2) if (e.fields[i] === name) return e.fields[i + 1]!;
+  return '';
+}

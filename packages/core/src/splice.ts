@@ -1,6 +1,30 @@
-import { BAR_FLAGS, PRICE_DIGITS, VOLUME_DIGITS, orderKey, toScaled, type BarState } from '@candlewick/common';
-import type { Partial, Preaggregator, RawEntry } from '@candlewick/aggregator';
-import type { Candle, ProviderTrade } from './providers.js';
+import { BAR_FLAGS, orderKey, type BarState } from './bar.js';
+import { PRICE_DIGITS, VOLUME_DIGITS, toScaled } from './decimal.js';
+import type { Partial, Preaggregator } from './preaggregate.js';
+import type { RawEntry } from './trade.js';
+
+/** A 1-minute candle from a history provider. */
+export interface Candle {
+  /** minute start, UTC ms */
+  start: number;
+  open: number;
+  high: number;
+  low: number;
+  close: number;
+  volume: number;
+  vwap?: number;
+  n?: number;
+}
+
+/** One historical trade, in the provider's order. */
+export interface ProviderTrade {
+  t: number;
+  p: string;
+  v: number;
+  /** the provider's sequence number: orders trades within a millisecond */
+  seq: number;
+  c: string[];
+}
 
 /** A backfill request, as addTrades files it with the first live trade of a symbol on a connection. */
 export interface BackfillRequest {

@@ -13,9 +13,10 @@ import { join } from 'node:path';
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
-import { isTapeTrade, readTape, type TapeTrade } from '@candlewick/ingestor';
-import { Clock, encodeBarState, loadConfig } from '@candlewick/common';
-import { Preaggregator } from '@candlewick/aggregator';
+import { isTapeTrade, readTape, type TapeTrade } from '@candlewick/common';
+import { loadConfig } from '@candlewick/common';
+import { Clock, encodeBarState } from '@candlewick/core';
+import { Preaggregator } from '@candlewick/core';
 import { PrivateRedis } from './redis-server.js';
 import { BUNDLED_TAPE } from './roles.js';
 

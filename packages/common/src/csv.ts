@@ -2,7 +2,9 @@ import { closeSync, existsSync, fstatSync, ftruncateSync, mkdirSync, openSync, r
 import { basename, dirname, join } from 'node:path';
 import { stringify } from 'csv-stringify/sync';
 import { DateTime } from 'luxon';
-import { BAR_FLAGS, barSources, fileSafeSymbol, formatNumber, volumeNumber, vwap, type BarRowCells, type BarState, type Clock } from '@candlewick/common';
+import { BAR_FLAGS, barSources, formatNumber, volumeNumber, vwap, type BarState, type Clock } from '@candlewick/core';
+import { fileSafeSymbol } from './keys.js';
+import type { BarRowCells } from './entries.js';
 
 export const CSV_HEADER = ['timestamp', 'open', 'high', 'low', 'close', 'vwap', 'volume', 'num_transactions'] as const;
 /** CSV_EXTRA_COLUMNS=true adds these after the notebook's columns. */

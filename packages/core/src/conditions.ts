@@ -1,4 +1,3 @@
-import type { Config } from './config.js';
 
 /**
  * Trade conditions (CONDITIONS=cta-utp): which prints of a US-equity trade may set a bar's
@@ -156,7 +155,10 @@ export class ConditionCodesError extends Error {}
  * the live feed's (Finnhub's numeric codes, then CONDITION_CODES over them), or another source's
  * (a backfill provider's: CONDITION_CODES alone).
  */
-export function conditionRules(cfg: Pick<Config, 'conditions' | 'conditionCodes'>, source: 'finnhub' | 'other' = 'finnhub'): ConditionRules | undefined {
+export function conditionRules(
+  cfg: { conditions: 'all' | 'cta-utp'; conditionCodes: Readonly<Record<string, readonly string[]>> },
+  source: 'finnhub' | 'other' = 'finnhub',
+): ConditionRules | undefined {
   if (cfg.conditions !== 'cta-utp') return undefined;
   const codes = new Map<string, readonly string[]>(source === 'finnhub' ? Object.entries(FINNHUB_CONDITION_CODES) : []);
   for (const [code, names] of Object.entries(cfg.conditionCodes)) codes.set(code, names);

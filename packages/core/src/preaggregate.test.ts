@@ -1,6 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { Clock, ConditionRules, parseInterval, volumeNumber, vwap } from '@candlewick/common';
-import { Preaggregator, rawEntry } from './preaggregate.js';
+import { Clock, ConditionRules, Preaggregator, parseInterval, rawEntry, volumeNumber, vwap } from './index.js';
 
 const NY = new Clock('America/New_York');
 const intervals = ['1min', '1h'].map(parseInterval);

@@ -1,0 +1,50 @@
+-- Phase "close": bars whose window end is <= horizon leave the open set into the outbox, at most
+-- maxBars of them, skipping held symbols; with LATE=amend each is also kept (rev 0) for corrections.
+-- Flags waiting for a bar (backfill: incomplete, sources) are folded in as it closes.
+-- Returns how many closed, the last closed window end (false: none) and whether it stopped at maxBars.
+--- @include "mergeState"
+local function closeDue(k, horizon, maxBars, held, anyHeld, amendMs)
+  local withFlags = redis.call('HLEN', k.barFlags) > 0
+  local max = horizon == math.huge and '+inf' or string.format('%d', horizon)
+  local closedCount, offset, lastEnd = 0, 0, false
+  while closedCount < maxBars do
+    local want = maxBars - closedCount
+    local page = redis.call('ZRANGEBYSCORE', k.index, '-inf', max, 'LIMIT', offset, want, 'WITHSCORES')
+    if #page == 0 then break end
+    local ids, ends = {}, {}
+    for i = 1, #page, 2 do
+      if anyHeld and held[symbolOf(page[i])] then
+        offset = offset + 1
+      else
+        ids[#ids + 1] = page[i]
+        ends[#ends + 1] = page[i + 1]
+        lastEnd = tonumber(page[i + 1])
+      end
+    end
+    if #ids > 0 then
+      local states = redis.call('HMGET', k.bars, unpack(ids))
+      for i, id in ipairs(ids) do
+        local state = states[i]
+        if state and withFlags then
+          local f = redis.call('HGET', k.barFlags, id)
+          if f then
+            state = mergeState(state, table.concat({'', '~', '', '', '', '', '0', '0', '0', f}, '|'))
+            redis.call('HDEL', k.barFlags, id)
+          end
+        end
+        if state then
+          redis.call('XADD', k.outbox, '*', 'bar', id, 'state', state)
+          closedCount = closedCount + 1
+          if amendMs > 0 then
+            redis.call('HSET', k.closedBars, id, '0#' .. state)
+            redis.call('ZADD', k.closedIndex, ends[i], id)
+          end
+        end
+        redis.call('HDEL', k.bars, id)
+        redis.call('ZREM', k.index, id)
+      end
+    end
+    if #page < 2 * want then break end
+  end
+  return closedCount, lastEnd, closedCount >= maxBars
+end

@@ -1,0 +1,141 @@
+import type { BackfillRequest } from '@candlewick/core';
+import { parseBarId } from '@candlewick/core';
+
+/**
+ * The stream entries that cross between processes, each defined once: its fields, its encoder and
+ * its decoder, which both ends import. (The raw trade entry is in @candlewick/core's trade.ts; the
+ * entries Lua writes — outbox, backfill request — are encoded in their scripts, whose headers name
+ * the same fields, and decoded here.)
+ */
+
+/** A field of a flat [k1, v1, k2, v2, ...] list ('' when absent). */
+export function field(fields: readonly string[], name: string): string {
+  for (let i = 0; i + 1 < fields.length; i += 2) if (fields[i] === name) return fields[i + 1]!;
+  return '';
+}
+
+// ---------------------------------------------------------------------------------------------
+// bars:{interval}: closed bars for other services (the writer publishes, tapBars and the writer's restore read)
+
+/** A closed bar as the writer published it. */
+export interface TappedBar {
+  id: string;
+  interval: string;
+  symbol: string;
+  /** window start, ms since the epoch */
+  start: number;
+  /** window start in BAR_TZ, as in the CSV */
+  timestamp: string;
+  open: string;
+  high: string;
+  low: string;
+  close: string;
+  /** empty when the bar is approximate (built from candles without VWAP) */
+  vwap: string;
+  volume: string;
+  /** trade count; undefined when unknown */
+  trades: number | undefined;
+  /** 0 for the bar, n for its n-th correction (LATE=amend) */
+  rev: number;
+  complete: boolean;
+  sources: string;
+}
+
+/** A closed bar's cells as the CSV row has them (text exactly as written). */
+export interface BarRowCells {
+  /** window start in BAR_TZ with its offset */
+  timestamp: string;
+  open: string;
+  high: string;
+  low: string;
+  close: string;
+  /** empty when unknown */
+  vwap: string;
+  volume: string;
+  /** trade count, empty when unknown */
+  n: string;
+  complete: boolean;
+  sources: string;
+}
+
+/** The fields of a bars:{interval} entry. */
+export function encodeBarEntry(symbol: string, start: number, rev: number, c: BarRowCells): string[] {
+  return [
+    's', symbol, 'start', String(start), 'ts', c.timestamp,
+    'o', c.open, 'h', c.high, 'l', c.low, 'c', c.close,
+    'vwap', c.vwap, 'v', c.volume, 'n', c.n, 'rev', String(rev),
+    'complete', c.complete ? '1' : '0', 'sources', c.sources,
+  ];
+}
+
+export function decodeBarEntry(id: string, interval: string, f: string[]): TappedBar {
+  const n = field(f, 'n');
+  return {
+    id, interval, symbol: field(f, 's'), start: Number(field(f, 'start')), timestamp: field(f, 'ts'),
+    open: field(f, 'o'), high: field(f, 'h'), low: field(f, 'l'), close: field(f, 'c'),
+    vwap: field(f, 'vwap'), volume: field(f, 'v'), trades: n === '' ? undefined : Number(n),
+    rev: Number(field(f, 'rev') || 0), complete: field(f, 'complete') !== '0', sources: field(f, 'sources'),
+  };
+}
+
+/** A published bar's CSV cells. */
+export function barRowCells(b: TappedBar): BarRowCells {
+  return {
+    timestamp: b.timestamp, open: b.open, high: b.high, low: b.low, close: b.close, vwap: b.vwap, volume: b.volume,
+    n: b.trades === undefined ? '' : String(b.trades), complete: b.complete, sources: b.sources,
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// outbox:{p}: bars closeBars has closed, on their way to the writer's queue (written by closeBars-12.lua)
+
+/** A closed bar as the outbox holds it: its identity, its encoded state and its revision. */
+export interface OutboxBar {
+  interval: string;
+  symbol: string;
+  start: number;
+  /** encoded bar state (encodeBarState) */
+  state: string;
+  /** 0 for the bar as closed; 1, 2, ... for corrections by late trades (LATE=amend) */
+  rev: number;
+}
+
+/** Fields `bar` (the bar id), `state`, and `rev` on corrections. */
+export function decodeOutboxEntry(fields: readonly string[]): OutboxBar {
+  return { ...parseBarId(field(fields, 'bar')), state: field(fields, 'state'), rev: Number(field(fields, 'rev') || 0) };
+}
+
+// ---------------------------------------------------------------------------------------------
+// feed:gaps: outages of the feed (the ingestor writes; backfill and people read)
+
+export interface GapEntry {
+  /** UTC ms */
+  start: number;
+  end: number;
+  symbols: readonly string[];
+  /** why, when it is not the feed's socket (an ingestor restart, trades Redis lost) */
+  reason?: string;
+}
+
+export function encodeGapEntry(g: GapEntry): string[] {
+  const out = ['start', String(g.start), 'end', String(g.end), 'symbols', g.symbols.join(',')];
+  if (g.reason) out.push('reason', g.reason);
+  return out;
+}
+
+export function decodeGapEntry(fields: readonly string[]): GapEntry {
+  const reason = field(fields, 'reason');
+  const symbols = field(fields, 'symbols');
+  return { start: Number(field(fields, 'start')), end: Number(field(fields, 'end')), symbols: symbols ? symbols.split(',') : [], ...(reason ? { reason } : {}) };
+}
+
+// ---------------------------------------------------------------------------------------------
+// backfill:requests:{p}: spans to backfill (written by addTrades-6.lua with the first live trade)
+
+/** Fields `symbol`, `from`, `to`, `p`, `v` (the first live trade's price and size) and `id` (its stream id). */
+export function decodeBackfillRequest(partition: number, id: string, fields: readonly string[]): BackfillRequest {
+  return {
+    id, partition, symbol: field(fields, 'symbol'), from: Number(field(fields, 'from')), to: Number(field(fields, 'to')),
+    p: field(fields, 'p'), v: Number(field(fields, 'v')),
+  };
+}
