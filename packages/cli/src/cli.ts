@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-import { ConfigError, EXIT, RedisUnavailableError, configEnvNames, loadConfig, type Config } from '@candlewick/common';
+import { ConfigError, EXIT, RedisUnavailableError, configEnvNames, loadConfig, settingsTable, type Config } from '@candlewick/common';
 import { ROLES, SERVICES, runHistoricalBackfill, runProviderServer, runReplayServer, runService, runTap, type TapRequest } from './roles.js';
 import { runStack } from './stack.js';
 
@@ -24,7 +24,8 @@ roles
                   historical mode from a clone, without keys
   help            this text
 
-Every setting is an environment variable (see README); a flag --some-name value sets SOME_NAME.
+Every setting is an environment variable (see README, or: candlewick help settings); a flag
+--some-name value sets SOME_NAME.
 Short forms: --tape (REPLAY_TAPE), --speed (REPLAY_SPEED), --port (REPLAY_PORT), --from (BACKFILL_FROM), --to (BACKFILL_TO).`;
 
 const ALIASES: Record<string, string> = { TAPE: 'REPLAY_TAPE', SPEED: 'REPLAY_SPEED', PORT: 'REPLAY_PORT', FROM: 'BACKFILL_FROM', TO: 'BACKFILL_TO' };
@@ -77,6 +78,13 @@ function parseFlags(args: string[], extra: readonly string[] = []): Record<strin
 async function main(): Promise<void> {
   const [role = 'help', ...rest] = process.argv.slice(2);
   if (role === 'help' || role === '--help' || role === '-h') {
+    if (rest[0] === 'settings') {
+      // the table every setting is written in, as it stands
+      const rows = settingsTable();
+      const w = Math.max(...rows.map((r) => r.env.length));
+      for (const r of rows) process.stdout.write(`${r.env.padEnd(w)}  ${r.doc} (default: ${r.shown})\n`);
+      return;
+    }
     process.stdout.write(`${HELP}\n`);
     return;
   }

@@ -103,3 +103,14 @@ describe('secrets from files (X_FILE)', () => {
     expect(msg).not.toMatch(/tok-1|tok-2/);
   });
 });
+
+describe('the settings table', () => {
+  it('every setting is in the README configuration table, by its variable', async () => {
+    const { readFileSync } = await import('node:fs');
+    const readme = readFileSync(new URL('../../../README.md', import.meta.url), 'utf8');
+    const table = readme.slice(readme.indexOf('## Configuration'), readme.indexOf('## How it works'));
+    const { settingsTable } = await import('./config.js');
+    const missing = settingsTable().filter((s) => !table.includes(`\`${s.env}\``)).map((s) => s.env);
+    expect(missing).toEqual([]);
+  });
+});

@@ -1,13 +1,16 @@
 import { readFileSync } from 'node:fs';
 import { DateTime } from 'luxon';
 import { z } from 'zod';
-import { ConditionCodesError, baseIntervalMs, Clock, parseConditionCodes, parseDurationMs, parseInterval, type Interval } from '@candlewick/core';
+import { ConditionCodesError, Clock, baseIntervalMs, parseConditionCodes, parseDurationMs, parseInterval, type Interval } from '@candlewick/core';
 import { redactUrl } from './logger.js';
 
 /**
- * The one configuration schema. Every role parses the environment (plus CLI flags) once, at its
- * entry point, into a frozen Config; nothing else reads process.env. A bad value is a ConfigError
- * that names the variable and the rule.
+ * The one configuration. Every setting is written once below — its variable, how its text is read
+ * (a zod schema), its default (a value, or one that follows settings read before it) and what it
+ * means — and the Config type, the list of variables and `candlewick help settings` all come from
+ * that table. Every role parses the environment (plus CLI flags) once, at its entry point, into a
+ * frozen Config; nothing else reads process.env. A bad value is a ConfigError that names the
+ * variable and the rule, all problems at once.
  */
 
 export class ConfigError extends Error {
@@ -17,240 +20,238 @@ export class ConfigError extends Error {
   }
 }
 
-const int = (min: number, max: number, def: number) =>
+export type Mode = 'live' | 'replay';
+
+// ---------------------------------------------------------------------------------------------
+// How a variable's text is read
+
+const int = (min: number, max: number) =>
   z
     .string()
     .trim()
     .regex(/^\d+$/, `must be a whole number from ${min} to ${max}`)
     .transform(Number)
-    .pipe(z.number().int().min(min).max(max))
-    .optional()
-    .transform((v) => v ?? def);
+    .pipe(z.number().int().min(min, `must be a whole number from ${min} to ${max}`).max(max, `must be a whole number from ${min} to ${max}`));
 
-const bool = (def: boolean) =>
+const ms = (what: string) => z.string().trim().regex(/^\d+$/, `must be a whole number of ms (${what})`).transform(Number);
+
+const bool = () =>
   z
     .string()
     .trim()
     .toLowerCase()
     .refine((v) => ['true', 'false', '1', '0', 'yes', 'no', 'on', 'off'].includes(v), 'must be true or false')
-    .transform((v) => ['true', '1', 'yes', 'on'].includes(v))
-    .optional()
-    .transform((v) => v ?? def);
+    .transform((v) => ['true', '1', 'yes', 'on'].includes(v));
 
-const duration = (def: string) =>
-  z
-    .string()
-    .optional()
-    .transform((v, ctx) => {
-      try {
-        return parseDurationMs(v ?? def);
-      } catch (e) {
-        ctx.addIssue({ code: 'custom', message: (e as Error).message });
-        return z.NEVER;
+const onOff = () => z.enum(['on', 'off'], { message: 'must be on or off' }).transform((v) => v === 'on');
+
+const duration = () =>
+  z.string().transform((v, ctx) => {
+    try {
+      return parseDurationMs(v);
+    } catch (e) {
+      ctx.addIssue({ code: 'custom', message: (e as Error).message });
+      return z.NEVER;
+    }
+  });
+
+const oneOf = <const T extends readonly [string, ...string[]]>(values: T) => z.enum(values, { message: `must be ${values.slice(0, -1).join(', ')} or ${values.at(-1)}` });
+
+const text = () => z.string();
+
+const list = () => z.string().transform((v) => Object.freeze(v.split(',').map((s) => s.trim()).filter((s) => s !== '')));
+
+const intervals = () =>
+  z.string().transform((v, ctx): readonly Interval[] => {
+    try {
+      const seen = new Map<string, Interval>();
+      for (const part of v.split(',')) {
+        if (part.trim() === '') continue;
+        const iv = parseInterval(part);
+        // 60min and 1h are one interval; 24h and 1d are not (1d is a date, 24h a length)
+        const key = iv.day ? 'day' : String(iv.ms);
+        if (!seen.has(key)) seen.set(key, iv);
       }
-    });
+      const out = [...seen.values()].sort((a, b) => a.ms - b.ms);
+      if (out.length === 0) ctx.addIssue({ code: 'custom', message: 'name at least one interval, e.g. 1min,5min' });
+      return Object.freeze(out);
+    } catch (err) {
+      ctx.addIssue({ code: 'custom', message: (err as Error).message });
+      return z.NEVER;
+    }
+  });
 
-const nonEmpty = (s: string | undefined) => (s === undefined || s.trim() === '' ? undefined : s.trim());
+const zone = () =>
+  z.string().transform((tz, ctx) => {
+    try {
+      new Clock(tz);
+      return tz;
+    } catch (err) {
+      ctx.addIssue({ code: 'custom', message: (err as Error).message });
+      return z.NEVER;
+    }
+  });
 
-export const ENV_SCHEMA = z.object({
-  MODE: z.enum(['live', 'replay']).optional(),
-  FINNHUB_TOKEN: z.string().optional(),
-  FINNHUB_TOKEN_FILE: z.string().optional(),
-  REDIS_PASSWORD: z.string().optional(),
-  REDIS_PASSWORD_FILE: z.string().optional(),
-  MASSIVE_API_KEY_FILE: z.string().optional(),
-  FINNHUB_WS_URL: z.string().url('must be a ws:// or wss:// URL').optional(),
-  FINNHUB_REST_URL: z.string().url('must be an http(s) URL').optional(),
-  SYMBOLS: z.string().optional(),
-  INTERVALS: z.string().optional(),
-  BAR_TZ: z.string().optional(),
-  GRACE_MS: int(0, 3_600_000, 2000),
-  CLOCK: z.enum(['wall', 'event'], { message: 'must be wall or event' }).optional(),
-  DATA_DIR: z.string().optional(),
-  REDIS_URL: z.string().optional(),
-  REDIS_CLUSTER: z.enum(['on', 'off'], { message: 'must be on or off' }).default('off'),
-  KEY_PREFIX: z
-    .string()
-    .regex(/^[A-Za-z0-9_.-]+$/, 'letters, digits, _ . - only')
-    .optional(),
-  STREAM_PARTITIONS: int(1, 1024, 1),
-  AGGREGATORS: int(1, 64, 1),
-  AGGREGATOR_BATCH: int(1, 10_000, 2000),
-  INGEST_BATCH: int(1, 10_000, 1000),
-  INGEST_FLUSH_MS: int(0, 1000, 2),
-  INGEST_RETAIN: duration('3s'),
-  REDIS_CONNECT_TIMEOUT: duration('30s'),
-  CLOSE_EVERY_MS: int(50, 60_000, 250),
-  RECLAIM_IDLE_MS: int(100, 3_600_000, 30_000),
-  CONSUMER_NAME: z
-    .string()
-    .regex(/^[A-Za-z0-9_.:-]{1,100}$/, 'letters, digits, _ . : - only (at most 100)')
-    .optional(),
-  TAKEOVER_MS: duration('3s'),
-  TRADES_RETENTION: duration('1h'),
-  BARS_RETENTION: duration('7d'),
-  CLOSE_WHEN_IDLE_MS: z
-    .string()
-    .trim()
-    .regex(/^\d+$/, 'must be a whole number of ms (0 = never)')
-    .transform(Number)
-    .optional(),
-  EXIT_WHEN_IDLE_MS: z
-    .string()
-    .trim()
-    .regex(/^\d+$/, 'must be a whole number of ms (0 = never exit)')
-    .transform(Number)
-    .optional(),
-  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).optional(),
-  LOG_PRETTY: bool(process.stdout.isTTY ?? false),
-  LOG_FILE: bool(true),
-  LOG_FILE_SIZE: z.string().regex(/^\d+[kmg]?$/i, 'a size such as 10m, 500k or 1g').default('10m'),
-  LOG_FILE_COUNT: int(1, 1000, 5),
-  LOG_NAME: z.string().regex(/^[A-Za-z0-9_-]+$/, 'letters, digits, _ and - only').optional(),
-  METRICS_PORT: int(0, 65535, 0),
-  METRICS_HOST: z.string().default('127.0.0.1'),
-  REPLAY_TAPE: z.string().optional(),
-  REPLAY_SPEED: z
-    .string()
-    .optional()
-    .transform((v, ctx) => {
-      const n = Number(v ?? '0');
-      if (!Number.isFinite(n) || n < 0) {
-        ctx.addIssue({ code: 'custom', message: 'must be 0 (as fast as possible) or a positive speed factor' });
-        return z.NEVER;
-      }
-      return n;
-    }),
-  REPLAY_PORT: int(0, 65535, 0),
-  REPLAY_HOST: z.string().optional(),
-  REPLAY_SHIFT: bool(true),
-  REPLAY_FRAME_TRADES: int(1, 10_000, 500),
-  BACKFILL: z.enum(['on', 'off']).optional(),
-  REDIS_SERVER_BIN: z.string().optional(),
-  STACK_NICE: int(0, 19, 5),
-  STALE_MS: int(1000, 3_600_000, 30_000),
-  SESSIONS: z.enum(['regular', 'extended', 'all'], { message: 'must be regular, extended or all' }).optional(),
-  ALIGN: z.enum(['clock', 'session'], { message: 'must be clock or session' }).optional(),
-  LATE: z.enum(['drop', 'amend'], { message: 'must be drop or amend' }).optional(),
-  EMPTY_BARS: z.enum(['skip', 'carry'], { message: 'must be skip or carry' }).optional(),
-  LATE_AMEND_WINDOW: duration('1h'),
-  BACKFILL_PROVIDER: z.enum(['finnhub', 'massive'], { message: 'must be finnhub or massive' }).optional(),
-  BACKFILL_MODE: z.enum(['ticks', 'candles'], { message: 'must be ticks or candles' }).optional(),
-  MASSIVE_API_KEY: z.string().optional(),
-  MASSIVE_REST_URL: z.string().optional(),
-  BACKFILL_RATE: int(1, 100_000, 0),
-  BACKFILL_RETRIES: int(0, 20, 4),
-  BACKFILL_HOLD: duration('2min'),
-  BACKFILL_MAX_SPAN: duration('24h'),
-  CSV_EXTRA_COLUMNS: bool(false),
-  REPLAY_FROM: z.string().optional(),
-  BACKFILL_FROM: z.string().optional(),
-  BACKFILL_TO: z.string().optional(),
-  CONDITIONS: z.enum(['all', 'cta-utp'], { message: 'must be all or cta-utp' }).optional(),
-  CONDITION_CODES: z.string().optional(),
-});
+const instant = () =>
+  z.string().transform((v, ctx) => {
+    const t = Date.parse(v);
+    if (!Number.isFinite(t)) {
+      ctx.addIssue({ code: 'custom', message: 'is not a date-time; use ISO 8601, e.g. 2013-10-10T12:17:30-04:00' });
+      return z.NEVER;
+    }
+    return t;
+  });
 
-export type Mode = 'live' | 'replay';
+const conditionCodes = () =>
+  z.string().transform((path, ctx): Readonly<Record<string, readonly string[]>> => {
+    try {
+      return Object.freeze(Object.fromEntries(parseConditionCodes(readFileSync(path, 'utf8'), path)));
+    } catch (err) {
+      ctx.addIssue({ code: 'custom', message: err instanceof ConditionCodesError ? err.message : `cannot read ${path}: ${(err as Error).message}` });
+      return z.NEVER;
+    }
+  });
 
-export interface Config {
-  readonly mode: Mode;
-  readonly finnhubToken: string | undefined;
-  readonly finnhubWsUrl: string;
-  readonly finnhubRestUrl: string;
-  readonly symbols: readonly string[];
-  readonly intervals: readonly Interval[];
-  readonly baseMs: number;
-  readonly tz: string;
-  readonly graceMs: number;
-  readonly clock: 'wall' | 'event';
-  readonly dataDir: string;
-  readonly redisUrl: string | undefined;
-  /** REDIS_PASSWORD or the content of REDIS_PASSWORD_FILE (a REDIS_URL carrying one wins) */
-  readonly redisPassword: string | undefined;
-  /** REDIS_URL names Redis Cluster nodes (comma-separated seeds); without REDIS_URL the stack starts a private cluster */
-  readonly redisCluster: boolean;
-  readonly keyPrefix: string;
-  readonly partitions: number;
-  readonly aggregators: number;
-  readonly aggregatorBatch: number;
-  readonly ingestBatch: number;
-  readonly ingestFlushMs: number;
-  /** how long the ingestor keeps a batch Redis acknowledged, to send it again if Redis loses it */
-  readonly ingestRetainMs: number;
-  /** a role that cannot reach Redis this long at start exits 3 */
-  readonly redisConnectTimeoutMs: number;
-  readonly closeEveryMs: number;
-  readonly reclaimIdleMs: number;
-  /** this worker's stable name in its consumer group (default: the stack's slot, a container's hostname, else this process) */
-  readonly consumerName: string | undefined;
-  /** a worker whose heartbeat is older than this is dead: the others take over its pending entries */
-  readonly takeoverMs: number;
-  readonly tradesRetentionMs: number;
-  /** closed-bar streams bars:{interval} are trimmed by age (MINID) to this */
-  readonly barsRetentionMs: number;
-  readonly exitWhenIdleMs: number;
-  /** event clock: the closer closes every open bar once the feed has been quiet this long and all is merged (the end of a replay); 0 = never */
-  readonly closeWhenIdleMs: number;
-  readonly logLevel: string;
-  readonly logPretty: boolean;
-  /** also keep the log, rotated, in DATA_DIR/logs/{logName}.{n}.log */
-  readonly logFile: boolean;
-  readonly logFileSize: string;
-  readonly logFileCount: number;
-  /** file stem of this process's log (default: the role) */
-  readonly logName: string | undefined;
-  /** serve /metrics and /healthz on this port (0 = off) */
-  readonly metricsPort: number;
-  readonly metricsHost: string;
-  readonly replayTape: string | undefined;
-  readonly replaySpeed: number;
-  readonly replayPort: number;
-  readonly replayHost: string;
-  readonly replayShift: boolean;
-  readonly replayFrameTrades: number;
-  readonly backfill: boolean;
-  readonly redisServerBin: string;
-  readonly stackNice: number;
-  readonly staleMs: number;
-  /** which US-equity sessions' trades make bars (symbols with an exchange prefix are never filtered) */
-  readonly sessions: 'regular' | 'extended' | 'all';
-  /** equity bars on the clock (09:00, 10:00) or from the open (09:30, 10:30) */
-  readonly align: 'clock' | 'session';
-  /** late trades: only kept (drop), or also folded into corrected bars (amend) */
-  readonly late: 'drop' | 'amend';
-  /** windows without trades: no row (skip) or a flat row at the previous close (carry) */
-  readonly emptyBars: 'skip' | 'carry';
-  /** how long past the watermark a closed bar can still be corrected */
-  readonly lateAmendWindowMs: number;
-  /** which prints set which bar fields: every print alike (all), or the trade-condition table (cta-utp) */
-  readonly conditions: 'all' | 'cta-utp';
-  /** where backfill comes from, and how */
-  readonly backfillProvider: 'finnhub' | 'massive';
-  readonly backfillMode: 'ticks' | 'candles';
-  readonly massiveApiKey: string | undefined;
-  readonly massiveRestUrl: string;
-  /** provider requests per minute (token bucket) */
-  readonly backfillRate: number;
-  readonly backfillRetries: number;
-  /** how long a symbol's bars wait for its backfill at most */
-  readonly backfillHoldMs: number;
-  /** how far back a backfill span reaches at most */
-  readonly backfillMaxSpanMs: number;
-  /** CSV: add the complete and sources columns */
-  readonly csvExtraColumns: boolean;
-  /** replay: skip the tape's trades before this time (UTC ms) */
-  readonly replayFrom: number | undefined;
-  /** `candlewick backfill --from … --to …`: the historical range (UTC ms) */
-  readonly backfillFrom: number | undefined;
-  readonly backfillTo: number | undefined;
-  /** the feed's condition codes -> condition names, from the CONDITION_CODES file */
-  readonly conditionCodes: Readonly<Record<string, readonly string[]>>;
+// ---------------------------------------------------------------------------------------------
+// The table
+
+const DEFAULT_INTERVALS: readonly Interval[] = Object.freeze(['1min', '5min', '15min', '30min', '1h'].map(parseInterval));
+
+/** Settings read before this one, for a default that follows them. */
+type Known = Readonly<Record<string, unknown>>;
+
+interface Setting<T> {
+  /** the environment variable (and the flag --its-name) */
+  readonly env: string;
+  readonly read: z.ZodType<T, string>;
+  /** a value, or one computed from the settings above (undefined: unset) */
+  readonly def: T | undefined | ((c: Known) => T | undefined);
+  /** the default as a person reads it, for `help settings` */
+  readonly shown: string;
+  readonly doc: string;
 }
 
-export type EnvLike = Record<string, string | undefined>;
+function setting<T>(env: string, read: z.ZodType<T, string>, def: T | undefined | ((c: Known) => T | undefined), shown: string, doc: string): Setting<T> {
+  return { env, read, def, shown, doc };
+}
+
+/** Every setting, in the order defaults are worked out (a default may follow those above it). */
+const SETTINGS = {
+  // the feed
+  finnhubToken: setting('FINNHUB_TOKEN', text(), undefined, '—', 'Finnhub API key: set, candlewick runs live (also FINNHUB_TOKEN_FILE); never logged'),
+  mode: setting<Mode>('MODE', oneOf(['live', 'replay']), (c) => (c.finnhubToken ? 'live' : 'replay'), 'live with a token, else replay', 'force a mode'),
+  finnhubWsUrl: setting('FINNHUB_WS_URL', z.string().regex(/^wss?:\/\/[^/]/, 'must be a ws:// or wss:// URL'), 'wss://ws.finnhub.io', 'wss://ws.finnhub.io', 'the trade WebSocket (stack points it at its replay server when replaying)'),
+  finnhubRestUrl: setting('FINNHUB_REST_URL', z.string().url('must be an http(s) URL'), 'https://finnhub.io/api/v1', 'https://finnhub.io/api/v1', 'REST base for Finnhub backfill (/stock/candle)'),
+  symbols: setting('SYMBOLS', list(), Object.freeze([]) as readonly string[], 'the tape\'s when replaying', 'comma list of symbols, e.g. AAPL,MSFT,BINANCE:BTCUSDT'),
+  staleMs: setting('STALE_MS', int(1000, 3_600_000), 30_000, '30000', 'no frame from the feed this long (pings included): the socket is replaced; not while the ingestor holds it back for Redis'),
+  // bars
+  intervals: setting('INTERVALS', intervals(), () => DEFAULT_INTERVALS, '1min,5min,15min,30min,1h', 'bar intervals: whole minutes or hours up to 24h, and 1d'),
+  tz: setting('BAR_TZ', zone(), 'America/New_York', 'America/New_York', 'IANA zone bars are floored and labelled in'),
+  graceMs: setting('GRACE_MS', int(0, 3_600_000), 2000, '2000', 'how long after a window\'s end trades for it are still on time'),
+  clock: setting('CLOCK', oneOf(['wall', 'event']), (c) => (c.mode === 'live' ? 'wall' : 'event'), 'wall live, event replay', 'watermark: Redis server time, or the highest event time ingested'),
+  sessions: setting('SESSIONS', oneOf(['regular', 'extended', 'all']), 'all', 'all', 'US-equity trades that make bars: regular (09:30-16:00), extended (04:00-20:00), all'),
+  align: setting('ALIGN', oneOf(['clock', 'session']), 'clock', 'clock', 'equity bars over 30 minutes on the clock (09:00) or from the open (09:30)'),
+  late: setting('LATE', oneOf(['drop', 'amend']), 'drop', 'drop', 'a late trade is kept (drop), or also corrects its closed bars (amend)'),
+  lateAmendWindowMs: setting('LATE_AMEND_WINDOW', duration(), 3_600_000, '1h', 'LATE=amend: how long past the watermark a closed bar can still be corrected'),
+  emptyBars: setting('EMPTY_BARS', oneOf(['skip', 'carry']), 'skip', 'skip', 'a window without trades: no row, or a flat row at the previous close'),
+  conditions: setting('CONDITIONS', oneOf(['all', 'cta-utp']), 'all', 'all', 'which prints set which bar fields: all alike, or the trade-condition table'),
+  conditionCodes: setting('CONDITION_CODES', conditionCodes(), Object.freeze({}) as Readonly<Record<string, readonly string[]>>, '—', 'a JSON file mapping the feed\'s condition codes to condition names'),
+  csvExtraColumns: setting('CSV_EXTRA_COLUMNS', bool(), false, 'false', 'add the complete and sources columns'),
+  // where things are
+  dataDir: setting('DATA_DIR', text(), './data', './data', 'CSV output (raw/), logs (logs/), the private Redis (redis/)'),
+  redisUrl: setting('REDIS_URL', text(), undefined, '—', 'the Redis to use (a comma list of seed nodes with REDIS_CLUSTER=on); without it stack starts its own'),
+  redisPassword: setting('REDIS_PASSWORD', text(), undefined, '—', 'Redis\'s password, kept out of REDIS_URL (also REDIS_PASSWORD_FILE)'),
+  redisCluster: setting('REDIS_CLUSTER', onOff(), false, 'off', 'on: REDIS_URL is a Redis Cluster (without it, stack starts a private one)'),
+  redisConnectTimeoutMs: setting('REDIS_CONNECT_TIMEOUT', duration(), 30_000, '30s', 'a role that cannot reach Redis this long at start exits 3'),
+  redisServerBin: setting('REDIS_SERVER_BIN', text(), 'redis-server', 'redis-server', 'the binary stack starts without REDIS_URL'),
+  keyPrefix: setting('KEY_PREFIX', z.string().regex(/^[A-Za-z0-9_.-]+$/, 'letters, digits, _ . - only'), 'cw', 'cw', 'prefix of every Redis key and BullMQ queue'),
+  // workers
+  partitions: setting('STREAM_PARTITIONS', int(1, 1024), 1, '1', 'raw stream partitions; symbols map to one by a stable hash'),
+  aggregators: setting('AGGREGATORS', int(1, 64), 1, '1', 'aggregator processes stack starts'),
+  aggregatorBatch: setting('AGGREGATOR_BATCH', int(1, 10_000), 2000, '2000', 'entries per XREADGROUP'),
+  consumerName: setting('CONSUMER_NAME', z.string().regex(/^[A-Za-z0-9_.:-]{1,100}$/, 'letters, digits, _ . : - only (at most 100)'), undefined, 'slot, hostname or process', 'an aggregator\'s stable name in its consumer group'),
+  takeoverMs: setting('TAKEOVER_MS', duration(), 3000, '3s', 'a worker silent this long is dead: the others take over its pending entries'),
+  reclaimIdleMs: setting('RECLAIM_IDLE_MS', int(100, 3_600_000), 30_000, '30000', 'the backstop: entries pending this long are taken over whatever the heartbeats say'),
+  ingestBatch: setting('INGEST_BATCH', int(1, 10_000), 1000, '1000', 'the ingestor appends when this many trades are buffered ...'),
+  ingestFlushMs: setting('INGEST_FLUSH_MS', int(0, 1000), 2, '2', '... or the oldest has waited this long'),
+  ingestRetainMs: setting('INGEST_RETAIN', duration(), 3000, '3s', 'how long the ingestor keeps a batch Redis acknowledged, to send it again if Redis loses it'),
+  closeEveryMs: setting('CLOSE_EVERY_MS', int(50, 60_000), 250, '250', 'closer tick'),
+  tradesRetentionMs: setting('TRADES_RETENTION', duration(), 3_600_000, '1h', 'raw and late streams are trimmed by age, never past an unmerged entry'),
+  barsRetentionMs: setting('BARS_RETENTION', duration(), 7 * 86_400_000, '7d', 'bars:{interval} streams are trimmed by age'),
+  exitWhenIdleMs: setting('EXIT_WHEN_IDLE_MS', ms('0 = never exit'), (c) => (c.mode === 'replay' ? 2000 : 0), '2000 replay, 0 live', 'stack only: quiet this long and drained: close everything, summary, exit 0'),
+  closeWhenIdleMs: setting('CLOSE_WHEN_IDLE_MS', ms('0 = never'), (c) => (c.mode === 'replay' ? 2000 : 0), '2000 replay, 0 live', 'the closer on the event clock: quiet this long and merged: close every open bar'),
+  stackNice: setting('STACK_NICE', int(0, 19), 5, '5', 'stack runs its Node roles at this nice level so Redis gets the CPU first'),
+  // logs and metrics
+  logLevel: setting('LOG_LEVEL', oneOf(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']), 'info', 'info', 'pino level'),
+  logPretty: setting('LOG_PRETTY', bool(), () => process.stdout.isTTY ?? false, 'on in a terminal', 'pretty logs instead of JSON'),
+  logFile: setting('LOG_FILE', bool(), true, 'true', 'also keep the log as JSON in DATA_DIR/logs, rotated by size'),
+  logFileSize: setting('LOG_FILE_SIZE', z.string().regex(/^\d+[kmg]?$/i, 'a size such as 10m, 500k or 1g'), '10m', '10m', 'rotate the log file at this size'),
+  logFileCount: setting('LOG_FILE_COUNT', int(1, 1000), 5, '5', 'old log files kept'),
+  logName: setting('LOG_NAME', z.string().regex(/^[A-Za-z0-9_-]+$/, 'letters, digits, _ and - only'), undefined, 'the role', 'the log file\'s name'),
+  metricsPort: setting('METRICS_PORT', int(0, 65535), 0, '0 (off)', 'serve /metrics and /healthz on this port (stack: one port per role from here)'),
+  metricsHost: setting('METRICS_HOST', text(), '127.0.0.1', '127.0.0.1', 'address the metrics endpoint binds'),
+  // replay
+  replayTape: setting('REPLAY_TAPE', text(), undefined, 'the bundled tape', 'file, comma list or folder of tapes to replay'),
+  replaySpeed: setting('REPLAY_SPEED', z.string().transform((v, ctx) => {
+    const n = Number(v);
+    if (!Number.isFinite(n) || n < 0) {
+      ctx.addIssue({ code: 'custom', message: 'must be 0 (as fast as possible) or a positive speed factor' });
+      return z.NEVER;
+    }
+    return n;
+  }), 0, '0', '0: as fast as the socket takes it; else the recorded pace times this'),
+  replayPort: setting('REPLAY_PORT', int(0, 65535), 0, 'a free port', 'where the replay server (or provider-server) listens'),
+  replayHost: setting('REPLAY_HOST', text(), '127.0.0.1', '127.0.0.1', 'the address it listens on'),
+  replayShift: setting('REPLAY_SHIFT', bool(), true, 'true', 'paced replay: stamp each trade with the moment it is sent'),
+  replayFrameTrades: setting('REPLAY_FRAME_TRADES', int(1, 10_000), 500, '500', 'trades per replayed frame at full speed'),
+  replayFrom: setting('REPLAY_FROM', instant(), undefined, '—', 'the replay server skips the tape\'s trades before this ISO date-time'),
+  // backfill
+  massiveApiKey: setting('MASSIVE_API_KEY', text(), undefined, '—', 'Massive (formerly Polygon) key, sent in a header (also MASSIVE_API_KEY_FILE)'),
+  massiveRestUrl: setting('MASSIVE_REST_URL', text(), 'https://api.massive.com', 'https://api.massive.com', 'Massive\'s REST base'),
+  backfill: setting('BACKFILL', onOff(), (c) => c.mode === 'live', 'on live, off replay', 'fill the span before each symbol\'s first live trade and every outage'),
+  backfillProvider: setting('BACKFILL_PROVIDER', oneOf(['finnhub', 'massive']), (c) => (c.massiveApiKey ? 'massive' : 'finnhub'), 'massive with a key, else finnhub', 'where history comes from'),
+  backfillMode: setting('BACKFILL_MODE', oneOf(['ticks', 'candles']), (c) => (c.backfillProvider === 'massive' ? 'ticks' : 'candles'), 'ticks Massive, candles Finnhub', 'tick-level trades (an exact splice) or 1-minute candles'),
+  backfillRate: setting('BACKFILL_RATE', int(1, 100_000), (c) => (c.backfillProvider === 'massive' ? 5 : 60), '60 Finnhub, 5 Massive', 'provider requests a minute (their free tiers\' limits)'),
+  backfillRetries: setting('BACKFILL_RETRIES', int(0, 20), 4, '4', 'further attempts after a 429, a 5xx or no answer'),
+  backfillHoldMs: setting('BACKFILL_HOLD', duration(), 120_000, '2min', 'how long a symbol\'s bars wait for its backfill at most'),
+  backfillMaxSpanMs: setting('BACKFILL_MAX_SPAN', duration(), 86_400_000, '24h', 'a backfill never reaches further back than this'),
+  backfillFrom: setting('BACKFILL_FROM', text(), undefined, '—', 'historical mode (--from): a date (midnight in BAR_TZ) or an ISO date-time'),
+  backfillTo: setting('BACKFILL_TO', text(), undefined, '—', 'historical mode (--to), exclusive'),
+} as const;
+
+type Value<S> = S extends Setting<infer T> ? T : never;
+type Read = { -readonly [K in keyof typeof SETTINGS]: Value<(typeof SETTINGS)[K]> };
+
+/** The parsed configuration: every setting of the table, plus what follows from them. */
+export interface Config extends Readonly<Omit<Read, 'intervals' | 'tz' | 'backfillFrom' | 'backfillTo'>> {
+  readonly intervals: readonly Interval[];
+  /** the base interval: the gcd of the intervals */
+  readonly baseMs: number;
+  readonly tz: string;
+  /** historical mode's range (UTC ms) */
+  readonly backfillFrom: number | undefined;
+  readonly backfillTo: number | undefined;
+}
 
 /** Secrets that may come from a file (`X_FILE`, the Docker and Kubernetes secrets convention) instead of `X`. */
 const SECRETS = ['FINNHUB_TOKEN', 'MASSIVE_API_KEY', 'REDIS_PASSWORD'] as const;
+
+/** Every variable a Config is read from, for flags and child processes. */
+export function configEnvNames(): string[] {
+  return [...Object.values(SETTINGS).map((s) => s.env), ...SECRETS.map((s) => `${s}_FILE`)];
+}
+
+/** The settings as a table: variable, default, meaning (`candlewick help settings`). */
+export function settingsTable(): { env: string; shown: string; doc: string }[] {
+  return Object.values(SETTINGS).map(({ env, shown, doc }) => ({ env, shown, doc }));
+}
+
+/** A schema of every variable, each optional, for tests that check what a compose file sets. */
+export const ENV_SCHEMA = z.object(Object.fromEntries(configEnvNames().map((name) => [name, z.string().optional()])));
+
+export type EnvLike = Record<string, string | undefined>;
+
+const nonEmpty = (s: string | undefined) => (s === undefined || s.trim() === '' ? undefined : s.trim());
 
 /**
  * `X_FILE` read into `X`: trimmed, an empty file counts as unset. Both set, or a file that cannot
@@ -277,176 +278,62 @@ function readSecretFiles(merged: EnvLike, problems: string[]): void {
 /** Parses the environment (and overrides, e.g. CLI flags, by variable name) into a frozen Config. */
 export function loadConfig(env: EnvLike, overrides: EnvLike = {}): Config {
   const merged: EnvLike = {};
-  for (const key of Object.keys(ENV_SCHEMA.shape)) {
+  for (const key of configEnvNames()) {
     const v = nonEmpty(overrides[key] ?? env[key]);
     if (v !== undefined) merged[key] = v;
   }
-  const secretProblems: string[] = [];
-  readSecretFiles(merged, secretProblems);
-  const parsed = ENV_SCHEMA.safeParse(merged);
-  const problems: string[] = [...secretProblems];
-  if (!parsed.success) {
-    for (const issue of parsed.error.issues) {
-      const name = String(issue.path[0] ?? '?');
-      problems.push(`${name}=${JSON.stringify(merged[name] ?? '')}: ${issue.message}`);
-    }
-  }
+  const problems: string[] = [];
+  readSecretFiles(merged, problems);
 
-  // Checked from the raw values too, so one run reports every problem at once.
-  let intervals: Interval[] = [];
-  try {
-    const seen = new Map<string, Interval>();
-    for (const part of (merged.INTERVALS ?? '1min,5min,15min,30min,1h').split(',')) {
-      if (part.trim() === '') continue;
-      const iv = parseInterval(part);
-      // 60min and 1h are one interval; 24h and 1d are not (1d is a date, 24h a length)
-      const key = iv.day ? 'day' : String(iv.ms);
-      if (!seen.has(key)) seen.set(key, iv);
+  const c: Record<string, unknown> = {};
+  for (const [key, s] of Object.entries(SETTINGS) as [string, Setting<unknown>][]) {
+    const raw = merged[s.env];
+    if (raw !== undefined) {
+      const r = s.read.safeParse(raw);
+      if (r.success) c[key] = r.data;
+      else {
+        const secret = /TOKEN|KEY|PASSWORD/.test(s.env);
+        // a message that names what is wrong itself ('invalid interval "3sec"', a file's path) needs no copy of the value
+        for (const issue of r.error.issues) {
+          const named = !secret && (/^invalid /.test(issue.message) || issue.message.includes(raw));
+          problems.push(named ? `${s.env}: ${issue.message}` : `${s.env}=${JSON.stringify(secret ? '***' : raw)}: ${issue.message}`);
+        }
+      }
     }
-    intervals = [...seen.values()].sort((a, b) => a.ms - b.ms);
-    if (intervals.length === 0) problems.push('INTERVALS: name at least one interval, e.g. 1min,5min');
-  } catch (err) {
-    problems.push(`INTERVALS: ${(err as Error).message}`);
+    if (c[key] === undefined) c[key] = typeof s.def === 'function' ? (s.def as (k: Known) => unknown)(c) : s.def;
   }
-
-  const tz = merged.BAR_TZ ?? 'America/New_York';
-  try {
-    new Clock(tz);
-  } catch (err) {
-    problems.push(`BAR_TZ: ${(err as Error).message}`);
-  }
-  if (!parsed.success || problems.length) throw new ConfigError(problems);
-  const e = parsed.data;
-
-  const token = e.FINNHUB_TOKEN;
-  const mode: Mode = e.MODE ?? (token ? 'live' : 'replay');
-  if (mode === 'live' && !token) {
-    problems.push('MODE=live needs FINNHUB_TOKEN (a Finnhub API key); unset MODE to replay the bundled tape');
-  }
-  const symbols = (e.SYMBOLS ?? '')
-    .split(',')
-    .map((s) => s.trim())
-    .filter((s) => s !== '');
-  for (const s of symbols) {
-    if (!/^[A-Za-z0-9:._^/=-]{1,64}$/.test(s)) problems.push(`SYMBOLS: "${s}" is not a symbol (letters, digits, : . _ - / ^ =)`);
-  }
-  if (mode === 'live' && symbols.length === 0) {
-    problems.push('SYMBOLS: name the symbols to subscribe in live mode, e.g. SYMBOLS=AAPL,MSFT,BINANCE:BTCUSDT');
-  }
-  const wsUrl = e.FINNHUB_WS_URL ?? 'wss://ws.finnhub.io';
-  if (!/^wss?:\/\//.test(wsUrl)) problems.push(`FINNHUB_WS_URL: must start with ws:// or wss://`);
-  const provider = e.BACKFILL_PROVIDER ?? (e.MASSIVE_API_KEY ? 'massive' : 'finnhub');
-  const backfillMode = e.BACKFILL_MODE ?? (provider === 'massive' ? 'ticks' : 'candles');
-  if (provider === 'finnhub' && backfillMode === 'ticks') {
-    problems.push('BACKFILL_MODE=ticks: Finnhub has no tick history for this; use BACKFILL_PROVIDER=massive or BACKFILL_MODE=candles');
-  }
-  for (const u of (e.REDIS_URL ?? '').split(',').filter((x) => x.trim() !== '')) {
-    if (!/^rediss?:\/\/[^/]/.test(u.trim())) problems.push(`REDIS_URL: "${redactUrl(u.trim())}" is not a redis:// or rediss:// URL, e.g. redis://127.0.0.1:6379`);
-  }
-  if (e.REDIS_CLUSTER === 'off' && (e.REDIS_URL ?? '').includes(',')) {
-    problems.push('REDIS_URL: several URLs are the seed nodes of a Redis Cluster; set REDIS_CLUSTER=on, or give one URL');
-  }
-  let replayFrom: number | undefined;
-  if (e.REPLAY_FROM !== undefined) {
-    replayFrom = Date.parse(e.REPLAY_FROM);
-    if (!Number.isFinite(replayFrom)) problems.push(`REPLAY_FROM: "${e.REPLAY_FROM}" is not a date-time; use ISO 8601, e.g. 2013-10-10T12:17:30-04:00`);
-  }
-  const when = (name: string, v: string | undefined): number | undefined => {
-    if (v === undefined) return undefined;
-    // a bare date is midnight in BAR_TZ
-    const t = /^\d{4}-\d{2}-\d{2}$/.test(v) ? DateTime.fromISO(v, { zone: tz }).toMillis() : Date.parse(v);
-    if (!Number.isFinite(t)) problems.push(`${name}: "${v}" is not a date or date-time; use e.g. 2013-10-10 or 2013-10-10T09:30:00-04:00`);
-    return t;
-  };
-  const backfillFrom = when('--from (BACKFILL_FROM)', e.BACKFILL_FROM);
-  const backfillTo = when('--to (BACKFILL_TO)', e.BACKFILL_TO);
-  if ((backfillFrom === undefined) !== (backfillTo === undefined)) problems.push('--from and --to go together: name both ends of the range');
-  else if (backfillFrom !== undefined && backfillTo !== undefined && backfillFrom >= backfillTo) problems.push('--from must be before --to');
-  let conditionCodes: Record<string, readonly string[]> = {};
-  if (e.CONDITION_CODES) {
-    try {
-      conditionCodes = Object.fromEntries(parseConditionCodes(readFileSync(e.CONDITION_CODES, 'utf8'), e.CONDITION_CODES));
-    } catch (err) {
-      const msg = err instanceof ConditionCodesError ? err.message : `cannot read ${e.CONDITION_CODES}: ${(err as Error).message}`;
-      problems.push(`CONDITION_CODES: ${msg}`);
-    }
-  }
+  checkTogether(c, merged, problems);
   if (problems.length) throw new ConfigError(problems);
-
-  return Object.freeze({
-    mode,
-    finnhubToken: token,
-    finnhubWsUrl: wsUrl,
-    finnhubRestUrl: e.FINNHUB_REST_URL ?? 'https://finnhub.io/api/v1',
-    symbols: Object.freeze(symbols),
-    intervals: Object.freeze(intervals),
-    baseMs: baseIntervalMs(intervals),
-    tz,
-    graceMs: e.GRACE_MS,
-    clock: e.CLOCK ?? (mode === 'live' ? 'wall' : 'event'),
-    dataDir: e.DATA_DIR ?? './data',
-    redisUrl: e.REDIS_URL,
-    redisPassword: e.REDIS_PASSWORD,
-    redisCluster: e.REDIS_CLUSTER === 'on',
-    keyPrefix: e.KEY_PREFIX ?? 'cw',
-    partitions: e.STREAM_PARTITIONS,
-    aggregators: e.AGGREGATORS,
-    aggregatorBatch: e.AGGREGATOR_BATCH,
-    ingestBatch: e.INGEST_BATCH,
-    ingestFlushMs: e.INGEST_FLUSH_MS,
-    ingestRetainMs: e.INGEST_RETAIN,
-    redisConnectTimeoutMs: e.REDIS_CONNECT_TIMEOUT,
-    closeEveryMs: e.CLOSE_EVERY_MS,
-    reclaimIdleMs: e.RECLAIM_IDLE_MS,
-    consumerName: e.CONSUMER_NAME,
-    takeoverMs: e.TAKEOVER_MS,
-    tradesRetentionMs: e.TRADES_RETENTION,
-    barsRetentionMs: e.BARS_RETENTION,
-    // A replay ends: by default the stack exits 2 s after the tape; live runs until stopped.
-    exitWhenIdleMs: e.EXIT_WHEN_IDLE_MS ?? (mode === 'replay' ? 2000 : 0),
-    closeWhenIdleMs: e.CLOSE_WHEN_IDLE_MS ?? (mode === 'replay' ? 2000 : 0),
-    logLevel: e.LOG_LEVEL ?? 'info',
-    logPretty: e.LOG_PRETTY,
-    logFile: e.LOG_FILE,
-    logFileSize: e.LOG_FILE_SIZE,
-    logFileCount: e.LOG_FILE_COUNT,
-    logName: e.LOG_NAME,
-    metricsPort: e.METRICS_PORT,
-    metricsHost: e.METRICS_HOST,
-    replayTape: e.REPLAY_TAPE,
-    replaySpeed: e.REPLAY_SPEED,
-    replayPort: e.REPLAY_PORT,
-    replayHost: e.REPLAY_HOST ?? '127.0.0.1',
-    replayShift: e.REPLAY_SHIFT,
-    replayFrameTrades: e.REPLAY_FRAME_TRADES,
-    backfill: (e.BACKFILL ?? (mode === 'live' ? 'on' : 'off')) === 'on',
-    redisServerBin: e.REDIS_SERVER_BIN ?? 'redis-server',
-    stackNice: e.STACK_NICE,
-    staleMs: e.STALE_MS,
-    sessions: e.SESSIONS ?? 'all',
-    align: e.ALIGN ?? 'clock',
-    late: e.LATE ?? 'drop',
-    emptyBars: e.EMPTY_BARS ?? 'skip',
-    lateAmendWindowMs: e.LATE_AMEND_WINDOW,
-    backfillProvider: provider,
-    backfillMode,
-    massiveApiKey: e.MASSIVE_API_KEY,
-    massiveRestUrl: e.MASSIVE_REST_URL ?? 'https://api.massive.com',
-    // free tiers: Finnhub allows 60 calls a minute, Massive 5
-    backfillRate: e.BACKFILL_RATE || (provider === 'massive' ? 5 : 60),
-    backfillRetries: e.BACKFILL_RETRIES,
-    backfillHoldMs: e.BACKFILL_HOLD,
-    backfillMaxSpanMs: e.BACKFILL_MAX_SPAN,
-    csvExtraColumns: e.CSV_EXTRA_COLUMNS,
-    replayFrom,
-    backfillFrom,
-    backfillTo,
-    conditions: e.CONDITIONS ?? 'all',
-    conditionCodes: Object.freeze(conditionCodes),
-  });
+  const intervalsRead = c.intervals as readonly Interval[];
+  return Object.freeze({ ...c, baseMs: baseIntervalMs(intervalsRead) }) as unknown as Config;
 }
 
-/** The variables a Config is built from, for child processes that must see the same settings. */
-export function configEnvNames(): string[] {
-  return Object.keys(ENV_SCHEMA.shape);
+/** The rules that span settings; also turns --from/--to into instants in BAR_TZ. */
+function checkTogether(c: Record<string, unknown>, merged: EnvLike, problems: string[]): void {
+  if (c.mode === 'live' && !c.finnhubToken) problems.push('MODE=live needs FINNHUB_TOKEN (a Finnhub API key); unset MODE to replay the bundled tape');
+  const symbols = c.symbols as readonly string[];
+  for (const s of symbols) if (!/^[A-Za-z0-9:._^/=-]{1,64}$/.test(s)) problems.push(`SYMBOLS: "${s}" is not a symbol (letters, digits, : . _ - / ^ =)`);
+  if (c.mode === 'live' && symbols.length === 0) problems.push('SYMBOLS: name the symbols to subscribe in live mode, e.g. SYMBOLS=AAPL,MSFT,BINANCE:BTCUSDT');
+  if (c.backfillProvider === 'finnhub' && c.backfillMode === 'ticks') {
+    problems.push('BACKFILL_MODE=ticks: Finnhub has no tick history for this; use BACKFILL_PROVIDER=massive or BACKFILL_MODE=candles');
+  }
+  const redisUrl = (c.redisUrl as string | undefined) ?? '';
+  for (const u of redisUrl.split(',').filter((x) => x.trim() !== '')) {
+    if (!/^rediss?:\/\/[^/]/.test(u.trim())) problems.push(`REDIS_URL: "${redactUrl(u.trim())}" is not a redis:// or rediss:// URL, e.g. redis://127.0.0.1:6379`);
+  }
+  if (!c.redisCluster && redisUrl.includes(',')) problems.push('REDIS_URL: several URLs are the seed nodes of a Redis Cluster; set REDIS_CLUSTER=on, or give one URL');
+  const tz = c.tz as string;
+  const when = (name: string, v: unknown): number | undefined => {
+    if (v === undefined) return undefined;
+    const text = String(v);
+    // a bare date is midnight in BAR_TZ
+    const t = /^\d{4}-\d{2}-\d{2}$/.test(text) ? DateTime.fromISO(text, { zone: tz }).toMillis() : Date.parse(text);
+    if (!Number.isFinite(t)) problems.push(`${name}: "${text}" is not a date or date-time; use e.g. 2013-10-10 or 2013-10-10T09:30:00-04:00`);
+    return t;
+  };
+  c.backfillFrom = when('--from (BACKFILL_FROM)', c.backfillFrom);
+  c.backfillTo = when('--to (BACKFILL_TO)', c.backfillTo);
+  if ((c.backfillFrom === undefined) !== (c.backfillTo === undefined)) problems.push('--from and --to go together: name both ends of the range');
+  else if (c.backfillFrom !== undefined && (c.backfillFrom as number) >= (c.backfillTo as number)) problems.push('--from must be before --to');
+  void merged;
 }
