@@ -12,7 +12,9 @@ const SERIAL_TESTS = ['test/compose-e2e.test.ts', 'test/testcontainers.test.ts',
 export default defineConfig({
   resolve: {
     // Tests run the TypeScript sources, never built output.
-    alias: Object.fromEntries(['core', 'common', 'ingestor', 'aggregator', 'writer', 'backfill', 'cli'].map((n) => [`@candlewick/${n}`, pkg(n)])),
+    alias: Object.fromEntries(
+      ['core', 'common', 'ingestor', 'aggregator', 'writer', 'backfill', 'cli'].map((n) => [`@candlewick/${n}`, pkg(n)]),
+    ),
   },
   test: {
     testTimeout: 120_000,

@@ -11,25 +11,28 @@ import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawn } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
 import { isTapeTrade, readTape, type TapeTrade } from '@candlewick/common';
 import { loadConfig } from '@candlewick/common';
 import { Clock, encodeBarState } from '@candlewick/core';
 import { Preaggregator } from '@candlewick/core';
-import { PrivateRedis } from './redis-server.js';
-import { BUNDLED_TAPE } from './roles.js';
+import { BUNDLED_TAPE, PrivateRedis } from '@candlewick/cli';
+import { ROOT, benchSettings } from './settings.js';
 
-const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
-const LEAN_TICKS = join(ROOT, '../shared/data/real/lean-usa-equity/tick');
-const CLI = fileURLToPath(new URL('./cli.js', import.meta.url));
+const settings = benchSettings();
+const LEAN_TICKS = join(settings.LEAN_DATA_DIR, 'tick');
+const CLI = join(ROOT, 'packages/cli/dist/cli.js');
 
 function defaultTape(): { spec: string; what: string } {
   if (existsSync(LEAN_TICKS)) {
-    const files = readdirSync(LEAN_TICKS).filter((f) => f.endsWith('_20131007_trade.zip')).map((f) => join(LEAN_TICKS, f));
+    const files = readdirSync(LEAN_TICKS)
+      .filter((f) => f.endsWith('_20131007_trade.zip'))
+      .map((f) => join(LEAN_TICKS, f));
     if (files.length) return { spec: files.join(','), what: `Lean US equities ${files.length} symbols, 2013-10-07` };
   }
-  process.stdout.write(`note: the Lean tick set is absent (looked in ${LEAN_TICKS}); benchmarking the bundled XRP/ETH tape instead (small: figures are start-up dominated)\n`);
+  process.stdout.write(
+    `note: the Lean tick set is absent (looked in ${LEAN_TICKS}); benchmarking the bundled XRP/ETH tape instead (small: figures are start-up dominated)\n`,
+  );
   return { spec: BUNDLED_TAPE, what: 'bundled Binance XRP/ETH tape' };
 }
 
@@ -46,13 +49,15 @@ async function memoryFigures(redis: Redis, trades: TapeTrade[]): Promise<{ perTr
     pipe.zadd('open-index', part.end, id);
   }
   await pipe.exec();
-  const bytes = Number(await redis.call('MEMORY', 'USAGE', 'open', 'SAMPLES', '0')) + Number(await redis.call('MEMORY', 'USAGE', 'open-index', 'SAMPLES', '0'));
+  const bytes =
+    Number(await redis.call('MEMORY', 'USAGE', 'open', 'SAMPLES', '0')) +
+    Number(await redis.call('MEMORY', 'USAGE', 'open-index', 'SAMPLES', '0'));
   return { perTrade, perBar: bytes / bars.size, bars: bars.size };
 }
 
 async function redisCeiling(trades: TapeTrade[]): Promise<number> {
   const dir = mkdtempSync(join(tmpdir(), 'cw-bench-redis-'));
-  const server = new PrivateRedis(dir, process.env.REDIS_SERVER_BIN ?? 'redis-server', false);
+  const server = new PrivateRedis(dir, settings.REDIS_SERVER_BIN, false);
   const url = await server.start();
   const redis = new Redis(url);
   try {
@@ -61,7 +66,22 @@ async function redisCeiling(trades: TapeTrade[]): Promise<number> {
     for (let i = 0; i < trades.length; i += BATCH) {
       const pipe = redis.pipeline();
       for (const tr of trades.slice(i, i + BATCH)) {
-        pipe.xadd('ceiling', '*', 's', tr.s, 'p', tr.p, 'v', String(tr.v), 't', String(tr.t), 'c', JSON.stringify(tr.c), 'rx', String(tr.t));
+        pipe.xadd(
+          'ceiling',
+          '*',
+          's',
+          tr.s,
+          'p',
+          tr.p,
+          'v',
+          String(tr.v),
+          't',
+          String(tr.t),
+          'c',
+          JSON.stringify(tr.c),
+          'rx',
+          String(tr.t),
+        );
       }
       await pipe.exec();
     }
@@ -78,12 +98,25 @@ async function redisCeiling(trades: TapeTrade[]): Promise<number> {
   }
 }
 
-function runStack(tape: string, aggregators: number): Promise<{ tradesPerSec: number; wall: number; summary: string; holdMean: number; holdMax: number }> {
+function runStack(
+  tape: string,
+  aggregators: number,
+): Promise<{ tradesPerSec: number; wall: number; summary: string; holdMean: number; holdMax: number }> {
   const dataDir = mkdtempSync(join(tmpdir(), 'cw-bench-'));
   return new Promise((resolve, reject) => {
     const t0 = performance.now();
     const proc = spawn(process.execPath, [CLI, 'stack'], {
-      env: { ...process.env, DATA_DIR: dataDir, REPLAY_TAPE: tape, AGGREGATORS: String(aggregators), EXIT_WHEN_IDLE_MS: '500', LOG_LEVEL: 'warn', FINNHUB_TOKEN: '', MODE: 'replay', REDIS_URL: '' },
+      env: {
+        ...process.env,
+        DATA_DIR: dataDir,
+        REPLAY_TAPE: tape,
+        AGGREGATORS: String(aggregators),
+        EXIT_WHEN_IDLE_MS: '500',
+        LOG_LEVEL: 'warn',
+        FINNHUB_TOKEN: '',
+        MODE: 'replay',
+        REDIS_URL: '',
+      },
       stdio: ['ignore', 'pipe', 'inherit'],
     });
     let out = '';
@@ -105,21 +138,21 @@ function runStack(tape: string, aggregators: number): Promise<{ tradesPerSec: nu
 }
 
 async function main(): Promise<void> {
-  const { spec, what } = process.env.BENCH_TAPE ? { spec: process.env.BENCH_TAPE, what: process.env.BENCH_TAPE } : defaultTape();
-  const counts = (process.env.BENCH_AGGREGATORS ?? '1,2,4').split(',').map(Number);
+  const { spec, what } = settings.BENCH_TAPE ? { spec: settings.BENCH_TAPE, what: settings.BENCH_TAPE } : defaultTape();
+  const counts = settings.BENCH_AGGREGATORS;
   const trades = readTape(spec).filter(isTapeTrade);
   const cpu = cpus();
   process.stdout.write(`machine: ${cpu.length} x ${cpu[0]?.model ?? 'cpu'}, node ${process.version}\n`);
   process.stdout.write(`tape: ${what}: ${trades.length} trades; intervals 1min,5min,15min,30min,1h\n\n`);
   const ceiling = await redisCeiling(trades);
   process.stdout.write(`redis-only ceiling (pipelined XADD, one Node process): ${Math.round(ceiling)} trades/s\n`);
-  const runs = Number(process.env.BENCH_RUNS ?? 3);
+  const runs = settings.BENCH_RUNS;
   for (const n of counts) {
     const rs = [];
     for (let i = 0; i < runs; i++) {
       const r = await runStack(spec, n);
       rs.push(r);
-      if (process.env.BENCH_VERBOSE) process.stdout.write(`${r.summary}\n`);
+      if (settings.BENCH_VERBOSE) process.stdout.write(`${r.summary}\n`);
     }
     const tps = rs.map((r) => r.tradesPerSec).sort((a, b) => a - b);
     const wall = rs.map((r) => r.wall).sort((a, b) => a - b);

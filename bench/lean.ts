@@ -5,16 +5,15 @@
  */
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { basename, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { benchSettings } from './settings.js';
 import { strFromU8, unzipSync } from 'fflate';
 import { DateTime } from 'luxon';
-import { Clock, ConditionRules, parseInterval, volumeNumber } from '@candlewick/core';
+import { Clock, ConditionRules, parseInterval, volumeNumber, type Candle } from '@candlewick/core';
 import { Preaggregator, type RawEntry } from '@candlewick/core';
 import { isTapeTrade, readTapeFile } from '@candlewick/common';
 
-const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 /** Where the Lean set lives: LEAN_DATA_DIR, or ../shared/data/real/lean-usa-equity beside the repo. */
-export const LEAN_DIR = process.env.LEAN_DATA_DIR ?? join(ROOT, '../shared/data/real/lean-usa-equity');
+export const LEAN_DIR = benchSettings().LEAN_DATA_DIR;
 
 export interface LeanDay {
   symbol: string;
@@ -37,14 +36,8 @@ export function leanDays(dir = LEAN_DIR): LeanDay[] {
   return out;
 }
 
-export interface OhlcvRow {
-  start: number;
-  open: number;
-  high: number;
-  low: number;
-  close: number;
-  volume: number;
-}
+/** A minute bar as Lean and the comparison see it (a provider's candle shape). */
+export type OhlcvRow = Candle;
 
 /** Lean minute bars: ms since New York midnight (bar start), o, h, l, c (x 10,000), volume. */
 export function readLeanMinutes(file: string): OhlcvRow[] {

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { makeKeys } from '@candlewick/common';
 import { ProviderServer } from '@candlewick/backfill';
-import { readTapeFile } from '@candlewick/common';
+import { readTapeTrades } from '@candlewick/common';
 import { csvPath } from '@candlewick/common';
 import { ROOT, redisUrl, runCli, runThroughOutage, startCli, tempDir, testRedis, uniquePrefix, waitFor } from './helpers.js';
 import { freePort } from '@candlewick/cli';
@@ -26,16 +26,25 @@ let base = '';
 let whole = '';
 
 function rows(dataDir: string, interval: string): string[] {
-  return readFileSync(csvPath(dataDir, interval, 'AIG'), 'utf8').trimEnd().split('\n').slice(1);
+  return readFileSync(csvPath(dataDir, interval, 'AIG'), 'utf8')
+    .trimEnd()
+    .split('\n')
+    .slice(1);
 }
 const startOf = (row: string) => Date.parse(row.slice(0, row.indexOf(',')));
 const cells = (row: string) => row.split(',');
 
 beforeAll(async () => {
-  server = new ProviderServer(readTapeFile(TICK), { finnhubToken: TOKEN, massiveKey: KEY, pageSize: 2000 });
+  server = new ProviderServer(readTapeTrades(TICK), { finnhubToken: TOKEN, massiveKey: KEY, pageSize: 2000 });
   base = await server.start();
   whole = tempDir('bf-whole');
-  const res = await runCli(['stack'], { REDIS_URL: redisUrl(), KEY_PREFIX: uniquePrefix('bf-whole'), DATA_DIR: whole, REPLAY_TAPE: TICK, EXIT_WHEN_IDLE_MS: '500' });
+  const res = await runCli(['stack'], {
+    REDIS_URL: redisUrl(),
+    KEY_PREFIX: uniquePrefix('bf-whole'),
+    DATA_DIR: whole,
+    REPLAY_TAPE: TICK,
+    EXIT_WHEN_IDLE_MS: '500',
+  });
   expect(res.code).toBe(0);
 });
 const redis = testRedis();
@@ -47,8 +56,16 @@ afterAll(async () => {
 function midTape(name: string, env: Record<string, string>) {
   const dataDir = tempDir(name);
   return runCli(['stack'], {
-    REDIS_URL: redisUrl(), KEY_PREFIX: uniquePrefix(name), DATA_DIR: dataDir, REPLAY_TAPE: TICK, REPLAY_FROM: FROM,
-    EXIT_WHEN_IDLE_MS: '500', BACKFILL: 'on', BACKFILL_RATE: '6000', MODE: 'replay', ...env,
+    REDIS_URL: redisUrl(),
+    KEY_PREFIX: uniquePrefix(name),
+    DATA_DIR: dataDir,
+    REPLAY_TAPE: TICK,
+    REPLAY_FROM: FROM,
+    EXIT_WHEN_IDLE_MS: '500',
+    BACKFILL: 'on',
+    BACKFILL_RATE: '6000',
+    MODE: 'replay',
+    ...env,
   }).then((res) => ({ res, dataDir }));
 }
 
@@ -62,7 +79,10 @@ describe('backfill at start-up, in the middle of a trading day', () => {
     for (const iv of INTERVALS) {
       const want = rows(whole, iv).filter((r) => startOf(r) >= HOUR);
       const got = rows(dataDir, iv);
-      expect(got.map((r) => r.split(',')[0]), iv).toEqual(want.map((r) => r.split(',')[0]));
+      expect(
+        got.map((r) => r.split(',')[0]),
+        iv,
+      ).toEqual(want.map((r) => r.split(',')[0]));
       // every cell, VWAP included: sums are exact, so the same trades give the same bytes
       expect(got, iv).toEqual(want);
     }
@@ -72,7 +92,10 @@ describe('backfill at start-up, in the middle of a trading day', () => {
 
   it('with Finnhub candles: OHLCV exact where minutes are whole, VWAP and count left empty, the live minute’s bars incomplete', async () => {
     const { res, dataDir } = await midTape('bf-candles', {
-      BACKFILL_PROVIDER: 'finnhub', FINNHUB_TOKEN: TOKEN, FINNHUB_REST_URL: `${base}/api/v1`, CSV_EXTRA_COLUMNS: 'true',
+      BACKFILL_PROVIDER: 'finnhub',
+      FINNHUB_TOKEN: TOKEN,
+      FINNHUB_REST_URL: `${base}/api/v1`,
+      CSV_EXTRA_COLUMNS: 'true',
     });
     expect(res.code).toBe(0);
     expect(res.stdout).not.toContain(TOKEN);
@@ -108,11 +131,17 @@ describe('backfill at start-up, in the middle of a trading day', () => {
   });
 
   it('a 403 (premium endpoint) warns once; the stack runs on without backfill and marks the first bars incomplete', async () => {
-    const refusing = new ProviderServer([], { finnhubToken: TOKEN, faults: [{ path: /candle/, status: 403, times: 100, body: '{"error":"You don\'t have access to this resource."}' }] });
+    const refusing = new ProviderServer([], {
+      finnhubToken: TOKEN,
+      faults: [{ path: /candle/, status: 403, times: 100, body: '{"error":"You don\'t have access to this resource."}' }],
+    });
     const url = await refusing.start();
     try {
       const { res, dataDir } = await midTape('bf-403', {
-        BACKFILL_PROVIDER: 'finnhub', FINNHUB_TOKEN: TOKEN, FINNHUB_REST_URL: `${url}/api/v1`, CSV_EXTRA_COLUMNS: 'true',
+        BACKFILL_PROVIDER: 'finnhub',
+        FINNHUB_TOKEN: TOKEN,
+        FINNHUB_REST_URL: `${url}/api/v1`,
+        CSV_EXTRA_COLUMNS: 'true',
       });
       expect(res.code).toBe(0);
       expect(res.stdout.match(/backfill is off for this run/g)).toHaveLength(1);
@@ -131,7 +160,7 @@ describe('backfill at start-up, in the middle of a trading day', () => {
 
 describe('backfill of a feed outage', () => {
   it('the feed dies for 25 minutes mid-morning: the outage is filled from Massive trades and every bar equals the whole-tape run', async () => {
-    const tape = readTapeFile(TICK);
+    const tape = readTapeTrades(TICK);
     // cut where the millisecond changes, so the live feed never splits one
     const at = (iso: string) => {
       let k = tape.findIndex((tr) => tr.t >= Date.parse(iso));
@@ -142,8 +171,16 @@ describe('backfill of a feed outage', () => {
     const dir = tempDir('bf-gap');
     const prefix = uniquePrefix('bf-gap');
     const { code, out } = await runThroughOutage(tape.slice(0, cut), tape.slice(resume), {
-      REDIS_URL: redisUrl(), KEY_PREFIX: prefix, DATA_DIR: dir, FINNHUB_TOKEN: TOKEN, SYMBOLS: 'AIG',
-      BACKFILL: 'on', BACKFILL_PROVIDER: 'massive', MASSIVE_API_KEY: KEY, MASSIVE_REST_URL: base, BACKFILL_RATE: '6000',
+      REDIS_URL: redisUrl(),
+      KEY_PREFIX: prefix,
+      DATA_DIR: dir,
+      FINNHUB_TOKEN: TOKEN,
+      SYMBOLS: 'AIG',
+      BACKFILL: 'on',
+      BACKFILL_PROVIDER: 'massive',
+      MASSIVE_API_KEY: KEY,
+      MASSIVE_REST_URL: base,
+      BACKFILL_RATE: '6000',
     });
     const keys = makeKeys(prefix);
     expect(code, out).toBe(0);
@@ -154,7 +191,10 @@ describe('backfill of a feed outage', () => {
     for (const iv of INTERVALS) {
       const want = rows(whole, iv);
       const got = rows(dir, iv);
-      expect(got.map((r) => r.split(',')[0]), iv).toEqual(want.map((r) => r.split(',')[0]));
+      expect(
+        got.map((r) => r.split(',')[0]),
+        iv,
+      ).toEqual(want.map((r) => r.split(',')[0]));
       expect(got, iv).toEqual(want);
     }
   });
@@ -164,8 +204,13 @@ describe('historical mode', () => {
   it('candlewick backfill --symbols --from --to builds the day’s bars, equal to the live run’s; a second run changes nothing', async () => {
     const dataDir = tempDir('historical');
     const env = {
-      REDIS_URL: redisUrl(), KEY_PREFIX: uniquePrefix('historical'), DATA_DIR: dataDir, BACKFILL_PROVIDER: 'massive', MASSIVE_API_KEY: KEY,
-      MASSIVE_REST_URL: base, BACKFILL_RATE: '6000',
+      REDIS_URL: redisUrl(),
+      KEY_PREFIX: uniquePrefix('historical'),
+      DATA_DIR: dataDir,
+      BACKFILL_PROVIDER: 'massive',
+      MASSIVE_API_KEY: KEY,
+      MASSIVE_REST_URL: base,
+      BACKFILL_RATE: '6000',
     };
     const args = ['backfill', '--symbols', 'AIG', '--from', '2013-10-10', '--to', '2013-10-11'];
     const one = await runCli(args, env);
@@ -194,7 +239,9 @@ describe('historical mode', () => {
       await waitFor(() => /serving the tape as Finnhub .* and Massive/.test(server.output().stdout), 30_000, 'the provider server');
       const dataDir = tempDir('demo-history');
       const res = await runCli(['backfill', '--symbols', 'AIG', '--from', '2013-10-10', '--to', '2013-10-11'], {
-        DATA_DIR: dataDir, MASSIVE_API_KEY: 'demo', MASSIVE_REST_URL: `http://127.0.0.1:${port}`,
+        DATA_DIR: dataDir,
+        MASSIVE_API_KEY: 'demo',
+        MASSIVE_REST_URL: `http://127.0.0.1:${port}`,
       });
       expect(res.code, res.stderr).toBe(0);
       for (const iv of INTERVALS) expect(rows(dataDir, iv), iv).toEqual(rows(whole, iv));

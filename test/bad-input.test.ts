@@ -4,7 +4,18 @@ import { gunzipSync } from 'node:zlib';
 import { afterAll, describe, expect, it } from 'vitest';
 import { makeKeys } from '@candlewick/common';
 import { csvPath } from '@candlewick/common';
-import { BUNDLED_TAPE, compareBars, loadKlines, readCsv, redisUrl, rollUpKlines, runCli, tempDir, testRedis, uniquePrefix } from './helpers.js';
+import {
+  BUNDLED_TAPE,
+  compareBars,
+  loadKlines,
+  readCsv,
+  redisUrl,
+  rollUpKlines,
+  runCli,
+  tempDir,
+  testRedis,
+  uniquePrefix,
+} from './helpers.js';
 
 const redis = testRedis();
 afterAll(() => redis.quit());
@@ -24,7 +35,14 @@ function writeHostileTape(path: string): { invalidTrades: number; badFrames: num
     '{"s":42,"p":0.0014,"v":1,"t":1570752011620}',
     'null',
   ];
-  const badFrames = ['not json at all', '{"type":"news","data":[]}', '{"type":"trade"}', '{"type":"trade","data":"x"}', '[1,2,3]', '{"type":'];
+  const badFrames = [
+    'not json at all',
+    '{"type":"news","data":[]}',
+    '{"type":"trade"}',
+    '{"type":"trade","data":"x"}',
+    '[1,2,3]',
+    '{"type":',
+  ];
   const lines: string[] = [];
   let invalidTrades = 0;
   let nBadFrames = 0;
@@ -53,8 +71,13 @@ describe('malformed frames and trades', () => {
     const { invalidTrades, badFrames } = writeHostileTape(tape);
     const prefix = uniquePrefix('bad');
     const res = await runCli(['stack'], {
-      REDIS_URL: redisUrl(), KEY_PREFIX: prefix, DATA_DIR: dataDir, EXIT_WHEN_IDLE_MS: '500',
-      REPLAY_TAPE: tape, SYMBOLS: 'BINANCE:XRPETH', INTERVALS: '1min,1h',
+      REDIS_URL: redisUrl(),
+      KEY_PREFIX: prefix,
+      DATA_DIR: dataDir,
+      EXIT_WHEN_IDLE_MS: '500',
+      REPLAY_TAPE: tape,
+      SYMBOLS: 'BINANCE:XRPETH',
+      INTERVALS: '1min,1h',
     });
     expect(res.code).toBe(0);
     expect(res.stdout).toMatch(/trades in\s+12477\n/);
@@ -113,14 +136,23 @@ describe('bad tapes and flags', () => {
     const tape = join(dir, 'tape.jsonl');
     writeFileSync(tape, lines.join('\n'));
     const prefix = uniquePrefix('badlines');
-    const res = await runCli(['stack'], { REDIS_URL: redisUrl(), KEY_PREFIX: prefix, DATA_DIR: dir, EXIT_WHEN_IDLE_MS: '500', REPLAY_TAPE: tape, INTERVALS: '1min,1h' });
+    const res = await runCli(['stack'], {
+      REDIS_URL: redisUrl(),
+      KEY_PREFIX: prefix,
+      DATA_DIR: dir,
+      EXIT_WHEN_IDLE_MS: '500',
+      REPLAY_TAPE: tape,
+      INTERVALS: '1min,1h',
+    });
     expect(res.code).toBe(0);
     expect(res.stdout).toMatch(/tape\.jsonl:101: not JSON .*line left out/);
     // the bad price travels as a string, so the ingestor rejects that trade alone: the other 499 of its frame are kept
     expect(res.stdout).toMatch(/trades in\s+12477\n/);
     expect(res.stdout).toContain('rejected         1 (plus 0 unreadable frames)');
     const rejected = (await redis.xrange(makeKeys(prefix).rejected(), '-', '+')) as [string, string[]][];
-    expect(rejected.map(([, f]) => f[f.indexOf('reason') + 1])).toEqual([expect.stringMatching(/p \(price\) must be a finite number > 0, got "abc"/)]);
+    expect(rejected.map(([, f]) => f[f.indexOf('reason') + 1])).toEqual([
+      expect.stringMatching(/p \(price\) must be a finite number > 0, got "abc"/),
+    ]);
     const klines = loadKlines();
     expect(compareBars(readCsv(csvPath(dir, '1min', 'BINANCE:XRPETH')).rows, rollUpKlines(klines, 1))).toEqual([]);
   });

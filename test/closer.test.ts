@@ -16,14 +16,22 @@ const M = 60_000;
 const T0 = Date.parse('2024-03-05T15:00:00Z');
 
 function close(conn: Redis, keys: Keys, graceMs: number) {
-  return closeBars(conn, keys, 0, { group: AGGREGATOR_GROUP, graceMs, clock: 'event', flush: false, retentionMs: 0, maxBars: 7, amendWindowMs: 0 });
+  return closeBars(conn, keys, 0, {
+    group: AGGREGATOR_GROUP,
+    graceMs,
+    clock: 'event',
+    flush: false,
+    retentionMs: 0,
+    maxBars: 7,
+    amendWindowMs: 0,
+  });
 }
 
 describe('closeBars', () => {
   it('closes each interval at its own boundary, and two closers racing never close a bar twice', async () => {
     const keys = testKeys('closers');
     const cfg = loadConfig({ INTERVALS: '1min,5min', KEY_PREFIX: keys.prefix });
-    await ensureGroup(redis, keys.trades(0, AGGREGATOR_GROUP));
+    await ensureGroup(redis, keys.trades(0), AGGREGATOR_GROUP);
     // open bars for 12 minutes of two symbols, as the aggregator leaves them
     for (const s of ['AAA', 'BBB']) {
       for (let m = 0; m < 12; m++) {
@@ -65,10 +73,19 @@ describe('closeBars', () => {
     const stream = keys.trades(0);
     await ensureGroup(redis, stream, AGGREGATOR_GROUP);
     // one trade at 15:00:30, then the watermark jumps far ahead with a later trade
-    await addTrades(redis, keys, 0, addTradesArgs({ clock: 'event', graceMs: 2000 }, [], [
-      { s: 'AAA', p: '10', v: 1, t: T0 + 30_000, c: [], rx: 0 },
-      { s: 'AAA', p: '11', v: 1, t: T0 + 10 * M, c: [], rx: 0 },
-    ]));
+    await addTrades(
+      redis,
+      keys,
+      0,
+      addTradesArgs(
+        { clock: 'event', graceMs: 2000 },
+        [],
+        [
+          { s: 'AAA', p: '10', v: 1, t: T0 + 30_000, c: [], rx: 0 },
+          { s: 'AAA', p: '11', v: 1, t: T0 + 10 * M, c: [], rx: 0 },
+        ],
+      ),
+    );
     await redis.hset(keys.openBars(0), `1min|AAA|${T0}`, '1|k|1|1|1|k|1|1|1');
     await redis.zadd(keys.openIndex(0), T0 + M, `1min|AAA|${T0}`);
     // the aggregator has read both entries but not merged them (a backlog)

@@ -23,18 +23,37 @@ describe('Redis Cluster', () => {
     const tapes = `${BUNDLED_TAPE},${LEAN_AIG_TAPE}`;
     const prefix = uniquePrefix('cluster');
     const onCluster = tempDir('cluster-out');
-    const res = await runCli(['stack'], {
-      REDIS_URL: url, REDIS_CLUSTER: 'on', KEY_PREFIX: prefix, DATA_DIR: onCluster, EXIT_WHEN_IDLE_MS: '500',
-      REPLAY_TAPE: tapes, STREAM_PARTITIONS: '5', AGGREGATORS: '2', AGGREGATOR_BATCH: '300',
-    }, 180_000);
+    const res = await runCli(
+      ['stack'],
+      {
+        REDIS_URL: url,
+        REDIS_CLUSTER: 'on',
+        KEY_PREFIX: prefix,
+        DATA_DIR: onCluster,
+        EXIT_WHEN_IDLE_MS: '500',
+        REPLAY_TAPE: tapes,
+        STREAM_PARTITIONS: '5',
+        AGGREGATORS: '2',
+        AGGREGATOR_BATCH: '300',
+      },
+      180_000,
+    );
     expect(res.code, res.stdout.slice(-2000)).toBe(0);
     expect(res.stdout).toMatch(/trades in\s+66795\n/);
     expect(res.stdout).toMatch(/merged\s+66795\n/);
 
     const single = tempDir('cluster-single');
-    const ref = await runCli(['stack'], {
-      REDIS_URL: redisUrl(), KEY_PREFIX: uniquePrefix('cluster-ref'), DATA_DIR: single, EXIT_WHEN_IDLE_MS: '500', REPLAY_TAPE: tapes,
-    }, 180_000);
+    const ref = await runCli(
+      ['stack'],
+      {
+        REDIS_URL: redisUrl(),
+        KEY_PREFIX: uniquePrefix('cluster-ref'),
+        DATA_DIR: single,
+        EXIT_WHEN_IDLE_MS: '500',
+        REPLAY_TAPE: tapes,
+      },
+      180_000,
+    );
     expect(ref.code, ref.stdout.slice(-2000)).toBe(0);
 
     const a = csvOutputs(onCluster);

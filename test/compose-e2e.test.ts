@@ -47,7 +47,8 @@ function difference(got: string | undefined, want: string): string {
   const w = want.split('\n');
   let i = 0;
   while (i < g.length && i < w.length && g[i] === w[i]) i++;
-  if (i === g.length - 1 && g[i] === '' && w.length > g.length) return `the stack's first ${g.length - 2} rows, without its last ${w.length - g.length}: ${w.slice(i, -1).join(' | ')}`;
+  if (i === g.length - 1 && g[i] === '' && w.length > g.length)
+    return `the stack's first ${g.length - 2} rows, without its last ${w.length - g.length}: ${w.slice(i, -1).join(' | ')}`;
   return `line ${i + 1}: ${JSON.stringify(g[i] ?? null)}, stack: ${JSON.stringify(w[i] ?? null)}`;
 }
 
@@ -84,21 +85,34 @@ describe.skipIf(problem !== undefined && !DOCKER_REQUIRED)('docker compose, end 
 
   function composeOk(args: string[], timeout?: number): string {
     const r = composeRun(args, timeout);
-    if (r.status !== 0) throw new Error(`${compose.join(' ')} ${args.join(' ')} failed (${r.error?.message ?? `exit ${r.status}`}):\n${r.stdout}\n${r.stderr}`);
+    if (r.status !== 0)
+      throw new Error(
+        `${compose.join(' ')} ${args.join(' ')} failed (${r.error?.message ?? `exit ${r.status}`}):\n${r.stdout}\n${r.stderr}`,
+      );
     return r.stdout;
   }
 
   /** service, state, exit code and health of every container of the project */
   function containers(): { name: string; service: string; status: string; exit: number; health: string; restarts: number }[] {
-    const ids = dockerQuiet(['ps', '-a', '-q', '--filter', `label=com.docker.compose.project=${project}`]).split('\n').filter(Boolean);
+    const ids = dockerQuiet(['ps', '-a', '-q', '--filter', `label=com.docker.compose.project=${project}`])
+      .split('\n')
+      .filter(Boolean);
     if (ids.length === 0) return [];
-    const format = '{{.Name}}|{{index .Config.Labels "com.docker.compose.service"}}|{{.State.Status}}|{{.State.ExitCode}}|{{.RestartCount}}|{{if .State.Health}}{{.State.Health.Status}}{{end}}';
+    const format =
+      '{{.Name}}|{{index .Config.Labels "com.docker.compose.service"}}|{{.State.Status}}|{{.State.ExitCode}}|{{.RestartCount}}|{{if .State.Health}}{{.State.Health.Status}}{{end}}';
     return dockerQuiet(['inspect', '-f', format, ...ids])
       .split('\n')
       .filter(Boolean)
       .map((line) => {
         const [name, service, status, exit, restarts, health] = line.split('|');
-        return { name: name!.replace(/^\//, ''), service: service!, status: status!, exit: Number(exit), restarts: Number(restarts), health: health ?? '' };
+        return {
+          name: name!.replace(/^\//, ''),
+          service: service!,
+          status: status!,
+          exit: Number(exit),
+          restarts: Number(restarts),
+          health: health ?? '',
+        };
       });
   }
 
@@ -126,7 +140,10 @@ describe.skipIf(problem !== undefined && !DOCKER_REQUIRED)('docker compose, end 
     t = Date.now();
     // --force-rm: the legacy builder keeps a failed step's container otherwise
     const build = spawnSync(DOCKER, ['build', '--force-rm', '-t', image, ROOT], { encoding: 'utf8', timeout: 15 * 60_000 });
-    if (build.status !== 0) throw new Error(`docker build failed (${build.error?.message ?? `exit ${build.status}`}):\n${`${build.stdout}\n${build.stderr}`.slice(-6000)}`);
+    if (build.status !== 0)
+      throw new Error(
+        `docker build failed (${build.error?.message ?? `exit ${build.status}`}):\n${`${build.stdout}\n${build.stderr}`.slice(-6000)}`,
+      );
     const size = Number(docker(['image', 'inspect', '-f', '{{.Size}}', image]));
     note(`image built in ${secs(Date.now() - t)}, ${(size / 1e6).toFixed(0)} MB`);
 
@@ -144,7 +161,12 @@ describe.skipIf(problem !== undefined && !DOCKER_REQUIRED)('docker compose, end 
       CANDLEWICK_IMAGE: image,
       HOST_DATA_DIR: dataDir,
     };
-    writeFileSync(envFile, Object.entries(env).map(([k, v]) => `${k}=${v}\n`).join(''));
+    writeFileSync(
+      envFile,
+      Object.entries(env)
+        .map(([k, v]) => `${k}=${v}\n`)
+        .join(''),
+    );
 
     upAt = Date.now();
     composeOk(['up', '-d', '--no-build', '--scale', `aggregator=${AGGREGATORS}`]);
@@ -157,7 +179,8 @@ describe.skipIf(problem !== undefined && !DOCKER_REQUIRED)('docker compose, end 
     try {
       rmSync(dir, { recursive: true, force: true });
     } catch {
-      if (existsSync(dataDir)) dockerQuiet(['run', '--rm', '--user', '0', '--entrypoint', 'rm', '-v', `${dataDir}:/data`, image, '-rf', '/data/raw']);
+      if (existsSync(dataDir))
+        dockerQuiet(['run', '--rm', '--user', '0', '--entrypoint', 'rm', '-v', `${dataDir}:/data`, image, '-rf', '/data/raw']);
       rmSync(dir, { recursive: true, force: true });
     }
     dockerQuiet(['rmi', image]);
@@ -202,7 +225,7 @@ describe.skipIf(problem !== undefined && !DOCKER_REQUIRED)('docker compose, end 
     note(`every container healthy ${secs(healthyAt - upAt)} after up`);
   }, 200_000);
 
-  it('shows no secret: not in any container\'s configuration (docker inspect), not in Redis\'s process list', () => {
+  it("shows no secret: not in any container's configuration (docker inspect), not in Redis's process list", () => {
     expect(healthyAt, 'the stack came up healthy').toBeGreaterThan(0);
     const password = readFileSync(join(dir, 'redis_password'), 'utf8');
     for (const c of containers()) {
@@ -248,7 +271,11 @@ describe.skipIf(problem !== undefined && !DOCKER_REQUIRED)('docker compose, end 
     const state = containers();
     expect(state.filter((c) => c.exit !== 0).map((c) => `${c.name}: exit ${c.exit}`)).toEqual([]);
     // no anonymous volumes: only the named Redis volume belongs to the project
-    const volumes = state.flatMap((c) => dockerQuiet(['inspect', '-f', '{{range .Mounts}}{{.Type}}:{{.Name}} {{end}}', c.name]).split(' ').filter((m) => m.startsWith('volume:')));
+    const volumes = state.flatMap((c) =>
+      dockerQuiet(['inspect', '-f', '{{range .Mounts}}{{.Type}}:{{.Name}} {{end}}', c.name])
+        .split(' ')
+        .filter((m) => m.startsWith('volume:')),
+    );
     expect([...new Set(volumes)]).toEqual([`volume:${project}_redis-data`]);
   }, 150_000);
 });

@@ -30,7 +30,11 @@ const compose = parse(composeText, { merge: true }) as { services: Record<string
 const services = compose.services;
 /** the services that run a candlewick role (data-init runs the image as a one-shot root step) */
 const candlewick = Object.entries(services).filter(([, s]) => s.build !== undefined && s.entrypoint === undefined);
-const SECRETS = { REDIS_PASSWORD_FILE: 'redis_password', FINNHUB_TOKEN_FILE: 'finnhub_token', MASSIVE_API_KEY_FILE: 'massive_api_key' } as const;
+const SECRETS = {
+  REDIS_PASSWORD_FILE: 'redis_password',
+  FINNHUB_TOKEN_FILE: 'finnhub_token',
+  MASSIVE_API_KEY_FILE: 'massive_api_key',
+} as const;
 
 /** Compose's ${VAR:-default} / ${VAR:?message} / ${VAR} interpolation, from `vars`. */
 function interpolate(text: string, vars: Record<string, string>): string {
@@ -45,7 +49,11 @@ function interpolate(text: string, vars: Record<string, string>): string {
 // what a user's secrets/ holds: a password, and no Finnhub or Massive key (replay)
 const secretsDir = tempDir('compose-secrets');
 const secretFiles: Record<string, string> = {};
-for (const [name, value] of [['redis_password', 'pw'], ['finnhub_token', ''], ['massive_api_key', '']] as const) {
+for (const [name, value] of [
+  ['redis_password', 'pw'],
+  ['finnhub_token', ''],
+  ['massive_api_key', ''],
+] as const) {
   secretFiles[name] = join(secretsDir, name);
   writeFileSync(secretFiles[name]!, value);
 }
@@ -65,7 +73,10 @@ describe('docker-compose.yml, .env.example and Dockerfile', () => {
       // its secret files where compose mounts them
       const vars = replayLine().env;
       const resolved = Object.fromEntries(
-        Object.entries(env).map(([k, v]) => [k, k in SECRETS ? secretFiles[SECRETS[k as keyof typeof SECRETS]]! : interpolate(String(v), vars)]),
+        Object.entries(env).map(([k, v]) => [
+          k,
+          k in SECRETS ? secretFiles[SECRETS[k as keyof typeof SECRETS]]! : interpolate(String(v), vars),
+        ]),
       );
       expect(() => loadConfig(resolved), name).not.toThrow();
     }
@@ -74,7 +85,8 @@ describe('docker-compose.yml, .env.example and Dockerfile', () => {
   it('secrets are files: no secret value in any environment, each role reads the mounted file, no usable default', () => {
     for (const [name, svc] of candlewick) {
       const env = svc.environment!;
-      for (const key of ['REDIS_PASSWORD', 'FINNHUB_TOKEN', 'MASSIVE_API_KEY']) expect(env[key], `${name}: ${key} is not in its environment`).toBeUndefined();
+      for (const key of ['REDIS_PASSWORD', 'FINNHUB_TOKEN', 'MASSIVE_API_KEY'])
+        expect(env[key], `${name}: ${key} is not in its environment`).toBeUndefined();
       expect(env.REDIS_URL, name).not.toMatch(/@/);
       for (const [key, secret] of Object.entries(SECRETS)) {
         expect(env[key], name).toBe(`/run/secrets/${secret}`);
@@ -86,18 +98,22 @@ describe('docker-compose.yml, .env.example and Dockerfile', () => {
     for (const secret of Object.values(SECRETS)) expect(interpolate(compose.secrets[secret]!.file, {})).toBe(`./secrets/${secret}`);
     // .env.example: paths, never values; every name one the compose file reads (set or commented out)
     const example = readFileSync(join(ROOT, '.env.example'), 'utf8');
-    const entries = example.split('\n').filter((l) => /^#?[A-Z_]+=/.test(l)).map((l) => l.replace(/^#/, '').split('=') as [string, string]);
+    const entries = example
+      .split('\n')
+      .filter((l) => /^#?[A-Z_]+=/.test(l))
+      .map((l) => l.replace(/^#/, '').split('=') as [string, string]);
     const used = new Set([...composeText.matchAll(/\$\{([A-Z_]+)/g)].map((m) => m[1]));
     for (const [key] of entries) expect(used.has(key), `.env.example: ${key} is read by docker-compose.yml`).toBe(true);
     expect(entries.filter(([k, v]) => /PASSWORD|TOKEN|KEY/.test(k) && !k.endsWith('_FILE') && v !== '')).toEqual([]);
     expect(Object.fromEntries(entries).REDIS_PASSWORD_FILE).toMatch(/^\.\/secrets\//);
     // the one line that makes them, in the compose file and .env.example alike
-    const line = "mkdir -p secrets && head -c 24 /dev/urandom | base64 | tr -d '/+=' > secrets/redis_password && touch secrets/finnhub_token secrets/massive_api_key";
+    const line =
+      "mkdir -p secrets && head -c 24 /dev/urandom | base64 | tr -d '/+=' > secrets/redis_password && touch secrets/finnhub_token secrets/massive_api_key";
     expect(composeText).toContain(line);
     expect(example).toContain(line);
   });
 
-  it('the replay line of docker-compose.yml needs no symbols (a replaying ingestor takes the tape\'s), with three aggregators', () => {
+  it("the replay line of docker-compose.yml needs no symbols (a replaying ingestor takes the tape's), with three aggregators", () => {
     const line = replayLine();
     expect(line.env.SYMBOLS).toBeUndefined();
     expect(tapeSymbols(readTape(BUNDLED_TAPE))).toEqual(['BINANCE:XRPETH']);

@@ -53,7 +53,10 @@ describe('CONDITIONS=cta-utp through the whole stack', () => {
     const hours = readCsv(csvPath(dataDir, '1h', 'AIG')).rows;
     for (const h of hours) {
       const inHour = rows.filter((r) => r.start >= h.start && r.start < h.start + 3_600_000);
-      expect(h.volume).toBeCloseTo(inHour.reduce((v, r) => v + r.volume, 0), 6);
+      expect(h.volume).toBeCloseTo(
+        inHour.reduce((v, r) => v + r.volume, 0),
+        6,
+      );
       expect(h.n).toBe(inHour.reduce((n, r) => n + r.n, 0));
       const priced = inHour.filter((r) => r.high !== 0);
       expect(h.high).toBe(Math.max(...priced.map((r) => r.high)));
@@ -76,12 +79,21 @@ describe("Finnhub's numeric condition codes", () => {
     const dir = tempDir('finnhub-codes');
     const tape = join(dir, 'aig-finnhub.jsonl');
     const trades = readTape(TICK).filter(isTapeTrade);
-    writeFileSync(tape, trades.map((t) => JSON.stringify({ s: t.s, p: Number(t.p), v: t.v, t: t.t, c: t.c.map((n) => codeFor.get(n)!) })).join('\n'));
+    writeFileSync(
+      tape,
+      trades.map((t) => JSON.stringify({ s: t.s, p: Number(t.p), v: t.v, t: t.t, c: t.c.map((n) => codeFor.get(n)!) })).join('\n'),
+    );
     expect(trades.some((t) => t.c.length > 0)).toBe(true);
     const run = async (name: string, tapePath: string) => {
       const dataDir = join(dir, name);
       const res = await runCli(['stack'], {
-        REDIS_URL: redisUrl(), KEY_PREFIX: uniquePrefix(name), DATA_DIR: dataDir, REPLAY_TAPE: tapePath, INTERVALS: '1min,1h', CONDITIONS: 'cta-utp', EXIT_WHEN_IDLE_MS: '500',
+        REDIS_URL: redisUrl(),
+        KEY_PREFIX: uniquePrefix(name),
+        DATA_DIR: dataDir,
+        REPLAY_TAPE: tapePath,
+        INTERVALS: '1min,1h',
+        CONDITIONS: 'cta-utp',
+        EXIT_WHEN_IDLE_MS: '500',
       });
       expect(res.code, res.stdout.slice(-2000)).toBe(0);
       return { res, files: csvOutputs(dataDir) };

@@ -23,11 +23,25 @@ function crashSpec(seed: number): string {
 async function crashRun(seed: number, aggregators = 2) {
   const dataDir = tempDir(`crash-${seed}`);
   const once = mkdtempSync(join(tmpdir(), 'cw-crash-once-'));
-  const res = await runCli(['stack'], {
-    REDIS_URL: redisUrl(), KEY_PREFIX: uniquePrefix(`crash-${seed}`), DATA_DIR: dataDir, EXIT_WHEN_IDLE_MS: '1500',
-    AGGREGATORS: String(aggregators), AGGREGATOR_BATCH: '200', RECLAIM_IDLE_MS: '1000', INGEST_BATCH: '200', CLOSE_EVERY_MS: '100', REPLAY_SPEED: '30000', REPLAY_SHIFT: 'false',
-    CANDLEWICK_CRASH: crashSpec(seed), CANDLEWICK_CRASH_ONCE_DIR: once,
-  }, 180_000);
+  const res = await runCli(
+    ['stack'],
+    {
+      REDIS_URL: redisUrl(),
+      KEY_PREFIX: uniquePrefix(`crash-${seed}`),
+      DATA_DIR: dataDir,
+      EXIT_WHEN_IDLE_MS: '1500',
+      AGGREGATORS: String(aggregators),
+      AGGREGATOR_BATCH: '200',
+      RECLAIM_IDLE_MS: '1000',
+      INGEST_BATCH: '200',
+      CLOSE_EVERY_MS: '100',
+      REPLAY_SPEED: '30000',
+      REPLAY_SHIFT: 'false',
+      CANDLEWICK_CRASH: crashSpec(seed),
+      CANDLEWICK_CRASH_ONCE_DIR: once,
+    },
+    180_000,
+  );
   return { res, dataDir, fired: readdirSync(once) };
 }
 
@@ -46,8 +60,20 @@ describe('kill -9 at chosen points, restarted by the stack', () => {
       const { res, dataDir, fired } = await crashRun(seed);
       expect(res.code, res.stdout.slice(-3000)).toBe(0);
       // each crash point fired (its role died by SIGKILL and was restarted)
-      expect(fired.sort(), res.stdout.split('\n').filter((l) => /SIGKILL/.test(l)).join('\n')).toEqual(CRASH_POINTS.map((p) => p.replace(/[^a-z0-9-]/gi, '_')).sort());
-      expect(res.stdout.match(/role exited unexpectedly; restarting it/g)?.length, res.stdout.split("\n").filter((l) => /exited|SIGKILL|fatal|ERROR/.test(l)).join("\n")).toBe(CRASH_POINTS.length);
+      expect(
+        fired.sort(),
+        res.stdout
+          .split('\n')
+          .filter((l) => /SIGKILL/.test(l))
+          .join('\n'),
+      ).toEqual(CRASH_POINTS.map((p) => p.replace(/[^a-z0-9-]/gi, '_')).sort());
+      expect(
+        res.stdout.match(/role exited unexpectedly; restarting it/g)?.length,
+        res.stdout
+          .split('\n')
+          .filter((l) => /exited|SIGKILL|fatal|ERROR/.test(l))
+          .join('\n'),
+      ).toBe(CRASH_POINTS.length);
       expect(klineProblems(dataDir)).toEqual([]);
     });
   }

@@ -15,7 +15,17 @@ import { readCsv, redisUrl, runCli, tempDir, uniquePrefix, type CsvBar } from '.
  * the day's base bars, through the real stack.
  */
 const ZONE = 'America/New_York';
-const DATES = ['2024-03-08', '2024-03-10', '2024-03-11', '2024-11-01', '2024-11-03', '2024-11-04', '2024-11-28', '2024-11-29', '2024-12-02'];
+const DATES = [
+  '2024-03-08',
+  '2024-03-10',
+  '2024-03-11',
+  '2024-11-01',
+  '2024-11-03',
+  '2024-11-04',
+  '2024-11-28',
+  '2024-11-29',
+  '2024-12-02',
+];
 const EQUITY = 'DLY';
 const ALLDAY = 'BINANCE:DLYUSD';
 
@@ -48,14 +58,20 @@ function rollUp(rows: CsvBar[]): Omit<CsvBar, 'timestamp' | 'start' | 'vwap'> {
 const dateOf = (start: number) => DateTime.fromMillis(start, { zone: ZONE }).toISODate()!;
 
 describe('daily bars (1d)', () => {
-  it('one per date in New York, DST days whole, following SESSIONS: equal to the roll-up of the day\'s 1-minute bars', async () => {
+  it("one per date in New York, DST days whole, following SESSIONS: equal to the roll-up of the day's 1-minute bars", async () => {
     const dir = tempDir('daily');
     const trades = tape();
     const path = join(dir, 'days.jsonl');
     writeFileSync(path, trades.map((t) => JSON.stringify(t)).join('\n'));
     const res = await runCli(['stack'], {
-      REDIS_URL: redisUrl(), KEY_PREFIX: uniquePrefix('daily'), DATA_DIR: dir, REPLAY_TAPE: path, EXIT_WHEN_IDLE_MS: '500',
-      INTERVALS: '1min,1h,1d', SESSIONS: 'regular', SYMBOLS: `${EQUITY},${ALLDAY}`,
+      REDIS_URL: redisUrl(),
+      KEY_PREFIX: uniquePrefix('daily'),
+      DATA_DIR: dir,
+      REPLAY_TAPE: path,
+      EXIT_WHEN_IDLE_MS: '500',
+      INTERVALS: '1min,1h,1d',
+      SESSIONS: 'regular',
+      SYMBOLS: `${EQUITY},${ALLDAY}`,
     });
     expect(res.code, res.stdout.slice(-2000)).toBe(0);
     expect(res.stdout).toMatch(/late\s+0\n/);
@@ -68,7 +84,13 @@ describe('daily bars (1d)', () => {
         expect(d.timestamp, symbol).toBe(dateOf(d.start));
         const ofDay = minutes.filter((m) => dateOf(m.start) === d.timestamp);
         const want = rollUp(ofDay);
-        expect({ open: d.open, high: d.high, low: d.low, close: d.close, n: d.n }, `${symbol} ${d.timestamp}`).toEqual({ open: want.open, high: want.high, low: want.low, close: want.close, n: want.n });
+        expect({ open: d.open, high: d.high, low: d.low, close: d.close, n: d.n }, `${symbol} ${d.timestamp}`).toEqual({
+          open: want.open,
+          high: want.high,
+          low: want.low,
+          close: want.close,
+          n: want.n,
+        });
         expect(d.volume).toBeCloseTo(want.volume, 6);
       }
       if (symbol === ALLDAY) {
@@ -82,7 +104,13 @@ describe('daily bars (1d)', () => {
       } else {
         // trading days only: no weekend (the DST Sundays), no Thanksgiving; the early close's last trade before 13:00
         expect(days.map((d) => d.timestamp)).toEqual(['2024-03-08', '2024-03-11', '2024-11-01', '2024-11-04', '2024-11-29', '2024-12-02']);
-        const early = trades.filter((t) => t.s === EQUITY && dateOf(t.t) === '2024-11-29' && DateTime.fromMillis(t.t, { zone: ZONE }).hour * 60 + DateTime.fromMillis(t.t, { zone: ZONE }).minute >= 570 && DateTime.fromMillis(t.t, { zone: ZONE }).hour < 13);
+        const early = trades.filter(
+          (t) =>
+            t.s === EQUITY &&
+            dateOf(t.t) === '2024-11-29' &&
+            DateTime.fromMillis(t.t, { zone: ZONE }).hour * 60 + DateTime.fromMillis(t.t, { zone: ZONE }).minute >= 570 &&
+            DateTime.fromMillis(t.t, { zone: ZONE }).hour < 13,
+        );
         expect(days.find((d) => d.timestamp === '2024-11-29')!.n).toBe(early.length);
         expect(days.find((d) => d.timestamp === '2024-11-29')!.close).toBe(early[early.length - 1]!.p);
       }
@@ -106,29 +134,51 @@ describe('EMPTY_BARS=carry with daily bars', () => {
     const allDay = carry.fill(files, '1d', ALLDAY, undefined, through).map((f) => clock.date(f.start));
     expect(allDay).toEqual(['2024-11-28', '2024-11-29', '2024-11-30', '2024-12-01', '2024-12-02']);
     expect(readCsv(csvPath(dir, '1d', EQUITY)).rows.map((r) => [r.timestamp, r.close, r.n])).toEqual([
-      ['2024-11-27', 100, 1], ['2024-11-29', 100, 0], ['2024-12-02', 100, 0],
+      ['2024-11-27', 100, 1],
+      ['2024-11-29', 100, 0],
+      ['2024-12-02', 100, 0],
     ]);
   });
 });
 
 describe('price updates without a trade (v = 0)', () => {
-  it('set the bar\'s prices but count as neither volume nor a transaction, through the stack', async () => {
+  it("set the bar's prices but count as neither volume nor a transaction, through the stack", async () => {
     const dir = tempDir('zero-volume');
     const t0 = Date.parse('2024-03-05T15:00:00Z');
     const rows = [
-      { p: 1.1, v: 0, t: t0 + 1_000 }, { p: 1.12, v: 0, t: t0 + 20_000 }, { p: 1.11, v: 5, t: t0 + 30_000 }, { p: 1.09, v: 0, t: t0 + 50_000 },
-      { p: 1.13, v: 0, t: t0 + 70_000 }, { p: 1.14, v: 0, t: t0 + 80_000 },
+      { p: 1.1, v: 0, t: t0 + 1_000 },
+      { p: 1.12, v: 0, t: t0 + 20_000 },
+      { p: 1.11, v: 5, t: t0 + 30_000 },
+      { p: 1.09, v: 0, t: t0 + 50_000 },
+      { p: 1.13, v: 0, t: t0 + 70_000 },
+      { p: 1.14, v: 0, t: t0 + 80_000 },
       { p: 1.15, v: 2, t: t0 + 130_000 },
     ];
     const path = join(dir, 'fx.jsonl');
     writeFileSync(path, rows.map((r) => JSON.stringify({ s: 'OANDA:EUR_USD', ...r, c: [] })).join('\n'));
-    const res = await runCli(['stack'], { REDIS_URL: redisUrl(), KEY_PREFIX: uniquePrefix('zero-volume'), DATA_DIR: dir, REPLAY_TAPE: path, EXIT_WHEN_IDLE_MS: '500', INTERVALS: '1min,5min' });
+    const res = await runCli(['stack'], {
+      REDIS_URL: redisUrl(),
+      KEY_PREFIX: uniquePrefix('zero-volume'),
+      DATA_DIR: dir,
+      REPLAY_TAPE: path,
+      EXIT_WHEN_IDLE_MS: '500',
+      INTERVALS: '1min,5min',
+    });
     expect(res.code).toBe(0);
-    expect(readFileSync(csvPath(dir, '1min', 'OANDA:EUR_USD'), 'utf8').trim().split('\n').slice(1)).toEqual([
+    expect(
+      readFileSync(csvPath(dir, '1min', 'OANDA:EUR_USD'), 'utf8')
+        .trim()
+        .split('\n')
+        .slice(1),
+    ).toEqual([
       '2024-03-05T10:00:00-05:00,1.1,1.12,1.09,1.09,1.11,5,1',
       '2024-03-05T10:01:00-05:00,1.13,1.14,1.13,1.14,,0,0',
       '2024-03-05T10:02:00-05:00,1.15,1.15,1.15,1.15,1.15,2,1',
     ]);
-    expect(readFileSync(csvPath(dir, '5min', 'OANDA:EUR_USD'), 'utf8').trim().split('\n')[1]).toBe('2024-03-05T10:00:00-05:00,1.1,1.15,1.09,1.15,1.12142857142857,7,2');
+    expect(
+      readFileSync(csvPath(dir, '5min', 'OANDA:EUR_USD'), 'utf8')
+        .trim()
+        .split('\n')[1],
+    ).toBe('2024-03-05T10:00:00-05:00,1.1,1.15,1.09,1.15,1.12142857142857,7,2');
   });
 });

@@ -37,7 +37,9 @@ describe('damaged CSV files', () => {
     put(file(dir, '5min'), `${rows5m.slice(0, 41).join('\n')}\n${rows5m[41]!.slice(0, 20)}`);
     const res = await runCli(['stack'], { DATA_DIR: dir });
     expect(res.code, res.stdout.slice(-3000)).toBe(0);
-    expect(res.stdout).toMatch(/a CSV file could not be read back: set it aside and started a new one .*reason=its last row is not a bar row: "this is not a row"/);
+    expect(res.stdout).toMatch(
+      /a CSV file could not be read back: set it aside and started a new one .*reason=its last row is not a bar row: "this is not a row"/,
+    );
     expect(res.stdout).toMatch(/cut a partial last row .*BINANCE_XRPETH_5min\.csv/);
     // the damaged file is kept aside as it was; the new one has every bar of this run
     const aside = readdirSync(join(dir, 'raw', '1min')).filter((f) => f.includes('.damaged-'));
@@ -46,20 +48,25 @@ describe('damaged CSV files', () => {
     expect(readFileSync(file(dir, '1min'), 'utf8')).toBe(ref1m);
     // the cut file continues from its last whole row: the same bytes as a run that was never cut
     expect(readFileSync(file(dir, '5min'), 'utf8')).toBe(ref5m);
-    for (const iv of ['15min', '30min', '1h']) expect(readFileSync(file(dir, iv), 'utf8'), iv).toBe(reference.get(`${iv}/BINANCE_XRPETH_${iv}.csv`));
+    for (const iv of ['15min', '30min', '1h'])
+      expect(readFileSync(file(dir, iv), 'utf8'), iv).toBe(reference.get(`${iv}/BINANCE_XRPETH_${iv}.csv`));
   });
 
   it('rows deleted from the end of a file while the writer runs are noticed, said, and written again from bars:{interval}', async () => {
     const dir = tempDir('rows-missing');
     const stack = startCli(['stack'], { DATA_DIR: dir, REPLAY_SPEED: '20000', REPLAY_SHIFT: 'false', EXIT_WHEN_IDLE_MS: '2000' });
     const path = file(dir, '1min');
-    await waitFor(() => {
-      try {
-        return readFileSync(path, 'utf8').split('\n').length > 500;
-      } catch {
-        return false;
-      }
-    }, 60_000, '500 rows');
+    await waitFor(
+      () => {
+        try {
+          return readFileSync(path, 'utf8').split('\n').length > 500;
+        } catch {
+          return false;
+        }
+      },
+      60_000,
+      '500 rows',
+    );
     // someone cuts the last 20 rows
     const text = readFileSync(path, 'utf8');
     const lines = text.split('\n');
@@ -68,7 +75,9 @@ describe('damaged CSV files', () => {
     const code = await stack.exited;
     const out = stack.output().stdout;
     expect(code, out.slice(-3000)).toBe(0);
-    expect(out).toMatch(/rows went missing from the end of a CSV file while the writer ran: wrote them again from cw:bars:1min .*restored=\d+/);
+    expect(out).toMatch(
+      /rows went missing from the end of a CSV file while the writer ran: wrote them again from cw:bars:1min .*restored=\d+/,
+    );
     expect(readFileSync(path, 'utf8')).toBe(reference.get('1min/BINANCE_XRPETH_1min.csv'));
   });
 });

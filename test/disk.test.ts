@@ -1,9 +1,9 @@
-import { execFileSync } from 'node:child_process';
-import { mkdirSync, openSync, readFileSync, readdirSync, rmSync, writeSync, closeSync, statSync } from 'node:fs';
+import { readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it, onTestFinished } from 'vitest';
 import { Clock, barFromTrade, orderKey } from '@candlewick/core';
 import { CsvFiles, csvPath } from '@candlewick/common';
+import { mountTmpfs, fillDisk } from './full-disk.js';
 import { csvOutputs, needs, runCli, startCli, tempDir, waitFor } from './helpers.js';
 
 /**
@@ -15,34 +15,7 @@ const root = process.getuid?.() === 0;
 
 /** A tmpfs of `kb` KiB at `dir`, unmounted when the test ends. */
 function tmpfs(dir: string, kb: number): void {
-  mkdirSync(dir, { recursive: true });
-  execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${kb}k`, 'tmpfs', dir]);
-  onTestFinished(() => {
-    try {
-      execFileSync('umount', ['-l', dir]);
-    } catch {
-      // already gone
-    }
-  });
-}
-
-/** Fills the filesystem of `dir` with a file until it is full; returns its path. */
-function fill(dir: string, leaveKb = 0): string {
-  const path = join(dir, 'filler');
-  const fd = openSync(path, 'w');
-  const chunk = Buffer.alloc(4096, 'x');
-  try {
-    for (;;) {
-      const free = Number(execFileSync('df', ['--output=avail', '-k', dir]).toString().split('\n')[1]);
-      if (free <= leaveKb) break;
-      writeSync(fd, chunk);
-    }
-  } catch {
-    // ENOSPC: full
-  } finally {
-    closeSync(fd);
-  }
-  return path;
+  onTestFinished(mountTmpfs(dir, kb));
 }
 
 const clock = new Clock('America/New_York');
@@ -57,7 +30,7 @@ describe('a full disk', () => {
     const files = new CsvFiles(dir, clock);
     for (let i = 0; i < 3; i++) expect(files.append('1min', 'AAPL', T + i * 60_000, bar(i))).toBe('written');
     const path = csvPath(dir, '1min', 'AAPL');
-    const filler = fill(dir);
+    const filler = fillDisk(dir);
     // the file's last page has room for a few rows; the row that does not fit is written in part, then refused
     let i = 3;
     let failed: unknown;
@@ -82,7 +55,9 @@ describe('a full disk', () => {
     const after = readFileSync(path, 'utf8').trimEnd().split('\n');
     expect(after).toHaveLength(2 + i);
     expect(after.slice(1).every((l) => /^2019-11-03T0\d:\d\d:00-0[45]:00,\d+\.123456,/.test(l) && l.split(',').length === 8)).toBe(true);
-    expect(readFileSync(csvPath(dir, '1min', 'MSFT'), 'utf8').split('\n')[0]).toBe('timestamp,open,high,low,close,vwap,volume,num_transactions');
+    expect(readFileSync(csvPath(dir, '1min', 'MSFT'), 'utf8').split('\n')[0]).toBe(
+      'timestamp,open,high,low,close,vwap,volume,num_transactions',
+    );
   });
 
   let reference: Map<string, string>;
@@ -98,10 +73,16 @@ describe('a full disk', () => {
     const dir = tempDir('enospc-csv');
     const raw = join(dir, 'raw');
     tmpfs(raw, 512);
-    const filler = fill(raw, 150);
+    const filler = fillDisk(raw, 150);
     // the writer is the stack's second child: its /healthz is on METRICS_PORT + 1
     const metrics = 20_000 + Math.floor(Math.random() * 20_000);
-    const stack = startCli(['stack'], { DATA_DIR: dir, REPLAY_SPEED: '20000', REPLAY_SHIFT: 'false', EXIT_WHEN_IDLE_MS: '2000', METRICS_PORT: String(metrics) });
+    const stack = startCli(['stack'], {
+      DATA_DIR: dir,
+      REPLAY_SPEED: '20000',
+      REPLAY_SHIFT: 'false',
+      EXIT_WHEN_IDLE_MS: '2000',
+      METRICS_PORT: String(metrics),
+    });
     await waitFor(() => /appending to the CSV files failed/.test(stack.output().stdout), 90_000, 'the disk to fill');
     // health means working: a writer that cannot append says so, with the reason
     const health = await fetch(`http://127.0.0.1:${metrics + 1}/healthz`);
@@ -109,7 +90,13 @@ describe('a full disk', () => {
     expect(await health.json()).toMatchObject({ role: 'write', ok: false, redis: 'ready', csv: expect.stringMatching(/appends failing/) });
     await new Promise((r) => setTimeout(r, 3000));
     rmSync(filler);
-    await waitFor(async () => (await fetch(`http://127.0.0.1:${metrics + 1}/healthz`).catch(() => undefined))?.status === 200 || stack.output().stdout.includes('candlewick summary'), 30_000, 'healthy again');
+    await waitFor(
+      async () =>
+        (await fetch(`http://127.0.0.1:${metrics + 1}/healthz`).catch(() => undefined))?.status === 200 ||
+        stack.output().stdout.includes('candlewick summary'),
+      30_000,
+      'healthy again',
+    );
     const code = await stack.exited;
     const out = stack.output().stdout;
     expect(code, out.slice(-3000)).toBe(0);
@@ -122,7 +109,7 @@ describe('a full disk', () => {
     if (!needs(root, 'mounting a small tmpfs needs root')) return;
     const dir = tempDir('enospc-all');
     tmpfs(dir, 24 * 1024);
-    const filler = fill(dir, 3 * 1024);
+    const filler = fillDisk(dir, 3 * 1024);
     const stack = startCli(['stack'], { DATA_DIR: dir, REPLAY_SPEED: '20000', REPLAY_SHIFT: 'false', EXIT_WHEN_IDLE_MS: '3000' });
     await waitFor(() => /MISCONF|No space left|ENOSPC/.test(stack.output().stdout), 90_000, 'the disk to fill');
     await new Promise((r) => setTimeout(r, 3000));

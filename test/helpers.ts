@@ -25,7 +25,8 @@ export const LEAN_AIG_TAPE = join(ROOT, 'tapes/lean-aig-20131010/tick/aig_201310
 export function csvOutputs(dataDir: string): Map<string, string> {
   const out = new Map<string, string>();
   const raw = join(dataDir, 'raw');
-  for (const iv of readdirSync(raw)) for (const f of readdirSync(join(raw, iv))) out.set(`${iv}/${f}`, readFileSync(join(raw, iv, f), 'utf8'));
+  for (const iv of readdirSync(raw))
+    for (const f of readdirSync(join(raw, iv))) out.set(`${iv}/${f}`, readFileSync(join(raw, iv, f), 'utf8'));
   return out;
 }
 
@@ -43,8 +44,9 @@ export function tempDir(name: string): string {
   return mkdtempSync(join(tmpdir(), `cw-${name}-`));
 }
 
+/** A client of the test Redis (a single server: the cluster tests start their own). */
 export function testRedis(): Redis {
-  return connectRedis(redisUrl());
+  return connectRedis(redisUrl()) as Redis;
 }
 
 /** Trades appended to the raw streams so far (the addTrades count, over `partitions`). */
@@ -192,7 +194,14 @@ export function rollUpKlines(klines: Kline[], minutes: number): Map<number, Klin
  * ([name, minutes]): mismatched bars, a trade count other than the tape's 12,477, a row twice.
  * Empty = exact.
  */
-export function klineProblems(dataDir: string, intervals: readonly (readonly [string, number])[] = [['1min', 1], ['5min', 5], ['1h', 60]]): string[] {
+export function klineProblems(
+  dataDir: string,
+  intervals: readonly (readonly [string, number])[] = [
+    ['1min', 1],
+    ['5min', 5],
+    ['1h', 60],
+  ],
+): string[] {
   const klines = loadKlines();
   const problems: string[] = [];
   for (const [interval, minutes] of intervals) {
@@ -230,15 +239,24 @@ export function compareBars(rows: CsvBar[], oracle: Map<number, Kline>): string[
  * once all of it is ingested, and comes back 700 ms later serving `after`. Resolves when the stack
  * exits (EXIT_WHEN_IDLE_MS), with its output.
  */
-export async function runThroughOutage(before: readonly TapeItem[], after: readonly TapeItem[], env: Record<string, string>): Promise<{ code: number | null; out: string }> {
+export async function runThroughOutage(
+  before: readonly TapeItem[],
+  after: readonly TapeItem[],
+  env: Record<string, string>,
+): Promise<{ code: number | null; out: string }> {
   const quiet = pino({ level: 'silent' });
   const port = await freePort();
   const first = new ReplayServer(before, { port, speed: 0, frameTrades: 200, settleMs: 10 }, quiet);
   await first.start();
   const stack = spawn(process.execPath, [CLI, 'stack'], {
     env: {
-      PATH: process.env.PATH ?? '', MODE: 'live', FINNHUB_WS_URL: `ws://127.0.0.1:${port}`, CLOCK: 'event', EXIT_WHEN_IDLE_MS: '2500',
-      LOG_LEVEL: 'info', ...env,
+      PATH: process.env.PATH ?? '',
+      MODE: 'live',
+      FINNHUB_WS_URL: `ws://127.0.0.1:${port}`,
+      CLOCK: 'event',
+      EXIT_WHEN_IDLE_MS: '2500',
+      LOG_LEVEL: 'info',
+      ...env,
     },
     stdio: ['ignore', 'pipe', 'pipe'],
   });

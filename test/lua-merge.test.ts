@@ -1,6 +1,16 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import fc from 'fast-check';
-import { AGGREGATOR_GROUP, addTrades, addTradesArgs, ensureGroup, loadConfig, mergeBatch, mergeBatchArgs, type Keys, type StreamEntry } from '@candlewick/common';
+import {
+  AGGREGATOR_GROUP,
+  addTrades,
+  addTradesArgs,
+  ensureGroup,
+  loadConfig,
+  mergeBatch,
+  mergeBatchArgs,
+  type Keys,
+  type StreamEntry,
+} from '@candlewick/common';
 import { Clock, ConditionRules, decodeBarState, type Trade } from '@candlewick/core';
 import { Aggregator } from '@candlewick/aggregator';
 import { Preaggregator, rawEntry } from '@candlewick/core';
@@ -29,7 +39,10 @@ async function ingest(keys: Keys, trades: Trade[], consumer = 'reader'): Promise
   const stream = keys.trades(0);
   await ensureGroup(redis, stream, AGGREGATOR_GROUP);
   await addTrades(redis, keys, 0, addTradesArgs({ clock: 'event', graceMs: cfg.graceMs }, [], trades));
-  const res = (await redis.xreadgroup('GROUP', AGGREGATOR_GROUP, consumer, 'COUNT', 100_000, 'STREAMS', stream, '>')) as [string, StreamEntry[]][];
+  const res = (await redis.xreadgroup('GROUP', AGGREGATOR_GROUP, consumer, 'COUNT', 100_000, 'STREAMS', stream, '>')) as [
+    string,
+    StreamEntry[],
+  ][];
   return res[0]![1];
 }
 
@@ -39,7 +52,9 @@ async function openBars(keys: Keys) {
 }
 
 function expected(entries: StreamEntry[], rules?: ConditionRules) {
-  const pre = new Preaggregator(clock, cfg.intervals, cfg.baseMs, cfg.graceMs, { conditions: rules }).run(entries.map(([id, f]) => rawEntry(id, f!)));
+  const pre = new Preaggregator(clock, cfg.intervals, cfg.baseMs, cfg.graceMs, { conditions: rules }).run(
+    entries.map(([id, f]) => rawEntry(id, f!)),
+  );
   return Object.fromEntries([...pre.bars].map(([k, v]) => [k, v.state]));
 }
 
@@ -73,8 +88,20 @@ async function luaAgrees(rules: () => ConditionRules | undefined): Promise<void>
         const order = batches.map((_, i) => i).sort((a, b) => ((a * 7919 + seed) % 13) - ((b * 7919 + seed) % 13));
         for (const i of order) {
           const b = batches[i]!;
-          const pre = new Preaggregator(clock, cfg.intervals, cfg.baseMs, cfg.graceMs, { conditions: rules() }).run(b.map(([id, f]) => rawEntry(id, f!)));
-          const res = await mergeBatch(redis, keys, 0, mergeBatchArgs(AGGREGATOR_GROUP, 'reader', b.map(([id]) => id), pre));
+          const pre = new Preaggregator(clock, cfg.intervals, cfg.baseMs, cfg.graceMs, { conditions: rules() }).run(
+            b.map(([id, f]) => rawEntry(id, f!)),
+          );
+          const res = await mergeBatch(
+            redis,
+            keys,
+            0,
+            mergeBatchArgs(
+              AGGREGATOR_GROUP,
+              'reader',
+              b.map(([id]) => id),
+              pre,
+            ),
+          );
           expect(res.status).toBe('merged');
         }
         expectSameBars(await openBars(keys), expected(entries, rules()));
@@ -96,13 +123,24 @@ describe('exactly once when workers race on a reclaimed batch', () => {
   it('a worker that lost part of its batch to another merges only the rest', async () => {
     const keys = testKeys('race');
     const trades: Trade[] = Array.from({ length: 500 }, (_, i) => ({
-      s: i % 3 ? 'AAPL' : 'MSFT', p: String(100 + (i % 17) / 4), v: 1 + (i % 5), t: T0 + i * 731, c: [], rx: 0,
+      s: i % 3 ? 'AAPL' : 'MSFT',
+      p: String(100 + (i % 17) / 4),
+      v: 1 + (i % 5),
+      t: T0 + i * 731,
+      c: [],
+      rx: 0,
     }));
     const slow = new Aggregator(redis, cfg, keys, quiet.child({ w: 'slow' }));
     const fast = new Aggregator(redis, cfg, keys, quiet.child({ w: 'fast' }));
     const entries = await ingest(keys, trades, slow.consumer); // all pending for the slow worker
     // The fast worker reclaims a middle part of the slow worker's pending batch and merges it first.
-    const stolen = (await redis.xclaim(keys.trades(0), AGGREGATOR_GROUP, fast.consumer, 0, ...entries.slice(100, 300).map(([id]) => id))) as StreamEntry[];
+    const stolen = (await redis.xclaim(
+      keys.trades(0),
+      AGGREGATOR_GROUP,
+      fast.consumer,
+      0,
+      ...entries.slice(100, 300).map(([id]) => id),
+    )) as StreamEntry[];
     expect(stolen).toHaveLength(200);
     await fast.process(0, stolen);
     // Now the slow worker finishes its whole batch: the 200 already merged must not count again.
@@ -121,7 +159,14 @@ describe('exactly once when workers race on a reclaimed batch', () => {
 describe('a dead worker', () => {
   it('has its pending entries reclaimed by a live one within a bounded time, each counted once', async () => {
     const keys = testKeys('reclaim');
-    const trades: Trade[] = Array.from({ length: 300 }, (_, i) => ({ s: 'AAPL', p: String(50 + (i % 9)), v: 2, t: T0 + i * 997, c: [], rx: 0 }));
+    const trades: Trade[] = Array.from({ length: 300 }, (_, i) => ({
+      s: 'AAPL',
+      p: String(50 + (i % 9)),
+      v: 2,
+      t: T0 + i * 997,
+      c: [],
+      rx: 0,
+    }));
     const entries = await ingest(keys, trades, 'dead-worker'); // read, never merged: the worker "died"
     const liveCfg = loadConfig({ INTERVALS: '1min,5min,1h', GRACE_MS: '3600000', RECLAIM_IDLE_MS: '300', KEY_PREFIX: keys.prefix });
     const live = new Aggregator(redis, liveCfg, keys, quiet);
@@ -166,7 +211,12 @@ describe('addTrades applies each batch once, in order', () => {
     // batches 1 and 2 were acknowledged, then lost with Redis's last second: 3 must not go first
     expect(await addTrades(redis, keys, 0, batch(3, [4]))).toEqual({ status: 'hole', applied: 0 });
     expect(await redis.xlen(keys.trades(0))).toBe(1);
-    for (const [seq, t] of [[1, 2], [2, 3], [3, 4]] as const) expect((await addTrades(redis, keys, 0, batch(seq, [t]))).status).toBe('applied');
+    for (const [seq, t] of [
+      [1, 2],
+      [2, 3],
+      [3, 4],
+    ] as const)
+      expect((await addTrades(redis, keys, 0, batch(seq, [t]))).status).toBe('applied');
     const ts = ((await redis.xrange(keys.trades(0), '-', '+')) as [string, string[]][]).map(([, f]) => Number(f[f.indexOf('t') + 1]) - T0);
     expect(ts).toEqual([1, 2, 3, 4]);
     // a sender that no longer holds batches 4..5 applies 6 anyway, and says so (the sink's account)

@@ -18,7 +18,8 @@ async function get(port: number, path: string): Promise<{ status: number; body: 
 function sample(body: string, name: string, labels = ''): number {
   let sum = 0;
   for (const line of body.split('\n')) {
-    if (line.startsWith(`${name}{`) || line.startsWith(`${name} `)) if (line.includes(labels)) sum += Number(line.slice(line.lastIndexOf(' ') + 1));
+    if (line.startsWith(`${name}{`) || line.startsWith(`${name} `))
+      if (line.includes(labels)) sum += Number(line.slice(line.lastIndexOf(' ') + 1));
   }
   return sum;
 }
@@ -56,14 +57,30 @@ describe('metrics, health and log files', () => {
   it('under stack every role serves its metrics on its own port while it works, and keeps a rotated JSON log', async () => {
     const base = await freePort();
     const dataDir = tempDir('metrics');
-    const run = runCli(['stack'], {
-      REDIS_URL: redisUrl(), KEY_PREFIX: uniquePrefix('metrics'), DATA_DIR: dataDir, EXIT_WHEN_IDLE_MS: '1500',
-      REPLAY_SPEED: '20000', REPLAY_SHIFT: 'false', METRICS_PORT: String(base), LOG_LEVEL: 'debug', LOG_FILE_SIZE: '1k', LOG_FILE_COUNT: '2',
-    }, 180_000);
+    const run = runCli(
+      ['stack'],
+      {
+        REDIS_URL: redisUrl(),
+        KEY_PREFIX: uniquePrefix('metrics'),
+        DATA_DIR: dataDir,
+        EXIT_WHEN_IDLE_MS: '1500',
+        REPLAY_SPEED: '20000',
+        REPLAY_SHIFT: 'false',
+        METRICS_PORT: String(base),
+        LOG_LEVEL: 'debug',
+        LOG_FILE_SIZE: '1k',
+        LOG_FILE_COUNT: '2',
+      },
+      180_000,
+    );
     // stack's order: replay-server, write, close, aggregate, ingest
     const port = { write: base + 1, close: base + 2, aggregate: base + 3, ingest: base + 4 };
     const scrape = async (role: keyof typeof port) => (await get(port[role], '/metrics')).body;
-    await waitFor(async () => sample(await scrape('write'), 'candlewick_bars_written_total', 'interval="1min"') > 0, 60_000, 'bars written');
+    await waitFor(
+      async () => sample(await scrape('write'), 'candlewick_bars_written_total', 'interval="1min"') > 0,
+      60_000,
+      'bars written',
+    );
     const ingest = await scrape('ingest');
     const aggregate = await scrape('aggregate');
     const close = await scrape('close');
@@ -85,7 +102,10 @@ describe('metrics, health and log files', () => {
     // JSON log files per process under DATA_DIR/logs; the chatty closer's (debug) rotated at 1k, 2 old files kept
     const logs = readdirSync(join(dataDir, 'logs'));
     for (const role of ['stack', 'replay-server', 'write', 'close', 'aggregate', 'ingest']) {
-      expect(logs.some((f) => f.startsWith(`${role}.`)), role).toBe(true);
+      expect(
+        logs.some((f) => f.startsWith(`${role}.`)),
+        role,
+      ).toBe(true);
     }
     const closeLogs = logs.filter((f) => /^close\.\d+\.log$/.test(f)).sort((a, b) => Number(a.split('.')[1]) - Number(b.split('.')[1]));
     expect(closeLogs.length).toBeLessThanOrEqual(3);

@@ -28,7 +28,13 @@ describe('bundled tape through the whole stack', () => {
     expect(res.stdout).toMatch(/bars written\s+1min=2469 5min=706 15min=238 30min=119 1h=60/);
 
     const klines = loadKlines();
-    for (const [interval, minutes] of [['1min', 1], ['5min', 5], ['15min', 15], ['30min', 30], ['1h', 60]] as const) {
+    for (const [interval, minutes] of [
+      ['1min', 1],
+      ['5min', 5],
+      ['15min', 15],
+      ['30min', 30],
+      ['1h', 60],
+    ] as const) {
       const { header, rows } = readCsv(csvPath(dataDir, interval, 'BINANCE:XRPETH'));
       expect(header).toBe('timestamp,open,high,low,close,vwap,volume,num_transactions');
       expect(compareBars(rows, rollUpKlines(klines, minutes))).toEqual([]);
@@ -47,8 +53,12 @@ describe('EMPTY_BARS=carry', () => {
   it('writes Binance’s flat zero-volume minutes too: all 3,560 klines, empty minutes at the previous close', async () => {
     const dataDir = tempDir('carry');
     const res = await runCli(['stack'], {
-      REDIS_URL: redisUrl(), KEY_PREFIX: uniquePrefix('carry'), DATA_DIR: dataDir, EXIT_WHEN_IDLE_MS: '500',
-      EMPTY_BARS: 'carry', INTERVALS: '1min,1h',
+      REDIS_URL: redisUrl(),
+      KEY_PREFIX: uniquePrefix('carry'),
+      DATA_DIR: dataDir,
+      EXIT_WHEN_IDLE_MS: '500',
+      EMPTY_BARS: 'carry',
+      INTERVALS: '1min,1h',
     });
     expect(res.code).toBe(0);
     const klines = loadKlines();
@@ -76,17 +86,28 @@ describe('partitions and several aggregators', () => {
     for (const r of rows) for (const s of symbols) lines.push(JSON.stringify({ s, p: r.info.p, v: Number(r.info.q), t: r.info.T, c: [] }));
     writeFileSync(tape, lines.join('\n'));
     const run = (dir: string, env: Record<string, string>) =>
-      runCli(['stack'], { REDIS_URL: redisUrl(), KEY_PREFIX: uniquePrefix('parts'), DATA_DIR: dir, EXIT_WHEN_IDLE_MS: '500', REPLAY_TAPE: tape, INTERVALS: '1min,15min', ...env });
+      runCli(['stack'], {
+        REDIS_URL: redisUrl(),
+        KEY_PREFIX: uniquePrefix('parts'),
+        DATA_DIR: dir,
+        EXIT_WHEN_IDLE_MS: '500',
+        REPLAY_TAPE: tape,
+        INTERVALS: '1min,15min',
+        ...env,
+      });
     const many = await run(join(dataDir, 'many'), { STREAM_PARTITIONS: '3', AGGREGATORS: '2' });
     expect(many.code).toBe(0);
     expect(many.stdout).toMatch(/trades in\s+37431\n/);
     const klines = loadKlines();
-    for (const s of symbols) expect(compareBars(readCsv(csvPath(join(dataDir, 'many'), '1min', s)).rows, rollUpKlines(klines, 1))).toEqual([]);
+    for (const s of symbols)
+      expect(compareBars(readCsv(csvPath(join(dataDir, 'many'), '1min', s)).rows, rollUpKlines(klines, 1))).toEqual([]);
     const one = await run(join(dataDir, 'one'), { STREAM_PARTITIONS: '1', AGGREGATORS: '1' });
     expect(one.code).toBe(0);
     for (const s of symbols) {
       for (const iv of ['1min', '15min']) {
-        expect(readFileSync(csvPath(join(dataDir, 'many'), iv, s), 'utf8')).toBe(readFileSync(csvPath(join(dataDir, 'one'), iv, s), 'utf8'));
+        expect(readFileSync(csvPath(join(dataDir, 'many'), iv, s), 'utf8')).toBe(
+          readFileSync(csvPath(join(dataDir, 'one'), iv, s), 'utf8'),
+        );
       }
     }
   });

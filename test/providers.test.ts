@@ -4,13 +4,24 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { BACKFILL_GROUP, addTrades, addTradesArgs, loadConfig } from '@candlewick/common';
 import { BAR_FLAGS, decodeBarState, volumeNumber, type Trade } from '@candlewick/core';
 import { ensureGroup } from '@candlewick/common';
-import { BackfillService, FinnhubCandles, Massive, ProviderError, ProviderServer, TokenBucket, backfillPreaggregator, parseRequest, retryAfterMs, type Fault } from '@candlewick/backfill';
+import {
+  BackfillService,
+  FinnhubCandles,
+  Massive,
+  ProviderError,
+  ProviderServer,
+  TokenBucket,
+  backfillPreaggregator,
+  parseRequest,
+  retryAfterMs,
+  type Fault,
+} from '@candlewick/backfill';
 import { Splicer } from '@candlewick/core';
-import { readTapeFile } from '@candlewick/common';
+import { readTapeTrades } from '@candlewick/common';
 import { ROOT, runCli, tempDir, testKeys, testRedis } from './helpers.js';
 
 const TICK = join(ROOT, 'tapes/lean-aig-20131010/tick/aig_20131010_trade.zip');
-const tape = readTapeFile(TICK);
+const tape = readTapeTrades(TICK);
 const quiet = pino({ level: 'silent' });
 const redis = testRedis();
 afterAll(() => redis.quit());
@@ -24,7 +35,14 @@ async function withServer<T>(faults: Fault[], f: (base: string, server: Provider
     await server.stop();
   }
 }
-const http = (provider: string, headers: Record<string, string>) => ({ provider, bucket: new TokenBucket(100_000), retries: 3, headers, log: quiet, backoffMs: 20 });
+const http = (provider: string, headers: Record<string, string>) => ({
+  provider,
+  bucket: new TokenBucket(100_000),
+  retries: 3,
+  headers,
+  log: quiet,
+  backoffMs: 20,
+});
 const T = (iso: string) => Date.parse(iso);
 
 describe('providers over HTTP', () => {
@@ -49,7 +67,9 @@ describe('providers over HTTP', () => {
       const f = await new FinnhubCandles(`${base}/api/v1`, http('finnhub', { 'x-finnhub-token': 't' })).candles('AIG', from, to);
       expect(m).toHaveLength(10);
       expect(m.every((c) => c.vwap !== undefined && c.n !== undefined)).toBe(true);
-      expect(f.map((c) => [c.start, c.open, c.high, c.low, c.close, c.volume])).toEqual(m.map((c) => [c.start, c.open, c.high, c.low, c.close, c.volume]));
+      expect(f.map((c) => [c.start, c.open, c.high, c.low, c.close, c.volume])).toEqual(
+        m.map((c) => [c.start, c.open, c.high, c.low, c.close, c.volume]),
+      );
       expect(f.every((c) => c.vwap === undefined && c.n === undefined)).toBe(true);
     });
   });
@@ -77,23 +97,31 @@ describe('providers over HTTP', () => {
       const f = new FinnhubCandles(`${base}/api/v1`, http('finnhub', { 'x-finnhub-token': 't' }));
       const err = await f.candles('AIG', 0, 1).catch((e: unknown) => e);
       expect(err).toBeInstanceOf(ProviderError);
-      expect((err as ProviderError).message).toMatch(/^finnhub: HTTP 500 from http:\/\/127\.0\.0\.1:\d+\/api\/v1\/stock\/candle.* after 4 attempts/);
+      expect((err as ProviderError).message).toMatch(
+        /^finnhub: HTTP 500 from http:\/\/127\.0\.0\.1:\d+\/api\/v1\/stock\/candle.* after 4 attempts/,
+      );
       expect((err as ProviderError).permanent).toBe(false);
     });
   });
 
   it('a malformed body, a refused key and a 403 each give an error that says what is wrong', async () => {
-    await withServer([{ path: /candle/, status: 200, times: 1, body: '<html>maintenance</html>' }, { path: /aggs/, status: 200, times: 1, body: '{"results":[{"t":"x"}]}' }], async (base) => {
-      const f = new FinnhubCandles(`${base}/api/v1`, http('finnhub', { 'x-finnhub-token': 't' }));
-      await expect(f.candles('AIG', 0, 1)).rejects.toThrow(/finnhub: malformed body from .*: not JSON \(starts "<html>maintenance/);
-      const m = new Massive(base, http('massive', { authorization: 'Bearer k' }));
-      await expect(m.candles('AIG', 0, 1)).rejects.toThrow(/massive: malformed body for aggregates of AIG: results\.0\.t/);
-      const wrongKey = new Massive(base, http('massive', { authorization: 'Bearer nope' }));
-      const e401 = (await wrongKey.trades('AIG', 0, 1).catch((e: unknown) => e)) as ProviderError;
-      expect(e401.message).toMatch(/HTTP 401 .*the API key was refused/);
-      expect(e401.message).not.toMatch(/nope/);
-      expect(e401.permanent).toBe(true);
-    });
+    await withServer(
+      [
+        { path: /candle/, status: 200, times: 1, body: '<html>maintenance</html>' },
+        { path: /aggs/, status: 200, times: 1, body: '{"results":[{"t":"x"}]}' },
+      ],
+      async (base) => {
+        const f = new FinnhubCandles(`${base}/api/v1`, http('finnhub', { 'x-finnhub-token': 't' }));
+        await expect(f.candles('AIG', 0, 1)).rejects.toThrow(/finnhub: malformed body from .*: not JSON \(starts "<html>maintenance/);
+        const m = new Massive(base, http('massive', { authorization: 'Bearer k' }));
+        await expect(m.candles('AIG', 0, 1)).rejects.toThrow(/massive: malformed body for aggregates of AIG: results\.0\.t/);
+        const wrongKey = new Massive(base, http('massive', { authorization: 'Bearer nope' }));
+        const e401 = (await wrongKey.trades('AIG', 0, 1).catch((e: unknown) => e)) as ProviderError;
+        expect(e401.message).toMatch(/HTTP 401 .*the API key was refused/);
+        expect(e401.message).not.toMatch(/nope/);
+        expect(e401.permanent).toBe(true);
+      },
+    );
     await withServer([{ path: /candle/, status: 403, times: 1 }], async (base) => {
       const f = new FinnhubCandles(`${base}/api/v1`, http('finnhub', { 'x-finnhub-token': 't' }));
       await expect(f.candles('AIG', 0, 1)).rejects.toThrow(/HTTP 403 .*no access to this endpoint \(it may need a paid plan\)/);
@@ -116,7 +144,11 @@ describe('the splice', () => {
   const tr = (dt: number, p: string, v: number, seq: number) => ({ t: t + dt, p, v, seq, c: [] });
 
   it('ticks: t < the first live trade, plus the trades the provider sequences before it in its millisecond', () => {
-    const s = splicer.ticks(req, [tr(-5000, '10', 1, 1), tr(0, '10.4', 2, 2), tr(0, '10.5', 100, 3), tr(0, '10.6', 3, 4), tr(10, '11', 5, 5)], BAR_FLAGS.MASSIVE_TRADES);
+    const s = splicer.ticks(
+      req,
+      [tr(-5000, '10', 1, 1), tr(0, '10.4', 2, 2), tr(0, '10.5', 100, 3), tr(0, '10.6', 3, 4), tr(10, '11', 5, 5)],
+      BAR_FLAGS.MASSIVE_TRADES,
+    );
     expect(s.used).toBe(2);
     const minute = s.partials.get(`1min|AIG|${T('2013-10-10T10:15:00-04:00')}`)!.state;
     expect(minute).toMatchObject({ open: '10', close: '10.4', n: 2, flags: BAR_FLAGS.MASSIVE_TRADES });
@@ -131,7 +163,14 @@ describe('the splice', () => {
   });
 
   it('candles: whole minutes strictly before the live minute; the live minute’s bars incomplete', () => {
-    const c = (min: number) => ({ start: T('2013-10-10T10:00:00-04:00') + min * 60_000, open: 1, high: 2, low: 0.5, close: 1.5, volume: 10 });
+    const c = (min: number) => ({
+      start: T('2013-10-10T10:00:00-04:00') + min * 60_000,
+      open: 1,
+      high: 2,
+      low: 0.5,
+      close: 1.5,
+      volume: 10,
+    });
     const s = splicer.candles(req, [c(0), c(14), c(15)], BAR_FLAGS.FINNHUB_CANDLES);
     expect(s.used).toBe(2);
     const hour = s.partials.get(`1h|AIG|${T('2013-10-10T10:00:00-04:00')}`)!.state;
@@ -146,22 +185,43 @@ describe('exactly once', () => {
     const keys = testKeys('bf-once');
     await withServer([], async (base) => {
       const cfg = loadConfig({
-        INTERVALS: '1min,1h', KEY_PREFIX: keys.prefix, MODE: 'replay', BACKFILL: 'on', BACKFILL_PROVIDER: 'massive', MASSIVE_API_KEY: 'k',
-        MASSIVE_REST_URL: base, BACKFILL_RATE: '6000',
+        INTERVALS: '1min,1h',
+        KEY_PREFIX: keys.prefix,
+        MODE: 'replay',
+        BACKFILL: 'on',
+        BACKFILL_PROVIDER: 'massive',
+        MASSIVE_API_KEY: 'k',
+        MASSIVE_REST_URL: base,
+        BACKFILL_RATE: '6000',
       });
       await ensureGroup(redis, keys.backfillRequests(0), BACKFILL_GROUP);
       // the first live trade of AIG files a request for 10:00 .. it and holds AIG's bars
       const first = tape.find((x) => x.t >= T('2013-10-10T10:20:00-04:00'))!;
       const live: Trade = { s: 'AIG', p: first.p, v: first.v, t: first.t, c: [], rx: first.t };
       // (one request: the 1st trade of the batch, floor 10:00, no cap)
-      await addTrades(redis, keys, 0, addTradesArgs({ clock: 'event', graceMs: 2000, backfillHoldMs: 60_000 }, ['1', String(T('2013-10-10T10:00:00-04:00')), '0'], [live]));
+      await addTrades(
+        redis,
+        keys,
+        0,
+        addTradesArgs(
+          { clock: 'event', graceMs: 2000, backfillHoldMs: 60_000 },
+          ['1', String(T('2013-10-10T10:00:00-04:00')), '0'],
+          [live],
+        ),
+      );
       expect(await redis.hexists(keys.holds(0), 'AIG')).toBe(1);
       const a = new BackfillService(redis, cfg, keys, quiet);
       const b = new BackfillService(redis, cfg, keys, quiet);
-      const read = (await redis.xreadgroup('GROUP', BACKFILL_GROUP, a.consumer, 'COUNT', 1, 'STREAMS', keys.backfillRequests(0), '>')) as [string, [string, string[]][]][];
+      const read = (await redis.xreadgroup('GROUP', BACKFILL_GROUP, a.consumer, 'COUNT', 1, 'STREAMS', keys.backfillRequests(0), '>')) as [
+        string,
+        [string, string[]][],
+      ][];
       const [id, fields] = read[0]![1][0]!;
       // worker a "dies" holding the request; b reclaims it and merges
-      const claimed = (await redis.xautoclaim(keys.backfillRequests(0), BACKFILL_GROUP, b.consumer, 0, '0-0')) as [string, [string, string[]][]];
+      const claimed = (await redis.xautoclaim(keys.backfillRequests(0), BACKFILL_GROUP, b.consumer, 0, '0-0')) as [
+        string,
+        [string, string[]][],
+      ];
       expect(claimed[1]).toHaveLength(1);
       await b.start();
       await b.handle(parseRequest(0, id, fields));
@@ -184,7 +244,9 @@ describe('exactly once', () => {
 
 describe('historical mode', () => {
   it('names what is wrong with a bad range', async () => {
-    const res = await runCli(['backfill', '--symbols', 'AIG', '--from', '2013-10-11', '--to', '2013-10-10'], { DATA_DIR: tempDir('hist-bad') });
+    const res = await runCli(['backfill', '--symbols', 'AIG', '--from', '2013-10-11', '--to', '2013-10-10'], {
+      DATA_DIR: tempDir('hist-bad'),
+    });
     expect(res.code).toBe(2);
     expect(res.stderr).toMatch(/--from must be before --to/);
   });

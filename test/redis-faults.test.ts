@@ -14,7 +14,11 @@ describe('without Redis', () => {
       const res = await runCli(args, env, 30_000);
       expect(res.code, args.join(' ')).toBe(3);
       expect(Date.now() - t0).toBeLessThan(12_000);
-      expect(res.stderr).toMatch(new RegExp(`cannot reach Redis at redis://:\\*\\*\\*@127\\.0\\.0\\.1:${port}/? within 2 s \\(.*ECONNREFUSED.*\\): check that it is running`));
+      expect(res.stderr).toMatch(
+        new RegExp(
+          `cannot reach Redis at redis://:\\*\\*\\*@127\\.0\\.0\\.1:${port}/? within 2 s \\(.*ECONNREFUSED.*\\): check that it is running`,
+        ),
+      );
       expect(res.stdout + res.stderr).not.toContain('s3cret');
     }
   });
@@ -26,7 +30,8 @@ describe('without Redis', () => {
     try {
       const env = { REDIS_URL: url, KEY_PREFIX: uniquePrefix('quiet'), DATA_DIR: dir };
       const roles = ['aggregate', 'close', 'write'].map((r) => ({ role: r, cli: startCli([r], env) }));
-      for (const { cli } of roles) await waitFor(() => /(aggregator|closer|writer) started/.test(cli.output().stdout), 30_000, 'the role to start');
+      for (const { cli } of roles)
+        await waitFor(() => /(aggregator|closer|writer) started/.test(cli.output().stdout), 30_000, 'the role to start');
       // Redis away for 6 s, then back
       const port = server.port;
       server.kill();

@@ -20,11 +20,20 @@ async function throughRestart(name: string, downMs: number, env: Record<string, 
   const watch = new Redis(url, { maxRetriesPerRequest: null, retryStrategy: () => 100 });
   watch.on('error', () => undefined);
   try {
-    const run = runCli(['stack'], {
-      REDIS_URL: url, KEY_PREFIX: prefix, DATA_DIR: dataDir, EXIT_WHEN_IDLE_MS: '3000',
-      // a paced replay (~8 s) so the restart falls in the middle
-      REPLAY_SPEED: '25000', REPLAY_SHIFT: 'false', ...env,
-    }, 180_000);
+    const run = runCli(
+      ['stack'],
+      {
+        REDIS_URL: url,
+        KEY_PREFIX: prefix,
+        DATA_DIR: dataDir,
+        EXIT_WHEN_IDLE_MS: '3000',
+        // a paced replay (~8 s) so the restart falls in the middle
+        REPLAY_SPEED: '25000',
+        REPLAY_SHIFT: 'false',
+        ...env,
+      },
+      180_000,
+    );
     await waitFor(async () => (await ingested(watch, keys)) > 3000, 60_000, 'a third of the tape ingested');
     await server.stop();
     await new Promise((r) => setTimeout(r, downMs));
@@ -45,7 +54,10 @@ function expectExact(res: { code: number | null; stdout: string }, dataDir: stri
   expect(res.stdout).toMatch(/late\s+0\n/);
   expect(res.stdout).toMatch(/merged\s+12477\n/);
   const klines = loadKlines();
-  for (const [interval, minutes] of [['1min', 1], ['1h', 60]] as const) {
+  for (const [interval, minutes] of [
+    ['1min', 1],
+    ['1h', 60],
+  ] as const) {
     const { rows } = readCsv(csvPath(dataDir, interval, 'BINANCE:XRPETH'));
     expect(compareBars(rows, rollUpKlines(klines, minutes)), interval).toEqual([]);
   }

@@ -24,7 +24,10 @@ describe('tape readers', () => {
     const dir = tempDir('lean');
     const a = join(dir, 'spy_20131007_trade.zip');
     const b = join(dir, 'ibm_20131007_trade.zip');
-    writeFileSync(a, zipSync({ '20131007_spy_Trade_Tick.csv': strToU8('14400464,1674100,100,P,20002000,0\n14400465,1674200,1400,P,20002000,1\n') }));
+    writeFileSync(
+      a,
+      zipSync({ '20131007_spy_Trade_Tick.csv': strToU8('14400464,1674100,100,P,20002000,0\n14400465,1674200,1400,P,20002000,1\n') }),
+    );
     writeFileSync(b, zipSync({ '20131007_ibm_Trade_Tick.csv': strToU8('14400464,1850000,5,N,00000000,0\n') }));
     const tape = readTape(`${a},${b}`) as TapeTrade[];
     const t = Date.parse('2013-10-07T08:00:00.464Z'); // 04:00:00.464 EDT
@@ -45,7 +48,13 @@ describe('tape readers', () => {
 describe('replay server', () => {
   it('sends only subscribed symbols, at the recorded pace times the speed factor', async () => {
     const t0 = Date.parse('2024-01-02T15:00:00Z');
-    const tape: TapeTrade[] = [0, 1, 2, 3].map((i) => ({ s: i === 2 ? 'OTHER' : 'AAPL', p: String(100 + i), v: 1, t: t0 + i * 1000, c: [] }));
+    const tape: TapeTrade[] = [0, 1, 2, 3].map((i) => ({
+      s: i === 2 ? 'OTHER' : 'AAPL',
+      p: String(100 + i),
+      v: 1,
+      t: t0 + i * 1000,
+      c: [],
+    }));
     const server = new ReplayServer(tape, { port: 0, speed: 10, frameTrades: 100, settleMs: 10 }, quiet);
     const port = await server.start();
     const ws = new WebSocket(`ws://127.0.0.1:${port}`);
@@ -100,11 +109,23 @@ describe('secrets', () => {
     const server = new ReplayServer(tape, { port: 0, speed: 0, frameTrades: 10, settleMs: 10 }, quiet);
     const port = await server.start();
     // capture the URL the ingestor connects with
-    (server as unknown as { wss: { on: (e: string, f: (ws: unknown, req: { url: string }) => void) => void } }).wss.on('connection', (_ws, req) => seen.push(req.url));
-    const res = await runCli(['ingest'], {
-      REDIS_URL: redisUrl(), KEY_PREFIX: uniquePrefix('token'), FINNHUB_TOKEN: token,
-      FINNHUB_WS_URL: `ws://127.0.0.1:${port}`, SYMBOLS: 'BINANCE:XRPETH', LOG_LEVEL: 'debug',
-    }, 30_000, 3000);
+    (server as unknown as { wss: { on: (e: string, f: (ws: unknown, req: { url: string }) => void) => void } }).wss.on(
+      'connection',
+      (_ws, req) => seen.push(req.url),
+    );
+    const res = await runCli(
+      ['ingest'],
+      {
+        REDIS_URL: redisUrl(),
+        KEY_PREFIX: uniquePrefix('token'),
+        FINNHUB_TOKEN: token,
+        FINNHUB_WS_URL: `ws://127.0.0.1:${port}`,
+        SYMBOLS: 'BINANCE:XRPETH',
+        LOG_LEVEL: 'debug',
+      },
+      30_000,
+      3000,
+    );
     await server.stop();
     expect(seen.some((u) => u.includes(`token=${token}`))).toBe(true);
     expect(res.code).toBe(0); // SIGTERM: a clean stop

@@ -22,7 +22,10 @@ describe('bounded memory: trimming by age', () => {
     for (let i = 0; i < 500; i++) await redis.xadd(stream, `${base + i * 1000}-0`, 's', 'X', 'p', '1', 'v', '1', 't', String(i));
     await redis.xgroup('CREATE', stream, AGGREGATOR_GROUP, '0');
     const read = async (consumer: string, n: number, ack: boolean) => {
-      const res = (await redis.xreadgroup('GROUP', AGGREGATOR_GROUP, consumer, 'COUNT', n, 'STREAMS', stream, '>')) as [string, [string, string[]][]][];
+      const res = (await redis.xreadgroup('GROUP', AGGREGATOR_GROUP, consumer, 'COUNT', n, 'STREAMS', stream, '>')) as [
+        string,
+        [string, string[]][],
+      ][];
       const ids = res[0]![1].map(([id]) => id);
       if (ack) await redis.xack(stream, AGGREGATOR_GROUP, ...ids);
       return ids;
@@ -30,7 +33,16 @@ describe('bounded memory: trimming by age', () => {
     await read('a', 200, true); // merged
     const pending = await read('dead', 50, false); // read by a worker that died: pending
     await read('a', 150, true); // merged after them; the last 100 were never delivered
-    const close = () => closeBars(redis, k, 0, { group: AGGREGATOR_GROUP, graceMs: 0, clock: 'event', flush: false, retentionMs: 60_000, maxBars: 1000, amendWindowMs: 0 });
+    const close = () =>
+      closeBars(redis, k, 0, {
+        group: AGGREGATOR_GROUP,
+        graceMs: 0,
+        clock: 'event',
+        flush: false,
+        retentionMs: 60_000,
+        maxBars: 1000,
+        amendWindowMs: 0,
+      });
 
     await close();
     const left = (await redis.xrange(stream, '-', '+')).map(([id]) => id);
@@ -55,7 +67,15 @@ describe('bounded memory: trimming by age', () => {
     const k2 = makeKeys(uniquePrefix('keep'));
     for (let i = 0; i < 300; i++) await redis.xadd(k2.trades(0), `${base + i * 1000}-0`, 's', 'X', 'p', '1', 'v', '1', 't', String(i));
     await redis.xgroup('CREATE', k2.trades(0), AGGREGATOR_GROUP, '$');
-    await closeBars(redis, k2, 0, { group: AGGREGATOR_GROUP, graceMs: 0, clock: 'event', flush: false, retentionMs: 0, maxBars: 1000, amendWindowMs: 0 });
+    await closeBars(redis, k2, 0, {
+      group: AGGREGATOR_GROUP,
+      graceMs: 0,
+      clock: 'event',
+      flush: false,
+      retentionMs: 0,
+      maxBars: 1000,
+      amendWindowMs: 0,
+    });
     expect(await redis.xlen(k2.trades(0))).toBe(300);
   });
 
@@ -64,19 +84,39 @@ describe('bounded memory: trimming by age', () => {
     const dataDir = tempDir('retention');
     const once = mkdtempSync(join(tmpdir(), 'cw-crash-once-'));
     // the dead aggregator's batch stays pending 3 s, three times the retention, before it is reclaimed
-    const res = await runCli(['stack'], {
-      REDIS_URL: redisUrl(), KEY_PREFIX: prefix, DATA_DIR: dataDir, EXIT_WHEN_IDLE_MS: '1500',
-      AGGREGATORS: '2', AGGREGATOR_BATCH: '200', INGEST_BATCH: '200', RECLAIM_IDLE_MS: '3000', CLOSE_EVERY_MS: '100',
-      REPLAY_SPEED: '30000', REPLAY_SHIFT: 'false', TRADES_RETENTION: '1s', BARS_RETENTION: '2s',
-      CANDLEWICK_CRASH: 'aggregate:read@3', CANDLEWICK_CRASH_ONCE_DIR: once,
-    }, 180_000);
+    const res = await runCli(
+      ['stack'],
+      {
+        REDIS_URL: redisUrl(),
+        KEY_PREFIX: prefix,
+        DATA_DIR: dataDir,
+        EXIT_WHEN_IDLE_MS: '1500',
+        AGGREGATORS: '2',
+        AGGREGATOR_BATCH: '200',
+        INGEST_BATCH: '200',
+        RECLAIM_IDLE_MS: '3000',
+        CLOSE_EVERY_MS: '100',
+        REPLAY_SPEED: '30000',
+        REPLAY_SHIFT: 'false',
+        TRADES_RETENTION: '1s',
+        BARS_RETENTION: '2s',
+        CANDLEWICK_CRASH: 'aggregate:read@3',
+        CANDLEWICK_CRASH_ONCE_DIR: once,
+      },
+      180_000,
+    );
     const end = Date.now();
     expect(res.code, res.stdout.slice(-3000)).toBe(0);
     expect(readdirSync(once)).toEqual(['aggregate_read']);
     expect(res.stdout).toMatch(/merged\s+12477\n/);
 
     // no trade lost (a trimmed pending entry would be) and none counted twice
-    expect(klineProblems(dataDir, [['1min', 1], ['1h', 60]])).toEqual([]);
+    expect(
+      klineProblems(dataDir, [
+        ['1min', 1],
+        ['1h', 60],
+      ]),
+    ).toEqual([]);
 
     const k = makeKeys(prefix);
     // the raw stream: the last close came well after the last trade, so at most one stream node is left

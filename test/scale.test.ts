@@ -6,10 +6,20 @@ describe('scale-out', () => {
     const runs: Map<string, string>[] = [];
     for (const n of [1, 2, 4]) {
       const dataDir = tempDir(`scale-${n}`);
-      const res = await runCli(['stack'], {
-        REDIS_URL: redisUrl(), KEY_PREFIX: uniquePrefix(`scale-${n}`), DATA_DIR: dataDir, EXIT_WHEN_IDLE_MS: '500',
-        REPLAY_TAPE: `${BUNDLED_TAPE},${LEAN_AIG_TAPE}`, STREAM_PARTITIONS: '2', AGGREGATORS: String(n), AGGREGATOR_BATCH: '300',
-      }, 180_000);
+      const res = await runCli(
+        ['stack'],
+        {
+          REDIS_URL: redisUrl(),
+          KEY_PREFIX: uniquePrefix(`scale-${n}`),
+          DATA_DIR: dataDir,
+          EXIT_WHEN_IDLE_MS: '500',
+          REPLAY_TAPE: `${BUNDLED_TAPE},${LEAN_AIG_TAPE}`,
+          STREAM_PARTITIONS: '2',
+          AGGREGATORS: String(n),
+          AGGREGATOR_BATCH: '300',
+        },
+        180_000,
+      );
       expect(res.code, res.stdout.slice(-2000)).toBe(0);
       expect(res.stdout).toMatch(/trades in\s+66795\n/);
       expect(res.stdout).toMatch(/late\s+0\n/);

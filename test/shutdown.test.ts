@@ -22,8 +22,14 @@ describe('graceful shutdown', () => {
   it('SIGTERM mid-run makes the aggregator, closer and writer finish their work and exit 0 quickly; restarted, the output is exact', async () => {
     const dataDir = tempDir('sigterm');
     const stack = startCli(['stack'], {
-      REDIS_URL: redisUrl(), KEY_PREFIX: uniquePrefix('sigterm'), DATA_DIR: dataDir,
-      EXIT_WHEN_IDLE_MS: '1500', REPLAY_SPEED: '20000', REPLAY_SHIFT: 'false', AGGREGATOR_BATCH: '200', CLOSE_EVERY_MS: '100',
+      REDIS_URL: redisUrl(),
+      KEY_PREFIX: uniquePrefix('sigterm'),
+      DATA_DIR: dataDir,
+      EXIT_WHEN_IDLE_MS: '1500',
+      REPLAY_SPEED: '20000',
+      REPLAY_SHIFT: 'false',
+      AGGREGATOR_BATCH: '200',
+      CLOSE_EVERY_MS: '100',
     });
     const output = () => stack.output().stdout + stack.output().stderr;
 
@@ -36,7 +42,11 @@ describe('graceful shutdown', () => {
       expect(pid, `${role} running`).toBeDefined();
       const t0 = Date.now();
       process.kill(pid!, 'SIGTERM');
-      await waitFor(() => !existsSync(`/proc/${pid}/cmdline`) || readFileSync(`/proc/${pid}/stat`, 'utf8').split(' ')[2] === 'Z', 20_000, `${role} to exit`);
+      await waitFor(
+        () => !existsSync(`/proc/${pid}/cmdline`) || readFileSync(`/proc/${pid}/stat`, 'utf8').split(' ')[2] === 'Z',
+        20_000,
+        `${role} to exit`,
+      );
       stopMs[role] = Date.now() - t0;
     }
     const code = await stack.exited;

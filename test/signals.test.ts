@@ -13,8 +13,16 @@ import { csvPath } from '@candlewick/common';
 function startGroup(args: string[], env: Record<string, string>, shell = false) {
   // a process group of its own, as a terminal gives a foreground job
   const proc = shell
-    ? spawn('bash', ['-c', args.join(' ')], { env: { PATH: process.env.PATH ?? '', LOG_LEVEL: 'info', ...env }, stdio: ['ignore', 'pipe', 'pipe'], detached: true })
-    : spawn(process.execPath, [CLI, ...args], { env: { PATH: process.env.PATH ?? '', LOG_LEVEL: 'info', ...env }, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+    ? spawn('bash', ['-c', args.join(' ')], {
+        env: { PATH: process.env.PATH ?? '', LOG_LEVEL: 'info', ...env },
+        stdio: ['ignore', 'pipe', 'pipe'],
+        detached: true,
+      })
+    : spawn(process.execPath, [CLI, ...args], {
+        env: { PATH: process.env.PATH ?? '', LOG_LEVEL: 'info', ...env },
+        stdio: ['ignore', 'pipe', 'pipe'],
+        detached: true,
+      });
   let out = '';
   proc.stdout.on('data', (d: Buffer) => (out += d.toString()));
   proc.stderr.on('data', (d: Buffer) => (out += d.toString()));
@@ -42,13 +50,17 @@ const paced = (dir: string) => ({ DATA_DIR: dir, REPLAY_SPEED: '20000', REPLAY_S
 async function runningStack(dir: string, extra: Record<string, string> = {}) {
   const s = startGroup(['stack'], { ...paced(dir), ...extra });
   await waitFor(() => /replaying tape/.test(s.output()), 60_000, 'the replay to start');
-  await waitFor(() => {
-    try {
-      return readCsv(csvPath(dir, '1min', 'BINANCE:XRPETH')).rows.length > 50;
-    } catch {
-      return false;
-    }
-  }, 60_000, 'bars in the CSV');
+  await waitFor(
+    () => {
+      try {
+        return readCsv(csvPath(dir, '1min', 'BINANCE:XRPETH')).rows.length > 50;
+      } catch {
+        return false;
+      }
+    },
+    60_000,
+    'bars in the CSV',
+  );
   const stackPid = s.proc.pid!;
   const procs = descendants(stackPid);
   expect(procs.some((p) => /redis-server/.test(cmdline(p)))).toBe(true);
@@ -93,10 +105,17 @@ describe('stopping a stack', () => {
     const s = startGroup([`"${process.execPath}" "${CLI}" stack | head -3; echo "stack-exit=\${PIPESTATUS[0]}"`], paced(dir), true);
     expect(await s.exited).toBe(0);
     expect(s.output()).toMatch(/stack-exit=141/);
-    const log = readdirSync(join(dir, 'logs')).filter((f) => f.startsWith('stack.')).map((f) => readFileSync(join(dir, 'logs', f), 'utf8')).join('');
+    const log = readdirSync(join(dir, 'logs'))
+      .filter((f) => f.startsWith('stack.'))
+      .map((f) => readFileSync(join(dir, 'logs', f), 'utf8'))
+      .join('');
     expect(log).toMatch(/stdout closed; stopping every role in order/);
     // every process that logged (the roles, the stack) is gone, and so is the private redis-server
-    const pids = new Set([...readdirSync(join(dir, 'logs')).flatMap((f) => [...readFileSync(join(dir, 'logs', f), 'utf8').matchAll(/"pid":(\d+)/g)].map((m) => Number(m[1])))]);
+    const pids = new Set([
+      ...readdirSync(join(dir, 'logs')).flatMap((f) =>
+        [...readFileSync(join(dir, 'logs', f), 'utf8').matchAll(/"pid":(\d+)/g)].map((m) => Number(m[1])),
+      ),
+    ]);
     expect(pids.size).toBeGreaterThanOrEqual(2);
     for (const p of pids) expect(alive(p)).toBe(false);
     expect(alive(Number(readFileSync(join(dir, 'redis', 'candlewick-redis.pid'), 'utf8')))).toBe(false);

@@ -61,13 +61,20 @@ describe('the ingestor sink when Redis loses batches it acknowledged', () => {
     await sink.flush();
     await waitFor(async () => (await redis.xlen(keys.trades(0))) === 20, 5000, 'the batch after the hole applied');
     await new Promise((r) => setTimeout(r, 100));
-    expect(await streamTimes(keys)).toEqual([...Array.from({ length: 10 }, (_, i) => i + 1), ...Array.from({ length: 10 }, (_, i) => i + 31)]);
+    expect(await streamTimes(keys)).toEqual([
+      ...Array.from({ length: 10 }, (_, i) => i + 1),
+      ...Array.from({ length: 10 }, (_, i) => i + 31),
+    ]);
     expect(sink.lost).toEqual({ trades: 20, firstRx: T0 + 11, lastRx: T0 + 30 });
     expect(lines.join('')).toMatch(/Redis lost batches of trades it had acknowledged/);
     const gaps = (await redis.xrange(keys.gaps(), '-', '+')) as [string, string[]][];
     expect(gaps).toHaveLength(1);
     const f = gaps[0]![1];
-    expect([f[f.indexOf('start') + 1], f[f.indexOf('end') + 1], f[f.indexOf('reason') + 1]]).toEqual([String(T0 + 11), String(T0 + 30), 'redis lost acknowledged trades']);
+    expect([f[f.indexOf('start') + 1], f[f.indexOf('end') + 1], f[f.indexOf('reason') + 1]]).toEqual([
+      String(T0 + 11),
+      String(T0 + 30),
+      'redis lost acknowledged trades',
+    ]);
     await sink.close();
   });
 });

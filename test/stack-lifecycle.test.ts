@@ -73,13 +73,17 @@ describe('candlewick stack lifecycle', () => {
     const exited = new Promise<number | null>((r) => proc.on('exit', (code) => r(code)));
     // runs until the tape is replayed and every bar the watermark allows is written
     await waitFor(() => out.includes('tape finished'), 60_000, 'the replay to finish');
-    await waitFor(() => {
-      try {
-        return readCsv(csvPath(dir, '1h', 'BINANCE:XRPETH')).rows.length >= 59;
-      } catch {
-        return false;
-      }
-    }, 60_000, 'closed bars in the CSV');
+    await waitFor(
+      () => {
+        try {
+          return readCsv(csvPath(dir, '1h', 'BINANCE:XRPETH')).rows.length >= 59;
+        } catch {
+          return false;
+        }
+      },
+      60_000,
+      'closed bars in the CSV',
+    );
     const kids = children(proc.pid!);
     expect(kids.length).toBeGreaterThanOrEqual(6); // redis-server, replay-server, write, close, aggregate, ingest
     proc.kill('SIGINT');
@@ -128,9 +132,24 @@ describe('wall-clock closing', () => {
     // 40 trades 5 ms apart, replayed at their pace and stamped when sent (REPLAY_SHIFT), so they are
     // on time however long the stack takes to start; then both symbols stop trading
     const base = Date.parse('2020-01-02T15:00:00Z');
-    writeFileSync(tape, Array.from({ length: 40 }, (_, i) => JSON.stringify({ s: i % 2 ? 'AAA' : 'BBB', p: 10 + i, v: 1, t: base + i * 5, c: [] })).join('\n'));
+    writeFileSync(
+      tape,
+      Array.from({ length: 40 }, (_, i) => JSON.stringify({ s: i % 2 ? 'AAA' : 'BBB', p: 10 + i, v: 1, t: base + i * 5, c: [] })).join(
+        '\n',
+      ),
+    );
     const prefix = uniquePrefix('wall');
-    const env = { REDIS_URL: redisUrl(), KEY_PREFIX: prefix, DATA_DIR: dir, REPLAY_TAPE: tape, REPLAY_SPEED: '1', CLOCK: 'wall', EXIT_WHEN_IDLE_MS: '0', INTERVALS: '1min', GRACE_MS: '2000' };
+    const env = {
+      REDIS_URL: redisUrl(),
+      KEY_PREFIX: prefix,
+      DATA_DIR: dir,
+      REPLAY_TAPE: tape,
+      REPLAY_SPEED: '1',
+      CLOCK: 'wall',
+      EXIT_WHEN_IDLE_MS: '0',
+      INTERVALS: '1min',
+      GRACE_MS: '2000',
+    };
     const { proc, state, exited } = startStack(env);
     // a second closer on the same Redis: the scheduler's ticks go to either, no bar may close twice
     const closer2 = spawn(process.execPath, [CLI, 'close'], { env: { PATH: process.env.PATH ?? '', ...env }, stdio: 'ignore' });
@@ -146,11 +165,15 @@ describe('wall-clock closing', () => {
       }
     };
     let seenAt = 0;
-    await waitFor(() => {
-      const done = rows('AAA').length > 0 && rows('BBB').length > 0;
-      if (done) seenAt = Date.now();
-      return done;
-    }, 100_000, 'both bars in the CSV').catch((err: Error) => {
+    await waitFor(
+      () => {
+        const done = rows('AAA').length > 0 && rows('BBB').length > 0;
+        if (done) seenAt = Date.now();
+        return done;
+      },
+      100_000,
+      'both bars in the CSV',
+    ).catch((err: Error) => {
       throw new Error(`${err.message}\n--- stack output ---\n${state.out.slice(-4000)}`);
     });
     const first = Math.min(rows('AAA')[0]!.start, rows('BBB')[0]!.start);

@@ -1,8 +1,22 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { makeKeys, tapTrades, type TappedBar } from '@candlewick/common';
-import { isRawFrame, readTape } from '@candlewick/common';
+import { readTapeTrades } from '@candlewick/common';
 import { csvPath } from '@candlewick/common';
-import { BUNDLED_TAPE, ingested, startCli, compareBars, loadKlines, readCsv, redisUrl, rollUpKlines, runCli, tempDir, testRedis, uniquePrefix, waitFor } from './helpers.js';
+import {
+  BUNDLED_TAPE,
+  ingested,
+  startCli,
+  compareBars,
+  loadKlines,
+  readCsv,
+  redisUrl,
+  rollUpKlines,
+  runCli,
+  tempDir,
+  testRedis,
+  uniquePrefix,
+  waitFor,
+} from './helpers.js';
 
 /** `candlewick tap …` as a child; `lines()` is what it printed so far. */
 function startTap(args: string[], env: Record<string, string>) {
@@ -19,9 +33,13 @@ describe('tapping the streams', () => {
     const keys = makeKeys(prefix);
     const dataDir = tempDir('tap');
     const env = { REDIS_URL: redisUrl(), KEY_PREFIX: prefix };
-    const tape = readTape(BUNDLED_TAPE).filter((x) => !isRawFrame(x));
+    const tape = readTapeTrades(BUNDLED_TAPE);
     // a paced replay (~9 s), original trade times
-    const run = runCli(['stack'], { ...env, DATA_DIR: dataDir, EXIT_WHEN_IDLE_MS: '1500', REPLAY_SPEED: '30000', REPLAY_SHIFT: 'false' }, 180_000);
+    const run = runCli(
+      ['stack'],
+      { ...env, DATA_DIR: dataDir, EXIT_WHEN_IDLE_MS: '1500', REPLAY_SPEED: '30000', REPLAY_SHIFT: 'false' },
+      180_000,
+    );
     // the CLI tap of the one-minute bars, from the start of the stream
     const barsTap = startTap(['bars:1min', '--from', '0'], env);
     // the pipeline is running: trades are arriving
@@ -62,11 +80,22 @@ describe('tapping the streams', () => {
     const tapped = await barsTap.stop();
     expect(tapped.code, tapped.stderr).toBe(0);
     expect(tapped.ms).toBeLessThan(5000);
-    const bars = tapped.stdout.split('\n').filter(Boolean).map((l) => JSON.parse(l) as TappedBar);
+    const bars = tapped.stdout
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => JSON.parse(l) as TappedBar);
     expect(bars).toHaveLength(rows.length);
     bars.forEach((b, i) => {
       const r = rows[i]!;
-      expect([b.timestamp, Number(b.open), Number(b.high), Number(b.low), Number(b.close), Number(b.volume), b.trades]).toEqual([r.timestamp, r.open, r.high, r.low, r.close, r.volume, r.n]);
+      expect([b.timestamp, Number(b.open), Number(b.high), Number(b.low), Number(b.close), Number(b.volume), b.trades]).toEqual([
+        r.timestamp,
+        r.open,
+        r.high,
+        r.low,
+        r.close,
+        r.volume,
+        r.n,
+      ]);
     });
   }, 240_000);
 
@@ -84,7 +113,10 @@ describe('tapping the streams', () => {
     await waitFor(() => tap.lines().length >= 5, 10_000, 'tapped trades');
     const out = await tap.stop();
     expect(out.code).toBe(0);
-    const trades = out.stdout.split('\n').filter(Boolean).map((l) => JSON.parse(l) as { symbol: string; time: number; price: string });
+    const trades = out.stdout
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => JSON.parse(l) as { symbol: string; time: number; price: string });
     expect(trades.map((t) => [t.symbol, t.time, t.price])).toEqual([0, 1, 2, 3, 4].map((i) => ['BBB', 100 + i, '1.5']));
 
     const bad = startTap(['bars:2min'], env);
@@ -102,7 +134,10 @@ describe('tapping the streams', () => {
       const res = await runCli(['tap', 'bars:1min', '--from', '0'], { DATA_DIR: dataDir, LOG_LEVEL: 'info' }, 30_000, 3000);
       expect(res.code).toBe(0);
       expect(res.stderr).toMatch(/REDIS_URL unset: using the private Redis of the stack running on DATA_DIR/);
-      const rows = res.stdout.split('\n').filter(Boolean).map((l) => JSON.parse(l) as TappedBar);
+      const rows = res.stdout
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => JSON.parse(l) as TappedBar);
       expect(rows.length).toBeGreaterThan(2000);
       expect(rows[0]!.symbol).toBe('BINANCE:XRPETH');
     } finally {

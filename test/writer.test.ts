@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { afterAll, describe, expect, it } from 'vitest';
 import { pino } from 'pino';
 import { Queue } from 'bullmq';
-import { loadConfig } from '@candlewick/common';
+import { loadConfig, parseBarsJob } from '@candlewick/common';
 import { Clock, barFromTrade, encodeBarState, orderKey } from '@candlewick/core';
 import { BarCloser, barsQueue } from '@candlewick/aggregator';
 import { CsvFiles, csvPath, lastRowStart } from '@candlewick/common';
@@ -46,13 +46,20 @@ describe('writer', () => {
     const keys = testKeys('writer');
     const cfg = loadConfig({ DATA_DIR: dir, KEY_PREFIX: keys.prefix });
     const w = new WriterService(redis, cfg, keys, quiet);
-    const batch = {
-      bars: [0, 1, 2].map((i) => ({ interval: '1min', symbol: 'AAPL', start: start + i * 60_000, state: encodeBarState(bar(String(100 + i), 3)) })),
-    };
+    const batch = parseBarsJob({
+      bars: [0, 1, 2].map((i) => ({
+        interval: '1min',
+        symbol: 'AAPL',
+        start: start + i * 60_000,
+        state: encodeBarState(bar(String(100 + i), 3)),
+      })),
+    });
     expect(await w.processBatch(batch)).toEqual({ written: 3, skipped: 0 });
     // the same job again (a retry after a crash, or a re-enqueued outbox read)
     expect(await w.processBatch(batch)).toEqual({ written: 0, skipped: 2 });
-    const rows = readFileSync(csvPath(dir, '1min', 'AAPL'), 'utf8').trim().split('\n');
+    const rows = readFileSync(csvPath(dir, '1min', 'AAPL'), 'utf8')
+      .trim()
+      .split('\n');
     expect(rows).toHaveLength(4);
     const published = (await redis.xrange(keys.bars('1min'), '-', '+')) as [string, string[]][];
     // the last bar of the batch is re-published (at least once); nothing is written twice
@@ -66,8 +73,7 @@ describe('writer', () => {
     const cfg = loadConfig({ KEY_PREFIX: keys.prefix });
     const queue: Queue = barsQueue(redis, keys);
     const closer = new BarCloser(redis, queue, cfg, keys, quiet);
-    const add = () =>
-      redis.xadd(keys.outbox(0), '*', 'bar', `1min|AAPL|${start}`, 'state', encodeBarState(bar('1')));
+    const add = () => redis.xadd(keys.outbox(0), '*', 'bar', `1min|AAPL|${start}`, 'state', encodeBarState(bar('1')));
     await add();
     expect(await closer.drainOutbox(0)).toBe(1);
     // crash between enqueue and XDEL: the same entry is read again
@@ -80,7 +86,6 @@ describe('writer', () => {
     await queue.close();
   });
 });
-
 
 describe('EMPTY_BARS=carry', () => {
   it('fills flat bars at the previous close only inside the selected sessions for equities, always for 24/7 symbols', () => {
@@ -102,7 +107,9 @@ describe('EMPTY_BARS=carry', () => {
     expect(btc).toHaveLength(18 * 60 + 1); // every minute from 15:59 to 09:59
     // a real bar later: the gap before it is filled first, in order, and nothing twice
     expect(carry.fill(files, '1min', 'SPY', undefined, through)).toHaveLength(0);
-    const rows = readFileSync(csvPath(dir, '1min', 'SPY'), 'utf8').trim().split('\n');
+    const rows = readFileSync(csvPath(dir, '1min', 'SPY'), 'utf8')
+      .trim()
+      .split('\n');
     expect(rows).toHaveLength(1 + 1 + 31);
     expect(rows[2]).toBe('2013-10-07T15:59:00-04:00,167.5,167.5,167.5,167.5,,0,0');
   });

@@ -85,7 +85,8 @@ export function removeNewDanglingImages(before: Set<string>): void {
 export function replayLine(): { env: Record<string, string>; aggregators: number } {
   const text = readFileSync(join(ROOT, 'docker-compose.yml'), 'utf8');
   const m = /^#\s+((?:[A-Z_]+=\S+\s+)+)docker compose --profile replay up\b.*--scale aggregator=(\d+)/m.exec(text);
-  if (!m) throw new Error('docker-compose.yml: no replay line (VAR=… docker compose --profile replay up … --scale aggregator=N) in its header');
+  if (!m)
+    throw new Error('docker-compose.yml: no replay line (VAR=… docker compose --profile replay up … --scale aggregator=N) in its header');
   const env = Object.fromEntries(
     m[1]!
       .trim()

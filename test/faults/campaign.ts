@@ -1,5 +1,5 @@
-import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, openSync, closeSync, writeSync, readFileSync, readdirSync, rmSync, statSync, truncateSync } from 'node:fs';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, truncateSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -8,6 +8,7 @@ import { PrivateRedis, freePort } from '@candlewick/cli';
 import { ProviderServer } from '@candlewick/backfill';
 import { isTapeTrade, readTape } from '@candlewick/common';
 import { ReplayServer } from '@candlewick/ingestor';
+import { fillDisk, mountTmpfs } from '../full-disk.js';
 
 /**
  * The fault campaign: the bundled tape through a real stack (child processes, a real Redis) while
@@ -122,13 +123,16 @@ export function csvFiles(dir: string): Map<string, string> {
   const out = new Map<string, string>();
   const raw = join(dir, 'raw');
   if (!existsSync(raw)) return out;
-  for (const iv of intervalDirs(raw)) for (const f of readdirSync(join(raw, iv))) out.set(`${iv}/${f}`, readFileSync(join(raw, iv, f), 'utf8'));
+  for (const iv of intervalDirs(raw))
+    for (const f of readdirSync(join(raw, iv))) out.set(`${iv}/${f}`, readFileSync(join(raw, iv, f), 'utf8'));
   return out;
 }
 
 /** The interval folders under raw/ (a disk-filling file may sit beside them). */
 function intervalDirs(raw: string): string[] {
-  return readdirSync(raw, { withFileTypes: true }).filter((d) => d.isDirectory()).map((d) => d.name);
+  return readdirSync(raw, { withFileTypes: true })
+    .filter((d) => d.isDirectory())
+    .map((d) => d.name);
 }
 
 function csvBytes(dir: string): number {
@@ -139,37 +143,7 @@ function csvBytes(dir: string): number {
   return n;
 }
 
-function tmpfs(dir: string, kb: number): () => void {
-  mkdirSync(dir, { recursive: true });
-  execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${kb}k`, 'tmpfs', dir]);
-  return () => {
-    try {
-      execFileSync('umount', ['-l', dir]);
-    } catch {
-      // gone
-    }
-  };
-}
-
-function fill(dir: string, leaveKb: number): string {
-  const path = join(dir, 'filler');
-  const fd = openSync(path, 'w');
-  const chunk = Buffer.alloc(4096, 'x');
-  try {
-    for (;;) {
-      const free = Number(execFileSync('df', ['--output=avail', '-k', dir]).toString().split('\n')[1]);
-      if (free <= leaveKb) break;
-      writeSync(fd, chunk);
-    }
-  } catch {
-    // full
-  } finally {
-    closeSync(fd);
-  }
-  return path;
-}
-
-const kill = (role: string): Fault => ({ strike: async (ctx) => process.kill(rolePid(ctx.stack, role), 'SIGKILL') });
+const kill = (role: string): Fault => ({ strike: async (ctx) => void process.kill(rolePid(ctx.stack, role), 'SIGKILL') });
 
 /** Redis killed outright (SIGKILL: no shutdown, AOF as it was) and started again on its port after `ms`. */
 const redisDown = (ms: number): Fault => ({
@@ -196,13 +170,24 @@ export const FAULTS: Record<string, Fault> = {
       const feedPort = await feed.start();
       const provider = new ProviderServer(tape, { massiveKey: 'campaign-key', pageSize: 5000 });
       const base = await provider.start();
-      ctx.cleanup.push(() => feed.stop(), () => provider.stop());
+      ctx.cleanup.push(
+        () => feed.stop(),
+        () => provider.stop(),
+      );
       return {
-        MODE: 'live', FINNHUB_TOKEN: 'campaign-token', FINNHUB_WS_URL: `ws://127.0.0.1:${feedPort}`, SYMBOLS: 'BINANCE:XRPETH', CLOCK: 'event',
-        BACKFILL: 'on', BACKFILL_PROVIDER: 'massive', MASSIVE_API_KEY: 'campaign-key', MASSIVE_REST_URL: base, BACKFILL_RATE: '6000',
+        MODE: 'live',
+        FINNHUB_TOKEN: 'campaign-token',
+        FINNHUB_WS_URL: `ws://127.0.0.1:${feedPort}`,
+        SYMBOLS: 'BINANCE:XRPETH',
+        CLOCK: 'event',
+        BACKFILL: 'on',
+        BACKFILL_PROVIDER: 'massive',
+        MASSIVE_API_KEY: 'campaign-key',
+        MASSIVE_REST_URL: base,
+        BACKFILL_RATE: '6000',
       };
     },
-    strike: async (ctx) => process.kill(rolePid(ctx.stack, 'ingest'), 'SIGKILL'),
+    strike: async (ctx) => void process.kill(rolePid(ctx.stack, 'ingest'), 'SIGKILL'),
   },
   // a worker paused longer than the takeover deadline wakes up to find its batch taken over
   'STOP/CONT aggregate': {
@@ -221,11 +206,11 @@ export const FAULTS: Record<string, Fault> = {
   'CSV disk full': {
     root: true,
     env: (ctx) => {
-      ctx.cleanup.push(tmpfs(join(ctx.dir, 'raw'), 512));
+      ctx.cleanup.push(mountTmpfs(join(ctx.dir, 'raw'), 512));
       return {};
     },
     strike: async (ctx) => {
-      const filler = fill(join(ctx.dir, 'raw'), 0);
+      const filler = fillDisk(join(ctx.dir, 'raw'), 0);
       await sleep(3000);
       rmSync(filler);
     },
@@ -240,7 +225,7 @@ export const FAULTS: Record<string, Fault> = {
   'Ctrl-C': {
     code: 130,
     prefix: true,
-    strike: async (ctx) => process.kill(-ctx.stack.proc.pid!, 'SIGINT'),
+    strike: async (ctx) => void process.kill(-ctx.stack.proc.pid!, 'SIGINT'),
   },
 };
 
@@ -260,7 +245,12 @@ export async function runFault(name: string, seed: number, reference: Map<string
   const fault = FAULTS[name];
   if (!fault) throw new Error(`unknown fault "${name}": ${Object.keys(FAULTS).join(', ')}`);
   const random = rng(seed);
-  const base = { dir: mkdtempSync(join(tmpdir(), 'cw-fault-')), seed, at: 1500 + Math.floor(random() * 3500), cleanup: [] as Ctx['cleanup'] };
+  const base = {
+    dir: mkdtempSync(join(tmpdir(), 'cw-fault-')),
+    seed,
+    at: 1500 + Math.floor(random() * 3500),
+    cleanup: [] as Ctx['cleanup'],
+  };
   const problems: string[] = [];
   try {
     let redisEnv: Record<string, string> = {};
@@ -336,8 +326,15 @@ export async function runFault(name: string, seed: number, reference: Map<string
     if (left.length) problems.push(`${left.length} processes left running`);
     if (problems.length && process.env.FAULTS_VERBOSE) problems.push(out.slice(-4000));
     return {
-      fault: name, seed, exact, code: code === 'timeout' ? null : code, stallMs,
-      tradesIn: num(/trades in\s+(\d+)/), merged: num(/merged\s+(\d+)/), late: num(/late\s+(\d+)/), problems,
+      fault: name,
+      seed,
+      exact,
+      code: code === 'timeout' ? null : code,
+      stallMs,
+      tradesIn: num(/trades in\s+(\d+)/),
+      merged: num(/merged\s+(\d+)/),
+      late: num(/late\s+(\d+)/),
+      problems,
     };
   } finally {
     for (const c of base.cleanup.reverse()) await c();
@@ -353,7 +350,15 @@ export function table(runs: readonly FaultRun[]): string {
     const rs = runs.filter((r) => r.fault === name);
     const ins = [...new Set(rs.map((r) => (Number.isNaN(r.tradesIn) ? '–' : `${r.tradesIn} / ${r.merged}`)))].join(', ');
     const stall = Math.max(...rs.map((r) => r.stallMs));
-    rows.push([name, rs.length, `${rs.filter((r) => r.exact && r.problems.length === 0).length}/${rs.length}`, ins, `${(stall / 1000).toFixed(1)} s`].join(' | '));
+    rows.push(
+      [
+        name,
+        rs.length,
+        `${rs.filter((r) => r.exact && r.problems.length === 0).length}/${rs.length}`,
+        ins,
+        `${(stall / 1000).toFixed(1)} s`,
+      ].join(' | '),
+    );
   }
   return rows.map((r) => `| ${r} |`).join('\n');
 }

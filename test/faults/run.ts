@@ -9,7 +9,15 @@ function seeds(spec: string): number[] {
   return Array.from({ length: (b ?? a!) - a! + 1 }, (_, i) => a! + i);
 }
 
-const wanted = (process.env.FAULTS ?? Object.keys(FAULTS).filter((f) => f !== 'Redis killed 35 s').join(',')).split(',').map((s) => s.trim()).filter(Boolean);
+const wanted = (
+  process.env.FAULTS ??
+  Object.keys(FAULTS)
+    .filter((f) => f !== 'Redis killed 35 s')
+    .join(',')
+)
+  .split(',')
+  .map((s) => s.trim())
+  .filter(Boolean);
 const list = seeds(process.env.FAULT_SEEDS ?? '1-3');
 const reference = await referenceRun();
 const runs: FaultRun[] = [];
@@ -21,7 +29,9 @@ for (const name of wanted) {
   for (const seed of list) {
     const r = await runFault(name, seed, reference);
     runs.push(r);
-    process.stdout.write(`${name} seed ${seed}: ${r.exact && r.problems.length === 0 ? 'exact' : `NOT EXACT: ${r.problems.join('; ')}`} (exit ${r.code}, trades in ${r.tradesIn}, merged ${r.merged}, longest stall ${(r.stallMs / 1000).toFixed(1)} s)\n`);
+    process.stdout.write(
+      `${name} seed ${seed}: ${r.exact && r.problems.length === 0 ? 'exact' : `NOT EXACT: ${r.problems.join('; ')}`} (exit ${r.code}, trades in ${r.tradesIn}, merged ${r.merged}, longest stall ${(r.stallMs / 1000).toFixed(1)} s)\n`,
+    );
   }
 }
 process.stdout.write(`\n${table(runs)}\n`);

@@ -1,5 +1,35 @@
-import { AGGREGATOR_GROUP, Membership, RecurringError, crashPoint, duplicateRedis, ensureGroup, isConnectionError, isRefusal, mergeBatch, mergeBatchArgs, metrics, redisLink, sleep, workerName, type Config, type Health, type Keys, type Logger, type RedisClient, type StreamEntry } from '@candlewick/common';
-import { BAR_FLAGS, CalendarRangeError, Clock, Preaggregator, conditionRules, rawEntry, type ConditionRules, type RawEntry } from '@candlewick/core';
+import {
+  AGGREGATOR_GROUP,
+  Membership,
+  RecurringError,
+  crashPoint,
+  duplicateRedis,
+  ensureGroup,
+  isConnectionError,
+  isRefusal,
+  mergeBatch,
+  mergeBatchArgs,
+  metrics,
+  redisLink,
+  sleep,
+  workerName,
+  type Config,
+  type Health,
+  type Keys,
+  type Logger,
+  type RedisClient,
+  type StreamEntry,
+} from '@candlewick/common';
+import {
+  BAR_FLAGS,
+  CalendarRangeError,
+  Clock,
+  Preaggregator,
+  conditionRules,
+  rawEntry,
+  type ConditionRules,
+  type RawEntry,
+} from '@candlewick/core';
 import type { Gauge } from 'prom-client';
 
 /**
@@ -19,7 +49,12 @@ export class Aggregator {
   excluded = 0;
   batches = 0;
   private readonly conditions: ConditionRules | undefined;
-  private readonly metrics = { merged: metrics.tradesMerged(), late: metrics.tradesLate(), batch: metrics.batchSize(), seconds: metrics.mergeSeconds() };
+  private readonly metrics = {
+    merged: metrics.tradesMerged(),
+    late: metrics.tradesLate(),
+    batch: metrics.batchSize(),
+    seconds: metrics.mergeSeconds(),
+  };
   /** a batch Redis keeps refusing (MISCONF on a full disk, OOM): said when it starts, then once a minute */
   private readonly failing: RecurringError;
   private readonly membership: Membership;
@@ -67,7 +102,12 @@ export class Aggregator {
   health(): Health {
     const now = Date.now();
     const stuck = [...this.beat].filter(([, t]) => now - t > 30_000).map(([p]) => p);
-    return stuck.length ? { ok: false, aggregator: `loop of partition ${stuck.join(', ')} stuck for ${Math.round((now - Math.min(...stuck.map((p) => this.beat.get(p)!))) / 1000)} s` } : { ok: true, aggregator: 'reading' };
+    return stuck.length
+      ? {
+          ok: false,
+          aggregator: `loop of partition ${stuck.join(', ')} stuck for ${Math.round((now - Math.min(...stuck.map((p) => this.beat.get(p)!))) / 1000)} s`,
+        }
+      : { ok: true, aggregator: 'reading' };
   }
 
   async stop(): Promise<void> {
@@ -82,7 +122,12 @@ export class Aggregator {
   private async pendingByConsumer(gauge: Gauge<'partition' | 'consumer'>): Promise<void> {
     gauge.reset();
     for (const p of this.partitions) {
-      const [, , , consumers] = (await this.redis.xpending(this.keys.trades(p), AGGREGATOR_GROUP)) as [number, string | null, string | null, [string, string][] | null];
+      const [, , , consumers] = (await this.redis.xpending(this.keys.trades(p), AGGREGATOR_GROUP)) as [
+        number,
+        string | null,
+        string | null,
+        [string, string][] | null,
+      ];
       for (const [consumer, n] of consumers ?? []) gauge.set({ partition: String(p), consumer }, Number(n));
     }
   }
@@ -90,10 +135,16 @@ export class Aggregator {
   private read(conn: RedisClient, stream: string): Promise<StreamEntry[]> {
     return (
       conn.xreadgroup(
-        'GROUP', AGGREGATOR_GROUP, this.consumer,
-        'COUNT', this.cfg.aggregatorBatch,
-        'BLOCK', 500,
-        'STREAMS', stream, '>',
+        'GROUP',
+        AGGREGATOR_GROUP,
+        this.consumer,
+        'COUNT',
+        this.cfg.aggregatorBatch,
+        'BLOCK',
+        500,
+        'STREAMS',
+        stream,
+        '>',
       ) as Promise<[string, StreamEntry[]][] | null>
     ).then((res) => res?.[0]?.[1] ?? []);
   }
@@ -168,7 +219,12 @@ export class Aggregator {
 
   /** Members of the group with entries pending whose heartbeat has lapsed. */
   private async deadWithPending(p: number): Promise<string[]> {
-    const [, , , consumers] = (await this.redis.xpending(this.keys.trades(p), AGGREGATOR_GROUP)) as [number, string | null, string | null, [string, string][] | null];
+    const [, , , consumers] = (await this.redis.xpending(this.keys.trades(p), AGGREGATOR_GROUP)) as [
+      number,
+      string | null,
+      string | null,
+      [string, string][] | null,
+    ];
     const holding = (consumers ?? []).filter(([name, n]) => name !== this.consumer && Number(n) > 0).map(([name]) => name);
     return holding.length ? this.membership.dead(holding) : [];
   }
@@ -178,7 +234,12 @@ export class Aggregator {
     const stream = this.keys.trades(p);
     let taken = 0;
     for (;;) {
-      const pending = (await this.redis.xpending(stream, AGGREGATOR_GROUP, '-', '+', this.cfg.aggregatorBatch, member)) as [string, string, number, number][];
+      const pending = (await this.redis.xpending(stream, AGGREGATOR_GROUP, '-', '+', this.cfg.aggregatorBatch, member)) as [
+        string,
+        string,
+        number,
+        number,
+      ][];
       if (pending.length === 0) break;
       const claimed = (await this.redis.xclaim(stream, AGGREGATOR_GROUP, this.consumer, 0, ...pending.map(([id]) => id))) as StreamEntry[];
       if (taken === 0) this.takeoverMetrics.seconds.observe(Math.max(...pending.map(([, , idle]) => Number(idle))) / 1000);
@@ -197,7 +258,16 @@ export class Aggregator {
     const stream = this.keys.trades(p);
     let after = '0';
     for (;;) {
-      const res = (await conn.xreadgroup('GROUP', AGGREGATOR_GROUP, this.consumer, 'COUNT', this.cfg.aggregatorBatch, 'STREAMS', stream, after)) as [string, StreamEntry[]][] | null;
+      const res = (await conn.xreadgroup(
+        'GROUP',
+        AGGREGATOR_GROUP,
+        this.consumer,
+        'COUNT',
+        this.cfg.aggregatorBatch,
+        'STREAMS',
+        stream,
+        after,
+      )) as [string, StreamEntry[]][] | null;
       const entries = res?.[0]?.[1] ?? [];
       if (entries.length === 0) return;
       this.log.info({ entries: entries.length, partition: p }, 'merging entries this consumer had read and not merged');
@@ -212,7 +282,13 @@ export class Aggregator {
     let cursor = '0-0';
     do {
       const res = (await this.redis.xautoclaim(
-        stream, AGGREGATOR_GROUP, this.consumer, this.cfg.reclaimIdleMs, cursor, 'COUNT', this.cfg.aggregatorBatch,
+        stream,
+        AGGREGATOR_GROUP,
+        this.consumer,
+        this.cfg.reclaimIdleMs,
+        cursor,
+        'COUNT',
+        this.cfg.aggregatorBatch,
       )) as [string, StreamEntry[], string[]?];
       cursor = res[0];
       const entries = res[1];
@@ -287,7 +363,9 @@ export class Aggregator {
     const first = late[0]!;
     this.log.warn(
       { late: this.lateSinceSaid, total: this.late, example: { s: first.s, p: first.p, t: first.t, w: first.w } },
-      this.lateSaid === 0 ? 'late trades kept in trades:late (their window had closed when they were ingested)' : 'more late trades kept in trades:late',
+      this.lateSaid === 0
+        ? 'late trades kept in trades:late (their window had closed when they were ingested)'
+        : 'more late trades kept in trades:late',
     );
     this.lateSaid = now;
     this.lateSinceSaid = 0;

@@ -1,5 +1,29 @@
 import { Queue, Worker, type Job } from 'bullmq';
-import { AGGREGATOR_GROUP, BARS_QUEUE, RecurringError, idleAndDrained, isConnectionError, isRefusal, redisLink, reportRedisError, CLOSE_QUEUE, barsJobId, decodeOutboxEntry, horizonJobId, type BarsJob, type ClosedBar, closeBars, crashPoint, duplicateRedis, metrics, type Config, type Health, type Keys, type Logger, type RedisClient } from '@candlewick/common';
+import {
+  AGGREGATOR_GROUP,
+  BARS_QUEUE,
+  RecurringError,
+  idleAndDrained,
+  isConnectionError,
+  isRefusal,
+  redisLink,
+  reportRedisError,
+  CLOSE_QUEUE,
+  barsJobId,
+  decodeOutboxEntry,
+  horizonJobId,
+  type BarsJob,
+  type ClosedBar,
+  closeBars,
+  crashPoint,
+  duplicateRedis,
+  metrics,
+  type Config,
+  type Health,
+  type Keys,
+  type Logger,
+  type RedisClient,
+} from '@candlewick/common';
 
 export interface CloseResult {
   closed: number;
@@ -66,7 +90,7 @@ export class BarCloser {
     const outbox = this.keys.outbox(p);
     // Read before draining: closeBars moved every bar ending by this horizon to the outbox in the
     // same step that set it, so they are all in the jobs added below (or earlier ones).
-    const through = this.cfg.emptyBars === 'carry' ? Number(await this.redis.hget(this.keys.clock(p), 'covered') ?? -1) : -1;
+    const through = this.cfg.emptyBars === 'carry' ? Number((await this.redis.hget(this.keys.clock(p), 'covered')) ?? -1) : -1;
     let total = 0;
     for (;;) {
       const rows = (await this.redis.xrange(outbox, '-', '+', 'COUNT', 500)) as [string, string[]][];
@@ -153,7 +177,9 @@ export class CloserService {
     }, this.cfg.closeEveryMs);
     this.watchdog.unref();
     const failing = new RecurringError(this.log, 'closing bars failed; the next tick tries again');
-    this.worker.on('failed', (_job, err) => (isConnectionError(err) || isRefusal(err) ? reportRedisError(this.log, err, 'close tick failed') : failing.report(err)));
+    this.worker.on('failed', (_job, err) =>
+      isConnectionError(err) || isRefusal(err) ? reportRedisError(this.log, err, 'close tick failed') : failing.report(err),
+    );
     this.worker.on('completed', () => {
       failing.ok();
       redisLink.wrote();
@@ -202,7 +228,11 @@ export class CloserService {
     }
     if (!open || !(await idleAndDrained(this.redis, this.cfg, this.keys, this.cfg.closeWhenIdleMs, 0))) return;
     const r = await this.closer.tick(true);
-    if (r.merged) this.log.info({ closed: r.closed, idleMs: this.cfg.closeWhenIdleMs }, 'feed idle and everything merged: closed every open bar (CLOSE_WHEN_IDLE_MS)');
+    if (r.merged)
+      this.log.info(
+        { closed: r.closed, idleMs: this.cfg.closeWhenIdleMs },
+        'feed idle and everything merged: closed every open bar (CLOSE_WHEN_IDLE_MS)',
+      );
   }
 
   async stop(): Promise<void> {

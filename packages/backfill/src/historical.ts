@@ -26,13 +26,26 @@ export interface Progress {
  * A bar whose window reaches outside the range is marked incomplete. Rows already in a file are
  * never rewritten, so running it twice changes nothing.
  */
-export async function runHistorical(cfg: Config, symbols: readonly string[], from: number, to: number, log: Logger, progress: Progress): Promise<HistoricalResult> {
+export async function runHistorical(
+  cfg: Config,
+  symbols: readonly string[],
+  from: number,
+  to: number,
+  log: Logger,
+  progress: Progress,
+): Promise<HistoricalResult> {
   const clock = new Clock(cfg.tz);
   const provider = makeProvider(cfg, log);
   const pre = backfillPreaggregator(cfg);
-  const files = new CsvFiles(cfg.dataDir, clock, cfg.csvExtraColumns, undefined, new Set(cfg.intervals.filter((iv) => iv.day).map((iv) => iv.name)));
+  const files = new CsvFiles(
+    cfg.dataDir,
+    clock,
+    cfg.csvExtraColumns,
+    undefined,
+    new Set(cfg.intervals.filter((iv) => iv.day).map((iv) => iv.name)),
+  );
   const days: [number, number][] = [];
-  for (let t = from; t < to; ) {
+  for (let t = from; t < to;) {
     const [, end] = clock.dayWindow(t);
     days.push([t, Math.min(end, to)]);
     t = end;

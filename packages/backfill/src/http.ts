@@ -108,27 +108,37 @@ export async function getJson(url: string, o: HttpOptions): Promise<unknown> {
       try {
         return JSON.parse(text);
       } catch {
-        throw new ProviderError(o.provider, res.status, `malformed body from ${where}: not JSON (starts ${JSON.stringify(text.slice(0, 60))})`, false);
+        throw new ProviderError(
+          o.provider,
+          res.status,
+          `malformed body from ${where}: not JSON (starts ${JSON.stringify(text.slice(0, 60))})`,
+          false,
+        );
       }
     }
     const body = (await res.text().catch(() => '')).slice(0, 200);
     if (res.status === 429) {
       const wait = retryAfterMs(res.headers.get('retry-after')) ?? o.defaultRetryAfterMs ?? 60_000;
-      if (attempt >= o.retries) throw new ProviderError(o.provider, 429, `rate limited (HTTP 429) by ${where}, still after ${attempt + 1} attempts`, false);
+      if (attempt >= o.retries)
+        throw new ProviderError(o.provider, 429, `rate limited (HTTP 429) by ${where}, still after ${attempt + 1} attempts`, false);
       o.log.warn({ provider: o.provider, url: where, waitMs: wait }, 'rate limited (HTTP 429): waiting as Retry-After asks');
       o.bucket.block(wait);
       continue;
     }
     if (res.status >= 500) {
-      if (attempt >= o.retries) throw new ProviderError(o.provider, res.status, `HTTP ${res.status} from ${where} after ${attempt + 1} attempts: ${body}`, false);
+      if (attempt >= o.retries)
+        throw new ProviderError(o.provider, res.status, `HTTP ${res.status} from ${where} after ${attempt + 1} attempts: ${body}`, false);
       await backoff(o, attempt, `HTTP ${res.status}`, where);
       continue;
     }
     const hint =
-      res.status === 401 ? 'the API key was refused; check it'
-      : res.status === 403 ? 'the key has no access to this endpoint (it may need a paid plan)'
-      : res.status === 404 ? 'not found; check the symbol and the base URL'
-      : 'the request was refused';
+      res.status === 401
+        ? 'the API key was refused; check it'
+        : res.status === 403
+          ? 'the key has no access to this endpoint (it may need a paid plan)'
+          : res.status === 404
+            ? 'not found; check the symbol and the base URL'
+            : 'the request was refused';
     throw new ProviderError(o.provider, res.status, `HTTP ${res.status} from ${where}: ${hint}${body ? ` (${body})` : ''}`, true);
   }
 }

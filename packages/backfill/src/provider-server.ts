@@ -90,14 +90,34 @@ export class ProviderServer {
       const q = url.searchParams;
       const minutes = this.minutes(q.get('symbol') ?? '', Number(q.get('from')) * 1000, Number(q.get('to')) * 1000);
       if (minutes.length === 0) return this.send(res, path, 200, '{"s":"no_data"}');
-      return this.send(res, path, 200, JSON.stringify({
-        s: 'ok', t: minutes.map((x) => x.t / 1000), o: minutes.map((x) => x.o), h: minutes.map((x) => x.h),
-        l: minutes.map((x) => x.l), c: minutes.map((x) => x.c), v: minutes.map((x) => x.v),
-      }));
+      return this.send(
+        res,
+        path,
+        200,
+        JSON.stringify({
+          s: 'ok',
+          t: minutes.map((x) => x.t / 1000),
+          o: minutes.map((x) => x.o),
+          h: minutes.map((x) => x.h),
+          l: minutes.map((x) => x.l),
+          c: minutes.map((x) => x.c),
+          v: minutes.map((x) => x.v),
+        }),
+      );
     }
-    if (req.headers.authorization !== `Bearer ${this.opts.massiveKey}`) return this.send(res, path, 401, '{"status":"ERROR","error":"Unknown API Key"}');
+    if (req.headers.authorization !== `Bearer ${this.opts.massiveKey}`)
+      return this.send(res, path, 401, '{"status":"ERROR","error":"Unknown API Key"}');
     if ((m = /^\/v2\/aggs\/ticker\/([^/]+)\/range\/1\/minute\/(\d+)\/(\d+)$/.exec(path))) {
-      const results = this.minutes(decodeURIComponent(m[1]!), Number(m[2]), Number(m[3])).map((x) => ({ t: x.t, o: x.o, h: x.h, l: x.l, c: x.c, v: x.v, vw: x.pv / x.v, n: x.n }));
+      const results = this.minutes(decodeURIComponent(m[1]!), Number(m[2]), Number(m[3])).map((x) => ({
+        t: x.t,
+        o: x.o,
+        h: x.h,
+        l: x.l,
+        c: x.c,
+        v: x.v,
+        vw: x.pv / x.v,
+        n: x.n,
+      }));
       return this.send(res, path, 200, JSON.stringify({ status: 'OK', resultsCount: results.length, results }));
     }
     if ((m = /^\/v3\/trades\/([^/]+)$/.exec(path))) {
@@ -110,11 +130,22 @@ export class ProviderServer {
       const page = all.slice(cursor, cursor + limit);
       const next = new URL(url);
       next.searchParams.set('cursor', String(cursor + limit));
-      return this.send(res, path, 200, JSON.stringify({
-        status: 'OK',
-        results: page.map(({ tr, seq }) => ({ sip_timestamp: tr.t * 1e6, participant_timestamp: tr.t * 1e6, price: Number(tr.p), size: tr.v, sequence_number: seq })),
-        ...(cursor + limit < all.length ? { next_url: next.toString() } : {}),
-      }));
+      return this.send(
+        res,
+        path,
+        200,
+        JSON.stringify({
+          status: 'OK',
+          results: page.map(({ tr, seq }) => ({
+            sip_timestamp: tr.t * 1e6,
+            participant_timestamp: tr.t * 1e6,
+            price: Number(tr.p),
+            size: tr.v,
+            sequence_number: seq,
+          })),
+          ...(cursor + limit < all.length ? { next_url: next.toString() } : {}),
+        }),
+      );
     }
     return this.send(res, path, 404, '{"error":"not found"}');
   }

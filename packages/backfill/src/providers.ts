@@ -30,7 +30,12 @@ const finnhubCandles = z.union([
 
 function malformed(provider: string, what: string, err: z.ZodError): ProviderError {
   const issue = err.issues[0];
-  return new ProviderError(provider, 200, `malformed body for ${what}: ${issue ? `${issue.path.join('.') || 'body'}: ${issue.message}` : 'unexpected shape'}`, false);
+  return new ProviderError(
+    provider,
+    200,
+    `malformed body for ${what}: ${issue ? `${issue.path.join('.') || 'body'}: ${issue.message}` : 'unexpected shape'}`,
+    false,
+  );
 }
 
 /**
@@ -41,7 +46,10 @@ export class FinnhubCandles implements Provider {
   readonly name = 'finnhub';
   readonly candleFlag = BAR_FLAGS.FINNHUB_CANDLES;
   readonly tradeFlag = 0;
-  constructor(private readonly base: string, private readonly http: HttpOptions) {}
+  constructor(
+    private readonly base: string,
+    private readonly http: HttpOptions,
+  ) {}
 
   async candles(symbol: string, fromMs: number, toMs: number): Promise<Candle[]> {
     const url = `${this.base}/stock/candle?symbol=${encodeURIComponent(symbol)}&resolution=1&from=${Math.floor(fromMs / 1000)}&to=${Math.ceil(toMs / 1000)}`;
@@ -58,17 +66,34 @@ export class FinnhubCandles implements Provider {
 }
 
 const massiveAggs = z.object({
-  results: z.array(z.object({ t: z.number(), o: z.number(), h: z.number(), l: z.number(), c: z.number(), v: z.number(), vw: z.number().optional(), n: z.number().optional() })).optional(),
+  results: z
+    .array(
+      z.object({
+        t: z.number(),
+        o: z.number(),
+        h: z.number(),
+        l: z.number(),
+        c: z.number(),
+        v: z.number(),
+        vw: z.number().optional(),
+        n: z.number().optional(),
+      }),
+    )
+    .optional(),
   next_url: z.string().optional(),
 });
 const massiveTrades = z.object({
-  results: z.array(z.object({
-    sip_timestamp: z.number(),
-    price: z.number(),
-    size: z.number(),
-    sequence_number: z.number(),
-    conditions: z.array(z.number()).optional(),
-  })).optional(),
+  results: z
+    .array(
+      z.object({
+        sip_timestamp: z.number(),
+        price: z.number(),
+        size: z.number(),
+        sequence_number: z.number(),
+        conditions: z.array(z.number()).optional(),
+      }),
+    )
+    .optional(),
   next_url: z.string().optional(),
 });
 
@@ -81,15 +106,20 @@ export class Massive implements Provider {
   readonly name = 'massive';
   readonly candleFlag = BAR_FLAGS.MASSIVE_CANDLES;
   readonly tradeFlag = BAR_FLAGS.MASSIVE_TRADES;
-  constructor(private readonly base: string, private readonly http: HttpOptions) {}
+  constructor(
+    private readonly base: string,
+    private readonly http: HttpOptions,
+  ) {}
 
   async candles(symbol: string, fromMs: number, toMs: number): Promise<Candle[]> {
     const out: Candle[] = [];
-    let url: string | undefined = `${this.base}/v2/aggs/ticker/${encodeURIComponent(symbol)}/range/1/minute/${fromMs}/${toMs}?adjusted=false&sort=asc&limit=50000`;
+    let url: string | undefined =
+      `${this.base}/v2/aggs/ticker/${encodeURIComponent(symbol)}/range/1/minute/${fromMs}/${toMs}?adjusted=false&sort=asc&limit=50000`;
     while (url) {
       const parsed = massiveAggs.safeParse(await getJson(url, this.http));
       if (!parsed.success) throw malformed(this.name, `aggregates of ${symbol}`, parsed.error);
-      for (const r of parsed.data.results ?? []) out.push({ start: r.t, open: r.o, high: r.h, low: r.l, close: r.c, volume: r.v, vwap: r.vw, n: r.n });
+      for (const r of parsed.data.results ?? [])
+        out.push({ start: r.t, open: r.o, high: r.h, low: r.l, close: r.c, volume: r.v, vwap: r.vw, n: r.n });
       url = parsed.data.next_url;
     }
     return out;
@@ -99,12 +129,19 @@ export class Massive implements Provider {
     const out: ProviderTrade[] = [];
     const gte = BigInt(fromMs) * 1_000_000n;
     const lt = (BigInt(toMs) + 1n) * 1_000_000n;
-    let url: string | undefined = `${this.base}/v3/trades/${encodeURIComponent(symbol)}?timestamp.gte=${gte}&timestamp.lt=${lt}&order=asc&sort=timestamp&limit=50000`;
+    let url: string | undefined =
+      `${this.base}/v3/trades/${encodeURIComponent(symbol)}?timestamp.gte=${gte}&timestamp.lt=${lt}&order=asc&sort=timestamp&limit=50000`;
     while (url) {
       const parsed = massiveTrades.safeParse(await getJson(url, this.http));
       if (!parsed.success) throw malformed(this.name, `trades of ${symbol}`, parsed.error);
       for (const r of parsed.data.results ?? []) {
-        out.push({ t: nsToMs(r.sip_timestamp), p: String(r.price), v: r.size, seq: r.sequence_number, c: (r.conditions ?? []).map(String) });
+        out.push({
+          t: nsToMs(r.sip_timestamp),
+          p: String(r.price),
+          v: r.size,
+          seq: r.sequence_number,
+          c: (r.conditions ?? []).map(String),
+        });
       }
       url = parsed.data.next_url;
     }
@@ -126,9 +163,19 @@ export function nsToMs(ns: number): number {
 export function makeProvider(cfg: Config, log: Logger, signal?: AbortSignal): Provider {
   const common = { bucket: new TokenBucket(cfg.backfillRate), retries: cfg.backfillRetries, log, signal };
   if (cfg.backfillProvider === 'massive') {
-    if (!cfg.massiveApiKey) throw new ProviderError('massive', 0, 'MASSIVE_API_KEY is not set; set it, or BACKFILL_PROVIDER=finnhub, or BACKFILL=off', true);
-    return new Massive(cfg.massiveRestUrl.replace(/\/$/, ''), { ...common, provider: 'massive', headers: { authorization: `Bearer ${cfg.massiveApiKey}` } });
+    if (!cfg.massiveApiKey)
+      throw new ProviderError('massive', 0, 'MASSIVE_API_KEY is not set; set it, or BACKFILL_PROVIDER=finnhub, or BACKFILL=off', true);
+    return new Massive(cfg.massiveRestUrl.replace(/\/$/, ''), {
+      ...common,
+      provider: 'massive',
+      headers: { authorization: `Bearer ${cfg.massiveApiKey}` },
+    });
   }
-  if (!cfg.finnhubToken) throw new ProviderError('finnhub', 0, 'FINNHUB_TOKEN is not set; backfill from Finnhub needs it (or set BACKFILL=off)', true);
-  return new FinnhubCandles(cfg.finnhubRestUrl.replace(/\/$/, ''), { ...common, provider: 'finnhub', headers: { 'x-finnhub-token': cfg.finnhubToken } });
+  if (!cfg.finnhubToken)
+    throw new ProviderError('finnhub', 0, 'FINNHUB_TOKEN is not set; backfill from Finnhub needs it (or set BACKFILL=off)', true);
+  return new FinnhubCandles(cfg.finnhubRestUrl.replace(/\/$/, ''), {
+    ...common,
+    provider: 'finnhub',
+    headers: { 'x-finnhub-token': cfg.finnhubToken },
+  });
 }

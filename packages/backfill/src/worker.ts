@@ -76,7 +76,10 @@ export class BackfillService {
       this.conns.push(conn);
       this.loops.push(this.run(p, conn));
     }
-    this.log.info({ provider: this.cfg.backfillProvider, mode: this.cfg.backfillMode, disabled: this.disabled !== undefined }, 'backfill started');
+    this.log.info(
+      { provider: this.cfg.backfillProvider, mode: this.cfg.backfillMode, disabled: this.disabled !== undefined },
+      'backfill started',
+    );
   }
 
   async stop(): Promise<void> {
@@ -108,8 +111,7 @@ export class BackfillService {
           for (const [id, fields] of res[1]) if (fields) await this.handle(parseRequest(p, id, fields));
         }
         const res = (await conn.xreadgroup('GROUP', BACKFILL_GROUP, this.consumer, 'COUNT', 10, 'BLOCK', 1000, 'STREAMS', stream, '>')) as
-          | [string, StreamEntry[]][]
-          | null;
+          [string, StreamEntry[]][] | null;
         for (const [id, fields] of res?.[0]?.[1] ?? []) if (fields) await this.handle(parseRequest(p, id, fields));
       } catch (err) {
         if (this.stopped) break;
@@ -149,9 +151,16 @@ export class BackfillService {
 
   private async merge(req: BackfillRequest, s: Splice, log: Logger): Promise<void> {
     const r = await mergeBackfill(this.redis, this.keys, req.partition, {
-      group: BACKFILL_GROUP, consumer: this.consumer, requestId: req.id, symbol: req.symbol, partials: s.partials, flags: s.flags, used: s.used,
+      group: BACKFILL_GROUP,
+      consumer: this.consumer,
+      requestId: req.id,
+      symbol: req.symbol,
+      partials: s.partials,
+      flags: s.flags,
+      used: s.used,
     });
-    if (r === 'hold-expired') log.warn('the hold on this symbol expired before the backfill was done (BACKFILL_HOLD): its bars were written without it');
+    if (r === 'hold-expired')
+      log.warn('the hold on this symbol expired before the backfill was done (BACKFILL_HOLD): its bars were written without it');
     if (r === 'not-mine') log.info('request already done by another worker');
     else {
       this.done++;

@@ -1,6 +1,15 @@
 #!/usr/bin/env node
 import { ConfigError, EXIT, RedisUnavailableError, configEnvNames, loadConfig, settingsTable, type Config } from '@candlewick/common';
-import { ROLES, SERVICES, runHistoricalBackfill, runProviderServer, runReplayServer, runService, runTap, type TapRequest } from './roles.js';
+import {
+  ROLES,
+  SERVICES,
+  runHistoricalBackfill,
+  runProviderServer,
+  runReplayServer,
+  runService,
+  runTap,
+  type TapRequest,
+} from './roles.js';
 import { runStack } from './stack.js';
 
 const HELP = `candlewick: trades -> OHLCV bars on Redis Streams
@@ -28,7 +37,13 @@ Every setting is an environment variable (see README, or: candlewick help settin
 --some-name value sets SOME_NAME.
 Short forms: --tape (REPLAY_TAPE), --speed (REPLAY_SPEED), --port (REPLAY_PORT), --from (BACKFILL_FROM), --to (BACKFILL_TO).`;
 
-const ALIASES: Record<string, string> = { TAPE: 'REPLAY_TAPE', SPEED: 'REPLAY_SPEED', PORT: 'REPLAY_PORT', FROM: 'BACKFILL_FROM', TO: 'BACKFILL_TO' };
+const ALIASES: Record<string, string> = {
+  TAPE: 'REPLAY_TAPE',
+  SPEED: 'REPLAY_SPEED',
+  PORT: 'REPLAY_PORT',
+  FROM: 'BACKFILL_FROM',
+  TO: 'BACKFILL_TO',
+};
 
 /** The flag for a variable: REPLAY_TAPE -> --replay-tape. */
 const flagOf = (name: string) => `--${name.toLowerCase().replace(/_/g, '-')}`;

@@ -107,7 +107,10 @@ export class PrivateRedis {
       if (err instanceof RedisUnavailableError) throw err;
       this.stopping = true;
       this.proc?.kill('SIGKILL');
-      const said = this.lastLines.filter((l) => !/overcommit|WARNING/i.test(l)).slice(-3).join(' | ');
+      const said = this.lastLines
+        .filter((l) => !/overcommit|WARNING/i.test(l))
+        .slice(-3)
+        .join(' | ');
       throw new RedisUnavailableError(
         `cannot start a private redis-server in ${resolve(this.dir)}: ${(err as Error).message}${said ? ` (redis-server said: ${said})` : ''}. ` +
           'Check the space and permissions of DATA_DIR, or point REDIS_URL at a Redis you run',
@@ -121,9 +124,25 @@ export class PrivateRedis {
     await this.stopLeftover();
     this.port = port ?? (await freePort());
     const args = [
-      '--port', String(this.port), '--bind', '127.0.0.1', '--dir', resolve(this.dir),
-      '--save', '', '--appendonly', this.appendonly ? 'yes' : 'no', '--appendfsync', 'everysec',
-      '--daemonize', 'no', '--logfile', '', '--loglevel', 'warning', ...this.extraArgs,
+      '--port',
+      String(this.port),
+      '--bind',
+      '127.0.0.1',
+      '--dir',
+      resolve(this.dir),
+      '--save',
+      '',
+      '--appendonly',
+      this.appendonly ? 'yes' : 'no',
+      '--appendfsync',
+      'everysec',
+      '--daemonize',
+      'no',
+      '--logfile',
+      '',
+      '--loglevel',
+      'warning',
+      ...this.extraArgs,
     ];
     const proc = spawn(this.bin, args, { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
     this.proc = proc;
@@ -221,22 +240,39 @@ export class PrivateRedisCluster {
     let ports: number[] | undefined;
     try {
       const saved = JSON.parse(readFileSync(state, 'utf8')) as { ports?: unknown };
-      if (Array.isArray(saved.ports) && saved.ports.length === this.masters && saved.ports.every((p, i) => Number.isInteger(p) && existsSync(join(this.dir, `node-${i}`, 'nodes.conf')))) {
+      if (
+        Array.isArray(saved.ports) &&
+        saved.ports.length === this.masters &&
+        saved.ports.every((p, i) => Number.isInteger(p) && existsSync(join(this.dir, `node-${i}`, 'nodes.conf')))
+      ) {
         ports = saved.ports as number[];
       }
     } catch {
       // no cluster here yet
     }
     const fresh = ports === undefined;
-    this.nodes = Array.from({ length: this.masters }, (_, i) =>
-      new PrivateRedis(join(this.dir, `node-${i}`), this.bin, true, ['--cluster-enabled', 'yes', '--cluster-config-file', 'nodes.conf', '--cluster-node-timeout', '2000']),
+    this.nodes = Array.from(
+      { length: this.masters },
+      (_, i) =>
+        new PrivateRedis(join(this.dir, `node-${i}`), this.bin, true, [
+          '--cluster-enabled',
+          'yes',
+          '--cluster-config-file',
+          'nodes.conf',
+          '--cluster-node-timeout',
+          '2000',
+        ]),
     );
     try {
       for (let i = 0; i < this.masters; i++) await this.nodes[i]!.start(ports?.[i]);
       if (fresh) {
         writeFileSync(state, JSON.stringify({ ports: this.nodes.map((n) => n.port) }));
         const cli = this.bin.endsWith('redis-server') ? `${this.bin.slice(0, -'redis-server'.length)}redis-cli` : 'redis-cli';
-        await promisify(execFile)(cli, ['--cluster', 'create', ...this.nodes.map((n) => `127.0.0.1:${n.port}`), '--cluster-replicas', '0', '--cluster-yes'], { timeout: 30_000 });
+        await promisify(execFile)(
+          cli,
+          ['--cluster', 'create', ...this.nodes.map((n) => `127.0.0.1:${n.port}`), '--cluster-replicas', '0', '--cluster-yes'],
+          { timeout: 30_000 },
+        );
       }
       await this.waitUntilOk();
     } catch (err) {

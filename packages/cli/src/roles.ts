@@ -1,6 +1,29 @@
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
-import { ConfigError, EXIT, connectRedis, createLogger, handleShutdown, isConnectionError, isRefusal, redisLink, reportRedisError, sleep, waitForRedis, makeKeys, redactUrl, type Component, type Config, type Keys, type Logger, type RedisClient, MetricsServer, tapBars, tapTrades, type Health } from '@candlewick/common';
+import {
+  ConfigError,
+  EXIT,
+  connectRedis,
+  createLogger,
+  handleShutdown,
+  isConnectionError,
+  isRefusal,
+  redisLink,
+  reportRedisError,
+  sleep,
+  waitForRedis,
+  makeKeys,
+  redactUrl,
+  type Component,
+  type Config,
+  type Keys,
+  type Logger,
+  type RedisClient,
+  MetricsServer,
+  tapBars,
+  tapTrades,
+  type Health,
+} from '@candlewick/common';
 import { TapeError, isTapeTrade, readTape, tapeSymbols, type TapeItem } from '@candlewick/common';
 import { Ingestor, ReplayServer } from '@candlewick/ingestor';
 import { Aggregator, CloserService } from '@candlewick/aggregator';
@@ -13,7 +36,9 @@ import { stackRedisUrl } from './redis-server.js';
 export const BUNDLED_TAPE = fileURLToPath(new URL('../../../tapes/binance-xrpeth-aggtrades-2019-10-11.json.gz', import.meta.url));
 
 export function rootLogger(cfg: Config, name: string, write?: (line: string) => void): Logger {
-  const file = cfg.logFile ? { path: join(cfg.dataDir, 'logs', cfg.logName ?? name), size: cfg.logFileSize, count: cfg.logFileCount } : undefined;
+  const file = cfg.logFile
+    ? { path: join(cfg.dataDir, 'logs', cfg.logName ?? name), size: cfg.logFileSize, count: cfg.logFileCount }
+    : undefined;
   return createLogger({ level: cfg.logLevel, pretty: cfg.logPretty, name, write, file });
 }
 
@@ -23,7 +48,8 @@ const DEFAULT_REDIS_URL = 'redis://127.0.0.1:6379';
 function redisUrlFor(cfg: Config, log?: Logger): string {
   if (cfg.redisUrl) return cfg.redisUrl;
   const stacks = cfg.redisCluster ? undefined : stackRedisUrl(cfg.dataDir);
-  if (stacks) log?.info({ redis: stacks, dataDir: cfg.dataDir }, 'REDIS_URL unset: using the private Redis of the stack running on DATA_DIR');
+  if (stacks)
+    log?.info({ redis: stacks, dataDir: cfg.dataDir }, 'REDIS_URL unset: using the private Redis of the stack running on DATA_DIR');
   return stacks ?? DEFAULT_REDIS_URL;
 }
 
@@ -33,13 +59,25 @@ function redisFor(cfg: Config, log: Logger): RedisClient {
   return connectRedis(url, log.child({ component: 'redis' }), { cluster: cfg.redisCluster, password: cfg.redisPassword });
 }
 
-
 /**
  * Under `candlewick stack` (an IPC channel to the parent), a role whose parent is gone stops itself
  * through the usual shutdown path, so a killed stack never leaves orphans behind.
  */
+/** The CPU this process has used so far, µs (user + system). */
+function cpuUs(): number {
+  const u = process.cpuUsage();
+  return u.user + u.system;
+}
+
 function stopWithParent(): void {
-  if (process.send) process.once('disconnect', () => process.kill(process.pid, 'SIGTERM'));
+  if (!process.send) return;
+  process.once('disconnect', () => process.kill(process.pid, 'SIGTERM'));
+  // the parent's summary asks each role for the CPU it has used (µs, user + system)
+  process.on('message', (msg: { cpu?: boolean }) => {
+    if (msg?.cpu && process.connected) {
+      process.send!({ cpu: cpuUs() });
+    }
+  });
 }
 
 /** /metrics and /healthz on METRICS_PORT, when it is set. */
@@ -59,7 +97,10 @@ async function runRole(cfg: Config, name: string, make: (redis: RedisClient, log
     return {
       ...own,
       ok: redis.status === 'ready' && own.ok,
-      redis: redis.status === 'ready' ? 'ready' : `unreachable${down ? ` for ${Math.round(down / 1000)} s` : ''}${redisLink.reason ? ` (${redisLink.reason})` : ''}`,
+      redis:
+        redis.status === 'ready'
+          ? 'ready'
+          : `unreachable${down ? ` for ${Math.round(down / 1000)} s` : ''}${redisLink.reason ? ` (${redisLink.reason})` : ''}`,
     };
   });
   let started = false;
@@ -98,7 +139,7 @@ async function runRole(cfg: Config, name: string, make: (redis: RedisClient, log
   });
   log.debug(`${name} ready`);
   // Under `candlewick stack` the parent waits for this before it starts the next stage.
-  process.send?.({ ready: true });
+  process.send?.({ ready: true, cpu: cpuUs() });
   // ... and judges the end of a replay by this too, for Redis may not be there to say it
   if (process.send && role.progress) {
     let last = '';
@@ -111,7 +152,18 @@ async function runRole(cfg: Config, name: string, make: (redis: RedisClient, log
 }
 
 /** Every role the CLI runs (`candlewick <role>`). */
-export const ROLES = ['stack', 'ingest', 'replay-server', 'aggregate', 'close', 'write', 'backfill', 'tap', 'provider-server', 'help'] as const;
+export const ROLES = [
+  'stack',
+  'ingest',
+  'replay-server',
+  'aggregate',
+  'close',
+  'write',
+  'backfill',
+  'tap',
+  'provider-server',
+  'help',
+] as const;
 
 type Service = new (redis: RedisClient, cfg: Config, keys: Keys, log: Logger) => Component;
 
@@ -128,7 +180,8 @@ export function runService(cfg: Config, role: string): Promise<void> {
   const Svc = SERVICES[role]!;
   const keys = makeKeys(cfg.keyPrefix);
   // a replaying ingestor without SYMBOLS subscribes to the tape's (as `stack` does)
-  if (role === 'ingest' && cfg.mode === 'replay' && cfg.symbols.length === 0) cfg = Object.freeze({ ...cfg, symbols: tapeSymbols(replayTape(cfg).items) });
+  if (role === 'ingest' && cfg.mode === 'replay' && cfg.symbols.length === 0)
+    cfg = Object.freeze({ ...cfg, symbols: tapeSymbols(replayTape(cfg).items) });
   return runRole(cfg, role, (redis, log) => new Svc(redis, cfg, keys, log));
 }
 
@@ -150,13 +203,17 @@ export function replayTape(cfg: Config): { path: string; items: TapeItem[]; prob
 
 export async function runReplayServer(cfg: Config): Promise<void> {
   const log = rootLogger(cfg, 'replay-server');
-  const { path: tapePath, items, problems } = replayTape(cfg);
+  const { items, problems } = replayTape(cfg);
   problems.slice(0, 20).forEach((problem) => log.warn(problem));
   if (problems.length > 20) log.warn({ more: problems.length - 20 }, 'more tape lines left out');
   let tape = items;
   const from = cfg.replayFrom;
   if (from !== undefined) tape = tape.filter((item) => !isTapeTrade(item) || item.t >= from);
-  const server = new ReplayServer(tape, { port: cfg.replayPort, host: cfg.replayHost, speed: cfg.replaySpeed, frameTrades: cfg.replayFrameTrades, shiftToNow: cfg.replayShift }, log);
+  const server = new ReplayServer(
+    tape,
+    { port: cfg.replayPort, host: cfg.replayHost, speed: cfg.replaySpeed, frameTrades: cfg.replayFrameTrades, shiftToNow: cfg.replayShift },
+    log,
+  );
   const metrics = metricsServer(cfg, 'replay-server', log, () => ({ ok: true }));
   handleShutdown(log, async () => {
     await server.stop();
@@ -165,7 +222,7 @@ export async function runReplayServer(cfg: Config): Promise<void> {
   stopWithParent();
   await metrics?.start();
   await server.start();
-  process.send?.({ ready: true });
+  process.send?.({ ready: true, cpu: cpuUs() });
 }
 
 /**
@@ -177,17 +234,26 @@ export async function runProviderServer(cfg: Config): Promise<void> {
   const log = rootLogger(cfg, 'provider-server');
   const { path, items } = replayTape(cfg);
   const server = new ProviderServer(items.filter(isTapeTrade), {
-    host: cfg.replayHost, port: cfg.replayPort || 8766, finnhubToken: cfg.finnhubToken, massiveKey: cfg.massiveApiKey,
+    host: cfg.replayHost,
+    port: cfg.replayPort || 8766,
+    finnhubToken: cfg.finnhubToken,
+    massiveKey: cfg.massiveApiKey,
   });
   handleShutdown(log, () => server.stop());
   const base = await server.start();
-  log.info({ tape: path, url: base }, `serving the tape as Finnhub (${base}/api/v1) and Massive (${base}) history: point FINNHUB_REST_URL or MASSIVE_REST_URL here`);
+  log.info(
+    { tape: path, url: base },
+    `serving the tape as Finnhub (${base}/api/v1) and Massive (${base}) history: point FINNHUB_REST_URL or MASSIVE_REST_URL here`,
+  );
 }
 
 /** Progress of a historical backfill: a bar in a terminal, plain lines otherwise. */
 function progressFor(out: NodeJS.WriteStream): Progress {
   if (out.isTTY) {
-    const bar = new SingleBar({ format: 'backfill [{bar}] {value}/{total} {what} | eta {eta_formatted}', stream: out }, Presets.shades_classic);
+    const bar = new SingleBar(
+      { format: 'backfill [{bar}] {value}/{total} {what} | eta {eta_formatted}', stream: out },
+      Presets.shades_classic,
+    );
     return { start: (total) => bar.start(total, 0, { what: '' }), step: (what) => bar.increment(1, { what }), stop: () => bar.stop() };
   }
   let done = 0;
@@ -237,7 +303,9 @@ export async function runTap(cfg: Config, req: TapRequest): Promise<number> {
   const intervals = cfg.intervals.map((iv) => iv.name);
   const bars = /^bars:(.+)$/.exec(req.target);
   if (req.target !== 'trades' && !(bars && intervals.includes(bars[1]!))) {
-    process.stderr.write(`candlewick tap: "${req.target}" is not a stream to tap: use trades, or one of ${intervals.map((i) => `bars:${i}`).join(', ')}\n`);
+    process.stderr.write(
+      `candlewick tap: "${req.target}" is not a stream to tap: use trades, or one of ${intervals.map((i) => `bars:${i}`).join(', ')}\n`,
+    );
     return EXIT.CONFIG;
   }
   if (req.group !== undefined && !/^[A-Za-z0-9_.-]+$/.test(req.group)) {
@@ -256,10 +324,16 @@ export async function runTap(cfg: Config, req: TapRequest): Promise<number> {
   };
   for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(sig, stop);
   process.stdout.on('error', stop); // a closed pipe (| head) ends the tap
-  const symbols = req.symbols?.split(',').map((s) => s.trim()).filter(Boolean);
+  const symbols = req.symbols
+    ?.split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
   const opts = { symbols, from: req.from, group: req.group, signal: abort.signal };
   try {
-    await Promise.race([waitForRedis(redis, redisUrlFor(cfg), cfg.redisConnectTimeoutMs), new Promise((r) => abort.signal.addEventListener('abort', r))]);
+    await Promise.race([
+      waitForRedis(redis, redisUrlFor(cfg), cfg.redisConnectTimeoutMs),
+      new Promise((r) => abort.signal.addEventListener('abort', r)),
+    ]);
     if (abort.signal.aborted) return EXIT.OK;
     const items = bars ? tapBars(redis, keys, bars[1]!, opts) : tapTrades(redis, keys, cfg.partitions, opts);
     for await (const item of items) {

@@ -4,12 +4,31 @@ import { join } from 'node:path';
 import { connect } from 'node:net';
 import { setPriority } from 'node:os';
 import type { Queue } from 'bullmq';
-import { EXIT, RedisUnavailableError, connectRedis, disableCrashPoints, idleAndDrained, readCounters, makeKeys, redactUrl, redisLink, reportRedisError, signalExitCode, sleep, waitForRedis, type Config, type Keys, type Logger, type RedisClient } from '@candlewick/common';
+import { Cluster } from 'ioredis';
+import {
+  EXIT,
+  RedisUnavailableError,
+  connectRedis,
+  disableCrashPoints,
+  idleAndDrained,
+  readCounters,
+  makeKeys,
+  redactUrl,
+  redisLink,
+  reportRedisError,
+  signalExitCode,
+  sleep,
+  waitForRedis,
+  type Config,
+  type Keys,
+  type Logger,
+  type RedisClient,
+} from '@candlewick/common';
 import { tapeSymbols } from '@candlewick/common';
 import { BarCloser, barsQueue } from '@candlewick/aggregator';
 import { replayTape, rootLogger } from './roles.js';
 import { PrivateRedis, PrivateRedisCluster, freePort } from './redis-server.js';
-import { formatSummary, summarize } from './summary.js';
+import { formatSummary, summarize, type CpuUse } from './summary.js';
 
 const LEVELS: Record<number, string> = { 10: 'TRACE', 20: 'DEBUG', 30: 'INFO ', 40: 'WARN ', 50: 'ERROR', 60: 'FATAL' };
 const COLORS: Record<number, string> = { 40: '\x1b[33m', 50: '\x1b[31m', 60: '\x1b[31m' };
@@ -39,6 +58,9 @@ interface Child {
   restarts: number[];
   /** settles when the role has logged that it is ready */
   ready: Promise<void>;
+  /** the CPU it had used (µs) when it was ready, and as it last answered */
+  cpuAtReady?: number;
+  cpuUs?: number;
   /** what the role last said of its progress (the ingestor: newest receive time, trades held) */
   progress?: { lastRx: number; pending: number };
 }
@@ -169,7 +191,9 @@ export async function runStack(cfg: Config, env: NodeJS.ProcessEnv): Promise<num
   try {
     let redisUrl = cfg.redisUrl;
     if (!redisUrl) {
-      privateRedis = cfg.redisCluster ? new PrivateRedisCluster(join(cfg.dataDir, 'redis-cluster'), cfg.redisServerBin) : new PrivateRedis(join(cfg.dataDir, 'redis'), cfg.redisServerBin);
+      privateRedis = cfg.redisCluster
+        ? new PrivateRedisCluster(join(cfg.dataDir, 'redis-cluster'), cfg.redisServerBin)
+        : new PrivateRedis(join(cfg.dataDir, 'redis'), cfg.redisServerBin);
       redisUrl = await privateRedis.start();
       log.info(
         { redis: redisUrl, dir: join(cfg.dataDir, cfg.redisCluster ? 'redis-cluster' : 'redis') },
@@ -181,7 +205,10 @@ export async function runStack(cfg: Config, env: NodeJS.ProcessEnv): Promise<num
       delete childEnv.REDIS_PASSWORD_FILE;
     }
     childEnv.REDIS_URL = redisUrl;
-    redis = connectRedis(redisUrl, log.child({ component: 'redis' }), { cluster: cfg.redisCluster, password: privateRedis ? undefined : cfg.redisPassword });
+    redis = connectRedis(redisUrl, log.child({ component: 'redis' }), {
+      cluster: cfg.redisCluster,
+      password: privateRedis ? undefined : cfg.redisPassword,
+    });
     // While Redis is away the ingestor cannot report the trades it receives, so the idle clock
     // starts again when the connection is back.
     let redisBackAt = 0;
@@ -189,6 +216,7 @@ export async function runStack(cfg: Config, env: NodeJS.ProcessEnv): Promise<num
     const ready = await stop.race(waitForRedis(redis, redactUrl(redisUrl), cfg.redisConnectTimeoutMs));
     if (stop.reason !== undefined && ready === undefined) return exitFor(stop.reason, cfg);
     const baseline = await readCounters(redis, cfg, keys);
+    let cpuAtStart: { at: number; stack: number; redis: number | undefined } = { at: Date.now(), stack: 0, redis: undefined };
     bars = barsQueue(redis, keys);
     bars.on('error', () => undefined); // connection errors are said once by the link
     const closer = new BarCloser(redis, bars, cfg, keys, log.child({ component: 'final-close' }));
@@ -219,16 +247,22 @@ export async function runStack(cfg: Config, env: NodeJS.ProcessEnv): Promise<num
       for (const stream of [proc.stdout!, proc.stderr!]) {
         createInterface({ input: stream }).on('line', (line) => term.line(formatLogLine(name, line, color)));
       }
-      proc.on('message', (msg: { ready?: boolean; progress?: Child['progress'] }) => {
-        if (msg?.ready) markReady();
+      proc.on('message', (msg: { ready?: boolean; progress?: Child['progress']; cpu?: number }) => {
+        if (msg?.ready) {
+          child.cpuAtReady = msg.cpu ?? 0;
+          markReady();
+        }
         if (msg?.progress) child.progress = msg.progress;
+        if (msg?.cpu !== undefined && !msg.ready) child.cpuUs = msg.cpu;
       });
       proc.on('exit', (exitCode, signal) => {
         if (stopping) return;
         const now = Date.now();
         child.restarts = child.restarts.filter((t) => now - t < 60_000);
-        if (exitCode === EXIT.CONFIG) return fail(EXIT.FAILURE, `${name} stopped on a configuration problem (exit ${exitCode}, see above); not restarting it`);
-        if (child.restarts.length >= 5) return fail(EXIT.FAILURE, `${name} exited (${exitCode ?? signal}) 5 times within a minute; not restarting it`);
+        if (exitCode === EXIT.CONFIG)
+          return fail(EXIT.FAILURE, `${name} stopped on a configuration problem (exit ${exitCode}, see above); not restarting it`);
+        if (child.restarts.length >= 5)
+          return fail(EXIT.FAILURE, `${name} exited (${exitCode ?? signal}) 5 times within a minute; not restarting it`);
         child.restarts.push(now);
         log.warn({ role: name, code: exitCode, signal }, 'role exited unexpectedly; restarting it');
         setTimeout(() => !stopping && spawnChild(role, name, child), 500);
@@ -245,10 +279,13 @@ export async function runStack(cfg: Config, env: NodeJS.ProcessEnv): Promise<num
     }
     children.push(spawnChild('write', 'write'));
     children.push(spawnChild('close', 'close'));
-    for (let i = 0; i < cfg.aggregators; i++) children.push(spawnChild('aggregate', cfg.aggregators > 1 ? `aggregate.${i + 1}` : 'aggregate'));
+    for (let i = 0; i < cfg.aggregators; i++)
+      children.push(spawnChild('aggregate', cfg.aggregators > 1 ? `aggregate.${i + 1}` : 'aggregate'));
     if (cfg.backfill) children.push(spawnChild('backfill', 'backfill'));
     // The feed starts last, once every downstream role is up, so no stage starts behind.
     await stop.race(Promise.race([Promise.all(children.map((c) => c.ready)), sleep(60_000)]));
+    // CPU is counted from here: start-up is not a cost per trade
+    cpuAtStart = { at: Date.now(), stack: stackCpuUs(), redis: await redisCpuUs(redis).catch(() => undefined) };
     if (stop.reason === undefined) children.push(spawnChild('ingest', 'ingest'));
 
     while (stop.reason === undefined) {
@@ -256,12 +293,18 @@ export async function runStack(cfg: Config, env: NodeJS.ProcessEnv): Promise<num
       if (stop.reason !== undefined || cfg.exitWhenIdleMs === 0) continue;
       const ingest = children.find((c) => c.role === 'ingest');
       // (redisBackAt: while Redis was away the ingestor could not report what it received)
-      const idle = await stop.race(idleAndDrained(redis, cfg, keys, cfg.exitWhenIdleMs, startedAt, ingest?.progress).then((v) => v && Date.now() - redisBackAt >= cfg.exitWhenIdleMs).catch(() => false));
+      const idle = await stop.race(
+        idleAndDrained(redis, cfg, keys, cfg.exitWhenIdleMs, startedAt, ingest?.progress)
+          .then((v) => v && Date.now() - redisBackAt >= cfg.exitWhenIdleMs)
+          .catch(() => false),
+      );
       if (!idle) continue;
       log.info({ idleMs: cfg.exitWhenIdleMs }, 'feed idle and every stage drained; closing the remaining bars');
       const t0 = Date.now();
       const finished = await finish(redis, bars, closer, cfg, keys, stop, log);
       const summary = summarize(baseline, await readCounters(redis, cfg, keys), startedAt, Date.now(), Date.now() - t0);
+      summary.cpu = await cpuAccount(children, redis, cpuAtStart, privateRedis !== undefined);
+      summary.cpuWallMs = Date.now() - cpuAtStart.at;
       await shutdown();
       term.line(formatSummary(summary, cfg.dataDir));
       if (!finished) {
@@ -279,6 +322,53 @@ export async function runStack(cfg: Config, env: NodeJS.ProcessEnv): Promise<num
     if (!stopping) await shutdown();
   }
   return code;
+}
+
+/**
+ * The CPU every process has used on the run's trades (µs, user + system), from the moment each was
+ * ready (the stack and Redis: from the feed's start), so start-up is not counted: each role's,
+ * asked over IPC (a role that does not answer within a second is left out; a restarted role counts
+ * from its restart), the stack's own, and Redis's (INFO cpu, its forks included; every master of a
+ * cluster). A Redis given by REDIS_URL may serve others too: its figure is marked shared.
+ */
+async function cpuAccount(
+  children: Child[],
+  redis: RedisClient,
+  atStart: { at: number; stack: number; redis: number | undefined },
+  privateRedis: boolean,
+): Promise<CpuUse[]> {
+  const live = children.filter((c) => c.proc.connected);
+  for (const c of live) c.cpuUs = undefined;
+  for (const c of live) c.proc.send({ cpu: true }, () => undefined);
+  const until = Date.now() + 1000;
+  while (Date.now() < until && live.some((c) => c.cpuUs === undefined)) await sleep(10);
+  const out: CpuUse[] = live
+    .filter((c) => c.cpuUs !== undefined)
+    .map((c) => ({ name: c.name, role: c.role, us: c.cpuUs! - (c.cpuAtReady ?? 0) }));
+  out.push({ name: 'stack', role: 'stack', us: stackCpuUs() - atStart.stack });
+  const redisNow = await redisCpuUs(redis).catch(() => undefined);
+  if (redisNow !== undefined && atStart.redis !== undefined)
+    out.push({ name: privateRedis ? 'redis' : 'redis (shared)', role: 'redis', us: redisNow - atStart.redis });
+  return out;
+}
+
+function stackCpuUs(): number {
+  const u = process.cpuUsage();
+  return u.user + u.system;
+}
+
+/** Redis's CPU so far, µs: main thread and forks (AOF rewrites), every master of a cluster. */
+async function redisCpuUs(redis: RedisClient): Promise<number> {
+  const nodes = redis instanceof Cluster ? redis.nodes('master') : [redis];
+  let us = 0;
+  for (const node of nodes) {
+    const info = await node.info('cpu');
+    for (const f of ['used_cpu_sys', 'used_cpu_user', 'used_cpu_sys_children', 'used_cpu_user_children']) {
+      const m = new RegExp(`^${f}:([\\d.]+)`, 'm').exec(info);
+      if (m) us += Math.round(Number(m[1]) * 1e6);
+    }
+  }
+  return us;
 }
 
 /**
@@ -303,7 +393,12 @@ function stopChild(proc: ChildProcess, graceMs: number): Promise<void> {
  * Restarts a private redis-server that dies, on its port and data (AOF), so the roles — which
  * wait for it — carry on; more than five deaths in a minute stop the stack with exit 3.
  */
-function superviseRedis(redis: PrivateRedis | PrivateRedisCluster, log: Logger, stopping: () => boolean, fail: (code: number, why: string) => void): void {
+function superviseRedis(
+  redis: PrivateRedis | PrivateRedisCluster,
+  log: Logger,
+  stopping: () => boolean,
+  fail: (code: number, why: string) => void,
+): void {
   const restarts: number[] = [];
   const servers = redis instanceof PrivateRedisCluster ? redis.servers : [redis];
   for (const server of servers) {
@@ -314,12 +409,19 @@ function superviseRedis(redis: PrivateRedis | PrivateRedisCluster, log: Logger, 
       while (restarts.length && now - restarts[0]! > 60_000) restarts.shift();
       if (restarts.length >= 5) return fail(EXIT.NO_REDIS, `the private redis-server ${how} 5 times within a minute (${said}); stopping`);
       restarts.push(now);
-      log.error({ redis: server.url, how, said }, 'the private redis-server died; restarting it on the same port and data (every role waits for it)');
+      log.error(
+        { redis: server.url, how, said },
+        'the private redis-server died; restarting it on the same port and data (every role waits for it)',
+      );
       setTimeout(() => {
         if (stopping()) return;
         server.start(server.port).then(
           () => log.info({ redis: server.url }, 'private redis-server restarted'),
-          (err: unknown) => fail(EXIT.NO_REDIS, `the private redis-server could not be restarted: ${(err as Error).message} (${server.lastLines.slice(-3).join(' | ')})`),
+          (err: unknown) =>
+            fail(
+              EXIT.NO_REDIS,
+              `the private redis-server could not be restarted: ${(err as Error).message} (${server.lastLines.slice(-3).join(' | ')})`,
+            ),
         );
       }, 200);
     };
@@ -346,7 +448,15 @@ function waitForPort(port: number, timeoutMs: number): Promise<void> {
  * Closes every remaining bar once everything ingested is merged, and waits for the writer.
  * Returns false when a stop request came first.
  */
-async function finish(redis: RedisClient, bars: Queue, closer: BarCloser, cfg: Config, keys: Keys, stop: StopRequest, log: Logger): Promise<boolean> {
+async function finish(
+  redis: RedisClient,
+  bars: Queue,
+  closer: BarCloser,
+  cfg: Config,
+  keys: Keys,
+  stop: StopRequest,
+  log: Logger,
+): Promise<boolean> {
   for (;;) {
     // Redis away or refusing writes here is waited out like anywhere else
     const r = await stop.race(

@@ -2,11 +2,40 @@ import { join } from 'node:path';
 import type { Counters } from '@candlewick/common';
 
 /** One run's summary: the counters' differences, plus timing. */
-export type StackSummary = Pick<Counters, 'rejected' | 'badFrames' | 'late' | 'merged' | 'filtered' | 'excluded' | 'unknownConditions' | 'amendTooOld' | 'written' | 'holdMaxMs' | 'holdMeanMs'> & {
+export type StackSummary = Pick<
+  Counters,
+  | 'rejected'
+  | 'badFrames'
+  | 'late'
+  | 'merged'
+  | 'filtered'
+  | 'excluded'
+  | 'unknownConditions'
+  | 'amendTooOld'
+  | 'written'
+  | 'holdMaxMs'
+  | 'holdMeanMs'
+> & {
   tradesIn: number;
   wallMs: number;
+  /** the time trades spent in the pipeline (what throughput divides by) */
+  spanMs: number;
   tradesPerSec: number;
+  /** CPU per process over the run, from the feed's start */
+  cpu?: CpuUse[];
+  /** the wall time the CPU figures cover */
+  cpuWallMs?: number;
 };
+
+/** One process's CPU over a run. */
+export interface CpuUse {
+  /** e.g. aggregate.2 */
+  name: string;
+  /** ingest, aggregate, close, write, backfill, replay-server, stack, redis */
+  role: string;
+  /** user + system, µs */
+  us: number;
+}
 
 /**
  * This run's summary: counters now minus counters at start (Redis keeps them across runs).
@@ -34,6 +63,7 @@ export function summarize(before: Counters, after: Counters, startedAt: number, 
     holdMaxMs: after.holdMaxMs,
     holdMeanMs: after.holdMeanMs,
     wallMs: endedAt - startedAt,
+    spanMs: span,
     tradesPerSec: Math.round((tradesIn / span) * 1000),
   };
 }
@@ -47,7 +77,9 @@ function lateNote(s: StackSummary): string {
 }
 
 export function formatSummary(s: StackSummary, dataDir: string): string {
-  const bars = Object.entries(s.written).map(([k, v]) => `${k}=${v}`).join(' ');
+  const bars = Object.entries(s.written)
+    .map(([k, v]) => `${k}=${v}`)
+    .join(' ');
   const left: string[] = [];
   if (s.filtered) left.push(`${s.filtered} outside SESSIONS, left out`);
   if (s.excluded) left.push(`${s.excluded} whose CONDITIONS set nothing`);
@@ -57,11 +89,32 @@ export function formatSummary(s: StackSummary, dataDir: string): string {
     `  rejected         ${s.rejected} (plus ${s.badFrames} unreadable frames)`,
     `  late             ${s.late}${lateNote(s)}`,
     `  merged           ${s.merged - s.filtered - s.excluded}${left.length ? ` (plus ${left.join(', ')})` : ''}`,
-    ...(s.unknownConditions ? [`  conditions       ${s.unknownConditions} trades with codes not in the table, counted as regular (see CONDITION_CODES)`] : []),
+    ...(s.unknownConditions
+      ? [`  conditions       ${s.unknownConditions} trades with codes not in the table, counted as regular (see CONDITION_CODES)`]
+      : []),
     `  bars written     ${bars}`,
     `  ingest hold      mean ${s.holdMeanMs} ms, max ${s.holdMaxMs} ms (a trade's time outside Redis: receipt to Redis's answer)`,
     `  wall time        ${(s.wallMs / 1000).toFixed(2)} s`,
     `  throughput       ${s.tradesPerSec} trades/s (first trade received to last merge, plus the final close and write)`,
+    ...cpuLines(s),
     `  CSV              ${join(dataDir, 'raw')}`,
   ].join('\n');
+}
+
+/**
+ * CPU per trade of each process, and how busy it was from the feed's start to the end (100 % = one core);
+ * the replay server stands apart: a live feed's sender is not on this machine.
+ */
+export function cpuLines(s: StackSummary): string[] {
+  if (!s.cpu?.length || s.tradesIn === 0) return [];
+  const per = (us: number) => (us / s.tradesIn).toFixed(1).padStart(6);
+  const wall = s.cpuWallMs ?? s.spanMs;
+  const busy = (us: number) => `${Math.round((us / 1000 / wall) * 100)} %`.padStart(6);
+  const lines = ['  cpu              µs/trade   busy'];
+  const pipeline = s.cpu.filter((c) => c.role !== 'replay-server');
+  for (const c of pipeline) lines.push(`    ${c.name.padEnd(16)}${per(c.us)}  ${busy(c.us)}`);
+  const total = pipeline.reduce((a, c) => a + c.us, 0);
+  lines.push(`    ${'total'.padEnd(16)}${per(total)}  ${busy(total)}`);
+  for (const c of s.cpu.filter((c) => c.role === 'replay-server')) lines.push(`    ${'(replay server)'.padEnd(16)}${per(c.us)}  ${busy(c.us)}`);
+  return lines;
 }

@@ -82,7 +82,10 @@ describe('secrets from files (X_FILE)', () => {
 
   it('reads FINNHUB_TOKEN_FILE, MASSIVE_API_KEY_FILE and REDIS_PASSWORD_FILE, trimmed; an empty file is no secret', () => {
     const c = loadConfig({
-      FINNHUB_TOKEN_FILE: file('token', 'abc123\n'), MASSIVE_API_KEY_FILE: file('key', '  k-9 \n'), REDIS_PASSWORD_FILE: file('pw', 's3cret\n'), SYMBOLS: 'AAPL',
+      FINNHUB_TOKEN_FILE: file('token', 'abc123\n'),
+      MASSIVE_API_KEY_FILE: file('key', '  k-9 \n'),
+      REDIS_PASSWORD_FILE: file('pw', 's3cret\n'),
+      SYMBOLS: 'AAPL',
     });
     expect([c.finnhubToken, c.massiveApiKey, c.redisPassword, c.mode]).toEqual(['abc123', 'k-9', 's3cret', 'live']);
     const empty = loadConfig({ FINNHUB_TOKEN_FILE: file('empty', '\n') });
@@ -110,7 +113,9 @@ describe('the settings table', () => {
     const readme = readFileSync(new URL('../../../README.md', import.meta.url), 'utf8');
     const table = readme.slice(readme.indexOf('## Configuration'), readme.indexOf('## How it works'));
     const { settingsTable } = await import('./config.js');
-    const missing = settingsTable().filter((s) => !table.includes(`\`${s.env}\``)).map((s) => s.env);
+    const missing = settingsTable()
+      .filter((s) => !table.includes(`\`${s.env}\``))
+      .map((s) => s.env);
     expect(missing).toEqual([]);
   });
 });

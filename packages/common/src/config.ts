@@ -1,7 +1,15 @@
 import { readFileSync } from 'node:fs';
 import { DateTime } from 'luxon';
 import { z } from 'zod';
-import { ConditionCodesError, Clock, baseIntervalMs, parseConditionCodes, parseDurationMs, parseInterval, type Interval } from '@candlewick/core';
+import {
+  ConditionCodesError,
+  Clock,
+  baseIntervalMs,
+  parseConditionCodes,
+  parseDurationMs,
+  parseInterval,
+  type Interval,
+} from '@candlewick/core';
 import { redactUrl } from './logger.js';
 
 /**
@@ -31,7 +39,9 @@ const int = (min: number, max: number) =>
     .trim()
     .regex(/^\d+$/, `must be a whole number from ${min} to ${max}`)
     .transform(Number)
-    .pipe(z.number().int().min(min, `must be a whole number from ${min} to ${max}`).max(max, `must be a whole number from ${min} to ${max}`));
+    .pipe(
+      z.number().int().min(min, `must be a whole number from ${min} to ${max}`).max(max, `must be a whole number from ${min} to ${max}`),
+    );
 
 const ms = (what: string) => z.string().trim().regex(/^\d+$/, `must be a whole number of ms (${what})`).transform(Number);
 
@@ -55,11 +65,20 @@ const duration = () =>
     }
   });
 
-const oneOf = <const T extends readonly [string, ...string[]]>(values: T) => z.enum(values, { message: `must be ${values.slice(0, -1).join(', ')} or ${values.at(-1)}` });
+const oneOf = <const T extends readonly [string, ...string[]]>(values: T) =>
+  z.enum(values, { message: `must be ${values.slice(0, -1).join(', ')} or ${values.at(-1)}` });
 
 const text = () => z.string();
 
-const list = () => z.string().transform((v) => Object.freeze(v.split(',').map((s) => s.trim()).filter((s) => s !== '')));
+const list = () =>
+  z.string().transform((v) =>
+    Object.freeze(
+      v
+        .split(',')
+        .map((s) => s.trim())
+        .filter((s) => s !== ''),
+    ),
+  );
 
 const intervals = () =>
   z.string().transform((v, ctx): readonly Interval[] => {
@@ -107,7 +126,10 @@ const conditionCodes = () =>
     try {
       return Object.freeze(Object.fromEntries(parseConditionCodes(readFileSync(path, 'utf8'), path)));
     } catch (err) {
-      ctx.addIssue({ code: 'custom', message: err instanceof ConditionCodesError ? err.message : `cannot read ${path}: ${(err as Error).message}` });
+      ctx.addIssue({
+        code: 'custom',
+        message: err instanceof ConditionCodesError ? err.message : `cannot read ${path}: ${(err as Error).message}`,
+      });
       return z.NEVER;
     }
   });
@@ -131,91 +153,301 @@ interface Setting<T> {
   readonly doc: string;
 }
 
-function setting<T>(env: string, read: z.ZodType<T, string>, def: T | undefined | ((c: Known) => T | undefined), shown: string, doc: string): Setting<T> {
+function setting<T>(
+  env: string,
+  read: z.ZodType<T, string>,
+  def: T | undefined | ((c: Known) => T | undefined),
+  shown: string,
+  doc: string,
+): Setting<T> {
   return { env, read, def, shown, doc };
 }
 
 /** Every setting, in the order defaults are worked out (a default may follow those above it). */
 const SETTINGS = {
   // the feed
-  finnhubToken: setting('FINNHUB_TOKEN', text(), undefined, '—', 'Finnhub API key: set, candlewick runs live (also FINNHUB_TOKEN_FILE); never logged'),
-  mode: setting<Mode>('MODE', oneOf(['live', 'replay']), (c) => (c.finnhubToken ? 'live' : 'replay'), 'live with a token, else replay', 'force a mode'),
-  finnhubWsUrl: setting('FINNHUB_WS_URL', z.string().regex(/^wss?:\/\/[^/]/, 'must be a ws:// or wss:// URL'), 'wss://ws.finnhub.io', 'wss://ws.finnhub.io', 'the trade WebSocket (stack points it at its replay server when replaying)'),
-  finnhubRestUrl: setting('FINNHUB_REST_URL', z.string().url('must be an http(s) URL'), 'https://finnhub.io/api/v1', 'https://finnhub.io/api/v1', 'REST base for Finnhub backfill (/stock/candle)'),
-  symbols: setting('SYMBOLS', list(), Object.freeze([]) as readonly string[], 'the tape\'s when replaying', 'comma list of symbols, e.g. AAPL,MSFT,BINANCE:BTCUSDT'),
-  staleMs: setting('STALE_MS', int(1000, 3_600_000), 30_000, '30000', 'no frame from the feed this long (pings included): the socket is replaced; not while the ingestor holds it back for Redis'),
+  finnhubToken: setting(
+    'FINNHUB_TOKEN',
+    text(),
+    undefined,
+    '—',
+    'Finnhub API key: set, candlewick runs live (also FINNHUB_TOKEN_FILE); never logged',
+  ),
+  mode: setting<Mode>(
+    'MODE',
+    oneOf(['live', 'replay']),
+    (c) => (c.finnhubToken ? 'live' : 'replay'),
+    'live with a token, else replay',
+    'force a mode',
+  ),
+  finnhubWsUrl: setting(
+    'FINNHUB_WS_URL',
+    z.string().regex(/^wss?:\/\/[^/]/, 'must be a ws:// or wss:// URL'),
+    'wss://ws.finnhub.io',
+    'wss://ws.finnhub.io',
+    'the trade WebSocket (stack points it at its replay server when replaying)',
+  ),
+  finnhubRestUrl: setting(
+    'FINNHUB_REST_URL',
+    z.string().url('must be an http(s) URL'),
+    'https://finnhub.io/api/v1',
+    'https://finnhub.io/api/v1',
+    'REST base for Finnhub backfill (/stock/candle)',
+  ),
+  symbols: setting(
+    'SYMBOLS',
+    list(),
+    Object.freeze([]) as readonly string[],
+    "the tape's when replaying",
+    'comma list of symbols, e.g. AAPL,MSFT,BINANCE:BTCUSDT',
+  ),
+  staleMs: setting(
+    'STALE_MS',
+    int(1000, 3_600_000),
+    30_000,
+    '30000',
+    'no frame from the feed this long (pings included): the socket is replaced; not while the ingestor holds it back for Redis',
+  ),
   // bars
-  intervals: setting('INTERVALS', intervals(), () => DEFAULT_INTERVALS, '1min,5min,15min,30min,1h', 'bar intervals: whole minutes or hours up to 24h, and 1d'),
+  intervals: setting(
+    'INTERVALS',
+    intervals(),
+    () => DEFAULT_INTERVALS,
+    '1min,5min,15min,30min,1h',
+    'bar intervals: whole minutes or hours up to 24h, and 1d',
+  ),
   tz: setting('BAR_TZ', zone(), 'America/New_York', 'America/New_York', 'IANA zone bars are floored and labelled in'),
-  graceMs: setting('GRACE_MS', int(0, 3_600_000), 2000, '2000', 'how long after a window\'s end trades for it are still on time'),
-  clock: setting('CLOCK', oneOf(['wall', 'event']), (c) => (c.mode === 'live' ? 'wall' : 'event'), 'wall live, event replay', 'watermark: Redis server time, or the highest event time ingested'),
-  sessions: setting('SESSIONS', oneOf(['regular', 'extended', 'all']), 'all', 'all', 'US-equity trades that make bars: regular (09:30-16:00), extended (04:00-20:00), all'),
-  align: setting('ALIGN', oneOf(['clock', 'session']), 'clock', 'clock', 'equity bars over 30 minutes on the clock (09:00) or from the open (09:30)'),
+  graceMs: setting('GRACE_MS', int(0, 3_600_000), 2000, '2000', "how long after a window's end trades for it are still on time"),
+  clock: setting(
+    'CLOCK',
+    oneOf(['wall', 'event']),
+    (c) => (c.mode === 'live' ? 'wall' : 'event'),
+    'wall live, event replay',
+    'watermark: Redis server time, or the highest event time ingested',
+  ),
+  sessions: setting(
+    'SESSIONS',
+    oneOf(['regular', 'extended', 'all']),
+    'all',
+    'all',
+    'US-equity trades that make bars: regular (09:30-16:00), extended (04:00-20:00), all',
+  ),
+  align: setting(
+    'ALIGN',
+    oneOf(['clock', 'session']),
+    'clock',
+    'clock',
+    'equity bars over 30 minutes on the clock (09:00) or from the open (09:30)',
+  ),
   late: setting('LATE', oneOf(['drop', 'amend']), 'drop', 'drop', 'a late trade is kept (drop), or also corrects its closed bars (amend)'),
-  lateAmendWindowMs: setting('LATE_AMEND_WINDOW', duration(), 3_600_000, '1h', 'LATE=amend: how long past the watermark a closed bar can still be corrected'),
-  emptyBars: setting('EMPTY_BARS', oneOf(['skip', 'carry']), 'skip', 'skip', 'a window without trades: no row, or a flat row at the previous close'),
-  conditions: setting('CONDITIONS', oneOf(['all', 'cta-utp']), 'all', 'all', 'which prints set which bar fields: all alike, or the trade-condition table'),
-  conditionCodes: setting('CONDITION_CODES', conditionCodes(), Object.freeze({}) as Readonly<Record<string, readonly string[]>>, '—', 'a JSON file mapping the feed\'s condition codes to condition names'),
+  lateAmendWindowMs: setting(
+    'LATE_AMEND_WINDOW',
+    duration(),
+    3_600_000,
+    '1h',
+    'LATE=amend: how long past the watermark a closed bar can still be corrected',
+  ),
+  emptyBars: setting(
+    'EMPTY_BARS',
+    oneOf(['skip', 'carry']),
+    'skip',
+    'skip',
+    'a window without trades: no row, or a flat row at the previous close',
+  ),
+  conditions: setting(
+    'CONDITIONS',
+    oneOf(['all', 'cta-utp']),
+    'all',
+    'all',
+    'which prints set which bar fields: all alike, or the trade-condition table',
+  ),
+  conditionCodes: setting(
+    'CONDITION_CODES',
+    conditionCodes(),
+    Object.freeze({}) as Readonly<Record<string, readonly string[]>>,
+    '—',
+    "a JSON file mapping the feed's condition codes to condition names",
+  ),
   csvExtraColumns: setting('CSV_EXTRA_COLUMNS', bool(), false, 'false', 'add the complete and sources columns'),
   // where things are
   dataDir: setting('DATA_DIR', text(), './data', './data', 'CSV output (raw/), logs (logs/), the private Redis (redis/)'),
-  redisUrl: setting('REDIS_URL', text(), undefined, '—', 'the Redis to use (a comma list of seed nodes with REDIS_CLUSTER=on); without it stack starts its own'),
-  redisPassword: setting('REDIS_PASSWORD', text(), undefined, '—', 'Redis\'s password, kept out of REDIS_URL (also REDIS_PASSWORD_FILE)'),
-  redisCluster: setting('REDIS_CLUSTER', onOff(), false, 'off', 'on: REDIS_URL is a Redis Cluster (without it, stack starts a private one)'),
-  redisConnectTimeoutMs: setting('REDIS_CONNECT_TIMEOUT', duration(), 30_000, '30s', 'a role that cannot reach Redis this long at start exits 3'),
+  redisUrl: setting(
+    'REDIS_URL',
+    text(),
+    undefined,
+    '—',
+    'the Redis to use (a comma list of seed nodes with REDIS_CLUSTER=on); without it stack starts its own',
+  ),
+  redisPassword: setting('REDIS_PASSWORD', text(), undefined, '—', "Redis's password, kept out of REDIS_URL (also REDIS_PASSWORD_FILE)"),
+  redisCluster: setting(
+    'REDIS_CLUSTER',
+    onOff(),
+    false,
+    'off',
+    'on: REDIS_URL is a Redis Cluster (without it, stack starts a private one)',
+  ),
+  redisConnectTimeoutMs: setting(
+    'REDIS_CONNECT_TIMEOUT',
+    duration(),
+    30_000,
+    '30s',
+    'a role that cannot reach Redis this long at start exits 3',
+  ),
   redisServerBin: setting('REDIS_SERVER_BIN', text(), 'redis-server', 'redis-server', 'the binary stack starts without REDIS_URL'),
-  keyPrefix: setting('KEY_PREFIX', z.string().regex(/^[A-Za-z0-9_.-]+$/, 'letters, digits, _ . - only'), 'cw', 'cw', 'prefix of every Redis key and BullMQ queue'),
+  keyPrefix: setting(
+    'KEY_PREFIX',
+    z.string().regex(/^[A-Za-z0-9_.-]+$/, 'letters, digits, _ . - only'),
+    'cw',
+    'cw',
+    'prefix of every Redis key and BullMQ queue',
+  ),
   // workers
   partitions: setting('STREAM_PARTITIONS', int(1, 1024), 1, '1', 'raw stream partitions; symbols map to one by a stable hash'),
   aggregators: setting('AGGREGATORS', int(1, 64), 1, '1', 'aggregator processes stack starts'),
   aggregatorBatch: setting('AGGREGATOR_BATCH', int(1, 10_000), 2000, '2000', 'entries per XREADGROUP'),
-  consumerName: setting('CONSUMER_NAME', z.string().regex(/^[A-Za-z0-9_.:-]{1,100}$/, 'letters, digits, _ . : - only (at most 100)'), undefined, 'slot, hostname or process', 'an aggregator\'s stable name in its consumer group'),
+  consumerName: setting(
+    'CONSUMER_NAME',
+    z.string().regex(/^[A-Za-z0-9_.:-]{1,100}$/, 'letters, digits, _ . : - only (at most 100)'),
+    undefined,
+    'slot, hostname or process',
+    "an aggregator's stable name in its consumer group",
+  ),
   takeoverMs: setting('TAKEOVER_MS', duration(), 3000, '3s', 'a worker silent this long is dead: the others take over its pending entries'),
-  reclaimIdleMs: setting('RECLAIM_IDLE_MS', int(100, 3_600_000), 30_000, '30000', 'the backstop: entries pending this long are taken over whatever the heartbeats say'),
+  reclaimIdleMs: setting(
+    'RECLAIM_IDLE_MS',
+    int(100, 3_600_000),
+    30_000,
+    '30000',
+    'the backstop: entries pending this long are taken over whatever the heartbeats say',
+  ),
   ingestBatch: setting('INGEST_BATCH', int(1, 10_000), 1000, '1000', 'the ingestor appends when this many trades are buffered ...'),
   ingestFlushMs: setting('INGEST_FLUSH_MS', int(0, 1000), 2, '2', '... or the oldest has waited this long'),
-  ingestRetainMs: setting('INGEST_RETAIN', duration(), 3000, '3s', 'how long the ingestor keeps a batch Redis acknowledged, to send it again if Redis loses it'),
+  ingestRetainMs: setting(
+    'INGEST_RETAIN',
+    duration(),
+    3000,
+    '3s',
+    'how long the ingestor keeps a batch Redis acknowledged, to send it again if Redis loses it',
+  ),
   closeEveryMs: setting('CLOSE_EVERY_MS', int(50, 60_000), 250, '250', 'closer tick'),
-  tradesRetentionMs: setting('TRADES_RETENTION', duration(), 3_600_000, '1h', 'raw and late streams are trimmed by age, never past an unmerged entry'),
+  tradesRetentionMs: setting(
+    'TRADES_RETENTION',
+    duration(),
+    3_600_000,
+    '1h',
+    'raw and late streams are trimmed by age, never past an unmerged entry',
+  ),
   barsRetentionMs: setting('BARS_RETENTION', duration(), 7 * 86_400_000, '7d', 'bars:{interval} streams are trimmed by age'),
-  exitWhenIdleMs: setting('EXIT_WHEN_IDLE_MS', ms('0 = never exit'), (c) => (c.mode === 'replay' ? 2000 : 0), '2000 replay, 0 live', 'stack only: quiet this long and drained: close everything, summary, exit 0'),
-  closeWhenIdleMs: setting('CLOSE_WHEN_IDLE_MS', ms('0 = never'), (c) => (c.mode === 'replay' ? 2000 : 0), '2000 replay, 0 live', 'the closer on the event clock: quiet this long and merged: close every open bar'),
+  exitWhenIdleMs: setting(
+    'EXIT_WHEN_IDLE_MS',
+    ms('0 = never exit'),
+    (c) => (c.mode === 'replay' ? 2000 : 0),
+    '2000 replay, 0 live',
+    'stack only: quiet this long and drained: close everything, summary, exit 0',
+  ),
+  closeWhenIdleMs: setting(
+    'CLOSE_WHEN_IDLE_MS',
+    ms('0 = never'),
+    (c) => (c.mode === 'replay' ? 2000 : 0),
+    '2000 replay, 0 live',
+    'the closer on the event clock: quiet this long and merged: close every open bar',
+  ),
   stackNice: setting('STACK_NICE', int(0, 19), 5, '5', 'stack runs its Node roles at this nice level so Redis gets the CPU first'),
   // logs and metrics
   logLevel: setting('LOG_LEVEL', oneOf(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']), 'info', 'info', 'pino level'),
   logPretty: setting('LOG_PRETTY', bool(), () => process.stdout.isTTY ?? false, 'on in a terminal', 'pretty logs instead of JSON'),
   logFile: setting('LOG_FILE', bool(), true, 'true', 'also keep the log as JSON in DATA_DIR/logs, rotated by size'),
-  logFileSize: setting('LOG_FILE_SIZE', z.string().regex(/^\d+[kmg]?$/i, 'a size such as 10m, 500k or 1g'), '10m', '10m', 'rotate the log file at this size'),
+  logFileSize: setting(
+    'LOG_FILE_SIZE',
+    z.string().regex(/^\d+[kmg]?$/i, 'a size such as 10m, 500k or 1g'),
+    '10m',
+    '10m',
+    'rotate the log file at this size',
+  ),
   logFileCount: setting('LOG_FILE_COUNT', int(1, 1000), 5, '5', 'old log files kept'),
-  logName: setting('LOG_NAME', z.string().regex(/^[A-Za-z0-9_-]+$/, 'letters, digits, _ and - only'), undefined, 'the role', 'the log file\'s name'),
-  metricsPort: setting('METRICS_PORT', int(0, 65535), 0, '0 (off)', 'serve /metrics and /healthz on this port (stack: one port per role from here)'),
+  logName: setting(
+    'LOG_NAME',
+    z.string().regex(/^[A-Za-z0-9_-]+$/, 'letters, digits, _ and - only'),
+    undefined,
+    'the role',
+    "the log file's name",
+  ),
+  metricsPort: setting(
+    'METRICS_PORT',
+    int(0, 65535),
+    0,
+    '0 (off)',
+    'serve /metrics and /healthz on this port (stack: one port per role from here)',
+  ),
   metricsHost: setting('METRICS_HOST', text(), '127.0.0.1', '127.0.0.1', 'address the metrics endpoint binds'),
   // replay
   replayTape: setting('REPLAY_TAPE', text(), undefined, 'the bundled tape', 'file, comma list or folder of tapes to replay'),
-  replaySpeed: setting('REPLAY_SPEED', z.string().transform((v, ctx) => {
-    const n = Number(v);
-    if (!Number.isFinite(n) || n < 0) {
-      ctx.addIssue({ code: 'custom', message: 'must be 0 (as fast as possible) or a positive speed factor' });
-      return z.NEVER;
-    }
-    return n;
-  }), 0, '0', '0: as fast as the socket takes it; else the recorded pace times this'),
+  replaySpeed: setting(
+    'REPLAY_SPEED',
+    z.string().transform((v, ctx) => {
+      const n = Number(v);
+      if (!Number.isFinite(n) || n < 0) {
+        ctx.addIssue({ code: 'custom', message: 'must be 0 (as fast as possible) or a positive speed factor' });
+        return z.NEVER;
+      }
+      return n;
+    }),
+    0,
+    '0',
+    '0: as fast as the socket takes it; else the recorded pace times this',
+  ),
   replayPort: setting('REPLAY_PORT', int(0, 65535), 0, 'a free port', 'where the replay server (or provider-server) listens'),
   replayHost: setting('REPLAY_HOST', text(), '127.0.0.1', '127.0.0.1', 'the address it listens on'),
   replayShift: setting('REPLAY_SHIFT', bool(), true, 'true', 'paced replay: stamp each trade with the moment it is sent'),
   replayFrameTrades: setting('REPLAY_FRAME_TRADES', int(1, 10_000), 500, '500', 'trades per replayed frame at full speed'),
-  replayFrom: setting('REPLAY_FROM', instant(), undefined, '—', 'the replay server skips the tape\'s trades before this ISO date-time'),
+  replayFrom: setting('REPLAY_FROM', instant(), undefined, '—', "the replay server skips the tape's trades before this ISO date-time"),
   // backfill
-  massiveApiKey: setting('MASSIVE_API_KEY', text(), undefined, '—', 'Massive (formerly Polygon) key, sent in a header (also MASSIVE_API_KEY_FILE)'),
-  massiveRestUrl: setting('MASSIVE_REST_URL', text(), 'https://api.massive.com', 'https://api.massive.com', 'Massive\'s REST base'),
-  backfill: setting('BACKFILL', onOff(), (c) => c.mode === 'live', 'on live, off replay', 'fill the span before each symbol\'s first live trade and every outage'),
-  backfillProvider: setting('BACKFILL_PROVIDER', oneOf(['finnhub', 'massive']), (c) => (c.massiveApiKey ? 'massive' : 'finnhub'), 'massive with a key, else finnhub', 'where history comes from'),
-  backfillMode: setting('BACKFILL_MODE', oneOf(['ticks', 'candles']), (c) => (c.backfillProvider === 'massive' ? 'ticks' : 'candles'), 'ticks Massive, candles Finnhub', 'tick-level trades (an exact splice) or 1-minute candles'),
-  backfillRate: setting('BACKFILL_RATE', int(1, 100_000), (c) => (c.backfillProvider === 'massive' ? 5 : 60), '60 Finnhub, 5 Massive', 'provider requests a minute (their free tiers\' limits)'),
+  massiveApiKey: setting(
+    'MASSIVE_API_KEY',
+    text(),
+    undefined,
+    '—',
+    'Massive (formerly Polygon) key, sent in a header (also MASSIVE_API_KEY_FILE)',
+  ),
+  massiveRestUrl: setting('MASSIVE_REST_URL', text(), 'https://api.massive.com', 'https://api.massive.com', "Massive's REST base"),
+  backfill: setting(
+    'BACKFILL',
+    onOff(),
+    (c) => c.mode === 'live',
+    'on live, off replay',
+    "fill the span before each symbol's first live trade and every outage",
+  ),
+  backfillProvider: setting(
+    'BACKFILL_PROVIDER',
+    oneOf(['finnhub', 'massive']),
+    (c) => (c.massiveApiKey ? 'massive' : 'finnhub'),
+    'massive with a key, else finnhub',
+    'where history comes from',
+  ),
+  backfillMode: setting(
+    'BACKFILL_MODE',
+    oneOf(['ticks', 'candles']),
+    (c) => (c.backfillProvider === 'massive' ? 'ticks' : 'candles'),
+    'ticks Massive, candles Finnhub',
+    'tick-level trades (an exact splice) or 1-minute candles',
+  ),
+  backfillRate: setting(
+    'BACKFILL_RATE',
+    int(1, 100_000),
+    (c) => (c.backfillProvider === 'massive' ? 5 : 60),
+    '60 Finnhub, 5 Massive',
+    "provider requests a minute (their free tiers' limits)",
+  ),
   backfillRetries: setting('BACKFILL_RETRIES', int(0, 20), 4, '4', 'further attempts after a 429, a 5xx or no answer'),
-  backfillHoldMs: setting('BACKFILL_HOLD', duration(), 120_000, '2min', 'how long a symbol\'s bars wait for its backfill at most'),
+  backfillHoldMs: setting('BACKFILL_HOLD', duration(), 120_000, '2min', "how long a symbol's bars wait for its backfill at most"),
   backfillMaxSpanMs: setting('BACKFILL_MAX_SPAN', duration(), 86_400_000, '24h', 'a backfill never reaches further back than this'),
-  backfillFrom: setting('BACKFILL_FROM', text(), undefined, '—', 'historical mode (--from): a date (midnight in BAR_TZ) or an ISO date-time'),
+  backfillFrom: setting(
+    'BACKFILL_FROM',
+    text(),
+    undefined,
+    '—',
+    'historical mode (--from): a date (midnight in BAR_TZ) or an ISO date-time',
+  ),
   backfillTo: setting('BACKFILL_TO', text(), undefined, '—', 'historical mode (--to), exclusive'),
 } as const;
 
@@ -270,7 +502,9 @@ function readSecretFiles(merged: EnvLike, problems: string[]): void {
       if (value !== '') merged[name] = value;
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
-      problems.push(`${name}_FILE=${JSON.stringify(file)}: cannot read it (${code}); it must be a file this process (uid ${process.getuid?.() ?? '?'}) can read`);
+      problems.push(
+        `${name}_FILE=${JSON.stringify(file)}: cannot read it (${code}); it must be a file this process (uid ${process.getuid?.() ?? '?'}) can read`,
+      );
     }
   }
 }
@@ -310,30 +544,38 @@ export function loadConfig(env: EnvLike, overrides: EnvLike = {}): Config {
 
 /** The rules that span settings; also turns --from/--to into instants in BAR_TZ. */
 function checkTogether(c: Record<string, unknown>, merged: EnvLike, problems: string[]): void {
-  if (c.mode === 'live' && !c.finnhubToken) problems.push('MODE=live needs FINNHUB_TOKEN (a Finnhub API key); unset MODE to replay the bundled tape');
+  if (c.mode === 'live' && !c.finnhubToken)
+    problems.push('MODE=live needs FINNHUB_TOKEN (a Finnhub API key); unset MODE to replay the bundled tape');
   const symbols = c.symbols as readonly string[];
-  for (const s of symbols) if (!/^[A-Za-z0-9:._^/=-]{1,64}$/.test(s)) problems.push(`SYMBOLS: "${s}" is not a symbol (letters, digits, : . _ - / ^ =)`);
-  if (c.mode === 'live' && symbols.length === 0) problems.push('SYMBOLS: name the symbols to subscribe in live mode, e.g. SYMBOLS=AAPL,MSFT,BINANCE:BTCUSDT');
+  for (const s of symbols)
+    if (!/^[A-Za-z0-9:._^/=-]{1,64}$/.test(s)) problems.push(`SYMBOLS: "${s}" is not a symbol (letters, digits, : . _ - / ^ =)`);
+  if (c.mode === 'live' && symbols.length === 0)
+    problems.push('SYMBOLS: name the symbols to subscribe in live mode, e.g. SYMBOLS=AAPL,MSFT,BINANCE:BTCUSDT');
   if (c.backfillProvider === 'finnhub' && c.backfillMode === 'ticks') {
     problems.push('BACKFILL_MODE=ticks: Finnhub has no tick history for this; use BACKFILL_PROVIDER=massive or BACKFILL_MODE=candles');
   }
   const redisUrl = (c.redisUrl as string | undefined) ?? '';
   for (const u of redisUrl.split(',').filter((x) => x.trim() !== '')) {
-    if (!/^rediss?:\/\/[^/]/.test(u.trim())) problems.push(`REDIS_URL: "${redactUrl(u.trim())}" is not a redis:// or rediss:// URL, e.g. redis://127.0.0.1:6379`);
+    if (!/^rediss?:\/\/[^/]/.test(u.trim()))
+      problems.push(`REDIS_URL: "${redactUrl(u.trim())}" is not a redis:// or rediss:// URL, e.g. redis://127.0.0.1:6379`);
   }
-  if (!c.redisCluster && redisUrl.includes(',')) problems.push('REDIS_URL: several URLs are the seed nodes of a Redis Cluster; set REDIS_CLUSTER=on, or give one URL');
+  if (!c.redisCluster && redisUrl.includes(','))
+    problems.push('REDIS_URL: several URLs are the seed nodes of a Redis Cluster; set REDIS_CLUSTER=on, or give one URL');
   const tz = c.tz as string;
   const when = (name: string, v: unknown): number | undefined => {
     if (v === undefined) return undefined;
     const text = String(v);
     // a bare date is midnight in BAR_TZ
     const t = /^\d{4}-\d{2}-\d{2}$/.test(text) ? DateTime.fromISO(text, { zone: tz }).toMillis() : Date.parse(text);
-    if (!Number.isFinite(t)) problems.push(`${name}: "${text}" is not a date or date-time; use e.g. 2013-10-10 or 2013-10-10T09:30:00-04:00`);
+    if (!Number.isFinite(t))
+      problems.push(`${name}: "${text}" is not a date or date-time; use e.g. 2013-10-10 or 2013-10-10T09:30:00-04:00`);
     return t;
   };
   c.backfillFrom = when('--from (BACKFILL_FROM)', c.backfillFrom);
   c.backfillTo = when('--to (BACKFILL_TO)', c.backfillTo);
-  if ((c.backfillFrom === undefined) !== (c.backfillTo === undefined)) problems.push('--from and --to go together: name both ends of the range');
-  else if (c.backfillFrom !== undefined && (c.backfillFrom as number) >= (c.backfillTo as number)) problems.push('--from must be before --to');
+  if ((c.backfillFrom === undefined) !== (c.backfillTo === undefined))
+    problems.push('--from and --to go together: name both ends of the range');
+  else if (c.backfillFrom !== undefined && (c.backfillFrom as number) >= (c.backfillTo as number))
+    problems.push('--from must be before --to');
   void merged;
 }

@@ -1,4 +1,16 @@
-import { closeSync, existsSync, fstatSync, ftruncateSync, mkdirSync, openSync, readFileSync, readSync, renameSync, statSync, writeSync } from 'node:fs';
+import {
+  closeSync,
+  existsSync,
+  fstatSync,
+  ftruncateSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  readSync,
+  renameSync,
+  statSync,
+  writeSync,
+} from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { stringify } from 'csv-stringify/sync';
 import { DateTime } from 'luxon';
@@ -160,7 +172,13 @@ export class CsvFiles {
 
   /** 'written' | 'present' (this very bar is the file's last row) | 'stale' (an older bar) */
   append(interval: string, symbol: string, start: number, state: BarState): 'written' | 'present' | 'stale' {
-    return this.appendRow(interval, symbol, start, csvRow(this.clock, start, state, this.extraColumns, this.days.has(interval)), state.close);
+    return this.appendRow(
+      interval,
+      symbol,
+      start,
+      csvRow(this.clock, start, state, this.extraColumns, this.days.has(interval)),
+      state.close,
+    );
   }
 
   /** Appends a row already formatted (a row restored from bars:{interval}). */
@@ -229,7 +247,12 @@ export class CsvFiles {
     const head = readHead(path, this.header.length + 1);
     const headerLine = head.split('\n')[0] ?? '';
     if (`${headerLine}\n` !== this.header) {
-      return this.setAside(path, headerLine.startsWith('timestamp,') ? `its header is not this configuration's columns (CSV_EXTRA_COLUMNS=${this.extraColumns})` : 'it does not start with the CSV header');
+      return this.setAside(
+        path,
+        headerLine.startsWith('timestamp,')
+          ? `its header is not this configuration's columns (CSV_EXTRA_COLUMNS=${this.extraColumns})`
+          : 'it does not start with the CSV header',
+      );
     }
     let tail = readTail(path, 8192);
     if (!tail.endsWith('\n')) {
@@ -261,7 +284,10 @@ export class CsvFiles {
   }
 
   private setAside(path: string, reason: string): FileState {
-    const stamp = new Date().toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z');
+    const stamp = new Date()
+      .toISOString()
+      .replace(/[-:]/g, '')
+      .replace(/\.\d+Z$/, 'Z');
     const asidePath = join(dirname(path), `${basename(path)}.damaged-${stamp}`);
     renameSync(path, asidePath);
     this.onEvent({ kind: 'set-aside', path, asidePath, reason });

@@ -61,28 +61,69 @@ export interface BarRowCells {
 /** The fields of a bars:{interval} entry. */
 export function encodeBarEntry(symbol: string, start: number, rev: number, c: BarRowCells): string[] {
   return [
-    's', symbol, 'start', String(start), 'ts', c.timestamp,
-    'o', c.open, 'h', c.high, 'l', c.low, 'c', c.close,
-    'vwap', c.vwap, 'v', c.volume, 'n', c.n, 'rev', String(rev),
-    'complete', c.complete ? '1' : '0', 'sources', c.sources,
+    's',
+    symbol,
+    'start',
+    String(start),
+    'ts',
+    c.timestamp,
+    'o',
+    c.open,
+    'h',
+    c.high,
+    'l',
+    c.low,
+    'c',
+    c.close,
+    'vwap',
+    c.vwap,
+    'v',
+    c.volume,
+    'n',
+    c.n,
+    'rev',
+    String(rev),
+    'complete',
+    c.complete ? '1' : '0',
+    'sources',
+    c.sources,
   ];
 }
 
 export function decodeBarEntry(id: string, interval: string, f: string[]): TappedBar {
   const n = field(f, 'n');
   return {
-    id, interval, symbol: field(f, 's'), start: Number(field(f, 'start')), timestamp: field(f, 'ts'),
-    open: field(f, 'o'), high: field(f, 'h'), low: field(f, 'l'), close: field(f, 'c'),
-    vwap: field(f, 'vwap'), volume: field(f, 'v'), trades: n === '' ? undefined : Number(n),
-    rev: Number(field(f, 'rev') || 0), complete: field(f, 'complete') !== '0', sources: field(f, 'sources'),
+    id,
+    interval,
+    symbol: field(f, 's'),
+    start: Number(field(f, 'start')),
+    timestamp: field(f, 'ts'),
+    open: field(f, 'o'),
+    high: field(f, 'h'),
+    low: field(f, 'l'),
+    close: field(f, 'c'),
+    vwap: field(f, 'vwap'),
+    volume: field(f, 'v'),
+    trades: n === '' ? undefined : Number(n),
+    rev: Number(field(f, 'rev') || 0),
+    complete: field(f, 'complete') !== '0',
+    sources: field(f, 'sources'),
   };
 }
 
 /** A published bar's CSV cells. */
 export function barRowCells(b: TappedBar): BarRowCells {
   return {
-    timestamp: b.timestamp, open: b.open, high: b.high, low: b.low, close: b.close, vwap: b.vwap, volume: b.volume,
-    n: b.trades === undefined ? '' : String(b.trades), complete: b.complete, sources: b.sources,
+    timestamp: b.timestamp,
+    open: b.open,
+    high: b.high,
+    low: b.low,
+    close: b.close,
+    vwap: b.vwap,
+    volume: b.volume,
+    n: b.trades === undefined ? '' : String(b.trades),
+    complete: b.complete,
+    sources: b.sources,
   };
 }
 
@@ -126,7 +167,12 @@ export function encodeGapEntry(g: GapEntry): string[] {
 export function decodeGapEntry(fields: readonly string[]): GapEntry {
   const reason = field(fields, 'reason');
   const symbols = field(fields, 'symbols');
-  return { start: Number(field(fields, 'start')), end: Number(field(fields, 'end')), symbols: symbols ? symbols.split(',') : [], ...(reason ? { reason } : {}) };
+  return {
+    start: Number(field(fields, 'start')),
+    end: Number(field(fields, 'end')),
+    symbols: symbols ? symbols.split(',') : [],
+    ...(reason ? { reason } : {}),
+  };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -135,7 +181,12 @@ export function decodeGapEntry(fields: readonly string[]): GapEntry {
 /** Fields `symbol`, `from`, `to`, `p`, `v` (the first live trade's price and size) and `id` (its stream id). */
 export function decodeBackfillRequest(partition: number, id: string, fields: readonly string[]): BackfillRequest {
   return {
-    id, partition, symbol: field(fields, 'symbol'), from: Number(field(fields, 'from')), to: Number(field(fields, 'to')),
-    p: field(fields, 'p'), v: Number(field(fields, 'v')),
+    id,
+    partition,
+    symbol: field(fields, 'symbol'),
+    from: Number(field(fields, 'from')),
+    to: Number(field(fields, 'to')),
+    p: field(fields, 'p'),
+    v: Number(field(fields, 'v')),
   };
 }

@@ -32,7 +32,8 @@ export type BarsJob = z.infer<typeof BARS_JOB>;
 /** A job as the writer takes it: checked, with its defaults. */
 export function parseBarsJob(data: unknown): BarsJob {
   const r = BARS_JOB.safeParse(data);
-  if (!r.success) throw new Error(`a bars job of another shape: ${r.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
+  if (!r.success)
+    throw new Error(`a bars job of another shape: ${r.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
   return r.data;
 }
 

@@ -45,7 +45,10 @@ export function handleShutdown(log: Logger, stopAll: () => Promise<void>, opts: 
   const exit = (code: number) => {
     const lost = opts.unsaved?.();
     if (lost) {
-      log.error({ lost }, 'stopped before this could be handed to Redis: it is lost (a live ingestor restarted later records the span in feed:gaps, and backfill fills it)');
+      log.error(
+        { lost },
+        'stopped before this could be handed to Redis: it is lost (a live ingestor restarted later records the span in feed:gaps, and backfill fills it)',
+      );
       process.exit(EXIT.FAILURE);
     }
     process.exit(code);

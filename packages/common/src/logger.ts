@@ -10,7 +10,18 @@ export interface LogFile {
   count: number;
 }
 
-const REDACT = ['token', '*.token', 'finnhubToken', '*.finnhubToken', 'massiveApiKey', '*.massiveApiKey', 'apiKey', '*.apiKey', 'headers.authorization', '*.headers.authorization'];
+const REDACT = [
+  'token',
+  '*.token',
+  'finnhubToken',
+  '*.finnhubToken',
+  'massiveApiKey',
+  '*.massiveApiKey',
+  'apiKey',
+  '*.apiKey',
+  'headers.authorization',
+  '*.headers.authorization',
+];
 
 /**
  * One root logger per process; components take `logger.child({ component })`. Lines go to the
@@ -19,7 +30,13 @@ const REDACT = ['token', '*.token', 'finnhubToken', '*.finnhubToken', 'massiveAp
  * Finnhub token is redacted wherever it could appear as a field, and URLs are logged only
  * through redactUrl.
  */
-export function createLogger(opts: { level: string; pretty: boolean; name: string; write?: (line: string) => void; file?: LogFile }): Logger {
+export function createLogger(opts: {
+  level: string;
+  pretty: boolean;
+  name: string;
+  write?: (line: string) => void;
+  file?: LogFile;
+}): Logger {
   const options = { name: opts.name, level: opts.level, redact: { paths: REDACT, censor: '[redacted]' } };
   const terminal = opts.pretty
     ? pretty({ colorize: true, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname', sync: true })
@@ -29,7 +46,13 @@ export function createLogger(opts: { level: string; pretty: boolean; name: strin
   if (!opts.file) return pino(options, terminal);
   const level = opts.level as pino.Level;
   const file = new LogFileStream(opts.file, (line) => terminal.write(line));
-  return pino(options, pino.multistream([{ stream: terminal, level }, { stream: file, level }]));
+  return pino(
+    options,
+    pino.multistream([
+      { stream: terminal, level },
+      { stream: file, level },
+    ]),
+  );
 }
 
 /**
@@ -65,7 +88,9 @@ class LogFileStream {
     if (t !== undefined && t !== this.transport) return;
     this.transport = undefined;
     this.brokenAt = Date.now();
-    this.say(`${JSON.stringify({ level: 40, time: Date.now(), msg: `log file ${this.file.path}.*.log stopped (${err.message}); logging to the terminal only, trying the file again in a minute` })}\n`);
+    this.say(
+      `${JSON.stringify({ level: 40, time: Date.now(), msg: `log file ${this.file.path}.*.log stopped (${err.message}); logging to the terminal only, trying the file again in a minute` })}\n`,
+    );
   }
 
   write(line: string): void {
@@ -127,7 +152,11 @@ export class RecurringError {
 
 /** A URL fit for a log line: query parameters that carry credentials are masked. */
 export function redactUrl(url: string): string {
-  if (url.includes(',')) return url.split(',').map((u) => redactUrl(u.trim())).join(',');
+  if (url.includes(','))
+    return url
+      .split(',')
+      .map((u) => redactUrl(u.trim()))
+      .join(',');
   try {
     const u = new URL(url);
     for (const k of [...u.searchParams.keys()]) {

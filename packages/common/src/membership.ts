@@ -51,6 +51,7 @@ export class Membership {
    */
   async join(): Promise<void> {
     const until = Date.now() + 3 * this.ttlMs;
+    let said = false;
     for (;;) {
       const holder = await this.redis.get(this.key);
       if (holder === null || holder === token || this.gone(holder)) {
@@ -58,13 +59,25 @@ export class Membership {
         break;
       }
       if (Date.now() > until) {
-        throw new ConfigError([`CONSUMER_NAME=${this.name}: another running worker (${holder.split(':').slice(0, 2).join(' pid ')}) uses this name in group ${this.group}; give each worker its own`]);
+        throw new ConfigError([
+          `CONSUMER_NAME=${this.name}: another running worker (${holder.split(':').slice(0, 2).join(' pid ')}) uses this name in group ${this.group}; give each worker its own`,
+        ]);
+      }
+      if (!said) {
+        said = true;
+        this.log.info(
+          { name: this.name, holder: holder.split(':').slice(0, 2).join(' pid ') },
+          'this worker name is still held: waiting for its heartbeat to lapse',
+        );
       }
       await sleep(Math.min(250, this.ttlMs / 4));
     }
-    this.timer = setInterval(() => {
-      void this.redis.set(this.key, token, 'PX', this.ttlMs).catch(() => undefined);
-    }, Math.max(50, Math.floor(this.ttlMs / 3)));
+    this.timer = setInterval(
+      () => {
+        void this.redis.set(this.key, token, 'PX', this.ttlMs).catch(() => undefined);
+      },
+      Math.max(50, Math.floor(this.ttlMs / 3)),
+    );
     this.timer.unref();
   }
 

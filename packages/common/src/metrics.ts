@@ -22,44 +22,87 @@ export const metrics = {
   tradesIn: () => counter('candlewick_trades_in_total', 'Trades received from the feed and appended to the raw stream'),
   tradesRejected: () => counter('candlewick_trades_rejected_total', 'Trades or frames refused by validation (kept in trades:rejected)'),
   ingestHold: () =>
-    histogram('candlewick_ingest_hold_seconds', 'Time a trade spent outside Redis: receipt to Redis acknowledging the append (oldest of each batch)', [0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1]),
+    histogram(
+      'candlewick_ingest_hold_seconds',
+      'Time a trade spent outside Redis: receipt to Redis acknowledging the append (oldest of each batch)',
+      [0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1],
+    ),
   ingestStart: () =>
-    once('candlewick_ingest_start_seconds', () => new Gauge({ name: 'candlewick_ingest_start_seconds', help: 'From this ingestor starting to its first trades in Redis (a restart\'s time to flowing again)', registers: [registry] })),
+    once(
+      'candlewick_ingest_start_seconds',
+      () =>
+        new Gauge({
+          name: 'candlewick_ingest_start_seconds',
+          help: "From this ingestor starting to its first trades in Redis (a restart's time to flowing again)",
+          registers: [registry],
+        }),
+    ),
   wsReconnects: () => counter('candlewick_ws_reconnects_total', 'Feed WebSocket connections opened after the first'),
   feedGaps: () => counter('candlewick_feed_gaps_total', 'Feed outages recorded in feed:gaps'),
   // aggregator
   tradesMerged: () => counter('candlewick_trades_merged_total', 'Trades folded into open bars'),
   tradesLate: () => counter('candlewick_trades_late_total', 'Trades older than the closed horizon (kept in trades:late, in no bar)'),
-  batchSize: () => histogram('candlewick_batch_size', 'Raw stream entries per aggregator batch', [1, 10, 50, 100, 250, 500, 1000, 2000, 5000, 10000]),
+  batchSize: () =>
+    histogram('candlewick_batch_size', 'Raw stream entries per aggregator batch', [1, 10, 50, 100, 250, 500, 1000, 2000, 5000, 10000]),
   mergeSeconds: () =>
-    histogram('candlewick_merge_seconds', 'Time of one batch: pre-aggregation and the mergeBatch script', [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1]),
-  pendingEntries: (collect: (g: Gauge<'partition' | 'consumer'>) => Promise<void>) =>
-    once('candlewick_pending_entries', () =>
-      new Gauge({
-        name: 'candlewick_pending_entries',
-        help: 'Raw stream entries delivered to an aggregator and not yet merged, per partition and consumer (read at scrape time)',
-        labelNames: ['partition', 'consumer'] as const,
-        registers: [registry],
-        async collect() {
-          await collect(this);
-        },
-      }),
+    histogram(
+      'candlewick_merge_seconds',
+      'Time of one batch: pre-aggregation and the mergeBatch script',
+      [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
     ),
-  takeovers: () => counter('candlewick_takeovers_total', 'Times this aggregator took over the pending entries of a member whose heartbeat had lapsed'),
+  pendingEntries: (collect: (g: Gauge<'partition' | 'consumer'>) => Promise<void>) =>
+    once(
+      'candlewick_pending_entries',
+      () =>
+        new Gauge({
+          name: 'candlewick_pending_entries',
+          help: 'Raw stream entries delivered to an aggregator and not yet merged, per partition and consumer (read at scrape time)',
+          labelNames: ['partition', 'consumer'] as const,
+          registers: [registry],
+          async collect() {
+            await collect(this);
+          },
+        }),
+    ),
+  takeovers: () =>
+    counter('candlewick_takeovers_total', 'Times this aggregator took over the pending entries of a member whose heartbeat had lapsed'),
   takeoverSeconds: () =>
-    histogram('candlewick_takeover_seconds', 'How long the entries of a dead member had waited when they were taken over', [0.5, 1, 2, 3, 5, 10, 30, 60]),
+    histogram(
+      'candlewick_takeover_seconds',
+      'How long the entries of a dead member had waited when they were taken over',
+      [0.5, 1, 2, 3, 5, 10, 30, 60],
+    ),
   // closer
   barsClosed: () => counter('candlewick_bars_closed_total', 'Bars closed and handed to the writer queue', ['interval']),
   // writer
-  barsWritten: () => counter('candlewick_bars_written_total', 'Rows appended to the CSV files (corrections as interval "corrections:…")', ['interval']),
+  barsWritten: () =>
+    counter('candlewick_bars_written_total', 'Rows appended to the CSV files (corrections as interval "corrections:…")', ['interval']),
   csvFileEvents: () =>
-    counter('candlewick_csv_file_events_total', 'CSV files the writer repaired: partial rows cut, damaged files set aside, missing rows found', ['kind']),
+    counter(
+      'candlewick_csv_file_events_total',
+      'CSV files the writer repaired: partial rows cut, damaged files set aside, missing rows found',
+      ['kind'],
+    ),
   diskFailing: () =>
-    once('candlewick_csv_append_failing', () => new Gauge({ name: 'candlewick_csv_append_failing', help: '1 while appending to the CSV files fails (a full disk, permissions), else 0', registers: [registry] })),
+    once(
+      'candlewick_csv_append_failing',
+      () =>
+        new Gauge({
+          name: 'candlewick_csv_append_failing',
+          help: '1 while appending to the CSV files fails (a full disk, permissions), else 0',
+          registers: [registry],
+        }),
+    ),
   closeLag: () =>
-    histogram('candlewick_close_lag_seconds', 'From the end of a bar\'s window to its row reaching the CSV (wall clock)', [0.25, 0.5, 1, 2, 3, 5, 10, 30, 60, 300, 3600], ['interval']),
+    histogram(
+      'candlewick_close_lag_seconds',
+      "From the end of a bar's window to its row reaching the CSV (wall clock)",
+      [0.25, 0.5, 1, 2, 3, 5, 10, 30, 60, 300, 3600],
+      ['interval'],
+    ),
   // backfill
-  backfills: () => counter('candlewick_backfills_total', 'Backfill requests handled, by outcome (filled, incomplete, expired)', ['outcome']),
+  backfills: () =>
+    counter('candlewick_backfills_total', 'Backfill requests handled, by outcome (filled, incomplete, expired)', ['outcome']),
 };
 
 /** What a role reports on /healthz: `ok` false answers 503. */
@@ -82,7 +125,8 @@ export class MetricsServer {
   ) {}
 
   async start(): Promise<void> {
-    if (!registry.getSingleMetric('candlewick_process_cpu_seconds_total')) collectDefaultMetrics({ register: registry, prefix: 'candlewick_' });
+    if (!registry.getSingleMetric('candlewick_process_cpu_seconds_total'))
+      collectDefaultMetrics({ register: registry, prefix: 'candlewick_' });
     registry.setDefaultLabels({ role: this.opts.role });
     const server = createServer((req, res) => {
       const path = (req.url ?? '/').split('?')[0];
@@ -105,7 +149,11 @@ export class MetricsServer {
     });
     await new Promise<void>((resolve, reject) => {
       server.once('error', (err: NodeJS.ErrnoException) =>
-        reject(new Error(`cannot serve metrics on ${this.opts.host}:${this.opts.port} (${err.code ?? err.message}): choose another METRICS_PORT, or 0 to turn it off`)),
+        reject(
+          new Error(
+            `cannot serve metrics on ${this.opts.host}:${this.opts.port} (${err.code ?? err.message}): choose another METRICS_PORT, or 0 to turn it off`,
+          ),
+        ),
       );
       server.listen(this.opts.port, this.opts.host, () => resolve());
     });

@@ -42,10 +42,16 @@ export class RedisLink {
       this.downSince = now;
       this.lastSaid = now;
       this.where = where;
-      this.log?.warn({ redis: where, reason: this.lastError }, 'lost the connection to Redis; retrying (every role waits, nothing is dropped)');
+      this.log?.warn(
+        { redis: where, reason: this.lastError },
+        'lost the connection to Redis; retrying (every role waits, nothing is dropped)',
+      );
     } else if (now - this.lastSaid >= 60_000) {
       this.lastSaid = now;
-      this.log?.warn({ redis: this.where, reason: this.lastError, downS: Math.round((now - this.downSince) / 1000) }, 'still no Redis; retrying');
+      this.log?.warn(
+        { redis: this.where, reason: this.lastError, downS: Math.round((now - this.downSince) / 1000) },
+        'still no Redis; retrying',
+      );
     }
   }
 
@@ -70,7 +76,10 @@ export class RedisLink {
     if (this.refusingSince === 0) {
       this.refusingSince = now;
       this.refusingSaid = now;
-      this.log?.error({ reason }, 'Redis refuses writes; every role waits and tries again (nothing is dropped). A full disk under Redis: free space');
+      this.log?.error(
+        { reason },
+        'Redis refuses writes; every role waits and tries again (nothing is dropped). A full disk under Redis: free space',
+      );
     } else if (now - this.refusingSaid >= 60_000) {
       this.refusingSaid = now;
       this.log?.error({ reason, forS: Math.round((now - this.refusingSince) / 1000) }, 'Redis still refuses writes');
@@ -130,7 +139,11 @@ export async function waitForRedis(redis: RedisClient, url: string, timeoutMs: n
     last = err.message;
     // credentials Redis refuses are not fixed by waiting
     if (/WRONGPASS|NOAUTH|invalid password|invalid username-password/i.test(err.message)) {
-      refuse(new RedisUnavailableError(`Redis at ${redactUrl(url)} refused the credentials (${err.message.split('\n')[0]}): check REDIS_PASSWORD or REDIS_PASSWORD_FILE (or the password in REDIS_URL)`));
+      refuse(
+        new RedisUnavailableError(
+          `Redis at ${redactUrl(url)} refused the credentials (${err.message.split('\n')[0]}): check REDIS_PASSWORD or REDIS_PASSWORD_FILE (or the password in REDIS_URL)`,
+        ),
+      );
     }
   };
   redis.on('error', onError);
@@ -201,9 +214,19 @@ function clusterSeeds(urls: string): { nodes: { host: string; port: number }[]; 
  * blocking connections; reconnects are retried forever with a capped delay. With `cluster`, `url`
  * is a comma-separated list of seed nodes of a Redis Cluster and the client follows its slot map.
  */
-export function connectRedis(url: string, log?: Logger, opts: { cluster?: boolean; password?: string; extra?: RedisOptions } = {}): RedisClient {
+export function connectRedis(
+  url: string,
+  log?: Logger,
+  opts: { cluster?: boolean; password?: string; extra?: RedisOptions } = {},
+): RedisClient {
   // a password from REDIS_PASSWORD(_FILE) keeps it out of REDIS_URL (and so out of `docker inspect`)
-  const base: RedisOptions = { maxRetriesPerRequest: null, enableReadyCheck: true, retryStrategy: RETRY, ...(opts.password && !urlHasPassword(url) ? { password: opts.password } : {}), ...opts.extra };
+  const base: RedisOptions = {
+    maxRetriesPerRequest: null,
+    enableReadyCheck: true,
+    retryStrategy: RETRY,
+    ...(opts.password && !urlHasPassword(url) ? { password: opts.password } : {}),
+    ...opts.extra,
+  };
   let redis: RedisClient;
   if (opts.cluster) {
     const { nodes, options } = clusterSeeds(url);

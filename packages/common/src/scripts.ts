@@ -167,8 +167,18 @@ export async function mergeBatch(redis: RedisClient, k: Keys, p: number, args: r
 /** KEYS of closeBars for partition p. */
 export function closeBarsKeys(k: Keys, p: number): string[] {
   return [
-    k.trades(p), k.clock(p), k.openBars(p), k.openIndex(p), k.outbox(p), k.late(p),
-    k.closed(p), k.closedIndex(p), k.amends(p), k.amendIndex(p), k.holds(p), k.barFlags(p),
+    k.trades(p),
+    k.clock(p),
+    k.openBars(p),
+    k.openIndex(p),
+    k.outbox(p),
+    k.late(p),
+    k.closed(p),
+    k.closedIndex(p),
+    k.amends(p),
+    k.amendIndex(p),
+    k.holds(p),
+    k.barFlags(p),
   ];
 }
 
@@ -203,7 +213,12 @@ export interface CloseBarsReply {
 
 /** Closes due bars of partition p into its outbox (closeBars-12.lua). */
 export async function closeBars(redis: RedisClient, k: Keys, p: number, o: CloseBarsOptions): Promise<CloseBarsReply> {
-  const [closed, horizon, more, merged] = (await redis.cwCloseBars_v1(...closeBarsKeys(k, p), ...closeBarsArgs(o))).map(Number) as [number, number, number, number];
+  const [closed, horizon, more, merged] = (await redis.cwCloseBars_v1(...closeBarsKeys(k, p), ...closeBarsArgs(o))).map(Number) as [
+    number,
+    number,
+    number,
+    number,
+  ];
   return { closed, horizon: horizon === -2 ? 'all' : horizon === -1 ? undefined : horizon, more: more === 1, merged: merged === 1 };
 }
 
@@ -249,5 +264,10 @@ export async function mergeBackfill(redis: RedisClient, k: Keys, p: number, m: M
 
 /** Every script with its KEYS for partition p: each list lies in one Redis Cluster slot. */
 export function scriptKeys(k: Keys, p: number): Record<keyof typeof SCRIPTS, string[]> {
-  return { addTrades: addTradesKeys(k, p), mergeBatch: mergeBatchKeys(k, p), closeBars: closeBarsKeys(k, p), mergeBackfill: mergeBackfillKeys(k, p) };
+  return {
+    addTrades: addTradesKeys(k, p),
+    mergeBatch: mergeBatchKeys(k, p),
+    closeBars: closeBarsKeys(k, p),
+    mergeBackfill: mergeBackfillKeys(k, p),
+  };
 }

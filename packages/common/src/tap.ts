@@ -52,7 +52,11 @@ type Entry = [id: string, fields: string[]];
 type ReadReply = [stream: string, entries: Entry[]][] | null;
 
 /** Raw entries of `streams`, oldest first per stream. */
-async function* readStreams(redis: RedisClient, streams: readonly string[], opts: TapOptions): AsyncGenerator<[stream: string, entry: Entry]> {
+async function* readStreams(
+  redis: RedisClient,
+  streams: readonly string[],
+  opts: TapOptions,
+): AsyncGenerator<[stream: string, entry: Entry]> {
   const conn = duplicateRedis(redis);
   const count = opts.count ?? 500;
   const blockMs = opts.blockMs ?? 1000;

@@ -35,6 +35,11 @@ export function isTapeTrade(x: TapeItem): x is TapeTrade {
   return !isRawFrame(x) && !isRawTrade(x);
 }
 
+/** The well-formed trades of a tape (raw frames and verbatim trades left out): what a test or a benchmark compares with. */
+export function readTapeTrades(spec: string): TapeTrade[] {
+  return readTape(spec).filter(isTapeTrade);
+}
+
 /** A tape that cannot be read at all (a missing file, an unknown format). */
 export class TapeError extends Error {
   constructor(message: string, options?: { cause?: unknown }) {
@@ -65,7 +70,10 @@ export interface TapeTrade {
 export function readTape(spec: string, problems?: string[]): TapeItem[] {
   const files = tapeFiles(spec);
   if (files.length === 1 && /\.frames$/i.test(files[0]!)) {
-    return readText(files[0]!).split('\n').filter((l) => l !== '').map((raw) => ({ raw }));
+    return readText(files[0]!)
+      .split('\n')
+      .filter((l) => l !== '')
+      .map((raw) => ({ raw }));
   }
   const tapes = files.map((f) => readTapeFile(f, problems));
   if (tapes.length === 1) return tapes[0]!;
@@ -79,7 +87,10 @@ export function readTape(spec: string, problems?: string[]): TapeItem[] {
  */
 export function tapeFiles(spec: string): string[] {
   const files: string[] = [];
-  for (const part of spec.split(',').map((s) => s.trim()).filter(Boolean)) {
+  for (const part of spec
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean)) {
     let dir: boolean;
     try {
       dir = statSync(part).isDirectory();
@@ -151,7 +162,14 @@ function readJsonl(file: string, problems?: string[]): TapeItem[] {
       return;
     }
     const t = r as { s?: unknown; p?: unknown; v?: unknown; t?: unknown; c?: unknown };
-    if (typeof t.s === 'string' && Number.isSafeInteger(t.t) && isNumberish(t.p) && typeof t.v === 'number' && Number.isFinite(t.v) && (t.c === undefined || Array.isArray(t.c))) {
+    if (
+      typeof t.s === 'string' &&
+      Number.isSafeInteger(t.t) &&
+      isNumberish(t.p) &&
+      typeof t.v === 'number' &&
+      Number.isFinite(t.v) &&
+      (t.c === undefined || Array.isArray(t.c))
+    ) {
       out.push({ s: t.s, p: String(t.p), v: t.v, t: t.t as number, c: ((t.c as unknown[] | undefined) ?? []).map(String) });
     } else {
       out.push({ rawTrade: line.trim(), s: typeof t.s === 'string' ? t.s : undefined });

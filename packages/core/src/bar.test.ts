@@ -75,7 +75,11 @@ describe('encoding', () => {
   it('round-trips bar state and bar ids (symbols may contain ":")', () => {
     const b = barFromTrade('0.00141342', 23, orderKey(1570752011620, '1-0'));
     expect(decodeBarState(encodeBarState(b))).toEqual(b);
-    expect(parseBarId(barId('5min', 'BINANCE:XRPETH', 1570752000000))).toEqual({ interval: '5min', symbol: 'BINANCE:XRPETH', start: 1570752000000 });
+    expect(parseBarId(barId('5min', 'BINANCE:XRPETH', 1570752000000))).toEqual({
+      interval: '5min',
+      symbol: 'BINANCE:XRPETH',
+      start: 1570752000000,
+    });
     expect(() => decodeBarState('1|2|3')).toThrow(/corrupt/);
   });
 });

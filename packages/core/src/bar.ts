@@ -95,7 +95,17 @@ export function orderKey(t: number, streamId: string): string {
 
 export function barFromTrade(price: string, volume: number, key: string): BarState {
   const v = toScaled(volume, VOLUME_DIGITS);
-  return { open: price, openKey: key, high: price, low: price, close: price, closeKey: key, volume: v, pv: toScaled(price, PRICE_DIGITS) * v, n: 1 };
+  return {
+    open: price,
+    openKey: key,
+    high: price,
+    low: price,
+    close: price,
+    closeKey: key,
+    volume: v,
+    pv: toScaled(price, PRICE_DIGITS) * v,
+    n: 1,
+  };
 }
 
 /**
@@ -168,7 +178,7 @@ export function formatNumber(x: number): string {
   if (r === 0) return '0';
   const s = String(r);
   if (!/e/i.test(s)) return s;
-  return r.toFixed(Math.min(20, Math.max(0, 15 - Math.floor(Math.log10(Math.abs(r))))) ).replace(/\.?0+$/, '');
+  return r.toFixed(Math.min(20, Math.max(0, 15 - Math.floor(Math.log10(Math.abs(r)))))).replace(/\.?0+$/, '');
 }
 
 export function vwap(b: BarState): number {

@@ -7,7 +7,15 @@ const at = (s: string) => Date.parse(s);
 describe('US-equity calendar', () => {
   it('knows the holidays of a year, with weekend shifts and one-off closures', () => {
     expect([...yearCalendar(2013).holidays].sort()).toEqual([
-      '2013-01-01', '2013-01-21', '2013-02-18', '2013-03-29', '2013-05-27', '2013-07-04', '2013-09-02', '2013-11-28', '2013-12-25',
+      '2013-01-01',
+      '2013-01-21',
+      '2013-02-18',
+      '2013-03-29',
+      '2013-05-27',
+      '2013-07-04',
+      '2013-09-02',
+      '2013-11-28',
+      '2013-12-25',
     ]);
     expect(cal.isHoliday('2021-12-24')).toBe(true); // Christmas on a Saturday: Friday off
     expect(cal.isHoliday('2021-12-31')).toBe(false); // New Year 2022 on a Saturday: not made up

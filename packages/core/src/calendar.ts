@@ -25,8 +25,16 @@ export class CalendarRangeError extends Error {
 
 /** One-off closures: national days of mourning, 9/11, Hurricane Sandy. */
 const SPECIAL_CLOSURES = new Set([
-  '2001-09-11', '2001-09-12', '2001-09-13', '2001-09-14',
-  '2004-06-11', '2007-01-02', '2012-10-29', '2012-10-30', '2018-12-05', '2025-01-09',
+  '2001-09-11',
+  '2001-09-12',
+  '2001-09-13',
+  '2001-09-14',
+  '2004-06-11',
+  '2007-01-02',
+  '2012-10-29',
+  '2012-10-30',
+  '2018-12-05',
+  '2025-01-09',
 ]);
 
 const NY = 'America/New_York';

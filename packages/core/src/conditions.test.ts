@@ -54,7 +54,9 @@ describe('the condition table', () => {
   });
 
   it('rejects a CONDITION_CODES file that names a condition the table does not have, saying which', () => {
-    expect(() => parseConditionCodes('{"12": "FormTee"}', 'codes.json')).toThrow(/codes.json: code "12": unknown condition "FormTee"\. Known conditions: Regular/);
+    expect(() => parseConditionCodes('{"12": "FormTee"}', 'codes.json')).toThrow(
+      /codes.json: code "12": unknown condition "FormTee"\. Known conditions: Regular/,
+    );
     expect(() => parseConditionCodes('{"12": 5}', 'codes.json')).toThrow(ConditionCodesError);
     expect(() => parseConditionCodes('[1]', 'codes.json')).toThrow(/expected a JSON object/);
     expect(() => parseConditionCodes('{', 'codes.json')).toThrow(/not JSON/);
@@ -72,13 +74,44 @@ describe('the condition table', () => {
 
 describe('merging partials whose trades may not set every field', () => {
   const key = (t: number) => orderKey(t, `1-${t}`);
-  const full = (t: number, p: string, v: number): BarState => ({ open: p, openKey: key(t), high: p, low: p, close: p, closeKey: key(t), volume: BigInt(v), pv: BigInt(+p * v), n: 1 });
-  const volumeOnly = (v: number, p: number): BarState => ({ open: '', openKey: NO_OPEN_KEY, high: '', low: '', close: '', closeKey: '', volume: BigInt(v), pv: BigInt(p * v), n: 1 });
+  const full = (t: number, p: string, v: number): BarState => ({
+    open: p,
+    openKey: key(t),
+    high: p,
+    low: p,
+    close: p,
+    closeKey: key(t),
+    volume: BigInt(v),
+    pv: BigInt(+p * v),
+    n: 1,
+  });
+  const volumeOnly = (v: number, p: number): BarState => ({
+    open: '',
+    openKey: NO_OPEN_KEY,
+    high: '',
+    low: '',
+    close: '',
+    closeKey: '',
+    volume: BigInt(v),
+    pv: BigInt(p * v),
+    n: 1,
+  });
 
   it('a volume-only partial adds volume and never a price, in either order', () => {
     const a = mergeInto(volumeOnly(50, 9), full(5, '10', 100));
     const b = mergeInto(full(5, '10', 100), volumeOnly(50, 9));
-    for (const m of [a, b]) expect(m).toEqual({ open: '10', openKey: key(5), high: '10', low: '10', close: '10', closeKey: key(5), volume: 150n, pv: 1450n, n: 2 });
+    for (const m of [a, b])
+      expect(m).toEqual({
+        open: '10',
+        openKey: key(5),
+        high: '10',
+        low: '10',
+        close: '10',
+        closeKey: key(5),
+        volume: 150n,
+        pv: 1450n,
+        n: 2,
+      });
   });
 
   it('a partial with extremes but no open/close moves high and low only', () => {

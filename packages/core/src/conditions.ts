@@ -1,4 +1,3 @@
-
 /**
  * Trade conditions (CONDITIONS=cta-utp): which prints of a US-equity trade may set a bar's
  * open/close, high/low and volume.
@@ -81,10 +80,38 @@ export const CONDITION_TABLE: Readonly<Record<string, number>> = Object.freeze({
  * Used by the tape reader to turn Lean tick files into named conditions.
  */
 export const LEAN_CONDITION_BITS: readonly string[] = [
-  'Regular', 'Cash', 'NextDay', 'Seller', 'YellowFlag', 'IntermarketSweep', 'OpeningPrints', 'ClosingPrints',
-  'ReOpeningPrints', 'DerivativelyPriced', 'FormT', 'Sold', 'Stopped', 'ExtendedHours', 'OutOfSequence', 'Split',
-  'Acquisition', 'Bunched', 'StockOption', 'Distribution', 'AveragePrice', 'Cross', 'PriceVariation', 'Rule155',
-  'OfficialClose', 'PriorReferencePrice', 'OfficialOpen', 'CapElection', 'AutoExecution', 'TradeThroughExempt', 'Undocumented', 'OddLot',
+  'Regular',
+  'Cash',
+  'NextDay',
+  'Seller',
+  'YellowFlag',
+  'IntermarketSweep',
+  'OpeningPrints',
+  'ClosingPrints',
+  'ReOpeningPrints',
+  'DerivativelyPriced',
+  'FormT',
+  'Sold',
+  'Stopped',
+  'ExtendedHours',
+  'OutOfSequence',
+  'Split',
+  'Acquisition',
+  'Bunched',
+  'StockOption',
+  'Distribution',
+  'AveragePrice',
+  'Cross',
+  'PriceVariation',
+  'Rule155',
+  'OfficialClose',
+  'PriorReferencePrice',
+  'OfficialOpen',
+  'CapElection',
+  'AutoExecution',
+  'TradeThroughExempt',
+  'Undocumented',
+  'OddLot',
 ];
 
 /** Names of the conditions set in a Lean sale-condition word (8 hex digits). */
@@ -188,7 +215,8 @@ export function parseConditionCodes(json: string, source: string): Map<string, s
       continue;
     }
     const unknown = names.filter((n) => !(n in CONDITION_TABLE));
-    if (unknown.length > 0) problems.push(`code ${JSON.stringify(code)}: unknown condition ${unknown.map((n) => JSON.stringify(n)).join(', ')}`);
+    if (unknown.length > 0)
+      problems.push(`code ${JSON.stringify(code)}: unknown condition ${unknown.map((n) => JSON.stringify(n)).join(', ')}`);
     else out.set(code, names);
   }
   if (problems.length > 0) {

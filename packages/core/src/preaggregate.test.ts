@@ -19,7 +19,10 @@ const batch = [
   entry('BINANCE:BTCUSDT', '8', '2013-12-25T15:00:00Z'),
 ];
 const starts = (bars: Map<string, unknown>, prefix: string) =>
-  [...bars.keys()].filter((k) => k.startsWith(prefix)).map((k) => NY.label(Number(k.split('|')[2]))).sort();
+  [...bars.keys()]
+    .filter((k) => k.startsWith(prefix))
+    .map((k) => NY.label(Number(k.split('|')[2])))
+    .sort();
 
 describe('sessions and alignment', () => {
   it('SESSIONS=all keeps everything', () => {
@@ -58,7 +61,20 @@ describe('sessions and alignment', () => {
 
 describe('CONDITIONS=cta-utp', () => {
   const withC = (p: string, iso: string, c: string[], v = 100) =>
-    rawEntry(`1700000000000-${seq++}`, ['s', 'IBM', 'p', p, 'v', String(v), 't', String(Date.parse(iso)), 'c', JSON.stringify(c), 'rx', '0']);
+    rawEntry(`1700000000000-${seq++}`, [
+      's',
+      'IBM',
+      'p',
+      p,
+      'v',
+      String(v),
+      't',
+      String(Date.parse(iso)),
+      'c',
+      JSON.stringify(c),
+      'rx',
+      '0',
+    ]);
   const minute = [
     withC('180', '2013-10-07T13:31:00.100Z', ['OddLot'], 10), // volume only: first, but not the open
     withC('181', '2013-10-07T13:31:01Z', ['Regular']),
@@ -77,7 +93,12 @@ describe('CONDITIONS=cta-utp', () => {
     expect(vwap(bar)).toBeCloseTo((180 * 10 + 181 * 100 + 190 * 100 + 182 * 100 + 170 * 300) / 610, 9);
     expect(r.excluded).toBe(1);
     // the hour bar is the roll-up of the same partial
-    expect(only(r, `1h|IBM|${Date.parse('2013-10-07T13:00:00Z')}`)).toMatchObject({ open: '181', high: '190', close: '182', volume: bar.volume });
+    expect(only(r, `1h|IBM|${Date.parse('2013-10-07T13:00:00Z')}`)).toMatchObject({
+      open: '181',
+      high: '190',
+      close: '182',
+      volume: bar.volume,
+    });
   });
 
   it('CONDITIONS=all counts every print alike', () => {
@@ -99,7 +120,20 @@ describe('CONDITIONS=cta-utp', () => {
   });
 
   it('never applies to 24/7 symbols', () => {
-    const e = rawEntry('1700000000000-999999', ['s', 'BINANCE:BTCUSDT', 'p', '5', 'v', '1', 't', String(Date.parse('2013-10-07T13:31:00Z')), 'c', '["OfficialClose"]', 'rx', '0']);
+    const e = rawEntry('1700000000000-999999', [
+      's',
+      'BINANCE:BTCUSDT',
+      'p',
+      '5',
+      'v',
+      '1',
+      't',
+      String(Date.parse('2013-10-07T13:31:00Z')),
+      'c',
+      '["OfficialClose"]',
+      'rx',
+      '0',
+    ]);
     const r = new Preaggregator(NY, intervals, 60_000, 2000, { conditions: new ConditionRules() }).run([e]);
     expect(r.bars.size).toBe(2);
   });
@@ -107,7 +141,8 @@ describe('CONDITIONS=cta-utp', () => {
 
 describe('daily bars (1d)', () => {
   const daily = ['1min', '1d'].map(parseInterval);
-  const closeOf = (pre: Preaggregator, s: string, iso: string) => [...pre.run([entry(s, '10', iso)]).bars].find(([k]) => k.startsWith(`1d|${s}|`))![1].end;
+  const closeOf = (pre: Preaggregator, s: string, iso: string) =>
+    [...pre.run([entry(s, '10', iso)]).bars].find(([k]) => k.startsWith(`1d|${s}|`))![1].end;
   it('close at the end of the last kept session for equities (early closes included), at midnight for 24/7 symbols', () => {
     const regular = new Preaggregator(NY, daily, 60_000, 2000, { sessions: 'regular' });
     expect(closeOf(regular, 'SPY', '2013-10-07T15:00:00Z')).toBe(Date.parse('2013-10-07T20:00:00Z')); // 16:00 EDT
@@ -122,7 +157,8 @@ describe('daily bars (1d)', () => {
 
 describe('price updates without a trade (v = 0)', () => {
   it('set the prices of their bars but add neither volume nor a transaction', () => {
-    const upd = (p: string, iso: string, v = '0') => rawEntry(`1700000000000-${seq++}`, ['s', 'OANDA:EUR_USD', 'p', p, 'v', v, 't', String(Date.parse(iso)), 'c', '[]', 'rx', '0']);
+    const upd = (p: string, iso: string, v = '0') =>
+      rawEntry(`1700000000000-${seq++}`, ['s', 'OANDA:EUR_USD', 'p', p, 'v', v, 't', String(Date.parse(iso)), 'c', '[]', 'rx', '0']);
     const r = new Preaggregator(NY, intervals, 60_000, 2000).run([
       upd('1.10', '2024-03-05T15:00:01Z'),
       upd('1.12', '2024-03-05T15:00:20Z'),

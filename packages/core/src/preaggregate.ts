@@ -13,7 +13,6 @@ import {
   EquityCalendar,
   WindowCache,
   barId,
-  encodeBarState,
   isAroundTheClock,
   mergeInto,
   orderKey,
@@ -92,7 +91,6 @@ export interface BarRules {
   /** BAR_FLAGS bits every partial carries (BAR_FLAGS.LIVE when backfill is on) */
   flags?: number;
 }
-
 
 /** Window caches for one alignment: one per interval, and the base interval's. */
 class Windows {
@@ -251,11 +249,43 @@ export class Preaggregator {
         if (elig === ALL) {
           // a price update without a trade (v = 0, Finnhub's venues that stream no trades) sets the
           // prices but is not a transaction: it adds to neither the volume nor the count
-          bases.set(key, { s, start: win[0], open: p, oT: t, oId: id, close: p, cT: t, cId: id, hi: price, high: p, lo: price, low: p, v: sv, pv: spv, n: v > 0 ? 1 : 0 });
+          bases.set(key, {
+            s,
+            start: win[0],
+            open: p,
+            oT: t,
+            oId: id,
+            close: p,
+            cT: t,
+            cId: id,
+            hi: price,
+            high: p,
+            lo: price,
+            low: p,
+            v: sv,
+            pv: spv,
+            n: v > 0 ? 1 : 0,
+          });
           continue;
         }
         // a partial no trade has set a price in yet: every price comparison below wins
-        b = { s, start: win[0], open: '', oT: Infinity, oId: '', close: '', cT: -Infinity, cId: '', hi: -Infinity, high: '', lo: Infinity, low: '', v: 0n, pv: 0n, n: 0 };
+        b = {
+          s,
+          start: win[0],
+          open: '',
+          oT: Infinity,
+          oId: '',
+          close: '',
+          cT: -Infinity,
+          cId: '',
+          hi: -Infinity,
+          high: '',
+          lo: Infinity,
+          low: '',
+          v: 0n,
+          pv: 0n,
+          n: 0,
+        };
         bases.set(key, b);
       }
       if (elig & OPEN_CLOSE) {

@@ -72,7 +72,16 @@ export function candleState(c: Candle, sourceFlag: number): BarState {
 
 /** Provider trades as raw entries in (t, sequence) order; ids "0-k" sort before every live stream id. */
 export function tradeEntries(symbol: string, trades: readonly ProviderTrade[]): RawEntry[] {
-  return trades.map((tr, k) => ({ id: `0-${k}`, s: symbol, p: tr.p, v: tr.v, t: tr.t, w: 0, c: tr.c.length ? JSON.stringify(tr.c) : '[]', fields: [] }));
+  return trades.map((tr, k) => ({
+    id: `0-${k}`,
+    s: symbol,
+    p: tr.p,
+    v: tr.v,
+    t: tr.t,
+    w: 0,
+    c: tr.c.length ? JSON.stringify(tr.c) : '[]',
+    fields: [],
+  }));
 }
 
 /**

@@ -28,9 +28,7 @@ export function parseInterval(text: string): Interval {
   const m = /^\s*(\d+)\s*(min|m|h)\s*$/i.exec(text);
   const n = m ? Number(m[1]) : NaN;
   if (!m || !Number.isSafeInteger(n) || n <= 0) {
-    throw new Error(
-      `invalid interval "${text}": use a whole number of minutes or hours, or 1d, e.g. 1min, 5min, 1h, 1d`,
-    );
+    throw new Error(`invalid interval "${text}": use a whole number of minutes or hours, or 1d, e.g. 1min, 5min, 1h, 1d`);
   }
   const unit = m[2]!.toLowerCase() === 'h' ? HOUR : MINUTE;
   const ms = n * unit;

@@ -23,7 +23,8 @@ export function validateTrade(raw: unknown, rx: number): Validation {
   if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) return { ok: false, reason: 'trade is not an object' };
   const r = raw as Record<string, unknown>;
   if (typeof r.s !== 'string' || r.s.trim() === '') return { ok: false, reason: 's (symbol) must be a non-empty string' };
-  if (r.s.length > 64 || /[\s|\x00-\x1f]/.test(r.s)) return { ok: false, reason: 's (symbol) must be at most 64 characters without spaces, control characters or |' };
+  if (r.s.length > 64 || /[\s|\x00-\x1f]/.test(r.s))
+    return { ok: false, reason: 's (symbol) must be at most 64 characters without spaces, control characters or |' };
   const p = num(r.p);
   if (p === undefined || p <= 0) return { ok: false, reason: `p (price) must be a finite number > 0, got ${short(r.p)}` };
   const v = num(r.v);
@@ -63,17 +64,37 @@ export interface TradeEntry {
 
 /** Decodes the flat field list of a raw stream entry ([k1, v1, k2, v2, ...]). */
 export function decodeTradeEntry(id: string, fields: string[]): TradeEntry {
-  let s = '', p = '', v = 0, t = 0, c: string[] = [], rx = 0, w = 0;
+  let s = '',
+    p = '',
+    v = 0,
+    t = 0,
+    c: string[] = [],
+    rx = 0,
+    w = 0;
   for (let i = 0; i + 1 < fields.length; i += 2) {
     const val = fields[i + 1]!;
     switch (fields[i]) {
-      case 's': s = val; break;
-      case 'p': p = val; break;
-      case 'v': v = Number(val); break;
-      case 't': t = Number(val); break;
-      case 'c': c = val === '' || val === '[]' ? [] : (JSON.parse(val) as string[]); break;
-      case 'rx': rx = Number(val); break;
-      case 'w': w = Number(val); break;
+      case 's':
+        s = val;
+        break;
+      case 'p':
+        p = val;
+        break;
+      case 'v':
+        v = Number(val);
+        break;
+      case 't':
+        t = Number(val);
+        break;
+      case 'c':
+        c = val === '' || val === '[]' ? [] : (JSON.parse(val) as string[]);
+        break;
+      case 'rx':
+        rx = Number(val);
+        break;
+      case 'w':
+        w = Number(val);
+        break;
     }
   }
   return { id, trade: { s, p, v, t, c, rx }, w };

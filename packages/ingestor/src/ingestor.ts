@@ -1,4 +1,14 @@
-import { metrics, reportRedisError, type Config, type Health, type Keys, type Logger, type RedisClient, encodeGapEntry } from '@candlewick/common';
+import {
+  metrics,
+  reportRedisError,
+  type Config,
+  type Health,
+  type Keys,
+  type Logger,
+  type RedisClient,
+  encodeGapEntry,
+  type GapEntry,
+} from '@candlewick/common';
 import { Clock, windowAnchorMs } from '@candlewick/core';
 import { FinnhubFeed } from './finnhub.js';
 import { TradeSink } from './sink.js';
@@ -40,6 +50,14 @@ export class Ingestor {
       log.child({ component: 'sink' }),
       (paused) => this.feed.pressure(paused),
     );
+    /** An outage, as the backfill worker reads it (the gap entry), counted and said. */
+    const recordGap = (gap: GapEntry, message: string): void => {
+      log.warn({ gap }, message);
+      gaps.inc();
+      void redis
+        .xadd(keys.gaps(), '*', ...encodeGapEntry(gap))
+        .catch((err: unknown) => reportRedisError(log, err, 'failed to record a feed gap'));
+    };
     this.feed = new FinnhubFeed(
       {
         url: cfg.finnhubWsUrl,
@@ -53,23 +71,15 @@ export class Ingestor {
           if (this.previousRx > 0 && cfg.mode === 'live') {
             const gap = { start: this.previousRx, end: Date.now(), symbols: cfg.symbols, reason: 'ingestor restart' };
             this.previousRx = 0;
-            log.warn({ gap }, 'ingestor restarted: outage recorded');
-            gaps.inc();
-            void redis
-              .xadd(keys.gaps(), '*', ...encodeGapEntry(gap))
-              .catch((err: unknown) => reportRedisError(log, err, 'failed to record a feed gap'));
+            recordGap(gap, 'ingestor restarted: outage recorded');
           }
         },
         onDown: () => {
-          this.sink.hold(cfg.symbols).catch((err: unknown) => reportRedisError(log, err, 'failed to hold bars for the backfill of an outage'));
+          this.sink
+            .hold(cfg.symbols)
+            .catch((err: unknown) => reportRedisError(log, err, 'failed to hold bars for the backfill of an outage'));
         },
-        onGap: (gap) => {
-          log.warn({ gap }, 'feed outage recorded');
-          gaps.inc();
-          void redis
-            .xadd(keys.gaps(), '*', ...encodeGapEntry(gap))
-            .catch((err: unknown) => reportRedisError(log, err, 'failed to record a feed gap'));
-        },
+        onGap: (gap) => recordGap(gap, 'feed outage recorded'),
       },
       this.sink,
       log.child({ component: 'feed' }),

@@ -139,9 +139,12 @@ export class ReplayServer {
       lastSend = Date.now();
     };
     const pingMs = this.opts.pingMs ?? 1000;
-    const keepalive = setInterval(() => {
-      if (open && Date.now() - lastSend >= pingMs) send('{"type":"ping"}');
-    }, Math.max(20, pingMs / 2));
+    const keepalive = setInterval(
+      () => {
+        if (open && Date.now() - lastSend >= pingMs) send('{"type":"ping"}');
+      },
+      Math.max(20, pingMs / 2),
+    );
     const end = () => {
       open = false;
       clearInterval(keepalive);

@@ -1,4 +1,19 @@
-import { addTrades, addTradesArgs, metrics, partitionOf, processId, redisLink, reportRedisError, sleep, type AddTradesReply, type Keys, type Logger, type RedisClient, SlotTransactions, encodeGapEntry } from '@candlewick/common';
+import {
+  addTrades,
+  addTradesArgs,
+  metrics,
+  partitionOf,
+  processId,
+  redisLink,
+  reportRedisError,
+  sleep,
+  type AddTradesReply,
+  type Keys,
+  type Logger,
+  type RedisClient,
+  SlotTransactions,
+  encodeGapEntry,
+} from '@candlewick/common';
 import { type Trade } from '@candlewick/core';
 
 /** Backfill requests: what the sink needs to file one with the first trade of a symbol on a connection. */
@@ -162,18 +177,30 @@ export class TradeSink {
         requests[p]!,
         trades,
       );
-      const batch: Batch = { seq, args, n: trades.length, firstRx: Math.max(oldestRx, trades[0]!.rx), lastRx: trades[trades.length - 1]!.rx, sent: false, ackedAt: 0 };
+      const batch: Batch = {
+        seq,
+        args,
+        n: trades.length,
+        firstRx: Math.max(oldestRx, trades[0]!.rx),
+        lastRx: trades[trades.length - 1]!.rx,
+        sent: false,
+        ackedAt: 0,
+      };
       this.held[p]!.push(batch);
       // while a partition resynchronises, its new batches wait their turn behind the ones it sends again
       if (!this.resyncing[p]) this.send(p, batch);
     });
     const stats = this.opts.keys.stats();
     const lastRx = String(this.lastRx);
-    void this.redis.hset(stats, 'lastRx', lastRx).catch((err: unknown) => reportRedisError(this.log, err, 'failed to record the last receive time'));
+    void this.redis
+      .hset(stats, 'lastRx', lastRx)
+      .catch((err: unknown) => reportRedisError(this.log, err, 'failed to record the last receive time'));
     if (!this.sentFirst) {
       // first trade this process appended: where `stack` starts counting throughput
       this.sentFirst = true;
-      void this.redis.hset(stats, 'firstRx', lastRx).catch((err: unknown) => reportRedisError(this.log, err, 'failed to record the first receive time'));
+      void this.redis
+        .hset(stats, 'firstRx', lastRx)
+        .catch((err: unknown) => reportRedisError(this.log, err, 'failed to record the first receive time'));
     }
   }
 
@@ -261,7 +288,11 @@ export class TradeSink {
             this.loseHeldGap(p, done, todo[0]!);
             force = true;
           }
-          if (attempt === 0 && !pause) this.log.warn({ partition: p, from: done + 1, batches: todo.length }, 'Redis does not have batches it acknowledged (restarted without its last writes?): sending them again');
+          if (attempt === 0 && !pause)
+            this.log.warn(
+              { partition: p, from: done + 1, batches: todo.length },
+              'Redis does not have batches it acknowledged (restarted without its last writes?): sending them again',
+            );
           const replies = await Promise.all(
             todo.map((b, i) => {
               b.sent = true;
@@ -299,7 +330,11 @@ export class TradeSink {
       if (lost.firstRx === 0) lost.firstRx = b.firstRx;
       lost.lastRx = b.lastRx;
     }
-    if (known < batches) this.log.error({ partition: p, batches, known }, 'some lost batches are older than this ingestor remembers: the count below is a lower bound');
+    if (known < batches)
+      this.log.error(
+        { partition: p, batches, known },
+        'some lost batches are older than this ingestor remembers: the count below is a lower bound',
+      );
     this.lost.trades += lost.trades;
     if (this.lost.firstRx === 0) this.lost.firstRx = lost.firstRx;
     this.lost.lastRx = Math.max(this.lost.lastRx, lost.lastRx);
@@ -308,7 +343,11 @@ export class TradeSink {
       'Redis lost batches of trades it had acknowledged, older than this ingestor keeps them (INGEST_RETAIN): they are gone; the span is recorded in feed:gaps',
     );
     void this.redis
-      .xadd(this.opts.keys.gaps(), '*', ...encodeGapEntry({ start: lost.firstRx, end: lost.lastRx, symbols: [], reason: 'redis lost acknowledged trades' }))
+      .xadd(
+        this.opts.keys.gaps(),
+        '*',
+        ...encodeGapEntry({ start: lost.firstRx, end: lost.lastRx, symbols: [], reason: 'redis lost acknowledged trades' }),
+      )
       .catch((err: unknown) => reportRedisError(this.log, err, 'failed to record a gap'));
   }
 
@@ -355,7 +394,9 @@ export class TradeSink {
   /** Counts a frame that is not JSON or has an unknown type. */
   badFrame(): void {
     this.metrics.rejected.inc();
-    void this.redis.hincrby(this.opts.keys.stats(), 'badFrames', 1).catch((err: unknown) => reportRedisError(this.log, err, 'failed to count a bad frame'));
+    void this.redis
+      .hincrby(this.opts.keys.stats(), 'badFrames', 1)
+      .catch((err: unknown) => reportRedisError(this.log, err, 'failed to count a bad frame'));
   }
 
   /** Publishes the hold figures (this process's) in the stats hash, at most once a second. */

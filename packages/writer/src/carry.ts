@@ -1,5 +1,14 @@
 import { partitionOf, type Config } from '@candlewick/common';
-import { EquityCalendar, TRADING_SESSIONS, isAroundTheClock, sessionsKept, windowAnchorMs, type BarState, type Clock, type Session } from '@candlewick/core';
+import {
+  EquityCalendar,
+  TRADING_SESSIONS,
+  isAroundTheClock,
+  sessionsKept,
+  windowAnchorMs,
+  type BarState,
+  type Clock,
+  type Session,
+} from '@candlewick/core';
 import type { CsvFiles } from '@candlewick/common';
 
 /** a file that has not traded for this many windows is not carried further (a delisted symbol) */

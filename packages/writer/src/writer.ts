@@ -1,5 +1,25 @@
 import { Queue, Worker, type Job } from 'bullmq';
-import { BARS_QUEUE, RecurringError, SlotTransactions, barRowCells, crashPoint, decodeBarEntry, duplicateRedis, encodeBarEntry, parseBarsJob, type BarsJob, metrics, redisLink, reportRedisError, sleep, type Config, type Health, type Keys, type Logger, type RedisClient } from '@candlewick/common';
+import {
+  BARS_QUEUE,
+  RecurringError,
+  SlotTransactions,
+  barRowCells,
+  crashPoint,
+  decodeBarEntry,
+  duplicateRedis,
+  encodeBarEntry,
+  parseBarsJob,
+  type BarsJob,
+  metrics,
+  redisLink,
+  reportRedisError,
+  sleep,
+  type Config,
+  type Health,
+  type Keys,
+  type Logger,
+  type RedisClient,
+} from '@candlewick/common';
 import { Clock, decodeBarState, type BarState } from '@candlewick/core';
 import { CsvFiles, FileChangedError, formatRow, rowCells, type FileEvent } from '@candlewick/common';
 
@@ -21,7 +41,12 @@ export class WriterService {
   private readonly clock: Clock;
   written = 0;
   skipped = 0;
-  private readonly metrics = { written: metrics.barsWritten(), lag: metrics.closeLag(), fileEvents: metrics.csvFileEvents(), diskFailing: metrics.diskFailing() };
+  private readonly metrics = {
+    written: metrics.barsWritten(),
+    lag: metrics.closeLag(),
+    fileEvents: metrics.csvFileEvents(),
+    diskFailing: metrics.diskFailing(),
+  };
   private readonly intervalMs: Map<string, number>;
   /** the daily intervals: labelled with the date, ending at midnight in BAR_TZ */
   private readonly days: ReadonlySet<string>;
@@ -40,21 +65,33 @@ export class WriterService {
     this.days = new Set(cfg.intervals.filter((iv) => iv.day).map((iv) => iv.name));
     this.files = new CsvFiles(cfg.dataDir, this.clock, cfg.csvExtraColumns, (e) => this.onFileEvent(e), this.days);
     this.carry = cfg.emptyBars === 'carry' ? new Carry(cfg, this.clock) : undefined;
-    this.disk = new RecurringError(log, 'appending to the CSV files failed; retrying until the disk takes writes again (check space and permissions of DATA_DIR)');
+    this.disk = new RecurringError(
+      log,
+      'appending to the CSV files failed; retrying until the disk takes writes again (check space and permissions of DATA_DIR)',
+    );
   }
 
   private readonly carry: Carry | undefined;
 
   health(): Health {
-    return this.disk.active ? { ok: false, csv: 'appends failing (see the log): check space and permissions of DATA_DIR' } : { ok: true, csv: 'ok' };
+    return this.disk.active
+      ? { ok: false, csv: 'appends failing (see the log): check space and permissions of DATA_DIR' }
+      : { ok: true, csv: 'ok' };
   }
 
   private onFileEvent(e: FileEvent): void {
     this.metrics.fileEvents.inc({ kind: e.kind });
     const stats = this.keys.stats();
-    void this.redis.hincrby(stats, `csv:${e.kind}`, 1).catch((err: unknown) => reportRedisError(this.log, err, 'failed to count a file event'));
-    if (e.kind === 'cut-partial-row') this.log.warn({ file: e.path, bytes: e.bytes }, 'cut a partial last row (a write cut short) back to the last whole row');
-    else if (e.kind === 'set-aside') this.log.error({ file: e.path, aside: e.asidePath, reason: e.reason }, 'a CSV file could not be read back: set it aside and started a new one (every other file goes on)');
+    void this.redis
+      .hincrby(stats, `csv:${e.kind}`, 1)
+      .catch((err: unknown) => reportRedisError(this.log, err, 'failed to count a file event'));
+    if (e.kind === 'cut-partial-row')
+      this.log.warn({ file: e.path, bytes: e.bytes }, 'cut a partial last row (a write cut short) back to the last whole row');
+    else if (e.kind === 'set-aside')
+      this.log.error(
+        { file: e.path, aside: e.asidePath, reason: e.reason },
+        'a CSV file could not be read back: set it aside and started a new one (every other file goes on)',
+      );
     else this.missing.push(e);
   }
 
@@ -153,8 +190,16 @@ export class WriterService {
         writtenThrough: this.clock.label(m.through),
         restored: starts.length,
       };
-      if (reachedStart || m.after === undefined) this.log.error(said, `rows went missing from the end of a CSV file while the writer ran: wrote them again from ${this.keys.bars(m.interval)}`);
-      else this.log.error(said, `rows went missing from the end of a CSV file while the writer ran; ${this.keys.bars(m.interval)} no longer holds all of them (BARS_RETENTION): the rest are gone`);
+      if (reachedStart || m.after === undefined)
+        this.log.error(
+          said,
+          `rows went missing from the end of a CSV file while the writer ran: wrote them again from ${this.keys.bars(m.interval)}`,
+        );
+      else
+        this.log.error(
+          said,
+          `rows went missing from the end of a CSV file while the writer ran; ${this.keys.bars(m.interval)} no longer holds all of them (BARS_RETENTION): the rest are gone`,
+        );
     }
   }
 
@@ -167,7 +212,14 @@ export class WriterService {
     let skipped = 0;
     const publish = (interval: string, symbol: string, start: number, state: BarState, rev: number) => {
       const stream = this.keys.bars(interval);
-      tx.on(stream).xadd(stream, 'MINID', '~', minId, '*', ...encodeBarEntry(symbol, start, rev, rowCells(this.clock, start, state, this.days.has(interval))));
+      tx.on(stream).xadd(
+        stream,
+        'MINID',
+        '~',
+        minId,
+        '*',
+        ...encodeBarEntry(symbol, start, rev, rowCells(this.clock, start, state, this.days.has(interval))),
+      );
     };
     const ready = async (interval: string, symbol: string) => {
       await this.onDisk(() => this.files.verify(interval, symbol));
@@ -189,7 +241,9 @@ export class WriterService {
       if (rev === 0) await ready(bar.interval, bar.symbol);
       if (rev === 0) await flat(bar.interval, bar.symbol, bar.start, undefined);
       const outcome = await this.onDisk(() =>
-        rev > 0 ? this.files.appendCorrection(bar.interval, bar.symbol, bar.start, rev, state) : this.files.append(bar.interval, bar.symbol, bar.start, state),
+        rev > 0
+          ? this.files.appendCorrection(bar.interval, bar.symbol, bar.start, rev, state)
+          : this.files.append(bar.interval, bar.symbol, bar.start, state),
       );
       crashPoint('write:appended'); // the row is in the file; not yet published or counted
       if (outcome === 'stale') {
@@ -203,7 +257,9 @@ export class WriterService {
         counts.set(k, (counts.get(k) ?? 0) + 1);
         this.metrics.written.inc({ interval: k });
         if (rev === 0) {
-          const end = this.days.has(bar.interval) ? this.clock.dayWindow(bar.start)[1] : bar.start + (this.intervalMs.get(bar.interval) ?? 0);
+          const end = this.days.has(bar.interval)
+            ? this.clock.dayWindow(bar.start)[1]
+            : bar.start + (this.intervalMs.get(bar.interval) ?? 0);
           this.metrics.lag.observe({ interval: bar.interval }, (Date.now() - end) / 1000);
         }
       }

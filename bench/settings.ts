@@ -1,0 +1,45 @@
+import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
+import { z } from 'zod';
+import { ConfigError } from '@candlewick/common';
+
+/**
+ * The benchmarks' and data checks' settings, read once from the environment like the pipeline's own
+ * (a zod schema; a bad value names the variable and the rule).
+ */
+export const ROOT = fileURLToPath(new URL('../', import.meta.url));
+
+const counts = z
+  .string()
+  .regex(/^\d+(,\d+)*$/, 'must be a comma list of whole numbers, e.g. 1,2,4')
+  .transform((v) => v.split(',').map(Number));
+
+const BENCH_ENV = z.object({
+  /** tape to replay (default: one day of the four Lean symbols in ../shared/data/real) */
+  BENCH_TAPE: z.string().optional(),
+  /** aggregator counts to run */
+  BENCH_AGGREGATORS: counts.default([1, 2, 4]),
+  /** runs per figure; the median is reported */
+  BENCH_RUNS: z
+    .string()
+    .regex(/^[1-9]\d*$/, 'must be a whole number of at least 1')
+    .transform(Number)
+    .default(3),
+  /** print each run's stack summary */
+  BENCH_VERBOSE: z
+    .string()
+    .optional()
+    .transform((v) => v !== undefined && v !== '' && v !== '0' && v !== 'false'),
+  /** the Lean US equity set (tick and minute zips) */
+  LEAN_DATA_DIR: z.string().default(join(ROOT, '../shared/data/real/lean-usa-equity')),
+  /** the redis-server binary the benchmark starts */
+  REDIS_SERVER_BIN: z.string().default('redis-server'),
+});
+
+export type BenchSettings = z.infer<typeof BENCH_ENV>;
+
+export function benchSettings(env: Record<string, string | undefined> = process.env): BenchSettings {
+  const r = BENCH_ENV.safeParse(Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined && v !== '')));
+  if (!r.success) throw new ConfigError(r.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`));
+  return r.data;
+}
