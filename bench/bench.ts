@@ -1,71 +1,94 @@
 /**
- * npm run bench: replays a large real tape through the full stack (child processes, private
- * redis-server) and prints trades/s end to end, next to the Redis-only ceiling measured in the same
- * run: pipelined XADD of the same trades from one Node process.
+ * npm run bench: what a trade costs, end to end and per process, next to ceilings measured in the
+ * same run.
  *
- * BENCH_TAPE   tape to replay (default: one day of the four Lean symbols in ../shared/data/real)
- * BENCH_AGGREGATORS   comma list of aggregator counts to run (default 1,2,4)
- * BENCH_RUNS   runs per aggregator count; the median is reported (default 3)
+ *  1. Redis-only ceiling: the tape's trades appended by one Node process with pipelined XADD, one
+ *     entry per trade (and, for comparison, with addTrades as the ingestor appends them).
+ *  2. End to end: `candlewick stack` over the tape (child processes, private redis-server, AOF on)
+ *     for each setup of BENCH_SETUPS (partitions x aggregators), the median of BENCH_RUNS runs;
+ *     trades/s and its ratio to the ceiling.
+ *  3. CPU per trade of every process (its own accounting, from each role's start: see the stack's
+ *     summary), Redis included; the replay server shown apart. With BENCH_BASELINE (another
+ *     checkout, built) its stack runs too, in the same run, and the totals are compared.
+ *  4. A sizing estimate from those figures, checked against what each setup measured.
+ *  5. In one process: `candlewick bars` (the same core, no Redis) against tardis-dev's
+ *     computeTradeBars over the same trades in memory, alternating, the median of
+ *     BENCH_INPROCESS_RUNS each; and `candlewick bars` as a user runs it, tape reading included.
  */
-import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
-import { cpus, tmpdir } from 'node:os';
+import { mkdtempSync, readdirSync, rmSync, existsSync } from 'node:fs';
+import { cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { Redis } from 'ioredis';
-import { isTapeTrade, readTape, type TapeTrade } from '@candlewick/common';
-import { loadConfig } from '@candlewick/common';
-import { Clock, encodeBarState } from '@candlewick/core';
-import { Preaggregator } from '@candlewick/core';
-import { BUNDLED_TAPE, PrivateRedis } from '@candlewick/cli';
+import { compute, computeTradeBars } from 'tardis-dev';
+import {
+  addTrades,
+  addTradesArgs,
+  ensureGroup,
+  isTapeTrade,
+  loadConfig,
+  makeKeys,
+  readTape,
+  registerScripts,
+  type TapeItem,
+} from '@candlewick/common';
+import { Clock, Preaggregator, encodeBarState, validateTrade, type Trade } from '@candlewick/core';
+import { BUNDLED_TAPE, InProcessBars, PrivateRedis } from '@candlewick/cli';
+import { tapeSymbols } from '@candlewick/common';
 import { ROOT, benchSettings } from './settings.js';
 
 const settings = benchSettings();
 const LEAN_TICKS = join(settings.LEAN_DATA_DIR, 'tick');
-const CLI = join(ROOT, 'packages/cli/dist/cli.js');
+const out = (line = '') => process.stdout.write(`${line}\n`);
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1]!;
+const fmt = (n: number) => Math.round(n).toLocaleString('en-US');
 
 function defaultTape(): { spec: string; what: string } {
   if (existsSync(LEAN_TICKS)) {
     const files = readdirSync(LEAN_TICKS)
       .filter((f) => f.endsWith('_20131007_trade.zip'))
       .map((f) => join(LEAN_TICKS, f));
-    if (files.length) return { spec: files.join(','), what: `Lean US equities ${files.length} symbols, 2013-10-07` };
+    if (files.length) return { spec: files.join(','), what: `Lean US equities, ${files.length} symbols, 2013-10-07` };
   }
-  process.stdout.write(
-    `note: the Lean tick set is absent (looked in ${LEAN_TICKS}); benchmarking the bundled XRP/ETH tape instead (small: figures are start-up dominated)\n`,
+  out(
+    `note: the Lean tick set is absent (looked in ${LEAN_TICKS}); benchmarking the bundled XRP/ETH tape instead (small: start-up dominates its figures)`,
   );
   return { spec: BUNDLED_TAPE, what: 'bundled Binance XRP/ETH tape' };
 }
 
-/** Redis memory of a retained raw trade and of an open bar (its state and its index entry). */
-async function memoryFigures(redis: Redis, trades: TapeTrade[]): Promise<{ perTrade: number; perBar: number; bars: number }> {
-  const perTrade = Number(await redis.call('MEMORY', 'USAGE', 'ceiling', 'SAMPLES', '0')) / trades.length;
-  const cfg = loadConfig({ MODE: 'replay' });
-  const pre = new Preaggregator(new Clock(cfg.tz), cfg.intervals, cfg.baseMs, cfg.graceMs);
-  const entries = trades.map((tr, i) => ({ id: `1-${i}`, s: tr.s, p: tr.p, v: tr.v, t: tr.t, w: 0, c: '[]', fields: [] }));
-  const bars = pre.run(entries).bars;
-  const pipe = redis.pipeline();
-  for (const [id, part] of bars) {
-    pipe.hset('open', id, encodeBarState(part.state));
-    pipe.zadd('open-index', part.end, id);
+/** Each tape trade as the ingestor takes it (validated, as the replay server sends it). */
+function validTrades(items: readonly TapeItem[]): Trade[] {
+  const trades: Trade[] = [];
+  for (const it of items) {
+    if (!isTapeTrade(it)) continue;
+    const v = validateTrade({ s: it.s, p: Number(it.p), v: it.v, t: it.t, c: it.c }, it.t);
+    if (v.ok) trades.push(v.trade);
   }
-  await pipe.exec();
-  const bytes =
-    Number(await redis.call('MEMORY', 'USAGE', 'open', 'SAMPLES', '0')) +
-    Number(await redis.call('MEMORY', 'USAGE', 'open-index', 'SAMPLES', '0'));
-  return { perTrade, perBar: bytes / bars.size, bars: bars.size };
+  return trades;
 }
 
-async function redisCeiling(trades: TapeTrade[]): Promise<number> {
+// ---------------------------------------------------------------------------------------------
+// 1. Redis-only ceilings
+
+interface Ceiling {
+  xadd: number;
+  addTrades: number;
+  bytesPerTrade: number;
+  bytesPerBar: number;
+}
+
+async function ceilings(trades: Trade[]): Promise<Ceiling> {
   const dir = mkdtempSync(join(tmpdir(), 'cw-bench-redis-'));
   const server = new PrivateRedis(dir, settings.REDIS_SERVER_BIN, false);
   const url = await server.start();
   const redis = new Redis(url);
+  registerScripts(redis);
   try {
-    const t0 = performance.now();
-    const BATCH = 1000;
-    for (let i = 0; i < trades.length; i += BATCH) {
+    // one entry per trade, pipelined 1000 at a time
+    let t0 = performance.now();
+    for (let i = 0; i < trades.length; i += 1000) {
       const pipe = redis.pipeline();
-      for (const tr of trades.slice(i, i + BATCH)) {
+      for (const tr of trades.slice(i, i + 1000))
         pipe.xadd(
           'ceiling',
           '*',
@@ -80,17 +103,38 @@ async function redisCeiling(trades: TapeTrade[]): Promise<number> {
           'c',
           JSON.stringify(tr.c),
           'rx',
-          String(tr.t),
+          String(tr.rx),
         );
-      }
       await pipe.exec();
     }
-    const tps = trades.length / ((performance.now() - t0) / 1000);
-    const mem = await memoryFigures(redis, trades);
-    process.stdout.write(
-      `redis memory: ${mem.perTrade.toFixed(0)} bytes per retained raw trade; ${mem.perBar.toFixed(0)} bytes per open bar (state + index entry, ${mem.bars} bars)\n`,
-    );
-    return tps;
+    const xadd = trades.length / ((performance.now() - t0) / 1000);
+    // addTrades in batches of 1000, as the ingestor appends them (one raw entry per batch)
+    const keys = makeKeys('bench');
+    await ensureGroup(redis, keys.trades(0), 'aggregator');
+    t0 = performance.now();
+    const pending: Promise<unknown>[] = [];
+    for (let i = 0, seq = 0; i < trades.length; i += 1000, seq++) {
+      pending.push(
+        addTrades(redis, keys, 0, addTradesArgs({ clock: 'event', graceMs: 2000, sender: 'bench', seq }, [], trades.slice(i, i + 1000))),
+      );
+      if (pending.length >= 8) await pending.shift();
+    }
+    await Promise.all(pending);
+    const viaScript = trades.length / ((performance.now() - t0) / 1000);
+    const bytesPerTrade = Number(await redis.call('MEMORY', 'USAGE', keys.trades(0), 'SAMPLES', '0')) / trades.length;
+    // an open bar: its state and its index entry
+    const cfg = loadConfig({ MODE: 'replay' });
+    const pre = new Preaggregator(new Clock(cfg.tz), cfg.intervals, cfg.baseMs, cfg.graceMs);
+    const bars = pre.run(
+      trades.map((tr, i) => ({ id: `1-${i}`, entry: '1-0', s: tr.s, p: tr.p, v: tr.v, t: tr.t, w: 0, c: '', rx: 0 })),
+    ).bars;
+    const pipe = redis.pipeline();
+    for (const [id, part] of bars) pipe.hset('open', id, encodeBarState(part.state)).zadd('open-index', part.end, id);
+    await pipe.exec();
+    const barBytes =
+      Number(await redis.call('MEMORY', 'USAGE', 'open', 'SAMPLES', '0')) +
+      Number(await redis.call('MEMORY', 'USAGE', 'open-index', 'SAMPLES', '0'));
+    return { xadd, addTrades: viaScript, bytesPerTrade, bytesPerBar: barBytes / bars.size };
   } finally {
     redis.disconnect();
     await server.stop();
@@ -98,70 +142,262 @@ async function redisCeiling(trades: TapeTrade[]): Promise<number> {
   }
 }
 
-function runStack(
-  tape: string,
-  aggregators: number,
-): Promise<{ tradesPerSec: number; wall: number; summary: string; holdMean: number; holdMax: number }> {
+// ---------------------------------------------------------------------------------------------
+// 2, 3. The stack
+
+interface CpuRow {
+  name: string;
+  us: number;
+  busy: number;
+}
+
+interface StackRun {
+  tradesPerSec: number;
+  wall: number;
+  holdMean: number;
+  holdMax: number;
+  cpu: CpuRow[];
+  summary: string;
+}
+
+/** Runs `candlewick stack` of the checkout at `root` over the tape. */
+function runStack(root: string, tape: string, partitions: number, aggregators: number): Promise<StackRun> {
   const dataDir = mkdtempSync(join(tmpdir(), 'cw-bench-'));
+  const cli = join(root, 'packages/cli/dist/cli.js');
   return new Promise((resolve, reject) => {
     const t0 = performance.now();
-    const proc = spawn(process.execPath, [CLI, 'stack'], {
+    const proc = spawn(process.execPath, [cli, 'stack'], {
       env: {
-        ...process.env,
+        PATH: process.env.PATH,
+        HOME: process.env.HOME,
         DATA_DIR: dataDir,
         REPLAY_TAPE: tape,
+        STREAM_PARTITIONS: String(partitions),
         AGGREGATORS: String(aggregators),
         EXIT_WHEN_IDLE_MS: '500',
         LOG_LEVEL: 'warn',
-        FINNHUB_TOKEN: '',
-        MODE: 'replay',
-        REDIS_URL: '',
+        REDIS_SERVER_BIN: settings.REDIS_SERVER_BIN,
       },
       stdio: ['ignore', 'pipe', 'inherit'],
     });
-    let out = '';
-    proc.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    let text = '';
+    proc.stdout.on('data', (d: Buffer) => (text += d.toString()));
     proc.on('exit', (code) => {
       rmSync(dataDir, { recursive: true, force: true });
-      if (code !== 0) return reject(new Error(`stack exited ${code}\n${out}`));
-      const m = /throughput\s+(\d+) trades\/s/.exec(out);
-      const h = /ingest hold\s+mean ([\d.]+) ms, max (\d+) ms/.exec(out);
+      if (code !== 0) return reject(new Error(`stack (${root}) exited ${code}\n${text}`));
+      const m = /throughput\s+(\d+) trades\/s/.exec(text);
+      const h = /ingest hold\s+mean ([\d.]+) ms, max (\d+) ms/.exec(text);
+      const cpu: CpuRow[] = [];
+      for (const line of text.slice(text.indexOf('  cpu ')).split('\n').slice(1)) {
+        const c = /^ {4}(\S.*?)\s+([\d.]+)\s+(\d+) %$/.exec(line);
+        if (!c) break;
+        cpu.push({ name: c[1]!.trim(), us: Number(c[2]), busy: Number(c[3]) });
+      }
       resolve({
         tradesPerSec: Number(m?.[1] ?? 0),
         wall: (performance.now() - t0) / 1000,
-        summary: out.slice(out.indexOf('candlewick summary')),
         holdMean: Number(h?.[1] ?? NaN),
         holdMax: Number(h?.[2] ?? NaN),
+        cpu,
+        summary: text.slice(text.indexOf('candlewick summary')),
       });
     });
   });
 }
 
+/** The median run (by throughput) of `runs`. */
+async function medianRun(root: string, tape: string, p: number, a: number): Promise<{ run: StackRun; all: StackRun[] }> {
+  const all: StackRun[] = [];
+  for (let i = 0; i < settings.BENCH_RUNS; i++) {
+    const r = await runStack(root, tape, p, a);
+    if (settings.BENCH_VERBOSE) out(r.summary);
+    all.push(r);
+  }
+  const sorted = [...all].sort((x, y) => x.tradesPerSec - y.tradesPerSec);
+  return { run: sorted[sorted.length >> 1]!, all };
+}
+
+/** µs per trade of a role (summed over processes of that role: aggregate.1, aggregate.2, ...). */
+function roleUs(cpu: CpuRow[], role: string): number {
+  return cpu.filter((c) => c.name === role || c.name.startsWith(`${role}.`)).reduce((a, c) => a + c.us, 0);
+}
+
+const ROLE_ORDER = ['ingest', 'aggregate', 'close', 'write', 'stack', 'redis', 'total', '(replay server)'];
+
+function cpuTable(cols: { label: string; cpu: CpuRow[] }[]): string[] {
+  const lines = [`  ${'process'.padEnd(18)}${cols.map((c) => c.label.padStart(22)).join('')}`];
+  const names = new Set<string>();
+  for (const c of cols) for (const r of c.cpu) names.add(r.name);
+  const ordered = [...names].sort(
+    (a, b) => ROLE_ORDER.indexOf(a.split('.')[0]!) - ROLE_ORDER.indexOf(b.split('.')[0]!) || a.localeCompare(b),
+  );
+  for (const name of ordered) {
+    const cells = cols.map((c) => {
+      const r = c.cpu.find((x) => x.name === name);
+      return (r ? `${r.us.toFixed(1)} µs  ${String(r.busy).padStart(3)} %` : '-').padStart(22);
+    });
+    lines.push(`  ${name.padEnd(18)}${cells.join('')}`);
+  }
+  return lines;
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. In one process
+
+async function tardisRun(messages: unknown[]): Promise<{ ms: number; bars: number }> {
+  async function* feed() {
+    for (const m of messages) yield m;
+  }
+  const t0 = performance.now();
+  let bars = 0;
+  const factories = [60_000, 300_000, 900_000, 1_800_000, 3_600_000].map((ms) => computeTradeBars({ kind: 'time', interval: ms }));
+  for await (const m of compute(feed() as never, ...factories)) if ((m as { type: string }).type === 'trade_bar') bars++;
+  return { ms: performance.now() - t0, bars };
+}
+
+function oursRun(items: readonly TapeItem[]): { ms: number; bars: number } {
+  const dir = mkdtempSync(join(tmpdir(), 'cw-bench-bars-'));
+  try {
+    const cfg = loadConfig({ MODE: 'replay', DATA_DIR: dir });
+    const t0 = performance.now();
+    const c = new InProcessBars(cfg, tapeSymbols(items)).run(items);
+    const ms = performance.now() - t0;
+    return { ms, bars: Object.values(c.written).reduce((a, n) => a + n, 0) };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+function barsCommand(tape: string): number {
+  const dir = mkdtempSync(join(tmpdir(), 'cw-bench-bars-'));
+  try {
+    const t0 = performance.now();
+    execFileSync(process.execPath, [join(ROOT, 'packages/cli/dist/cli.js'), 'bars', '--tape', tape, '--out', dir], { stdio: 'ignore' });
+    return (performance.now() - t0) / 1000;
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+
 async function main(): Promise<void> {
   const { spec, what } = settings.BENCH_TAPE ? { spec: settings.BENCH_TAPE, what: settings.BENCH_TAPE } : defaultTape();
-  const counts = settings.BENCH_AGGREGATORS;
-  const trades = readTape(spec).filter(isTapeTrade);
+  const items = readTape(spec);
+  const trades = validTrades(items);
   const cpu = cpus();
-  process.stdout.write(`machine: ${cpu.length} x ${cpu[0]?.model ?? 'cpu'}, node ${process.version}\n`);
-  process.stdout.write(`tape: ${what}: ${trades.length} trades; intervals 1min,5min,15min,30min,1h\n\n`);
-  const ceiling = await redisCeiling(trades);
-  process.stdout.write(`redis-only ceiling (pipelined XADD, one Node process): ${Math.round(ceiling)} trades/s\n`);
-  const runs = settings.BENCH_RUNS;
-  for (const n of counts) {
-    const rs = [];
-    for (let i = 0; i < runs; i++) {
-      const r = await runStack(spec, n);
-      rs.push(r);
-      if (settings.BENCH_VERBOSE) process.stdout.write(`${r.summary}\n`);
-    }
-    const tps = rs.map((r) => r.tradesPerSec).sort((a, b) => a - b);
-    const wall = rs.map((r) => r.wall).sort((a, b) => a - b);
-    const holdMax = Math.max(...rs.map((r) => r.holdMax));
-    const holdMean = rs.map((r) => r.holdMean).sort((a, b) => a - b)[rs.length >> 1]!;
-    process.stdout.write(
-      `end to end, ${n} aggregator${n > 1 ? 's' : ' '}: ${tps[tps.length >> 1]} trades/s median of ${runs} (range ${tps[0]}-${tps[tps.length - 1]}; stack wall time incl. start-up ${wall[wall.length >> 1]!.toFixed(1)} s; ingest hold mean ${holdMean} ms, max ${holdMax} ms)\n`,
+  const redisVersion = execFileSync(settings.REDIS_SERVER_BIN, ['--version']).toString().trim().split(' ')[2] ?? '';
+  out(
+    `machine: ${cpu.length} cores, ${cpu[0]?.model.trim() ?? 'cpu'}, ${Math.round(totalmem() / 2 ** 30)} GiB; node ${process.version}; redis ${redisVersion.replace('v=', '')}`,
+  );
+  out(`tape: ${what}: ${fmt(trades.length)} trades; intervals 1min,5min,15min,30min,1h; AOF on; runs per figure: ${settings.BENCH_RUNS}`);
+  out();
+
+  const ceil = await ceilings(trades);
+  out('1. Redis-only ceilings (one Node process, this machine, this run)');
+  out(`  pipelined XADD, one entry per trade       ${fmt(ceil.xadd).padStart(10)} trades/s   <- the ceiling`);
+  out(`  addTrades, 1000 trades per raw entry      ${fmt(ceil.addTrades).padStart(10)} trades/s`);
+  out(`  memory: ${ceil.bytesPerTrade.toFixed(1)} bytes per retained raw trade, ${ceil.bytesPerBar.toFixed(0)} bytes per open bar`);
+  out();
+
+  out('2. End to end (candlewick stack), median of runs');
+  out(
+    `  ${'partitions x aggregators'.padEnd(26)}${'trades/s'.padStart(10)}${'x ceiling'.padStart(11)}${'range'.padStart(22)}  ingest hold mean/max`,
+  );
+  const results = new Map<string, StackRun>();
+  for (const [p, a] of settings.BENCH_SETUPS) {
+    const { run, all } = await medianRun(ROOT, spec, p, a);
+    results.set(`${p}x${a}`, run);
+    const tps = all.map((r) => r.tradesPerSec);
+    out(
+      `  ${`${p} x ${a}`.padEnd(26)}${fmt(run.tradesPerSec).padStart(10)}${`${(run.tradesPerSec / ceil.xadd).toFixed(2)}x`.padStart(11)}${`${fmt(Math.min(...tps))}-${fmt(Math.max(...tps))}`.padStart(22)}  ${run.holdMean} / ${run.holdMax} ms`,
     );
   }
+  out();
+
+  const first = results.values().next().value as StackRun;
+  const cols = [...results].map(([k, r]) => ({ label: k, cpu: r.cpu }));
+  let baseline: StackRun | undefined;
+  if (settings.BENCH_BASELINE) {
+    baseline = (await medianRun(settings.BENCH_BASELINE, spec, 1, 1)).run;
+    cols.push({ label: `baseline 1x1`, cpu: baseline.cpu });
+  }
+  out('3. CPU per trade (µs, user + system) and how busy each process was (100 % = one core)');
+  for (const line of cpuTable(cols)) out(line);
+  if (baseline) {
+    const now = first.cpu.find((c) => c.name === 'total')!.us;
+    const then = baseline.cpu.find((c) => c.name === 'total')!.us;
+    out(
+      `  total, replay server apart: ${now.toFixed(1)} µs per trade vs ${then.toFixed(1)} for ${settings.BENCH_BASELINE} (${(now / then).toFixed(2)}x); end to end ${fmt(first.tradesPerSec)} vs ${fmt(baseline.tradesPerSec)} trades/s (${(baseline.tradesPerSec / ceil.xadd).toFixed(2)}x the ceiling)`,
+    );
+  }
+  out();
+
+  // 4. Sizing: each stage's trades/s per core from its CPU per trade
+  const us = (role: string) => roleUs(first.cpu, role);
+  const perCore = (x: number) => (x > 0 ? 1e6 / x : Infinity);
+  const total = first.cpu.find((c) => c.name === 'total')?.us ?? 0;
+  out('4. Sizing, from the first setup: trades/s one core sustains in each stage');
+  for (const role of ['ingest', 'aggregate', 'redis', 'close', 'write'])
+    out(`  ${role.padEnd(12)} ${fmt(perCore(us(role))).padStart(12)} trades/s per core (${us(role).toFixed(1)} µs per trade)`);
+  out(`  all of them  ${fmt(perCore(total)).padStart(12)} trades/s per core (${total.toFixed(1)} µs per trade)`);
+  const estimate = (p: number, a: number, masters: number, cores: number) =>
+    Math.min(
+      perCore(us('ingest')),
+      Math.min(a, p) * perCore(us('aggregate')),
+      Math.min(masters, p) * perCore(us('redis')),
+      (cores * 1e6) / total,
+    );
+  out(`  estimate = min(one ingestor, min(N, P) aggregators, min(M, P) Redis masters, cores x all of them):`);
+  for (const [k, r] of results) {
+    const [p, a] = k.split('x').map(Number) as [number, number];
+    out(
+      `    P=${p} N=${a} M=1 on ${cpu.length} cores: estimate ${fmt(estimate(p, a, 1, cpu.length))}, measured ${fmt(r.tradesPerSec)} trades/s`,
+    );
+  }
+  const busy = first.cpu.find((c) => c.name === 'total')?.busy ?? 0;
+  const redisBusy = first.cpu.find((c) => c.name.startsWith('redis'))?.busy ?? 0;
+  const scaled = [...results].find(([k]) => k !== [...results.keys()][0] && k.endsWith('x2'));
+  if (scaled)
+    out(
+      `  a second aggregator: ${fmt(scaled[1].tradesPerSec)} vs ${fmt(first.tradesPerSec)} trades/s (${((scaled[1].tradesPerSec / first.tradesPerSec - 1) * 100).toFixed(0)} %). With one of each the processes already keep ${busy} % of a core busy (Redis ${redisBusy} %) on ${cpu.length} cores, so a second aggregator here competes for the same cores; it adds throughput where cores are free: N aggregators on P >= N partitions, with M masters for the Redis share, until the ingestor (one per feed) is the limit.`,
+    );
+  out();
+
+  // 5. In one process
+  const messages = trades.map((tr, i) => ({
+    type: 'trade',
+    symbol: tr.s,
+    exchange: 'lean',
+    id: String(i),
+    price: Number(tr.p),
+    amount: tr.v,
+    side: 'unknown',
+    timestamp: new Date(tr.t),
+    localTimestamp: new Date(tr.t),
+  }));
+  const ours: number[] = [];
+  const theirs: number[] = [];
+  let oursBars = 0;
+  let theirBars = 0;
+  for (let i = 0; i < settings.BENCH_INPROCESS_RUNS; i++) {
+    const o = oursRun(items);
+    ours.push(o.ms);
+    oursBars = o.bars;
+    const t = await tardisRun(messages);
+    theirs.push(t.ms);
+    theirBars = t.bars;
+  }
+  const oursTps = trades.length / (median(ours) / 1000);
+  const theirTps = trades.length / (median(theirs) / 1000);
+  const cmd = barsCommand(spec);
+  out(`5. In one process, no Redis: the same trades in memory, median of ${settings.BENCH_INPROCESS_RUNS} alternating runs`);
+  out(`  candlewick bars (validation, the fold, CSV files)   ${fmt(oursTps).padStart(10)} trades/s (${oursBars} bars written)`);
+  out(`  tardis-dev computeTradeBars (bars in memory)        ${fmt(theirTps).padStart(10)} trades/s (${theirBars} bars)`);
+  out(`  ratio: ${(oursTps / theirTps).toFixed(2)}x`);
+  out(
+    `  \`candlewick bars --tape …\` as a command, tape reading and start-up included: ${cmd.toFixed(2)} s, ${fmt(trades.length / cmd)} trades/s`,
+  );
 }
 
 main().catch((err: unknown) => {

@@ -59,13 +59,14 @@ export function minuteBars(tickFile: string, conditions: boolean): Map<number, O
   const trades = readTapeFile(tickFile).filter(isTapeTrade);
   const entries: RawEntry[] = trades.map((tr, i) => ({
     id: `1-${i}`,
+    entry: `1-${i}`,
     s: tr.s,
     p: tr.p,
     v: tr.v,
     t: tr.t,
     w: 0,
     c: JSON.stringify(tr.c),
-    fields: [],
+    rx: 0,
   }));
   const pre = new Preaggregator(new Clock('America/New_York'), [parseInterval('1min')], 60_000, 0, {
     conditions: conditions ? new ConditionRules() : undefined,

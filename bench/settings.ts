@@ -9,16 +9,27 @@ import { ConfigError } from '@candlewick/common';
  */
 export const ROOT = fileURLToPath(new URL('../', import.meta.url));
 
-const counts = z
-  .string()
-  .regex(/^\d+(,\d+)*$/, 'must be a comma list of whole numbers, e.g. 1,2,4')
-  .transform((v) => v.split(',').map(Number));
-
 const BENCH_ENV = z.object({
   /** tape to replay (default: one day of the four Lean symbols in ../shared/data/real) */
   BENCH_TAPE: z.string().optional(),
-  /** aggregator counts to run */
-  BENCH_AGGREGATORS: counts.default([1, 2, 4]),
+  /** stack setups to run, partitions x aggregators */
+  BENCH_SETUPS: z
+    .string()
+    .regex(/^\d+x\d+(,\d+x\d+)*$/, 'must be a comma list of PARTITIONSxAGGREGATORS, e.g. 1x1,2x2')
+    .transform((v) => v.split(',').map((s) => s.split('x').map(Number) as [number, number]))
+    .default([
+      [1, 1],
+      [2, 1],
+      [2, 2],
+    ]),
+  /** another candlewick checkout (built): its stack runs too, and the CPU per trade is compared */
+  BENCH_BASELINE: z.string().optional(),
+  /** in-process runs of each side */
+  BENCH_INPROCESS_RUNS: z
+    .string()
+    .regex(/^[1-9]\d*$/, 'must be a whole number of at least 1')
+    .transform(Number)
+    .default(5),
   /** runs per figure; the median is reported */
   BENCH_RUNS: z
     .string()

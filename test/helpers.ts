@@ -7,6 +7,7 @@ import { gunzipSync } from 'node:zlib';
 import { inject } from 'vitest';
 import { connectRedis, makeKeys, type Keys, type RedisClient } from '@candlewick/common';
 import { type TapeItem } from '@candlewick/common';
+import { decodeTradeEntries, type TradeEntry } from '@candlewick/core';
 import { ReplayServer } from '@candlewick/ingestor';
 import { csvPath } from '@candlewick/common';
 import { freePort } from '@candlewick/cli';
@@ -42,6 +43,12 @@ export function uniquePrefix(name: string): string {
 
 export function tempDir(name: string): string {
   return mkdtempSync(join(tmpdir(), `cw-${name}-`));
+}
+
+/** Every trade of a raw stream, in stream order, decoded as the tap decodes them. */
+export async function rawTrades(redis: RedisClient, stream: string): Promise<TradeEntry[]> {
+  const entries = (await redis.xrange(stream, '-', '+')) as [string, string[]][];
+  return entries.flatMap(([id, fields]) => decodeTradeEntries(id, fields));
 }
 
 /** A client of the test Redis (a single server: the cluster tests start their own). */

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { describe, expect, it, onTestFinished } from 'vitest';
 import { makeKeys } from '@candlewick/common';
 import { Clock, parseInterval } from '@candlewick/core';
-import { childPids, cmdline, redisUrl, startCli, tempDir, testRedis, uniquePrefix, waitFor } from './helpers.js';
+import { childPids, cmdline, rawTrades, redisUrl, startCli, tempDir, testRedis, uniquePrefix, waitFor } from './helpers.js';
 
 /**
  * Crash recovery at live pace (CLOCK=wall, GRACE_MS=2000): roles killed with SIGKILL (and an
@@ -51,13 +51,10 @@ class RowWatch {
 async function barsFromStream(prefix: string): Promise<Map<number, { o: number; h: number; l: number; c: number; v: number; n: number }>> {
   const redis = testRedis();
   try {
-    const rows = (await redis.xrange(makeKeys(prefix).trades(0), '-', '+')) as [string, string[]][];
     const bars = new Map<number, { o: number; h: number; l: number; c: number; v: number; n: number; ot: number; ct: number }>();
-    for (const [, f] of rows) {
-      const get = (k: string) => f[f.indexOf(k) + 1]!;
-      const t = Number(get('t'));
-      const p = Number(get('p'));
-      const v = Number(get('v'));
+    for (const { trade } of await rawTrades(redis, makeKeys(prefix).trades(0))) {
+      const { t, v } = trade;
+      const p = Number(trade.p);
       const start = Math.floor(t / 60_000) * 60_000;
       const b = bars.get(start);
       if (!b) bars.set(start, { o: p, h: p, l: p, c: p, v, n: 1, ot: t, ct: t });

@@ -2,7 +2,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { pino } from 'pino';
 import type { Trade } from '@candlewick/core';
 import { TradeSink } from '@candlewick/ingestor';
-import { testKeys, testRedis, waitFor } from './helpers.js';
+import { rawTrades, testKeys, testRedis, waitFor } from './helpers.js';
 
 const redis = testRedis();
 afterAll(() => redis.quit());
@@ -10,18 +10,18 @@ afterAll(() => redis.quit());
 const T0 = Date.parse('2024-03-05T15:00:00Z');
 const trade = (i: number): Trade => ({ s: 'AAPL', p: String(100 + i), v: 1, t: T0 + i * 1000, c: [], rx: T0 + i });
 
-/** Redis "loses" its last `entries` stream entries and the batches that appended them, as a kill between two fsyncs would. */
-async function loseLast(keys: ReturnType<typeof testKeys>, entries: number, lastBatchKept: number): Promise<void> {
-  const top = (await redis.xrevrange(keys.trades(0), '+', '-', 'COUNT', entries)) as [string, string[]][];
+/** Redis "loses" its last `batches` raw entries (`trades` trades) and the batch numbers that appended them, as a kill between two fsyncs would. */
+async function loseLast(keys: ReturnType<typeof testKeys>, batches: number, trades: number, lastBatchKept: number): Promise<void> {
+  const top = (await redis.xrevrange(keys.trades(0), '+', '-', 'COUNT', batches)) as [string, string[]][];
   await redis.xdel(keys.trades(0), ...top.map(([id]) => id));
   const field = (await redis.hkeys(keys.clock(0))).find((k) => k.startsWith('batch:'))!;
   await redis.hset(keys.clock(0), field, String(lastBatchKept));
-  await redis.hincrby(keys.clock(0), 'in', -entries);
+  await redis.hincrby(keys.clock(0), 'in', -trades);
 }
 
+/** The event times on the raw stream, in stream order (seconds after T0). */
 async function streamTimes(keys: ReturnType<typeof testKeys>): Promise<number[]> {
-  const rows = (await redis.xrange(keys.trades(0), '-', '+')) as [string, string[]][];
-  return rows.map(([, f]) => (Number(f[f.indexOf('t') + 1]) - T0) / 1000);
+  return (await rawTrades(redis, keys.trades(0))).map((e) => (e.trade.t - T0) / 1000);
 }
 
 function logLines(): { lines: string[]; log: pino.Logger } {
@@ -38,10 +38,10 @@ describe('the ingestor sink when Redis loses batches it acknowledged', () => {
     await sink.flush();
     expect(await streamTimes(keys)).toHaveLength(30);
     // Redis restarted without its last writes: batches 1 and 2 (trades 11-30) are gone
-    await loseLast(keys, 20, 0);
+    await loseLast(keys, 2, 20, 0);
     for (let i = 31; i <= 40; i++) sink.push(trade(i));
     await sink.flush();
-    await waitFor(async () => (await redis.xlen(keys.trades(0))) === 40, 5000, 'the lost batches sent again');
+    await waitFor(async () => (await streamTimes(keys)).length === 40, 5000, 'the lost batches sent again');
     expect(await streamTimes(keys)).toEqual(Array.from({ length: 40 }, (_, i) => i + 1));
     expect(await redis.hget(keys.clock(0), 'in')).toBe('40');
     expect(sink.lost.trades).toBe(0);
@@ -56,10 +56,10 @@ describe('the ingestor sink when Redis loses batches it acknowledged', () => {
     for (let i = 1; i <= 30; i++) sink.push(trade(i));
     await sink.flush();
     await new Promise((r) => setTimeout(r, 20));
-    await loseLast(keys, 20, 0);
+    await loseLast(keys, 2, 20, 0);
     for (let i = 31; i <= 40; i++) sink.push(trade(i));
     await sink.flush();
-    await waitFor(async () => (await redis.xlen(keys.trades(0))) === 20, 5000, 'the batch after the hole applied');
+    await waitFor(async () => (await streamTimes(keys)).length === 20, 5000, 'the batch after the hole applied');
     await new Promise((r) => setTimeout(r, 100));
     expect(await streamTimes(keys)).toEqual([
       ...Array.from({ length: 10 }, (_, i) => i + 1),

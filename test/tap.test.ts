@@ -1,6 +1,7 @@
 import { afterAll, describe, expect, it } from 'vitest';
-import { makeKeys, tapTrades, type TappedBar } from '@candlewick/common';
+import { addTrades, addTradesArgs, makeKeys, tapTrades, type TappedBar, type TappedTrade } from '@candlewick/common';
 import { readTapeTrades } from '@candlewick/common';
+import { encodeTradeEntry } from '@candlewick/core';
 import { csvPath } from '@candlewick/common';
 import {
   BUNDLED_TAPE,
@@ -103,7 +104,7 @@ describe('tapping the streams', () => {
     const prefix = uniquePrefix('tap-cli');
     const keys = makeKeys(prefix);
     const env = { REDIS_URL: redisUrl(), KEY_PREFIX: prefix, STREAM_PARTITIONS: '2' };
-    const row = (s: string, t: number) => ['s', s, 'p', '1.5', 'v', '2', 't', String(t), 'c', '[]', 'rx', String(t)];
+    const row = (s: string, t: number) => encodeTradeEntry([{ s, p: '1.5', v: 2, t, c: [], rx: t }]);
     const { partitionOf } = await import('@candlewick/common');
     // written before the tap starts: not shown
     for (const s of ['AAA', 'BBB']) await redis.xadd(keys.trades(partitionOf(s, 2)), '*', ...row(s, 1));
@@ -124,6 +125,47 @@ describe('tapping the streams', () => {
     const r = await bad.stop();
     expect(r.stderr).toMatch(/"bars:2min" is not a stream to tap: use trades, or one of bars:1min, bars:5min/);
   }, 60_000);
+
+  it('a batch is one entry, each of its trades an id of its own: reading from a trade’s id gives the trades after it, in order', async () => {
+    const keys = makeKeys(uniquePrefix('tap-ids'));
+    const T0 = Date.parse('2024-03-05T15:00:00Z');
+    const trade = (i: number) => ({
+      s: i % 2 ? 'AAA' : 'BBB',
+      p: String(10 + i),
+      v: 1,
+      t: T0 + i,
+      c: i === 3 ? ['OddLot'] : [],
+      rx: T0 + i + 5,
+    });
+    await addTrades(redis, keys, 0, addTradesArgs({ clock: 'event', graceMs: 1000 }, [], [0, 1, 2, 3, 4].map(trade)));
+    await addTrades(redis, keys, 0, addTradesArgs({ clock: 'event', graceMs: 1000 }, [], [5, 6].map(trade)));
+    expect(await redis.xlen(keys.trades(0))).toBe(2);
+    // reads until `want` trades came, or 3 s passed
+    const read = async (from: string, want: number) => {
+      const abort = new AbortController();
+      const timer = setTimeout(() => abort.abort(), 3000);
+      const got: TappedTrade[] = [];
+      for await (const t of tapTrades(redis, keys, 1, { from, signal: abort.signal, blockMs: 100 })) {
+        got.push(t);
+        if (got.length === want) abort.abort();
+      }
+      clearTimeout(timer);
+      return got;
+    };
+    const all = await read('0', 7);
+    expect(all.map((t) => [t.symbol, t.price, t.time - T0, t.received - T0, t.conditions])).toEqual(
+      [0, 1, 2, 3, 4, 5, 6].map((i) => [trade(i).s, trade(i).p, i, i + 5, trade(i).c]),
+    );
+    // ids: distinct, increasing, the first of each entry its entry's id
+    const ids = all.map((t) => t.id);
+    expect(new Set(ids).size).toBe(7);
+    const n = (id: string) => id.split('-').map(Number) as [number, number];
+    for (let i = 1; i < 7; i++) expect(n(ids[i]!)[0] > n(ids[i - 1]!)[0] || n(ids[i]!)[1] > n(ids[i - 1]!)[1]).toBe(true);
+    const entries = (await redis.xrange(keys.trades(0), '-', '+')).map(([id]) => id);
+    expect([ids[0], ids[5]]).toEqual(entries);
+    // from the middle of the first entry
+    expect((await read(ids[2]!, 4)).map((t) => t.id)).toEqual(ids.slice(3));
+  });
 
   it("beside a running stack, tap needs no REDIS_URL: it finds the stack's private Redis from DATA_DIR", async () => {
     const dataDir = tempDir('tap-beside');

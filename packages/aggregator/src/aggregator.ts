@@ -26,7 +26,7 @@ import {
   Clock,
   Preaggregator,
   conditionRules,
-  rawEntry,
+  rawEntries,
   type ConditionRules,
   type RawEntry,
 } from '@candlewick/core';
@@ -43,6 +43,8 @@ export class Aggregator {
   private loops: Promise<void>[] = [];
   private readonly conns: RedisClient[] = [];
   private readonly pre: Preaggregator;
+  /** raw entries per read: each holds an ingested batch of up to INGEST_BATCH trades */
+  private readonly readCount: number;
   merged = 0;
   late = 0;
   filtered = 0;
@@ -70,6 +72,7 @@ export class Aggregator {
     private readonly partitions: readonly number[] = Array.from({ length: cfg.partitions }, (_, i) => i),
   ) {
     this.consumer = workerName(cfg.consumerName);
+    this.readCount = Math.max(1, Math.floor(cfg.aggregatorBatch / cfg.ingestBatch));
     this.membership = new Membership(redis, keys, AGGREGATOR_GROUP, this.consumer, cfg.takeoverMs, log);
     this.failing = new RecurringError(log, 'merging a batch failed; retrying every 0.5 s (nothing is acknowledged until it is merged)');
     this.conditions = conditionRules(cfg);
@@ -134,18 +137,9 @@ export class Aggregator {
 
   private read(conn: RedisClient, stream: string): Promise<StreamEntry[]> {
     return (
-      conn.xreadgroup(
-        'GROUP',
-        AGGREGATOR_GROUP,
-        this.consumer,
-        'COUNT',
-        this.cfg.aggregatorBatch,
-        'BLOCK',
-        500,
-        'STREAMS',
-        stream,
-        '>',
-      ) as Promise<[string, StreamEntry[]][] | null>
+      conn.xreadgroup('GROUP', AGGREGATOR_GROUP, this.consumer, 'COUNT', this.readCount, 'BLOCK', 500, 'STREAMS', stream, '>') as Promise<
+        [string, StreamEntry[]][] | null
+      >
     ).then((res) => res?.[0]?.[1] ?? []);
   }
 
@@ -234,7 +228,7 @@ export class Aggregator {
     const stream = this.keys.trades(p);
     let taken = 0;
     for (;;) {
-      const pending = (await this.redis.xpending(stream, AGGREGATOR_GROUP, '-', '+', this.cfg.aggregatorBatch, member)) as [
+      const pending = (await this.redis.xpending(stream, AGGREGATOR_GROUP, '-', '+', this.readCount, member)) as [
         string,
         string,
         number,
@@ -245,7 +239,7 @@ export class Aggregator {
       if (taken === 0) this.takeoverMetrics.seconds.observe(Math.max(...pending.map(([, , idle]) => Number(idle))) / 1000);
       taken += claimed.length;
       if (claimed.length) await this.process(p, claimed);
-      if (pending.length < this.cfg.aggregatorBatch) break;
+      if (pending.length < this.readCount) break;
     }
     if (taken) {
       this.takeoverMetrics.count.inc();
@@ -258,16 +252,8 @@ export class Aggregator {
     const stream = this.keys.trades(p);
     let after = '0';
     for (;;) {
-      const res = (await conn.xreadgroup(
-        'GROUP',
-        AGGREGATOR_GROUP,
-        this.consumer,
-        'COUNT',
-        this.cfg.aggregatorBatch,
-        'STREAMS',
-        stream,
-        after,
-      )) as [string, StreamEntry[]][] | null;
+      const res = (await conn.xreadgroup('GROUP', AGGREGATOR_GROUP, this.consumer, 'COUNT', this.readCount, 'STREAMS', stream, after)) as
+        [string, StreamEntry[]][] | null;
       const entries = res?.[0]?.[1] ?? [];
       if (entries.length === 0) return;
       this.log.info({ entries: entries.length, partition: p }, 'merging entries this consumer had read and not merged');
@@ -288,7 +274,7 @@ export class Aggregator {
         this.cfg.reclaimIdleMs,
         cursor,
         'COUNT',
-        this.cfg.aggregatorBatch,
+        this.readCount,
       )) as [string, StreamEntry[], string[]?];
       cursor = res[0];
       const entries = res[1];
@@ -309,7 +295,8 @@ export class Aggregator {
     let entries: RawEntry[] = [];
     for (const [id, fields] of raw) {
       ids.push(id);
-      if (fields) entries.push(rawEntry(id, fields));
+      // a deleted entry claimed back has no fields: acknowledged with the rest, nothing to merge
+      if (fields) rawEntries(id, fields, entries);
     }
     let todo = ids;
     const began = performance.now();
@@ -344,7 +331,7 @@ export class Aggregator {
       const still = new Set(res.stillMine);
       this.log.info({ dropped: todo.length - still.size }, 'part of the batch was merged by another worker; re-aggregating');
       todo = todo.filter((id) => still.has(id));
-      entries = entries.filter((e) => still.has(e.id));
+      entries = entries.filter((e) => still.has(e.entry));
       if (todo.length === 0) return;
     }
   }

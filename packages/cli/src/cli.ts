@@ -4,6 +4,7 @@ import {
   ROLES,
   SERVICES,
   runHistoricalBackfill,
+  runBars,
   runProviderServer,
   runReplayServer,
   runService,
@@ -29,16 +30,19 @@ roles
   backfill        fills the span before each symbol's first live trade and every feed outage
                   (BACKFILL=on); with --symbols A,B --from … --to … builds bars for a past range
                   from the provider alone, into the same CSV layout
+  bars            a tape folded into bars in this one process, no Redis: the same CSV files a
+                  stack run of it writes, at in-memory speed (--tape FILE --out DIR)
   provider-server REPLAY_TAPE as Finnhub/Massive history on REPLAY_PORT (8766): backfill and
                   historical mode from a clone, without keys
   help            this text
 
 Every setting is an environment variable (see README, or: candlewick help settings); a flag
 --some-name value sets SOME_NAME.
-Short forms: --tape (REPLAY_TAPE), --speed (REPLAY_SPEED), --port (REPLAY_PORT), --from (BACKFILL_FROM), --to (BACKFILL_TO).`;
+Short forms: --tape (REPLAY_TAPE), --out (DATA_DIR), --speed (REPLAY_SPEED), --port (REPLAY_PORT), --from (BACKFILL_FROM), --to (BACKFILL_TO).`;
 
 const ALIASES: Record<string, string> = {
   TAPE: 'REPLAY_TAPE',
+  OUT: 'DATA_DIR',
   SPEED: 'REPLAY_SPEED',
   PORT: 'REPLAY_PORT',
   FROM: 'BACKFILL_FROM',
@@ -137,6 +141,9 @@ async function main(): Promise<void> {
       return runReplayServer(cfg);
     case 'provider-server':
       return runProviderServer(cfg);
+    case 'bars':
+      process.exitCode = runBars(cfg);
+      return;
     case 'tap':
       process.exitCode = await runTap(cfg, tap!);
       return;

@@ -2,3 +2,4 @@ export * from './redis-server.js';
 export * from './roles.js';
 export * from './stack.js';
 export * from './summary.js';
+export * from './bars.js';

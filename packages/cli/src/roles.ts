@@ -25,6 +25,7 @@ import {
   type Health,
 } from '@candlewick/common';
 import { TapeError, isTapeTrade, readTape, tapeSymbols, type TapeItem } from '@candlewick/common';
+import { InProcessBars, type BarsProgress } from './bars.js';
 import { Ingestor, ReplayServer } from '@candlewick/ingestor';
 import { Aggregator, CloserService } from '@candlewick/aggregator';
 import { WriterService } from '@candlewick/writer';
@@ -162,6 +163,7 @@ export const ROLES = [
   'backfill',
   'tap',
   'provider-server',
+  'bars',
   'help',
 ] as const;
 
@@ -245,6 +247,48 @@ export async function runProviderServer(cfg: Config): Promise<void> {
     { tape: path, url: base },
     `serving the tape as Finnhub (${base}/api/v1) and Massive (${base}) history: point FINNHUB_REST_URL or MASSIVE_REST_URL here`,
   );
+}
+
+/**
+ * `candlewick bars --tape … --out …`: the tape folded into bars in this process (no Redis), into the
+ * same CSV files a stack run writes. A progress bar in a terminal; a summary on stdout.
+ */
+export function runBars(cfg: Config): number {
+  const t0 = performance.now();
+  const { path, items, problems } = replayTape(cfg);
+  for (const problem of problems.slice(0, 20)) process.stderr.write(`candlewick bars: ${problem}\n`);
+  if (problems.length > 20) process.stderr.write(`candlewick bars: ${problems.length - 20} more tape lines left out\n`);
+  const bars = new InProcessBars(cfg, tapeSymbols(items));
+  let progress: BarsProgress | undefined;
+  if (process.stderr.isTTY) {
+    const bar = new SingleBar(
+      { format: 'bars [{bar}] {percentage}% {value}/{total} tape items | eta {eta_formatted}', stream: process.stderr },
+      Presets.shades_classic,
+    );
+    progress = { start: (n) => bar.start(n, 0), update: (n) => bar.update(n), stop: () => bar.stop() };
+  }
+  const c = bars.run(items, progress);
+  const seconds = (performance.now() - t0) / 1000;
+  const written = Object.entries(c.written)
+    .map(([k, v]) => `${k}=${v}`)
+    .join(' ');
+  const left: string[] = [];
+  if (c.filtered) left.push(`${c.filtered} outside SESSIONS`);
+  if (c.excluded) left.push(`${c.excluded} whose CONDITIONS set nothing`);
+  process.stdout.write(
+    [
+      'candlewick bars',
+      `  tape             ${path}`,
+      `  trades           ${c.trades}${left.length ? ` (of them ${left.join(', ')})` : ''}`,
+      `  rejected         ${c.rejected} (plus ${c.badFrames} unreadable frames)`,
+      `  late             ${c.late}`,
+      `  bars written     ${written || 'none'}${c.present ? ` (${c.present} already in the files)` : ''}`,
+      `  time             ${seconds.toFixed(2)} s, ${Math.round(c.trades / seconds)} trades/s (reading the tape included)`,
+      `  CSV              ${join(cfg.dataDir, 'raw')}`,
+      '',
+    ].join('\n'),
+  );
+  return EXIT.OK;
 }
 
 /** Progress of a historical backfill: a bar in a terminal, plain lines otherwise. */

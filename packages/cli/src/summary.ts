@@ -115,6 +115,7 @@ export function cpuLines(s: StackSummary): string[] {
   for (const c of pipeline) lines.push(`    ${c.name.padEnd(16)}${per(c.us)}  ${busy(c.us)}`);
   const total = pipeline.reduce((a, c) => a + c.us, 0);
   lines.push(`    ${'total'.padEnd(16)}${per(total)}  ${busy(total)}`);
-  for (const c of s.cpu.filter((c) => c.role === 'replay-server')) lines.push(`    ${'(replay server)'.padEnd(16)}${per(c.us)}  ${busy(c.us)}`);
+  for (const c of s.cpu.filter((c) => c.role === 'replay-server'))
+    lines.push(`    ${'(replay server)'.padEnd(16)}${per(c.us)}  ${busy(c.us)}`);
   return lines;
 }

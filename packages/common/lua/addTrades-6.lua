@@ -27,16 +27,24 @@
     ARGV[7] r = number of backfill requests, followed by 3 fields each:
             index of the trade in this batch (1-based), floor ms (where the span starts when the
             symbol has no earlier trade), cap ms (the earliest the span may start)
-    then    6 fields per trade: s, p, v, t, c, rx
+    then    u = number of symbols (0 when backfill is off), followed by 2 fields each: the symbol
+            and its latest event time in this batch
+    then    rx0, the receive time of the batch's first trade
+    then    2 fields per trade: t (event time ms) and its line (s TAB p TAB v TAB t TAB c TAB rx - rx0;
+            packages/core/src/trade.ts)
   Output:
-    {1, id of the last entry added}   applied
+    {1, id of the entry added}        applied
     {0, last batch applied}           a batch already applied: nothing done
     {-1, last batch applied}          a hole before this batch: nothing done; send from the next one
   Notes:
+    The batch is one stream entry, fields n, rx, d (the lines joined by newlines). Its id is
+    ms-seq with ms the server time (never below the previous entry's), and the next entry starts
+    at ms-(seq + n) or later: trade k of this entry owns the stream position ms-(seq + k).
     w (the watermark before this trade) is what the aggregators compare against the trade's window
-    end plus grace. It is written only when the trade could be late at all (t + grace < w, since a
-    window ends after t); an entry without w was on time. The watermark never goes backwards, also
-    when the server clock steps back.
+    end plus grace. It is appended to the line (TAB w) only when the trade could be late at all
+    (t + grace < w, since a window ends after t); a line without w was on time. The watermark
+    never goes backwards, also when the server clock steps back. Under CLOCK=wall the watermark is
+    the server time of the batch.
     A request's span starts just after the symbol's last trade time before this batch, or at the
     floor when there is none; never before the cap.
 ]]
@@ -45,13 +53,15 @@
 local stream, clock, lastKey, holds, open, requests = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local mode = ARGV[1]
 local grace = tonumber(ARGV[2])
-local backfill = ARGV[3] == '1'
 local holdMs = tonumber(ARGV[4])
 local sender = ARGV[5]
 local force = string.sub(ARGV[6], -1) == '!'
 local seq = tonumber(force and string.sub(ARGV[6], 1, -2) or ARGV[6])
 local r = tonumber(ARGV[7])
-local first = 8 + 3 * r
+local u = tonumber(ARGV[8 + 3 * r])
+local rx0 = ARGV[9 + 3 * r + 2 * u]
+local first = 10 + 3 * r + 2 * u
+local n = (#ARGV - first + 1) / 2
 
 -- The marker is this script's first write: a script refused at its first write (MISCONF, OOM)
 -- has changed nothing, and one past it runs to its end (Redis lets a script that has written finish).
@@ -61,15 +71,35 @@ if sender ~= '' then
   if seq > done + 1 and not force then return {-1, done} end
   redis.call('HSET', clock, 'batch:' .. sender, string.format('%d', seq))
 end
-redis.call('HINCRBY', clock, 'in', (#ARGV - first + 1) / 6)
+redis.call('HINCRBY', clock, 'in', n)
+if n == 0 then return {1, ''} end
 
 local now = nowMs()
+
+-- this entry's id, and the positions of its trades
+local ms, sq = now, 0
+local nxt = redis.call('HGET', clock, 'next')
+if nxt then
+  local dash = string.find(nxt, '-', 1, true)
+  local nms, nsq = tonumber(string.sub(nxt, 1, dash - 1)), tonumber(string.sub(nxt, dash + 1))
+  if ms <= nms then ms, sq = nms, nsq end
+else
+  -- a stream older than the clock hash (or one without it): start past its last entry
+  local top = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)[1]
+  if top then
+    local dash = string.find(top[1], '-', 1, true)
+    local tms = tonumber(string.sub(top[1], 1, dash - 1))
+    if ms <= tms then ms, sq = tms, tonumber(string.sub(top[1], dash + 1)) + 1 end
+  end
+end
+local id = string.format('%d-%d', ms, sq)
 
 -- requests by trade index; the span's start is read before this batch moves the last trade times
 local req = {}
 for k = 0, r - 1 do
   local at = tonumber(ARGV[8 + 3 * k])
-  local s = ARGV[first + (at - 1) * 6]
+  local line = ARGV[first + (at - 1) * 2 + 1]
+  local s = string.match(line, '^[^\t]*')
   local from = tonumber(ARGV[9 + 3 * k])
   local last = redis.call('HGET', lastKey, s)
   if last then from = tonumber(last) + 1 end
@@ -79,48 +109,35 @@ for k = 0, r - 1 do
 end
 
 local wm = tonumber(redis.call('HGET', clock, 'wm') or '0')
-local lastId = false
-local lastT = {}
+if mode == 'wall' and now > wm then wm = now end
+local event = mode == 'event'
+local lines = {}
 local at = 0
-for i = first, #ARGV, 6 do
+for i = first, #ARGV, 2 do
   at = at + 1
-  if mode == 'wall' then
-    local ms = nowMs()
-    if ms > wm then wm = ms end
-  end
-  local t = tonumber(ARGV[i + 3])
+  local t = tonumber(ARGV[i])
   if t + grace < wm then
-    lastId = redis.call('XADD', stream, '*', 's', ARGV[i], 'p', ARGV[i + 1], 'v', ARGV[i + 2],
-      't', ARGV[i + 3], 'c', ARGV[i + 4], 'rx', ARGV[i + 5], 'w', string.format('%d', wm))
+    lines[at] = ARGV[i + 1] .. '\t' .. string.format('%d', wm)
   else
-    lastId = redis.call('XADD', stream, '*', 's', ARGV[i], 'p', ARGV[i + 1], 'v', ARGV[i + 2],
-      't', ARGV[i + 3], 'c', ARGV[i + 4], 'rx', ARGV[i + 5])
+    lines[at] = ARGV[i + 1]
   end
-  if mode == 'event' and t > wm then wm = t end
-  if backfill then
-    local s = ARGV[i]
-    local cur = lastT[s]
-    if not cur or t > cur then lastT[s] = t end
-    local from = req[at]
-    if from then
-      if from < t then
-        redis.call('XADD', requests, '*', 'symbol', s, 'from', string.format('%d', from), 'to', ARGV[i + 3],
-          'p', ARGV[i + 1], 'v', ARGV[i + 2], 'id', lastId)
-        redis.call('HINCRBY', open, s, 1)
-        redis.call('HSET', holds, s, string.format('%d', now + holdMs))
-      end
-    end
+  if event and t > wm then wm = t end
+  local from = req[at]
+  if from and from < t then
+    local s, p, v = string.match(ARGV[i + 1], '^([^\t]*)\t([^\t]*)\t([^\t]*)')
+    redis.call('XADD', requests, '*', 'symbol', s, 'from', string.format('%d', from), 'to', ARGV[i],
+      'p', p, 'v', v, 'id', string.format('%d-%d', ms, sq + at - 1))
+    redis.call('HINCRBY', open, s, 1)
+    redis.call('HSET', holds, s, string.format('%d', now + holdMs))
   end
 end
-if lastId then
-  redis.call('HSET', clock, 'wm', string.format('%d', wm), 'lastId', lastId)
-  -- new input: an end of input declared by a final close no longer holds
-  redis.call('HDEL', clock, 'inputEnd')
+redis.call('XADD', stream, id, 'n', n, 'rx', rx0, 'd', table.concat(lines, '\n'))
+redis.call('HSET', clock, 'wm', string.format('%d', wm), 'lastId', id, 'next', string.format('%d-%d', ms, sq + n))
+-- new input: an end of input declared by a final close no longer holds
+redis.call('HDEL', clock, 'inputEnd')
+for k = 0, u - 1 do
+  local s, t = ARGV[9 + 3 * r + 2 * k], tonumber(ARGV[10 + 3 * r + 2 * k])
+  local prev = redis.call('HGET', lastKey, s)
+  if not prev or t > tonumber(prev) then redis.call('HSET', lastKey, s, string.format('%d', t)) end
 end
-if backfill then
-  for s, t in pairs(lastT) do
-    local prev = redis.call('HGET', lastKey, s)
-    if not prev or t > tonumber(prev) then redis.call('HSET', lastKey, s, string.format('%d', t)) end
-  end
-end
-return {1, lastId or ''}
+return {1, id}

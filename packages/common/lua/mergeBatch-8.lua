@@ -14,7 +14,8 @@
     KEYS[8] LATE=amend: pending corrections by window end
     ARGV[1] consumer group
     ARGV[2] consumer name
-    ARGV[3] n = number of stream ids in the batch, followed by the n ids in ascending order
+    ARGV[3] n = number of raw entries in the batch, followed by their n ids in ascending order
+    then    the number of trades in those entries
     then    m = number of late trades, followed by 9 fields each: id s p v t c rx w reason
     then    k = number of partial bars, followed by 3 fields each: bar id, window end, encoded state
     then    a = number of late partial bars (LATE=amend, else 0), 3 fields each as above; they wait
@@ -61,6 +62,7 @@ if n > 0 then
 end
 
 local pos = 4 + n
+local trades = tonumber(ARGV[pos]); pos = pos + 1
 local m = tonumber(ARGV[pos]); pos = pos + 1
 for j = 1, m do
   redis.call('XADD', late, '*', 'id', ARGV[pos], 's', ARGV[pos + 1], 'p', ARGV[pos + 2], 'v', ARGV[pos + 3],
@@ -99,8 +101,8 @@ local CHUNK = 1000
 for i = 1, n, CHUNK do
   redis.call('XACK', stream, group, unpack(ARGV, 3 + i, 3 + math.min(i + CHUNK - 1, n)))
 end
-redis.call('HINCRBY', stats, 'merged', n - m)
+redis.call('HINCRBY', stats, 'merged', trades - m)
 redis.call('HSET', stats, 'lastMergeMs', string.format('%d', nowMs()))
 if m > 0 then redis.call('HINCRBY', stats, 'late', m) end
 if lostClosed > 0 then redis.call('HINCRBY', stats, 'lateAfterClose', lostClosed) end
-return {1, n - m, m}
+return {1, trades - m, m}

@@ -304,7 +304,13 @@ const SETTINGS = {
   // workers
   partitions: setting('STREAM_PARTITIONS', int(1, 1024), 1, '1', 'raw stream partitions; symbols map to one by a stable hash'),
   aggregators: setting('AGGREGATORS', int(1, 64), 1, '1', 'aggregator processes stack starts'),
-  aggregatorBatch: setting('AGGREGATOR_BATCH', int(1, 10_000), 2000, '2000', 'entries per XREADGROUP'),
+  aggregatorBatch: setting(
+    'AGGREGATOR_BATCH',
+    int(1, 100_000),
+    2000,
+    '2000',
+    'trades per merge, about: an aggregator reads AGGREGATOR_BATCH / INGEST_BATCH raw entries (each an ingested batch) at a time, at least one',
+  ),
   consumerName: setting(
     'CONSUMER_NAME',
     z.string().regex(/^[A-Za-z0-9_.:-]{1,100}$/, 'letters, digits, _ . : - only (at most 100)'),

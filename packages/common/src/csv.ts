@@ -149,6 +149,8 @@ interface FileState {
  */
 export class CsvFiles {
   private readonly state = new Map<string, FileState>();
+  /** buffered mode: rows held per file until flush() */
+  private readonly pending: Map<string, { f: FileState; text: string }> | undefined;
   /** corrections file -> "start#rev" already in it */
   private readonly revisions = new Map<string, Set<string>>();
   private readonly header: string;
@@ -161,7 +163,13 @@ export class CsvFiles {
     private readonly onEvent: (e: FileEvent) => void = () => undefined,
     /** the daily intervals (1d): their rows are labelled with the date */
     private readonly days: ReadonlySet<string> = new Set(),
+    /**
+     * hold appended rows until flush(), then write each file's in one append (one process folding a
+     * whole tape: a write per file per step rather than per row)
+     */
+    buffered = false,
   ) {
+    this.pending = buffered ? new Map() : undefined;
     this.headerCells = extraColumns ? [...CSV_HEADER, ...CSV_EXTRA_HEADER] : [...CSV_HEADER];
     this.header = stringify([this.headerCells]);
   }
@@ -186,6 +194,13 @@ export class CsvFiles {
     const path = csvPath(this.dataDir, interval, symbol);
     const f = this.fileState(path, interval, symbol);
     if (f.last !== undefined && start <= f.last.start) return start === f.last.start ? 'present' : 'stale';
+    if (this.pending) {
+      const held = this.pending.get(path);
+      if (held) held.text += text;
+      else this.pending.set(path, { f, text: f.size === 0 ? this.header + text : text });
+      f.last = { start, close: close !== '' ? close : (f.last?.close ?? '') };
+      return 'written';
+    }
     if (f.size === 0) text = this.header + text;
     if (!this.write(path, f, text)) {
       // someone else changed the file since it was last checked: check it now (rows cut from its
@@ -196,6 +211,15 @@ export class CsvFiles {
     // A bar of volume-only prints (CONDITIONS=cta-utp) has no close: carry keeps the one before.
     f.last = { start, close: close !== '' ? close : (f.last?.close ?? '') };
     return 'written';
+  }
+
+  /** Buffered mode: writes every file's held rows, one append each (whole, or cut back and thrown). */
+  flush(): void {
+    if (!this.pending) return;
+    for (const [path, held] of this.pending) {
+      if (!this.write(path, held.f, held.text)) throw new FileChangedError(path);
+      this.pending.delete(path);
+    }
   }
 
   /** The last row of a file: start and close (read from the file the first time). */

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import type { Redis, Cluster, Result } from 'ioredis';
 import type { Keys } from './keys.js';
-import { encodeBarState, rawField, writeTradeArgs, type Partial, type Preaggregated, type Trade } from '@candlewick/core';
+import { encodeBarState, tradeLine, type Partial, type Preaggregated, type Trade } from '@candlewick/core';
 import type { RedisClient } from './redis.js';
 
 /**
@@ -11,7 +11,7 @@ import type { RedisClient } from './redis.js';
  * typed function per script below — its keys, its arguments from named parameters, its reply
  * decoded with named outcomes — which production and tests both use.
  */
-const SCRIPT_VERSION = 1;
+const SCRIPT_VERSION = 2;
 const LUA_DIR = new URL('../lua/', import.meta.url);
 
 export const SCRIPTS = {
@@ -25,10 +25,10 @@ type Arg = string | number;
 
 declare module 'ioredis' {
   interface RedisCommander<Context> {
-    cwAddTrades_v1(...args: Arg[]): Result<[number, string | number], Context>;
-    cwMergeBatch_v1(...args: Arg[]): Result<(string | number)[], Context>;
-    cwCloseBars_v1(...args: Arg[]): Result<number[], Context>;
-    cwMergeBackfill_v1(...args: Arg[]): Result<number, Context>;
+    cwAddTrades_v2(...args: Arg[]): Result<[number, string | number], Context>;
+    cwMergeBatch_v2(...args: Arg[]): Result<(string | number)[], Context>;
+    cwCloseBars_v2(...args: Arg[]): Result<number[], Context>;
+    cwMergeBackfill_v2(...args: Arg[]): Result<number, Context>;
   }
 }
 
@@ -84,20 +84,43 @@ export interface AddTradesOptions {
 
 /**
  * ARGV of addTrades: the options, backfill requests (triples: 1-based index of the trade in the
- * batch, floor ms, cap ms) and the trades.
+ * batch, floor ms, cap ms), with backfill on each symbol's latest event time in the batch, and the
+ * trades (each its event time and its line of the raw entry).
  */
 export function addTradesArgs(o: AddTradesOptions, requests: readonly string[], trades: readonly Trade[]): string[] {
-  const args: string[] = new Array(7 + requests.length + trades.length * 6);
+  const backfill = o.backfillHoldMs !== undefined;
+  let latest: Map<string, number> | undefined;
+  if (backfill) {
+    latest = new Map();
+    for (const tr of trades) {
+      const cur = latest.get(tr.s);
+      if (cur === undefined || tr.t > cur) latest.set(tr.s, tr.t);
+    }
+  }
+  const u = latest?.size ?? 0;
+  const args: string[] = new Array(9 + requests.length + 2 * u + trades.length * 2);
   args[0] = o.clock;
   args[1] = String(o.graceMs);
-  args[2] = o.backfillHoldMs !== undefined ? '1' : '0';
+  args[2] = backfill ? '1' : '0';
   args[3] = String(o.backfillHoldMs ?? 0);
   args[4] = o.sender ?? '';
   args[5] = `${o.seq ?? 0}${o.force ? '!' : ''}`;
   args[6] = String(requests.length / 3);
   let k = 7;
   for (const x of requests) args[k++] = x;
-  for (const tr of trades) k = writeTradeArgs(tr, args, k);
+  args[k++] = String(u);
+  if (latest) {
+    for (const [s, t] of latest) {
+      args[k++] = s;
+      args[k++] = String(t);
+    }
+  }
+  const rx0 = trades[0]?.rx ?? 0;
+  args[k++] = String(rx0);
+  for (const tr of trades) {
+    args[k++] = String(tr.t);
+    args[k++] = tradeLine(tr, rx0);
+  }
   return args;
 }
 
@@ -106,7 +129,7 @@ export const ADD_TRADES = Object.freeze({ APPLIED: 1, DUPLICATE: 0, HOLE: -1 });
 
 /** What addTrades did with a batch. */
 export type AddTradesReply =
-  | { status: 'applied'; lastId: string }
+  | { status: 'applied'; entryId: string }
   /** applied before (a resend): nothing done */
   | { status: 'duplicate'; applied: number }
   /** batches before this one are missing (Redis lost them): nothing done; send from applied + 1 */
@@ -114,8 +137,8 @@ export type AddTradesReply =
 
 /** Appends a batch of trades to partition p's raw stream (addTrades-6.lua). */
 export async function addTrades(redis: RedisClient, k: Keys, p: number, args: readonly string[]): Promise<AddTradesReply> {
-  const [code, value] = await redis.cwAddTrades_v1(...addTradesKeys(k, p), ...args);
-  if (code === ADD_TRADES.APPLIED) return { status: 'applied', lastId: String(value) };
+  const [code, value] = await redis.cwAddTrades_v2(...addTradesKeys(k, p), ...args);
+  if (code === ADD_TRADES.APPLIED) return { status: 'applied', entryId: String(value) };
   return { status: code === ADD_TRADES.DUPLICATE ? 'duplicate' : 'hole', applied: Number(value) };
 }
 
@@ -132,9 +155,9 @@ export const LATE_REASON = 'window-closed-at-ingestion';
 
 /** ARGV of mergeBatch: group, consumer, the batch's ids, its late trades and its partial bars. */
 export function mergeBatchArgs(group: string, consumer: string, ids: readonly string[], pre: Preaggregated): string[] {
-  const args: string[] = [group, consumer, String(ids.length), ...ids, String(pre.late.length)];
+  const args: string[] = [group, consumer, String(ids.length), ...ids, String(pre.trades), String(pre.late.length)];
   for (const e of pre.late) {
-    args.push(e.id, e.s, e.p, String(e.v), String(e.t), e.c || '[]', rawField(e, 'rx'), String(e.w), LATE_REASON);
+    args.push(e.id, e.s, e.p, String(e.v), String(e.t), e.c || '[]', String(e.rx), String(e.w), LATE_REASON);
   }
   const partials = (bars: ReadonlyMap<string, Partial>) => {
     args.push(String(bars.size));
@@ -156,7 +179,7 @@ export type MergeBatchReply =
 
 /** Merges a pre-aggregated batch and acknowledges its entries, exactly once (mergeBatch-8.lua). */
 export async function mergeBatch(redis: RedisClient, k: Keys, p: number, args: readonly string[]): Promise<MergeBatchReply> {
-  const r = await redis.cwMergeBatch_v1(...mergeBatchKeys(k, p), ...args);
+  const r = await redis.cwMergeBatch_v2(...mergeBatchKeys(k, p), ...args);
   if (Number(r[0]) === MERGE_BATCH.MERGED) return { status: 'merged', merged: Number(r[1]), late: Number(r[2]) };
   return { status: 'partly-taken', stillMine: r.slice(1).map(String) };
 }
@@ -213,7 +236,7 @@ export interface CloseBarsReply {
 
 /** Closes due bars of partition p into its outbox (closeBars-12.lua). */
 export async function closeBars(redis: RedisClient, k: Keys, p: number, o: CloseBarsOptions): Promise<CloseBarsReply> {
-  const [closed, horizon, more, merged] = (await redis.cwCloseBars_v1(...closeBarsKeys(k, p), ...closeBarsArgs(o))).map(Number) as [
+  const [closed, horizon, more, merged] = (await redis.cwCloseBars_v2(...closeBarsKeys(k, p), ...closeBarsArgs(o))).map(Number) as [
     number,
     number,
     number,
@@ -258,7 +281,7 @@ export const MERGE_BACKFILL = Object.freeze({ MERGED: 1, HOLD_EXPIRED: 0, NOT_MI
 export type MergeBackfillReply = 'merged' | 'hold-expired' | 'not-mine';
 
 export async function mergeBackfill(redis: RedisClient, k: Keys, p: number, m: MergeBackfillInput): Promise<MergeBackfillReply> {
-  const r = await redis.cwMergeBackfill_v1(...mergeBackfillKeys(k, p), ...mergeBackfillArgs(m));
+  const r = await redis.cwMergeBackfill_v2(...mergeBackfillKeys(k, p), ...mergeBackfillArgs(m));
   return r === MERGE_BACKFILL.MERGED ? 'merged' : r === MERGE_BACKFILL.HOLD_EXPIRED ? 'hold-expired' : 'not-mine';
 }
 

@@ -2,7 +2,7 @@ import { Cluster } from 'ioredis';
 import type { Keys } from './keys.js';
 import { partitionOf } from './keys.js';
 import { duplicateRedis, type RedisClient } from './redis.js';
-import { decodeTradeEntry, type Trade } from '@candlewick/core';
+import { decodeTradeEntries, type Trade } from '@candlewick/core';
 import { decodeBarEntry, type TappedBar } from './entries.js';
 
 /**
@@ -15,7 +15,7 @@ import { decodeBarEntry, type TappedBar } from './entries.js';
  * has read.
  */
 export interface TapOptions {
-  /** `$` (default): from now on; `0`: everything retained; or a stream id */
+  /** `$` (default): from now on; `0`: everything retained; or an id (a trade's: the trades after it) */
   from?: string;
   /** only these symbols (trades: only the partitions that hold them are read) */
   symbols?: readonly string[];
@@ -33,7 +33,7 @@ export interface TapOptions {
 
 /** A trade as the ingestor appended it. */
 export interface TappedTrade {
-  /** stream id (ms-seq, the time Redis appended it) */
+  /** its stream position (ms-seq: the time Redis appended its batch, and its place in it) */
   id: string;
   partition: number;
   symbol: string;
@@ -134,10 +134,23 @@ export async function* tapTrades(redis: RedisClient, keys: Keys, partitions: num
   const wanted = opts.symbols?.length ? new Set(opts.symbols) : undefined;
   const parts = wanted ? [...new Set([...wanted].map((s) => partitionOf(s, partitions)))] : Array.from({ length: partitions }, (_, p) => p);
   const streams = parts.map((p) => keys.trades(p));
-  for await (const [stream, [id, fields]] of readStreams(redis, streams, opts)) {
-    const { trade } = decodeTradeEntry(id, fields);
-    if (wanted && !wanted.has(trade.s)) continue;
-    yield toTapped(id, parts[streams.indexOf(stream)]!, trade);
+  // A trade's id may lie inside an entry (an entry holds a batch): read from the start of its
+  // millisecond, and leave out the trades up to it.
+  const after = /^(\d+)-(\d+)$/.exec(opts.from ?? '');
+  const afterMs = after ? Number(after[1]) : 0;
+  const afterSeq = after ? Number(after[2]) : 0;
+  const from = after ? (afterMs > 0 ? `${afterMs - 1}-18446744073709551615` : '0') : opts.from;
+  for await (const [stream, [id, fields]] of readStreams(redis, streams, { ...opts, from })) {
+    const partition = parts[streams.indexOf(stream)]!;
+    for (const { id: tradeId, trade } of decodeTradeEntries(id, fields)) {
+      if (after) {
+        const dash = tradeId.indexOf('-');
+        const ms = Number(tradeId.slice(0, dash));
+        if (ms < afterMs || (ms === afterMs && Number(tradeId.slice(dash + 1)) <= afterSeq)) continue;
+      }
+      if (wanted && !wanted.has(trade.s)) continue;
+      yield toTapped(tradeId, partition, trade);
+    }
   }
 }
 

@@ -6,7 +6,6 @@ import {
   ConditionRules,
   HIGH_LOW,
   LEAN_CONDITION_BITS,
-  OPEN_CLOSE,
   VOLUME,
   leanConditions,
   parseConditionCodes,

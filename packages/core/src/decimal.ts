@@ -57,6 +57,18 @@ function memoScaled<K extends string | number>(digits: number): (x: K) => bigint
 export class ScaledCache {
   readonly price = memoScaled<string>(PRICE_DIGITS);
   readonly volume = memoScaled<number>(VOLUME_DIGITS);
+  private readonly volumeNumbers = new Map<number, number>();
+  /** The scaled volume as an exact number, or -1 when it is too large to be one. */
+  volumeNumber(v: number): number {
+    let n = this.volumeNumbers.get(v);
+    if (n === undefined) {
+      const big = this.volume(v);
+      n = big <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(big) : -1;
+      if (this.volumeNumbers.size > 100_000) this.volumeNumbers.clear();
+      this.volumeNumbers.set(v, n);
+    }
+    return n;
+  }
 }
 
 /** A scaled volume as a plain number, for printing. */

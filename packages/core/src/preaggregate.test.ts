@@ -1,5 +1,31 @@
 import { describe, expect, it } from 'vitest';
-import { Clock, ConditionRules, Preaggregator, parseInterval, rawEntry, volumeNumber, vwap } from './index.js';
+import {
+  Clock,
+  ConditionRules,
+  Preaggregator,
+  encodeTradeEntry,
+  parseInterval,
+  rawEntries,
+  volumeNumber,
+  vwap,
+  type RawEntry,
+} from './index.js';
+
+/** One trade (given as field/value pairs) as the aggregator reads it: through the raw stream's codec. */
+function rawEntry(id: string, f: string[]): RawEntry {
+  const get = (k: string) => (f.includes(k) ? f[f.indexOf(k) + 1]! : '');
+  const c = get('c');
+  const trade = {
+    s: get('s'),
+    p: get('p'),
+    v: +get('v'),
+    t: +get('t'),
+    c: c === '' ? [] : (JSON.parse(c) as string[]),
+    rx: +get('rx'),
+    w: +get('w'),
+  };
+  return rawEntries(id, encodeTradeEntry([trade]))[0]!;
+}
 
 const NY = new Clock('America/New_York');
 const intervals = ['1min', '1h'].map(parseInterval);

@@ -52,6 +52,49 @@ interface Base {
   v: bigint;
   pv: bigint;
   n: number;
+  /**
+   * Scaled volume not yet in `v`, while it is exact as a number; and the run of trades at one
+   * price not yet in `pv` (price text, scaled volume): consecutive trades often share a price, so
+   * Σ p·v takes one BigInt product per run instead of one per trade.
+   */
+  vN: number;
+  runP: string;
+  runV: number;
+}
+
+const SAFE = Number.MAX_SAFE_INTEGER;
+
+/** Adds a trade's volume (and its price × volume) to a Base, exactly. */
+function addVolume(b: Base, p: string, v: number, scaled: ScaledCache): void {
+  const sv = scaled.volumeNumber(v);
+  if (sv >= 0 && b.vN + sv <= SAFE) {
+    b.vN += sv;
+    if (p === b.runP && b.runV + sv <= SAFE) {
+      b.runV += sv;
+      return;
+    }
+    if (b.runV !== 0) b.pv += scaled.price(b.runP) * BigInt(b.runV);
+    b.runP = p;
+    b.runV = sv;
+    return;
+  }
+  // a volume too large for exact number sums: straight to the BigInt sums
+  settle(b, scaled);
+  const big = scaled.volume(v);
+  b.v += big;
+  b.pv += scaled.price(p) * big;
+}
+
+/** Folds a Base's pending number sums into its exact BigInt sums. */
+function settle(b: Base, scaled: ScaledCache): void {
+  if (b.vN !== 0) {
+    b.v += BigInt(b.vN);
+    b.vN = 0;
+  }
+  if (b.runV !== 0) {
+    b.pv += scaled.price(b.runP) * BigInt(b.runV);
+    b.runV = 0;
+  }
 }
 
 export interface Partial {
@@ -60,6 +103,8 @@ export interface Partial {
 }
 
 export interface Preaggregated {
+  /** the trades of the batch (every entry given to run) */
+  trades: number;
   /** bar id -> partial bar */
   bars: Map<string, Partial>;
   /** entries judged late at ingestion: their window end plus grace had passed the watermark */
@@ -148,21 +193,29 @@ export class Preaggregator {
   }
 
   run(entries: readonly RawEntry[]): Preaggregated {
-    const onTime: RawEntry[] = [];
+    // the entries themselves while every one is kept and on time (the usual batch); a copy of those
+    // that are from the first one that is not
+    let onTime: RawEntry[] | undefined;
     const late: RawEntry[] = [];
     let filtered = 0;
     const uncovered: number[] = [];
-    for (const e of entries) {
-      if (!this.keeps(e.s, e.t, uncovered)) {
+    for (let i = 0; i < entries.length; i++) {
+      const e = entries[i]!;
+      let out = false;
+      if (this.sessionSet !== undefined && !this.keeps(e.s, e.t, uncovered)) {
         filtered++;
-        continue;
+        out = true;
+      } else if (e.w !== 0 && this.windowsOf(e.s).base.window(e.t)[1] + this.graceMs <= e.w) {
+        // (w = 0: ingested on time, never late)
+        late.push(e);
+        out = true;
       }
-      if (this.windowsOf(e.s).base.window(e.t)[1] + this.graceMs <= e.w) late.push(e);
-      else onTime.push(e);
+      if (out) onTime ??= entries.slice(0, i);
+      else onTime?.push(e);
     }
-    const { bars, excluded } = this.fold(onTime);
+    const { bars, excluded } = this.fold(onTime ?? entries);
     const { lateBars, tooOld } = this.corrections(late);
-    return { bars, late, lateBars, tooOld, filtered, uncovered, excluded };
+    return { trades: entries.length, bars, late, lateBars, tooOld, filtered, uncovered, excluded };
   }
 
   /**
@@ -228,7 +281,9 @@ export class Preaggregator {
 
   /** Folds entries into base-interval partials, then rolls those up into every interval. */
   private fold(entries: readonly RawEntry[]): { bars: Map<string, Partial>; excluded: number } {
-    const bases = new Map<string, Base>();
+    // per symbol, its base partials by window start; `order` keeps them in the order first met
+    const bySymbol = new Map<string, Map<number, Base>>();
+    const order: Base[] = [];
     const rules = this.conditions;
     const scaled = this.scaled;
     let excluded = 0;
@@ -240,16 +295,15 @@ export class Preaggregator {
         continue;
       }
       const win = this.windowsOf(s).base.window(t);
-      const key = `${s}|${win[0]}`;
       const price = +p;
-      const sv = scaled.volume(v);
-      const spv = scaled.price(p) * sv;
-      let b = bases.get(key);
+      let mine = bySymbol.get(s);
+      if (mine === undefined) bySymbol.set(s, (mine = new Map()));
+      let b = mine.get(win[0]);
       if (b === undefined) {
         if (elig === ALL) {
           // a price update without a trade (v = 0, Finnhub's venues that stream no trades) sets the
           // prices but is not a transaction: it adds to neither the volume nor the count
-          bases.set(key, {
+          const first: Base = {
             s,
             start: win[0],
             open: p,
@@ -262,10 +316,16 @@ export class Preaggregator {
             high: p,
             lo: price,
             low: p,
-            v: sv,
-            pv: spv,
+            v: 0n,
+            pv: 0n,
             n: v > 0 ? 1 : 0,
-          });
+            vN: 0,
+            runP: '',
+            runV: 0,
+          };
+          mine.set(win[0], first);
+          order.push(first);
+          addVolume(first, p, v, scaled);
           continue;
         }
         // a partial no trade has set a price in yet: every price comparison below wins
@@ -285,8 +345,12 @@ export class Preaggregator {
           v: 0n,
           pv: 0n,
           n: 0,
+          vN: 0,
+          runP: '',
+          runV: 0,
         };
-        bases.set(key, b);
+        mine.set(win[0], b);
+        order.push(b);
       }
       if (elig & OPEN_CLOSE) {
         if (t < b.oT || (t === b.oT && idLess(id, b.oId))) {
@@ -310,13 +374,13 @@ export class Preaggregator {
           b.low = p;
         }
       }
-      b.v += sv;
-      b.pv += spv;
+      addVolume(b, p, v, scaled);
       if (v > 0) b.n++;
     }
 
     const bars = new Map<string, Partial>();
-    for (const b of bases.values()) {
+    for (const b of order) {
+      settle(b, scaled);
       const openKey = b.oId === '' ? NO_OPEN_KEY : orderKey(b.oT, b.oId);
       const closeKey = b.cId === '' ? '' : orderKey(b.cT, b.cId);
       const flags = this.flags;

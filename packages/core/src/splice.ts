@@ -74,13 +74,14 @@ export function candleState(c: Candle, sourceFlag: number): BarState {
 export function tradeEntries(symbol: string, trades: readonly ProviderTrade[]): RawEntry[] {
   return trades.map((tr, k) => ({
     id: `0-${k}`,
+    entry: `0-${k}`,
     s: symbol,
     p: tr.p,
     v: tr.v,
     t: tr.t,
     w: 0,
     c: tr.c.length ? JSON.stringify(tr.c) : '[]',
-    fields: [],
+    rx: 0,
   }));
 }
 

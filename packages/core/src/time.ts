@@ -165,14 +165,15 @@ export class WindowCache {
     private readonly anchorMs = 0,
     private readonly day = false,
   ) {}
-  private s = 0;
-  window(t: number): [number, number] {
-    if (t >= this.lo && t < this.hi) return [this.s, this.hi];
-    const [s, e] = this.clock.window(t, this.ms, this.anchorMs, this.day);
-    this.s = s;
-    this.lo = s;
-    this.hi = e;
-    return [s, e];
+  private last: readonly [number, number] = [0, 0];
+  /** [start, end) of the window holding t (the same array while t stays in one window: do not change it) */
+  window(t: number): readonly [number, number] {
+    if (t >= this.lo && t < this.hi) return this.last;
+    const w = this.clock.window(t, this.ms, this.anchorMs, this.day);
+    this.lo = w[0];
+    this.hi = w[1];
+    this.last = w;
+    return w;
   }
 }
 

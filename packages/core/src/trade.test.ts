@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { decodeTradeEntry, tradeArgs, validateTrade } from './trade.js';
+import { decodeTradeEntries, encodeTradeEntry, rawEntries, tradeId, validateTrade } from './trade.js';
 
 const ok = { s: 'AAPL', p: 187.25, v: 100, t: 1700000000123, c: ['1', '12'] };
 
@@ -37,12 +37,23 @@ describe('validateTrade', () => {
   });
 });
 
-describe('stream codec', () => {
-  it('decodes what tradeArgs encodes', () => {
-    const v = validateTrade(ok, 77);
-    if (!v.ok) throw new Error('valid');
-    const a = tradeArgs(v.trade);
-    const fields = ['s', a[0]!, 'p', a[1]!, 'v', a[2]!, 't', a[3]!, 'c', a[4]!, 'rx', a[5]!, 'w', '42'];
-    expect(decodeTradeEntry('1-0', fields)).toEqual({ id: '1-0', trade: v.trade, w: 42 });
+describe('raw stream codec', () => {
+  it('decodes what encodeTradeEntry encodes: every trade, its position in the entry, w only where given', () => {
+    const a = validateTrade({ ...ok, c: ['Regular', 'tab\there'] }, 77);
+    const b = validateTrade({ ...ok, s: 'BINANCE:XRPETH', p: '0.001', v: 0.5, c: [] }, 80);
+    if (!a.ok || !b.ok) throw new Error('valid');
+    const fields = encodeTradeEntry([a.trade, { ...b.trade, w: 42 }, a.trade]);
+    expect(fields.filter((_, i) => i % 2 === 0)).toEqual(['n', 'rx', 'd']);
+    expect(decodeTradeEntries('1700000000000-5', fields)).toEqual([
+      { id: '1700000000000-5', trade: a.trade, w: 0 },
+      { id: '1700000000000-6', trade: b.trade, w: 42 },
+      { id: '1700000000000-7', trade: a.trade, w: 0 },
+    ]);
+    expect(rawEntries('1-0', fields).map((e) => [e.id, e.entry, e.c, e.rx])).toEqual([
+      ['1-0', '1-0', '["Regular","tab\\there"]', 77],
+      ['1-1', '1-0', '', 80],
+      ['1-2', '1-0', '["Regular","tab\\there"]', 77],
+    ]);
+    expect(tradeId('1700000000000-5', 2)).toBe('1700000000000-7');
   });
 });

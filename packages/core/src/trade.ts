@@ -18,6 +18,8 @@ function num(x: unknown): number | undefined {
   return undefined;
 }
 
+const NO_CONDITIONS: readonly string[] = Object.freeze([]);
+
 /** Validates one element of a Finnhub `{"type":"trade","data":[...]}` message. */
 export function validateTrade(raw: unknown, rx: number): Validation {
   if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) return { ok: false, reason: 'trade is not an object' };
@@ -33,12 +35,17 @@ export function validateTrade(raw: unknown, rx: number): Validation {
   if (!Number.isSafeInteger(t) || t < MIN_EVENT_MS || t >= MAX_EVENT_MS) {
     return { ok: false, reason: `t (event time) must be integer ms between 2000 and 2100, got ${short(r.t)}` };
   }
-  let c: string[] = [];
+  let c: readonly string[] = NO_CONDITIONS;
   if (r.c !== undefined && r.c !== null) {
-    if (!Array.isArray(r.c) || !r.c.every((x) => typeof x === 'string' || typeof x === 'number')) {
-      return { ok: false, reason: 'c (conditions) must be an array of strings' };
+    if (!Array.isArray(r.c)) return { ok: false, reason: 'c (conditions) must be an array of strings' };
+    let strings = true;
+    for (const x of r.c) {
+      if (typeof x === 'string') continue;
+      if (typeof x !== 'number') return { ok: false, reason: 'c (conditions) must be an array of strings' };
+      strings = false;
     }
-    c = r.c.map(String);
+    // a list of strings as it came (read-only from here on); numeric codes as their text
+    if (r.c.length) c = strings ? (r.c as string[]) : r.c.map(String);
   }
   // Keep the price text as received when it came as a string; otherwise the shortest text of the number.
   const ptext = typeof r.p === 'string' ? r.p : String(p);
@@ -55,105 +62,144 @@ function short(x: unknown): string {
   return s.length > 40 ? `${s.slice(0, 40)}…` : s;
 }
 
-/** A raw stream entry decoded: the trade, its stream id and the watermark it was ingested under. */
+// ---------------------------------------------------------------------------------------------
+// The raw trade stream trades:{p}. One entry per batch the ingestor appends (addTrades), fields:
+//   n   the number of trades
+//   rx  the receive time of the first (ms)
+//   d   the trades, one line each, tab-separated: s, p, v, t, c, rx - rx0 [, w]
+//       c is '' or the conditions as a JSON array; w (the watermark before the trade) only when
+//       the trade could be late (t + grace < w)
+// Trade k (from 0) of entry "ms-seq" has the stream position "ms-(seq + k)": addTrades keeps those
+// positions free (the next entry starts past them), so every trade has an id of its own, in
+// arrival order, as if each were an entry.
+// Symbols carry no whitespace (validateTrade), prices are decimal text, and JSON escapes control
+// characters: a tab or a newline never appears inside a field.
+
+const oneCode = new Map<string, string>();
+const twoCodes = new Map<string, Map<string, string>>();
+
+/** The conditions as the raw stream stores them: '' for none, else a JSON array (remembered: a feed has few distinct sets). */
+export function conditionsText(c: readonly string[]): string {
+  if (c.length === 0) return '';
+  if (c.length > 2) return JSON.stringify(c);
+  let inner = oneCode;
+  if (c.length === 2) {
+    inner = twoCodes.get(c[0]!) ?? new Map();
+    if (inner.size === 0) {
+      if (twoCodes.size > 10_000) twoCodes.clear();
+      twoCodes.set(c[0]!, inner);
+    }
+  }
+  const last = c[c.length - 1]!;
+  let text = inner.get(last);
+  if (text === undefined) {
+    text = JSON.stringify(c);
+    if (inner.size > 10_000) inner.clear();
+    inner.set(last, text);
+  }
+  return text;
+}
+
+/** A trade's line in a raw entry (without w: addTrades adds it where the trade could be late). */
+export function tradeLine(tr: Trade, rx0: number): string {
+  const c = conditionsText(tr.c);
+  return `${tr.s}\t${tr.p}\t${tr.v}\t${tr.t}\t${c}\t${tr.rx - rx0}`;
+}
+
+/** The stream position of trade k of the entry with id `entryId`. */
+export function tradeId(entryId: string, k: number): string {
+  if (k === 0) return entryId;
+  const dash = entryId.indexOf('-');
+  return `${entryId.slice(0, dash)}-${Number(entryId.slice(dash + 1)) + k}`;
+}
+
+/** The fields of a raw entry: [n, rx, d] (any order, as Redis returns a flat list). */
+function entryFields(fields: readonly string[]): { n: number; rx0: number; d: string } {
+  let n = 0,
+    rx0 = 0,
+    d = '';
+  for (let i = 0; i + 1 < fields.length; i += 2) {
+    const k = fields[i];
+    if (k === 'd') d = fields[i + 1]!;
+    else if (k === 'n') n = +fields[i + 1]!;
+    else if (k === 'rx') rx0 = +fields[i + 1]!;
+  }
+  return { n, rx0, d };
+}
+
+/**
+ * A trade of the raw stream as the aggregator needs it: the numbers it merges, the watermark it
+ * was ingested under (0: on time), its stream position, the entry it came in, and the rest of the
+ * trade (late trades are stored whole).
+ */
+export interface RawEntry {
+  /** the trade's stream position */
+  id: string;
+  /** the id of the raw entry it came in (what the consumer group acknowledges) */
+  entry: string;
+  s: string;
+  p: string;
+  v: number;
+  t: number;
+  w: number;
+  /** the conditions as stored: '' or a JSON array */
+  c: string;
+  rx: number;
+}
+
+/** The trades of one raw entry, in arrival order. */
+export function rawEntries(entryId: string, fields: readonly string[], out: RawEntry[] = []): RawEntry[] {
+  const { rx0, d } = entryFields(fields);
+  if (d === '') return out;
+  const dash = entryId.indexOf('-');
+  const ms = entryId.slice(0, dash + 1);
+  const seq = Number(entryId.slice(dash + 1));
+  let k = 0;
+  let from = 0;
+  for (;;) {
+    const nl = d.indexOf('\n', from);
+    const line = nl < 0 ? d.slice(from) : d.slice(from, nl);
+    const f = line.split('\t');
+    out.push({
+      id: k === 0 ? entryId : ms + (seq + k),
+      entry: entryId,
+      s: f[0]!,
+      p: f[1]!,
+      v: +f[2]!,
+      t: +f[3]!,
+      c: f[4]!,
+      rx: rx0 + +f[5]!,
+      w: f.length > 6 ? +f[6]! : 0,
+    });
+    k++;
+    if (nl < 0) break;
+    from = nl + 1;
+  }
+  return out;
+}
+
+/** A trade of the raw stream decoded whole: its stream position, the trade, and its watermark (0: on time). */
 export interface TradeEntry {
   readonly id: string;
   readonly trade: Trade;
   readonly w: number;
 }
 
-/** Decodes the flat field list of a raw stream entry ([k1, v1, k2, v2, ...]). */
-export function decodeTradeEntry(id: string, fields: string[]): TradeEntry {
-  let s = '',
-    p = '',
-    v = 0,
-    t = 0,
-    c: string[] = [],
-    rx = 0,
-    w = 0;
-  for (let i = 0; i + 1 < fields.length; i += 2) {
-    const val = fields[i + 1]!;
-    switch (fields[i]) {
-      case 's':
-        s = val;
-        break;
-      case 'p':
-        p = val;
-        break;
-      case 'v':
-        v = Number(val);
-        break;
-      case 't':
-        t = Number(val);
-        break;
-      case 'c':
-        c = val === '' || val === '[]' ? [] : (JSON.parse(val) as string[]);
-        break;
-      case 'rx':
-        rx = Number(val);
-        break;
-      case 'w':
-        w = Number(val);
-        break;
-    }
-  }
-  return { id, trade: { s, p, v, t, c, rx }, w };
-}
-
-/** The six raw-stream fields of a trade, in addTrades order: s, p, v, t, c, rx. */
-export function tradeArgs(tr: Trade): string[] {
-  const out: string[] = new Array(6);
-  writeTradeArgs(tr, out, 0);
-  return out;
-}
-
-/** Writes the six addTrades fields of a trade into `out` at `k`; returns the next index. */
-export function writeTradeArgs(tr: Trade, out: string[], k: number): number {
-  out[k] = tr.s;
-  out[k + 1] = tr.p;
-  out[k + 2] = String(tr.v);
-  out[k + 3] = String(tr.t);
-  out[k + 4] = tr.c.length === 0 ? '[]' : tr.c.length === 1 ? `[${JSON.stringify(tr.c[0])}]` : JSON.stringify(tr.c);
-  out[k + 5] = String(tr.rx);
-  return k + 6;
+/** The trades of one raw entry as Trade values (the tap, tests). */
+export function decodeTradeEntries(entryId: string, fields: readonly string[]): TradeEntry[] {
+  return rawEntries(entryId, fields).map((e) => ({
+    id: e.id,
+    trade: { s: e.s, p: e.p, v: e.v, t: e.t, c: e.c === '' ? [] : (JSON.parse(e.c) as string[]), rx: e.rx },
+    w: e.w,
+  }));
 }
 
 /**
- * A raw-stream entry as the aggregator needs it: the numbers it merges, the watermark it was
- * ingested under, and the raw fields (kept for late trades, which are stored whole).
+ * A raw entry's fields for trades, as addTrades writes it (each trade's w as given, 0 = none): for
+ * tests and tools that build raw entries without the script.
  */
-export interface RawEntry {
-  id: string;
-  s: string;
-  p: string;
-  v: number;
-  t: number;
-  w: number;
-  /** the conditions field as stored (JSON text) */
-  c: string;
-  fields: string[];
-}
-
-/**
- * Decodes the flat field list of a raw stream entry without touching what merging does not need.
- * An entry without `w` was on time when ingested (addTrades writes w only when t + grace < w).
- */
-export function rawEntry(id: string, fields: string[]): RawEntry {
-  const e: RawEntry = { id, s: '', p: '', v: 0, t: 0, w: 0, c: '', fields };
-  for (let i = 0; i + 1 < fields.length; i += 2) {
-    const k = fields[i];
-    const val = fields[i + 1]!;
-    if (k === 's') e.s = val;
-    else if (k === 'p') e.p = val;
-    else if (k === 'v') e.v = +val;
-    else if (k === 't') e.t = +val;
-    else if (k === 'w') e.w = +val;
-    else if (k === 'c') e.c = val;
-  }
-  return e;
-}
-
-export function rawField(e: RawEntry, name: string): string {
-  for (let i = 0; i + 1 < e.fields.length; i += 2) if (e.fields[i] === name) return e.fields[i + 1]!;
-  return '';
+export function encodeTradeEntry(trades: readonly (Trade & { w?: number })[]): string[] {
+  const rx0 = trades[0]?.rx ?? 0;
+  const d = trades.map((tr) => (tr.w ? `${tradeLine(tr, rx0)}\t${tr.w}` : tradeLine(tr, rx0))).join('\n');
+  return ['n', String(trades.length), 'rx', String(rx0), 'd', d];
 }

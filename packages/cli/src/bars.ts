@@ -1,0 +1,253 @@
+import { CsvFiles, ConfigError, isRawFrame, isRawTrade, partitionOf, type Config, type TapeItem } from '@candlewick/common';
+import {
+  Clock,
+  Preaggregator,
+  conditionRules,
+  conditionsText,
+  mergeInto,
+  parseBarId,
+  validateTrade,
+  type Partial,
+  type RawEntry,
+} from '@candlewick/core';
+import { Carry } from '@candlewick/writer';
+
+/**
+ * `candlewick bars`: a tape folded into bars in this one process — no Redis, no other process, no
+ * durability — through the same pure core the pipeline uses (validation, sessions, conditions,
+ * the fold) and written through the same CSV files and empty-bar carry as the writer, so the files
+ * are byte for byte those a `stack` run of the same tape with the same settings writes.
+ *
+ * What the pipeline decides by arrival it decides the same way here: trades in tape order, each
+ * partition's watermark the highest event time appended so far, a trade late when its window plus
+ * GRACE_MS had passed that watermark when it came (CLOCK=event); a bar closes once the watermark
+ * passes its end plus grace, and the tape's end closes every bar. EMPTY_BARS=carry fills the empty
+ * windows between a file's bars and up to each partition's last event time, as the closer's final
+ * horizon does. LATE=amend is refused: which late trades fold into which correction depends on when
+ * the closer ran, which a replay in one process cannot reproduce.
+ */
+
+/** Trades folded per step (bounded memory for the batch; open bars are kept until they close). */
+const CHUNK = 16_384;
+
+/** A JSON number as the replay server sends a tape's value (its text when that is a JSON number). */
+const JSON_NUMBER = /^-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?$/;
+const sentText = new Map<string, string | number>();
+const asSent = (x: string | number): string | number => {
+  if (typeof x === 'number') return x;
+  let v = sentText.get(x);
+  if (v === undefined) {
+    v = JSON_NUMBER.test(x) ? Number(x) : x;
+    if (sentText.size > 100_000) sentText.clear();
+    sentText.set(x, v);
+  }
+  return v;
+};
+
+export interface BarsCounts {
+  /** tape items read */
+  items: number;
+  /** valid trades folded (late ones included) */
+  trades: number;
+  rejected: number;
+  badFrames: number;
+  late: number;
+  /** outside SESSIONS */
+  filtered: number;
+  /** CONDITIONS let them set nothing */
+  excluded: number;
+  /** rows written per interval (flat rows of EMPTY_BARS=carry included) */
+  written: Record<string, number>;
+  /** rows already in the files (a second run over the same folder) */
+  present: number;
+}
+
+export interface BarsProgress {
+  start(total: number): void;
+  update(done: number): void;
+  stop(): void;
+}
+
+const NO_PROGRESS: BarsProgress = { start: () => undefined, update: () => undefined, stop: () => undefined };
+
+export class InProcessBars {
+  readonly counts: BarsCounts = {
+    items: 0,
+    trades: 0,
+    rejected: 0,
+    badFrames: 0,
+    late: 0,
+    filtered: 0,
+    excluded: 0,
+    written: {},
+    present: 0,
+  };
+  private readonly pre: Preaggregator;
+  private readonly files: CsvFiles;
+  private readonly carry: Carry | undefined;
+  private readonly cfg: Config;
+  /** per partition: open bars, watermark, trades waiting to be folded */
+  private readonly open: Map<string, Partial>[] = [];
+  private readonly wm: number[] = [];
+  private readonly pending: RawEntry[][] = [];
+  private waiting = 0;
+  private seq = 0;
+  private readonly wanted: ReadonlySet<string> | undefined;
+
+  constructor(cfg: Config, tapeSymbolsOf: readonly string[]) {
+    if (cfg.late === 'amend')
+      throw new ConfigError([
+        'LATE=amend: bars cannot make corrections (which late trades fold into which correction depends on when the closer ran); use LATE=drop, or replay the tape through `candlewick stack`',
+      ]);
+    if (cfg.clock !== 'event')
+      throw new ConfigError(['CLOCK=wall: bars folds by event time, as a replay does; leave CLOCK unset or set it to event']);
+    this.wanted = cfg.symbols.length ? new Set(cfg.symbols) : undefined;
+    // as `stack` does: without SYMBOLS, the tape's symbols are the subscription (and what carry fills)
+    this.cfg = cfg.symbols.length ? cfg : Object.freeze({ ...cfg, symbols: tapeSymbolsOf });
+    const clock = new Clock(cfg.tz);
+    this.pre = new Preaggregator(clock, cfg.intervals, cfg.baseMs, cfg.graceMs, {
+      sessions: cfg.sessions,
+      align: cfg.align,
+      conditions: conditionRules(cfg),
+    });
+    const days = new Set(cfg.intervals.filter((iv) => iv.day).map((iv) => iv.name));
+    this.files = new CsvFiles(cfg.dataDir, clock, cfg.csvExtraColumns, undefined, days, true);
+    this.carry = cfg.emptyBars === 'carry' ? new Carry(this.cfg, clock) : undefined;
+    for (let p = 0; p < cfg.partitions; p++) {
+      this.open.push(new Map());
+      this.wm.push(0);
+      this.pending.push([]);
+    }
+  }
+
+  /** Folds a whole tape and writes its bars; the tape's end closes every bar. */
+  run(items: readonly TapeItem[], progress: BarsProgress = NO_PROGRESS): BarsCounts {
+    progress.start(items.length);
+    for (let i = 0; i < items.length; i++) {
+      this.item(items[i]!);
+      if (this.waiting >= CHUNK) {
+        this.step(false);
+        progress.update(i + 1);
+      }
+    }
+    this.step(true);
+    progress.update(items.length);
+    progress.stop();
+    return this.counts;
+  }
+
+  private item(it: TapeItem): void {
+    this.counts.items++;
+    if (isRawFrame(it)) return this.frame(it.raw);
+    if (isRawTrade(it)) {
+      if (it.s !== undefined && this.wanted && !this.wanted.has(it.s)) return;
+      return this.trade(JSON.parse(it.rawTrade));
+    }
+    if (this.wanted && !this.wanted.has(it.s)) return;
+    // as the replay server sends it (validateTrade keeps nothing of the object it reads)
+    const raw = this.scratch;
+    raw.s = it.s;
+    raw.p = asSent(it.p);
+    raw.v = asSent(it.v);
+    raw.t = it.t;
+    raw.c = it.c;
+    this.trade(raw);
+  }
+
+  private readonly scratch: { s: string; p: string | number; v: string | number; t: number; c: readonly string[] } = {
+    s: '',
+    p: 0,
+    v: 0,
+    t: 0,
+    c: [],
+  };
+
+  /** A recorded frame, read as the ingestor reads one. */
+  private frame(text: string): void {
+    let msg: unknown;
+    try {
+      msg = JSON.parse(text);
+    } catch {
+      this.counts.badFrames++;
+      return;
+    }
+    const m = msg as { type?: unknown; data?: unknown } | null;
+    const type = m !== null && typeof m === 'object' ? m.type : undefined;
+    if (type === 'ping' || type === 'error') return;
+    if (type !== 'trade' || !Array.isArray(m!.data)) {
+      this.counts.badFrames++;
+      return;
+    }
+    for (const raw of m!.data) this.trade(raw);
+  }
+
+  private trade(raw: unknown): void {
+    const v = validateTrade(raw, 0);
+    if (!v.ok) {
+      this.counts.rejected++;
+      return;
+    }
+    const tr = v.trade;
+    const p = this.cfg.partitions === 1 ? 0 : partitionOf(tr.s, this.cfg.partitions);
+    const wm = this.wm[p]!;
+    // the watermark before this trade, written only where it could be late (addTrades)
+    const w = tr.t + this.cfg.graceMs < wm ? wm : 0;
+    if (tr.t > wm) this.wm[p] = tr.t;
+    const c = conditionsText(tr.c);
+    // its place in the tape orders trades of the same millisecond, as its stream position does
+    const id = `1-${this.seq++}`;
+    this.pending[p]!.push({ id, entry: id, s: tr.s, p: tr.p, v: tr.v, t: tr.t, w, c, rx: 0 });
+    this.counts.trades++;
+    this.waiting++;
+  }
+
+  /** Folds what waits, then closes the bars each partition's watermark has passed (all at the end). */
+  private step(end: boolean): void {
+    for (let p = 0; p < this.pending.length; p++) {
+      const entries = this.pending[p]!;
+      if (entries.length) {
+        const r = this.pre.run(entries);
+        this.counts.late += r.late.length;
+        this.counts.filtered += r.filtered;
+        this.counts.excluded += r.excluded;
+        const open = this.open[p]!;
+        for (const [id, part] of r.bars) {
+          const cur = open.get(id);
+          if (cur === undefined) open.set(id, part);
+          else mergeInto(cur.state, part.state);
+        }
+        this.pending[p] = [];
+      }
+      this.close(p, end ? Infinity : this.wm[p]! - this.cfg.graceMs);
+      if (end && this.carry) {
+        // the closer's last horizon: every window ending by the partition's last event time
+        for (const symbol of this.carry.symbolsOf(p))
+          for (const iv of this.cfg.intervals)
+            this.carry.fill(this.files, iv.name, symbol, undefined, this.wm[p]!, (r) => this.wrote(iv.name, r));
+      }
+    }
+    this.files.flush();
+    this.waiting = 0;
+  }
+
+  /** Writes the bars of partition p ending by `horizon`, in window-end order (as closeBars hands them over). */
+  private close(p: number, horizon: number): void {
+    const open = this.open[p]!;
+    const due: [string, Partial][] = [];
+    for (const e of open) if (e[1].end <= horizon) due.push(e);
+    if (due.length === 0) return;
+    due.sort((a, b) => a[1].end - b[1].end || (a[0] < b[0] ? -1 : 1));
+    for (const [id, part] of due) {
+      open.delete(id);
+      const { interval, symbol, start } = parseBarId(id);
+      this.carry?.fill(this.files, interval, symbol, start, undefined, (r) => this.wrote(interval, r));
+      const outcome = this.files.append(interval, symbol, start, part.state);
+      if (outcome === 'written') this.wrote(interval);
+      else this.counts.present++;
+    }
+  }
+
+  private wrote(interval: string, _row?: unknown): void {
+    this.counts.written[interval] = (this.counts.written[interval] ?? 0) + 1;
+  }
+}
