@@ -1,7 +1,10 @@
+import { spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import {
+  CLI,
+  needs,
   BUNDLED_TAPE,
   LEAN_AIG_TAPE,
   csvOutputs,
@@ -102,6 +105,20 @@ describe('candlewick bars', () => {
     expect(r.out).toMatch(/rejected\s+1 /);
     expect(r.out).toMatch(/late\s+1\n/);
     expect(r.bars.get('1min/TEST_1min.csv')!.trim().split('\n')).toHaveLength(4);
+  });
+
+  it('in a terminal it draws a progress bar (on stderr), and the summary still comes', () => {
+    const script = spawnSync('sh', ['-c', 'command -v script']).status === 0;
+    if (!needs(script, 'drawing in a terminal needs `script` (util-linux) for a pseudo-terminal')) return;
+    const dir = tempDir('bars-tty');
+    const r = spawnSync('script', ['-qec', `${process.execPath} ${CLI} bars --out ${dir}`, '/dev/null'], {
+      encoding: 'utf8',
+      timeout: 60_000,
+      env: { PATH: process.env.PATH, HOME: process.env.HOME, TERM: 'xterm' },
+    });
+    expect(r.status, r.stdout).toBe(0);
+    expect(r.stdout).toMatch(/bars \[[█░]+\] 100% 12477\/12477 tape items/);
+    expect(r.stdout).toMatch(/candlewick bars/);
   });
 
   it('refuses what it cannot do the stack’s way, saying why', async () => {

@@ -6,9 +6,10 @@ import {
   conditionsText,
   mergeInto,
   parseBarId,
-  validateTrade,
+  readTrade,
   type Partial,
   type RawEntry,
+  type TradeFields,
 } from '@candlewick/core';
 import { Carry } from '@candlewick/writer';
 
@@ -182,24 +183,37 @@ export class InProcessBars {
   }
 
   private trade(raw: unknown): void {
-    const v = validateTrade(raw, 0);
-    if (!v.ok) {
+    const tr = this.read;
+    if (readTrade(raw, 0, tr) !== undefined) {
       this.counts.rejected++;
       return;
     }
-    const tr = v.trade;
     const p = this.cfg.partitions === 1 ? 0 : partitionOf(tr.s, this.cfg.partitions);
     const wm = this.wm[p]!;
     // the watermark before this trade, written only where it could be late (addTrades)
     const w = tr.t + this.cfg.graceMs < wm ? wm : 0;
     if (tr.t > wm) this.wm[p] = tr.t;
-    const c = conditionsText(tr.c);
     // its place in the tape orders trades of the same millisecond, as its stream position does
     const id = `1-${this.seq++}`;
-    this.pending[p]!.push({ id, entry: id, s: tr.s, p: tr.p, v: tr.v, t: tr.t, w, c, rx: 0 });
+    // entries are taken from a pool: the fold keeps nothing of them past a step
+    const pending = this.pending[p]!;
+    let e = this.pool[this.waiting];
+    if (e === undefined) this.pool.push((e = { id, entry: id, s: '', p: '', v: 0, t: 0, w: 0, c: '', rx: 0 }));
+    e.id = id;
+    e.entry = id;
+    e.s = tr.s;
+    e.p = tr.p;
+    e.v = tr.v;
+    e.t = tr.t;
+    e.w = w;
+    e.c = conditionsText(tr.c);
+    pending.push(e);
     this.counts.trades++;
     this.waiting++;
   }
+
+  private readonly read: TradeFields = { s: '', p: '', v: 0, t: 0, c: [], rx: 0 };
+  private readonly pool: RawEntry[] = [];
 
   /** Folds what waits, then closes the bars each partition's watermark has passed (all at the end). */
   private step(end: boolean): void {
@@ -216,7 +230,7 @@ export class InProcessBars {
           if (cur === undefined) open.set(id, part);
           else mergeInto(cur.state, part.state);
         }
-        this.pending[p] = [];
+        entries.length = 0;
       }
       this.close(p, end ? Infinity : this.wm[p]! - this.cfg.graceMs);
       if (end && this.carry) {

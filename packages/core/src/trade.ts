@@ -20,36 +20,83 @@ function num(x: unknown): number | undefined {
 
 const NO_CONDITIONS: readonly string[] = Object.freeze([]);
 
-/** Validates one element of a Finnhub `{"type":"trade","data":[...]}` message. */
-export function validateTrade(raw: unknown, rx: number): Validation {
-  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) return { ok: false, reason: 'trade is not an object' };
+/** A trade being read: the fields of a Trade, written by readTrade. */
+export interface TradeFields {
+  s: string;
+  p: string;
+  v: number;
+  t: number;
+  c: readonly string[];
+  rx: number;
+}
+
+/** Symbols already found well-formed (a feed has few). */
+const goodSymbols = new Set<string>();
+/** The shortest text of prices that came as numbers (a day has few distinct prices). */
+const priceText = new Map<number, string>();
+
+/**
+ * Reads one element of a Finnhub `{"type":"trade","data":[...]}` message into `out`: undefined when
+ * it is a trade, else why it is not (then `out` holds nothing meaningful).
+ */
+export function readTrade(raw: unknown, rx: number, out: TradeFields): string | undefined {
+  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) return 'trade is not an object';
   const r = raw as Record<string, unknown>;
-  if (typeof r.s !== 'string' || r.s.trim() === '') return { ok: false, reason: 's (symbol) must be a non-empty string' };
-  if (r.s.length > 64 || /[\s|\x00-\x1f]/.test(r.s))
-    return { ok: false, reason: 's (symbol) must be at most 64 characters without spaces, control characters or |' };
+  const s = r.s;
+  if (typeof s !== 'string') return 's (symbol) must be a non-empty string';
+  if (!goodSymbols.has(s)) {
+    if (s.trim() === '') return 's (symbol) must be a non-empty string';
+    if (s.length > 64 || /[\s|\x00-\x1f]/.test(s))
+      return 's (symbol) must be at most 64 characters without spaces, control characters or |';
+    if (goodSymbols.size > 100_000) goodSymbols.clear();
+    goodSymbols.add(s);
+  }
   const p = num(r.p);
-  if (p === undefined || p <= 0) return { ok: false, reason: `p (price) must be a finite number > 0, got ${short(r.p)}` };
+  if (p === undefined || p <= 0) return `p (price) must be a finite number > 0, got ${short(r.p)}`;
   const v = num(r.v);
-  if (v === undefined || v < 0) return { ok: false, reason: `v (volume) must be a finite number >= 0, got ${short(r.v)}` };
+  if (v === undefined || v < 0) return `v (volume) must be a finite number >= 0, got ${short(r.v)}`;
   const t = typeof r.t === 'number' ? r.t : NaN;
   if (!Number.isSafeInteger(t) || t < MIN_EVENT_MS || t >= MAX_EVENT_MS) {
-    return { ok: false, reason: `t (event time) must be integer ms between 2000 and 2100, got ${short(r.t)}` };
+    return `t (event time) must be integer ms between 2000 and 2100, got ${short(r.t)}`;
   }
   let c: readonly string[] = NO_CONDITIONS;
   if (r.c !== undefined && r.c !== null) {
-    if (!Array.isArray(r.c)) return { ok: false, reason: 'c (conditions) must be an array of strings' };
+    if (!Array.isArray(r.c)) return 'c (conditions) must be an array of strings';
     let strings = true;
     for (const x of r.c) {
       if (typeof x === 'string') continue;
-      if (typeof x !== 'number') return { ok: false, reason: 'c (conditions) must be an array of strings' };
+      if (typeof x !== 'number') return 'c (conditions) must be an array of strings';
       strings = false;
     }
     // a list of strings as it came (read-only from here on); numeric codes as their text
     if (r.c.length) c = strings ? (r.c as string[]) : r.c.map(String);
   }
   // Keep the price text as received when it came as a string; otherwise the shortest text of the number.
-  const ptext = typeof r.p === 'string' ? r.p : String(p);
-  return { ok: true, trade: { s: r.s, p: ptext, v, t, c, rx } };
+  let ptext: string;
+  if (typeof r.p === 'string') ptext = r.p;
+  else {
+    let known = priceText.get(p);
+    if (known === undefined) {
+      known = String(p);
+      if (priceText.size > 100_000) priceText.clear();
+      priceText.set(p, known);
+    }
+    ptext = known;
+  }
+  out.s = s;
+  out.p = ptext;
+  out.v = v;
+  out.t = t;
+  out.c = c;
+  out.rx = rx;
+  return undefined;
+}
+
+/** Validates one element of a Finnhub `{"type":"trade","data":[...]}` message. */
+export function validateTrade(raw: unknown, rx: number): Validation {
+  const trade: TradeFields = { s: '', p: '', v: 0, t: 0, c: NO_CONDITIONS, rx: 0 };
+  const reason = readTrade(raw, rx, trade);
+  return reason === undefined ? { ok: true, trade } : { ok: false, reason };
 }
 
 function short(x: unknown): string {
