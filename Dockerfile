@@ -19,7 +19,8 @@ ENV NODE_ENV=production \
     DATA_DIR=/data \
     LOG_FILE=false \
     METRICS_PORT=9464 \
-    METRICS_HOST=0.0.0.0
+    METRICS_HOST=0.0.0.0 \
+    HTTP_HOST=0.0.0.0
 WORKDIR /app
 COPY package.json package-lock.json ./
 COPY --from=build /app/packages ./packages
@@ -29,7 +30,7 @@ RUN find packages -name '*.ts' -not -name '*.d.ts' -delete \
   && mkdir -p /data && chown node:node /data
 COPY tapes ./tapes
 USER node
-EXPOSE 9464
+EXPOSE 9464 8080
 # /data is not a VOLUME: every container of this image would get an anonymous volume it never uses;
 # the writer's compose service mounts it. Plain `docker run` gets this health check; compose sets its own.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \

@@ -176,6 +176,7 @@ function runStack(root: string, tape: string, partitions: number, aggregators: n
         AGGREGATORS: String(aggregators),
         EXIT_WHEN_IDLE_MS: '500',
         LOG_LEVEL: 'warn',
+        HTTP_PORT: '0',
         REDIS_SERVER_BIN: settings.REDIS_SERVER_BIN,
       },
       stdio: ['ignore', 'pipe', 'inherit'],

@@ -35,8 +35,10 @@ if (problem && !DOCKER_REQUIRED) {
 const REPLAY = replayLine();
 const REPLAY_ENV = REPLAY.env;
 const AGGREGATORS = REPLAY.aggregators;
-/** redis, replay-server, ingestor, closer, writer, backfill and the aggregators: all long-running and health-checked */
-const SERVICES = 6 + AGGREGATORS;
+/** redis, replay-server, ingestor, closer, writer, backfill, serve and the aggregators: all long-running and health-checked */
+const SERVICES = 7 + AGGREGATORS;
+/** the chart page's token (secrets/http_token) */
+const HTTP_TOKEN = randomBytes(12).toString('hex');
 
 const secs = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
 
@@ -158,6 +160,9 @@ describe.skipIf(problem !== undefined && !DOCKER_REQUIRED)('docker compose, end 
       REDIS_PASSWORD_FILE: secret('redis_password', randomBytes(18).toString('hex')),
       FINNHUB_TOKEN_FILE: secret('finnhub_token', ''),
       MASSIVE_API_KEY_FILE: secret('massive_api_key', ''),
+      HTTP_TOKEN_FILE: secret('http_token', HTTP_TOKEN),
+      // a free host port for the page (a user's default is 127.0.0.1:8080)
+      HTTP_PUBLISH: '127.0.0.1:',
       CANDLEWICK_IMAGE: image,
       HOST_DATA_DIR: dataDir,
     };
@@ -217,6 +222,7 @@ describe.skipIf(problem !== undefined && !DOCKER_REQUIRED)('docker compose, end 
         'ingestor running healthy',
         'redis running healthy',
         'replay-server running healthy',
+        'serve running healthy',
         'writer running healthy',
         ...Array.from({ length: AGGREGATORS }, () => 'aggregator running healthy'),
       ].sort(),
@@ -265,6 +271,30 @@ describe.skipIf(problem !== undefined && !DOCKER_REQUIRED)('docker compose, end 
     expect(rows(files)).toEqual(rows(reference));
     for (const [name, text] of reference) expect(files.get(name), name).toBe(text);
   }, 200_000);
+
+  it("serves the chart page and the API on the host: the bars it returns are the files'", async () => {
+    expect(healthyAt, 'the stack came up healthy').toBeGreaterThan(0);
+    const port = composeOk(['port', 'serve', '8080']).trim().split(':').pop();
+    const base = `http://127.0.0.1:${port}`;
+    const auth = { authorization: `Bearer ${HTTP_TOKEN}` };
+    expect((await fetch(`${base}/healthz`)).status).toBe(200);
+    expect((await fetch(`${base}/api/meta`)).status).toBe(401);
+    const meta = (await (await fetch(`${base}/api/meta`, { headers: auth })).json()) as { symbols: string[] };
+    expect(meta.symbols).toEqual(['BINANCE:XRPETH']);
+    for (const [name, text] of reference) {
+      const [interval] = name.split('/');
+      const csv = await (
+        await fetch(`${base}/api/bars?symbol=BINANCE:XRPETH&interval=${interval}&from=0&limit=50000&format=csv`, { headers: auth })
+      ).text();
+      expect(csv, name).toBe(text);
+    }
+    const page = await (await fetch(`${base}/`, { headers: auth })).text();
+    expect(page).toContain('lightweight-charts.standalone.production.js');
+    const queues = (await (await fetch(`${base}/queues/api/queues`, { headers: auth })).json()) as { queues: { readOnlyMode: boolean }[] };
+    expect(queues.queues.map((q) => q.readOnlyMode)).toEqual([true, true]);
+    // the token is in no container's configuration
+    for (const c of containers()) expect(dockerQuiet(['inspect', '-f', '{{json .Config}}', c.name]), c.name).not.toContain(HTTP_TOKEN);
+  }, 60_000);
 
   it('stops cleanly: every role exits 0 on SIGTERM within its grace period', () => {
     composeOk(['stop', '-t', '20'], 120_000);

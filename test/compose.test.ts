@@ -53,6 +53,7 @@ for (const [name, value] of [
   ['redis_password', 'pw'],
   ['finnhub_token', ''],
   ['massive_api_key', ''],
+  ['http_token', ''],
 ] as const) {
   secretFiles[name] = join(secretsDir, name);
   writeFileSync(secretFiles[name]!, value);
@@ -63,7 +64,15 @@ describe('docker-compose.yml, .env.example and Dockerfile', () => {
   it('every candlewick service runs a real CLI role with variables the configuration knows, and values it accepts', () => {
     const roles = new Set<string>(ROLES);
     const known = new Set(Object.keys(ENV_SCHEMA.shape));
-    expect(candlewick.map(([name]) => name).sort()).toEqual(['aggregator', 'backfill', 'closer', 'ingestor', 'replay-server', 'writer']);
+    expect(candlewick.map(([name]) => name).sort()).toEqual([
+      'aggregator',
+      'backfill',
+      'closer',
+      'ingestor',
+      'replay-server',
+      'serve',
+      'writer',
+    ]);
     for (const [name, svc] of candlewick) {
       expect(svc.command?.length, name).toBe(1);
       expect(roles.has(svc.command![0]!), `${name}: ${svc.command![0]} is a role`).toBe(true);
@@ -75,7 +84,11 @@ describe('docker-compose.yml, .env.example and Dockerfile', () => {
       const resolved = Object.fromEntries(
         Object.entries(env).map(([k, v]) => [
           k,
-          k in SECRETS ? secretFiles[SECRETS[k as keyof typeof SECRETS]]! : interpolate(String(v), vars),
+          k in SECRETS
+            ? secretFiles[SECRETS[k as keyof typeof SECRETS]]!
+            : k === 'HTTP_TOKEN_FILE'
+              ? secretFiles.http_token!
+              : interpolate(String(v), vars),
         ]),
       );
       expect(() => loadConfig(resolved), name).not.toThrow();
@@ -93,6 +106,12 @@ describe('docker-compose.yml, .env.example and Dockerfile', () => {
         expect(svc.secrets, name).toContain(secret);
       }
     }
+    // the page's token, for the page alone
+    expect([services.serve!.environment!.HTTP_TOKEN_FILE, services.serve!.secrets]).toEqual([
+      '/run/secrets/http_token',
+      ['redis_password', 'finnhub_token', 'massive_api_key', 'http_token'],
+    ]);
+    expect(interpolate(compose.secrets.http_token!.file, {})).toBe('./secrets/http_token');
     // the secret files default to secrets/ beside the compose file; a missing one stops `up` (the bind
     // source does not exist), and there is no default password anywhere
     for (const secret of Object.values(SECRETS)) expect(interpolate(compose.secrets[secret]!.file, {})).toBe(`./secrets/${secret}`);
@@ -108,7 +127,7 @@ describe('docker-compose.yml, .env.example and Dockerfile', () => {
     expect(Object.fromEntries(entries).REDIS_PASSWORD_FILE).toMatch(/^\.\/secrets\//);
     // the one line that makes them, in the compose file and .env.example alike
     const line =
-      "mkdir -p secrets && head -c 24 /dev/urandom | base64 | tr -d '/+=' > secrets/redis_password && touch secrets/finnhub_token secrets/massive_api_key";
+      "mkdir -p secrets && head -c 24 /dev/urandom | base64 | tr -d '/+=' > secrets/redis_password && touch secrets/finnhub_token secrets/massive_api_key secrets/http_token";
     expect(composeText).toContain(line);
     expect(example).toContain(line);
   });

@@ -94,7 +94,8 @@ export interface CliProcess {
 /** Starts the built CLI as a real child process. */
 export function startCli(args: string[], env: Record<string, string>): CliProcess {
   const proc = spawn(process.execPath, [CLI, ...args], {
-    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', LOG_LEVEL: 'info', ...env },
+    // no chart page unless a test asks for one (HTTP_PORT): parallel stacks would want the same port
+    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', LOG_LEVEL: 'info', HTTP_PORT: '0', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let stdout = '';

@@ -14,12 +14,12 @@ function startGroup(args: string[], env: Record<string, string>, shell = false) 
   // a process group of its own, as a terminal gives a foreground job
   const proc = shell
     ? spawn('bash', ['-c', args.join(' ')], {
-        env: { PATH: process.env.PATH ?? '', LOG_LEVEL: 'info', ...env },
+        env: { PATH: process.env.PATH ?? '', LOG_LEVEL: 'info', HTTP_PORT: '0', ...env },
         stdio: ['ignore', 'pipe', 'pipe'],
         detached: true,
       })
     : spawn(process.execPath, [CLI, ...args], {
-        env: { PATH: process.env.PATH ?? '', LOG_LEVEL: 'info', ...env },
+        env: { PATH: process.env.PATH ?? '', LOG_LEVEL: 'info', HTTP_PORT: '0', ...env },
         stdio: ['ignore', 'pipe', 'pipe'],
         detached: true,
       });

@@ -11,7 +11,7 @@ afterAll(() => redis.quit());
 
 function startStack(env: Record<string, string>) {
   const proc = spawn(process.execPath, [CLI, 'stack'], {
-    env: { PATH: process.env.PATH ?? '', LOG_LEVEL: 'info', ...env },
+    env: { PATH: process.env.PATH ?? '', LOG_LEVEL: 'info', HTTP_PORT: '0', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const state = { out: '' };
@@ -64,7 +64,7 @@ describe('candlewick stack lifecycle', () => {
   it('starts its own redis-server, and Ctrl-C stops every role and the server cleanly', async () => {
     const dir = tempDir('sigint');
     const proc = spawn(process.execPath, [CLI, 'stack'], {
-      env: { PATH: process.env.PATH ?? '', DATA_DIR: dir, EXIT_WHEN_IDLE_MS: '0', LOG_LEVEL: 'info' },
+      env: { PATH: process.env.PATH ?? '', DATA_DIR: dir, EXIT_WHEN_IDLE_MS: '0', LOG_LEVEL: 'info', HTTP_PORT: '0' },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let out = '';
@@ -106,7 +106,14 @@ describe('candlewick stack lifecycle', () => {
     const run = (idle: string) =>
       new Promise<{ code: number | null; out: string }>((resolve) => {
         const p = spawn(process.execPath, [CLI, 'stack'], {
-          env: { PATH: process.env.PATH ?? '', DATA_DIR: dir, REPLAY_TAPE: tape, EXIT_WHEN_IDLE_MS: idle, INTERVALS: '1min' },
+          env: {
+            PATH: process.env.PATH ?? '',
+            DATA_DIR: dir,
+            REPLAY_TAPE: tape,
+            EXIT_WHEN_IDLE_MS: idle,
+            INTERVALS: '1min',
+            HTTP_PORT: '0',
+          },
           stdio: ['ignore', 'pipe', 'pipe'],
         });
         let out = '';

@@ -70,7 +70,7 @@ interface Stack {
 
 function startStack(env: Record<string, string>): Stack {
   const proc = spawn(process.execPath, [CLI, 'stack'], {
-    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', LOG_LEVEL: 'info', ...env },
+    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', LOG_LEVEL: 'info', HTTP_PORT: '0', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
     detached: true,
   });

@@ -32,6 +32,8 @@ roles
                   from the provider alone, into the same CSV layout
   bars            a tape folded into bars in this one process, no Redis: the same CSV files a
                   stack run of it writes, at in-memory speed (--tape FILE --out DIR)
+  serve           the live chart page, the HTTP API (bars as JSON/CSV, Server-Sent Events) and
+                  Bull Board at /queues, on HTTP_PORT (8080); stack starts it
   provider-server REPLAY_TAPE as Finnhub/Massive history on REPLAY_PORT (8766): backfill and
                   historical mode from a clone, without keys
   help            this text

@@ -30,6 +30,7 @@ import { Ingestor, ReplayServer } from '@candlewick/ingestor';
 import { Aggregator, CloserService } from '@candlewick/aggregator';
 import { WriterService } from '@candlewick/writer';
 import { BackfillService, ProviderError, ProviderServer, runHistorical, type Progress } from '@candlewick/backfill';
+import { ServeService } from '@candlewick/serve';
 import { SingleBar, Presets } from 'cli-progress';
 import { stackRedisUrl } from './redis-server.js';
 
@@ -164,6 +165,7 @@ export const ROLES = [
   'tap',
   'provider-server',
   'bars',
+  'serve',
   'help',
 ] as const;
 
@@ -176,6 +178,7 @@ export const SERVICES: Record<string, Service> = {
   close: CloserService,
   write: WriterService,
   backfill: BackfillService,
+  serve: ServeService,
 };
 
 export function runService(cfg: Config, role: string): Promise<void> {

@@ -109,7 +109,7 @@ class Terminal {
 }
 
 /** Shutdown order: upstream first, so every stage hands what it holds to the next. */
-const STOP_ORDER = ['ingest', 'replay-server', 'backfill', 'aggregate', 'close', 'write'];
+const STOP_ORDER = ['ingest', 'replay-server', 'backfill', 'aggregate', 'close', 'write', 'serve'];
 
 /**
  * `candlewick stack`: every role in one terminal. Uses REDIS_URL or starts a private redis-server;
@@ -259,6 +259,9 @@ export async function runStack(cfg: Config, env: NodeJS.ProcessEnv): Promise<num
         if (stopping) return;
         const now = Date.now();
         child.restarts = child.restarts.filter((t) => now - t < 60_000);
+        // the page is a view: a port it cannot have (said in its log) leaves the pipeline running without it
+        if (exitCode === EXIT.CONFIG && role === 'serve')
+          return log.warn({ role: name }, 'the chart page did not start (see above); the pipeline runs on without it');
         if (exitCode === EXIT.CONFIG)
           return fail(EXIT.FAILURE, `${name} stopped on a configuration problem (exit ${exitCode}, see above); not restarting it`);
         if (child.restarts.length >= 5)
@@ -282,8 +285,10 @@ export async function runStack(cfg: Config, env: NodeJS.ProcessEnv): Promise<num
     for (let i = 0; i < cfg.aggregators; i++)
       children.push(spawnChild('aggregate', cfg.aggregators > 1 ? `aggregate.${i + 1}` : 'aggregate'));
     if (cfg.backfill) children.push(spawnChild('backfill', 'backfill'));
+    if (cfg.httpPort > 0) children.push(spawnChild('serve', 'serve'));
     // The feed starts last, once every downstream role is up, so no stage starts behind.
-    await stop.race(Promise.race([Promise.all(children.map((c) => c.ready)), sleep(60_000)]));
+    // (the page is not waited for: the pipeline does not need it)
+    await stop.race(Promise.race([Promise.all(children.filter((c) => c.role !== 'serve').map((c) => c.ready)), sleep(60_000)]));
     // CPU is counted from here: start-up is not a cost per trade
     cpuAtStart = { at: Date.now(), stack: stackCpuUs(), redis: await redisCpuUs(redis).catch(() => undefined) };
     if (stop.reason === undefined) children.push(spawnChild('ingest', 'ingest'));

@@ -386,6 +386,29 @@ const SETTINGS = {
     'serve /metrics and /healthz on this port (stack: one port per role from here)',
   ),
   metricsHost: setting('METRICS_HOST', text(), '127.0.0.1', '127.0.0.1', 'address the metrics endpoint binds'),
+  // the chart page and HTTP API (candlewick serve)
+  httpPort: setting(
+    'HTTP_PORT',
+    int(0, 65535),
+    8080,
+    '8080',
+    'candlewick serve: the chart page, the HTTP API and Bull Board on this port (stack: 0 = do not start it)',
+  ),
+  httpHost: setting('HTTP_HOST', text(), '127.0.0.1', '127.0.0.1 (0.0.0.0 in the image)', 'address the page and API bind'),
+  httpToken: setting(
+    'HTTP_TOKEN',
+    text(),
+    undefined,
+    '— (open)',
+    'bearer token every HTTP path but /healthz needs (also HTTP_TOKEN_FILE); never logged',
+  ),
+  bullBoard: setting(
+    'BULL_BOARD',
+    oneOf(['read-only', 'manage', 'off']),
+    'read-only',
+    'read-only',
+    'Bull Board at /queues: read-only, manage (retry, clean, remove jobs) or off',
+  ),
   // replay
   replayTape: setting('REPLAY_TAPE', text(), undefined, 'the bundled tape', 'file, comma list or folder of tapes to replay'),
   replaySpeed: setting(
@@ -472,7 +495,7 @@ export interface Config extends Readonly<Omit<Read, 'intervals' | 'tz' | 'backfi
 }
 
 /** Secrets that may come from a file (`X_FILE`, the Docker and Kubernetes secrets convention) instead of `X`. */
-const SECRETS = ['FINNHUB_TOKEN', 'MASSIVE_API_KEY', 'REDIS_PASSWORD'] as const;
+const SECRETS = ['FINNHUB_TOKEN', 'MASSIVE_API_KEY', 'REDIS_PASSWORD', 'HTTP_TOKEN'] as const;
 
 /** Every variable a Config is read from, for flags and child processes. */
 export function configEnvNames(): string[] {

@@ -75,6 +75,7 @@ export class Ingestor {
           }
         },
         onDown: () => {
+          void redis.hset(keys.stats(), 'feedDown', String(Date.now())).catch(() => undefined);
           this.sink
             .hold(cfg.symbols)
             .catch((err: unknown) => reportRedisError(log, err, 'failed to hold bars for the backfill of an outage'));

@@ -1,0 +1,3 @@
+export * from './bars-file.js';
+export * from './live.js';
+export * from './server.js';

@@ -1,0 +1,298 @@
+import {
+  AGGREGATOR_GROUP,
+  decodeBarEntry,
+  decodeGapEntry,
+  partitionOf,
+  readCounters,
+  rowCells,
+  type Config,
+  type GapEntry,
+  type Keys,
+  type Logger,
+  type RedisClient,
+  type TappedBar,
+} from '@candlewick/common';
+import { BAR_FLAGS, Clock, Preaggregator, decodeBarState, parseBarId } from '@candlewick/core';
+
+/**
+ * What the page and other HTTP clients see live, from Redis: closed bars and corrections (the
+ * `bars:{interval}` streams the writer publishes), the bar still forming (the open bar state the
+ * aggregators merge into), feed gaps, and the pipeline's health from its own counters. One reader
+ * per process, whatever the number of clients: it polls only for what some client asked for.
+ */
+
+/** A bar as the API sends it: the CSV row's cells, with its start and identity. */
+export interface ApiBar {
+  interval: string;
+  symbol: string;
+  /** window start, UTC ms */
+  start: number;
+  /** the CSV's label: local start with its offset, or the date of a daily bar */
+  timestamp: string;
+  open: number;
+  high: number;
+  low: number;
+  close: number;
+  /** null when unknown (no volume, or part of the bar from candles without it) */
+  vwap: number | null;
+  volume: number;
+  /** null when unknown */
+  trades: number | null;
+  complete: boolean;
+  sources: string;
+  /** 0 for the bar as closed; n for its n-th correction (LATE=amend) */
+  rev: number;
+}
+
+export interface Status {
+  at: number;
+  /** trades appended per second over the last poll */
+  tradesPerSec: number;
+  tradesIn: number;
+  merged: number;
+  late: number;
+  rejected: number;
+  /** raw entries read by an aggregator and not merged yet */
+  pending: number;
+  /** seconds from a window's end to its bar being published, for the newest bar (CLOCK=wall only) */
+  closeLagSec: number | null;
+  feedConnected: boolean;
+  /** ms since the epoch of the newest trade received, 0 if none */
+  lastTradeAt: number;
+  barsWritten: Record<string, number>;
+}
+
+export interface Subscriber {
+  symbols: ReadonlySet<string>;
+  intervals: ReadonlySet<string>;
+  send(event: 'bar' | 'forming' | 'gap' | 'status', data: unknown): void;
+}
+
+const num = (s: string): number | null => (s === '' ? null : Number(s));
+
+export function apiBarFromTapped(b: TappedBar): ApiBar {
+  return {
+    interval: b.interval,
+    symbol: b.symbol,
+    start: b.start,
+    timestamp: b.timestamp,
+    open: Number(b.open),
+    high: Number(b.high),
+    low: Number(b.low),
+    close: Number(b.close),
+    vwap: num(b.vwap),
+    volume: Number(b.volume),
+    trades: b.trades ?? null,
+    complete: b.complete,
+    sources: b.sources,
+    rev: b.rev,
+  };
+}
+
+export class LiveHub {
+  private readonly subscribers = new Set<Subscriber>();
+  private readonly clock: Clock;
+  private readonly pre: Preaggregator;
+  /** the last id read per stream */
+  private readonly cursors = new Map<string, string>();
+  /** the forming bars sent, by bar id: their encoded state */
+  private readonly sentForming = new Map<string, string>();
+  private timer: NodeJS.Timeout | undefined;
+  private busy = false;
+  private lastStatus: Status | undefined;
+  private lastIn: { n: number; at: number } | undefined;
+  private newestBar: { end: number; publishedAt: number } | undefined;
+  private stopped = false;
+
+  constructor(
+    private readonly redis: RedisClient,
+    private readonly cfg: Config,
+    private readonly keys: Keys,
+    private readonly log: Logger,
+    private readonly pollMs = 250,
+  ) {
+    this.clock = new Clock(cfg.tz);
+    this.pre = new Preaggregator(this.clock, cfg.intervals, cfg.baseMs, cfg.graceMs, { sessions: cfg.sessions, align: cfg.align });
+  }
+
+  start(): void {
+    this.timer = setInterval(() => void this.tick(), this.pollMs);
+  }
+
+  stop(): void {
+    this.stopped = true;
+    clearInterval(this.timer);
+    this.subscribers.clear();
+  }
+
+  get clients(): number {
+    return this.subscribers.size;
+  }
+
+  subscribe(s: Subscriber): () => void {
+    this.subscribers.add(s);
+    if (this.lastStatus) s.send('status', this.lastStatus);
+    return () => this.subscribers.delete(s);
+  }
+
+  /** The pipeline's health now, from the counters behind /metrics and the summary. */
+  async status(): Promise<Status> {
+    const c = await readCounters(this.redis, this.cfg, this.keys);
+    let pending = 0;
+    for (let p = 0; p < this.cfg.partitions; p++) {
+      const reply = (await this.redis.xpending(this.keys.trades(p), AGGREGATOR_GROUP).catch(() => [0])) as [number, ...unknown[]];
+      pending += Number(reply[0] ?? 0);
+    }
+    const stats = await this.redis.hmget(this.keys.stats(), 'feedUp', 'feedDown');
+    const up = Number(stats[0] ?? 0);
+    const down = Number(stats[1] ?? 0);
+    const now = Date.now();
+    const rate = this.lastIn && now > this.lastIn.at ? ((c.in - this.lastIn.n) * 1000) / (now - this.lastIn.at) : 0;
+    this.lastIn = { n: c.in, at: now };
+    const lag = this.cfg.clock === 'wall' && this.newestBar ? (this.newestBar.publishedAt - this.newestBar.end) / 1000 : null;
+    return {
+      at: now,
+      tradesPerSec: Math.max(0, Math.round(rate)),
+      tradesIn: c.in,
+      merged: c.merged,
+      late: c.late,
+      rejected: c.rejected,
+      pending,
+      closeLagSec: lag,
+      feedConnected: up > 0 && up > down,
+      lastTradeAt: c.lastRx,
+      barsWritten: c.written,
+    };
+  }
+
+  /** Feed gaps recorded by the ingestor that touch [from, to) and one of the symbols (all when empty). */
+  async gaps(symbol: string | undefined, from = 0, to = Number.MAX_SAFE_INTEGER): Promise<GapEntry[]> {
+    const entries = (await this.redis.xrange(this.keys.gaps(), '-', '+')) as [string, string[]][];
+    return entries
+      .map(([, f]) => decodeGapEntry(f))
+      .filter((g) => g.end > from && g.start < to && (symbol === undefined || g.symbols.length === 0 || g.symbols.includes(symbol)));
+  }
+
+  private async tick(): Promise<void> {
+    if (this.busy || this.stopped || this.subscribers.size === 0) {
+      // nothing to send: keep the cursors at the streams' ends, so a new client starts from now
+      if (this.subscribers.size === 0) this.cursors.clear();
+      return;
+    }
+    this.busy = true;
+    try {
+      await this.readStreams();
+      await this.pollForming();
+      if (!this.lastStatus || Date.now() - this.lastStatus.at >= 1000) {
+        this.lastStatus = await this.status();
+        for (const s of this.subscribers) s.send('status', this.lastStatus);
+      }
+    } catch (err) {
+      this.log.debug({ err: (err as Error).message }, 'live poll failed; trying again');
+    } finally {
+      this.busy = false;
+    }
+  }
+
+  private async cursor(key: string): Promise<string> {
+    let id = this.cursors.get(key);
+    if (id === undefined) {
+      const last = (await this.redis.xrevrange(key, '+', '-', 'COUNT', 1)) as [string, string[]][];
+      id = last[0]?.[0] ?? '0-0';
+      this.cursors.set(key, id);
+    }
+    return id;
+  }
+
+  /** New entries of the bars streams and the gaps stream (plain XREAD, one key at a time: Cluster-safe). */
+  private async readStreams(): Promise<void> {
+    const wanted = new Set<string>();
+    for (const s of this.subscribers) for (const iv of s.intervals) wanted.add(iv);
+    for (const iv of wanted) {
+      const key = this.keys.bars(iv);
+      for (;;) {
+        const from = await this.cursor(key);
+        const reply = (await this.redis.xread('COUNT', 1000, 'STREAMS', key, from)) as [string, [string, string[]][]][] | null;
+        const entries = reply?.[0]?.[1] ?? [];
+        for (const [id, fields] of entries) {
+          const bar = apiBarFromTapped(decodeBarEntry(id, iv, fields));
+          this.sentForming.delete(`${iv}|${bar.symbol}|${bar.start}`);
+          if (iv === this.cfg.intervals[0]!.name && bar.rev === 0) {
+            this.newestBar = { end: bar.start + this.cfg.baseMs, publishedAt: Number(id.slice(0, id.indexOf('-'))) };
+          }
+          for (const s of this.subscribers) if (s.intervals.has(iv) && s.symbols.has(bar.symbol)) s.send('bar', bar);
+        }
+        if (entries.length > 0) this.cursors.set(key, entries[entries.length - 1]![0]);
+        if (entries.length < 1000) break;
+      }
+    }
+    const gapsKey = this.keys.gaps();
+    const reply = (await this.redis.xread('COUNT', 1000, 'STREAMS', gapsKey, await this.cursor(gapsKey))) as
+      [string, [string, string[]][]][] | null;
+    for (const [id, fields] of reply?.[0]?.[1] ?? []) {
+      const gap = decodeGapEntry(fields);
+      this.cursors.set(gapsKey, id);
+      for (const s of this.subscribers) if (gap.symbols.length === 0 || gap.symbols.some((x) => s.symbols.has(x))) s.send('gap', gap);
+    }
+  }
+
+  /**
+   * The bar forming now for each (symbol, interval) some client follows: the window holding its
+   * partition's watermark, as the aggregators have merged it so far. Sent when it changed.
+   */
+  private async pollForming(): Promise<void> {
+    const byPartition = new Map<number, Map<string, Set<string>>>();
+    for (const s of this.subscribers) {
+      for (const sym of s.symbols) {
+        const p = partitionOf(sym, this.cfg.partitions);
+        let syms = byPartition.get(p);
+        if (!syms) byPartition.set(p, (syms = new Map()));
+        let ivs = syms.get(sym);
+        if (!ivs) syms.set(sym, (ivs = new Set()));
+        for (const iv of s.intervals) ivs.add(iv);
+      }
+    }
+    for (const [p, syms] of byPartition) {
+      const wm = Number((await this.redis.hget(this.keys.clock(p), 'wm')) ?? 0);
+      if (wm <= 0) continue;
+      const ids: string[] = [];
+      for (const [sym, ivs] of syms) for (const { id } of this.pre.barsAt(sym, wm)) if (ivs.has(parseBarId(id).interval)) ids.push(id);
+      if (ids.length === 0) continue;
+      const states = await this.redis.hmget(this.keys.openBars(p), ...ids);
+      ids.forEach((id, i) => {
+        const enc = states[i];
+        if (!enc || this.sentForming.get(id) === enc) return;
+        this.sentForming.set(id, enc);
+        if (this.sentForming.size > 10_000) this.sentForming.delete(this.sentForming.keys().next().value!);
+        const bar = this.formingBar(id, enc);
+        if (!bar) return;
+        for (const s of this.subscribers) if (s.symbols.has(bar.symbol) && s.intervals.has(bar.interval)) s.send('forming', bar);
+      });
+    }
+  }
+
+  private formingBar(id: string, enc: string): ApiBar | undefined {
+    const { interval, symbol, start } = parseBarId(id);
+    const state = decodeBarState(enc);
+    // a partial whose trades set no price yet (conditions that may not set the open) has nothing to draw
+    if (state.open === '' || state.high === '') return undefined;
+    const iv = this.cfg.intervals.find((i) => i.name === interval);
+    const c = rowCells(this.clock, start, state, iv?.day === true);
+    return {
+      interval,
+      symbol,
+      start,
+      timestamp: c.timestamp,
+      open: Number(c.open),
+      high: Number(c.high),
+      low: Number(c.low),
+      close: Number(c.close),
+      vwap: num(c.vwap),
+      volume: Number(c.volume),
+      trades: num(c.n),
+      complete: ((state.flags ?? 0) & BAR_FLAGS.INCOMPLETE) === 0,
+      sources: c.sources,
+      rev: 0,
+    };
+  }
+}

@@ -1,0 +1,157 @@
+/// <reference lib="dom" />
+// (the functions given to page.evaluate run in the page)
+import { existsSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { chromium, type Browser, type Page } from 'playwright-core';
+import { csvPath } from '../packages/common/src/csv.js';
+import { freePort } from '../packages/cli/src/redis-server.js';
+import { LEAN_AIG_TAPE, readCsv, runCli, startCli, tempDir, waitFor, type CliProcess } from './helpers.js';
+
+/**
+ * The chart page in a real headless Chromium (Debian's, driven by playwright-core) during a paced
+ * replay of the bundled tape under `candlewick stack`: candles drawn, the forming bar changing and
+ * then closed, a switch of symbol and interval, a phone-sized screen, a screenshot.
+ */
+const CHROMIUM = process.env.CHROMIUM_BIN ?? '/usr/bin/chromium';
+// As root, in a sandbox with no internet: no sandboxing of its own, no background connections.
+const CHROMIUM_ARGS = [
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+  '--disable-dev-shm-usage',
+];
+
+interface Shown {
+  ready: string;
+  candles: number;
+  forming: { start: number; close: number; volume: number; trades: number } | null;
+  formingUpdates: number;
+  closedEvents: number;
+}
+
+async function shown(page: Page): Promise<Shown> {
+  return page.evaluate(() => {
+    const d = document.body.dataset;
+    return {
+      ready: d.ready ?? '',
+      candles: Number(d.candles ?? 0),
+      forming: d.forming ? (JSON.parse(d.forming) as Shown['forming']) : null,
+      formingUpdates: Number(d.formingUpdates ?? 0),
+      closedEvents: Number(d.closedEvents ?? 0),
+    };
+  });
+}
+
+/** Pixels of the candle colours on the chart's canvases: candles were drawn. */
+async function candlePixels(page: Page): Promise<number> {
+  return page.evaluate(() => {
+    let n = 0;
+    for (const c of Array.from(document.querySelectorAll<HTMLCanvasElement>('#chart canvas'))) {
+      const ctx = c.getContext('2d');
+      if (!ctx || c.width === 0 || c.height === 0) continue;
+      const px = ctx.getImageData(0, 0, c.width, c.height).data;
+      for (let i = 0; i < px.length; i += 4) {
+        const [r, g, b] = [px[i]!, px[i + 1]!, px[i + 2]!];
+        if (
+          (Math.abs(r - 38) < 6 && Math.abs(g - 166) < 6 && Math.abs(b - 154) < 6) ||
+          (Math.abs(r - 239) < 6 && Math.abs(g - 83) < 6 && Math.abs(b - 80) < 6)
+        )
+          n++;
+      }
+    }
+    return n;
+  });
+}
+
+describe('the chart page in headless Chromium', () => {
+  let stack: CliProcess | undefined;
+  let browser: Browser | undefined;
+
+  afterAll(async () => {
+    await browser?.close();
+    await stack?.stop();
+  });
+
+  it('draws candles, follows the forming bar to its close, switches symbol and interval, fits a phone', async () => {
+    if (!existsSync(CHROMIUM))
+      throw new Error(`no Chromium at ${CHROMIUM}: install Debian's chromium (apt-get install chromium; .ci/run does) or set CHROMIUM_BIN`);
+    const dir = tempDir('browser');
+    // a second symbol's history, rebuilt in one process into the same folder (an equity day of 2013)
+    const aig = await runCli(['bars', '--tape', LEAN_AIG_TAPE, '--out', dir], {});
+    expect(aig.code, aig.stderr).toBe(0);
+    const port = await freePort();
+    // the bundled tape at 300x, stamped with the moment each trade is sent: a minute bar forms in a wall minute
+    stack = startCli(['stack'], { DATA_DIR: dir, REPLAY_SPEED: '300', HTTP_PORT: String(port), EXIT_WHEN_IDLE_MS: '0' });
+    const base = `http://127.0.0.1:${port}`;
+    await waitFor(async () => (await fetch(`${base}/healthz`).catch(() => undefined))?.ok === true, 60_000, 'the page');
+
+    browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
+    const page = await browser.newPage({ viewport: { width: 1280, height: 720 } });
+    const errors: string[] = [];
+    page.on('pageerror', (e) => errors.push(e.message));
+    // (the symbols are listed in order, AIG first: the address picks the live one)
+    await page.goto(`${base}/#symbol=BINANCE%3AXRPETH&interval=1min`);
+    await page.waitForFunction(() => document.body.dataset.ready === 'BINANCE:XRPETH|1min', undefined, { timeout: 30_000 });
+
+    // the bar forming now changes as trades are merged ...
+    await page.waitForFunction(() => Number(document.body.dataset.formingUpdates ?? 0) >= 3, undefined, { timeout: 60_000 });
+    const first = (await shown(page)).forming!;
+    expect(first.trades).toBeGreaterThan(0);
+    await page.waitForFunction(
+      (t) => {
+        const f = document.body.dataset.forming;
+        return !!f && (JSON.parse(f) as { trades: number }).trades > t;
+      },
+      first.trades,
+      { timeout: 30_000 },
+    );
+    // ... and is replaced by the closed bar when its window closes: the same bar the CSV gets
+    await page.waitForFunction(
+      (start) => (window as unknown as { candlewick: { bars: { start: number }[] } }).candlewick.bars.some((b) => b.start === start),
+      first.start,
+      { timeout: 90_000 },
+    );
+    const closed = await page.evaluate(
+      (start) =>
+        (
+          window as unknown as { candlewick: { bars: { start: number; close: number; volume: number; trades: number }[] } }
+        ).candlewick.bars.find((b) => b.start === start)!,
+      first.start,
+    );
+    await waitFor(() => existsSync(csvPath(dir, '1min', 'BINANCE:XRPETH')), 10_000, 'the CSV');
+    const row = readCsv(csvPath(dir, '1min', 'BINANCE:XRPETH')).rows.find((r) => r.start === first.start)!;
+    expect([closed.close, closed.volume, closed.trades]).toEqual([row.close, row.volume, row.n]);
+    expect((await shown(page)).closedEvents).toBeGreaterThanOrEqual(1);
+    expect(await candlePixels(page)).toBeGreaterThan(50);
+    // the status strip speaks from the pipeline's counters
+    await page.waitForFunction(() => document.querySelector('[data-k="feed"]')?.textContent === 'feed connected', undefined, {
+      timeout: 10_000,
+    });
+    await page.screenshot({ path: join(dir, 'chart-live.png') });
+
+    // another interval, then another symbol: the history from the files, drawn
+    await page.selectOption('#interval', '5min');
+    await page.waitForFunction(() => document.body.dataset.ready === 'BINANCE:XRPETH|5min', undefined, { timeout: 15_000 });
+    await page.selectOption('#symbol', 'AIG');
+    await page.waitForFunction(() => document.body.dataset.ready === 'AIG|5min', undefined, { timeout: 15_000 });
+    const aigRows = readCsv(csvPath(dir, '5min', 'AIG')).rows;
+    expect((await shown(page)).candles).toBe(Math.min(aigRows.length, 1500));
+    expect(await page.textContent('#legend')).toContain(aigRows.at(-1)!.timestamp);
+    expect(await candlePixels(page)).toBeGreaterThan(50);
+    await page.screenshot({ path: join(dir, 'chart-aig.png') });
+
+    // a phone: nothing wider than the screen, the chart still drawn
+    await page.setViewportSize({ width: 390, height: 844 });
+    await page.waitForTimeout(300);
+    expect(await page.evaluate(() => document.documentElement.scrollWidth)).toBeLessThanOrEqual(390);
+    expect(await candlePixels(page)).toBeGreaterThan(20);
+    await page.screenshot({ path: join(dir, 'chart-phone.png') });
+    for (const f of ['chart-live.png', 'chart-aig.png', 'chart-phone.png']) expect(statSync(join(dir, f)).size).toBeGreaterThan(10_000);
+    expect(errors).toEqual([]);
+  }, 240_000);
+});
