@@ -1,12 +1,13 @@
 /// <reference lib="dom" />
 // (the functions given to page.evaluate run in the page)
-import { existsSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { chromium, type Browser, type Page } from 'playwright-core';
-import { csvPath } from '../packages/common/src/csv.js';
+import { correctionsPath, csvPath } from '../packages/common/src/csv.js';
+import { readTape, type TapeTrade } from '../packages/common/src/tapes.js';
 import { freePort } from '../packages/cli/src/redis-server.js';
-import { LEAN_AIG_TAPE, readCsv, runCli, startCli, tempDir, waitFor, type CliProcess } from './helpers.js';
+import { BUNDLED_TAPE, LEAN_AIG_TAPE, readCsv, runCli, startCli, tempDir, waitFor, type CliProcess } from './helpers.js';
 
 /**
  * The chart page in a real headless Chromium (Debian's, driven by playwright-core) during a paced
@@ -69,12 +70,12 @@ async function candlePixels(page: Page): Promise<number> {
 }
 
 describe('the chart page in headless Chromium', () => {
-  let stack: CliProcess | undefined;
+  const stacks: CliProcess[] = [];
   let browser: Browser | undefined;
 
   afterAll(async () => {
     await browser?.close();
-    await stack?.stop();
+    for (const s of stacks) await s.stop();
   });
 
   it('draws candles, follows the forming bar to its close, switches symbol and interval, fits a phone', async () => {
@@ -86,7 +87,8 @@ describe('the chart page in headless Chromium', () => {
     expect(aig.code, aig.stderr).toBe(0);
     const port = await freePort();
     // the bundled tape at 300x, stamped with the moment each trade is sent: a minute bar forms in a wall minute
-    stack = startCli(['stack'], { DATA_DIR: dir, REPLAY_SPEED: '300', HTTP_PORT: String(port), EXIT_WHEN_IDLE_MS: '0' });
+    const stack = startCli(['stack'], { DATA_DIR: dir, REPLAY_SPEED: '300', HTTP_PORT: String(port), EXIT_WHEN_IDLE_MS: '0' });
+    stacks.push(stack);
     const base = `http://127.0.0.1:${port}`;
     await waitFor(async () => (await fetch(`${base}/healthz`).catch(() => undefined))?.ok === true, 60_000, 'the page');
 
@@ -100,16 +102,27 @@ describe('the chart page in headless Chromium', () => {
 
     // the bar forming now changes as trades are merged ...
     await page.waitForFunction(() => Number(document.body.dataset.formingUpdates ?? 0) >= 3, undefined, { timeout: 60_000 });
-    const first = (await shown(page)).forming!;
-    expect(first.trades).toBeGreaterThan(0);
-    await page.waitForFunction(
-      (t) => {
-        const f = document.body.dataset.forming;
-        return !!f && (JSON.parse(f) as { trades: number }).trades > t;
-      },
-      first.trades,
-      { timeout: 30_000 },
-    );
+    // (a window that ends while it is watched: the next one is)
+    let first = (await shown(page)).forming!;
+    let grown = false;
+    for (let i = 0; i < 3 && !grown; i++) {
+      await page.waitForFunction(() => !!document.body.dataset.forming, undefined, { timeout: 30_000 });
+      first = (await shown(page)).forming!;
+      expect(first.trades).toBeGreaterThan(0);
+      const seen = await page.waitForFunction(
+        (was) => {
+          const f = document.body.dataset.forming;
+          if (!f) return false;
+          const now = JSON.parse(f) as { start: number; trades: number };
+          if (now.start !== was.start) return 'moved on';
+          return now.trades > was.trades ? 'grown' : false;
+        },
+        first,
+        { timeout: 30_000 },
+      );
+      grown = (await seen.jsonValue()) === 'grown';
+    }
+    expect(grown, 'the forming bar grew').toBe(true);
     // ... and is replaced by the closed bar when its window closes: the same bar the CSV gets
     await page.waitForFunction(
       (start) => (window as unknown as { candlewick: { bars: { start: number }[] } }).candlewick.bars.some((b) => b.start === start),
@@ -153,5 +166,67 @@ describe('the chart page in headless Chromium', () => {
     await page.screenshot({ path: join(dir, 'chart-phone.png') });
     for (const f of ['chart-live.png', 'chart-aig.png', 'chart-phone.png']) expect(statSync(join(dir, f)).size).toBeGreaterThan(10_000);
     expect(errors).toEqual([]);
+    await page.close();
+    await stack.stop();
+  }, 240_000);
+
+  it('redraws a bar when a late trade corrects it (LATE=amend), in place', async () => {
+    const dir = tempDir('browser-amend');
+    // twenty minutes of the bundled tape, and a trade of 12:01:17 (a minute of 29 trades) arriving ten minutes late
+    const T = Date.parse('2019-10-11T12:01:17.123Z');
+    const from = Date.parse('2019-10-11T12:00:00Z');
+    const tape = (readTape(BUNDLED_TAPE) as TapeTrade[]).filter((t) => t.t >= from && t.t < from + 20 * 60_000);
+    tape.splice(
+      tape.findIndex((t) => t.t > T + 10 * 60_000),
+      0,
+      { s: 'BINANCE:XRPETH', p: '0.0015', v: 100, t: T, c: [] },
+    );
+    const path = join(dir, 'late.jsonl');
+    writeFileSync(path, tape.map((t) => JSON.stringify(t)).join('\n'));
+    const port = await freePort();
+    // paced at 20x on the tape's own times: a tape minute every 3 s, the late trade ~30 s in
+    const stack = startCli(['stack'], {
+      DATA_DIR: dir,
+      REPLAY_TAPE: path,
+      REPLAY_SPEED: '20',
+      REPLAY_SHIFT: 'false',
+      LATE: 'amend',
+      HTTP_PORT: String(port),
+      EXIT_WHEN_IDLE_MS: '0',
+    });
+    stacks.push(stack);
+    const base = `http://127.0.0.1:${port}`;
+    await waitFor(async () => (await fetch(`${base}/healthz`).catch(() => undefined))?.ok === true, 60_000, 'the page');
+    browser ??= await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
+    const page = await browser.newPage({ viewport: { width: 1280, height: 720 } });
+    await page.goto(`${base}/#symbol=BINANCE%3AXRPETH&interval=1min`);
+    await page.waitForFunction(() => document.body.dataset.ready === 'BINANCE:XRPETH|1min', undefined, { timeout: 30_000 });
+    const start = Math.floor(T / 60_000) * 60_000;
+    // the bar is on the page as first closed, then the correction replaces it where it stands
+    await page.waitForFunction(
+      (s) =>
+        (window as unknown as { candlewick: { bars: { start: number; rev: number }[] } }).candlewick.bars.some(
+          (b) => b.start === s && b.rev === 0,
+        ),
+      start,
+      { timeout: 60_000 },
+    );
+    await page.waitForFunction(() => Number(document.body.dataset.corrections ?? 0) >= 1, undefined, { timeout: 120_000 });
+    const bars = await page.evaluate(
+      () =>
+        (window as unknown as { candlewick: { bars: { start: number; high: number; volume: number; trades: number; rev: number }[] } })
+          .candlewick.bars,
+    );
+    const bar = bars.find((b) => b.start === start)!;
+    const row = readFileSync(correctionsPath(dir, '1min', 'BINANCE:XRPETH'), 'utf8')
+      .trim()
+      .split('\n')[1]!
+      .split(',');
+    expect([bar.rev, bar.high, bar.volume, bar.trades]).toEqual([Number(row[8]), Number(row[2]), Number(row[6]), Number(row[7])]);
+    expect(bar.rev).toBe(1);
+    // one bar per minute, in order: the correction was not drawn as a new bar
+    expect(bars.map((b) => b.start)).toEqual([...new Set(bars.map((b) => b.start))].sort((a, b) => a - b));
+    expect(await page.textContent('#legend')).toBeTruthy();
+    await page.close();
   }, 240_000);
 });
