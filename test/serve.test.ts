@@ -2,8 +2,21 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { correctionsPath, csvPath } from '../packages/common/src/csv.js';
+import { encodeGapEntry } from '../packages/common/src/entries.js';
+import { makeKeys } from '../packages/common/src/keys.js';
 import { freePort } from '../packages/cli/src/redis-server.js';
-import { BUNDLED_TAPE, readCsv, redisUrl, runCli, startCli, tempDir, uniquePrefix, waitFor, type CliProcess } from './helpers.js';
+import {
+  BUNDLED_TAPE,
+  readCsv,
+  redisUrl,
+  runCli,
+  startCli,
+  tempDir,
+  testRedis,
+  uniquePrefix,
+  waitFor,
+  type CliProcess,
+} from './helpers.js';
 
 /**
  * The HTTP API of `candlewick serve` against a real stack run of the bundled tape: every bar it
@@ -176,6 +189,39 @@ describe('candlewick serve: the HTTP API', () => {
       ['bars', true],
       ['close', true],
     ]);
+  });
+
+  it('feed gaps the ingestor records: by symbol and range, and live on the stream', async () => {
+    const redis = testRedis();
+    const keys = makeKeys(prefix);
+    const t0 = Date.parse('2019-10-11T12:00:00Z');
+    const ours = { start: t0, end: t0 + 90_000, symbols: [SYMBOL], reason: 'feed socket closed' };
+    try {
+      const ac = new AbortController();
+      const r = await fetch(`${base}/api/stream?symbols=${encodeURIComponent(SYMBOL)}`, { headers: auth, signal: ac.signal });
+      const reader = r.body!.getReader();
+      let text = '';
+      const until = async (re: RegExp) => {
+        while (!re.test(text)) text += new TextDecoder().decode((await reader.read()).value);
+      };
+      // two status events: the reader has gone round once since this client came
+      await until(/event: status[^]*event: status/);
+      // as the ingestor records them (its codec): one of this symbol, one of another
+      await redis.xadd(keys.gaps(), '*', ...encodeGapEntry(ours));
+      await redis.xadd(keys.gaps(), '*', ...encodeGapEntry({ start: t0, end: t0 + 1000, symbols: ['OTHER'] }));
+      await until(/event: gap\ndata: .*\n\n/);
+      ac.abort();
+      expect([...text.matchAll(/event: gap\ndata: (.*)\n/g)].map((m) => JSON.parse(m[1]!) as unknown)).toEqual([ours]);
+      expect((await json(`/api/gaps?symbol=${encodeURIComponent(SYMBOL)}`)).body.gaps).toEqual([ours]);
+      expect((await json(`/api/gaps?symbol=${encodeURIComponent(SYMBOL)}&from=${t0 + 30_000}&to=${t0 + 60_000}`)).body.gaps).toEqual([
+        ours,
+      ]);
+      expect((await json(`/api/gaps?symbol=${encodeURIComponent(SYMBOL)}&from=${t0 + 90_000}`)).body.gaps).toEqual([]);
+      expect((await json(`/api/gaps?symbol=${encodeURIComponent(SYMBOL)}&to=${t0}`)).body.gaps).toEqual([]);
+      expect(((await json('/api/gaps')).body.gaps as unknown[]).length).toBe(2);
+    } finally {
+      await redis.quit();
+    }
   });
 
   it('the live stream answers with the pipeline status, as Server-Sent Events', async () => {
