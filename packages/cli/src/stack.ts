@@ -110,6 +110,8 @@ class Terminal {
 
 /** Shutdown order: upstream first, so every stage hands what it holds to the next. */
 const STOP_ORDER = ['ingest', 'replay-server', 'backfill', 'aggregate', 'close', 'write', 'serve'];
+/** Roles the pipeline does not need: not waited for at start, and one that cannot start is left off. */
+const OPTIONAL_ROLES: ReadonlySet<string> = new Set(['serve']);
 
 /**
  * `candlewick stack`: every role in one terminal. Uses REDIS_URL or starts a private redis-server;
@@ -260,8 +262,8 @@ export async function runStack(cfg: Config, env: NodeJS.ProcessEnv): Promise<num
         const now = Date.now();
         child.restarts = child.restarts.filter((t) => now - t < 60_000);
         // the page is a view: a port it cannot have (said in its log) leaves the pipeline running without it
-        if (exitCode === EXIT.CONFIG && role === 'serve')
-          return log.warn({ role: name }, 'the chart page did not start (see above); the pipeline runs on without it');
+        if (exitCode === EXIT.CONFIG && OPTIONAL_ROLES.has(role))
+          return log.warn({ role: name }, `${name} did not start (see above); the pipeline runs on without it`);
         if (exitCode === EXIT.CONFIG)
           return fail(EXIT.FAILURE, `${name} stopped on a configuration problem (exit ${exitCode}, see above); not restarting it`);
         if (child.restarts.length >= 5)
@@ -287,8 +289,7 @@ export async function runStack(cfg: Config, env: NodeJS.ProcessEnv): Promise<num
     if (cfg.backfill) children.push(spawnChild('backfill', 'backfill'));
     if (cfg.httpPort > 0) children.push(spawnChild('serve', 'serve'));
     // The feed starts last, once every downstream role is up, so no stage starts behind.
-    // (the page is not waited for: the pipeline does not need it)
-    await stop.race(Promise.race([Promise.all(children.filter((c) => c.role !== 'serve').map((c) => c.ready)), sleep(60_000)]));
+    await stop.race(Promise.race([Promise.all(children.filter((c) => !OPTIONAL_ROLES.has(c.role)).map((c) => c.ready)), sleep(60_000)]));
     // CPU is counted from here: start-up is not a cost per trade
     cpuAtStart = { at: Date.now(), stack: stackCpuUs(), redis: await redisCpuUs(redis).catch(() => undefined) };
     if (stop.reason === undefined) children.push(spawnChild('ingest', 'ingest'));

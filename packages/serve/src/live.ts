@@ -1,18 +1,19 @@
 import {
   AGGREGATOR_GROUP,
+  barRowCells,
   decodeBarEntry,
   decodeGapEntry,
   partitionOf,
   readCounters,
   rowCells,
+  type BarRowCells,
   type Config,
   type GapEntry,
   type Keys,
   type Logger,
   type RedisClient,
-  type TappedBar,
 } from '@candlewick/common';
-import { BAR_FLAGS, Clock, Preaggregator, decodeBarState, parseBarId } from '@candlewick/core';
+import { Clock, Preaggregator, decodeBarState, parseBarId } from '@candlewick/core';
 
 /**
  * What the page and other HTTP clients see live, from Redis: closed bars and corrections (the
@@ -70,22 +71,23 @@ export interface Subscriber {
 
 const num = (s: string): number | null => (s === '' ? null : Number(s));
 
-export function apiBarFromTapped(b: TappedBar): ApiBar {
+/** An API bar from a row's cells as written: the one shape the files, the streams and the open state share. */
+export function apiBar(interval: string, symbol: string, start: number, c: BarRowCells, rev: number): ApiBar {
   return {
-    interval: b.interval,
-    symbol: b.symbol,
-    start: b.start,
-    timestamp: b.timestamp,
-    open: Number(b.open),
-    high: Number(b.high),
-    low: Number(b.low),
-    close: Number(b.close),
-    vwap: num(b.vwap),
-    volume: Number(b.volume),
-    trades: b.trades ?? null,
-    complete: b.complete,
-    sources: b.sources,
-    rev: b.rev,
+    interval,
+    symbol,
+    start,
+    timestamp: c.timestamp,
+    open: Number(c.open),
+    high: Number(c.high),
+    low: Number(c.low),
+    close: Number(c.close),
+    vwap: num(c.vwap),
+    volume: Number(c.volume),
+    trades: num(c.n),
+    complete: c.complete,
+    sources: c.sources,
+    rev,
   };
 }
 
@@ -215,7 +217,8 @@ export class LiveHub {
         const reply = (await this.redis.xread('COUNT', 1000, 'STREAMS', key, from)) as [string, [string, string[]][]][] | null;
         const entries = reply?.[0]?.[1] ?? [];
         for (const [id, fields] of entries) {
-          const bar = apiBarFromTapped(decodeBarEntry(id, iv, fields));
+          const t = decodeBarEntry(id, iv, fields);
+          const bar = apiBar(iv, t.symbol, t.start, barRowCells(t), t.rev);
           this.sentForming.delete(`${iv}|${bar.symbol}|${bar.start}`);
           if (iv === this.cfg.intervals[0]!.name && bar.rev === 0) {
             this.newestBar = { end: bar.start + this.cfg.baseMs, publishedAt: Number(id.slice(0, id.indexOf('-'))) };
@@ -277,22 +280,6 @@ export class LiveHub {
     // a partial whose trades set no price yet (conditions that may not set the open) has nothing to draw
     if (state.open === '' || state.high === '') return undefined;
     const iv = this.cfg.intervals.find((i) => i.name === interval);
-    const c = rowCells(this.clock, start, state, iv?.day === true);
-    return {
-      interval,
-      symbol,
-      start,
-      timestamp: c.timestamp,
-      open: Number(c.open),
-      high: Number(c.high),
-      low: Number(c.low),
-      close: Number(c.close),
-      vwap: num(c.vwap),
-      volume: Number(c.volume),
-      trades: num(c.n),
-      complete: ((state.flags ?? 0) & BAR_FLAGS.INCOMPLETE) === 0,
-      sources: c.sources,
-      rev: 0,
-    };
+    return apiBar(interval, symbol, start, rowCells(this.clock, start, state, iv?.day === true), 0);
   }
 }

@@ -27,7 +27,7 @@ import {
 } from '@candlewick/common';
 import { Clock } from '@candlewick/core';
 import { readCorrections, readRows } from './bars-file.js';
-import { LiveHub, type ApiBar } from './live.js';
+import { LiveHub, apiBar, type ApiBar } from './live.js';
 
 const PUBLIC = join(dirname(fileURLToPath(import.meta.url)), '..', 'public');
 const CHARTS_DIST = join(dirname(createRequire(import.meta.url).resolve('lightweight-charts/package.json')), 'dist');
@@ -197,23 +197,22 @@ export class ServeService implements Component {
     };
   }
 
-  private named: { at: number; symbols: Set<string> } | undefined;
+  private known: { at: number; symbols: Promise<string[]> } | undefined;
 
-  /** Symbols as the feed spells them: SYMBOLS and those of the newest published bars (refreshed every 10 s). */
-  private async namedSymbols(): Promise<Set<string>> {
-    if (this.named && Date.now() - this.named.at < 10_000) return this.named.symbols;
-    const out = new Set(this.cfg.symbols);
+  /** The symbols there are, looked up at most every 5 s (not on every request). */
+  private symbols(): Promise<string[]> {
+    if (!this.known || Date.now() - this.known.at >= 5_000) this.known = { at: Date.now(), symbols: this.lookUpSymbols() };
+    return this.known.symbols;
+  }
+
+  /** As the feed spells them (SYMBOLS and the newest published bars), then every file's, by its file name. */
+  private async lookUpSymbols(): Promise<string[]> {
+    const named = new Set(this.cfg.symbols);
     const recent = (await this.redis.xrevrange(this.keys.bars(this.cfg.intervals[0]!.name), '+', '-', 'COUNT', 5000).catch(() => [])) as [
       string,
       string[],
     ][];
-    for (const [, f] of recent) if (field(f, 's')) out.add(field(f, 's'));
-    this.named = { at: Date.now(), symbols: out };
-    return out;
-  }
-
-  private async symbols(): Promise<string[]> {
-    const named = await this.namedSymbols();
+    for (const [, f] of recent) if (field(f, 's')) named.add(field(f, 's'));
     const known = new Map([...named].map((s) => [fileSafeSymbol(s), s]));
     const out = new Set(named);
     for (const iv of this.cfg.intervals) {
@@ -327,25 +326,22 @@ export class ServeService implements Component {
   }
 }
 
+/** A CSV row (the main file's columns, with or without complete and sources) as an API bar. */
 function rowToBar(line: string, rev: number, symbol: string, interval: string, startOf: (line: string) => number): ApiBar {
   const f = line.split(',');
-  const num = (s: string | undefined) => (s === undefined || s === '' ? null : Number(s));
-  return {
-    interval,
-    symbol,
-    start: startOf(line),
+  const cells = {
     timestamp: f[0]!,
-    open: Number(f[1]),
-    high: Number(f[2]),
-    low: Number(f[3]),
-    close: Number(f[4]),
-    vwap: num(f[5]),
-    volume: Number(f[6]),
-    trades: num(f[7]),
+    open: f[1]!,
+    high: f[2]!,
+    low: f[3]!,
+    close: f[4]!,
+    vwap: f[5] ?? '',
+    volume: f[6]!,
+    n: f[7] ?? '',
     complete: f[8] === undefined ? true : f[8] === 'true',
     sources: f[9] ?? 'live',
-    rev,
   };
+  return apiBar(interval, symbol, startOf(line), cells, rev);
 }
 
 const barsQuery = z.object({
