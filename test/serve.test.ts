@@ -114,6 +114,8 @@ describe('candlewick serve: the HTTP API', () => {
       rows[10]!.start,
       rows[11]!.start,
     ]);
+    // a local time without its offset is read in BAR_TZ
+    expect(await starts(`from=${rows[10]!.timestamp.slice(0, 19)}&limit=2`)).toEqual([rows[10]!.start, rows[11]!.start]);
     // a from inside a gap between bars starts at the next bar
     expect((await starts(`from=${rows[0]!.start + 1}&limit=1`))[0]).toBe(rows[1]!.start);
     // the first and the last bars, and nothing beyond them

@@ -26,6 +26,7 @@ import {
   type RedisClient,
 } from '@candlewick/common';
 import { Clock } from '@candlewick/core';
+import { DateTime } from 'luxon';
 import { readCorrections, readRows } from './bars-file.js';
 import { LiveHub, apiBar, type ApiBar } from './live.js';
 
@@ -250,7 +251,8 @@ export class ServeService implements Component {
     if (/^\d+$/.test(s)) t = Number(s);
     else if (/^\d{4}-\d{2}-\d{2}$/.test(s)) t = this.clock.parseLabel(s);
     else if (/[zZ]|[+-]\d{2}:?\d{2}$/.test(s)) t = Date.parse(s);
-    else t = this.clock.parseLabel(`${s}`) || NaN;
+    // a local time without an offset is BAR_TZ's
+    else t = DateTime.fromISO(s, { zone: this.clock.zone }).toMillis();
     if (!Number.isFinite(t))
       throw new BadRequest(
         400,
