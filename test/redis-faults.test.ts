@@ -37,7 +37,10 @@ describe('without Redis', () => {
       server.kill();
       await new Promise((r) => setTimeout(r, 6000));
       await server.start(port);
-      await new Promise((r) => setTimeout(r, 2000));
+      // each reconnects on its own backoff: on a busy machine that can take a few seconds
+      for (const { role, cli } of roles)
+        await waitFor(() => /Redis is back/.test(cli.output().stdout), 20_000, `${role} to say Redis is back`);
+      await new Promise((r) => setTimeout(r, 1000));
       for (const { role, cli } of roles) {
         const out = cli.output().stdout;
         const during = out.slice(out.indexOf('lost the connection to Redis'));
