@@ -7,7 +7,13 @@ const pkg = (name: string) => fileURLToPath(new URL(`./packages/${name}/src/inde
  * Tests that run alone, after the others: images built and containers run on a Docker engine, and
  * the live-pace recovery test, whose deadlines are wall-clock seconds.
  */
-const SERIAL_TESTS = ['test/compose-e2e.test.ts', 'test/testcontainers.test.ts', 'test/recovery.test.ts', 'test/browser.test.ts'];
+const SERIAL_TESTS = [
+  'test/compose-e2e.test.ts',
+  'test/testcontainers.test.ts',
+  'test/recovery.test.ts',
+  'test/browser.test.ts',
+  'test/chart-page.test.ts',
+];
 
 export default defineConfig({
   resolve: {

@@ -1,5 +1,5 @@
-import { readFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { mkdirSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { correctionsPath, csvPath } from '../packages/common/src/csv.js';
 import { encodeGapEntry } from '../packages/common/src/entries.js';
@@ -31,6 +31,7 @@ describe('candlewick serve: the HTTP API', () => {
   const prefix = uniquePrefix('serve-api');
   let serve: CliProcess;
   let base = '';
+  let servedAt = 0;
   const auth = { authorization: `Bearer ${TOKEN}` };
   const get = (path: string, headers: Record<string, string> = auth) => fetch(`${base}${path}`, { headers });
   const json = async (path: string) => {
@@ -47,6 +48,7 @@ describe('candlewick serve: the HTTP API', () => {
     // no SYMBOLS: the symbol is named from the published bars, not the file name
     serve = startCli(['serve'], { ...env, HTTP_PORT: String(port), HTTP_TOKEN: TOKEN, LOG_LEVEL: 'debug' });
     await waitFor(async () => (await fetch(`${base}/healthz`).catch(() => undefined))?.ok === true, 30_000, 'serve /healthz');
+    servedAt = Date.now();
   }, 180_000);
 
   afterAll(async () => {
@@ -66,32 +68,38 @@ describe('candlewick serve: the HTTP API', () => {
       const path = csvPath(dir, iv, SYMBOL);
       const file = readFileSync(path, 'utf8');
       const rows = readCsv(path).rows;
+      const cells = file
+        .trimEnd()
+        .split('\n')
+        .slice(1)
+        .map((l) => l.split(','));
       const { body } = await json(`/api/bars?symbol=${encodeURIComponent(SYMBOL)}&interval=${iv}&from=0&limit=50000`);
       const bars = body.bars as {
         timestamp: string;
         start: number;
-        open: number;
-        high: number;
-        low: number;
-        close: number;
-        volume: number;
-        vwap: number;
+        open: string;
+        high: string;
+        low: string;
+        close: string;
+        volume: string;
+        vwap: string;
         trades: number;
       }[];
       expect(bars.length, iv).toBe(rows.length);
       expect(body.truncated).toBe(false);
       bars.forEach((b, i) => {
-        const r = rows[i]!;
+        const [timestamp, open, high, low, close, vwap, volume] = cells[i]!;
+        // prices, VWAP and volume as written (text), not numbers read back
         expect([b.timestamp, b.start, b.open, b.high, b.low, b.close, b.vwap, b.volume, b.trades]).toEqual([
-          r.timestamp,
-          r.start,
-          r.open,
-          r.high,
-          r.low,
-          r.close,
-          r.vwap,
-          r.volume,
-          r.n,
+          timestamp,
+          rows[i]!.start,
+          open,
+          high,
+          low,
+          close,
+          vwap,
+          volume,
+          rows[i]!.n,
         ]);
       });
       // as CSV: the file's own bytes
@@ -176,6 +184,16 @@ describe('candlewick serve: the HTTP API', () => {
     expect([wrong.status, wrong.headers.get('set-cookie')]).toEqual([303, null]);
   });
 
+  it('a malformed sign-in cookie is a 401 (a browser is sent to sign in), not a 500', async () => {
+    for (const cookie of ['cw_token=%E0%A4%A', 'cw_token=%', `cw_token=${TOKEN}%ZZ`]) {
+      const r = await get('/api/meta', { cookie });
+      expect(r.status, cookie).toBe(401);
+      expect(await r.text()).toMatch(/Authorization: Bearer/);
+      const page = await fetch(`${base}/`, { headers: { accept: 'text/html', cookie }, redirect: 'manual' });
+      expect([page.status, page.headers.get('location')], cookie).toEqual([302, '/login.html']);
+    }
+  });
+
   it('serves the page, the chart library from the installed package with its licence, and Bull Board read-only', async () => {
     const html = await (await get('/')).text();
     expect(html).toMatch(/lightweight-charts\.standalone\.production\.js/);
@@ -235,7 +253,116 @@ describe('candlewick serve: the HTTP API', () => {
     while (!/event: status\ndata: .*\n\n/.test(text)) text += new TextDecoder().decode((await reader.read()).value);
     ac.abort();
     const status = JSON.parse(/event: status\ndata: (.*)\n/.exec(text)![1]!) as { tradesIn: number; merged: number; late: number };
-    expect(status).toMatchObject({ tradesIn: 12477, merged: 12477, late: 0 });
+    expect(status).toMatchObject({ tradesIn: 12477, merged: 12477, late: 0, pipeline: true });
+  });
+
+  // (these two change what the others read: last)
+  it('trades/s is the same for every caller, over a window the server keeps, however often another polls', async () => {
+    const redis = testRedis();
+    try {
+      // serve has sampled the counter for more than RATE_WINDOW_MS (5 s); then 600 trades come in
+      await new Promise((r) => setTimeout(r, Math.max(0, servedAt + 6000 - Date.now())));
+      await redis.hincrby(makeKeys(prefix).clock(0), 'in', 600);
+      const rate = async () => ((await json('/api/status')).body as { tradesPerSec: number }).tradesPerSec;
+      // a dashboard polling fast, then a second caller right after it
+      const fast: number[] = [];
+      for (let i = 0; i < 5; i++) fast.push(await rate());
+      const other = await rate();
+      // 600 trades over a window of 5 s (up to 2 s more on a busy machine): 85 to 120 trades/s, for each
+      for (const r of [...fast, other]) {
+        expect(r).toBeGreaterThanOrEqual(85);
+        expect(r).toBeLessThanOrEqual(120);
+      }
+    } finally {
+      await redis.quit();
+    }
+  });
+
+  it('/login: at most 10 wrong tokens a minute from one address, then 429 with Retry-After (even for the right token)', async () => {
+    const login = (token: string) => fetch(`${base}/login`, { method: 'POST', body: new URLSearchParams({ token }), redirect: 'manual' });
+    // (one wrong attempt was made by the sign-in test above)
+    const codes: number[] = [];
+    for (let i = 0; i < 10; i++) codes.push((await login(`wrong-${i}`)).status);
+    expect(codes).toEqual([303, 303, 303, 303, 303, 303, 303, 303, 303, 429]);
+    const r = await login(TOKEN);
+    expect(r.status).toBe(429);
+    expect(r.headers.get('set-cookie')).toBe(null);
+    const retry = Number(r.headers.get('retry-after'));
+    expect(retry).toBeGreaterThan(0);
+    expect(retry).toBeLessThanOrEqual(60);
+    expect(((await r.json()) as { error: string }).error).toMatch(/too many sign-in attempts .* try again in \d+ s/);
+    // the API with the token still answers: only the sign-in form is limited
+    expect((await get('/api/meta')).status).toBe(200);
+  });
+});
+
+describe('candlewick serve on files alone (no pipeline)', () => {
+  const dir = tempDir('serve-files');
+  const FEED = 'BINANCE:TINYUSD';
+  // a 24/7 symbol's bars as written: prices with a trailing zero, and tiny ones
+  const header = 'timestamp,open,high,low,close,vwap,volume,num_transactions';
+  const rows = [
+    '2026-11-01T01:58:00-04:00,1.10,1.20,1.00,1.10,1.1034482758620689655,2.9,3',
+    '2026-11-01T01:59:00-04:00,0.00000012,0.00000015,0.00000010,0.00000012,0.0000001275,4000,2',
+  ];
+  let serve: CliProcess;
+  let base = '';
+  let port = 0;
+  let env: Record<string, string> = {};
+  /** every path under DATA_DIR with its size and modification time */
+  const snapshot = () =>
+    (readdirSync(dir, { recursive: true }) as string[]).sort().map((f) => {
+      const st = statSync(join(dir, f));
+      return `${f} ${st.size} ${st.mtimeMs}`;
+    });
+  let before: string[] = [];
+
+  beforeAll(async () => {
+    const path = csvPath(dir, '1min', FEED);
+    mkdirSync(dirname(path), { recursive: true });
+    writeFileSync(path, `${header}\n${rows.join('\n')}\n`);
+    before = snapshot();
+    port = await freePort();
+    base = `http://127.0.0.1:${port}`;
+    // open beyond loopback without a token, and a Redis with nothing of this prefix: files alone
+    env = { REDIS_URL: redisUrl(), KEY_PREFIX: uniquePrefix('serve-files'), DATA_DIR: dir, INTERVALS: '1min', HTTP_PORT: String(port) };
+    serve = startCli(['serve'], { ...env, HTTP_HOST: '0.0.0.0' });
+    await waitFor(async () => (await fetch(`${base}/healthz`).catch(() => undefined))?.ok === true, 30_000, 'serve /healthz');
+  });
+
+  afterAll(async () => {
+    await serve?.stop();
+  });
+
+  it('a symbol known only by its file is found by its feed spelling too; prices are the text as written', async () => {
+    expect(((await (await fetch(`${base}/api/meta`)).json()) as { symbols: string[] }).symbols).toEqual(['BINANCE_TINYUSD']);
+    for (const s of [FEED, 'BINANCE_TINYUSD']) {
+      const r = await fetch(`${base}/api/bars?symbol=${encodeURIComponent(s)}&interval=1min&from=0`);
+      expect(r.status, s).toBe(200);
+      const bars = ((await r.json()) as { bars: Record<string, unknown>[] }).bars;
+      expect(bars.map((b) => [b.open, b.high, b.low, b.close, b.vwap, b.volume])).toEqual([
+        ['1.10', '1.20', '1.00', '1.10', '1.1034482758620689655', '2.9'],
+        ['0.00000012', '0.00000015', '0.00000010', '0.00000012', '0.0000001275', '4000'],
+      ]);
+    }
+  });
+
+  it('the status says there is no pipeline (rather than a feed down)', async () => {
+    const s = (await (await fetch(`${base}/api/status`)).json()) as { pipeline: boolean; feedConnected: boolean; tradesIn: number };
+    expect(s).toMatchObject({ pipeline: false, feedConnected: false, tradesIn: 0 });
+  });
+
+  it('a port in use: "port N is in use" naming HTTP_PORT, exit 2 (as the README says for serve alone)', async () => {
+    const r = await runCli(['serve'], env, 30_000);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain(`port ${port} is in use on 127.0.0.1 (HTTP_PORT=${port}, HTTP_HOST=127.0.0.1)`);
+    expect(r.stderr).not.toMatch(/invalid configuration/);
+  });
+
+  it('warns once, loudly, when open beyond loopback without a token; writes nothing under DATA_DIR', async () => {
+    const { stdout } = await serve.stop();
+    expect(stdout.match(/HTTP_HOST=0\.0\.0\.0 WITHOUT HTTP_TOKEN/g)?.length).toBe(1);
+    expect(snapshot()).toEqual(before);
   });
 });
 
@@ -265,17 +392,17 @@ describe('candlewick serve: LATE=amend corrections', () => {
       const bars = async (q: string) =>
         (
           (await (await fetch(`${base}/api/bars?symbol=TEST&interval=1min&from=0&${q}`)).json()) as {
-            bars: { start: number; high: number; volume: number; rev: number }[];
+            bars: { start: number; high: string; volume: string; rev: number }[];
           }
         ).bars;
       const latest = await bars('');
       const original = await bars('revisions=original');
       expect(latest.map((b) => [b.start, b.high, b.volume, b.rev])).toEqual([
-        [at('10:00:00'), 100, 3, 1],
-        [at('10:01:00'), 13, 2, 0],
-        [at('10:02:00'), 14, 1, 0],
+        [at('10:00:00'), '100', '3', 1],
+        [at('10:01:00'), '13', '2', 0],
+        [at('10:02:00'), '14', '1', 0],
       ]);
-      expect(original[0]).toMatchObject({ high: 11, volume: 2, rev: 0 });
+      expect(original[0]).toMatchObject({ high: '11', volume: '2', rev: 0 });
       // the CSV answer with the correction in place, the main file's columns
       const csv = await (await fetch(`${base}/api/bars?symbol=TEST&interval=1min&from=0&format=csv`)).text();
       const correction = readFileSync(correctionsPath(dir, '1min', 'TEST'), 'utf8')

@@ -168,7 +168,8 @@ main().catch((err: unknown) => {
     process.stderr.write(`candlewick ${role}: ${err.message}\n`);
     process.exit(EXIT.NO_REDIS);
   }
-  if (err instanceof ConfigError) {
+  // bad configuration, or an error that says it is one (a port in use: PortUnavailableError)
+  if (err instanceof ConfigError || (err instanceof Error && (err as { exitCode?: number }).exitCode === EXIT.CONFIG)) {
     process.stderr.write(`candlewick ${role}: ${err.message}\n`);
     process.exit(EXIT.CONFIG);
   }

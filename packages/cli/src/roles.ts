@@ -184,6 +184,8 @@ export const SERVICES: Record<string, Service> = {
 export function runService(cfg: Config, role: string): Promise<void> {
   const Svc = SERVICES[role]!;
   const keys = makeKeys(cfg.keyPrefix);
+  // serve writes nothing under DATA_DIR (it may see it read-only): its log goes to stdout alone
+  if (role === 'serve') cfg = Object.freeze({ ...cfg, logFile: false });
   // a replaying ingestor without SYMBOLS subscribes to the tape's (as `stack` does)
   if (role === 'ingest' && cfg.mode === 'replay' && cfg.symbols.length === 0)
     cfg = Object.freeze({ ...cfg, symbols: tapeSymbols(replayTape(cfg).items) });

@@ -362,7 +362,13 @@ const SETTINGS = {
   // logs and metrics
   logLevel: setting('LOG_LEVEL', oneOf(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']), 'info', 'info', 'pino level'),
   logPretty: setting('LOG_PRETTY', bool(), () => process.stdout.isTTY ?? false, 'on in a terminal', 'pretty logs instead of JSON'),
-  logFile: setting('LOG_FILE', bool(), true, 'true', 'also keep the log as JSON in DATA_DIR/logs, rotated by size'),
+  logFile: setting(
+    'LOG_FILE',
+    bool(),
+    true,
+    'true',
+    'also keep the log as JSON in DATA_DIR/logs, rotated by size (not `serve`: it writes nothing, its log is on stdout)',
+  ),
   logFileSize: setting(
     'LOG_FILE_SIZE',
     z.string().regex(/^\d+[kmg]?$/i, 'a size such as 10m, 500k or 1g'),

@@ -28,6 +28,15 @@ export class RedisUnavailableError extends Error {
   }
 }
 
+/** A port a server cannot listen on (in use, or not allowed): the variable to change and the port are named. */
+export class PortUnavailableError extends Error {
+  readonly exitCode = EXIT.CONFIG;
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'PortUnavailableError';
+  }
+}
+
 /**
  * Errors that mean Redis is up but refuses writes for now (its disk is full: MISCONF; out of
  * memory: OOM; a replica or a failover: READONLY, MASTERDOWN; busy with a script: BUSY): like an

@@ -22,26 +22,55 @@ const state = {
   formingUpdates: 0,
   closedEvents: 0,
   corrections: 0,
+  /** the interval's bars are days (labelled by date) */
+  daily: false,
+  /** decimals the prices are shown with */
+  precision: 2,
+  /** the time-axis labels drawn, by chart time */
+  axisLabels: {},
 };
 window.candlewick = state;
 
 /**
- * Chart time of a bar. The library draws times as UTC, so a bar is placed at its wall-clock time in
- * BAR_TZ: the label as written (its local time, DST offsets included) read as if it were UTC.
+ * Chart time of a bar: its true start instant (UTC seconds), so bars are spaced as they happened —
+ * the repeated hour of a November night is an hour, not squeezed. The labels the library would
+ * write in UTC are written in BAR_TZ by the formatters below instead.
  */
-function labelTime(label) {
-  if (/^\d{4}-\d{2}-\d{2}$/.test(label)) return Date.parse(`${label}T00:00:00Z`) / 1000;
-  return Date.parse(`${label.slice(0, 19)}Z`) / 1000;
+function withTimes(bars) {
+  for (const b of bars) b.time = b.start / 1000;
+  return bars;
 }
 
-/** Chart times for the bars in order: strictly increasing (in a repeated DST hour, one second apart). */
-function withTimes(bars) {
-  let prev = -Infinity;
-  for (const b of bars) {
-    b.time = Math.max(labelTime(b.timestamp), prev + 1);
-    prev = b.time;
-  }
-  return bars;
+/** A moment's fields in BAR_TZ (year … second, the zone's short name, its UTC offset in minutes). */
+let zoneFormat = new Intl.DateTimeFormat('en-US', { timeZone: 'UTC' });
+function zoned(ms) {
+  const p = Object.fromEntries(zoneFormat.formatToParts(new Date(ms)).map((x) => [x.type, x.value]));
+  const wall = Date.UTC(Number(p.year), Number(p.month) - 1, Number(p.day), Number(p.hour), Number(p.minute), Number(p.second));
+  return { ...p, offset: Math.round((wall - Math.floor(ms / 1000) * 1000) / 60_000) };
+}
+/** The zone's name where the wall time alone is ambiguous or skipped (within an hour of a DST change). */
+function zoneNote(ms) {
+  const z = zoned(ms);
+  return zoned(ms - 3_600_000).offset !== z.offset || zoned(ms + 3_600_000).offset !== z.offset ? ` ${z.timeZoneName}` : '';
+}
+const dateOf = (z) => `${z.year}-${z.month}-${z.day}`;
+const hmOf = (z) => `${z.hour}:${z.minute}`;
+
+/** Time-axis labels in BAR_TZ: dates for daily bars; else the local time, with the date at a day's mark. */
+function tickLabel(time, type) {
+  const ms = time * 1000;
+  const z = zoned(ms);
+  let label;
+  if (state.daily) label = type === 0 ? z.year : type === 1 ? `${z.year}-${z.month}` : dateOf(z);
+  else if (type <= 2) label = `${z.month}-${z.day}${hmOf(z) === '00:00' ? '' : ` ${hmOf(z)}${zoneNote(ms)}`}`;
+  else label = `${hmOf(z)}${type === 4 ? `:${z.second}` : ''}${zoneNote(ms)}`;
+  state.axisLabels[time] = label;
+  return label;
+}
+/** The crosshair's time label: the date of a daily bar, else the local time with the zone's name. */
+function crosshairLabel(time) {
+  const z = zoned(time * 1000);
+  return state.daily ? dateOf(z) : `${dateOf(z)} ${hmOf(z)} ${z.timeZoneName}`;
 }
 
 const chart = createChart($('chart'), {
@@ -49,7 +78,8 @@ const chart = createChart($('chart'), {
   layout: { background: { color: '#10141c' }, textColor: '#c3cad5', attributionLogo: true },
   grid: { vertLines: { color: '#1c2330' }, horzLines: { color: '#1c2330' } },
   crosshair: { mode: CrosshairMode.Normal },
-  timeScale: { timeVisible: true, secondsVisible: false, borderColor: '#2c3647' },
+  timeScale: { timeVisible: true, secondsVisible: false, borderColor: '#2c3647', tickMarkFormatter: tickLabel },
+  localization: { timeFormatter: crosshairLabel },
   rightPriceScale: { borderColor: '#2c3647' },
 });
 const candles = chart.addSeries(CandlestickSeries, {
@@ -79,20 +109,25 @@ const vwapLine = chart.addSeries(LineSeries, {
 });
 const markers = createSeriesMarkers(candles, []);
 
+// prices, VWAP and volume arrive as the CSV's text: numbers only to draw them
 function candleOf(b, forming) {
-  const c = { time: b.time, open: b.open, high: b.high, low: b.low, close: b.close };
+  const c = { time: b.time, open: Number(b.open), high: Number(b.high), low: Number(b.low), close: Number(b.close) };
   if (!b.complete) Object.assign(c, { color: GREY, wickColor: GREY, borderColor: GREY });
   if (forming) c.borderColor = FORMING;
   return c;
 }
-const volumeOf = (b) => ({ time: b.time, value: b.volume, color: b.close >= b.open ? 'rgba(38,166,154,0.45)' : 'rgba(239,83,80,0.45)' });
-const vwapOf = (b) => (b.vwap === null ? { time: b.time } : { time: b.time, value: b.vwap });
+const volumeOf = (b) => ({
+  time: b.time,
+  value: Number(b.volume),
+  color: Number(b.close) >= Number(b.open) ? 'rgba(38,166,154,0.45)' : 'rgba(239,83,80,0.45)',
+});
+const vwapOf = (b) => (b.vwap === null ? { time: b.time } : { time: b.time, value: Number(b.vwap) });
 
+/** The decimals of the prices as received (their text), so a price of 0.00000012 is not "0.0000". */
 function precisionOf(bars) {
   let p = 2;
-  for (const b of bars.slice(-200))
-    for (const v of [b.open, b.high, b.low, b.close]) p = Math.max(p, (String(v).split('.')[1] ?? '').length);
-  return Math.min(p, 10);
+  for (const b of bars.slice(-200)) for (const v of [b.open, b.high, b.low, b.close]) p = Math.max(p, (v.split('.')[1] ?? '').length);
+  return Math.min(p, 12);
 }
 
 /** Everything drawn again: after a load, a correction, or a closed bar older than the forming one. */
@@ -100,7 +135,10 @@ function redraw() {
   const all = state.forming ? [...state.bars, state.forming] : state.bars;
   withTimes(all);
   const p = precisionOf(all);
-  candles.applyOptions({ priceFormat: { type: 'price', precision: p, minMove: 10 ** -p } });
+  state.precision = p;
+  const priceFormat = { type: 'price', precision: p, minMove: 10 ** -p };
+  candles.applyOptions({ priceFormat });
+  vwapLine.applyOptions({ priceFormat });
   candles.setData(all.map((b) => candleOf(b, b === state.forming)));
   volume.setData(all.map(volumeOf));
   vwapLine.setData(all.map(vwapOf));
@@ -139,8 +177,10 @@ function publish() {
 function showLegend(b) {
   if (!b) return ($('legend').textContent = 'no bars yet');
   const f = (v) => (v === null || v === undefined ? '—' : v);
+  // the VWAP is a quotient (many decimals): shown with the prices' decimals
+  const vwap = b.vwap === null ? '—' : Number(b.vwap).toFixed(state.precision);
   $('legend').textContent =
-    `${b.timestamp}  O ${b.open}  H ${b.high}  L ${b.low}  C ${b.close}  VWAP ${f(b.vwap)}  V ${b.volume}  N ${f(b.trades)}${
+    `${b.timestamp}  O ${b.open}  H ${b.high}  L ${b.low}  C ${b.close}  VWAP ${vwap}  V ${b.volume}  N ${f(b.trades)}${
       b.complete ? '' : '  incomplete'
     }${b === state.forming ? '  (forming)' : ''}${b.rev ? `  rev ${b.rev}` : ''}`;
 }
@@ -153,7 +193,7 @@ chart.subscribeCrosshairMove((p) => {
 async function api(path) {
   const r = await fetch(path, { headers: { accept: 'application/json' } });
   if (r.status === 401) {
-    location.href = '/login.html';
+    location.href = `/login.html${location.hash}`;
     throw new Error('sign in first');
   }
   const body = await r.json();
@@ -176,6 +216,9 @@ async function load() {
   state.formingUpdates = 0;
   state.closedEvents = 0;
   state.corrections = 0;
+  state.daily = state.meta.dayIntervals.includes(interval);
+  state.axisLabels = {};
+  chart.applyOptions({ timeScale: { timeVisible: !state.daily } });
   try {
     const q = new URLSearchParams({ symbol, interval, limit: String(HISTORY) });
     const [bars, gaps] = await Promise.all([api(`/api/bars?${q}`), api(`/api/gaps?${new URLSearchParams({ symbol })}`)]);
@@ -216,7 +259,7 @@ function follow() {
     state.forming = b;
     state.formingUpdates++;
     if (fresh) return redraw();
-    withTimes(last ? [last, b] : [b]);
+    withTimes([b]);
     candles.update(candleOf(b, true));
     volume.update(volumeOf(b));
     vwapLine.update(vwapOf(b));
@@ -251,11 +294,13 @@ function showStatus(s) {
     el.textContent = text;
     if (cls !== undefined) el.className = cls;
   };
-  set('feed', s.feedConnected ? 'feed connected' : 'feed down', `pill ${s.feedConnected ? 'ok' : 'bad'}`);
+  if (!s.pipeline) set('feed', 'files only: no pipeline', 'pill');
+  else set('feed', s.feedConnected ? 'feed connected' : 'feed down', `pill ${s.feedConnected ? 'ok' : 'bad'}`);
   set('rate', `${s.tradesPerSec.toLocaleString()} trades/s`);
   set('late', `late ${s.late.toLocaleString()}`);
   set('pending', `pending ${s.pending.toLocaleString()}`);
-  set('lag', s.closeLagSec === null ? 'close lag — (event clock)' : `close lag ${s.closeLagSec.toFixed(1)} s`);
+  const noLag = state.meta?.clock === 'wall' ? 'close lag — (no bar closed yet)' : 'close lag — (event clock)';
+  set('lag', s.closeLagSec === null ? noLag : `close lag ${s.closeLagSec.toFixed(1)} s`);
   document.body.dataset.status = JSON.stringify(s);
 }
 
@@ -263,6 +308,17 @@ async function main() {
   const meta = await api('/api/meta');
   state.meta = meta;
   $('tz').textContent = meta.tz;
+  zoneFormat = new Intl.DateTimeFormat('en-US', {
+    timeZone: meta.tz,
+    year: 'numeric',
+    month: '2-digit',
+    day: '2-digit',
+    hour: '2-digit',
+    minute: '2-digit',
+    second: '2-digit',
+    hourCycle: 'h23',
+    timeZoneName: 'short',
+  });
   const fill = (sel, values) => {
     sel.replaceChildren(...values.map((v) => new Option(v, v)));
   };

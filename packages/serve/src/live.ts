@@ -22,7 +22,11 @@ import { Clock, Preaggregator, decodeBarState, parseBarId } from '@candlewick/co
  * per process, whatever the number of clients: it polls only for what some client asked for.
  */
 
-/** A bar as the API sends it: the CSV row's cells, with its start and identity. */
+/**
+ * A bar as the API sends it: the CSV row's cells, with its start and identity. Prices, VWAP and
+ * volume are the CSV's text as written (JSON strings): a number would drop what was received
+ * (`1.10` read back as `1.1`, `0.00000012` as `1.2e-7`).
+ */
 export interface ApiBar {
   interval: string;
   symbol: string;
@@ -30,13 +34,13 @@ export interface ApiBar {
   start: number;
   /** the CSV's label: local start with its offset, or the date of a daily bar */
   timestamp: string;
-  open: number;
-  high: number;
-  low: number;
-  close: number;
+  open: string;
+  high: string;
+  low: string;
+  close: string;
   /** null when unknown (no volume, or part of the bar from candles without it) */
-  vwap: number | null;
-  volume: number;
+  vwap: string | null;
+  volume: string;
   /** null when unknown */
   trades: number | null;
   complete: boolean;
@@ -47,7 +51,7 @@ export interface ApiBar {
 
 export interface Status {
   at: number;
-  /** trades appended per second over the last poll */
+  /** trades appended per second over the last RATE_WINDOW_MS, whoever asks and however often */
   tradesPerSec: number;
   tradesIn: number;
   merged: number;
@@ -58,6 +62,8 @@ export interface Status {
   /** seconds from a window's end to its bar being published, for the newest bar (CLOCK=wall only) */
   closeLagSec: number | null;
   feedConnected: boolean;
+  /** false when Redis holds no trace of a pipeline under KEY_PREFIX (no feed, no trade): serve shows files alone */
+  pipeline: boolean;
   /** ms since the epoch of the newest trade received, 0 if none */
   lastTradeAt: number;
   barsWritten: Record<string, number>;
@@ -71,6 +77,9 @@ export interface Subscriber {
 
 const num = (s: string): number | null => (s === '' ? null : Number(s));
 
+/** trades/s is measured over this window, from the server's own samples of the trade counter (one a second). */
+export const RATE_WINDOW_MS = 5_000;
+
 /** An API bar from a row's cells as written: the one shape the files, the streams and the open state share. */
 export function apiBar(interval: string, symbol: string, start: number, c: BarRowCells, rev: number): ApiBar {
   return {
@@ -78,12 +87,12 @@ export function apiBar(interval: string, symbol: string, start: number, c: BarRo
     symbol,
     start,
     timestamp: c.timestamp,
-    open: Number(c.open),
-    high: Number(c.high),
-    low: Number(c.low),
-    close: Number(c.close),
-    vwap: num(c.vwap),
-    volume: Number(c.volume),
+    open: c.open,
+    high: c.high,
+    low: c.low,
+    close: c.close,
+    vwap: c.vwap === '' ? null : c.vwap,
+    volume: c.volume,
     trades: num(c.n),
     complete: c.complete,
     sources: c.sources,
@@ -92,17 +101,18 @@ export function apiBar(interval: string, symbol: string, start: number, c: BarRo
 }
 
 export class LiveHub {
-  private readonly subscribers = new Set<Subscriber>();
+  /** each client with the forming bars sent to it, by bar id: their encoded state (a new client gets the current ones) */
+  private readonly subscribers = new Map<Subscriber, Map<string, string>>();
   private readonly clock: Clock;
   private readonly pre: Preaggregator;
   /** the last id read per stream */
   private readonly cursors = new Map<string, string>();
-  /** the forming bars sent, by bar id: their encoded state */
-  private readonly sentForming = new Map<string, string>();
   private timer: NodeJS.Timeout | undefined;
   private busy = false;
   private lastStatus: Status | undefined;
-  private lastIn: { n: number; at: number } | undefined;
+  /** the trade counter as sampled (oldest first): one at or before the rate window's start, then newer ones */
+  private readonly inSamples: { n: number; at: number }[] = [];
+  private lastSample = 0;
   private newestBar: { end: number; publishedAt: number } | undefined;
   private stopped = false;
 
@@ -132,7 +142,7 @@ export class LiveHub {
   }
 
   subscribe(s: Subscriber): () => void {
-    this.subscribers.add(s);
+    this.subscribers.set(s, new Map());
     if (this.lastStatus) s.send('status', this.lastStatus);
     return () => this.subscribers.delete(s);
   }
@@ -149,8 +159,7 @@ export class LiveHub {
     const up = Number(stats[0] ?? 0);
     const down = Number(stats[1] ?? 0);
     const now = Date.now();
-    const rate = this.lastIn && now > this.lastIn.at ? ((c.in - this.lastIn.n) * 1000) / (now - this.lastIn.at) : 0;
-    this.lastIn = { n: c.in, at: now };
+    const rate = this.rate(c.in, now);
     const lag = this.cfg.clock === 'wall' && this.newestBar ? (this.newestBar.publishedAt - this.newestBar.end) / 1000 : null;
     return {
       at: now,
@@ -162,6 +171,7 @@ export class LiveHub {
       pending,
       closeLagSec: lag,
       feedConnected: up > 0 && up > down,
+      pipeline: up > 0 || down > 0 || c.in > 0,
       lastTradeAt: c.lastRx,
       barsWritten: c.written,
     };
@@ -175,7 +185,40 @@ export class LiveHub {
       .filter((g) => g.end > from && g.start < to && (symbol === undefined || g.symbols.length === 0 || g.symbols.includes(symbol)));
   }
 
+  /**
+   * Trades/s from the counter's sample at or before the window's start to `n` now: the same for every
+   * caller (a rate since the previous caller's poll would say 0 to the second of two pollers).
+   */
+  private rate(n: number, now: number): number {
+    this.addSample(n, now);
+    const base = this.inSamples[0]!;
+    return now - base.at >= 500 ? ((n - base.n) * 1000) / (now - base.at) : 0;
+  }
+
+  private addSample(n: number, at: number): void {
+    const s = this.inSamples;
+    if (s.length > 0 && at < s[s.length - 1]!.at) return;
+    s.push({ n, at });
+    this.lastSample = at;
+    // keep one sample at or before the window's start
+    while (s.length > 1 && s[1]!.at <= at - RATE_WINDOW_MS) s.shift();
+  }
+
+  /** The trade counter, sampled once a second whether or not anyone asks (the rate's window). */
+  private async sampleIn(): Promise<void> {
+    if (Date.now() - this.lastSample < 1000) return;
+    let n = 0;
+    for (let p = 0; p < this.cfg.partitions; p++) n += Number((await this.redis.hget(this.keys.clock(p), 'in')) ?? 0);
+    this.addSample(n, Date.now());
+  }
+
   private async tick(): Promise<void> {
+    if (!this.busy && !this.stopped) {
+      this.busy = true;
+      await this.sampleIn()
+        .catch(() => undefined)
+        .finally(() => (this.busy = false));
+    }
     if (this.busy || this.stopped || this.subscribers.size === 0) {
       // nothing to send: keep the cursors at the streams' ends, so a new client starts from now
       if (this.subscribers.size === 0) this.cursors.clear();
@@ -187,7 +230,7 @@ export class LiveHub {
       await this.pollForming();
       if (!this.lastStatus || Date.now() - this.lastStatus.at >= 1000) {
         this.lastStatus = await this.status();
-        for (const s of this.subscribers) s.send('status', this.lastStatus);
+        for (const s of this.subscribers.keys()) s.send('status', this.lastStatus);
       }
     } catch (err) {
       this.log.debug({ err: (err as Error).message }, 'live poll failed; trying again');
@@ -209,7 +252,7 @@ export class LiveHub {
   /** New entries of the bars streams and the gaps stream (plain XREAD, one key at a time: Cluster-safe). */
   private async readStreams(): Promise<void> {
     const wanted = new Set<string>();
-    for (const s of this.subscribers) for (const iv of s.intervals) wanted.add(iv);
+    for (const s of this.subscribers.keys()) for (const iv of s.intervals) wanted.add(iv);
     for (const iv of wanted) {
       const key = this.keys.bars(iv);
       for (;;) {
@@ -219,11 +262,11 @@ export class LiveHub {
         for (const [id, fields] of entries) {
           const t = decodeBarEntry(id, iv, fields);
           const bar = apiBar(iv, t.symbol, t.start, barRowCells(t), t.rev);
-          this.sentForming.delete(`${iv}|${bar.symbol}|${bar.start}`);
+          for (const sent of this.subscribers.values()) sent.delete(`${iv}|${bar.symbol}|${bar.start}`);
           if (iv === this.cfg.intervals[0]!.name && bar.rev === 0) {
             this.newestBar = { end: bar.start + this.cfg.baseMs, publishedAt: Number(id.slice(0, id.indexOf('-'))) };
           }
-          for (const s of this.subscribers) if (s.intervals.has(iv) && s.symbols.has(bar.symbol)) s.send('bar', bar);
+          for (const s of this.subscribers.keys()) if (s.intervals.has(iv) && s.symbols.has(bar.symbol)) s.send('bar', bar);
         }
         if (entries.length > 0) this.cursors.set(key, entries[entries.length - 1]![0]);
         if (entries.length < 1000) break;
@@ -235,17 +278,19 @@ export class LiveHub {
     for (const [id, fields] of reply?.[0]?.[1] ?? []) {
       const gap = decodeGapEntry(fields);
       this.cursors.set(gapsKey, id);
-      for (const s of this.subscribers) if (gap.symbols.length === 0 || gap.symbols.some((x) => s.symbols.has(x))) s.send('gap', gap);
+      for (const s of this.subscribers.keys())
+        if (gap.symbols.length === 0 || gap.symbols.some((x) => s.symbols.has(x))) s.send('gap', gap);
     }
   }
 
   /**
    * The bar forming now for each (symbol, interval) some client follows: the window holding its
-   * partition's watermark, as the aggregators have merged it so far. Sent when it changed.
+   * partition's watermark, as the aggregators have merged it so far. Sent to each client when it
+   * changed since that client last had it: a page opened while the market is quiet gets it too.
    */
   private async pollForming(): Promise<void> {
     const byPartition = new Map<number, Map<string, Set<string>>>();
-    for (const s of this.subscribers) {
+    for (const s of this.subscribers.keys()) {
       for (const sym of s.symbols) {
         const p = partitionOf(sym, this.cfg.partitions);
         let syms = byPartition.get(p);
@@ -264,12 +309,16 @@ export class LiveHub {
       const states = await this.redis.hmget(this.keys.openBars(p), ...ids);
       ids.forEach((id, i) => {
         const enc = states[i];
-        if (!enc || this.sentForming.get(id) === enc) return;
-        this.sentForming.set(id, enc);
-        if (this.sentForming.size > 10_000) this.sentForming.delete(this.sentForming.keys().next().value!);
-        const bar = this.formingBar(id, enc);
-        if (!bar) return;
-        for (const s of this.subscribers) if (s.symbols.has(bar.symbol) && s.intervals.has(bar.interval)) s.send('forming', bar);
+        if (!enc) return;
+        const { interval, symbol } = parseBarId(id);
+        let bar: ApiBar | undefined | null = null;
+        for (const [s, sent] of this.subscribers) {
+          if (!s.symbols.has(symbol) || !s.intervals.has(interval) || sent.get(id) === enc) continue;
+          sent.set(id, enc);
+          if (sent.size > 1_000) sent.delete(sent.keys().next().value!);
+          if (bar === null) bar = this.formingBar(id, enc);
+          if (bar) s.send('forming', bar);
+        }
       });
     }
   }

@@ -13,7 +13,7 @@ import { z } from 'zod';
 import {
   BARS_QUEUE,
   CLOSE_QUEUE,
-  ConfigError,
+  PortUnavailableError,
   correctionsPath,
   csvPath,
   field,
@@ -35,6 +35,10 @@ const CHARTS_DIST = join(dirname(createRequire(import.meta.url).resolve('lightwe
 
 /** The most rows one request returns; a larger range is cut (`truncated` says so) and read in pages. */
 export const MAX_ROWS = 50_000;
+
+/** Sign-in attempts a client address may fail within LOGIN_WINDOW_MS before /login answers 429. */
+export const LOGIN_ATTEMPTS = 10;
+export const LOGIN_WINDOW_MS = 60_000;
 
 /** A 4xx answer: what is wrong, with the parameter it concerns. */
 class BadRequest extends Error {
@@ -117,10 +121,20 @@ export class ServeService implements Component {
       await app.listen({ port: this.cfg.httpPort, host: this.cfg.httpHost });
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
-      if (code === 'EADDRINUSE' || code === 'EACCES' || code === 'EADDRNOTAVAIL')
-        throw new ConfigError([
-          `HTTP_PORT=${this.cfg.httpPort} on HTTP_HOST=${this.cfg.httpHost}: cannot listen (${code}); choose a free port with HTTP_PORT (0 turns the page off under stack)`,
-        ]);
+      const { httpPort: port, httpHost: host } = this.cfg;
+      const why =
+        code === 'EADDRINUSE'
+          ? `port ${port} is in use on ${host}`
+          : code === 'EACCES'
+            ? `port ${port} is not allowed to this user on ${host} (ports below 1024 need privileges)`
+            : code === 'EADDRNOTAVAIL'
+              ? `address ${host} is not one of this machine's`
+              : undefined;
+      if (why)
+        throw new PortUnavailableError(
+          `cannot listen: ${why} (HTTP_PORT=${port}, HTTP_HOST=${host}); choose a free port with HTTP_PORT (0 turns the page off under stack)`,
+          { cause: err },
+        );
       throw err;
     }
     const addr = app.server.address();
@@ -128,6 +142,11 @@ export class ServeService implements Component {
     const host = this.cfg.httpHost === '0.0.0.0' || this.cfg.httpHost === '::' ? '127.0.0.1' : this.cfg.httpHost;
     this.url = `http://${host.includes(':') ? `[${host}]` : host}:${port}/`;
     this.hub.start();
+    if (!this.cfg.httpToken && !isLoopback(this.cfg.httpHost))
+      this.log.warn(
+        { host: this.cfg.httpHost },
+        `HTTP_HOST=${this.cfg.httpHost} WITHOUT HTTP_TOKEN: the chart page, the API and the queues are open to anyone who can reach this machine; set HTTP_TOKEN (or HTTP_TOKEN_FILE), or bind 127.0.0.1`,
+      );
     this.log.info(
       { url: this.url, auth: this.cfg.httpToken ? 'bearer token (HTTP_TOKEN)' : 'open', queues: this.cfg.bullBoard },
       `chart page and API at ${this.url}`,
@@ -155,17 +174,40 @@ export class ServeService implements Component {
       if (path === '/healthz' || path === '/login' || path === '/login.html' || path === '/style.css') return;
       const header = /^Bearer\s+(.+)$/i.exec(req.headers.authorization ?? '')?.[1];
       const cookie = /(?:^|;\s*)cw_token=([^;]+)/.exec(req.headers.cookie ?? '')?.[1];
-      if (matches(header) || matches(cookie === undefined ? undefined : decodeURIComponent(cookie))) return;
+      if (matches(header) || matches(cookieValue(cookie))) return;
       if (req.method === 'GET' && (req.headers.accept ?? '').includes('text/html')) return reply.redirect('/login.html');
       return reply
         .status(401)
         .header('www-authenticate', 'Bearer')
         .send({ error: 'this server needs its HTTP_TOKEN: send "Authorization: Bearer <token>"' });
     });
+    // failed sign-ins by client address (the socket's: behind a proxy, every client is the proxy's)
+    const failures = new Map<string, number[]>();
     app.post('/login', async (req, reply) => {
-      const given = (req.body as { token?: string } | undefined)?.token;
-      if (!matches(given)) return reply.redirect('/login.html?wrong=1', 303);
-      return reply.header('set-cookie', `cw_token=${encodeURIComponent(token)}; HttpOnly; SameSite=Strict; Path=/`).redirect('/', 303);
+      const body = req.body as { token?: string; hash?: string } | undefined;
+      // the page's selection (#symbol=…&interval=…) rides along, so a shared link survives the sign-in
+      const hash = /^#[\w%=&.:~+-]{1,500}$/.test(body?.hash ?? '') ? body!.hash! : '';
+      const now = Date.now();
+      const recent = (failures.get(req.ip) ?? []).filter((t) => now - t < LOGIN_WINDOW_MS);
+      if (recent.length >= LOGIN_ATTEMPTS) {
+        const retry = Math.max(1, Math.ceil((recent[0]! + LOGIN_WINDOW_MS - now) / 1000));
+        return reply
+          .status(429)
+          .header('retry-after', String(retry))
+          .send({
+            error: `too many sign-in attempts from ${req.ip}: ${LOGIN_ATTEMPTS} wrong tokens within ${LOGIN_WINDOW_MS / 1000} s; try again in ${retry} s`,
+          });
+      }
+      if (!matches(body?.token)) {
+        recent.push(now);
+        failures.set(req.ip, recent);
+        if (failures.size > 10_000) failures.delete(failures.keys().next().value!);
+        return reply.redirect(`/login.html?wrong=1${hash}`, 303);
+      }
+      failures.delete(req.ip);
+      return reply
+        .header('set-cookie', `cw_token=${encodeURIComponent(token)}; HttpOnly; SameSite=Strict; Path=/`)
+        .redirect(`/${hash}`, 303);
     });
   }
 
@@ -183,14 +225,30 @@ export class ServeService implements Component {
       options: { uiConfig: { boardTitle: 'candlewick queues' } },
     });
     serverAdapter.setBasePath('/queues');
+    // Bull Board's page links its fonts from fonts.googleapis.com: dropped, so the page makes no request
+    // beyond this server (it falls back to the system's sans-serif and monospace fonts)
+    app.addHook('onSend', async (req, reply, payload) => {
+      if (!req.url.startsWith('/queues') || typeof payload !== 'string' || !String(reply.getHeader('content-type')).includes('text/html'))
+        return payload;
+      return payload.replace(/<link\b[^>]*\bhref="https?:\/\/[^"]*"[^>]*>/gi, '');
+    });
     await app.register(serverAdapter.registerPlugin(), { prefix: '/queues' });
   }
 
   /** The symbols with bars (SYMBOLS, recent bars on Redis, files under DATA_DIR/raw), the intervals, the zone. */
-  async meta(): Promise<{ symbols: string[]; intervals: string[]; tz: string; clock: string; late: string; partitions: number }> {
+  async meta(): Promise<{
+    symbols: string[];
+    intervals: string[];
+    dayIntervals: string[];
+    tz: string;
+    clock: string;
+    late: string;
+    partitions: number;
+  }> {
     return {
       symbols: await this.symbols(),
       intervals: this.cfg.intervals.map((i) => i.name),
+      dayIntervals: this.cfg.intervals.filter((i) => i.day === true).map((i) => i.name),
       tz: this.cfg.tz,
       clock: this.cfg.clock,
       late: this.cfg.late,
@@ -233,7 +291,9 @@ export class ServeService implements Component {
   private async symbol(s: string): Promise<string> {
     const all = await this.symbols();
     if (all.includes(s)) return s;
-    const bySafe = all.find((x) => fileSafeSymbol(x) === s);
+    // the feed's spelling of a symbol known only by its file (serve on files alone), or the other way round
+    const safe = fileSafeSymbol(s);
+    const bySafe = all.find((x) => fileSafeSymbol(x) === s || fileSafeSymbol(x) === safe);
     if (bySafe) return bySafe;
     throw new BadRequest(404, `unknown symbol "${s}": this server has bars for ${all.join(', ') || 'no symbol yet'}`);
   }
@@ -327,6 +387,18 @@ export class ServeService implements Component {
     });
   }
 }
+
+/** The login cookie's value, or undefined when absent or not valid percent-encoding (a 401, not a 500). */
+function cookieValue(raw: string | undefined): string | undefined {
+  if (raw === undefined) return undefined;
+  try {
+    return decodeURIComponent(raw);
+  } catch {
+    return undefined;
+  }
+}
+
+const isLoopback = (host: string) => host === 'localhost' || host === '::1' || /^127\./.test(host);
 
 /** A CSV row (the main file's columns, with or without complete and sources) as an API bar. */
 function rowToBar(line: string, rev: number, symbol: string, interval: string, startOf: (line: string) => number): ApiBar {
