@@ -25,6 +25,8 @@ export interface ReplayOptions {
   live?: boolean;
   /** when set, a connection must carry ?token=<this>, else HTTP 401 as Finnhub answers */
   token?: string;
+  /** called each time a connection has been sent the whole tape */
+  onFinished?: () => void;
   /** refuse the n-th handshake (1-based) with this HTTP status, e.g. 429 with Retry-After (tests) */
   refuse?: (n: number) => { status: number; headers?: Record<string, string> } | undefined;
 }
@@ -181,6 +183,7 @@ export class ReplayServer {
           await drained();
         }
         log.info({ frames: this.fullFrames.length }, 'tape finished; idling with pings');
+        this.opts.onFinished?.();
         return await gone;
       }
 
@@ -192,6 +195,10 @@ export class ReplayServer {
       const speed = this.opts.speed;
       let frame: string[] = [];
       let sent = 0;
+      // paced, the tape takes a while: where it is, every 5 % of its span
+      const lastTrade = this.tape.findLast(isTapeTrade);
+      const span = Math.max(1, (lastTrade?.t ?? t0) - t0);
+      let nextStep = 1;
       const flush = async () => {
         if (frame.length === 0) return;
         const text = `{"type":"trade","data":[${frame.join(',')}]}`;
@@ -217,6 +224,10 @@ export class ReplayServer {
             await flush();
             await sleep(wait, this.abort.signal);
           }
+          if (tr.t - t0 >= (nextStep * span) / 20) {
+            nextStep = Math.floor(((tr.t - t0) * 20) / span) + 1;
+            log.info({ sent, tapeTime: new Date(tr.t).toISOString() }, `replayed ${Math.floor(((tr.t - t0) * 100) / span)}% of the tape`);
+          }
         }
         // a live day: each trade's event time is the moment it is sent
         if (speed > 0 && this.opts.shiftToNow && isTapeTrade(tr)) frame.push(encodeTrade(tr, Math.round(wall0 + (tr.t - t0) / speed)));
@@ -226,6 +237,7 @@ export class ReplayServer {
       }
       await flush();
       log.info({ sent }, 'tape finished; idling with pings');
+      this.opts.onFinished?.();
       await gone;
     } finally {
       clearInterval(keepalive);
