@@ -123,8 +123,9 @@ const OPTIONAL_ROLES: ReadonlySet<string> = new Set(['serve']);
  *
  * Every child runs in a process group of its own, so Ctrl-C in a terminal (which signals the
  * terminal's whole group) reaches only the stack, which then stops the roles in order and Redis
- * last. A private redis-server that dies is restarted on its port and data. Exit code: 0 when the
- * replay finished, or a run that ends only on request (live) was stopped cleanly; 128 + n when
+ * last. A private redis-server that dies is restarted on its port and data. A replay stopped after
+ * its whole tape was sent ends as it would have by itself (final close, summary, exit 0). Exit code:
+ * 0 when the replay finished, or a run that ends only on request (live) was stopped cleanly; 128 + n when
  * signal n stopped a replay before its end; 1 when a role failed for good; 2 bad configuration; 3 no Redis.
  */
 export async function runStack(cfg: Config, env: NodeJS.ProcessEnv): Promise<number> {
