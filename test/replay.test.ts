@@ -132,4 +132,33 @@ describe('secrets', () => {
     expect(res.stdout).toMatch(/feed connected/);
     expect(res.stdout + res.stderr).not.toContain(token);
   });
+
+  it('a paced replay says where it is in the tape now and then, and when it has sent it all', async () => {
+    const tape = readTape(BUNDLED_TAPE).slice(0, 3000);
+    const trades = tape.filter((x): x is TapeTrade => 't' in x);
+    const spanMs = trades.at(-1)!.t - trades[0]!.t;
+    const lines: { msg: string; tapeTime?: string }[] = [];
+    const log = pino({ level: 'info' }, { write: (line: string) => void lines.push(JSON.parse(line) as { msg: string }) });
+    let finished = 0;
+    // the slice in about 1.5 s, a progress line at most every 100 ms
+    const server = new ReplayServer(
+      tape,
+      { port: 0, speed: spanMs / 1500, frameTrades: 50, settleMs: 10, progressEveryMs: 100, onFinished: () => finished++ },
+      log,
+    );
+    const port = await server.start();
+    const ws = new WebSocket(`ws://127.0.0.1:${port}`);
+    await new Promise((r) => ws.once('open', r));
+    for (const symbol of tapeSymbols(tape)) ws.send(JSON.stringify({ type: 'subscribe', symbol }));
+    await waitFor(() => finished === 1, 20_000, 'the end of the tape');
+    ws.close();
+    await server.stop();
+    const said = lines.filter((l) => /^replayed \d+% of the tape$/.test(l.msg));
+    expect(said.length).toBeGreaterThanOrEqual(5);
+    const pcts = said.map((l) => Number(/\d+/.exec(l.msg)![0]));
+    expect(pcts).toEqual([...pcts].sort((a, b) => a - b));
+    expect(pcts.at(-1)!).toBeLessThanOrEqual(100);
+    expect(new Set(pcts).size).toBe(pcts.length);
+    expect(lines.some((l) => /tape finished/.test(l.msg))).toBe(true);
+  });
 });

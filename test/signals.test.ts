@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process';
 import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it, onTestFinished } from 'vitest';
-import { CLI, alive, childPids, cmdline, readCsv, tempDir, waitFor } from './helpers.js';
+import { CLI, alive, childPids, cmdline, csvOutputs, readCsv, runCli, tempDir, waitFor } from './helpers.js';
 import { csvPath } from '@candlewick/common';
 
 /**
@@ -130,6 +130,43 @@ describe('stopping a stack', () => {
     await waitFor(() => procs.every((p) => !alive(p)), 30_000, 'every process gone');
     expect(s.output()).toMatch(/stopping every role in order/);
     expect(s.output()).not.toMatch(/exited unexpectedly|ECONNREFUSED/);
+  });
+
+  it('Ctrl-C on a kept-running replay whose tape is done: the final close, every bar written, the summary, exit 0', async () => {
+    const ref = tempDir('ctrl-c-done-ref');
+    const byItself = await runCli(['stack'], { DATA_DIR: ref, EXIT_WHEN_IDLE_MS: '500' });
+    expect(byItself.code).toBe(0);
+    const dir = tempDir('ctrl-c-done');
+    const s = startGroup(['stack'], { DATA_DIR: dir, EXIT_WHEN_IDLE_MS: '0' });
+    await waitFor(() => /tape finished/.test(s.output()), 60_000, 'the end of the tape');
+    // the aggregators and the closer have caught up with the watermark: all that is left are the open bars
+    await waitFor(
+      () => {
+        try {
+          return readCsv(csvPath(dir, '1min', 'BINANCE:XRPETH')).rows.length >= 2468;
+        } catch {
+          return false;
+        }
+      },
+      60_000,
+      'the bars the watermark closes',
+    );
+    const procs = descendants(s.proc.pid!);
+    process.kill(-s.proc.pid!, 'SIGINT');
+    expect(await s.exited).toBe(0);
+    expect(s.output()).toMatch(/closing the remaining bars/);
+    expect(s.output()).toMatch(/candlewick summary[\s\S]*bars written {5}1min=2469 5min=706 15min=238 30min=119 1h=60/);
+    expectCleanStop(s.output(), procs);
+    expect(csvOutputs(dir)).toEqual(csvOutputs(ref));
+  });
+
+  it('a Ctrl-C delivered twice at once (npm start forwards the SIGINT the stack also had) is one request, not a forced stop', async () => {
+    const dir = tempDir('ctrl-c-twice');
+    const s = await runningStack(dir);
+    process.kill(-s.proc.pid!, 'SIGINT');
+    process.kill(s.proc.pid!, 'SIGINT');
+    expect(await s.exited).toBe(130);
+    expectCleanStop(s.output(), s.procs);
   });
 
   it('a signal during the final close is not ignored: the stack stops at once, says so, exit 130', async () => {

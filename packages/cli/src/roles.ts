@@ -218,7 +218,15 @@ export async function runReplayServer(cfg: Config): Promise<void> {
   if (from !== undefined) tape = tape.filter((item) => !isTapeTrade(item) || item.t >= from);
   const server = new ReplayServer(
     tape,
-    { port: cfg.replayPort, host: cfg.replayHost, speed: cfg.replaySpeed, frameTrades: cfg.replayFrameTrades, shiftToNow: cfg.replayShift },
+    {
+      port: cfg.replayPort,
+      host: cfg.replayHost,
+      speed: cfg.replaySpeed,
+      frameTrades: cfg.replayFrameTrades,
+      shiftToNow: cfg.replayShift,
+      // under `stack`: a kept-running replay stopped after this closes and writes every bar
+      onFinished: () => process.connected && process.send!({ tapeDone: true }),
+    },
     log,
   );
   const metrics = metricsServer(cfg, 'replay-server', log, () => ({ ok: true }));

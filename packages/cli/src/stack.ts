@@ -2,7 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { join } from 'node:path';
 import { connect } from 'node:net';
-import { setPriority } from 'node:os';
+import { getPriority, setPriority } from 'node:os';
 import type { Queue } from 'bullmq';
 import { Cluster } from 'ioredis';
 import {
@@ -63,6 +63,8 @@ interface Child {
   cpuUs?: number;
   /** what the role last said of its progress (the ingestor: newest receive time, trades held) */
   progress?: { lastRx: number; pending: number };
+  /** the replay server: it has sent the whole tape */
+  tapeDone?: boolean;
 }
 
 /**
@@ -121,8 +123,9 @@ const OPTIONAL_ROLES: ReadonlySet<string> = new Set(['serve']);
  *
  * Every child runs in a process group of its own, so Ctrl-C in a terminal (which signals the
  * terminal's whole group) reaches only the stack, which then stops the roles in order and Redis
- * last. A private redis-server that dies is restarted on its port and data. Exit code: 0 when the
- * replay finished, or a run that ends only on request (live) was stopped cleanly; 128 + n when
+ * last. A private redis-server that dies is restarted on its port and data. A replay stopped after
+ * its whole tape was sent ends as it would have by itself (final close, summary, exit 0). Exit code:
+ * 0 when the replay finished, or a run that ends only on request (live) was stopped cleanly; 128 + n when
  * signal n stopped a replay before its end; 1 when a role failed for good; 2 bad configuration; 3 no Redis.
  */
 export async function runStack(cfg: Config, env: NodeJS.ProcessEnv): Promise<number> {
@@ -136,17 +139,25 @@ export async function runStack(cfg: Config, env: NodeJS.ProcessEnv): Promise<num
   const childEnv: NodeJS.ProcessEnv = { ...env, LOG_PRETTY: 'false', MODE: cfg.mode, CLOSE_WHEN_IDLE_MS: '0' };
 
   const stop = new StopRequest();
+  /** the final close a stop request leads to (a kept-running replay whose tape is done) */
+  let windDown: StopRequest | undefined;
   const children: Child[] = [];
   let forced = false;
+  let firstSignalAt = 0;
   const onSignal = (sig: NodeJS.Signals) => {
+    // npm start / npx forward the terminal's SIGINT to the stack, which had it from the terminal
+    // too: the same signal within half a second is that one Ctrl-C, not a second
+    if (stop.reason === sig && Date.now() - firstSignalAt < 500) return;
     if (stop.reason !== undefined) {
       // a second Ctrl-C: no more waiting
       forced = true;
+      windDown?.request(sig);
       log.warn({ signal: sig }, 'second signal: killing every role now');
       for (const c of children) c.proc.kill('SIGKILL');
       return;
     }
     log.info({ signal: sig }, 'stopping every role in order (a second Ctrl-C kills them now)');
+    firstSignalAt = Date.now();
     stop.request(sig);
   };
   for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(sig, onSignal);
@@ -223,6 +234,7 @@ export async function runStack(cfg: Config, env: NodeJS.ProcessEnv): Promise<num
     bars.on('error', () => undefined); // connection errors are said once by the link
     const closer = new BarCloser(redis, bars, cfg, keys, log.child({ component: 'final-close' }));
 
+    const nicer = makeNicer(cfg.stackNice, log);
     // METRICS_PORT set: each role serves /metrics and /healthz on its own port, from METRICS_PORT up
     const metricsPorts = new Map<string, number>();
     const spawnChild = (role: string, name: string, existing?: Child): Child => {
@@ -245,16 +257,17 @@ export async function runStack(cfg: Config, env: NodeJS.ProcessEnv): Promise<num
       child.proc = proc;
       child.ready = readyP;
       // On one machine Redis is the critical path: the Node roles yield the CPU to it.
-      if (cfg.stackNice > 0 && proc.pid) setPriority(proc.pid, cfg.stackNice);
+      if (proc.pid) nicer(proc.pid);
       for (const stream of [proc.stdout!, proc.stderr!]) {
         createInterface({ input: stream }).on('line', (line) => term.line(formatLogLine(name, line, color)));
       }
-      proc.on('message', (msg: { ready?: boolean; progress?: Child['progress']; cpu?: number }) => {
+      proc.on('message', (msg: { ready?: boolean; progress?: Child['progress']; cpu?: number; tapeDone?: boolean }) => {
         if (msg?.ready) {
           child.cpuAtReady = msg.cpu ?? 0;
           markReady();
         }
         if (msg?.progress) child.progress = msg.progress;
+        if (msg?.tapeDone) child.tapeDone = true;
         if (msg?.cpu !== undefined && !msg.ready) child.cpuUs = msg.cpu;
       });
       proc.on('exit', (exitCode, signal) => {
@@ -294,6 +307,22 @@ export async function runStack(cfg: Config, env: NodeJS.ProcessEnv): Promise<num
     cpuAtStart = { at: Date.now(), stack: stackCpuUs(), redis: await redisCpuUs(redis).catch(() => undefined) };
     if (stop.reason === undefined) children.push(spawnChild('ingest', 'ingest'));
 
+    /** The end of a replay: every remaining bar closed and written, the summary, every role stopped. */
+    const closeAndReport = async (until: StopRequest): Promise<number> => {
+      const t0 = Date.now();
+      const finished = await finish(redis!, bars!, closer, cfg, keys, until, log);
+      const summary = summarize(baseline, await readCounters(redis!, cfg, keys), startedAt, Date.now(), Date.now() - t0);
+      summary.cpu = await cpuAccount(children, redis!, cpuAtStart, privateRedis !== undefined);
+      summary.cpuWallMs = Date.now() - cpuAtStart.at;
+      await shutdown();
+      term.line(formatSummary(summary, cfg.dataDir));
+      if (!finished) {
+        term.line('  (stopped during the final close: bars not yet closed stay in Redis for the next run)');
+        return signalExitCode(until.reason!);
+      }
+      return EXIT.OK;
+    };
+
     while (stop.reason === undefined) {
       await stop.race(sleep(200));
       if (stop.reason !== undefined || cfg.exitWhenIdleMs === 0) continue;
@@ -306,18 +335,17 @@ export async function runStack(cfg: Config, env: NodeJS.ProcessEnv): Promise<num
       );
       if (!idle) continue;
       log.info({ idleMs: cfg.exitWhenIdleMs }, 'feed idle and every stage drained; closing the remaining bars');
-      const t0 = Date.now();
-      const finished = await finish(redis, bars, closer, cfg, keys, stop, log);
-      const summary = summarize(baseline, await readCounters(redis, cfg, keys), startedAt, Date.now(), Date.now() - t0);
-      summary.cpu = await cpuAccount(children, redis, cpuAtStart, privateRedis !== undefined);
-      summary.cpuWallMs = Date.now() - cpuAtStart.at;
-      await shutdown();
-      term.line(formatSummary(summary, cfg.dataDir));
-      if (!finished) {
-        term.line('  (stopped during the final close: bars not yet closed stay in Redis for the next run)');
-        return exitFor(stop.reason!, cfg);
-      }
-      return EXIT.OK;
+      return await closeAndReport(stop);
+    }
+    // A kept-running replay (EXIT_WHEN_IDLE_MS=0) whose tape is done, stopped on request, ends as it
+    // would have by itself: nothing more can come, so every bar is closed and written. Stopped
+    // before the tape's end (or live), the open bars stay in Redis for the next run instead.
+    if (failed === undefined && !forced && children.some((c) => c.tapeDone)) {
+      windDown = new StopRequest();
+      log.info('the tape is done: closing the remaining bars before stopping (a second Ctrl-C stops at once)');
+      const ingest = children.find((c) => c.role === 'ingest');
+      await untilDrained(redis, cfg, keys, startedAt, () => ingest?.progress, windDown);
+      return await closeAndReport(windDown);
     }
     code = failed?.code ?? exitFor(stop.reason, cfg);
   } catch (err) {
@@ -385,6 +413,32 @@ function exitFor(signal: NodeJS.Signals, cfg: Config): number {
   return cfg.exitWhenIdleMs === 0 ? EXIT.OK : signalExitCode(signal);
 }
 
+/**
+ * STACK_NICE is relative: the roles run that many `nice` levels below the stack itself, and the
+ * private Redis (started by the stack) at the stack's own — so under `nice -n 10 candlewick stack`
+ * the roles are at 15 and Redis at 10. An absolute level would ask a non-root user for a higher
+ * priority than the stack has (EACCES), and as root would put the roles above Redis. A refused
+ * setpriority is said once and costs nothing else: the roles then run at the stack's level.
+ */
+function makeNicer(stackNice: number, log: Logger): (pid: number) => void {
+  if (stackNice === 0) return () => undefined;
+  const level = Math.min(19, getPriority() + stackNice);
+  let said = false;
+  return (pid) => {
+    try {
+      setPriority(pid, level);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ESRCH') return; // the role is already gone
+      if (!said)
+        log.warn(
+          { nice: level, reason: (err as Error).message },
+          "STACK_NICE: could not lower the roles' priority; they run at the stack's",
+        );
+      said = true;
+    }
+  };
+}
+
 /** SIGTERM, then SIGKILL after `graceMs`; resolves when the process has exited. */
 function stopChild(proc: ChildProcess, graceMs: number): Promise<void> {
   return new Promise<void>((resolve) => {
@@ -448,6 +502,24 @@ function waitForPort(port: number, timeoutMs: number): Promise<void> {
     };
     attempt();
   });
+}
+
+/**
+ * Waits until what the feed delivered is merged and nothing more arrives (a quarter of a second
+ * with nothing received, for the last frames may still be in the socket), or a stop request.
+ */
+async function untilDrained(
+  redis: RedisClient,
+  cfg: Config,
+  keys: Keys,
+  since: number,
+  ingest: () => { lastRx: number; pending: number } | undefined,
+  stop: StopRequest,
+): Promise<void> {
+  while (stop.reason === undefined) {
+    if (await stop.race(idleAndDrained(redis, cfg, keys, 250, since, ingest()).catch(() => false))) return;
+    await stop.race(sleep(100));
+  }
 }
 
 /**

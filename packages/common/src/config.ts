@@ -358,7 +358,13 @@ const SETTINGS = {
     '2000 replay, 0 live',
     'the closer on the event clock: quiet this long and merged: close every open bar',
   ),
-  stackNice: setting('STACK_NICE', int(0, 19), 5, '5', 'stack runs its Node roles at this nice level so Redis gets the CPU first'),
+  stackNice: setting(
+    'STACK_NICE',
+    int(0, 19),
+    5,
+    '5',
+    'stack runs its Node roles this many nice levels below its own (Redis at its own) so Redis gets the CPU first',
+  ),
   // logs and metrics
   logLevel: setting('LOG_LEVEL', oneOf(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']), 'info', 'info', 'pino level'),
   logPretty: setting('LOG_PRETTY', bool(), () => process.stdout.isTTY ?? false, 'on in a terminal', 'pretty logs instead of JSON'),

@@ -25,6 +25,10 @@ export interface ReplayOptions {
   live?: boolean;
   /** when set, a connection must carry ?token=<this>, else HTTP 401 as Finnhub answers */
   token?: string;
+  /** paced: a line saying where it is in the tape, each 1 % of it but at most this often (10 s) */
+  progressEveryMs?: number;
+  /** called each time a connection has been sent the whole tape */
+  onFinished?: () => void;
   /** refuse the n-th handshake (1-based) with this HTTP status, e.g. 429 with Retry-After (tests) */
   refuse?: (n: number) => { status: number; headers?: Record<string, string> } | undefined;
 }
@@ -181,6 +185,7 @@ export class ReplayServer {
           await drained();
         }
         log.info({ frames: this.fullFrames.length }, 'tape finished; idling with pings');
+        this.opts.onFinished?.();
         return await gone;
       }
 
@@ -192,6 +197,11 @@ export class ReplayServer {
       const speed = this.opts.speed;
       let frame: string[] = [];
       let sent = 0;
+      // paced, the tape takes a while: where it is, every 1 % of its span but at most every 10 s
+      const lastTrade = this.tape.findLast(isTapeTrade);
+      const span = Math.max(1, (lastTrade?.t ?? t0) - t0);
+      let saidPct = 0;
+      let saidAt = Date.now();
       const flush = async () => {
         if (frame.length === 0) return;
         const text = `{"type":"trade","data":[${frame.join(',')}]}`;
@@ -217,6 +227,12 @@ export class ReplayServer {
             await flush();
             await sleep(wait, this.abort.signal);
           }
+          const pct = Math.floor(((tr.t - t0) * 100) / span);
+          if (pct > saidPct && Date.now() - saidAt >= (this.opts.progressEveryMs ?? 10_000)) {
+            saidPct = pct;
+            saidAt = Date.now();
+            log.info({ sent, tapeTime: new Date(tr.t).toISOString() }, `replayed ${pct}% of the tape`);
+          }
         }
         // a live day: each trade's event time is the moment it is sent
         if (speed > 0 && this.opts.shiftToNow && isTapeTrade(tr)) frame.push(encodeTrade(tr, Math.round(wall0 + (tr.t - t0) / speed)));
@@ -226,6 +242,7 @@ export class ReplayServer {
       }
       await flush();
       log.info({ sent }, 'tape finished; idling with pings');
+      this.opts.onFinished?.();
       await gone;
     } finally {
       clearInterval(keepalive);
