@@ -24,9 +24,8 @@ import {
   type Logger,
   type RedisClient,
 } from '@candlewick/common';
-import { tapeSymbols } from '@candlewick/common';
 import { BarCloser, barsQueue } from '@candlewick/aggregator';
-import { replayTape, rootLogger } from './roles.js';
+import { replayTape, rootLogger, tapeSubscription } from './roles.js';
 import { PrivateRedis, PrivateRedisCluster, freePort } from './redis-server.js';
 import { formatSummary, summarize, type CpuUse } from './summary.js';
 
@@ -157,9 +156,10 @@ export async function runStack(cfg: Config, env: NodeJS.ProcessEnv): Promise<num
 
   // The tape is read before anything starts: a tape that cannot be read is a configuration error.
   if (cfg.mode === 'replay') {
-    const { path: tapePath, items } = replayTape(cfg);
+    const tape = replayTape(cfg);
+    const tapePath = tape.path;
     childEnv.REPLAY_TAPE = tapePath;
-    if (cfg.symbols.length === 0) childEnv.SYMBOLS = tapeSymbols(items).join(',');
+    if (cfg.symbols.length === 0) childEnv.SYMBOLS = tapeSubscription(cfg, tape).join(',');
     log.info({ tape: tapePath, symbols: childEnv.SYMBOLS ?? cfg.symbols.join(',') }, 'no FINNHUB_TOKEN: replaying a recorded tape');
   }
 
