@@ -125,7 +125,7 @@ describe('a trade from the future', () => {
     expect(rows2.slice(2).reduce((n, r) => n + r.n, 0)).toBe(20);
   });
 
-  it('a multi-day tape: the overnight jump, confirmed by the next day’s trades, is accepted (stack and bars alike)', async () => {
+  it('a multi-day tape: the overnight jump, confirmed by the next day’s trades, is accepted; a lone jump at the end is rejected (stack and bars alike)', async () => {
     const dir = tempDir('future-days');
     // one symbol's afternoon, then the next morning 13 h later: every trade belongs in a bar
     const day1 = Date.parse('2024-03-05T15:00:00-05:00');
@@ -133,16 +133,20 @@ describe('a trade from the future', () => {
     const rows: Row[] = [
       ...Array.from({ length: 60 }, (_, i) => ({ s: 'BINANCE:AAABBB', p: 1 + i / 100, v: 1, t: day1 + i * 60_000, c: [] })),
       ...Array.from({ length: 60 }, (_, i) => ({ s: 'BINANCE:AAABBB', p: 2 + i / 100, v: 1, t: day2 + i * 60_000, c: [] })),
+      // the tape's last trade, a day ahead: nothing comes to confirm it (decided when the input ends)
+      { s: 'BINANCE:AAABBB', p: 9, v: 1, t: day2 + 24 * H, c: [] },
     ];
     const tape = writeTape(dir, 'days.jsonl', rows);
     const run = await stack('future-days', { REPLAY_TAPE: tape });
     expect(run.res.stdout).toMatch(/trades in\s+120\n/);
-    expect(run.res.stdout).toMatch(/rejected\s+0 /);
+    expect(run.res.stdout).toMatch(/rejected\s+1 \(plus 0 unreadable frames\), 1 of them ahead/);
+    expect(await rejectedReasons(run.prefix)).toEqual([expect.stringMatching(/ahead of the feed by 23h .*no later trade came to confirm/)]);
     expect(run.res.stdout).toMatch(/late\s+0\n/);
     const m1 = readCsv(csvPath(run.dir, '1min', 'BINANCE:AAABBB')).rows;
     expect(m1).toHaveLength(120);
     expect(m1[60]!.start).toBe(day2);
     const inProcess = await bars(tape);
+    expect(inProcess.res.stdout).toMatch(/rejected\s+1 \(plus 0 unreadable frames\), 1 of them ahead/);
     expect(csvOutputs(inProcess.dir)).toEqual(csvOutputs(run.dir));
   });
 });

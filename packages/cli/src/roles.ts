@@ -143,6 +143,7 @@ async function runRole(cfg: Config, name: string, make: (redis: RedisClient, log
   // Under `candlewick stack` the parent waits for this before it starts the next stage.
   process.send?.({ ready: true, cpu: cpuUs() });
   // ... and judges the end of a replay by this too, for Redis may not be there to say it
+  if (process.send && role.endInput) process.on('message', (msg: { endInput?: boolean }) => msg?.endInput && role.endInput!());
   if (process.send && role.progress) {
     let last = '';
     setInterval(() => {

@@ -61,7 +61,7 @@ interface Child {
   cpuAtReady?: number;
   cpuUs?: number;
   /** what the role last said of its progress (the ingestor: newest receive time, trades held) */
-  progress?: { lastRx: number; pending: number };
+  progress?: { lastRx: number; pending: number; held?: number };
 }
 
 /**
@@ -305,6 +305,11 @@ export async function runStack(cfg: Config, env: NodeJS.ProcessEnv): Promise<num
           .catch(() => false),
       );
       if (!idle) continue;
+      if (ingest?.progress?.held) {
+        // the input is over: a trade held back for confirmation (FUTURE_LIMIT_MS) is rejected now, so the summary counts it
+        if (ingest.proc.connected) ingest.proc.send({ endInput: true });
+        continue;
+      }
       log.info({ idleMs: cfg.exitWhenIdleMs }, 'feed idle and every stage drained; closing the remaining bars');
       const t0 = Date.now();
       const finished = await finish(redis, bars, closer, cfg, keys, stop, log);

@@ -132,8 +132,13 @@ export class Ingestor {
     this.feed.endInput();
   }
 
-  progress(): { lastRx: number; pending: number } {
-    return { lastRx: this.sink.lastRx, pending: this.sink.holding() };
+  progress(): { lastRx: number; pending: number; held: number } {
+    return { lastRx: this.sink.lastRx, pending: this.sink.holding(), held: this.feed.future.holding };
+  }
+
+  /** The supervisor saw the input end: a trade held back for confirmation is rejected. */
+  endInput(): void {
+    this.feed.endInput();
   }
 
   unsaved(): string | undefined {
