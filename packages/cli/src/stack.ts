@@ -294,6 +294,7 @@ export async function runStack(cfg: Config, env: NodeJS.ProcessEnv): Promise<num
     cpuAtStart = { at: Date.now(), stack: stackCpuUs(), redis: await redisCpuUs(redis).catch(() => undefined) };
     if (stop.reason === undefined) children.push(spawnChild('ingest', 'ingest'));
 
+    let endInputAsks = 0;
     while (stop.reason === undefined) {
       await stop.race(sleep(200));
       if (stop.reason !== undefined || cfg.exitWhenIdleMs === 0) continue;
@@ -305,7 +306,8 @@ export async function runStack(cfg: Config, env: NodeJS.ProcessEnv): Promise<num
           .catch(() => false),
       );
       if (!idle) continue;
-      if (ingest?.progress?.held) {
+      // (asked a few times at most: an ingestor that cannot answer does not keep the stack from ending)
+      if (ingest?.progress?.held && endInputAsks++ < 10) {
         // the input is over: a trade held back for confirmation (FUTURE_LIMIT_MS) is rejected now, so the summary counts it
         if (ingest.proc.connected) ingest.proc.send({ endInput: true });
         continue;
