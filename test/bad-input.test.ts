@@ -2,11 +2,14 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import { afterAll, describe, expect, it } from 'vitest';
-import { makeKeys } from '@candlewick/common';
+import { CsvFiles, SymbolFileClashError, makeKeys } from '@candlewick/common';
 import { csvPath } from '@candlewick/common';
+import { Clock, barFromTrade } from '@candlewick/core';
 import {
   BUNDLED_TAPE,
+  ROOT,
   compareBars,
+  csvOutputs,
   loadKlines,
   readCsv,
   redisUrl,
@@ -161,5 +164,131 @@ describe('bad tapes and flags', () => {
     const res = await runCli(['stack', '--tapee', 'x.jsonl'], {});
     expect(res.code).toBe(2);
     expect(res.stderr).toMatch(/unknown flag --tapee: did you mean --tape\? known flags: .*--replay-tape/);
+  });
+});
+
+describe('input that is not what it seems', () => {
+  const rows = () => JSON.parse(gunzipSync(readFileSync(BUNDLED_TAPE)).toString('utf8')) as { info: { p: string; q: string; T: number } }[];
+
+  it('foreign symbols are dropped and counted (said once), and invisible characters, p or v = 1e308 are rejected with their reason', async () => {
+    const dir = tempDir('foreign');
+    const tape = join(dir, 'foreign.frames');
+    const lines: string[] = [];
+    let foreign = 0;
+    const bad = [
+      '{"s":"A\\u200bB","p":1,"v":1,"t":1570752011620}', // a zero-width space
+      '{"s":"BINANCE:XRPETH","p":1e308,"v":1,"t":1570752011620}',
+      '{"s":"BINANCE:XRPETH","p":0.0014,"v":1e308,"t":1570752011620}',
+    ];
+    const all = rows();
+    for (let i = 0, k = 0; i < all.length; i += 40, k++) {
+      const frame = all
+        .slice(i, i + 40)
+        .map((r) => `{"s":"BINANCE:XRPETH","p":${r.info.p},"v":${Number(r.info.q)},"t":${r.info.T},"c":[]}`);
+      if (k % 4 === 0) {
+        // not subscribed: one with a file name of its own, one that would share BINANCE:XRPETH's files
+        const r = all[i]!;
+        frame.push(`{"s":"${k % 8 ? 'BINANCE_XRPETH' : 'BINANCE:ETHBTC'}","p":${r.info.p},"v":5,"t":${r.info.T}}`);
+        foreign++;
+      }
+      if (k < bad.length) frame.splice(3, 0, bad[k]!);
+      lines.push(`{"type":"trade","data":[${frame.join(',')}]}`);
+    }
+    writeFileSync(tape, `${lines.join('\n')}\n`);
+    const prefix = uniquePrefix('foreign');
+    const res = await runCli(['stack'], {
+      REDIS_URL: redisUrl(),
+      KEY_PREFIX: prefix,
+      DATA_DIR: dir,
+      EXIT_WHEN_IDLE_MS: '500',
+      REPLAY_TAPE: tape,
+      SYMBOLS: 'BINANCE:XRPETH',
+      INTERVALS: '1min,1h',
+    });
+    expect(res.code, res.stdout.slice(-2000)).toBe(0);
+    expect(res.stdout).toMatch(/trades in\s+12477\n/);
+    expect(res.stdout).toContain(`foreign          ${foreign} trades for symbols not in SYMBOLS, dropped`);
+    expect(res.stdout.match(/not in SYMBOLS: such trades are dropped/g)).toHaveLength(1);
+    expect(res.stdout).toContain('rejected         3 (plus 0 unreadable frames)');
+    const rejected = (await redis.xrange(makeKeys(prefix).rejected(), '-', '+')) as [string, string[]][];
+    expect(rejected.map(([, f]) => f[f.indexOf('reason') + 1])).toEqual([
+      expect.stringMatching(/s \(symbol\) must be 1 to 64 of the characters .*, got "A\\u200bB"/),
+      expect.stringMatching(/p \(price\) must be at most 1000000000000 \(1e12\), got 1e\+308/),
+      expect.stringMatching(/v \(volume\) must be at most 1000000000000000 \(1e15\), got 1e\+308/),
+    ]);
+    // one file per interval, exactly Binance's bars: nothing foreign in them
+    expect([...csvOutputs(dir).keys()].sort()).toEqual(['1h/BINANCE_XRPETH_1h.csv', '1min/BINANCE_XRPETH_1min.csv']);
+    const klines = loadKlines();
+    expect(compareBars(readCsv(csvPath(dir, '1min', 'BINANCE:XRPETH')).rows, rollUpKlines(klines, 1))).toEqual([]);
+    expect(compareBars(readCsv(csvPath(dir, '1h', 'BINANCE:XRPETH')).rows, rollUpKlines(klines, 60))).toEqual([]);
+  });
+
+  it('two symbols that would share a file are refused at start, naming both (SYMBOLS, or a tape’s own symbols)', async () => {
+    const dir = tempDir('clash');
+    const res = await runCli(['stack'], { DATA_DIR: dir, SYMBOLS: 'BINANCE:XRPETH,BINANCE_XRPETH' });
+    expect(res.code).toBe(2);
+    expect(res.stderr).toMatch(/SYMBOLS: "BINANCE:XRPETH" and "BINANCE_XRPETH" would share the files BINANCE_XRPETH_\{interval\}\.csv/);
+    expect(existsSync(join(dir, 'redis'))).toBe(false);
+    const tape = join(dir, 'clash.jsonl');
+    writeFileSync(
+      tape,
+      ['BINANCE:XRPETH', 'BINANCE_XRPETH'].map((s) => JSON.stringify({ s, p: 1, v: 1, t: 1570752011620, c: [] })).join('\n'),
+    );
+    const bars = await runCli(['bars', '--tape', tape, '--out', dir], {});
+    expect(bars.code).toBe(2);
+    expect(bars.stderr).toMatch(/"BINANCE:XRPETH" and "BINANCE_XRPETH" would share/);
+    // and the writer's own guard: it never mixes two symbols in one file
+    const files = new CsvFiles(join(dir, 'w'), new Clock('UTC'));
+    const state = barFromTrade('1', 1, 'k');
+    expect(files.append('1min', 'BINANCE:XRPETH', 60_000, state)).toBe('written');
+    expect(() => files.append('1min', 'BINANCE_XRPETH', 120_000, state)).toThrow(SymbolFileClashError);
+  });
+
+  it('a JSONL tape whose volumes are decimal strings is read as numbers', async () => {
+    const dir = tempDir('vstrings');
+    const tape = join(dir, 'tape.jsonl');
+    writeFileSync(
+      tape,
+      rows()
+        .map((r) => JSON.stringify({ s: 'BINANCE:XRPETH', p: Number(r.info.p), v: r.info.q, t: r.info.T, c: [] }))
+        .join('\n'),
+    );
+    const res = await runCli(['stack'], {
+      REDIS_URL: redisUrl(),
+      KEY_PREFIX: uniquePrefix('vstrings'),
+      DATA_DIR: dir,
+      EXIT_WHEN_IDLE_MS: '500',
+      REPLAY_TAPE: tape,
+      INTERVALS: '1min',
+    });
+    expect(res.code, res.stderr.slice(-2000)).toBe(0);
+    expect(res.stdout).toMatch(/trades in\s+12477\n/);
+    expect(res.stdout).toContain('rejected         0 (plus 0 unreadable frames)');
+    expect(compareBars(readCsv(csvPath(dir, '1min', 'BINANCE:XRPETH')).rows, rollUpKlines(loadKlines(), 1))).toEqual([]);
+  });
+
+  it('anything that is not a tape is refused with exit 2, naming the file and what was expected', async () => {
+    const out = tempDir('notatape');
+    const minute = await runCli(['bars', '--tape', join(ROOT, 'tapes/lean-aig-20131010/minute'), '--out', out], {});
+    expect(minute.code).toBe(2);
+    expect(minute.stderr).toMatch(
+      /minute\/aig_20131010_trade\.zip: not a tape: it holds 20131010_aig_minute_trade\.csv, expected Lean tick trades/,
+    );
+    const folder = await runCli(['bars', '--tape', join(ROOT, 'tapes') + '/', '--out', out], {});
+    expect(folder.code).toBe(2);
+    expect(folder.stderr).toMatch(
+      /binance-xrpeth-klines-1m-2019-10-11\.json\.gz: not a tape: element 1 is \[1570752000000,.*expected a JSON array of Binance aggTrades/,
+    );
+    expect(folder.stderr).not.toMatch(/\n\s+at /);
+    // the replay server reads tapes through the same code
+    const server = await runCli(['replay-server'], { REPLAY_TAPE: join(ROOT, 'tapes/lean-aig-20131010/minute/aig_20131010_trade.zip') });
+    expect(server.code).toBe(2);
+    expect(server.stderr).toMatch(/not a tape: it holds 20131010_aig_minute_trade\.csv/);
+    // a tape with no well-formed trade and no SYMBOLS: a configuration error naming the tape (was "SYMBOLS is empty" and exit 1)
+    const frames = join(out, 'only.frames');
+    writeFileSync(frames, '{"type":"ping"}\n');
+    const stack = await runCli(['stack'], { DATA_DIR: out, REPLAY_TAPE: frames });
+    expect(stack.code).toBe(2);
+    expect(stack.stderr).toMatch(/REPLAY_TAPE=".*only\.frames": SYMBOLS is unset and the tape has no well-formed trade/);
   });
 });

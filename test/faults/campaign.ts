@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, truncateSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -221,6 +221,29 @@ export const FAULTS: Record<string, Fault> = {
       const lines = readFileSync(path, 'utf8').split('\n');
       truncateSync(path, Buffer.byteLength(`${lines.slice(0, Math.max(2, lines.length - 31)).join('\n')}\n`));
     },
+  },
+  // a feed's bad clock or a ms/µs mix-up: one trade stamped in 2099 and one 24 h ahead of its
+  // neighbours, at seed-chosen places in the tape. Both are rejected (FUTURE_LIMIT_MS) and never move
+  // the watermark, so the files are the run's without them. The tape goes as raw frames, which the
+  // replay server sends unpaced (a paced replay would wait for a trade's time to come).
+  'a trade from the future': {
+    env: (ctx) => {
+      const random = rng(ctx.seed + 7919);
+      const trades = readTape(TAPE).filter(isTapeTrade);
+      const line = (tr: { s: string; p: string; v: number; t: number }) =>
+        `{"s":${JSON.stringify(tr.s)},"p":${tr.p},"v":${JSON.stringify(tr.v)},"t":${tr.t},"c":[]}`;
+      const data = trades.map(line);
+      const ahead = 1000 + Math.floor(random() * (trades.length - 2000));
+      data.splice(ahead, 0, line({ ...trades[ahead - 1]!, p: '0.002', t: trades[ahead - 1]!.t + 24 * 3_600_000 }));
+      const y2099 = 1000 + Math.floor(random() * (trades.length - 2000));
+      data.splice(y2099, 0, line({ ...trades[y2099]!, p: '0.003', t: Date.UTC(2099, 11, 31) }));
+      const frames: string[] = [];
+      for (let i = 0; i < data.length; i += 200) frames.push(`{"type":"trade","data":[${data.slice(i, i + 200).join(',')}]}`);
+      const tape = join(ctx.dir, 'future.frames');
+      writeFileSync(tape, `${frames.join('\n')}\n`);
+      return { REPLAY_TAPE: tape, SYMBOLS: 'BINANCE:XRPETH' };
+    },
+    strike: async () => undefined,
   },
   'Ctrl-C': {
     code: 130,

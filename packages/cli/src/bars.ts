@@ -1,6 +1,7 @@
 import { CsvFiles, ConfigError, isRawFrame, isRawTrade, partitionOf, type Config, type TapeItem } from '@candlewick/common';
 import {
   Clock,
+  FutureGuard,
   Preaggregator,
   conditionRules,
   conditionsText,
@@ -51,6 +52,10 @@ export interface BarsCounts {
   /** valid trades folded (late ones included) */
   trades: number;
   rejected: number;
+  /** of the rejected: ahead of the clock or the feed (FUTURE_LIMIT_MS) */
+  future: number;
+  /** trades for symbols not subscribed, dropped */
+  foreign: number;
   badFrames: number;
   late: number;
   /** outside SESSIONS */
@@ -76,6 +81,8 @@ export class InProcessBars {
     items: 0,
     trades: 0,
     rejected: 0,
+    future: 0,
+    foreign: 0,
     badFrames: 0,
     late: 0,
     filtered: 0,
@@ -94,6 +101,9 @@ export class InProcessBars {
   private waiting = 0;
   private seq = 0;
   private readonly wanted: ReadonlySet<string> | undefined;
+  /** the subscription: SYMBOLS, or the tape's symbols */
+  private readonly subscribed: ReadonlySet<string>;
+  private readonly future: FutureGuard<TradeFields>;
 
   constructor(cfg: Config, tapeSymbolsOf: readonly string[]) {
     if (cfg.late === 'amend')
@@ -105,6 +115,8 @@ export class InProcessBars {
     this.wanted = cfg.symbols.length ? new Set(cfg.symbols) : undefined;
     // as `stack` does: without SYMBOLS, the tape's symbols are the subscription (and what carry fills)
     this.cfg = cfg.symbols.length ? cfg : Object.freeze({ ...cfg, symbols: tapeSymbolsOf });
+    this.subscribed = new Set(this.cfg.symbols);
+    this.future = new FutureGuard(cfg.futureLimitMs, true);
     const clock = new Clock(cfg.tz);
     this.pre = new Preaggregator(clock, cfg.intervals, cfg.baseMs, cfg.graceMs, {
       sessions: cfg.sessions,
@@ -131,6 +143,7 @@ export class InProcessBars {
         progress.update(i + 1);
       }
     }
+    this.future.end(this.refuse);
     this.step(true);
     progress.update(items.length);
     progress.stop();
@@ -188,6 +201,20 @@ export class InProcessBars {
       this.counts.rejected++;
       return;
     }
+    // as the ingestor: only subscribed symbols, and no trade from the future (core/future.ts)
+    if (!this.subscribed.has(tr.s)) {
+      this.counts.foreign++;
+      return;
+    }
+    this.future.offer(tr, this.keep, this.accept, this.refuse);
+  }
+
+  private readonly keep = (tr: TradeFields): TradeFields => ({ ...tr });
+  private readonly refuse = (): void => {
+    this.counts.rejected++;
+    this.counts.future++;
+  };
+  private readonly accept = (tr: TradeFields): void => {
     const p = this.cfg.partitions === 1 ? 0 : partitionOf(tr.s, this.cfg.partitions);
     const wm = this.wm[p]!;
     // the watermark before this trade, written only where it could be late (addTrades)
@@ -210,7 +237,7 @@ export class InProcessBars {
     pending.push(e);
     this.counts.trades++;
     this.waiting++;
-  }
+  };
 
   private readonly read: TradeFields = { s: '', p: '', v: 0, t: 0, c: [], rx: 0 };
   private readonly pool: RawEntry[] = [];

@@ -24,7 +24,7 @@ import {
   tapTrades,
   type Health,
 } from '@candlewick/common';
-import { TapeError, isTapeTrade, readTape, tapeSymbols, type TapeItem } from '@candlewick/common';
+import { TapeError, isTapeTrade, readTape, symbolProblems, tapeSymbols, type TapeItem } from '@candlewick/common';
 import { InProcessBars, type BarsProgress } from './bars.js';
 import { Ingestor, ReplayServer } from '@candlewick/ingestor';
 import { Aggregator, CloserService } from '@candlewick/aggregator';
@@ -143,6 +143,7 @@ async function runRole(cfg: Config, name: string, make: (redis: RedisClient, log
   // Under `candlewick stack` the parent waits for this before it starts the next stage.
   process.send?.({ ready: true, cpu: cpuUs() });
   // ... and judges the end of a replay by this too, for Redis may not be there to say it
+  if (process.send && role.endInput) process.on('message', (msg: { endInput?: boolean }) => msg?.endInput && role.endInput!());
   if (process.send && role.progress) {
     let last = '';
     setInterval(() => {
@@ -188,7 +189,7 @@ export function runService(cfg: Config, role: string): Promise<void> {
   if (role === 'serve') cfg = Object.freeze({ ...cfg, logFile: false });
   // a replaying ingestor without SYMBOLS subscribes to the tape's (as `stack` does)
   if (role === 'ingest' && cfg.mode === 'replay' && cfg.symbols.length === 0)
-    cfg = Object.freeze({ ...cfg, symbols: tapeSymbols(replayTape(cfg).items) });
+    cfg = Object.freeze({ ...cfg, symbols: tapeSubscription(cfg, replayTape(cfg)) });
   return runRole(cfg, role, (redis, log) => new Svc(redis, cfg, keys, log));
 }
 
@@ -206,6 +207,24 @@ export function replayTape(cfg: Config): { path: string; items: TapeItem[]; prob
     if (err instanceof TapeError) throw new ConfigError([`REPLAY_TAPE=${JSON.stringify(path)}: ${err.message}`]);
     throw err;
   }
+}
+
+/**
+ * The symbols a replay subscribes to: SYMBOLS, or without it the tape's own, which must then be
+ * symbols (SYMBOL_PATTERN) whose files stay apart; a tape with none (raw frames, or no well-formed
+ * trade) needs SYMBOLS. A ConfigError names the tape otherwise.
+ */
+export function tapeSubscription(cfg: Config, tape: { path: string; items: readonly TapeItem[]; problems?: string[] }): readonly string[] {
+  if (cfg.symbols.length) return cfg.symbols;
+  const symbols = tapeSymbols(tape.items);
+  const where = `REPLAY_TAPE=${JSON.stringify(tape.path)}`;
+  if (symbols.length === 0)
+    throw new ConfigError([
+      `${where}: SYMBOLS is unset and the tape has no well-formed trade to take symbols from${tape.problems?.length ? ` (${tape.problems[0]})` : ''}; set SYMBOLS, e.g. SYMBOLS=AAPL`,
+    ]);
+  const problems = symbolProblems(symbols, `${where} (its symbols, SYMBOLS unset)`);
+  if (problems.length) throw new ConfigError(problems);
+  return symbols;
 }
 
 export async function runReplayServer(cfg: Config): Promise<void> {
@@ -268,10 +287,11 @@ export async function runProviderServer(cfg: Config): Promise<void> {
  */
 export function runBars(cfg: Config): number {
   const t0 = performance.now();
-  const { path, items, problems } = replayTape(cfg);
+  const tape = replayTape(cfg);
+  const { path, items, problems } = tape;
   for (const problem of problems.slice(0, 20)) process.stderr.write(`candlewick bars: ${problem}\n`);
   if (problems.length > 20) process.stderr.write(`candlewick bars: ${problems.length - 20} more tape lines left out\n`);
-  const bars = new InProcessBars(cfg, tapeSymbols(items));
+  const bars = new InProcessBars(cfg, tapeSubscription(cfg, tape));
   let progress: BarsProgress | undefined;
   if (process.stderr.isTTY) {
     const bar = new SingleBar(
@@ -293,7 +313,8 @@ export function runBars(cfg: Config): number {
       'candlewick bars',
       `  tape             ${path}`,
       `  trades           ${c.trades}${left.length ? ` (of them ${left.join(', ')})` : ''}`,
-      `  rejected         ${c.rejected} (plus ${c.badFrames} unreadable frames)`,
+      `  rejected         ${c.rejected} (plus ${c.badFrames} unreadable frames)${c.future ? `, ${c.future} of them ahead of the clock or the feed (FUTURE_LIMIT_MS)` : ''}`,
+      ...(c.foreign ? [`  foreign          ${c.foreign} trades for symbols not in SYMBOLS, dropped`] : []),
       `  late             ${c.late}`,
       `  bars written     ${written || 'none'}${c.present ? ` (${c.present} already in the files)` : ''}`,
       `  time             ${seconds.toFixed(2)} s, ${Math.round(c.trades / seconds)} trades/s (reading the tape included)`,

@@ -24,9 +24,8 @@ import {
   type Logger,
   type RedisClient,
 } from '@candlewick/common';
-import { tapeSymbols } from '@candlewick/common';
 import { BarCloser, barsQueue } from '@candlewick/aggregator';
-import { replayTape, rootLogger } from './roles.js';
+import { replayTape, rootLogger, tapeSubscription } from './roles.js';
 import { PrivateRedis, PrivateRedisCluster, freePort } from './redis-server.js';
 import { formatSummary, summarize, type CpuUse } from './summary.js';
 
@@ -62,7 +61,7 @@ interface Child {
   cpuAtReady?: number;
   cpuUs?: number;
   /** what the role last said of its progress (the ingestor: newest receive time, trades held) */
-  progress?: { lastRx: number; pending: number };
+  progress?: { lastRx: number; pending: number; held?: number };
   /** the replay server: it has sent the whole tape */
   tapeDone?: boolean;
 }
@@ -168,9 +167,10 @@ export async function runStack(cfg: Config, env: NodeJS.ProcessEnv): Promise<num
 
   // The tape is read before anything starts: a tape that cannot be read is a configuration error.
   if (cfg.mode === 'replay') {
-    const { path: tapePath, items } = replayTape(cfg);
+    const tape = replayTape(cfg);
+    const tapePath = tape.path;
     childEnv.REPLAY_TAPE = tapePath;
-    if (cfg.symbols.length === 0) childEnv.SYMBOLS = tapeSymbols(items).join(',');
+    if (cfg.symbols.length === 0) childEnv.SYMBOLS = tapeSubscription(cfg, tape).join(',');
     log.info({ tape: tapePath, symbols: childEnv.SYMBOLS ?? cfg.symbols.join(',') }, 'no FINNHUB_TOKEN: replaying a recorded tape');
   }
 
@@ -323,6 +323,7 @@ export async function runStack(cfg: Config, env: NodeJS.ProcessEnv): Promise<num
       return EXIT.OK;
     };
 
+    let endInputAsks = 0;
     while (stop.reason === undefined) {
       await stop.race(sleep(200));
       if (stop.reason !== undefined || cfg.exitWhenIdleMs === 0) continue;
@@ -334,6 +335,12 @@ export async function runStack(cfg: Config, env: NodeJS.ProcessEnv): Promise<num
           .catch(() => false),
       );
       if (!idle) continue;
+      // (asked a few times at most: an ingestor that cannot answer does not keep the stack from ending)
+      if (ingest?.progress?.held && endInputAsks++ < 10) {
+        // the input is over: a trade held back for confirmation (FUTURE_LIMIT_MS) is rejected now, so the summary counts it
+        if (ingest.proc.connected) ingest.proc.send({ endInput: true });
+        continue;
+      }
       log.info({ idleMs: cfg.exitWhenIdleMs }, 'feed idle and every stage drained; closing the remaining bars');
       return await closeAndReport(stop);
     }
@@ -344,6 +351,8 @@ export async function runStack(cfg: Config, env: NodeJS.ProcessEnv): Promise<num
       windDown = new StopRequest();
       log.info('the tape is done: closing the remaining bars before stopping (a second Ctrl-C stops at once)');
       const ingest = children.find((c) => c.role === 'ingest');
+      // the input is over: a trade still held back for confirmation (FUTURE_LIMIT_MS) is rejected now
+      if (ingest?.progress?.held && ingest.proc.connected) ingest.proc.send({ endInput: true });
       await untilDrained(redis, cfg, keys, startedAt, () => ingest?.progress, windDown);
       return await closeAndReport(windDown);
     }

@@ -5,6 +5,8 @@ import type { Counters } from '@candlewick/common';
 export type StackSummary = Pick<
   Counters,
   | 'rejected'
+  | 'future'
+  | 'foreign'
   | 'badFrames'
   | 'late'
   | 'merged'
@@ -52,6 +54,8 @@ export function summarize(before: Counters, after: Counters, startedAt: number, 
   return {
     tradesIn,
     rejected: after.rejected - before.rejected,
+    future: after.future - before.future,
+    foreign: after.foreign - before.foreign,
     badFrames: after.badFrames - before.badFrames,
     late: after.late - before.late,
     merged: after.merged - before.merged,
@@ -86,7 +90,8 @@ export function formatSummary(s: StackSummary, dataDir: string): string {
   return [
     'candlewick summary',
     `  trades in        ${s.tradesIn}`,
-    `  rejected         ${s.rejected} (plus ${s.badFrames} unreadable frames)`,
+    `  rejected         ${s.rejected} (plus ${s.badFrames} unreadable frames)${s.future ? `, ${s.future} of them ahead of the clock or the feed (FUTURE_LIMIT_MS; kept in trades:rejected)` : ''}`,
+    ...(s.foreign ? [`  foreign          ${s.foreign} trades for symbols not in SYMBOLS, dropped`] : []),
     `  late             ${s.late}${lateNote(s)}`,
     `  merged           ${s.merged - s.filtered - s.excluded}${left.length ? ` (plus ${left.join(', ')})` : ''}`,
     ...(s.unknownConditions

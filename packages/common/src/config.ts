@@ -4,12 +4,16 @@ import { z } from 'zod';
 import {
   ConditionCodesError,
   Clock,
+  SYMBOL_PATTERN,
+  SYMBOL_RULE,
+  visibleSymbol,
   baseIntervalMs,
   parseConditionCodes,
   parseDurationMs,
   parseInterval,
   type Interval,
 } from '@candlewick/core';
+import { fileSafeSymbol } from './keys.js';
 import { redactUrl } from './logger.js';
 
 /**
@@ -218,6 +222,13 @@ const SETTINGS = {
   ),
   tz: setting('BAR_TZ', zone(), 'America/New_York', 'America/New_York', 'IANA zone bars are floored and labelled in'),
   graceMs: setting('GRACE_MS', int(0, 3_600_000), 2000, '2000', "how long after a window's end trades for it are still on time"),
+  futureLimitMs: setting(
+    'FUTURE_LIMIT_MS',
+    int(1000, 7 * 86_400_000),
+    900_000,
+    '900000',
+    "how far a trade's time may be ahead of the clock, and (CLOCK=event) of the feed's highest time, before it is held back or rejected (see Validation)",
+  ),
   clock: setting(
     'CLOCK',
     oneOf(['wall', 'event']),
@@ -583,13 +594,36 @@ export function loadConfig(env: EnvLike, overrides: EnvLike = {}): Config {
   return Object.freeze({ ...c, baseMs: baseIntervalMs(intervalsRead) }) as unknown as Config;
 }
 
+/**
+ * What is wrong with a list of symbols to subscribe (SYMBOLS, or a tape's symbols): a symbol outside
+ * the allowed characters, or two symbols whose files would be one (BINANCE:XRPETH and
+ * BINANCE_XRPETH both write BINANCE_XRPETH_1min.csv).
+ */
+export function symbolProblems(symbols: readonly string[], where: string): string[] {
+  const problems: string[] = [];
+  const byFile = new Map<string, string>();
+  for (const s of symbols) {
+    if (!SYMBOL_PATTERN.test(s)) {
+      problems.push(`${where}: ${visibleSymbol(s)} is not a symbol (${SYMBOL_RULE})`);
+      continue;
+    }
+    const file = fileSafeSymbol(s);
+    const other = byFile.get(file);
+    if (other !== undefined && other !== s)
+      problems.push(
+        `${where}: "${other}" and "${s}" would share the files ${file}_{interval}.csv (":" and "/" become "_"); subscribe to one of them`,
+      );
+    else byFile.set(file, s);
+  }
+  return problems;
+}
+
 /** The rules that span settings; also turns --from/--to into instants in BAR_TZ. */
 function checkTogether(c: Record<string, unknown>, merged: EnvLike, problems: string[]): void {
   if (c.mode === 'live' && !c.finnhubToken)
     problems.push('MODE=live needs FINNHUB_TOKEN (a Finnhub API key); unset MODE to replay the bundled tape');
   const symbols = c.symbols as readonly string[];
-  for (const s of symbols)
-    if (!/^[A-Za-z0-9:._^/=-]{1,64}$/.test(s)) problems.push(`SYMBOLS: "${s}" is not a symbol (letters, digits, : . _ - / ^ =)`);
+  problems.push(...symbolProblems(symbols, 'SYMBOLS'));
   if (c.mode === 'live' && symbols.length === 0)
     problems.push('SYMBOLS: name the symbols to subscribe in live mode, e.g. SYMBOLS=AAPL,MSFT,BINANCE:BTCUSDT');
   if (c.backfillProvider === 'finnhub' && c.backfillMode === 'ticks') {

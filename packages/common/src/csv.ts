@@ -16,6 +16,7 @@ import { stringify } from 'csv-stringify/sync';
 import { DateTime } from 'luxon';
 import { BAR_FLAGS, barSources, formatNumber, volumeNumber, vwap, type BarState, type Clock } from '@candlewick/core';
 import { fileSafeSymbol } from './keys.js';
+import { SymbolFileClashError } from './errors.js';
 import type { BarRowCells } from './entries.js';
 
 export const CSV_HEADER = ['timestamp', 'open', 'high', 'low', 'close', 'vwap', 'volume', 'num_transactions'] as const;
@@ -149,6 +150,8 @@ interface FileState {
  */
 export class CsvFiles {
   private readonly state = new Map<string, FileState>();
+  /** file -> the one symbol whose bars it holds (file names are file-safe symbols: two could meet) */
+  private readonly owners = new Map<string, string>();
   /** buffered mode: rows held per file until flush() */
   private readonly pending: Map<string, { f: FileState; text: string }> | undefined;
   /** corrections file -> "start#rev" already in it */
@@ -252,6 +255,9 @@ export class CsvFiles {
 
   private fileState(path: string, interval: string, symbol: string): FileState {
     let f = this.state.get(path);
+    const owner = this.owners.get(path);
+    if (owner === undefined) this.owners.set(path, symbol);
+    else if (owner !== symbol) throw new SymbolFileClashError(path, [owner, symbol]);
     if (f === undefined) {
       f = this.inspect(path);
       this.state.set(path, f);

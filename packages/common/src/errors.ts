@@ -59,3 +59,20 @@ export function isConnectionError(err: unknown): boolean {
     err.message,
   );
 }
+
+/**
+ * Two symbols whose file-safe names are one (BINANCE:XRPETH and BINANCE_XRPETH): the writer refuses
+ * to mix their bars in one file. SYMBOLS is checked for this at start; this is the last guard.
+ */
+export class SymbolFileClashError extends Error {
+  readonly exitCode = EXIT.CONFIG;
+  constructor(
+    readonly file: string,
+    readonly symbols: readonly [string, string],
+  ) {
+    super(
+      `"${symbols[0]}" and "${symbols[1]}" would share ${file}: their bars are not written into one file; subscribe to one of them (SYMBOLS)`,
+    );
+    this.name = 'SymbolFileClashError';
+  }
+}

@@ -18,7 +18,12 @@ export interface Component {
    * Where it is, for a supervisor that cannot ask Redis (Redis away or refusing writes): the
    * ingestor's newest receive time and the trades it holds that Redis does not have yet.
    */
-  progress?(): { lastRx: number; pending: number };
+  progress?(): { lastRx: number; pending: number; held?: number };
+  /**
+   * The input is over (a supervisor saw the feed quiet and everything drained): decide what is held
+   * back waiting for more input (the ingestor: a trade from the future waiting for confirmation).
+   */
+  endInput?(): void;
 }
 
 export interface ShutdownOptions {

@@ -6,6 +6,10 @@ import type { RedisClient } from './redis.js';
 export interface Counters {
   in: number;
   rejected: number;
+  /** of the rejected: ahead of the clock or the feed (FUTURE_LIMIT_MS) */
+  future: number;
+  /** trades for symbols not subscribed, dropped */
+  foreign: number;
   badFrames: number;
   late: number;
   merged: number;
@@ -31,6 +35,8 @@ export async function readCounters(redis: RedisClient, cfg: Config, keys: Keys):
   const c: Counters = {
     in: 0,
     rejected: Number(stats.rejected ?? 0),
+    future: Number(stats.future ?? 0),
+    foreign: Number(stats.foreign ?? 0),
     badFrames: Number(stats.badFrames ?? 0),
     late: 0,
     merged: 0,

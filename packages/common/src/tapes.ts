@@ -166,11 +166,12 @@ function readJsonl(file: string, problems?: string[]): TapeItem[] {
       typeof t.s === 'string' &&
       Number.isSafeInteger(t.t) &&
       isNumberish(t.p) &&
-      typeof t.v === 'number' &&
-      Number.isFinite(t.v) &&
+      isNumberish(t.v) &&
+      Number.isFinite(Number(t.v)) &&
       (t.c === undefined || Array.isArray(t.c))
     ) {
-      out.push({ s: t.s, p: String(t.p), v: t.v, t: t.t as number, c: ((t.c as unknown[] | undefined) ?? []).map(String) });
+      // a volume written as a plain decimal string ("v":"100") is read as its number, as validation reads it
+      out.push({ s: t.s, p: String(t.p), v: Number(t.v), t: t.t as number, c: ((t.c as unknown[] | undefined) ?? []).map(String) });
     } else {
       out.push({ rawTrade: line.trim(), s: typeof t.s === 'string' ? t.s : undefined });
     }
@@ -183,10 +184,29 @@ interface CcxtTrade {
   info: { p: string; q: string; T: number };
 }
 
+const AGG_TRADES = 'a JSON array of Binance aggTrades as ccxt records ({symbol, info: {p, q, T}})';
+
 function readBinanceAggTrades(file: string): TapeTrade[] {
-  const rows = JSON.parse(readText(file)) as CcxtTrade[];
-  if (!Array.isArray(rows)) throw new Error(`${file}: expected a JSON array of Binance aggTrades`);
-  return rows.map((r) => ({
+  const rows = JSON.parse(readText(file)) as unknown;
+  if (!Array.isArray(rows)) throw new TapeError(`${file}: not a tape: expected ${AGG_TRADES}`);
+  // anything else in a *.json file (klines, metadata) is refused by name, never read as trades
+  rows.forEach((r: unknown, i) => {
+    const x = r as Partial<CcxtTrade> | null;
+    const info = x?.info as Partial<CcxtTrade['info']> | undefined;
+    if (
+      x === null ||
+      typeof x !== 'object' ||
+      typeof x.symbol !== 'string' ||
+      typeof info !== 'object' ||
+      info === null ||
+      typeof info.p !== 'string' ||
+      !/^\d+(\.\d+)?$/.test(info.p) ||
+      !/^\d+(\.\d+)?$/.test(String(info.q)) ||
+      !Number.isSafeInteger(info.T)
+    )
+      throw new TapeError(`${file}: not a tape: element ${i + 1} is ${JSON.stringify(r)?.slice(0, 80)}, expected ${AGG_TRADES}`);
+  });
+  return (rows as CcxtTrade[]).map((r) => ({
     s: `BINANCE:${r.symbol.replace('/', '')}`,
     p: r.info.p.replace(/(\.\d*?)0+$/, '$1').replace(/\.$/, ''),
     v: Number(r.info.q),
@@ -216,18 +236,30 @@ function readLeanZip(file: string): TapeTrade[] {
     { zone: 'America/New_York' },
   ).toMillis();
   const entries = unzipSync(readFileSync(file));
-  const csv = Object.values(entries)[0];
+  const [name, csv] = Object.entries(entries)[0] ?? [];
   if (!csv) throw new Error(`${file}: empty zip`);
+  // Lean keeps minute, second and hour trade bars in zips of the same name: only tick files are trades
+  if (!/_trade_tick\.csv$/i.test(name!))
+    throw new TapeError(
+      `${file}: not a tape: it holds ${name}, expected Lean tick trades (<date>_<symbol>_Trade_Tick.csv: ms, price × 10000, quantity, exchange, condition, suspicious); Lean's minute or second bars are not trades`,
+    );
   const text = strFromU8(csv);
   const out: TapeTrade[] = [];
   let pos = 0;
+  let lineNo = 0;
   while (pos < text.length) {
+    lineNo++;
     let nl = text.indexOf('\n', pos);
     if (nl < 0) nl = text.length;
     const line = text.slice(pos, nl);
     pos = nl + 1;
     if (line.length < 3) continue;
     const f = line.split(',');
+    // the first row says what the file is (the entry's name already did): not every row is checked, for speed
+    if (out.length === 0 && (f.length < 5 || !/^\d+$/.test(f[0]!) || !/^\d+(\.\d+)?$/.test(f[1]!) || /^[\d.]*$/.test(f[3]!)))
+      throw new TapeError(
+        `${file}: line ${lineNo} is not a Lean tick trade (ms, price × 10000, quantity, exchange, condition, suspicious): ${line.slice(0, 80)}`,
+      );
     // ms since local midnight, price x 10000, quantity, exchange, sale condition, suspicious
     out.push({
       s: symbol,

@@ -10,6 +10,16 @@ export const VOLUME_DIGITS = 10;
 /** Σ p·v carries PRICE_DIGITS + VOLUME_DIGITS decimals */
 export const PV_DIGITS = PRICE_DIGITS + VOLUME_DIGITS;
 
+/**
+ * The largest price and volume a trade may have. The sums are exact at any size (bigint here,
+ * decimal strings in Lua), but the VWAP divides them as doubles and CSV prints numbers: a price
+ * of 1e308 overflows Σp·v (scaled by 10^22) to Infinity and leaves the VWAP empty. Below these
+ * bounds p·v·10^22 stays under 1e50, so even 10^250 trades in one bar keep the VWAP finite, and
+ * a price or volume prints without an exponent (JavaScript switches to one at 1e21).
+ */
+export const MAX_PRICE = 1e12;
+export const MAX_VOLUME = 1e15;
+
 const pow10 = (n: number): bigint => 10n ** BigInt(n);
 const VOLUME_UNIT = Number(pow10(VOLUME_DIGITS));
 const PRICE_UNIT = Number(pow10(PRICE_DIGITS));

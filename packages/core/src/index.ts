@@ -9,3 +9,4 @@ export * from './trade.js';
 export * from './conditions.js';
 export * from './preaggregate.js';
 export * from './splice.js';
+export * from './future.js';

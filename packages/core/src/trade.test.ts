@@ -9,6 +9,9 @@ describe('validateTrade', () => {
     expect(v).toEqual({ ok: true, trade: { s: 'AAPL', p: '187.25', v: 100, t: 1700000000123, c: ['1', '12'], rx: 5 } });
     expect(validateTrade({ ...ok, p: '0.00141342', c: undefined }, 0)).toMatchObject({ ok: true, trade: { p: '0.00141342', c: [] } });
     expect(validateTrade({ ...ok, v: 0 }, 0).ok).toBe(true);
+    for (const s of ['BRK.B', 'BINANCE:BTCUSDT', 'OANDA:EUR_USD', 'BTC-USD', '^GSPC', 'FXCM:EUR/USD'])
+      expect(validateTrade({ ...ok, s }, 0).ok).toBe(true);
+    expect(validateTrade({ ...ok, p: 1e12, v: 1e15 }, 0).ok).toBe(true);
   });
 
   it.each([
@@ -16,6 +19,10 @@ describe('validateTrade', () => {
     [[1, 2], /not an object/],
     [{ ...ok, s: '' }, /symbol/],
     [{ ...ok, s: 42 }, /symbol/],
+    [{ ...ok, s: 'A\u200bB' }, /symbol\) must be 1 to 64 of .*got "A\\u200bB"/], // a zero-width space
+    [{ ...ok, s: 'B\u0422C' }, /symbol/], // a Cyrillic T
+    [{ ...ok, p: 1e308 }, /p \(price\) must be at most 1000000000000/],
+    [{ ...ok, v: '1e308' }, /v \(volume\) must be at most/],
     [{ ...ok, s: undefined }, /symbol/],
     [{ ...ok, p: 0 }, /price/],
     [{ ...ok, p: -1 }, /price/],

@@ -1,8 +1,22 @@
 import type { Trade } from './bar.js';
+import { MAX_PRICE, MAX_VOLUME } from './decimal.js';
 
 /** Event times outside [2000-01-01, 2100-01-01) are garbage, not trades. */
 export const MIN_EVENT_MS = 946_684_800_000;
 export const MAX_EVENT_MS = 4_102_444_800_000;
+
+/**
+ * What a symbol may be made of: ASCII letters and digits and : . _ - / ^ =, at most 64 characters
+ * (BRK.B, BINANCE:BTCUSDT, OANDA:EUR_USD, BTC-USD, ^GSPC, FXCM:EUR/USD). Nothing invisible or
+ * confusable (a zero-width space, a Cyrillic A) can pass, so two symbols that look alike are one.
+ */
+export const SYMBOL_PATTERN = /^[A-Za-z0-9:._^/=-]{1,64}$/;
+export const SYMBOL_RULE = '1 to 64 of the characters A-Z a-z 0-9 : . _ - / ^ =';
+
+/** A symbol as it may be shown in a message: anything outside printable ASCII as \uXXXX. */
+export function visibleSymbol(s: string): string {
+  return JSON.stringify(s).replace(/[^\x20-\x7e]/g, (ch) => `\\u${ch.charCodeAt(0).toString(16).padStart(4, '0')}`);
+}
 
 export type Validation = { ok: true; trade: Trade } | { ok: false; reason: string };
 
@@ -46,15 +60,16 @@ export function readTrade(raw: unknown, rx: number, out: TradeFields): string | 
   if (typeof s !== 'string') return 's (symbol) must be a non-empty string';
   if (!goodSymbols.has(s)) {
     if (s.trim() === '') return 's (symbol) must be a non-empty string';
-    if (s.length > 64 || /[\s|\x00-\x1f]/.test(s))
-      return 's (symbol) must be at most 64 characters without spaces, control characters or |';
+    if (!SYMBOL_PATTERN.test(s)) return `s (symbol) must be ${SYMBOL_RULE}, got ${short(visibleSymbol(s), true)}`;
     if (goodSymbols.size > 100_000) goodSymbols.clear();
     goodSymbols.add(s);
   }
   const p = num(r.p);
   if (p === undefined || p <= 0) return `p (price) must be a finite number > 0, got ${short(r.p)}`;
+  if (p > MAX_PRICE) return `p (price) must be at most ${MAX_PRICE} (1e12), got ${short(r.p)}`;
   const v = num(r.v);
   if (v === undefined || v < 0) return `v (volume) must be a finite number >= 0, got ${short(r.v)}`;
+  if (v > MAX_VOLUME) return `v (volume) must be at most ${MAX_VOLUME} (1e15), got ${short(r.v)}`;
   const t = typeof r.t === 'number' ? r.t : NaN;
   if (!Number.isSafeInteger(t) || t < MIN_EVENT_MS || t >= MAX_EVENT_MS) {
     return `t (event time) must be integer ms between 2000 and 2100, got ${short(r.t)}`;
@@ -99,10 +114,10 @@ export function validateTrade(raw: unknown, rx: number): Validation {
   return reason === undefined ? { ok: true, trade } : { ok: false, reason };
 }
 
-function short(x: unknown): string {
+function short(x: unknown, asIs = false): string {
   let s: string;
   try {
-    s = x === undefined ? 'nothing' : typeof x === 'number' ? String(x) : JSON.stringify(x);
+    s = x === undefined ? 'nothing' : typeof x === 'number' || asIs ? String(x) : JSON.stringify(x);
   } catch {
     s = String(x);
   }

@@ -1,12 +1,15 @@
 import WebSocket from 'ws';
 import { redactUrl, sleep, type Logger } from '@candlewick/common';
-import { validateTrade } from '@candlewick/core';
+import { FutureGuard, validateTrade, type Trade } from '@candlewick/core';
 import type { TradeSink } from './sink.js';
 
 export interface FeedOptions {
   url: string;
   token: string | undefined;
   symbols: readonly string[];
+  /** FUTURE_LIMIT_MS (default 15 min) and CLOCK (default event): trades from the future (core/future.ts) */
+  futureLimitMs?: number;
+  clock?: 'wall' | 'event';
   /** no frame (pings included) for this long: the socket is considered dead */
   staleMs?: number;
   /** called with {start, end} after the feed came back from an outage */
@@ -63,11 +66,38 @@ export class FinnhubFeed {
   rejected = 0;
   badFrames = 0;
 
+  /** trades for symbols not subscribed (dropped) */
+  foreign = 0;
+  private readonly subscribed: ReadonlySet<string>;
+  /** trades ahead of the clock or the feed: held back for confirmation, or rejected */
+  readonly future: FutureGuard<Trade>;
+
   constructor(
     private readonly opts: FeedOptions,
     private readonly sink: TradeSink,
     private readonly log: Logger,
-  ) {}
+  ) {
+    this.subscribed = new Set(opts.symbols);
+    this.future = new FutureGuard(opts.futureLimitMs ?? 900_000, (opts.clock ?? 'event') === 'event');
+  }
+
+  private readonly accept = (tr: Trade): void => {
+    this.trades++;
+    this.sink.push(tr);
+  };
+
+  private readonly refuse = (tr: Trade, reason: string): void => {
+    this.rejected++;
+    this.sink.reject({ s: tr.s, p: tr.p, v: tr.v, t: tr.t, c: tr.c }, reason, tr.rx, 'future');
+    this.warnBad(this.log, 'trade rejected', { reason });
+  };
+
+  private readonly same = (tr: Trade): Trade => tr;
+
+  /** The input ended (the ingestor stops): a trade still held back is rejected. */
+  endInput(): void {
+    this.future.end(this.refuse);
+  }
 
   private url(): string {
     if (!this.opts.token) return this.opts.url;
@@ -248,8 +278,17 @@ export class FinnhubFeed {
       for (const raw of data) {
         const v = validateTrade(raw, rx);
         if (v.ok) {
-          this.trades++;
-          this.sink.push(v.trade);
+          if (!this.subscribed.has(v.trade.s)) {
+            // only subscribed symbols make bars: a feed that sends others would fill DATA_DIR with them
+            if (this.foreign++ === 0)
+              log.warn(
+                { symbol: v.trade.s },
+                'the feed sent trades for a symbol not in SYMBOLS: such trades are dropped and counted (said once)',
+              );
+            this.sink.foreignTrade();
+            continue;
+          }
+          this.future.offer(v.trade, this.same, this.accept, this.refuse);
         } else {
           this.rejected++;
           this.sink.reject(raw, v.reason, rx);

@@ -1,4 +1,5 @@
 import {
+  ConfigError,
   metrics,
   reportRedisError,
   type Config,
@@ -20,11 +21,12 @@ export class Ingestor {
 
   constructor(
     private readonly redis: RedisClient,
-    cfg: Config,
+    private readonly cfg: Config,
     private readonly keys: Keys,
     private readonly log: Logger,
   ) {
-    if (cfg.symbols.length === 0) throw new Error('SYMBOLS is empty: name the symbols to subscribe, e.g. SYMBOLS=AAPL,BINANCE:BTCUSDT');
+    if (cfg.symbols.length === 0)
+      throw new ConfigError(['SYMBOLS is empty: name the symbols to subscribe, e.g. SYMBOLS=AAPL,BINANCE:BTCUSDT']);
     const clock = new Clock(cfg.tz);
     const reconnects = metrics.wsReconnects();
     const gaps = metrics.feedGaps();
@@ -63,6 +65,8 @@ export class Ingestor {
         url: cfg.finnhubWsUrl,
         token: cfg.mode === 'live' ? cfg.finnhubToken : undefined,
         symbols: cfg.symbols,
+        futureLimitMs: cfg.futureLimitMs,
+        clock: cfg.clock,
         staleMs: cfg.staleMs,
         onUp: () => {
           if (this.connections++ > 0) reconnects.inc();
@@ -104,6 +108,12 @@ export class Ingestor {
   async start(): Promise<void> {
     const t0 = Date.now();
     this.previousRx = Number((await this.redis.hget(this.keys.stats(), 'lastRx')) ?? 0);
+    if (this.cfg.clock === 'event') {
+      // the feed time a previous ingestor left: a restart does not forget how far the feed had come
+      let wm = 0;
+      for (let p = 0; p < this.cfg.partitions; p++) wm = Math.max(wm, Number((await this.redis.hget(this.keys.clock(p), 'wm')) ?? 0));
+      this.feed.future.seed(wm);
+    }
     await this.feed.start();
     // how long a (re)started ingestor takes to have trades flowing into Redis again
     const watch = setInterval(() => {
@@ -116,12 +126,19 @@ export class Ingestor {
     watch.unref();
   }
 
-  stop(): Promise<void> {
-    return this.feed.stop();
+  async stop(): Promise<void> {
+    await this.feed.stop();
+    // the input has ended: a trade held back for confirmation is rejected, with its reason
+    this.feed.endInput();
   }
 
-  progress(): { lastRx: number; pending: number } {
-    return { lastRx: this.sink.lastRx, pending: this.sink.holding() };
+  progress(): { lastRx: number; pending: number; held: number } {
+    return { lastRx: this.sink.lastRx, pending: this.sink.holding(), held: this.feed.future.holding };
+  }
+
+  /** The supervisor saw the input end: a trade held back for confirmation is rejected. */
+  endInput(): void {
+    this.feed.endInput();
   }
 
   unsaved(): string | undefined {

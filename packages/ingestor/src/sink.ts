@@ -357,8 +357,8 @@ export class TradeSink {
     return new Promise((resolve) => this.settled.push(resolve));
   }
 
-  /** Records rejected trades with their reason (counted and kept in trades:rejected). */
-  reject(raw: unknown, reason: string, rx: number): void {
+  /** Records rejected trades with their reason (counted and kept in trades:rejected); `kind` counts them apart too. */
+  reject(raw: unknown, reason: string, rx: number, kind?: 'future'): void {
     let text: string;
     try {
       text = JSON.stringify(raw) ?? String(raw);
@@ -371,6 +371,7 @@ export class TradeSink {
     const { rejected, stats } = { rejected: this.opts.keys.rejected(), stats: this.opts.keys.stats() };
     tx.on(rejected).xadd(rejected, 'MAXLEN', '~', '100000', '*', 'raw', text, 'reason', reason, 'rx', String(rx));
     tx.on(stats).hincrby(stats, 'rejected', 1);
+    if (kind) tx.on(stats).hincrby(stats, kind, 1);
     void tx.exec().catch((err: unknown) => reportRedisError(this.log, err, 'failed to record a rejected trade'));
   }
 
@@ -389,6 +390,13 @@ export class TradeSink {
       byPartition.get(p)!.push(s, deadline);
     }
     await Promise.all([...byPartition].map(([p, fields]) => this.redis.hset(this.opts.keys.holds(p), ...fields)));
+  }
+
+  /** Counts a trade for a symbol not subscribed (dropped). */
+  foreignTrade(): void {
+    void this.redis
+      .hincrby(this.opts.keys.stats(), 'foreign', 1)
+      .catch((err: unknown) => reportRedisError(this.log, err, 'failed to count a trade for a symbol not in SYMBOLS'));
   }
 
   /** Counts a frame that is not JSON or has an unknown type. */
