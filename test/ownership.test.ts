@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { readFileSync, readdirSync, statSync, mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, rmSync, statSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { connect } from 'node:net';
 import { describe, expect, it, onTestFinished } from 'vitest';
@@ -169,8 +169,8 @@ function rowsWithComplete(dir: string, interval: string): { bar: ReturnType<type
 }
 
 describe('Redis comes back empty', () => {
-  it('FLUSHALL mid-run: said once, the bars open then written complete=false (never as whole), every other row exact, and the run ends with a summary and exit 1', async () => {
-    const dir = tempDir('flushall');
+  /** A paced stack whose Redis `empty` empties well into the replay; the account it gives is checked. */
+  async function runEmptied(dir: string, empty: (redisDir: string) => Promise<void>): Promise<void> {
     const stack = startCli(['stack'], { ...paced(dir), CSV_EXTRA_COLUMNS: 'true' });
     onTestFinished(() => void stack.kill('SIGKILL'));
     await waitFor(
@@ -185,10 +185,7 @@ describe('Redis comes back empty', () => {
       60_000,
       'rows to be written',
     );
-    const url = readFileSync(join(dir, 'redis', 'candlewick-redis.url'), 'utf8').trim();
-    const admin = new Redis(url, { password: readFileSync(join(dir, 'redis', 'candlewick-redis.pass'), 'utf8').trim() });
-    onTestFinished(() => admin.disconnect());
-    await admin.flushall();
+    await empty(join(dir, 'redis'));
 
     let timer: NodeJS.Timeout | undefined;
     const code = await Promise.race([stack.exited, new Promise<'hung'>((r) => (timer = setTimeout(() => r('hung'), 120_000)))]);
@@ -231,5 +228,30 @@ describe('Redis comes back empty', () => {
       incomplete += partial.length;
     }
     expect(incomplete).toBeGreaterThanOrEqual(3);
+  }
+
+  it(
+    'FLUSHALL mid-run: said once, the bars open then written complete=false (never as whole), every other row exact, and the run ends with a summary and exit 1',
+    { timeout: 240_000 },
+    async () => {
+      await runEmptied(tempDir('flushall'), async (redisDir) => {
+        const url = readFileSync(join(redisDir, 'candlewick-redis.url'), 'utf8').trim();
+        const passFile = join(redisDir, 'candlewick-redis.pass');
+        const admin = new Redis(url, existsSync(passFile) ? { password: readFileSync(passFile, 'utf8').trim() } : {});
+        try {
+          await admin.flushall();
+        } finally {
+          admin.disconnect();
+        }
+      });
+    },
+  );
+
+  it('the private Redis killed and restarted on an empty AOF: the same account, and the run ends', { timeout: 240_000 }, async () => {
+    await runEmptied(tempDir('empty-aof'), async (redisDir) => {
+      // its AOF gone (a lost disk), then the server killed outright: the stack restarts it on nothing
+      rmSync(join(redisDir, 'appendonlydir'), { recursive: true, force: true });
+      process.kill(Number(readFileSync(join(redisDir, 'candlewick-redis.pid'), 'utf8')), 'SIGKILL');
+    });
   });
 });
