@@ -82,6 +82,15 @@ export function stackRedis(dataDir: string): { url: string; password: string | u
   return { url, password };
 }
 
+function writeIfChanged(path: string, text: string): void {
+  try {
+    if (readFileSync(path, 'utf8') === text) return;
+  } catch {
+    // not there yet
+  }
+  writeFileSync(path, text, { mode: 0o600 });
+}
+
 /** A password for a stack's private redis-server: 32 random bytes, hex. */
 export function generatePassword(): string {
   return randomBytes(32).toString('hex');
@@ -212,8 +221,9 @@ export class PrivateRedis {
     if (this.password !== undefined) {
       ownerOnly(this.dir);
       const files = privateRedisFiles(this.dir);
-      writeFileSync(files.password, `${this.password}\n`, { mode: 0o600 });
-      writeFileSync(files.conf, `requirepass ${this.password}\n`, { mode: 0o600 });
+      // (written only when changed: a restart after Redis died of a full disk must not need space)
+      writeIfChanged(files.password, `${this.password}\n`);
+      writeIfChanged(files.conf, `requirepass ${this.password}\n`);
       conf.push(files.conf);
     }
     this.port = port ?? (await freePort());
