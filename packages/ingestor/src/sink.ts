@@ -235,11 +235,14 @@ export class TradeSink {
 
   /** partitions this sink has cut a marked batch for; the newest event time cut so far */
   private readonly cutTo: boolean[] = [];
+  /** partitions whose data Redis lost (said by the ingestor): their lost batches are part of it */
+  private readonly dataLost = new Set<number>();
   private maxT = 0;
 
   /** an append that found the data marker gone: said by the ingestor (onLost) */
   private noticeLoss(p: number, reply: AddTradesReply, batch: Batch): void {
     if (!reply.lost) return;
+    this.dataLost.add(p);
     const m = /^m:[^:]*:(\d+)$/.exec(batch.args[6] ?? '');
     this.opts.onLost?.(p, Number(m?.[1] ?? this.maxT));
   }
@@ -367,10 +370,16 @@ export class TradeSink {
     this.lost.trades += lost.trades;
     if (this.lost.firstRx === 0) this.lost.firstRx = lost.firstRx;
     this.lost.lastRx = Math.max(this.lost.lastRx, lost.lastRx);
-    this.log.error(
-      { partition: p, batches, ...lost },
-      'Redis lost batches of trades it had acknowledged, older than this ingestor keeps them (INGEST_RETAIN): they are gone; the span is recorded in feed:gaps',
-    );
+    if (this.dataLost.has(p))
+      this.log.warn(
+        { partition: p, batches, ...lost },
+        'the trades of these batches went with the data Redis lost (see above); their span is recorded in feed:gaps',
+      );
+    else
+      this.log.error(
+        { partition: p, batches, ...lost },
+        'Redis lost batches of trades it had acknowledged, older than this ingestor keeps them (INGEST_RETAIN): they are gone; the span is recorded in feed:gaps',
+      );
     void this.redis
       .xadd(
         this.opts.keys.gaps(),
