@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { pino } from 'pino';
+import { Redis } from 'ioredis';
 import { PrivateRedis, freePort } from '@candlewick/cli';
 import { ProviderServer } from '@candlewick/backfill';
 import { isTapeTrade, readTape } from '@candlewick/common';
@@ -60,6 +61,13 @@ interface Fault {
   root?: boolean;
   /** a Redis of its own (the fault kills it) */
   ownRedis?: boolean;
+  /**
+   * Where the files cannot equal the run without the fault (Redis lost the data), the account the
+   * run gave is judged instead: what is wrong with it (empty = exact account).
+   */
+  account?: (out: string, files: Map<string, string>, reference: Map<string, string>) => string[];
+  /** problems the strike itself found (a second writer not refused) */
+  found?: string[];
 }
 
 interface Stack {
@@ -158,6 +166,51 @@ const redisDown = (ms: number): Fault => ({
   },
 });
 
+/** The stack's private Redis, as a client with its password (DATA_DIR/redis). */
+function privateRedisOf(dir: string): Redis {
+  const url = readFileSync(join(dir, 'redis', 'candlewick-redis.url'), 'utf8').trim();
+  return new Redis(url, { password: readFileSync(join(dir, 'redis', 'candlewick-redis.pass'), 'utf8').trim() });
+}
+
+/**
+ * The account of a run whose Redis lost its data: said with the span of the bars open then; every
+ * row starting after it the same bytes as the run without the fault; rows from its start to its end
+ * (written incomplete, complete=false with CSV_EXTRA_COLUMNS) may differ; rows missing only before
+ * its end (bars closed but not yet written when the data went); no row that run did not have.
+ */
+function lossAccount(out: string, files: Map<string, string>, reference: Map<string, string>): string[] {
+  const said = [
+    ...out.matchAll(/Redis lost candlewick's data \(the marker key \S+ is gone[^)]*\): open bars from (\S+) to (\S+) are incomplete/g),
+  ];
+  if (said.length !== 1) return [`the loss said ${said.length} times, not once`];
+  if (!/DATA LOST/.test(out)) return ['no DATA LOST in the summary'];
+  const from = Date.parse(said[0]![1]!);
+  const to = Date.parse(said[0]![2]!);
+  const problems: string[] = [];
+  const rows = (text: string) =>
+    new Map(
+      text
+        .trimEnd()
+        .split('\n')
+        .slice(1)
+        .map((l) => [l.split(',')[0]!, l] as const),
+    );
+  const startOf = (label: string) => (/^\d{4}-\d{2}-\d{2}$/.test(label) ? Date.parse(`${label}T00:00:00-04:00`) : Date.parse(label));
+  for (const [f, text] of reference) {
+    const want = rows(text);
+    const got = rows(files.get(f) ?? 'header\n');
+    for (const label of got.keys()) if (!want.has(label)) problems.push(`${f}: ${label} is extra`);
+    for (const [label, line] of want) {
+      const start = startOf(label);
+      const row = got.get(label);
+      if (row === undefined) {
+        if (start > to) problems.push(`${f}: ${label} missing after the loss`);
+      } else if (row !== line && !(start >= from && start <= to)) problems.push(`${f}: ${label} differs outside the span said`);
+    }
+  }
+  return problems;
+}
+
 export const FAULTS: Record<string, Fault> = {
   'kill -9 aggregate': kill('aggregate'),
   'kill -9 close': kill('close'),
@@ -245,6 +298,33 @@ export const FAULTS: Record<string, Fault> = {
     },
     strike: async () => undefined,
   },
+  // Redis comes back empty: the loss is said once, with the bars it left incomplete, and the run ends (exit 1)
+  FLUSHALL: {
+    code: 1,
+    account: lossAccount,
+    strike: async (ctx) => {
+      const redis = privateRedisOf(ctx.dir);
+      try {
+        await redis.flushall();
+      } finally {
+        redis.disconnect();
+      }
+    },
+  },
+  // a second writer on the stack's files and key prefix (finding its Redis as `tap` does): refused, exit 2
+  'a second writer': {
+    strike: async (ctx) => {
+      const second = spawn(process.execPath, [CLI, 'write'], {
+        env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', DATA_DIR: ctx.dir, LOG_LEVEL: 'warn' },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      let said = '';
+      second.stderr!.on('data', (d: Buffer) => (said += d.toString()));
+      const code = await new Promise<number | null>((r) => second.on('exit', (c) => r(c)));
+      if (code !== 2 || !/already held by a running process \(host \S+ pid \d+, since /.test(said))
+        (FAULTS['a second writer']!.found ??= []).push(`the second writer exited ${code}, not refused: ${said.slice(0, 300)}`);
+    },
+  },
   'Ctrl-C': {
     code: 130,
     prefix: true,
@@ -330,16 +410,21 @@ export async function runFault(name: string, seed: number, reference: Map<string
     const num = (re: RegExp) => Number(re.exec(out)?.[1] ?? NaN);
     const files = csvFiles(base.dir);
     let exact = true;
-    for (const [f, text] of reference) {
-      const got = files.get(f);
-      const ok = fault.prefix ? got === undefined || (text.startsWith(got) && (got === '' || got.endsWith('\n'))) : got === text;
-      if (!ok) {
-        exact = false;
-        problems.push(`${f} differs`);
+    if (fault.found?.length) problems.push(...fault.found.splice(0));
+    if (fault.account) {
+      problems.push(...fault.account(out, files, reference));
+      exact = problems.length === 0;
+    } else
+      for (const [f, text] of reference) {
+        const got = files.get(f);
+        const ok = fault.prefix ? got === undefined || (text.startsWith(got) && (got === '' || got.endsWith('\n'))) : got === text;
+        if (!ok) {
+          exact = false;
+          problems.push(`${f} differs`);
+        }
       }
-    }
     for (const f of files.keys()) {
-      if (!reference.has(f)) {
+      if (!reference.has(f) && !fault.account) {
         exact = false;
         problems.push(`${f} is extra`);
       }

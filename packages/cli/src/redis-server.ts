@@ -1,25 +1,112 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { promisify } from 'node:util';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readFileSync, readdirSync, readlinkSync, realpathSync, statSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
 import { createServer } from 'node:net';
 import { createInterface } from 'node:readline';
 import { join, resolve } from 'node:path';
 import { Redis } from 'ioredis';
 import { RedisUnavailableError, sleep } from '@candlewick/common';
 
+/** The files a stack keeps beside its private redis-server's data, under `dir` (DATA_DIR/redis). */
+export function privateRedisFiles(dir: string): { pid: string; url: string; password: string; conf: string } {
+  return {
+    pid: join(dir, 'candlewick-redis.pid'),
+    url: join(dir, 'candlewick-redis.url'),
+    password: join(dir, 'candlewick-redis.pass'),
+    conf: join(dir, 'candlewick-redis.conf'),
+  };
+}
+
 /**
- * The URL of the private redis-server a running `candlewick stack` keeps under `dataDir/redis`,
- * when there is one (its pid alive and a redis-server): a role started by hand beside the stack
- * (`candlewick tap bars:1min`) finds it without REDIS_URL.
+ * Whether process `pid` is the redis-server candlewick started on `dir` and `port`: a redis-server
+ * (its title "redis-server 127.0.0.1:port" carries the port) whose working directory is `dir` (it
+ * runs with --dir there). A pid file alone proves nothing: the pid may since name another
+ * project's server, which must never be stopped or used.
  */
-export function stackRedisUrl(dataDir: string): string | undefined {
+export function isOurRedis(pid: number, dir: string, port: number | undefined): boolean {
+  if (!Number.isInteger(pid) || pid <= 0) return false;
   try {
-    const dir = join(dataDir, 'redis');
-    const pid = Number(readFileSync(join(dir, 'candlewick-redis.pid'), 'utf8').trim());
-    if (!Number.isInteger(pid) || pid <= 0 || !readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('redis-server')) return undefined;
-    return readFileSync(join(dir, 'candlewick-redis.url'), 'utf8').trim() || undefined;
+    const title = readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' ');
+    if (!title.includes('redis-server')) return false;
+    if (port === undefined || !new RegExp(`:${port}\\b`).test(title)) return false;
+    return realpathSync(readlinkSync(`/proc/${pid}/cwd`)) === realpathSync(resolve(dir));
+  } catch {
+    return false;
+  }
+}
+
+function portOf(url: string): number | undefined {
+  try {
+    const port = Number(new URL(url).port);
+    return Number.isInteger(port) && port > 0 ? port : undefined;
   } catch {
     return undefined;
+  }
+}
+
+/**
+ * The private redis-server a running `candlewick stack` keeps under `dataDir/redis`, for a role
+ * started by hand beside it (`candlewick tap bars:1min`) without REDIS_URL: its URL and password.
+ * `stale` when the stack's address file is there but its server is not (the stack stopped): the
+ * caller says so rather than trying some other Redis. Undefined when no stack ever ran here.
+ */
+export function stackRedis(dataDir: string): { url: string; password: string | undefined } | { stale: string } | undefined {
+  const dir = join(dataDir, 'redis');
+  const files = privateRedisFiles(dir);
+  let url: string;
+  try {
+    url = readFileSync(files.url, 'utf8').trim();
+  } catch {
+    return undefined;
+  }
+  if (!url) return undefined;
+  let pid = NaN;
+  try {
+    pid = Number(readFileSync(files.pid, 'utf8').trim());
+  } catch {
+    // no pid file: not running
+  }
+  if (!isOurRedis(pid, dir, portOf(url)))
+    return {
+      stale:
+        `the stack on DATA_DIR ${resolve(dataDir)} is not running: its address file ${resolve(files.url)} is stale ` +
+        `(no redis-server of that stack runs). Start the stack (npm start), or set REDIS_URL to the Redis to use`,
+    };
+  let password: string | undefined;
+  try {
+    password = readFileSync(files.password, 'utf8').trim() || undefined;
+  } catch {
+    password = undefined;
+  }
+  return { url, password };
+}
+
+function writeIfChanged(path: string, text: string): void {
+  try {
+    if (readFileSync(path, 'utf8') === text) return;
+  } catch {
+    // not there yet
+  }
+  writeFileSync(path, text, { mode: 0o600 });
+}
+
+/** A password for a stack's private redis-server: 32 random bytes, hex. */
+export function generatePassword(): string {
+  return randomBytes(32).toString('hex');
+}
+
+/**
+ * `dir` and everything in it its owner's alone: the folder 0700, files 0600, sub-folders 0700 —
+ * also what an earlier version left readable (a stack before passwords wrote its AOF 0644).
+ */
+function ownerOnly(dir: string): void {
+  chmodSync(dir, 0o700);
+  for (const name of readdirSync(dir)) {
+    const path = join(dir, name);
+    const st = statSync(path);
+    if (st.isDirectory()) ownerOnly(path);
+    else if (st.isFile()) chmodSync(path, 0o600);
   }
 }
 
@@ -47,6 +134,11 @@ export function freePort(): Promise<number> {
 /**
  * A private redis-server on a free loopback port, its data (AOF on) in `dir`. It runs in a process
  * group of its own, so a Ctrl-C in the terminal reaches only the stack, which stops it last.
+ *
+ * With `password` (the stack's: see `generatePassword`) the server requires it, and its folder and
+ * files are its owner's alone (folder 0700, files 0600, the server under umask 077): the trades and
+ * bars in the AOF are nobody else's to read or change. The password goes in a config file of mode
+ * 0600, never on the command line, where any local user could read it.
  */
 export class PrivateRedis {
   private proc: ChildProcess | undefined;
@@ -62,6 +154,7 @@ export class PrivateRedis {
     private readonly bin = 'redis-server',
     private readonly appendonly = true,
     private readonly extraArgs: readonly string[] = [],
+    private readonly password?: string,
   ) {}
 
   get url(): string {
@@ -69,7 +162,7 @@ export class PrivateRedis {
   }
 
   private get pidFile(): string {
-    return join(this.dir, 'candlewick-redis.pid');
+    return privateRedisFiles(this.dir).pid;
   }
 
   /**
@@ -80,7 +173,9 @@ export class PrivateRedis {
     let pid: number;
     try {
       pid = Number(readFileSync(this.pidFile, 'utf8').trim());
-      if (!Number.isInteger(pid) || pid <= 0 || !readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('redis-server')) return;
+      // only the server this folder's stack started (its port, this folder): never whatever now has that pid
+      const port = portOf(readFileSync(privateRedisFiles(this.dir).url, 'utf8').trim());
+      if (!isOurRedis(pid, this.dir, port)) return;
     } catch {
       return;
     }
@@ -122,8 +217,18 @@ export class PrivateRedis {
   private async startOnce(port?: number): Promise<string> {
     mkdirSync(this.dir, { recursive: true });
     await this.stopLeftover();
+    const conf: string[] = [];
+    if (this.password !== undefined) {
+      ownerOnly(this.dir);
+      const files = privateRedisFiles(this.dir);
+      // (written only when changed: a restart after Redis died of a full disk must not need space)
+      writeIfChanged(files.password, `${this.password}\n`);
+      writeIfChanged(files.conf, `requirepass ${this.password}\n`);
+      conf.push(files.conf);
+    }
     this.port = port ?? (await freePort());
     const args = [
+      ...conf,
       '--port',
       String(this.port),
       '--bind',
@@ -144,7 +249,14 @@ export class PrivateRedis {
       'warning',
       ...this.extraArgs,
     ];
-    const proc = spawn(this.bin, args, { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+    // the server creates its AOF files under this process's umask: its owner's alone with a password
+    const umask = this.password !== undefined ? process.umask(0o077) : undefined;
+    let proc: ChildProcess;
+    try {
+      proc = spawn(this.bin, args, { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+    } finally {
+      if (umask !== undefined) process.umask(umask);
+    }
     this.proc = proc;
     this.stopping = false;
     for (const stream of [proc.stdout!, proc.stderr!]) {
@@ -164,10 +276,16 @@ export class PrivateRedis {
       if ((spawned as NodeJS.ErrnoException).code === 'ENOENT') throw noRedisServer(this.bin);
       throw spawned;
     }
-    writeFileSync(this.pidFile, String(proc.pid));
+    const mode = this.password !== undefined ? 0o600 : 0o644;
+    writeFileSync(this.pidFile, String(proc.pid), { mode });
     // for roles started by hand beside the stack (`candlewick tap`): where its Redis is
-    writeFileSync(join(this.dir, 'candlewick-redis.url'), this.url);
-    const probe = new Redis(this.url, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
+    writeFileSync(privateRedisFiles(this.dir).url, this.url, { mode });
+    const probe = new Redis(this.url, {
+      lazyConnect: true,
+      maxRetriesPerRequest: 0,
+      retryStrategy: () => null,
+      ...(this.password !== undefined ? { password: this.password } : {}),
+    });
     probe.on('error', () => undefined); // refused until the server listens; the loop below retries
     try {
       for (let i = 0; i < 200; i++) {

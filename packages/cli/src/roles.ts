@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import {
   ConfigError,
   EXIT,
+  RedisUnavailableError,
   connectRedis,
   createLogger,
   handleShutdown,
@@ -32,7 +33,7 @@ import { WriterService } from '@candlewick/writer';
 import { BackfillService, ProviderError, ProviderServer, runHistorical, type Progress } from '@candlewick/backfill';
 import { ServeService } from '@candlewick/serve';
 import { SingleBar, Presets } from 'cli-progress';
-import { stackRedisUrl } from './redis-server.js';
+import { stackRedis } from './redis-server.js';
 
 /** The bundled tape: Binance XRP/ETH aggTrades, 2019-10-11 .. 2019-10-13 (see tapes/README.md). */
 export const BUNDLED_TAPE = fileURLToPath(new URL('../../../tapes/binance-xrpeth-aggtrades-2019-10-11.json.gz', import.meta.url));
@@ -46,19 +47,24 @@ export function rootLogger(cfg: Config, name: string, write?: (line: string) => 
 
 const DEFAULT_REDIS_URL = 'redis://127.0.0.1:6379';
 
-/** REDIS_URL, else the private Redis of a stack running on DATA_DIR, else the local default. */
-function redisUrlFor(cfg: Config, log?: Logger): string {
-  if (cfg.redisUrl) return cfg.redisUrl;
-  const stacks = cfg.redisCluster ? undefined : stackRedisUrl(cfg.dataDir);
+/**
+ * REDIS_URL (with REDIS_PASSWORD), else the private Redis of a stack running on DATA_DIR (with its
+ * password), else the local default. A stack's address file whose server is gone (the stack
+ * stopped) is a RedisUnavailableError saying so: some other Redis on the default port is not it.
+ */
+function redisUrlFor(cfg: Config, log?: Logger): { url: string; password: string | undefined } {
+  if (cfg.redisUrl) return { url: cfg.redisUrl, password: cfg.redisPassword };
+  const stacks = cfg.redisCluster ? undefined : stackRedis(cfg.dataDir);
+  if (stacks && 'stale' in stacks) throw new RedisUnavailableError(stacks.stale);
   if (stacks)
-    log?.info({ redis: stacks, dataDir: cfg.dataDir }, 'REDIS_URL unset: using the private Redis of the stack running on DATA_DIR');
-  return stacks ?? DEFAULT_REDIS_URL;
+    log?.info({ redis: stacks.url, dataDir: cfg.dataDir }, 'REDIS_URL unset: using the private Redis of the stack running on DATA_DIR');
+  return stacks ?? { url: DEFAULT_REDIS_URL, password: cfg.redisPassword };
 }
 
 function redisFor(cfg: Config, log: Logger): RedisClient {
-  const url = redisUrlFor(cfg, log);
+  const { url, password } = redisUrlFor(cfg, log);
   log.info({ redis: redactUrl(url) }, 'connecting to redis');
-  return connectRedis(url, log.child({ component: 'redis' }), { cluster: cfg.redisCluster, password: cfg.redisPassword });
+  return connectRedis(url, log.child({ component: 'redis' }), { cluster: cfg.redisCluster, password });
 }
 
 /**
@@ -118,7 +124,7 @@ async function runRole(cfg: Config, name: string, make: (redis: RedisClient, log
   stopWithParent();
   await server?.start();
   // A Redis never reached is a configuration problem to say, not a reason to hang: exit 3.
-  await waitForRedis(redis, redisUrlFor(cfg), cfg.redisConnectTimeoutMs);
+  await waitForRedis(redis, redisUrlFor(cfg).url, cfg.redisConnectTimeoutMs);
   started = true;
   // Redis refusing writes at start (a full disk under it) is waited out like one mid-run
   for (let attempt = 0; ; attempt++) {
@@ -409,7 +415,7 @@ export async function runTap(cfg: Config, req: TapRequest): Promise<number> {
   const opts = { symbols, from: req.from, group: req.group, signal: abort.signal };
   try {
     await Promise.race([
-      waitForRedis(redis, redisUrlFor(cfg), cfg.redisConnectTimeoutMs),
+      waitForRedis(redis, redisUrlFor(cfg).url, cfg.redisConnectTimeoutMs),
       new Promise((r) => abort.signal.addEventListener('abort', r)),
     ]);
     if (abort.signal.aborted) return EXIT.OK;

@@ -1,15 +1,21 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdirSync } from 'node:fs';
 import { createInterface } from 'node:readline';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { connect } from 'node:net';
 import { getPriority, setPriority } from 'node:os';
 import type { Queue } from 'bullmq';
 import { Cluster } from 'ioredis';
 import {
   EXIT,
+  FileLock,
+  RedisLease,
   RedisUnavailableError,
   connectRedis,
   disableCrashPoints,
+  ensureEpoch,
+  epochHeld,
+  type Counters,
   idleAndDrained,
   readCounters,
   makeKeys,
@@ -26,7 +32,7 @@ import {
 } from '@candlewick/common';
 import { BarCloser, barsQueue } from '@candlewick/aggregator';
 import { replayTape, rootLogger, tapeSubscription } from './roles.js';
-import { PrivateRedis, PrivateRedisCluster, freePort } from './redis-server.js';
+import { PrivateRedis, PrivateRedisCluster, freePort, generatePassword, privateRedisFiles } from './redis-server.js';
 import { formatSummary, summarize, type CpuUse } from './summary.js';
 
 const LEVELS: Record<number, string> = { 10: 'TRACE', 20: 'DEBUG', 30: 'INFO ', 40: 'WARN ', 50: 'ERROR', 60: 'FATAL' };
@@ -175,6 +181,7 @@ export async function runStack(cfg: Config, env: NodeJS.ProcessEnv): Promise<num
   }
 
   let privateRedis: PrivateRedis | PrivateRedisCluster | undefined;
+  let privateRedisPassword: string | undefined;
   let redis: RedisClient | undefined;
   let bars: Queue | undefined;
   let stopping = false;
@@ -195,32 +202,37 @@ export async function runStack(cfg: Config, env: NodeJS.ProcessEnv): Promise<num
       await Promise.all(cs.map((c) => stopChild(c.proc, forced ? 0 : 20_000)));
     }
     await Promise.race([bars?.close().catch(() => undefined), sleep(2000)]);
+    for (const o of owned.reverse()) await o.release();
     redis?.disconnect();
     // Redis last: every role has handed over what it held
     await privateRedis?.stop();
   };
 
   let code: number = EXIT.OK;
+  const owned: (FileLock | RedisLease)[] = [];
   try {
+    // before anything starts (its private Redis included): a stack already running here is left alone
+    owned.push(await ownDataDir(cfg, log));
     let redisUrl = cfg.redisUrl;
     if (!redisUrl) {
-      privateRedis = cfg.redisCluster
-        ? new PrivateRedisCluster(join(cfg.dataDir, 'redis-cluster'), cfg.redisServerBin)
-        : new PrivateRedis(join(cfg.dataDir, 'redis'), cfg.redisServerBin);
+      const own = privateRedisOf(cfg);
+      privateRedis = own.server;
+      privateRedisPassword = own.password;
       redisUrl = await privateRedis.start();
       log.info(
         { redis: redisUrl, dir: join(cfg.dataDir, cfg.redisCluster ? 'redis-cluster' : 'redis') },
         `started a private ${cfg.redisCluster ? '3-master redis cluster' : 'redis-server'} (AOF on)${cfg.redisCluster ? '' : '; from another terminal in this folder, `npx candlewick tap bars:1min` finds it'}`,
       );
       superviseRedis(privateRedis, log, () => stopping, fail);
-      // a private server has no password: the roles must not offer one
+      // the roles get the private server's password from its file (never in a log or a URL)
       delete childEnv.REDIS_PASSWORD;
       delete childEnv.REDIS_PASSWORD_FILE;
+      if (own.passwordFile) childEnv.REDIS_PASSWORD_FILE = own.passwordFile;
     }
     childEnv.REDIS_URL = redisUrl;
     redis = connectRedis(redisUrl, log.child({ component: 'redis' }), {
       cluster: cfg.redisCluster,
-      password: privateRedis ? undefined : cfg.redisPassword,
+      password: privateRedis ? privateRedisPassword : cfg.redisPassword,
     });
     // While Redis is away the ingestor cannot report the trades it receives, so the idle clock
     // starts again when the connection is back.
@@ -228,7 +240,9 @@ export async function runStack(cfg: Config, env: NodeJS.ProcessEnv): Promise<num
     redis.on('ready', () => (redisBackAt = Date.now()));
     const ready = await stop.race(waitForRedis(redis, redactUrl(redisUrl), cfg.redisConnectTimeoutMs));
     if (stop.reason !== undefined && ready === undefined) return exitFor(stop.reason, cfg);
-    const baseline = await readCounters(redis, cfg, keys);
+    owned.push(await ownPrefix(redis, keys, cfg, log));
+    const marker = await watchEpoch(redis, keys, log);
+    let baseline = await readCounters(redis, cfg, keys);
     let cpuAtStart: { at: number; stack: number; redis: number | undefined } = { at: Date.now(), stack: 0, redis: undefined };
     bars = barsQueue(redis, keys);
     bars.on('error', () => undefined); // connection errors are said once by the link
@@ -314,18 +328,22 @@ export async function runStack(cfg: Config, env: NodeJS.ProcessEnv): Promise<num
       const summary = summarize(baseline, await readCounters(redis!, cfg, keys), startedAt, Date.now(), Date.now() - t0);
       summary.cpu = await cpuAccount(children, redis!, cpuAtStart, privateRedis !== undefined);
       summary.cpuWallMs = Date.now() - cpuAtStart.at;
+      if (marker.lostAt !== undefined) summary.dataLostAt = marker.lostAt;
       await shutdown();
       term.line(formatSummary(summary, cfg.dataDir));
       if (!finished) {
         term.line('  (stopped during the final close: bars not yet closed stay in Redis for the next run)');
         return signalExitCode(until.reason!);
       }
-      return EXIT.OK;
+      // the files are not whole (incomplete bars, rows missing): not a clean end
+      return marker.lostAt !== undefined ? EXIT.FAILURE : EXIT.OK;
     };
 
     let endInputAsks = 0;
     while (stop.reason === undefined) {
       await stop.race(sleep(200));
+      // Redis lost the data: the counters start again from nothing, so the summary does too
+      if ((await marker.check()) === 'lost') baseline = zeroCounters(cfg);
       if (stop.reason !== undefined || cfg.exitWhenIdleMs === 0) continue;
       const ingest = children.find((c) => c.role === 'ingest');
       // (redisBackAt: while Redis was away the ingestor could not report what it received)
@@ -365,6 +383,98 @@ export async function runStack(cfg: Config, env: NodeJS.ProcessEnv): Promise<num
     if (!stopping) await shutdown();
   }
   return code;
+}
+
+/**
+ * The run's data marker (epoch.ts), checked every second: Redis coming back without candlewick's
+ * data (FLUSHALL, an AOF lost, a failover to an empty replica) is said, and the summary counts from
+ * then (the ingestor says which bars it left incomplete).
+ */
+async function watchEpoch(redis: RedisClient, keys: Keys, log: Logger) {
+  const epoch = await ensureEpoch(redis, keys);
+  let lastCheck = Date.now();
+  const state = {
+    lostAt: undefined as number | undefined,
+    async check(): Promise<'held' | 'lost' | undefined> {
+      if (Date.now() - lastCheck < 1000) return undefined;
+      lastCheck = Date.now();
+      const held = await epochHeld(redis, keys, epoch).catch(() => true);
+      if (held) return 'held';
+      state.lostAt ??= Date.now();
+      log.error(
+        { marker: keys.epoch() },
+        `Redis lost candlewick's data (the marker key ${keys.epoch()} is gone): the summary counts only what came after, and the run ends with exit 1`,
+      );
+      return 'lost';
+    },
+  };
+  return state;
+}
+
+function zeroCounters(cfg: Config): Counters {
+  const written: Record<string, number> = {};
+  for (const iv of cfg.intervals) written[iv.name] = 0;
+  return {
+    ...{
+      in: 0,
+      rejected: 0,
+      badFrames: 0,
+      late: 0,
+      merged: 0,
+      filtered: 0,
+      excluded: 0,
+      unknownConditions: 0,
+      amendTooOld: 0,
+      future: 0,
+      foreign: 0,
+    },
+    ...{ written, holdMaxMs: 0, holdMeanMs: 0, firstRx: 0, lastRx: 0, feedUp: 0, lastMerge: 0 },
+  };
+}
+
+const STACK_FIX =
+  'one stack per DATA_DIR and key prefix: stop that one (Ctrl-C in its terminal), or give this one its own DATA_DIR and KEY_PREFIX';
+
+/**
+ * A second stack on a running one's DATA_DIR would stop its private Redis and write its files: the
+ * DATA_DIR is held by a lock file (host, pid, since), checked before anything starts.
+ */
+async function ownDataDir(cfg: Config, log: Logger): Promise<FileLock> {
+  mkdirSync(cfg.dataDir, { recursive: true });
+  const lock = new FileLock(join(cfg.dataDir, 'candlewick-stack.lock'), cfg.takeoverMs, log);
+  await lock.acquire(`DATA_DIR ${resolve(cfg.dataDir)} (a candlewick stack)`, STACK_FIX);
+  return lock;
+}
+
+/**
+ * A second stack on a running one's Redis and key prefix would read its counters, call itself idle
+ * and print its summary while its writer took the first one's bars: the prefix is held in Redis
+ * (a heartbeat), checked before any role starts.
+ */
+async function ownPrefix(redis: RedisClient, keys: Keys, cfg: Config, log: Logger): Promise<RedisLease> {
+  const lease = new RedisLease(redis, keys.owner('stack'), cfg.takeoverMs, log);
+  await lease.acquire(`key prefix ${keys.prefix} (a candlewick stack on this Redis)`, STACK_FIX);
+  return lease;
+}
+
+/**
+ * The private Redis of a stack without REDIS_URL: a redis-server under DATA_DIR/redis with a
+ * password generated for this run (kept in a file only its owner can read, which the roles are
+ * given as REDIS_PASSWORD_FILE), or a 3-master cluster under DATA_DIR/redis-cluster (no password).
+ */
+function privateRedisOf(cfg: Config): {
+  server: PrivateRedis | PrivateRedisCluster;
+  password?: string;
+  passwordFile?: string;
+} {
+  if (cfg.redisCluster) return { server: new PrivateRedisCluster(join(cfg.dataDir, 'redis-cluster'), cfg.redisServerBin) };
+  const dir = join(cfg.dataDir, 'redis');
+  const password = generatePassword();
+  return {
+    server: new PrivateRedis(dir, cfg.redisServerBin, true, [], password),
+    password,
+    passwordFile: resolve(privateRedisFiles(dir).password),
+  };
 }
 
 /**

@@ -27,6 +27,8 @@ export type StackSummary = Pick<
   cpu?: CpuUse[];
   /** the wall time the CPU figures cover */
   cpuWallMs?: number;
+  /** when Redis lost candlewick's data mid-run (its marker gone): the counts are only since then */
+  dataLostAt?: number;
 };
 
 /** One process's CPU over a run. */
@@ -102,6 +104,12 @@ export function formatSummary(s: StackSummary, dataDir: string): string {
     `  wall time        ${(s.wallMs / 1000).toFixed(2)} s`,
     `  throughput       ${s.tradesPerSec} trades/s (first trade received to last merge, plus the final close and write)`,
     ...cpuLines(s),
+    ...(s.dataLostAt !== undefined
+      ? [
+          `  DATA LOST        Redis lost candlewick's data at ${new Date(s.dataLostAt).toISOString()} (its marker key gone): the counts above are only`,
+          '                   since then; the bars open then are written complete=false, bars closed but not yet written then are missing',
+        ]
+      : []),
     `  CSV              ${join(dataDir, 'raw')}`,
   ].join('\n');
 }

@@ -24,7 +24,13 @@
             sender sends the lost ones again first, in order
             "<n>!" forces batch n to apply whatever came before (the sender no longer holds the
             lost ones, and says so)
-    ARGV[7] r = number of backfill requests, followed by 3 fields each:
+    ARGV[7] the data marker: '' (no check), "a:<epoch>" (this sender's first batch here: set the
+            marker if it is missing) or "m:<epoch>:<ms>" (this sender has appended here before: a
+            missing marker means Redis lost candlewick's data since — FLUSHALL, an empty AOF, a
+            failover to an empty replica — so the marker is set again and `lost` raised to <ms>,
+            the newest event time the sender had seen: bars starting at or before it close
+            incomplete, see closeDue)
+    ARGV[8] r = number of backfill requests, followed by 3 fields each:
             index of the trade in this batch (1-based), floor ms (where the span starts when the
             symbol has no earlier trade), cap ms (the earliest the span may start)
     then    u = number of symbols (0 when backfill is off), followed by 2 fields each: the symbol
@@ -36,6 +42,7 @@
     {1, id of the entry added}        applied
     {0, last batch applied}           a batch already applied: nothing done
     {-1, last batch applied}          a hole before this batch: nothing done; send from the next one
+    a third element 1 on any of these when this call found the marker missing (the data lost)
   Notes:
     The batch is one stream entry, fields n, rx, d (the lines joined by newlines). Its id is
     ms-seq with ms the server time (never below the previous entry's), and the next entry starts
@@ -57,22 +64,35 @@ local holdMs = tonumber(ARGV[4])
 local sender = ARGV[5]
 local force = string.sub(ARGV[6], -1) == '!'
 local seq = tonumber(force and string.sub(ARGV[6], 1, -2) or ARGV[6])
-local r = tonumber(ARGV[7])
-local u = tonumber(ARGV[8 + 3 * r])
-local rx0 = ARGV[9 + 3 * r + 2 * u]
-local first = 10 + 3 * r + 2 * u
+local r = tonumber(ARGV[8])
+local u = tonumber(ARGV[9 + 3 * r])
+local rx0 = ARGV[10 + 3 * r + 2 * u]
+local first = 11 + 3 * r + 2 * u
 local n = (#ARGV - first + 1) / 2
 
 -- The marker is this script's first write: a script refused at its first write (MISCONF, OOM)
 -- has changed nothing, and one past it runs to its end (Redis lets a script that has written finish).
+-- The data marker comes first: a loss is recorded (and the bars it touched marked) before anything
+-- of this batch lands in what is left.
+local lostNow = 0
+local marker = ARGV[7]
+if marker ~= '' and not redis.call('HGET', clock, 'epoch') then
+  local kind, epoch, seen = string.match(marker, '^(%a):([^:]*):?(%d*)$')
+  redis.call('HSET', clock, 'epoch', epoch)
+  if kind == 'm' then
+    lostNow = 1
+    local prev = tonumber(redis.call('HGET', clock, 'lost') or '-1')
+    if tonumber(seen) > prev then redis.call('HSET', clock, 'lost', seen) end
+  end
+end
 if sender ~= '' then
   local done = tonumber(redis.call('HGET', clock, 'batch:' .. sender) or '-1')
-  if seq <= done then return {0, done} end
-  if seq > done + 1 and not force then return {-1, done} end
+  if seq <= done then return {0, done, lostNow} end
+  if seq > done + 1 and not force then return {-1, done, lostNow} end
   redis.call('HSET', clock, 'batch:' .. sender, string.format('%d', seq))
 end
 redis.call('HINCRBY', clock, 'in', n)
-if n == 0 then return {1, ''} end
+if n == 0 then return {1, '', lostNow} end
 
 local now = nowMs()
 
@@ -97,13 +117,13 @@ local id = string.format('%d-%d', ms, sq)
 -- requests by trade index; the span's start is read before this batch moves the last trade times
 local req = {}
 for k = 0, r - 1 do
-  local at = tonumber(ARGV[8 + 3 * k])
+  local at = tonumber(ARGV[9 + 3 * k])
   local line = ARGV[first + (at - 1) * 2 + 1]
   local s = string.match(line, '^[^\t]*')
-  local from = tonumber(ARGV[9 + 3 * k])
+  local from = tonumber(ARGV[10 + 3 * k])
   local last = redis.call('HGET', lastKey, s)
   if last then from = tonumber(last) + 1 end
-  local cap = tonumber(ARGV[10 + 3 * k])
+  local cap = tonumber(ARGV[11 + 3 * k])
   if from < cap then from = cap end
   req[at] = from
 end
@@ -136,8 +156,8 @@ redis.call('HSET', clock, 'wm', string.format('%d', wm), 'lastId', id, 'next', s
 -- new input: an end of input declared by a final close no longer holds
 redis.call('HDEL', clock, 'inputEnd')
 for k = 0, u - 1 do
-  local s, t = ARGV[9 + 3 * r + 2 * k], tonumber(ARGV[10 + 3 * r + 2 * k])
+  local s, t = ARGV[10 + 3 * r + 2 * k], tonumber(ARGV[11 + 3 * r + 2 * k])
   local prev = redis.call('HGET', lastKey, s)
   if not prev or t > tonumber(prev) then redis.call('HSET', lastKey, s, string.format('%d', t)) end
 end
-return {1, id}
+return {1, id, lostNow}

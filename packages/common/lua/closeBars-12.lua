@@ -10,7 +10,7 @@
 
   Input:
     KEYS[1] raw trade stream of the partition
-    KEYS[2] clock hash (wm, lastId, ckW, ckL, closed, covered, inputEnd, evicted)
+    KEYS[2] clock hash (wm, lastId, ckW, ckL, closed, covered, inputEnd, evicted, lost)
     KEYS[3] open bars hash
     KEYS[4] open index sorted set (score = window end)
     KEYS[5] outbox stream
@@ -50,7 +50,7 @@
 local stream, clock, late = KEYS[1], KEYS[2], KEYS[6]
 local k = {
   bars = KEYS[3], index = KEYS[4], outbox = KEYS[5], closedBars = KEYS[7], closedIndex = KEYS[8],
-  amends = KEYS[9], amendIndex = KEYS[10], barFlags = KEYS[12],
+  amends = KEYS[9], amendIndex = KEYS[10], barFlags = KEYS[12], clock = KEYS[2],
 }
 local group, grace, mode = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local flush = ARGV[4] == '1'

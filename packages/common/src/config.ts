@@ -329,7 +329,13 @@ const SETTINGS = {
     'slot, hostname or process',
     "an aggregator's stable name in its consumer group",
   ),
-  takeoverMs: setting('TAKEOVER_MS', duration(), 3000, '3s', 'a worker silent this long is dead: the others take over its pending entries'),
+  takeoverMs: setting(
+    'TAKEOVER_MS',
+    duration(),
+    3000,
+    '3s',
+    "a worker silent this long is dead: the others take over its pending entries (also the lapse of the writer's and the stack's hold)",
+  ),
   reclaimIdleMs: setting(
     'RECLAIM_IDLE_MS',
     int(100, 3_600_000),

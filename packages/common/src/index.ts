@@ -14,3 +14,5 @@ export * from './csv.js';
 export * from './tapes.js';
 export * from './entries.js';
 export * from './jobs.js';
+export * from './ownership.js';
+export * from './epoch.js';

@@ -46,6 +46,10 @@ export interface Keys {
   barFlags(p: number): string;
   /** A consumer group member's heartbeat (a short TTL): present while it lives. */
   member(group: string, name: string): string;
+  /** The run's data marker (epoch.ts): gone means Redis lost candlewick's data. */
+  epoch(): string;
+  /** The one process of `role` (writer, stack) on this prefix: its holder and heartbeat (a short TTL). */
+  owner(role: 'writer' | 'stack'): string;
   /**
    * Key prefix BullMQ uses for the queues: one hash tag, so that each queue's keys (which BullMQ's
    * scripts touch together) share a Redis Cluster slot.
@@ -78,6 +82,8 @@ export function makeKeys(prefix: string): Keys {
     lastTrade: (p: number) => `${prefix}:feed:last:${tag(p)}`,
     barFlags: (p: number) => `${prefix}:backfill:flags:${tag(p)}`,
     member: (group: string, name: string) => `${prefix}:members:${group}:${name}`,
+    epoch: () => `${prefix}:epoch`,
+    owner: (role: string) => `${prefix}:owner:${role}`,
     queuePrefix: () => `{${prefix}:q}`,
   });
 }

@@ -39,6 +39,8 @@ export const metrics = {
     ),
   wsReconnects: () => counter('candlewick_ws_reconnects_total', 'Feed WebSocket connections opened after the first'),
   feedGaps: () => counter('candlewick_feed_gaps_total', 'Feed outages recorded in feed:gaps'),
+  redisDataLost: () =>
+    counter('candlewick_redis_data_lost_total', 'Partitions whose data Redis lost (their marker gone): bars open then close incomplete'),
   // aggregator
   tradesMerged: () => counter('candlewick_trades_merged_total', 'Trades folded into open bars'),
   tradesLate: () => counter('candlewick_trades_late_total', 'Trades older than the closed horizon (kept in trades:late, in no bar)'),

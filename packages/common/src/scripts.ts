@@ -11,7 +11,7 @@ import type { RedisClient } from './redis.js';
  * typed function per script below — its keys, its arguments from named parameters, its reply
  * decoded with named outcomes — which production and tests both use.
  */
-const SCRIPT_VERSION = 2;
+const SCRIPT_VERSION = 3;
 const LUA_DIR = new URL('../lua/', import.meta.url);
 
 export const SCRIPTS = {
@@ -25,10 +25,10 @@ type Arg = string | number;
 
 declare module 'ioredis' {
   interface RedisCommander<Context> {
-    cwAddTrades_v2(...args: Arg[]): Result<[number, string | number], Context>;
-    cwMergeBatch_v2(...args: Arg[]): Result<(string | number)[], Context>;
-    cwCloseBars_v2(...args: Arg[]): Result<number[], Context>;
-    cwMergeBackfill_v2(...args: Arg[]): Result<number, Context>;
+    cwAddTrades_v3(...args: Arg[]): Result<[number, string | number, number?], Context>;
+    cwMergeBatch_v3(...args: Arg[]): Result<(string | number)[], Context>;
+    cwCloseBars_v3(...args: Arg[]): Result<number[], Context>;
+    cwMergeBackfill_v3(...args: Arg[]): Result<number, Context>;
   }
 }
 
@@ -80,6 +80,12 @@ export interface AddTradesOptions {
   seq?: number;
   /** apply this batch whatever came before: the sender no longer holds the batches Redis lost */
   force?: boolean;
+  /**
+   * The data marker (the run's epoch, see epoch.ts): without `seen` this sender's first batch in
+   * the partition sets it where missing; with `seen` (the newest event time the sender has seen)
+   * a missing marker is Redis having lost candlewick's data, recorded in the same step.
+   */
+  marker?: { epoch: string; seen?: number };
 }
 
 /**
@@ -98,15 +104,20 @@ export function addTradesArgs(o: AddTradesOptions, requests: readonly string[], 
     }
   }
   const u = latest?.size ?? 0;
-  const args: string[] = new Array(9 + requests.length + 2 * u + trades.length * 2);
+  const args: string[] = new Array(10 + requests.length + 2 * u + trades.length * 2);
   args[0] = o.clock;
   args[1] = String(o.graceMs);
   args[2] = backfill ? '1' : '0';
   args[3] = String(o.backfillHoldMs ?? 0);
   args[4] = o.sender ?? '';
   args[5] = `${o.seq ?? 0}${o.force ? '!' : ''}`;
-  args[6] = String(requests.length / 3);
-  let k = 7;
+  args[6] = o.marker
+    ? o.marker.seen === undefined
+      ? `a:${o.marker.epoch}`
+      : `m:${o.marker.epoch}:${Math.max(0, Math.floor(o.marker.seen))}`
+    : '';
+  args[7] = String(requests.length / 3);
+  let k = 8;
   for (const x of requests) args[k++] = x;
   args[k++] = String(u);
   if (latest) {
@@ -128,18 +139,23 @@ export function addTradesArgs(o: AddTradesOptions, requests: readonly string[], 
 export const ADD_TRADES = Object.freeze({ APPLIED: 1, DUPLICATE: 0, HOLE: -1 });
 
 /** What addTrades did with a batch. */
-export type AddTradesReply =
+export type AddTradesReply = (
   | { status: 'applied'; entryId: string }
   /** applied before (a resend): nothing done */
   | { status: 'duplicate'; applied: number }
   /** batches before this one are missing (Redis lost them): nothing done; send from applied + 1 */
-  | { status: 'hole'; applied: number };
+  | { status: 'hole'; applied: number }
+) & {
+  /** this call found the data marker missing: Redis lost candlewick's data (recorded as `lost` in the clock hash) */
+  lost?: boolean;
+};
 
 /** Appends a batch of trades to partition p's raw stream (addTrades-6.lua). */
 export async function addTrades(redis: RedisClient, k: Keys, p: number, args: readonly string[]): Promise<AddTradesReply> {
-  const [code, value] = await redis.cwAddTrades_v2(...addTradesKeys(k, p), ...args);
-  if (code === ADD_TRADES.APPLIED) return { status: 'applied', entryId: String(value) };
-  return { status: code === ADD_TRADES.DUPLICATE ? 'duplicate' : 'hole', applied: Number(value) };
+  const [code, value, lost] = await redis.cwAddTrades_v3(...addTradesKeys(k, p), ...args);
+  const found = lost === 1 ? { lost: true } : {};
+  if (code === ADD_TRADES.APPLIED) return { status: 'applied', entryId: String(value), ...found };
+  return { status: code === ADD_TRADES.DUPLICATE ? 'duplicate' : 'hole', applied: Number(value), ...found };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -179,7 +195,7 @@ export type MergeBatchReply =
 
 /** Merges a pre-aggregated batch and acknowledges its entries, exactly once (mergeBatch-8.lua). */
 export async function mergeBatch(redis: RedisClient, k: Keys, p: number, args: readonly string[]): Promise<MergeBatchReply> {
-  const r = await redis.cwMergeBatch_v2(...mergeBatchKeys(k, p), ...args);
+  const r = await redis.cwMergeBatch_v3(...mergeBatchKeys(k, p), ...args);
   if (Number(r[0]) === MERGE_BATCH.MERGED) return { status: 'merged', merged: Number(r[1]), late: Number(r[2]) };
   return { status: 'partly-taken', stillMine: r.slice(1).map(String) };
 }
@@ -236,7 +252,7 @@ export interface CloseBarsReply {
 
 /** Closes due bars of partition p into its outbox (closeBars-12.lua). */
 export async function closeBars(redis: RedisClient, k: Keys, p: number, o: CloseBarsOptions): Promise<CloseBarsReply> {
-  const [closed, horizon, more, merged] = (await redis.cwCloseBars_v2(...closeBarsKeys(k, p), ...closeBarsArgs(o))).map(Number) as [
+  const [closed, horizon, more, merged] = (await redis.cwCloseBars_v3(...closeBarsKeys(k, p), ...closeBarsArgs(o))).map(Number) as [
     number,
     number,
     number,
@@ -281,7 +297,7 @@ export const MERGE_BACKFILL = Object.freeze({ MERGED: 1, HOLD_EXPIRED: 0, NOT_MI
 export type MergeBackfillReply = 'merged' | 'hold-expired' | 'not-mine';
 
 export async function mergeBackfill(redis: RedisClient, k: Keys, p: number, m: MergeBackfillInput): Promise<MergeBackfillReply> {
-  const r = await redis.cwMergeBackfill_v2(...mergeBackfillKeys(k, p), ...mergeBackfillArgs(m));
+  const r = await redis.cwMergeBackfill_v3(...mergeBackfillKeys(k, p), ...mergeBackfillArgs(m));
   return r === MERGE_BACKFILL.MERGED ? 'merged' : r === MERGE_BACKFILL.HOLD_EXPIRED ? 'hold-expired' : 'not-mine';
 }
 

@@ -82,7 +82,8 @@ export async function idleAndDrained(
 ): Promise<boolean> {
   const c = await readCounters(redis, cfg, keys);
   // The idle clock starts when this run's feed is first up, so a slow start is not mistaken for the end.
-  if (c.feedUp < since) return false;
+  // (the ingestor's own word counts too: a Redis that lost its data has lost feedUp with it)
+  if (c.feedUp < since && !(ingest && ingest.lastRx >= since)) return false;
   if (ingest && ingest.pending > 0) return false;
   if (Date.now() - Math.max(c.lastRx, c.feedUp, ingest?.lastRx ?? 0) < idleMs) return false;
   if (c.merged + c.late < c.in) return false;

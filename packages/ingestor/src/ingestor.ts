@@ -8,6 +8,7 @@ import {
   type Logger,
   type RedisClient,
   encodeGapEntry,
+  ensureEpoch,
   type GapEntry,
 } from '@candlewick/common';
 import { Clock, windowAnchorMs } from '@candlewick/core';
@@ -41,6 +42,8 @@ export class Ingestor {
         batch: cfg.ingestBatch,
         flushMs: cfg.ingestFlushMs,
         retainMs: cfg.ingestRetainMs,
+        epoch: () => this.epoch,
+        onLost: (p, seen) => this.dataLost(p, seen, cfg, clock),
         backfill: cfg.backfill
           ? {
               holdMs: cfg.backfillHoldMs,
@@ -97,6 +100,27 @@ export class Ingestor {
   }
 
   private connections = 0;
+  /** the run's data marker (epoch.ts), read at start */
+  private epoch: string | undefined;
+  private lossSaid = false;
+
+  /**
+   * Redis lost candlewick's data (an append found partition p's marker gone): said once, in plain
+   * words, with the span of the bars that were open — addTrades has already recorded the loss, so
+   * they close incomplete (complete=false), never as if whole.
+   */
+  private dataLost(p: number, seen: number, cfg: Config, clock: Clock): void {
+    metrics.redisDataLost().inc();
+    if (this.lossSaid) return;
+    this.lossSaid = true;
+    const from = Math.min(...cfg.intervals.map((iv) => clock.window(seen, iv.ms, 0, iv.day)[0]));
+    this.log.error(
+      { marker: this.keys.epoch(), partition: p, from: clock.label(from), to: clock.label(seen) },
+      `Redis lost candlewick's data (the marker key ${this.keys.epoch()} is gone: FLUSHALL, a lost AOF, a failover to an empty replica): ` +
+        `open bars from ${clock.label(from)} to ${clock.label(seen)} are incomplete — the trades merged into them are gone, so they are written complete=false, never as if whole; ` +
+        'bars closed but not yet written then are gone too, and the counters start again. The run carries on',
+    );
+  }
 
   health(): Health {
     return { ok: this.feed.connected, feed: this.feed.connected ? 'connected' : 'down' };
@@ -108,6 +132,7 @@ export class Ingestor {
   async start(): Promise<void> {
     const t0 = Date.now();
     this.previousRx = Number((await this.redis.hget(this.keys.stats(), 'lastRx')) ?? 0);
+    this.epoch = await ensureEpoch(this.redis, this.keys);
     if (this.cfg.clock === 'event') {
       // the feed time a previous ingestor left: a restart does not forget how far the feed had come
       let wm = 0;

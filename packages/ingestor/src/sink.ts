@@ -41,6 +41,10 @@ export interface SinkOptions {
   backfill?: SinkBackfill;
   /** how long a batch Redis acknowledged is kept to send again if Redis loses it (default 3 s) */
   retainMs?: number;
+  /** the run's data marker (epoch.ts), once known: each batch carries it so Redis losing its data is found */
+  epoch?: () => string | undefined;
+  /** an append found partition p's marker gone: Redis lost its data; bars starting by `seen` close incomplete */
+  onLost?: (p: number, seen: number) => void;
 }
 
 /** One batch of one partition, from the moment it is cut until Redis has kept it for retainMs. */
@@ -172,8 +176,20 @@ export class TradeSink {
     bufs.forEach((trades, p) => {
       if (trades.length === 0) return;
       const seq = this.nextSeq[p]!++;
+      const epoch = this.opts.epoch?.();
+      // the partition's marker: set by this sender's first batch there, expected by every later one
+      const marker = epoch ? { epoch, seen: this.cutTo[p] ? this.maxT : undefined } : undefined;
+      if (epoch) this.cutTo[p] = true;
+      for (const t of trades) if (t.t > this.maxT) this.maxT = t.t;
       const args = addTradesArgs(
-        { clock: this.opts.clock, graceMs: this.opts.graceMs, backfillHoldMs: this.opts.backfill?.holdMs, sender: this.sender, seq },
+        {
+          clock: this.opts.clock,
+          graceMs: this.opts.graceMs,
+          backfillHoldMs: this.opts.backfill?.holdMs,
+          sender: this.sender,
+          seq,
+          marker,
+        },
         requests[p]!,
         trades,
       );
@@ -217,7 +233,22 @@ export class TradeSink {
     );
   }
 
+  /** partitions this sink has cut a marked batch for; the newest event time cut so far */
+  private readonly cutTo: boolean[] = [];
+  /** partitions whose data Redis lost (said by the ingestor): their lost batches are part of it */
+  private readonly dataLost = new Set<number>();
+  private maxT = 0;
+
+  /** an append that found the data marker gone: said by the ingestor (onLost) */
+  private noticeLoss(p: number, reply: AddTradesReply, batch: Batch): void {
+    if (!reply.lost) return;
+    this.dataLost.add(p);
+    const m = /^m:[^:]*:(\d+)$/.exec(batch.args[6] ?? '');
+    this.opts.onLost?.(p, Number(m?.[1] ?? this.maxT));
+  }
+
   private onReply(p: number, batch: Batch, reply: AddTradesReply): void {
+    this.noticeLoss(p, reply, batch);
     if (reply.status === 'hole') {
       if (!this.resyncing[p]) this.resync(p, reply.applied, false);
       return;
@@ -302,6 +333,7 @@ export class TradeSink {
           );
           let hole: number | undefined;
           replies.forEach((r, i) => {
+            this.noticeLoss(p, r, todo[i]!);
             if (r.status === 'hole') hole ??= r.applied;
             else this.acked(p, todo[i]!);
           });
@@ -338,10 +370,16 @@ export class TradeSink {
     this.lost.trades += lost.trades;
     if (this.lost.firstRx === 0) this.lost.firstRx = lost.firstRx;
     this.lost.lastRx = Math.max(this.lost.lastRx, lost.lastRx);
-    this.log.error(
-      { partition: p, batches, ...lost },
-      'Redis lost batches of trades it had acknowledged, older than this ingestor keeps them (INGEST_RETAIN): they are gone; the span is recorded in feed:gaps',
-    );
+    if (this.dataLost.has(p))
+      this.log.warn(
+        { partition: p, batches, ...lost },
+        'the trades of these batches went with the data Redis lost (see above); their span is recorded in feed:gaps',
+      );
+    else
+      this.log.error(
+        { partition: p, batches, ...lost },
+        'Redis lost batches of trades it had acknowledged, older than this ingestor keeps them (INGEST_RETAIN): they are gone; the span is recorded in feed:gaps',
+      );
     void this.redis
       .xadd(
         this.opts.keys.gaps(),

@@ -1,3 +1,5 @@
+import { mkdirSync } from 'node:fs';
+import { join, resolve } from 'node:path';
 import { Queue, Worker, type Job } from 'bullmq';
 import {
   BARS_QUEUE,
@@ -14,6 +16,9 @@ import {
   redisLink,
   reportRedisError,
   sleep,
+  FileLock,
+  RedisLease,
+  describeHolder,
   type Config,
   type Health,
   type Keys,
@@ -24,6 +29,9 @@ import { Clock, decodeBarState, type BarState } from '@candlewick/core';
 import { CsvFiles, FileChangedError, formatRow, rowCells, type FileEvent } from '@candlewick/common';
 
 import { Carry } from './carry.js';
+
+/** The lock file of the writer that owns a DATA_DIR's CSV files. */
+export const WRITER_LOCK_FILE = 'candlewick-writer.lock';
 
 /**
  * The write role: a BullMQ worker (concurrency 1, so rows reach each file in the order the closer
@@ -96,6 +104,7 @@ export class WriterService {
   }
 
   async start(): Promise<void> {
+    await this.takeOwnership();
     await this.finishOrphanedJobs();
     this.worker = new Worker(BARS_QUEUE, (job: Job) => this.processBatch(parseBarsJob(job.data)), {
       connection: duplicateRedis(this.redis, this.log),
@@ -110,9 +119,53 @@ export class WriterService {
       // after a Redis error (an outage, a refusal) try again within a second, not BullMQ's 15 s
       runRetryDelay: 1000,
     });
-    this.worker.on('error', (err) => reportRedisError(this.log, err, 'writer worker error'));
+    let vanishedSaid = false;
+    this.worker.on('error', (err) => {
+      // a job whose keys Redis lost while it was written (FLUSHALL, an empty replica): its rows are in
+      // the files; the loss itself is said by the ingestor and the stack
+      if (/^Missing key for job/.test(err.message)) {
+        if (!vanishedSaid)
+          this.log.warn({ reason: err.message }, 'a job vanished from Redis while its bars were written (Redis lost its data?)');
+        vanishedSaid = true;
+        return;
+      }
+      reportRedisError(this.log, err, 'writer worker error');
+    });
     this.worker.on('failed', (job, err) => reportRedisError(this.log, err, 'bars could not be written', { job: job?.id }));
     this.log.info({ dataDir: this.cfg.dataDir }, 'writer started');
+  }
+
+  private lease: RedisLease | undefined;
+  private fileLock: FileLock | undefined;
+  private failWith: (err: Error) => void = () => undefined;
+  /** a condition this writer cannot go on under (another writer took over): the role stops, exit 2 */
+  readonly fatal = new Promise<Error>((resolve) => (this.failWith = resolve));
+
+  /**
+   * One writer per DATA_DIR and key prefix: two would each skip the other's bars as stale. The
+   * prefix is held in Redis (a heartbeat, as the aggregators' membership), the files by a lock
+   * file in DATA_DIR (so writers on different Redis or prefixes but one DATA_DIR are refused
+   * too). A restarted writer takes over from its dead predecessor at once; a live one elsewhere
+   * is refused (exit 2) naming it.
+   */
+  private async takeOwnership(): Promise<void> {
+    const fix = 'one writer per DATA_DIR and key prefix: stop that one, or give this one its own DATA_DIR and KEY_PREFIX';
+    mkdirSync(this.cfg.dataDir, { recursive: true });
+    this.fileLock = new FileLock(join(this.cfg.dataDir, WRITER_LOCK_FILE), this.cfg.takeoverMs, this.log);
+    await this.fileLock.acquire(`the CSV files in DATA_DIR ${resolve(this.cfg.dataDir)}`, fix);
+    this.lease = new RedisLease(this.redis, this.keys.owner('writer'), this.cfg.takeoverMs, this.log);
+    this.lease.onLost = (by) =>
+      this.failWith(
+        new Error(
+          `another writer (${by ? describeHolder(by) : 'unknown'}) took over key prefix ${this.keys.prefix} while this one was silent: stopping`,
+        ),
+      );
+    try {
+      await this.lease.acquire(`the writer of key prefix ${this.keys.prefix}`, fix);
+    } catch (err) {
+      await this.fileLock.release();
+      throw err;
+    }
   }
 
   /**
@@ -284,6 +337,8 @@ export class WriterService {
   async stop(): Promise<void> {
     // Worker.close waits for the job in progress to finish.
     await this.worker?.close();
+    await this.lease?.release();
+    await this.fileLock?.release();
     this.log.info({ written: this.written, skipped: this.skipped }, 'writer stopped');
   }
 }

@@ -1,10 +1,13 @@
 -- Phase "close": bars whose window end is <= horizon leave the open set into the outbox, at most
 -- maxBars of them, skipping held symbols; with LATE=amend each is also kept (rev 0) for corrections.
--- Flags waiting for a bar (backfill: incomplete, sources) are folded in as it closes.
+-- Flags waiting for a bar (backfill: incomplete, sources) are folded in as it closes. A bar starting
+-- at or before the clock's `lost` (Redis lost candlewick's data then: see addTrades' marker) was open
+-- when its earlier trades vanished: it closes incomplete, never as if whole.
 -- Returns how many closed, the last closed window end (false: none) and whether it stopped at maxBars.
 --- @include "mergeState"
 local function closeDue(k, horizon, maxBars, held, anyHeld, amendMs)
   local withFlags = redis.call('HLEN', k.barFlags) > 0
+  local lost = tonumber(redis.call('HGET', k.clock, 'lost') or '-1')
   local max = horizon == math.huge and '+inf' or string.format('%d', horizon)
   local closedCount, offset, lastEnd = 0, 0, false
   while closedCount < maxBars do
@@ -31,6 +34,9 @@ local function closeDue(k, horizon, maxBars, held, anyHeld, amendMs)
             state = mergeState(state, table.concat({'', '~', '', '', '', '', '0', '0', '0', f}, '|'))
             redis.call('HDEL', k.barFlags, id)
           end
+        end
+        if state and lost >= 0 and tonumber(string.match(id, '|(%d+)$')) <= lost then
+          state = mergeState(state, '|~|||||0|0|0|1')
         end
         if state then
           redis.call('XADD', k.outbox, '*', 'bar', id, 'state', state)
