@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, truncateSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -60,6 +60,10 @@ interface Fault {
   root?: boolean;
   /** a Redis of its own (the fault kills it) */
   ownRedis?: boolean;
+  /** the CSV files never stall longer than this (bars keep closing on time through the fault) */
+  maxStallMs?: number;
+  /** what the stack's output must say of the fault */
+  says?: RegExp;
 }
 
 interface Stack {
@@ -158,6 +162,63 @@ const redisDown = (ms: number): Fault => ({
   },
 });
 
+/** Redis paused (SIGSTOP: its connections stay open, nothing answers) for `ms`, then resumed. */
+const redisPaused = (ms: number): Fault => ({
+  ownRedis: true,
+  says: /Redis is not answering for \d+ s[^]*Redis is back/,
+  strike: async (ctx) => {
+    const pid = ctx.redis!.pid!;
+    process.kill(pid, 'SIGSTOP');
+    await sleep(ms);
+    process.kill(pid, 'SIGCONT');
+  },
+});
+
+export const LIBFAKETIME = '/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1';
+
+/**
+ * The closer's host clock stepped by `offset` (libfaketime's syntax, "-1h") while it runs, as NTP or
+ * `date -s` would: the stack's own closer is paused and a closer on the same Redis and DATA_DIR
+ * whose clock steps takes over for 8 s (the monotonic clock is left alone, as a real step leaves it).
+ * Bars must keep closing on time meanwhile.
+ */
+const closerClock = (offset: string): Fault => ({
+  maxStallMs: 5000,
+  strike: async (ctx) => {
+    const own = rolePid(ctx.stack, 'close');
+    const clock = join(ctx.dir, 'faketime');
+    writeFileSync(clock, '+0\n');
+    const closer = spawn(process.execPath, [CLI, 'close'], {
+      env: {
+        PATH: process.env.PATH ?? '',
+        DATA_DIR: ctx.dir,
+        LOG_LEVEL: 'info',
+        // a closer on its own, as in docker compose: it also closes everything once the feed is quiet
+        // CLOSE_WHEN_IDLE_MS — judged how long the feed has been quiet by its own clock, a step must
+        // neither close bars under trades still coming (ahead) nor never (behind)
+        LD_PRELOAD: LIBFAKETIME,
+        FAKETIME_TIMESTAMP_FILE: clock,
+        FAKETIME_NO_CACHE: '1',
+        FAKETIME_DONT_FAKE_MONOTONIC: '1',
+      },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let out = '';
+    closer.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+    const exited = new Promise((r) => closer.once('exit', r));
+    try {
+      for (let i = 0; i < 300 && !/closer started/.test(out); i++) await sleep(50);
+      process.kill(own, 'SIGSTOP');
+      writeFileSync(clock, `${offset}\n`);
+      await sleep(8000);
+    } finally {
+      process.kill(own, 'SIGCONT');
+      closer.kill('SIGTERM');
+      await exited;
+    }
+  },
+});
+
 export const FAULTS: Record<string, Fault> = {
   'kill -9 aggregate': kill('aggregate'),
   'kill -9 close': kill('close'),
@@ -203,6 +264,10 @@ export const FAULTS: Record<string, Fault> = {
   // longer than STALE_MS (30 s): the ingestor holds its socket all the while
   'Redis killed 35 s': redisDown(35_000),
   'Redis killed 90 s': redisDown(90_000),
+  'Redis paused 10 s': redisPaused(10_000),
+  'Redis paused 60 s': redisPaused(60_000),
+  'closer clock −1 h': closerClock('-1h'),
+  'closer clock +1 h': closerClock('+1h'),
   'CSV disk full': {
     root: true,
     env: (ctx) => {
@@ -322,6 +387,9 @@ export async function runFault(name: string, seed: number, reference: Map<string
       }
     }
     if (/uncaught|unhandled rejection/.test(out)) problems.push('an uncaught error');
+    if (fault.maxStallMs !== undefined && stallMs > fault.maxStallMs)
+      problems.push(`the files stalled ${(stallMs / 1000).toFixed(1)} s (at most ${fault.maxStallMs / 1000} s)`);
+    if (fault.says && !fault.says.test(out)) problems.push(`the output does not say ${fault.says}`);
     const left = descendants(stack.proc.pid!).filter((p) => cmdline(p) !== '');
     if (left.length) problems.push(`${left.length} processes left running`);
     if (problems.length && process.env.FAULTS_VERBOSE) problems.push(out.slice(-4000));

@@ -12,7 +12,7 @@ function seeds(spec: string): number[] {
 const wanted = (
   process.env.FAULTS ??
   Object.keys(FAULTS)
-    .filter((f) => f !== 'Redis killed 35 s')
+    .filter((f) => f !== 'Redis killed 35 s' && f !== 'Redis paused 10 s')
     .join(',')
 )
   .split(',')

@@ -6,19 +6,24 @@ import { setPriority } from 'node:os';
 import type { Queue } from 'bullmq';
 import { Cluster } from 'ioredis';
 import {
+  ConfigError,
   EXIT,
   RedisUnavailableError,
   connectRedis,
   disableCrashPoints,
   idleAndDrained,
+  monoMs,
+  Quiet,
   readCounters,
   makeKeys,
   redactUrl,
   redisLink,
   reportRedisError,
+  requireNoEviction,
   signalExitCode,
   sleep,
   waitForRedis,
+  watchRedis,
   type Config,
   type Keys,
   type Logger,
@@ -214,9 +219,13 @@ export async function runStack(cfg: Config, env: NodeJS.ProcessEnv): Promise<num
     // While Redis is away the ingestor cannot report the trades it receives, so the idle clock
     // starts again when the connection is back.
     let redisBackAt = 0;
-    redis.on('ready', () => (redisBackAt = Date.now()));
+    redis.on('ready', () => (redisBackAt = monoMs()));
+    const quiet = new Quiet();
     const ready = await stop.race(waitForRedis(redis, redactUrl(redisUrl), cfg.redisConnectTimeoutMs));
     if (stop.reason !== undefined && ready === undefined) return exitFor(stop.reason, cfg);
+    // before any role starts: a Redis that may evict our keys is refused (exit 2), saying what to set
+    await requireNoEviction(redis);
+    watchRedis(redis, { answerTimeoutMs: cfg.redisAnswerTimeoutMs, checkEveryMs: cfg.redisCheckEveryMs });
     const baseline = await readCounters(redis, cfg, keys);
     let cpuAtStart: { at: number; stack: number; redis: number | undefined } = { at: Date.now(), stack: 0, redis: undefined };
     bars = barsQueue(redis, keys);
@@ -300,8 +309,8 @@ export async function runStack(cfg: Config, env: NodeJS.ProcessEnv): Promise<num
       const ingest = children.find((c) => c.role === 'ingest');
       // (redisBackAt: while Redis was away the ingestor could not report what it received)
       const idle = await stop.race(
-        idleAndDrained(redis, cfg, keys, cfg.exitWhenIdleMs, startedAt, ingest?.progress)
-          .then((v) => v && Date.now() - redisBackAt >= cfg.exitWhenIdleMs)
+        idleAndDrained(redis, cfg, keys, cfg.exitWhenIdleMs, startedAt, quiet, ingest?.progress)
+          .then((v) => v && monoMs() - redisBackAt >= cfg.exitWhenIdleMs)
           .catch(() => false),
       );
       if (!idle) continue;
@@ -322,6 +331,7 @@ export async function runStack(cfg: Config, env: NodeJS.ProcessEnv): Promise<num
     code = failed?.code ?? exitFor(stop.reason, cfg);
   } catch (err) {
     if (err instanceof RedisUnavailableError) code = EXIT.NO_REDIS;
+    else if (err instanceof ConfigError) code = EXIT.CONFIG;
     else code = EXIT.FAILURE;
     throw err;
   } finally {
