@@ -45,11 +45,13 @@ interface Ctx {
   stack: Stack;
   redis?: PrivateRedis;
   cleanup: (() => Promise<void> | void)[];
+  /** what the fault itself found wrong (a process it started did not say what it must) */
+  problems: string[];
 }
 
 interface Fault {
   /** extra environment of the stack */
-  env?: (ctx: Omit<Ctx, 'stack'>) => Promise<Record<string, string>> | Record<string, string>;
+  env?: (ctx: Omit<Ctx, 'stack' | 'problems'>) => Promise<Record<string, string>> | Record<string, string>;
   /** the fault itself, once the replay has run `ctx.at` ms */
   strike: (ctx: Ctx) => Promise<void>;
   /** exit code the run ends with (default 0) */
@@ -58,6 +60,8 @@ interface Fault {
   prefix?: boolean;
   /** needs root (a tmpfs mount) */
   root?: boolean;
+  /** needs libfaketime (Debian's faketime package) */
+  faketime?: boolean;
   /** a Redis of its own (the fault kills it) */
   ownRedis?: boolean;
   /** the CSV files never stall longer than this (bars keep closing on time through the fault) */
@@ -183,6 +187,7 @@ export const LIBFAKETIME = '/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1'
  * Bars must keep closing on time meanwhile.
  */
 const closerClock = (offset: string): Fault => ({
+  faketime: true,
   maxStallMs: 5000,
   strike: async (ctx) => {
     const own = rolePid(ctx.stack, 'close');
@@ -216,6 +221,9 @@ const closerClock = (offset: string): Fault => ({
       closer.kill('SIGTERM');
       await exited;
     }
+    const side = offset.startsWith('-') ? 'behind' : 'ahead of';
+    if (!new RegExp(`this host's clock is 3600 s ${side} Redis's`).test(out))
+      ctx.problems.push(`the stepped closer did not say its clock is ${side} Redis's`);
   },
 });
 
@@ -327,7 +335,7 @@ export async function runFault(name: string, seed: number, reference: Map<string
     }
     const env = { ...(await fault.env?.({ ...base, redis })), ...redisEnv };
     const stack = startStack({ DATA_DIR: base.dir, REPLAY_SPEED: '20000', REPLAY_SHIFT: 'false', EXIT_WHEN_IDLE_MS: '3000', ...env });
-    const ctx: Ctx = { ...base, stack, redis };
+    const ctx: Ctx = { ...base, stack, redis, problems };
     base.cleanup.push(() => {
       try {
         process.kill(-stack.proc.pid!, 'SIGKILL');
@@ -431,9 +439,10 @@ export function table(runs: readonly FaultRun[]): string {
   return rows.map((r) => `| ${r} |`).join('\n');
 }
 
-/** Whether this machine can run a fault (root for a tmpfs). */
+/** Whether this machine can run a fault (root for a tmpfs, libfaketime for a clock step). */
 export function canRun(name: string): boolean {
-  return !FAULTS[name]?.root || process.getuid?.() === 0;
+  const f = FAULTS[name];
+  return (!f?.root || process.getuid?.() === 0) && (!f?.faketime || existsSync(LIBFAKETIME));
 }
 
 export { freePort };

@@ -23,7 +23,9 @@ const reference = await referenceRun();
 const runs: FaultRun[] = [];
 for (const name of wanted) {
   if (!canRun(name)) {
-    process.stdout.write(`skipped "${name}": it needs root (a tmpfs mount)\n`);
+    process.stdout.write(
+      `skipped "${name}": it needs ${FAULTS[name]?.root ? 'root (a tmpfs mount)' : "libfaketime (Debian's faketime)"}\n`,
+    );
     continue;
   }
   for (const seed of list) {

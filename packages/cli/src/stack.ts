@@ -356,8 +356,8 @@ async function cpuAccount(
   const live = children.filter((c) => c.proc.connected);
   for (const c of live) c.cpuUs = undefined;
   for (const c of live) c.proc.send({ cpu: true }, () => undefined);
-  const until = Date.now() + 1000;
-  while (Date.now() < until && live.some((c) => c.cpuUs === undefined)) await sleep(10);
+  const until = monoMs() + 1000;
+  while (monoMs() < until && live.some((c) => c.cpuUs === undefined)) await sleep(10);
   const out: CpuUse[] = live
     .filter((c) => c.cpuUs !== undefined)
     .map((c) => ({ name: c.name, role: c.role, us: c.cpuUs! - (c.cpuAtReady ?? 0) }));
@@ -445,14 +445,14 @@ function superviseRedis(
 }
 
 function waitForPort(port: number, timeoutMs: number): Promise<void> {
-  const until = Date.now() + timeoutMs;
+  const until = monoMs() + timeoutMs;
   return new Promise((resolve, reject) => {
     const attempt = () => {
       const sock = connect(port, '127.0.0.1');
       sock.once('connect', () => (sock.destroy(), resolve()));
       sock.once('error', () => {
         sock.destroy();
-        if (Date.now() > until) reject(new Error(`replay server did not listen on port ${port}`));
+        if (monoMs() > until) reject(new Error(`replay server did not listen on port ${port}`));
         else setTimeout(attempt, 50);
       });
     };
