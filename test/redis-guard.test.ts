@@ -50,6 +50,23 @@ describe('a Redis that is not fit for candlewick', () => {
     }
   });
 
+  it('a Redis that refuses CONFIG (a managed one) is judged by INFO memory: an evicting policy refused all the same', async () => {
+    const { server, url, client } = await ownRedis('no-config', ['--maxmemory-policy', 'allkeys-random', '--rename-command', 'CONFIG', '']);
+    try {
+      await expect(client.config('GET', 'maxmemory-policy')).rejects.toThrow(/unknown command/);
+      const res = await runCli(
+        ['aggregate'],
+        { REDIS_URL: url, KEY_PREFIX: uniquePrefix('no-config'), DATA_DIR: tempDir('no-config') },
+        60_000,
+      );
+      expect(res.code, res.stdout.slice(-1500) + res.stderr).toBe(2);
+      expect(res.stderr).toContain('has maxmemory-policy allkeys-random: it may evict');
+    } finally {
+      client.disconnect();
+      await server.stop();
+    }
+  });
+
   it('a policy changed to an evicting one while a role runs is said loudly, /healthz fails, and its end is said', async () => {
     const { server, url, client } = await ownRedis('policy-change');
     const metrics = await freePort();

@@ -44,6 +44,7 @@ export class RedisLink {
   }
 
   error(err: unknown, where: string): void {
+    this.silent = false;
     this.down(
       err instanceof Error ? err.message : String(err),
       where,
@@ -57,6 +58,7 @@ export class RedisLink {
    * an outage like a lost connection — said once, reminders once a minute, "Redis is back" when it answers.
    */
   notAnswering(ms: number, where = 'redis'): void {
+    if (this.downSince === 0) this.silent = true;
     const s = Math.round(ms / 1000);
     this.down(
       `not answering for ${s} s`,
@@ -64,6 +66,14 @@ export class RedisLink {
       ms,
       `Redis is not answering for ${s} s (paused, swapping or stuck?); every role waits, nothing is dropped`,
     );
+  }
+
+  /** the outage is a Redis not answering (not a lost connection) */
+  private silent = false;
+
+  /** A probe was answered: an outage that was only silence has ended (a lost connection ends with 'ready'). */
+  answered(): void {
+    if (this.silent) this.ready();
   }
 
   private down(reason: string, where: string, sinceMs: number, first: string): void {
@@ -207,6 +217,7 @@ export class RedisLink {
     if (this.downSince === 0) return;
     this.log?.info({ redis: this.where, downS: Number(((monoMs() - this.downSince) / 1000).toFixed(1)) }, 'Redis is back');
     this.downSince = 0;
+    this.silent = false;
     this.lastError = '';
   }
 }
@@ -475,7 +486,7 @@ export function watchRedis(redis: RedisClient, opts: { answerTimeoutMs: number; 
           if (probeAt !== sent) return;
           const rtt = monoMs() - sent;
           probeAt = 0;
-          redisLink.ready();
+          redisLink.answered();
           redisLink.clockSkew(Date.now() - rtt / 2 - (Number(s) * 1000 + Number(us) / 1000));
         },
         () => {
