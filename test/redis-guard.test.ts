@@ -2,7 +2,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { Redis } from 'ioredis';
 import { PrivateRedis, freePort } from '@candlewick/cli';
-import { klineProblems, runCli, startCli, tempDir, uniquePrefix, waitFor } from './helpers.js';
+import { klineProblems, runCli, startCli, tempDir, uniquePrefix, waitFor, type CliProcess } from './helpers.js';
 
 /**
  * A Redis that is not what candlewick needs, as operators meet it: set up as a cache (evicting),
@@ -102,14 +102,15 @@ describe('a Redis that is not fit for candlewick', () => {
     async () => {
       const { server, url, client } = await ownRedis('oom');
       const dir = tempDir('oom');
+      let started: CliProcess | undefined;
       try {
-        const stack = startCli(['stack'], {
+        const stack = (started = startCli(['stack'], {
           ...STACK,
           REPLAY_SPEED: '10000',
           REDIS_URL: url,
           KEY_PREFIX: uniquePrefix('oom'),
           DATA_DIR: dir,
-        });
+        }));
         await waitFor(() => /replaying tape/.test(stack.output().stdout), 60_000, 'the replay to start');
         await new Promise((r) => setTimeout(r, 1500));
         // full now: Redis refuses every write that needs memory
@@ -120,7 +121,6 @@ describe('a Redis that is not fit for candlewick', () => {
         await client.config('SET', 'maxmemory', '0');
         const code = await Promise.race([stack.exited, new Promise((r) => setTimeout(r, 150_000)).then(() => 'timeout')]);
         const out = stack.output().stdout;
-        if (code === 'timeout') stack.kill('SIGKILL');
         expect(code, out.slice(-3000)).toBe(0);
         const said = /Redis is out of memory \(([\d.]+[KMG]?) used of maxmemory ([\d.]+[KMG]?)\)/.exec(out);
         expect(said, out.slice(-3000)).not.toBeNull();
@@ -132,6 +132,8 @@ describe('a Redis that is not fit for candlewick', () => {
         expect(out).toMatch(/merged\s+12477\n/);
         expect(klineProblems(dir)).toEqual([]);
       } finally {
+        // (a test that failed half-way leaves no stack behind)
+        started?.kill('SIGKILL');
         client.disconnect();
         await server.stop();
       }
@@ -144,9 +146,10 @@ describe('a Redis that is not fit for candlewick', () => {
     async () => {
       const { server, url, client } = await ownRedis('paused');
       const dir = tempDir('paused');
+      let started: CliProcess | undefined;
       const metrics = await freePort();
       try {
-        const stack = startCli(['stack'], {
+        const stack = (started = startCli(['stack'], {
           ...STACK,
           REPLAY_SPEED: '10000',
           REDIS_URL: url,
@@ -154,7 +157,7 @@ describe('a Redis that is not fit for candlewick', () => {
           DATA_DIR: dir,
           REDIS_ANSWER_TIMEOUT: '2s',
           METRICS_PORT: String(metrics),
-        });
+        }));
         await waitFor(() => /replaying tape/.test(stack.output().stdout), 60_000, 'the replay to start');
         await new Promise((r) => setTimeout(r, 1500));
         process.kill(server.pid!, 'SIGSTOP');
@@ -173,13 +176,14 @@ describe('a Redis that is not fit for candlewick', () => {
         }
         const code = await Promise.race([stack.exited, new Promise((r) => setTimeout(r, 120_000)).then(() => 'timeout')]);
         const out = stack.output().stdout;
-        if (code === 'timeout') stack.kill('SIGKILL');
         expect(code, out.slice(-3000)).toBe(0);
         expect(out).toMatch(/Redis is back/);
         expect(out).toMatch(/trades in\s+12477\n/);
         expect(out).toMatch(/merged\s+12477\n/);
         expect(klineProblems(dir)).toEqual([]);
       } finally {
+        // (a test that failed half-way leaves no stack behind)
+        started?.kill('SIGKILL');
         client.disconnect();
         await server.stop();
       }
