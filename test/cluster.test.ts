@@ -81,4 +81,23 @@ describe('Redis Cluster', () => {
     }
     expect([...holders].sort(), `non-empty trade streams per master: ${holders.join(',')}`).toEqual([0, 1, 1]);
   }, 400_000);
+
+  it('one master with an evicting maxmemory-policy is refused (exit 2), naming it', async () => {
+    const third = url.split(',')[2]!;
+    const r = new Redis(third);
+    try {
+      await r.config('SET', 'maxmemory-policy', 'volatile-lru');
+      const res = await runCli(
+        ['write'],
+        { REDIS_URL: url, REDIS_CLUSTER: 'on', KEY_PREFIX: uniquePrefix('cluster-evict'), DATA_DIR: tempDir('cluster-evict') },
+        60_000,
+      );
+      expect(res.code, res.stdout.slice(-1500) + res.stderr).toBe(2);
+      expect(res.stderr).toContain(`at ${new URL(third).host} has maxmemory-policy volatile-lru`);
+      expect(res.stderr.match(/has maxmemory-policy/g)).toHaveLength(1);
+    } finally {
+      await r.config('SET', 'maxmemory-policy', 'noeviction');
+      r.disconnect();
+    }
+  }, 90_000);
 });

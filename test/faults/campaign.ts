@@ -46,11 +46,13 @@ interface Ctx {
   stack: Stack;
   redis?: PrivateRedis;
   cleanup: (() => Promise<void> | void)[];
+  /** what the fault itself found wrong (a process it started did not say what it must) */
+  problems: string[];
 }
 
 interface Fault {
   /** extra environment of the stack */
-  env?: (ctx: Omit<Ctx, 'stack'>) => Promise<Record<string, string>> | Record<string, string>;
+  env?: (ctx: Omit<Ctx, 'stack' | 'problems'>) => Promise<Record<string, string>> | Record<string, string>;
   /** the fault itself, once the replay has run `ctx.at` ms */
   strike: (ctx: Ctx) => Promise<void>;
   /** exit code the run ends with (default 0) */
@@ -59,6 +61,8 @@ interface Fault {
   prefix?: boolean;
   /** needs root (a tmpfs mount) */
   root?: boolean;
+  /** needs libfaketime (Debian's faketime package) */
+  faketime?: boolean;
   /** a Redis of its own (the fault kills it) */
   ownRedis?: boolean;
   /**
@@ -68,6 +72,10 @@ interface Fault {
   account?: (out: string, files: Map<string, string>, reference: Map<string, string>) => string[];
   /** problems the strike itself found (a second writer not refused) */
   found?: string[];
+  /** the CSV files never stall longer than this (bars keep closing on time through the fault) */
+  maxStallMs?: number;
+  /** what the stack's output must say of the fault */
+  says?: RegExp;
 }
 
 interface Stack {
@@ -210,6 +218,66 @@ function lossAccount(out: string, files: Map<string, string>, reference: Map<str
   }
   return problems;
 }
+/** Redis paused (SIGSTOP: its connections stay open, nothing answers) for `ms`, then resumed. */
+const redisPaused = (ms: number): Fault => ({
+  ownRedis: true,
+  says: /Redis is not answering for \d+ s[^]*Redis is back/,
+  strike: async (ctx) => {
+    const pid = ctx.redis!.pid!;
+    process.kill(pid, 'SIGSTOP');
+    await sleep(ms);
+    process.kill(pid, 'SIGCONT');
+  },
+});
+
+export const LIBFAKETIME = '/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1';
+
+/**
+ * The closer's host clock stepped by `offset` (libfaketime's syntax, "-1h") while it runs, as NTP or
+ * `date -s` would: the stack's own closer is paused and a closer on the same Redis and DATA_DIR
+ * whose clock steps takes over for 8 s (the monotonic clock is left alone, as a real step leaves it).
+ * Bars must keep closing on time meanwhile.
+ */
+const closerClock = (offset: string): Fault => ({
+  faketime: true,
+  maxStallMs: 5000,
+  strike: async (ctx) => {
+    const own = rolePid(ctx.stack, 'close');
+    const clock = join(ctx.dir, 'faketime');
+    writeFileSync(clock, '+0\n');
+    const closer = spawn(process.execPath, [CLI, 'close'], {
+      env: {
+        PATH: process.env.PATH ?? '',
+        DATA_DIR: ctx.dir,
+        LOG_LEVEL: 'info',
+        // a closer on its own, as in docker compose: it also closes everything once the feed is quiet
+        // CLOSE_WHEN_IDLE_MS — judged how long the feed has been quiet by its own clock, a step must
+        // neither close bars under trades still coming (ahead) nor never (behind)
+        LD_PRELOAD: LIBFAKETIME,
+        FAKETIME_TIMESTAMP_FILE: clock,
+        FAKETIME_NO_CACHE: '1',
+        FAKETIME_DONT_FAKE_MONOTONIC: '1',
+      },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let out = '';
+    closer.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+    const exited = new Promise((r) => closer.once('exit', r));
+    try {
+      for (let i = 0; i < 300 && !/closer started/.test(out); i++) await sleep(50);
+      process.kill(own, 'SIGSTOP');
+      writeFileSync(clock, `${offset}\n`);
+      await sleep(8000);
+    } finally {
+      process.kill(own, 'SIGCONT');
+      closer.kill('SIGTERM');
+      await exited;
+    }
+    const side = offset.startsWith('-') ? 'behind' : 'ahead of';
+    if (!new RegExp(`this host's clock is 3600 s ${side} Redis's`).test(out))
+      ctx.problems.push(`the stepped closer did not say its clock is ${side} Redis's`);
+  },
+});
 
 export const FAULTS: Record<string, Fault> = {
   'kill -9 aggregate': kill('aggregate'),
@@ -256,6 +324,10 @@ export const FAULTS: Record<string, Fault> = {
   // longer than STALE_MS (30 s): the ingestor holds its socket all the while
   'Redis killed 35 s': redisDown(35_000),
   'Redis killed 90 s': redisDown(90_000),
+  'Redis paused 10 s': redisPaused(10_000),
+  'Redis paused 60 s': redisPaused(60_000),
+  'closer clock −1 h': closerClock('-1h'),
+  'closer clock +1 h': closerClock('+1h'),
   'CSV disk full': {
     root: true,
     env: (ctx) => {
@@ -365,7 +437,7 @@ export async function runFault(name: string, seed: number, reference: Map<string
     }
     const env = { ...(await fault.env?.({ ...base, redis })), ...redisEnv };
     const stack = startStack({ DATA_DIR: base.dir, REPLAY_SPEED: '20000', REPLAY_SHIFT: 'false', EXIT_WHEN_IDLE_MS: '3000', ...env });
-    const ctx: Ctx = { ...base, stack, redis };
+    const ctx: Ctx = { ...base, stack, redis, problems };
     base.cleanup.push(() => {
       try {
         process.kill(-stack.proc.pid!, 'SIGKILL');
@@ -430,6 +502,9 @@ export async function runFault(name: string, seed: number, reference: Map<string
       }
     }
     if (/uncaught|unhandled rejection/.test(out)) problems.push('an uncaught error');
+    if (fault.maxStallMs !== undefined && stallMs > fault.maxStallMs)
+      problems.push(`the files stalled ${(stallMs / 1000).toFixed(1)} s (at most ${fault.maxStallMs / 1000} s)`);
+    if (fault.says && !fault.says.test(out)) problems.push(`the output does not say ${fault.says}`);
     const left = descendants(stack.proc.pid!).filter((p) => cmdline(p) !== '');
     if (left.length) problems.push(`${left.length} processes left running`);
     if (problems.length && process.env.FAULTS_VERBOSE) problems.push(out.slice(-4000));
@@ -471,9 +546,10 @@ export function table(runs: readonly FaultRun[]): string {
   return rows.map((r) => `| ${r} |`).join('\n');
 }
 
-/** Whether this machine can run a fault (root for a tmpfs). */
+/** Whether this machine can run a fault (root for a tmpfs, libfaketime for a clock step). */
 export function canRun(name: string): boolean {
-  return !FAULTS[name]?.root || process.getuid?.() === 0;
+  const f = FAULTS[name];
+  return (!f?.root || process.getuid?.() === 0) && (!f?.faketime || existsSync(LIBFAKETIME));
 }
 
 export { freePort };

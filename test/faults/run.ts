@@ -12,7 +12,7 @@ function seeds(spec: string): number[] {
 const wanted = (
   process.env.FAULTS ??
   Object.keys(FAULTS)
-    .filter((f) => f !== 'Redis killed 35 s')
+    .filter((f) => f !== 'Redis killed 35 s' && f !== 'Redis paused 10 s')
     .join(',')
 )
   .split(',')
@@ -23,7 +23,9 @@ const reference = await referenceRun();
 const runs: FaultRun[] = [];
 for (const name of wanted) {
   if (!canRun(name)) {
-    process.stdout.write(`skipped "${name}": it needs root (a tmpfs mount)\n`);
+    process.stdout.write(
+      `skipped "${name}": it needs ${FAULTS[name]?.root ? 'root (a tmpfs mount)' : "libfaketime (Debian's faketime)"}\n`,
+    );
     continue;
   }
   for (const seed of list) {

@@ -9,6 +9,7 @@ import {
   isRefusal,
   mergeBatch,
   mergeBatchArgs,
+  monoMs,
   metrics,
   redisLink,
   sleep,
@@ -103,7 +104,7 @@ export class Aggregator {
   private readonly beat = new Map<number, number>();
 
   health(): Health {
-    const now = Date.now();
+    const now = monoMs();
     const stuck = [...this.beat].filter(([, t]) => now - t > 30_000).map(([p]) => p);
     return stuck.length
       ? {
@@ -159,7 +160,7 @@ export class Aggregator {
     let ownPending = true;
     conn.on('ready', () => (ownPending = true));
     while (!this.stopped) {
-      this.beat.set(p, Date.now());
+      this.beat.set(p, monoMs());
       try {
         if (ownPending) {
           ownPending = false;
@@ -167,7 +168,7 @@ export class Aggregator {
           next = undefined;
           await this.takeBackOwn(p, conn);
         }
-        if (Date.now() >= nextTakeover) {
+        if (monoMs() >= nextTakeover) {
           // a member whose heartbeat lapsed: its entries now, not after RECLAIM_IDLE_MS
           const dead = await this.deadWithPending(p);
           if (dead.length) {
@@ -175,13 +176,13 @@ export class Aggregator {
             next = undefined;
             for (const member of dead) await this.takeOver(p, member);
           }
-          nextTakeover = Date.now() + Math.max(50, this.cfg.takeoverMs / 3);
+          nextTakeover = monoMs() + Math.max(50, this.cfg.takeoverMs / 3);
         }
-        if (Date.now() >= nextReclaim) {
+        if (monoMs() >= nextReclaim) {
           await next?.then((entries) => this.process(p, entries));
           next = undefined;
           await this.reclaim(p);
-          nextReclaim = Date.now() + Math.max(100, this.cfg.reclaimIdleMs / 2);
+          nextReclaim = monoMs() + Math.max(100, this.cfg.reclaimIdleMs / 2);
         }
         const entries = await (next ?? this.read(conn, stream));
         next = this.stopped ? undefined : this.read(conn, stream);
@@ -344,7 +345,7 @@ export class Aggregator {
    * already seen is all late: a line per batch would be thousands).
    */
   private reportLate(late: readonly RawEntry[]): void {
-    const now = Date.now();
+    const now = monoMs();
     this.lateSinceSaid += late.length;
     if (this.lateSaid !== 0 && now - this.lateSaid < 60_000) return;
     const first = late[0]!;

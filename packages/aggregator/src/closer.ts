@@ -6,6 +6,8 @@ import {
   idleAndDrained,
   isConnectionError,
   isRefusal,
+  monoMs,
+  Quiet,
   redisLink,
   reportRedisError,
   CLOSE_QUEUE,
@@ -149,13 +151,18 @@ export class CloserService {
     this.closer = new BarCloser(redis, this.bars, cfg, keys, log);
   }
 
-  async start(): Promise<void> {
+  /** (again) the BullMQ job scheduler that emits the ticks */
+  private schedule(): Promise<unknown> {
     this.queue ??= new Queue(CLOSE_QUEUE, { connection: this.redis, prefix: this.keys.queuePrefix() });
-    await this.queue.upsertJobScheduler(
+    return this.queue.upsertJobScheduler(
       'close-tick',
       { every: this.cfg.closeEveryMs },
       { name: 'tick', opts: { removeOnComplete: true, removeOnFail: 100 } },
     );
+  }
+
+  async start(): Promise<void> {
+    await this.schedule();
     this.worker = new Worker(CLOSE_QUEUE, (_job: Job) => this.runTick(), {
       connection: duplicateRedis(this.redis, this.log),
       prefix: this.keys.queuePrefix(),
@@ -170,9 +177,19 @@ export class CloserService {
     // The scheduler drives the ticks; should its ticks stop coming (a stalled tick, a scheduler
     // Redis lost), this closer ticks by itself until they are back: closing never waits on BullMQ.
     // Several closers ticking at once are safe (closeBars is one atomic step).
+    // BullMQ times scheduled and delayed jobs by each client's wall clock (the next tick is stamped
+    // with the clock of whoever scheduled it, and taken when a worker's clock passes it): a closer
+    // whose clock is behind sees no tick due, and one whose clock stepped ahead schedules ticks an
+    // hour away for every other. So this watchdog runs on the monotonic clock, and the bars' own
+    // time is Redis's (closeBars): a clock step on any host delays no bar by more than `late`.
+    // (A scheduler whose next tick a refused write lost is set up again when the watchdog steps in.)
     const late = Math.max(1000, this.cfg.closeEveryMs * 4);
     this.watchdog = setInterval(() => {
-      if (Date.now() - this.lastTick < late || this.ticking) return;
+      if (monoMs() - this.lastTick < late || this.ticking) return;
+      if (monoMs() - this.rescheduled >= 10_000) {
+        this.rescheduled = monoMs();
+        this.schedule().catch((err: unknown) => reportRedisError(this.log, err, 'close scheduler failed'));
+      }
       this.runTick().catch((err: unknown) => reportRedisError(this.log, err, 'close tick failed'));
     }, this.cfg.closeEveryMs);
     this.watchdog.unref();
@@ -185,12 +202,14 @@ export class CloserService {
       redisLink.wrote();
     });
     this.worker.on('error', (err) => reportRedisError(this.log, err, 'close worker error'));
-    this.queue.on('error', (err) => reportRedisError(this.log, err, 'close queue error'));
+    this.queue!.on('error', (err) => reportRedisError(this.log, err, 'close queue error'));
     this.log.info({ everyMs: this.cfg.closeEveryMs, clock: this.cfg.clock, graceMs: this.cfg.graceMs }, 'closer started');
   }
 
   /** when the last tick ran (for /healthz: a closer whose ticks stopped is not working) */
-  private lastTick = Date.now();
+  private lastTick = monoMs();
+  private readonly quiet = new Quiet();
+  private rescheduled = monoMs();
   private ticking = false;
   private watchdog: NodeJS.Timeout | undefined;
 
@@ -199,17 +218,17 @@ export class CloserService {
     if (this.ticking) return;
     this.ticking = true;
     try {
-      this.lastTick = Date.now();
+      this.lastTick = monoMs();
       await this.closer.tick(false);
       await this.closeWhenIdle();
-      this.lastTick = Date.now();
+      this.lastTick = monoMs();
     } finally {
       this.ticking = false;
     }
   }
 
   health(): Health {
-    const since = Date.now() - this.lastTick;
+    const since = monoMs() - this.lastTick;
     const limit = Math.max(10_000, this.cfg.closeEveryMs * 20);
     return since > limit ? { ok: false, closer: `no tick for ${Math.round(since / 1000)} s` } : { ok: true, closer: 'ticking' };
   }
@@ -226,7 +245,7 @@ export class CloserService {
       const [lastId, inputEnd] = await this.redis.hmget(this.keys.clock(p), 'lastId', 'inputEnd');
       if (lastId && !inputEnd) open = true;
     }
-    if (!open || !(await idleAndDrained(this.redis, this.cfg, this.keys, this.cfg.closeWhenIdleMs, 0))) return;
+    if (!open || !(await idleAndDrained(this.redis, this.cfg, this.keys, this.cfg.closeWhenIdleMs, 0, this.quiet))) return;
     const r = await this.closer.tick(true);
     if (r.merged)
       this.log.info(

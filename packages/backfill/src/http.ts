@@ -20,7 +20,8 @@ export class ProviderError extends Error {
  */
 export class TokenBucket {
   private tokens: number;
-  private last = Date.now();
+  // monotonic: a step of the wall clock must neither stall the requests nor burst them
+  private last = performance.now();
   private blockedUntil = 0;
 
   constructor(
@@ -31,7 +32,7 @@ export class TokenBucket {
   }
 
   private refill(): void {
-    const now = Date.now();
+    const now = performance.now();
     this.tokens = Math.min(this.burst, this.tokens + ((now - this.last) * this.perMinute) / 60_000);
     this.last = now;
   }
@@ -39,7 +40,7 @@ export class TokenBucket {
   async take(signal?: AbortSignal): Promise<void> {
     for (;;) {
       if (signal?.aborted) throw new Error('stopped');
-      const wait = this.blockedUntil - Date.now();
+      const wait = this.blockedUntil - performance.now();
       if (wait > 0) {
         await sleep(wait, signal);
         continue;
@@ -55,7 +56,7 @@ export class TokenBucket {
 
   /** Nobody asks again before `ms` from now. */
   block(ms: number): void {
-    this.blockedUntil = Math.max(this.blockedUntil, Date.now() + ms);
+    this.blockedUntil = Math.max(this.blockedUntil, performance.now() + ms);
     this.tokens = 0;
   }
 }

@@ -101,11 +101,11 @@ export class BackfillService {
 
   private async run(p: number, conn: RedisClient): Promise<void> {
     const stream = this.keys.backfillRequests(p);
-    let lastClaim = 0;
+    let lastClaim = -Infinity;
     while (!this.stopped) {
       try {
-        if (Date.now() - lastClaim > 5_000) {
-          lastClaim = Date.now();
+        if (performance.now() - lastClaim > 5_000) {
+          lastClaim = performance.now();
           // requests a dead worker held for a while: take them over
           const res = (await conn.xautoclaim(stream, BACKFILL_GROUP, this.consumer, 30_000, '0-0', 'COUNT', 10)) as [string, StreamEntry[]];
           for (const [id, fields] of res[1]) if (fields) await this.handle(parseRequest(p, id, fields));

@@ -11,7 +11,9 @@ import {
   isRefusal,
   redisLink,
   reportRedisError,
+  requireNoEviction,
   sleep,
+  watchRedis,
   waitForRedis,
   makeKeys,
   redactUrl,
@@ -102,13 +104,14 @@ async function runRole(cfg: Config, name: string, make: (redis: RedisClient, log
   const server = metricsServer(cfg, name, log, () => {
     const own = role.health?.() ?? { ok: true };
     const down = redisLink.downForMs;
+    // (a paused Redis keeps its connection "ready": the link says it is not answering)
+    const reachable = redis.status === 'ready' && down === 0;
     return {
       ...own,
-      ok: redis.status === 'ready' && own.ok,
-      redis:
-        redis.status === 'ready'
-          ? 'ready'
-          : `unreachable${down ? ` for ${Math.round(down / 1000)} s` : ''}${redisLink.reason ? ` (${redisLink.reason})` : ''}`,
+      ok: reachable && !redisLink.policyProblem && own.ok,
+      redis: !reachable
+        ? `unreachable${down ? ` for ${Math.round(down / 1000)} s` : ''}${redisLink.reason ? ` (${redisLink.reason})` : ''}`
+        : (redisLink.policyProblem ?? 'ready'),
     };
   });
   let started = false;
@@ -125,6 +128,9 @@ async function runRole(cfg: Config, name: string, make: (redis: RedisClient, log
   await server?.start();
   // A Redis never reached is a configuration problem to say, not a reason to hang: exit 3.
   await waitForRedis(redis, redisUrlFor(cfg).url, cfg.redisConnectTimeoutMs);
+  // a Redis that may evict our keys loses bars without an error: refused (exit 2), saying what to set
+  await requireNoEviction(redis);
+  watchRedis(redis, { answerTimeoutMs: cfg.redisAnswerTimeoutMs, checkEveryMs: cfg.redisCheckEveryMs });
   started = true;
   // Redis refusing writes at start (a full disk under it) is waited out like one mid-run
   for (let attempt = 0; ; attempt++) {

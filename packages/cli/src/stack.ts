@@ -7,6 +7,7 @@ import { getPriority, setPriority } from 'node:os';
 import type { Queue } from 'bullmq';
 import { Cluster } from 'ioredis';
 import {
+  ConfigError,
   EXIT,
   FileLock,
   RedisLease,
@@ -17,14 +18,18 @@ import {
   epochHeld,
   type Counters,
   idleAndDrained,
+  monoMs,
+  Quiet,
   readCounters,
   makeKeys,
   redactUrl,
   redisLink,
   reportRedisError,
+  requireNoEviction,
   signalExitCode,
   sleep,
   waitForRedis,
+  watchRedis,
   type Config,
   type Keys,
   type Logger,
@@ -237,9 +242,13 @@ export async function runStack(cfg: Config, env: NodeJS.ProcessEnv): Promise<num
     // While Redis is away the ingestor cannot report the trades it receives, so the idle clock
     // starts again when the connection is back.
     let redisBackAt = 0;
-    redis.on('ready', () => (redisBackAt = Date.now()));
+    redis.on('ready', () => (redisBackAt = monoMs()));
+    const quiet = new Quiet();
     const ready = await stop.race(waitForRedis(redis, redactUrl(redisUrl), cfg.redisConnectTimeoutMs));
     if (stop.reason !== undefined && ready === undefined) return exitFor(stop.reason, cfg);
+    // before any role starts: a Redis that may evict our keys is refused (exit 2), saying what to set
+    await requireNoEviction(redis);
+    watchRedis(redis, { answerTimeoutMs: cfg.redisAnswerTimeoutMs, checkEveryMs: cfg.redisCheckEveryMs });
     owned.push(await ownPrefix(redis, keys, cfg, log));
     const marker = await watchEpoch(redis, keys, log);
     let baseline = await readCounters(redis, cfg, keys);
@@ -348,8 +357,8 @@ export async function runStack(cfg: Config, env: NodeJS.ProcessEnv): Promise<num
       const ingest = children.find((c) => c.role === 'ingest');
       // (redisBackAt: while Redis was away the ingestor could not report what it received)
       const idle = await stop.race(
-        idleAndDrained(redis, cfg, keys, cfg.exitWhenIdleMs, startedAt, ingest?.progress)
-          .then((v) => v && Date.now() - redisBackAt >= cfg.exitWhenIdleMs)
+        idleAndDrained(redis, cfg, keys, cfg.exitWhenIdleMs, startedAt, quiet, ingest?.progress)
+          .then((v) => v && monoMs() - redisBackAt >= cfg.exitWhenIdleMs)
           .catch(() => false),
       );
       if (!idle) continue;
@@ -377,6 +386,7 @@ export async function runStack(cfg: Config, env: NodeJS.ProcessEnv): Promise<num
     code = failed?.code ?? exitFor(stop.reason, cfg);
   } catch (err) {
     if (err instanceof RedisUnavailableError) code = EXIT.NO_REDIS;
+    else if (err instanceof ConfigError) code = EXIT.CONFIG;
     else code = EXIT.FAILURE;
     throw err;
   } finally {
@@ -493,8 +503,8 @@ async function cpuAccount(
   const live = children.filter((c) => c.proc.connected);
   for (const c of live) c.cpuUs = undefined;
   for (const c of live) c.proc.send({ cpu: true }, () => undefined);
-  const until = Date.now() + 1000;
-  while (Date.now() < until && live.some((c) => c.cpuUs === undefined)) await sleep(10);
+  const until = monoMs() + 1000;
+  while (monoMs() < until && live.some((c) => c.cpuUs === undefined)) await sleep(10);
   const out: CpuUse[] = live
     .filter((c) => c.cpuUs !== undefined)
     .map((c) => ({ name: c.name, role: c.role, us: c.cpuUs! - (c.cpuAtReady ?? 0) }));
@@ -608,14 +618,14 @@ function superviseRedis(
 }
 
 function waitForPort(port: number, timeoutMs: number): Promise<void> {
-  const until = Date.now() + timeoutMs;
+  const until = monoMs() + timeoutMs;
   return new Promise((resolve, reject) => {
     const attempt = () => {
       const sock = connect(port, '127.0.0.1');
       sock.once('connect', () => (sock.destroy(), resolve()));
       sock.once('error', () => {
         sock.destroy();
-        if (Date.now() > until) reject(new Error(`replay server did not listen on port ${port}`));
+        if (monoMs() > until) reject(new Error(`replay server did not listen on port ${port}`));
         else setTimeout(attempt, 50);
       });
     };
@@ -635,8 +645,9 @@ async function untilDrained(
   ingest: () => { lastRx: number; pending: number } | undefined,
   stop: StopRequest,
 ): Promise<void> {
+  const quiet = new Quiet();
   while (stop.reason === undefined) {
-    if (await stop.race(idleAndDrained(redis, cfg, keys, 250, since, ingest()).catch(() => false))) return;
+    if (await stop.race(idleAndDrained(redis, cfg, keys, 250, since, quiet, ingest()).catch(() => false))) return;
     await stop.race(sleep(100));
   }
 }

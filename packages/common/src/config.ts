@@ -304,6 +304,20 @@ const SETTINGS = {
     '30s',
     'a role that cannot reach Redis this long at start exits 3',
   ),
+  redisAnswerTimeoutMs: setting(
+    'REDIS_ANSWER_TIMEOUT',
+    duration(),
+    5_000,
+    '5s',
+    'a connected Redis that answers nothing this long (paused, swapping, stuck) is said like an outage, and /healthz fails until it answers (0: not watched)',
+  ),
+  redisCheckEveryMs: setting(
+    'REDIS_CHECK_EVERY',
+    duration(),
+    60_000,
+    '1m',
+    "a running role checks this often that Redis's maxmemory-policy is still noeviction (at start always; 0: only then)",
+  ),
   redisServerBin: setting('REDIS_SERVER_BIN', text(), 'redis-server', 'redis-server', 'the binary stack starts without REDIS_URL'),
   keyPrefix: setting(
     'KEY_PREFIX',

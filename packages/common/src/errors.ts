@@ -43,7 +43,15 @@ export class PortUnavailableError extends Error {
  * outage, said once and retried — the command had no effect.
  */
 export function isRefusal(err: unknown): boolean {
-  return err instanceof Error && /^(MISCONF|OOM|READONLY|MASTERDOWN|NOREPLICAS|BUSY|LOADING|TRYAGAIN)\b/.test(err.message);
+  if (!(err instanceof Error)) return false;
+  // (a MULTI discarded for one of them, and BullMQ's own wrapping of an OOM, are the same refusal)
+  const queued = (err as { previousErrors?: unknown[] }).previousErrors;
+  if (/^EXECABORT\b/.test(err.message) && queued?.some(isRefusal)) return true;
+  return (
+    /^(EXECABORT Transaction discarded because of: )?(MISCONF|OOM|READONLY|MASTERDOWN|NOREPLICAS|BUSY|LOADING|TRYAGAIN)\b/.test(
+      err.message,
+    ) || /\bOOM command not allowed\b/.test(err.message)
+  );
 }
 
 /**

@@ -129,7 +129,7 @@ export class RecurringError {
   }
 
   report(err: unknown, extra: Record<string, unknown> = {}): void {
-    const now = Date.now();
+    const now = performance.now();
     this.since++;
     if (this.first === 0) {
       this.first = now;
@@ -145,7 +145,7 @@ export class RecurringError {
 
   ok(what = 'recovered'): void {
     if (this.first === 0) return;
-    this.log.info({ afterS: Number(((Date.now() - this.first) / 1000).toFixed(1)) }, `${what}: ${this.msg.replace(/;.*$/, '')}`);
+    this.log.info({ afterS: Number(((performance.now() - this.first) / 1000).toFixed(1)) }, `${what}: ${this.msg.replace(/;.*$/, '')}`);
     this.first = 0;
   }
 }

@@ -3,7 +3,7 @@ import { hostname } from 'node:os';
 import type { Keys } from './keys.js';
 import type { Logger } from './logger.js';
 import { processId, sleep } from './lifecycle.js';
-import type { RedisClient } from './redis.js';
+import { monoMs, type RedisClient } from './redis.js';
 import { ConfigError } from './config.js';
 
 /**
@@ -50,7 +50,7 @@ export class Membership {
    * heartbeat lapses; one that stays alive is a configuration error (two workers, one name).
    */
   async join(): Promise<void> {
-    const until = Date.now() + 3 * this.ttlMs;
+    const until = monoMs() + 3 * this.ttlMs;
     let said = false;
     for (;;) {
       const holder = await this.redis.get(this.key);
@@ -58,7 +58,7 @@ export class Membership {
         await this.redis.set(this.key, token, 'PX', this.ttlMs);
         break;
       }
-      if (Date.now() > until) {
+      if (monoMs() > until) {
         throw new ConfigError([
           `CONSUMER_NAME=${this.name}: another running worker (${holder.split(':').slice(0, 2).join(' pid ')}) uses this name in group ${this.group}; give each worker its own`,
         ]);

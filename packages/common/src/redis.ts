@@ -3,9 +3,17 @@ import calculateSlot from 'cluster-key-slot';
 import { registerScripts } from './scripts.js';
 import { redactUrl, type Logger } from './logger.js';
 import { RedisUnavailableError, isConnectionError, isRefusal } from './errors.js';
+import { ConfigError } from './config.js';
 
 /** A single Redis or a Redis Cluster: every role works on either. */
 export type RedisClient = Redis | Cluster;
+
+/**
+ * Milliseconds on the monotonic clock. Every interval, timeout and "how long since" in candlewick is
+ * measured on it, never on Date.now(): a step of the wall clock (NTP, a resumed VM, `date -s`) then
+ * neither starves nor fires them. Anything compared across processes uses Redis's time instead.
+ */
+export const monoMs = (): number => performance.now();
 
 /**
  * The process's link to Redis. Every connection (and every BullMQ object, through
@@ -27,7 +35,7 @@ export class RedisLink {
 
   /** ms since the outage started, 0 while connected */
   get downForMs(): number {
-    return this.downSince === 0 ? 0 : Date.now() - this.downSince;
+    return this.downSince === 0 ? 0 : monoMs() - this.downSince;
   }
 
   /** why the link is down, for /healthz */
@@ -36,22 +44,49 @@ export class RedisLink {
   }
 
   error(err: unknown, where: string): void {
-    const now = Date.now();
-    this.lastError = err instanceof Error ? err.message : String(err);
+    this.silent = false;
+    this.down(
+      err instanceof Error ? err.message : String(err),
+      where,
+      0,
+      'lost the connection to Redis; retrying (every role waits, nothing is dropped)',
+    );
+  }
+
+  /**
+   * A connected Redis has not answered for `ms` (paused with SIGSTOP, swapping, a stuck script):
+   * an outage like a lost connection — said once, reminders once a minute, "Redis is back" when it answers.
+   */
+  notAnswering(ms: number, where = 'redis'): void {
+    if (this.downSince === 0) this.silent = true;
+    const s = Math.round(ms / 1000);
+    this.down(
+      `not answering for ${s} s`,
+      where,
+      ms,
+      `Redis is not answering for ${s} s (paused, swapping or stuck?); every role waits, nothing is dropped`,
+    );
+  }
+
+  /** the outage is a Redis not answering (not a lost connection) */
+  private silent = false;
+
+  /** A probe was answered: an outage that was only silence has ended (a lost connection ends with 'ready'). */
+  answered(): void {
+    if (this.silent) this.ready();
+  }
+
+  private down(reason: string, where: string, sinceMs: number, first: string): void {
+    const now = monoMs();
+    this.lastError = reason;
     if (this.downSince === 0) {
-      this.downSince = now;
+      this.downSince = now - sinceMs;
       this.lastSaid = now;
       this.where = where;
-      this.log?.warn(
-        { redis: where, reason: this.lastError },
-        'lost the connection to Redis; retrying (every role waits, nothing is dropped)',
-      );
+      this.log?.warn({ redis: where, reason }, first);
     } else if (now - this.lastSaid >= 60_000) {
       this.lastSaid = now;
-      this.log?.warn(
-        { redis: this.where, reason: this.lastError, downS: Math.round((now - this.downSince) / 1000) },
-        'still no Redis; retrying',
-      );
+      this.log?.warn({ redis: this.where, reason, downS: Math.round((now - this.downSince) / 1000) }, 'still no Redis; retrying');
     }
   }
 
@@ -69,28 +104,108 @@ export class RedisLink {
   private refusingSince = 0;
   private refusingSaid = 0;
 
-  /** Redis refuses writes (MISCONF, OOM, ...): said once, then once a minute, until a write goes through. */
+  /**
+   * Redis refuses writes (MISCONF: its disk; OOM: its maxmemory; READONLY, ...): said once, then
+   * once a minute, until a write goes through. Out of memory is said as such, with Redis's own
+   * figures, for its remedy (maxmemory) is not a disk's.
+   */
   refused(err: unknown): void {
-    const now = Date.now();
-    const reason = err instanceof Error ? err.message.split('\n')[0]!.replace(/ script: .*$/, '') : String(err);
+    const now = monoMs();
+    // (a MULTI Redis discarded: the refusal is among the errors of the commands it queued)
+    const cause = (err as { previousErrors?: unknown[] } | undefined)?.previousErrors?.find(isRefusal) ?? err;
+    const reason = cause instanceof Error ? cause.message.split('\n')[0]!.replace(/ script: .*$/, '') : String(cause);
+    const oom = /\bOOM\b/.test(reason);
+    this.refusedAt = now;
     if (this.refusingSince === 0) {
       this.refusingSince = now;
       this.refusingSaid = now;
-      this.log?.error(
-        { reason },
-        'Redis refuses writes; every role waits and tries again (nothing is dropped). A full disk under Redis: free space',
-      );
+      if (oom)
+        void this.memory().then((mem) =>
+          this.log?.error(
+            { reason, ...mem },
+            `Redis is out of memory${mem.usedMemory ? ` (${mem.usedMemory} used of maxmemory ${mem.maxmemory})` : ''}; every role keeps what it holds and tries again (nothing is dropped). ` +
+              'Raise maxmemory (redis-cli CONFIG SET maxmemory <bytes>, and in redis.conf) or give Redis more memory: the pipeline resumes by itself',
+          ),
+        );
+      else
+        this.log?.error(
+          { reason },
+          'Redis refuses writes; every role waits and tries again (nothing is dropped). MISCONF: the disk under Redis is full or failing: free space',
+        );
     } else if (now - this.refusingSaid >= 60_000) {
       this.refusingSaid = now;
-      this.log?.error({ reason, forS: Math.round((now - this.refusingSince) / 1000) }, 'Redis still refuses writes');
+      const forS = Math.round((now - this.refusingSince) / 1000);
+      if (oom) void this.memory().then((mem) => this.log?.error({ reason, forS, ...mem }, 'Redis is still out of memory'));
+      else this.log?.error({ reason, forS }, 'Redis still refuses writes');
     }
   }
 
-  /** A write went through: a refusal has ended. */
+  /** Redis's memory figures (INFO memory), for the out-of-memory message; {} if it cannot say. */
+  private async memory(): Promise<{ usedMemory?: string; maxmemory?: string }> {
+    const conn = [...this.connections].find((c) => c.status === 'ready');
+    if (!conn) return {};
+    try {
+      const nodes = conn instanceof Cluster ? conn.nodes('master') : [conn];
+      const infos = await Promise.all(nodes.map((n) => n.info('memory')));
+      // the fullest node of a cluster is the one refusing
+      const parsed = infos
+        .map((info) => ({ used: infoField(info, 'used_memory'), max: infoField(info, 'maxmemory'), info }))
+        .sort((a, b) => Number(b.used) / Number(b.max || Infinity) - Number(a.used) / Number(a.max || Infinity));
+      const top = parsed[0];
+      if (!top) return {};
+      return { usedMemory: infoField(top.info, 'used_memory_human'), maxmemory: infoField(top.info, 'maxmemory_human') };
+    } catch {
+      return {};
+    }
+  }
+
+  private refusedAt = 0;
+
+  /**
+   * A write went through: a refusal has ended — once nothing has been refused for a second (at a
+   * memory limit deletes still go through while appends are refused).
+   */
   wrote(): void {
-    if (this.refusingSince === 0) return;
-    this.log?.info({ afterS: Number(((Date.now() - this.refusingSince) / 1000).toFixed(1)) }, 'Redis takes writes again');
+    if (this.refusingSince === 0 || monoMs() - this.refusedAt < 1000) return;
+    this.log?.info({ afterS: Number(((monoMs() - this.refusingSince) / 1000).toFixed(1)) }, 'Redis takes writes again');
     this.refusingSince = 0;
+  }
+
+  private policySaid = 0;
+  /** what is wrong with Redis's maxmemory-policy, as last checked (see watchRedis) */
+  policyProblem: string | undefined;
+
+  /** The latest policy check: a policy that can evict is said loudly (again each minute), its end too. */
+  policy(problem: string | undefined): void {
+    const now = monoMs();
+    if (problem && (this.policyProblem === undefined || now - this.policySaid >= 60_000)) {
+      this.policySaid = now;
+      this.log?.error(
+        { problem },
+        "Redis may now evict candlewick's keys (its maxmemory-policy changed while running): bars can be lost or wrong",
+      );
+    } else if (!problem && this.policyProblem) {
+      this.log?.info("Redis's maxmemory-policy is noeviction again");
+    }
+    this.policyProblem = problem;
+  }
+
+  private skewSaid = false;
+
+  /** This host's clock against Redis's (ms, + = ahead): a big difference is said once, its end too. */
+  clockSkew(ms: number): void {
+    const big = Math.abs(ms) >= 5000;
+    if (big && !this.skewSaid) {
+      this.skewSaid = true;
+      this.log?.warn(
+        { skewS: Math.round(ms / 1000) },
+        `this host's clock is ${Math.abs(Math.round(ms / 1000))} s ${ms > 0 ? 'ahead of' : 'behind'} Redis's: bars still close on time ` +
+          "(the watermark is Redis's time, intervals are monotonic), but fix the host's time sync",
+      );
+    } else if (!big && this.skewSaid && Math.abs(ms) < 1000) {
+      this.skewSaid = false;
+      this.log?.info("this host's clock agrees with Redis's again");
+    }
   }
 
   /** Redis refuses writes right now (as far as this process has seen) */
@@ -100,8 +215,9 @@ export class RedisLink {
 
   ready(): void {
     if (this.downSince === 0) return;
-    this.log?.info({ redis: this.where, downS: Number(((Date.now() - this.downSince) / 1000).toFixed(1)) }, 'Redis is back');
+    this.log?.info({ redis: this.where, downS: Number(((monoMs() - this.downSince) / 1000).toFixed(1)) }, 'Redis is back');
     this.downSince = 0;
+    this.silent = false;
     this.lastError = '';
   }
 }
@@ -290,4 +406,104 @@ export async function ensureGroup(redis: RedisClient, stream: string, group: str
   } catch (err) {
     if (!String((err as Error).message).includes('BUSYGROUP')) throw err;
   }
+}
+
+/** A field of an INFO reply ("used_memory:1234"), or undefined. */
+function infoField(info: string, field: string): string | undefined {
+  return new RegExp(`^${field}:(\\S+)`, 'm').exec(info)?.[1];
+}
+
+/** Each master's maxmemory-policy (CONFIG GET, or INFO memory where a managed Redis refuses CONFIG). */
+export async function memoryPolicies(redis: RedisClient): Promise<{ node: string; policy: string }[]> {
+  const nodes = redis instanceof Cluster ? redis.nodes('master') : [redis];
+  return Promise.all(
+    nodes.map(async (node) => {
+      const name = `${node.options.host ?? '127.0.0.1'}:${node.options.port ?? 6379}`;
+      let policy: string | undefined;
+      try {
+        const reply = (await node.config('GET', 'maxmemory-policy')) as string[];
+        policy = reply[1];
+      } catch {
+        // CONFIG renamed or refused (ElastiCache, Memorystore, ACLs): INFO says it too
+      }
+      policy ??= infoField(await node.info('memory').catch(() => ''), 'maxmemory_policy') ?? 'unknown';
+      return { node: name, policy };
+    }),
+  );
+}
+
+/**
+ * What is wrong with Redis's eviction policy, or undefined. Only noeviction is safe: every other
+ * policy lets Redis delete keys to make room — allkeys-* any of them, volatile-* those with a TTL,
+ * which candlewick uses (heartbeats, locks, BullMQ's) — and a deleted stream, consumer group or open
+ * bar loses or corrupts bars without an error. BullMQ says the same ("IMPORTANT! Eviction policy is
+ * … It should be noeviction").
+ */
+export async function evictionProblem(redis: RedisClient): Promise<string | undefined> {
+  // (a Redis that tells neither CONFIG nor INFO is given the benefit of the doubt)
+  const bad = (await memoryPolicies(redis)).filter((n) => n.policy !== 'noeviction' && n.policy !== 'unknown');
+  if (bad.length === 0) return undefined;
+  return (
+    `Redis ${bad.map((n) => `at ${n.node} has maxmemory-policy ${n.policy}`).join(', ')}: it may evict candlewick's keys ` +
+    '(streams, consumer groups, open bars, queued jobs) when it fills, losing or corrupting bars without an error. ' +
+    'Set it to noeviction (redis-cli CONFIG SET maxmemory-policy noeviction, and maxmemory-policy noeviction in redis.conf), ' +
+    'or give candlewick a Redis of its own'
+  );
+}
+
+/**
+ * The eviction policy at start: anything but noeviction is a ConfigError (exit 2) saying what to set.
+ */
+export async function requireNoEviction(redis: RedisClient): Promise<void> {
+  const problem = await evictionProblem(redis);
+  if (problem) throw new ConfigError([problem]);
+}
+
+/**
+ * Watches a connected Redis from this process, on the monotonic clock: a probe (TIME) every second
+ * that has no answer within `answerTimeoutMs` is said as an outage (a paused Redis keeps its TCP
+ * connection, so only an unanswered command shows it); the answer gives this host's clock against
+ * Redis's; every `checkEveryMs` the eviction policy is checked again. Returns a stop function.
+ */
+export function watchRedis(redis: RedisClient, opts: { answerTimeoutMs: number; checkEveryMs: number }): () => void {
+  let probeAt = 0;
+  let checkedAt = monoMs();
+  let checking = false;
+  const timer = setInterval(
+    () => {
+      if (redis.status !== 'ready') {
+        probeAt = 0; // a lost connection is said by its own events
+        return;
+      }
+      const now = monoMs();
+      if (probeAt !== 0) {
+        if (opts.answerTimeoutMs > 0 && now - probeAt >= opts.answerTimeoutMs) redisLink.notAnswering(now - probeAt);
+        return;
+      }
+      const sent = (probeAt = now);
+      redis.time().then(
+        ([s, us]) => {
+          if (probeAt !== sent) return;
+          const rtt = monoMs() - sent;
+          probeAt = 0;
+          redisLink.answered();
+          redisLink.clockSkew(Date.now() - rtt / 2 - (Number(s) * 1000 + Number(us) / 1000));
+        },
+        () => {
+          if (probeAt === sent) probeAt = 0;
+        },
+      );
+      if (opts.checkEveryMs > 0 && now - checkedAt >= opts.checkEveryMs && !checking) {
+        checkedAt = now;
+        checking = true;
+        evictionProblem(redis)
+          .then((problem) => redisLink.policy(problem))
+          .catch(() => undefined)
+          .finally(() => (checking = false));
+      }
+    },
+    Math.max(50, Math.min(1000, opts.answerTimeoutMs / 4 || 1000)),
+  );
+  timer.unref();
+  return () => clearInterval(timer);
 }

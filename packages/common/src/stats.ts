@@ -1,6 +1,6 @@
 import type { Config } from './config.js';
 import type { Keys } from './keys.js';
-import type { RedisClient } from './redis.js';
+import { monoMs, type RedisClient } from './redis.js';
 
 /** The counters behind the summary, summed over partitions. */
 export interface Counters {
@@ -78,6 +78,7 @@ export async function idleAndDrained(
   keys: Keys,
   idleMs: number,
   since: number,
+  quiet: Quiet,
   ingest?: { lastRx: number; pending: number },
 ): Promise<boolean> {
   const c = await readCounters(redis, cfg, keys);
@@ -85,8 +86,25 @@ export async function idleAndDrained(
   // (the ingestor's own word counts too: a Redis that lost its data has lost feedUp with it)
   if (c.feedUp < since && !(ingest && ingest.lastRx >= since)) return false;
   if (ingest && ingest.pending > 0) return false;
-  if (Date.now() - Math.max(c.lastRx, c.feedUp, ingest?.lastRx ?? 0) < idleMs) return false;
+  // Quiet = nothing new seen for idleMs on this process's monotonic clock. Not now − lastRx: the
+  // receive times are the ingestor's clock, maybe another host's, and a step of either clock would
+  // end the input early (bars closed under trades still coming) or keep it open for an hour.
+  if (quiet.for(`${c.in}:${c.lastRx}:${c.feedUp}:${ingest?.lastRx ?? 0}:${ingest?.pending ?? 0}`) < idleMs) return false;
   if (c.merged + c.late < c.in) return false;
   for (let p = 0; p < cfg.partitions; p++) if ((await redis.hlen(keys.holds(p))) > 0) return false;
   return true;
+}
+
+/** How long a marker of activity has stayed the same, on the monotonic clock. */
+export class Quiet {
+  private marker: string | undefined;
+  private since = monoMs();
+
+  for(marker: string): number {
+    if (marker !== this.marker) {
+      this.marker = marker;
+      this.since = monoMs();
+    }
+    return monoMs() - this.since;
+  }
 }

@@ -2,6 +2,7 @@ import {
   addTrades,
   addTradesArgs,
   metrics,
+  monoMs,
   partitionOf,
   processId,
   redisLink,
@@ -228,6 +229,8 @@ export class TradeSink {
         // With maxRetriesPerRequest null ioredis waits through reconnects, so this is Redis refusing
         // the script (MISCONF on a full disk, OOM, ...): nothing was applied; send it again later.
         reportRedisError(this.log, err, 'Redis refused a batch of trades; sending it again after a pause', { trades: batch.n });
+        // not applied: a resync already under way must send it again before it calls itself done
+        batch.sent = false;
         this.resync(p, undefined, true);
       },
     );
@@ -250,6 +253,7 @@ export class TradeSink {
   private onReply(p: number, batch: Batch, reply: AddTradesReply): void {
     this.noticeLoss(p, reply, batch);
     if (reply.status === 'hole') {
+      batch.sent = false; // (not applied, as above)
       if (!this.resyncing[p]) this.resync(p, reply.applied, false);
       return;
     }
@@ -260,7 +264,8 @@ export class TradeSink {
     if (batch.ackedAt !== 0) return; // a resend of a batch already counted
     redisLink.wrote();
     const now = Date.now();
-    batch.ackedAt = now;
+    // (monotonic: how long a batch is kept must not follow a step of the wall clock)
+    batch.ackedAt = monoMs();
     this.added += batch.n;
     this.inFlight -= batch.n;
     const held = now - batch.firstRx;
@@ -274,7 +279,7 @@ export class TradeSink {
       this.paused = false;
       this.onPressure?.(false);
     }
-    this.trim(p, now);
+    this.trim(p, batch.ackedAt);
     if (this.inFlight === 0 && this.count === 0) for (const done of this.settled.splice(0)) done();
   }
 
@@ -310,8 +315,10 @@ export class TradeSink {
         try {
           const done = applied ?? Number((await this.redis.hget(this.opts.keys.clock(p), `batch:${this.sender}`)) ?? -1);
           applied = undefined;
-          this.trim(p, Date.now());
           const held = this.held[p]!;
+          // Redis has these (a reply lost to a refusal of another batch sent with them): done
+          for (const b of held) if (b.seq <= done && b.ackedAt === 0) this.acked(p, b);
+          this.trim(p, monoMs());
           const todo = held.filter((b) => b.seq > done);
           if (todo.length === 0) break;
           let force = false;
@@ -324,7 +331,7 @@ export class TradeSink {
               { partition: p, from: done + 1, batches: todo.length },
               'Redis does not have batches it acknowledged (restarted without its last writes?): sending them again',
             );
-          const replies = await Promise.all(
+          const settled = await Promise.allSettled(
             todo.map((b, i) => {
               b.sent = true;
               const args = i === 0 && force ? withForce(b.args) : b.args;
@@ -332,11 +339,15 @@ export class TradeSink {
             }),
           );
           let hole: number | undefined;
-          replies.forEach((r, i) => {
-            this.noticeLoss(p, r, todo[i]!);
-            if (r.status === 'hole') hole ??= r.applied;
+          // what Redis applied is acked even when a later batch of the same round was refused
+          settled.forEach((r, i) => {
+            if (r.status === 'rejected') return;
+            this.noticeLoss(p, r.value, todo[i]!);
+            if (r.value.status === 'hole') hole ??= r.value.applied;
             else this.acked(p, todo[i]!);
           });
+          const refused = settled.find((r) => r.status === 'rejected');
+          if (refused) throw refused.reason;
           if (hole === undefined && held.every((b) => b.sent)) break;
           applied = hole;
           attempt = hole === undefined ? 0 : attempt + 1;

@@ -5,6 +5,8 @@ import {
   BARS_QUEUE,
   RecurringError,
   SlotTransactions,
+  isConnectionError,
+  isRefusal,
   barRowCells,
   crashPoint,
   decodeBarEntry,
@@ -258,21 +260,16 @@ export class WriterService {
 
   /** Appends a batch of closed bars (in closing order) and publishes them. */
   async processBatch(batch: BarsJob): Promise<{ written: number; skipped: number }> {
-    const tx = new SlotTransactions(this.redis);
+    // the Redis side (bars:{interval}, counts) is built as steps, so a refused write is sent again whole
+    const steps: ((tx: SlotTransactions) => void)[] = [];
     const minId = String(Date.now() - this.cfg.barsRetentionMs);
     const counts = new Map<string, number>();
     let written = 0;
     let skipped = 0;
     const publish = (interval: string, symbol: string, start: number, state: BarState, rev: number) => {
       const stream = this.keys.bars(interval);
-      tx.on(stream).xadd(
-        stream,
-        'MINID',
-        '~',
-        minId,
-        '*',
-        ...encodeBarEntry(symbol, start, rev, rowCells(this.clock, start, state, this.days.has(interval))),
-      );
+      const fields = encodeBarEntry(symbol, start, rev, rowCells(this.clock, start, state, this.days.has(interval)));
+      steps.push((tx) => void tx.on(stream).xadd(stream, 'MINID', '~', minId, '*', ...fields));
     };
     const ready = async (interval: string, symbol: string) => {
       await this.onDisk(() => this.files.verify(interval, symbol));
@@ -326,8 +323,22 @@ export class WriterService {
         }
       }
     }
-    for (const [interval, n] of counts) tx.on(this.keys.stats()).hincrby(this.keys.stats(), `written:${interval}`, n);
-    await tx.exec();
+    const stats = this.keys.stats();
+    for (const [interval, n] of counts) steps.push((tx) => void tx.on(stats).hincrby(stats, `written:${interval}`, n));
+    // Redis refusing writes (its memory full, its disk): the rows are in the files; the publish and
+    // counts wait for Redis rather than fail the job (which would lose them), like every other write
+    for (let attempt = 0; ; attempt++) {
+      const exec = new SlotTransactions(this.redis);
+      for (const step of steps) step(exec);
+      try {
+        await exec.exec();
+        break;
+      } catch (err) {
+        if (!isRefusal(err) && !isConnectionError(err)) throw err;
+        reportRedisError(this.log, err, 'publishing written bars failed');
+        await sleep(Math.min(5000, 200 * 2 ** attempt));
+      }
+    }
     redisLink.wrote();
     this.written += written;
     this.skipped += skipped;
