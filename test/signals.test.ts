@@ -172,7 +172,9 @@ describe('stopping a stack', () => {
   it('a signal during the final close is not ignored: the stack stops at once, says so, exit 130', async () => {
     const dir = tempDir('final-close');
     const s = startGroup(['stack'], { DATA_DIR: dir, EXIT_WHEN_IDLE_MS: '500' });
-    await waitFor(() => /writer started/.test(s.output()), 60_000, 'the writer');
+    // (once the ingestor runs: the stack starts it only when every other role has said it is ready,
+    // and a writer stopped between its log line and that word would hold the whole start)
+    await waitFor(() => /trades flowing into Redis/.test(s.output()), 60_000, 'the ingestor');
     const writer = descendants(s.proc.pid!).find((p) => /cli\.js write/.test(cmdline(p)))!;
     // a writer that takes no jobs keeps the final close waiting for it
     process.kill(writer, 'SIGSTOP');
