@@ -5,6 +5,8 @@ import {
   EXIT,
   connectRedis,
   createLogger,
+  describeRedis,
+  redisAccess,
   handleShutdown,
   isConnectionError,
   isRefusal,
@@ -13,7 +15,6 @@ import {
   sleep,
   waitForRedis,
   makeKeys,
-  redactUrl,
   type Component,
   type Config,
   type Keys,
@@ -49,16 +50,19 @@ const DEFAULT_REDIS_URL = 'redis://127.0.0.1:6379';
 /** REDIS_URL, else the private Redis of a stack running on DATA_DIR, else the local default. */
 function redisUrlFor(cfg: Config, log?: Logger): string {
   if (cfg.redisUrl) return cfg.redisUrl;
+  if (cfg.redisSentinels.length > 0) return DEFAULT_REDIS_URL; // a label only: the sentinels name the master
   const stacks = cfg.redisCluster ? undefined : stackRedisUrl(cfg.dataDir);
   if (stacks)
     log?.info({ redis: stacks, dataDir: cfg.dataDir }, 'REDIS_URL unset: using the private Redis of the stack running on DATA_DIR');
   return stacks ?? DEFAULT_REDIS_URL;
 }
 
-function redisFor(cfg: Config, log: Logger): RedisClient {
+function redisFor(cfg: Config, log: Logger, role: string): { redis: RedisClient; url: string } {
   const url = redisUrlFor(cfg, log);
-  log.info({ redis: redactUrl(url) }, 'connecting to redis');
-  return connectRedis(url, log.child({ component: 'redis' }), { cluster: cfg.redisCluster, password: cfg.redisPassword });
+  const access = redisAccess(cfg, role);
+  const where = describeRedis(url, access);
+  log.info({ redis: where, ...(access.username ? { user: access.username } : {}) }, 'connecting to redis');
+  return { redis: connectRedis(url, log.child({ component: 'redis' }), access), url: where };
 }
 
 /**
@@ -91,7 +95,7 @@ function metricsServer(cfg: Config, role: string, log: Logger, health: () => Hea
 /** Runs one role until SIGINT/SIGTERM. */
 async function runRole(cfg: Config, name: string, make: (redis: RedisClient, log: Logger) => Component): Promise<void> {
   const log = rootLogger(cfg, name);
-  const redis = redisFor(cfg, log);
+  const { redis, url } = redisFor(cfg, log, name);
   const role = make(redis, log);
   const server = metricsServer(cfg, name, log, () => {
     const own = role.health?.() ?? { ok: true };
@@ -118,7 +122,7 @@ async function runRole(cfg: Config, name: string, make: (redis: RedisClient, log
   stopWithParent();
   await server?.start();
   // A Redis never reached is a configuration problem to say, not a reason to hang: exit 3.
-  await waitForRedis(redis, redisUrlFor(cfg), cfg.redisConnectTimeoutMs);
+  await waitForRedis(redis, url, cfg.redisConnectTimeoutMs);
   started = true;
   // Redis refusing writes at start (a full disk under it) is waited out like one mid-run
   for (let attempt = 0; ; attempt++) {
@@ -167,6 +171,7 @@ export const ROLES = [
   'provider-server',
   'bars',
   'serve',
+  'acl',
   'help',
 ] as const;
 
@@ -391,7 +396,7 @@ export async function runTap(cfg: Config, req: TapRequest): Promise<number> {
     return EXIT.CONFIG;
   }
   const log = rootLogger({ ...cfg, logFile: false }, 'tap', (line) => process.stderr.write(line));
-  const redis = redisFor(cfg, log);
+  const { redis, url } = redisFor(cfg, log, 'tap');
   const keys = makeKeys(cfg.keyPrefix);
   const abort = new AbortController();
   const stop = () => {
@@ -409,7 +414,7 @@ export async function runTap(cfg: Config, req: TapRequest): Promise<number> {
   const opts = { symbols, from: req.from, group: req.group, signal: abort.signal };
   try {
     await Promise.race([
-      waitForRedis(redis, redisUrlFor(cfg), cfg.redisConnectTimeoutMs),
+      waitForRedis(redis, url, cfg.redisConnectTimeoutMs),
       new Promise((r) => abort.signal.addEventListener('abort', r)),
     ]);
     if (abort.signal.aborted) return EXIT.OK;

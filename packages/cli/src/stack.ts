@@ -9,11 +9,12 @@ import {
   EXIT,
   RedisUnavailableError,
   connectRedis,
+  describeRedis,
+  redisAccess,
   disableCrashPoints,
   idleAndDrained,
   readCounters,
   makeKeys,
-  redactUrl,
   redisLink,
   reportRedisError,
   signalExitCode,
@@ -203,7 +204,9 @@ export async function runStack(cfg: Config, env: NodeJS.ProcessEnv): Promise<num
   let code: number = EXIT.OK;
   try {
     let redisUrl = cfg.redisUrl;
-    if (!redisUrl) {
+    // with sentinels the roles find the master themselves: no private Redis, the URL is a label
+    if (!redisUrl && cfg.redisSentinels.length > 0) redisUrl = 'redis://127.0.0.1:6379';
+    else if (!redisUrl) {
       privateRedis = cfg.redisCluster
         ? new PrivateRedisCluster(join(cfg.dataDir, 'redis-cluster'), cfg.redisServerBin)
         : new PrivateRedis(join(cfg.dataDir, 'redis'), cfg.redisServerBin);
@@ -216,17 +219,17 @@ export async function runStack(cfg: Config, env: NodeJS.ProcessEnv): Promise<num
       // a private server has no password: the roles must not offer one
       delete childEnv.REDIS_PASSWORD;
       delete childEnv.REDIS_PASSWORD_FILE;
+      delete childEnv.REDIS_USERNAME;
+      delete childEnv.REDIS_USERS_FILE;
     }
-    childEnv.REDIS_URL = redisUrl;
-    redis = connectRedis(redisUrl, log.child({ component: 'redis' }), {
-      cluster: cfg.redisCluster,
-      password: privateRedis ? undefined : cfg.redisPassword,
-    });
+    if (cfg.redisSentinels.length === 0) childEnv.REDIS_URL = redisUrl;
+    const access = privateRedis ? { cluster: cfg.redisCluster } : redisAccess(cfg, 'stack');
+    redis = connectRedis(redisUrl, log.child({ component: 'redis' }), access);
     // While Redis is away the ingestor cannot report the trades it receives, so the idle clock
     // starts again when the connection is back.
     let redisBackAt = 0;
     redis.on('ready', () => (redisBackAt = Date.now()));
-    const ready = await stop.race(waitForRedis(redis, redactUrl(redisUrl), cfg.redisConnectTimeoutMs));
+    const ready = await stop.race(waitForRedis(redis, describeRedis(redisUrl, access), cfg.redisConnectTimeoutMs));
     if (stop.reason !== undefined && ready === undefined) return exitFor(stop.reason, cfg);
     const baseline = await readCounters(redis, cfg, keys);
     let cpuAtStart: { at: number; stack: number; redis: number | undefined } = { at: Date.now(), stack: 0, redis: undefined };
