@@ -98,7 +98,16 @@ describe('Redis under Sentinel', () => {
       expectTapeExact(res, dataDir);
       expect(promotedMs).toBeLessThan(15_000);
       // a failover is a routine event: said, not a stack trace
-      expect(res.stdout + res.stderr).not.toMatch(/\n\s+at .*\(.*\.js:\d+:\d+\)/);
+      const out = res.stdout + res.stderr;
+      expect(out).not.toMatch(/\n\s+at .*\(.*\.js:\d+:\d+\)/);
+      expect(out).toMatch(/lost the connection to Redis.*sentinel:\/\/mymaster/);
+      // one WARN when it starts and one INFO when it is over, per process (stack, ingest, aggregate, close, write)
+      const lost = out.match(/lost the connection to Redis/g)?.length ?? 0;
+      const back = out.match(/Redis is back/g)?.length ?? 0;
+      console.info(`failover lines: ${lost} "lost the connection", ${back} "Redis is back"`);
+      expect(lost).toBeGreaterThanOrEqual(1);
+      expect(lost).toBeLessThanOrEqual(5);
+      expect(back).toBe(lost);
     } finally {
       probe.disconnect();
       watch.disconnect();

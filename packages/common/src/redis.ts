@@ -322,7 +322,7 @@ export function connectRedis(url: string, log?: Logger, opts: RedisAccess & { ex
   } else {
     redis = new Redis(url, base);
   }
-  watch(redis, log, redactUrl(url));
+  watch(redis, log, describeRedis(url, opts));
   registerScripts(redis);
   return redis;
 }
