@@ -17,8 +17,8 @@ describe('Redis under Sentinel', () => {
     for (const n of nodes.reverse()) await n.kill();
   });
 
-  it('the master killed -9 mid-run: the replica is promoted, every role follows, every bar exact', async () => {
-    const dir = tempDir('redis-sentinel');
+  async function sentinelSet(name: string) {
+    const dir = tempDir(name);
     const master = await startNode(join(dir, 'master'), [], {});
     nodes.push(master);
     const replica = await startNode(join(dir, 'replica'), ['--replicaof', '127.0.0.1', String(master.port)], {});
@@ -39,7 +39,6 @@ describe('Redis under Sentinel', () => {
       sentinels.push(s);
       nodes.push(s);
     }
-    const sentinelList = sentinels.map((s) => `127.0.0.1:${s.port}`).join(',');
     const watch = new Redis({
       sentinels: sentinels.map((s) => ({ host: '127.0.0.1', port: s.port })),
       name: 'mymaster',
@@ -59,28 +58,8 @@ describe('Redis under Sentinel', () => {
       20_000,
       'three sentinels and a replica',
     );
-    const prefix = uniquePrefix('sentinel');
-    const keys = makeKeys(prefix);
-    const dataDir = tempDir('redis-sentinel-run');
-    try {
-      const run = runCli(
-        ['stack'],
-        {
-          REDIS_SENTINELS: sentinelList,
-          REDIS_SENTINEL_MASTER: 'mymaster',
-          KEY_PREFIX: prefix,
-          DATA_DIR: dataDir,
-          EXIT_WHEN_IDLE_MS: '3000',
-          // paced (~20 s) so the failover falls in the middle of the run
-          REPLAY_SPEED: '10000',
-          REPLAY_SHIFT: 'false',
-        },
-        180_000,
-      );
-      await waitFor(async () => (await ingested(watch, keys)) > 3000, 60_000, 'a quarter of the tape ingested');
-      const killedAt = Date.now();
-      await master.kill('SIGKILL');
-      await waitFor(
+    const promoted = () =>
+      waitFor(
         async () => {
           const [, port] = (await probe.call('SENTINEL', 'GET-MASTER-ADDR-BY-NAME', 'mymaster')) as string[];
           return Number(port) === replica.port;
@@ -88,10 +67,49 @@ describe('Redis under Sentinel', () => {
         30_000,
         'the replica promoted',
       );
+    const masterClient = new Redis({ host: '127.0.0.1', port: master.port, retryStrategy: () => null });
+    masterClient.on('error', () => undefined);
+    const close = () => {
+      probe.disconnect();
+      watch.disconnect();
+      masterClient.disconnect();
+    };
+    return { master, masterClient, replica, watch, promoted, close, list: sentinels.map((s) => `127.0.0.1:${s.port}`).join(',') };
+  }
+
+  function stack(list: string, prefix: string, dataDir: string, env: Record<string, string> = {}) {
+    return runCli(
+      ['stack'],
+      {
+        REDIS_SENTINELS: list,
+        REDIS_SENTINEL_MASTER: 'mymaster',
+        KEY_PREFIX: prefix,
+        DATA_DIR: dataDir,
+        EXIT_WHEN_IDLE_MS: '3000',
+        // paced (~20 s) so the failover falls in the middle of the run
+        REPLAY_SPEED: '10000',
+        REPLAY_SHIFT: 'false',
+        ...env,
+      },
+      180_000,
+    );
+  }
+
+  it('the master killed -9 mid-run: the replica is promoted, every role follows, every bar exact', async () => {
+    const set = await sentinelSet('redis-sentinel');
+    const prefix = uniquePrefix('sentinel');
+    const keys = makeKeys(prefix);
+    const dataDir = tempDir('redis-sentinel-run');
+    try {
+      const run = stack(set.list, prefix, dataDir);
+      await waitFor(async () => (await ingested(set.watch, keys)) > 3000, 60_000, 'a quarter of the tape ingested');
+      const killedAt = Date.now();
+      await set.master.kill('SIGKILL');
+      await set.promoted();
       const promotedMs = Date.now() - killedAt;
-      const before = await ingested(watch, keys);
+      const before = await ingested(set.watch, keys);
       // the roles resume on the new master on their own
-      await waitFor(async () => (await ingested(watch, keys)) > before, 20_000, 'trades flowing into the promoted replica');
+      await waitFor(async () => (await ingested(set.watch, keys)) > before, 20_000, 'trades flowing into the promoted replica');
       const resumedMs = Date.now() - killedAt;
       const res = await run;
       console.info(`sentinel failover: replica promoted ${promotedMs} ms after the kill, trades flowing again after ${resumedMs} ms`);
@@ -109,8 +127,34 @@ describe('Redis under Sentinel', () => {
       expect(lost).toBeLessThanOrEqual(5);
       expect(back).toBe(lost);
     } finally {
-      probe.disconnect();
-      watch.disconnect();
+      set.close();
+    }
+  }, 240_000);
+
+  it('a promoted replica that missed the last second of writes: the ingestor sends what it held again, every bar exact', async () => {
+    const set = await sentinelSet('redis-sentinel-behind');
+    const prefix = uniquePrefix('sentinel-behind');
+    const keys = makeKeys(prefix);
+    const dataDir = tempDir('redis-sentinel-behind-run');
+    try {
+      // INGEST_RETAIN longer than the failover: the batches the replica never got are still held
+      const run = stack(set.list, prefix, dataDir, { INGEST_RETAIN: '30s' });
+      await waitFor(async () => (await ingested(set.watch, keys)) > 3000, 60_000, 'a quarter of the tape ingested');
+      // the replica is cut off (stopped, its link closed by the master) for a moment, then the
+      // master dies: what the master acknowledged meanwhile is on no surviving node
+      set.replica.proc.kill('SIGSTOP');
+      await set.masterClient.client('KILL', 'TYPE', 'replica');
+      const atStop = await ingested(set.watch, keys);
+      await waitFor(async () => (await ingested(set.watch, keys)) > atStop + 300, 10_000, 'writes the replica does not have');
+      await set.master.kill('SIGKILL');
+      set.replica.proc.kill('SIGCONT');
+      await set.promoted();
+      const res = await run;
+      expect(res.stdout).toMatch(/Redis does not have batches it acknowledged/);
+      expectTapeExact(res, dataDir);
+    } finally {
+      set.replica.proc.kill('SIGCONT');
+      set.close();
     }
   }, 240_000);
 });
