@@ -733,7 +733,8 @@ function redisAccessProblems(c: Record<string, unknown>, redisUrl: string, probl
   if ((c.redisTlsCertFile === undefined) !== (c.redisTlsKeyFile === undefined))
     problems.push('REDIS_TLS_CERT_FILE and REDIS_TLS_KEY_FILE go together: a client certificate needs its key');
   const tlsSet = ['redisTlsCaFile', 'redisTlsCertFile', 'redisTlsKeyFile', 'redisTlsServername'].some((k) => c[k] !== undefined);
-  if (tlsSet && sentinels.length === 0 && redisUrl !== '' && !redisUrl.split(',').every((u) => u.trim().startsWith('rediss://')))
+  // (without REDIS_URL there is no TLS either: stack's private Redis and the default are plain)
+  if (tlsSet && sentinels.length === 0 && !(redisUrl !== '' && redisUrl.split(',').every((u) => u.trim().startsWith('rediss://'))))
     problems.push('REDIS_TLS_* settings are for a TLS Redis: write REDIS_URL as rediss://host:port');
   const usersFile = c.redisUsersFile as string | undefined;
   if (usersFile !== undefined) {

@@ -239,7 +239,7 @@ export interface RedisAccess {
   tls?: { caFile?: string; certFile?: string; keyFile?: string; servername?: string };
 }
 
-/** The settings named in a TLS or credentials refusal, so the message says what to fix. */
+/** A TLS handshake refused over a certificate or a name: waiting does not fix it (tlsRefusal). */
 const TLS_REFUSAL =
   /certificate|self[- ]signed|unable to (get|verify)|CERT_|ERR_TLS|SSL routines|alert|wrong version number|Hostname\/IP does not match/i;
 
@@ -311,7 +311,8 @@ export function connectRedis(url: string, log?: Logger, opts: RedisAccess & { ex
   } else if (opts.cluster) {
     const { nodes, options } = clusterSeeds(url);
     redis = new Cluster(nodes, {
-      redisOptions: { ...base, ...options },
+      // rediss:// seeds ask for TLS; REDIS_TLS_* files, when set, say with what
+      redisOptions: { ...base, ...options, ...(base.tls ? { tls: base.tls } : {}) },
       clusterRetryStrategy: RETRY,
       enableReadyCheck: true,
       // a MOVED/ASK/TRYAGAIN or CLUSTERDOWN during a failover: wait and retry rather than fail
