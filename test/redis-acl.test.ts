@@ -5,9 +5,12 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Redis } from 'ioredis';
 import { freePort } from '@candlewick/cli';
+import { ProviderServer } from '@candlewick/backfill';
+import { readTapeTrades } from '@candlewick/common';
 import { CLI, ROOT, runCli, tempDir } from './helpers.js';
 import { allLogs, expectTapeExact, startNode, type Node } from './redis-nodes.js';
 
+const TICK = join(ROOT, 'tapes/lean-aig-20131010/tick/aig_20131010_trade.zip');
 const ROLES = ['stack', 'ingest', 'aggregate', 'close', 'write', 'backfill', 'serve', 'tap'];
 
 /**
@@ -89,6 +92,39 @@ describe('a Redis user per role', () => {
     expect([...seen].filter((u) => u !== 'admin' && u !== 'default').sort()).toEqual(
       ['aggregate', 'backfill', 'close', 'ingest', 'serve', 'stack', 'write'].map((r) => `${prefix}-${r}`),
     );
+  }, 180_000);
+
+  it('backfill under its own user: a mid-day start backfilled from a provider, nothing refused', async () => {
+    const provider = new ProviderServer(readTapeTrades(TICK), { finnhubToken: 'test-token', massiveKey: 'test-key', pageSize: 2000 });
+    const base = await provider.start();
+    try {
+      const res = await runCli(
+        ['stack'],
+        {
+          REDIS_URL: `redis://127.0.0.1:${node.port}`,
+          REDIS_USERS_FILE: usersFile,
+          KEY_PREFIX: prefix,
+          DATA_DIR: tempDir('redis-acl-backfill'),
+          REPLAY_TAPE: TICK,
+          REPLAY_FROM: '2013-10-10T12:17:30.000-04:00',
+          EXIT_WHEN_IDLE_MS: '500',
+          MODE: 'replay',
+          BACKFILL: 'on',
+          BACKFILL_RATE: '6000',
+          BACKFILL_PROVIDER: 'massive',
+          MASSIVE_API_KEY: 'test-key',
+          MASSIVE_REST_URL: base,
+        },
+        150_000,
+      );
+      expect(res.code, res.stdout.slice(-3000)).toBe(0);
+      expect(res.stdout).toMatch(/backfilled/);
+      expect(res.stdout).not.toMatch(/NOPERM/);
+      const refused = ((await adminClient.acl('LOG', '1000')) as unknown[]).map(String).join('\n');
+      expect(refused, 'ACL LOG: commands or keys refused').toBe('');
+    } finally {
+      await provider.stop();
+    }
   }, 180_000);
 
   it("serve's user reads but cannot write: NOPERM", async () => {

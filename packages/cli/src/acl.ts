@@ -71,8 +71,8 @@ export function roleAcls(prefix: string): Record<string, RoleAcl> {
     },
     backfill: {
       why: 'reads backfill requests, merges provider bars into open bars (mergeBackfill)',
-      write: [k('backfill:*'), k('open:*'), k('open-index:*'), k('stats:*'), k('members:*')],
-      read: [k('feed:*'), k('clock:*')],
+      write: [k('backfill:*'), k('open:*'), k('open-index:*'), k('stats:*')],
+      read: [],
       commands: READ_WRITE,
     },
     serve: {
