@@ -12,6 +12,7 @@ import {
   type TapRequest,
 } from './roles.js';
 import { runStack } from './stack.js';
+import { aclFile } from './acl.js';
 
 const HELP = `candlewick: trades -> OHLCV bars on Redis Streams
 
@@ -36,6 +37,8 @@ roles
                   Bull Board at /queues, on HTTP_PORT (8080); stack starts it
   provider-server REPLAY_TAPE as Finnhub/Massive history on REPLAY_PORT (8766): backfill and
                   historical mode from a clone, without keys
+  acl             prints the Redis ACL file of a user per role for KEY_PREFIX (REDIS_USERS_FILE:
+                  its users, with their passwords' SHA-256)
   help            this text
 
 Every setting is an environment variable (see README, or: candlewick help settings); a flag
@@ -148,6 +151,9 @@ async function main(): Promise<void> {
       return;
     case 'tap':
       process.exitCode = await runTap(cfg, tap!);
+      return;
+    case 'acl':
+      process.stdout.write(aclFile(cfg.keyPrefix, cfg.redisUsers));
       return;
     case 'backfill':
       if (cfg.backfillFrom !== undefined) {

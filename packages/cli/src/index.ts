@@ -3,3 +3,4 @@ export * from './roles.js';
 export * from './stack.js';
 export * from './summary.js';
 export * from './bars.js';
+export * from './acl.js';

@@ -6,6 +6,8 @@ import {
   RedisUnavailableError,
   connectRedis,
   createLogger,
+  describeRedis,
+  redisAccess,
   handleShutdown,
   isConnectionError,
   isRefusal,
@@ -16,7 +18,6 @@ import {
   watchRedis,
   waitForRedis,
   makeKeys,
-  redactUrl,
   type Component,
   type Config,
   type Keys,
@@ -56,6 +57,8 @@ const DEFAULT_REDIS_URL = 'redis://127.0.0.1:6379';
  */
 function redisUrlFor(cfg: Config, log?: Logger): { url: string; password: string | undefined } {
   if (cfg.redisUrl) return { url: cfg.redisUrl, password: cfg.redisPassword };
+  // a label only: the sentinels name the master
+  if (cfg.redisSentinels.length > 0) return { url: DEFAULT_REDIS_URL, password: cfg.redisPassword };
   const stacks = cfg.redisCluster ? undefined : stackRedis(cfg.dataDir);
   if (stacks && 'stale' in stacks) throw new RedisUnavailableError(stacks.stale);
   if (stacks)
@@ -63,10 +66,14 @@ function redisUrlFor(cfg: Config, log?: Logger): { url: string; password: string
   return stacks ?? { url: DEFAULT_REDIS_URL, password: cfg.redisPassword };
 }
 
-function redisFor(cfg: Config, log: Logger): RedisClient {
-  const { url, password } = redisUrlFor(cfg, log);
-  log.info({ redis: redactUrl(url) }, 'connecting to redis');
-  return connectRedis(url, log.child({ component: 'redis' }), { cluster: cfg.redisCluster, password });
+function redisFor(cfg: Config, log: Logger, role: string): { redis: RedisClient; url: string } {
+  const { url, password: stackPassword } = redisUrlFor(cfg, log);
+  const access = redisAccess(cfg, role);
+  // the private Redis of a stack on DATA_DIR has a password of its own
+  if (!cfg.redisUrl && cfg.redisSentinels.length === 0 && stackPassword !== undefined) access.password = stackPassword;
+  const where = describeRedis(url, access);
+  log.info({ redis: where, ...(access.username ? { user: access.username } : {}) }, 'connecting to redis');
+  return { redis: connectRedis(url, log.child({ component: 'redis' }), access), url: where };
 }
 
 /**
@@ -99,7 +106,7 @@ function metricsServer(cfg: Config, role: string, log: Logger, health: () => Hea
 /** Runs one role until SIGINT/SIGTERM. */
 async function runRole(cfg: Config, name: string, make: (redis: RedisClient, log: Logger) => Component): Promise<void> {
   const log = rootLogger(cfg, name);
-  const redis = redisFor(cfg, log);
+  const { redis, url } = redisFor(cfg, log, name);
   const role = make(redis, log);
   const server = metricsServer(cfg, name, log, () => {
     const own = role.health?.() ?? { ok: true };
@@ -127,7 +134,7 @@ async function runRole(cfg: Config, name: string, make: (redis: RedisClient, log
   stopWithParent();
   await server?.start();
   // A Redis never reached is a configuration problem to say, not a reason to hang: exit 3.
-  await waitForRedis(redis, redisUrlFor(cfg).url, cfg.redisConnectTimeoutMs);
+  await waitForRedis(redis, url, cfg.redisConnectTimeoutMs);
   // a Redis that may evict our keys loses bars without an error: refused (exit 2), saying what to set
   await requireNoEviction(redis);
   watchRedis(redis, { answerTimeoutMs: cfg.redisAnswerTimeoutMs, checkEveryMs: cfg.redisCheckEveryMs });
@@ -179,6 +186,7 @@ export const ROLES = [
   'provider-server',
   'bars',
   'serve',
+  'acl',
   'help',
 ] as const;
 
@@ -403,7 +411,7 @@ export async function runTap(cfg: Config, req: TapRequest): Promise<number> {
     return EXIT.CONFIG;
   }
   const log = rootLogger({ ...cfg, logFile: false }, 'tap', (line) => process.stderr.write(line));
-  const redis = redisFor(cfg, log);
+  const { redis, url } = redisFor(cfg, log, 'tap');
   const keys = makeKeys(cfg.keyPrefix);
   const abort = new AbortController();
   const stop = () => {
@@ -421,7 +429,7 @@ export async function runTap(cfg: Config, req: TapRequest): Promise<number> {
   const opts = { symbols, from: req.from, group: req.group, signal: abort.signal };
   try {
     await Promise.race([
-      waitForRedis(redis, redisUrlFor(cfg).url, cfg.redisConnectTimeoutMs),
+      waitForRedis(redis, url, cfg.redisConnectTimeoutMs),
       new Promise((r) => abort.signal.addEventListener('abort', r)),
     ]);
     if (abort.signal.aborted) return EXIT.OK;

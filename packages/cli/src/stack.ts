@@ -13,6 +13,8 @@ import {
   RedisLease,
   RedisUnavailableError,
   connectRedis,
+  describeRedis,
+  redisAccess,
   disableCrashPoints,
   ensureEpoch,
   epochHeld,
@@ -22,7 +24,6 @@ import {
   Quiet,
   readCounters,
   makeKeys,
-  redactUrl,
   redisLink,
   reportRedisError,
   requireNoEviction,
@@ -219,7 +220,9 @@ export async function runStack(cfg: Config, env: NodeJS.ProcessEnv): Promise<num
     // before anything starts (its private Redis included): a stack already running here is left alone
     owned.push(await ownDataDir(cfg, log));
     let redisUrl = cfg.redisUrl;
-    if (!redisUrl) {
+    // with sentinels the roles find the master themselves: no private Redis, the URL is a label
+    if (!redisUrl && cfg.redisSentinels.length > 0) redisUrl = 'redis://127.0.0.1:6379';
+    else if (!redisUrl) {
       const own = privateRedisOf(cfg);
       privateRedis = own.server;
       privateRedisPassword = own.password;
@@ -233,18 +236,18 @@ export async function runStack(cfg: Config, env: NodeJS.ProcessEnv): Promise<num
       delete childEnv.REDIS_PASSWORD;
       delete childEnv.REDIS_PASSWORD_FILE;
       if (own.passwordFile) childEnv.REDIS_PASSWORD_FILE = own.passwordFile;
+      delete childEnv.REDIS_USERNAME;
+      delete childEnv.REDIS_USERS_FILE;
     }
-    childEnv.REDIS_URL = redisUrl;
-    redis = connectRedis(redisUrl, log.child({ component: 'redis' }), {
-      cluster: cfg.redisCluster,
-      password: privateRedis ? privateRedisPassword : cfg.redisPassword,
-    });
+    if (cfg.redisSentinels.length === 0) childEnv.REDIS_URL = redisUrl;
+    const access = privateRedis ? { cluster: cfg.redisCluster, password: privateRedisPassword } : redisAccess(cfg, 'stack');
+    redis = connectRedis(redisUrl, log.child({ component: 'redis' }), access);
     // While Redis is away the ingestor cannot report the trades it receives, so the idle clock
     // starts again when the connection is back.
     let redisBackAt = 0;
     redis.on('ready', () => (redisBackAt = monoMs()));
     const quiet = new Quiet();
-    const ready = await stop.race(waitForRedis(redis, redactUrl(redisUrl), cfg.redisConnectTimeoutMs));
+    const ready = await stop.race(waitForRedis(redis, describeRedis(redisUrl, access), cfg.redisConnectTimeoutMs));
     if (stop.reason !== undefined && ready === undefined) return exitFor(stop.reason, cfg);
     // before any role starts: a Redis that may evict our keys is refused (exit 2), saying what to set
     await requireNoEviction(redis);

@@ -107,6 +107,54 @@ describe('secrets from files (X_FILE)', () => {
   });
 });
 
+describe('Sentinel, TLS and per-role users', () => {
+  const problems = (env: Record<string, string>) => {
+    try {
+      loadConfig(env);
+      return '';
+    } catch (err) {
+      return (err as ConfigError).message;
+    }
+  };
+
+  it('reads the sentinels, the users file (a role per line) and the TLS files', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'cw-access-'));
+    writeFileSync(join(dir, 'users'), '# role user password\ningest cw-ingest pw-ingest\nserve cw-serve pw-serve\n');
+    writeFileSync(join(dir, 'ca.pem'), 'x');
+    const c = loadConfig({
+      REDIS_SENTINELS: '10.0.0.1:26379, 10.0.0.2:26379',
+      REDIS_USERS_FILE: join(dir, 'users'),
+      REDIS_TLS_CA_FILE: join(dir, 'ca.pem'),
+    });
+    expect(c.redisSentinels).toEqual(['10.0.0.1:26379', '10.0.0.2:26379']);
+    expect(c.redisSentinelMaster).toBe('mymaster');
+    expect(c.redisUsers.serve).toEqual({ username: 'cw-serve', password: 'pw-serve' });
+    expect(loadConfig({}).redisUsers).toEqual({});
+  });
+
+  it('names each setting that is wrong, never a password', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'cw-access-'));
+    writeFileSync(join(dir, 'users'), 'ingest cw-ingest secret-pw extra\n');
+    const msg = problems({
+      REDIS_SENTINELS: '10.0.0.1',
+      REDIS_CLUSTER: 'on',
+      REDIS_URL: 'redis://127.0.0.1:6379',
+      REDIS_TLS_CA_FILE: join(dir, 'missing.pem'),
+      REDIS_TLS_CERT_FILE: join(dir, 'users'),
+      REDIS_USERS_FILE: join(dir, 'users'),
+    });
+    expect(msg).toMatch(/REDIS_SENTINELS: "10.0.0.1" is not host:port/);
+    expect(msg).toMatch(/REDIS_SENTINELS and REDIS_CLUSTER=on/);
+    expect(msg).toMatch(/REDIS_TLS_CA_FILE=".*missing.pem": cannot read it \(ENOENT\)/);
+    expect(msg).toMatch(/REDIS_TLS_CERT_FILE and REDIS_TLS_KEY_FILE go together/);
+    expect(msg).toMatch(/REDIS_USERS_FILE=".*": line 1: write "role user password"/);
+    expect(msg).not.toContain('secret-pw');
+    expect(problems({ REDIS_URL: 'redis://h:6379', REDIS_TLS_SERVERNAME: 'h' })).toMatch(/write REDIS_URL as rediss:\/\//);
+    writeFileSync(join(dir, 'users2'), 'reader cw-r pw\n');
+    expect(problems({ REDIS_USERS_FILE: join(dir, 'users2') })).toMatch(/line 1: "reader" is not a role/);
+  });
+});
+
 describe('the settings table', () => {
   it('every setting is in the README configuration table, by its variable', async () => {
     const { readFileSync } = await import('node:fs');

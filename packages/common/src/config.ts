@@ -297,6 +297,57 @@ const SETTINGS = {
     'off',
     'on: REDIS_URL is a Redis Cluster (without it, stack starts a private one)',
   ),
+  redisUsername: setting(
+    'REDIS_USERNAME',
+    text(),
+    undefined,
+    '—',
+    'the Redis ACL user this process connects as (with REDIS_PASSWORD); REDIS_USERS_FILE gives each role its own',
+  ),
+  redisUsersFile: setting(
+    'REDIS_USERS_FILE',
+    text(),
+    undefined,
+    '—',
+    'a file of lines "role user password": each role (and stack, tap) connects as its own user; never logged',
+  ),
+  redisSentinels: setting(
+    'REDIS_SENTINELS',
+    list(),
+    Object.freeze([]) as readonly string[],
+    '—',
+    'host:port list of Redis Sentinels: every role finds the master through them (REDIS_URL unused)',
+  ),
+  redisSentinelMaster: setting('REDIS_SENTINEL_MASTER', text(), 'mymaster', 'mymaster', 'the master name the sentinels watch'),
+  redisSentinelPassword: setting(
+    'REDIS_SENTINEL_PASSWORD',
+    text(),
+    undefined,
+    '—',
+    "the sentinels' own password, when they have one (also REDIS_SENTINEL_PASSWORD_FILE)",
+  ),
+  redisTlsCaFile: setting(
+    'REDIS_TLS_CA_FILE',
+    text(),
+    undefined,
+    '—',
+    "rediss://: the CA (PEM) Redis's certificate must chain to (default: the system's CAs)",
+  ),
+  redisTlsCertFile: setting('REDIS_TLS_CERT_FILE', text(), undefined, '—', 'rediss://: a client certificate (PEM), for tls-auth-clients'),
+  redisTlsKeyFile: setting(
+    'REDIS_TLS_KEY_FILE',
+    text(),
+    undefined,
+    '—',
+    "rediss://: the client certificate's private key (PEM); never logged",
+  ),
+  redisTlsServername: setting(
+    'REDIS_TLS_SERVERNAME',
+    text(),
+    undefined,
+    '—',
+    "rediss://: the name Redis's certificate must carry, when it is not the URL's host",
+  ),
   redisConnectTimeoutMs: setting(
     'REDIS_CONNECT_TIMEOUT',
     duration(),
@@ -535,10 +586,12 @@ export interface Config extends Readonly<Omit<Read, 'intervals' | 'tz' | 'backfi
   /** historical mode's range (UTC ms) */
   readonly backfillFrom: number | undefined;
   readonly backfillTo: number | undefined;
+  /** REDIS_USERS_FILE read: role -> its Redis user (empty without the file) */
+  readonly redisUsers: Readonly<Record<string, { username: string; password: string }>>;
 }
 
 /** Secrets that may come from a file (`X_FILE`, the Docker and Kubernetes secrets convention) instead of `X`. */
-const SECRETS = ['FINNHUB_TOKEN', 'MASSIVE_API_KEY', 'REDIS_PASSWORD', 'HTTP_TOKEN'] as const;
+const SECRETS = ['FINNHUB_TOKEN', 'MASSIVE_API_KEY', 'REDIS_PASSWORD', 'REDIS_SENTINEL_PASSWORD', 'HTTP_TOKEN'] as const;
 
 /** Every variable a Config is read from, for flags and child processes. */
 export function configEnvNames(): string[] {
@@ -656,6 +709,7 @@ function checkTogether(c: Record<string, unknown>, merged: EnvLike, problems: st
   }
   if (!c.redisCluster && redisUrl.includes(','))
     problems.push('REDIS_URL: several URLs are the seed nodes of a Redis Cluster; set REDIS_CLUSTER=on, or give one URL');
+  redisAccessProblems(c, redisUrl, problems);
   const tz = c.tz as string;
   const when = (name: string, v: unknown): number | undefined => {
     if (v === undefined) return undefined;
@@ -673,4 +727,66 @@ function checkTogether(c: Record<string, unknown>, merged: EnvLike, problems: st
   else if (c.backfillFrom !== undefined && (c.backfillFrom as number) >= (c.backfillTo as number))
     problems.push('--from must be before --to');
   void merged;
+}
+
+/** Sentinel, TLS and per-role users: what must hold together (files readable, each named by its setting). */
+function redisAccessProblems(c: Record<string, unknown>, redisUrl: string, problems: string[]): void {
+  const sentinels = c.redisSentinels as readonly string[];
+  for (const s of sentinels)
+    if (!/^[^\s:,]+:\d{1,5}$/.test(s)) problems.push(`REDIS_SENTINELS: "${s}" is not host:port, e.g. 10.0.0.1:26379`);
+  if (sentinels.length > 0 && c.redisCluster)
+    problems.push('REDIS_SENTINELS and REDIS_CLUSTER=on: a Redis is either watched by sentinels or a cluster; choose one');
+  const readable = (name: string, file: unknown) => {
+    if (file === undefined) return;
+    try {
+      readFileSync(String(file));
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
+      problems.push(
+        `${name}=${JSON.stringify(file)}: cannot read it (${code}); it must be a file this process (uid ${process.getuid?.() ?? '?'}) can read`,
+      );
+    }
+  };
+  readable('REDIS_TLS_CA_FILE', c.redisTlsCaFile);
+  readable('REDIS_TLS_CERT_FILE', c.redisTlsCertFile);
+  readable('REDIS_TLS_KEY_FILE', c.redisTlsKeyFile);
+  if ((c.redisTlsCertFile === undefined) !== (c.redisTlsKeyFile === undefined))
+    problems.push('REDIS_TLS_CERT_FILE and REDIS_TLS_KEY_FILE go together: a client certificate needs its key');
+  const tlsSet = ['redisTlsCaFile', 'redisTlsCertFile', 'redisTlsKeyFile', 'redisTlsServername'].some((k) => c[k] !== undefined);
+  // (without REDIS_URL there is no TLS either: stack's private Redis and the default are plain)
+  if (tlsSet && sentinels.length === 0 && !(redisUrl !== '' && redisUrl.split(',').every((u) => u.trim().startsWith('rediss://'))))
+    problems.push('REDIS_TLS_* settings are for a TLS Redis: write REDIS_URL as rediss://host:port');
+  const usersFile = c.redisUsersFile as string | undefined;
+  if (usersFile !== undefined) {
+    try {
+      c.redisUsers = parseRedisUsers(readFileSync(usersFile, 'utf8'));
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      problems.push(
+        code
+          ? `REDIS_USERS_FILE=${JSON.stringify(usersFile)}: cannot read it (${code}); it must be a file this process (uid ${process.getuid?.() ?? '?'}) can read`
+          : `REDIS_USERS_FILE=${JSON.stringify(usersFile)}: ${(err as Error).message}`,
+      );
+    }
+  }
+  c.redisUsers ??= Object.freeze({});
+}
+
+/** The roles a REDIS_USERS_FILE names (each connects as its own user). */
+export const REDIS_USER_ROLES = ['stack', 'ingest', 'aggregate', 'close', 'write', 'backfill', 'serve', 'tap'] as const;
+
+/** REDIS_USERS_FILE's lines `role user password` (# comments); an error names the line, never a password. */
+export function parseRedisUsers(text: string): Readonly<Record<string, { username: string; password: string }>> {
+  const out: Record<string, { username: string; password: string }> = {};
+  text.split('\n').forEach((raw, i) => {
+    const line = raw.trim();
+    if (line === '' || line.startsWith('#')) return;
+    const [role, username, password, ...rest] = line.split(/\s+/);
+    if (!role || !username || !password || rest.length > 0)
+      throw new Error(`line ${i + 1}: write "role user password" (three words), e.g. "ingest cw-ingest <password>"`);
+    if (!(REDIS_USER_ROLES as readonly string[]).includes(role))
+      throw new Error(`line ${i + 1}: "${role}" is not a role; use one of ${REDIS_USER_ROLES.join(', ')}`);
+    out[role] = { username, password };
+  });
+  return Object.freeze(out);
 }

@@ -58,9 +58,13 @@ export function isRefusal(err: unknown): boolean {
  * Errors that mean the connection to Redis is down or going (as opposed to a command Redis
  * refused): these are an outage, reported once, and retried.
  */
+/** ioredis under Sentinel while a master is down and not yet replaced: a failover, not a fault. */
+const SENTINEL_FAILOVER = /All sentinels are unreachable|failed to connect to sentinel|connected to sentinel .* but got an invalid reply/;
+
 export function isConnectionError(err: unknown): boolean {
   if (!(err instanceof Error)) return false;
   const code = (err as NodeJS.ErrnoException).code ?? '';
+  if (SENTINEL_FAILOVER.test(err.message)) return true;
   if (['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND', 'EHOSTUNREACH', 'EAI_AGAIN', 'ENETUNREACH'].includes(code))
     return true;
   return /Connection is closed|Stream isn't writeable|connect ECONNREFUSED|Reached the max retries|CLUSTERDOWN|LOADING|None of startup nodes is available|Failed to refresh slots cache/.test(

@@ -1,9 +1,10 @@
 import { Cluster, Redis, type ChainableCommander, type RedisOptions } from 'ioredis';
+import { readFileSync } from 'node:fs';
 import calculateSlot from 'cluster-key-slot';
 import { registerScripts } from './scripts.js';
 import { redactUrl, type Logger } from './logger.js';
 import { RedisUnavailableError, isConnectionError, isRefusal } from './errors.js';
-import { ConfigError } from './config.js';
+import { ConfigError, type Config } from './config.js';
 
 /** A single Redis or a Redis Cluster: every role works on either. */
 export type RedisClient = Redis | Cluster;
@@ -257,10 +258,10 @@ export async function waitForRedis(redis: RedisClient, url: string, timeoutMs: n
     if (/WRONGPASS|NOAUTH|invalid password|invalid username-password/i.test(err.message)) {
       refuse(
         new RedisUnavailableError(
-          `Redis at ${redactUrl(url)} refused the credentials (${err.message.split('\n')[0]}): check REDIS_PASSWORD or REDIS_PASSWORD_FILE (or the password in REDIS_URL)`,
+          `Redis at ${redactUrl(url)} refused the credentials (${err.message.split('\n')[0]}): check REDIS_PASSWORD or REDIS_PASSWORD_FILE (or the password in REDIS_URL), and REDIS_USERNAME or REDIS_USERS_FILE`,
         ),
       );
-    }
+    } else if (tlsRefusal(err)) refuse(tlsRefusal(err)!(url));
   };
   redis.on('error', onError);
   try {
@@ -288,6 +289,20 @@ export async function waitForRedis(redis: RedisClient, url: string, timeoutMs: n
   } finally {
     redis.off('error', onError);
   }
+}
+
+/**
+ * A TLS handshake that failed on a certificate is not fixed by waiting: the error names the
+ * settings that decide it (the key's contents never appear, only the settings' names).
+ */
+function tlsRefusal(err: Error): ((url: string) => RedisUnavailableError) | undefined {
+  const code = (err as NodeJS.ErrnoException).code ?? '';
+  if (!TLS_REFUSAL.test(err.message) && !/CERT|TLS|SSL/.test(code)) return undefined;
+  return (url) =>
+    new RedisUnavailableError(
+      `TLS to Redis at ${redactUrl(url)} failed: ${err.message.split('\n')[0]}: check REDIS_TLS_CA_FILE (the CA that signed Redis's certificate), ` +
+        'REDIS_TLS_SERVERNAME (the name in it), and REDIS_TLS_CERT_FILE / REDIS_TLS_KEY_FILE if Redis asks for a client certificate',
+    );
 }
 
 /** A second connection like `redis` (for blocking reads and BullMQ workers), its errors logged. */
@@ -325,29 +340,94 @@ function clusterSeeds(urls: string): { nodes: { host: string; port: number }[]; 
 }
 
 /**
+ * How a process reaches Redis beyond its URL: a Cluster, Sentinel, TLS files, its ACL user. Built
+ * from the configuration by redisAccess (cli), so library code reads no environment.
+ */
+export interface RedisAccess {
+  cluster?: boolean;
+  username?: string;
+  password?: string;
+  /** host:port of each sentinel; with them, the URL is only a label */
+  sentinels?: readonly string[];
+  sentinelMaster?: string;
+  sentinelPassword?: string;
+  tls?: { caFile?: string; certFile?: string; keyFile?: string; servername?: string };
+}
+
+/** A TLS handshake refused over a certificate or a name: waiting does not fix it (tlsRefusal). */
+const TLS_REFUSAL =
+  /certificate|self[- ]signed|unable to (get|verify)|CERT_|ERR_TLS|SSL routines|alert|wrong version number|Hostname\/IP does not match/i;
+
+/** ioredis options for a user and TLS files (read here, at connect time; never logged). */
+function accessOptions(opts: RedisAccess): RedisOptions {
+  const out: RedisOptions = {};
+  if (opts.username) out.username = opts.username;
+  const t = opts.tls;
+  if (t && (t.caFile || t.certFile || t.keyFile || t.servername)) {
+    out.tls = {
+      ...(t.caFile ? { ca: readFileSync(t.caFile) } : {}),
+      ...(t.certFile ? { cert: readFileSync(t.certFile) } : {}),
+      ...(t.keyFile ? { key: readFileSync(t.keyFile) } : {}),
+      ...(t.servername ? { servername: t.servername } : {}),
+    };
+  }
+  return out;
+}
+
+/**
+ * A master found through Sentinel. ioredis asks the sentinels for the master at every (re)connect,
+ * and `failoverDetector` listens for +switch-master so a promotion is followed at once; a node that
+ * answers READONLY (an old master come back as a replica) makes it reconnect to the new master.
+ * BullMQ's connections are duplicates of this one, so they follow the same master.
+ */
+function sentinelOptions(opts: RedisAccess, base: RedisOptions): RedisOptions {
+  return {
+    ...base,
+    sentinels: opts.sentinels!.map((s) => {
+      const i = s.lastIndexOf(':');
+      return { host: s.slice(0, i), port: Number(s.slice(i + 1)) };
+    }),
+    name: opts.sentinelMaster ?? 'mymaster',
+    ...(opts.sentinelPassword ? { sentinelPassword: opts.sentinelPassword } : {}),
+    ...(base.tls ? { enableTLSForSentinelMode: true } : {}),
+    sentinelRetryStrategy: RETRY,
+    failoverDetector: true,
+    reconnectOnError: (err) => (/READONLY/.test(err.message) ? 2 : false),
+  };
+}
+
+/** What a log line says for a connection: the URL without its password, or the sentinels and master. */
+export function describeRedis(url: string, access: RedisAccess = {}): string {
+  // one URL-like word (no comma), so redactUrl and waitForRedis's messages take it as it is
+  return access.sentinels?.length
+    ? `sentinel://${access.sentinelMaster ?? 'mymaster'}?sentinels=${access.sentinels.join(';')}`
+    : redactUrl(url);
+}
+
+/**
  * A Redis connection with candlewick's Lua scripts registered. `maxRetriesPerRequest: null` makes
  * commands wait through a Redis restart instead of failing, which BullMQ also requires for its
  * blocking connections; reconnects are retried forever with a capped delay. With `cluster`, `url`
  * is a comma-separated list of seed nodes of a Redis Cluster and the client follows its slot map.
  */
-export function connectRedis(
-  url: string,
-  log?: Logger,
-  opts: { cluster?: boolean; password?: string; extra?: RedisOptions } = {},
-): RedisClient {
+export function connectRedis(url: string, log?: Logger, opts: RedisAccess & { extra?: RedisOptions } = {}): RedisClient {
   // a password from REDIS_PASSWORD(_FILE) keeps it out of REDIS_URL (and so out of `docker inspect`)
   const base: RedisOptions = {
     maxRetriesPerRequest: null,
     enableReadyCheck: true,
     retryStrategy: RETRY,
     ...(opts.password && !urlHasPassword(url) ? { password: opts.password } : {}),
+    ...accessOptions(opts),
     ...opts.extra,
   };
   let redis: RedisClient;
-  if (opts.cluster) {
+  if (opts.sentinels?.length) {
+    redis = new Redis(sentinelOptions(opts, base));
+  } else if (opts.cluster) {
     const { nodes, options } = clusterSeeds(url);
     redis = new Cluster(nodes, {
-      redisOptions: { ...base, ...options },
+      // rediss:// seeds ask for TLS; REDIS_TLS_* files, when set, say with what
+      redisOptions: { ...base, ...options, ...(base.tls ? { tls: base.tls } : {}) },
       clusterRetryStrategy: RETRY,
       enableReadyCheck: true,
       // a MOVED/ASK/TRYAGAIN or CLUSTERDOWN during a failover: wait and retry rather than fail
@@ -358,7 +438,7 @@ export function connectRedis(
   } else {
     redis = new Redis(url, base);
   }
-  watch(redis, log, redactUrl(url));
+  watch(redis, log, describeRedis(url, opts));
   registerScripts(redis);
   return redis;
 }
@@ -506,4 +586,21 @@ export function watchRedis(redis: RedisClient, opts: { answerTimeoutMs: number; 
   );
   timer.unref();
   return () => clearInterval(timer);
+}
+
+/**
+ * How the process of `role` reaches Redis, from the configuration: its own user from
+ * REDIS_USERS_FILE when the file names the role, else REDIS_USERNAME and REDIS_PASSWORD.
+ */
+export function redisAccess(cfg: Config, role: string): RedisAccess {
+  const own = cfg.redisUsers[role];
+  return {
+    cluster: cfg.redisCluster,
+    username: own?.username ?? cfg.redisUsername,
+    password: own?.password ?? cfg.redisPassword,
+    sentinels: cfg.redisSentinels,
+    sentinelMaster: cfg.redisSentinelMaster,
+    sentinelPassword: cfg.redisSentinelPassword,
+    tls: { caFile: cfg.redisTlsCaFile, certFile: cfg.redisTlsCertFile, keyFile: cfg.redisTlsKeyFile, servername: cfg.redisTlsServername },
+  };
 }

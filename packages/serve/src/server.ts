@@ -214,7 +214,8 @@ export class ServeService implements Component {
   private async bullBoard(app: FastifyInstance): Promise<void> {
     const readOnlyMode = this.cfg.bullBoard !== 'manage';
     for (const name of [BARS_QUEUE, CLOSE_QUEUE]) {
-      const q = new Queue(name, { connection: this.redis, prefix: this.keys.queuePrefix() });
+      // read-only Bull Board writes nothing, not even the queue's meta: serve's Redis user may be read-only
+      const q = new Queue(name, { connection: this.redis, prefix: this.keys.queuePrefix(), skipMetasUpdate: readOnlyMode });
       q.on('error', () => undefined); // the connection's errors are said once by its link
       this.queues.push(q);
     }

@@ -1,0 +1,149 @@
+import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Redis } from 'ioredis';
+import { freePort } from '@candlewick/cli';
+import { ProviderServer } from '@candlewick/backfill';
+import { readTapeTrades } from '@candlewick/common';
+import { CLI, ROOT, runCli, tempDir } from './helpers.js';
+import { allLogs, expectTapeExact, startNode, type Node } from './redis-nodes.js';
+
+const TICK = join(ROOT, 'tapes/lean-aig-20131010/tick/aig_20131010_trade.zip');
+const ROLES = ['stack', 'ingest', 'aggregate', 'close', 'write', 'backfill', 'serve', 'tap'];
+
+/**
+ * A redis-server whose only users are the ones `candlewick acl` writes (plus an admin for the test
+ * itself; the default user is off): a stack whose every role connects as its own user runs the
+ * bundled tape exact without one refused command, and serve's user cannot write.
+ */
+describe('a Redis user per role', () => {
+  const dir = tempDir('redis-acl');
+  const prefix = `acl${Date.now().toString(36)}`;
+  const admin = `admin-${randomBytes(8).toString('hex')}`;
+  const passwords = Object.fromEntries(ROLES.map((r) => [r, randomBytes(12).toString('hex')]));
+  const usersFile = join(dir, 'redis-users');
+  writeFileSync(usersFile, ROLES.map((r) => `${r} ${prefix}-${r} ${passwords[r]}`).join('\n') + '\n');
+  let node: Node;
+  let adminClient: Redis;
+
+  beforeAll(async () => {
+    const acl = execFileSync(process.execPath, [CLI, 'acl'], {
+      env: { PATH: process.env.PATH ?? '', KEY_PREFIX: prefix, REDIS_USERS_FILE: usersFile },
+      encoding: 'utf8',
+    });
+    const aclFile = join(dir, 'users.acl');
+    writeFileSync(aclFile, `${acl}user default off\nuser admin on >${admin} ~* &* +@all\n`);
+    node = await startNode(join(dir, 'redis'), ['--aclfile', aclFile], { username: 'admin', password: admin });
+    adminClient = new Redis({ port: node.port, host: '127.0.0.1', username: 'admin', password: admin });
+  });
+  afterAll(async () => {
+    adminClient?.disconnect();
+    await node?.kill();
+  });
+
+  it('the ACL file holds no password, only SHA-256 digests; the shipped deploy/redis-acl.conf is the one for cw', () => {
+    const acl = execFileSync(process.execPath, [CLI, 'acl'], {
+      env: { PATH: process.env.PATH ?? '', KEY_PREFIX: prefix, REDIS_USERS_FILE: usersFile },
+      encoding: 'utf8',
+    });
+    for (const r of ROLES) expect(acl).not.toContain(passwords[r]!);
+    expect(acl).toMatch(new RegExp(`user ${prefix}-serve reset on #[0-9a-f]{64} `));
+    const shipped = execFileSync(process.execPath, [CLI, 'acl'], { env: { PATH: process.env.PATH ?? '' }, encoding: 'utf8' });
+    expect(readFileSync(join(ROOT, 'deploy/redis-acl.conf'), 'utf8')).toBe(shipped);
+  });
+
+  it('every role under its own user: every bar exact, no command refused, no password logged', async () => {
+    const dataDir = tempDir('redis-acl-run');
+    // who is connected, as Redis sees it, while the stack runs
+    const seen = new Set<string>();
+    let running = true;
+    const sampling = (async () => {
+      while (running) {
+        const list = (await adminClient.client('LIST')) as string;
+        for (const m of list.matchAll(/ user=(\S+)/g)) seen.add(m[1]!);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    })();
+    const res = await runCli(
+      ['stack'],
+      {
+        REDIS_URL: `redis://127.0.0.1:${node.port}`,
+        REDIS_USERS_FILE: usersFile,
+        KEY_PREFIX: prefix,
+        DATA_DIR: dataDir,
+        EXIT_WHEN_IDLE_MS: '2000',
+        HTTP_PORT: String(await freePort()),
+        BACKFILL: 'on',
+      },
+      150_000,
+    );
+    running = false;
+    await sampling;
+    expectTapeExact(res, dataDir);
+    const logs = allLogs(res.stdout + res.stderr, dataDir);
+    expect(logs).not.toMatch(/NOPERM/);
+    for (const r of ROLES) expect(logs).not.toContain(passwords[r]!);
+    const refused = ((await adminClient.acl('LOG', '1000')) as unknown[]).map(String).join('\n');
+    expect(refused, 'ACL LOG: commands or keys refused').toBe('');
+    // every role that ran connected as its own user, and no one as another (a connection not yet
+    // through AUTH is listed as the default user, which is off: it can run nothing)
+    expect([...seen].filter((u) => u !== 'admin' && u !== 'default').sort()).toEqual(
+      ['aggregate', 'backfill', 'close', 'ingest', 'serve', 'stack', 'write'].map((r) => `${prefix}-${r}`),
+    );
+  }, 180_000);
+
+  it('backfill under its own user: a mid-day start backfilled from a provider, nothing refused', async () => {
+    const provider = new ProviderServer(readTapeTrades(TICK), { finnhubToken: 'test-token', massiveKey: 'test-key', pageSize: 2000 });
+    const base = await provider.start();
+    try {
+      const res = await runCli(
+        ['stack'],
+        {
+          REDIS_URL: `redis://127.0.0.1:${node.port}`,
+          REDIS_USERS_FILE: usersFile,
+          KEY_PREFIX: prefix,
+          DATA_DIR: tempDir('redis-acl-backfill'),
+          REPLAY_TAPE: TICK,
+          REPLAY_FROM: '2013-10-10T12:17:30.000-04:00',
+          EXIT_WHEN_IDLE_MS: '500',
+          MODE: 'replay',
+          BACKFILL: 'on',
+          BACKFILL_RATE: '6000',
+          BACKFILL_PROVIDER: 'massive',
+          MASSIVE_API_KEY: 'test-key',
+          MASSIVE_REST_URL: base,
+        },
+        150_000,
+      );
+      expect(res.code, res.stdout.slice(-3000)).toBe(0);
+      expect(res.stdout).toMatch(/backfilled/);
+      expect(res.stdout).not.toMatch(/NOPERM/);
+      const refused = ((await adminClient.acl('LOG', '1000')) as unknown[]).map(String).join('\n');
+      expect(refused, 'ACL LOG: commands or keys refused').toBe('');
+    } finally {
+      await provider.stop();
+    }
+  }, 180_000);
+
+  it("serve's user reads but cannot write: NOPERM", async () => {
+    const serve = new Redis({ port: node.port, host: '127.0.0.1', username: `${prefix}-serve`, password: passwords.serve });
+    try {
+      expect(await serve.exists(`${prefix}:stats`)).toBeGreaterThanOrEqual(0);
+      await expect(serve.set(`${prefix}:stats`, 'x')).rejects.toThrow(/NOPERM/);
+      await expect(serve.xadd(`${prefix}:bars:1min`, '*', 'f', 'v')).rejects.toThrow(/NOPERM/);
+      await expect(serve.flushall()).rejects.toThrow(/NOPERM/);
+      // and the ingestor's user touches no bar or queue key
+      const ingest = new Redis({ port: node.port, host: '127.0.0.1', username: `${prefix}-ingest`, password: passwords.ingest });
+      try {
+        await expect(ingest.hgetall(`${prefix}:open:{0}`)).rejects.toThrow(/NOPERM/);
+        await expect(ingest.get(`{${prefix}:q}:bars:id`)).rejects.toThrow(/NOPERM/);
+      } finally {
+        ingest.disconnect();
+      }
+    } finally {
+      serve.disconnect();
+    }
+  });
+});
