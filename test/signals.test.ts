@@ -176,6 +176,14 @@ describe('stopping a stack', () => {
     // and a writer stopped between its log line and that word would hold the whole start)
     await waitFor(() => /trades flowing into Redis/.test(s.output()), 60_000, 'the ingestor');
     const writer = descendants(s.proc.pid!).find((p) => /cli\.js write/.test(cmdline(p)))!;
+    // (a role runs in a process group of its own: a failed test must not leave it stopped behind)
+    onTestFinished(() => {
+      try {
+        process.kill(writer, 'SIGKILL');
+      } catch {
+        // gone
+      }
+    });
     // a writer that takes no jobs keeps the final close waiting for it
     process.kill(writer, 'SIGSTOP');
     await waitFor(() => /closing the remaining bars/.test(s.output()), 60_000, 'the final close');
