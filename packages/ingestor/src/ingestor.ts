@@ -41,6 +41,7 @@ export class Ingestor {
         batch: cfg.ingestBatch,
         flushMs: cfg.ingestFlushMs,
         retainMs: cfg.ingestRetainMs,
+        waitReplicas: cfg.ingestWaitReplicas,
         backfill: cfg.backfill
           ? {
               holdMs: cfg.backfillHoldMs,

@@ -12,6 +12,7 @@ import {
   type BarsJob,
   metrics,
   redisLink,
+  reportWorkerError,
   reportRedisError,
   sleep,
   type Config,
@@ -110,7 +111,7 @@ export class WriterService {
       // after a Redis error (an outage, a refusal) try again within a second, not BullMQ's 15 s
       runRetryDelay: 1000,
     });
-    this.worker.on('error', (err) => reportRedisError(this.log, err, 'writer worker error'));
+    this.worker.on('error', (err) => reportWorkerError(this.log, err, 'writer worker error'));
     this.worker.on('failed', (job, err) => reportRedisError(this.log, err, 'bars could not be written', { job: job?.id }));
     this.log.info({ dataDir: this.cfg.dataDir }, 'writer started');
   }
