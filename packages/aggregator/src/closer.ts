@@ -10,6 +10,7 @@ import {
   Quiet,
   redisLink,
   reportRedisError,
+  reportWorkerError,
   CLOSE_QUEUE,
   barsJobId,
   decodeOutboxEntry,
@@ -201,7 +202,7 @@ export class CloserService {
       failing.ok();
       redisLink.wrote();
     });
-    this.worker.on('error', (err) => reportRedisError(this.log, err, 'close worker error'));
+    this.worker.on('error', (err) => reportWorkerError(this.log, err, 'close worker error'));
     this.queue!.on('error', (err) => reportRedisError(this.log, err, 'close queue error'));
     this.log.info({ everyMs: this.cfg.closeEveryMs, clock: this.cfg.clock, graceMs: this.cfg.graceMs }, 'closer started');
   }

@@ -333,7 +333,8 @@ export class PrivateRedis {
 }
 
 /**
- * A private Redis Cluster of `masters` redis-server processes (no replicas) on free loopback ports,
+ * A private Redis Cluster of `masters` redis-server processes (and `replicas` per master: a replica
+ * takes over when its master dies, after `nodeTimeoutMs`) on free loopback ports,
  * each with its data (AOF on) and its nodes.conf under `dir/node-i`. Started again on the same
  * folder it reuses the ports it chose (kept in `dir/cluster.json`) so the nodes find each other
  * from their nodes.conf; a new folder gets a new cluster through `redis-cli --cluster create`.
@@ -345,7 +346,12 @@ export class PrivateRedisCluster {
     private readonly dir: string,
     private readonly bin = 'redis-server',
     private readonly masters = 3,
+    private readonly opts: { replicas?: number; nodeTimeoutMs?: number } = {},
   ) {}
+
+  private get count(): number {
+    return this.masters * (1 + (this.opts.replicas ?? 0));
+  }
 
   /** Comma-separated node URLs: REDIS_URL for REDIS_CLUSTER=on. */
   get url(): string {
@@ -360,7 +366,7 @@ export class PrivateRedisCluster {
       const saved = JSON.parse(readFileSync(state, 'utf8')) as { ports?: unknown };
       if (
         Array.isArray(saved.ports) &&
-        saved.ports.length === this.masters &&
+        saved.ports.length === this.count &&
         saved.ports.every((p, i) => Number.isInteger(p) && existsSync(join(this.dir, `node-${i}`, 'nodes.conf')))
       ) {
         ports = saved.ports as number[];
@@ -370,7 +376,7 @@ export class PrivateRedisCluster {
     }
     const fresh = ports === undefined;
     this.nodes = Array.from(
-      { length: this.masters },
+      { length: this.count },
       (_, i) =>
         new PrivateRedis(join(this.dir, `node-${i}`), this.bin, true, [
           '--cluster-enabled',
@@ -378,17 +384,24 @@ export class PrivateRedisCluster {
           '--cluster-config-file',
           'nodes.conf',
           '--cluster-node-timeout',
-          '2000',
+          String(this.opts.nodeTimeoutMs ?? 2000),
         ]),
     );
     try {
-      for (let i = 0; i < this.masters; i++) await this.nodes[i]!.start(ports?.[i]);
+      for (let i = 0; i < this.count; i++) await this.nodes[i]!.start(ports?.[i]);
       if (fresh) {
         writeFileSync(state, JSON.stringify({ ports: this.nodes.map((n) => n.port) }));
         const cli = this.bin.endsWith('redis-server') ? `${this.bin.slice(0, -'redis-server'.length)}redis-cli` : 'redis-cli';
         await promisify(execFile)(
           cli,
-          ['--cluster', 'create', ...this.nodes.map((n) => `127.0.0.1:${n.port}`), '--cluster-replicas', '0', '--cluster-yes'],
+          [
+            '--cluster',
+            'create',
+            ...this.nodes.map((n) => `127.0.0.1:${n.port}`),
+            '--cluster-replicas',
+            String(this.opts.replicas ?? 0),
+            '--cluster-yes',
+          ],
           { timeout: 30_000 },
         );
       }

@@ -417,6 +417,13 @@ const SETTINGS = {
     '3s',
     'how long the ingestor keeps a batch Redis acknowledged, to send it again if Redis loses it',
   ),
+  ingestWaitReplicas: setting(
+    'INGEST_WAIT_REPLICAS',
+    int(0, 16),
+    1,
+    '1',
+    'where a master has replicas, the ingestor keeps each batch until this many have it (WAIT); 0: INGEST_RETAIN alone',
+  ),
   closeEveryMs: setting('CLOSE_EVERY_MS', int(50, 60_000), 250, '250', 'closer tick'),
   tradesRetentionMs: setting(
     'TRADES_RETENTION',

@@ -67,7 +67,7 @@ export function isConnectionError(err: unknown): boolean {
   if (SENTINEL_FAILOVER.test(err.message)) return true;
   if (['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND', 'EHOSTUNREACH', 'EAI_AGAIN', 'ENETUNREACH'].includes(code))
     return true;
-  return /Connection is closed|Stream isn't writeable|connect ECONNREFUSED|Reached the max retries|CLUSTERDOWN|LOADING|None of startup nodes is available|Failed to refresh slots cache/.test(
+  return /Connection is closed|Stream isn't writeable|connect ECONNREFUSED|Reached the max retries|CLUSTERDOWN|LOADING|None of startup nodes is available|Failed to refresh slots cache|Too many Cluster redirections/.test(
     err.message,
   );
 }

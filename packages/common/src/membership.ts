@@ -3,7 +3,7 @@ import { hostname } from 'node:os';
 import type { Keys } from './keys.js';
 import type { Logger } from './logger.js';
 import { processId, sleep } from './lifecycle.js';
-import { monoMs, type RedisClient } from './redis.js';
+import { monoMs, redisLink, type RedisClient } from './redis.js';
 import { ConfigError } from './config.js';
 
 /**
@@ -98,6 +98,9 @@ export class Membership {
   async dead(members: readonly string[]): Promise<string[]> {
     const others = members.filter((m) => m !== this.name);
     if (others.length === 0) return [];
+    // Redis was away (a restart, a Cluster failover): every member's heartbeat lapsed with it, and
+    // the others need a heartbeat's time after it is back before a lapse means they are dead
+    if (redisLink.downForMs > 0 || redisLink.upForMs < this.ttlMs) return [];
     const beats = await Promise.all(others.map((m) => this.redis.exists(this.keys.member(this.group, m))));
     return others.filter((_, i) => beats[i] === 0);
   }

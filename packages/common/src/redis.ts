@@ -1,4 +1,4 @@
-import { Cluster, Redis, type ChainableCommander, type RedisOptions } from 'ioredis';
+import { Cluster, Redis, type ChainableCommander, type ClusterOptions, type RedisOptions } from 'ioredis';
 import { readFileSync } from 'node:fs';
 import calculateSlot from 'cluster-key-slot';
 import { registerScripts } from './scripts.js';
@@ -38,6 +38,13 @@ export class RedisLink {
   get downForMs(): number {
     return this.downSince === 0 ? 0 : monoMs() - this.downSince;
   }
+
+  /** ms since the last outage ended (Infinity if there was none): others' heartbeats may still be catching up */
+  get upForMs(): number {
+    return this.upSince === 0 ? Infinity : monoMs() - this.upSince;
+  }
+
+  private upSince = 0;
 
   /** why the link is down, for /healthz */
   get reason(): string {
@@ -219,6 +226,7 @@ export class RedisLink {
     this.log?.info({ redis: this.where, downS: Number(((monoMs() - this.downSince) / 1000).toFixed(1)) }, 'Redis is back');
     this.downSince = 0;
     this.silent = false;
+    this.upSince = monoMs();
     this.lastError = '';
   }
 }
@@ -235,6 +243,24 @@ export function reportRedisError(log: Logger, err: unknown, msg: string, extra: 
   else log.error({ err, ...extra }, msg);
 }
 
+/**
+ * An error of a BullMQ worker. A job's lock kept on a master that died lapses with it (a Cluster
+ * failover outlasts the lock): BullMQ says "could not renew lock" or "Missing lock" and hands the job
+ * back as stalled, and the job is safe to run again (the writer skips rows it wrote, a close tick is
+ * idempotent) — part of the outage the link already reports, said at debug level, while Redis is
+ * away and for LOCK_LAPSE_MS after it is back. Anything else goes to reportRedisError.
+ */
+export function reportWorkerError(log: Logger, err: Error, msg: string): void {
+  if (
+    /^(could not renew lock for job|Missing lock for job)/.test(err.message) &&
+    (redisLink.downForMs > 0 || redisLink.upForMs < LOCK_LAPSE_MS)
+  )
+    log.debug({ reason: err.message }, 'a job lock lapsed while Redis was away; the job is handed back');
+  else reportRedisError(log, err, msg);
+}
+
+const LOCK_LAPSE_MS = 30_000;
+
 /** Watches a connection: its errors and recoveries go to the process's link. */
 function watch(redis: RedisClient, log: Logger | undefined, where: string): void {
   redisLink.useLogger(log);
@@ -242,6 +268,101 @@ function watch(redis: RedisClient, log: Logger | undefined, where: string): void
   redis.once('end', () => redisLink.connections.delete(redis));
   redis.on('error', (err: Error) => redisLink.error(err, where));
   redis.on('ready', () => redisLink.ready());
+  if (redis instanceof Cluster) watchClusterNodes(redis);
+}
+
+/**
+ * How long a command waits through a Redis Cluster failover before it fails (with a connection
+ * error its caller retries): longer than Redis's default cluster-node-timeout (15 s) plus the
+ * replicas' election, with room to spare.
+ */
+export const CLUSTER_FAILOVER_WAIT_MS = 60_000;
+
+/**
+ * ioredis Cluster options that ride out a failover (a master dies, its replica takes over after
+ * cluster-node-timeout). A command for the dead master's slots meets "Connection is closed" (the
+ * dead node), MOVED from a node that still names it, or CLUSTERDOWN; each is retried after a pause
+ * with the slot map read again, and each counts as one "redirection". ioredis's defaults (16
+ * redirections, 100 ms apart) gave up after about 2 s — every command during a failover failed with
+ * "Too many Cluster redirections" — so the budget here covers CLUSTER_FAILOVER_WAIT_MS (two
+ * redirections per pause: MOVED to the dead node, then its closed connection). The slot map is
+ * also read every few seconds, so a new master is found even by a client that sent nothing.
+ */
+function failoverOptions(): ClusterOptions {
+  const pauseMs = 250;
+  return {
+    retryDelayOnFailover: pauseMs,
+    retryDelayOnClusterDown: pauseMs,
+    retryDelayOnTryAgain: 100,
+    maxRedirections: Math.ceil((2 * CLUSTER_FAILOVER_WAIT_MS) / pauseMs),
+    slotsRefreshTimeout: 2000,
+    slotsRefreshInterval: 5000,
+  };
+}
+
+/**
+ * A Cluster client stays "ready" while one of its masters dies and a replica takes over, so its own
+ * events never say an outage started or ended. Its nodes' errors say it started; while the link is
+ * down, every Cluster client of the process reads its slot map again every half second, and once
+ * each has a master for every slot and every master answers PING (the dead one gone from the maps:
+ * a replica took its slots), it is over — one WARN and one INFO per process for a failover, however
+ * many clients (BullMQ's included) saw it.
+ */
+function watchClusterNodes(cluster: Cluster): void {
+  cluster.on('node error', (err: Error, key: string) => {
+    redisLink.error(err, `cluster node ${key}`);
+    probeClusters();
+  });
+}
+
+let clusterProbe: NodeJS.Timeout | undefined;
+
+function probeClusters(): void {
+  clusterProbe ??= setTimeout(() => {
+    void clustersServe().then((ok) => {
+      clusterProbe = undefined;
+      if (redisLink.downForMs === 0) return;
+      if (ok) redisLink.ready();
+      else probeClusters();
+    });
+  }, 500).unref();
+}
+
+/** Every live Cluster client of this process, its slot map read again, serves every slot. */
+async function clustersServe(): Promise<boolean> {
+  // (a client never connected, 'wait', has nothing to recover)
+  const clusters = [...redisLink.connections].filter(
+    (c): c is Cluster => c instanceof Cluster && c.status !== 'end' && c.status !== 'wait',
+  );
+  if (clusters.length === 0 || clusters.some((c) => c.status !== 'ready')) return false;
+  const fresh = await Promise.all(clusters.map((c) => new Promise<boolean>((resolve) => c.refreshSlotsCache((err) => resolve(!err)))));
+  if (fresh.includes(false)) return false;
+  return (await Promise.all(clusters.map(clusterServes))).every(Boolean);
+}
+
+/** Every slot of the client's slot map has a master, and every master answers PING within a second. */
+async function clusterServes(cluster: Cluster): Promise<boolean> {
+  const keys = new Set<string>();
+  for (let slot = 0; slot < 16384; slot++) {
+    const master = cluster.slots[slot]?.[0];
+    if (master === undefined) return false;
+    keys.add(master);
+  }
+  const masters = cluster.nodes('master');
+  const byKey = new Map(masters.map((m) => [`${m.options.host}:${m.options.port}`, m]));
+  if ([...keys].some((k) => !byKey.has(k))) return false;
+  // a paused master answers nothing: give it a second, then the next probe tries
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), 1000)));
+  const pings = Promise.all([...keys].map((k) => byKey.get(k)!.ping())).then(
+    () => true,
+    () => false,
+  );
+  try {
+    return await Promise.race([pings, late]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 /**
@@ -430,10 +551,7 @@ export function connectRedis(url: string, log?: Logger, opts: RedisAccess & { ex
       redisOptions: { ...base, ...options, ...(base.tls ? { tls: base.tls } : {}) },
       clusterRetryStrategy: RETRY,
       enableReadyCheck: true,
-      // a MOVED/ASK/TRYAGAIN or CLUSTERDOWN during a failover: wait and retry rather than fail
-      retryDelayOnClusterDown: 300,
-      retryDelayOnTryAgain: 100,
-      slotsRefreshTimeout: 2000,
+      ...failoverOptions(),
     });
   } else {
     redis = new Redis(url, base);

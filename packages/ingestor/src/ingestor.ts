@@ -44,6 +44,7 @@ export class Ingestor {
         retainMs: cfg.ingestRetainMs,
         epoch: () => this.epoch,
         onLost: (p, seen) => this.dataLost(p, seen, cfg, clock),
+        waitReplicas: cfg.ingestWaitReplicas,
         backfill: cfg.backfill
           ? {
               holdMs: cfg.backfillHoldMs,

@@ -46,6 +46,11 @@ export interface SinkOptions {
   epoch?: () => string | undefined;
   /** an append found partition p's marker gone: Redis lost its data; bars starting by `seen` close incomplete */
   onLost?: (p: number, seen: number) => void;
+  /**
+   * Where the partition's master has replicas: keep each batch until this many of them have it
+   * (WAIT), however long that takes, so a failover to a replica loses nothing (default 1; 0: off)
+   */
+  waitReplicas?: number;
 }
 
 /** One batch of one partition, from the moment it is cut until Redis has kept it for retainMs. */
@@ -109,6 +114,18 @@ export class TradeSink {
   /** this process as a sender of batches: addTrades checks its batch numbers */
   private readonly sender = processId();
   private readonly retainMs: number;
+  private readonly waitReplicas: number;
+  /** per partition: the highest batch a replica is known to have (WAIT), -1 none yet */
+  private replicated: number[] = [];
+  /** per partition: its master had no replica when last asked (then retainMs alone keeps batches) */
+  private noReplica: boolean[] = [];
+  /** per partition: since when its master has had no replica (0: it has one; -1: never seen one) */
+  private replicaGoneAt: number[] = [];
+  /** per partition: a WAIT in flight */
+  private confirming: boolean[] = [];
+  /** per partition: not before this time (ms) the next WAIT, and its timer */
+  private confirmAt: number[] = [];
+  private confirmTimers: (NodeJS.Timeout | undefined)[] = [];
   private readonly metrics = { in: metrics.tradesIn(), rejected: metrics.tradesRejected(), hold: metrics.ingestHold() };
 
   constructor(
@@ -118,7 +135,14 @@ export class TradeSink {
     private readonly onPressure?: (paused: boolean) => void,
   ) {
     this.retainMs = opts.retainMs ?? 3000;
+    this.waitReplicas = opts.waitReplicas ?? 1;
     for (let p = 0; p < opts.partitions; p++) {
+      this.replicated.push(-1);
+      this.noReplica.push(this.waitReplicas === 0);
+      this.confirming.push(false);
+      this.replicaGoneAt.push(-1);
+      this.confirmAt.push(0);
+      this.confirmTimers.push(undefined);
       this.buf.push([]);
       this.requests.push([]);
       this.held.push([]);
@@ -280,17 +304,93 @@ export class TradeSink {
       this.onPressure?.(false);
     }
     this.trim(p, batch.ackedAt);
+    this.confirm(p);
     if (this.inFlight === 0 && this.count === 0) for (const done of this.settled.splice(0)) done();
   }
 
   /**
-   * Forgets acknowledged batches older than retainMs (Redis has fsynced them by then), keeping a
-   * line per batch (its size and receive times) for an exact account should Redis lose it anyway.
+   * Asks partition p's master, on the connection the batches went over, to wait until a replica
+   * has everything this connection wrote (WAIT): the batches acknowledged before it may then be
+   * forgotten. At most one WAIT per partition every CONFIRM_EVERY_MS (a batch is held for retainMs
+   * anyway), so WAIT, which holds up the connection for a round trip to the replica, costs little.
+   * A master without replicas is asked INFO instead (WAIT there would only wait out its timeout),
+   * and found one the next time it has one.
+   */
+  private confirm(p: number): void {
+    if (this.waitReplicas === 0 || this.confirming[p]) return;
+    const wait = this.confirmAt[p]! - Date.now();
+    if (wait > 0) {
+      this.confirmTimers[p] ??= setTimeout(() => {
+        this.confirmTimers[p] = undefined;
+        this.confirm(p);
+      }, wait).unref();
+      return;
+    }
+    const held = this.held[p]!;
+    let upTo = -1;
+    for (const b of held) if (b.ackedAt !== 0) upTo = b.seq;
+    if (upTo <= this.replicated[p]!) return;
+    this.confirming[p] = true;
+    this.confirmAt[p] = Date.now() + CONFIRM_EVERY_MS;
+    const key = this.opts.keys.clock(p);
+    const run = async () => {
+      // the keyed read sends the pipeline to the partition's master on a Cluster (the same connection)
+      // (a failover can send the pipeline to another node: its keyed read then fails with MOVED, and
+      // that node's answer is not this partition's)
+      const [[routeErr] = [null], [infoErr, info] = [null, '']] =
+        (await this.redis.pipeline().exists(key).info('replication').exec()) ?? [];
+      if (routeErr ?? infoErr) throw routeErr ?? infoErr;
+      if (/connected_slaves:[1-9]/.test(String(info))) {
+        this.replicaGoneAt[p] = 0;
+        this.noReplica[p] = false;
+      } else if (this.noReplica[p] || this.replicaGoneAt[p] === -1) {
+        // never had one (a single Redis): INGEST_RETAIN alone, as without replicas
+        this.noReplica[p] = true;
+        return;
+      } else {
+        // its replica went (it lags, restarts, or took over a dead master): the batches wait for
+        // one for REPLICA_GONE_MS, then INGEST_RETAIN alone keeps them
+        const now = Date.now();
+        if (this.replicaGoneAt[p] === 0) this.replicaGoneAt[p] = now;
+        this.noReplica[p] = now - this.replicaGoneAt[p]! > REPLICA_GONE_MS;
+        this.confirmAt[p] = now + LAGGING_MS;
+        return;
+      }
+      // a healthy replica answers within a round trip; one that lags holds up the connection at
+      // most WAIT_MS, and is asked again only after LAGGING_MS
+      const [[movedErr] = [null], [waitErr, acks] = [null, 0]] =
+        (await this.redis.pipeline().exists(key).call('WAIT', String(this.waitReplicas), String(WAIT_MS)).exec()) ?? [];
+      if (movedErr ?? waitErr) throw movedErr ?? waitErr;
+      if (Number(acks) >= this.waitReplicas) this.replicated[p] = Math.max(this.replicated[p]!, upTo);
+      else this.confirmAt[p] = Date.now() + LAGGING_MS;
+    };
+    run().then(
+      () => {
+        this.confirming[p] = false;
+        this.trim(p, monoMs());
+        this.confirm(p);
+      },
+      (err: unknown) => {
+        // a master lost on the way: the batches stay held; the next acknowledgement asks again
+        this.confirming[p] = false;
+        this.confirmAt[p] = Date.now() + LAGGING_MS;
+        // MOVED: the slot map is changing (a failover the link reports); the next try finds the master
+        if (!(err instanceof Error && /^(MOVED|ASK) /.test(err.message)))
+          reportRedisError(this.log, err, 'could not ask Redis whether a replica has the batches');
+      },
+    );
+  }
+
+  /**
+   * Forgets acknowledged batches older than retainMs (Redis has fsynced them by then) that a
+   * replica has (or whose master has none), keeping a line per batch (its size and receive times)
+   * for an exact account should Redis lose it anyway.
    */
   private trim(p: number, now: number): void {
     const held = this.held[p]!;
+    const kept = this.noReplica[p] ? Infinity : this.replicated[p]!;
     let k = 0;
-    while (k < held.length && held[k]!.ackedAt !== 0 && now - held[k]!.ackedAt > this.retainMs) k++;
+    while (k < held.length && held[k]!.ackedAt !== 0 && now - held[k]!.ackedAt > this.retainMs && held[k]!.seq <= kept) k++;
     if (k === 0) return;
     const log = this.forgotten[p]!;
     for (const b of held.splice(0, k)) log.push({ seq: b.seq, trades: b.n, firstRx: b.firstRx, lastRx: b.lastRx });
@@ -326,7 +426,8 @@ export class TradeSink {
             this.loseHeldGap(p, done, todo[0]!);
             force = true;
           }
-          if (attempt === 0 && !pause)
+          // batches that were only in flight (reordered by a failover's retries) are no news
+          if (attempt === 0 && !pause && todo.some((b) => b.ackedAt !== 0))
             this.log.warn(
               { partition: p, from: done + 1, batches: todo.length },
               'Redis does not have batches it acknowledged (restarted without its last writes?): sending them again',
@@ -490,6 +591,7 @@ export class TradeSink {
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([done, new Promise<void>((r) => (timer = setTimeout(r, timeoutMs)))]);
     clearTimeout(timer);
+    for (const t of this.confirmTimers) clearTimeout(t);
     if (this.holdReport) {
       clearTimeout(this.holdReport);
       this.holdReport = undefined;
@@ -498,6 +600,14 @@ export class TradeSink {
     return this.pending();
   }
 }
+
+/** How often (ms) at most the sink asks a partition's master whether a replica has its batches. */
+const CONFIRM_EVERY_MS = 250;
+/** WAIT's timeout (ms), and the pause before asking again after a replica did not answer in time. */
+const WAIT_MS = 50;
+const LAGGING_MS = 1000;
+/** How long batches wait for a master's replica that went away before INGEST_RETAIN alone keeps them. */
+const REPLICA_GONE_MS = 60_000;
 
 /** The same ARGV with the batch number marked "apply whatever came before". */
 function withForce(args: string[]): string[] {

@@ -16,6 +16,7 @@ import {
   type BarsJob,
   metrics,
   redisLink,
+  reportWorkerError,
   reportRedisError,
   sleep,
   FileLock,
@@ -131,7 +132,7 @@ export class WriterService {
         vanishedSaid = true;
         return;
       }
-      reportRedisError(this.log, err, 'writer worker error');
+      reportWorkerError(this.log, err, 'writer worker error');
     });
     this.worker.on('failed', (job, err) => reportRedisError(this.log, err, 'bars could not be written', { job: job?.id }));
     this.log.info({ dataDir: this.cfg.dataDir }, 'writer started');

@@ -1,0 +1,225 @@
+import { readFileSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { Redis } from 'ioredis';
+import calculateSlot from 'cluster-key-slot';
+import { makeKeys, partitionOf, type Keys } from '@candlewick/common';
+import { PrivateRedisCluster } from '@candlewick/cli';
+import { BUNDLED_TAPE, klineProblems, runCli, tempDir, uniquePrefix, waitFor } from './helpers.js';
+
+/**
+ * A Redis Cluster with replicas (3 masters, 3 replicas, AOF everysec): the master holding the
+ * tape's partition is killed -9 mid-replay; its replica takes over after the node timeout, and every
+ * role carries on by itself — every bar exact, a failover said in one WARN and one INFO per role.
+ * The short node timeout runs in CI; Redis's default (15 s) with `npm run test:failover-default`.
+ */
+
+/** The port of the master serving `slot`, as node `via` sees it (undefined while no master serves it). */
+async function masterOf(via: Redis, slot: number): Promise<number | undefined> {
+  const lines = String(await via.call('CLUSTER', 'NODES'))
+    .trim()
+    .split('\n');
+  for (const line of lines) {
+    const [, addr, flags, , , , , state, ...slots] = line.split(' ');
+    if (!flags!.includes('master') || flags!.includes('fail') || state !== 'connected') continue;
+    for (const r of slots) {
+      const [a, b] = r.split('-').map(Number);
+      if (slot >= a! && slot <= (b ?? a!)) return Number(addr!.split(':')[1]!.split('@')[0]);
+    }
+  }
+  return undefined;
+}
+
+/** Lines of the stack's output that match. */
+function lines(out: string, re: RegExp): string[] {
+  return out.split('\n').filter((l) => re.test(l));
+}
+
+interface LogLine {
+  level: number;
+  time: number;
+  msg: string;
+}
+
+/** Each role's JSON log (DATA_DIR/logs/{role}.1.log), role -> lines. */
+function roleLogs(dataDir: string): Map<string, LogLine[]> {
+  const out = new Map<string, LogLine[]>();
+  for (const f of readdirSync(join(dataDir, 'logs'))) {
+    const role = f.replace(/\.\d+\.log$/, '');
+    const text = readFileSync(join(dataDir, 'logs', f), 'utf8');
+    out.set(
+      role,
+      text
+        .split('\n')
+        .filter((l) => l.trim() !== '')
+        .map((l) => JSON.parse(l) as LogLine),
+    );
+  }
+  return out;
+}
+
+/** The port of the replica of the master on `masterPort`. */
+async function replicaOf(via: Redis, masterPort: number): Promise<number> {
+  const nodes = String(await via.call('CLUSTER', 'NODES'))
+    .trim()
+    .split('\n')
+    .map((l) => l.split(' '));
+  const port = (addr: string) => Number(addr.split(':')[1]!.split('@')[0]);
+  const master = nodes.find((n) => port(n[1]!) === masterPort)!;
+  return port(nodes.find((n) => n[2]!.includes('slave') && n[3] === master[0])![1]!);
+}
+
+interface Scene {
+  cluster: PrivateRedisCluster;
+  /** a client of the master about to be killed, and its port */
+  victim: Redis;
+  victimPort: number;
+  probes: Redis[];
+  partition: number;
+  keys: Keys;
+}
+
+async function failover(
+  nodeTimeoutMs: number,
+  replayS: number,
+  env: Record<string, string> = {},
+  beforeKill?: (s: Scene) => Promise<() => void>,
+) {
+  const dir = tempDir(`failover-${nodeTimeoutMs}`);
+  const cluster = new PrivateRedisCluster(`${dir}/cluster`, process.env.REDIS_SERVER_BIN ?? 'redis-server', 3, {
+    replicas: 1,
+    nodeTimeoutMs,
+  });
+  const url = await cluster.start();
+  const prefix = uniquePrefix('failover');
+  const keys = makeKeys(prefix);
+  const partitions = 6;
+  const p = partitionOf('BINANCE:XRPETH', partitions);
+  const slot = calculateSlot(keys.trades(p));
+  const probes = url.split(',').map((u) => {
+    const r = new Redis(u, { maxRetriesPerRequest: 0, retryStrategy: () => null, lazyConnect: true });
+    r.on('error', () => undefined);
+    return r;
+  });
+  try {
+    const dataDir = tempDir('failover-out');
+    const run = runCli(
+      ['stack'],
+      {
+        REDIS_URL: url,
+        REDIS_CLUSTER: 'on',
+        KEY_PREFIX: prefix,
+        DATA_DIR: dataDir,
+        EXIT_WHEN_IDLE_MS: '2000',
+        REPLAY_TAPE: BUNDLED_TAPE,
+        // the tape's ~60 hours paced to about `replayS`: the kill and the failover fall in the middle
+        REPLAY_SPEED: String(Math.round(216_000 / replayS)),
+        REPLAY_SHIFT: 'false',
+        STREAM_PARTITIONS: String(partitions),
+        AGGREGATORS: '2',
+        ...env,
+      },
+      (replayS + nodeTimeoutMs / 1000 + 120) * 1000,
+    );
+    const victimPort = (await masterOf(probes[0]!, slot))!;
+    const victim = cluster.servers.find((s) => s.port === victimPort)!;
+    const onVictim = probes[cluster.servers.indexOf(victim)]!;
+    await waitFor(
+      async () => Number((await onVictim.hget(keys.clock(p), 'in').catch(() => 0)) ?? 0) > 2000,
+      60_000,
+      'a part of the tape ingested',
+    );
+    const afterKill = await beforeKill?.({ cluster, victim: onVictim, victimPort, probes, partition: p, keys });
+    victim.kill();
+    const killedAt = Date.now();
+    afterKill?.();
+    const survivor = probes.find((_, i) => cluster.servers[i] !== victim)!;
+    await waitFor(
+      async () => {
+        const m = await masterOf(survivor, slot).catch(() => undefined);
+        return m !== undefined && m !== victimPort;
+      },
+      nodeTimeoutMs + 30_000,
+      'a replica elected master',
+    );
+    const electedAt = Date.now();
+    const res = await run;
+    return { res, dataDir, killedAt, electedAt };
+  } finally {
+    for (const r of probes) r.disconnect();
+    await cluster.stop();
+  }
+}
+
+function expectRodeItOut(r: Awaited<ReturnType<typeof failover>>, nodeTimeoutMs: number) {
+  const { res, dataDir, killedAt, electedAt } = r;
+  const out = res.stdout + res.stderr;
+  expect(res.code, out.slice(-4000)).toBe(0);
+  expect(res.stdout).toMatch(/trades in\s+12477\n/);
+  expect(res.stdout).toMatch(/merged\s+12477\n/);
+  expect(res.stdout).toMatch(/late\s+0\n/);
+  expect(klineProblems(dataDir)).toEqual([]);
+  // a routine failover: no errors, no stack traces
+  expect(lines(out, /"level":50|\bERROR\b/), 'error lines').toEqual([]);
+  expect(lines(out, /^\s+at /), 'stack traces').toEqual([]);
+
+  // per role: the failover is one WARN when it starts and one INFO when it is over, in time
+  const logs = roleLogs(dataDir);
+  const said: Record<string, { warn: string[]; back: number[] }> = {};
+  for (const [role, log] of logs) {
+    const warn = log.filter((l) => l.level >= 40).map((l) => l.msg);
+    const back = log.filter((l) => l.level === 30 && l.msg === 'Redis is back').map((l) => l.time);
+    if (warn.length || back.length) said[role] = { warn, back };
+  }
+  for (const role of ['ingest', 'aggregate-1', 'aggregate-2']) expect(Object.keys(said), 'roles that saw the failover').toContain(role);
+  for (const [role, { warn, back }] of Object.entries(said)) {
+    expect(warn, `${role}: warnings`).toEqual(['lost the connection to Redis; retrying (every role waits, nothing is dropped)']);
+    expect(back.length, `${role}: "Redis is back" lines`).toBe(1);
+    expect(back[0]! - electedAt, `${role}: back after the election`).toBeLessThanOrEqual(nodeTimeoutMs + 5000);
+  }
+  const backs = Object.values(said).map((s) => s.back[0]! - electedAt);
+  console.log(
+    `node timeout ${nodeTimeoutMs} ms: replica elected ${electedAt - killedAt} ms after the kill; roles back ${Math.min(...backs)}..${Math.max(...backs)} ms after the election`,
+  );
+}
+
+/** 2000 in CI; FAILOVER_NODE_TIMEOUT=15000 (`npm run test:failover-default`) for Redis's default */
+const NODE_TIMEOUT = Number(process.env.FAILOVER_NODE_TIMEOUT ?? 2000);
+
+describe('Redis Cluster with replicas: a master killed mid-run', () => {
+  it(`cluster-node-timeout ${NODE_TIMEOUT}: every role resumes, every bar exact, no errors`, async () => {
+    const r = await failover(NODE_TIMEOUT, Math.max(30, (NODE_TIMEOUT / 1000) * 4));
+    expectRodeItOut(r, NODE_TIMEOUT);
+  }, 600_000);
+});
+
+describe('Redis Cluster with replicas: acknowledged means kept', () => {
+  it('batches the master acknowledged and never passed to its replica are sent again after the failover: nothing lost', async () => {
+    const r = await failover(2000, 30, { INGEST_RETAIN: '200ms' }, async ({ cluster, victim, victimPort, probes, partition, keys }) => {
+      // the replica stops taking the stream: paused, it is dropped by its master after repl-timeout
+      const replicaPort = await replicaOf(probes[0]!, victimPort);
+      const replica = cluster.servers.find((s) => s.port === replicaPort)!;
+      await victim.config('SET', 'repl-timeout', '2');
+      process.kill(replica.pid!, 'SIGSTOP');
+      await waitFor(async () => /connected_slaves:0/.test(await victim.info('replication')), 20_000, 'the replica dropped');
+      // then the master acknowledges batches only it has, for longer than INGEST_RETAIN
+      const before = Number(await victim.hget(keys.clock(partition), 'in'));
+      await waitFor(
+        async () => Number(await victim.hget(keys.clock(partition), 'in')) > before + 300,
+        20_000,
+        'trades only the master has',
+      );
+      await new Promise((res) => setTimeout(res, 500));
+      const only = Number(await victim.hget(keys.clock(partition), 'in')) - before;
+      expect(only).toBeGreaterThan(300);
+      // killed with them: the replica wakes up and takes over without them
+      return () => process.kill(replica.pid!, 'SIGCONT');
+    });
+    const { res, dataDir } = r;
+    expect(res.code, (res.stdout + res.stderr).slice(-4000)).toBe(0);
+    expect(res.stdout).toMatch(/trades in\s+12477\n/);
+    expect(res.stdout).toMatch(/merged\s+12477\n/);
+    expect(res.stdout + res.stderr).not.toMatch(/Redis lost batches|lost batches are older/);
+    expect(klineProblems(dataDir)).toEqual([]);
+  }, 600_000);
+});
