@@ -33,8 +33,8 @@ export function roleAcls(prefix: string): Record<string, RoleAcl> {
       commands: READ_WRITE,
     },
     ingest: {
-      why: 'appends batches to the raw streams (addTrades), records gaps, rejects and backfill requests',
-      write: [k('trades:*'), k('clock:*'), k('feed:*'), k('backfill:*'), k('stats')],
+      why: 'appends batches to the raw streams (addTrades), records gaps, rejects and backfill requests, sets the data marker',
+      write: [k('trades:*'), k('clock:*'), k('feed:*'), k('backfill:*'), k('stats'), k('epoch')],
       read: [],
       commands: READ_WRITE,
     },
@@ -64,9 +64,9 @@ export function roleAcls(prefix: string): Record<string, RoleAcl> {
       commands: READ_WRITE,
     },
     write: {
-      why: 'takes bar jobs from the BullMQ queue "bars", publishes bars:{interval}, counts what it wrote',
-      write: [queue, k('bars:*'), k('stats')],
-      read: [],
+      why: 'holds the writer lease, takes bar jobs from the BullMQ queue "bars", publishes bars:{interval}, counts what it wrote',
+      write: [queue, k('bars:*'), k('stats'), k('owner:writer')],
+      read: [k('epoch')],
       commands: READ_WRITE,
     },
     backfill: {

@@ -611,21 +611,26 @@ function infoField(info: string, field: string): string | undefined {
   return new RegExp(`^${field}:(\\S+)`, 'm').exec(info)?.[1];
 }
 
-/** Each master's maxmemory-policy (CONFIG GET, or INFO memory where a managed Redis refuses CONFIG). */
+/**
+ * Each master's maxmemory-policy: INFO memory (Redis 4+), which every role's user may send, or CONFIG
+ * GET where INFO does not say it. (INFO first: CONFIG is refused by managed Redis and by the per-role
+ * ACL users, which must not read the server's configuration.)
+ */
 export async function memoryPolicies(redis: RedisClient): Promise<{ node: string; policy: string }[]> {
   const nodes = redis instanceof Cluster ? redis.nodes('master') : [redis];
   return Promise.all(
     nodes.map(async (node) => {
       const name = `${node.options.host ?? '127.0.0.1'}:${node.options.port ?? 6379}`;
-      let policy: string | undefined;
-      try {
-        const reply = (await node.config('GET', 'maxmemory-policy')) as string[];
-        policy = reply[1];
-      } catch {
-        // CONFIG renamed or refused (ElastiCache, Memorystore, ACLs): INFO says it too
+      let policy = infoField(await node.info('memory').catch(() => ''), 'maxmemory_policy');
+      if (policy === undefined) {
+        try {
+          const reply = (await node.config('GET', 'maxmemory-policy')) as string[];
+          policy = reply[1];
+        } catch {
+          // CONFIG renamed or refused too: nothing to judge by
+        }
       }
-      policy ??= infoField(await node.info('memory').catch(() => ''), 'maxmemory_policy') ?? 'unknown';
-      return { node: name, policy };
+      return { node: name, policy: policy ?? 'unknown' };
     }),
   );
 }
