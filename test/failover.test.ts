@@ -207,7 +207,7 @@ describe('Redis Cluster with replicas: a master killed mid-run', () => {
 
 describe('Redis Cluster with replicas: a master paused (SIGSTOP) mid-run and never resumed', () => {
   it(`cluster-node-timeout ${NODE_TIMEOUT}: the commands waiting on it go to the new master, every role resumes, every bar exact, no errors`, async () => {
-    const r = await failover(NODE_TIMEOUT, Math.max(30, (NODE_TIMEOUT / 1000) * 4), {}, undefined, 'pause');
+    const r = await failover(NODE_TIMEOUT, Math.max(20, (NODE_TIMEOUT / 1000) * 4), {}, undefined, 'pause');
     expectRodeItOut(r, NODE_TIMEOUT, 'paused');
   }, 600_000);
 });

@@ -367,7 +367,15 @@ function checkClusterNodes(): void {
     for (const [node, droppedAt] of seen) {
       if (pool.has(node)) continue;
       if (node.status === 'end') seen.delete(node);
-      else if (droppedAt === 0) seen.set(node, now);
+      else if (droppedAt === 0) {
+        seen.set(node, now);
+        // a silent master replaced: the commands it holds are this role's outage (said once), handed on within NODE_DROP_MS
+        const since = silentNodes.get(nodeKey(node));
+        if (since !== undefined && now - since >= NODE_SILENT_MS) {
+          redisLink.notAnswering(now - since, `cluster node ${nodeKey(node)}`);
+          probeClusters();
+        }
+      }
     }
   }
 }
@@ -380,18 +388,20 @@ function silentFor(ms: number): { ms: number; node: string } | undefined {
   return out;
 }
 
-/** A connection dropped from a pool (its master replaced) still open, its commands not yet handed on. */
-function droppedStillOpen(): boolean {
+/** The nodes ("host:port") of connections dropped from a pool (their master replaced) still open, their commands not yet handed on. */
+function droppedStillOpen(): Set<string> {
+  const out = new Set<string>();
   for (const seen of guardedClusters.values())
-    for (const [node, droppedAt] of seen) if (droppedAt !== 0 && node.status !== 'end') return true;
-  return false;
+    for (const [node, droppedAt] of seen) if (droppedAt !== 0 && node.status !== 'end') out.add(nodeKey(node));
+  return out;
 }
 
 /** A PING to each master of `cluster` that has none in flight; silences are kept in silentNodes. */
 function probeClusterMasters(cluster: Cluster): void {
   const now = monoMs();
   const masters = new Map(cluster.nodes('master').map((n) => [nodeKey(n), n]));
-  for (const key of silentNodes.keys()) if (!masters.has(key)) silentNodes.delete(key);
+  const dropped = droppedStillOpen();
+  for (const key of silentNodes.keys()) if (!masters.has(key) && !dropped.has(key)) silentNodes.delete(key);
   for (const [key, node] of masters) {
     if (node.status !== 'ready' || silentNodes.has(key)) continue;
     silentNodes.set(key, now);
@@ -423,7 +433,7 @@ async function clustersServe(): Promise<boolean> {
   );
   if (clusters.length === 0 || clusters.some((c) => c.status !== 'ready')) return false;
   // (a paused master: its dropped connection still holds commands, or it is still a silent master)
-  if (droppedStillOpen() || silentFor(NODE_SILENT_MS)) return false;
+  if (droppedStillOpen().size > 0 || silentFor(NODE_SILENT_MS)) return false;
   const fresh = await Promise.all(clusters.map((c) => new Promise<boolean>((resolve) => c.refreshSlotsCache((err) => resolve(!err)))));
   if (fresh.includes(false)) return false;
   return (await Promise.all(clusters.map(clusterServes))).every(Boolean);
@@ -781,7 +791,7 @@ export function watchRedis(redis: RedisClient, opts: { answerTimeoutMs: number; 
           const rtt = monoMs() - sent;
           probeAt = 0;
           // (a Cluster's TIME goes to any master: it says nothing of a silent one)
-          if (!(redis instanceof Cluster) || (!silentFor(NODE_SILENT_MS) && !droppedStillOpen())) redisLink.answered();
+          if (!(redis instanceof Cluster) || (!silentFor(NODE_SILENT_MS) && droppedStillOpen().size === 0)) redisLink.answered();
           // (an answer that waited, on a paused master, says nothing of the clocks)
           if (rtt < 1000) redisLink.clockSkew(Date.now() - rtt / 2 - (Number(s) * 1000 + Number(us) / 1000));
         },
