@@ -320,14 +320,15 @@ function watchClusterNodes(cluster: Cluster): void {
  * A Cluster master paused (SIGSTOP, a frozen VM) keeps its TCP connections open and answers
  * nothing: the commands already sent to it wait, with no timeout in ioredis. Once its replica is
  * elected, a client's slot map no longer names it and ioredis drops its connection with a graceful
- * close that a frozen peer never completes — destroyed after `disconnectTimeout` (NODE_DROP_MS, see
- * failoverOptions); the waiting commands then fail as a closed connection, which ioredis retries on
+ * close that a frozen peer never completes — destroyed after `disconnectTimeout` (NODE_DROP_MS, set
+ * in connectRedis); the waiting commands then fail as a closed connection, which ioredis retries on
  * the new master (blocking reads, BullMQ's, included). What is left to do here, per process:
  * a master whose PING (watchRedis's probe, on the role's own connection, which never blocks) goes
  * unanswered for NODE_SILENT_MS has every Cluster client, BullMQ's duplicates included, read its
  * slot map again each second, so the election is seen at once rather than at the next periodic
- * read (5 s); and the outage is not said to be over while a dropped connection still holds
- * commands, or a master is still silent.
+ * read (5 s); a silent master dropped that way is said ("not answering", once per outage: the
+ * role's commands were held); and the outage is not said to be over while a dropped connection
+ * still holds commands, or a master is still silent.
  */
 const NODE_SILENT_MS = 1000;
 const NODE_DROP_MS = 1000;
