@@ -313,6 +313,104 @@ function watchClusterNodes(cluster: Cluster): void {
     redisLink.error(err, `cluster node ${key}`);
     probeClusters();
   });
+  guardClusterNodes(cluster);
+}
+
+/**
+ * A Cluster master paused (SIGSTOP, a frozen VM) keeps its TCP connections open and answers
+ * nothing: the commands already sent to it wait, with no timeout in ioredis. Once its replica is
+ * elected, a client's slot map no longer names it and ioredis drops its connection with a graceful
+ * close that a frozen peer never completes — destroyed after `disconnectTimeout` (NODE_DROP_MS, set
+ * in connectRedis); the waiting commands then fail as a closed connection, which ioredis retries on
+ * the new master (blocking reads, BullMQ's, included). What is left to do here, per process:
+ * a master whose PING (watchRedis's probe, on the role's own connection, which never blocks) goes
+ * unanswered for NODE_SILENT_MS has every Cluster client, BullMQ's duplicates included, read its
+ * slot map again each second, so the election is seen at once rather than at the next periodic
+ * read (5 s); a silent master dropped that way is said ("not answering", once per outage: the
+ * role's commands were held); and the outage is not said to be over while a dropped connection
+ * still holds commands, or a master is still silent.
+ */
+const NODE_SILENT_MS = 1000;
+const NODE_DROP_MS = 1000;
+
+/** per guarded Cluster client: each node connection its pool has held, and since when it is out of the pool (0: in it) */
+const guardedClusters = new Map<Cluster, Map<Redis, number>>();
+/** master node ("host:port") -> since when (monotonic) its PING has gone unanswered */
+const silentNodes = new Map<string, number>();
+let nodeGuard: NodeJS.Timeout | undefined;
+let refreshedAt = 0;
+
+const nodeKey = (node: Redis): string => `${node.options.host ?? '127.0.0.1'}:${node.options.port ?? 6379}`;
+
+function guardClusterNodes(cluster: Cluster): void {
+  if (guardedClusters.has(cluster)) return;
+  guardedClusters.set(cluster, new Map());
+  cluster.once('end', () => guardedClusters.delete(cluster));
+  // BullMQ makes its connections with duplicate(): guarded like the one they copy
+  const duplicate = cluster.duplicate.bind(cluster);
+  cluster.duplicate = (...args: Parameters<Cluster['duplicate']>) => {
+    const dup = duplicate(...args);
+    guardClusterNodes(dup);
+    return dup;
+  };
+  nodeGuard ??= setInterval(checkClusterNodes, 250).unref();
+}
+
+/** One round of the guard: slot maps read again while a master is silent; dropped connections followed until closed. */
+function checkClusterNodes(): void {
+  const now = monoMs();
+  const refresh = silentFor(NODE_SILENT_MS) !== undefined && now - refreshedAt >= 1000;
+  if (refresh) refreshedAt = now;
+  for (const [cluster, seen] of guardedClusters) {
+    if (refresh && cluster.status === 'ready') cluster.refreshSlotsCache();
+    const pool = new Set(cluster.nodes('all'));
+    for (const node of pool) seen.set(node, 0);
+    for (const [node, droppedAt] of seen) {
+      if (pool.has(node)) continue;
+      if (node.status === 'end') seen.delete(node);
+      else if (droppedAt === 0) {
+        seen.set(node, now);
+        // a silent master replaced: the commands it holds are this role's outage (said once), handed on within NODE_DROP_MS
+        const since = silentNodes.get(nodeKey(node));
+        if (since !== undefined && now - since >= NODE_SILENT_MS) {
+          redisLink.notAnswering(now - since, `cluster node ${nodeKey(node)}`);
+          probeClusters();
+        }
+      }
+    }
+  }
+}
+
+/** A master silent for `ms` or more: the longest silence and its node, or undefined. */
+function silentFor(ms: number): { ms: number; node: string } | undefined {
+  const now = monoMs();
+  let out: { ms: number; node: string } | undefined;
+  for (const [node, since] of silentNodes) if (now - since >= ms && (!out || now - since > out.ms)) out = { ms: now - since, node };
+  return out;
+}
+
+/** The nodes ("host:port") of connections dropped from a pool (their master replaced) still open, their commands not yet handed on. */
+function droppedStillOpen(): Set<string> {
+  const out = new Set<string>();
+  for (const seen of guardedClusters.values())
+    for (const [node, droppedAt] of seen) if (droppedAt !== 0 && node.status !== 'end') out.add(nodeKey(node));
+  return out;
+}
+
+/** A PING to each master of `cluster` that has none in flight; silences are kept in silentNodes. */
+function probeClusterMasters(cluster: Cluster): void {
+  const now = monoMs();
+  const masters = new Map(cluster.nodes('master').map((n) => [nodeKey(n), n]));
+  const dropped = droppedStillOpen();
+  for (const key of silentNodes.keys()) if (!masters.has(key) && !dropped.has(key)) silentNodes.delete(key);
+  for (const [key, node] of masters) {
+    if (node.status !== 'ready' || silentNodes.has(key)) continue;
+    silentNodes.set(key, now);
+    const done = () => {
+      if (silentNodes.get(key) === now) silentNodes.delete(key);
+    };
+    node.ping().then(done, done);
+  }
 }
 
 let clusterProbe: NodeJS.Timeout | undefined;
@@ -335,6 +433,8 @@ async function clustersServe(): Promise<boolean> {
     (c): c is Cluster => c instanceof Cluster && c.status !== 'end' && c.status !== 'wait',
   );
   if (clusters.length === 0 || clusters.some((c) => c.status !== 'ready')) return false;
+  // (a paused master: its dropped connection still holds commands, or it is still a silent master)
+  if (droppedStillOpen().size > 0 || silentFor(NODE_SILENT_MS)) return false;
   const fresh = await Promise.all(clusters.map((c) => new Promise<boolean>((resolve) => c.refreshSlotsCache((err) => resolve(!err)))));
   if (fresh.includes(false)) return false;
   return (await Promise.all(clusters.map(clusterServes))).every(Boolean);
@@ -548,7 +648,8 @@ export function connectRedis(url: string, log?: Logger, opts: RedisAccess & { ex
     const { nodes, options } = clusterSeeds(url);
     redis = new Cluster(nodes, {
       // rediss:// seeds ask for TLS; REDIS_TLS_* files, when set, say with what
-      redisOptions: { ...base, ...options, ...(base.tls ? { tls: base.tls } : {}) },
+      // (a node connection dropped from the pool is destroyed if its graceful close stalls: a paused master)
+      redisOptions: { ...base, ...options, ...(base.tls ? { tls: base.tls } : {}), disconnectTimeout: NODE_DROP_MS },
       clusterRetryStrategy: RETRY,
       enableReadyCheck: true,
       ...failoverOptions(),
@@ -679,6 +780,12 @@ export function watchRedis(redis: RedisClient, opts: { answerTimeoutMs: number; 
         return;
       }
       const now = monoMs();
+      // a Cluster's masters each: one of them paused is an outage of the roles whose keys it holds
+      if (redis instanceof Cluster) {
+        probeClusterMasters(redis);
+        const silent = opts.answerTimeoutMs > 0 ? silentFor(opts.answerTimeoutMs) : undefined;
+        if (silent) redisLink.notAnswering(silent.ms, `cluster node ${silent.node}`);
+      }
       if (probeAt !== 0) {
         if (opts.answerTimeoutMs > 0 && now - probeAt >= opts.answerTimeoutMs) redisLink.notAnswering(now - probeAt);
         return;
@@ -689,8 +796,10 @@ export function watchRedis(redis: RedisClient, opts: { answerTimeoutMs: number; 
           if (probeAt !== sent) return;
           const rtt = monoMs() - sent;
           probeAt = 0;
-          redisLink.answered();
-          redisLink.clockSkew(Date.now() - rtt / 2 - (Number(s) * 1000 + Number(us) / 1000));
+          // (a Cluster's TIME goes to any master: it says nothing of a silent one)
+          if (!(redis instanceof Cluster) || (!silentFor(NODE_SILENT_MS) && droppedStillOpen().size === 0)) redisLink.answered();
+          // (an answer that waited, on a paused master, says nothing of the clocks)
+          if (rtt < 1000) redisLink.clockSkew(Date.now() - rtt / 2 - (Number(s) * 1000 + Number(us) / 1000));
         },
         () => {
           if (probeAt === sent) probeAt = 0;
