@@ -64,6 +64,12 @@ export class WriterService {
   private readonly disk: RecurringError;
   /** files found short while verifying, to restore before the next append */
   private readonly missing: Extract<FileEvent, { kind: 'rows-missing' }>[] = [];
+  /**
+   * Rows of the job under way appended but not yet published on bars:{interval} (the publish goes
+   * once the job's rows are in): rows cut from a file mid-job are restored from here as well.
+   * (interval, symbol) -> start -> the bar entry's fields.
+   */
+  private readonly unpublished = new Map<string, Map<number, string[]>>();
 
   constructor(
     private readonly redis: RedisClient,
@@ -235,6 +241,9 @@ export class WriterService {
         if (reachedStart || page.length < 1000) break;
         end = `(${page[page.length - 1]![0]}`;
       }
+      // rows of this job not yet published (the stream has them only once the job's rows are in)
+      for (const [start, f] of this.unpublished.get(`${m.interval}\u0000${m.symbol}`) ?? [])
+        if (start > after && start <= m.through && !found.has(start)) found.set(start, f);
       const starts = [...found.keys()].sort((a, b) => a - b);
       for (const start of starts) {
         const cells = barRowCells(decodeBarEntry('', m.interval, found.get(start)!));
@@ -270,6 +279,11 @@ export class WriterService {
     const publish = (interval: string, symbol: string, start: number, state: BarState, rev: number) => {
       const stream = this.keys.bars(interval);
       const fields = encodeBarEntry(symbol, start, rev, rowCells(this.clock, start, state, this.days.has(interval)));
+      if (rev === 0) {
+        const key = `${interval}\u0000${symbol}`;
+        if (!this.unpublished.has(key)) this.unpublished.set(key, new Map());
+        this.unpublished.get(key)!.set(start, fields);
+      }
       steps.push((tx) => void tx.on(stream).xadd(stream, 'MINID', '~', minId, '*', ...fields));
     };
     const ready = async (interval: string, symbol: string) => {
@@ -340,6 +354,7 @@ export class WriterService {
         await sleep(Math.min(5000, 200 * 2 ** attempt));
       }
     }
+    this.unpublished.clear();
     redisLink.wrote();
     this.written += written;
     this.skipped += skipped;
