@@ -18,11 +18,11 @@ import {
   disableCrashPoints,
   ensureEpoch,
   epochHeld,
-  type Counters,
   idleAndDrained,
   monoMs,
   Quiet,
   readCounters,
+  zeroCounters,
   makeKeys,
   redisLink,
   reportRedisError,
@@ -422,27 +422,6 @@ async function watchEpoch(redis: RedisClient, keys: Keys, log: Logger) {
     },
   };
   return state;
-}
-
-function zeroCounters(cfg: Config): Counters {
-  const written: Record<string, number> = {};
-  for (const iv of cfg.intervals) written[iv.name] = 0;
-  return {
-    ...{
-      in: 0,
-      rejected: 0,
-      badFrames: 0,
-      late: 0,
-      merged: 0,
-      filtered: 0,
-      excluded: 0,
-      unknownConditions: 0,
-      amendTooOld: 0,
-      future: 0,
-      foreign: 0,
-    },
-    ...{ written, holdMaxMs: 0, holdMeanMs: 0, firstRx: 0, lastRx: 0, feedUp: 0, lastMerge: 0 },
-  };
 }
 
 const STACK_FIX =

@@ -30,8 +30,12 @@ export interface Counters {
   lastMerge: number;
 }
 
-export async function readCounters(redis: RedisClient, cfg: Config, keys: Keys): Promise<Counters> {
-  const stats = await redis.hgetall(keys.stats());
+/** The counters from the stats hash and each partition's `in` and stats hash (all empty: zeros). */
+export function countersFrom(
+  cfg: Config,
+  stats: Record<string, string>,
+  partitions: { in: number; stats: Record<string, string> }[],
+): Counters {
   const c: Counters = {
     in: 0,
     rejected: Number(stats.rejected ?? 0),
@@ -52,9 +56,8 @@ export async function readCounters(redis: RedisClient, cfg: Config, keys: Keys):
     feedUp: Number(stats.feedUp ?? 0),
     lastMerge: 0,
   };
-  for (let p = 0; p < cfg.partitions; p++) {
-    c.in += Number((await redis.hget(keys.clock(p), 'in')) ?? 0);
-    const ps = await redis.hgetall(keys.partitionStats(p));
+  for (const { in: n, stats: ps } of partitions) {
+    c.in += n;
     c.late += Number(ps.late ?? 0);
     c.merged += Number(ps.merged ?? 0);
     c.filtered += Number(ps.filtered ?? 0);
@@ -65,6 +68,18 @@ export async function readCounters(redis: RedisClient, cfg: Config, keys: Keys):
   }
   for (const iv of cfg.intervals) c.written[iv.name] = Number(stats[`written:${iv.name}`] ?? 0);
   return c;
+}
+
+/** Counters that count nothing yet: the baseline after Redis lost its data. */
+export function zeroCounters(cfg: Config): Counters {
+  return countersFrom(cfg, {}, []);
+}
+
+export async function readCounters(redis: RedisClient, cfg: Config, keys: Keys): Promise<Counters> {
+  const partitions: { in: number; stats: Record<string, string> }[] = [];
+  for (let p = 0; p < cfg.partitions; p++)
+    partitions.push({ in: Number((await redis.hget(keys.clock(p), 'in')) ?? 0), stats: await redis.hgetall(keys.partitionStats(p)) });
+  return countersFrom(cfg, await redis.hgetall(keys.stats()), partitions);
 }
 
 /**
