@@ -107,9 +107,9 @@ describe('candlewick bars', () => {
     expect(r.bars.get('1min/TEST_1min.csv')!.trim().split('\n')).toHaveLength(4);
   });
 
-  it('in a terminal it draws a progress bar (on stderr), and the summary still comes', () => {
+  it('in a terminal it draws a progress bar (on stderr), and the summary still comes', (ctx) => {
     const script = spawnSync('sh', ['-c', 'command -v script']).status === 0;
-    if (!needs(script, 'drawing in a terminal needs `script` (util-linux) for a pseudo-terminal')) return;
+    needs(ctx, script, 'drawing in a terminal needs `script` (util-linux) for a pseudo-terminal');
     const dir = tempDir('bars-tty');
     const r = spawnSync('script', ['-qec', `${process.execPath} ${CLI} bars --out ${dir}`, '/dev/null'], {
       encoding: 'utf8',

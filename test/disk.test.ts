@@ -23,8 +23,8 @@ const T = Date.parse('2019-11-03T05:00:00Z');
 const bar = (i: number) => ({ ...barFromTrade(`${100 + i}.123456`, 1234.5, orderKey(T + i * 60_000, '1-0')), n: 7 });
 
 describe('a full disk', () => {
-  it('never leaves half a row or a file without its header: a failed append is cut back, and the next one starts clean', () => {
-    if (!needs(root, 'mounting a small tmpfs needs root')) return;
+  it('never leaves half a row or a file without its header: a failed append is cut back, and the next one starts clean', (ctx) => {
+    needs(ctx, root, 'mounting a small tmpfs needs root');
     const dir = tempDir('enospc-unit');
     tmpfs(dir, 64);
     const files = new CsvFiles(dir, clock);
@@ -68,8 +68,8 @@ describe('a full disk', () => {
     reference = csvOutputs(dir);
   });
 
-  it('the CSV folder fills mid-run: the writer waits, says so once, resumes by itself when space returns, and every file is byte-identical', async () => {
-    if (!needs(root, 'mounting a small tmpfs needs root')) return;
+  it('the CSV folder fills mid-run: the writer waits, says so once, resumes by itself when space returns, and every file is byte-identical', async (ctx) => {
+    needs(ctx, root, 'mounting a small tmpfs needs root');
     const dir = tempDir('enospc-csv');
     const raw = join(dir, 'raw');
     tmpfs(raw, 512);
@@ -105,8 +105,8 @@ describe('a full disk', () => {
     expect(csvOutputs(dir)).toEqual(reference);
   });
 
-  it('the whole DATA_DIR fills mid-run (Redis refuses writes, the log files stop): every role waits, nothing restarts, and every file is byte-identical once space returns', async () => {
-    if (!needs(root, 'mounting a small tmpfs needs root')) return;
+  it('the whole DATA_DIR fills mid-run (Redis refuses writes, the log files stop): every role waits, nothing restarts, and every file is byte-identical once space returns', async (ctx) => {
+    needs(ctx, root, 'mounting a small tmpfs needs root');
     const dir = tempDir('enospc-all');
     tmpfs(dir, 24 * 1024);
     const filler = fillDisk(dir, 3 * 1024);

@@ -118,15 +118,24 @@ export function startCli(args: string[], env: Record<string, string>): CliProces
 }
 
 /** Runs the built CLI to its end; with `stopAfterMs`, sends it SIGTERM then. */
-export async function runCli(args: string[], env: Record<string, string>, timeoutMs = 120_000, stopAfterMs?: number): Promise<CliResult> {
-  const cli = startCli(args, env);
+export function runCli(args: string[], env: Record<string, string>, timeoutMs = 120_000, stopAfterMs?: number): Promise<CliResult> {
+  return finishCli(startCli(args, env), args, timeoutMs, stopAfterMs);
+}
+
+/**
+ * Waits for a started CLI's end. Past `timeoutMs` it is stopped as a user would stop a stack that
+ * hangs (a signal, then a second one: the stack kills its roles, which run in process groups of
+ * their own and would outlive a SIGKILL of the stack), then killed, and the wait fails.
+ */
+export async function finishCli(cli: CliProcess, args: string[], timeoutMs = 120_000, stopAfterMs?: number): Promise<CliResult> {
   const stopTimer = stopAfterMs !== undefined ? setTimeout(() => cli.kill('SIGTERM'), stopAfterMs) : undefined;
   let timer: NodeJS.Timeout | undefined;
   const timedOut = new Promise<never>((_, reject) => {
     timer = setTimeout(() => {
-      cli.kill('SIGKILL');
-      const { stdout, stderr } = cli.output();
-      reject(new Error(`candlewick ${args.join(' ')} did not finish in ${timeoutMs} ms\n${stdout}\n${stderr}`));
+      void stopForGood(cli).then(() => {
+        const { stdout, stderr } = cli.output();
+        reject(new Error(`candlewick ${args.join(' ')} did not finish in ${timeoutMs} ms\n${stdout}\n${stderr}`));
+      });
     }, timeoutMs);
   });
   try {
@@ -136,6 +145,18 @@ export async function runCli(args: string[], env: Record<string, string>, timeou
     clearTimeout(timer);
     clearTimeout(stopTimer);
   }
+}
+
+/** A CLI process stopped however it has to be: SIGTERM, a second SIGTERM, then SIGKILL; resolves once it is gone. */
+export async function stopForGood(cli: CliProcess): Promise<void> {
+  const gone = cli.exited.then(() => true);
+  const within = (ms: number) => Promise.race([gone, new Promise<boolean>((r) => setTimeout(() => r(false), ms))]);
+  cli.kill('SIGTERM');
+  if (await within(600)) return;
+  cli.kill('SIGTERM');
+  if (await within(10_000)) return;
+  cli.kill('SIGKILL');
+  await gone;
 }
 
 /** Binance's own 1-minute klines: [open time ms, open, high, low, close, base volume]. */
@@ -317,12 +338,12 @@ export function cmdline(pid: number): string {
 }
 
 /**
- * A test that needs something a machine may not give (root, a Docker engine): skipped with the
- * reason here; where CANDLEWICK_CI=1 (our CI, which provides all of it) a missing need fails.
+ * A test that needs something a machine may not give (root, a Docker engine, a program): reported
+ * as skipped with the reason (`ctx.skip` ends the test there); where CANDLEWICK_CI=1 (our CI, which
+ * provides all of it) a missing need fails the test instead.
  */
-export function needs(ok: boolean, reason: string): boolean {
-  if (ok) return true;
+export function needs(ctx: { skip: (note?: string) => never }, ok: boolean, reason: string): void {
+  if (ok) return;
   if (process.env.CANDLEWICK_CI === '1') throw new Error(`this test cannot run here (${reason}), and CI must run it`);
-  console.warn(`skipped: ${reason}`);
-  return false;
+  ctx.skip(`cannot run here: ${reason} (CANDLEWICK_CI=1 makes this a failure)`);
 }
