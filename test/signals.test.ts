@@ -2,7 +2,8 @@ import { spawn } from 'node:child_process';
 import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it, onTestFinished } from 'vitest';
-import { CLI, alive, childPids, cmdline, csvOutputs, readCsv, runCli, tempDir, waitFor } from './helpers.js';
+import { CLI, alive, childPids, cmdline, csvOutputs, readCsv, runCli, tempDir, uniquePrefix, waitFor } from './helpers.js';
+import { startNode } from './redis-nodes.js';
 import { csvPath } from '@candlewick/common';
 
 /**
@@ -195,5 +196,32 @@ describe('stopping a stack', () => {
     expect(Date.now() - t0).toBeLessThan(10_000);
     expect(s.output()).toMatch(/stopped during the final close/);
     expect(alive(writer)).toBe(false);
+  });
+  it('a second signal while the final close waits on a Redis that is gone: every role killed, none restarted, the stack gone at once', async () => {
+    const dir = tempDir('gone-redis');
+    const redis = await startNode(join(dir, 'redis'), [], {});
+    onTestFinished(() => redis.kill('SIGKILL'));
+    const s = startGroup(['stack'], {
+      DATA_DIR: join(dir, 'data'),
+      REDIS_URL: `redis://127.0.0.1:${redis.port}`,
+      KEY_PREFIX: uniquePrefix('gone'),
+      EXIT_WHEN_IDLE_MS: '0',
+    });
+    await waitFor(() => /tape finished/.test(s.output()), 60_000, 'the end of the tape');
+    const procs = descendants(s.proc.pid!);
+    expect(procs.filter((p) => /cli\.js (write|close|aggregate|ingest|replay-server)/.test(cmdline(p)))).toHaveLength(5);
+    // Redis gone for good: the final close a Ctrl-C asks for waits for it ...
+    await redis.kill('SIGKILL');
+    process.kill(s.proc.pid!, 'SIGINT');
+    await waitFor(() => /closing the remaining bars before stopping/.test(s.output()), 20_000, 'the final close');
+    await new Promise((r) => setTimeout(r, 1000));
+    // ... and a second one stops it at once
+    const t0 = Date.now();
+    process.kill(s.proc.pid!, 'SIGINT');
+    expect(await Promise.race([s.exited, new Promise((r) => setTimeout(() => r('still running'), 15_000))])).toBe(130);
+    expect(Date.now() - t0).toBeLessThan(10_000);
+    expect(s.output()).toMatch(/second signal: killing every role now/);
+    expect(s.output()).not.toMatch(/exited unexpectedly|restarting it/);
+    await waitFor(() => procs.every((p) => !alive(p)), 10_000, 'every role gone');
   });
 });

@@ -208,7 +208,8 @@ export async function runStack(cfg: Config, env: NodeJS.ProcessEnv): Promise<num
       await Promise.all(cs.map((c) => stopChild(c.proc, forced ? 0 : 20_000)));
     }
     await Promise.race([bars?.close().catch(() => undefined), sleep(2000)]);
-    for (const o of owned.reverse()) await o.release();
+    // (a lease's release is one Redis command: not waited for past 2 s, its heartbeat lapses by itself)
+    for (const o of owned.reverse()) await Promise.race([o.release(), sleep(2000)]);
     redis?.disconnect();
     // Redis last: every role has handed over what it held
     await privateRedis?.stop();
@@ -297,7 +298,8 @@ export async function runStack(cfg: Config, env: NodeJS.ProcessEnv): Promise<num
         if (msg?.cpu !== undefined && !msg.ready) child.cpuUs = msg.cpu;
       });
       proc.on('exit', (exitCode, signal) => {
-        if (stopping) return;
+        // (killed by a second Ctrl-C: not restarted)
+        if (stopping || forced) return;
         const now = Date.now();
         child.restarts = child.restarts.filter((t) => now - t < 60_000);
         // the page is a view: a port it cannot have (said in its log) leaves the pipeline running without it
@@ -337,8 +339,18 @@ export async function runStack(cfg: Config, env: NodeJS.ProcessEnv): Promise<num
     const closeAndReport = async (until: StopRequest): Promise<number> => {
       const t0 = Date.now();
       const finished = await finish(redis!, bars!, closer, cfg, keys, until, log);
-      const summary = summarize(baseline, await readCounters(redis!, cfg, keys), startedAt, Date.now(), Date.now() - t0);
-      summary.cpu = await cpuAccount(children, redis!, cpuAtStart, privateRedis !== undefined);
+      // stopped at once (a second Ctrl-C): a Redis that does not answer is not waited for the summary
+      const settled = <T>(p: Promise<T>): Promise<T | undefined> =>
+        finished ? p : Promise.race([p, sleep(2000).then(() => undefined)]);
+      const counters = await settled(readCounters(redis!, cfg, keys));
+      const cpu = counters && (await settled(cpuAccount(children, redis!, cpuAtStart, privateRedis !== undefined)));
+      if (!counters || !cpu) {
+        await shutdown();
+        term.line('  (stopped at once; Redis did not answer, so no summary: bars not yet closed stay in Redis for the next run)');
+        return signalExitCode(until.reason!);
+      }
+      const summary = summarize(baseline, counters, startedAt, Date.now(), Date.now() - t0);
+      summary.cpu = cpu;
       summary.cpuWallMs = Date.now() - cpuAtStart.at;
       if (marker.lostAt !== undefined) summary.dataLostAt = marker.lostAt;
       await shutdown();
