@@ -18,6 +18,7 @@ import {
   type BarsJob,
   type ClosedBar,
   closeBars,
+  closeWorker,
   crashPoint,
   duplicateRedis,
   metrics,
@@ -257,7 +258,8 @@ export class CloserService {
 
   async stop(): Promise<void> {
     if (this.watchdog) clearInterval(this.watchdog);
-    await this.worker?.close();
+    // (a tick is one atomic script: nothing is in progress outside Redis but the tick itself)
+    if (this.worker) await closeWorker(this.worker, () => this.ticking, this.log);
     await this.queue?.close();
     await this.bars.close();
   }

@@ -413,7 +413,7 @@ export class PrivateRedisCluster {
     return this.url;
   }
 
-  /** Every node reports cluster_state:ok (slots all assigned and agreed). */
+  /** Every node reports cluster_state:ok (slots all assigned and agreed), every replica its link to its master up. */
   private async waitUntilOk(): Promise<void> {
     const until = Date.now() + 30_000;
     for (const node of this.nodes) {
@@ -422,8 +422,11 @@ export class PrivateRedisCluster {
       try {
         for (;;) {
           const info = String(await probe.call('CLUSTER', 'INFO').catch(() => ''));
-          if (/cluster_state:ok/.test(info)) break;
-          if (Date.now() > until) throw new Error(`redis cluster node ${node.port} did not reach cluster_state:ok within 30 s`);
+          // a replica counts once it has its master's data: one still in its first sync cannot take over
+          const repl = await probe.info('replication').catch(() => '');
+          if (/cluster_state:ok/.test(info) && (!/role:slave/.test(repl) || /master_link_status:up/.test(repl))) break;
+          if (Date.now() > until)
+            throw new Error(`redis cluster node ${node.port} did not reach cluster_state:ok (and, a replica, its master's data) within 30 s`);
           await sleep(50);
         }
       } finally {

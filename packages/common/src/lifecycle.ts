@@ -97,6 +97,31 @@ export function handleShutdown(log: Logger, stopAll: () => Promise<void>, opts: 
   });
 }
 
+/**
+ * A BullMQ worker's close, bounded. `Worker.close` waits for the job in progress, then for its fetch
+ * loop; a fetch held on a Cluster connection that will never answer (its node frozen and failed over
+ * while the blocking client was between nodes) would hold the stop until the shutdown grace ran out.
+ * So once no job of this process is in progress (`busy`) and `waitMs` has passed, the worker's
+ * connections are let go: nothing it holds is lost (a job in progress is always waited for).
+ */
+export async function closeWorker(
+  worker: { close(): Promise<void>; disconnect(): Promise<void> },
+  busy: () => boolean,
+  log: Logger,
+  waitMs = 3000,
+): Promise<void> {
+  const closed = worker.close().then(
+    () => true,
+    () => true,
+  );
+  for (;;) {
+    if (await Promise.race([closed, sleep(waitMs).then(() => false)])) return;
+    if (!busy()) break;
+  }
+  log.debug({ waitMs }, 'the worker did not close in time with no job in progress; letting its connections go');
+  await Promise.race([worker.disconnect().catch(() => undefined), sleep(1000)]);
+}
+
 export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   return new Promise((resolve) => {
     if (signal?.aborted) return resolve();

@@ -17,6 +17,7 @@ import {
   metrics,
   redisLink,
   reportWorkerError,
+  closeWorker,
   reportRedisError,
   sleep,
   FileLock,
@@ -115,7 +116,7 @@ export class WriterService {
   async start(): Promise<void> {
     await this.takeOwnership();
     await this.finishOrphanedJobs();
-    this.worker = new Worker(BARS_QUEUE, (job: Job) => this.processBatch(parseBarsJob(job.data)), {
+    this.worker = new Worker(BARS_QUEUE, (job: Job) => this.inJob(() => this.processBatch(parseBarsJob(job.data))), {
       connection: duplicateRedis(this.redis, this.log),
       prefix: this.keys.queuePrefix(),
       concurrency: 1,
@@ -361,9 +362,21 @@ export class WriterService {
     return { written, skipped };
   }
 
+  /** jobs in progress in this process (a stop waits for them) */
+  private jobsInProgress = 0;
+
+  private async inJob<T>(run: () => Promise<T>): Promise<T> {
+    this.jobsInProgress++;
+    try {
+      return await run();
+    } finally {
+      this.jobsInProgress--;
+    }
+  }
+
   async stop(): Promise<void> {
-    // Worker.close waits for the job in progress to finish.
-    await this.worker?.close();
+    // the job in progress is finished first (closeWorker: Worker.close, bounded only once no job runs)
+    if (this.worker) await closeWorker(this.worker, () => this.jobsInProgress > 0, this.log);
     await this.lease?.release();
     await this.fileLock?.release();
     this.log.info({ written: this.written, skipped: this.skipped }, 'writer stopped');
