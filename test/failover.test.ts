@@ -5,7 +5,17 @@ import { Redis } from 'ioredis';
 import calculateSlot from 'cluster-key-slot';
 import { makeKeys, partitionOf, type Keys } from '@candlewick/common';
 import { PrivateRedisCluster } from '@candlewick/cli';
-import { BUNDLED_TAPE, klineProblems, runCli, tempDir, uniquePrefix, waitFor } from './helpers.js';
+import {
+  BUNDLED_TAPE,
+  type CliProcess,
+  finishCli,
+  klineProblems,
+  startCli,
+  stopForGood,
+  tempDir,
+  uniquePrefix,
+  waitFor,
+} from './helpers.js';
 
 /**
  * A Redis Cluster with replicas (3 masters, 3 replicas, AOF everysec): the master holding the
@@ -104,26 +114,25 @@ async function failover(
     return r;
   });
   let paused: { kill(): void } | undefined;
+  let cli: CliProcess | undefined;
+  let ended = false;
   try {
     const dataDir = tempDir('failover-out');
-    const run = runCli(
-      ['stack'],
-      {
-        REDIS_URL: url,
-        REDIS_CLUSTER: 'on',
-        KEY_PREFIX: prefix,
-        DATA_DIR: dataDir,
-        EXIT_WHEN_IDLE_MS: '2000',
-        REPLAY_TAPE: BUNDLED_TAPE,
-        // the tape's ~60 hours paced to about `replayS`: the kill and the failover fall in the middle
-        REPLAY_SPEED: String(Math.round(216_000 / replayS)),
-        REPLAY_SHIFT: 'false',
-        STREAM_PARTITIONS: String(partitions),
-        AGGREGATORS: '2',
-        ...env,
-      },
-      (replayS + nodeTimeoutMs / 1000 + 120) * 1000,
-    );
+    cli = startCli(['stack'], {
+      REDIS_URL: url,
+      REDIS_CLUSTER: 'on',
+      KEY_PREFIX: prefix,
+      DATA_DIR: dataDir,
+      EXIT_WHEN_IDLE_MS: '2000',
+      REPLAY_TAPE: BUNDLED_TAPE,
+      // the tape's ~60 hours paced to about `replayS`: the kill and the failover fall in the middle
+      REPLAY_SPEED: String(Math.round(216_000 / replayS)),
+      REPLAY_SHIFT: 'false',
+      STREAM_PARTITIONS: String(partitions),
+      AGGREGATORS: '2',
+      ...env,
+    });
+    const run = finishCli(cli, ['stack'], (replayS + nodeTimeoutMs / 1000 + 120) * 1000);
     const victimPort = (await masterOf(probes[0]!, slot))!;
     const victim = cluster.servers.find((s) => s.port === victimPort)!;
     const onVictim = probes[cluster.servers.indexOf(victim)]!;
@@ -150,8 +159,11 @@ async function failover(
     );
     const electedAt = Date.now();
     const res = await run;
+    ended = true;
     return { res, dataDir, killedAt, electedAt };
   } finally {
+    // a test that failed before the stack's end does not leave it (and its roles) running
+    if (cli && !ended) await stopForGood(cli);
     paused?.kill(); // SIGKILL: it never wakes
     for (const r of probes) r.disconnect();
     await cluster.stop();
