@@ -60,6 +60,31 @@ for (const [name, value] of [
 }
 afterAll(() => rmSync(secretsDir, { recursive: true, force: true }));
 
+/**
+ * `docker compose -f … --profile replay config -q` on `files`, with the secret files and `vars` in a
+ * clean environment and an env file of its own (a developer's .env changes nothing); undefined where
+ * no compose tool runs: the parse checks are what can run there (CI installs one).
+ */
+function composeConfig(files: string[], vars: Record<string, string>) {
+  const tool = composeCommand();
+  if (!tool) {
+    expect(DOCKER_REQUIRED, 'CANDLEWICK_REQUIRE_DOCKER=1 but neither `docker compose` nor `docker-compose` runs').toBe(false);
+    return undefined;
+  }
+  const [cmd, ...pre] = tool;
+  const envFile = join(secretsDir, 'compose.env');
+  writeFileSync(envFile, '');
+  const secrets = Object.fromEntries(Object.entries(SECRETS).map(([k, s]) => [k, secretFiles[s]!]));
+  return spawnSync(
+    cmd!,
+    [...pre, '--env-file', envFile, ...files.flatMap((f) => ['-f', join(ROOT, f)]), '--profile', 'replay', 'config', '-q'],
+    {
+      env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', ...secrets, ...vars },
+      encoding: 'utf8',
+    },
+  );
+}
+
 describe('docker-compose.yml, .env.example and Dockerfile', () => {
   it('every candlewick service runs a real CLI role with variables the configuration knows, and values it accepts', () => {
     const roles = new Set<string>(ROLES);
@@ -194,25 +219,10 @@ describe('docker-compose.yml, .env.example and Dockerfile', () => {
   });
 
   it('the compose tool accepts the file', () => {
-    const tool = composeCommand();
-    if (!tool) {
-      // no compose tool here: the parse checks above are what can run (CI installs one)
-      expect(DOCKER_REQUIRED, 'CANDLEWICK_REQUIRE_DOCKER=1 but neither `docker compose` nor `docker-compose` runs').toBe(false);
-      return;
-    }
-    const [cmd, ...pre] = tool;
-    // an env file of its own, so a developer's .env changes nothing
-    const envFile = join(secretsDir, 'compose.env');
-    writeFileSync(envFile, '');
-    const config = (vars: Record<string, string>) =>
-      spawnSync(cmd!, [...pre, '--env-file', envFile, '-f', join(ROOT, 'docker-compose.yml'), '--profile', 'replay', 'config', '-q'], {
-        env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', ...vars },
-        encoding: 'utf8',
-      });
-    const files = Object.fromEntries(Object.entries(SECRETS).map(([k, s]) => [k, secretFiles[s]!]));
-    const ok = config({ ...files, ...replayLine().env });
-    expect(ok.stderr).toBe('');
-    expect(ok.status).toBe(0);
+    const r = composeConfig(['docker-compose.yml'], replayLine().env);
+    if (!r) return;
+    expect(r.stderr).toBe('');
+    expect(r.status).toBe(0);
   });
 });
 
@@ -290,29 +300,8 @@ describe('docker-compose.ha.yml (Redis with a replica and three Sentinels, on to
     const line = replayLine('docker-compose.ha.yml');
     expect(line.files).toEqual(['docker-compose.yml', 'docker-compose.ha.yml']);
     expect(line.env).toEqual(replayLine().env);
-    const tool = composeCommand();
-    if (!tool) {
-      expect(DOCKER_REQUIRED, 'CANDLEWICK_REQUIRE_DOCKER=1 but neither `docker compose` nor `docker-compose` runs').toBe(false);
-      return;
-    }
-    const [cmd, ...pre] = tool;
-    const envFile = join(secretsDir, 'compose-ha.env');
-    writeFileSync(envFile, '');
-    const files = Object.fromEntries(Object.entries(SECRETS).map(([k, s]) => [k, secretFiles[s]!]));
-    const r = spawnSync(
-      cmd!,
-      [...pre, '--env-file', envFile, ...line.files.flatMap((f) => ['-f', join(ROOT, f)]), '--profile', 'replay', 'config', '-q'],
-      {
-        env: {
-          PATH: process.env.PATH ?? '',
-          HOME: process.env.HOME ?? '',
-          ...files,
-          HTTP_TOKEN_FILE: secretFiles.http_token!,
-          ...line.env,
-        },
-        encoding: 'utf8',
-      },
-    );
+    const r = composeConfig(line.files, { HTTP_TOKEN_FILE: secretFiles.http_token!, ...line.env });
+    if (!r) return;
     expect(r.stderr).toBe('');
     expect(r.status).toBe(0);
   });
