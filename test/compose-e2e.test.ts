@@ -1,9 +1,10 @@
-import { spawnSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { chmodSync, existsSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { csvOutputs, ROOT, runCli, tempDir } from './helpers.js';
+import { makeKeys } from '@candlewick/common';
+import { csvOutputs, klineProblems, ROOT, runCli, tempDir, waitFor } from './helpers.js';
 import {
   composeCommand,
   docker,
@@ -21,8 +22,10 @@ import {
  * The README's compose commands on a real Docker engine: the image built from the Dockerfile, the
  * stack up with the replay profile and three aggregators, every container healthy, and every CSV
  * byte for byte what `candlewick stack` writes from the same bundled tape; then everything torn
- * down. The test talks only to the Docker engine's socket, to its own containers (through
- * `docker inspect` and the bind-mounted data folder; no port is published) and to loopback (the
+ * down. Then the same with docker-compose.ha.yml on top (a master, a replica, three Sentinels), the
+ * master container killed mid-replay: every role follows the promoted replica, every bar exact. The
+ * test talks only to the Docker engine's socket, to its own containers (through `docker inspect`,
+ * `docker exec` and the bind-mounted data folder; no Redis port is published) and to loopback (the
  * reference stack). Building the image runs `npm ci`, which reaches the npm registry, as npm does.
  */
 
@@ -33,12 +36,17 @@ if (problem && !DOCKER_REQUIRED) {
 
 /** The replay line of docker-compose.yml and the README: what a user types in front of `docker compose … up`. */
 const REPLAY = replayLine();
-const REPLAY_ENV = REPLAY.env;
 const AGGREGATORS = REPLAY.aggregators;
 /** redis, replay-server, ingestor, closer, writer, backfill, serve and the aggregators: all long-running and health-checked */
 const SERVICES = 7 + AGGREGATORS;
 /** the chart page's token (secrets/http_token) */
 const HTTP_TOKEN = randomBytes(12).toString('hex');
+/** the stream partitions of docker-compose.yml (its default STREAM_PARTITIONS) */
+const PARTITIONS = Number(
+  /STREAM_PARTITIONS: \$\{STREAM_PARTITIONS:-(\d+)\}/.exec(readFileSync(join(ROOT, 'docker-compose.yml'), 'utf8'))![1],
+);
+/** the tape's trades */
+const TAPE_TRADES = 12477;
 
 const secs = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
 
@@ -54,39 +62,52 @@ function difference(got: string | undefined, want: string): string {
   return `line ${i + 1}: ${JSON.stringify(g[i] ?? null)}, stack: ${JSON.stringify(w[i] ?? null)}`;
 }
 
-describe.skipIf(problem !== undefined && !DOCKER_REQUIRED)('docker compose, end to end on a Docker engine', () => {
-  // a project and an image of this run only, so nothing of a user's own deployment is touched
-  const project = `cw-e2e-${process.pid}-${randomBytes(3).toString('hex')}`;
-  const image = `candlewick-e2e:${project}`;
-  const dir = tempDir('compose');
+const measured: string[] = [];
+const note = (line: string) => {
+  measured.push(line);
+  console.log(`compose e2e: ${line}`);
+};
+
+// set in the outer beforeAll: the compose tool, the image built for this run, and what `npm start` writes
+let compose: string[] = [];
+const image = `candlewick-e2e:${process.pid}-${randomBytes(3).toString('hex')}`;
+let reference = new Map<string, string>();
+
+interface Container {
+  name: string;
+  service: string;
+  status: string;
+  exit: number;
+  health: string;
+  restarts: number;
+}
+
+/**
+ * A compose project of this run only (its own name, secrets, .env and data folder), so nothing of a
+ * user's own deployment is touched, run with the files and variables of a replay line, plus `extra`
+ * files (test settings).
+ */
+function composeProject(label: string, line: ReturnType<typeof replayLine>, extra: string[] = []) {
+  const project = `cw-${label}-${process.pid}-${randomBytes(3).toString('hex')}`;
+  const dir = tempDir(`compose-${label}`);
   // not created here: Docker creates a missing bind-mount source owned by root, as on a fresh clone
   const dataDir = join(dir, 'data');
   const envFile = join(dir, 'compose.env');
-  const measured: string[] = [];
-  let compose: string[] = [];
-  let imagesBefore = new Set<string>();
-  let reference = new Map<string, string>();
-  let upAt = 0;
-  let healthyAt = 0;
+  const files = [...line.files.map((f) => join(ROOT, f)), ...extra.map((f) => join(dir, f))];
 
-  const note = (line: string) => {
-    measured.push(line);
-    console.log(`compose e2e: ${line}`);
-  };
-
-  /** compose with this run's files and project, and a clean environment: nothing of the caller's shell leaks in. */
-  function composeRun(args: string[], timeout = 300_000) {
-    const env: Record<string, string> = { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', ...REPLAY_ENV };
+  /** compose with this project's files and a clean environment: nothing of the caller's shell leaks in. */
+  function run(args: string[], timeout = 300_000) {
+    const env: Record<string, string> = { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', ...line.env };
     for (const k of ['DOCKER_HOST', 'DOCKER_CONFIG', 'DOCKER_CONTEXT', 'DOCKER_CERT_PATH', 'DOCKER_TLS_VERIFY']) {
       if (process.env[k]) env[k] = process.env[k]!;
     }
     const [cmd, ...pre] = compose;
-    const full = [...pre, '--env-file', envFile, '-f', join(ROOT, 'docker-compose.yml'), '-p', project, '--profile', 'replay', ...args];
+    const full = [...pre, '--env-file', envFile, ...files.flatMap((f) => ['-f', f]), '-p', project, '--profile', 'replay', ...args];
     return spawnSync(cmd!, full, { encoding: 'utf8', env, timeout });
   }
 
-  function composeOk(args: string[], timeout?: number): string {
-    const r = composeRun(args, timeout);
+  function ok(args: string[], timeout?: number): string {
+    const r = run(args, timeout);
     if (r.status !== 0)
       throw new Error(
         `${compose.join(' ')} ${args.join(' ')} failed (${r.error?.message ?? `exit ${r.status}`}):\n${r.stdout}\n${r.stderr}`,
@@ -95,7 +116,7 @@ describe.skipIf(problem !== undefined && !DOCKER_REQUIRED)('docker compose, end 
   }
 
   /** service, state, exit code and health of every container of the project */
-  function containers(): { name: string; service: string; status: string; exit: number; health: string; restarts: number }[] {
+  function containers(): Container[] {
     const ids = dockerQuiet(['ps', '-a', '-q', '--filter', `label=com.docker.compose.project=${project}`])
       .split('\n')
       .filter(Boolean);
@@ -118,38 +139,20 @@ describe.skipIf(problem !== undefined && !DOCKER_REQUIRED)('docker compose, end 
       });
   }
 
+  /** the one container of a service */
+  function container(service: string): string {
+    const c = containers().find((c) => c.service === service);
+    if (!c) throw new Error(`no container of ${service} in ${project}`);
+    return c.name;
+  }
+
   function logs(services: string[] = [], tail = 40): string {
-    const r = composeRun(['logs', '--no-color', '--tail', String(tail), ...services], 60_000);
+    const r = run(['logs', '--no-color', '--tail', String(tail), ...services], 60_000);
     return `${r.stdout}${r.stderr}`;
   }
 
-  beforeAll(async () => {
-    if (problem) throw new Error(`CANDLEWICK_REQUIRE_DOCKER=1, but ${problem}`);
-    compose = composeCommand()!;
-    note(`engine ${docker(['version', '--format', '{{.Server.Version}}'])}, compose: ${compose.join(' ')}`);
-
-    let t = Date.now();
-    ensureBaseImages(['node:20-bookworm-slim', 'redis:7-alpine']);
-    note(`base images ready in ${secs(Date.now() - t)}`);
-
-    // what `npm start` writes from the bundled tape
-    const refDir = join(dir, 'reference');
-    const stack = await runCli(['stack'], { DATA_DIR: refDir, LOG_LEVEL: 'warn' });
-    if (stack.code !== 0) throw new Error(`the reference stack failed (exit ${stack.code}):\n${stack.stdout}\n${stack.stderr}`);
-    reference = csvOutputs(refDir);
-
-    imagesBefore = imageIds();
-    t = Date.now();
-    // --force-rm: the legacy builder keeps a failed step's container otherwise
-    const build = spawnSync(DOCKER, ['build', '--force-rm', '-t', image, ROOT], { encoding: 'utf8', timeout: 15 * 60_000 });
-    if (build.status !== 0)
-      throw new Error(
-        `docker build failed (${build.error?.message ?? `exit ${build.status}`}):\n${`${build.stdout}\n${build.stderr}`.slice(-6000)}`,
-      );
-    const size = Number(docker(['image', 'inspect', '-f', '{{.Size}}', image]));
-    note(`image built in ${secs(Date.now() - t)}, ${(size / 1e6).toFixed(0)} MB`);
-
-    // what a user's .env and secrets/ hold
+  /** What a user's .env and secrets/ hold; then `up` with the line's aggregators. */
+  function up(): void {
     // readable by the containers' uid 1000 whatever this process's umask
     const secret = (name: string, value: string) => {
       writeFileSync(join(dir, name), value);
@@ -172,14 +175,12 @@ describe.skipIf(problem !== undefined && !DOCKER_REQUIRED)('docker compose, end 
         .map(([k, v]) => `${k}=${v}\n`)
         .join(''),
     );
+    ok(['up', '-d', '--no-build', '--scale', `aggregator=${line.aggregators}`]);
+  }
 
-    upAt = Date.now();
-    composeOk(['up', '-d', '--no-build', '--scale', `aggregator=${AGGREGATORS}`]);
-  }, 30 * 60_000);
-
-  afterAll(async () => {
-    if (problem) return;
-    if (compose.length) composeRun(['down', '-v', '--remove-orphans', '-t', '20']);
+  /** Down with its volumes, its folder removed; throws naming anything of the project left behind. */
+  function down(): void {
+    if (compose.length) run(['down', '-v', '--remove-orphans', '-t', '20']);
     // the writer's files belong to uid 1000: where this test is not root or that user, remove them as root in a container
     try {
       rmSync(dir, { recursive: true, force: true });
@@ -188,124 +189,392 @@ describe.skipIf(problem !== undefined && !DOCKER_REQUIRED)('docker compose, end 
         dockerQuiet(['run', '--rm', '--user', '0', '--entrypoint', 'rm', '-v', `${dataDir}:/data`, image, '-rf', '/data/raw']);
       rmSync(dir, { recursive: true, force: true });
     }
-    dockerQuiet(['rmi', image]);
-    removeNewDanglingImages(imagesBefore);
-    console.log(`compose e2e measured:\n  ${measured.join('\n  ')}`);
     const left = [
       ...dockerQuiet(['ps', '-a', '-q', '--filter', `label=com.docker.compose.project=${project}`]).split('\n'),
       ...dockerQuiet(['network', 'ls', '-q', '--filter', `label=com.docker.compose.project=${project}`]).split('\n'),
       ...dockerQuiet(['volume', 'ls', '-q', '--filter', `label=com.docker.compose.project=${project}`]).split('\n'),
-      ...dockerQuiet(['images', '-q', image]).split('\n'),
     ].filter(Boolean);
     if (left.length) throw new Error(`left behind by compose project ${project}: ${left.join(' ')}`);
-  }, 5 * 60_000);
+  }
 
-  it(`comes up with ${AGGREGATORS} aggregators, and every container reports healthy`, async () => {
-    const until = Date.now() + 180_000;
-    let state = containers();
-    const ready = () =>
-      state.filter((c) => c.health === 'healthy').length === SERVICES &&
-      state.filter((c) => c.service === 'aggregator').length === AGGREGATORS &&
-      state.some((c) => c.service === 'data-init' && c.status === 'exited' && c.exit === 0);
-    // a role that keeps crashing will not become healthy: stop waiting at its third restart
-    const crashing = () => state.filter((c) => c.restarts >= 3).map((c) => c.name);
-    while (!ready() && Date.now() < until && crashing().length === 0) {
-      await new Promise((r) => setTimeout(r, 1000));
-      state = containers();
-    }
-    if (!ready()) console.log(`crash-looping: ${crashing().join(' ') || 'none'}\n${logs([], 30)}`);
-    expect(state.map((c) => `${c.service} ${c.status} ${c.health || `exit ${c.exit}`}`).sort()).toEqual(
-      [
-        'backfill running healthy',
-        'closer running healthy',
-        'data-init exited exit 0',
-        'ingestor running healthy',
-        'redis running healthy',
-        'replay-server running healthy',
-        'serve running healthy',
-        'writer running healthy',
-        ...Array.from({ length: AGGREGATORS }, () => 'aggregator running healthy'),
-      ].sort(),
-    );
-    healthyAt = Date.now();
-    note(`every container healthy ${secs(healthyAt - upAt)} after up`);
-  }, 200_000);
+  /** The CSV files as they are now (none before the writer's first row). */
+  const current = () => (existsSync(join(dataDir, 'raw')) ? csvOutputs(dataDir) : new Map<string, string>());
 
-  it("shows no secret: not in any container's configuration (docker inspect), not in Redis's process list", () => {
-    expect(healthyAt, 'the stack came up healthy').toBeGreaterThan(0);
-    const password = readFileSync(join(dir, 'redis_password'), 'utf8');
-    for (const c of containers()) {
-      expect(dockerQuiet(['inspect', '-f', '{{json .Config}} {{json .HostConfig}}', c.name]), c.name).not.toContain(password);
-    }
-    const redis = containers().find((c) => c.service === 'redis')!;
-    const top = dockerQuiet(['top', redis.name]);
-    expect(top).toContain('redis-server');
-    expect(top).not.toContain(password);
-  });
-
-  it('writes every CSV file byte for byte as `candlewick stack` does from the same tape', async () => {
-    expect(healthyAt, 'the stack came up healthy').toBeGreaterThan(0);
-    const current = () => (existsSync(join(dataDir, 'raw')) ? csvOutputs(dataDir) : new Map<string, string>());
-    const same = (a: Map<string, string>, b: Map<string, string>) => a.size === b.size && [...a].every(([k, v]) => b.get(k) === v);
-    // Done when the files equal the reference; otherwise once they have not changed for 30 s
-    // (the tape takes seconds), or 2 minutes after health at the latest.
-    const until = healthyAt + 120_000;
+  /**
+   * Waits until the files equal the reference; otherwise until they have not changed for 30 s
+   * (the tape takes seconds), or `until` at the latest. Returns them.
+   */
+  async function settledFiles(until: number): Promise<Map<string, string>> {
     let files = current();
     let lastChange = Date.now();
-    while (!same(files, reference) && Date.now() < until && Date.now() - lastChange < 30_000) {
+    while (!sameFiles(files, reference) && Date.now() < until && Date.now() - lastChange < 30_000) {
       await new Promise((r) => setTimeout(r, 500));
       const now = current();
-      if (!same(now, files)) lastChange = Date.now();
+      if (!sameFiles(now, files)) lastChange = Date.now();
       files = now;
     }
-    const rows = (m: Map<string, string>) => Object.fromEntries([...m].map(([k, v]) => [k, v.trimEnd().split('\n').length - 1]).sort());
-    // the writer's last append, by the files' own modification times (one kernel clock for host and containers)
-    const lastRow = Math.max(0, ...[...files.keys()].map((k) => statSync(join(dataDir, 'raw', k)).mtimeMs));
-    note(`CSV rows ${JSON.stringify(rows(files))} (stack: ${JSON.stringify(rows(reference))})`);
-    if (lastRow > 0) note(`last row written ${secs(lastRow - upAt)} after up`);
-    if (!same(files, reference)) {
-      for (const [name, text] of reference) if (files.get(name) !== text) note(`${name} differs: ${difference(files.get(name), text)}`);
-      console.log(logs(['writer', 'closer', 'ingestor'], 20));
-    }
-    // row counts first (readable when they differ), then every byte
-    expect(rows(files)).toEqual(rows(reference));
-    for (const [name, text] of reference) expect(files.get(name), name).toBe(text);
-  }, 200_000);
+    return files;
+  }
 
-  it("serves the chart page and the API on the host: the bars it returns are the files'", async () => {
-    expect(healthyAt, 'the stack came up healthy').toBeGreaterThan(0);
-    const port = composeOk(['port', 'serve', '8080']).trim().split(':').pop();
-    const base = `http://127.0.0.1:${port}`;
-    const auth = { authorization: `Bearer ${HTTP_TOKEN}` };
-    expect((await fetch(`${base}/healthz`)).status).toBe(200);
-    expect((await fetch(`${base}/api/meta`)).status).toBe(401);
-    const meta = (await (await fetch(`${base}/api/meta`, { headers: auth })).json()) as { symbols: string[] };
-    expect(meta.symbols).toEqual(['BINANCE:XRPETH']);
-    for (const [name, text] of reference) {
-      const [interval] = name.split('/');
-      const csv = await (
-        await fetch(`${base}/api/bars?symbol=BINANCE:XRPETH&interval=${interval}&from=0&limit=50000&format=csv`, { headers: auth })
-      ).text();
-      expect(csv, name).toBe(text);
-    }
-    const page = await (await fetch(`${base}/`, { headers: auth })).text();
-    expect(page).toContain('lightweight-charts.standalone.production.js');
-    const queues = (await (await fetch(`${base}/queues/api/queues`, { headers: auth })).json()) as { queues: { readOnlyMode: boolean }[] };
-    expect(queues.queues.map((q) => q.readOnlyMode)).toEqual([true, true]);
-    // the token is in no container's configuration
-    for (const c of containers()) expect(dockerQuiet(['inspect', '-f', '{{json .Config}}', c.name]), c.name).not.toContain(HTTP_TOKEN);
-  }, 60_000);
+  return { project, dir, dataDir, run, ok, containers, container, logs, up, down, settledFiles };
+}
 
-  it('stops cleanly: every role exits 0 on SIGTERM within its grace period', () => {
-    composeOk(['stop', '-t', '20'], 120_000);
-    const state = containers();
-    expect(state.filter((c) => c.exit !== 0).map((c) => `${c.name}: exit ${c.exit}`)).toEqual([]);
-    // no anonymous volumes: only the named Redis volume belongs to the project
-    const volumes = state.flatMap((c) =>
-      dockerQuiet(['inspect', '-f', '{{range .Mounts}}{{.Type}}:{{.Name}} {{end}}', c.name])
-        .split(' ')
-        .filter((m) => m.startsWith('volume:')),
-    );
-    expect([...new Set(volumes)]).toEqual([`volume:${project}_redis-data`]);
-  }, 150_000);
+const sameFiles = (a: Map<string, string>, b: Map<string, string>) => a.size === b.size && [...a].every(([k, v]) => b.get(k) === v);
+/** data rows per file */
+const rows = (m: Map<string, string>) => Object.fromEntries([...m].map(([k, v]) => [k, v.trimEnd().split('\n').length - 1]).sort());
+
+/** Row counts first (readable when they differ), then every byte: the files are the reference stack's. */
+function expectReferenceFiles(files: Map<string, string>): void {
+  if (!sameFiles(files, reference))
+    for (const [name, text] of reference) if (files.get(name) !== text) note(`${name} differs: ${difference(files.get(name), text)}`);
+  expect(rows(files)).toEqual(rows(reference));
+  for (const [name, text] of reference) expect(files.get(name), name).toBe(text);
+}
+
+describe.skipIf(problem !== undefined && !DOCKER_REQUIRED)('docker compose on a Docker engine', () => {
+  let imagesBefore = new Set<string>();
+
+  beforeAll(async () => {
+    if (problem) throw new Error(`CANDLEWICK_REQUIRE_DOCKER=1, but ${problem}`);
+    compose = composeCommand()!;
+    note(`engine ${docker(['version', '--format', '{{.Server.Version}}'])}, compose: ${compose.join(' ')}`);
+
+    let t = Date.now();
+    ensureBaseImages(['node:20-bookworm-slim', 'redis:7-alpine']);
+    note(`base images ready in ${secs(Date.now() - t)}`);
+
+    // what `npm start` writes from the bundled tape
+    const refDir = tempDir('compose-reference');
+    const stack = await runCli(['stack'], { DATA_DIR: refDir, LOG_LEVEL: 'warn' });
+    if (stack.code !== 0) throw new Error(`the reference stack failed (exit ${stack.code}):\n${stack.stdout}\n${stack.stderr}`);
+    reference = csvOutputs(refDir);
+    rmSync(refDir, { recursive: true, force: true });
+
+    imagesBefore = imageIds();
+    t = Date.now();
+    // --force-rm: the legacy builder keeps a failed step's container otherwise
+    const build = spawnSync(DOCKER, ['build', '--force-rm', '-t', image, ROOT], { encoding: 'utf8', timeout: 15 * 60_000 });
+    if (build.status !== 0)
+      throw new Error(
+        `docker build failed (${build.error?.message ?? `exit ${build.status}`}):\n${`${build.stdout}\n${build.stderr}`.slice(-6000)}`,
+      );
+    const size = Number(docker(['image', 'inspect', '-f', '{{.Size}}', image]));
+    note(`image built in ${secs(Date.now() - t)}, ${(size / 1e6).toFixed(0)} MB`);
+  }, 30 * 60_000);
+
+  afterAll(() => {
+    if (problem) return;
+    dockerQuiet(['rmi', image]);
+    removeNewDanglingImages(imagesBefore);
+    console.log(`compose e2e measured:\n  ${measured.join('\n  ')}`);
+    const left = dockerQuiet(['images', '-q', image]);
+    if (left) throw new Error(`image ${image} left behind`);
+  }, 5 * 60_000);
+
+  describe('docker-compose.yml, end to end', () => {
+    const p = composeProject('e2e', REPLAY);
+    const { project, dir, dataDir, containers } = p;
+    let upAt = 0;
+    let healthyAt = 0;
+
+    beforeAll(() => {
+      upAt = Date.now();
+      p.up();
+    }, 10 * 60_000);
+
+    afterAll(() => p.down(), 5 * 60_000);
+
+    it(`comes up with ${AGGREGATORS} aggregators, and every container reports healthy`, async () => {
+      const until = Date.now() + 180_000;
+      let state = containers();
+      const ready = () =>
+        state.filter((c) => c.health === 'healthy').length === SERVICES &&
+        state.filter((c) => c.service === 'aggregator').length === AGGREGATORS &&
+        state.some((c) => c.service === 'data-init' && c.status === 'exited' && c.exit === 0);
+      // a role that keeps crashing will not become healthy: stop waiting at its third restart
+      const crashing = () => state.filter((c) => c.restarts >= 3).map((c) => c.name);
+      while (!ready() && Date.now() < until && crashing().length === 0) {
+        await new Promise((r) => setTimeout(r, 1000));
+        state = containers();
+      }
+      if (!ready()) console.log(`crash-looping: ${crashing().join(' ') || 'none'}\n${p.logs([], 30)}`);
+      expect(state.map((c) => `${c.service} ${c.status} ${c.health || `exit ${c.exit}`}`).sort()).toEqual(
+        [
+          'backfill running healthy',
+          'closer running healthy',
+          'data-init exited exit 0',
+          'ingestor running healthy',
+          'redis running healthy',
+          'replay-server running healthy',
+          'serve running healthy',
+          'writer running healthy',
+          ...Array.from({ length: AGGREGATORS }, () => 'aggregator running healthy'),
+        ].sort(),
+      );
+      healthyAt = Date.now();
+      note(`every container healthy ${secs(healthyAt - upAt)} after up`);
+    }, 200_000);
+
+    it("shows no secret: not in any container's configuration (docker inspect), not in Redis's process list", () => {
+      expect(healthyAt, 'the stack came up healthy').toBeGreaterThan(0);
+      const password = readFileSync(join(dir, 'redis_password'), 'utf8');
+      for (const c of containers()) {
+        expect(dockerQuiet(['inspect', '-f', '{{json .Config}} {{json .HostConfig}}', c.name]), c.name).not.toContain(password);
+      }
+      const redis = containers().find((c) => c.service === 'redis')!;
+      const top = dockerQuiet(['top', redis.name]);
+      expect(top).toContain('redis-server');
+      expect(top).not.toContain(password);
+    });
+
+    it('writes every CSV file byte for byte as `candlewick stack` does from the same tape', async () => {
+      expect(healthyAt, 'the stack came up healthy').toBeGreaterThan(0);
+      // 2 minutes after health at the latest
+      const files = await p.settledFiles(healthyAt + 120_000);
+      // the writer's last append, by the files' own modification times (one kernel clock for host and containers)
+      const lastRow = Math.max(0, ...[...files.keys()].map((k) => statSync(join(dataDir, 'raw', k)).mtimeMs));
+      note(`CSV rows ${JSON.stringify(rows(files))} (stack: ${JSON.stringify(rows(reference))})`);
+      if (lastRow > 0) note(`last row written ${secs(lastRow - upAt)} after up`);
+      if (!sameFiles(files, reference)) console.log(p.logs(['writer', 'closer', 'ingestor'], 20));
+      expectReferenceFiles(files);
+    }, 200_000);
+
+    it("serves the chart page and the API on the host: the bars it returns are the files'", async () => {
+      expect(healthyAt, 'the stack came up healthy').toBeGreaterThan(0);
+      const port = p.ok(['port', 'serve', '8080']).trim().split(':').pop();
+      const base = `http://127.0.0.1:${port}`;
+      const auth = { authorization: `Bearer ${HTTP_TOKEN}` };
+      expect((await fetch(`${base}/healthz`)).status).toBe(200);
+      expect((await fetch(`${base}/api/meta`)).status).toBe(401);
+      const meta = (await (await fetch(`${base}/api/meta`, { headers: auth })).json()) as { symbols: string[] };
+      expect(meta.symbols).toEqual(['BINANCE:XRPETH']);
+      for (const [name, text] of reference) {
+        const [interval] = name.split('/');
+        const csv = await (
+          await fetch(`${base}/api/bars?symbol=BINANCE:XRPETH&interval=${interval}&from=0&limit=50000&format=csv`, { headers: auth })
+        ).text();
+        expect(csv, name).toBe(text);
+      }
+      const page = await (await fetch(`${base}/`, { headers: auth })).text();
+      expect(page).toContain('lightweight-charts.standalone.production.js');
+      const queues = (await (await fetch(`${base}/queues/api/queues`, { headers: auth })).json()) as {
+        queues: { readOnlyMode: boolean }[];
+      };
+      expect(queues.queues.map((q) => q.readOnlyMode)).toEqual([true, true]);
+      // the token is in no container's configuration
+      for (const c of containers()) expect(dockerQuiet(['inspect', '-f', '{{json .Config}}', c.name]), c.name).not.toContain(HTTP_TOKEN);
+    }, 60_000);
+
+    it('stops cleanly: every role exits 0 on SIGTERM within its grace period', () => {
+      p.ok(['stop', '-t', '20'], 120_000);
+      const state = containers();
+      expect(state.filter((c) => c.exit !== 0).map((c) => `${c.name}: exit ${c.exit}`)).toEqual([]);
+      // no anonymous volumes: only the named Redis volume belongs to the project
+      const volumes = state.flatMap((c) =>
+        dockerQuiet(['inspect', '-f', '{{range .Mounts}}{{.Type}}:{{.Name}} {{end}}', c.name])
+          .split(' ')
+          .filter((m) => m.startsWith('volume:')),
+      );
+      expect([...new Set(volumes)]).toEqual([`volume:${project}_redis-data`]);
+    }, 150_000);
+  });
+
+  describe('docker-compose.ha.yml: a replica and three Sentinels, the master container killed mid-replay', () => {
+    const HA = replayLine('docker-compose.ha.yml');
+    const p = composeProject('ha', HA, ['pace.yml']);
+    const keys = makeKeys('cw');
+    /** the services that run a role and talk to Redis (the replay server does not) */
+    const ROLES = ['ingestor', 'aggregator', 'closer', 'writer', 'backfill', 'serve'];
+    const names = new Map<string, string>();
+    const name = (service: string) => {
+      if (!names.has(service)) names.set(service, p.container(service));
+      return names.get(service)!;
+    };
+    let killedAt = 0;
+    let filesExact = false;
+
+    /** redis-cli in a container of the project, with the password from its secret file: one command a line, the raw replies */
+    function redisCli(service: string, commands: string[], port = 6379): string {
+      return execFileSync(
+        DOCKER,
+        [
+          'exec',
+          '-i',
+          name(service),
+          'sh',
+          '-c',
+          'REDISCLI_AUTH="$(cat /run/secrets/redis_password)" exec redis-cli -p "$0"',
+          String(port),
+        ],
+        { input: `${commands.join('\n')}\n`, encoding: 'utf8', timeout: 30_000, stdio: ['pipe', 'pipe', 'pipe'] },
+      );
+    }
+
+    /** trades in, merged and late as a node holds them, summed over the partitions; undefined while it cannot say */
+    function counters(service: string): { in: number; merged: number; late: number } | undefined {
+      const fields = [
+        ['in', (q: number) => keys.clock(q)],
+        ['merged', (q: number) => keys.partitionStats(q)],
+        ['late', (q: number) => keys.partitionStats(q)],
+      ] as const;
+      const commands = fields.flatMap(([field, key]) => Array.from({ length: PARTITIONS }, (_, q) => `HGET ${key(q)} ${field}`));
+      let out: string[];
+      try {
+        out = redisCli(service, commands).split('\n').slice(0, commands.length);
+      } catch {
+        return undefined;
+      }
+      if (out.length < commands.length || out.some((v) => !/^\d*$/.test(v))) return undefined;
+      const sum = (i: number) => out.slice(i * PARTITIONS, (i + 1) * PARTITIONS).reduce((s, v) => s + Number(v || 0), 0);
+      return { in: sum(0), merged: sum(1), late: sum(2) };
+    }
+
+    /** the master the Sentinels name now */
+    const sentinelMaster = () => redisCli('sentinel-1', ['SENTINEL GET-MASTER-ADDR-BY-NAME mymaster'], 26379).split('\n')[0];
+
+    beforeAll(() => {
+      // test settings: the tape at 10,000× its recorded pace (~20 s), each trade with its recorded
+      // time (so the bars are the reference's), so that the kill lands mid-replay
+      writeFileSync(
+        join(p.dir, 'pace.yml'),
+        "services:\n  replay-server:\n    environment:\n      REPLAY_SPEED: '10000'\n      REPLAY_SHIFT: 'false'\n",
+      );
+      p.up();
+    }, 10 * 60_000);
+
+    afterAll(() => p.down(), 5 * 60_000);
+
+    it('the master killed (docker kill) a quarter into the replay: the Sentinels promote the replica, and trades flow again', async () => {
+      await waitFor(() => (counters('redis-replica')?.in ?? 0) > 3000, 240_000, 'a quarter of the tape ingested (read on the replica)');
+      const atKill = counters('redis-replica')!.in;
+      killedAt = Date.now();
+      docker(['kill', name('redis')]);
+      await waitFor(() => sentinelMaster() === 'redis-replica', 60_000, 'the Sentinels to promote redis-replica');
+      const promotedMs = Date.now() - killedAt;
+      // what the replica had when it was promoted (all the master could send it): only the roles
+      // writing to it as the new master raise it now
+      const atPromotion = counters('redis-replica')!.in;
+      await waitFor(() => (counters('redis-replica')?.in ?? 0) > atPromotion, 60_000, 'trades flowing into the promoted replica');
+      const resumedMs = Date.now() - killedAt;
+      note(
+        `HA: master killed with ${atKill} of ${TAPE_TRADES} trades ingested; replica promoted ${secs(promotedMs)} after the kill, trades flowing again ${secs(resumedMs)} after it`,
+      );
+      // the kill landed mid-replay: most of the tape came after it
+      expect(atKill).toBeLessThan(TAPE_TRADES / 2);
+      expect(promotedMs).toBeLessThan(30_000);
+    }, 360_000);
+
+    it("every bar exact: the files byte for byte those of `candlewick stack`, equal to Binance's klines; trades in = merged", async () => {
+      expect(killedAt, 'the master was killed mid-replay').toBeGreaterThan(0);
+      const files = await p.settledFiles(Date.now() + 180_000);
+      note(`HA: CSV rows ${JSON.stringify(rows(files))}`);
+      if (!sameFiles(files, reference)) console.log(p.logs(['writer', 'closer', 'ingestor'], 30));
+      expectReferenceFiles(files);
+      expect(klineProblems(p.dataDir)).toEqual([]);
+      expect(counters('redis-replica')).toEqual({ in: TAPE_TRADES, merged: TAPE_TRADES, late: 0 });
+      filesExact = true;
+    }, 240_000);
+
+    it('every role healthy again, and said the failover once: one WARN when it started, one "Redis is back", no ERROR, no stack trace', async () => {
+      expect(filesExact, 'every bar exact').toBe(true);
+      // /healthz fails while Redis is away; the next check after it is back passes
+      const format = (c: Container) =>
+        `${c.service} ${c.status === 'running' ? `running ${c.health}` : `exit ${c.exit}`} restarts ${c.restarts}`;
+      const expected = [
+        'backfill running healthy restarts 0',
+        'closer running healthy restarts 0',
+        'data-init exit 0 restarts 0',
+        'ingestor running healthy restarts 0',
+        // docker kill is a stop by hand for Docker: `restart: unless-stopped` leaves it down
+        'redis exit 137 restarts 0',
+        'redis-replica running healthy restarts 0',
+        'replay-server running healthy restarts 0',
+        'sentinel-1 running healthy restarts 0',
+        'sentinel-2 running healthy restarts 0',
+        'sentinel-3 running healthy restarts 0',
+        'serve running healthy restarts 0',
+        'writer running healthy restarts 0',
+        ...Array.from({ length: HA.aggregators }, () => 'aggregator running healthy restarts 0'),
+      ].sort();
+      let state = p.containers().map(format).sort();
+      const until = Date.now() + 60_000;
+      while (JSON.stringify(state) !== JSON.stringify(expected) && Date.now() < until) {
+        await new Promise((r) => setTimeout(r, 1000));
+        state = p.containers().map(format).sort();
+      }
+      expect(state).toEqual(expected);
+
+      const said: Record<string, string> = {};
+      const outages: number[] = [];
+      for (const c of p.containers().filter((c) => ROLES.includes(c.service) || c.service === 'replay-server')) {
+        const log = spawnSync(DOCKER, ['logs', c.name], { encoding: 'utf8', maxBuffer: 64 << 20 });
+        const text = `${log.stdout}${log.stderr}`;
+        const count = (re: RegExp) => text.match(re)?.length ?? 0;
+        const errors = text.split('\n').filter((l) => /"level":(50|60)\b/.test(l));
+        for (const m of text.matchAll(/"downS":([\d.]+),"msg":"Redis is back"/g)) outages.push(Number(m[1]));
+        if (errors.length) console.log(`${c.name}:\n${errors.slice(0, 5).join('\n')}`);
+        said[c.name] = [
+          ...(c.service === 'replay-server' ? [] : [`lost ${count(/lost the connection to Redis/g)}`, `back ${count(/"Redis is back"/g)}`]),
+          `errors ${errors.length}`,
+          `stack traces ${count(/\n\s+at .*\(.*\.js:\d+:\d+\)/g)}`,
+        ].join(', ');
+      }
+      expect(said).toEqual(
+        Object.fromEntries(
+          Object.keys(said).map((n) => [
+            n,
+            n.includes('replay-server') ? 'errors 0, stack traces 0' : 'lost 1, back 1, errors 0, stack traces 0',
+          ]),
+        ),
+      );
+      if (outages.length) note(`HA: each role's outage, by its "Redis is back": ${Math.min(...outages)}–${Math.max(...outages)} s`);
+      const sentinel = spawnSync(DOCKER, ['logs', name('sentinel-1')], { encoding: 'utf8' });
+      expect(`${sentinel.stdout}${sentinel.stderr}`).toMatch(/\+switch-master mymaster redis 6379 redis-replica 6379/);
+    }, 120_000);
+
+    it('the killed master, started again, comes back as a replica of the promoted one with every trade, and keeps that role', async () => {
+      expect(filesExact, 'every bar exact').toBe(true);
+      const startedAt = Date.now();
+      p.ok(['start', 'redis']);
+      const replication = () => {
+        try {
+          return redisCli('redis', ['INFO replication']);
+        } catch {
+          return '';
+        }
+      };
+      const healthy = () => p.containers().find((c) => c.service === 'redis')?.health === 'healthy';
+      await waitFor(
+        () =>
+          /role:slave/.test(replication()) &&
+          /master_host:redis-replica\b/.test(replication()) &&
+          /master_link_status:up/.test(replication()) &&
+          healthy(),
+        120_000,
+        'the old master to follow redis-replica, healthy',
+      );
+      note(
+        `HA: the old master started again: a replica of redis-replica, in sync and healthy ${secs(Date.now() - startedAt)} after its start`,
+      );
+      expect(counters('redis')).toEqual({ in: TAPE_TRADES, merged: TAPE_TRADES, late: 0 });
+      // Sentinel rewrote its config file: a later restart keeps it a replica
+      expect(docker(['exec', name('redis'), 'grep', '^replicaof', '/data/redis.conf'])).toBe('replicaof redis-replica 6379');
+      expect(sentinelMaster()).toBe('redis-replica');
+    }, 180_000);
+
+    it('stops cleanly: every container exits 0; only the named volumes', () => {
+      expect(filesExact, 'every bar exact').toBe(true);
+      p.ok(['stop', '-t', '20'], 120_000);
+      const state = p.containers();
+      expect(state.filter((c) => c.exit !== 0).map((c) => `${c.name}: exit ${c.exit}`)).toEqual([]);
+      const volumes = state.flatMap((c) =>
+        dockerQuiet(['inspect', '-f', '{{range .Mounts}}{{.Type}}:{{.Name}} {{end}}', c.name])
+          .split(' ')
+          .filter((m) => m.startsWith('volume:')),
+      );
+      expect([...new Set(volumes)].sort()).toEqual(
+        ['redis-data', 'redis-replica-data', 'sentinel-1', 'sentinel-2', 'sentinel-3'].map((v) => `volume:${p.project}_${v}`),
+      );
+    }, 150_000);
+  });
 });

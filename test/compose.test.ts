@@ -60,6 +60,31 @@ for (const [name, value] of [
 }
 afterAll(() => rmSync(secretsDir, { recursive: true, force: true }));
 
+/**
+ * `docker compose -f … --profile replay config -q` on `files`, with the secret files and `vars` in a
+ * clean environment and an env file of its own (a developer's .env changes nothing); undefined where
+ * no compose tool runs: the parse checks are what can run there (CI installs one).
+ */
+function composeConfig(files: string[], vars: Record<string, string>) {
+  const tool = composeCommand();
+  if (!tool) {
+    expect(DOCKER_REQUIRED, 'CANDLEWICK_REQUIRE_DOCKER=1 but neither `docker compose` nor `docker-compose` runs').toBe(false);
+    return undefined;
+  }
+  const [cmd, ...pre] = tool;
+  const envFile = join(secretsDir, 'compose.env');
+  writeFileSync(envFile, '');
+  const secrets = Object.fromEntries(Object.entries(SECRETS).map(([k, s]) => [k, secretFiles[s]!]));
+  return spawnSync(
+    cmd!,
+    [...pre, '--env-file', envFile, ...files.flatMap((f) => ['-f', join(ROOT, f)]), '--profile', 'replay', 'config', '-q'],
+    {
+      env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', ...secrets, ...vars },
+      encoding: 'utf8',
+    },
+  );
+}
+
 describe('docker-compose.yml, .env.example and Dockerfile', () => {
   it('every candlewick service runs a real CLI role with variables the configuration knows, and values it accepts', () => {
     const roles = new Set<string>(ROLES);
@@ -194,24 +219,90 @@ describe('docker-compose.yml, .env.example and Dockerfile', () => {
   });
 
   it('the compose tool accepts the file', () => {
-    const tool = composeCommand();
-    if (!tool) {
-      // no compose tool here: the parse checks above are what can run (CI installs one)
-      expect(DOCKER_REQUIRED, 'CANDLEWICK_REQUIRE_DOCKER=1 but neither `docker compose` nor `docker-compose` runs').toBe(false);
-      return;
+    const r = composeConfig(['docker-compose.yml'], replayLine().env);
+    if (!r) return;
+    expect(r.stderr).toBe('');
+    expect(r.status).toBe(0);
+  });
+});
+
+describe('docker-compose.ha.yml (Redis with a replica and three Sentinels, on top of docker-compose.yml)', () => {
+  const haText = readFileSync(join(ROOT, 'docker-compose.ha.yml'), 'utf8');
+  const ha = parse(haText, { merge: true }) as {
+    services: Record<string, Service & { depends_on?: Record<string, { condition: string }> }>;
+  };
+  const sentinels = Object.keys(ha.services).filter((n) => n.startsWith('sentinel-'));
+  const roles = candlewick.map(([name]) => name).filter((n) => n !== 'replay-server');
+
+  it('every role finds the master through the three Sentinels, with the same password file, and waits for them to be healthy', () => {
+    expect(sentinels).toEqual(['sentinel-1', 'sentinel-2', 'sentinel-3']);
+    for (const role of roles) {
+      const svc = ha.services[role];
+      expect(svc, `${role} is pointed at the Sentinels`).toBeDefined();
+      const env = svc!.environment!;
+      expect(env.REDIS_SENTINELS, role).toBe(sentinels.map((s) => `${s}:26379`).join(','));
+      expect(env.REDIS_SENTINEL_PASSWORD_FILE, role).toBe('/run/secrets/redis_password');
+      for (const dep of [...sentinels, 'redis-replica'])
+        expect(svc!.depends_on?.[dep]?.condition, `${role} waits for ${dep}`).toBe('service_healthy');
+      // the merged environment loads as the container loads it
+      const merged = { ...services[role]!.environment!, ...env };
+      const vars = replayLine('docker-compose.ha.yml').env;
+      const resolved = Object.fromEntries(
+        Object.entries(merged).map(([k, v]) => [
+          k,
+          k in SECRETS || k === 'REDIS_SENTINEL_PASSWORD_FILE'
+            ? secretFiles[k === 'REDIS_SENTINEL_PASSWORD_FILE' ? 'redis_password' : SECRETS[k as keyof typeof SECRETS]]!
+            : k === 'HTTP_TOKEN_FILE'
+              ? secretFiles.http_token!
+              : interpolate(String(v), vars),
+        ]),
+      );
+      const cfg = loadConfig(resolved);
+      expect(cfg.redisSentinels, role).toEqual(sentinels.map((s) => `${s}:26379`));
     }
-    const [cmd, ...pre] = tool;
-    // an env file of its own, so a developer's .env changes nothing
-    const envFile = join(secretsDir, 'compose.env');
-    writeFileSync(envFile, '');
-    const config = (vars: Record<string, string>) =>
-      spawnSync(cmd!, [...pre, '--env-file', envFile, '-f', join(ROOT, 'docker-compose.yml'), '--profile', 'replay', 'config', '-q'], {
-        env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', ...vars },
-        encoding: 'utf8',
-      });
-    const files = Object.fromEntries(Object.entries(SECRETS).map(([k, s]) => [k, secretFiles[s]!]));
-    const ok = config({ ...files, ...replayLine().env });
-    expect(ok.stderr).toBe('');
-    expect(ok.status).toBe(0);
+  });
+
+  it('Redis nodes with AOF that announce their service names and keep their role in a file; Sentinels that agree by majority', () => {
+    for (const node of ['redis', 'redis-replica']) {
+      const svc = ha.services[node]!;
+      const cmd = svc.command!.join(' ');
+      expect(cmd, node).toMatch(/--appendonly yes --appendfsync everysec/);
+      expect(cmd, node).toContain('--replica-announce-ip "$$NODE_NAME"');
+      expect(cmd, node).toContain('--requirepass "$$pw" --masterauth "$$pw"');
+      // the role lives in the node's own file on its volume (Sentinel rewrites it), never on the command line
+      expect(cmd, node).not.toMatch(/--replicaof|--slaveof/);
+      expect(svc.environment!.NODE_NAME, node).toBe(node);
+      expect(svc.healthcheck!.test!.join(' '), node).toContain('master_link_status:up');
+    }
+    expect(ha.services['redis-replica']!.environment!.FIRST_ROLE).toBe('replicaof redis 6379');
+    expect(ha.services['redis-replica']!.volumes).toEqual(['redis-replica-data:/data']);
+    for (const s of sentinels) {
+      const svc = ha.services[s]!;
+      const cmd = svc.command!.join(' ');
+      // quorum 2 of 3: a majority must agree that the master is down
+      expect(cmd, s).toContain('sentinel monitor mymaster redis 6379 2');
+      expect(cmd, s).toMatch(/--sentinel resolve-hostnames yes --sentinel announce-hostnames yes --sentinel announce-ip "\$\$NODE_NAME"/);
+      expect(cmd, s).toContain('--sentinel auth-pass mymaster "$$pw"');
+      expect(svc.environment!.NODE_NAME, s).toBe(s);
+      expect(svc.volumes, s).toEqual([`${s}:/data`]);
+      expect(svc.healthcheck!.test!.join(' '), s).toContain('sentinel ckquorum mymaster');
+    }
+  });
+
+  it('the ingestor keeps what Redis acknowledged longer than a failover takes with these settings', () => {
+    const downAfter = Number(/down-after-milliseconds mymaster \$\{SENTINEL_DOWN_AFTER_MS:-(\d+)\}/.exec(haText)![1]);
+    const retain = loadConfig({ INGEST_RETAIN: interpolate(String(ha.services.ingestor!.environment!.INGEST_RETAIN), {}) }).ingestRetainMs;
+    // a failover: the master silent down-after, then the vote, the promotion and every role's reconnect (seconds)
+    expect(retain).toBeGreaterThanOrEqual(downAfter + 20_000);
+  });
+
+  it('the replay line names both files, and the compose tool accepts them together', () => {
+    const line = replayLine('docker-compose.ha.yml');
+    expect(line.files).toEqual(['docker-compose.yml', 'docker-compose.ha.yml']);
+    expect(line.env).toEqual(replayLine().env);
+    const r = composeConfig(line.files, { HTTP_TOKEN_FILE: secretFiles.http_token!, ...line.env });
+    if (!r) return;
+    expect(r.stderr).toBe('');
+    expect(r.status).toBe(0);
   });
 });

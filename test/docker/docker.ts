@@ -78,20 +78,20 @@ export function removeNewDanglingImages(before: Set<string>): void {
 }
 
 /**
- * The replay line documented at the top of docker-compose.yml (and in the README): the variables
- * set in front of `docker compose --profile replay up`, and its number of aggregators. The tests
- * run exactly that line.
+ * The replay line documented at the top of a compose file (docker-compose.yml, and in the README):
+ * the variables set in front of `docker compose [-f …] --profile replay up`, the files it names
+ * (none: docker-compose.yml alone), and its number of aggregators. The tests run exactly that line.
  */
-export function replayLine(): { env: Record<string, string>; aggregators: number } {
-  const text = readFileSync(join(ROOT, 'docker-compose.yml'), 'utf8');
-  const m = /^#\s+((?:[A-Z_]+=\S+\s+)+)docker compose --profile replay up\b.*--scale aggregator=(\d+)/m.exec(text);
-  if (!m)
-    throw new Error('docker-compose.yml: no replay line (VAR=… docker compose --profile replay up … --scale aggregator=N) in its header');
+export function replayLine(file = 'docker-compose.yml'): { env: Record<string, string>; files: string[]; aggregators: number } {
+  const text = readFileSync(join(ROOT, file), 'utf8');
+  const m = /^#\s+((?:[A-Z_]+=\S+\s+)+)docker compose ((?:-f \S+ )*)--profile replay up\b.*--scale aggregator=(\d+)/m.exec(text);
+  if (!m) throw new Error(`${file}: no replay line (VAR=… docker compose [-f …] --profile replay up … --scale aggregator=N) in its header`);
   const env = Object.fromEntries(
     m[1]!
       .trim()
       .split(/\s+/)
       .map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]),
   );
-  return { env, aggregators: Number(m[2]) };
+  const files = [...m[2]!.matchAll(/-f (\S+)/g)].map((f) => f[1]!);
+  return { env, files: files.length ? files : ['docker-compose.yml'], aggregators: Number(m[3]) };
 }

@@ -62,6 +62,15 @@ export class RedisLink {
   }
 
   /**
+   * A connection closed without an error and reconnects. Under Sentinel that is a failover learnt
+   * from the Sentinels (+switch-master): a connection idle through it may never have seen the old
+   * master go, and follows the new one without an error. Said like a lost connection, once.
+   */
+  reconnecting(where: string): void {
+    if (this.downSince === 0) this.error(new Error('reconnecting to the master the Sentinels name'), where);
+  }
+
+  /**
    * A connected Redis has not answered for `ms` (paused with SIGSTOP, swapping, a stuck script):
    * an outage like a lost connection — said once, reminders once a minute, "Redis is back" when it answers.
    */
@@ -269,6 +278,7 @@ function watch(redis: RedisClient, log: Logger | undefined, where: string): void
   redis.on('error', (err: Error) => redisLink.error(err, where));
   redis.on('ready', () => redisLink.ready());
   if (redis instanceof Cluster) watchClusterNodes(redis);
+  else if (redis.options.sentinels?.length) redis.on('reconnecting', () => redisLink.reconnecting(where));
 }
 
 /**
