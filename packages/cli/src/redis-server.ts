@@ -426,7 +426,9 @@ export class PrivateRedisCluster {
           const repl = await probe.info('replication').catch(() => '');
           if (/cluster_state:ok/.test(info) && (!/role:slave/.test(repl) || /master_link_status:up/.test(repl))) break;
           if (Date.now() > until)
-            throw new Error(`redis cluster node ${node.port} did not reach cluster_state:ok (and, a replica, its master's data) within 30 s`);
+            throw new Error(
+              `redis cluster node ${node.port} did not reach cluster_state:ok (and, a replica, its master's data) within 30 s`,
+            );
           await sleep(50);
         }
       } finally {

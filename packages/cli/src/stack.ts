@@ -340,8 +340,7 @@ export async function runStack(cfg: Config, env: NodeJS.ProcessEnv): Promise<num
       const t0 = Date.now();
       const finished = await finish(redis!, bars!, closer, cfg, keys, until, log);
       // stopped at once (a second Ctrl-C): a Redis that does not answer is not waited for the summary
-      const settled = <T>(p: Promise<T>): Promise<T | undefined> =>
-        finished ? p : Promise.race([p, sleep(2000).then(() => undefined)]);
+      const settled = <T>(p: Promise<T>): Promise<T | undefined> => (finished ? p : Promise.race([p, sleep(2000).then(() => undefined)]));
       const counters = await settled(readCounters(redis!, cfg, keys));
       const cpu = counters && (await settled(cpuAccount(children, redis!, cpuAtStart, privateRedis !== undefined)));
       if (!counters || !cpu) {
