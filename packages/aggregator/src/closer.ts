@@ -70,6 +70,9 @@ export class BarCloser {
       merged = r.merged;
       if (r.closed > 0) crashPoint('close:closed'); // bars are in the outbox, not yet enqueued
       if (!r.more) break;
+      // a boundary of a whole market closes tens of thousands of bars: the writer starts on the
+      // first thousand while the rest are closed
+      await this.drainOutbox(p);
     }
     await this.drainOutbox(p);
     return { closed, merged };
