@@ -365,7 +365,14 @@ export class CsvFiles {
    */
   private write(path: string, f: FileState, text: string, check = true): boolean {
     if (f.size === 0) mkdirSync(dirname(path), { recursive: true });
-    const fd = openSync(path, 'a');
+    let fd: number;
+    try {
+      fd = openSync(path, 'a');
+    } catch (err) {
+      // its folder removed under the writer: the file is gone, which verify reports (rows missing)
+      if (check && f.size !== 0 && (err as NodeJS.ErrnoException).code === 'ENOENT') return false;
+      throw err;
+    }
     try {
       // four system calls per append (open, fstat, write, close) and no handle kept: 48,000 files
       // of a whole market need no more open files than one
