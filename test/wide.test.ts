@@ -1,6 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import { DEFAULT_WIDE_INTERVALS, percentile, runWide, wideReport, type WideOptions } from '../bench/wide.js';
-import { ROOT } from './helpers.js';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { wideTapeLines } from '../bench/wide-tape.js';
+import { ROOT, redisUrl, runCli, tempDir, uniquePrefix } from './helpers.js';
 
 /**
  * A whole market at a minute boundary, at live pace (CLOCK=wall, GRACE_MS=2000, two aggregators,
@@ -13,12 +16,12 @@ import { ROOT } from './helpers.js';
 const GRACE = 2000;
 
 describe('a wide universe at live pace', () => {
-  it('3,000 symbols closing at one boundary: on time and exact', async () => {
+  it('6,000 symbols closing at one boundary: on time and exact', async () => {
     const o: WideOptions = {
-      symbols: 3000,
+      symbols: 6000,
       heavy: 3,
       seconds: 80,
-      lightEveryMs: 3000,
+      lightEveryMs: 4000,
       heavyPerSec: 50,
       seed: 7,
       root: ROOT,
@@ -33,10 +36,28 @@ describe('a wide universe at live pace', () => {
     console.log(wideReport(o, r).join('\n'));
     expect(r.missing).toEqual([]);
     expect(r.exact?.problems).toEqual([]);
-    // the replay ran at least 10 s before the boundary and every symbol trades every ~3 s
+    // the replay ran at least 10 s before the boundary and every symbol trades every ~4 s
     expect(r.bars.get('1min')).toBe(o.symbols);
     const worst = r.worst.map((w) => `${w.interval} ${w.symbol} ${new Date(w.start).toISOString()} ${w.lag} ms`).join('; ');
     expect(percentile(r.lags, 0.99), worst).toBeLessThanOrEqual(GRACE + 1000);
     expect(r.lags[r.lags.length - 1], worst).toBeLessThanOrEqual(GRACE + 2000);
   }, 150_000);
+
+  it('a tape of 20,000 symbols: their list is longer than one environment variable may be, and stack still replays it', async () => {
+    const dir = tempDir('wide-list');
+    const tape = join(dir, 'tape.jsonl');
+    const o = { symbols: 20_000, heavy: 0, seconds: 1, lightEveryMs: 1000, heavyPerSec: 0, seed: 3 };
+    writeFileSync(tape, `${wideTapeLines(o).join('\n')}\n`);
+    const res = await runCli(['stack'], {
+      REDIS_URL: redisUrl(),
+      KEY_PREFIX: uniquePrefix('wide-list'),
+      DATA_DIR: join(dir, 'data'),
+      REPLAY_TAPE: tape,
+      INTERVALS: '1min',
+      EXIT_WHEN_IDLE_MS: '500',
+      LOG_LEVEL: 'warn',
+    });
+    expect(res.code, `${res.stdout.slice(-2000)}\n${res.stderr.slice(-2000)}`).toBe(0);
+    expect(res.stdout).toMatch(/bars written\s+1min=20000\n/);
+  }, 120_000);
 });
