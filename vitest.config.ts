@@ -11,6 +11,7 @@ const SERIAL_TESTS = [
   'test/compose-e2e.test.ts',
   'test/testcontainers.test.ts',
   'test/recovery.test.ts',
+  'test/wide.test.ts',
   'test/browser.test.ts',
   'test/chart-page.test.ts',
 ];

@@ -14,6 +14,9 @@
  *  5. In one process: `candlewick bars` (the same core, no Redis) against tardis-dev's
  *     computeTradeBars over the same trades in memory, alternating, the median of
  *     BENCH_INPROCESS_RUNS each; and `candlewick bars` as a user runs it, tape reading included.
+ *  6. A wide universe at live pace (bench/wide.ts): BENCH_WIDE_SYMBOLS symbols that all trade, for
+ *     BENCH_WIDE_SECONDS; the close lag p50/p99/worst of every bar and the peak memory of every
+ *     process and of Redis.
  */
 import { mkdtempSync, readdirSync, rmSync, existsSync } from 'node:fs';
 import { cpus, tmpdir, totalmem } from 'node:os';
@@ -36,6 +39,8 @@ import { Clock, Preaggregator, encodeBarState, validateTrade, type Trade } from 
 import { BUNDLED_TAPE, InProcessBars, PrivateRedis } from '@candlewick/cli';
 import { tapeSymbols } from '@candlewick/common';
 import { ROOT, benchSettings } from './settings.js';
+import { DEFAULT_WIDE_INTERVALS, runWide, wideReport, type WideOptions } from './wide.js';
+import { WIDE_DEFAULTS } from './wide-tape.js';
 
 const settings = benchSettings();
 const LEAN_TICKS = join(settings.LEAN_DATA_DIR, 'tick');
@@ -399,6 +404,29 @@ async function main(): Promise<void> {
   out(
     `  \`candlewick bars --tape …\` as a command, tape reading and start-up included: ${cmd.toFixed(2)} s, ${fmt(trades.length / cmd)} trades/s`,
   );
+  out();
+
+  // 6. A whole market at live pace: bars per boundary rather than trades per second
+  if (settings.BENCH_WIDE_SYMBOLS > 0) {
+    out(`6. Wide universe at live pace: every symbol closes a bar at each boundary (npm run bench:wide for the full size)`);
+    const runs: { label: string; root: string }[] = [{ label: 'this checkout', root: ROOT }];
+    if (settings.BENCH_BASELINE) runs.push({ label: settings.BENCH_BASELINE, root: settings.BENCH_BASELINE });
+    for (const { label, root } of runs) {
+      const o: WideOptions = {
+        ...WIDE_DEFAULTS,
+        symbols: settings.BENCH_WIDE_SYMBOLS,
+        seconds: settings.BENCH_WIDE_SECONDS,
+        root,
+        graceMs: 2000,
+        aggregators: 2,
+        intervals: DEFAULT_WIDE_INTERVALS,
+        redisServerBin: settings.REDIS_SERVER_BIN,
+        exact: false,
+      };
+      if (runs.length > 1) out(`  ${label}:`);
+      for (const line of wideReport(o, await runWide(o))) out(line);
+    }
+  }
 }
 
 main().catch((err: unknown) => {

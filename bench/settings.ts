@@ -43,6 +43,15 @@ const BENCH_ENV = z.object({
     .transform((v) => v !== undefined && v !== '' && v !== '0' && v !== 'false'),
   /** the Lean US equity set (tick and minute zips) */
   LEAN_DATA_DIR: z.string().default(join(ROOT, '../shared/data/real/lean-usa-equity')),
+  /** the wide-universe setup: symbols (0 leaves it out), the tape's seconds at live pace */
+  BENCH_WIDE_SYMBOLS: z.string().regex(/^\d+$/, 'must be a whole number (0: no wide-universe run)').transform(Number).default(8000),
+  BENCH_WIDE_SECONDS: z
+    .string()
+    .regex(/^[1-9]\d*$/, 'must be a whole number of seconds')
+    .transform(Number)
+    .default(130),
+  /** the wide-universe setup: write each process's V8 CPU profile into this folder (bench/profile-top.ts reads them) */
+  BENCH_WIDE_PROFILE: z.string().optional(),
   /** the redis-server binary the benchmark starts */
   REDIS_SERVER_BIN: z.string().default('redis-server'),
 });

@@ -37,11 +37,12 @@ export interface CloseResult {
 
 /**
  * Closes bars and hands them to the writer. Closing is the closeBars Lua step (finalize + outbox,
- * atomically); handing over reads up to 500 outbox entries, enqueues them as one BullMQ job whose
- * id is built from the identities (interval, symbol, start) of its first and last bar and their
- * count, then deletes the entries. A crash in between re-enqueues the same bars: BullMQ drops a job
- * id it has seen, and the writer never writes a bar not newer than its file's last row. One job per
- * outbox read rather than per bar keeps the writer far ahead of the closer.
+ * atomically); handing over reads up to 1000 outbox entries (one closeBars call's worth), enqueues
+ * them as one BullMQ job whose id is built from the identities (interval, symbol, start) of its
+ * first and last bar and their count, then deletes the entries. A crash in between re-enqueues the
+ * same bars: BullMQ drops a job id it has seen, and the writer never writes a bar not newer than
+ * its file's last row. One job per outbox read rather than per bar keeps the writer far ahead of
+ * the closer.
  */
 export class BarCloser {
   private readonly closedBars = metrics.barsClosed();
@@ -71,6 +72,9 @@ export class BarCloser {
       merged = r.merged;
       if (r.closed > 0) crashPoint('close:closed'); // bars are in the outbox, not yet enqueued
       if (!r.more) break;
+      // a boundary of a whole market closes tens of thousands of bars: the writer starts on the
+      // first thousand while the rest are closed
+      await this.drainOutbox(p);
     }
     await this.drainOutbox(p);
     return { closed, merged };
@@ -97,7 +101,7 @@ export class BarCloser {
     const through = this.cfg.emptyBars === 'carry' ? Number((await this.redis.hget(this.keys.clock(p), 'covered')) ?? -1) : -1;
     let total = 0;
     for (;;) {
-      const rows = (await this.redis.xrange(outbox, '-', '+', 'COUNT', 500)) as [string, string[]][];
+      const rows = (await this.redis.xrange(outbox, '-', '+', 'COUNT', 1000)) as [string, string[]][];
       if (rows.length === 0) {
         if (through > (this.horizonSent.get(p) ?? -1)) {
           const data: BarsJob = { bars: [], horizon: { partition: p, through } };

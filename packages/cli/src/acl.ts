@@ -64,9 +64,9 @@ export function roleAcls(prefix: string): Record<string, RoleAcl> {
       commands: READ_WRITE,
     },
     write: {
-      why: 'holds the writer lease, takes bar jobs from the BullMQ queue "bars", publishes bars:{interval}, counts what it wrote',
+      why: 'holds the writer lease, takes bar jobs from the BullMQ queue "bars", publishes bars:{interval}, counts what it wrote, reads which bars are open to create their files ahead',
       write: [queue, k('bars:*'), k('stats'), k('owner:writer')],
-      read: [k('epoch')],
+      read: [k('epoch'), k('open-index:*')],
       commands: READ_WRITE,
     },
     backfill: {

@@ -207,8 +207,10 @@ export function runService(cfg: Config, role: string): Promise<void> {
   const keys = makeKeys(cfg.keyPrefix);
   // serve writes nothing under DATA_DIR (it may see it read-only): its log goes to stdout alone
   if (role === 'serve') cfg = Object.freeze({ ...cfg, logFile: false });
-  // a replaying ingestor without SYMBOLS subscribes to the tape's (as `stack` does)
-  if (role === 'ingest' && cfg.mode === 'replay' && cfg.symbols.length === 0)
+  // a replaying ingestor without SYMBOLS subscribes to the tape's (as `stack` does), and a writer
+  // carrying flat bars carries them for the tape's symbols
+  const bySymbol = role === 'ingest' || (role === 'write' && cfg.emptyBars === 'carry');
+  if (bySymbol && cfg.mode === 'replay' && cfg.symbols.length === 0)
     cfg = Object.freeze({ ...cfg, symbols: tapeSubscription(cfg, replayTape(cfg)) });
   return runRole(cfg, role, (redis, log) => new Svc(redis, cfg, keys, log));
 }

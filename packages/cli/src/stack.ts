@@ -182,8 +182,15 @@ export async function runStack(cfg: Config, env: NodeJS.ProcessEnv): Promise<num
     const tape = replayTape(cfg);
     const tapePath = tape.path;
     childEnv.REPLAY_TAPE = tapePath;
-    if (cfg.symbols.length === 0) childEnv.SYMBOLS = tapeSubscription(cfg, tape).join(',');
-    log.info({ tape: tapePath, symbols: childEnv.SYMBOLS ?? cfg.symbols.join(',') }, 'no FINNHUB_TOKEN: replaying a recorded tape');
+    const symbols = tapeSubscription(cfg, tape);
+    // One environment variable holds at most 128 KiB on Linux (spawn fails with E2BIG past it), and
+    // a whole market's list is more: a long list is left for each role to take from the tape
+    // itself, as a replaying role without SYMBOLS does.
+    if (cfg.symbols.length === 0 && symbols.join(',').length <= 64 * 1024) childEnv.SYMBOLS = symbols.join(',');
+    log.info(
+      { tape: tapePath, symbols: symbols.length > 50 ? `${symbols.length} symbols` : symbols.join(',') },
+      'no FINNHUB_TOKEN: replaying a recorded tape',
+    );
   }
 
   let privateRedis: PrivateRedis | PrivateRedisCluster | undefined;

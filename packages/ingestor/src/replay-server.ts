@@ -170,7 +170,12 @@ export class ReplayServer {
     });
     try {
       await first;
-      await sleep(this.opts.settleMs ?? 100, this.abort.signal);
+      // the rest of the subscriptions: until none has come for settleMs (a whole market's 20,000
+      // take longer than one settleMs to arrive, and a symbol not yet subscribed gets no trades)
+      for (let before = -1; before !== symbols.size;) {
+        before = symbols.size;
+        await sleep(this.opts.settleMs ?? 100, this.abort.signal);
+      }
       const subscribedAt = Date.now();
       log.info({ symbols: [...symbols] }, 'replaying tape');
       const drained = async () => {

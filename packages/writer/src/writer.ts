@@ -14,6 +14,7 @@ import {
   encodeBarEntry,
   parseBarsJob,
   type BarsJob,
+  type BarRowCells,
   metrics,
   redisLink,
   reportWorkerError,
@@ -29,10 +30,13 @@ import {
   type Logger,
   type RedisClient,
 } from '@candlewick/common';
-import { Clock, decodeBarState, type BarState } from '@candlewick/core';
+import { Clock, decodeBarState, parseBarId } from '@candlewick/core';
 import { CsvFiles, FileChangedError, formatRow, rowCells, type FileEvent } from '@candlewick/common';
 
 import { Carry } from './carry.js';
+
+/** how often the writer creates the files of newly opened bars ahead of their first row */
+const PREPARE_EVERY_MS = 5000;
 
 /** The lock file of the writer that owns a DATA_DIR's CSV files. */
 export const WRITER_LOCK_FILE = 'candlewick-writer.lock';
@@ -142,7 +146,60 @@ export class WriterService {
       reportWorkerError(this.log, err, 'writer worker error');
     });
     this.worker.on('failed', (job, err) => reportRedisError(this.log, err, 'bars could not be written', { job: job?.id }));
+    this.preparing = setInterval(() => void this.prepareFiles(), PREPARE_EVERY_MS);
+    this.preparing.unref();
     this.log.info({ dataDir: this.cfg.dataDir }, 'writer started');
+  }
+
+  private preparing: NodeJS.Timeout | undefined;
+  private prepareRunning = false;
+  private prepareRefused = false;
+  /** a job being written: preparing files yields to it */
+  private jobs = 0;
+
+  /**
+   * The files of the bars now open, created ahead of their first row (CsvFiles.prepare): read from
+   * the open index every PREPARE_EVERY_MS, a few hundred files at a time, giving way to any job.
+   */
+  private async prepareFiles(): Promise<void> {
+    if (this.prepareRunning || this.prepareRefused) return;
+    this.prepareRunning = true;
+    try {
+      for (let p = 0; p < this.cfg.partitions; p++) {
+        const seen = new Set<string>();
+        let ids: string[];
+        try {
+          ids = await this.redis.zrange(this.keys.openIndex(p), 0, -1);
+        } catch (err) {
+          if (/NOPERM/.test((err as Error).message)) {
+            this.prepareRefused = true;
+            this.log.warn(
+              { err },
+              "the writer's Redis user may not read the open bars' index: files are created at their first row (give it the shipped ACL)",
+            );
+          } else reportRedisError(this.log, err, 'reading the open bars to prepare their files failed');
+          return;
+        }
+        let n = 0;
+        for (const id of ids) {
+          const { interval, symbol } = parseBarId(id);
+          const key = `${interval}\u0000${symbol}`;
+          if (seen.has(key)) continue;
+          seen.add(key);
+          try {
+            this.files.prepare(interval, symbol);
+          } catch {
+            // a file the first row will report on (a clash of names, a disk refusing writes)
+          }
+          if (++n % 200 === 0) {
+            await new Promise((r) => setImmediate(r));
+            while (this.jobs > 0) await sleep(50);
+          }
+        }
+      }
+    } finally {
+      this.prepareRunning = false;
+    }
   }
 
   private lease: RedisLease | undefined;
@@ -271,15 +328,24 @@ export class WriterService {
 
   /** Appends a batch of closed bars (in closing order) and publishes them. */
   async processBatch(batch: BarsJob): Promise<{ written: number; skipped: number }> {
+    this.jobs++;
+    try {
+      return await this.writeBatch(batch);
+    } finally {
+      this.jobs--;
+    }
+  }
+
+  private async writeBatch(batch: BarsJob): Promise<{ written: number; skipped: number }> {
     // the Redis side (bars:{interval}, counts) is built as steps, so a refused write is sent again whole
     const steps: ((tx: SlotTransactions) => void)[] = [];
     const minId = String(Date.now() - this.cfg.barsRetentionMs);
     const counts = new Map<string, number>();
     let written = 0;
     let skipped = 0;
-    const publish = (interval: string, symbol: string, start: number, state: BarState, rev: number) => {
+    const publish = (interval: string, symbol: string, start: number, cells: BarRowCells, rev: number) => {
       const stream = this.keys.bars(interval);
-      const fields = encodeBarEntry(symbol, start, rev, rowCells(this.clock, start, state, this.days.has(interval)));
+      const fields = encodeBarEntry(symbol, start, rev, cells);
       if (rev === 0) {
         const key = `${interval}\u0000${symbol}`;
         if (!this.unpublished.has(key)) this.unpublished.set(key, new Map());
@@ -297,19 +363,24 @@ export class WriterService {
         this.carry!.fill(this.files, interval, symbol, before, through, (f) => {
           written++;
           counts.set(interval, (counts.get(interval) ?? 0) + 1);
-          publish(interval, symbol, f.start, f.state, 0);
+          publish(interval, symbol, f.start, rowCells(this.clock, f.start, f.state, this.days.has(interval)), 0);
         }),
       );
     };
     for (const bar of batch.bars) {
       const state = decodeBarState(bar.state);
       const rev = bar.rev;
-      if (rev === 0) await ready(bar.interval, bar.symbol);
+      // the cells once, for the row and the publish alike
+      const cells = rowCells(this.clock, bar.start, state, this.days.has(bar.interval));
+      // Without carry an append checks its file itself (in its own open: rows cut from its end
+      // are restored before it goes on), so no look at the file first: a system call per bar
+      // saved. Carry reads the file's last row before it appends, so that must be current.
+      if (rev === 0 && this.carry) await ready(bar.interval, bar.symbol);
       if (rev === 0) await flat(bar.interval, bar.symbol, bar.start, undefined);
       const outcome = await this.onDisk(() =>
         rev > 0
           ? this.files.appendCorrection(bar.interval, bar.symbol, bar.start, rev, state)
-          : this.files.append(bar.interval, bar.symbol, bar.start, state),
+          : this.files.appendRow(bar.interval, bar.symbol, bar.start, formatRow(cells, this.cfg.csvExtraColumns), cells.close),
       );
       crashPoint('write:appended'); // the row is in the file; not yet published or counted
       if (outcome === 'stale') {
@@ -329,7 +400,7 @@ export class WriterService {
           this.metrics.lag.observe({ interval: bar.interval }, (Date.now() - end) / 1000);
         }
       }
-      publish(bar.interval, bar.symbol, bar.start, state, rev);
+      publish(bar.interval, bar.symbol, bar.start, cells, rev);
     }
     if (this.carry && batch.horizon) {
       for (const symbol of this.carry.symbolsOf(batch.horizon.partition)) {
@@ -375,6 +446,7 @@ export class WriterService {
   }
 
   async stop(): Promise<void> {
+    if (this.preparing) clearInterval(this.preparing);
     // the job in progress is finished first (closeWorker: Worker.close, bounded only once no job runs)
     if (this.worker) await closeWorker(this.worker, () => this.jobsInProgress > 0, this.log);
     await this.lease?.release();

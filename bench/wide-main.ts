@@ -1,0 +1,37 @@
+/**
+ * npm run bench:wide: the wide-universe setup alone, at full size (BENCH_WIDE_SYMBOLS, default
+ * 8,000, over BENCH_WIDE_SECONDS of tape at live pace); `npm run bench` runs a shorter form of it.
+ */
+import { join } from 'node:path';
+import { ROOT, benchSettings } from './settings.js';
+import { DEFAULT_WIDE_INTERVALS, runWide, wideReport, type WideOptions } from './wide.js';
+import { WIDE_DEFAULTS } from './wide-tape.js';
+
+const settings = benchSettings();
+const out = (line = '') => process.stdout.write(`${line}\n`);
+const o: WideOptions = {
+  ...WIDE_DEFAULTS,
+  symbols: settings.BENCH_WIDE_SYMBOLS || WIDE_DEFAULTS.symbols,
+  seconds: settings.BENCH_WIDE_SECONDS,
+  root: settings.BENCH_BASELINE ?? ROOT,
+  graceMs: 2000,
+  aggregators: 2,
+  intervals: DEFAULT_WIDE_INTERVALS,
+  redisServerBin: settings.REDIS_SERVER_BIN,
+  exact: true,
+  env: settings.BENCH_WIDE_PROFILE
+    ? { NODE_OPTIONS: `--require ${join(ROOT, 'bench/cpu-profile.cjs')}`, BENCH_PROFILE_DIR: settings.BENCH_WIDE_PROFILE }
+    : undefined,
+  log: (l) => out(`  ${l}`),
+};
+out('Wide universe at live pace (CLOCK=wall)');
+const r = await runWide(o);
+for (const line of wideReport(o, r)) out(line);
+out(
+  `  worst bars: ${r.worst.map((w) => `${w.interval} ${w.symbol} ${new Date(w.start).toISOString().slice(11, 16)} ${w.lag} ms`).join('; ')}`,
+);
+if (settings.BENCH_VERBOSE) out(r.stdout.slice(r.stdout.indexOf('candlewick summary')));
+if (r.missing.length || r.exact?.problems.length) {
+  for (const p of r.exact?.problems ?? []) out(p);
+  process.exitCode = 1;
+}

@@ -1,0 +1,328 @@
+/**
+ * A whole market at live pace: `candlewick stack` (CLOCK=wall, GRACE_MS=2000, two aggregators, the
+ * default intervals) replaying a generated tape in which every symbol trades (bench/wide-tape.ts),
+ * so each minute boundary closes a bar of every symbol in every interval ending there.
+ *
+ * Measured:
+ *  - close lag of every bar: the moment it was published on bars:{interval} (its entry id; the
+ *    writer publishes a job's bars once their rows are in their files, so a row is in its file by
+ *    then) minus its window's end;
+ *  - peak RSS of every process of the stack (VmHWM, sampled) and Redis's used_memory peak;
+ *  - bytes per open bar in Redis (the open hash and its index), sampled mid-minute;
+ *  - exactness: the pipeline's files against `candlewick bars` over the trades the pipeline ingested
+ *    (read back from the raw stream, with their event times as stamped), byte for byte, for every
+ *    window that ended before the stack was stopped.
+ */
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { spawn, execFileSync } from 'node:child_process';
+import { Redis } from 'ioredis';
+import { decodeBarEntry, makeKeys } from '@candlewick/common';
+import { Clock, decodeTradeEntries, parseInterval } from '@candlewick/core';
+import { PrivateRedis } from '@candlewick/cli';
+import { writeWideTape, type WideTapeOptions } from './wide-tape.js';
+
+export const DEFAULT_WIDE_INTERVALS = ['1min', '5min', '15min', '30min', '1h'];
+
+export interface WideOptions extends WideTapeOptions {
+  /** the candlewick checkout to run (built) */
+  root: string;
+  graceMs: number;
+  aggregators: number;
+  intervals: string[];
+  redisServerBin: string;
+  /** compare the files with `candlewick bars` (needs the raw stream kept: it is, for the run) */
+  exact: boolean;
+  /**
+   * stop at the first minute boundary at least 10 s into the replay (the bars of the minute before
+   * it timed, the tape cut there) rather than after the whole tape: a short run of a full boundary
+   */
+  firstBoundaryOnly?: boolean;
+  /** extra environment for the stack (e.g. NODE_OPTIONS=--cpu-prof) */
+  env?: Record<string, string>;
+  log?: (line: string) => void;
+}
+
+export interface WideResult {
+  trades: number;
+  /** bars published, by interval */
+  bars: Map<string, number>;
+  /** close lag (ms) of every bar, sorted */
+  lags: number[];
+  /** the worst bars: interval, label, lag */
+  worst: { interval: string; symbol: string; start: number; lag: number }[];
+  /** peak RSS (bytes) of each process of the stack, by role */
+  peakRss: Map<string, number>;
+  redisPeak: number;
+  /** Redis bytes of the open bars (hash + index) and how many there were, at the sample */
+  openBars: { count: number; bytes: number; usedMemory: number };
+  /** files compared with `candlewick bars`, and their differences (empty: exact) */
+  exact?: { files: number; rows: number; problems: string[] };
+  /** windows that ended this long before the stack was stopped must all be published */
+  missing: string[];
+  stdout: string;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, Math.max(0, ms)));
+
+/** Every descendant of a process, from /proc (Linux). */
+function descendants(pid: number): number[] {
+  let kids: number[] = [];
+  try {
+    kids = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+  } catch {
+    return [];
+  }
+  return kids.flatMap((k) => [k, ...descendants(k)]);
+}
+
+function procName(pid: number): string {
+  try {
+    const cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+    if (cmd[0]?.includes('redis-server')) return 'redis';
+    const i = cmd.findIndex((a) => a.endsWith('cli.js'));
+    return i >= 0 ? (cmd[i + 1] ?? 'stack') : (cmd[0] ?? '?');
+  } catch {
+    return '';
+  }
+}
+
+function vmHwm(pid: number): number {
+  try {
+    const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m ? Number(m[1]) * 1024 : 0;
+  } catch {
+    return 0;
+  }
+}
+
+export const percentile = (sorted: readonly number[], q: number): number =>
+  sorted.length === 0 ? NaN : sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)]!;
+
+export async function runWide(o: WideOptions): Promise<WideResult> {
+  const say = o.log ?? (() => undefined);
+  const dir = mkdtempSync(join(tmpdir(), 'cw-wide-'));
+  const dataDir = join(dir, 'data');
+  const tape = join(dir, 'wide.jsonl');
+  const trades = writeWideTape(tape, o);
+  say(`tape: ${trades.toLocaleString('en-US')} trades of ${o.symbols} symbols over ${o.seconds} s`);
+  const server = new PrivateRedis(join(dir, 'redis'), o.redisServerBin, true);
+  const url = await server.start();
+  const redis = new Redis(url);
+  const prefix = 'wide';
+  const keys = makeKeys(prefix);
+  const clock = new Clock('America/New_York');
+  const ivMs = new Map(o.intervals.map((iv) => [iv, parseInterval(iv).ms]));
+  const cli = join(o.root, 'packages/cli/dist/cli.js');
+  try {
+    const proc = spawn(process.execPath, [cli, 'stack'], {
+      env: {
+        PATH: process.env.PATH,
+        HOME: process.env.HOME,
+        REDIS_URL: url,
+        KEY_PREFIX: prefix,
+        DATA_DIR: dataDir,
+        REPLAY_TAPE: tape,
+        REPLAY_SPEED: '1',
+        REPLAY_SHIFT: 'true',
+        CLOCK: 'wall',
+        GRACE_MS: String(o.graceMs),
+        AGGREGATORS: String(o.aggregators),
+        INTERVALS: o.intervals.join(','),
+        EXIT_WHEN_IDLE_MS: '0',
+        LOG_LEVEL: 'info',
+        HTTP_PORT: '0',
+        ...o.env,
+      },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    proc.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    proc.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const exited = new Promise<number | null>((r) => proc.on('exit', (code) => r(code)));
+    let gone = false;
+    void exited.then(() => (gone = true));
+
+    // peak memory: every process's VmHWM, kept by role (the largest of a role's processes)
+    const peakRss = new Map<string, number>();
+    let redisPeak = 0;
+    const sample = async () => {
+      const pids = [proc.pid!, ...descendants(proc.pid!)];
+      const seen = new Map<string, number>();
+      for (const pid of pids) {
+        let name = procName(pid);
+        if (name === '' || name === 'redis') continue;
+        const n = (seen.get(name) ?? 0) + 1;
+        seen.set(name, n);
+        if (name === 'aggregate' || n > 1) name = `${name}.${n}`;
+        peakRss.set(name, Math.max(peakRss.get(name) ?? 0, vmHwm(pid)));
+      }
+      const info = await redis.info('memory');
+      redisPeak = Math.max(redisPeak, Number(/used_memory:(\d+)/.exec(info)?.[1] ?? 0));
+    };
+    const sampler = setInterval(() => void sample().catch(() => undefined), 250);
+
+    const waitOut = async (re: RegExp, ms: number) => {
+      const until = Date.now() + ms;
+      while (!re.test(stdout)) {
+        if (gone) throw new Error(`stack exited before ${re}\n${stdout.slice(-3000)}\n${stderr.slice(-3000)}`);
+        if (Date.now() > until) throw new Error(`no ${re} within ${ms} ms\n${stdout.slice(-3000)}\n${stderr.slice(-3000)}`);
+        await sleep(100);
+      }
+    };
+    await waitOut(/replaying tape/, 120_000);
+    const started = Date.now();
+    say(`replaying at live pace from ${new Date(started).toISOString().slice(11, 19)}`);
+
+    // open bars in Redis, mid-minute once the first minute of the tape has passed
+    const midMinute = Math.ceil((started + 60_000) / 60_000) * 60_000 + 30_000;
+    let openBars = { count: 0, bytes: 0, usedMemory: 0 };
+    const tapeEnd = started + o.seconds * 1000;
+    if (midMinute < tapeEnd) {
+      await sleep(midMinute - Date.now());
+      const count = Number(await redis.hlen(keys.openBars(0)));
+      const bytes =
+        Number(await redis.call('MEMORY', 'USAGE', keys.openBars(0), 'SAMPLES', '0')) +
+        Number(await redis.call('MEMORY', 'USAGE', keys.openIndex(0), 'SAMPLES', '0'));
+      const usedMemory = Number(/used_memory:(\d+)/.exec(await redis.info('memory'))?.[1] ?? 0);
+      openBars = { count, bytes, usedMemory };
+    }
+    // the tape's end, then the next minute boundary's bars closed and written
+    const lastBoundary = o.firstBoundaryOnly ? Math.ceil((started + 10_000) / 60_000) * 60_000 : Math.ceil(tapeEnd / 60_000) * 60_000;
+    await sleep(lastBoundary + o.graceMs + 4000 - Date.now());
+    clearInterval(sampler);
+    await sample();
+    proc.kill('SIGTERM');
+    const code = await exited;
+    if (code !== 0) throw new Error(`stack exited ${code}\n${stdout.slice(-3000)}\n${stderr.slice(-3000)}`);
+
+    // close lag of every published bar
+    const lags: number[] = [];
+    const all: { interval: string; symbol: string; start: number; lag: number }[] = [];
+    const bars = new Map<string, number>();
+    const published = new Set<string>();
+    for (const iv of o.intervals) {
+      let from = '-';
+      for (;;) {
+        const page = (await redis.xrange(keys.bars(iv), from, '+', 'COUNT', 5000)) as [string, string[]][];
+        for (const [id, f] of page) {
+          const b = decodeBarEntry(id, iv, f);
+          const end = clock.window(b.start, ivMs.get(iv)!, 0)[1];
+          // windows still open when the stack was stopped are closed by its way down: not timed
+          if (b.rev !== 0 || end > lastBoundary) continue;
+          const lag = Number(id.split('-')[0]) - end;
+          lags.push(lag);
+          all.push({ interval: iv, symbol: b.symbol, start: b.start, lag });
+          bars.set(iv, (bars.get(iv) ?? 0) + 1);
+          published.add(`${iv}|${b.symbol}|${b.start}`);
+        }
+        if (page.length < 5000) break;
+        from = `(${page[page.length - 1]![0]}`;
+      }
+    }
+    lags.sort((a, b) => a - b);
+    all.sort((a, b) => b.lag - a.lag);
+
+    // the trades as ingested (event times as stamped at send): a tape for `candlewick bars`
+    const ingested: string[] = [];
+    let from = '-';
+    for (;;) {
+      const page = (await redis.xrange(keys.trades(0), from, '+', 'COUNT', 1000)) as [string, string[]][];
+      for (const [id, f] of page)
+        for (const { trade } of decodeTradeEntries(id, f))
+          ingested.push(JSON.stringify({ s: trade.s, p: Number(trade.p), v: trade.v, t: trade.t, c: trade.c }));
+      if (page.length < 1000) break;
+      from = `(${page[page.length - 1]![0]}`;
+    }
+    const ingestedTape = join(dir, 'ingested.jsonl');
+    writeFileSync(ingestedTape, `${ingested.join('\n')}\n`);
+
+    // every window that ended by the last boundary is published, and (exact) equals `candlewick bars`
+    const oracleDir = join(dir, 'oracle');
+    execFileSync(process.execPath, [cli, 'bars', '--tape', ingestedTape, '--out', oracleDir], {
+      env: { PATH: process.env.PATH, HOME: process.env.HOME, INTERVALS: o.intervals.join(','), LOG_LEVEL: 'warn' },
+      stdio: ['ignore', 'ignore', 'inherit'],
+    });
+    /** a file's header and its rows of windows ended by the last boundary */
+    const dueRows = (path: string, iv: string): string[] => {
+      const [header, ...lines] = readFileSync(path, 'utf8').split('\n');
+      const due = lines.filter((l) => {
+        if (l === '') return false;
+        const start = clock.parseLabel(l.slice(0, l.indexOf(',')));
+        return clock.window(start, ivMs.get(iv)!, 0)[1] <= lastBoundary;
+      });
+      return [header!, ...due];
+    };
+    const missing: string[] = [];
+    const problems: string[] = [];
+    let files = 0;
+    let rows = 0;
+    for (const iv of o.intervals) {
+      const odir = join(oracleDir, 'raw', iv);
+      if (!existsSync(odir)) continue;
+      for (const name of readdirSync(odir)) {
+        const [header, ...due] = dueRows(join(odir, name), iv);
+        if (due.length === 0) continue;
+        const symbol = name.slice(0, -`_${iv}.csv`.length);
+        for (const l of due) {
+          const start = clock.parseLabel(l.slice(0, l.indexOf(',')));
+          if (!published.has(`${iv}|${symbol}|${start}`)) missing.push(`${iv} ${symbol} ${l.slice(0, l.indexOf(','))}`);
+        }
+        if (!o.exact) continue;
+        files++;
+        rows += due.length;
+        const want = [header, ...due].join('\n');
+        const path = join(dataDir, 'raw', iv, name);
+        const got = existsSync(path) ? dueRows(path, iv).join('\n') : '(no file)';
+        if (got !== want && problems.length < 10) problems.push(`${iv}/${name}: got\n${got.slice(0, 400)}\nwant\n${want.slice(0, 400)}`);
+      }
+    }
+    return {
+      trades,
+      bars,
+      lags,
+      worst: all.slice(0, 5),
+      peakRss,
+      redisPeak,
+      openBars,
+      exact: o.exact ? { files, rows, problems } : undefined,
+      missing,
+      stdout,
+    };
+  } finally {
+    redis.disconnect();
+    await server.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+const mb = (b: number) => `${(b / 2 ** 20).toFixed(0)} MB`;
+
+/** The figures of a run, as the bench prints them. */
+export function wideReport(o: WideOptions, r: WideResult): string[] {
+  const lines: string[] = [];
+  const per = [...r.bars].map(([iv, n]) => `${iv}=${n}`).join(' ');
+  lines.push(
+    `  ${o.symbols.toLocaleString('en-US')} symbols, ${r.trades.toLocaleString('en-US')} trades in ${o.seconds} s (${Math.round(r.trades / o.seconds)} trades/s), grace ${o.graceMs} ms, ${o.aggregators} aggregators`,
+  );
+  lines.push(`  bars published: ${per}`);
+  lines.push(
+    `  close lag (published - window end): p50 ${percentile(r.lags, 0.5)} ms, p99 ${percentile(r.lags, 0.99)} ms, worst ${r.lags[r.lags.length - 1]} ms`,
+  );
+  const total = [...r.peakRss.values()].reduce((a, b) => a + b, 0) + r.redisPeak;
+  lines.push(
+    `  peak memory: ${[...r.peakRss].map(([n, b]) => `${n} ${mb(b)}`).join(', ')}, redis used_memory ${mb(r.redisPeak)}; total ${mb(total)}`,
+  );
+  if (r.openBars.count > 0)
+    lines.push(
+      `  open bars mid-minute: ${r.openBars.count.toLocaleString('en-US')} (${(r.openBars.bytes / r.openBars.count).toFixed(0)} bytes each in Redis, ${(r.openBars.bytes / o.symbols).toFixed(0)} per symbol)`,
+    );
+  if (r.exact)
+    lines.push(
+      `  exact: ${r.exact.files} files, ${r.exact.rows} rows against candlewick bars: ${r.exact.problems.length ? 'DIFFERENT' : 'identical'}`,
+    );
+  if (r.missing.length) lines.push(`  MISSING ${r.missing.length} bars, e.g. ${r.missing.slice(0, 3).join('; ')}`);
+  return lines;
+}

@@ -1,0 +1,65 @@
+import { describe, expect, it } from 'vitest';
+import { DEFAULT_WIDE_INTERVALS, percentile, runWide, wideReport, type WideOptions } from '../bench/wide.js';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { wideTapeLines } from '../bench/wide-tape.js';
+import { ROOT, redisUrl, runCli, tempDir, uniquePrefix } from './helpers.js';
+
+/**
+ * A whole market at a minute boundary, at live pace (CLOCK=wall, GRACE_MS=2000, two aggregators,
+ * the default intervals): every symbol of a generated tape trades every few seconds, so the
+ * boundary closes a bar of each of them in every interval ending there, all at once. Each bar
+ * must be published (and so be in its file) within grace + 1 s of its window's end at p99 and
+ * grace + 2 s at worst, and every file must equal `candlewick bars` over the trades the pipeline
+ * ingested, byte for byte. (`npm run bench:wide` is the full-size form: 8,000 symbols.)
+ */
+const GRACE = 2000;
+
+describe('a wide universe at live pace', () => {
+  it('4,000 symbols closing at one boundary: on time and exact', async () => {
+    const o: WideOptions = {
+      symbols: 4000,
+      heavy: 3,
+      seconds: 80,
+      lightEveryMs: 3000,
+      heavyPerSec: 50,
+      seed: 7,
+      root: ROOT,
+      graceMs: GRACE,
+      aggregators: 2,
+      intervals: DEFAULT_WIDE_INTERVALS,
+      redisServerBin: process.env.REDIS_SERVER_BIN ?? 'redis-server',
+      exact: true,
+      firstBoundaryOnly: true,
+    };
+    const r = await runWide(o);
+    console.log(wideReport(o, r).join('\n'));
+    expect(r.missing).toEqual([]);
+    expect(r.exact?.problems).toEqual([]);
+    // the replay ran at least 10 s before the boundary and every symbol trades every ~3 s
+    expect(r.bars.get('1min')).toBe(o.symbols);
+    const worst = r.worst.map((w) => `${w.interval} ${w.symbol} ${new Date(w.start).toISOString()} ${w.lag} ms`).join('; ');
+    expect(percentile(r.lags, 0.99), worst).toBeLessThanOrEqual(GRACE + 1000);
+    expect(r.lags[r.lags.length - 1], worst).toBeLessThanOrEqual(GRACE + 2000);
+  }, 150_000);
+
+  it('a tape of 20,000 symbols: their list is longer than one environment variable may be, and stack replays every one', async () => {
+    const dir = tempDir('wide-list');
+    const tape = join(dir, 'tape.jsonl');
+    const o = { symbols: 20_000, heavy: 0, seconds: 1, lightEveryMs: 1000, heavyPerSec: 0, seed: 3 };
+    writeFileSync(tape, `${wideTapeLines(o).join('\n')}\n`);
+    const res = await runCli(['stack'], {
+      REDIS_URL: redisUrl(),
+      KEY_PREFIX: uniquePrefix('wide-list'),
+      DATA_DIR: join(dir, 'data'),
+      REPLAY_TAPE: tape,
+      INTERVALS: '1min',
+      EXIT_WHEN_IDLE_MS: '500',
+      LOG_LEVEL: 'warn',
+    });
+    expect(res.code, `${res.stdout.slice(-2000)}\n${res.stderr.slice(-2000)}`).toBe(0);
+    // every symbol subscribed before the replay starts (they take longer to arrive than the settle)
+    expect(res.stdout).toMatch(/trades in\s+20000\n/);
+    expect(res.stdout).toMatch(/bars written\s+1min=20000\n/);
+  }, 120_000);
+});
