@@ -1,5 +1,6 @@
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
+import { setFlagsFromString } from 'node:v8';
 import { ConfigError, EXIT, TapeError, readTape, symbolProblems, tapeSymbols, type Config, type TapeItem } from '@candlewick/common';
 import { InProcessBars, type BarsProgress } from './bars.js';
 
@@ -50,6 +51,10 @@ export function tapeSubscription(cfg: Config, tape: { path: string; items: reado
  * same CSV files a stack run writes. A progress bar in a terminal; a summary on stdout.
  */
 export async function runBars(cfg: Config): Promise<number> {
+  // A tape is read into millions of short-lived objects: semi-spaces of 32 MB (V8's default is
+  // 16) let most of them die young rather than be copied, a quarter off the Lean day
+  // (bench: 0.69 -> 0.53 s). This process does nothing else, so the memory is no one's loss.
+  setFlagsFromString('--max-semi-space-size=32');
   const t0 = performance.now();
   const tape = replayTape(cfg);
   const { path, items, problems } = tape;
