@@ -5,10 +5,12 @@
 // in memory (candlewick also validates every trade and writes CSV files). Plain JavaScript run by
 // node, as a user of tardis-dev would write it: no TypeScript loader in the timing.
 //
-//   node bench/tardis-bars.mjs <tape>   a *.jsonl file ({s,p,v,t,c} per line) or a comma list of
-//                                       Lean *_yyyymmdd_trade.zip tick files (merged by time)
+//   node bench/tardis-bars.mjs <tape>   a *.jsonl file ({s,p,v,t,c} per line), Binance aggTrades
+//                                       (*.json[.gz], the bundled tape), or a comma list of Lean
+//                                       *_yyyymmdd_trade.zip tick files (merged by time)
 import { readFileSync } from 'node:fs';
 import { basename } from 'node:path';
+import { gunzipSync } from 'node:zlib';
 import { unzipSync, strFromU8 } from 'fflate';
 import { DateTime } from 'luxon';
 import { compute, computeTradeBars } from 'tardis-dev';
@@ -46,10 +48,19 @@ function jsonlTrades(file) {
   return out;
 }
 
+/** Binance aggTrades as ccxt records (the bundled tape): info.p price, info.q quantity, info.T time. */
+function binanceTrades(file) {
+  const buf = readFileSync(file);
+  const records = JSON.parse((file.endsWith('.gz') ? gunzipSync(buf) : buf).toString('utf8'));
+  return records.map((r, i) => trade(r.symbol, Number(r.info.p), Number(r.info.q), r.info.T, i));
+}
+
+const tradesOf = (file) => (file.endsWith('.zip') ? leanTrades(file) : /\.jsonl$/.test(file) ? jsonlTrades(file) : binanceTrades(file));
+
 /** Several files in event-time order (a stable sort keeps file order for equal times). */
 function readTrades(spec) {
   const files = spec.split(',').filter(Boolean);
-  const all = files.flatMap((f) => (f.endsWith('.zip') ? leanTrades(f) : jsonlTrades(f)));
+  const all = files.flatMap(tradesOf);
   return files.length > 1 ? all.sort((a, b) => a.timestamp - b.timestamp) : all;
 }
 
@@ -59,7 +70,7 @@ async function* feed(trades) {
 
 const spec = process.argv[2];
 if (!spec) {
-  process.stderr.write('usage: node bench/tardis-bars.mjs <tape.jsonl | lean zips, comma-separated>\n');
+  process.stderr.write('usage: node bench/tardis-bars.mjs <tape.jsonl | aggTrades.json[.gz] | lean zips, comma-separated>\n');
   process.exit(2);
 }
 const t0 = performance.now();
