@@ -19,9 +19,14 @@ const SERIAL_TESTS = [
 export default defineConfig({
   resolve: {
     // Tests run the TypeScript sources, never built output.
-    alias: Object.fromEntries(
-      ['core', 'common', 'ingestor', 'aggregator', 'writer', 'backfill', 'serve', 'cli'].map((n) => [`@candlewick/${n}`, pkg(n)]),
-    ),
+    // (a module imported by its path, @candlewick/writer/dist/carry.js, is its source too)
+    alias: [
+      { find: /^@candlewick\/([a-z]+)\/dist\/(.+)\.js$/, replacement: fileURLToPath(new URL('./packages/$1/src/$2.ts', import.meta.url)) },
+      ...['core', 'common', 'ingestor', 'aggregator', 'writer', 'backfill', 'serve', 'cli'].map((n) => ({
+        find: new RegExp(`^@candlewick/${n}$`),
+        replacement: pkg(n),
+      })),
+    ],
   },
   test: {
     testTimeout: 120_000,

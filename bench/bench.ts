@@ -14,11 +14,14 @@
  *  5. In one process: `candlewick bars` (the same core, no Redis) against tardis-dev's
  *     computeTradeBars over the same trades in memory, alternating, the median of
  *     BENCH_INPROCESS_RUNS each; and `candlewick bars` as a user runs it, tape reading included.
- *  6. A wide universe at live pace (bench/wide.ts): BENCH_WIDE_SYMBOLS symbols that all trade, for
+ *  6. As whole processes, as a user runs them: `candlewick bars` against bench/tardis-bars.mjs
+ *     (tardis-dev over the same tape file), start-up on a 100-trade tape and the whole tape, the
+ *     best of BENCH_COMMAND_RUNS alternating runs each. BENCH_PART=commands runs this part alone.
+ *  7. A wide universe at live pace (bench/wide.ts): BENCH_WIDE_SYMBOLS symbols that all trade, for
  *     BENCH_WIDE_SECONDS; the close lag p50/p99/worst of every bar and the peak memory of every
  *     process and of Redis.
  */
-import { mkdtempSync, readdirSync, rmSync, existsSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync, existsSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { execFileSync, spawn } from 'node:child_process';
@@ -274,12 +277,60 @@ function oursRun(items: readonly TapeItem[]): { ms: number; bars: number } {
   }
 }
 
+/** Seconds a command takes as a whole process, from spawn to exit. */
+function timeCommand(args: string[]): number {
+  const t0 = performance.now();
+  execFileSync(process.execPath, args, { stdio: 'ignore' });
+  return (performance.now() - t0) / 1000;
+}
+
 function barsCommand(tape: string): number {
   const dir = mkdtempSync(join(tmpdir(), 'cw-bench-bars-'));
   try {
-    const t0 = performance.now();
-    execFileSync(process.execPath, [join(ROOT, 'packages/cli/dist/cli.js'), 'bars', '--tape', tape, '--out', dir], { stdio: 'ignore' });
-    return (performance.now() - t0) / 1000;
+    return timeCommand([join(ROOT, 'packages/cli/dist/cli.js'), 'bars', '--tape', tape, '--out', dir]);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+const tardisCommand = (tape: string) => timeCommand([join(ROOT, 'bench/tardis-bars.mjs'), tape]);
+
+/** The best of `runs` alternating runs of each command on one tape. */
+function bestOf(runs: number, tape: string): { ours: number; theirs: number } {
+  let ours = Infinity;
+  let theirs = Infinity;
+  for (let i = 0; i < runs; i++) {
+    ours = Math.min(ours, barsCommand(tape));
+    theirs = Math.min(theirs, tardisCommand(tape));
+  }
+  return { ours, theirs };
+}
+
+// ---------------------------------------------------------------------------------------------
+// 6. As whole processes
+
+function commands(spec: string, what: string): void {
+  const runs = settings.BENCH_COMMAND_RUNS;
+  const dir = mkdtempSync(join(tmpdir(), 'cw-bench-tiny-'));
+  try {
+    // start-up: a tape so small that the trades cost nothing
+    const tiny = join(dir, 'tiny.jsonl');
+    const lines = Array.from({ length: 100 }, (_, i) =>
+      JSON.stringify({ s: 'AAPL', p: (150 + (i % 7) / 100).toFixed(2), v: 1 + (i % 5), t: 1_700_000_000_000 + i * 1500, c: [] }),
+    );
+    writeFileSync(tiny, `${lines.join('\n')}\n`);
+    let node = Infinity;
+    for (let i = 0; i < runs; i++) node = Math.min(node, timeCommand(['-e', '0']));
+    const start = bestOf(runs, tiny);
+    const day = bestOf(runs, spec);
+    const s = (x: number) => `${x.toFixed(3)} s`;
+    out(`6. As whole processes (spawn to exit), best of ${runs} alternating runs each`);
+    out(`  node -e 0 (the floor)                                  ${s(node)}`);
+    out(`  start-up, a 100-trade tape: candlewick bars            ${s(start.ours)}   (goal <= 0.2 s)`);
+    out(`                              tardis-dev script          ${s(start.theirs)}`);
+    out(`  ${what}: candlewick bars   ${s(day.ours)}`);
+    out(`  ${' '.repeat(what.length)}  tardis-dev script ${s(day.theirs)}`);
+    out(`  ratio on the whole tape: ${(day.theirs / day.ours).toFixed(2)}x (goal >= 1.5x)`);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
@@ -298,6 +349,7 @@ async function main(): Promise<void> {
   );
   out(`tape: ${what}: ${fmt(trades.length)} trades; intervals 1min,5min,15min,30min,1h; AOF on; runs per figure: ${settings.BENCH_RUNS}`);
   out();
+  if (settings.BENCH_PART === 'commands') return commands(spec, what);
 
   const ceil = await ceilings(trades);
   out('1. Redis-only ceilings (one Node process, this machine, this run)');
@@ -405,10 +457,11 @@ async function main(): Promise<void> {
     `  \`candlewick bars --tape …\` as a command, tape reading and start-up included: ${cmd.toFixed(2)} s, ${fmt(trades.length / cmd)} trades/s`,
   );
   out();
+  commands(spec, what);
 
-  // 6. A whole market at live pace: bars per boundary rather than trades per second
+  // 7. A whole market at live pace: bars per boundary rather than trades per second
   if (settings.BENCH_WIDE_SYMBOLS > 0) {
-    out(`6. Wide universe at live pace: every symbol closes a bar at each boundary (npm run bench:wide for the full size)`);
+    out(`7. Wide universe at live pace: every symbol closes a bar at each boundary (npm run bench:wide for the full size)`);
     const runs: { label: string; root: string }[] = [{ label: 'this checkout', root: ROOT }];
     if (settings.BENCH_BASELINE) runs.push({ label: settings.BENCH_BASELINE, root: settings.BENCH_BASELINE });
     for (const { label, root } of runs) {

@@ -30,6 +30,14 @@ const BENCH_ENV = z.object({
     .regex(/^[1-9]\d*$/, 'must be a whole number of at least 1')
     .transform(Number)
     .default(5),
+  /** what to run: everything, or only the commands as whole processes (section 6) */
+  BENCH_PART: z.enum(['all', 'commands'], { message: 'must be all or commands' }).default('all'),
+  /** runs of each command as a whole process; the best is reported */
+  BENCH_COMMAND_RUNS: z
+    .string()
+    .regex(/^[1-9]\d*$/, 'must be a whole number of at least 1')
+    .transform(Number)
+    .default(5),
   /** runs per figure; the median is reported */
   BENCH_RUNS: z
     .string()

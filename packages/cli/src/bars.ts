@@ -12,7 +12,8 @@ import {
   type RawEntry,
   type TradeFields,
 } from '@candlewick/core';
-import { Carry } from '@candlewick/writer';
+// the writer's carry alone: the package index would load the writer's BullMQ worker too
+import { Carry } from '@candlewick/writer/dist/carry.js';
 
 /**
  * `candlewick bars`: a tape folded into bars in this one process — no Redis, no other process, no

@@ -1,61 +1,15 @@
 #!/usr/bin/env node
-import { ConfigError, EXIT, RedisUnavailableError, configEnvNames, loadConfig, settingsTable, type Config } from '@candlewick/common';
-import {
-  ROLES,
-  SERVICES,
-  runHistoricalBackfill,
-  runBars,
-  runProviderServer,
-  runReplayServer,
-  runService,
-  runTap,
-  type TapRequest,
-} from './roles.js';
-import { runStack } from './stack.js';
-import { aclFile } from './acl.js';
+import { ConfigError, EXIT, RedisUnavailableError, configEnvNames, loadConfig, type Config } from '@candlewick/common';
+import { ALIASES, HELP, ROLES, flagOf, roleHelp, settingsHelp, version } from './usage.js';
+import type { TapRequest } from './roles.js';
 
-const HELP = `candlewick: trades -> OHLCV bars on Redis Streams
+/*
+ * The one binary. Only what every role needs is imported here (the settings, the help); the role's
+ * own code is imported once it is known, so `candlewick bars` or `--help` never loads BullMQ,
+ * ioredis or fastify.
+ */
 
-usage: candlewick <role> [--flag value ...]
-
-roles
-  stack           every role below in one terminal (private redis-server unless REDIS_URL is set;
-                  replays the bundled tape unless FINNHUB_TOKEN is set)
-  ingest          Finnhub trade WebSocket -> raw trade stream
-  replay-server   a Finnhub-protocol WebSocket that replays REPLAY_TAPE
-  aggregate       consumer-group worker: raw trades -> open bars (run several)
-  close           closes bars (driven by a BullMQ job scheduler) and enqueues them for the writer
-  write           appends closed bars to CSV and publishes them on bars:{interval}
-  tap             prints a stream live as JSON lines, without disturbing the pipeline:
-                  tap trades | tap bars:5min  [--symbols A,B] [--from $|0|id] [--group name]
-  backfill        fills the span before each symbol's first live trade and every feed outage
-                  (BACKFILL=on); with --symbols A,B --from … --to … builds bars for a past range
-                  from the provider alone, into the same CSV layout
-  bars            a tape folded into bars in this one process, no Redis: the same CSV files a
-                  stack run of it writes, at in-memory speed (--tape FILE --out DIR)
-  serve           the live chart page, the HTTP API (bars as JSON/CSV, Server-Sent Events) and
-                  Bull Board at /queues, on HTTP_PORT (8080); stack starts it
-  provider-server REPLAY_TAPE as Finnhub/Massive history on REPLAY_PORT (8766): backfill and
-                  historical mode from a clone, without keys
-  acl             prints the Redis ACL file of a user per role for KEY_PREFIX (REDIS_USERS_FILE:
-                  its users, with their passwords' SHA-256)
-  help            this text
-
-Every setting is an environment variable (see README, or: candlewick help settings); a flag
---some-name value sets SOME_NAME.
-Short forms: --tape (REPLAY_TAPE), --out (DATA_DIR), --speed (REPLAY_SPEED), --port (REPLAY_PORT), --from (BACKFILL_FROM), --to (BACKFILL_TO).`;
-
-const ALIASES: Record<string, string> = {
-  TAPE: 'REPLAY_TAPE',
-  OUT: 'DATA_DIR',
-  SPEED: 'REPLAY_SPEED',
-  PORT: 'REPLAY_PORT',
-  FROM: 'BACKFILL_FROM',
-  TO: 'BACKFILL_TO',
-};
-
-/** The flag for a variable: REPLAY_TAPE -> --replay-tape. */
-const flagOf = (name: string) => `--${name.toLowerCase().replace(/_/g, '-')}`;
+type Role = (typeof ROLES)[number];
 
 /** Edit distance, for "did you mean" on a mistyped flag. */
 function distance(a: string, b: string): number {
@@ -99,22 +53,29 @@ function parseFlags(args: string[], extra: readonly string[] = []): Record<strin
   return out;
 }
 
+const isHelp = (a: string) => a === '--help' || a === '-h';
+
 async function main(): Promise<void> {
   const [role = 'help', ...rest] = process.argv.slice(2);
-  if (role === 'help' || role === '--help' || role === '-h') {
-    if (rest[0] === 'settings') {
-      // the table every setting is written in, as it stands
-      const rows = settingsTable();
-      const w = Math.max(...rows.map((r) => r.env.length));
-      for (const r of rows) process.stdout.write(`${r.env.padEnd(w)}  ${r.doc} (default: ${r.shown})\n`);
-      return;
-    }
-    process.stdout.write(`${HELP}\n`);
+  if (role === '--version' || role === '-v') {
+    process.stdout.write(`candlewick ${version()}\n`);
+    return;
+  }
+  if (role === 'help' || isHelp(role)) {
+    const topic = rest[0];
+    if (topic === 'settings') process.stdout.write(settingsHelp());
+    else if (topic !== undefined && (ROLES as readonly string[]).includes(topic)) process.stdout.write(roleHelp(topic as Role));
+    else process.stdout.write(`${HELP}\n`);
     return;
   }
   if (!(ROLES as readonly string[]).includes(role)) {
     process.stderr.write(`candlewick: unknown role "${role}"\n\n${HELP}\n`);
     process.exit(EXIT.CONFIG);
+  }
+  // `candlewick bars --help`: the role's usage and the settings it reads, nothing run
+  if (rest.some(isHelp)) {
+    process.stdout.write(roleHelp(role as Role));
+    return;
   }
   let cfg: Config;
   let tap: TapRequest | undefined;
@@ -137,32 +98,37 @@ async function main(): Promise<void> {
     throw err;
   }
   switch (role) {
-    case 'stack':
+    case 'stack': {
+      const { runStack } = await import('./stack.js');
       // the children see the flags as the variables they stand for
       process.exitCode = await runStack(cfg, { ...process.env, ...flags });
       // Children, timers and sockets are all closed by now; exit explicitly in case a library left a handle.
       process.exit(process.exitCode);
-    case 'replay-server':
-      return runReplayServer(cfg);
-    case 'provider-server':
-      return runProviderServer(cfg);
+    }
     case 'bars':
-      process.exitCode = runBars(cfg);
-      return;
-    case 'tap':
-      process.exitCode = await runTap(cfg, tap!);
+      process.exitCode = await (await import('./tape.js')).runBars(cfg);
       return;
     case 'acl':
-      process.stdout.write(aclFile(cfg.keyPrefix, cfg.redisUsers));
+      process.stdout.write((await import('./acl.js')).aclFile(cfg.keyPrefix, cfg.redisUsers));
+      return;
+  }
+  const roles = await import('./roles.js');
+  switch (role) {
+    case 'replay-server':
+      return roles.runReplayServer(cfg);
+    case 'provider-server':
+      return roles.runProviderServer(cfg);
+    case 'tap':
+      process.exitCode = await roles.runTap(cfg, tap!);
       return;
     case 'backfill':
       if (cfg.backfillFrom !== undefined) {
-        process.exitCode = await runHistoricalBackfill(cfg);
+        process.exitCode = await roles.runHistoricalBackfill(cfg);
         return;
       }
-      return runService(cfg, role);
+      return roles.runService(cfg, role);
     default:
-      if (role in SERVICES) return runService(cfg, role);
+      if (role in roles.SERVICES) return roles.runService(cfg, role);
       process.stderr.write(`candlewick: unknown role "${role}"\n\n${HELP}\n`);
       process.exit(EXIT.CONFIG);
   }

@@ -1,5 +1,7 @@
 export * from './redis-server.js';
 export * from './roles.js';
+export * from './tape.js';
+export * from './usage.js';
 export * from './stack.js';
 export * from './summary.js';
 export * from './bars.js';

@@ -1,7 +1,5 @@
-import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
 import {
-  ConfigError,
   EXIT,
   RedisUnavailableError,
   connectRedis,
@@ -18,6 +16,7 @@ import {
   watchRedis,
   waitForRedis,
   makeKeys,
+  isTapeTrade,
   type Component,
   type Config,
   type Keys,
@@ -28,18 +27,14 @@ import {
   tapTrades,
   type Health,
 } from '@candlewick/common';
-import { TapeError, isTapeTrade, readTape, symbolProblems, tapeSymbols, type TapeItem } from '@candlewick/common';
-import { InProcessBars, type BarsProgress } from './bars.js';
-import { Ingestor, ReplayServer } from '@candlewick/ingestor';
-import { Aggregator, CloserService } from '@candlewick/aggregator';
-import { WriterService } from '@candlewick/writer';
-import { BackfillService, ProviderError, ProviderServer, runHistorical, type Progress } from '@candlewick/backfill';
-import { ServeService } from '@candlewick/serve';
-import { SingleBar, Presets } from 'cli-progress';
+import type { Progress } from '@candlewick/backfill';
 import { stackRedis } from './redis-server.js';
+import { replayTape, tapeSubscription } from './tape.js';
 
-/** The bundled tape: Binance XRP/ETH aggTrades, 2019-10-11 .. 2019-10-13 (see tapes/README.md). */
-export const BUNDLED_TAPE = fileURLToPath(new URL('../../../tapes/binance-xrpeth-aggtrades-2019-10-11.json.gz', import.meta.url));
+/*
+ * The roles that talk to Redis or serve a port. Each imports its package when it runs, so a role
+ * loads its own libraries (BullMQ, fastify, ws...) and no other role's.
+ */
 
 export function rootLogger(cfg: Config, name: string, write?: (line: string) => void): Logger {
   const file = cfg.logFile
@@ -173,37 +168,20 @@ async function runRole(cfg: Config, name: string, make: (redis: RedisClient, log
   }
 }
 
-/** Every role the CLI runs (`candlewick <role>`). */
-export const ROLES = [
-  'stack',
-  'ingest',
-  'replay-server',
-  'aggregate',
-  'close',
-  'write',
-  'backfill',
-  'tap',
-  'provider-server',
-  'bars',
-  'serve',
-  'acl',
-  'help',
-] as const;
-
 type Service = new (redis: RedisClient, cfg: Config, keys: Keys, log: Logger) => Component;
 
-/** The roles that are one service on one Redis connection. */
-export const SERVICES: Record<string, Service> = {
-  ingest: Ingestor,
-  aggregate: Aggregator,
-  close: CloserService,
-  write: WriterService,
-  backfill: BackfillService,
-  serve: ServeService,
+/** The roles that are one service on one Redis connection, each loaded when it runs. */
+export const SERVICES: Record<string, () => Promise<Service>> = {
+  ingest: async () => (await import('@candlewick/ingestor')).Ingestor,
+  aggregate: async () => (await import('@candlewick/aggregator')).Aggregator,
+  close: async () => (await import('@candlewick/aggregator')).CloserService,
+  write: async () => (await import('@candlewick/writer')).WriterService,
+  backfill: async () => (await import('@candlewick/backfill')).BackfillService,
+  serve: async () => (await import('@candlewick/serve')).ServeService,
 };
 
-export function runService(cfg: Config, role: string): Promise<void> {
-  const Svc = SERVICES[role]!;
+export async function runService(cfg: Config, role: string): Promise<void> {
+  const Svc = await SERVICES[role]!();
   const keys = makeKeys(cfg.keyPrefix);
   // serve writes nothing under DATA_DIR (it may see it read-only): its log goes to stdout alone
   if (role === 'serve') cfg = Object.freeze({ ...cfg, logFile: false });
@@ -215,41 +193,8 @@ export function runService(cfg: Config, role: string): Promise<void> {
   return runRole(cfg, role, (redis, log) => new Svc(redis, cfg, keys, log));
 }
 
-/**
- * The tape to replay (REPLAY_TAPE, or the bundled one). A tape that cannot be read is a
- * configuration error naming the variable; lines that cannot be trades are left out and listed in
- * `problems` (file and line), so one bad line costs nothing else.
- */
-export function replayTape(cfg: Config): { path: string; items: TapeItem[]; problems: string[] } {
-  const path = cfg.replayTape ?? BUNDLED_TAPE;
-  const problems: string[] = [];
-  try {
-    return { path, items: readTape(path, problems), problems };
-  } catch (err) {
-    if (err instanceof TapeError) throw new ConfigError([`REPLAY_TAPE=${JSON.stringify(path)}: ${err.message}`]);
-    throw err;
-  }
-}
-
-/**
- * The symbols a replay subscribes to: SYMBOLS, or without it the tape's own, which must then be
- * symbols (SYMBOL_PATTERN) whose files stay apart; a tape with none (raw frames, or no well-formed
- * trade) needs SYMBOLS. A ConfigError names the tape otherwise.
- */
-export function tapeSubscription(cfg: Config, tape: { path: string; items: readonly TapeItem[]; problems?: string[] }): readonly string[] {
-  if (cfg.symbols.length) return cfg.symbols;
-  const symbols = tapeSymbols(tape.items);
-  const where = `REPLAY_TAPE=${JSON.stringify(tape.path)}`;
-  if (symbols.length === 0)
-    throw new ConfigError([
-      `${where}: SYMBOLS is unset and the tape has no well-formed trade to take symbols from${tape.problems?.length ? ` (${tape.problems[0]})` : ''}; set SYMBOLS, e.g. SYMBOLS=AAPL`,
-    ]);
-  const problems = symbolProblems(symbols, `${where} (its symbols, SYMBOLS unset)`);
-  if (problems.length) throw new ConfigError(problems);
-  return symbols;
-}
-
 export async function runReplayServer(cfg: Config): Promise<void> {
+  const { ReplayServer } = await import('@candlewick/ingestor');
   const log = rootLogger(cfg, 'replay-server');
   const { items, problems } = replayTape(cfg);
   problems.slice(0, 20).forEach((problem) => log.warn(problem));
@@ -287,6 +232,7 @@ export async function runReplayServer(cfg: Config): Promise<void> {
  * MASSIVE_API_KEY: historical mode and backfill tried from a clone, with no key and no internet.
  */
 export async function runProviderServer(cfg: Config): Promise<void> {
+  const { ProviderServer } = await import('@candlewick/backfill');
   const log = rootLogger(cfg, 'provider-server');
   const { path, items } = replayTape(cfg);
   const server = new ProviderServer(items.filter(isTapeTrade), {
@@ -303,53 +249,10 @@ export async function runProviderServer(cfg: Config): Promise<void> {
   );
 }
 
-/**
- * `candlewick bars --tape … --out …`: the tape folded into bars in this process (no Redis), into the
- * same CSV files a stack run writes. A progress bar in a terminal; a summary on stdout.
- */
-export function runBars(cfg: Config): number {
-  const t0 = performance.now();
-  const tape = replayTape(cfg);
-  const { path, items, problems } = tape;
-  for (const problem of problems.slice(0, 20)) process.stderr.write(`candlewick bars: ${problem}\n`);
-  if (problems.length > 20) process.stderr.write(`candlewick bars: ${problems.length - 20} more tape lines left out\n`);
-  const bars = new InProcessBars(cfg, tapeSubscription(cfg, tape));
-  let progress: BarsProgress | undefined;
-  if (process.stderr.isTTY) {
-    const bar = new SingleBar(
-      { format: 'bars [{bar}] {percentage}% {value}/{total} tape items | eta {eta_formatted}', stream: process.stderr },
-      Presets.shades_classic,
-    );
-    progress = { start: (n) => bar.start(n, 0), update: (n) => bar.update(n), stop: () => bar.stop() };
-  }
-  const c = bars.run(items, progress);
-  const seconds = (performance.now() - t0) / 1000;
-  const written = Object.entries(c.written)
-    .map(([k, v]) => `${k}=${v}`)
-    .join(' ');
-  const left: string[] = [];
-  if (c.filtered) left.push(`${c.filtered} outside SESSIONS`);
-  if (c.excluded) left.push(`${c.excluded} whose CONDITIONS set nothing`);
-  process.stdout.write(
-    [
-      'candlewick bars',
-      `  tape             ${path}`,
-      `  trades           ${c.trades}${left.length ? ` (of them ${left.join(', ')})` : ''}`,
-      `  rejected         ${c.rejected} (plus ${c.badFrames} unreadable frames)${c.future ? `, ${c.future} of them ahead of the clock or the feed (FUTURE_LIMIT_MS)` : ''}`,
-      ...(c.foreign ? [`  foreign          ${c.foreign} trades for symbols not in SYMBOLS, dropped`] : []),
-      `  late             ${c.late}`,
-      `  bars written     ${written || 'none'}${c.present ? ` (${c.present} already in the files)` : ''}`,
-      `  time             ${seconds.toFixed(2)} s, ${Math.round(c.trades / seconds)} trades/s (reading the tape included)`,
-      `  CSV              ${join(cfg.dataDir, 'raw')}`,
-      '',
-    ].join('\n'),
-  );
-  return EXIT.OK;
-}
-
 /** Progress of a historical backfill: a bar in a terminal, plain lines otherwise. */
-function progressFor(out: NodeJS.WriteStream): Progress {
+async function progressFor(out: NodeJS.WriteStream): Promise<Progress> {
   if (out.isTTY) {
+    const { SingleBar, Presets } = await import('cli-progress');
     const bar = new SingleBar(
       { format: 'backfill [{bar}] {value}/{total} {what} | eta {eta_formatted}', stream: out },
       Presets.shades_classic,
@@ -367,13 +270,14 @@ function progressFor(out: NodeJS.WriteStream): Progress {
 
 /** `candlewick backfill --symbols … --from … --to …`: exit 0 done, 2 the provider refused. */
 export async function runHistoricalBackfill(cfg: Config): Promise<number> {
+  const { ProviderError, runHistorical } = await import('@candlewick/backfill');
   const log = rootLogger(cfg, 'backfill', (line) => process.stderr.write(line));
   if (cfg.symbols.length === 0) {
     process.stderr.write('candlewick backfill: name the symbols, e.g. --symbols AAPL,MSFT\n');
     return EXIT.CONFIG;
   }
   try {
-    const r = await runHistorical(cfg, cfg.symbols, cfg.backfillFrom!, cfg.backfillTo!, log, progressFor(process.stdout));
+    const r = await runHistorical(cfg, cfg.symbols, cfg.backfillFrom!, cfg.backfillTo!, log, await progressFor(process.stdout));
     process.stdout.write(
       `backfill done: ${r.written} bars written, ${r.present} already there, from ${r.trades ? `${r.trades} trades` : `${r.candles} candles`} (${cfg.backfillProvider} ${cfg.backfillMode})\n`,
     );

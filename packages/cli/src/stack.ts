@@ -37,7 +37,8 @@ import {
   type RedisClient,
 } from '@candlewick/common';
 import { BarCloser, barsQueue } from '@candlewick/aggregator';
-import { replayTape, rootLogger, tapeSubscription } from './roles.js';
+import { rootLogger } from './roles.js';
+import { replayTape, tapeSubscription } from './tape.js';
 import { PrivateRedis, PrivateRedisCluster, freePort, generatePassword, privateRedisFiles } from './redis-server.js';
 import { formatSummary, summarize, type CpuUse } from './summary.js';
 

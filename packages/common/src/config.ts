@@ -605,9 +605,167 @@ export function configEnvNames(): string[] {
   return [...Object.values(SETTINGS).map((s) => s.env), ...SECRETS.map((s) => `${s}_FILE`)];
 }
 
-/** The settings as a table: variable, default, meaning (`candlewick help settings`). */
-export function settingsTable(): { env: string; shown: string; doc: string }[] {
-  return Object.values(SETTINGS).map(({ env, shown, doc }) => ({ env, shown, doc }));
+type SettingKey = keyof typeof SETTINGS;
+
+const REDIS_SETTINGS: readonly SettingKey[] = [
+  'redisUrl',
+  'redisPassword',
+  'redisUsername',
+  'redisUsersFile',
+  'redisCluster',
+  'redisSentinels',
+  'redisSentinelMaster',
+  'redisSentinelPassword',
+  'redisTlsCaFile',
+  'redisTlsCertFile',
+  'redisTlsKeyFile',
+  'redisTlsServername',
+  'redisConnectTimeoutMs',
+  'redisAnswerTimeoutMs',
+  'redisCheckEveryMs',
+  'keyPrefix',
+];
+const LOG_SETTINGS: readonly SettingKey[] = ['logLevel', 'logPretty', 'logFile', 'logFileSize', 'logFileCount', 'logName', 'dataDir'];
+const METRICS_SETTINGS: readonly SettingKey[] = ['metricsPort', 'metricsHost'];
+/** what a role on one Redis connection reads besides its own: Redis, its log, /metrics and /healthz */
+const SERVICE_SETTINGS = [...REDIS_SETTINGS, ...LOG_SETTINGS, ...METRICS_SETTINGS];
+const CALENDAR_SETTINGS: readonly SettingKey[] = ['intervals', 'tz', 'sessions', 'align', 'graceMs'];
+
+/**
+ * The settings each role reads (`candlewick <role> --help`), by the role's name; `stack` passes
+ * every one on to its roles. Every role accepts every setting as a flag, so one set of flags
+ * works for all of them; this says which ones change what the role does.
+ */
+const READ_BY: Readonly<Record<string, readonly SettingKey[]>> = {
+  ingest: [
+    'finnhubToken',
+    'mode',
+    'finnhubWsUrl',
+    'symbols',
+    'replayTape',
+    'staleMs',
+    ...CALENDAR_SETTINGS,
+    'futureLimitMs',
+    'clock',
+    'partitions',
+    'ingestBatch',
+    'ingestFlushMs',
+    'ingestRetainMs',
+    'ingestWaitReplicas',
+    'backfill',
+    'backfillHoldMs',
+    'backfillMaxSpanMs',
+    ...SERVICE_SETTINGS,
+  ],
+  'replay-server': [
+    'replayTape',
+    'replaySpeed',
+    'replayPort',
+    'replayHost',
+    'replayShift',
+    'replayFrameTrades',
+    'replayFrom',
+    ...LOG_SETTINGS,
+    ...METRICS_SETTINGS,
+  ],
+  aggregate: [
+    ...CALENDAR_SETTINGS,
+    'late',
+    'lateAmendWindowMs',
+    'conditions',
+    'conditionCodes',
+    'partitions',
+    'aggregatorBatch',
+    'ingestBatch',
+    'consumerName',
+    'takeoverMs',
+    'reclaimIdleMs',
+    'backfill',
+    ...SERVICE_SETTINGS,
+  ],
+  close: [
+    ...CALENDAR_SETTINGS,
+    'mode',
+    'clock',
+    'late',
+    'lateAmendWindowMs',
+    'emptyBars',
+    'partitions',
+    'closeEveryMs',
+    'closeWhenIdleMs',
+    'tradesRetentionMs',
+    ...SERVICE_SETTINGS,
+  ],
+  write: [
+    ...CALENDAR_SETTINGS,
+    'symbols',
+    'emptyBars',
+    'csvExtraColumns',
+    'partitions',
+    'takeoverMs',
+    'barsRetentionMs',
+    ...SERVICE_SETTINGS,
+  ],
+  backfill: [
+    'backfill',
+    'backfillProvider',
+    'backfillMode',
+    'backfillRate',
+    'backfillRetries',
+    'backfillFrom',
+    'backfillTo',
+    'symbols',
+    'finnhubToken',
+    'finnhubRestUrl',
+    'massiveApiKey',
+    'massiveRestUrl',
+    ...CALENDAR_SETTINGS,
+    'conditions',
+    'conditionCodes',
+    'csvExtraColumns',
+    'partitions',
+    ...SERVICE_SETTINGS,
+  ],
+  tap: ['intervals', 'partitions', 'logLevel', 'logPretty', ...REDIS_SETTINGS],
+  'provider-server': ['replayTape', 'replayHost', 'replayPort', 'finnhubToken', 'massiveApiKey', ...LOG_SETTINGS],
+  bars: [
+    'replayTape',
+    'dataDir',
+    'symbols',
+    ...CALENDAR_SETTINGS,
+    'futureLimitMs',
+    'clock',
+    'late',
+    'emptyBars',
+    'conditions',
+    'conditionCodes',
+    'csvExtraColumns',
+    'partitions',
+  ],
+  serve: [
+    'httpPort',
+    'httpHost',
+    'httpToken',
+    'bullBoard',
+    ...CALENDAR_SETTINGS,
+    'clock',
+    'late',
+    'symbols',
+    'partitions',
+    ...SERVICE_SETTINGS,
+  ],
+  acl: ['keyPrefix', 'redisUsersFile'],
+};
+
+/**
+ * The settings as a table: variable, default, meaning (`candlewick help settings`); with a role,
+ * only the settings that role reads, in the table's order (`candlewick <role> --help`).
+ */
+export function settingsTable(role?: string): { env: string; shown: string; doc: string }[] {
+  const only = role === undefined || role === 'stack' ? undefined : new Set(READ_BY[role] ?? []);
+  return (Object.entries(SETTINGS) as [SettingKey, Setting<unknown>][])
+    .filter(([key]) => only === undefined || only.has(key))
+    .map(([, { env, shown, doc }]) => ({ env, shown, doc }));
 }
 
 /** A schema of every variable, each optional, for tests that check what a compose file sets. */

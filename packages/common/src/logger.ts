@@ -1,5 +1,9 @@
-import { pino, type Logger } from 'pino';
-import pretty from 'pino-pretty';
+import type { Level, Logger, pino as Pino } from 'pino';
+import { lazyRequire } from './lazy.js';
+
+/** pino and pino-pretty, loaded by the first logger (`candlewick bars` and `--help` make none). */
+const pinoLib = lazyRequire<typeof import('pino')>('pino');
+const prettyLib = lazyRequire<typeof import('pino-pretty')>('pino-pretty');
 
 export type { Logger };
 
@@ -37,14 +41,15 @@ export function createLogger(opts: {
   write?: (line: string) => void;
   file?: LogFile;
 }): Logger {
+  const { pino } = pinoLib();
   const options = { name: opts.name, level: opts.level, redact: { paths: REDACT, censor: '[redacted]' } };
   const terminal = opts.pretty
-    ? pretty({ colorize: true, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname', sync: true })
+    ? prettyLib()({ colorize: true, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname', sync: true })
     : opts.write
       ? { write: opts.write }
       : pino.destination({ dest: 1, sync: true });
   if (!opts.file) return pino(options, terminal);
-  const level = opts.level as pino.Level;
+  const level = opts.level as Level;
   const file = new LogFileStream(opts.file, (line) => terminal.write(line));
   return pino(
     options,
@@ -61,7 +66,7 @@ export function createLogger(opts: {
  * tried again a minute later — logging must not be the fault that stops a pipeline.
  */
 class LogFileStream {
-  private transport: ReturnType<typeof pino.transport> | undefined;
+  private transport: ReturnType<typeof Pino.transport> | undefined;
   private brokenAt = 0;
 
   constructor(
@@ -73,7 +78,7 @@ class LogFileStream {
 
   private open(): void {
     try {
-      const t = pino.transport({
+      const t = pinoLib().pino.transport({
         target: 'pino-roll',
         options: { file: this.file.path, extension: '.log', size: this.file.size, mkdir: true, limit: { count: this.file.count } },
       });
@@ -84,7 +89,7 @@ class LogFileStream {
     }
   }
 
-  private broken(t: ReturnType<typeof pino.transport> | undefined, err: Error): void {
+  private broken(t: ReturnType<typeof Pino.transport> | undefined, err: Error): void {
     if (t !== undefined && t !== this.transport) return;
     this.transport = undefined;
     this.brokenAt = Date.now();

@@ -1,5 +1,6 @@
 import { createServer, type Server } from 'node:http';
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { Gauge, Registry } from 'prom-client';
+import { lazyRequire } from './lazy.js';
 import type { Logger } from './logger.js';
 
 /**
@@ -7,15 +8,18 @@ import type { Logger } from './logger.js';
  * here, once; a role creates the ones it updates. Creating one twice (two components in one
  * process, as in tests) returns the same metric.
  */
-export const registry = new Registry();
+const prom = lazyRequire<typeof import('prom-client')>('prom-client');
+let made: Registry | undefined;
+/** The registry, made (and prom-client loaded) by the first metric a role creates. */
+export const registry = (): Registry => (made ??= new (prom().Registry)());
 
 function once<T>(name: string, make: () => T): T {
-  return (registry.getSingleMetric(name) as T | undefined) ?? make();
+  return (registry().getSingleMetric(name) as T | undefined) ?? make();
 }
 const counter = <L extends string>(name: string, help: string, labelNames: readonly L[] = []) =>
-  once(name, () => new Counter<L>({ name, help, labelNames, registers: [registry] }));
+  once(name, () => new (prom().Counter<L>)({ name, help, labelNames, registers: [registry()] }));
 const histogram = <L extends string>(name: string, help: string, buckets: number[], labelNames: readonly L[] = []) =>
-  once(name, () => new Histogram<L>({ name, help, buckets, labelNames, registers: [registry] }));
+  once(name, () => new (prom().Histogram<L>)({ name, help, buckets, labelNames, registers: [registry()] }));
 
 export const metrics = {
   // ingestor
@@ -31,10 +35,10 @@ export const metrics = {
     once(
       'candlewick_ingest_start_seconds',
       () =>
-        new Gauge({
+        new (prom().Gauge)({
           name: 'candlewick_ingest_start_seconds',
           help: "From this ingestor starting to its first trades in Redis (a restart's time to flowing again)",
-          registers: [registry],
+          registers: [registry()],
         }),
     ),
   wsReconnects: () => counter('candlewick_ws_reconnects_total', 'Feed WebSocket connections opened after the first'),
@@ -56,11 +60,11 @@ export const metrics = {
     once(
       'candlewick_pending_entries',
       () =>
-        new Gauge({
+        new (prom().Gauge)({
           name: 'candlewick_pending_entries',
           help: 'Raw stream entries delivered to an aggregator and not yet merged, per partition and consumer (read at scrape time)',
           labelNames: ['partition', 'consumer'] as const,
-          registers: [registry],
+          registers: [registry()],
           async collect() {
             await collect(this);
           },
@@ -89,10 +93,10 @@ export const metrics = {
     once(
       'candlewick_csv_append_failing',
       () =>
-        new Gauge({
+        new (prom().Gauge)({
           name: 'candlewick_csv_append_failing',
           help: '1 while appending to the CSV files fails (a full disk, permissions), else 0',
-          registers: [registry],
+          registers: [registry()],
         }),
     ),
   closeLag: () =>
@@ -127,14 +131,15 @@ export class MetricsServer {
   ) {}
 
   async start(): Promise<void> {
-    if (!registry.getSingleMetric('candlewick_process_cpu_seconds_total'))
-      collectDefaultMetrics({ register: registry, prefix: 'candlewick_' });
-    registry.setDefaultLabels({ role: this.opts.role });
+    const metricsOf = registry();
+    if (!metricsOf.getSingleMetric('candlewick_process_cpu_seconds_total'))
+      prom().collectDefaultMetrics({ register: metricsOf, prefix: 'candlewick_' });
+    metricsOf.setDefaultLabels({ role: this.opts.role });
     const server = createServer((req, res) => {
       const path = (req.url ?? '/').split('?')[0];
       const reply = async () => {
         if (req.method !== 'GET') return [405, 'text/plain', 'GET only\n'] as const;
-        if (path === '/metrics') return [200, registry.contentType, await registry.metrics()] as const;
+        if (path === '/metrics') return [200, metricsOf.contentType, await metricsOf.metrics()] as const;
         if (path === '/healthz') {
           const h = await this.health();
           return [h.ok ? 200 : 503, 'application/json', `${JSON.stringify({ role: this.opts.role, ...h })}\n`] as const;

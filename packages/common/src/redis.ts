@@ -1,6 +1,7 @@
-import { Cluster, Redis, type ChainableCommander, type ClusterOptions, type RedisOptions } from 'ioredis';
+import type { Cluster, Redis, ChainableCommander, ClusterOptions, RedisOptions } from 'ioredis';
 import { readFileSync } from 'node:fs';
 import calculateSlot from 'cluster-key-slot';
+import { lazyRequire } from './lazy.js';
 import { registerScripts } from './scripts.js';
 import { redactUrl, type Logger } from './logger.js';
 import { RedisUnavailableError, isConnectionError, isRefusal } from './errors.js';
@@ -8,6 +9,9 @@ import { ConfigError, type Config } from './config.js';
 
 /** A single Redis or a Redis Cluster: every role works on either. */
 export type RedisClient = Redis | Cluster;
+
+/** ioredis, loaded by the first client made (see lazy.ts). */
+export const ioredis = lazyRequire<typeof import('ioredis')>('ioredis');
 
 /**
  * Milliseconds on the monotonic clock. Every interval, timeout and "how long since" in candlewick is
@@ -162,7 +166,7 @@ export class RedisLink {
     const conn = [...this.connections].find((c) => c.status === 'ready');
     if (!conn) return {};
     try {
-      const nodes = conn instanceof Cluster ? conn.nodes('master') : [conn];
+      const nodes = conn instanceof ioredis().Cluster ? conn.nodes('master') : [conn];
       const infos = await Promise.all(nodes.map((n) => n.info('memory')));
       // the fullest node of a cluster is the one refusing
       const parsed = infos
@@ -277,7 +281,7 @@ function watch(redis: RedisClient, log: Logger | undefined, where: string): void
   redis.once('end', () => redisLink.connections.delete(redis));
   redis.on('error', (err: Error) => redisLink.error(err, where));
   redis.on('ready', () => redisLink.ready());
-  if (redis instanceof Cluster) watchClusterNodes(redis);
+  if (redis instanceof ioredis().Cluster) watchClusterNodes(redis);
   else if (redis.options.sentinels?.length) redis.on('reconnecting', () => redisLink.reconnecting(where));
 }
 
@@ -440,7 +444,7 @@ function probeClusters(): void {
 async function clustersServe(): Promise<boolean> {
   // (a client never connected, 'wait', has nothing to recover)
   const clusters = [...redisLink.connections].filter(
-    (c): c is Cluster => c instanceof Cluster && c.status !== 'end' && c.status !== 'wait',
+    (c): c is Cluster => c instanceof ioredis().Cluster && c.status !== 'end' && c.status !== 'wait',
   );
   if (clusters.length === 0 || clusters.some((c) => c.status !== 'ready')) return false;
   // (a paused master: its dropped connection still holds commands, or it is still a silent master)
@@ -653,10 +657,10 @@ export function connectRedis(url: string, log?: Logger, opts: RedisAccess & { ex
   };
   let redis: RedisClient;
   if (opts.sentinels?.length) {
-    redis = new Redis(sentinelOptions(opts, base));
+    redis = new (ioredis().Redis)(sentinelOptions(opts, base));
   } else if (opts.cluster) {
     const { nodes, options } = clusterSeeds(url);
-    redis = new Cluster(nodes, {
+    redis = new (ioredis().Cluster)(nodes, {
       // rediss:// seeds ask for TLS; REDIS_TLS_* files, when set, say with what
       // (a node connection dropped from the pool is destroyed if its graceful close stalls: a paused master)
       redisOptions: { ...base, ...options, ...(base.tls ? { tls: base.tls } : {}), disconnectTimeout: NODE_DROP_MS },
@@ -665,7 +669,7 @@ export function connectRedis(url: string, log?: Logger, opts: RedisAccess & { ex
       ...failoverOptions(),
     });
   } else {
-    redis = new Redis(url, base);
+    redis = new (ioredis().Redis)(url, base);
   }
   watch(redis, log, describeRedis(url, opts));
   registerScripts(redis);
@@ -685,7 +689,7 @@ export class SlotTransactions {
 
   /** The transaction that `key` belongs in; chain the command for `key` on it. */
   on(key: string): ChainableCommander {
-    const slot = this.redis instanceof Cluster ? calculateSlot(key) : 0;
+    const slot = this.redis instanceof ioredis().Cluster ? calculateSlot(key) : 0;
     let tx = this.groups.get(slot);
     if (!tx) {
       tx = this.redis.multi();
@@ -728,7 +732,7 @@ function infoField(info: string, field: string): string | undefined {
  * ACL users, which must not read the server's configuration.)
  */
 export async function memoryPolicies(redis: RedisClient): Promise<{ node: string; policy: string }[]> {
-  const nodes = redis instanceof Cluster ? redis.nodes('master') : [redis];
+  const nodes = redis instanceof ioredis().Cluster ? redis.nodes('master') : [redis];
   return Promise.all(
     nodes.map(async (node) => {
       const name = `${node.options.host ?? '127.0.0.1'}:${node.options.port ?? 6379}`;
@@ -791,7 +795,7 @@ export function watchRedis(redis: RedisClient, opts: { answerTimeoutMs: number; 
       }
       const now = monoMs();
       // a Cluster's masters each: one of them paused is an outage of the roles whose keys it holds
-      if (redis instanceof Cluster) {
+      if (redis instanceof ioredis().Cluster) {
         probeClusterMasters(redis);
         const silent = opts.answerTimeoutMs > 0 ? silentFor(opts.answerTimeoutMs) : undefined;
         if (silent) redisLink.notAnswering(silent.ms, `cluster node ${silent.node}`);
@@ -799,7 +803,7 @@ export function watchRedis(redis: RedisClient, opts: { answerTimeoutMs: number; 
       if (probeAt !== 0) {
         // (a Cluster's silence is its masters', probed each above: a TIME that went to a paused master
         // and is answered by its successor later says nothing new — said again, one outage was two)
-        if (opts.answerTimeoutMs > 0 && now - probeAt >= opts.answerTimeoutMs && !(redis instanceof Cluster))
+        if (opts.answerTimeoutMs > 0 && now - probeAt >= opts.answerTimeoutMs && !(redis instanceof ioredis().Cluster))
           redisLink.notAnswering(now - probeAt);
         return;
       }
@@ -810,7 +814,7 @@ export function watchRedis(redis: RedisClient, opts: { answerTimeoutMs: number; 
           const rtt = monoMs() - sent;
           probeAt = 0;
           // (a Cluster's TIME goes to any master: it says nothing of a silent one)
-          if (!(redis instanceof Cluster) || (!silentFor(NODE_SILENT_MS) && droppedStillOpen().size === 0)) redisLink.answered();
+          if (!(redis instanceof ioredis().Cluster) || (!silentFor(NODE_SILENT_MS) && droppedStillOpen().size === 0)) redisLink.answered();
           // (an answer that waited, on a paused master, says nothing of the clocks)
           if (rtt < 1000) redisLink.clockSkew(Date.now() - rtt / 2 - (Number(s) * 1000 + Number(us) / 1000));
         },

@@ -1,7 +1,6 @@
-import { Cluster } from 'ioredis';
 import type { Keys } from './keys.js';
 import { partitionOf } from './keys.js';
-import { duplicateRedis, type RedisClient } from './redis.js';
+import { duplicateRedis, ioredis, type RedisClient } from './redis.js';
 import { decodeTradeEntries, type Trade } from '@candlewick/core';
 import { decodeBarEntry, type TappedBar } from './entries.js';
 
@@ -64,7 +63,7 @@ async function* readStreams(
   const consumer = opts.consumer ?? `tap-${process.pid}`;
   // A Cluster cannot read streams of different slots in one command: read them in turn without
   // blocking, resting briefly when all are quiet.
-  const oneCall = streams.length === 1 || !(conn instanceof Cluster);
+  const oneCall = streams.length === 1 || !(conn instanceof ioredis().Cluster);
   const last = new Map<string, string>();
   // a group consumer first takes back what it read and did not acknowledge before it stopped
   let backlog = group !== undefined;
