@@ -26,6 +26,7 @@ roles
   aggregate       consumer-group worker: raw trades -> open bars (run several)
   close           closes bars (driven by a BullMQ job scheduler) and enqueues them for the writer
   write           appends closed bars to CSV and publishes them on bars:{interval}
+  pg-sink         closed bars of every interval into PostgreSQL (DATABASE_URL; stack starts it then)
   tap             prints a stream live as JSON lines, without disturbing the pipeline:
                   tap trades | tap bars:5min  [--symbols A,B] [--from $|0|id] [--group name]
   backfill        fills the span before each symbol's first live trade and every feed outage
@@ -170,7 +171,8 @@ async function main(): Promise<void> {
 
 main().catch((err: unknown) => {
   const role = process.argv[2] ?? '';
-  if (err instanceof RedisUnavailableError) {
+  // no Redis, or no database (pg-sink): exit 3
+  if (err instanceof RedisUnavailableError || (err instanceof Error && (err as { exitCode?: number }).exitCode === EXIT.NO_REDIS)) {
     process.stderr.write(`candlewick ${role}: ${err.message}\n`);
     process.exit(EXIT.NO_REDIS);
   }

@@ -32,7 +32,7 @@ import { TapeError, isTapeTrade, readTape, symbolProblems, tapeSymbols, type Tap
 import { InProcessBars, type BarsProgress } from './bars.js';
 import { Ingestor, ReplayServer } from '@candlewick/ingestor';
 import { Aggregator, CloserService } from '@candlewick/aggregator';
-import { WriterService } from '@candlewick/writer';
+import { PgSink, WriterService } from '@candlewick/writer';
 import { BackfillService, ProviderError, ProviderServer, runHistorical, type Progress } from '@candlewick/backfill';
 import { ServeService } from '@candlewick/serve';
 import { SingleBar, Presets } from 'cli-progress';
@@ -181,6 +181,7 @@ export const ROLES = [
   'aggregate',
   'close',
   'write',
+  'pg-sink',
   'backfill',
   'tap',
   'provider-server',
@@ -198,6 +199,7 @@ export const SERVICES: Record<string, Service> = {
   aggregate: Aggregator,
   close: CloserService,
   write: WriterService,
+  'pg-sink': PgSink,
   backfill: BackfillService,
   serve: ServeService,
 };

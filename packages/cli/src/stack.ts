@@ -122,7 +122,7 @@ class Terminal {
 }
 
 /** Shutdown order: upstream first, so every stage hands what it holds to the next. */
-const STOP_ORDER = ['ingest', 'replay-server', 'backfill', 'aggregate', 'close', 'write', 'serve'];
+const STOP_ORDER = ['ingest', 'replay-server', 'backfill', 'aggregate', 'close', 'write', 'pg-sink', 'serve'];
 /** Roles the pipeline does not need: not waited for at start, and one that cannot start is left off. */
 const OPTIONAL_ROLES: ReadonlySet<string> = new Set(['serve']);
 
@@ -324,6 +324,8 @@ export async function runStack(cfg: Config, env: NodeJS.ProcessEnv): Promise<num
       await stop.race(waitForPort(port, 30_000));
     }
     children.push(spawnChild('write', 'write'));
+    // DATABASE_URL: the closed bars into PostgreSQL too, off the CSV path (its own consumer group)
+    if (cfg.databaseUrl) children.push(spawnChild('pg-sink', 'pg-sink'));
     children.push(spawnChild('close', 'close'));
     for (let i = 0; i < cfg.aggregators; i++)
       children.push(spawnChild('aggregate', cfg.aggregators > 1 ? `aggregate.${i + 1}` : 'aggregate'));
