@@ -369,6 +369,7 @@ const SETTINGS = {
     '—',
     'the database password, when DATABASE_URL does not carry it; never logged',
   ),
+  databaseBatch: setting('DATABASE_BATCH', int(1, 100_000), 1000, '1000', 'pg-sink: stream entries per read, written in one transaction'),
   databaseConnectTimeoutMs: setting(
     'DATABASE_CONNECT_TIMEOUT',
     duration(),

@@ -159,7 +159,6 @@ export class PgSink implements Component {
     private readonly cfg: Config,
     keys: Keys,
     private readonly log: Logger,
-    private readonly opts: { count?: number } = {},
   ) {
     if (!cfg.databaseUrl) throw new DatabaseUnavailableError('pg-sink needs DATABASE_URL (postgres://user@host:port/database)');
     this.streams = cfg.intervals.map((iv) => keys.bars(iv.name));
@@ -317,7 +316,7 @@ export class PgSink implements Component {
   }
 
   private async run(): Promise<void> {
-    const count = this.opts.count ?? 1000;
+    const count = this.cfg.databaseBatch;
     while (true) {
       let got = 0;
       for (const s of this.streams) {
