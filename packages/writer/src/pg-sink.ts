@@ -185,6 +185,7 @@ export class PgSink implements Component {
       try {
         await client.connect();
         await migrate(client, this.log);
+        this.up();
         return client;
       } catch (err) {
         await client.end().catch(() => undefined);
