@@ -123,8 +123,11 @@ class Terminal {
 
 /** Shutdown order: upstream first, so every stage hands what it holds to the next. */
 const STOP_ORDER = ['ingest', 'replay-server', 'backfill', 'aggregate', 'close', 'write', 'pg-sink', 'serve'];
-/** Roles the pipeline does not need: not waited for at start, and one that cannot start is left off. */
-const OPTIONAL_ROLES: ReadonlySet<string> = new Set(['serve']);
+/**
+ * Roles the pipeline does not need: not waited for at start, and one that cannot start is left off
+ * (pg-sink: a database refusing its login or not reached at start, exit 3, stops no CSV file).
+ */
+const OPTIONAL_ROLES: ReadonlySet<string> = new Set(['serve', 'pg-sink']);
 
 /**
  * `candlewick stack`: every role in one terminal. Uses REDIS_URL or starts a private redis-server;
@@ -303,7 +306,7 @@ export async function runStack(cfg: Config, env: NodeJS.ProcessEnv): Promise<num
         const now = Date.now();
         child.restarts = child.restarts.filter((t) => now - t < 60_000);
         // the page is a view: a port it cannot have (said in its log) leaves the pipeline running without it
-        if (exitCode === EXIT.CONFIG && OPTIONAL_ROLES.has(role))
+        if ((exitCode === EXIT.CONFIG || exitCode === EXIT.NO_REDIS) && OPTIONAL_ROLES.has(role))
           return log.warn({ role: name }, `${name} did not start (see above); the pipeline runs on without it`);
         if (exitCode === EXIT.CONFIG)
           return fail(EXIT.FAILURE, `${name} stopped on a configuration problem (exit ${exitCode}, see above); not restarting it`);
