@@ -1,7 +1,7 @@
 import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { encodeBarEntry, loadConfig, makeKeys } from '@candlewick/common';
+import { encodeBarEntry, fileSafeSymbol, loadConfig, makeKeys } from '@candlewick/common';
 import { PgSink } from '@candlewick/writer';
 import { pino } from 'pino';
 import { freePort } from '@candlewick/cli';
@@ -128,7 +128,7 @@ describe('pg-sink: closed bars in PostgreSQL', () => {
     for (const [file, lines] of files) {
       const [iv, name] = file.split('/') as [string, string];
       const symbol = name.slice(0, name.length - `_${iv}.csv`.length);
-      const mine = rows.filter((r) => r.interval === iv && r.symbol.replace(/[^A-Za-z0-9._-]/g, '_') === symbol).map((r) => r.line);
+      const mine = rows.filter((r) => r.interval === iv && fileSafeSymbol(r.symbol) === symbol).map((r) => r.line);
       expect(mine, file).toEqual(lines);
       n += lines.length;
     }
