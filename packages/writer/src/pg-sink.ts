@@ -74,6 +74,22 @@ export function redactDatabaseUrl(url: string): string {
   }
 }
 
+/**
+ * DATABASE_PASSWORD put into the URL when the URL has none (node-postgres lets a connection
+ * string's fields, an absent password included, override the options beside it).
+ */
+export function withPassword(url: string, password: string | undefined): string {
+  if (password === undefined) return url;
+  try {
+    const u = new URL(url);
+    if (u.password) return url;
+    u.password = encodeURIComponent(password);
+    return u.toString();
+  } catch {
+    return url;
+  }
+}
+
 /** PostgreSQL's answers that waiting cannot fix: a refused login, a database or role that does not exist. */
 const REFUSED = new Set(['28P01', '28000', '3D000']);
 
@@ -168,8 +184,7 @@ export class PgSink implements Component {
 
   private newClient(): pg.Client {
     const client = new pg.Client({
-      connectionString: this.cfg.databaseUrl,
-      ...(this.cfg.databasePassword !== undefined ? { password: this.cfg.databasePassword } : {}),
+      connectionString: withPassword(this.cfg.databaseUrl!, this.cfg.databasePassword),
       connectionTimeoutMillis: 10_000,
       application_name: 'candlewick pg-sink',
     });
@@ -235,7 +250,14 @@ export class PgSink implements Component {
     this.downSince = 0;
   }
 
-  async start(): Promise<void> {
+  private starting: Promise<void> | undefined;
+
+  start(): Promise<void> {
+    this.starting = this.begin();
+    return this.starting;
+  }
+
+  private async begin(): Promise<void> {
     this.log.info({ database: this.where }, 'connecting to the database');
     this.client = await this.connect(Date.now() + this.cfg.databaseConnectTimeoutMs);
     for (const s of this.streams) {
@@ -255,6 +277,9 @@ export class PgSink implements Component {
   /** Stops after the entries already closed are written (while the database answers). */
   async stop(): Promise<void> {
     this.stopping = true;
+    // asked to stop while starting (a short replay ends before the sink is up): the bars the writer
+    // has published are still written before it stops
+    await this.starting?.catch(() => undefined);
     if (this.lagTimer) clearInterval(this.lagTimer);
     await this.loop?.catch(() => undefined);
     await this.client?.end().catch(() => undefined);
