@@ -264,6 +264,53 @@ describe('pg-sink: closed bars in PostgreSQL', () => {
     }
   }, 180_000);
 
+  it('bars trimmed from the stream (BARS_RETENTION) before the sink wrote them: the range said exactly', async () => {
+    await db.query('DROP TABLE IF EXISTS bars, candlewick_migrations');
+    const prefix = uniquePrefix('pg-trim');
+    const keys = makeKeys(prefix);
+    const stream = keys.bars('1min');
+    const cells = {
+      timestamp: 't',
+      open: '1',
+      high: '1',
+      low: '1',
+      close: '1',
+      vwap: '',
+      volume: '1',
+      n: '',
+      complete: true,
+      sources: 'live',
+    };
+    const ids: string[] = [];
+    for (let i = 0; i < 10; i++) ids.push((await redis.xadd(stream, '*', ...encodeBarEntry('OLD', T0 + i * 60_000, 0, cells)))!);
+    // the sink's group exists (it ran before) and had read none of them when they were trimmed
+    await redis.xgroup('CREATE', stream, 'pg-sink', '0');
+    await redis.xtrim(stream, 'MAXLEN', 0);
+    const kept: string[] = [];
+    for (let i = 0; i < 5; i++) kept.push((await redis.xadd(stream, '*', ...encodeBarEntry('NEW', T0 + i * 60_000, 0, cells)))!);
+    const lines: string[] = [];
+    const log = pino({ level: 'info' }, { write: (line: string) => void lines.push(line) });
+    const cfg = loadConfig({ INTERVALS: '1min', KEY_PREFIX: prefix, DATABASE_URL: db.urlWithPassword });
+    const sink = new PgSink(redis, cfg, keys, log);
+    await sink.start();
+    try {
+      await waitFor(async () => (await rowCount()) === 5, 20_000, 'the retained bars written');
+    } finally {
+      await sink.stop();
+    }
+    const said = lines.map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => /trimmed from the stream/.test(String(l.msg)));
+    expect(said, lines.join('')).toHaveLength(1);
+    // (the trimmed ones lie between what the group had read, nothing, and the first entry kept)
+    expect(ids.every((id) => id < kept[0]!)).toBe(true);
+    expect(said[0]).toMatchObject({
+      level: 50,
+      stream,
+      after: '0-0',
+      before: kept[0],
+      to: new Date(Number(kept[0]!.split('-')[0])).toISOString(),
+    });
+  }, 60_000);
+
   it('a refused login: exit 3 with a message naming DATABASE_URL and no password in it', async () => {
     const wrong = db.urlWithPassword.replace(db.password, 'not-the-password');
     const res = await runCli(['pg-sink'], { REDIS_URL: redisUrl(), KEY_PREFIX: uniquePrefix('pg-bad'), DATABASE_URL: wrong }, 60_000);

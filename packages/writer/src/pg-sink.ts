@@ -310,7 +310,7 @@ export class PgSink implements Component {
         }
         const next = (await this.redis.xrange(s, `(${String(g.get('last-delivered-id'))}`, '+', 'COUNT', 1)) as [string, string[]][];
         if (next[0]) oldest = Math.min(oldest, idMs(next[0][0]));
-        await this.sayTrimmed(s, String(g.get('last-delivered-id')));
+        await this.sayTrimmed(s, g);
       }
       this.lagEntries = entries;
       this.lagSeconds = oldest === Infinity ? 0 : Math.max(0, (Date.now() - oldest) / 1000);
@@ -323,21 +323,30 @@ export class PgSink implements Component {
 
   private readonly trimmedSaid = new Map<string, string>();
 
-  /** Entries trimmed (BARS_RETENTION) before this sink read them: the range said exactly, once. */
-  private async sayTrimmed(stream: string, lastDelivered: string): Promise<void> {
+  /**
+   * Entries trimmed (BARS_RETENTION) before this sink read them: the range said, once. Trimming
+   * takes the oldest first, so they lie between the group's last delivered entry and the first the
+   * stream still holds; they exist when more entries were trimmed than the group had read.
+   */
+  private async sayTrimmed(stream: string, group: Map<string, unknown>): Promise<void> {
+    const lastDelivered = String(group.get('last-delivered-id') ?? '0-0');
     const info = toMap((await this.redis.call('XINFO', 'STREAM', stream)) as unknown[]);
-    const maxDeleted = String(info.get('max-deleted-entry-id') ?? '0-0');
-    if (compareIds(maxDeleted, lastDelivered) <= 0 || this.trimmedSaid.get(stream) === maxDeleted) return;
-    this.trimmedSaid.set(stream, maxDeleted);
+    const first = String(info.get('recorded-first-entry-id') ?? '0-0');
+    const trimmed = Number(info.get('entries-added') ?? 0) - Number(info.get('length') ?? 0);
+    const read = group.get('entries-read');
+    // (entries-read unknown: Redis lost count of the group's place; then any trimmed entry past it counts)
+    const unread = read === null || read === undefined ? trimmed > 0 : trimmed > Number(read);
+    if (!unread || compareIds(first, lastDelivered) <= 0 || this.trimmedSaid.get(stream) === first) return;
+    this.trimmedSaid.set(stream, first);
     this.log.error(
       {
         stream,
         after: lastDelivered,
-        upTo: maxDeleted,
+        before: first,
         from: new Date(idMs(lastDelivered)).toISOString(),
-        to: new Date(idMs(maxDeleted)).toISOString(),
+        to: new Date(idMs(first)).toISOString(),
       },
-      'closed bars published after "from" up to "to" were trimmed from the stream (BARS_RETENTION) before pg-sink wrote them: those rows are missing from the table; load them from the CSV files',
+      'closed bars published after "from" and before "to" were trimmed from the stream (BARS_RETENTION) before pg-sink wrote them: those rows are missing from the table; load them from the CSV files',
     );
   }
 
