@@ -136,7 +136,8 @@ async function main(): Promise<void> {
 
 main().catch((err: unknown) => {
   const role = process.argv[2] ?? '';
-  if (err instanceof RedisUnavailableError) {
+  // no Redis, or no database (pg-sink): exit 3
+  if (err instanceof RedisUnavailableError || (err instanceof Error && (err as { exitCode?: number }).exitCode === EXIT.NO_REDIS)) {
     process.stderr.write(`candlewick ${role}: ${err.message}\n`);
     process.exit(EXIT.NO_REDIS);
   }

@@ -176,6 +176,7 @@ export const SERVICES: Record<string, () => Promise<Service>> = {
   aggregate: async () => (await import('@candlewick/aggregator')).Aggregator,
   close: async () => (await import('@candlewick/aggregator')).CloserService,
   write: async () => (await import('@candlewick/writer')).WriterService,
+  'pg-sink': async () => (await import('@candlewick/writer')).PgSink,
   backfill: async () => (await import('@candlewick/backfill')).BackfillService,
   serve: async () => (await import('@candlewick/serve')).ServeService,
 };

@@ -123,9 +123,12 @@ class Terminal {
 }
 
 /** Shutdown order: upstream first, so every stage hands what it holds to the next. */
-const STOP_ORDER = ['ingest', 'replay-server', 'backfill', 'aggregate', 'close', 'write', 'serve'];
-/** Roles the pipeline does not need: not waited for at start, and one that cannot start is left off. */
-const OPTIONAL_ROLES: ReadonlySet<string> = new Set(['serve']);
+const STOP_ORDER = ['ingest', 'replay-server', 'backfill', 'aggregate', 'close', 'write', 'pg-sink', 'serve'];
+/**
+ * Roles the pipeline does not need: not waited for at start, and one that cannot start is left off
+ * (pg-sink: a database refusing its login or not reached at start, exit 3, stops no CSV file).
+ */
+const OPTIONAL_ROLES: ReadonlySet<string> = new Set(['serve', 'pg-sink']);
 
 /**
  * `candlewick stack`: every role in one terminal. Uses REDIS_URL or starts a private redis-server;
@@ -311,7 +314,7 @@ export async function runStack(cfg: Config, env: NodeJS.ProcessEnv): Promise<num
         const now = Date.now();
         child.restarts = child.restarts.filter((t) => now - t < 60_000);
         // the page is a view: a port it cannot have (said in its log) leaves the pipeline running without it
-        if (exitCode === EXIT.CONFIG && OPTIONAL_ROLES.has(role))
+        if ((exitCode === EXIT.CONFIG || exitCode === EXIT.NO_REDIS) && OPTIONAL_ROLES.has(role))
           return log.warn({ role: name }, `${name} did not start (see above); the pipeline runs on without it`);
         if (exitCode === EXIT.CONFIG)
           return fail(EXIT.FAILURE, `${name} stopped on a configuration problem (exit ${exitCode}, see above); not restarting it`);
@@ -332,6 +335,8 @@ export async function runStack(cfg: Config, env: NodeJS.ProcessEnv): Promise<num
       await stop.race(waitForPort(port, 30_000));
     }
     children.push(spawnChild('write', 'write'));
+    // DATABASE_URL: the closed bars into PostgreSQL too, off the CSV path (its own consumer group)
+    if (cfg.databaseUrl) children.push(spawnChild('pg-sink', 'pg-sink'));
     children.push(spawnChild('close', 'close'));
     for (let i = 0; i < cfg.aggregators; i++)
       children.push(spawnChild('aggregate', cfg.aggregators > 1 ? `aggregate.${i + 1}` : 'aggregate'));

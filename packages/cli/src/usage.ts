@@ -26,6 +26,7 @@ const ROLE_HELP = {
   aggregate: { about: ['consumer-group worker: raw trades -> open bars (run several)'] },
   close: { about: ['closes bars (driven by a BullMQ job scheduler) and enqueues them for the writer'] },
   write: { about: ['appends closed bars to CSV and publishes them on bars:{interval}'] },
+  'pg-sink': { about: ['closed bars of every interval into PostgreSQL (DATABASE_URL; stack starts it then)'] },
   tap: {
     args: 'trades|bars:{interval} [--symbols A,B] [--from $|0|id] [--group name]',
     about: [

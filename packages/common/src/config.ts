@@ -355,6 +355,28 @@ const SETTINGS = {
     '30s',
     'a role that cannot reach Redis this long at start exits 3',
   ),
+  databaseUrl: setting(
+    'DATABASE_URL',
+    text(),
+    undefined,
+    '—',
+    'postgres://user@host:port/db: switches on `pg-sink` (bars in PostgreSQL); its password is never logged',
+  ),
+  databasePassword: setting(
+    'DATABASE_PASSWORD',
+    text(),
+    undefined,
+    '—',
+    'the database password, when DATABASE_URL does not carry it; never logged',
+  ),
+  databaseBatch: setting('DATABASE_BATCH', int(1, 100_000), 1000, '1000', 'pg-sink: stream entries per read, written in one transaction'),
+  databaseConnectTimeoutMs: setting(
+    'DATABASE_CONNECT_TIMEOUT',
+    duration(),
+    30_000,
+    '30s',
+    'a pg-sink that cannot reach the database this long at start (or is refused its login) exits 3',
+  ),
   redisAnswerTimeoutMs: setting(
     'REDIS_ANSWER_TIMEOUT',
     duration(),
@@ -598,7 +620,14 @@ export interface Config extends Readonly<Omit<Read, 'intervals' | 'tz' | 'backfi
 }
 
 /** Secrets that may come from a file (`X_FILE`, the Docker and Kubernetes secrets convention) instead of `X`. */
-const SECRETS = ['FINNHUB_TOKEN', 'MASSIVE_API_KEY', 'REDIS_PASSWORD', 'REDIS_SENTINEL_PASSWORD', 'HTTP_TOKEN'] as const;
+const SECRETS = [
+  'FINNHUB_TOKEN',
+  'MASSIVE_API_KEY',
+  'REDIS_PASSWORD',
+  'REDIS_SENTINEL_PASSWORD',
+  'HTTP_TOKEN',
+  'DATABASE_PASSWORD',
+] as const;
 
 /** Every variable a Config is read from, for flags and child processes. */
 export function configEnvNames(): string[] {
@@ -704,6 +733,15 @@ const READ_BY: Readonly<Record<string, readonly SettingKey[]>> = {
     'partitions',
     'takeoverMs',
     'barsRetentionMs',
+    ...SERVICE_SETTINGS,
+  ],
+  'pg-sink': [
+    'databaseUrl',
+    'databasePassword',
+    'databaseBatch',
+    'databaseConnectTimeoutMs',
+    'intervals',
+    'consumerName',
     ...SERVICE_SETTINGS,
   ],
   backfill: [

@@ -106,6 +106,28 @@ export const metrics = {
       [0.25, 0.5, 1, 2, 3, 5, 10, 30, 60, 300, 3600],
       ['interval'],
     ),
+  // pg-sink
+  pgLagEntries: () =>
+    once(
+      'candlewick_pg_lag_entries',
+      () =>
+        new (prom().Gauge)({
+          name: 'candlewick_pg_lag_entries',
+          help: 'Closed bars (bars:{interval} entries) not yet committed to PostgreSQL',
+          registers: [registry()],
+        }),
+    ),
+  pgLagSeconds: () =>
+    once(
+      'candlewick_pg_lag_seconds',
+      () =>
+        new (prom().Gauge)({
+          name: 'candlewick_pg_lag_seconds',
+          help: 'Age of the oldest closed bar not yet committed to PostgreSQL (0: caught up)',
+          registers: [registry()],
+        }),
+    ),
+  pgRowsWritten: () => counter('candlewick_pg_rows_total', 'Bar rows (and corrections) committed to PostgreSQL'),
   // backfill
   backfills: () =>
     counter('candlewick_backfills_total', 'Backfill requests handled, by outcome (filled, incomplete, expired)', ['outcome']),

@@ -1,0 +1,460 @@
+import pg from 'pg';
+import {
+  EXIT,
+  decodeBarEntry,
+  metrics,
+  reportRedisError,
+  sleep,
+  type Component,
+  type Config,
+  type Health,
+  type Keys,
+  type Logger,
+  type RedisClient,
+  type TappedBar,
+} from '@candlewick/common';
+
+/**
+ * `candlewick pg-sink`: the closed bars of every interval (bars:{interval}, which the writer
+ * publishes once a row is in its CSV file) into one PostgreSQL table. It reads through a consumer
+ * group of its own, so it never slows the CSV path and resumes where it stopped; it acknowledges
+ * entries only once the transaction holding their rows has committed. A row is keyed by (symbol,
+ * interval, start) and replaced only by a newer revision, so a batch written twice (a sink killed
+ * between commit and ack) or corrections arriving out of order change nothing.
+ */
+
+/** The group on bars:{interval} (one per Redis: two sinks on one database share it). */
+export const PG_SINK_GROUP = 'pg-sink';
+
+/** The schema, in order; a migration is applied once, its version recorded in candlewick_migrations. */
+export const MIGRATIONS: readonly { version: number; name: string; sql: string }[] = [
+  {
+    version: 1,
+    name: 'bars',
+    sql: `CREATE TABLE IF NOT EXISTS bars (
+  symbol text NOT NULL,
+  "interval" text NOT NULL,
+  start timestamptz NOT NULL,
+  label text NOT NULL,
+  open numeric NOT NULL,
+  high numeric NOT NULL,
+  low numeric NOT NULL,
+  close numeric NOT NULL,
+  vwap numeric,
+  volume numeric NOT NULL,
+  trades bigint,
+  complete boolean NOT NULL,
+  sources text NOT NULL,
+  rev integer NOT NULL,
+  PRIMARY KEY (symbol, "interval", start)
+)`,
+  },
+];
+
+// Any constant: the advisory lock that makes two sinks starting at once apply each migration once.
+const MIGRATION_LOCK = 0x63616e64; // "cand"
+
+/** The database cannot be reached or refuses the login at start: exit 3, like a Redis never reached. */
+export class DatabaseUnavailableError extends Error {
+  override readonly name = 'DatabaseUnavailableError';
+  readonly exitCode = EXIT.NO_REDIS;
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+  }
+}
+
+/** The URL as it may be printed: its password replaced by `***`. */
+export function redactDatabaseUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password) u.password = '***';
+    return u.toString();
+  } catch {
+    return '(DATABASE_URL that is not a URL)';
+  }
+}
+
+/**
+ * DATABASE_PASSWORD put into the URL when the URL has none (node-postgres lets a connection
+ * string's fields, an absent password included, override the options beside it).
+ */
+export function withPassword(url: string, password: string | undefined): string {
+  if (password === undefined) return url;
+  try {
+    const u = new URL(url);
+    if (u.password) return url;
+    u.password = encodeURIComponent(password);
+    return u.toString();
+  } catch {
+    return url;
+  }
+}
+
+/** PostgreSQL's answers that waiting cannot fix: a refused login, a database or role that does not exist. */
+const REFUSED = new Set(['28P01', '28000', '3D000']);
+
+const UPSERT = `INSERT INTO bars (symbol, "interval", start, label, open, high, low, close, vwap, volume, trades, complete, sources, rev)
+SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::numeric[], $6::numeric[], $7::numeric[],
+  $8::numeric[], $9::numeric[], $10::numeric[], $11::bigint[], $12::boolean[], $13::text[], $14::integer[])
+ON CONFLICT (symbol, "interval", start) DO UPDATE SET label = EXCLUDED.label, open = EXCLUDED.open, high = EXCLUDED.high,
+  low = EXCLUDED.low, close = EXCLUDED.close, vwap = EXCLUDED.vwap, volume = EXCLUDED.volume, trades = EXCLUDED.trades,
+  complete = EXCLUDED.complete, sources = EXCLUDED.sources, rev = EXCLUDED.rev
+WHERE bars.rev < EXCLUDED.rev`;
+
+type Entry = [id: string, fields: string[] | null];
+
+/** Writes a batch of bars in one transaction; of two revisions of one bar in the batch, the newer. */
+export async function upsertBars(client: pg.ClientBase, bars: readonly TappedBar[]): Promise<void> {
+  const newest = new Map<string, TappedBar>();
+  for (const b of bars) {
+    const key = `${b.symbol}\u0000${b.interval}\u0000${b.start}`;
+    const had = newest.get(key);
+    if (!had || had.rev < b.rev) newest.set(key, b);
+  }
+  const rows = [...newest.values()];
+  const col = <T>(f: (b: TappedBar) => T) => rows.map(f);
+  await client.query(UPSERT, [
+    col((b) => b.symbol),
+    col((b) => b.interval),
+    col((b) => new Date(b.start).toISOString()),
+    col((b) => b.timestamp),
+    col((b) => b.open),
+    col((b) => b.high),
+    col((b) => b.low),
+    col((b) => b.close),
+    col((b) => (b.vwap === '' ? null : b.vwap)),
+    col((b) => b.volume),
+    col((b) => (b.trades === undefined ? null : String(b.trades))),
+    col((b) => b.complete),
+    col((b) => b.sources),
+    col((b) => b.rev),
+  ]);
+}
+
+/** Applies the migrations not yet recorded, in order, under an advisory lock. */
+export async function migrate(client: pg.ClientBase, log: Logger): Promise<number> {
+  await client.query('BEGIN');
+  try {
+    await client.query('SELECT pg_advisory_xact_lock($1)', [MIGRATION_LOCK]);
+    await client.query(
+      'CREATE TABLE IF NOT EXISTS candlewick_migrations (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())',
+    );
+    const done = new Set((await client.query<{ version: number }>('SELECT version FROM candlewick_migrations')).rows.map((r) => r.version));
+    for (const m of MIGRATIONS) {
+      if (done.has(m.version)) continue;
+      await client.query(m.sql);
+      await client.query('INSERT INTO candlewick_migrations (version, name) VALUES ($1, $2)', [m.version, m.name]);
+      log.info({ version: m.version, name: m.name }, 'database schema migrated');
+    }
+    await client.query('COMMIT');
+  } catch (err) {
+    await client.query('ROLLBACK').catch(() => undefined);
+    throw err;
+  }
+  return MIGRATIONS.at(-1)!.version;
+}
+
+export class PgSink implements Component {
+  private readonly streams: string[];
+  private readonly consumer: string;
+  private client: pg.Client | undefined;
+  private loop: Promise<void> | undefined;
+  private stopping = false;
+  /** streams whose own unacknowledged entries (a predecessor's, or a failed batch's) are read first */
+  private readonly backlog = new Set<string>();
+  private downSince = 0;
+  private downSaid = 0;
+  private lagEntries = 0;
+  private lagSeconds = 0;
+  private lagTimer: NodeJS.Timeout | undefined;
+  private readonly where: string;
+  private readonly m = { lagEntries: metrics.pgLagEntries(), lagSeconds: metrics.pgLagSeconds(), rows: metrics.pgRowsWritten() };
+
+  constructor(
+    private readonly redis: RedisClient,
+    private readonly cfg: Config,
+    keys: Keys,
+    private readonly log: Logger,
+  ) {
+    if (!cfg.databaseUrl) throw new DatabaseUnavailableError('pg-sink needs DATABASE_URL (postgres://user@host:port/database)');
+    this.streams = cfg.intervals.map((iv) => keys.bars(iv.name));
+    this.consumer = cfg.consumerName ?? PG_SINK_GROUP;
+    this.where = redactDatabaseUrl(cfg.databaseUrl);
+  }
+
+  private newClient(): pg.Client {
+    const client = new pg.Client({
+      connectionString: withPassword(this.cfg.databaseUrl!, this.cfg.databasePassword),
+      connectionTimeoutMillis: 10_000,
+      application_name: 'candlewick pg-sink',
+    });
+    // a lost connection is found by the next query; this only keeps the error from being unhandled
+    client.on('error', () => undefined);
+    return client;
+  }
+
+  /** Connects and migrates; waits up to DATABASE_CONNECT_TIMEOUT, a refused login at once: exit 3. */
+  private async connect(deadline: number | undefined): Promise<pg.Client> {
+    for (let attempt = 0; ; attempt++) {
+      const client = this.newClient();
+      try {
+        await client.connect();
+        await migrate(client, this.log);
+        this.up();
+        return client;
+      } catch (err) {
+        await client.end().catch(() => undefined);
+        const code = (err as { code?: string }).code ?? '';
+        const reason = (err as Error).message;
+        if (deadline !== undefined && REFUSED.has(code))
+          throw new DatabaseUnavailableError(
+            `DATABASE_URL=${this.where}: the database refused the login (${code}: ${reason}); check the user, the password (DATABASE_PASSWORD / DATABASE_PASSWORD_FILE) and the database name`,
+            { cause: err },
+          );
+        if (deadline !== undefined && Date.now() >= deadline)
+          throw new DatabaseUnavailableError(
+            `DATABASE_URL=${this.where}: no database reached within DATABASE_CONNECT_TIMEOUT (${Math.round(this.cfg.databaseConnectTimeoutMs / 1000)} s): ${reason}; check the host, the port and that PostgreSQL runs`,
+            { cause: err },
+          );
+        this.down(reason);
+        if (this.stopping) throw err;
+        await sleep(Math.min(5000, 250 * 2 ** attempt));
+      }
+    }
+  }
+
+  /** The database lost: said once, once a minute while it lasts, and once when it is back (wording of the Redis link). */
+  private down(reason: string): void {
+    const now = Date.now();
+    if (this.downSince === 0) {
+      this.downSince = this.downSaid = now;
+      this.log.warn(
+        { database: this.where, reason },
+        'database unreachable or refusing; the CSV files go on, bars wait in Redis and are written when it is back',
+      );
+    } else if (now - this.downSaid >= 60_000) {
+      this.downSaid = now;
+      this.log.warn(
+        { database: this.where, reason, downS: Math.round((now - this.downSince) / 1000), behind: this.lagEntries },
+        'still no database; retrying',
+      );
+    }
+  }
+
+  private up(): void {
+    if (this.downSince === 0) return;
+    this.log.info(
+      { database: this.where, downS: Math.round((Date.now() - this.downSince) / 1000), behind: this.lagEntries },
+      'database is back; catching up',
+    );
+    this.downSince = 0;
+  }
+
+  private starting: Promise<void> | undefined;
+
+  start(): Promise<void> {
+    this.starting = this.begin();
+    return this.starting;
+  }
+
+  private async begin(): Promise<void> {
+    this.log.info({ database: this.where }, 'connecting to the database');
+    this.client = await this.connect(Date.now() + this.cfg.databaseConnectTimeoutMs);
+    for (const s of this.streams) {
+      // from 0: a new sink loads everything the streams retain
+      await this.redis.xgroup('CREATE', s, PG_SINK_GROUP, '0', 'MKSTREAM').catch((err: Error) => {
+        if (!/BUSYGROUP/.test(err.message)) throw err;
+      });
+      this.backlog.add(s);
+    }
+    this.log.info({ database: this.where, streams: this.streams.length }, 'pg-sink ready');
+    await this.measureLag();
+    this.lagTimer = setInterval(() => void this.measureLag(), 5000);
+    this.lagTimer.unref();
+    this.loop = this.run();
+  }
+
+  /** Stops after the entries already closed are written (while the database answers). */
+  async stop(): Promise<void> {
+    this.stopping = true;
+    // asked to stop while starting (a short replay ends before the sink is up): the bars the writer
+    // has published are still written before it stops
+    await this.starting?.catch(() => undefined);
+    if (this.lagTimer) clearInterval(this.lagTimer);
+    await this.loop?.catch(() => undefined);
+    await this.client?.end().catch(() => undefined);
+  }
+
+  health(): Health {
+    const lag = { entriesBehind: this.lagEntries, secondsBehind: this.lagSeconds };
+    return this.downSince
+      ? { ok: false, database: `unreachable for ${Math.round((Date.now() - this.downSince) / 1000)} s; bars wait in Redis`, ...lag }
+      : { ok: true, database: 'ok', ...lag };
+  }
+
+  /** Entries behind (unread plus read and not committed), and the age of the oldest of them. */
+  private async measureLag(): Promise<void> {
+    try {
+      let entries = 0;
+      let oldest = Infinity;
+      for (const s of this.streams) {
+        const groups = (await this.redis.call('XINFO', 'GROUPS', s)) as unknown[][];
+        const g = groups.map(toMap).find((m) => m.get('name') === PG_SINK_GROUP);
+        if (!g) continue;
+        const pending = Number(g.get('pending') ?? 0);
+        const lag = g.get('lag');
+        entries += pending + (lag === null || lag === undefined ? 0 : Number(lag));
+        if (pending > 0) {
+          const p = (await this.redis.call('XPENDING', s, PG_SINK_GROUP)) as [number, string | null, string | null, unknown];
+          if (p[1]) oldest = Math.min(oldest, idMs(p[1]));
+        }
+        const next = (await this.redis.xrange(s, `(${String(g.get('last-delivered-id'))}`, '+', 'COUNT', 1)) as [string, string[]][];
+        if (next[0]) oldest = Math.min(oldest, idMs(next[0][0]));
+        await this.sayTrimmed(s, g);
+      }
+      this.lagEntries = entries;
+      this.lagSeconds = oldest === Infinity ? 0 : Math.max(0, (Date.now() - oldest) / 1000);
+      this.m.lagEntries.set(this.lagEntries);
+      this.m.lagSeconds.set(this.lagSeconds);
+    } catch (err) {
+      reportRedisError(this.log, err, 'measuring the pg-sink lag failed');
+    }
+  }
+
+  private readonly trimmedSaid = new Map<string, string>();
+
+  /**
+   * Entries trimmed (BARS_RETENTION) before this sink read them: the range said, once. Trimming
+   * takes the oldest first, so they lie between the group's last delivered entry and the first the
+   * stream still holds; they exist when more entries were trimmed than the group had read.
+   */
+  private async sayTrimmed(stream: string, group: Map<string, unknown>): Promise<void> {
+    const lastDelivered = String(group.get('last-delivered-id') ?? '0-0');
+    const info = toMap((await this.redis.call('XINFO', 'STREAM', stream)) as unknown[]);
+    const first = String(info.get('recorded-first-entry-id') ?? '0-0');
+    const trimmed = Number(info.get('entries-added') ?? 0) - Number(info.get('length') ?? 0);
+    const read = group.get('entries-read');
+    // (entries-read unknown: Redis lost count of the group's place; then any trimmed entry past it counts)
+    const unread = read === null || read === undefined ? trimmed > 0 : trimmed > Number(read);
+    if (!unread || compareIds(first, lastDelivered) <= 0 || this.trimmedSaid.get(stream) === first) return;
+    this.trimmedSaid.set(stream, first);
+    this.log.error(
+      {
+        stream,
+        after: lastDelivered,
+        before: first,
+        from: new Date(idMs(lastDelivered)).toISOString(),
+        to: new Date(idMs(first)).toISOString(),
+      },
+      'closed bars published after "from" and before "to" were trimmed from the stream (BARS_RETENTION) before pg-sink wrote them: those rows are missing from the table; load them from the CSV files',
+    );
+  }
+
+  private async run(): Promise<void> {
+    const count = this.cfg.databaseBatch;
+    while (true) {
+      let got = 0;
+      for (const s of this.streams) {
+        let entries: Entry[];
+        try {
+          const reply = (await this.redis.call(
+            'XREADGROUP',
+            'GROUP',
+            PG_SINK_GROUP,
+            this.consumer,
+            'COUNT',
+            count,
+            'STREAMS',
+            s,
+            this.backlog.has(s) ? '0' : '>',
+          )) as [string, Entry[]][] | null;
+          entries = reply?.[0]?.[1] ?? [];
+        } catch (err) {
+          if (/NOGROUP/.test((err as Error).message)) {
+            await this.redis.xgroup('CREATE', s, PG_SINK_GROUP, '0', 'MKSTREAM').catch(() => undefined);
+            continue;
+          }
+          reportRedisError(this.log, err, 'reading closed bars failed');
+          if (this.stopping) return;
+          await sleep(1000);
+          continue;
+        }
+        if (entries.length === 0) {
+          this.backlog.delete(s);
+          continue;
+        }
+        got += entries.length;
+        if (!(await this.write(s, entries))) {
+          // the database is away: the batch stays pending and is read again first
+          this.backlog.add(s);
+          if (this.stopping) return;
+          break;
+        }
+      }
+      if (got === 0) {
+        if (this.stopping) return;
+        await sleep(200);
+      }
+    }
+  }
+
+  /** One transaction for the batch, then the ack; false when the database did not take it. */
+  private async write(stream: string, entries: Entry[]): Promise<boolean> {
+    const interval = stream.slice(stream.lastIndexOf(':') + 1);
+    const bars: TappedBar[] = [];
+    const gone: string[] = [];
+    for (const [id, fields] of entries) {
+      // a pending entry trimmed by BARS_RETENTION before it was written comes back without fields
+      if (fields === null) gone.push(id);
+      else bars.push(decodeBarEntry(id, interval, fields));
+    }
+    if (gone.length)
+      this.log.error(
+        { stream, entries: gone.length, first: gone[0], last: gone.at(-1) },
+        'closed bars read but trimmed (BARS_RETENTION) before they were committed: those rows are missing from the table; load them from the CSV files',
+      );
+    try {
+      this.client ??= await this.connect(undefined);
+      await this.client.query('BEGIN');
+      try {
+        if (bars.length) await upsertBars(this.client, bars);
+        await this.client.query('COMMIT');
+      } catch (err) {
+        await this.client.query('ROLLBACK').catch(() => undefined);
+        throw err;
+      }
+    } catch (err) {
+      // a lost connection is opened again; a query PostgreSQL refused is retried the same way
+      await this.client?.end().catch(() => undefined);
+      this.client = undefined;
+      this.down((err as Error).message);
+      if (!this.stopping) await sleep(1000);
+      return false;
+    }
+    this.up();
+    this.m.rows.inc(bars.length);
+    try {
+      await this.redis.xack(stream, PG_SINK_GROUP, ...entries.map(([id]) => id));
+    } catch (err) {
+      // not acknowledged: read again and written again, which changes nothing (same revision)
+      reportRedisError(this.log, err, 'acknowledging written bars failed');
+    }
+    return true;
+  }
+}
+
+function toMap(flat: unknown[]): Map<string, unknown> {
+  const m = new Map<string, unknown>();
+  for (let i = 0; i + 1 < flat.length; i += 2) m.set(String(flat[i]), flat[i + 1]);
+  return m;
+}
+
+function idMs(id: string): number {
+  return Number(id.slice(0, id.indexOf('-')));
+}
+
+function compareIds(a: string, b: string): number {
+  const [am = 0, as = 0] = a.split('-').map(Number);
+  const [bm = 0, bs = 0] = b.split('-').map(Number);
+  return am - bm || as - bs;
+}

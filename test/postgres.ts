@@ -1,0 +1,88 @@
+import { execFileSync } from 'node:child_process';
+import { chownSync, existsSync, readdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import pg from 'pg';
+import { freePort } from '@candlewick/cli';
+import { tempDir } from './helpers.js';
+
+/**
+ * A private PostgreSQL cluster for a test: initdb + pg_ctl (Debian's, under
+ * /usr/lib/postgresql/N/bin, not on PATH) on a free port of 127.0.0.1, its socket in its own
+ * directory, never the machine's own on 5432. PostgreSQL refuses to run as root: as root the
+ * cluster belongs to `nobody`. Password login (scram-sha-256) for the user `candlewick`.
+ */
+export interface PgCluster {
+  port: number;
+  dir: string;
+  password: string;
+  /** postgres://candlewick@127.0.0.1:port/candlewick (no password: give it as DATABASE_PASSWORD) */
+  url: string;
+  /** the same with the password in it */
+  urlWithPassword: string;
+  query<T extends pg.QueryResultRow>(sql: string, params?: unknown[]): Promise<T[]>;
+  stop(): void;
+  start(): void;
+}
+
+export function pgBin(): string | undefined {
+  const base = '/usr/lib/postgresql';
+  if (!existsSync(base)) return undefined;
+  const versions = readdirSync(base)
+    .filter((v) => existsSync(join(base, v, 'bin', 'initdb')))
+    .sort((a, b) => Number(b) - Number(a));
+  return versions[0] ? join(base, versions[0], 'bin') : undefined;
+}
+
+export async function startPostgres(name = 'pg'): Promise<PgCluster> {
+  const bin = pgBin();
+  if (!bin) throw new Error('no initdb under /usr/lib/postgresql/*/bin: install Debian\'s "postgresql" (.ci/run does)');
+  const dir = tempDir(name);
+  const asRoot = process.getuid?.() === 0;
+  const run = (cmd: string, args: string[]) =>
+    execFileSync(asRoot ? 'runuser' : join(bin, cmd), asRoot ? ['-u', 'nobody', '--', join(bin, cmd), ...args] : args, {
+      stdio: 'pipe',
+      cwd: dir,
+    });
+  if (asRoot) chownSync(dir, 65534, 65534);
+  const password = `pw-${Math.random().toString(36).slice(2)}`;
+  const pwfile = join(dir, 'pwfile');
+  writeFileSync(pwfile, `${password}\n`);
+  if (asRoot) chownSync(pwfile, 65534, 65534);
+  const data = join(dir, 'data');
+  run('initdb', ['-D', data, '-U', 'candlewick', '--auth=scram-sha-256', `--pwfile=${pwfile}`, '-E', 'UTF8', '--no-sync']);
+  const port = await freePort();
+  const opts = `-c port=${port} -c listen_addresses=127.0.0.1 -c unix_socket_directories=${dir} -c fsync=off`;
+  const start = () => run('pg_ctl', ['-D', data, '-l', join(dir, 'log'), '-o', opts, '-w', '-t', '30', 'start']);
+  const stop = () => run('pg_ctl', ['-D', data, '-m', 'fast', '-w', 'stop']);
+  start();
+  const admin = { host: '127.0.0.1', port, user: 'candlewick', password, database: 'postgres' };
+  const c = new pg.Client(admin);
+  await c.connect();
+  await c.query('CREATE DATABASE candlewick');
+  await c.end();
+  const url = `postgres://candlewick@127.0.0.1:${port}/candlewick`;
+  return {
+    port,
+    dir,
+    password,
+    url,
+    urlWithPassword: `postgres://candlewick:${password}@127.0.0.1:${port}/candlewick`,
+    async query<T extends pg.QueryResultRow>(sql: string, params: unknown[] = []) {
+      const client = new pg.Client({ ...admin, database: 'candlewick' });
+      await client.connect();
+      try {
+        return (await client.query<T>(sql, params)).rows;
+      } finally {
+        await client.end();
+      }
+    },
+    stop: () => {
+      try {
+        stop();
+      } catch {
+        // already stopped
+      }
+    },
+    start,
+  };
+}
