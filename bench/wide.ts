@@ -22,6 +22,7 @@ import { decodeBarEntry, makeKeys } from '@candlewick/common';
 import { Clock, decodeTradeEntries, parseInterval } from '@candlewick/core';
 import { PrivateRedis } from '@candlewick/cli';
 import { writeWideTape, type WideTapeOptions } from './wide-tape.js';
+import { descendants } from '../test/procs.js';
 
 export const DEFAULT_WIDE_INTERVALS = ['1min', '5min', '15min', '30min', '1h'];
 
@@ -65,17 +66,6 @@ export interface WideResult {
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, Math.max(0, ms)));
-
-/** Every descendant of a process, from /proc (Linux). */
-function descendants(pid: number): number[] {
-  let kids: number[] = [];
-  try {
-    kids = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
-  } catch {
-    return [];
-  }
-  return kids.flatMap((k) => [k, ...descendants(k)]);
-}
 
 function procName(pid: number): string {
   try {

@@ -310,32 +310,7 @@ export async function runThroughOutage(
 }
 
 /** Whether a process is alive (signal 0). */
-export function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-/** Child pids of a process, from /proc (Linux). */
-export function childPids(pid: number): number[] {
-  try {
-    return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
-  } catch {
-    return [];
-  }
-}
-
-/** The command line of a process ('' when it is gone). */
-export function cmdline(pid: number): string {
-  try {
-    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' ');
-  } catch {
-    return '';
-  }
-}
+export { alive, childPids, cmdline, descendants } from './procs.js';
 
 /**
  * A test that needs something a machine may not give (root, a Docker engine, a program): reported

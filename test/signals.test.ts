@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process';
 import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it, onTestFinished } from 'vitest';
-import { CLI, alive, childPids, cmdline, csvOutputs, readCsv, runCli, tempDir, uniquePrefix, waitFor } from './helpers.js';
+import { CLI, alive, cmdline, descendants, csvOutputs, readCsv, runCli, tempDir, uniquePrefix, waitFor } from './helpers.js';
 import { startNode } from './redis-nodes.js';
 import { csvPath } from '@candlewick/common';
 
@@ -36,13 +36,6 @@ function startGroup(args: string[], env: Record<string, string>, shell = false) 
     }
   });
   return { proc, output: () => out, exited };
-}
-
-/** Every process under `pid`, down the tree (roles, redis-server). */
-function descendants(pid: number): number[] {
-  const out: number[] = [];
-  for (const c of childPids(pid)) out.push(c, ...descendants(c));
-  return out;
 }
 
 /** A stack replaying the bundled tape slowly enough to be stopped in the middle. */

@@ -8,6 +8,7 @@ import { Redis } from 'ioredis';
 import { PrivateRedis, freePort } from '@candlewick/cli';
 import { ProviderServer } from '@candlewick/backfill';
 import { isTapeTrade, readTape } from '@candlewick/common';
+import { cmdline, descendants } from '../procs.js';
 import { ReplayServer } from '@candlewick/ingestor';
 import { fillDisk, mountTmpfs } from '../full-disk.js';
 
@@ -108,24 +109,6 @@ function rng(seed: number): () => number {
     t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
-}
-
-function descendants(pid: number): number[] {
-  let kids: number[] = [];
-  try {
-    kids = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
-  } catch {
-    return [];
-  }
-  return kids.flatMap((k) => [k, ...descendants(k)]);
-}
-
-function cmdline(pid: number): string {
-  try {
-    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' ');
-  } catch {
-    return '';
-  }
 }
 
 /** The pid of a role the stack runs (the first, for several aggregators). */
