@@ -18,6 +18,7 @@ function once<T>(name: string, make: () => T): T {
 }
 const counter = <L extends string>(name: string, help: string, labelNames: readonly L[] = []) =>
   once(name, () => new (prom().Counter<L>)({ name, help, labelNames, registers: [registry()] }));
+const gauge = (name: string, help: string) => once(name, () => new (prom().Gauge)({ name, help, registers: [registry()] }));
 const histogram = <L extends string>(name: string, help: string, buckets: number[], labelNames: readonly L[] = []) =>
   once(name, () => new (prom().Histogram<L>)({ name, help, buckets, labelNames, registers: [registry()] }));
 
@@ -32,14 +33,9 @@ export const metrics = {
       [0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1],
     ),
   ingestStart: () =>
-    once(
+    gauge(
       'candlewick_ingest_start_seconds',
-      () =>
-        new (prom().Gauge)({
-          name: 'candlewick_ingest_start_seconds',
-          help: "From this ingestor starting to its first trades in Redis (a restart's time to flowing again)",
-          registers: [registry()],
-        }),
+      "From this ingestor starting to its first trades in Redis (a restart's time to flowing again)",
     ),
   wsReconnects: () => counter('candlewick_ws_reconnects_total', 'Feed WebSocket connections opened after the first'),
   feedGaps: () => counter('candlewick_feed_gaps_total', 'Feed outages recorded in feed:gaps'),
@@ -89,16 +85,7 @@ export const metrics = {
       'CSV files the writer repaired: partial rows cut, damaged files set aside, missing rows found',
       ['kind'],
     ),
-  diskFailing: () =>
-    once(
-      'candlewick_csv_append_failing',
-      () =>
-        new (prom().Gauge)({
-          name: 'candlewick_csv_append_failing',
-          help: '1 while appending to the CSV files fails (a full disk, permissions), else 0',
-          registers: [registry()],
-        }),
-    ),
+  diskFailing: () => gauge('candlewick_csv_append_failing', '1 while appending to the CSV files fails (a full disk, permissions), else 0'),
   closeLag: () =>
     histogram(
       'candlewick_close_lag_seconds',
@@ -107,26 +94,8 @@ export const metrics = {
       ['interval'],
     ),
   // pg-sink
-  pgLagEntries: () =>
-    once(
-      'candlewick_pg_lag_entries',
-      () =>
-        new (prom().Gauge)({
-          name: 'candlewick_pg_lag_entries',
-          help: 'Closed bars (bars:{interval} entries) not yet committed to PostgreSQL',
-          registers: [registry()],
-        }),
-    ),
-  pgLagSeconds: () =>
-    once(
-      'candlewick_pg_lag_seconds',
-      () =>
-        new (prom().Gauge)({
-          name: 'candlewick_pg_lag_seconds',
-          help: 'Age of the oldest closed bar not yet committed to PostgreSQL (0: caught up)',
-          registers: [registry()],
-        }),
-    ),
+  pgLagEntries: () => gauge('candlewick_pg_lag_entries', 'Closed bars (bars:{interval} entries) not yet committed to PostgreSQL'),
+  pgLagSeconds: () => gauge('candlewick_pg_lag_seconds', 'Age of the oldest closed bar not yet committed to PostgreSQL (0: caught up)'),
   pgRowsWritten: () => counter('candlewick_pg_rows_total', 'Bar rows (and corrections) committed to PostgreSQL'),
   // backfill
   backfills: () =>
