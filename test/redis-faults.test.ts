@@ -1,6 +1,8 @@
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import pino from 'pino';
 import { PrivateRedis, freePort } from '@candlewick/cli';
+import { connectRedis, type RedisClient } from '@candlewick/common';
 import { readFileSync } from 'node:fs';
 import { alive, childPids, cmdline, klineProblems, runCli, startCli, tempDir, uniquePrefix, waitFor } from './helpers.js';
 
@@ -59,6 +61,38 @@ describe('without Redis', () => {
         expect(r.stdout).toMatch(/Redis is unreachable: stopping without it/);
       }
     } finally {
+      await server.stop();
+    }
+  });
+
+  it('"Redis is back" waits for every connection of the process: one on a slow backoff that fails once more is the same outage', async () => {
+    const dir = tempDir('link-all');
+    const server = new PrivateRedis(join(dir, 'redis'), 'redis-server', false);
+    const url = await server.start();
+    const lines: { msg: string; slowStatus: string }[] = [];
+    let slow: RedisClient | undefined;
+    const log = pino({ level: 'info' }, { write: (s: string) => void lines.push({ msg: (JSON.parse(s) as { msg: string }).msg, slowStatus: slow?.status ?? '' }) });
+    // one connection retries every 50 ms, the other every 2.5 s (as ioredis's backoff grows, or a
+    // Sentinel client still trying the old master): both belong to one process's link
+    const fast = connectRedis(url, log, { extra: { retryStrategy: () => 50 } });
+    slow = connectRedis(url, log, { extra: { retryStrategy: () => 2500 } });
+    try {
+      await Promise.all([fast.ping(), slow.ping()]);
+      const port = server.port;
+      server.kill();
+      await waitFor(() => fast.status !== 'ready' && slow!.status !== 'ready', 5000, 'both connections to see Redis gone');
+      await new Promise((r) => setTimeout(r, 300));
+      await server.start(port);
+      await waitFor(() => fast.status === 'ready', 5000, 'the fast connection back');
+      await waitFor(() => lines.some((l) => l.msg === 'Redis is back'), 10_000, '"Redis is back"');
+      const said = lines.map((l) => l.msg);
+      expect(said.filter((m) => /lost the connection to Redis/.test(m))).toHaveLength(1);
+      expect(said.filter((m) => m === 'Redis is back')).toHaveLength(1);
+      // said when the last connection was back, not at the first
+      expect(lines.find((l) => l.msg === 'Redis is back')!.slowStatus).toBe('ready');
+    } finally {
+      fast.disconnect();
+      slow.disconnect();
       await server.stop();
     }
   });

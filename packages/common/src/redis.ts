@@ -234,8 +234,15 @@ export class RedisLink {
     return this.refusingSince !== 0;
   }
 
+  /**
+   * A connection is ready again, or a silent Redis answered. The outage is over once every
+   * connection of the process is back: under Sentinel one connection may reach the new master
+   * while another, on its own backoff, still tries the old one (and fails once more) — "back"
+   * said at the first would be followed by a second "lost".
+   */
   ready(): void {
     if (this.downSince === 0) return;
+    if ([...this.connections].some((c) => !(c instanceof ioredis().Cluster) && RECONNECTING.has(c.status))) return;
     this.log?.info({ redis: this.where, downS: Number(((monoMs() - this.downSince) / 1000).toFixed(1)) }, 'Redis is back');
     this.downSince = 0;
     this.silent = false;
@@ -243,6 +250,9 @@ export class RedisLink {
     this.lastError = '';
   }
 }
+
+/** the states of a connection that lost its server and has not had it back (not 'wait': never used; not 'end': closed) */
+const RECONNECTING = new Set(['connecting', 'connect', 'reconnecting', 'close']);
 
 export const redisLink = new RedisLink();
 
