@@ -25,7 +25,7 @@
     {0, id1, id2, ...} when some ids are no longer pending for this consumer (reclaimed or already
       acknowledged by another worker): nothing was changed; the caller re-aggregates just the ids
       returned, which are still its own
-  State encoding (also packages/common/src/bar.ts):
+  State encoding (also packages/core/src/bar.ts):
     open|openKey|high|low|close|closeKey|volume|pv|n
 ]]
 --- @include "nowMs"

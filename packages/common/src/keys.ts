@@ -4,7 +4,11 @@
  */
 export interface Keys {
   readonly prefix: string;
-  /** Raw trade stream of partition p (fields s, p, v, t, c, rx, w). */
+  /**
+   * Raw trade stream of partition p: one entry per ingested batch (fields n, rx, d: the count, the
+   * first receive time, and one tab-separated line per trade — s, p, v, t, c, rx offset, w); see
+   * core's trade.ts (`encodeTradeEntry`, `rawEntries`).
+   */
   trades(p: number): string;
   /** Late trades of partition p, kept for inspection and corrections. */
   late(p: number): string;

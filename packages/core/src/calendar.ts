@@ -17,7 +17,7 @@ export class CalendarRangeError extends Error {
   constructor(year: number) {
     super(
       `the US-equity calendar covers ${FIRST_YEAR}-${LAST_YEAR}; ${year} is outside it ` +
-        '(extend packages/common/src/calendar.ts, or use SESSIONS=all, which needs no calendar)',
+        '(extend packages/core/src/calendar.ts, or use SESSIONS=all, which needs no calendar)',
     );
     this.name = 'CalendarRangeError';
   }

@@ -1,4 +1,4 @@
--- Bar state encoding shared with packages/common/src/bar.ts:
+-- Bar state encoding shared with packages/core/src/bar.ts:
 --   open|openKey|high|low|close|closeKey|volume|pv|n[|flags]
 local function splitState(s)
   local f = {}
