@@ -14,6 +14,9 @@ export type StackSummary = Pick<
   | 'excluded'
   | 'unknownConditions'
   | 'amendTooOld'
+  | 'lateAfterClose'
+  | 'holdsExpired'
+  | 'backfillTooLate'
   | 'written'
   | 'holdMaxMs'
   | 'holdMeanMs'
@@ -65,6 +68,9 @@ export function summarize(before: Counters, after: Counters, startedAt: number, 
     excluded: after.excluded - before.excluded,
     unknownConditions: after.unknownConditions - before.unknownConditions,
     amendTooOld: after.amendTooOld - before.amendTooOld,
+    lateAfterClose: after.lateAfterClose - before.lateAfterClose,
+    holdsExpired: after.holdsExpired - before.holdsExpired,
+    backfillTooLate: after.backfillTooLate - before.backfillTooLate,
     written,
     holdMaxMs: after.holdMaxMs,
     holdMeanMs: after.holdMeanMs,
@@ -82,6 +88,13 @@ function lateNote(s: StackSummary): string {
   return ` (${notes.join('; ')})`;
 }
 
+function backfillLines(s: StackSummary): string[] {
+  const notes: string[] = [];
+  if (s.holdsExpired) notes.push(`${s.holdsExpired} holds past BACKFILL_HOLD (their bars closed without the backfill)`);
+  if (s.backfillTooLate) notes.push(`${s.backfillTooLate} backfilled trades or candles came after their hold, in no bar`);
+  return notes.length ? [`  backfill         ${notes.join('; ')}`] : [];
+}
+
 export function formatSummary(s: StackSummary, dataDir: string): string {
   const bars = Object.entries(s.written)
     .map(([k, v]) => `${k}=${v}`)
@@ -95,10 +108,16 @@ export function formatSummary(s: StackSummary, dataDir: string): string {
     `  rejected         ${s.rejected} (plus ${s.badFrames} unreadable frames)${s.future ? `, ${s.future} of them ahead of the clock or the feed (FUTURE_LIMIT_MS; kept in trades:rejected)` : ''}`,
     ...(s.foreign ? [`  foreign          ${s.foreign} trades for symbols not in SYMBOLS, dropped`] : []),
     `  late             ${s.late}${lateNote(s)}`,
+    ...(s.lateAfterClose
+      ? [
+          `  after close      ${s.lateAfterClose} trades for windows already closed, in no bar (kept in trades:late; a clock that went back?)`,
+        ]
+      : []),
     `  merged           ${s.merged - s.filtered - s.excluded}${left.length ? ` (plus ${left.join(', ')})` : ''}`,
     ...(s.unknownConditions
       ? [`  conditions       ${s.unknownConditions} trades with codes not in the table, counted as regular (see CONDITION_CODES)`]
       : []),
+    ...backfillLines(s),
     `  bars written     ${bars}`,
     `  ingest hold      mean ${s.holdMeanMs} ms, max ${s.holdMaxMs} ms (a trade's time outside Redis: receipt to Redis's answer)`,
     `  wall time        ${(s.wallMs / 1000).toFixed(2)} s`,

@@ -128,7 +128,7 @@ export function barRowCells(b: TappedBar): BarRowCells {
 }
 
 // ---------------------------------------------------------------------------------------------
-// outbox:{p}: bars closeBars has closed, on their way to the writer's queue (written by closeBars-12.lua)
+// outbox:{p}: bars closeBars has closed, on their way to the writer's queue (written by closeBars-13.lua)
 
 /** A closed bar as the outbox holds it: its identity, its encoded state and its revision. */
 export interface OutboxBar {

@@ -17,7 +17,7 @@ const LUA_DIR = new URL('../lua/', import.meta.url);
 export const SCRIPTS = {
   addTrades: 'addTrades-6.lua',
   mergeBatch: 'mergeBatch-8.lua',
-  closeBars: 'closeBars-12.lua',
+  closeBars: 'closeBars-13.lua',
   mergeBackfill: 'mergeBackfill-7.lua',
 } as const;
 
@@ -218,6 +218,7 @@ export function closeBarsKeys(k: Keys, p: number): string[] {
     k.amendIndex(p),
     k.holds(p),
     k.barFlags(p),
+    k.partitionStats(p),
   ];
 }
 
@@ -250,7 +251,7 @@ export interface CloseBarsReply {
   merged: boolean;
 }
 
-/** Closes due bars of partition p into its outbox (closeBars-12.lua). */
+/** Closes due bars of partition p into its outbox (closeBars-13.lua). */
 export async function closeBars(redis: RedisClient, k: Keys, p: number, o: CloseBarsOptions): Promise<CloseBarsReply> {
   const [closed, horizon, more, merged] = (await redis.cwCloseBars_v3(...closeBarsKeys(k, p), ...closeBarsArgs(o))).map(Number) as [
     number,
