@@ -14,6 +14,8 @@ import {
   type RedisClient,
   SlotTransactions,
   encodeGapEntry,
+  CLOCK,
+  STATS,
 } from '@candlewick/common';
 import { type Trade } from '@candlewick/core';
 
@@ -234,13 +236,13 @@ export class TradeSink {
     const stats = this.opts.keys.stats();
     const lastRx = String(this.lastRx);
     void this.redis
-      .hset(stats, 'lastRx', lastRx)
+      .hset(stats, STATS.lastRx, lastRx)
       .catch((err: unknown) => reportRedisError(this.log, err, 'failed to record the last receive time'));
     if (!this.sentFirst) {
       // first trade this process appended: where `stack` starts counting throughput
       this.sentFirst = true;
       void this.redis
-        .hset(stats, 'firstRx', lastRx)
+        .hset(stats, STATS.firstRx, lastRx)
         .catch((err: unknown) => reportRedisError(this.log, err, 'failed to record the first receive time'));
     }
   }
@@ -413,7 +415,7 @@ export class TradeSink {
       for (;;) {
         if (attempt > 0) await sleep(Math.min(10_000, 250 * 2 ** Math.min(attempt - 1, 6)));
         try {
-          const done = applied ?? Number((await this.redis.hget(this.opts.keys.clock(p), `batch:${this.sender}`)) ?? -1);
+          const done = applied ?? Number((await this.redis.hget(this.opts.keys.clock(p), `${CLOCK.batchPrefix}${this.sender}`)) ?? -1);
           applied = undefined;
           const held = this.held[p]!;
           // Redis has these (a reply lost to a refusal of another batch sent with them): done
@@ -520,8 +522,8 @@ export class TradeSink {
     const tx = new SlotTransactions(this.redis);
     const { rejected, stats } = { rejected: this.opts.keys.rejected(), stats: this.opts.keys.stats() };
     tx.on(rejected).xadd(rejected, 'MAXLEN', '~', '100000', '*', 'raw', text, 'reason', reason, 'rx', String(rx));
-    tx.on(stats).hincrby(stats, 'rejected', 1);
-    if (kind) tx.on(stats).hincrby(stats, kind, 1);
+    tx.on(stats).hincrby(stats, STATS.rejected, 1);
+    if (kind) tx.on(stats).hincrby(stats, STATS[kind], 1);
     void tx.exec().catch((err: unknown) => reportRedisError(this.log, err, 'failed to record a rejected trade'));
   }
 
@@ -545,7 +547,7 @@ export class TradeSink {
   /** Counts a trade for a symbol not subscribed (dropped). */
   foreignTrade(): void {
     void this.redis
-      .hincrby(this.opts.keys.stats(), 'foreign', 1)
+      .hincrby(this.opts.keys.stats(), STATS.foreign, 1)
       .catch((err: unknown) => reportRedisError(this.log, err, 'failed to count a trade for a symbol not in SYMBOLS'));
   }
 
@@ -553,7 +555,7 @@ export class TradeSink {
   badFrame(): void {
     this.metrics.rejected.inc();
     void this.redis
-      .hincrby(this.opts.keys.stats(), 'badFrames', 1)
+      .hincrby(this.opts.keys.stats(), STATS.badFrames, 1)
       .catch((err: unknown) => reportRedisError(this.log, err, 'failed to count a bad frame'));
   }
 
@@ -562,7 +564,13 @@ export class TradeSink {
     this.holdReport = undefined;
     const h = this.holdTime;
     return this.redis
-      .hset(this.opts.keys.stats(), 'ingestHoldMaxMs', String(h.maxMs), 'ingestHoldMeanMs', (h.sumMs / Math.max(1, h.batches)).toFixed(2))
+      .hset(
+        this.opts.keys.stats(),
+        STATS.ingestHoldMaxMs,
+        String(h.maxMs),
+        STATS.ingestHoldMeanMs,
+        (h.sumMs / Math.max(1, h.batches)).toFixed(2),
+      )
       .catch(() => undefined);
   }
 

@@ -12,6 +12,8 @@ import {
   type Keys,
   type Logger,
   type RedisClient,
+  CLOCK,
+  STATS,
 } from '@candlewick/common';
 import { Clock, Preaggregator, decodeBarState, parseBarId } from '@candlewick/core';
 
@@ -155,7 +157,7 @@ export class LiveHub {
       const reply = (await this.redis.xpending(this.keys.trades(p), AGGREGATOR_GROUP).catch(() => [0])) as [number, ...unknown[]];
       pending += Number(reply[0] ?? 0);
     }
-    const stats = await this.redis.hmget(this.keys.stats(), 'feedUp', 'feedDown');
+    const stats = await this.redis.hmget(this.keys.stats(), STATS.feedUp, STATS.feedDown);
     const up = Number(stats[0] ?? 0);
     const down = Number(stats[1] ?? 0);
     const now = Date.now();
@@ -208,7 +210,7 @@ export class LiveHub {
   private async sampleIn(): Promise<void> {
     if (Date.now() - this.lastSample < 1000) return;
     let n = 0;
-    for (let p = 0; p < this.cfg.partitions; p++) n += Number((await this.redis.hget(this.keys.clock(p), 'in')) ?? 0);
+    for (let p = 0; p < this.cfg.partitions; p++) n += Number((await this.redis.hget(this.keys.clock(p), CLOCK.in)) ?? 0);
     this.addSample(n, Date.now());
   }
 
@@ -301,7 +303,7 @@ export class LiveHub {
       }
     }
     for (const [p, syms] of byPartition) {
-      const wm = Number((await this.redis.hget(this.keys.clock(p), 'wm')) ?? 0);
+      const wm = Number((await this.redis.hget(this.keys.clock(p), CLOCK.wm)) ?? 0);
       if (wm <= 0) continue;
       const ids: string[] = [];
       for (const [sym, ivs] of syms) for (const { id } of this.pre.barsAt(sym, wm)) if (ivs.has(parseBarId(id).interval)) ids.push(id);
