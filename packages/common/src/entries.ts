@@ -1,5 +1,6 @@
 import type { BackfillRequest } from '@candlewick/core';
 import { parseBarId } from '@candlewick/core';
+import type { ClosedBar } from './jobs.js';
 
 /**
  * The stream entries that cross between processes, each defined once: its fields, its encoder and
@@ -130,19 +131,8 @@ export function barRowCells(b: TappedBar): BarRowCells {
 // ---------------------------------------------------------------------------------------------
 // outbox:{p}: bars closeBars has closed, on their way to the writer's queue (written by closeBars-13.lua)
 
-/** A closed bar as the outbox holds it: its identity, its encoded state and its revision. */
-export interface OutboxBar {
-  interval: string;
-  symbol: string;
-  start: number;
-  /** encoded bar state (encodeBarState) */
-  state: string;
-  /** 0 for the bar as closed; 1, 2, ... for corrections by late trades (LATE=amend) */
-  rev: number;
-}
-
-/** Fields `bar` (the bar id), `state`, and `rev` on corrections. */
-export function decodeOutboxEntry(fields: readonly string[]): OutboxBar {
+/** A closed bar as the outbox holds it (fields `bar`: the bar id, `state`, and `rev` on corrections): the writer job's ClosedBar. */
+export function decodeOutboxEntry(fields: readonly string[]): ClosedBar {
   return { ...parseBarId(field(fields, 'bar')), state: field(fields, 'state'), rev: Number(field(fields, 'rev') || 0) };
 }
 
