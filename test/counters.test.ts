@@ -94,7 +94,7 @@ describe('counters the scripts keep, read where they are written and shown in th
     // the symbol's first trade on a connection files a backfill request and holds its bars for 1 ms
     const args = addTradesArgs(
       { clock: 'event', graceMs: GRACE, backfillHoldMs: 1 },
-      ['1', String(T0 - 60 * M), String(T0 - 60 * M)],
+      [{ at: 1, floorMs: T0 - 60 * M, capMs: T0 - 60 * M }],
       [trade(T0 + 1000)],
     );
     expect((await addTrades(redis, keys, 0, args)).status).toBe('applied');

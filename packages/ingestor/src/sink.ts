@@ -1,6 +1,9 @@
 import {
   addTrades,
   addTradesArgs,
+  forcedArgs,
+  type AddTradesArgs,
+  type BackfillAsk,
   metrics,
   monoMs,
   partitionOf,
@@ -58,7 +61,7 @@ export interface SinkOptions {
 /** One batch of one partition, from the moment it is cut until Redis has kept it for retainMs. */
 interface Batch {
   seq: number;
-  args: string[];
+  args: AddTradesArgs;
   n: number;
   firstRx: number;
   lastRx: number;
@@ -90,7 +93,7 @@ export interface SinkLoss {
 export class TradeSink {
   private buf: Trade[][] = [];
   /** per partition: ARGV triples (index in batch, floor, cap) of the trades that file a backfill request */
-  private requests: string[][] = [];
+  private requests: BackfillAsk[][] = [];
   /** per partition: batches in flight and those acknowledged within retainMs, in batch order */
   private held: Batch[][] = [];
   private nextSeq: number[] = [];
@@ -164,7 +167,7 @@ export class TradeSink {
     const bf = this.opts.backfill;
     if (bf && !this.seen.has(trade.s)) {
       this.seen.add(trade.s);
-      this.requests[p]!.push(String(this.buf[p]!.length + 1), String(bf.floor(trade.s, trade.t)), String(trade.t - bf.maxSpanMs));
+      this.requests[p]!.push({ at: this.buf[p]!.length + 1, floorMs: bf.floor(trade.s, trade.t), capMs: trade.t - bf.maxSpanMs });
     }
     if (this.count === 0) this.oldestRx = trade.rx;
     this.buf[p]!.push(trade);
@@ -272,8 +275,7 @@ export class TradeSink {
   private noticeLoss(p: number, reply: AddTradesReply, batch: Batch): void {
     if (!reply.lost) return;
     this.dataLost.add(p);
-    const m = /^m:[^:]*:(\d+)$/.exec(batch.args[6] ?? '');
-    this.opts.onLost?.(p, Number(m?.[1] ?? this.maxT));
+    this.opts.onLost?.(p, batch.args.options.marker?.seen ?? this.maxT);
   }
 
   private onReply(p: number, batch: Batch, reply: AddTradesReply): void {
@@ -437,7 +439,7 @@ export class TradeSink {
           const settled = await Promise.allSettled(
             todo.map((b, i) => {
               b.sent = true;
-              const args = i === 0 && force ? withForce(b.args) : b.args;
+              const args = i === 0 && force ? forcedArgs(b.args) : b.args;
               return addTrades(this.redis, this.opts.keys, p, args);
             }),
           );
@@ -616,10 +618,3 @@ const WAIT_MS = 50;
 const LAGGING_MS = 1000;
 /** How long batches wait for a master's replica that went away before INGEST_RETAIN alone keeps them. */
 const REPLICA_GONE_MS = 60_000;
-
-/** The same ARGV with the batch number marked "apply whatever came before". */
-function withForce(args: string[]): string[] {
-  const out = args.slice();
-  out[5] = `${out[5]}!`;
-  return out;
-}
