@@ -6,6 +6,7 @@ import {
   partitionOf,
   readCounters,
   rowCells,
+  type BarIdentity,
   type BarRowCells,
   type Config,
   type GapEntry,
@@ -29,26 +30,11 @@ import { Clock, Preaggregator, decodeBarState, parseBarId } from '@candlewick/co
  * volume are the CSV's text as written (JSON strings): a number would drop what was received
  * (`1.10` read back as `1.1`, `0.00000012` as `1.2e-7`).
  */
-export interface ApiBar {
-  interval: string;
-  symbol: string;
-  /** window start, UTC ms */
-  start: number;
-  /** the CSV's label: local start with its offset, or the date of a daily bar */
-  timestamp: string;
-  open: string;
-  high: string;
-  low: string;
-  close: string;
+export interface ApiBar extends BarIdentity, Omit<BarRowCells, 'n' | 'vwap'> {
   /** null when unknown (no volume, or part of the bar from candles without it) */
   vwap: string | null;
-  volume: string;
   /** null when unknown */
   trades: number | null;
-  complete: boolean;
-  sources: string;
-  /** 0 for the bar as closed; n for its n-th correction (LATE=amend) */
-  rev: number;
 }
 
 export interface Status {
