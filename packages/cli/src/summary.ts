@@ -1,26 +1,26 @@
 import { join } from 'node:path';
 import type { Counters } from '@candlewick/common';
 
+/** The counters a run's summary shows as what this run added. */
+const COUNTED = [
+  'rejected',
+  'future',
+  'foreign',
+  'badFrames',
+  'late',
+  'merged',
+  'filtered',
+  'excluded',
+  'unknownConditions',
+  'amendTooOld',
+  'lateAfterClose',
+  'holdsExpired',
+  'backfillTooLate',
+] as const satisfies readonly (keyof Counters)[];
+type Counted = (typeof COUNTED)[number];
+
 /** One run's summary: the counters' differences, plus timing. */
-export type StackSummary = Pick<
-  Counters,
-  | 'rejected'
-  | 'future'
-  | 'foreign'
-  | 'badFrames'
-  | 'late'
-  | 'merged'
-  | 'filtered'
-  | 'excluded'
-  | 'unknownConditions'
-  | 'amendTooOld'
-  | 'lateAfterClose'
-  | 'holdsExpired'
-  | 'backfillTooLate'
-  | 'written'
-  | 'holdMaxMs'
-  | 'holdMeanMs'
-> & {
+export type StackSummary = Pick<Counters, Counted | 'written' | 'holdMaxMs' | 'holdMeanMs'> & {
   tradesIn: number;
   wallMs: number;
   /** the time trades spent in the pipeline (what throughput divides by) */
@@ -56,21 +56,10 @@ export function summarize(before: Counters, after: Counters, startedAt: number, 
   const span = Math.max(1, lastMerge - firstRx + finishMs);
   const written: Record<string, number> = {};
   for (const [k, v] of Object.entries(after.written)) written[k] = v - (before.written[k] ?? 0);
+  const counted = Object.fromEntries(COUNTED.map((k) => [k, after[k] - before[k]])) as Record<Counted, number>;
   return {
     tradesIn,
-    rejected: after.rejected - before.rejected,
-    future: after.future - before.future,
-    foreign: after.foreign - before.foreign,
-    badFrames: after.badFrames - before.badFrames,
-    late: after.late - before.late,
-    merged: after.merged - before.merged,
-    filtered: after.filtered - before.filtered,
-    excluded: after.excluded - before.excluded,
-    unknownConditions: after.unknownConditions - before.unknownConditions,
-    amendTooOld: after.amendTooOld - before.amendTooOld,
-    lateAfterClose: after.lateAfterClose - before.lateAfterClose,
-    holdsExpired: after.holdsExpired - before.holdsExpired,
-    backfillTooLate: after.backfillTooLate - before.backfillTooLate,
+    ...counted,
     written,
     holdMaxMs: after.holdMaxMs,
     holdMeanMs: after.holdMeanMs,
