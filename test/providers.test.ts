@@ -205,7 +205,7 @@ describe('exactly once', () => {
         0,
         addTradesArgs(
           { clock: 'event', graceMs: 2000, backfillHoldMs: 60_000 },
-          ['1', String(T('2013-10-10T10:00:00-04:00')), '0'],
+          [{ at: 1, floorMs: T('2013-10-10T10:00:00-04:00'), capMs: 0 }],
           [live],
         ),
       );

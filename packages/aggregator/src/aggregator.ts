@@ -20,6 +20,7 @@ import {
   type Logger,
   type RedisClient,
   type StreamEntry,
+  PARTITION_STATS,
 } from '@candlewick/common';
 import {
   BAR_FLAGS,
@@ -315,12 +316,12 @@ export class Aggregator {
         this.metrics.seconds.observe((performance.now() - began) / 1000);
         if (pre.filtered) {
           this.filtered += pre.filtered;
-          await this.redis.hincrby(this.keys.partitionStats(p), 'filtered', pre.filtered);
+          await this.redis.hincrby(this.keys.partitionStats(p), PARTITION_STATS.filtered, pre.filtered);
         }
-        if (pre.tooOld) await this.redis.hincrby(this.keys.partitionStats(p), 'amendTooOld', pre.tooOld);
+        if (pre.tooOld) await this.redis.hincrby(this.keys.partitionStats(p), PARTITION_STATS.amendTooOld, pre.tooOld);
         if (pre.excluded) {
           this.excluded += pre.excluded;
-          await this.redis.hincrby(this.keys.partitionStats(p), 'excluded', pre.excluded);
+          await this.redis.hincrby(this.keys.partitionStats(p), PARTITION_STATS.excluded, pre.excluded);
         }
         if (this.conditions) await this.reportUnknownCodes(p);
         if (pre.uncovered.length) this.log.error({ years: [...new Set(pre.uncovered)] }, new CalendarRangeError(pre.uncovered[0]!).message);
@@ -374,6 +375,6 @@ export class Aggregator {
           'Map it to a condition name in the CONDITION_CODES file (see the README, "Trade conditions")',
       );
     }
-    await this.redis.hincrby(this.keys.partitionStats(p), 'unknownConditions', total);
+    await this.redis.hincrby(this.keys.partitionStats(p), PARTITION_STATS.unknownConditions, total);
   }
 }

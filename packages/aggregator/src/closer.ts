@@ -27,6 +27,7 @@ import {
   type Keys,
   type Logger,
   type RedisClient,
+  CLOCK,
 } from '@candlewick/common';
 
 export interface CloseResult {
@@ -98,7 +99,7 @@ export class BarCloser {
     const outbox = this.keys.outbox(p);
     // Read before draining: closeBars moved every bar ending by this horizon to the outbox in the
     // same step that set it, so they are all in the jobs added below (or earlier ones).
-    const through = this.cfg.emptyBars === 'carry' ? Number((await this.redis.hget(this.keys.clock(p), 'covered')) ?? -1) : -1;
+    const through = this.cfg.emptyBars === 'carry' ? Number((await this.redis.hget(this.keys.clock(p), CLOCK.covered)) ?? -1) : -1;
     let total = 0;
     for (;;) {
       const rows = (await this.redis.xrange(outbox, '-', '+', 'COUNT', 1000)) as [string, string[]][];
@@ -248,7 +249,7 @@ export class CloserService {
     if (this.cfg.clock !== 'event' || this.cfg.closeWhenIdleMs === 0) return;
     let open = false;
     for (let p = 0; p < this.cfg.partitions; p++) {
-      const [lastId, inputEnd] = await this.redis.hmget(this.keys.clock(p), 'lastId', 'inputEnd');
+      const [lastId, inputEnd] = await this.redis.hmget(this.keys.clock(p), CLOCK.lastId, CLOCK.inputEnd);
       if (lastId && !inputEnd) open = true;
     }
     if (!open || !(await idleAndDrained(this.redis, this.cfg, this.keys, this.cfg.closeWhenIdleMs, 0, this.quiet))) return;

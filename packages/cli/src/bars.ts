@@ -2,11 +2,13 @@ import { CsvFiles, ConfigError, isRawFrame, isRawTrade, partitionOf, type Config
 import {
   Clock,
   FutureGuard,
+  JSON_NUMBER,
   Preaggregator,
   conditionRules,
   conditionsText,
   mergeInto,
   parseBarId,
+  readFrame,
   readTrade,
   type Partial,
   type RawEntry,
@@ -33,8 +35,7 @@ import { Carry } from '@candlewick/writer/dist/carry.js';
 /** Trades folded per step (bounded memory for the batch; open bars are kept until they close). */
 const CHUNK = 16_384;
 
-/** A JSON number as the replay server sends a tape's value (its text when that is a JSON number). */
-const JSON_NUMBER = /^-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?$/;
+/** A tape's value as the replay server sends it: a JSON number when its text is one. */
 const sentText = new Map<string, string | number>();
 const asSent = (x: string | number): string | number => {
   if (typeof x === 'number') return x;
@@ -179,21 +180,9 @@ export class InProcessBars {
 
   /** A recorded frame, read as the ingestor reads one. */
   private frame(text: string): void {
-    let msg: unknown;
-    try {
-      msg = JSON.parse(text);
-    } catch {
-      this.counts.badFrames++;
-      return;
-    }
-    const m = msg as { type?: unknown; data?: unknown } | null;
-    const type = m !== null && typeof m === 'object' ? m.type : undefined;
-    if (type === 'ping' || type === 'error') return;
-    if (type !== 'trade' || !Array.isArray(m!.data)) {
-      this.counts.badFrames++;
-      return;
-    }
-    for (const raw of m!.data) this.trade(raw);
+    const f = readFrame(text);
+    if (f.kind === 'trade') for (const raw of f.data) this.trade(raw);
+    else if (f.kind !== 'ping' && f.kind !== 'error') this.counts.badFrames++;
   }
 
   private trade(raw: unknown): void {

@@ -26,6 +26,9 @@ import {
   tapBars,
   tapTrades,
   type Health,
+  type RoleMessage,
+  type RoleProgress,
+  type StackMessage,
 } from '@candlewick/common';
 import type { Progress } from '@candlewick/backfill';
 import { stackRedis } from './redis-server.js';
@@ -81,14 +84,17 @@ function cpuUs(): number {
   return u.user + u.system;
 }
 
+/** A message to the `stack` that started this role (none without one). */
+function tellStack(msg: RoleMessage): void {
+  process.send?.(msg);
+}
+
 function stopWithParent(): void {
   if (!process.send) return;
   process.once('disconnect', () => process.kill(process.pid, 'SIGTERM'));
   // the parent's summary asks each role for the CPU it has used (µs, user + system)
-  process.on('message', (msg: { cpu?: boolean }) => {
-    if (msg?.cpu && process.connected) {
-      process.send!({ cpu: cpuUs() });
-    }
+  process.on('message', (msg: StackMessage) => {
+    if (msg?.type === 'cpu' && process.connected) tellStack({ type: 'cpu', cpu: cpuUs() });
   });
 }
 
@@ -155,14 +161,14 @@ async function runRole(cfg: Config, name: string, make: (redis: RedisClient, log
   });
   log.debug(`${name} ready`);
   // Under `candlewick stack` the parent waits for this before it starts the next stage.
-  process.send?.({ ready: true, cpu: cpuUs() });
+  tellStack({ type: 'ready', cpu: cpuUs() });
   // ... and judges the end of a replay by this too, for Redis may not be there to say it
-  if (process.send && role.endInput) process.on('message', (msg: { endInput?: boolean }) => msg?.endInput && role.endInput!());
+  if (process.send && role.endInput) process.on('message', (msg: StackMessage) => msg?.type === 'end-input' && role.endInput!());
   if (process.send && role.progress) {
     let last = '';
     setInterval(() => {
       const p = JSON.stringify(role.progress!());
-      if (p !== last && process.connected) process.send!({ progress: JSON.parse(p) as unknown });
+      if (p !== last && process.connected) tellStack({ type: 'progress', progress: JSON.parse(p) as RoleProgress });
       last = p;
     }, 200).unref();
   }
@@ -212,7 +218,7 @@ export async function runReplayServer(cfg: Config): Promise<void> {
       frameTrades: cfg.replayFrameTrades,
       shiftToNow: cfg.replayShift,
       // under `stack`: a kept-running replay stopped after this closes and writes every bar
-      onFinished: () => process.connected && process.send!({ tapeDone: true }),
+      onFinished: () => process.connected && tellStack({ type: 'tape-done' }),
     },
     log,
   );
@@ -224,7 +230,7 @@ export async function runReplayServer(cfg: Config): Promise<void> {
   stopWithParent();
   await metrics?.start();
   await server.start();
-  process.send?.({ ready: true, cpu: cpuUs() });
+  tellStack({ type: 'ready', cpu: cpuUs() });
 }
 
 /**

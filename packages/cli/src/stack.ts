@@ -35,6 +35,9 @@ import {
   type Keys,
   type Logger,
   type RedisClient,
+  type RoleMessage,
+  type RoleProgress,
+  type StackMessage,
 } from '@candlewick/common';
 import { BarCloser, barsQueue } from '@candlewick/aggregator';
 import { rootLogger } from './roles.js';
@@ -74,9 +77,14 @@ interface Child {
   cpuAtReady?: number;
   cpuUs?: number;
   /** what the role last said of its progress (the ingestor: newest receive time, trades held) */
-  progress?: { lastRx: number; pending: number; held?: number };
+  progress?: RoleProgress;
   /** the replay server: it has sent the whole tape */
   tapeDone?: boolean;
+}
+
+/** A message to a role (an error of a channel closing meanwhile is ignored). */
+function tellRole(c: Child, msg: StackMessage): void {
+  c.proc.send(msg, () => undefined);
 }
 
 /**
@@ -299,14 +307,22 @@ export async function runStack(cfg: Config, env: NodeJS.ProcessEnv): Promise<num
       for (const stream of [proc.stdout!, proc.stderr!]) {
         createInterface({ input: stream }).on('line', (line) => term.line(formatLogLine(name, line, color)));
       }
-      proc.on('message', (msg: { ready?: boolean; progress?: Child['progress']; cpu?: number; tapeDone?: boolean }) => {
-        if (msg?.ready) {
-          child.cpuAtReady = msg.cpu ?? 0;
-          markReady();
+      proc.on('message', (msg: RoleMessage) => {
+        switch (msg?.type) {
+          case 'ready':
+            child.cpuAtReady = msg.cpu;
+            markReady();
+            break;
+          case 'cpu':
+            child.cpuUs = msg.cpu;
+            break;
+          case 'progress':
+            child.progress = msg.progress;
+            break;
+          case 'tape-done':
+            child.tapeDone = true;
+            break;
         }
-        if (msg?.progress) child.progress = msg.progress;
-        if (msg?.tapeDone) child.tapeDone = true;
-        if (msg?.cpu !== undefined && !msg.ready) child.cpuUs = msg.cpu;
       });
       proc.on('exit', (exitCode, signal) => {
         // (killed by a second Ctrl-C: not restarted)
@@ -392,7 +408,7 @@ export async function runStack(cfg: Config, env: NodeJS.ProcessEnv): Promise<num
       // (asked a few times at most: an ingestor that cannot answer does not keep the stack from ending)
       if (ingest?.progress?.held && endInputAsks++ < 10) {
         // the input is over: a trade held back for confirmation (FUTURE_LIMIT_MS) is rejected now, so the summary counts it
-        if (ingest.proc.connected) ingest.proc.send({ endInput: true });
+        if (ingest.proc.connected) tellRole(ingest, { type: 'end-input' });
         continue;
       }
       log.info({ idleMs: cfg.exitWhenIdleMs }, 'feed idle and every stage drained; closing the remaining bars');
@@ -406,7 +422,7 @@ export async function runStack(cfg: Config, env: NodeJS.ProcessEnv): Promise<num
       log.info('the tape is done: closing the remaining bars before stopping (a second Ctrl-C stops at once)');
       const ingest = children.find((c) => c.role === 'ingest');
       // the input is over: a trade still held back for confirmation (FUTURE_LIMIT_MS) is rejected now
-      if (ingest?.progress?.held && ingest.proc.connected) ingest.proc.send({ endInput: true });
+      if (ingest?.progress?.held && ingest.proc.connected) tellRole(ingest, { type: 'end-input' });
       await untilDrained(redis, cfg, keys, startedAt, () => ingest?.progress, windDown);
       return await closeAndReport(windDown);
     }
@@ -508,7 +524,7 @@ async function cpuAccount(
 ): Promise<CpuUse[]> {
   const live = children.filter((c) => c.proc.connected);
   for (const c of live) c.cpuUs = undefined;
-  for (const c of live) c.proc.send({ cpu: true }, () => undefined);
+  for (const c of live) tellRole(c, { type: 'cpu' });
   const until = monoMs() + 1000;
   while (monoMs() < until && live.some((c) => c.cpuUs === undefined)) await sleep(10);
   const out: CpuUse[] = live

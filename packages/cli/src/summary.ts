@@ -1,23 +1,26 @@
 import { join } from 'node:path';
 import type { Counters } from '@candlewick/common';
 
+/** The counters a run's summary shows as what this run added. */
+const COUNTED = [
+  'rejected',
+  'future',
+  'foreign',
+  'badFrames',
+  'late',
+  'merged',
+  'filtered',
+  'excluded',
+  'unknownConditions',
+  'amendTooOld',
+  'lateAfterClose',
+  'holdsExpired',
+  'backfillTooLate',
+] as const satisfies readonly (keyof Counters)[];
+type Counted = (typeof COUNTED)[number];
+
 /** One run's summary: the counters' differences, plus timing. */
-export type StackSummary = Pick<
-  Counters,
-  | 'rejected'
-  | 'future'
-  | 'foreign'
-  | 'badFrames'
-  | 'late'
-  | 'merged'
-  | 'filtered'
-  | 'excluded'
-  | 'unknownConditions'
-  | 'amendTooOld'
-  | 'written'
-  | 'holdMaxMs'
-  | 'holdMeanMs'
-> & {
+export type StackSummary = Pick<Counters, Counted | 'written' | 'holdMaxMs' | 'holdMeanMs'> & {
   tradesIn: number;
   wallMs: number;
   /** the time trades spent in the pipeline (what throughput divides by) */
@@ -53,18 +56,10 @@ export function summarize(before: Counters, after: Counters, startedAt: number, 
   const span = Math.max(1, lastMerge - firstRx + finishMs);
   const written: Record<string, number> = {};
   for (const [k, v] of Object.entries(after.written)) written[k] = v - (before.written[k] ?? 0);
+  const counted = Object.fromEntries(COUNTED.map((k) => [k, after[k] - before[k]])) as Record<Counted, number>;
   return {
     tradesIn,
-    rejected: after.rejected - before.rejected,
-    future: after.future - before.future,
-    foreign: after.foreign - before.foreign,
-    badFrames: after.badFrames - before.badFrames,
-    late: after.late - before.late,
-    merged: after.merged - before.merged,
-    filtered: after.filtered - before.filtered,
-    excluded: after.excluded - before.excluded,
-    unknownConditions: after.unknownConditions - before.unknownConditions,
-    amendTooOld: after.amendTooOld - before.amendTooOld,
+    ...counted,
     written,
     holdMaxMs: after.holdMaxMs,
     holdMeanMs: after.holdMeanMs,
@@ -82,6 +77,13 @@ function lateNote(s: StackSummary): string {
   return ` (${notes.join('; ')})`;
 }
 
+function backfillLines(s: StackSummary): string[] {
+  const notes: string[] = [];
+  if (s.holdsExpired) notes.push(`${s.holdsExpired} holds past BACKFILL_HOLD (their bars closed without the backfill)`);
+  if (s.backfillTooLate) notes.push(`${s.backfillTooLate} backfilled trades or candles came after their hold, in no bar`);
+  return notes.length ? [`  backfill         ${notes.join('; ')}`] : [];
+}
+
 export function formatSummary(s: StackSummary, dataDir: string): string {
   const bars = Object.entries(s.written)
     .map(([k, v]) => `${k}=${v}`)
@@ -95,10 +97,16 @@ export function formatSummary(s: StackSummary, dataDir: string): string {
     `  rejected         ${s.rejected} (plus ${s.badFrames} unreadable frames)${s.future ? `, ${s.future} of them ahead of the clock or the feed (FUTURE_LIMIT_MS; kept in trades:rejected)` : ''}`,
     ...(s.foreign ? [`  foreign          ${s.foreign} trades for symbols not in SYMBOLS, dropped`] : []),
     `  late             ${s.late}${lateNote(s)}`,
+    ...(s.lateAfterClose
+      ? [
+          `  after close      ${s.lateAfterClose} trades for windows already closed, in no bar (kept in trades:late; a clock that went back?)`,
+        ]
+      : []),
     `  merged           ${s.merged - s.filtered - s.excluded}${left.length ? ` (plus ${left.join(', ')})` : ''}`,
     ...(s.unknownConditions
       ? [`  conditions       ${s.unknownConditions} trades with codes not in the table, counted as regular (see CONDITION_CODES)`]
       : []),
+    ...backfillLines(s),
     `  bars written     ${bars}`,
     `  ingest hold      mean ${s.holdMeanMs} ms, max ${s.holdMaxMs} ms (a trade's time outside Redis: receipt to Redis's answer)`,
     `  wall time        ${(s.wallMs / 1000).toFixed(2)} s`,

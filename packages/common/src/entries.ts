@@ -1,5 +1,6 @@
 import type { BackfillRequest } from '@candlewick/core';
 import { parseBarId } from '@candlewick/core';
+import type { ClosedBar } from './jobs.js';
 
 /**
  * The stream entries that cross between processes, each defined once: its fields, its encoder and
@@ -17,45 +18,41 @@ export function field(fields: readonly string[], name: string): string {
 // ---------------------------------------------------------------------------------------------
 // bars:{interval}: closed bars for other services (the writer publishes, tapBars and the writer's restore read)
 
-/** A closed bar as the writer published it. */
-export interface TappedBar {
-  id: string;
-  interval: string;
-  symbol: string;
-  /** window start, ms since the epoch */
-  start: number;
-  /** window start in BAR_TZ, as in the CSV */
-  timestamp: string;
-  open: string;
-  high: string;
-  low: string;
-  close: string;
-  /** empty when the bar is approximate (built from candles without VWAP) */
-  vwap: string;
-  volume: string;
-  /** trade count; undefined when unknown */
-  trades: number | undefined;
-  /** 0 for the bar, n for its n-th correction (LATE=amend) */
-  rev: number;
-  complete: boolean;
-  sources: string;
-}
-
-/** A closed bar's cells as the CSV row has them (text exactly as written). */
+/**
+ * A closed bar's cells as the CSV row has them (text exactly as written): the one declaration of a
+ * bar's fields, which the published bar (TappedBar) and the API's bar (serve's ApiBar) derive from.
+ */
 export interface BarRowCells {
-  /** window start in BAR_TZ with its offset */
+  /** window start in BAR_TZ with its offset (the date of a daily bar), as in the CSV */
   timestamp: string;
   open: string;
   high: string;
   low: string;
   close: string;
-  /** empty when unknown */
+  /** empty when unknown (no volume, or part of the bar from candles without VWAP) */
   vwap: string;
   volume: string;
   /** trade count, empty when unknown */
   n: string;
   complete: boolean;
   sources: string;
+}
+
+/** Which bar: its interval, symbol and window, and its revision. */
+export interface BarIdentity {
+  interval: string;
+  symbol: string;
+  /** window start, ms since the epoch */
+  start: number;
+  /** 0 for the bar as closed, n for its n-th correction (LATE=amend) */
+  rev: number;
+}
+
+/** A closed bar as the writer published it (its bars:{interval} entry id, and the trade count read). */
+export interface TappedBar extends BarIdentity, Omit<BarRowCells, 'n'> {
+  id: string;
+  /** trade count; undefined when unknown */
+  trades: number | undefined;
 }
 
 /** The fields of a bars:{interval} entry. */
@@ -128,21 +125,10 @@ export function barRowCells(b: TappedBar): BarRowCells {
 }
 
 // ---------------------------------------------------------------------------------------------
-// outbox:{p}: bars closeBars has closed, on their way to the writer's queue (written by closeBars-12.lua)
+// outbox:{p}: bars closeBars has closed, on their way to the writer's queue (written by closeBars-13.lua)
 
-/** A closed bar as the outbox holds it: its identity, its encoded state and its revision. */
-export interface OutboxBar {
-  interval: string;
-  symbol: string;
-  start: number;
-  /** encoded bar state (encodeBarState) */
-  state: string;
-  /** 0 for the bar as closed; 1, 2, ... for corrections by late trades (LATE=amend) */
-  rev: number;
-}
-
-/** Fields `bar` (the bar id), `state`, and `rev` on corrections. */
-export function decodeOutboxEntry(fields: readonly string[]): OutboxBar {
+/** A closed bar as the outbox holds it (fields `bar`: the bar id, `state`, and `rev` on corrections): the writer job's ClosedBar. */
+export function decodeOutboxEntry(fields: readonly string[]): ClosedBar {
   return { ...parseBarId(field(fields, 'bar')), state: field(fields, 'state'), rev: Number(field(fields, 'rev') || 0) };
 }
 

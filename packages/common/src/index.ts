@@ -9,6 +9,7 @@ export * from './metrics.js';
 export * from './tap.js';
 export * from './errors.js';
 export * from './stats.js';
+export * from './fields.js';
 export * from './membership.js';
 export * from './csv.js';
 export * from './tapes.js';

@@ -4,6 +4,26 @@ import type { Health } from './metrics.js';
 import { EXIT } from './errors.js';
 import { redisLink } from './redis.js';
 
+/** Where a role is, for a supervisor that cannot ask Redis (the ingestor's newest receive time, trades held). */
+export interface RoleProgress {
+  lastRx: number;
+  pending: number;
+  held?: number;
+}
+
+/** What a role says to the `candlewick stack` that started it, over the IPC channel. */
+export type RoleMessage =
+  /** started: the stack starts the next stage (cpu: µs used so far, user + system) */
+  | { type: 'ready'; cpu: number }
+  /** the CPU used so far, as asked */
+  | { type: 'cpu'; cpu: number }
+  | { type: 'progress'; progress: RoleProgress }
+  /** the replay server has sent the whole tape */
+  | { type: 'tape-done' };
+
+/** What `candlewick stack` asks of a role: the CPU it has used, or (the ingestor) to end its input. */
+export type StackMessage = { type: 'cpu' } | { type: 'end-input' };
+
 export interface Component {
   start(): Promise<void>;
   stop(): Promise<void>;
@@ -18,7 +38,7 @@ export interface Component {
    * Where it is, for a supervisor that cannot ask Redis (Redis away or refusing writes): the
    * ingestor's newest receive time and the trades it holds that Redis does not have yet.
    */
-  progress?(): { lastRx: number; pending: number; held?: number };
+  progress?(): RoleProgress;
   /**
    * The input is over (a supervisor saw the feed quiet and everything drained): decide what is held
    * back waiting for more input (the ingestor: a trade from the future waiting for confirmation).

@@ -17,7 +17,7 @@ const LUA_DIR = new URL('../lua/', import.meta.url);
 export const SCRIPTS = {
   addTrades: 'addTrades-6.lua',
   mergeBatch: 'mergeBatch-8.lua',
-  closeBars: 'closeBars-12.lua',
+  closeBars: 'closeBars-13.lua',
   mergeBackfill: 'mergeBackfill-7.lua',
 } as const;
 
@@ -88,12 +88,44 @@ export interface AddTradesOptions {
   marker?: { epoch: string; seen?: number };
 }
 
+/** A backfill request addTrades files with a batch (the first trade of a symbol on a feed connection). */
+export interface BackfillAsk {
+  /** the trade's place in the batch, 1-based */
+  at: number;
+  /** where the span starts when the symbol has no earlier trade */
+  floorMs: number;
+  /** the earliest the span may start */
+  capMs: number;
+}
+
 /**
- * ARGV of addTrades: the options, backfill requests (triples: 1-based index of the trade in the
- * batch, floor ms, cap ms), with backfill on each symbol's latest event time in the batch, and the
- * trades (each its event time and its line of the raw entry).
+ * One addTrades call's ARGV, built once by addTradesArgs: the options (ARGV[1..7]) kept typed, so a
+ * batch is sent again with other options (`force`) without touching the list, and the rest
+ * (requests, symbols, trades) encoded once.
  */
-export function addTradesArgs(o: AddTradesOptions, requests: readonly string[], trades: readonly Trade[]): string[] {
+export interface AddTradesArgs {
+  readonly options: Readonly<AddTradesOptions>;
+  readonly body: readonly string[];
+}
+
+/** ARGV[1..7] of addTrades, from its options. */
+function addTradesHead(o: AddTradesOptions): string[] {
+  return [
+    o.clock,
+    String(o.graceMs),
+    o.backfillHoldMs !== undefined ? '1' : '0',
+    String(o.backfillHoldMs ?? 0),
+    o.sender ?? '',
+    `${o.seq ?? 0}${o.force ? '!' : ''}`,
+    o.marker ? (o.marker.seen === undefined ? `a:${o.marker.epoch}` : `m:${o.marker.epoch}:${Math.max(0, Math.floor(o.marker.seen))}`) : '',
+  ];
+}
+
+/**
+ * The arguments of addTrades: the options, backfill requests, with backfill on each symbol's latest
+ * event time in the batch, and the trades (each its event time and its line of the raw entry).
+ */
+export function addTradesArgs(o: AddTradesOptions, requests: readonly BackfillAsk[], trades: readonly Trade[]): AddTradesArgs {
   const backfill = o.backfillHoldMs !== undefined;
   let latest: Map<string, number> | undefined;
   if (backfill) {
@@ -104,35 +136,33 @@ export function addTradesArgs(o: AddTradesOptions, requests: readonly string[], 
     }
   }
   const u = latest?.size ?? 0;
-  const args: string[] = new Array(10 + requests.length + 2 * u + trades.length * 2);
-  args[0] = o.clock;
-  args[1] = String(o.graceMs);
-  args[2] = backfill ? '1' : '0';
-  args[3] = String(o.backfillHoldMs ?? 0);
-  args[4] = o.sender ?? '';
-  args[5] = `${o.seq ?? 0}${o.force ? '!' : ''}`;
-  args[6] = o.marker
-    ? o.marker.seen === undefined
-      ? `a:${o.marker.epoch}`
-      : `m:${o.marker.epoch}:${Math.max(0, Math.floor(o.marker.seen))}`
-    : '';
-  args[7] = String(requests.length / 3);
-  let k = 8;
-  for (const x of requests) args[k++] = x;
-  args[k++] = String(u);
+  const body: string[] = new Array(3 + 3 * requests.length + 2 * u + trades.length * 2);
+  body[0] = String(requests.length);
+  let k = 1;
+  for (const r of requests) {
+    body[k++] = String(r.at);
+    body[k++] = String(r.floorMs);
+    body[k++] = String(r.capMs);
+  }
+  body[k++] = String(u);
   if (latest) {
     for (const [s, t] of latest) {
-      args[k++] = s;
-      args[k++] = String(t);
+      body[k++] = s;
+      body[k++] = String(t);
     }
   }
   const rx0 = trades[0]?.rx ?? 0;
-  args[k++] = String(rx0);
+  body[k++] = String(rx0);
   for (const tr of trades) {
-    args[k++] = String(tr.t);
-    args[k++] = tradeLine(tr, rx0);
+    body[k++] = String(tr.t);
+    body[k++] = tradeLine(tr, rx0);
   }
-  return args;
+  return { options: { ...o }, body };
+}
+
+/** The same batch marked "apply whatever came before" (`force`), its encoded part shared. */
+export function forcedArgs(a: AddTradesArgs): AddTradesArgs {
+  return { options: { ...a.options, force: true }, body: a.body };
 }
 
 /** addTrades' reply codes. */
@@ -151,8 +181,8 @@ export type AddTradesReply = (
 };
 
 /** Appends a batch of trades to partition p's raw stream (addTrades-6.lua). */
-export async function addTrades(redis: RedisClient, k: Keys, p: number, args: readonly string[]): Promise<AddTradesReply> {
-  const [code, value, lost] = await redis.cwAddTrades_v3(...addTradesKeys(k, p), ...args);
+export async function addTrades(redis: RedisClient, k: Keys, p: number, args: AddTradesArgs): Promise<AddTradesReply> {
+  const [code, value, lost] = await redis.cwAddTrades_v3(...addTradesKeys(k, p), ...addTradesHead(args.options), ...args.body);
   const found = lost === 1 ? { lost: true } : {};
   if (code === ADD_TRADES.APPLIED) return { status: 'applied', entryId: String(value), ...found };
   return { status: code === ADD_TRADES.DUPLICATE ? 'duplicate' : 'hole', applied: Number(value), ...found };
@@ -218,6 +248,7 @@ export function closeBarsKeys(k: Keys, p: number): string[] {
     k.amendIndex(p),
     k.holds(p),
     k.barFlags(p),
+    k.partitionStats(p),
   ];
 }
 
@@ -250,7 +281,7 @@ export interface CloseBarsReply {
   merged: boolean;
 }
 
-/** Closes due bars of partition p into its outbox (closeBars-12.lua). */
+/** Closes due bars of partition p into its outbox (closeBars-13.lua). */
 export async function closeBars(redis: RedisClient, k: Keys, p: number, o: CloseBarsOptions): Promise<CloseBarsReply> {
   const [closed, horizon, more, merged] = (await redis.cwCloseBars_v3(...closeBarsKeys(k, p), ...closeBarsArgs(o))).map(Number) as [
     number,

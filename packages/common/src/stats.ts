@@ -1,4 +1,5 @@
 import type { Config } from './config.js';
+import { CLOCK, PARTITION_STATS as PS, STATS, writtenField } from './fields.js';
 import type { Keys } from './keys.js';
 import { monoMs, type RedisClient } from './redis.js';
 
@@ -20,6 +21,12 @@ export interface Counters {
   unknownConditions: number;
   /** LATE=amend: late trades past LATE_AMEND_WINDOW for every bar they belong to (in no correction) */
   amendTooOld: number;
+  /** trades of partials for windows already closed, kept in trades:late and in no bar (should stay 0) */
+  lateAfterClose: number;
+  /** BACKFILL=on: symbols whose hold passed BACKFILL_HOLD, so their bars closed without the backfill */
+  holdsExpired: number;
+  /** BACKFILL=on: trades or candles of a backfill that came after its hold expired, in no bar */
+  backfillTooLate: number;
   written: Record<string, number>;
   /** the ingestor's hold of trades outside Redis (receipt to Redis's answer), as it last reported */
   holdMaxMs: number;
@@ -38,35 +45,41 @@ export function countersFrom(
 ): Counters {
   const c: Counters = {
     in: 0,
-    rejected: Number(stats.rejected ?? 0),
-    future: Number(stats.future ?? 0),
-    foreign: Number(stats.foreign ?? 0),
-    badFrames: Number(stats.badFrames ?? 0),
+    rejected: Number(stats[STATS.rejected] ?? 0),
+    future: Number(stats[STATS.future] ?? 0),
+    foreign: Number(stats[STATS.foreign] ?? 0),
+    badFrames: Number(stats[STATS.badFrames] ?? 0),
     late: 0,
     merged: 0,
     filtered: 0,
     excluded: 0,
     unknownConditions: 0,
     amendTooOld: 0,
+    lateAfterClose: 0,
+    holdsExpired: 0,
+    backfillTooLate: 0,
     written: {},
-    holdMaxMs: Number(stats.ingestHoldMaxMs ?? 0),
-    holdMeanMs: Number(stats.ingestHoldMeanMs ?? 0),
-    firstRx: Number(stats.firstRx ?? 0),
-    lastRx: Number(stats.lastRx ?? 0),
-    feedUp: Number(stats.feedUp ?? 0),
+    holdMaxMs: Number(stats[STATS.ingestHoldMaxMs] ?? 0),
+    holdMeanMs: Number(stats[STATS.ingestHoldMeanMs] ?? 0),
+    firstRx: Number(stats[STATS.firstRx] ?? 0),
+    lastRx: Number(stats[STATS.lastRx] ?? 0),
+    feedUp: Number(stats[STATS.feedUp] ?? 0),
     lastMerge: 0,
   };
   for (const { in: n, stats: ps } of partitions) {
     c.in += n;
-    c.late += Number(ps.late ?? 0);
-    c.merged += Number(ps.merged ?? 0);
-    c.filtered += Number(ps.filtered ?? 0);
-    c.excluded += Number(ps.excluded ?? 0);
-    c.unknownConditions += Number(ps.unknownConditions ?? 0);
-    c.amendTooOld += Number(ps.amendTooOld ?? 0);
-    c.lastMerge = Math.max(c.lastMerge, Number(ps.lastMergeMs ?? 0));
+    c.late += Number(ps[PS.late] ?? 0);
+    c.merged += Number(ps[PS.merged] ?? 0);
+    c.filtered += Number(ps[PS.filtered] ?? 0);
+    c.excluded += Number(ps[PS.excluded] ?? 0);
+    c.unknownConditions += Number(ps[PS.unknownConditions] ?? 0);
+    c.amendTooOld += Number(ps[PS.amendTooOld] ?? 0);
+    c.lateAfterClose += Number(ps[PS.lateAfterClose] ?? 0);
+    c.holdsExpired += Number(ps[PS.holdsExpired] ?? 0);
+    c.backfillTooLate += Number(ps[PS.backfillTooLate] ?? 0);
+    c.lastMerge = Math.max(c.lastMerge, Number(ps[PS.lastMergeMs] ?? 0));
   }
-  for (const iv of cfg.intervals) c.written[iv.name] = Number(stats[`written:${iv.name}`] ?? 0);
+  for (const iv of cfg.intervals) c.written[iv.name] = Number(stats[writtenField(iv.name)] ?? 0);
   return c;
 }
 
@@ -78,7 +91,7 @@ export function zeroCounters(cfg: Config): Counters {
 export async function readCounters(redis: RedisClient, cfg: Config, keys: Keys): Promise<Counters> {
   const partitions: { in: number; stats: Record<string, string> }[] = [];
   for (let p = 0; p < cfg.partitions; p++)
-    partitions.push({ in: Number((await redis.hget(keys.clock(p), 'in')) ?? 0), stats: await redis.hgetall(keys.partitionStats(p)) });
+    partitions.push({ in: Number((await redis.hget(keys.clock(p), CLOCK.in)) ?? 0), stats: await redis.hgetall(keys.partitionStats(p)) });
   return countersFrom(cfg, await redis.hgetall(keys.stats()), partitions);
 }
 

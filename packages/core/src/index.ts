@@ -6,6 +6,7 @@ export * from './calendar.js';
 export * from './decimal.js';
 export * from './bar.js';
 export * from './trade.js';
+export * from './frames.js';
 export * from './conditions.js';
 export * from './preaggregate.js';
 export * from './splice.js';

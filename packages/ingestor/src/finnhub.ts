@@ -1,6 +1,6 @@
 import WebSocket from 'ws';
 import { redactUrl, sleep, type Logger } from '@candlewick/common';
-import { FutureGuard, validateTrade, type Trade } from '@candlewick/core';
+import { FutureGuard, readFrame, validateTrade, type Trade } from '@candlewick/core';
 import type { TradeSink } from './sink.js';
 
 export interface FeedOptions {
@@ -252,58 +252,52 @@ export class FinnhubFeed {
   onFrame(text: string, log: Logger = this.log): void {
     this.frames++;
     const rx = Date.now();
-    let msg: unknown;
-    try {
-      msg = JSON.parse(text);
-    } catch {
-      this.badFrames++;
-      this.sink.badFrame();
-      this.warnBad(log, 'frame is not JSON; ignored', { frame: text.slice(0, 120) });
-      return;
-    }
-    const type = msg !== null && typeof msg === 'object' ? (msg as { type?: unknown }).type : undefined;
-    if (type === 'ping') {
-      this.good();
-      return;
-    }
-    if (type === 'trade') {
-      this.good();
-      const data = (msg as { data?: unknown }).data;
-      if (!Array.isArray(data)) {
+    const frame = readFrame(text);
+    switch (frame.kind) {
+      case 'not-json':
+        this.badFrames++;
+        this.sink.badFrame();
+        this.warnBad(log, 'frame is not JSON; ignored', { frame: text.slice(0, 120) });
+        return;
+      case 'ping':
+        this.good();
+        return;
+      case 'no-data':
+        this.good();
         this.badFrames++;
         this.sink.badFrame();
         this.warnBad(log, 'trade message without a data array; ignored', {});
         return;
-      }
-      for (const raw of data) {
-        const v = validateTrade(raw, rx);
-        if (v.ok) {
-          if (!this.subscribed.has(v.trade.s)) {
-            // only subscribed symbols make bars: a feed that sends others would fill DATA_DIR with them
-            if (this.foreign++ === 0)
-              log.warn(
-                { symbol: v.trade.s },
-                'the feed sent trades for a symbol not in SYMBOLS: such trades are dropped and counted (said once)',
-              );
-            this.sink.foreignTrade();
-            continue;
-          }
-          this.future.offer(v.trade, this.same, this.accept, this.refuse);
-        } else {
-          this.rejected++;
-          this.sink.reject(raw, v.reason, rx);
-          this.warnBad(log, 'trade rejected', { reason: v.reason });
+      case 'error':
+        // e.g. "Subscribing to too many symbols" or an unknown symbol: the connection stays up
+        log.error({ feedMessage: frame.msg.slice(0, 200) }, 'the feed reported an error');
+        return;
+      case 'unknown':
+        this.badFrames++;
+        this.sink.badFrame();
+        this.warnBad(log, 'frame of unknown type; ignored', { type: String(frame.type).slice(0, 40) });
+        return;
+    }
+    this.good();
+    for (const raw of frame.data) {
+      const v = validateTrade(raw, rx);
+      if (v.ok) {
+        if (!this.subscribed.has(v.trade.s)) {
+          // only subscribed symbols make bars: a feed that sends others would fill DATA_DIR with them
+          if (this.foreign++ === 0)
+            log.warn(
+              { symbol: v.trade.s },
+              'the feed sent trades for a symbol not in SYMBOLS: such trades are dropped and counted (said once)',
+            );
+          this.sink.foreignTrade();
+          continue;
         }
+        this.future.offer(v.trade, this.same, this.accept, this.refuse);
+      } else {
+        this.rejected++;
+        this.sink.reject(raw, v.reason, rx);
+        this.warnBad(log, 'trade rejected', { reason: v.reason });
       }
-      return;
     }
-    if (type === 'error') {
-      // e.g. "Subscribing to too many symbols" or an unknown symbol: the connection stays up
-      log.error({ feedMessage: String((msg as { msg?: unknown }).msg ?? '').slice(0, 200) }, 'the feed reported an error');
-      return;
-    }
-    this.badFrames++;
-    this.sink.badFrame();
-    this.warnBad(log, 'frame of unknown type; ignored', { type: String(type).slice(0, 40) });
   }
 }

@@ -10,6 +10,8 @@ import {
   encodeGapEntry,
   ensureEpoch,
   type GapEntry,
+  CLOCK,
+  STATS,
 } from '@candlewick/common';
 import { Clock, windowAnchorMs } from '@candlewick/core';
 import { FinnhubFeed } from './finnhub.js';
@@ -74,7 +76,7 @@ export class Ingestor {
         staleMs: cfg.staleMs,
         onUp: () => {
           if (this.connections++ > 0) reconnects.inc();
-          void redis.hset(keys.stats(), 'feedUp', String(Date.now())).catch(() => undefined);
+          void redis.hset(keys.stats(), STATS.feedUp, String(Date.now())).catch(() => undefined);
           // A live ingestor that replaces one that stopped (or died): the time between is an outage.
           if (this.previousRx > 0 && cfg.mode === 'live') {
             const gap = { start: this.previousRx, end: Date.now(), symbols: cfg.symbols, reason: 'ingestor restart' };
@@ -83,7 +85,7 @@ export class Ingestor {
           }
         },
         onDown: () => {
-          void redis.hset(keys.stats(), 'feedDown', String(Date.now())).catch(() => undefined);
+          void redis.hset(keys.stats(), STATS.feedDown, String(Date.now())).catch(() => undefined);
           this.sink
             .hold(cfg.symbols)
             .catch((err: unknown) => reportRedisError(log, err, 'failed to hold bars for the backfill of an outage'));
@@ -132,12 +134,12 @@ export class Ingestor {
 
   async start(): Promise<void> {
     const t0 = Date.now();
-    this.previousRx = Number((await this.redis.hget(this.keys.stats(), 'lastRx')) ?? 0);
+    this.previousRx = Number((await this.redis.hget(this.keys.stats(), STATS.lastRx)) ?? 0);
     this.epoch = await ensureEpoch(this.redis, this.keys);
     if (this.cfg.clock === 'event') {
       // the feed time a previous ingestor left: a restart does not forget how far the feed had come
       let wm = 0;
-      for (let p = 0; p < this.cfg.partitions; p++) wm = Math.max(wm, Number((await this.redis.hget(this.keys.clock(p), 'wm')) ?? 0));
+      for (let p = 0; p < this.cfg.partitions; p++) wm = Math.max(wm, Number((await this.redis.hget(this.keys.clock(p), CLOCK.wm)) ?? 0));
       this.feed.future.seed(wm);
     }
     await this.feed.start();

@@ -2,6 +2,7 @@ import { WebSocketServer, type WebSocket } from 'ws';
 import type { AddressInfo } from 'node:net';
 import { sleep, type Logger } from '@candlewick/common';
 import { isRawFrame, isRawTrade, isTapeTrade, type TapeItem, type TapeTrade } from '@candlewick/common';
+import { JSON_NUMBER } from '@candlewick/core';
 
 export interface ReplayOptions {
   port: number;
@@ -256,7 +257,6 @@ export class ReplayServer {
 }
 
 /** A JSON number as written, or else its text as a JSON string: a replayed frame is always valid JSON. */
-const JSON_NUMBER = /^-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?$/;
 const jsonValue = (x: string | number): string => {
   const text = String(x);
   return JSON_NUMBER.test(text) ? text : JSON.stringify(text);

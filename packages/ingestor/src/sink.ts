@@ -1,6 +1,9 @@
 import {
   addTrades,
   addTradesArgs,
+  forcedArgs,
+  type AddTradesArgs,
+  type BackfillAsk,
   metrics,
   monoMs,
   partitionOf,
@@ -14,6 +17,8 @@ import {
   type RedisClient,
   SlotTransactions,
   encodeGapEntry,
+  CLOCK,
+  STATS,
 } from '@candlewick/common';
 import { type Trade } from '@candlewick/core';
 
@@ -56,7 +61,7 @@ export interface SinkOptions {
 /** One batch of one partition, from the moment it is cut until Redis has kept it for retainMs. */
 interface Batch {
   seq: number;
-  args: string[];
+  args: AddTradesArgs;
   n: number;
   firstRx: number;
   lastRx: number;
@@ -88,7 +93,7 @@ export interface SinkLoss {
 export class TradeSink {
   private buf: Trade[][] = [];
   /** per partition: ARGV triples (index in batch, floor, cap) of the trades that file a backfill request */
-  private requests: string[][] = [];
+  private requests: BackfillAsk[][] = [];
   /** per partition: batches in flight and those acknowledged within retainMs, in batch order */
   private held: Batch[][] = [];
   private nextSeq: number[] = [];
@@ -162,7 +167,7 @@ export class TradeSink {
     const bf = this.opts.backfill;
     if (bf && !this.seen.has(trade.s)) {
       this.seen.add(trade.s);
-      this.requests[p]!.push(String(this.buf[p]!.length + 1), String(bf.floor(trade.s, trade.t)), String(trade.t - bf.maxSpanMs));
+      this.requests[p]!.push({ at: this.buf[p]!.length + 1, floorMs: bf.floor(trade.s, trade.t), capMs: trade.t - bf.maxSpanMs });
     }
     if (this.count === 0) this.oldestRx = trade.rx;
     this.buf[p]!.push(trade);
@@ -234,13 +239,13 @@ export class TradeSink {
     const stats = this.opts.keys.stats();
     const lastRx = String(this.lastRx);
     void this.redis
-      .hset(stats, 'lastRx', lastRx)
+      .hset(stats, STATS.lastRx, lastRx)
       .catch((err: unknown) => reportRedisError(this.log, err, 'failed to record the last receive time'));
     if (!this.sentFirst) {
       // first trade this process appended: where `stack` starts counting throughput
       this.sentFirst = true;
       void this.redis
-        .hset(stats, 'firstRx', lastRx)
+        .hset(stats, STATS.firstRx, lastRx)
         .catch((err: unknown) => reportRedisError(this.log, err, 'failed to record the first receive time'));
     }
   }
@@ -270,8 +275,7 @@ export class TradeSink {
   private noticeLoss(p: number, reply: AddTradesReply, batch: Batch): void {
     if (!reply.lost) return;
     this.dataLost.add(p);
-    const m = /^m:[^:]*:(\d+)$/.exec(batch.args[6] ?? '');
-    this.opts.onLost?.(p, Number(m?.[1] ?? this.maxT));
+    this.opts.onLost?.(p, batch.args.options.marker?.seen ?? this.maxT);
   }
 
   private onReply(p: number, batch: Batch, reply: AddTradesReply): void {
@@ -413,7 +417,7 @@ export class TradeSink {
       for (;;) {
         if (attempt > 0) await sleep(Math.min(10_000, 250 * 2 ** Math.min(attempt - 1, 6)));
         try {
-          const done = applied ?? Number((await this.redis.hget(this.opts.keys.clock(p), `batch:${this.sender}`)) ?? -1);
+          const done = applied ?? Number((await this.redis.hget(this.opts.keys.clock(p), `${CLOCK.batchPrefix}${this.sender}`)) ?? -1);
           applied = undefined;
           const held = this.held[p]!;
           // Redis has these (a reply lost to a refusal of another batch sent with them): done
@@ -435,7 +439,7 @@ export class TradeSink {
           const settled = await Promise.allSettled(
             todo.map((b, i) => {
               b.sent = true;
-              const args = i === 0 && force ? withForce(b.args) : b.args;
+              const args = i === 0 && force ? forcedArgs(b.args) : b.args;
               return addTrades(this.redis, this.opts.keys, p, args);
             }),
           );
@@ -520,8 +524,8 @@ export class TradeSink {
     const tx = new SlotTransactions(this.redis);
     const { rejected, stats } = { rejected: this.opts.keys.rejected(), stats: this.opts.keys.stats() };
     tx.on(rejected).xadd(rejected, 'MAXLEN', '~', '100000', '*', 'raw', text, 'reason', reason, 'rx', String(rx));
-    tx.on(stats).hincrby(stats, 'rejected', 1);
-    if (kind) tx.on(stats).hincrby(stats, kind, 1);
+    tx.on(stats).hincrby(stats, STATS.rejected, 1);
+    if (kind) tx.on(stats).hincrby(stats, STATS[kind], 1);
     void tx.exec().catch((err: unknown) => reportRedisError(this.log, err, 'failed to record a rejected trade'));
   }
 
@@ -545,7 +549,7 @@ export class TradeSink {
   /** Counts a trade for a symbol not subscribed (dropped). */
   foreignTrade(): void {
     void this.redis
-      .hincrby(this.opts.keys.stats(), 'foreign', 1)
+      .hincrby(this.opts.keys.stats(), STATS.foreign, 1)
       .catch((err: unknown) => reportRedisError(this.log, err, 'failed to count a trade for a symbol not in SYMBOLS'));
   }
 
@@ -553,7 +557,7 @@ export class TradeSink {
   badFrame(): void {
     this.metrics.rejected.inc();
     void this.redis
-      .hincrby(this.opts.keys.stats(), 'badFrames', 1)
+      .hincrby(this.opts.keys.stats(), STATS.badFrames, 1)
       .catch((err: unknown) => reportRedisError(this.log, err, 'failed to count a bad frame'));
   }
 
@@ -562,7 +566,13 @@ export class TradeSink {
     this.holdReport = undefined;
     const h = this.holdTime;
     return this.redis
-      .hset(this.opts.keys.stats(), 'ingestHoldMaxMs', String(h.maxMs), 'ingestHoldMeanMs', (h.sumMs / Math.max(1, h.batches)).toFixed(2))
+      .hset(
+        this.opts.keys.stats(),
+        STATS.ingestHoldMaxMs,
+        String(h.maxMs),
+        STATS.ingestHoldMeanMs,
+        (h.sumMs / Math.max(1, h.batches)).toFixed(2),
+      )
       .catch(() => undefined);
   }
 
@@ -608,10 +618,3 @@ const WAIT_MS = 50;
 const LAGGING_MS = 1000;
 /** How long batches wait for a master's replica that went away before INGEST_RETAIN alone keeps them. */
 const REPLICA_GONE_MS = 60_000;
-
-/** The same ARGV with the batch number marked "apply whatever came before". */
-function withForce(args: string[]): string[] {
-  const out = args.slice();
-  out[5] = `${out[5]}!`;
-  return out;
-}

@@ -6,12 +6,15 @@ import {
   partitionOf,
   readCounters,
   rowCells,
+  type BarIdentity,
   type BarRowCells,
   type Config,
   type GapEntry,
   type Keys,
   type Logger,
   type RedisClient,
+  CLOCK,
+  STATS,
 } from '@candlewick/common';
 import { Clock, Preaggregator, decodeBarState, parseBarId } from '@candlewick/core';
 
@@ -27,26 +30,11 @@ import { Clock, Preaggregator, decodeBarState, parseBarId } from '@candlewick/co
  * volume are the CSV's text as written (JSON strings): a number would drop what was received
  * (`1.10` read back as `1.1`, `0.00000012` as `1.2e-7`).
  */
-export interface ApiBar {
-  interval: string;
-  symbol: string;
-  /** window start, UTC ms */
-  start: number;
-  /** the CSV's label: local start with its offset, or the date of a daily bar */
-  timestamp: string;
-  open: string;
-  high: string;
-  low: string;
-  close: string;
+export interface ApiBar extends BarIdentity, Omit<BarRowCells, 'n' | 'vwap'> {
   /** null when unknown (no volume, or part of the bar from candles without it) */
   vwap: string | null;
-  volume: string;
   /** null when unknown */
   trades: number | null;
-  complete: boolean;
-  sources: string;
-  /** 0 for the bar as closed; n for its n-th correction (LATE=amend) */
-  rev: number;
 }
 
 export interface Status {
@@ -155,7 +143,7 @@ export class LiveHub {
       const reply = (await this.redis.xpending(this.keys.trades(p), AGGREGATOR_GROUP).catch(() => [0])) as [number, ...unknown[]];
       pending += Number(reply[0] ?? 0);
     }
-    const stats = await this.redis.hmget(this.keys.stats(), 'feedUp', 'feedDown');
+    const stats = await this.redis.hmget(this.keys.stats(), STATS.feedUp, STATS.feedDown);
     const up = Number(stats[0] ?? 0);
     const down = Number(stats[1] ?? 0);
     const now = Date.now();
@@ -208,7 +196,7 @@ export class LiveHub {
   private async sampleIn(): Promise<void> {
     if (Date.now() - this.lastSample < 1000) return;
     let n = 0;
-    for (let p = 0; p < this.cfg.partitions; p++) n += Number((await this.redis.hget(this.keys.clock(p), 'in')) ?? 0);
+    for (let p = 0; p < this.cfg.partitions; p++) n += Number((await this.redis.hget(this.keys.clock(p), CLOCK.in)) ?? 0);
     this.addSample(n, Date.now());
   }
 
@@ -301,7 +289,7 @@ export class LiveHub {
       }
     }
     for (const [p, syms] of byPartition) {
-      const wm = Number((await this.redis.hget(this.keys.clock(p), 'wm')) ?? 0);
+      const wm = Number((await this.redis.hget(this.keys.clock(p), CLOCK.wm)) ?? 0);
       if (wm <= 0) continue;
       const ids: string[] = [];
       for (const [sym, ivs] of syms) for (const { id } of this.pre.barsAt(sym, wm)) if (ivs.has(parseBarId(id).interval)) ids.push(id);

@@ -29,6 +29,8 @@ import {
   type Keys,
   type Logger,
   type RedisClient,
+  STATS,
+  writtenField,
 } from '@candlewick/common';
 import { Clock, decodeBarState, parseBarId } from '@candlewick/core';
 import { CsvFiles, FileChangedError, formatRow, rowCells, type FileEvent } from '@candlewick/common';
@@ -105,7 +107,7 @@ export class WriterService {
     this.metrics.fileEvents.inc({ kind: e.kind });
     const stats = this.keys.stats();
     void this.redis
-      .hincrby(stats, `csv:${e.kind}`, 1)
+      .hincrby(stats, `${STATS.csvPrefix}${e.kind}`, 1)
       .catch((err: unknown) => reportRedisError(this.log, err, 'failed to count a file event'));
     if (e.kind === 'cut-partial-row')
       this.log.warn({ file: e.path, bytes: e.bytes }, 'cut a partial last row (a write cut short) back to the last whole row');
@@ -411,7 +413,7 @@ export class WriterService {
       }
     }
     const stats = this.keys.stats();
-    for (const [interval, n] of counts) steps.push((tx) => void tx.on(stats).hincrby(stats, `written:${interval}`, n));
+    for (const [interval, n] of counts) steps.push((tx) => void tx.on(stats).hincrby(stats, writtenField(interval), n));
     // Redis refusing writes (its memory full, its disk): the rows are in the files; the publish and
     // counts wait for Redis rather than fail the job (which would lose them), like every other write
     for (let attempt = 0; ; attempt++) {

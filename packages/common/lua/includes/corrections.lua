@@ -1,6 +1,6 @@
 -- Phase "corrections" (LATE=amend): late trades folded per bar wait in `amends` until their bar has
 -- closed; then the corrected bar (the closed one merged with them, revision n + 1) goes to the outbox.
--- A bar evicted before its correction came counts its trades as amendTooOld. Then closed bars no
+-- A bar evicted before its correction came counts its trades as amendTooOld (partition stats). Then closed bars no
 -- trade still on its way can correct are forgotten: the aggregators fold a late trade into a
 -- correction only while its bar's end + amendMs is after the watermark it was ingested under, and
 -- every entry not merged yet was ingested under a watermark >= the checkpoint's W (horizon + grace),
@@ -20,7 +20,7 @@ local function emitCorrections(k, clock, horizon, wm, grace, amendMs, maxBars)
     redis.call('HDEL', k.amends, id)
     redis.call('ZREM', k.amendIndex, id)
     if add and wend <= evicted then
-      redis.call('HINCRBY', clock, 'amendTooOld', tonumber(splitState(add)[9]))
+      redis.call('HINCRBY', k.stats, 'amendTooOld', tonumber(splitState(add)[9]))
     elseif add then
       local cur = redis.call('HGET', k.closedBars, id)
       local rev, enc = 1, add

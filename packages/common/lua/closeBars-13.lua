@@ -21,6 +21,7 @@
     KEYS[10] LATE=amend: pending corrections by window end
     KEYS[11] backfill holds: symbol -> deadline ms; a held symbol's bars stay open until then
     KEYS[12] backfill flags to add to bars as they close (field = bar id)
+    KEYS[13] partition stats hash (counts holdsExpired and amendTooOld)
     ARGV[1] consumer group of the aggregators
     ARGV[2] grace ms
     ARGV[3] clock mode: "event" or "wall"
@@ -50,7 +51,7 @@
 local stream, clock, late = KEYS[1], KEYS[2], KEYS[6]
 local k = {
   bars = KEYS[3], index = KEYS[4], outbox = KEYS[5], closedBars = KEYS[7], closedIndex = KEYS[8],
-  amends = KEYS[9], amendIndex = KEYS[10], barFlags = KEYS[12], clock = KEYS[2],
+  amends = KEYS[9], amendIndex = KEYS[10], barFlags = KEYS[12], clock = KEYS[2], stats = KEYS[13],
 }
 local group, grace, mode = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local flush = ARGV[4] == '1'
@@ -65,7 +66,7 @@ if mode == 'wall' and now > wm then
 end
 local lastId = redis.call('HGET', clock, 'lastId') or '0-0'
 
-local held, anyHeld = readHolds(KEYS[11], clock, now)
+local held, anyHeld = readHolds(KEYS[11], k.stats, now)
 local delivered, minPending, mergedThrough = groupProgress(stream, group)
 local horizon = closingHorizon(clock, wm, lastId, grace, flush, mergedThrough)
 
