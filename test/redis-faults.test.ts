@@ -71,7 +71,10 @@ describe('without Redis', () => {
     const url = await server.start();
     const lines: { msg: string; slowStatus: string }[] = [];
     let slow: RedisClient | undefined;
-    const log = pino({ level: 'info' }, { write: (s: string) => void lines.push({ msg: (JSON.parse(s) as { msg: string }).msg, slowStatus: slow?.status ?? '' }) });
+    const log = pino(
+      { level: 'info' },
+      { write: (s: string) => void lines.push({ msg: (JSON.parse(s) as { msg: string }).msg, slowStatus: slow?.status ?? '' }) },
+    );
     // one connection retries every 50 ms, the other every 2.5 s (as ioredis's backoff grows, or a
     // Sentinel client still trying the old master): both belong to one process's link
     const fast = connectRedis(url, log, { extra: { retryStrategy: () => 50 } });
