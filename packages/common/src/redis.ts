@@ -6,9 +6,9 @@ import { registerScripts } from './scripts.js';
 import { redactUrl, type Logger } from './logger.js';
 import { RedisUnavailableError, isConnectionError, isRefusal } from './errors.js';
 import { ConfigError, type Config } from './config.js';
+import type { RedisClient } from './client.js';
 
-/** A single Redis or a Redis Cluster: every role works on either. */
-export type RedisClient = Redis | Cluster;
+export type { RedisClient } from './client.js';
 
 /** ioredis, loaded by the first client made (see lazy.ts). */
 export const ioredis = lazyRequire<typeof import('ioredis')>('ioredis');

@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import type { Redis, Cluster, Result } from 'ioredis';
 import type { Keys } from './keys.js';
 import { encodeBarState, tradeLine, type Partial, type Preaggregated, type Trade } from '@candlewick/core';
-import type { RedisClient } from './redis.js';
+import type { RedisClient } from './client.js';
 
 /**
  * Every Lua script, defined once: registered here (each lua/<verbNoun>-<numKeys>.lua becomes an
