@@ -38,7 +38,7 @@ import {
   registerScripts,
   type TapeItem,
 } from '@candlewick/common';
-import { Clock, Preaggregator, encodeBarState, validateTrade, type Trade } from '@candlewick/core';
+import { BarCalendar, Preaggregator, encodeBarState, validateTrade, type Trade } from '@candlewick/core';
 import { BUNDLED_TAPE, InProcessBars, PrivateRedis } from '@candlewick/cli';
 import { tapeSymbols } from '@candlewick/common';
 import { ROOT, benchSettings } from './settings.js';
@@ -132,7 +132,7 @@ async function ceilings(trades: Trade[]): Promise<Ceiling> {
     const bytesPerTrade = Number(await redis.call('MEMORY', 'USAGE', keys.trades(0), 'SAMPLES', '0')) / trades.length;
     // an open bar: its state and its index entry
     const cfg = loadConfig({ MODE: 'replay' });
-    const pre = new Preaggregator(new Clock(cfg.tz), cfg.intervals, cfg.baseMs, cfg.graceMs);
+    const pre = new Preaggregator(new BarCalendar(cfg));
     const bars = pre.run(
       trades.map((tr, i) => ({ id: `1-${i}`, entry: '1-0', s: tr.s, p: tr.p, v: tr.v, t: tr.t, w: 0, c: '', rx: 0 })),
     ).bars;

@@ -8,7 +8,7 @@ import { basename, join } from 'node:path';
 import { benchSettings } from './settings.js';
 import { strFromU8, unzipSync } from 'fflate';
 import { DateTime } from 'luxon';
-import { Clock, ConditionRules, parseInterval, volumeNumber, type Candle } from '@candlewick/core';
+import { BarCalendar, ConditionRules, parseInterval, volumeNumber, type Candle } from '@candlewick/core';
 import { Preaggregator, type RawEntry } from '@candlewick/core';
 import { isTapeTrade, readTapeFile } from '@candlewick/common';
 
@@ -68,7 +68,7 @@ export function minuteBars(tickFile: string, conditions: boolean): Map<number, O
     c: JSON.stringify(tr.c),
     rx: 0,
   }));
-  const pre = new Preaggregator(new Clock('America/New_York'), [parseInterval('1min')], 60_000, 0, {
+  const pre = new Preaggregator(new BarCalendar({ tz: 'America/New_York', intervals: [parseInterval('1min')] }), {
     conditions: conditions ? new ConditionRules() : undefined,
   });
   const out = new Map<number, OhlcvRow>();

@@ -15,7 +15,7 @@ import {
   type Keys,
   type StreamEntry,
 } from '@candlewick/common';
-import { Clock, Preaggregator, rawEntries, type RawEntry, type Trade } from '@candlewick/core';
+import { BarCalendar, Preaggregator, rawEntries, type RawEntry, type Trade } from '@candlewick/core';
 import { formatSummary, summarize } from '@candlewick/cli';
 import { testKeys, testRedis } from './helpers.js';
 
@@ -40,7 +40,7 @@ function setup(name: string, env: Record<string, string> = {}): { keys: Keys; cf
 }
 
 const pre = (cfg: Config) =>
-  new Preaggregator(new Clock(cfg.tz), cfg.intervals, cfg.baseMs, cfg.graceMs, {
+  new Preaggregator(new BarCalendar(cfg), {
     amendWindowMs: cfg.late === 'amend' ? cfg.lateAmendWindowMs : 0,
   });
 

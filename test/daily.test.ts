@@ -5,7 +5,7 @@ import { describe, expect, it } from 'vitest';
 import { CsvFiles, csvPath } from '@candlewick/common';
 import { Carry } from '@candlewick/writer';
 import { loadConfig } from '@candlewick/common';
-import { Clock, barFromTrade, orderKey } from '@candlewick/core';
+import { BarCalendar, Clock, barFromTrade, orderKey } from '@candlewick/core';
 import { readCsv, redisUrl, runCli, tempDir, uniquePrefix, type CsvBar } from './helpers.js';
 
 /**
@@ -124,7 +124,7 @@ describe('EMPTY_BARS=carry with daily bars', () => {
     const cfg = loadConfig({ DATA_DIR: dir, INTERVALS: '1d', EMPTY_BARS: 'carry', SYMBOLS: `${EQUITY},${ALLDAY}` });
     const clock = new Clock(ZONE);
     const files = new CsvFiles(dir, clock, false, undefined, new Set(['1d']));
-    const carry = new Carry(cfg, clock);
+    const carry = new Carry(cfg, new BarCalendar(cfg, clock));
     const wed = DateTime.fromISO('2024-11-27', { zone: ZONE }).toMillis();
     const bar = { ...barFromTrade('100', 1, orderKey(wed, '1-0')) };
     for (const s of [EQUITY, ALLDAY]) files.append('1d', s, wed, bar);

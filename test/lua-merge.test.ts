@@ -11,7 +11,7 @@ import {
   type Keys,
   type StreamEntry,
 } from '@candlewick/common';
-import { Clock, ConditionRules, decodeBarState, type Trade } from '@candlewick/core';
+import { BarCalendar, ConditionRules, decodeBarState, type Trade } from '@candlewick/core';
 import { Aggregator } from '@candlewick/aggregator';
 import { Preaggregator, rawEntries } from '@candlewick/core';
 import { rawTrades, testKeys, testRedis, waitFor } from './helpers.js';
@@ -20,9 +20,9 @@ import { pino } from 'pino';
 const redis = testRedis();
 afterAll(() => redis.quit());
 
-const clock = new Clock('America/New_York');
 const T0 = Date.parse('2019-11-03T05:50:00Z'); // spans the repeated hour of the November night
 const cfg = loadConfig({ INTERVALS: '1min,5min,1h', GRACE_MS: '3600000', KEY_PREFIX: 'unused' });
+const calendar = new BarCalendar(cfg);
 const quiet = pino({ level: 'silent' });
 
 const tradeArb = fc.record({
@@ -57,9 +57,7 @@ async function openBars(keys: Keys) {
 }
 
 function expected(entries: StreamEntry[], rules?: ConditionRules) {
-  const pre = new Preaggregator(clock, cfg.intervals, cfg.baseMs, cfg.graceMs, { conditions: rules }).run(
-    entries.flatMap(([id, f]) => rawEntries(id, f!)),
-  );
+  const pre = new Preaggregator(calendar, { conditions: rules }).run(entries.flatMap(([id, f]) => rawEntries(id, f!)));
   return Object.fromEntries([...pre.bars].map(([k, v]) => [k, v.state]));
 }
 
@@ -89,9 +87,7 @@ async function luaAgrees(rules: () => ConditionRules | undefined): Promise<void>
         const order = batches.map((_, i) => i).sort((a, b) => ((a * 7919 + seed) % 13) - ((b * 7919 + seed) % 13));
         for (const i of order) {
           const b = batches[i]!;
-          const pre = new Preaggregator(clock, cfg.intervals, cfg.baseMs, cfg.graceMs, { conditions: rules() }).run(
-            b.flatMap(([id, f]) => rawEntries(id, f!)),
-          );
+          const pre = new Preaggregator(calendar, { conditions: rules() }).run(b.flatMap(([id, f]) => rawEntries(id, f!)));
           const res = await mergeBatch(
             redis,
             keys,

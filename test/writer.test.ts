@@ -3,7 +3,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { pino } from 'pino';
 import { Queue } from 'bullmq';
 import { loadConfig, parseBarsJob } from '@candlewick/common';
-import { Clock, barFromTrade, encodeBarState, orderKey } from '@candlewick/core';
+import { BarCalendar, Clock, barFromTrade, encodeBarState, orderKey } from '@candlewick/core';
 import { BarCloser, barsQueue } from '@candlewick/aggregator';
 import { CsvFiles, csvPath, lastRowStart } from '@candlewick/common';
 import { Carry, WriterService } from '@candlewick/writer';
@@ -92,7 +92,7 @@ describe('EMPTY_BARS=carry', () => {
     const dir = tempDir('carry-sessions');
     const cfg = loadConfig({ DATA_DIR: dir, INTERVALS: '1min', SESSIONS: 'regular', EMPTY_BARS: 'carry', SYMBOLS: 'SPY,BINANCE:BTCUSDT' });
     const files = new CsvFiles(dir, clock);
-    const carry = new Carry(cfg, clock);
+    const carry = new Carry(cfg, new BarCalendar(cfg, clock));
     const t = Date.parse('2013-10-07T19:58:00Z'); // 15:58 EDT
     files.append('1min', 'SPY', t, bar('167.5'));
     files.append('1min', 'BINANCE:BTCUSDT', t, bar('300'));

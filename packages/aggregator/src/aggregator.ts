@@ -25,7 +25,7 @@ import {
 import {
   BAR_FLAGS,
   CalendarRangeError,
-  Clock,
+  BarCalendar,
   Preaggregator,
   conditionRules,
   rawEntries,
@@ -78,9 +78,7 @@ export class Aggregator {
     this.membership = new Membership(redis, keys, AGGREGATOR_GROUP, this.consumer, cfg.takeoverMs, log);
     this.failing = new RecurringError(log, 'merging a batch failed; retrying every 0.5 s (nothing is acknowledged until it is merged)');
     this.conditions = conditionRules(cfg);
-    this.pre = new Preaggregator(new Clock(cfg.tz), cfg.intervals, cfg.baseMs, cfg.graceMs, {
-      sessions: cfg.sessions,
-      align: cfg.align,
+    this.pre = new Preaggregator(new BarCalendar(cfg), {
       amendWindowMs: cfg.late === 'amend' ? cfg.lateAmendWindowMs : 0,
       conditions: this.conditions,
       flags: cfg.backfill ? BAR_FLAGS.LIVE : 0,

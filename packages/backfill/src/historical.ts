@@ -1,5 +1,5 @@
 import { type Config, type Logger } from '@candlewick/common';
-import { BAR_FLAGS, Clock, candleState, parseBarId, tradeEntries } from '@candlewick/core';
+import { BAR_FLAGS, candleState, parseBarId, tradeEntries } from '@candlewick/core';
 import { CsvFiles } from '@candlewick/common';
 import type { Partial } from '@candlewick/core';
 import { makeProvider } from './providers.js';
@@ -34,16 +34,10 @@ export async function runHistorical(
   log: Logger,
   progress: Progress,
 ): Promise<HistoricalResult> {
-  const clock = new Clock(cfg.tz);
   const provider = makeProvider(cfg, log);
   const pre = backfillPreaggregator(cfg);
-  const files = new CsvFiles(
-    cfg.dataDir,
-    clock,
-    cfg.csvExtraColumns,
-    undefined,
-    new Set(cfg.intervals.filter((iv) => iv.day).map((iv) => iv.name)),
-  );
+  const { clock } = pre.calendar;
+  const files = new CsvFiles(cfg.dataDir, clock, cfg.csvExtraColumns, undefined, pre.calendar.days);
   const days: [number, number][] = [];
   for (let t = from; t < to;) {
     const [, end] = clock.dayWindow(t);

@@ -14,18 +14,16 @@ import {
   type RedisClient,
   type StreamEntry,
 } from '@candlewick/common';
-import { BAR_FLAGS, Clock, Preaggregator, Splicer, conditionRules, type BackfillRequest, type Splice } from '@candlewick/core';
+import { BAR_FLAGS, BarCalendar, Preaggregator, Splicer, conditionRules, type BackfillRequest, type Splice } from '@candlewick/core';
 import { ProviderError } from './http.js';
 import { makeProvider, type Provider } from './providers.js';
 
 /** A request of partition p as the stream holds it (the entry is defined with its codec in common). */
 export const parseRequest = decodeBackfillRequest;
 
-/** The Preaggregator the backfill folds with: the aggregators' windows, sessions and conditions. */
+/** The Preaggregator the backfill folds with: the aggregators' bar calendar, and their conditions. */
 export function backfillPreaggregator(cfg: Config): Preaggregator {
-  return new Preaggregator(new Clock(cfg.tz), cfg.intervals, cfg.baseMs, cfg.graceMs, {
-    sessions: cfg.sessions,
-    align: cfg.align,
+  return new Preaggregator(new BarCalendar(cfg), {
     conditions: conditionRules(cfg, 'other'),
   });
 }

@@ -1,6 +1,6 @@
 import { CsvFiles, ConfigError, isRawFrame, isRawTrade, partitionOf, type Config, type TapeItem } from '@candlewick/common';
 import {
-  Clock,
+  BarCalendar,
   FutureGuard,
   JSON_NUMBER,
   Preaggregator,
@@ -92,6 +92,7 @@ export class InProcessBars {
     written: {},
     present: 0,
   };
+  private readonly calendar: BarCalendar;
   private readonly pre: Preaggregator;
   private readonly files: CsvFiles;
   private readonly carry: Carry | undefined;
@@ -119,15 +120,10 @@ export class InProcessBars {
     this.cfg = cfg.symbols.length ? cfg : Object.freeze({ ...cfg, symbols: tapeSymbolsOf });
     this.subscribed = new Set(this.cfg.symbols);
     this.future = new FutureGuard(cfg.futureLimitMs, true);
-    const clock = new Clock(cfg.tz);
-    this.pre = new Preaggregator(clock, cfg.intervals, cfg.baseMs, cfg.graceMs, {
-      sessions: cfg.sessions,
-      align: cfg.align,
-      conditions: conditionRules(cfg),
-    });
-    const days = new Set(cfg.intervals.filter((iv) => iv.day).map((iv) => iv.name));
-    this.files = new CsvFiles(cfg.dataDir, clock, cfg.csvExtraColumns, undefined, days, true);
-    this.carry = cfg.emptyBars === 'carry' ? new Carry(this.cfg, clock) : undefined;
+    this.calendar = new BarCalendar(cfg);
+    this.pre = new Preaggregator(this.calendar, { conditions: conditionRules(cfg) });
+    this.files = new CsvFiles(cfg.dataDir, this.calendar.clock, cfg.csvExtraColumns, undefined, this.calendar.days, true);
+    this.carry = cfg.emptyBars === 'carry' ? new Carry(this.cfg, this.calendar) : undefined;
     for (let p = 0; p < cfg.partitions; p++) {
       this.open.push(new Map());
       this.wm.push(0);
@@ -208,7 +204,7 @@ export class InProcessBars {
     const p = this.cfg.partitions === 1 ? 0 : partitionOf(tr.s, this.cfg.partitions);
     const wm = this.wm[p]!;
     // the watermark before this trade, written only where it could be late (addTrades)
-    const w = tr.t + this.cfg.graceMs < wm ? wm : 0;
+    const w = this.calendar.watermarkFor(tr.t, wm);
     if (tr.t > wm) this.wm[p] = tr.t;
     // its place in the tape orders trades of the same millisecond, as its stream position does
     const id = `1-${this.seq++}`;
@@ -249,7 +245,7 @@ export class InProcessBars {
         }
         entries.length = 0;
       }
-      this.close(p, end ? Infinity : this.wm[p]! - this.cfg.graceMs);
+      this.close(p, end ? Infinity : this.calendar.closeHorizon(this.wm[p]!));
       if (end && this.carry) {
         // the closer's last horizon: every window ending by the partition's last event time
         for (const symbol of this.carry.symbolsOf(p))

@@ -32,6 +32,7 @@ import {
   waitForRedis,
   watchRedis,
   type Config,
+  type Counters,
   type Keys,
   type Logger,
   type RedisClient,
@@ -43,7 +44,7 @@ import { BarCloser, barsQueue } from '@candlewick/aggregator';
 import { rootLogger } from './roles.js';
 import { replayTape, tapeSubscription } from './tape.js';
 import { PrivateRedis, PrivateRedisCluster, freePort, generatePassword, privateRedisFiles } from './redis-server.js';
-import { formatSummary, summarize, type CpuUse } from './summary.js';
+import { formatSummary, summarize, type CpuUse, type StackSummary } from './summary.js';
 
 const LEVELS: Record<number, string> = { 10: 'TRACE', 20: 'DEBUG', 30: 'INFO ', 40: 'WARN ', 50: 'ERROR', 60: 'FATAL' };
 const COLORS: Record<number, string> = { 40: '\x1b[33m', 50: '\x1b[31m', 60: '\x1b[31m' };
@@ -139,6 +140,338 @@ const STOP_ORDER = ['ingest', 'replay-server', 'backfill', 'aggregate', 'close',
 const OPTIONAL_ROLES: ReadonlySet<string> = new Set(['serve', 'pg-sink']);
 
 /**
+ * The roles of a stack as child processes. Each runs in a process group of its own (a terminal's
+ * Ctrl-C reaches the stack alone, which stops the roles in order), under a stable name per slot
+ * (a restarted aggregator takes back what its predecessor had read), at STACK_NICE below the
+ * stack; its log lines are made readable on the terminal and its messages (ready, progress, CPU,
+ * tape done) kept on its Child. A role that exits unexpectedly is restarted under its name after
+ * half a second; a configuration problem, or five exits within a minute, fails the stack instead,
+ * and an optional role (serve, pg-sink) that cannot start is left off.
+ */
+class Supervisor {
+  readonly children: Child[] = [];
+  /** stopping on purpose: a role's exit is not restarted */
+  stopping = false;
+  /** a second Ctrl-C: every role killed, nothing waited for */
+  forced = false;
+  /** METRICS_PORT set: each role serves /metrics and /healthz on its own port, from METRICS_PORT up */
+  private readonly metricsPorts = new Map<string, number>();
+  private readonly nicer: (pid: number) => void;
+
+  /**
+   * `env` is what every role gets; the stack completes it (Redis, the replay server) before it
+   * starts the roles that need it. `fail` gives up the stack.
+   */
+  constructor(
+    private readonly cfg: Config,
+    private readonly env: NodeJS.ProcessEnv,
+    private readonly term: Terminal,
+    private readonly color: boolean,
+    private readonly log: Logger,
+    private readonly fail: (code: number, why: string) => void,
+  ) {
+    this.nicer = makeNicer(cfg.stackNice, log);
+  }
+
+  /** Starts a role under a name (the slot: `aggregate.2`) and supervises it. */
+  start(role: string, name = role): Child {
+    const child = this.spawn(role, name);
+    this.children.push(child);
+    return child;
+  }
+
+  find(role: string): Child | undefined {
+    return this.children.find((c) => c.role === role);
+  }
+
+  /** Settles when every role the pipeline needs has said it is ready. */
+  ready(): Promise<unknown> {
+    return Promise.all(this.children.filter((c) => !OPTIONAL_ROLES.has(c.role)).map((c) => c.ready));
+  }
+
+  /** The replay server has sent its whole tape. */
+  get tapeDone(): boolean {
+    return this.children.some((c) => c.tapeDone);
+  }
+
+  /** A second Ctrl-C: every role killed now, none restarted. */
+  killAll(): void {
+    this.forced = true;
+    for (const c of this.children) c.proc.kill('SIGKILL');
+  }
+
+  /**
+   * Stops every role, upstream first, so each stage hands what it holds to the next (SIGTERM, then
+   * SIGKILL after 20 s; at once when forced). With Redis away every role stops without it (a few
+   * seconds each): they are stopped all at once then.
+   */
+  async stop(): Promise<void> {
+    this.stopping = true;
+    const groups = redisLink.downForMs > 0 ? [STOP_ORDER] : STOP_ORDER.map((r) => [r]);
+    for (const roles of groups) {
+      const cs = this.children.filter((c) => roles.includes(c.role) && c.proc.exitCode === null && c.proc.signalCode === null);
+      await Promise.all(cs.map((c) => stopChild(c.proc, this.forced ? 0 : 20_000)));
+    }
+  }
+
+  /** Spawns a role's process (again, for a restart: `existing` keeps its name and restarts). */
+  private spawn(role: string, name: string, existing?: Child): Child {
+    const { cfg } = this;
+    const own: NodeJS.ProcessEnv = { LOG_NAME: name.replace(/\./g, '-') };
+    // a stable name per slot: a restarted aggregator takes back what its predecessor had read
+    if (role === 'aggregate') own.CONSUMER_NAME = name;
+    if (cfg.metricsPort > 0) {
+      if (!this.metricsPorts.has(name)) this.metricsPorts.set(name, cfg.metricsPort + this.metricsPorts.size);
+      own.METRICS_PORT = String(this.metricsPorts.get(name));
+    }
+    const proc = spawn(process.execPath, [...process.execArgv, process.argv[1]!, role], {
+      env: { ...this.env, ...own },
+      stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
+      // its own process group: a terminal's Ctrl-C goes to the stack alone, which stops roles in order
+      detached: true,
+    });
+    let markReady: () => void = () => undefined;
+    const readyP = new Promise<void>((r) => (markReady = r));
+    const child = existing ?? { role, name, proc, restarts: [], ready: readyP };
+    child.proc = proc;
+    child.ready = readyP;
+    // On one machine Redis is the critical path: the Node roles yield the CPU to it.
+    if (proc.pid) this.nicer(proc.pid);
+    for (const stream of [proc.stdout!, proc.stderr!]) {
+      createInterface({ input: stream }).on('line', (line) => this.term.line(formatLogLine(name, line, this.color)));
+    }
+    proc.on('message', (msg: RoleMessage) => {
+      switch (msg?.type) {
+        case 'ready':
+          child.cpuAtReady = msg.cpu;
+          markReady();
+          break;
+        case 'cpu':
+          child.cpuUs = msg.cpu;
+          break;
+        case 'progress':
+          child.progress = msg.progress;
+          break;
+        case 'tape-done':
+          child.tapeDone = true;
+          break;
+      }
+    });
+    proc.on('exit', (exitCode, signal) => this.exited(child, exitCode, signal));
+    return child;
+  }
+
+  /** A role's process exited: restarted, left off, or the stack fails (see the class). */
+  private exited(child: Child, exitCode: number | null, signal: NodeJS.Signals | null): void {
+    const { role, name } = child;
+    // (killed by a second Ctrl-C: not restarted)
+    if (this.stopping || this.forced) return;
+    const now = Date.now();
+    child.restarts = child.restarts.filter((t) => now - t < 60_000);
+    // the page is a view: a port it cannot have (said in its log) leaves the pipeline running without it
+    if ((exitCode === EXIT.CONFIG || exitCode === EXIT.NO_REDIS) && OPTIONAL_ROLES.has(role))
+      return this.log.warn({ role: name }, `${name} did not start (see above); the pipeline runs on without it`);
+    if (exitCode === EXIT.CONFIG)
+      return this.fail(EXIT.FAILURE, `${name} stopped on a configuration problem (exit ${exitCode}, see above); not restarting it`);
+    if (child.restarts.length >= 5)
+      return this.fail(EXIT.FAILURE, `${name} exited (${exitCode ?? signal}) 5 times within a minute; not restarting it`);
+    child.restarts.push(now);
+    this.log.warn({ role: name, code: exitCode, signal }, 'role exited unexpectedly; restarting it');
+    setTimeout(() => !this.stopping && this.spawn(role, name, child), 500);
+  }
+}
+
+/** What a run is measured from: its counters, when it started, the CPU when the feed started. */
+interface RunStart {
+  startedAt: number;
+  /** the counters at the start (zero again from a loss of Redis's data) */
+  baseline: Counters;
+  cpu: { at: number; stack: number; redis: number | undefined };
+}
+
+/**
+ * The summary of a run at its end: the counters' differences since its start, the final close's
+ * time (from `closeStartedAt`), each process's CPU, and when Redis lost the data if it did. Undefined when
+ * Redis does not answer within 2 s after a stop at once (`finished` false: a second Ctrl-C), so
+ * such a stop never waits for it.
+ */
+async function runSummary(
+  redis: RedisClient,
+  cfg: Config,
+  keys: Keys,
+  supervisor: Supervisor,
+  run: RunStart,
+  o: { finished: boolean; closeStartedAt: number; privateRedis: boolean; dataLostAt: number | undefined },
+): Promise<StackSummary | undefined> {
+  const settled = <T>(p: Promise<T>): Promise<T | undefined> => (o.finished ? p : Promise.race([p, sleep(2000).then(() => undefined)]));
+  const counters = await settled(readCounters(redis, cfg, keys));
+  const cpu = counters && (await settled(cpuAccount(supervisor.children, redis, run.cpu, o.privateRedis)));
+  if (!counters || !cpu) return undefined;
+  const summary = summarize(run.baseline, counters, run.startedAt, Date.now(), Date.now() - o.closeStartedAt);
+  summary.cpu = cpu;
+  summary.cpuWallMs = Date.now() - run.cpu.at;
+  if (o.dataLostAt !== undefined) summary.dataLostAt = o.dataLostAt;
+  return summary;
+}
+
+/**
+ * The stop requests of a stack: SIGINT, SIGTERM or SIGHUP (or a closed stdout) asks for a graceful
+ * stop; a second signal kills every role at once and cuts the final close short (`windDown`).
+ */
+function stopOnSignals(stop: StopRequest, roles: Supervisor, term: Terminal, log: Logger, windDown: () => StopRequest | undefined): void {
+  let firstSignalAt = 0;
+  const onSignal = (sig: NodeJS.Signals) => {
+    // npm start / npx forward the terminal's SIGINT to the stack, which had it from the terminal
+    // too: the same signal within half a second is that one Ctrl-C, not a second
+    if (stop.reason === sig && Date.now() - firstSignalAt < 500) return;
+    if (stop.reason !== undefined) {
+      // a second Ctrl-C: no more waiting
+      windDown()?.request(sig);
+      log.warn({ signal: sig }, 'second signal: killing every role now');
+      roles.killAll();
+      return;
+    }
+    log.info({ signal: sig }, 'stopping every role in order (a second Ctrl-C kills them now)');
+    firstSignalAt = Date.now();
+    stop.request(sig);
+  };
+  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(sig, onSignal);
+  term.onBroken = () => {
+    log.info('stdout closed; stopping every role in order');
+    stop.request('SIGPIPE');
+  };
+}
+
+/** A replay's tape, read before anything starts, and its subscription, given to every role. */
+function replayEnv(cfg: Config, childEnv: NodeJS.ProcessEnv, log: Logger): void {
+  const tape = replayTape(cfg);
+  const tapePath = tape.path;
+  childEnv.REPLAY_TAPE = tapePath;
+  const symbols = tapeSubscription(cfg, tape);
+  // One environment variable holds at most 128 KiB on Linux (spawn fails with E2BIG past it), and
+  // a whole market's list is more: a long list is left for each role to take from the tape
+  // itself, as a replaying role without SYMBOLS does.
+  if (cfg.symbols.length === 0 && symbols.join(',').length <= 64 * 1024) childEnv.SYMBOLS = symbols.join(',');
+  log.info(
+    { tape: tapePath, symbols: symbols.length > 50 ? `${symbols.length} symbols` : symbols.join(',') },
+    'no FINNHUB_TOKEN: replaying a recorded tape',
+  );
+}
+
+/**
+ * Starts the stack's private Redis, supervised (restarted when it dies), and gives the roles its
+ * password by file (never in a log or a URL). Returns its URL.
+ */
+async function startPrivateRedis(
+  own: ReturnType<typeof privateRedisOf>,
+  cfg: Config,
+  childEnv: NodeJS.ProcessEnv,
+  log: Logger,
+  stopping: () => boolean,
+  fail: (code: number, why: string) => void,
+): Promise<string> {
+  const redisUrl = await own.server.start();
+  log.info(
+    { redis: redisUrl, dir: join(cfg.dataDir, cfg.redisCluster ? 'redis-cluster' : 'redis') },
+    `started a private ${cfg.redisCluster ? '3-master redis cluster' : 'redis-server'} (AOF on)${cfg.redisCluster ? '' : '; from another terminal in this folder, `npx candlewick tap bars:1min` finds it'}`,
+  );
+  superviseRedis(own.server, log, stopping, fail);
+  // the roles get the private server's password from its file (never in a log or a URL)
+  delete childEnv.REDIS_PASSWORD;
+  delete childEnv.REDIS_PASSWORD_FILE;
+  if (own.passwordFile) childEnv.REDIS_PASSWORD_FILE = own.passwordFile;
+  delete childEnv.REDIS_USERNAME;
+  delete childEnv.REDIS_USERS_FILE;
+  return redisUrl;
+}
+
+/**
+ * The run until it ends: true once the feed has been idle for EXIT_WHEN_IDLE_MS and every stage
+ * has drained (never with EXIT_WHEN_IDLE_MS=0), false on a stop request. Meanwhile the data marker
+ * is watched: Redis losing the data starts the summary's counters again from nothing.
+ */
+async function untilIdle(
+  redis: RedisClient,
+  cfg: Config,
+  keys: Keys,
+  stop: StopRequest,
+  roles: Supervisor,
+  run: RunStart,
+  marker: { check(): Promise<'held' | 'lost' | undefined> },
+  redisBackAt: () => number,
+): Promise<boolean> {
+  const quiet = new Quiet();
+  let endInputAsks = 0;
+  while (stop.reason === undefined) {
+    await stop.race(sleep(200));
+    // Redis lost the data: the counters start again from nothing, so the summary does too
+    if ((await marker.check()) === 'lost') run.baseline = zeroCounters(cfg);
+    if (stop.reason !== undefined || cfg.exitWhenIdleMs === 0) continue;
+    const ingest = roles.find('ingest');
+    // (redisBackAt: while Redis was away the ingestor could not report what it received)
+    const idle = await stop.race(
+      idleAndDrained(redis, cfg, keys, cfg.exitWhenIdleMs, run.startedAt, quiet, ingest?.progress)
+        .then((v) => v && monoMs() - redisBackAt() >= cfg.exitWhenIdleMs)
+        .catch(() => false),
+    );
+    if (!idle) continue;
+    // (asked a few times at most: an ingestor that cannot answer does not keep the stack from ending)
+    if (ingest?.progress?.held && endInputAsks++ < 10) {
+      // the input is over: a trade held back for confirmation (FUTURE_LIMIT_MS) is rejected now, so the summary counts it
+      if (ingest.proc.connected) tellRole(ingest, { type: 'end-input' });
+      continue;
+    }
+    return true;
+  }
+  return false;
+}
+
+/** What the end of a run works with. */
+interface RunEnd {
+  redis: RedisClient;
+  bars: Queue;
+  closer: BarCloser;
+  cfg: Config;
+  keys: Keys;
+  log: Logger;
+  term: Terminal;
+  roles: Supervisor;
+  run: RunStart;
+  marker: { lostAt: number | undefined };
+  privateRedis: boolean;
+  /** every role stopped, Redis last */
+  shutdown: () => Promise<void>;
+}
+
+/**
+ * The end of a replay: every remaining bar closed and written (`finish`), the summary, every role
+ * stopped. A stop request during it (`until`) leaves the bars not yet closed in Redis for the next
+ * run. Returns the exit code.
+ */
+async function endOfRun(until: StopRequest, e: RunEnd): Promise<number> {
+  const t0 = Date.now();
+  const finished = await finish(e.redis, e.bars, e.closer, e.cfg, e.keys, until, e.log);
+  const summary = await runSummary(e.redis, e.cfg, e.keys, e.roles, e.run, {
+    finished,
+    closeStartedAt: t0,
+    privateRedis: e.privateRedis,
+    dataLostAt: e.marker.lostAt,
+  });
+  await e.shutdown();
+  if (!summary) {
+    e.term.line('  (stopped at once; Redis did not answer, so no summary: bars not yet closed stay in Redis for the next run)');
+    return signalExitCode(until.reason!);
+  }
+  e.term.line(formatSummary(summary, e.cfg.dataDir));
+  if (!finished) {
+    e.term.line('  (stopped during the final close: bars not yet closed stay in Redis for the next run)');
+    return signalExitCode(until.reason!);
+  }
+  // the files are not whole (incomplete bars, rows missing): not a clean end
+  return e.marker.lostAt !== undefined ? EXIT.FAILURE : EXIT.OK;
+}
+
+/**
  * `candlewick stack`: every role in one terminal. Uses REDIS_URL or starts a private redis-server;
  * with no FINNHUB_TOKEN it also starts the replay server on the bundled tape (or REPLAY_TAPE).
  * With EXIT_WHEN_IDLE_MS it ends by itself once the feed has been quiet that long and every stage
@@ -150,6 +483,9 @@ const OPTIONAL_ROLES: ReadonlySet<string> = new Set(['serve', 'pg-sink']);
  * its whole tape was sent ends as it would have by itself (final close, summary, exit 0). Exit code:
  * 0 when the replay finished, or a run that ends only on request (live) was stopped cleanly; 128 + n when
  * signal n stopped a replay before its end; 1 when a role failed for good; 2 bad configuration; 3 no Redis.
+ *
+ * Its parts: the Supervisor (the roles' processes), `stopOnSignals`, the private Redis
+ * (`startPrivateRedis`), and at the end `endOfRun`: `finish` (the final close), then `runSummary`.
  */
 export async function runStack(cfg: Config, env: NodeJS.ProcessEnv): Promise<number> {
   disableCrashPoints();
@@ -164,52 +500,6 @@ export async function runStack(cfg: Config, env: NodeJS.ProcessEnv): Promise<num
   const stop = new StopRequest();
   /** the final close a stop request leads to (a kept-running replay whose tape is done) */
   let windDown: StopRequest | undefined;
-  const children: Child[] = [];
-  let forced = false;
-  let firstSignalAt = 0;
-  const onSignal = (sig: NodeJS.Signals) => {
-    // npm start / npx forward the terminal's SIGINT to the stack, which had it from the terminal
-    // too: the same signal within half a second is that one Ctrl-C, not a second
-    if (stop.reason === sig && Date.now() - firstSignalAt < 500) return;
-    if (stop.reason !== undefined) {
-      // a second Ctrl-C: no more waiting
-      forced = true;
-      windDown?.request(sig);
-      log.warn({ signal: sig }, 'second signal: killing every role now');
-      for (const c of children) c.proc.kill('SIGKILL');
-      return;
-    }
-    log.info({ signal: sig }, 'stopping every role in order (a second Ctrl-C kills them now)');
-    firstSignalAt = Date.now();
-    stop.request(sig);
-  };
-  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(sig, onSignal);
-  term.onBroken = () => {
-    log.info('stdout closed; stopping every role in order');
-    stop.request('SIGPIPE');
-  };
-
-  // The tape is read before anything starts: a tape that cannot be read is a configuration error.
-  if (cfg.mode === 'replay') {
-    const tape = replayTape(cfg);
-    const tapePath = tape.path;
-    childEnv.REPLAY_TAPE = tapePath;
-    const symbols = tapeSubscription(cfg, tape);
-    // One environment variable holds at most 128 KiB on Linux (spawn fails with E2BIG past it), and
-    // a whole market's list is more: a long list is left for each role to take from the tape
-    // itself, as a replaying role without SYMBOLS does.
-    if (cfg.symbols.length === 0 && symbols.join(',').length <= 64 * 1024) childEnv.SYMBOLS = symbols.join(',');
-    log.info(
-      { tape: tapePath, symbols: symbols.length > 50 ? `${symbols.length} symbols` : symbols.join(',') },
-      'no FINNHUB_TOKEN: replaying a recorded tape',
-    );
-  }
-
-  let privateRedis: PrivateRedis | PrivateRedisCluster | undefined;
-  let privateRedisPassword: string | undefined;
-  let redis: RedisClient | undefined;
-  let bars: Queue | undefined;
-  let stopping = false;
   /** why the stack gives up: a role that cannot be restarted, Redis gone for good */
   let failed: { code: number; why: string } | undefined;
   const fail = (code: number, why: string) => {
@@ -217,15 +507,18 @@ export async function runStack(cfg: Config, env: NodeJS.ProcessEnv): Promise<num
     log.error(why);
     stop.request('SIGTERM');
   };
+  const roles = new Supervisor(cfg, childEnv, term, color, log, fail);
+  stopOnSignals(stop, roles, term, log, () => windDown);
+  // The tape is read before anything starts: a tape that cannot be read is a configuration error.
+  if (cfg.mode === 'replay') replayEnv(cfg, childEnv, log);
+
+  let privateRedis: PrivateRedis | PrivateRedisCluster | undefined;
+  let privateRedisPassword: string | undefined;
+  let redis: RedisClient | undefined;
+  let bars: Queue | undefined;
 
   const shutdown = async () => {
-    stopping = true;
-    // With Redis away every role stops without it (a few seconds each): stop them all at once then.
-    const groups = redisLink.downForMs > 0 ? [STOP_ORDER] : STOP_ORDER.map((r) => [r]);
-    for (const roles of groups) {
-      const cs = children.filter((c) => roles.includes(c.role) && c.proc.exitCode === null && c.proc.signalCode === null);
-      await Promise.all(cs.map((c) => stopChild(c.proc, forced ? 0 : 20_000)));
-    }
+    await roles.stop();
     await Promise.race([bars?.close().catch(() => undefined), sleep(2000)]);
     // (a lease's release is one Redis command: not waited for past 2 s, its heartbeat lapses by itself)
     for (const o of owned.reverse()) await Promise.race([o.release(), sleep(2000)]);
@@ -246,18 +539,7 @@ export async function runStack(cfg: Config, env: NodeJS.ProcessEnv): Promise<num
       const own = privateRedisOf(cfg);
       privateRedis = own.server;
       privateRedisPassword = own.password;
-      redisUrl = await privateRedis.start();
-      log.info(
-        { redis: redisUrl, dir: join(cfg.dataDir, cfg.redisCluster ? 'redis-cluster' : 'redis') },
-        `started a private ${cfg.redisCluster ? '3-master redis cluster' : 'redis-server'} (AOF on)${cfg.redisCluster ? '' : '; from another terminal in this folder, `npx candlewick tap bars:1min` finds it'}`,
-      );
-      superviseRedis(privateRedis, log, () => stopping, fail);
-      // the roles get the private server's password from its file (never in a log or a URL)
-      delete childEnv.REDIS_PASSWORD;
-      delete childEnv.REDIS_PASSWORD_FILE;
-      if (own.passwordFile) childEnv.REDIS_PASSWORD_FILE = own.passwordFile;
-      delete childEnv.REDIS_USERNAME;
-      delete childEnv.REDIS_USERS_FILE;
+      redisUrl = await startPrivateRedis(own, cfg, childEnv, log, () => roles.stopping, fail);
     }
     if (cfg.redisSentinels.length === 0) childEnv.REDIS_URL = redisUrl;
     const access = privateRedis ? { cluster: cfg.redisCluster, password: privateRedisPassword } : redisAccess(cfg, 'stack');
@@ -266,7 +548,6 @@ export async function runStack(cfg: Config, env: NodeJS.ProcessEnv): Promise<num
     // starts again when the connection is back.
     let redisBackAt = 0;
     redis.on('ready', () => (redisBackAt = monoMs()));
-    const quiet = new Quiet();
     const ready = await stop.race(waitForRedis(redis, describeRedis(redisUrl, access), cfg.redisConnectTimeoutMs));
     if (stop.reason !== undefined && ready === undefined) return exitFor(stop.reason, cfg);
     // before any role starts: a Redis that may evict our keys is refused (exit 2), saying what to set
@@ -274,166 +555,75 @@ export async function runStack(cfg: Config, env: NodeJS.ProcessEnv): Promise<num
     watchRedis(redis, { answerTimeoutMs: cfg.redisAnswerTimeoutMs, checkEveryMs: cfg.redisCheckEveryMs });
     owned.push(await ownPrefix(redis, keys, cfg, log));
     const marker = await watchEpoch(redis, keys, log);
-    let baseline = await readCounters(redis, cfg, keys);
-    let cpuAtStart: { at: number; stack: number; redis: number | undefined } = { at: Date.now(), stack: 0, redis: undefined };
+    const run: RunStart = {
+      startedAt,
+      baseline: await readCounters(redis, cfg, keys),
+      cpu: { at: Date.now(), stack: 0, redis: undefined },
+    };
     bars = barsQueue(redis, keys);
     bars.on('error', () => undefined); // connection errors are said once by the link
     const closer = new BarCloser(redis, bars, cfg, keys, log.child({ component: 'final-close' }));
-
-    const nicer = makeNicer(cfg.stackNice, log);
-    // METRICS_PORT set: each role serves /metrics and /healthz on its own port, from METRICS_PORT up
-    const metricsPorts = new Map<string, number>();
-    const spawnChild = (role: string, name: string, existing?: Child): Child => {
-      const own: NodeJS.ProcessEnv = { LOG_NAME: name.replace(/\./g, '-') };
-      // a stable name per slot: a restarted aggregator takes back what its predecessor had read
-      if (role === 'aggregate') own.CONSUMER_NAME = name;
-      if (cfg.metricsPort > 0) {
-        if (!metricsPorts.has(name)) metricsPorts.set(name, cfg.metricsPort + metricsPorts.size);
-        own.METRICS_PORT = String(metricsPorts.get(name));
-      }
-      const proc = spawn(process.execPath, [...process.execArgv, process.argv[1]!, role], {
-        env: { ...childEnv, ...own },
-        stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
-        // its own process group: a terminal's Ctrl-C goes to the stack alone, which stops roles in order
-        detached: true,
-      });
-      let markReady: () => void = () => undefined;
-      const readyP = new Promise<void>((r) => (markReady = r));
-      const child = existing ?? { role, name, proc, restarts: [], ready: readyP };
-      child.proc = proc;
-      child.ready = readyP;
-      // On one machine Redis is the critical path: the Node roles yield the CPU to it.
-      if (proc.pid) nicer(proc.pid);
-      for (const stream of [proc.stdout!, proc.stderr!]) {
-        createInterface({ input: stream }).on('line', (line) => term.line(formatLogLine(name, line, color)));
-      }
-      proc.on('message', (msg: RoleMessage) => {
-        switch (msg?.type) {
-          case 'ready':
-            child.cpuAtReady = msg.cpu;
-            markReady();
-            break;
-          case 'cpu':
-            child.cpuUs = msg.cpu;
-            break;
-          case 'progress':
-            child.progress = msg.progress;
-            break;
-          case 'tape-done':
-            child.tapeDone = true;
-            break;
-        }
-      });
-      proc.on('exit', (exitCode, signal) => {
-        // (killed by a second Ctrl-C: not restarted)
-        if (stopping || forced) return;
-        const now = Date.now();
-        child.restarts = child.restarts.filter((t) => now - t < 60_000);
-        // the page is a view: a port it cannot have (said in its log) leaves the pipeline running without it
-        if ((exitCode === EXIT.CONFIG || exitCode === EXIT.NO_REDIS) && OPTIONAL_ROLES.has(role))
-          return log.warn({ role: name }, `${name} did not start (see above); the pipeline runs on without it`);
-        if (exitCode === EXIT.CONFIG)
-          return fail(EXIT.FAILURE, `${name} stopped on a configuration problem (exit ${exitCode}, see above); not restarting it`);
-        if (child.restarts.length >= 5)
-          return fail(EXIT.FAILURE, `${name} exited (${exitCode ?? signal}) 5 times within a minute; not restarting it`);
-        child.restarts.push(now);
-        log.warn({ role: name, code: exitCode, signal }, 'role exited unexpectedly; restarting it');
-        setTimeout(() => !stopping && spawnChild(role, name, child), 500);
-      });
-      return child;
-    };
 
     if (cfg.mode === 'replay') {
       const port = cfg.replayPort || (await freePort());
       childEnv.REPLAY_PORT = String(port);
       childEnv.FINNHUB_WS_URL = `ws://127.0.0.1:${port}`;
-      children.push(spawnChild('replay-server', 'replay-server'));
+      roles.start('replay-server');
       await stop.race(waitForPort(port, 30_000));
     }
-    children.push(spawnChild('write', 'write'));
+    roles.start('write');
     // DATABASE_URL: the closed bars into PostgreSQL too, off the CSV path (its own consumer group)
-    if (cfg.databaseUrl) children.push(spawnChild('pg-sink', 'pg-sink'));
-    children.push(spawnChild('close', 'close'));
-    for (let i = 0; i < cfg.aggregators; i++)
-      children.push(spawnChild('aggregate', cfg.aggregators > 1 ? `aggregate.${i + 1}` : 'aggregate'));
-    if (cfg.backfill) children.push(spawnChild('backfill', 'backfill'));
-    if (cfg.httpPort > 0) children.push(spawnChild('serve', 'serve'));
+    if (cfg.databaseUrl) roles.start('pg-sink');
+    roles.start('close');
+    for (let i = 0; i < cfg.aggregators; i++) roles.start('aggregate', cfg.aggregators > 1 ? `aggregate.${i + 1}` : 'aggregate');
+    if (cfg.backfill) roles.start('backfill');
+    if (cfg.httpPort > 0) roles.start('serve');
     // The feed starts last, once every downstream role is up, so no stage starts behind.
-    await stop.race(Promise.race([Promise.all(children.filter((c) => !OPTIONAL_ROLES.has(c.role)).map((c) => c.ready)), sleep(60_000)]));
+    await stop.race(Promise.race([roles.ready(), sleep(60_000)]));
     // CPU is counted from here: start-up is not a cost per trade
-    cpuAtStart = { at: Date.now(), stack: stackCpuUs(), redis: await redisCpuUs(redis).catch(() => undefined) };
-    if (stop.reason === undefined) children.push(spawnChild('ingest', 'ingest'));
+    run.cpu = { at: Date.now(), stack: stackCpuUs(), redis: await redisCpuUs(redis).catch(() => undefined) };
+    if (stop.reason === undefined) roles.start('ingest');
 
-    /** The end of a replay: every remaining bar closed and written, the summary, every role stopped. */
-    const closeAndReport = async (until: StopRequest): Promise<number> => {
-      const t0 = Date.now();
-      const finished = await finish(redis!, bars!, closer, cfg, keys, until, log);
-      // stopped at once (a second Ctrl-C): a Redis that does not answer is not waited for the summary
-      const settled = <T>(p: Promise<T>): Promise<T | undefined> => (finished ? p : Promise.race([p, sleep(2000).then(() => undefined)]));
-      const counters = await settled(readCounters(redis!, cfg, keys));
-      const cpu = counters && (await settled(cpuAccount(children, redis!, cpuAtStart, privateRedis !== undefined)));
-      if (!counters || !cpu) {
-        await shutdown();
-        term.line('  (stopped at once; Redis did not answer, so no summary: bars not yet closed stay in Redis for the next run)');
-        return signalExitCode(until.reason!);
-      }
-      const summary = summarize(baseline, counters, startedAt, Date.now(), Date.now() - t0);
-      summary.cpu = cpu;
-      summary.cpuWallMs = Date.now() - cpuAtStart.at;
-      if (marker.lostAt !== undefined) summary.dataLostAt = marker.lostAt;
-      await shutdown();
-      term.line(formatSummary(summary, cfg.dataDir));
-      if (!finished) {
-        term.line('  (stopped during the final close: bars not yet closed stay in Redis for the next run)');
-        return signalExitCode(until.reason!);
-      }
-      // the files are not whole (incomplete bars, rows missing): not a clean end
-      return marker.lostAt !== undefined ? EXIT.FAILURE : EXIT.OK;
-    };
+    const closeAndReport = (until: StopRequest): Promise<number> =>
+      endOfRun(until, {
+        redis: redis!,
+        bars: bars!,
+        closer,
+        cfg,
+        keys,
+        log,
+        term,
+        roles,
+        run,
+        marker,
+        privateRedis: privateRedis !== undefined,
+        shutdown,
+      });
 
-    let endInputAsks = 0;
-    while (stop.reason === undefined) {
-      await stop.race(sleep(200));
-      // Redis lost the data: the counters start again from nothing, so the summary does too
-      if ((await marker.check()) === 'lost') baseline = zeroCounters(cfg);
-      if (stop.reason !== undefined || cfg.exitWhenIdleMs === 0) continue;
-      const ingest = children.find((c) => c.role === 'ingest');
-      // (redisBackAt: while Redis was away the ingestor could not report what it received)
-      const idle = await stop.race(
-        idleAndDrained(redis, cfg, keys, cfg.exitWhenIdleMs, startedAt, quiet, ingest?.progress)
-          .then((v) => v && monoMs() - redisBackAt >= cfg.exitWhenIdleMs)
-          .catch(() => false),
-      );
-      if (!idle) continue;
-      // (asked a few times at most: an ingestor that cannot answer does not keep the stack from ending)
-      if (ingest?.progress?.held && endInputAsks++ < 10) {
-        // the input is over: a trade held back for confirmation (FUTURE_LIMIT_MS) is rejected now, so the summary counts it
-        if (ingest.proc.connected) tellRole(ingest, { type: 'end-input' });
-        continue;
-      }
+    if (await untilIdle(redis, cfg, keys, stop, roles, run, marker, () => redisBackAt)) {
       log.info({ idleMs: cfg.exitWhenIdleMs }, 'feed idle and every stage drained; closing the remaining bars');
       return await closeAndReport(stop);
     }
     // A kept-running replay (EXIT_WHEN_IDLE_MS=0) whose tape is done, stopped on request, ends as it
     // would have by itself: nothing more can come, so every bar is closed and written. Stopped
     // before the tape's end (or live), the open bars stay in Redis for the next run instead.
-    if (failed === undefined && !forced && children.some((c) => c.tapeDone)) {
+    if (failed === undefined && !roles.forced && roles.tapeDone) {
       windDown = new StopRequest();
       log.info('the tape is done: closing the remaining bars before stopping (a second Ctrl-C stops at once)');
-      const ingest = children.find((c) => c.role === 'ingest');
+      const ingest = roles.find('ingest');
       // the input is over: a trade still held back for confirmation (FUTURE_LIMIT_MS) is rejected now
       if (ingest?.progress?.held && ingest.proc.connected) tellRole(ingest, { type: 'end-input' });
       await untilDrained(redis, cfg, keys, startedAt, () => ingest?.progress, windDown);
       return await closeAndReport(windDown);
     }
-    code = failed?.code ?? exitFor(stop.reason, cfg);
+    code = failed?.code ?? exitFor(stop.reason!, cfg); // (untilIdle returns false only on a stop request)
   } catch (err) {
     if (err instanceof RedisUnavailableError) code = EXIT.NO_REDIS;
     else if (err instanceof ConfigError) code = EXIT.CONFIG;
     else code = EXIT.FAILURE;
     throw err;
   } finally {
-    if (!stopping) await shutdown();
+    if (!roles.stopping) await shutdown();
   }
   return code;
 }

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { EquityCalendar, yearCalendar, isAroundTheClock } from './calendar.js';
+import { BarCalendar, EquityCalendar, yearCalendar, isAroundTheClock } from './calendar.js';
+import { parseInterval } from './time.js';
 
 const cal = new EquityCalendar();
 const at = (s: string) => Date.parse(s);
@@ -59,5 +60,71 @@ describe('US-equity calendar', () => {
   it('treats symbols with an exchange prefix as around the clock', () => {
     expect(isAroundTheClock('BINANCE:BTCUSDT')).toBe(true);
     expect(isAroundTheClock('AAPL')).toBe(false);
+  });
+});
+
+describe('the bar calendar', () => {
+  const intervals = ['1min', '1h', '1d'].map(parseInterval);
+  const [m1, h1, d1] = intervals as [ReturnType<typeof parseInterval>, ReturnType<typeof parseInterval>, ReturnType<typeof parseInterval>];
+  const ny = (settings: { sessions?: 'regular' | 'extended' | 'all'; align?: 'clock' | 'session' } = {}) =>
+    new BarCalendar({ tz: 'America/New_York', intervals, graceMs: 2000, ...settings });
+
+  it('derives the base interval and the daily intervals from INTERVALS', () => {
+    const c = ny();
+    expect(c.baseMs).toBe(60_000);
+    expect([...c.days]).toEqual(['1d']);
+    expect(c.interval('1h')).toBe(h1);
+    expect(c.interval('4h')).toBeUndefined();
+  });
+
+  it('anchors equity windows at the open with ALIGN=session, never 24/7 symbols or daily bars', () => {
+    const t = at('2013-10-10T14:10:00Z'); // 10:10 EDT
+    const session = ny({ align: 'session' });
+    expect(session.window('AIG', t, h1)).toEqual([at('2013-10-10T13:30:00Z'), at('2013-10-10T14:30:00Z')]);
+    expect(session.window('BINANCE:XRPETH', t, h1)).toEqual([at('2013-10-10T14:00:00Z'), at('2013-10-10T15:00:00Z')]);
+    expect(session.window('AIG', t, d1)).toEqual([at('2013-10-10T04:00:00Z'), at('2013-10-11T04:00:00Z')]);
+    expect(ny().window('AIG', t, h1)).toEqual([at('2013-10-10T14:00:00Z'), at('2013-10-10T15:00:00Z')]);
+    expect(session.barsAt('AIG', t).map((b) => b.id)).toEqual([
+      `1min|AIG|${at('2013-10-10T14:10:00Z')}`,
+      `1h|AIG|${at('2013-10-10T13:30:00Z')}`,
+      `1d|AIG|${at('2013-10-10T04:00:00Z')}`,
+    ]);
+  });
+
+  it("closes an equity's daily bar at the end of its last kept session, a 24/7 symbol's at midnight", () => {
+    const t = at('2013-11-29T15:00:00Z'); // the day after Thanksgiving: an early close
+    const dayEnd = (c: BarCalendar, s: string) => c.barsAt(s, t)[2]!.end;
+    expect(dayEnd(ny({ sessions: 'regular' }), 'AIG')).toBe(at('2013-11-29T18:00:00Z')); // 13:00 EST
+    expect(dayEnd(ny({ sessions: 'extended' }), 'AIG')).toBe(at('2013-11-29T22:00:00Z')); // 17:00 EST
+    expect(dayEnd(ny(), 'AIG')).toBe(at('2013-11-30T05:00:00Z'));
+    expect(dayEnd(ny({ sessions: 'regular' }), 'BINANCE:XRPETH')).toBe(at('2013-11-30T05:00:00Z'));
+    expect(ny({ sessions: 'regular' }).barsAt('AIG', t)[1]!.end).toBe(at('2013-11-29T16:00:00Z')); // intraday: the window's end
+  });
+
+  it('keeps trades of the kept sessions, and gives flat bars to session windows and trading days only', () => {
+    const pre = at('2013-10-10T12:00:00Z'); // 08:00 EDT
+    const night = at('2013-10-10T02:00:00Z'); // 22:00 EDT the day before
+    const regular = ny({ sessions: 'regular' });
+    expect([regular.keeps('AIG', pre), regular.keeps('BINANCE:XRPETH', pre), ny().keeps('AIG', night)]).toEqual([false, true, true]);
+    const uncovered: number[] = [];
+    expect(regular.keeps('AIG', at('2040-01-03T15:00:00Z'), uncovered)).toBe(false);
+    expect(uncovered).toEqual([2040]);
+    // SESSIONS=all keeps every trade, but the closed hours get no flat bars
+    expect([ny().hasFlatBar('AIG', pre, m1), ny().hasFlatBar('AIG', night, m1), regular.hasFlatBar('AIG', pre, m1)]).toEqual([
+      true,
+      false,
+      false,
+    ]);
+    const thanksgiving = at('2013-11-28T05:00:00Z');
+    expect([ny().hasFlatBar('AIG', thanksgiving, d1), ny().hasFlatBar('BINANCE:XRPETH', thanksgiving, d1)]).toEqual([false, true]);
+  });
+
+  it('judges lateness and closing with GRACE_MS', () => {
+    const c = ny();
+    const t = at('2013-10-10T14:10:30Z'); // its base window ends at 14:11:00
+    const end = at('2013-10-10T14:11:00Z');
+    expect([c.isLate('AIG', t, 0), c.isLate('AIG', t, end + 1999), c.isLate('AIG', t, end + 2000)]).toEqual([false, false, true]);
+    expect([c.watermarkFor(t, t + 2000), c.watermarkFor(t, t + 2001)]).toEqual([0, t + 2001]);
+    expect(c.closeHorizon(end + 2000)).toBe(end);
   });
 });

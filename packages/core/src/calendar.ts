@@ -1,4 +1,5 @@
-import { Clock } from './time.js';
+import { barId } from './bar.js';
+import { Clock, WindowCache, baseIntervalMs, baseIsDay, type Interval } from './time.js';
 
 /**
  * The US-equity exchange calendar (NYSE rules, which Nasdaq follows): weekends, holidays, early
@@ -218,4 +219,178 @@ export function sessionsKept(setting: 'regular' | 'extended' | 'all'): ReadonlyS
 /** Where a symbol's windows start within the day: the open for equities with ALIGN=session. */
 export function windowAnchorMs(symbol: string, align: 'clock' | 'session'): number {
   return align === 'session' && !isAroundTheClock(symbol) ? EQUITY_OPEN_MS : 0;
+}
+
+/** What a bar calendar is built from: the calendar settings (a Config has every one). */
+export interface BarCalendarSettings {
+  /** INTERVALS, parsed */
+  readonly intervals: readonly Interval[];
+  /** BAR_TZ */
+  readonly tz: string;
+  /** SESSIONS: which US-equity sessions make bars (default all) */
+  readonly sessions?: 'regular' | 'extended' | 'all';
+  /** ALIGN: equity windows on the clock or anchored at the 09:30 open (default clock) */
+  readonly align?: 'clock' | 'session';
+  /** GRACE_MS: how long after a window's end its trades are still on time (default 0) */
+  readonly graceMs?: number;
+}
+
+/** Window caches for one alignment: one per interval, and the base interval's. */
+class Windows {
+  readonly intervals: WindowCache[];
+  readonly base: WindowCache;
+  constructor(clock: Clock, intervals: readonly Interval[], baseMs: number, anchorMs: number) {
+    // a daily window is the date, whatever the alignment
+    this.intervals = intervals.map((iv) => new WindowCache(clock, iv.ms, iv.day ? 0 : anchorMs, iv.day));
+    const day = baseIsDay(intervals);
+    this.base = new WindowCache(clock, baseMs, day ? 0 : anchorMs, day);
+  }
+}
+
+/**
+ * The bar calendar: every rule of which bars there are, built once from the calendar settings
+ * (INTERVALS, BAR_TZ, SESSIONS, ALIGN, GRACE_MS) and asked by every part that needs one — the fold
+ * (aggregator, backfill, `candlewick bars`), the writer's empty-bar carry, the live chart, the
+ * ingestor's backfill hold. It answers which bar windows an instant falls in, whether a trade is in
+ * session, when a bar closes (the daily bar's rule, grace) and whether a trade is late.
+ *
+ * The Lua steps apply the same grace rule to the same numbers (addTrades' watermark, closeBars'
+ * horizon); GRACE_MS reaches them as an argument.
+ */
+export class BarCalendar {
+  readonly clock: Clock;
+  readonly intervals: readonly Interval[];
+  /** the base interval: the gcd of the intervals, what trades are folded into first */
+  readonly baseMs: number;
+  readonly graceMs: number;
+  /** the daily intervals (1d): one bar per local date, rows labelled with the date */
+  readonly days: ReadonlySet<string>;
+  private readonly byName: ReadonlyMap<string, Interval>;
+  private readonly align: 'clock' | 'session';
+  /** the sessions whose trades make bars; undefined keeps every trade */
+  private readonly kept: ReadonlySet<Session> | undefined;
+  /** the sessions whose empty windows get a flat bar (EMPTY_BARS=carry): never the closed hours */
+  private readonly flatSessions: ReadonlySet<Session>;
+  private readonly equity = new EquityCalendar();
+  private readonly clockWindows: Windows;
+  /** equities' windows (anchored at the open with ALIGN=session) */
+  private readonly equityWindows: Windows;
+
+  constructor(settings: BarCalendarSettings, clock = new Clock(settings.tz)) {
+    this.clock = clock;
+    this.intervals = settings.intervals;
+    this.baseMs = baseIntervalMs(settings.intervals);
+    this.graceMs = settings.graceMs ?? 0;
+    this.days = new Set(settings.intervals.filter((iv) => iv.day).map((iv) => iv.name));
+    this.byName = new Map(settings.intervals.map((iv) => [iv.name, iv]));
+    this.align = settings.align ?? 'clock';
+    this.kept = sessionsKept(settings.sessions ?? 'all');
+    this.flatSessions = this.kept ?? TRADING_SESSIONS;
+    this.clockWindows = new Windows(clock, this.intervals, this.baseMs, 0);
+    this.equityWindows = this.align === 'session' ? new Windows(clock, this.intervals, this.baseMs, EQUITY_OPEN_MS) : this.clockWindows;
+  }
+
+  /** A configured interval by its name ("5min", "1d"), or undefined. */
+  interval(name: string): Interval | undefined {
+    return this.byName.get(name);
+  }
+
+  private windowsOf(symbol: string): Windows {
+    return isAroundTheClock(symbol) ? this.clockWindows : this.equityWindows;
+  }
+
+  /** [start, end) of the window of interval `iv` that holds t, for this symbol's alignment. */
+  window(symbol: string, t: number, iv: Interval): [number, number] {
+    return this.clock.window(t, iv.ms, iv.day ? 0 : windowAnchorMs(symbol, this.align), iv.day);
+  }
+
+  /** [start, end) of the base-interval window holding t (the same array while t stays in one window: do not change it). */
+  baseWindow(symbol: string, t: number): readonly [number, number] {
+    return this.windowsOf(symbol).base.window(t);
+  }
+
+  /**
+   * Calls `each` with the bar of every interval whose window holds t, in the order of INTERVALS:
+   * its interval, its id, and `end`, when it closes before grace (the daily bar's rule applied).
+   */
+  forEachBar(symbol: string, t: number, each: (iv: Interval, id: string, end: number) => void): void {
+    const caches = this.windowsOf(symbol).intervals;
+    for (let i = 0; i < this.intervals.length; i++) {
+      const iv = this.intervals[i]!;
+      const [start, end] = caches[i]!.window(t);
+      each(iv, barId(iv.name, symbol, start), iv.day ? this.dayCloses(symbol, t, end) : end);
+    }
+  }
+
+  /** The bar ids (one per interval) whose windows contain t, with when they close (before grace). */
+  barsAt(symbol: string, t: number): { id: string; end: number }[] {
+    const out: { id: string; end: number }[] = [];
+    this.forEachBar(symbol, t, (_iv, id, end) => out.push({ id, end }));
+    return out;
+  }
+
+  /**
+   * The daily bar's rule: when the daily bar of the date holding t (which ends at `dayEnd`, local
+   * midnight) closes. An equity's at the end of its last kept session that day (16:00, or 13:00 on
+   * an early close, with SESSIONS=regular; 20:00 or 17:00 with extended), so it is written after
+   * the close rather than at midnight; a 24/7 symbol's, or every session kept, at midnight.
+   */
+  dayCloses(symbol: string, t: number, dayEnd: number): number {
+    if (!this.kept || isAroundTheClock(symbol)) return dayEnd;
+    try {
+      return Math.min(dayEnd, this.equity.sessionsEnd(t, this.kept) ?? dayEnd);
+    } catch {
+      return dayEnd; // outside the calendar's years: such trades are left out anyway
+    }
+  }
+
+  /**
+   * Whether the session rules keep a trade at t (24/7 symbols, SESSIONS=all: always). A year the
+   * exchange calendar does not cover keeps nothing and is noted in `uncovered`.
+   */
+  keeps(symbol: string, t: number, uncovered?: number[]): boolean {
+    if (!this.kept || isAroundTheClock(symbol)) return true;
+    try {
+      return this.kept.has(this.equity.session(t));
+    } catch (err) {
+      if (!(err instanceof CalendarRangeError)) throw err;
+      uncovered?.push(new Date(t).getUTCFullYear());
+      return false;
+    }
+  }
+
+  /**
+   * EMPTY_BARS=carry: whether the empty window of `iv` starting at `start` gets a flat bar — a 24/7
+   * symbol's always, an equity's inside the kept sessions (SESSIONS=all: pre-market to
+   * after-hours), a daily bar on a trading day; none outside the exchange calendar's years.
+   */
+  hasFlatBar(symbol: string, start: number, iv: Interval): boolean {
+    if (isAroundTheClock(symbol)) return true;
+    try {
+      return iv.day ? this.equity.tradingDay(start + 12 * H) : this.flatSessions.has(this.equity.session(start));
+    } catch {
+      return false;
+    }
+  }
+
+  /**
+   * Whether a trade at t, ingested under watermark w, is late: the end of its base window plus
+   * grace is at or before w (w = 0: ingested on time, never late).
+   */
+  isLate(symbol: string, t: number, w: number): boolean {
+    return w !== 0 && this.windowsOf(symbol).base.window(t)[1] + this.graceMs <= w;
+  }
+
+  /**
+   * The watermark a trade at t carries when ingested under watermark `wm`: `wm` where the trade
+   * could be late (grace has passed t), else 0 — as addTrades writes it.
+   */
+  watermarkFor(t: number, wm: number): number {
+    return t + this.graceMs < wm ? wm : 0;
+  }
+
+  /** The bars that close under watermark `wm`: those whose end (before grace) is at or before this. */
+  closeHorizon(wm: number): number {
+    return wm - this.graceMs;
+  }
 }

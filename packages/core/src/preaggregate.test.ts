@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import {
+  BarCalendar,
   Clock,
   ConditionRules,
   Preaggregator,
@@ -8,6 +9,8 @@ import {
   rawEntries,
   volumeNumber,
   vwap,
+  type FoldRules,
+  type Interval,
   type RawEntry,
 } from './index.js';
 
@@ -28,6 +31,12 @@ function rawEntry(id: string, f: string[]): RawEntry {
 }
 
 const NY = new Clock('America/New_York');
+/** A fold with grace 2 s under these intervals and calendar settings, on one clock. */
+const fold = (
+  ivs: readonly Interval[],
+  settings: { sessions?: 'regular' | 'extended' | 'all'; align?: 'clock' | 'session' } = {},
+  rules: FoldRules = {},
+) => new Preaggregator(new BarCalendar({ tz: NY.tz, intervals: ivs, graceMs: 2000, ...settings }, NY), rules);
 const intervals = ['1min', '1h'].map(parseInterval);
 let seq = 0;
 const entry = (s: string, p: string, iso: string) =>
@@ -52,34 +61,34 @@ const starts = (bars: Map<string, unknown>, prefix: string) =>
 
 describe('sessions and alignment', () => {
   it('SESSIONS=all keeps everything', () => {
-    const r = new Preaggregator(NY, intervals, 60_000, 2000, { sessions: 'all' }).run(batch);
+    const r = fold(intervals, { sessions: 'all' }).run(batch);
     expect(r.filtered).toBe(0);
     expect(starts(r.bars, '1min|SPY|')).toHaveLength(6);
   });
 
   it('SESSIONS=regular keeps 09:30-16:00 on trading days; 24/7 symbols are never filtered', () => {
-    const r = new Preaggregator(NY, intervals, 60_000, 2000, { sessions: 'regular' }).run(batch);
+    const r = fold(intervals, { sessions: 'regular' }).run(batch);
     expect(r.filtered).toBe(4);
     expect(starts(r.bars, '1min|SPY|')).toEqual(['2013-10-07T09:45:00-04:00', '2013-10-07T11:10:00-04:00']);
     expect(starts(r.bars, '1min|BINANCE:BTCUSDT|')).toHaveLength(2);
   });
 
   it('SESSIONS=extended adds pre-market and after-hours', () => {
-    const r = new Preaggregator(NY, intervals, 60_000, 2000, { sessions: 'extended' }).run(batch);
+    const r = fold(intervals, { sessions: 'extended' }).run(batch);
     expect(r.filtered).toBe(2);
     expect(starts(r.bars, '1min|SPY|')).toHaveLength(4);
   });
 
   it('ALIGN=session starts equity hours at the open; 24/7 symbols stay on the clock', () => {
-    const r = new Preaggregator(NY, intervals, 60_000, 2000, { sessions: 'regular', align: 'session' }).run(batch);
+    const r = fold(intervals, { sessions: 'regular', align: 'session' }).run(batch);
     expect(starts(r.bars, '1h|SPY|')).toEqual(['2013-10-07T09:30:00-04:00', '2013-10-07T10:30:00-04:00']);
     expect(starts(r.bars, '1h|BINANCE:BTCUSDT|')).toEqual(['2013-10-07T08:00:00-04:00', '2013-12-25T10:00:00-05:00']);
-    const clock = new Preaggregator(NY, intervals, 60_000, 2000, { sessions: 'regular', align: 'clock' }).run(batch);
+    const clock = fold(intervals, { sessions: 'regular', align: 'clock' }).run(batch);
     expect(starts(clock.bars, '1h|SPY|')).toEqual(['2013-10-07T09:00:00-04:00', '2013-10-07T11:00:00-04:00']);
   });
 
   it('a year the calendar does not cover is reported, its equity trades left out', () => {
-    const r = new Preaggregator(NY, intervals, 60_000, 2000, { sessions: 'regular' }).run([entry('SPY', '1', '2040-01-03T15:00:00Z')]);
+    const r = fold(intervals, { sessions: 'regular' }).run([entry('SPY', '1', '2040-01-03T15:00:00Z')]);
     expect(r.uncovered).toEqual([2040]);
     expect(r.filtered).toBe(1);
   });
@@ -112,7 +121,7 @@ describe('CONDITIONS=cta-utp', () => {
   const only = (r: ReturnType<Preaggregator['run']>, id: string) => r.bars.get(id)!.state;
 
   it('lets each print set only its fields; a print that may set nothing is left out and counted', () => {
-    const r = new Preaggregator(NY, intervals, 60_000, 2000, { conditions: new ConditionRules() }).run(minute);
+    const r = fold(intervals, {}, { conditions: new ConditionRules() }).run(minute);
     const bar = only(r, `1min|IBM|${Date.parse('2013-10-07T13:31:00Z')}`);
     expect(bar).toMatchObject({ open: '181', high: '190', low: '181', close: '182', n: 5 });
     expect(volumeNumber(bar.volume)).toBe(610);
@@ -128,7 +137,7 @@ describe('CONDITIONS=cta-utp', () => {
   });
 
   it('CONDITIONS=all counts every print alike', () => {
-    const r = new Preaggregator(NY, intervals, 60_000, 2000).run(minute);
+    const r = fold(intervals).run(minute);
     const all = only(r, `1min|IBM|${Date.parse('2013-10-07T13:31:00Z')}`);
     expect(all).toMatchObject({ open: '180', high: '190', low: '150', close: '170', n: 6 });
     expect(volumeNumber(all.volume)).toBe(5610);
@@ -136,7 +145,7 @@ describe('CONDITIONS=cta-utp', () => {
   });
 
   it('a window of volume-only prints has volume and no prices', () => {
-    const r = new Preaggregator(NY, intervals, 60_000, 2000, { conditions: new ConditionRules() }).run([
+    const r = fold(intervals, {}, { conditions: new ConditionRules() }).run([
       withC('180', '2013-10-07T13:40:00Z', ['OddLot'], 10),
       withC('181', '2013-10-07T13:40:30Z', ['Cash'], 20),
     ]);
@@ -160,7 +169,7 @@ describe('CONDITIONS=cta-utp', () => {
       'rx',
       '0',
     ]);
-    const r = new Preaggregator(NY, intervals, 60_000, 2000, { conditions: new ConditionRules() }).run([e]);
+    const r = fold(intervals, {}, { conditions: new ConditionRules() }).run([e]);
     expect(r.bars.size).toBe(2);
   });
 });
@@ -170,13 +179,13 @@ describe('daily bars (1d)', () => {
   const closeOf = (pre: Preaggregator, s: string, iso: string) =>
     [...pre.run([entry(s, '10', iso)]).bars].find(([k]) => k.startsWith(`1d|${s}|`))![1].end;
   it('close at the end of the last kept session for equities (early closes included), at midnight for 24/7 symbols', () => {
-    const regular = new Preaggregator(NY, daily, 60_000, 2000, { sessions: 'regular' });
+    const regular = fold(daily, { sessions: 'regular' });
     expect(closeOf(regular, 'SPY', '2013-10-07T15:00:00Z')).toBe(Date.parse('2013-10-07T20:00:00Z')); // 16:00 EDT
     expect(closeOf(regular, 'SPY', '2013-11-29T15:00:00Z')).toBe(Date.parse('2013-11-29T18:00:00Z')); // 13:00 EST, the day after Thanksgiving
     expect(closeOf(regular, 'BINANCE:BTCUSDT', '2013-10-07T15:00:00Z')).toBe(Date.parse('2013-10-08T04:00:00Z')); // midnight EDT
-    const extended = new Preaggregator(NY, daily, 60_000, 2000, { sessions: 'extended' });
+    const extended = fold(daily, { sessions: 'extended' });
     expect(closeOf(extended, 'SPY', '2013-10-07T15:00:00Z')).toBe(Date.parse('2013-10-08T00:00:00Z')); // 20:00 EDT
-    const all = new Preaggregator(NY, daily, 60_000, 2000, { sessions: 'all' });
+    const all = fold(daily, { sessions: 'all' });
     expect(closeOf(all, 'SPY', '2013-10-07T15:00:00Z')).toBe(Date.parse('2013-10-08T04:00:00Z'));
   });
 });
@@ -185,7 +194,7 @@ describe('price updates without a trade (v = 0)', () => {
   it('set the prices of their bars but add neither volume nor a transaction', () => {
     const upd = (p: string, iso: string, v = '0') =>
       rawEntry(`1700000000000-${seq++}`, ['s', 'OANDA:EUR_USD', 'p', p, 'v', v, 't', String(Date.parse(iso)), 'c', '[]', 'rx', '0']);
-    const r = new Preaggregator(NY, intervals, 60_000, 2000).run([
+    const r = fold(intervals).run([
       upd('1.10', '2024-03-05T15:00:01Z'),
       upd('1.12', '2024-03-05T15:00:20Z'),
       upd('1.09', '2024-03-05T15:00:40Z'),

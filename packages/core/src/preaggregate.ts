@@ -1,26 +1,7 @@
-import {
-  ALL,
-  CalendarRangeError,
-  ConditionRules,
-  HIGH_LOW,
-  NO_OPEN_KEY,
-  OPEN_CLOSE,
-  ScaledCache,
-  VOLUME,
-  Clock,
-  baseIsDay,
-  EQUITY_OPEN_MS,
-  EquityCalendar,
-  WindowCache,
-  barId,
-  isAroundTheClock,
-  mergeInto,
-  orderKey,
-  sessionsKept,
-  type BarState,
-  type Interval,
-  type Session,
-} from './index.js';
+import { NO_OPEN_KEY, mergeInto, orderKey, type BarState } from './bar.js';
+import { isAroundTheClock, type BarCalendar } from './calendar.js';
+import { ALL, HIGH_LOW, OPEN_CLOSE, VOLUME, type ConditionRules } from './conditions.js';
+import { ScaledCache } from './decimal.js';
 import type { RawEntry } from './trade.js';
 
 /** a < b for stream ids "ms-seq" */
@@ -121,11 +102,8 @@ export interface Preaggregated {
   excluded: number;
 }
 
-export interface BarRules {
-  /** which US-equity sessions make bars */
-  sessions?: 'regular' | 'extended' | 'all';
-  /** equity windows on the clock or anchored at the 09:30 open */
-  align?: 'clock' | 'session';
+/** How a fold treats trades beyond the bar calendar. */
+export interface FoldRules {
   /**
    * LATE=amend: fold late trades into correction partials, for every bar whose end + this window
    * is after the watermark the trade was ingested under (0 = no corrections)
@@ -135,18 +113,6 @@ export interface BarRules {
   conditions?: ConditionRules;
   /** BAR_FLAGS bits every partial carries (BAR_FLAGS.LIVE when backfill is on) */
   flags?: number;
-}
-
-/** Window caches for one alignment: one per interval, and the base interval's. */
-class Windows {
-  readonly intervals: WindowCache[];
-  readonly base: WindowCache;
-  constructor(clock: Clock, intervals: readonly Interval[], baseMs: number, anchorMs: number) {
-    // a daily window is the date, whatever the alignment
-    this.intervals = intervals.map((iv) => new WindowCache(clock, iv.ms, iv.day ? 0 : anchorMs, iv.day));
-    const day = baseIsDay(intervals);
-    this.base = new WindowCache(clock, baseMs, day ? 0 : anchorMs, day);
-  }
 }
 
 /**
@@ -161,35 +127,19 @@ class Windows {
  * roll-up of its base bars.
  */
 export class Preaggregator {
-  private readonly clockWindows: Windows;
-  /** equities' windows (anchored at the open with ALIGN=session) */
-  private readonly equityWindows: Windows;
-  private readonly sessionSet: ReadonlySet<Session> | undefined;
-  private readonly calendar = new EquityCalendar();
-
-  constructor(
-    clock: Clock,
-    private readonly intervals: readonly Interval[],
-    baseMs: number,
-    private readonly graceMs: number,
-    rules: BarRules = {},
-  ) {
-    this.clockWindows = new Windows(clock, intervals, baseMs, 0);
-    this.equityWindows = rules.align === 'session' ? new Windows(clock, intervals, baseMs, EQUITY_OPEN_MS) : this.clockWindows;
-    this.sessionSet = sessionsKept(rules.sessions ?? 'all');
-    this.amendMs = rules.amendWindowMs ?? 0;
-    this.conditions = rules.conditions;
-    this.flags = rules.flags ?? 0;
-  }
-
   private readonly flags: number;
   private readonly scaled = new ScaledCache();
-
   private readonly amendMs: number;
   private readonly conditions: ConditionRules | undefined;
 
-  private windowsOf(symbol: string): Windows {
-    return isAroundTheClock(symbol) ? this.clockWindows : this.equityWindows;
+  /** `calendar` decides the windows, sessions, daily closes and lateness */
+  constructor(
+    readonly calendar: BarCalendar,
+    rules: FoldRules = {},
+  ) {
+    this.amendMs = rules.amendWindowMs ?? 0;
+    this.conditions = rules.conditions;
+    this.flags = rules.flags ?? 0;
   }
 
   run(entries: readonly RawEntry[]): Preaggregated {
@@ -199,14 +149,14 @@ export class Preaggregator {
     const late: RawEntry[] = [];
     let filtered = 0;
     const uncovered: number[] = [];
+    const cal = this.calendar;
     for (let i = 0; i < entries.length; i++) {
       const e = entries[i]!;
       let out = false;
-      if (this.sessionSet !== undefined && !this.keeps(e.s, e.t, uncovered)) {
+      if (!cal.keeps(e.s, e.t, uncovered)) {
         filtered++;
         out = true;
-      } else if (e.w !== 0 && this.windowsOf(e.s).base.window(e.t)[1] + this.graceMs <= e.w) {
-        // (w = 0: ingested on time, never late)
+      } else if (cal.isLate(e.s, e.t, e.w)) {
         late.push(e);
         out = true;
       }
@@ -244,39 +194,15 @@ export class Preaggregator {
   }
 
   /**
-   * Whether the session rules keep an equity trade at t (24/7 symbols: always). A year the
-   * calendar does not cover keeps nothing and is noted in `uncovered`.
-   */
-  private keeps(symbol: string, t: number, uncovered?: number[]): boolean {
-    if (!this.sessionSet || isAroundTheClock(symbol)) return true;
-    try {
-      return this.sessionSet.has(this.calendar.session(t));
-    } catch (err) {
-      if (!(err instanceof CalendarRangeError)) throw err;
-      uncovered?.push(new Date(t).getUTCFullYear());
-      return false;
-    }
-  }
-
-  /**
    * Rolls ready-made partial states (e.g. 1-minute candles from a backfill provider, each inside
    * one base window) into every interval, with the same windows and session rules as trades.
    */
   foldStates(items: readonly { s: string; t: number; state: BarState }[]): Map<string, Partial> {
     const bars = new Map<string, Partial>();
     for (const { s, t, state } of items) {
-      if (this.keeps(s, t)) this.rollUp(bars, s, t, () => ({ ...state }));
+      if (this.calendar.keeps(s, t)) this.rollUp(bars, s, t, () => ({ ...state }));
     }
     return bars;
-  }
-
-  /** The bar ids (one per interval) whose windows contain t, with when they close. */
-  barsAt(symbol: string, t: number): { id: string; end: number }[] {
-    const caches = this.windowsOf(symbol).intervals;
-    return this.intervals.map((iv, i) => {
-      const [start, end] = caches[i]!.window(t);
-      return { id: barId(iv.name, symbol, start), end: iv.day ? this.dayCloses(symbol, t, end) : end };
-    });
   }
 
   /** Folds entries into base-interval partials, then rolls those up into every interval. */
@@ -294,7 +220,7 @@ export class Preaggregator {
         excluded++;
         continue;
       }
-      const win = this.windowsOf(s).base.window(t);
+      const win = this.calendar.baseWindow(s, t);
       const price = +p;
       let mine = bySymbol.get(s);
       if (mine === undefined) bySymbol.set(s, (mine = new Map()));
@@ -395,28 +321,10 @@ export class Preaggregator {
 
   /** Merges a partial at time t into the bar of every interval whose window holds t. */
   private rollUp(bars: Map<string, Partial>, symbol: string, t: number, state: () => BarState): void {
-    const caches = this.windowsOf(symbol).intervals;
-    for (let i = 0; i < this.intervals.length; i++) {
-      const [start, end] = caches[i]!.window(t);
-      const iv = this.intervals[i]!;
-      const id = barId(iv.name, symbol, start);
+    this.calendar.forEachBar(symbol, t, (_iv, id, end) => {
       const cur = bars.get(id);
-      if (cur === undefined) bars.set(id, { end: iv.day ? this.dayCloses(symbol, t, end) : end, state: state() });
+      if (cur === undefined) bars.set(id, { end, state: state() });
       else mergeInto(cur.state, state());
-    }
-  }
-
-  /**
-   * When a daily bar closes: an equity's at the end of its last kept session that day (16:00, or
-   * 13:00 on an early close, with SESSIONS=regular; 20:00 or 17:00 with extended), so it is written
-   * after the close rather than at midnight; a 24/7 symbol's, or every session kept, at midnight.
-   */
-  private dayCloses(symbol: string, t: number, dayEnd: number): number {
-    if (!this.sessionSet || isAroundTheClock(symbol)) return dayEnd;
-    try {
-      return Math.min(dayEnd, this.calendar.sessionsEnd(t, this.sessionSet) ?? dayEnd);
-    } catch {
-      return dayEnd; // outside the calendar's years: such trades are left out anyway
-    }
+    });
   }
 }

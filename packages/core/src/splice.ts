@@ -95,7 +95,7 @@ export class Splicer {
   constructor(private readonly pre: Preaggregator) {}
 
   private flag(out: Map<string, number>, symbol: string, t: number, bits: number): void {
-    for (const { id } of this.pre.barsAt(symbol, t)) out.set(id, (out.get(id) ?? 0) | bits);
+    for (const { id } of this.pre.calendar.barsAt(symbol, t)) out.set(id, (out.get(id) ?? 0) | bits);
   }
 
   /**

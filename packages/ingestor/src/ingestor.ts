@@ -13,7 +13,7 @@ import {
   CLOCK,
   STATS,
 } from '@candlewick/common';
-import { Clock, windowAnchorMs } from '@candlewick/core';
+import { BarCalendar, type Clock } from '@candlewick/core';
 import { FinnhubFeed } from './finnhub.js';
 import { TradeSink } from './sink.js';
 
@@ -30,7 +30,8 @@ export class Ingestor {
   ) {
     if (cfg.symbols.length === 0)
       throw new ConfigError(['SYMBOLS is empty: name the symbols to subscribe, e.g. SYMBOLS=AAPL,BINANCE:BTCUSDT']);
-    const clock = new Clock(cfg.tz);
+    const calendar = new BarCalendar(cfg);
+    const clock = calendar.clock;
     const reconnects = metrics.wsReconnects();
     const gaps = metrics.feedGaps();
     const longest = cfg.intervals[cfg.intervals.length - 1]!;
@@ -51,7 +52,7 @@ export class Ingestor {
           ? {
               holdMs: cfg.backfillHoldMs,
               maxSpanMs: cfg.backfillMaxSpanMs,
-              floor: (symbol, t) => clock.window(t, longest.ms, longest.day ? 0 : windowAnchorMs(symbol, cfg.align), longest.day)[0],
+              floor: (symbol, t) => calendar.window(symbol, t, longest)[0],
             }
           : undefined,
       },

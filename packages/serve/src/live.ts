@@ -16,7 +16,7 @@ import {
   CLOCK,
   STATS,
 } from '@candlewick/common';
-import { Clock, Preaggregator, decodeBarState, parseBarId } from '@candlewick/core';
+import { BarCalendar, decodeBarState, parseBarId, type Clock } from '@candlewick/core';
 
 /**
  * What the page and other HTTP clients see live, from Redis: closed bars and corrections (the
@@ -92,7 +92,8 @@ export class LiveHub {
   /** each client with the forming bars sent to it, by bar id: their encoded state (a new client gets the current ones) */
   private readonly subscribers = new Map<Subscriber, Map<string, string>>();
   private readonly clock: Clock;
-  private readonly pre: Preaggregator;
+  /** which bars are forming at the watermark */
+  private readonly calendar: BarCalendar;
   /** the last id read per stream */
   private readonly cursors = new Map<string, string>();
   private timer: NodeJS.Timeout | undefined;
@@ -111,8 +112,8 @@ export class LiveHub {
     private readonly log: Logger,
     private readonly pollMs = 250,
   ) {
-    this.clock = new Clock(cfg.tz);
-    this.pre = new Preaggregator(this.clock, cfg.intervals, cfg.baseMs, cfg.graceMs, { sessions: cfg.sessions, align: cfg.align });
+    this.calendar = new BarCalendar(cfg);
+    this.clock = this.calendar.clock;
   }
 
   start(): void {
@@ -292,7 +293,7 @@ export class LiveHub {
       const wm = Number((await this.redis.hget(this.keys.clock(p), CLOCK.wm)) ?? 0);
       if (wm <= 0) continue;
       const ids: string[] = [];
-      for (const [sym, ivs] of syms) for (const { id } of this.pre.barsAt(sym, wm)) if (ivs.has(parseBarId(id).interval)) ids.push(id);
+      for (const [sym, ivs] of syms) for (const { id } of this.calendar.barsAt(sym, wm)) if (ivs.has(parseBarId(id).interval)) ids.push(id);
       if (ids.length === 0) continue;
       const states = await this.redis.hmget(this.keys.openBars(p), ...ids);
       ids.forEach((id, i) => {
@@ -316,7 +317,6 @@ export class LiveHub {
     const state = decodeBarState(enc);
     // a partial whose trades set no price yet (conditions that may not set the open) has nothing to draw
     if (state.open === '' || state.high === '') return undefined;
-    const iv = this.cfg.intervals.find((i) => i.name === interval);
-    return apiBar(interval, symbol, start, rowCells(this.clock, start, state, iv?.day === true), 0);
+    return apiBar(interval, symbol, start, rowCells(this.clock, start, state, this.calendar.days.has(interval)), 0);
   }
 }

@@ -32,7 +32,7 @@ import {
   STATS,
   writtenField,
 } from '@candlewick/common';
-import { Clock, decodeBarState, parseBarId } from '@candlewick/core';
+import { BarCalendar, decodeBarState, parseBarId, type Clock } from '@candlewick/core';
 import { CsvFiles, FileChangedError, formatRow, rowCells, type FileEvent } from '@candlewick/common';
 
 import { Carry } from './carry.js';
@@ -65,9 +65,8 @@ export class WriterService {
     fileEvents: metrics.csvFileEvents(),
     diskFailing: metrics.diskFailing(),
   };
-  private readonly intervalMs: Map<string, number>;
-  /** the daily intervals: labelled with the date, ending at midnight in BAR_TZ */
-  private readonly days: ReadonlySet<string>;
+  /** which windows there are: the daily intervals are labelled with the date, ending at midnight in BAR_TZ */
+  private readonly calendar: BarCalendar;
   private readonly disk: RecurringError;
   /** files found short while verifying, to restore before the next append */
   private readonly missing: Extract<FileEvent, { kind: 'rows-missing' }>[] = [];
@@ -84,11 +83,10 @@ export class WriterService {
     private readonly keys: Keys,
     private readonly log: Logger,
   ) {
-    this.clock = new Clock(cfg.tz);
-    this.intervalMs = new Map(cfg.intervals.map((iv) => [iv.name, iv.ms]));
-    this.days = new Set(cfg.intervals.filter((iv) => iv.day).map((iv) => iv.name));
-    this.files = new CsvFiles(cfg.dataDir, this.clock, cfg.csvExtraColumns, (e) => this.onFileEvent(e), this.days);
-    this.carry = cfg.emptyBars === 'carry' ? new Carry(cfg, this.clock) : undefined;
+    this.calendar = new BarCalendar(cfg);
+    this.clock = this.calendar.clock;
+    this.files = new CsvFiles(cfg.dataDir, this.clock, cfg.csvExtraColumns, (e) => this.onFileEvent(e), this.calendar.days);
+    this.carry = cfg.emptyBars === 'carry' ? new Carry(cfg, this.calendar) : undefined;
     this.disk = new RecurringError(
       log,
       'appending to the CSV files failed; retrying until the disk takes writes again (check space and permissions of DATA_DIR)',
@@ -365,7 +363,7 @@ export class WriterService {
         this.carry!.fill(this.files, interval, symbol, before, through, (f) => {
           written++;
           counts.set(interval, (counts.get(interval) ?? 0) + 1);
-          publish(interval, symbol, f.start, rowCells(this.clock, f.start, f.state, this.days.has(interval)), 0);
+          publish(interval, symbol, f.start, rowCells(this.clock, f.start, f.state, this.calendar.days.has(interval)), 0);
         }),
       );
     };
@@ -373,7 +371,7 @@ export class WriterService {
       const state = decodeBarState(bar.state);
       const rev = bar.rev;
       // the cells once, for the row and the publish alike
-      const cells = rowCells(this.clock, bar.start, state, this.days.has(bar.interval));
+      const cells = rowCells(this.clock, bar.start, state, this.calendar.days.has(bar.interval));
       // Without carry an append checks its file itself (in its own open: rows cut from its end
       // are restored before it goes on), so no look at the file first: a system call per bar
       // saved. Carry reads the file's last row before it appends, so that must be current.
@@ -396,9 +394,8 @@ export class WriterService {
         counts.set(k, (counts.get(k) ?? 0) + 1);
         this.metrics.written.inc({ interval: k });
         if (rev === 0) {
-          const end = this.days.has(bar.interval)
-            ? this.clock.dayWindow(bar.start)[1]
-            : bar.start + (this.intervalMs.get(bar.interval) ?? 0);
+          const iv = this.calendar.interval(bar.interval);
+          const end = iv ? this.calendar.window(bar.symbol, bar.start, iv)[1] : bar.start;
           this.metrics.lag.observe({ interval: bar.interval }, (Date.now() - end) / 1000);
         }
       }
