@@ -1,7 +1,7 @@
 import { type Config, type Logger } from '@candlewick/common';
 import { BAR_FLAGS, candleState, parseBarId, tradeEntries } from '@candlewick/core';
 import { CsvFiles } from '@candlewick/common';
-import type { Partial } from '@candlewick/core';
+import type { PartialBar } from '@candlewick/core';
 import { makeProvider } from './providers.js';
 import { backfillPreaggregator } from './worker.js';
 
@@ -50,7 +50,7 @@ export async function runHistorical(
   try {
     for (const symbol of symbols) {
       for (const [a, b] of days) {
-        let bars: Map<string, Partial>;
+        let bars: Map<string, PartialBar>;
         if (ticks) {
           const trades = (await provider.trades!(symbol, a, b - 1)).filter((tr) => tr.t >= a && tr.t < b);
           res.trades += trades.length;

@@ -10,7 +10,7 @@ import {
   parseBarId,
   readFrame,
   readTrade,
-  type Partial,
+  type PartialBar,
   type RawEntry,
   type TradeFields,
 } from '@candlewick/core';
@@ -98,7 +98,7 @@ export class InProcessBars {
   private readonly carry: Carry | undefined;
   private readonly cfg: Config;
   /** per partition: open bars, watermark, trades waiting to be folded */
-  private readonly open: Map<string, Partial>[] = [];
+  private readonly open: Map<string, PartialBar>[] = [];
   private readonly wm: number[] = [];
   private readonly pending: RawEntry[][] = [];
   private waiting = 0;
@@ -260,7 +260,7 @@ export class InProcessBars {
   /** Writes the bars of partition p ending by `horizon`, in window-end order (as closeBars hands them over). */
   private close(p: number, horizon: number): void {
     const open = this.open[p]!;
-    const due: [string, Partial][] = [];
+    const due: [string, PartialBar][] = [];
     for (const e of open) if (e[1].end <= horizon) due.push(e);
     if (due.length === 0) return;
     due.sort((a, b) => a[1].end - b[1].end || (a[0] < b[0] ? -1 : 1));

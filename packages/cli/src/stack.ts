@@ -780,13 +780,13 @@ function makeNicer(stackNice: number, log: Logger): (pid: number) => void {
   };
 }
 
-/** SIGTERM, then SIGKILL after `graceMs`; resolves when the process has exited. */
-function stopChild(proc: ChildProcess, graceMs: number): Promise<void> {
+/** SIGTERM, then SIGKILL after `killAfterMs`; resolves when the process has exited. */
+function stopChild(proc: ChildProcess, killAfterMs: number): Promise<void> {
   return new Promise<void>((resolve) => {
     if (proc.exitCode !== null || proc.signalCode !== null) return resolve();
     proc.once('exit', () => resolve());
-    proc.kill(graceMs === 0 ? 'SIGKILL' : 'SIGTERM');
-    if (graceMs > 0) setTimeout(() => proc.kill('SIGKILL'), graceMs).unref();
+    proc.kill(killAfterMs === 0 ? 'SIGKILL' : 'SIGTERM');
+    if (killAfterMs > 0) setTimeout(() => proc.kill('SIGKILL'), killAfterMs).unref();
   });
 }
 

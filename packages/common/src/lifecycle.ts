@@ -48,7 +48,7 @@ export interface Component {
 
 export interface ShutdownOptions {
   /** a stop taking longer than this exits 1 */
-  graceMs?: number;
+  stopTimeoutMs?: number;
   /** what would be lost by stopping now (Component.unsaved) */
   unsaved?: () => string | undefined;
   /** Redis unreachable this long during a stop: stop without it (default 2 s) */
@@ -60,11 +60,11 @@ export interface ShutdownOptions {
  * in-flight work finishes, then exit 0; a second signal exits at once. A stop cannot wait for a
  * Redis that is not there: once Redis has been unreachable for `redisWaitMs` during the stop,
  * every connection is closed (waiting commands fail and loops end) and the process exits — 1 if it
- * held something not in Redis yet (said exactly), else 0. A stop longer than `graceMs` exits 1.
+ * held something not in Redis yet (said exactly), else 0. A stop longer than `stopTimeoutMs` exits 1.
  * An unhandled error is logged and exits 1.
  */
 export function handleShutdown(log: Logger, stopAll: () => Promise<void>, opts: ShutdownOptions = {}): void {
-  const graceMs = opts.graceMs ?? 15_000;
+  const stopTimeoutMs = opts.stopTimeoutMs ?? 15_000;
   const redisWaitMs = opts.redisWaitMs ?? 2000;
   let stopping = false;
   const exit = (code: number) => {
@@ -86,9 +86,9 @@ export function handleShutdown(log: Logger, stopAll: () => Promise<void>, opts: 
     stopping = true;
     log.info({ signal }, 'stopping');
     const timer = setTimeout(() => {
-      log.error({ graceMs }, 'shutdown took too long; exiting');
+      log.error({ stopTimeoutMs }, 'shutdown took too long; exiting');
       exit(EXIT.FAILURE);
-    }, graceMs);
+    }, stopTimeoutMs);
     timer.unref();
     const watch = setInterval(() => {
       if (redisLink.downForMs < redisWaitMs) return;

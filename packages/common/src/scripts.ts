@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import type { Redis, Cluster, Result } from 'ioredis';
 import type { Keys } from './keys.js';
-import { encodeBarState, tradeLine, type Partial, type Preaggregated, type Trade } from '@candlewick/core';
+import { encodeBarState, tradeLine, type PartialBar, type Preaggregated, type Trade } from '@candlewick/core';
 import type { RedisClient } from './client.js';
 
 /**
@@ -205,7 +205,7 @@ export function mergeBatchArgs(group: string, consumer: string, ids: readonly st
   for (const e of pre.late) {
     args.push(e.id, e.s, e.p, String(e.v), String(e.t), e.c || '[]', String(e.rx), String(e.w), LATE_REASON);
   }
-  const partials = (bars: ReadonlyMap<string, Partial>) => {
+  const partials = (bars: ReadonlyMap<string, PartialBar>) => {
     args.push(String(bars.size));
     for (const [id, part] of bars) args.push(id, String(part.end), encodeBarState(part.state));
   };
@@ -305,7 +305,7 @@ export interface MergeBackfillInput {
   consumer: string;
   requestId: string;
   symbol: string;
-  partials: ReadonlyMap<string, Partial>;
+  partials: ReadonlyMap<string, PartialBar>;
   /** bar id -> BAR_FLAGS bits to add when it closes */
   flags: ReadonlyMap<string, number>;
   /** trades or candles the partials hold (for the stats) */

@@ -5,22 +5,6 @@ import { PRICE_DIGITS, VOLUME_DIGITS, toScaled, vwapOf } from './decimal.js';
  * lua/mergeBatch-*.lua; bar.test.ts checks both agree on random batches.
  */
 
-/** A trade as it travels on the raw stream. */
-export interface Trade {
-  /** symbol, e.g. AAPL or BINANCE:BTCUSDT */
-  readonly s: string;
-  /** price as received (shortest decimal text of the number) */
-  readonly p: string;
-  /** volume */
-  readonly v: number;
-  /** event time, ms since the epoch (exchange clock) */
-  readonly t: number;
-  /** trade conditions */
-  readonly c: readonly string[];
-  /** receive time, ms since the epoch (local clock) */
-  readonly rx: number;
-}
-
 /**
  * A partial or complete bar. Prices keep their received text; volume and Σp·v are exact scaled
  * integers (see decimal.ts), so merging in any order gives the same bar.

@@ -78,7 +78,7 @@ function settle(b: Base, scaled: ScaledCache): void {
   }
 }
 
-export interface Partial {
+export interface PartialBar {
   end: number;
   state: BarState;
 }
@@ -87,11 +87,11 @@ export interface Preaggregated {
   /** the trades of the batch (every entry given to run) */
   trades: number;
   /** bar id -> partial bar */
-  bars: Map<string, Partial>;
+  bars: Map<string, PartialBar>;
   /** entries judged late at ingestion: their window end plus grace had passed the watermark */
   late: RawEntry[];
   /** LATE=amend: the late trades folded the same way, bar id -> partial */
-  lateBars: Map<string, Partial>;
+  lateBars: Map<string, PartialBar>;
   /** LATE=amend: late trades too late for every one of their bars (past LATE_AMEND_WINDOW) */
   tooOld: number;
   /** trades outside the selected sessions */
@@ -173,8 +173,8 @@ export class Preaggregator {
    * whose end + the amend window is after the watermark it was ingested under (w), so whether a
    * bar is corrected depends on the trade alone, never on how far the closer has got.
    */
-  private corrections(late: readonly RawEntry[]): { lateBars: Map<string, Partial>; tooOld: number } {
-    const lateBars = new Map<string, Partial>();
+  private corrections(late: readonly RawEntry[]): { lateBars: Map<string, PartialBar>; tooOld: number } {
+    const lateBars = new Map<string, PartialBar>();
     let tooOld = 0;
     if (this.amendMs === 0) return { lateBars, tooOld };
     for (const e of late) {
@@ -197,8 +197,8 @@ export class Preaggregator {
    * Rolls ready-made partial states (e.g. 1-minute candles from a backfill provider, each inside
    * one base window) into every interval, with the same windows and session rules as trades.
    */
-  foldStates(items: readonly { s: string; t: number; state: BarState }[]): Map<string, Partial> {
-    const bars = new Map<string, Partial>();
+  foldStates(items: readonly { s: string; t: number; state: BarState }[]): Map<string, PartialBar> {
+    const bars = new Map<string, PartialBar>();
     for (const { s, t, state } of items) {
       if (this.calendar.keeps(s, t)) this.rollUp(bars, s, t, () => ({ ...state }));
     }
@@ -206,7 +206,7 @@ export class Preaggregator {
   }
 
   /** Folds entries into base-interval partials, then rolls those up into every interval. */
-  private fold(entries: readonly RawEntry[]): { bars: Map<string, Partial>; excluded: number } {
+  private fold(entries: readonly RawEntry[]): { bars: Map<string, PartialBar>; excluded: number } {
     // per symbol, its base partials by window start; `order` keeps them in the order first met
     const bySymbol = new Map<string, Map<number, Base>>();
     const order: Base[] = [];
@@ -304,7 +304,7 @@ export class Preaggregator {
       if (v > 0) b.n++;
     }
 
-    const bars = new Map<string, Partial>();
+    const bars = new Map<string, PartialBar>();
     for (const b of order) {
       settle(b, scaled);
       const openKey = b.oId === '' ? NO_OPEN_KEY : orderKey(b.oT, b.oId);
@@ -320,7 +320,7 @@ export class Preaggregator {
   }
 
   /** Merges a partial at time t into the bar of every interval whose window holds t. */
-  private rollUp(bars: Map<string, Partial>, symbol: string, t: number, state: () => BarState): void {
+  private rollUp(bars: Map<string, PartialBar>, symbol: string, t: number, state: () => BarState): void {
     this.calendar.forEachBar(symbol, t, (_iv, id, end) => {
       const cur = bars.get(id);
       if (cur === undefined) bars.set(id, { end, state: state() });

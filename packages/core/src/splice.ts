@@ -1,6 +1,6 @@
 import { BAR_FLAGS, orderKey, type BarState } from './bar.js';
 import { PRICE_DIGITS, VOLUME_DIGITS, toScaled } from './decimal.js';
-import type { Partial, Preaggregator } from './preaggregate.js';
+import type { PartialBar, Preaggregator } from './preaggregate.js';
 import type { RawEntry } from './trade.js';
 
 /** A 1-minute candle from a history provider. */
@@ -43,7 +43,7 @@ export interface BackfillRequest {
 
 export interface Splice {
   /** bar id -> partial, for every interval */
-  partials: Map<string, Partial>;
+  partials: Map<string, PartialBar>;
   /** bar id -> BAR_FLAGS to add when the bar closes (e.g. INCOMPLETE) */
   flags: Map<string, number>;
   /** trades or candles used */

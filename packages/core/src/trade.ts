@@ -1,5 +1,20 @@
-import type { Trade } from './bar.js';
 import { MAX_PRICE, MAX_VOLUME } from './decimal.js';
+
+/** A trade as it travels on the raw stream. */
+export interface Trade {
+  /** symbol, e.g. AAPL or BINANCE:BTCUSDT */
+  readonly s: string;
+  /** price as received (shortest decimal text of the number) */
+  readonly p: string;
+  /** volume */
+  readonly v: number;
+  /** event time, ms since the epoch (exchange clock) */
+  readonly t: number;
+  /** trade conditions */
+  readonly c: readonly string[];
+  /** receive time, ms since the epoch (local clock) */
+  readonly rx: number;
+}
 
 /** Event times outside [2000-01-01, 2100-01-01) are garbage, not trades. */
 export const MIN_EVENT_MS = 946_684_800_000;
