@@ -13,7 +13,7 @@ import {
   reportWorkerError,
   CLOSE_QUEUE,
   barsJobId,
-  decodeOutboxEntry,
+  decodeOutboxEntries,
   horizonJobId,
   type BarsJob,
   type ClosedBar,
@@ -37,9 +37,9 @@ export interface CloseResult {
 
 /**
  * Closes bars and hands them to the writer. Closing is the closeBars Lua step (finalize + outbox,
- * atomically); handing over reads up to 1000 outbox entries (one closeBars call's worth), enqueues
- * them as one BullMQ job whose id is built from the identities (interval, symbol, start) of its
- * first and last bar and their count, then deletes the entries. A crash in between re-enqueues the
+ * atomically; the bars of one call, up to 1000, are one outbox entry); handing over enqueues an
+ * entry's bars as one BullMQ job whose id is built from the identities (interval, symbol, start)
+ * of its first and last bar and their count, then deletes the entry. A crash in between re-enqueues the
  * same bars: BullMQ drops a job id it has seen, and the writer never writes a bar not newer than
  * its file's last row. One job per outbox read rather than per bar keeps the writer far ahead of
  * the closer.
@@ -101,7 +101,8 @@ export class BarCloser {
     const through = this.cfg.emptyBars === 'carry' ? Number((await this.redis.hget(this.keys.clock(p), 'covered')) ?? -1) : -1;
     let total = 0;
     for (;;) {
-      const rows = (await this.redis.xrange(outbox, '-', '+', 'COUNT', 1000)) as [string, string[]][];
+      // a closeBars call's bars are one entry (up to 1000 bars and its corrections): a few entries at a time
+      const rows = (await this.redis.xrange(outbox, '-', '+', 'COUNT', 20)) as [string, string[]][];
       if (rows.length === 0) {
         if (through > (this.horizonSent.get(p) ?? -1)) {
           const data: BarsJob = { bars: [], horizon: { partition: p, through } };
@@ -110,13 +111,30 @@ export class BarCloser {
         }
         return total;
       }
-      const bars: ClosedBar[] = rows.map(([, f]) => decodeOutboxEntry(f));
-      const data: BarsJob = { bars };
-      await this.bars.add('bars', data, { jobId: barsJobId(bars) });
-      crashPoint('close:enqueued'); // enqueued, still in the outbox
-      for (const b of bars) this.closedBars.inc({ interval: b.rev ? `corrections:${b.interval}` : b.interval });
-      await this.redis.xdel(outbox, ...rows.map(([id]) => id));
-      total += rows.length;
+      const entries = rows.map(([id, f]) => ({ id, bars: decodeOutboxEntries(f) }));
+      // whole entries per job, up to a thousand bars (entries of one bar, as earlier versions wrote, grouped)
+      for (let i = 0; i < entries.length;) {
+        const ids: string[] = [];
+        const bars: ClosedBar[] = [];
+        while (i < entries.length && (bars.length === 0 || bars.length + entries[i]!.bars.length <= 1000)) {
+          ids.push(entries[i]!.id);
+          for (const b of entries[i]!.bars) bars.push(b);
+          i++;
+        }
+        if (bars.length > 0) {
+          const data: BarsJob = { bars };
+          await this.bars.add('bars', data, { jobId: barsJobId(bars) });
+          crashPoint('close:enqueued'); // enqueued, still in the outbox
+          const counts = new Map<string, number>();
+          for (const b of bars) {
+            const k = b.rev ? `corrections:${b.interval}` : b.interval;
+            counts.set(k, (counts.get(k) ?? 0) + 1);
+          }
+          for (const [interval, n] of counts) this.closedBars.inc({ interval }, n);
+        }
+        await this.redis.xdel(outbox, ...ids);
+        total += bars.length;
+      }
     }
   }
 }
