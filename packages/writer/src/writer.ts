@@ -13,6 +13,7 @@ import {
   duplicateRedis,
   encodeBarEntry,
   parseBarsJob,
+  publishBars,
   type BarsJob,
   type BarRowCells,
   metrics,
@@ -343,6 +344,8 @@ export class WriterService {
     const counts = new Map<string, number>();
     let written = 0;
     let skipped = 0;
+    /** bars:{interval} -> the entries to publish there, in order (one publishBars call per few hundred) */
+    const entries = new Map<string, string[][]>();
     const publish = (interval: string, symbol: string, start: number, cells: BarRowCells, rev: number) => {
       const stream = this.keys.bars(interval);
       const fields = encodeBarEntry(symbol, start, rev, cells);
@@ -351,7 +354,9 @@ export class WriterService {
         if (!this.unpublished.has(key)) this.unpublished.set(key, new Map());
         this.unpublished.get(key)!.set(start, fields);
       }
-      steps.push((tx) => void tx.on(stream).xadd(stream, 'MINID', '~', minId, '*', ...fields));
+      let list = entries.get(stream);
+      if (!list) entries.set(stream, (list = []));
+      list.push(fields);
     };
     const ready = async (interval: string, symbol: string) => {
       await this.onDisk(() => this.files.verify(interval, symbol));
@@ -410,6 +415,7 @@ export class WriterService {
         }
       }
     }
+    for (const [stream, list] of entries) steps.push((tx) => publishBars(tx.on(stream), stream, minId, list));
     const stats = this.keys.stats();
     for (const [interval, n] of counts) steps.push((tx) => void tx.on(stats).hincrby(stats, `written:${interval}`, n));
     // Redis refusing writes (its memory full, its disk): the rows are in the files; the publish and
