@@ -306,24 +306,16 @@ export async function mergeBackfill(redis: RedisClient, k: Keys, p: number, m: M
 // ---------------------------------------------------------------------------------------------
 // publishBars: the writer publishes a job's bars on bars:{interval}
 
-/** bars per publishBars call: a call's arguments stay well inside what one call may spread */
+/** bars per publishBars call: a script call holds Redis a millisecond or two, not longer */
 export const PUBLISH_BARS_PER_CALL = 500;
 
 /**
- * Adds publishBars calls for `entries` (each encodeBarEntry's fields, all as many) on
- * bars:{interval} to a transaction or pipeline: PUBLISH_BARS_PER_CALL bars a call, in order.
+ * Adds publishBars calls for `entries` (each encodeBarEntry's fields) on bars:{interval} to a
+ * transaction or pipeline: PUBLISH_BARS_PER_CALL bars a call, in order.
  */
 export function publishBars(tx: ChainableCommander, stream: string, minId: string, entries: readonly (readonly string[])[]): void {
-  for (let i = 0; i < entries.length; i += PUBLISH_BARS_PER_CALL) {
-    const chunk = entries.slice(i, i + PUBLISH_BARS_PER_CALL);
-    const n = chunk[0]!.length;
-    const args: string[] = [stream, minId, String(n)];
-    for (const fields of chunk) {
-      if (fields.length !== n) throw new Error(`publishBars: a bar of ${fields.length} fields among bars of ${n}`);
-      for (const f of fields) args.push(f);
-    }
-    tx.cwPublishBars_v3(...args);
-  }
+  for (let i = 0; i < entries.length; i += PUBLISH_BARS_PER_CALL)
+    tx.cwPublishBars_v3(stream, minId, JSON.stringify(entries.slice(i, i + PUBLISH_BARS_PER_CALL)));
 }
 
 /** Every script with its KEYS for partition p: each list lies in one Redis Cluster slot. */
