@@ -58,23 +58,35 @@ export class BarCloser {
   async closePartition(p: number, flush = false): Promise<CloseResult> {
     let closed = 0;
     let merged = false;
-    for (;;) {
-      const r = await closeBars(this.redis, this.keys, p, {
-        group: AGGREGATOR_GROUP,
-        graceMs: this.cfg.graceMs,
-        clock: this.cfg.clock,
-        flush,
-        retentionMs: this.cfg.tradesRetentionMs,
-        maxBars: 1000,
-        amendWindowMs: this.cfg.late === 'amend' ? this.cfg.lateAmendWindowMs : 0,
-      });
-      closed += r.closed;
-      merged = r.merged;
-      if (r.closed > 0) crashPoint('close:closed'); // bars are in the outbox, not yet enqueued
-      if (!r.more) break;
-      // a boundary of a whole market closes tens of thousands of bars: the writer starts on the
-      // first thousand while the rest are closed
-      await this.drainOutbox(p);
+    /** the hand-over of what the calls so far closed, under way while the next call closes */
+    let handing: Promise<number> | undefined;
+    try {
+      for (;;) {
+        const r = await closeBars(this.redis, this.keys, p, {
+          group: AGGREGATOR_GROUP,
+          graceMs: this.cfg.graceMs,
+          clock: this.cfg.clock,
+          flush,
+          retentionMs: this.cfg.tradesRetentionMs,
+          maxBars: 1000,
+          amendWindowMs: this.cfg.late === 'amend' ? this.cfg.lateAmendWindowMs : 0,
+        });
+        closed += r.closed;
+        merged = r.merged;
+        if (r.closed > 0) crashPoint('close:closed'); // bars are in the outbox, not yet enqueued
+        if (!r.more) break;
+        // a boundary of a whole market closes tens of thousands of bars: the writer starts on the
+        // first thousand while the rest are closed, each call's bars handed over while the next closes
+        // (entries are deleted only once enqueued, under ids of their bars: a drain racing another
+        // or a crash between enqueueing and deleting enqueues nothing twice)
+        await handing;
+        handing = this.drainOutbox(p);
+        handing.catch(() => undefined); // awaited below; not unhandled while the next call runs
+      }
+      await handing;
+    } finally {
+      // a call that failed: the hand-over under way ends before the error goes up (its own error is the next tick's)
+      await handing?.catch(() => undefined);
     }
     await this.drainOutbox(p);
     return { closed, merged };
