@@ -51,6 +51,8 @@ export interface WideResult {
   bars: Map<string, number>;
   /** close lag (ms) of every bar, sorted */
   lags: number[];
+  /** per boundary (window end, UTC ms): its bars and their close lag */
+  boundaries: { end: number; bars: number; p50: number; p99: number; worst: number }[];
   /** the worst bars: interval, label, lag */
   worst: { interval: string; symbol: string; start: number; lag: number }[];
   /** peak RSS (bytes) of each process of the stack, by role */
@@ -67,7 +69,7 @@ export interface WideResult {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, Math.max(0, ms)));
 
-function procName(pid: number): string {
+export function procName(pid: number): string {
   try {
     const cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
     if (cmd[0]?.includes('redis-server')) return 'redis';
@@ -193,6 +195,7 @@ export async function runWide(o: WideOptions): Promise<WideResult> {
     const all: { interval: string; symbol: string; start: number; lag: number }[] = [];
     const bars = new Map<string, number>();
     const published = new Set<string>();
+    const atEnd = new Map<number, number[]>();
     for (const iv of o.intervals) {
       let from = '-';
       for (;;) {
@@ -204,6 +207,8 @@ export async function runWide(o: WideOptions): Promise<WideResult> {
           if (b.rev !== 0 || end > lastBoundary) continue;
           const lag = Number(id.split('-')[0]) - end;
           lags.push(lag);
+          if (!atEnd.has(end)) atEnd.set(end, []);
+          atEnd.get(end)!.push(lag);
           all.push({ interval: iv, symbol: b.symbol, start: b.start, lag });
           bars.set(iv, (bars.get(iv) ?? 0) + 1);
           published.add(`${iv}|${b.symbol}|${b.start}`);
@@ -214,6 +219,12 @@ export async function runWide(o: WideOptions): Promise<WideResult> {
     }
     lags.sort((a, b) => a - b);
     all.sort((a, b) => b.lag - a.lag);
+    const boundaries = [...atEnd]
+      .sort((a, b) => a[0] - b[0])
+      .map(([end, l]) => {
+        l.sort((a, b) => a - b);
+        return { end, bars: l.length, p50: percentile(l, 0.5), p99: percentile(l, 0.99), worst: l[l.length - 1]! };
+      });
 
     // the trades as ingested (event times as stamped at send): a tape for `candlewick bars`
     const ingested: string[] = [];
@@ -273,6 +284,7 @@ export async function runWide(o: WideOptions): Promise<WideResult> {
       trades,
       bars,
       lags,
+      boundaries,
       worst: all.slice(0, 5),
       peakRss,
       redisPeak,
@@ -301,6 +313,10 @@ export function wideReport(o: WideOptions, r: WideResult): string[] {
   lines.push(
     `  close lag (published - window end): p50 ${percentile(r.lags, 0.5)} ms, p99 ${percentile(r.lags, 0.99)} ms, worst ${r.lags[r.lags.length - 1]} ms`,
   );
+  for (const b of r.boundaries)
+    lines.push(
+      `    boundary ${new Date(b.end).toISOString().slice(11, 16)}: ${b.bars.toLocaleString('en-US')} bars, p50 ${b.p50} ms, p99 ${b.p99} ms, worst ${b.worst} ms`,
+    );
   const total = [...r.peakRss.values()].reduce((a, b) => a + b, 0) + r.redisPeak;
   lines.push(
     `  peak memory: ${[...r.peakRss].map(([n, b]) => `${n} ${mb(b)}`).join(', ')}, redis used_memory ${mb(r.redisPeak)}; total ${mb(total)}`,
