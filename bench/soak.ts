@@ -8,8 +8,8 @@
  * Every minute it samples each process's RSS (VmRSS) and Redis's used_memory; at the end it prints,
  * per process, the slope of a least-squares line through the samples of the second half of the run
  * (the first half is warm-up: heaps reaching their size, the retained streams and the writer's
- * completed jobs — kept an hour — filling up) in MB per hour, and a verdict: flat when every slope
- * is under SOAK_FLAT_MB_PER_HOUR (default 10), else growing. The raw trades and bars:{interval} are
+ * completed jobs — kept an hour — filling up) in MB per hour, and a verdict: flat when no slope
+ * rises by SOAK_FLAT_MB_PER_HOUR (default 10) or more, else growing. The raw trades and bars:{interval} are
  * kept 5 and 15 minutes (TRADES_RETENTION, BARS_RETENTION) so Redis reaches its steady size within
  * the warm-up rather than growing for the week BARS_RETENTION keeps by default. Also printed: the
  * bars written and the close lag of the bars still on bars:{interval} (the last 15 minutes).
@@ -207,12 +207,13 @@ try {
   for (const [name, points] of samples) {
     const late = points.filter(([m]) => m >= from);
     const slope = slopeMbPerHour(late);
-    const flat = Math.abs(slope) < flatMbPerHour;
+    // falling memory (a heap given back after its warm-up) is no leak: only a rise counts
+    const flat = slope < flatMbPerHour;
     if (!flat) growing++;
     out(
       `    ${name.padEnd(18)} ${mb(late[0]![1]).toFixed(1).padStart(7)} -> ${mb(late[late.length - 1]![1])
         .toFixed(1)
-        .padStart(7)} MB, ${slope.toFixed(1).padStart(6)} MB/hour: ${flat ? 'flat' : 'GROWING'}`,
+        .padStart(7)} MB, ${slope.toFixed(1).padStart(6)} MB/hour: ${flat ? (slope <= -flatMbPerHour ? 'falling' : 'flat') : 'GROWING'}`,
     );
   }
   out(`  verdict: ${growing === 0 ? 'flat' : `growing (${growing} of ${samples.size} above ${flatMbPerHour} MB/hour)`}`);
