@@ -60,6 +60,22 @@ const BENCH_ENV = z.object({
     .default(130),
   /** the wide-universe setup: write each process's V8 CPU profile into this folder (bench/profile-top.ts reads them) */
   BENCH_WIDE_PROFILE: z.string().optional(),
+  /** the soak (npm run bench:soak): how long, how many symbols, and the slope under which memory counts as flat */
+  SOAK_MINUTES: z
+    .string()
+    .regex(/^[1-9]\d*$/, 'must be a whole number of minutes')
+    .transform(Number)
+    .default(120),
+  SOAK_SYMBOLS: z
+    .string()
+    .regex(/^[1-9]\d*$/, 'must be a whole number of symbols')
+    .transform(Number)
+    .default(8000),
+  SOAK_FLAT_MB_PER_HOUR: z
+    .string()
+    .regex(/^\d+(\.\d+)?$/, 'must be a number of MB per hour')
+    .transform(Number)
+    .default(10),
   /** the redis-server binary the benchmark starts */
   REDIS_SERVER_BIN: z.string().default('redis-server'),
 });

@@ -51,6 +51,10 @@ export interface WideResult {
   bars: Map<string, number>;
   /** close lag (ms) of every bar, sorted */
   lags: number[];
+  /** per boundary (window end, UTC ms): its bars and their close lag */
+  boundaries: { end: number; bars: number; p50: number; p99: number; worst: number; redisMs: number }[];
+  /** Redis's busiest commands over the run: calls and CPU time (INFO commandstats) */
+  redisCommands: string[];
   /** the worst bars: interval, label, lag */
   worst: { interval: string; symbol: string; start: number; lag: number }[];
   /** peak RSS (bytes) of each process of the stack, by role */
@@ -67,7 +71,7 @@ export interface WideResult {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, Math.max(0, ms)));
 
-function procName(pid: number): string {
+export function procName(pid: number): string {
   try {
     const cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
     if (cmd[0]?.includes('redis-server')) return 'redis';
@@ -138,6 +142,8 @@ export async function runWide(o: WideOptions): Promise<WideResult> {
     // peak memory: every process's VmHWM, kept by role (the largest of a role's processes)
     const peakRss = new Map<string, number>();
     let redisPeak = 0;
+    /** Redis's own CPU seconds (user + sys), sampled with the memory: its time at each boundary */
+    const redisCpu: [number, number][] = [];
     const sample = async () => {
       const pids = [proc.pid!, ...descendants(proc.pid!)];
       const seen = new Map<string, number>();
@@ -151,6 +157,9 @@ export async function runWide(o: WideOptions): Promise<WideResult> {
       }
       const info = await redis.info('memory');
       redisPeak = Math.max(redisPeak, Number(/used_memory:(\d+)/.exec(info)?.[1] ?? 0));
+      const cpu = await redis.info('cpu');
+      const used = (f: string) => Number(new RegExp(`${f}:([\\d.]+)`).exec(cpu)?.[1] ?? 0);
+      redisCpu.push([Date.now(), used('used_cpu_user') + used('used_cpu_sys')]);
     };
     const sampler = setInterval(() => void sample().catch(() => undefined), 250);
 
@@ -184,6 +193,12 @@ export async function runWide(o: WideOptions): Promise<WideResult> {
     await sleep(lastBoundary + o.graceMs + 4000 - Date.now());
     clearInterval(sampler);
     await sample();
+    // (a script's commands are counted both on their own and in its EVALSHA)
+    const redisCommands = [...(await redis.info('commandstats')).matchAll(/^cmdstat_([^:]+):calls=(\d+),usec=(\d+)/gm)]
+      .map(([, name, calls, usec]) => ({ name: name!, calls: Number(calls), usec: Number(usec) }))
+      .sort((a, b) => b.usec - a.usec)
+      .slice(0, 8)
+      .map((c) => `${c.name} ${c.calls.toLocaleString('en-US')}, ${(c.usec / 1e6).toFixed(1)} s`);
     proc.kill('SIGTERM');
     const code = await exited;
     if (code !== 0) throw new Error(`stack exited ${code}\n${stdout.slice(-3000)}\n${stderr.slice(-3000)}`);
@@ -193,6 +208,7 @@ export async function runWide(o: WideOptions): Promise<WideResult> {
     const all: { interval: string; symbol: string; start: number; lag: number }[] = [];
     const bars = new Map<string, number>();
     const published = new Set<string>();
+    const atEnd = new Map<number, number[]>();
     for (const iv of o.intervals) {
       let from = '-';
       for (;;) {
@@ -204,6 +220,8 @@ export async function runWide(o: WideOptions): Promise<WideResult> {
           if (b.rev !== 0 || end > lastBoundary) continue;
           const lag = Number(id.split('-')[0]) - end;
           lags.push(lag);
+          if (!atEnd.has(end)) atEnd.set(end, []);
+          atEnd.get(end)!.push(lag);
           all.push({ interval: iv, symbol: b.symbol, start: b.start, lag });
           bars.set(iv, (bars.get(iv) ?? 0) + 1);
           published.add(`${iv}|${b.symbol}|${b.start}`);
@@ -214,6 +232,15 @@ export async function runWide(o: WideOptions): Promise<WideResult> {
     }
     lags.sort((a, b) => a - b);
     all.sort((a, b) => b.lag - a.lag);
+    const boundaries = [...atEnd]
+      .sort((a, b) => a[0] - b[0])
+      .map(([end, l]) => {
+        l.sort((a, b) => a - b);
+        // Redis's CPU over the boundary's first 5 s (samples every 250 ms)
+        const at = (t: number) => redisCpu.find(([ms]) => ms >= t)?.[1] ?? NaN;
+        const redisMs = Math.round((at(end + 5000) - at(end)) * 1000);
+        return { end, bars: l.length, p50: percentile(l, 0.5), p99: percentile(l, 0.99), worst: l[l.length - 1]!, redisMs };
+      });
 
     // the trades as ingested (event times as stamped at send): a tape for `candlewick bars`
     const ingested: string[] = [];
@@ -273,6 +300,8 @@ export async function runWide(o: WideOptions): Promise<WideResult> {
       trades,
       bars,
       lags,
+      boundaries,
+      redisCommands,
       worst: all.slice(0, 5),
       peakRss,
       redisPeak,
@@ -301,6 +330,10 @@ export function wideReport(o: WideOptions, r: WideResult): string[] {
   lines.push(
     `  close lag (published - window end): p50 ${percentile(r.lags, 0.5)} ms, p99 ${percentile(r.lags, 0.99)} ms, worst ${r.lags[r.lags.length - 1]} ms`,
   );
+  for (const b of r.boundaries)
+    lines.push(
+      `    boundary ${new Date(b.end).toISOString().slice(11, 16)}: ${b.bars.toLocaleString('en-US')} bars, p50 ${b.p50} ms, p99 ${b.p99} ms, worst ${b.worst} ms; Redis CPU ${b.redisMs} ms in its first 5 s`,
+    );
   const total = [...r.peakRss.values()].reduce((a, b) => a + b, 0) + r.redisPeak;
   lines.push(
     `  peak memory: ${[...r.peakRss].map(([n, b]) => `${n} ${mb(b)}`).join(', ')}, redis used_memory ${mb(r.redisPeak)}; total ${mb(total)}`,
@@ -309,6 +342,7 @@ export function wideReport(o: WideOptions, r: WideResult): string[] {
     lines.push(
       `  open bars mid-minute: ${r.openBars.count.toLocaleString('en-US')} (${(r.openBars.bytes / r.openBars.count).toFixed(0)} bytes each in Redis, ${(r.openBars.bytes / o.symbols).toFixed(0)} per symbol)`,
     );
+  lines.push(`  Redis's busiest commands (calls, CPU): ${r.redisCommands.join('; ')}`);
   if (r.exact)
     lines.push(
       `  exact: ${r.exact.files} files, ${r.exact.rows} rows against candlewick bars: ${r.exact.problems.length ? 'DIFFERENT' : 'identical'}`,

@@ -1,5 +1,5 @@
 import { afterAll, describe, expect, it } from 'vitest';
-import { AGGREGATOR_GROUP, addTrades, addTradesArgs, closeBars, loadConfig, type Keys } from '@candlewick/common';
+import { AGGREGATOR_GROUP, addTrades, addTradesArgs, closeBars, decodeOutboxEntries, loadConfig, type Keys } from '@candlewick/common';
 import { parseBarId } from '@candlewick/core';
 import { ensureGroup } from '@candlewick/common';
 import { testKeys, testRedis } from './helpers.js';
@@ -48,12 +48,21 @@ describe('closeBars', () => {
     // the watermark walks forward a second at a time; two closers on two connections race at each step
     for (let wm = T0; wm <= T0 + 12 * M + grace; wm += 1000) {
       await redis.hset(keys.clock(0), 'wm', String(wm));
-      await Promise.all([close(redis, keys, grace), close(other, keys, grace), close(redis, keys, grace)]);
+      const calls = await Promise.all([close(redis, keys, grace), close(other, keys, grace), close(redis, keys, grace)]);
       const rows = (await redis.xrange(keys.outbox(0), '-', '+')) as [string, string[]][];
+      // the bars of one call are one outbox entry
+      expect(rows.map(([, f]) => decodeOutboxEntries(f).length).sort()).toEqual(
+        calls
+          .map((c) => c.closed)
+          .filter((n) => n > 0)
+          .sort(),
+      );
       for (const [, f] of rows) {
-        const id = f[1]!;
-        expect(closedAt.has(id)).toBe(false); // never twice
-        closedAt.set(id, wm);
+        for (const b of decodeOutboxEntries(f)) {
+          const id = `${b.interval}|${b.symbol}|${b.start}`;
+          expect(closedAt.has(id)).toBe(false); // never twice
+          closedAt.set(id, wm);
+        }
       }
       if (rows.length) await redis.xdel(keys.outbox(0), ...rows.map(([x]) => x));
     }

@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { afterAll, describe, expect, it } from 'vitest';
 import { pino } from 'pino';
 import { Queue } from 'bullmq';
-import { loadConfig, parseBarsJob } from '@candlewick/common';
+import { AGGREGATOR_GROUP, closeBars, ensureGroup, loadConfig, parseBarsJob } from '@candlewick/common';
 import { BarCalendar, Clock, barFromTrade, encodeBarState, orderKey } from '@candlewick/core';
 import { BarCloser, barsQueue } from '@candlewick/aggregator';
 import { CsvFiles, csvPath, lastRowStart } from '@candlewick/common';
@@ -81,6 +81,46 @@ describe('writer', () => {
     expect(await closer.drainOutbox(0)).toBe(1);
     const counts = await queue.getJobCounts('waiting');
     expect(counts.waiting).toBe(1);
+    expect(await redis.xlen(keys.outbox(0))).toBe(0);
+    await queue.obliterate({ force: true });
+    await queue.close();
+  });
+
+  it("a closeBars call's bars are one outbox entry, handed over as one job, once even when read twice", async () => {
+    const keys = testKeys('outbox-batch');
+    const cfg = loadConfig({ KEY_PREFIX: keys.prefix, INTERVALS: '1min' });
+    await ensureGroup(redis, keys.trades(0), AGGREGATOR_GROUP);
+    const symbols = ['AAPL', 'BINANCE:BTCUSDT', 'MSFT'];
+    for (const s of symbols) {
+      await redis.hset(keys.openBars(0), `1min|${s}|${start}`, encodeBarState(bar('1')));
+      await redis.zadd(keys.openIndex(0), start + 60_000, `1min|${s}|${start}`);
+    }
+    await redis.hset(keys.clock(0), 'wm', String(start + 62_000));
+    const o = {
+      group: AGGREGATOR_GROUP,
+      graceMs: 2000,
+      clock: 'event',
+      flush: false,
+      retentionMs: 0,
+      maxBars: 1000,
+      amendWindowMs: 0,
+    } as const;
+    expect((await closeBars(redis, keys, 0, o)).closed).toBe(3);
+    const fields = ((await redis.xrange(keys.outbox(0), '-', '+')) as [string, string[]][])[0]![1];
+    expect(await redis.xlen(keys.outbox(0))).toBe(1);
+    const queue: Queue = barsQueue(redis, keys);
+    const closer = new BarCloser(redis, queue, cfg, keys, quiet);
+    expect(await closer.drainOutbox(0)).toBe(3);
+    // a closer that died between enqueueing and deleting reads the same entry again
+    await redis.xadd(keys.outbox(0), '*', ...fields);
+    expect(await closer.drainOutbox(0)).toBe(3);
+    const jobs = await queue.getJobs(['waiting']);
+    expect(jobs).toHaveLength(1);
+    expect(
+      parseBarsJob(jobs[0]!.data)
+        .bars.map((b) => `${b.symbol} ${b.start} ${b.rev}`)
+        .sort(),
+    ).toEqual(symbols.map((s) => `${s} ${start} 0`));
     expect(await redis.xlen(keys.outbox(0))).toBe(0);
     await queue.obliterate({ force: true });
     await queue.close();

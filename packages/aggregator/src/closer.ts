@@ -13,7 +13,7 @@ import {
   reportWorkerError,
   CLOSE_QUEUE,
   barsJobId,
-  decodeOutboxEntry,
+  decodeOutboxEntries,
   horizonJobId,
   type BarsJob,
   type ClosedBar,
@@ -38,9 +38,9 @@ export interface CloseResult {
 
 /**
  * Closes bars and hands them to the writer. Closing is the closeBars Lua step (finalize + outbox,
- * atomically); handing over reads up to 1000 outbox entries (one closeBars call's worth), enqueues
- * them as one BullMQ job whose id is built from the identities (interval, symbol, start) of its
- * first and last bar and their count, then deletes the entries. A crash in between re-enqueues the
+ * atomically; the bars of one call, up to 1000, are one outbox entry); handing over enqueues an
+ * entry's bars as one BullMQ job whose id is built from the identities (interval, symbol, start)
+ * of its first and last bar and their count, then deletes the entry. A crash in between re-enqueues the
  * same bars: BullMQ drops a job id it has seen, and the writer never writes a bar not newer than
  * its file's last row. One job per outbox read rather than per bar keeps the writer far ahead of
  * the closer.
@@ -59,23 +59,35 @@ export class BarCloser {
   async closePartition(p: number, flush = false): Promise<CloseResult> {
     let closed = 0;
     let merged = false;
-    for (;;) {
-      const r = await closeBars(this.redis, this.keys, p, {
-        group: AGGREGATOR_GROUP,
-        graceMs: this.cfg.graceMs,
-        clock: this.cfg.clock,
-        flush,
-        retentionMs: this.cfg.tradesRetentionMs,
-        maxBars: 1000,
-        amendWindowMs: this.cfg.late === 'amend' ? this.cfg.lateAmendWindowMs : 0,
-      });
-      closed += r.closed;
-      merged = r.merged;
-      if (r.closed > 0) crashPoint('close:closed'); // bars are in the outbox, not yet enqueued
-      if (!r.more) break;
-      // a boundary of a whole market closes tens of thousands of bars: the writer starts on the
-      // first thousand while the rest are closed
-      await this.drainOutbox(p);
+    /** the hand-over of what the calls so far closed, under way while the next call closes */
+    let handing: Promise<number> | undefined;
+    try {
+      for (;;) {
+        const r = await closeBars(this.redis, this.keys, p, {
+          group: AGGREGATOR_GROUP,
+          graceMs: this.cfg.graceMs,
+          clock: this.cfg.clock,
+          flush,
+          retentionMs: this.cfg.tradesRetentionMs,
+          maxBars: 1000,
+          amendWindowMs: this.cfg.late === 'amend' ? this.cfg.lateAmendWindowMs : 0,
+        });
+        closed += r.closed;
+        merged = r.merged;
+        if (r.closed > 0) crashPoint('close:closed'); // bars are in the outbox, not yet enqueued
+        if (!r.more) break;
+        // a boundary of a whole market closes tens of thousands of bars: the writer starts on the
+        // first thousand while the rest are closed, each call's bars handed over while the next closes
+        // (entries are deleted only once enqueued, under ids of their bars: a drain racing another
+        // or a crash between enqueueing and deleting enqueues nothing twice)
+        await handing;
+        handing = this.drainOutbox(p);
+        handing.catch(() => undefined); // awaited below; not unhandled while the next call runs
+      }
+      await handing;
+    } finally {
+      // a call that failed: the hand-over under way ends before the error goes up (its own error is the next tick's)
+      await handing?.catch(() => undefined);
     }
     await this.drainOutbox(p);
     return { closed, merged };
@@ -102,7 +114,8 @@ export class BarCloser {
     const through = this.cfg.emptyBars === 'carry' ? Number((await this.redis.hget(this.keys.clock(p), CLOCK.covered)) ?? -1) : -1;
     let total = 0;
     for (;;) {
-      const rows = (await this.redis.xrange(outbox, '-', '+', 'COUNT', 1000)) as [string, string[]][];
+      // a closeBars call's bars are one entry (up to 1000 bars and its corrections): a few entries at a time
+      const rows = (await this.redis.xrange(outbox, '-', '+', 'COUNT', 20)) as [string, string[]][];
       if (rows.length === 0) {
         if (through > (this.horizonSent.get(p) ?? -1)) {
           const data: BarsJob = { bars: [], horizon: { partition: p, through } };
@@ -111,13 +124,30 @@ export class BarCloser {
         }
         return total;
       }
-      const bars: ClosedBar[] = rows.map(([, f]) => decodeOutboxEntry(f));
-      const data: BarsJob = { bars };
-      await this.bars.add('bars', data, { jobId: barsJobId(bars) });
-      crashPoint('close:enqueued'); // enqueued, still in the outbox
-      for (const b of bars) this.closedBars.inc({ interval: b.rev ? `corrections:${b.interval}` : b.interval });
-      await this.redis.xdel(outbox, ...rows.map(([id]) => id));
-      total += rows.length;
+      const entries = rows.map(([id, f]) => ({ id, bars: decodeOutboxEntries(f) }));
+      // whole entries per job, up to a thousand bars (entries of one bar, as earlier versions wrote, grouped)
+      for (let i = 0; i < entries.length;) {
+        const ids: string[] = [];
+        const bars: ClosedBar[] = [];
+        while (i < entries.length && (bars.length === 0 || bars.length + entries[i]!.bars.length <= 1000)) {
+          ids.push(entries[i]!.id);
+          for (const b of entries[i]!.bars) bars.push(b);
+          i++;
+        }
+        if (bars.length > 0) {
+          const data: BarsJob = { bars };
+          await this.bars.add('bars', data, { jobId: barsJobId(bars) });
+          crashPoint('close:enqueued'); // enqueued, still in the outbox
+          const counts = new Map<string, number>();
+          for (const b of bars) {
+            const k = b.rev ? `corrections:${b.interval}` : b.interval;
+            counts.set(k, (counts.get(k) ?? 0) + 1);
+          }
+          for (const [interval, n] of counts) this.closedBars.inc({ interval }, n);
+        }
+        await this.redis.xdel(outbox, ...ids);
+        total += bars.length;
+      }
     }
   }
 }

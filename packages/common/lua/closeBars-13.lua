@@ -1,6 +1,8 @@
 --[[
   Finalizes the bars whose window end plus grace has passed the watermark and moves them to the
-  outbox in the same atomic step, so a crash between closing and enqueueing loses nothing.
+  outbox in the same atomic step, so a crash between closing and enqueueing loses nothing. The bars
+  of one call are one outbox entry (field `bars`: a JSON array of [bar id, state, rev], in closing
+  order): a whole market's boundary is a few dozen entries to hand over, not one per bar.
 
   A window is closed only once every entry ingested before the watermark passed its end plus grace
   has been merged (DESIGN: a backlog delays bars, it never makes on-time trades late). To know that,
@@ -71,9 +73,10 @@ local delivered, minPending, mergedThrough = groupProgress(stream, group)
 local horizon = closingHorizon(clock, wm, lastId, grace, flush, mergedThrough)
 
 local closed, more = 0, false
+local out = {}
 if horizon then
   local lastEnd
-  closed, lastEnd, more = closeDue(k, horizon, maxBars, held, anyHeld, amendMs)
+  closed, lastEnd, more = closeDue(k, out, horizon, maxBars, held, anyHeld, amendMs)
   -- The horizon (and with it `closed`, `covered` and the corrections due) moves only once every bar
   -- up to it has left the open set: a call that stopped at its bar limit, or that skipped held
   -- symbols, leaves it where it was, so a correction never finds its bar still open.
@@ -81,10 +84,11 @@ if horizon then
   if horizon then wm = recordCoverage(clock, horizon, wm, grace, lastEnd) end
 end
 if amendMs > 0 and horizon then
-  local emitted, moreDue = emitCorrections(k, clock, horizon, wm, grace, amendMs, maxBars)
+  local emitted, moreDue = emitCorrections(k, out, clock, horizon, wm, grace, amendMs, maxBars)
   closed = closed + emitted
   more = more or moreDue
 end
+if #out > 0 then redis.call('XADD', k.outbox, '*', 'bars', cjson.encode(out)) end
 trimByAge(stream, late, now, retention, delivered, minPending)
 
 local h = -1

@@ -183,6 +183,17 @@ export class CsvFiles {
     this.header = stringify([this.headerCells]);
   }
 
+  /** interval -> symbol -> its file (csvPath, worked out once: a whole market's boundary asks for tens of thousands) */
+  private readonly paths = new Map<string, Map<string, string>>();
+
+  private pathOf(interval: string, symbol: string): string {
+    let bySymbol = this.paths.get(interval);
+    if (!bySymbol) this.paths.set(interval, (bySymbol = new Map()));
+    let path = bySymbol.get(symbol);
+    if (path === undefined) bySymbol.set(symbol, (path = csvPath(this.dataDir, interval, symbol)));
+    return path;
+  }
+
   get columns(): { extra: boolean } {
     return { extra: this.extraColumns };
   }
@@ -200,7 +211,7 @@ export class CsvFiles {
 
   /** Appends a row already formatted (a row restored from bars:{interval}). */
   appendRow(interval: string, symbol: string, start: number, text: string, close: string): 'written' | 'present' | 'stale' {
-    const path = csvPath(this.dataDir, interval, symbol);
+    const path = this.pathOf(interval, symbol);
     const f = this.fileState(path, interval, symbol);
     if (f.last !== undefined && start <= f.last.start) {
       // judged by the last row as this writer left it: only once the file is found as it was
@@ -239,7 +250,7 @@ export class CsvFiles {
    * as it is. Returns whether it created one.
    */
   prepare(interval: string, symbol: string): boolean {
-    const path = csvPath(this.dataDir, interval, symbol);
+    const path = this.pathOf(interval, symbol);
     if (this.state.has(path) || this.pending) return false;
     const f = this.fileState(path, interval, symbol);
     if (f.size !== 0) return false;
@@ -258,7 +269,7 @@ export class CsvFiles {
 
   /** The last row of a file: start and close (read from the file the first time). */
   lastOf(interval: string, symbol: string): { start: number; close: string } | undefined {
-    return this.fileState(csvPath(this.dataDir, interval, symbol), interval, symbol).last;
+    return this.fileState(this.pathOf(interval, symbol), interval, symbol).last;
   }
 
   /**
@@ -267,7 +278,7 @@ export class CsvFiles {
    * for the writer to restore before it appends anything after them.
    */
   verify(interval: string, symbol: string): void {
-    const path = csvPath(this.dataDir, interval, symbol);
+    const path = this.pathOf(interval, symbol);
     const f = this.state.get(path);
     if (f === undefined || !this.changed(path, f)) return;
     this.state.delete(path);

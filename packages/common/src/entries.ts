@@ -127,7 +127,25 @@ export function barRowCells(b: TappedBar): BarRowCells {
 // ---------------------------------------------------------------------------------------------
 // outbox:{p}: bars closeBars has closed, on their way to the writer's queue (written by closeBars-13.lua)
 
-/** A closed bar as the outbox holds it (fields `bar`: the bar id, `state`, and `rev` on corrections): the writer job's ClosedBar. */
+/**
+ * The bars of an outbox entry, in closing order. closeBars writes the bars of one call as one entry,
+ * field `bars`: a JSON array of [bar id, state, rev]. An entry of one bar — fields `bar` (the bar
+ * id), `state`, and `rev` on corrections — is the form earlier versions wrote: read still, so an
+ * outbox they left is handed over too.
+ */
+export function decodeOutboxEntries(fields: readonly string[]): ClosedBar[] {
+  const batch = field(fields, 'bars');
+  if (batch === '') return [decodeOutboxEntry(fields)];
+  const list = JSON.parse(batch) as unknown;
+  if (!Array.isArray(list)) throw new Error(`an outbox entry whose bars are not a list: ${batch.slice(0, 80)}`);
+  return list.map((b: unknown) => {
+    if (!Array.isArray(b) || typeof b[0] !== 'string' || typeof b[1] !== 'string' || typeof b[2] !== 'number')
+      throw new Error(`an outbox entry with a bar of another shape: ${JSON.stringify(b).slice(0, 80)}`);
+    return { ...parseBarId(b[0]), state: b[1], rev: b[2] };
+  });
+}
+
+/** One bar's entry (fields `bar`: the bar id, `state`, and `rev` on corrections): the writer job's ClosedBar. */
 export function decodeOutboxEntry(fields: readonly string[]): ClosedBar {
   return { ...parseBarId(field(fields, 'bar')), state: field(fields, 'state'), rev: Number(field(fields, 'rev') || 0) };
 }

@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import type { Redis, Cluster, Result } from 'ioredis';
+import type { Redis, Cluster, ChainableCommander, Result } from 'ioredis';
 import type { Keys } from './keys.js';
 import { encodeBarState, tradeLine, type PartialBar, type Preaggregated, type Trade } from '@candlewick/core';
 import type { RedisClient } from './client.js';
@@ -19,6 +19,7 @@ export const SCRIPTS = {
   mergeBatch: 'mergeBatch-8.lua',
   closeBars: 'closeBars-13.lua',
   mergeBackfill: 'mergeBackfill-7.lua',
+  publishBars: 'publishBars-1.lua',
 } as const;
 
 type Arg = string | number;
@@ -29,6 +30,7 @@ declare module 'ioredis' {
     cwMergeBatch_v3(...args: Arg[]): Result<(string | number)[], Context>;
     cwCloseBars_v3(...args: Arg[]): Result<number[], Context>;
     cwMergeBackfill_v3(...args: Arg[]): Result<number, Context>;
+    cwPublishBars_v3(...args: Arg[]): Result<number, Context>;
   }
 }
 
@@ -332,6 +334,21 @@ export async function mergeBackfill(redis: RedisClient, k: Keys, p: number, m: M
   return r === MERGE_BACKFILL.MERGED ? 'merged' : r === MERGE_BACKFILL.HOLD_EXPIRED ? 'hold-expired' : 'not-mine';
 }
 
+// ---------------------------------------------------------------------------------------------
+// publishBars: the writer publishes a job's bars on bars:{interval}
+
+/** bars per publishBars call: a script call holds Redis a millisecond or two, not longer */
+export const PUBLISH_BARS_PER_CALL = 500;
+
+/**
+ * Adds publishBars calls for `entries` (each encodeBarEntry's fields) on bars:{interval} to a
+ * transaction or pipeline: PUBLISH_BARS_PER_CALL bars a call, in order.
+ */
+export function publishBars(tx: ChainableCommander, stream: string, minId: string, entries: readonly (readonly string[])[]): void {
+  for (let i = 0; i < entries.length; i += PUBLISH_BARS_PER_CALL)
+    tx.cwPublishBars_v3(stream, minId, JSON.stringify(entries.slice(i, i + PUBLISH_BARS_PER_CALL)));
+}
+
 /** Every script with its KEYS for partition p: each list lies in one Redis Cluster slot. */
 export function scriptKeys(k: Keys, p: number): Record<keyof typeof SCRIPTS, string[]> {
   return {
@@ -339,5 +356,6 @@ export function scriptKeys(k: Keys, p: number): Record<keyof typeof SCRIPTS, str
     mergeBatch: mergeBatchKeys(k, p),
     closeBars: closeBarsKeys(k, p),
     mergeBackfill: mergeBackfillKeys(k, p),
+    publishBars: [k.bars('1min')],
   };
 }

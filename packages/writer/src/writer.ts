@@ -13,6 +13,7 @@ import {
   duplicateRedis,
   encodeBarEntry,
   parseBarsJob,
+  publishBars,
   type BarsJob,
   type BarRowCells,
   metrics,
@@ -152,54 +153,73 @@ export class WriterService {
   }
 
   private preparing: NodeJS.Timeout | undefined;
+  /**
+   * the files (interval|symbol) made ready or found there: the next passes skip them without
+   * working out their paths (a pass reads every open bar, tens of thousands for a whole market)
+   */
+  private readonly prepared = new Set<string>();
   private prepareRunning = false;
+  private stopped = false;
   private prepareRefused = false;
   /** a job being written: preparing files yields to it */
   private jobs = 0;
 
   /**
    * The files of the bars now open, created ahead of their first row (CsvFiles.prepare): read from
-   * the open index every PREPARE_EVERY_MS, a few hundred files at a time, giving way to any job.
+   * the open index every PREPARE_EVERY_MS, a few hundred files at a time, giving way to any job. A
+   * pass that created files is followed at once by another, for the bars that opened meanwhile (a
+   * whole market subscribing at start opens its bars over seconds, and its first boundary may be
+   * close): files are created as fast as the disk takes them until none is missing.
    */
   private async prepareFiles(): Promise<void> {
     if (this.prepareRunning || this.prepareRefused) return;
     this.prepareRunning = true;
     try {
-      for (let p = 0; p < this.cfg.partitions; p++) {
-        const seen = new Set<string>();
-        let ids: string[];
-        try {
-          ids = await this.redis.zrange(this.keys.openIndex(p), 0, -1);
-        } catch (err) {
-          if (/NOPERM/.test((err as Error).message)) {
-            this.prepareRefused = true;
-            this.log.warn(
-              { err },
-              "the writer's Redis user may not read the open bars' index: files are created at their first row (give it the shipped ACL)",
-            );
-          } else reportRedisError(this.log, err, 'reading the open bars to prepare their files failed');
-          return;
-        }
-        let n = 0;
-        for (const id of ids) {
-          const { interval, symbol } = parseBarId(id);
-          const key = `${interval}\u0000${symbol}`;
-          if (seen.has(key)) continue;
-          seen.add(key);
-          try {
-            this.files.prepare(interval, symbol);
-          } catch {
-            // a file the first row will report on (a clash of names, a disk refusing writes)
-          }
-          if (++n % 200 === 0) {
-            await new Promise((r) => setImmediate(r));
-            while (this.jobs > 0) await sleep(50);
-          }
-        }
-      }
+      while (!this.stopped && (await this.preparePass()) > 0);
     } finally {
       this.prepareRunning = false;
     }
+  }
+
+  /** One pass over the open bars of every partition; returns how many files it created. */
+  private async preparePass(): Promise<number> {
+    let created = 0;
+    for (let p = 0; p < this.cfg.partitions; p++) {
+      const seen = new Set<string>();
+      let ids: string[];
+      try {
+        ids = await this.redis.zrange(this.keys.openIndex(p), 0, -1);
+      } catch (err) {
+        if (/NOPERM/.test((err as Error).message)) {
+          this.prepareRefused = true;
+          this.log.warn(
+            { err },
+            "the writer's Redis user may not read the open bars' index: files are created at their first row (give it the shipped ACL)",
+          );
+        } else reportRedisError(this.log, err, 'reading the open bars to prepare their files failed');
+        return 0;
+      }
+      let n = 0;
+      for (const id of ids) {
+        // interval|symbol: the file; one seen before (this pass, or made ready in an earlier one) is skipped
+        const file = id.slice(0, id.lastIndexOf('|'));
+        if (this.stopped) return created;
+        if (seen.has(file) || this.prepared.has(file)) continue;
+        seen.add(file);
+        const { interval, symbol } = parseBarId(id);
+        try {
+          if (this.files.prepare(interval, symbol)) created++;
+          this.prepared.add(file);
+        } catch {
+          // a file the first row will report on (a clash of names, a disk refusing writes)
+        }
+        if (++n % 200 === 0) {
+          await new Promise((r) => setImmediate(r));
+          while (this.jobs > 0) await sleep(50);
+        }
+      }
+    }
+    return created;
   }
 
   private lease: RedisLease | undefined;
@@ -343,6 +363,8 @@ export class WriterService {
     const counts = new Map<string, number>();
     let written = 0;
     let skipped = 0;
+    /** bars:{interval} -> the entries to publish there, in order (one publishBars call per few hundred) */
+    const entries = new Map<string, string[][]>();
     const publish = (interval: string, symbol: string, start: number, cells: BarRowCells, rev: number) => {
       const stream = this.keys.bars(interval);
       const fields = encodeBarEntry(symbol, start, rev, cells);
@@ -351,7 +373,9 @@ export class WriterService {
         if (!this.unpublished.has(key)) this.unpublished.set(key, new Map());
         this.unpublished.get(key)!.set(start, fields);
       }
-      steps.push((tx) => void tx.on(stream).xadd(stream, 'MINID', '~', minId, '*', ...fields));
+      let list = entries.get(stream);
+      if (!list) entries.set(stream, (list = []));
+      list.push(fields);
     };
     const ready = async (interval: string, symbol: string) => {
       await this.onDisk(() => this.files.verify(interval, symbol));
@@ -409,6 +433,7 @@ export class WriterService {
         }
       }
     }
+    for (const [stream, list] of entries) steps.push((tx) => publishBars(tx.on(stream), stream, minId, list));
     const stats = this.keys.stats();
     for (const [interval, n] of counts) steps.push((tx) => void tx.on(stats).hincrby(stats, writtenField(interval), n));
     // Redis refusing writes (its memory full, its disk): the rows are in the files; the publish and
@@ -445,6 +470,7 @@ export class WriterService {
   }
 
   async stop(): Promise<void> {
+    this.stopped = true;
     if (this.preparing) clearInterval(this.preparing);
     // the job in progress is finished first (closeWorker: Worker.close, bounded only once no job runs)
     if (this.worker) await closeWorker(this.worker, () => this.jobsInProgress > 0, this.log);

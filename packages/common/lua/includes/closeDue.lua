@@ -1,11 +1,12 @@
--- Phase "close": bars whose window end is <= horizon leave the open set into the outbox, at most
--- maxBars of them, skipping held symbols; with LATE=amend each is also kept (rev 0) for corrections.
+-- Phase "close": bars whose window end is <= horizon leave the open set, at most maxBars of them,
+-- skipping held symbols, each onto `out` ({bar id, state, rev}: the script writes them to the outbox
+-- as one entry at its end); with LATE=amend each is also kept (rev 0) for corrections.
 -- Flags waiting for a bar (backfill: incomplete, sources) are folded in as it closes. A bar starting
 -- at or before the clock's `lost` (Redis lost candlewick's data then: see addTrades' marker) was open
 -- when its earlier trades vanished: it closes incomplete, never as if whole.
 -- Returns how many closed, the last closed window end (false: none) and whether it stopped at maxBars.
 --- @include "mergeState"
-local function closeDue(k, horizon, maxBars, held, anyHeld, amendMs)
+local function closeDue(k, out, horizon, maxBars, held, anyHeld, amendMs)
   local withFlags = redis.call('HLEN', k.barFlags) > 0
   local lost = tonumber(redis.call('HGET', k.clock, 'lost') or '-1')
   local max = horizon == math.huge and '+inf' or string.format('%d', horizon)
@@ -39,7 +40,7 @@ local function closeDue(k, horizon, maxBars, held, anyHeld, amendMs)
           state = mergeState(state, '|~|||||0|0|0|1')
         end
         if state then
-          redis.call('XADD', k.outbox, '*', 'bar', id, 'state', state)
+          out[#out + 1] = {id, state, 0}
           closedCount = closedCount + 1
           if amendMs > 0 then
             redis.call('HSET', k.closedBars, id, '0#' .. state)

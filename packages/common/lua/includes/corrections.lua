@@ -1,5 +1,6 @@
 -- Phase "corrections" (LATE=amend): late trades folded per bar wait in `amends` until their bar has
--- closed; then the corrected bar (the closed one merged with them, revision n + 1) goes to the outbox.
+-- closed; then the corrected bar (the closed one merged with them, revision n + 1) goes to `out`
+-- (the outbox entry).
 -- A bar evicted before its correction came counts its trades as amendTooOld (partition stats). Then closed bars no
 -- trade still on its way can correct are forgotten: the aggregators fold a late trade into a
 -- correction only while its bar's end + amendMs is after the watermark it was ingested under, and
@@ -7,7 +8,7 @@
 -- so bars ending by W - amendMs are past every future correction. Not while due corrections are
 -- left for the next call: their bars must still be here. Returns how many corrections went out and
 -- whether more are due.
-local function emitCorrections(k, clock, horizon, wm, grace, amendMs, maxBars)
+local function emitCorrections(k, out, clock, horizon, wm, grace, amendMs, maxBars)
   local through = tonumber(redis.call('HGET', clock, 'closed') or '-1')
   if horizon == math.huge then through = math.huge end
   local max = through == math.huge and '+inf' or string.format('%d', through)
@@ -31,7 +32,7 @@ local function emitCorrections(k, clock, horizon, wm, grace, amendMs, maxBars)
       end
       redis.call('HSET', k.closedBars, id, rev .. '#' .. enc)
       redis.call('ZADD', k.closedIndex, wend, id)
-      redis.call('XADD', k.outbox, '*', 'bar', id, 'state', enc, 'rev', rev)
+      out[#out + 1] = {id, enc, rev}
       emitted = emitted + 1
     end
   end
