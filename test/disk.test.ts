@@ -20,7 +20,7 @@ function tmpfs(dir: string, kb: number): void {
 
 const clock = new Clock('America/New_York');
 const T = Date.parse('2019-11-03T05:00:00Z');
-const bar = (i: number) => ({ ...barFromTrade(`${100 + i}.123456`, 1234.5, orderKey(T + i * 60_000, '1-0')), n: 7 });
+const bar = (i: number) => ({ ...barFromTrade(`${100 + i}.123456`, 1234.5, orderKey(T + i * 60_000, '1-0')), trades: 7 });
 
 describe('a full disk', () => {
   it('never leaves half a row or a file without its header: a failed append is cut back, and the next one starts clean', (ctx) => {

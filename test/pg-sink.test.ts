@@ -62,7 +62,7 @@ async function publishBars(prefix: string, from: number, n: number): Promise<Map
     close,
     vwap: '1.75',
     volume: '10',
-    n: '4',
+    trades: '4',
     complete: true,
     sources: 'live',
   });
@@ -153,7 +153,7 @@ describe('pg-sink: closed bars in PostgreSQL', () => {
       close,
       vwap: '10.5',
       volume: '3',
-      n: '3',
+      trades: '3',
       complete: true,
       sources: 'live',
     });
@@ -277,7 +277,7 @@ describe('pg-sink: closed bars in PostgreSQL', () => {
       close: '1',
       vwap: '',
       volume: '1',
-      n: '',
+      trades: '',
       complete: true,
       sources: 'live',
     };

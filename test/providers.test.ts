@@ -151,7 +151,7 @@ describe('the splice', () => {
     );
     expect(s.used).toBe(2);
     const minute = s.partials.get(`1min|AIG|${T('2013-10-10T10:15:00-04:00')}`)!.state;
-    expect(minute).toMatchObject({ open: '10', close: '10.4', n: 2, flags: BAR_FLAGS.MASSIVE_TRADES });
+    expect(minute).toMatchObject({ open: '10', close: '10.4', trades: 2, flags: BAR_FLAGS.MASSIVE_TRADES });
     expect(volumeNumber(minute.volume)).toBe(3);
     expect(s.flags.size).toBe(0);
   });
@@ -174,7 +174,7 @@ describe('the splice', () => {
     const s = splicer.candles(req, [c(0), c(14), c(15)], BAR_FLAGS.FINNHUB_CANDLES);
     expect(s.used).toBe(2);
     const hour = s.partials.get(`1h|AIG|${T('2013-10-10T10:00:00-04:00')}`)!.state;
-    expect(hour).toMatchObject({ n: 0, flags: BAR_FLAGS.FINNHUB_CANDLES | BAR_FLAGS.APPROXIMATE });
+    expect(hour).toMatchObject({ trades: 0, flags: BAR_FLAGS.FINNHUB_CANDLES | BAR_FLAGS.APPROXIMATE });
     expect(volumeNumber(hour.volume)).toBe(20);
     expect(s.flags.get(`1min|AIG|${T('2013-10-10T10:15:00-04:00')}`)).toBe(BAR_FLAGS.INCOMPLETE);
   });
@@ -234,7 +234,7 @@ describe('exactly once', () => {
       await b.stop();
       const want = tape.filter((x) => x.t >= T('2013-10-10T10:00:00-04:00') && x.t < first.t);
       const hour = decodeBarState(after[`1h|AIG|${T('2013-10-10T10:00:00-04:00')}`]!);
-      expect(hour.n).toBe(want.length);
+      expect(hour.trades).toBe(want.length);
       expect(volumeNumber(hour.volume)).toBe(want.reduce((v, x) => v + x.v, 0));
       expect(Number((await redis.hgetall(keys.partitionStats(0))).backfilled)).toBe(want.length);
       expect(await redis.hexists(keys.holds(0), 'AIG')).toBe(0);

@@ -14,7 +14,7 @@ afterAll(() => redis.quit());
 const quiet = pino({ level: 'silent' });
 const clock = new Clock('America/New_York');
 const start = Date.parse('2019-11-03T05:00:00Z');
-const bar = (p: string, n = 1) => ({ ...barFromTrade(p, 2, orderKey(start, '1-0')), n });
+const bar = (p: string, n = 1) => ({ ...barFromTrade(p, 2, orderKey(start, '1-0')), trades: n });
 
 describe('CSV files', () => {
   it('never write a bar twice, and learn the last row back from the file after a restart', () => {
@@ -142,7 +142,7 @@ describe('EMPTY_BARS=carry', () => {
     expect(labels[0]).toBe('2013-10-07T15:59:00-04:00');
     expect(labels[1]).toBe('2013-10-08T09:30:00-04:00'); // nothing after the close, nothing overnight
     expect(labels).toHaveLength(1 + 30);
-    expect(spy.every((f) => f.state.close === '167.5' && f.state.volume === 0n && f.state.n === 0)).toBe(true);
+    expect(spy.every((f) => f.state.close === '167.5' && f.state.volume === 0n && f.state.trades === 0)).toBe(true);
     const btc = carry.fill(files, '1min', 'BINANCE:BTCUSDT', undefined, through);
     expect(btc).toHaveLength(18 * 60 + 1); // every minute from 15:59 to 09:59
     // a real bar later: the gap before it is filled first, in order, and nothing twice

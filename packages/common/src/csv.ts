@@ -36,10 +36,10 @@ export function correctionsPath(dataDir: string, interval: string, symbol: strin
  * VWAP and num_transactions as written: empty where unknown, i.e. no volume (VWAP), or part of the
  * bar from candles without them (APPROXIMATE): never made up.
  */
-export function barCells(b: BarState): { vwap: string; n: string } {
-  if ((b.flags ?? 0) & BAR_FLAGS.APPROXIMATE) return { vwap: '', n: '' };
+export function barCells(b: BarState): { vwap: string; trades: string } {
+  if ((b.flags ?? 0) & BAR_FLAGS.APPROXIMATE) return { vwap: '', trades: '' };
   const v = vwap(b);
-  return { vwap: Number.isNaN(v) ? '' : formatNumber(v), n: String(b.n) };
+  return { vwap: Number.isNaN(v) ? '' : formatNumber(v), trades: String(b.trades) };
 }
 
 /**
@@ -47,7 +47,7 @@ export function barCells(b: BarState): { vwap: string; n: string } {
  * daily bar its date), prices as received, VWAP, volume, count.
  */
 export function rowCells(clock: Clock, start: number, b: BarState, day = false): BarRowCells {
-  const { vwap: vw, n } = barCells(b);
+  const { vwap: vw, trades } = barCells(b);
   const flags = b.flags ?? 0;
   return {
     timestamp: clock.labelOf(start, day),
@@ -57,7 +57,7 @@ export function rowCells(clock: Clock, start: number, b: BarState, day = false):
     close: b.close,
     vwap: vw,
     volume: formatNumber(volumeNumber(b.volume)),
-    n,
+    trades,
     complete: (flags & BAR_FLAGS.INCOMPLETE) === 0,
     sources: barSources(flags),
   };
@@ -67,7 +67,7 @@ export function rowCells(clock: Clock, start: number, b: BarState, day = false):
 const NEEDS_QUOTES = /[",\r\n]/;
 
 export function formatRow(c: BarRowCells, extraColumns = false): string {
-  const row: string[] = [c.timestamp, c.open, c.high, c.low, c.close, c.vwap, c.volume, c.n];
+  const row: string[] = [c.timestamp, c.open, c.high, c.low, c.close, c.vwap, c.volume, c.trades];
   if (extraColumns) row.push(c.complete ? 'true' : 'false', c.sources);
   // A bar's cells are numbers and a label: joined as they are, which is what csv-stringify writes
   // for them, at a small part of its cost per row (tens of thousands of rows close at once on a

@@ -33,7 +33,7 @@ export interface BarRowCells {
   vwap: string;
   volume: string;
   /** trade count, empty when unknown */
-  n: string;
+  trades: string;
   complete: boolean;
   sources: string;
 }
@@ -49,7 +49,7 @@ export interface BarIdentity {
 }
 
 /** A closed bar as the writer published it (its bars:{interval} entry id, and the trade count read). */
-export interface TappedBar extends BarIdentity, Omit<BarRowCells, 'n'> {
+export interface TappedBar extends BarIdentity, Omit<BarRowCells, 'trades'> {
   id: string;
   /** trade count; undefined when unknown */
   trades: number | undefined;
@@ -77,7 +77,7 @@ export function encodeBarEntry(symbol: string, start: number, rev: number, c: Ba
     'v',
     c.volume,
     'n',
-    c.n,
+    c.trades,
     'rev',
     String(rev),
     'complete',
@@ -118,7 +118,7 @@ export function barRowCells(b: TappedBar): BarRowCells {
     close: b.close,
     vwap: b.vwap,
     volume: b.volume,
-    n: b.trades === undefined ? '' : String(b.trades),
+    trades: b.trades === undefined ? '' : String(b.trades),
     complete: b.complete,
     sources: b.sources,
   };

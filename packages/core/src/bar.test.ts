@@ -28,7 +28,7 @@ describe('mergeInto', () => {
     expect(a.low).toBe('9');
     expect(volumeNumber(a.volume)).toBe(10);
     expect(a.volume).toBe(10n * 10n ** 10n);
-    expect(a.n).toBe(4);
+    expect(a.trades).toBe(4);
     expect(vwap(a)).toBeCloseTo((10 + 24 + 27 + 44) / 10, 12);
   });
 

@@ -22,7 +22,7 @@ export interface BarState {
   /** Σ price × volume, PV_DIGITS decimals, for the VWAP */
   pv: bigint;
   /** number of trades */
-  n: number;
+  trades: number;
   /** BAR_FLAGS bits (completeness, sources); absent = 0 */
   flags?: number;
 }
@@ -88,7 +88,7 @@ export function barFromTrade(price: string, volume: number, key: string): BarSta
     closeKey: key,
     volume: v,
     pv: toScaled(price, PRICE_DIGITS) * v,
-    n: 1,
+    trades: 1,
   };
 }
 
@@ -113,13 +113,13 @@ export function mergeInto(a: BarState, b: BarState): BarState {
   if (b.low !== '' && (a.low === '' || Number(b.low) < Number(a.low))) a.low = b.low;
   a.volume += b.volume;
   a.pv += b.pv;
-  a.n += b.n;
+  a.trades += b.trades;
   if (b.flags) a.flags = (a.flags ?? 0) | b.flags;
   return a;
 }
 
 export function encodeBarState(b: BarState): string {
-  const s = `${b.open}|${b.openKey}|${b.high}|${b.low}|${b.close}|${b.closeKey}|${b.volume}|${b.pv}|${b.n}`;
+  const s = `${b.open}|${b.openKey}|${b.high}|${b.low}|${b.close}|${b.closeKey}|${b.volume}|${b.pv}|${b.trades}`;
   return b.flags ? `${s}|${b.flags}` : s;
 }
 
@@ -135,7 +135,7 @@ export function decodeBarState(s: string): BarState {
     closeKey: f[5]!,
     volume: BigInt(f[6]!),
     pv: BigInt(f[7]!),
-    n: Number(f[8]),
+    trades: Number(f[8]),
   };
   if (f.length === 10 && f[9] !== '0') state.flags = Number(f[9]);
   return state;

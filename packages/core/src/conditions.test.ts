@@ -82,7 +82,7 @@ describe('merging partials whose trades may not set every field', () => {
     closeKey: key(t),
     volume: BigInt(v),
     pv: BigInt(+p * v),
-    n: 1,
+    trades: 1,
   });
   const volumeOnly = (v: number, p: number): BarState => ({
     open: '',
@@ -93,7 +93,7 @@ describe('merging partials whose trades may not set every field', () => {
     closeKey: '',
     volume: BigInt(v),
     pv: BigInt(p * v),
-    n: 1,
+    trades: 1,
   });
 
   it('a volume-only partial adds volume and never a price, in either order', () => {
@@ -109,13 +109,23 @@ describe('merging partials whose trades may not set every field', () => {
         closeKey: key(5),
         volume: 150n,
         pv: 1450n,
-        n: 2,
+        trades: 2,
       });
   });
 
   it('a partial with extremes but no open/close moves high and low only', () => {
-    const noLast: BarState = { open: '', openKey: NO_OPEN_KEY, high: '12', low: '8', close: '', closeKey: '', volume: 1n, pv: 12n, n: 1 };
-    expect(mergeInto(full(5, '10', 1), noLast)).toMatchObject({ open: '10', close: '10', high: '12', low: '8', n: 2 });
+    const noLast: BarState = {
+      open: '',
+      openKey: NO_OPEN_KEY,
+      high: '12',
+      low: '8',
+      close: '',
+      closeKey: '',
+      volume: 1n,
+      pv: 12n,
+      trades: 1,
+    };
+    expect(mergeInto(full(5, '10', 1), noLast)).toMatchObject({ open: '10', close: '10', high: '12', low: '8', trades: 2 });
   });
 
   it('two volume-only partials stay without prices', () => {

@@ -123,7 +123,7 @@ describe('CONDITIONS=cta-utp', () => {
   it('lets each print set only its fields; a print that may set nothing is left out and counted', () => {
     const r = fold(intervals, {}, { conditions: new ConditionRules() }).run(minute);
     const bar = only(r, `1min|IBM|${Date.parse('2013-10-07T13:31:00Z')}`);
-    expect(bar).toMatchObject({ open: '181', high: '190', low: '181', close: '182', n: 5 });
+    expect(bar).toMatchObject({ open: '181', high: '190', low: '181', close: '182', trades: 5 });
     expect(volumeNumber(bar.volume)).toBe(610);
     expect(vwap(bar)).toBeCloseTo((180 * 10 + 181 * 100 + 190 * 100 + 182 * 100 + 170 * 300) / 610, 9);
     expect(r.excluded).toBe(1);
@@ -139,7 +139,7 @@ describe('CONDITIONS=cta-utp', () => {
   it('CONDITIONS=all counts every print alike', () => {
     const r = fold(intervals).run(minute);
     const all = only(r, `1min|IBM|${Date.parse('2013-10-07T13:31:00Z')}`);
-    expect(all).toMatchObject({ open: '180', high: '190', low: '150', close: '170', n: 6 });
+    expect(all).toMatchObject({ open: '180', high: '190', low: '150', close: '170', trades: 6 });
     expect(volumeNumber(all.volume)).toBe(5610);
     expect(r.excluded).toBe(0);
   });
@@ -150,7 +150,7 @@ describe('CONDITIONS=cta-utp', () => {
       withC('181', '2013-10-07T13:40:30Z', ['Cash'], 20),
     ]);
     const bar = only(r, `1min|IBM|${Date.parse('2013-10-07T13:40:00Z')}`);
-    expect(bar).toMatchObject({ open: '', high: '', low: '', close: '', n: 2 });
+    expect(bar).toMatchObject({ open: '', high: '', low: '', close: '', trades: 2 });
     expect(volumeNumber(bar.volume)).toBe(30);
   });
 
@@ -202,9 +202,9 @@ describe('price updates without a trade (v = 0)', () => {
       upd('1.13', '2024-03-05T15:01:10Z'),
     ]);
     const m1 = r.bars.get(`1min|OANDA:EUR_USD|${Date.parse('2024-03-05T15:00:00Z')}`)!.state;
-    expect([m1.open, m1.high, m1.low, m1.close, m1.n, volumeNumber(m1.volume)]).toEqual(['1.10', '1.12', '1.09', '1.11', 1, 5]);
+    expect([m1.open, m1.high, m1.low, m1.close, m1.trades, volumeNumber(m1.volume)]).toEqual(['1.10', '1.12', '1.09', '1.11', 1, 5]);
     expect(vwap(m1)).toBeCloseTo(1.11, 12); // the one trade's price: updates weigh nothing
     const only = r.bars.get(`1min|OANDA:EUR_USD|${Date.parse('2024-03-05T15:01:00Z')}`)!.state;
-    expect([only.open, only.close, only.n, volumeNumber(only.volume), Number.isNaN(vwap(only))]).toEqual(['1.13', '1.13', 0, 0, true]);
+    expect([only.open, only.close, only.trades, volumeNumber(only.volume), Number.isNaN(vwap(only))]).toEqual(['1.13', '1.13', 0, 0, true]);
   });
 });

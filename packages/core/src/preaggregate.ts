@@ -312,8 +312,8 @@ export class Preaggregator {
       const flags = this.flags;
       const state = (): BarState =>
         flags
-          ? { open: b.open, openKey, high: b.high, low: b.low, close: b.close, closeKey, volume: b.v, pv: b.pv, n: b.n, flags }
-          : { open: b.open, openKey, high: b.high, low: b.low, close: b.close, closeKey, volume: b.v, pv: b.pv, n: b.n };
+          ? { open: b.open, openKey, high: b.high, low: b.low, close: b.close, closeKey, volume: b.v, pv: b.pv, trades: b.n, flags }
+          : { open: b.open, openKey, high: b.high, low: b.low, close: b.close, closeKey, volume: b.v, pv: b.pv, trades: b.n };
       this.rollUp(bars, b.s, b.start, state);
     }
     return { bars, excluded };

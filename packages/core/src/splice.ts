@@ -65,7 +65,7 @@ export function candleState(c: Candle, sourceFlag: number): BarState {
     volume: toScaled(c.volume, VOLUME_DIGITS),
     // never a VWAP made up from closes: without the provider's, the bar's VWAP is unknown
     pv: c.vwap !== undefined ? toScaled(c.vwap, PRICE_DIGITS) * toScaled(c.volume, VOLUME_DIGITS) : 0n,
-    n: c.n ?? 0,
+    trades: c.n ?? 0,
     flags: sourceFlag | (approximate ? BAR_FLAGS.APPROXIMATE : 0),
   };
 }

@@ -30,7 +30,7 @@ import { BarCalendar, decodeBarState, parseBarId, type Clock } from '@candlewick
  * volume are the CSV's text as written (JSON strings): a number would drop what was received
  * (`1.10` read back as `1.1`, `0.00000012` as `1.2e-7`).
  */
-export interface ApiBar extends BarIdentity, Omit<BarRowCells, 'n' | 'vwap'> {
+export interface ApiBar extends BarIdentity, Omit<BarRowCells, 'trades' | 'vwap'> {
   /** null when unknown (no volume, or part of the bar from candles without it) */
   vwap: string | null;
   /** null when unknown */
@@ -81,7 +81,7 @@ export function apiBar(interval: string, symbol: string, start: number, c: BarRo
     close: c.close,
     vwap: c.vwap === '' ? null : c.vwap,
     volume: c.volume,
-    trades: num(c.n),
+    trades: num(c.trades),
     complete: c.complete,
     sources: c.sources,
     rev,

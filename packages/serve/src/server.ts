@@ -412,7 +412,7 @@ function rowToBar(line: string, rev: number, symbol: string, interval: string, s
     close: f[4]!,
     vwap: f[5] ?? '',
     volume: f[6]!,
-    n: f[7] ?? '',
+    trades: f[7] ?? '',
     complete: f[8] === undefined ? true : f[8] === 'true',
     sources: f[9] ?? 'live',
   };

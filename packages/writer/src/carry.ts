@@ -45,7 +45,7 @@ export class Carry {
       if (before !== undefined ? start >= before : next > (through ?? -Infinity)) break;
       if (this.calendar.hasFlatBar(symbol, start, iv)) {
         const p = last.close;
-        const state: BarState = { open: p, openKey: '', high: p, low: p, close: p, closeKey: '', volume: 0n, pv: 0n, n: 0 };
+        const state: BarState = { open: p, openKey: '', high: p, low: p, close: p, closeKey: '', volume: 0n, pv: 0n, trades: 0 };
         if (files.append(interval, symbol, start, state) === 'written') {
           out.push({ start, state });
           onWritten({ start, state });
