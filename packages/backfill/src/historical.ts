@@ -1,4 +1,4 @@
-import { type Config, type Logger } from '@candlewick/common';
+import { rowCells, type BarRowCells, type Config, type Logger } from '@candlewick/common';
 import { BAR_FLAGS, Clock, candleState, parseBarId, tradeEntries } from '@candlewick/core';
 import { CsvFiles } from '@candlewick/common';
 import type { Partial } from '@candlewick/core';
@@ -33,17 +33,14 @@ export async function runHistorical(
   to: number,
   log: Logger,
   progress: Progress,
+  /** each day's rows, written or found in the files already: into the table in PostgreSQL (DATABASE_URL) */
+  onRows?: (rows: { interval: string; symbol: string; start: number; cells: BarRowCells }[]) => Promise<void>,
 ): Promise<HistoricalResult> {
   const clock = new Clock(cfg.tz);
   const provider = makeProvider(cfg, log);
   const pre = backfillPreaggregator(cfg);
-  const files = new CsvFiles(
-    cfg.dataDir,
-    clock,
-    cfg.csvExtraColumns,
-    undefined,
-    new Set(cfg.intervals.filter((iv) => iv.day).map((iv) => iv.name)),
-  );
+  const dayIntervals = new Set(cfg.intervals.filter((iv) => iv.day).map((iv) => iv.name));
+  const files = new CsvFiles(cfg.dataDir, clock, cfg.csvExtraColumns, undefined, dayIntervals);
   const days: [number, number][] = [];
   for (let t = from; t < to;) {
     const [, end] = clock.dayWindow(t);
@@ -75,6 +72,16 @@ export async function runHistorical(
           if (outcome === 'written') res.written++;
           else res.present++;
         }
+        // after the files: a table that fails leaves the files as they would be without it
+        if (onRows)
+          await onRows(
+            ordered.map(({ interval, start, part }) => ({
+              interval,
+              symbol,
+              start,
+              cells: rowCells(clock, start, part.state, dayIntervals.has(interval)),
+            })),
+          );
         progress.step(`${symbol} ${clock.label(a).slice(0, 10)}`);
       }
     }

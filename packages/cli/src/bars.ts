@@ -1,4 +1,14 @@
-import { CsvFiles, ConfigError, isRawFrame, isRawTrade, partitionOf, type Config, type TapeItem } from '@candlewick/common';
+import {
+  CsvFiles,
+  ConfigError,
+  isRawFrame,
+  isRawTrade,
+  partitionOf,
+  rowCells,
+  type BarRowCells,
+  type Config,
+  type TapeItem,
+} from '@candlewick/common';
 import {
   Clock,
   FutureGuard,
@@ -8,6 +18,7 @@ import {
   mergeInto,
   parseBarId,
   readTrade,
+  type BarState,
   type Partial,
   type RawEntry,
   type TradeFields,
@@ -106,7 +117,18 @@ export class InProcessBars {
   private readonly subscribed: ReadonlySet<string>;
   private readonly future: FutureGuard<TradeFields>;
 
-  constructor(cfg: Config, tapeSymbolsOf: readonly string[]) {
+  private readonly clock: Clock;
+  private readonly days: ReadonlySet<string>;
+
+  /**
+   * @param onRow each row as written to its file (or found there already, a second run), for the
+   *   table in PostgreSQL (DATABASE_URL)
+   */
+  constructor(
+    cfg: Config,
+    tapeSymbolsOf: readonly string[],
+    private readonly onRow?: (interval: string, symbol: string, start: number, cells: BarRowCells) => void,
+  ) {
     if (cfg.late === 'amend')
       throw new ConfigError([
         'LATE=amend: bars cannot make corrections (which late trades fold into which correction depends on when the closer ran); use LATE=drop, or replay the tape through `candlewick stack`',
@@ -119,12 +141,14 @@ export class InProcessBars {
     this.subscribed = new Set(this.cfg.symbols);
     this.future = new FutureGuard(cfg.futureLimitMs, true);
     const clock = new Clock(cfg.tz);
+    this.clock = clock;
     this.pre = new Preaggregator(clock, cfg.intervals, cfg.baseMs, cfg.graceMs, {
       sessions: cfg.sessions,
       align: cfg.align,
       conditions: conditionRules(cfg),
     });
     const days = new Set(cfg.intervals.filter((iv) => iv.day).map((iv) => iv.name));
+    this.days = days;
     this.files = new CsvFiles(cfg.dataDir, clock, cfg.csvExtraColumns, undefined, days, true);
     this.carry = cfg.emptyBars === 'carry' ? new Carry(this.cfg, clock) : undefined;
     for (let p = 0; p < cfg.partitions; p++) {
@@ -265,7 +289,7 @@ export class InProcessBars {
         // the closer's last horizon: every window ending by the partition's last event time
         for (const symbol of this.carry.symbolsOf(p))
           for (const iv of this.cfg.intervals)
-            this.carry.fill(this.files, iv.name, symbol, undefined, this.wm[p]!, (r) => this.wrote(iv.name, r));
+            this.carry.fill(this.files, iv.name, symbol, undefined, this.wm[p]!, (r) => this.wrote(iv.name, symbol, r));
       }
     }
     this.files.flush();
@@ -282,14 +306,18 @@ export class InProcessBars {
     for (const [id, part] of due) {
       open.delete(id);
       const { interval, symbol, start } = parseBarId(id);
-      this.carry?.fill(this.files, interval, symbol, start, undefined, (r) => this.wrote(interval, r));
+      this.carry?.fill(this.files, interval, symbol, start, undefined, (r) => this.wrote(interval, symbol, r));
       const outcome = this.files.append(interval, symbol, start, part.state);
-      if (outcome === 'written') this.wrote(interval);
-      else this.counts.present++;
+      if (outcome === 'written') this.wrote(interval, symbol, { start, state: part.state });
+      else {
+        this.counts.present++;
+        this.onRow?.(interval, symbol, start, rowCells(this.clock, start, part.state, this.days.has(interval)));
+      }
     }
   }
 
-  private wrote(interval: string, _row?: unknown): void {
+  private wrote(interval: string, symbol: string, row: { start: number; state: BarState }): void {
     this.counts.written[interval] = (this.counts.written[interval] ?? 0) + 1;
+    this.onRow?.(interval, symbol, row.start, rowCells(this.clock, row.start, row.state, this.days.has(interval)));
   }
 }
