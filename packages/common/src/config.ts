@@ -985,7 +985,7 @@ function redisAccessProblems(c: Record<string, unknown>, redisUrl: string, probl
 }
 
 /** The roles a REDIS_USERS_FILE names (each connects as its own user). */
-export const REDIS_USER_ROLES = ['stack', 'ingest', 'aggregate', 'close', 'write', 'backfill', 'serve', 'tap'] as const;
+export const REDIS_USER_ROLES = ['stack', 'ingest', 'aggregate', 'close', 'write', 'pg-sink', 'backfill', 'serve', 'tap'] as const;
 
 /** REDIS_USERS_FILE's lines `role user password` (# comments); an error names the line, never a password. */
 export function parseRedisUsers(text: string): Readonly<Record<string, { username: string; password: string }>> {
