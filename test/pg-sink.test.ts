@@ -1,11 +1,14 @@
-import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { encodeBarEntry, fileSafeSymbol, loadConfig, makeKeys } from '@candlewick/common';
 import { PgSink } from '@candlewick/writer';
 import { pino } from 'pino';
 import { freePort } from '@candlewick/cli';
-import { redisUrl, runCli, startCli, tempDir, testRedis, uniquePrefix, waitFor } from './helpers.js';
+import { createServer, type Socket } from 'node:net';
+import { ProviderServer } from '@candlewick/backfill';
+import { readTapeTrades } from '@candlewick/common';
+import { LEAN_AIG_TAPE, redisUrl, runCli, startCli, tempDir, testRedis, uniquePrefix, waitFor } from './helpers.js';
 import { startPostgres, type PgCluster } from './postgres.js';
 
 const redis = testRedis();
@@ -43,6 +46,30 @@ function csvRows(dir: string): Map<string, string[]> {
       );
     }
   return out;
+}
+
+/** Every row of the table equals its CSV row under DATA_DIR, file by file; the rows compared. */
+async function expectTableIsFiles(dir: string): Promise<number> {
+  const rows = await tableRows();
+  const files = csvRows(dir);
+  let n = 0;
+  for (const [file, lines] of files) {
+    const [iv, name] = file.split('/') as [string, string];
+    const symbol = name.slice(0, name.length - `_${iv}.csv`.length);
+    const mine = rows.filter((r) => r.interval === iv && fileSafeSymbol(r.symbol) === symbol).map((r) => r.line);
+    expect(mine, file).toEqual(lines);
+    n += lines.length;
+  }
+  expect(rows).toHaveLength(n);
+  return n;
+}
+
+/** The whole table, every column as text, and each row's xmin (the transaction that last wrote it: a rewrite changes it). */
+async function wholeTable(withXmin = false): Promise<Record<string, unknown>[]> {
+  return db.query(
+    `SELECT symbol, "interval", start, label, open::text, high::text, low::text, close::text, vwap::text, volume::text,
+       trades::text, complete, sources, rev${withXmin ? ', xmin::text AS xmin' : ''} FROM bars ORDER BY symbol, "interval", start`,
+  );
 }
 
 const T0 = Date.parse('2024-03-05T10:00:00Z');
@@ -118,26 +145,91 @@ describe('pg-sink: closed bars in PostgreSQL', () => {
         EXIT_WHEN_IDLE_MS: '500',
         DATABASE_URL: db.url,
         DATABASE_PASSWORD_FILE: pwFile,
+        // the files say complete and sources too: loaded back, every column is known
+        CSV_EXTRA_COLUMNS: 'true',
       },
       240_000,
     );
     expect(res.code, res.stderr).toBe(0);
-    const rows = await tableRows();
-    const files = csvRows(dir);
-    let n = 0;
-    for (const [file, lines] of files) {
-      const [iv, name] = file.split('/') as [string, string];
-      const symbol = name.slice(0, name.length - `_${iv}.csv`.length);
-      const mine = rows.filter((r) => r.interval === iv && fileSafeSymbol(r.symbol) === symbol).map((r) => r.line);
-      expect(mine, file).toEqual(lines);
-      n += lines.length;
-    }
-    expect(n).toBeGreaterThan(1000);
-    expect(rows).toHaveLength(n);
-    expect(await db.query('SELECT version FROM candlewick_migrations')).toEqual([{ version: 1 }]);
+    expect(await expectTableIsFiles(dir)).toBeGreaterThan(1000);
+    expect(await db.query('SELECT version FROM candlewick_migrations ORDER BY version')).toEqual([{ version: 1 }, { version: 2 }]);
     // the password is in no line of the output
     expect(res.stdout + res.stderr).not.toContain(db.password);
+
+    // the same DATA_DIR loaded by `pg-load` into an empty table: what pg-sink wrote, column for column
+    const sink = await wholeTable();
+    await db.query('TRUNCATE bars');
+    const load = await runCli(['pg-load', '--symbols', 'BINANCE:XRPETH'], {
+      DATA_DIR: dir,
+      CSV_EXTRA_COLUMNS: 'true',
+      DATABASE_URL: db.url,
+      DATABASE_PASSWORD_FILE: pwFile,
+    });
+    expect(load.code, load.stderr).toBe(0);
+    expect(load.stdout).toMatch(new RegExp(`rows\\s+${sink.length} bars, 0 corrections upserted`));
+    expect(await wholeTable()).toEqual(sink);
+    expect(load.stdout + load.stderr).not.toContain(db.password);
   }, 300_000);
+
+  it('the Lean day through `candlewick bars` with DATABASE_URL: every row equals its CSV row; run again or loaded from the files, nothing changes; a newer revision stays', async () => {
+    await db.query('DROP TABLE IF EXISTS bars, candlewick_migrations');
+    const dir = tempDir('pg-bars');
+    const env = { DATABASE_URL: db.url, DATABASE_PASSWORD: db.password };
+    const bars = () => runCli(['bars', '--tape', LEAN_AIG_TAPE, '--out', dir], env);
+    const first = await bars();
+    expect(first.code, first.stderr).toBe(0);
+    const n = await expectTableIsFiles(dir);
+    expect(n).toBeGreaterThan(400);
+    expect(first.stdout).toMatch(new RegExp(`PostgreSQL\\s+${n} rows upserted into bars \\(postgres://candlewick@127`));
+    // what the files without CSV_EXTRA_COLUMNS do not say, the table knows
+    expect(await db.query('SELECT DISTINCT complete, sources FROM bars ORDER BY 1, 2')).toEqual([{ complete: true, sources: 'live' }]);
+    const written = await wholeTable(true);
+
+    // again: the files and the table as they were, no row rewritten (each row's xmin the same)
+    const again = await bars();
+    expect(again.code, again.stderr).toBe(0);
+    expect(again.stdout).toMatch(/bars written\s+none/);
+    expect(await wholeTable(true)).toEqual(written);
+    // the files loaded into it: the same (the files, without CSV_EXTRA_COLUMNS, do not overwrite what the table knows)
+    const load = () => runCli(['pg-load'], { ...env, DATA_DIR: dir });
+    const loaded = await load();
+    expect(loaded.code, loaded.stderr).toBe(0);
+    expect(loaded.stdout).toMatch(new RegExp(`rows\\s+${n} bars, 0 corrections upserted`));
+    expect(await wholeTable(true)).toEqual(written);
+
+    // a row with a newer revision (a correction written by pg-sink) is not put back by either
+    await db.query(`UPDATE bars SET close = 99.99, rev = 1 WHERE "interval" = '1min' AND start = (SELECT min(start) FROM bars)`);
+    const corrected = await wholeTable();
+    expect((await bars()).code).toBe(0);
+    expect((await load()).code).toBe(0);
+    expect(await wholeTable()).toEqual(corrected);
+    expect(await db.query(`SELECT close::text AS close, rev FROM bars WHERE rev = 1`)).toEqual([{ close: '99.99', rev: 1 }]);
+  }, 120_000);
+
+  it('a historical backfill with DATABASE_URL: the table equals its files; run again, no row rewritten', async () => {
+    await db.query('DROP TABLE IF EXISTS bars, candlewick_migrations');
+    const server = new ProviderServer(readTapeTrades(LEAN_AIG_TAPE), { massiveKey: 'k', pageSize: 20_000 });
+    const base = await server.start();
+    try {
+      const dir = tempDir('pg-backfill');
+      const env = { DATA_DIR: dir, MASSIVE_API_KEY: 'k', MASSIVE_REST_URL: base, BACKFILL_PROVIDER: 'massive', BACKFILL_RATE: '6000' };
+      const args = ['backfill', '--symbols', 'AIG', '--from', '2013-10-10', '--to', '2013-10-11'];
+      const one = await runCli(args, { ...env, DATABASE_URL: db.urlWithPassword });
+      expect(one.code, one.stderr).toBe(0);
+      const n = await expectTableIsFiles(dir);
+      expect(one.stdout).toMatch(new RegExp(`backfill done: ${n} bars written, 0 already there, .*; ${n} rows upserted into PostgreSQL`));
+      // the whole day from the provider: complete, from Massive's trades
+      expect(await db.query('SELECT DISTINCT complete, sources FROM bars')).toEqual([{ complete: true, sources: 'massive-trades' }]);
+      const written = await wholeTable(true);
+      const two = await runCli(args, { ...env, DATABASE_URL: db.urlWithPassword });
+      expect(two.code, two.stderr).toBe(0);
+      expect(two.stdout).toMatch(/backfill done: 0 bars written, \d+ already there/);
+      expect(await wholeTable(true)).toEqual(written);
+      expect(one.stdout + one.stderr + two.stdout + two.stderr).not.toContain(db.password);
+    } finally {
+      await server.stop();
+    }
+  }, 120_000);
 
   it('corrections arriving out of order: the newest revision wins, a stale one changes nothing', async () => {
     await db.query('DROP TABLE IF EXISTS bars, candlewick_migrations');
@@ -313,11 +405,56 @@ describe('pg-sink: closed bars in PostgreSQL', () => {
     });
   }, 60_000);
 
-  it('a refused login: exit 3 with a message naming DATABASE_URL and no password in it', async () => {
+  it('a refused login, an unreachable host: exit 3 with a message naming DATABASE_URL and no password in it, after DATABASE_CONNECT_TIMEOUT at most', async () => {
     const wrong = db.urlWithPassword.replace(db.password, 'not-the-password');
     const res = await runCli(['pg-sink'], { REDIS_URL: redisUrl(), KEY_PREFIX: uniquePrefix('pg-bad'), DATABASE_URL: wrong }, 60_000);
     expect(res.code).toBe(3);
     expect(res.stderr).toMatch(/DATABASE_URL=postgres:\/\/candlewick:\*\*\*@127\.0\.0\.1:\d+\/candlewick: the database refused the login/);
     expect(res.stdout + res.stderr).not.toContain('not-the-password');
-  }, 60_000);
+
+    // an unreachable host: a server that takes the connection and never answers (a firewall's
+    // black hole looks the same), and a port where nothing listens; each gives up within
+    // DATABASE_CONNECT_TIMEOUT (2 s) with exit 3 and a message naming the setting
+    const sockets: Socket[] = [];
+    const silent = createServer((socket) => void sockets.push(socket));
+    await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
+    try {
+      const hung = (silent.address() as { port: number }).port;
+      const closed = await freePort();
+      const dataDir = tempDir('pg-gone');
+      mkdirSync(join(dataDir, 'raw'));
+      for (const [port, role] of [
+        [hung, 'pg-sink'],
+        [closed, 'pg-sink'],
+        [hung, 'pg-load'],
+      ] as const) {
+        const url = `postgres://candlewick:not-the-password@127.0.0.1:${port}/candlewick`;
+        const t0 = Date.now();
+        const r = await runCli(
+          [role],
+          {
+            REDIS_URL: redisUrl(),
+            KEY_PREFIX: uniquePrefix('pg-gone'),
+            DATA_DIR: dataDir,
+            DATABASE_URL: url,
+            DATABASE_CONNECT_TIMEOUT: '2s',
+          },
+          30_000,
+        );
+        const took = Date.now() - t0;
+        expect(r.code, `${role} :${port} ${r.stdout} ${r.stderr}`).toBe(3);
+        expect(r.stderr).toContain(
+          `DATABASE_URL=postgres://candlewick:***@127.0.0.1:${port}/candlewick: no database reached within DATABASE_CONNECT_TIMEOUT (2 s)`,
+        );
+        expect(r.stdout + r.stderr).not.toContain('not-the-password');
+        // 2 s of trying, plus starting node
+        expect(took).toBeGreaterThanOrEqual(2000);
+        expect(took).toBeLessThan(12_000);
+      }
+      expect(sockets.length).toBeGreaterThan(0);
+    } finally {
+      for (const s of sockets) s.destroy();
+      silent.close();
+    }
+  }, 90_000);
 });

@@ -17,6 +17,7 @@ import {
   waitFor,
   type CliProcess,
 } from './helpers.js';
+import { startPostgres, type PgCluster } from './postgres.js';
 
 /**
  * The HTTP API of `candlewick serve` against a real stack run of the bundled tape: every bar it
@@ -26,138 +27,168 @@ import {
 const TOKEN = 'tok-3f9a1c0e77d2';
 const SYMBOL = 'BINANCE:XRPETH';
 
+/** Where /api/bars reads: the CSV files, or with DATABASE_URL the table pg-sink wrote in the same run. */
+const SOURCES = ['files', 'PostgreSQL'] as const;
+type Source = (typeof SOURCES)[number];
+
 describe('candlewick serve: the HTTP API', () => {
   const dir = tempDir('serve-api');
   const prefix = uniquePrefix('serve-api');
   let serve: CliProcess;
+  let fromTable: CliProcess;
+  let db: PgCluster;
   let base = '';
+  const bases: Record<Source, string> = { files: '', PostgreSQL: '' };
   let servedAt = 0;
   const auth = { authorization: `Bearer ${TOKEN}` };
-  const get = (path: string, headers: Record<string, string> = auth) => fetch(`${base}${path}`, { headers });
-  const json = async (path: string) => {
-    const r = await get(path);
-    return { status: r.status, body: (await r.json()) as Record<string, unknown> };
+  /** requests to the serve reading `source` (the one reading the files unless said) */
+  const on = (source: Source) => {
+    const get = (path: string, headers: Record<string, string> = auth) => fetch(`${bases[source]}${path}`, { headers });
+    const json = async (path: string) => {
+      const r = await get(path);
+      return { status: r.status, body: (await r.json()) as Record<string, unknown> };
+    };
+    return { get, json };
   };
+  const { get, json } = on('files');
 
   beforeAll(async () => {
+    db = await startPostgres('serve-api');
     const env = { REDIS_URL: redisUrl(), KEY_PREFIX: prefix, DATA_DIR: dir, REPLAY_TAPE: BUNDLED_TAPE };
-    const run = await runCli(['stack'], env);
+    const database = { DATABASE_URL: db.url, DATABASE_PASSWORD: db.password };
+    // the run writes the files and, through pg-sink, the table
+    const run = await runCli(['stack'], { ...env, ...database });
     expect(run.code, run.stderr).toBe(0);
-    const port = await freePort();
-    base = `http://127.0.0.1:${port}`;
-    // no SYMBOLS: the symbol is named from the published bars, not the file name
-    serve = startCli(['serve'], { ...env, HTTP_PORT: String(port), HTTP_TOKEN: TOKEN, LOG_LEVEL: 'debug' });
-    await waitFor(async () => (await fetch(`${base}/healthz`).catch(() => undefined))?.ok === true, 30_000, 'serve /healthz');
+    const start = async (extra: Record<string, string>) => {
+      const port = await freePort();
+      // no SYMBOLS: the symbol is named from the published bars, not the file name
+      const proc = startCli(['serve'], { ...env, ...extra, HTTP_PORT: String(port), HTTP_TOKEN: TOKEN, LOG_LEVEL: 'debug' });
+      const at = `http://127.0.0.1:${port}`;
+      await waitFor(async () => (await fetch(`${at}/healthz`).catch(() => undefined))?.ok === true, 30_000, 'serve /healthz');
+      return { proc, at };
+    };
+    const files = await start({});
+    const table = await start(database);
+    [serve, fromTable] = [files.proc, table.proc];
+    bases.files = base = files.at;
+    bases.PostgreSQL = table.at;
     servedAt = Date.now();
   }, 180_000);
 
   afterAll(async () => {
     const r = await serve?.stop();
-    // the token is in no log line
-    expect(`${r?.stdout}${r?.stderr}`).not.toContain(TOKEN);
+    const t = await fromTable?.stop();
+    db?.stop();
+    // the token and the database password are in no log line
+    expect(`${r?.stdout}${r?.stderr}${t?.stdout}${t?.stderr}`).not.toContain(TOKEN);
+    expect(`${t?.stdout}${t?.stderr}`).not.toContain(db.password);
   });
 
-  it('lists the symbols and intervals there are', async () => {
-    const { status, body } = await json('/api/meta');
-    expect(status).toBe(200);
-    expect(body).toMatchObject({ symbols: [SYMBOL], intervals: ['1min', '5min', '15min', '30min', '1h'], tz: 'America/New_York' });
-  });
+  describe.each(SOURCES)('/api/bars from %s', (source) => {
+    const { get, json } = on(source);
 
-  it('every bar of every interval equals the CSV row, as JSON and as CSV', async () => {
-    for (const iv of ['1min', '5min', '15min', '30min', '1h']) {
-      const path = csvPath(dir, iv, SYMBOL);
-      const file = readFileSync(path, 'utf8');
+    it('lists the symbols and intervals there are', async () => {
+      const { status, body } = await json('/api/meta');
+      expect(status).toBe(200);
+      expect(body).toMatchObject({ symbols: [SYMBOL], intervals: ['1min', '5min', '15min', '30min', '1h'], tz: 'America/New_York' });
+    });
+
+    it('every bar of every interval equals the CSV row, as JSON and as CSV', async () => {
+      for (const iv of ['1min', '5min', '15min', '30min', '1h']) {
+        const path = csvPath(dir, iv, SYMBOL);
+        const file = readFileSync(path, 'utf8');
+        const rows = readCsv(path).rows;
+        const cells = file
+          .trimEnd()
+          .split('\n')
+          .slice(1)
+          .map((l) => l.split(','));
+        const { body } = await json(`/api/bars?symbol=${encodeURIComponent(SYMBOL)}&interval=${iv}&from=0&limit=50000`);
+        const bars = body.bars as {
+          timestamp: string;
+          start: number;
+          open: string;
+          high: string;
+          low: string;
+          close: string;
+          volume: string;
+          vwap: string;
+          trades: number;
+        }[];
+        expect(bars.length, iv).toBe(rows.length);
+        expect(body.truncated).toBe(false);
+        bars.forEach((b, i) => {
+          const [timestamp, open, high, low, close, vwap, volume] = cells[i]!;
+          // prices, VWAP and volume as written (text), not numbers read back
+          expect([b.timestamp, b.start, b.open, b.high, b.low, b.close, b.vwap, b.volume, b.trades]).toEqual([
+            timestamp,
+            rows[i]!.start,
+            open,
+            high,
+            low,
+            close,
+            vwap,
+            volume,
+            rows[i]!.n,
+          ]);
+        });
+        // as CSV: the file's own bytes
+        const csv = await (await get(`/api/bars?symbol=BINANCE_XRPETH&interval=${iv}&from=0&limit=50000&format=csv`)).text();
+        expect(csv).toBe(file);
+      }
+    });
+
+    it('ranges: from inclusive, to exclusive, the newest by default, cut at the limit with the cut said', async () => {
+      const path = csvPath(dir, '1min', SYMBOL);
       const rows = readCsv(path).rows;
-      const cells = file
-        .trimEnd()
-        .split('\n')
-        .slice(1)
-        .map((l) => l.split(','));
-      const { body } = await json(`/api/bars?symbol=${encodeURIComponent(SYMBOL)}&interval=${iv}&from=0&limit=50000`);
-      const bars = body.bars as {
-        timestamp: string;
-        start: number;
-        open: string;
-        high: string;
-        low: string;
-        close: string;
-        volume: string;
-        vwap: string;
-        trades: number;
-      }[];
-      expect(bars.length, iv).toBe(rows.length);
-      expect(body.truncated).toBe(false);
-      bars.forEach((b, i) => {
-        const [timestamp, open, high, low, close, vwap, volume] = cells[i]!;
-        // prices, VWAP and volume as written (text), not numbers read back
-        expect([b.timestamp, b.start, b.open, b.high, b.low, b.close, b.vwap, b.volume, b.trades]).toEqual([
-          timestamp,
-          rows[i]!.start,
-          open,
-          high,
-          low,
-          close,
-          vwap,
-          volume,
-          rows[i]!.n,
-        ]);
-      });
-      // as CSV: the file's own bytes
-      const csv = await (await get(`/api/bars?symbol=BINANCE_XRPETH&interval=${iv}&from=0&limit=50000&format=csv`)).text();
-      expect(csv).toBe(file);
-    }
-  });
+      const lines = readFileSync(path, 'utf8').trimEnd().split('\n').slice(1);
+      const q = (s: string) => `/api/bars?symbol=${encodeURIComponent(SYMBOL)}&interval=1min&${s}`;
+      const starts = async (s: string) => ((await json(q(s))).body.bars as { start: number }[]).map((b) => b.start);
 
-  it('ranges: from inclusive, to exclusive, the newest by default, cut at the limit with the cut said', async () => {
-    const path = csvPath(dir, '1min', SYMBOL);
-    const rows = readCsv(path).rows;
-    const lines = readFileSync(path, 'utf8').trimEnd().split('\n').slice(1);
-    const q = (s: string) => `/api/bars?symbol=${encodeURIComponent(SYMBOL)}&interval=1min&${s}`;
-    const starts = async (s: string) => ((await json(q(s))).body.bars as { start: number }[]).map((b) => b.start);
+      // [rows[10].start, rows[20].start): rows 10..19
+      expect(await starts(`from=${rows[10]!.start}&to=${rows[20]!.start}`)).toEqual(rows.slice(10, 20).map((r) => r.start));
+      // ISO times with the offset, as the labels are written
+      expect(await starts(`from=${encodeURIComponent(rows[10]!.timestamp)}&to=${encodeURIComponent(rows[12]!.timestamp)}`)).toEqual([
+        rows[10]!.start,
+        rows[11]!.start,
+      ]);
+      // a local time without its offset is read in BAR_TZ
+      expect(await starts(`from=${rows[10]!.timestamp.slice(0, 19)}&limit=2`)).toEqual([rows[10]!.start, rows[11]!.start]);
+      // a from inside a gap between bars starts at the next bar
+      expect((await starts(`from=${rows[0]!.start + 1}&limit=1`))[0]).toBe(rows[1]!.start);
+      // the first and the last bars, and nothing beyond them
+      expect(await starts(`to=${rows[0]!.start}`)).toEqual([]);
+      expect(await starts(`from=${rows[0]!.start - 86_400_000}&to=${rows[0]!.start + 1}`)).toEqual([rows[0]!.start]);
+      expect(await starts(`from=${rows.at(-1)!.start}`)).toEqual([rows.at(-1)!.start]);
+      expect(await starts(`from=${rows.at(-1)!.start + 1}`)).toEqual([]);
+      // no range: the newest, up to the limit
+      expect(await starts('limit=3')).toEqual(rows.slice(-3).map((r) => r.start));
+      const cut = await get(q(`from=0&limit=5&format=csv`));
+      expect(cut.headers.get('x-truncated')).toBe('true');
+      expect((await cut.text()).trimEnd().split('\n').slice(1)).toEqual(lines.slice(0, 5));
+      expect((await json(q('from=0&limit=5'))).body.truncated).toBe(true);
+    });
 
-    // [rows[10].start, rows[20].start): rows 10..19
-    expect(await starts(`from=${rows[10]!.start}&to=${rows[20]!.start}`)).toEqual(rows.slice(10, 20).map((r) => r.start));
-    // ISO times with the offset, as the labels are written
-    expect(await starts(`from=${encodeURIComponent(rows[10]!.timestamp)}&to=${encodeURIComponent(rows[12]!.timestamp)}`)).toEqual([
-      rows[10]!.start,
-      rows[11]!.start,
-    ]);
-    // a local time without its offset is read in BAR_TZ
-    expect(await starts(`from=${rows[10]!.timestamp.slice(0, 19)}&limit=2`)).toEqual([rows[10]!.start, rows[11]!.start]);
-    // a from inside a gap between bars starts at the next bar
-    expect((await starts(`from=${rows[0]!.start + 1}&limit=1`))[0]).toBe(rows[1]!.start);
-    // the first and the last bars, and nothing beyond them
-    expect(await starts(`to=${rows[0]!.start}`)).toEqual([]);
-    expect(await starts(`from=${rows[0]!.start - 86_400_000}&to=${rows[0]!.start + 1}`)).toEqual([rows[0]!.start]);
-    expect(await starts(`from=${rows.at(-1)!.start}`)).toEqual([rows.at(-1)!.start]);
-    expect(await starts(`from=${rows.at(-1)!.start + 1}`)).toEqual([]);
-    // no range: the newest, up to the limit
-    expect(await starts('limit=3')).toEqual(rows.slice(-3).map((r) => r.start));
-    const cut = await get(q(`from=0&limit=5&format=csv`));
-    expect(cut.headers.get('x-truncated')).toBe('true');
-    expect((await cut.text()).trimEnd().split('\n').slice(1)).toEqual(lines.slice(0, 5));
-    expect((await json(q('from=0&limit=5'))).body.truncated).toBe(true);
-  });
-
-  it('bad input gets a 4xx that says what is wrong; the server keeps answering', async () => {
-    const bad: [string, number, RegExp][] = [
-      ['/api/bars?symbol=NOPE&interval=1min', 404, /unknown symbol "NOPE".*BINANCE:XRPETH/],
-      [`/api/bars?symbol=${SYMBOL}&interval=2min`, 400, /interval "2min" is not one of INTERVALS: 1min, 5min/],
-      ['/api/bars?interval=1min', 400, /symbol is required/],
-      [`/api/bars?symbol=${SYMBOL}&interval=1min&from=yesterday`, 400, /from="yesterday" is not a time/],
-      [`/api/bars?symbol=${SYMBOL}&interval=1min&from=2000&to=1000`, 400, /from must be before to/],
-      [`/api/bars?symbol=${SYMBOL}&interval=1min&limit=0`, 400, /limit must be at least 1/],
-      [`/api/bars?symbol=${SYMBOL}&interval=1min&limit=9999999`, 400, /limit is at most 50000/],
-      [`/api/bars?symbol=${SYMBOL}&interval=1min&format=xml`, 400, /format is json or csv/],
-      ['/api/stream?symbols=NOPE', 404, /unknown symbol/],
-      ['/api/stream', 400, /symbols is required/],
-    ];
-    for (const [path, status, message] of bad) {
-      const r = await json(path);
-      expect(r.status, path).toBe(status);
-      expect(String(r.body.error), path).toMatch(message);
-    }
-    expect((await json('/api/meta')).status).toBe(200);
+    it('bad input gets a 4xx that says what is wrong; the server keeps answering', async () => {
+      const bad: [string, number, RegExp][] = [
+        ['/api/bars?symbol=NOPE&interval=1min', 404, /unknown symbol "NOPE".*BINANCE:XRPETH/],
+        [`/api/bars?symbol=${SYMBOL}&interval=2min`, 400, /interval "2min" is not one of INTERVALS: 1min, 5min/],
+        ['/api/bars?interval=1min', 400, /symbol is required/],
+        [`/api/bars?symbol=${SYMBOL}&interval=1min&from=yesterday`, 400, /from="yesterday" is not a time/],
+        [`/api/bars?symbol=${SYMBOL}&interval=1min&from=2000&to=1000`, 400, /from must be before to/],
+        [`/api/bars?symbol=${SYMBOL}&interval=1min&limit=0`, 400, /limit must be at least 1/],
+        [`/api/bars?symbol=${SYMBOL}&interval=1min&limit=9999999`, 400, /limit is at most 50000/],
+        [`/api/bars?symbol=${SYMBOL}&interval=1min&format=xml`, 400, /format is json or csv/],
+        ['/api/stream?symbols=NOPE', 404, /unknown symbol/],
+        ['/api/stream', 400, /symbols is required/],
+      ];
+      for (const [path, status, message] of bad) {
+        const r = await json(path);
+        expect(r.status, path).toBe(status);
+        expect(String(r.body.error), path).toMatch(message);
+      }
+      expect((await json('/api/meta')).status).toBe(200);
+    });
   });
 
   it('HTTP_TOKEN: everything but /healthz needs it; the page sends a browser to sign in', async () => {
@@ -293,6 +324,29 @@ describe('candlewick serve: the HTTP API', () => {
     expect(((await r.json()) as { error: string }).error).toMatch(/too many sign-in attempts .* try again in \d+ s/);
     // the API with the token still answers: only the sign-in form is limited
     expect((await get('/api/meta')).status).toBe(200);
+  });
+
+  it('the database down: /api/bars from it is a 503 saying why; the rest of the API, and the original revisions from the files, go on', async () => {
+    const table = on('PostgreSQL');
+    const q = `/api/bars?symbol=${encodeURIComponent(SYMBOL)}&interval=1min&limit=3`;
+    expect((await table.json(q)).status).toBe(200);
+    db.stop();
+    try {
+      const r = await table.json(q);
+      expect(r.status).toBe(503);
+      expect(String(r.body.error)).toMatch(
+        /^the bars database \(DATABASE_URL=postgres:\/\/candlewick@127\.0\.0\.1:\d+\/candlewick\) did not answer: .+; live bars and the rest of the API go on/,
+      );
+      expect((await table.json('/api/meta')).status).toBe(200);
+      expect((await table.json('/api/status')).status).toBe(200);
+      expect((await table.get('/healthz', {})).status).toBe(200);
+      const original = await table.json(`${q}&revisions=original`);
+      expect(original.status).toBe(200);
+      expect(original.body.bars).toEqual((await json(q)).body.bars);
+    } finally {
+      db.start();
+    }
+    expect((await table.json(q)).status).toBe(200);
   });
 });
 

@@ -1,4 +1,4 @@
-import { type Config, type Logger } from '@candlewick/common';
+import { rowCells, type BarRowCells, type Config, type Logger } from '@candlewick/common';
 import { BAR_FLAGS, candleState, parseBarId, tradeEntries } from '@candlewick/core';
 import { CsvFiles } from '@candlewick/common';
 import type { PartialBar } from '@candlewick/core';
@@ -33,6 +33,8 @@ export async function runHistorical(
   to: number,
   log: Logger,
   progress: Progress,
+  /** each day's rows, written or found in the files already: into the table in PostgreSQL (DATABASE_URL) */
+  onRows?: (rows: { interval: string; symbol: string; start: number; cells: BarRowCells }[]) => Promise<void>,
 ): Promise<HistoricalResult> {
   const provider = makeProvider(cfg, log);
   const pre = backfillPreaggregator(cfg);
@@ -69,6 +71,16 @@ export async function runHistorical(
           if (outcome === 'written') res.written++;
           else res.present++;
         }
+        // after the files: a table that fails leaves the files as they would be without it
+        if (onRows)
+          await onRows(
+            ordered.map(({ interval, start, part }) => ({
+              interval,
+              symbol,
+              start,
+              cells: rowCells(clock, start, part.state, pre.calendar.days.has(interval)),
+            })),
+          );
         progress.step(`${symbol} ${clock.label(a).slice(0, 10)}`);
       }
     }

@@ -69,6 +69,13 @@ export function roleAcls(prefix: string): Record<string, RoleAcl> {
       read: [k('epoch'), k('open-index:*')],
       commands: READ_WRITE,
     },
+    'pg-sink': {
+      why: 'reads the closed-bar streams bars:{interval} in its own consumer group "pg-sink" (creates it, acknowledges what it committed, measures its lag); no other key, and no other stream command',
+      write: [k('bars:*')],
+      read: [],
+      // no script and no transaction: it runs neither
+      commands: '-@all +@connection +info +time +role +xgroup|create +xreadgroup +xack +xinfo|groups +xinfo|stream +xpending +xrange',
+    },
     backfill: {
       why: 'reads backfill requests, merges provider bars into open bars (mergeBackfill)',
       write: [k('backfill:*'), k('open:*'), k('open-index:*'), k('stats:*')],

@@ -1,4 +1,14 @@
-import { CsvFiles, ConfigError, isRawFrame, isRawTrade, partitionOf, type Config, type TapeItem } from '@candlewick/common';
+import {
+  CsvFiles,
+  ConfigError,
+  isRawFrame,
+  isRawTrade,
+  partitionOf,
+  rowCells,
+  type BarRowCells,
+  type Config,
+  type TapeItem,
+} from '@candlewick/common';
 import {
   BarCalendar,
   FutureGuard,
@@ -10,6 +20,7 @@ import {
   parseBarId,
   readFrame,
   readTrade,
+  type BarState,
   type PartialBar,
   type RawEntry,
   type TradeFields,
@@ -108,7 +119,15 @@ export class InProcessBars {
   private readonly subscribed: ReadonlySet<string>;
   private readonly future: FutureGuard<TradeFields>;
 
-  constructor(cfg: Config, tapeSymbolsOf: readonly string[]) {
+  /**
+   * @param onRow each row as written to its file (or found there already, a second run), for the
+   *   table in PostgreSQL (DATABASE_URL)
+   */
+  constructor(
+    cfg: Config,
+    tapeSymbolsOf: readonly string[],
+    private readonly onRow?: (interval: string, symbol: string, start: number, cells: BarRowCells) => void,
+  ) {
     if (cfg.late === 'amend')
       throw new ConfigError([
         'LATE=amend: bars cannot make corrections (which late trades fold into which correction depends on when the closer ran); use LATE=drop, or replay the tape through `candlewick stack`',
@@ -250,7 +269,7 @@ export class InProcessBars {
         // the closer's last horizon: every window ending by the partition's last event time
         for (const symbol of this.carry.symbolsOf(p))
           for (const iv of this.cfg.intervals)
-            this.carry.fill(this.files, iv.name, symbol, undefined, this.wm[p]!, (r) => this.wrote(iv.name, r));
+            this.carry.fill(this.files, iv.name, symbol, undefined, this.wm[p]!, (r) => this.wrote(iv.name, symbol, r));
       }
     }
     this.files.flush();
@@ -267,14 +286,18 @@ export class InProcessBars {
     for (const [id, part] of due) {
       open.delete(id);
       const { interval, symbol, start } = parseBarId(id);
-      this.carry?.fill(this.files, interval, symbol, start, undefined, (r) => this.wrote(interval, r));
+      this.carry?.fill(this.files, interval, symbol, start, undefined, (r) => this.wrote(interval, symbol, r));
       const outcome = this.files.append(interval, symbol, start, part.state);
-      if (outcome === 'written') this.wrote(interval);
-      else this.counts.present++;
+      if (outcome === 'written') this.wrote(interval, symbol, { start, state: part.state });
+      else {
+        this.counts.present++;
+        this.onRow?.(interval, symbol, start, rowCells(this.calendar.clock, start, part.state, this.calendar.days.has(interval)));
+      }
     }
   }
 
-  private wrote(interval: string, _row?: unknown): void {
+  private wrote(interval: string, symbol: string, row: { start: number; state: BarState }): void {
     this.counts.written[interval] = (this.counts.written[interval] ?? 0) + 1;
+    this.onRow?.(interval, symbol, row.start, rowCells(this.calendar.clock, row.start, row.state, this.calendar.days.has(interval)));
   }
 }

@@ -108,6 +108,9 @@ async function main(): Promise<void> {
     case 'bars':
       process.exitCode = await (await import('./tape.js')).runBars(cfg);
       return;
+    case 'pg-load':
+      process.exitCode = await (await import('./tape.js')).runPgLoad(cfg);
+      return;
     case 'acl':
       process.stdout.write((await import('./acl.js')).aclFile(cfg.keyPrefix, cfg.redisUsers));
       return;

@@ -32,7 +32,7 @@ import {
 } from '@candlewick/common';
 import type { Progress } from '@candlewick/backfill';
 import { stackRedis } from './redis-server.js';
-import { replayTape, tapeSubscription } from './tape.js';
+import { openTable, replayTape, tableCells, tapeSubscription } from './tape.js';
 
 /*
  * The roles that talk to Redis or serve a port. Each imports its package when it runs, so a role
@@ -146,7 +146,9 @@ async function runRole(cfg: Config, name: string, make: (redis: RedisClient, log
       await role.start();
       break;
     } catch (err) {
-      if (!isRefusal(err) && !isConnectionError(err)) throw err;
+      // an error that carries its exit code is final (a database not reached: its message may quote
+      // "connect ECONNREFUSED", which is not Redis's)
+      if ((err as { exitCode?: number }).exitCode !== undefined || (!isRefusal(err) && !isConnectionError(err))) throw err;
       reportRedisError(log, err, 'starting');
       await sleep(Math.min(5000, 250 * 2 ** attempt));
     }
@@ -197,6 +199,14 @@ export async function runService(cfg: Config, role: string): Promise<void> {
   const bySymbol = role === 'ingest' || (role === 'write' && cfg.emptyBars === 'carry');
   if (bySymbol && cfg.mode === 'replay' && cfg.symbols.length === 0)
     cfg = Object.freeze({ ...cfg, symbols: tapeSubscription(cfg, replayTape(cfg)) });
+  // serve with DATABASE_URL: /api/bars from the bars table (its reader is the writer package's, so serve loads no client of its own)
+  const Reader = role === 'serve' && cfg.databaseUrl ? (await import('@candlewick/writer/dist/bars-table.js')).TableReader : undefined;
+  if (Reader) {
+    const Serve = Svc as unknown as new (
+      ...args: [...ConstructorParameters<Service>, InstanceType<NonNullable<typeof Reader>>]
+    ) => Component;
+    return runRole(cfg, role, (redis, log) => new Serve(redis, cfg, keys, log, new Reader(cfg, log.child({ component: 'database' }))));
+  }
   return runRole(cfg, role, (redis, log) => new Svc(redis, cfg, keys, log));
 }
 
@@ -283,10 +293,24 @@ export async function runHistoricalBackfill(cfg: Config): Promise<number> {
     process.stderr.write('candlewick backfill: name the symbols, e.g. --symbols AAPL,MSFT\n');
     return EXIT.CONFIG;
   }
+  // DATABASE_URL: the rows into the table too (connected first: a database not there costs no request, exit 3)
+  const table = cfg.databaseUrl ? await openTable(cfg, 'candlewick backfill') : undefined;
   try {
-    const r = await runHistorical(cfg, cfg.symbols, cfg.backfillFrom!, cfg.backfillTo!, log, await progressFor(process.stdout));
+    const r = await runHistorical(
+      cfg,
+      cfg.symbols,
+      cfg.backfillFrom!,
+      cfg.backfillTo!,
+      log,
+      await progressFor(process.stdout),
+      table &&
+        (async (rows) => {
+          for (const { cells, ...bar } of rows) table.add({ ...bar, rev: 0, ...tableCells(cells) });
+          await table.flush();
+        }),
+    );
     process.stdout.write(
-      `backfill done: ${r.written} bars written, ${r.present} already there, from ${r.trades ? `${r.trades} trades` : `${r.candles} candles`} (${cfg.backfillProvider} ${cfg.backfillMode})\n`,
+      `backfill done: ${r.written} bars written, ${r.present} already there, from ${r.trades ? `${r.trades} trades` : `${r.candles} candles`} (${cfg.backfillProvider} ${cfg.backfillMode})${table ? `; ${table.written} rows upserted into PostgreSQL (${table.where})` : ''}\n`,
     );
     return EXIT.OK;
   } catch (err) {
@@ -295,6 +319,8 @@ export async function runHistoricalBackfill(cfg: Config): Promise<number> {
       return err.permanent ? EXIT.CONFIG : EXIT.FAILURE;
     }
     throw err;
+  } finally {
+    await table?.close();
   }
 }
 

@@ -1,7 +1,18 @@
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
 import { setFlagsFromString } from 'node:v8';
-import { ConfigError, EXIT, TapeError, readTape, symbolProblems, tapeSymbols, type Config, type TapeItem } from '@candlewick/common';
+import {
+  ConfigError,
+  EXIT,
+  TapeError,
+  createLogger,
+  readTape,
+  symbolProblems,
+  tapeSymbols,
+  type BarRowCells,
+  type Config,
+  type TapeItem,
+} from '@candlewick/common';
 import { InProcessBars, type BarsProgress } from './bars.js';
 
 /*
@@ -60,7 +71,13 @@ export async function runBars(cfg: Config): Promise<number> {
   const { path, items, problems } = tape;
   for (const problem of problems.slice(0, 20)) process.stderr.write(`candlewick bars: ${problem}\n`);
   if (problems.length > 20) process.stderr.write(`candlewick bars: ${problems.length - 20} more tape lines left out\n`);
-  const bars = new InProcessBars(cfg, tapeSubscription(cfg, tape));
+  // DATABASE_URL: every row into the table too (connected first, so a database not there costs no work: exit 3)
+  const table = cfg.databaseUrl ? await openTable(cfg, 'candlewick bars') : undefined;
+  const bars = new InProcessBars(
+    cfg,
+    tapeSubscription(cfg, tape),
+    table && ((interval, symbol, start, cells) => table.add({ interval, symbol, start, rev: 0, ...tableCells(cells) })),
+  );
   let progress: BarsProgress | undefined;
   if (process.stderr.isTTY) {
     const { SingleBar, Presets } = await import('cli-progress');
@@ -71,6 +88,13 @@ export async function runBars(cfg: Config): Promise<number> {
     progress = { start: (n) => bar.start(n, 0), update: (n) => bar.update(n), stop: () => bar.stop() };
   }
   const c = bars.run(items, progress);
+  if (table) {
+    try {
+      await table.flush();
+    } finally {
+      await table.close();
+    }
+  }
   const seconds = (performance.now() - t0) / 1000;
   const written = Object.entries(c.written)
     .map(([k, v]) => `${k}=${v}`)
@@ -89,6 +113,65 @@ export async function runBars(cfg: Config): Promise<number> {
       `  bars written     ${written || 'none'}${c.present ? ` (${c.present} already in the files)` : ''}`,
       `  time             ${seconds.toFixed(2)} s, ${Math.round(c.trades / seconds)} trades/s (reading the tape included)`,
       `  CSV              ${join(cfg.dataDir, 'raw')}`,
+      ...(table ? [`  PostgreSQL       ${table.written} rows upserted into bars (${table.where})`] : []),
+      '',
+    ].join('\n'),
+  );
+  return EXIT.OK;
+}
+
+/** The bars table (DATABASE_URL) for a one-off writer, connected and migrated. */
+export async function openTable(cfg: Config, application: string) {
+  const { TableWriter } = await import('@candlewick/writer/dist/bars-table.js');
+  const log = createLogger({
+    level: cfg.logLevel,
+    pretty: cfg.logPretty,
+    name: application.replace(/^candlewick /, ''),
+    write: (l) => process.stderr.write(l),
+  });
+  const table = new TableWriter(cfg, log, application);
+  await table.open();
+  return table;
+}
+
+/** A row's cells as the table has them (trades a number; complete and sources known). */
+export function tableCells(c: BarRowCells) {
+  return {
+    timestamp: c.timestamp,
+    open: c.open,
+    high: c.high,
+    low: c.low,
+    close: c.close,
+    vwap: c.vwap,
+    volume: c.volume,
+    trades: c.trades === '' ? undefined : Number(c.trades),
+    complete: c.complete,
+    sources: c.sources,
+  };
+}
+
+/**
+ * `candlewick pg-load`: the CSV files under DATA_DIR into the bars table (DATABASE_URL), through
+ * the upsert every writer of the table uses: run twice, the table is the same.
+ */
+export async function runPgLoad(cfg: Config): Promise<number> {
+  if (!cfg.databaseUrl) throw new ConfigError(['pg-load needs DATABASE_URL (postgres://user@host:port/database) to load into']);
+  const { loadCsvFiles } = await import('@candlewick/writer/dist/bars-table.js');
+  const log = createLogger({ level: cfg.logLevel, pretty: cfg.logPretty, name: 'pg-load', write: (l) => process.stderr.write(l) });
+  const t0 = performance.now();
+  const c = await loadCsvFiles(cfg, log);
+  const seconds = (performance.now() - t0) / 1000;
+  process.stdout.write(
+    [
+      'candlewick pg-load',
+      `  CSV              ${join(cfg.dataDir, 'raw')}: ${c.files} files`,
+      `  rows             ${c.rows} bars, ${c.corrections} corrections upserted (a row there with a newer revision stays)`,
+      ...(c.namedByFile.length
+        ? [
+            `  symbols          named by their file (not in SYMBOLS nor the table): ${c.namedByFile.join(', ')}; set SYMBOLS to give the feed's spelling`,
+          ]
+        : []),
+      `  time             ${seconds.toFixed(2)} s`,
       '',
     ].join('\n'),
   );

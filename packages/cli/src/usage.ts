@@ -47,6 +47,12 @@ const ROLE_HELP = {
       'stack run of it writes, at in-memory speed (--tape FILE --out DIR)',
     ],
   },
+  'pg-load': {
+    about: [
+      'the CSV files under DATA_DIR (bars and corrections) into the PostgreSQL table',
+      '(DATABASE_URL), once or again: a row there with a newer revision stays',
+    ],
+  },
   serve: {
     about: [
       'the live chart page, the HTTP API (bars as JSON/CSV, Server-Sent Events) and',

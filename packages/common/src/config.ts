@@ -360,7 +360,7 @@ const SETTINGS = {
     text(),
     undefined,
     '—',
-    'postgres://user@host:port/db: switches on `pg-sink` (bars in PostgreSQL); its password is never logged',
+    'postgres://user@host:port/db: bars in PostgreSQL (`pg-sink`, `bars`, `backfill --from`, `pg-load` write them; `serve` reads them); its password is never logged',
   ),
   databasePassword: setting(
     'DATABASE_PASSWORD',
@@ -375,7 +375,7 @@ const SETTINGS = {
     duration(),
     30_000,
     '30s',
-    'a pg-sink that cannot reach the database this long at start (or is refused its login) exits 3',
+    'a role that cannot reach the database this long at start (or is refused its login) exits 3',
   ),
   redisAnswerTimeoutMs: setting(
     'REDIS_ANSWER_TIMEOUT',
@@ -665,6 +665,9 @@ const CALENDAR_SETTINGS: readonly SettingKey[] = ['intervals', 'tz', 'sessions',
  * every one on to its roles. Every role accepts every setting as a flag, so one set of flags
  * works for all of them; this says which ones change what the role does.
  */
+/** DATABASE_URL and what goes with it: pg-sink, and the roles that write or read the bars table when it is set. */
+const DATABASE_SETTINGS: readonly SettingKey[] = ['databaseUrl', 'databasePassword', 'databaseConnectTimeoutMs'];
+
 const READ_BY: Readonly<Record<string, readonly SettingKey[]>> = {
   ingest: [
     'finnhubToken',
@@ -762,6 +765,7 @@ const READ_BY: Readonly<Record<string, readonly SettingKey[]>> = {
     'conditionCodes',
     'csvExtraColumns',
     'partitions',
+    ...DATABASE_SETTINGS,
     ...SERVICE_SETTINGS,
   ],
   tap: ['intervals', 'partitions', 'logLevel', 'logPretty', ...REDIS_SETTINGS],
@@ -779,6 +783,8 @@ const READ_BY: Readonly<Record<string, readonly SettingKey[]>> = {
     'conditionCodes',
     'csvExtraColumns',
     'partitions',
+    ...DATABASE_SETTINGS,
+    'logLevel',
   ],
   serve: [
     'httpPort',
@@ -790,8 +796,11 @@ const READ_BY: Readonly<Record<string, readonly SettingKey[]>> = {
     'late',
     'symbols',
     'partitions',
+    'csvExtraColumns',
+    ...DATABASE_SETTINGS,
     ...SERVICE_SETTINGS,
   ],
+  'pg-load': ['dataDir', 'intervals', 'tz', 'symbols', ...DATABASE_SETTINGS, 'logLevel'],
   acl: ['keyPrefix', 'redisUsersFile'],
 };
 
@@ -976,7 +985,7 @@ function redisAccessProblems(c: Record<string, unknown>, redisUrl: string, probl
 }
 
 /** The roles a REDIS_USERS_FILE names (each connects as its own user). */
-export const REDIS_USER_ROLES = ['stack', 'ingest', 'aggregate', 'close', 'write', 'backfill', 'serve', 'tap'] as const;
+export const REDIS_USER_ROLES = ['stack', 'ingest', 'aggregate', 'close', 'write', 'pg-sink', 'backfill', 'serve', 'tap'] as const;
 
 /** REDIS_USERS_FILE's lines `role user password` (# comments); an error names the line, never a password. */
 export function parseRedisUsers(text: string): Readonly<Record<string, { username: string; password: string }>> {

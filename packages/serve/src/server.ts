@@ -40,7 +40,23 @@ export const MAX_ROWS = 50_000;
 export const LOGIN_ATTEMPTS = 10;
 export const LOGIN_WINDOW_MS = 60_000;
 
-/** A 4xx answer: what is wrong, with the parameter it concerns. */
+/**
+ * The bars table in PostgreSQL, as serve reads it (DATABASE_URL; the CLI hands it over, so this
+ * package loads no database client of its own).
+ */
+export interface BarsTable {
+  /** DATABASE_URL as it may be printed */
+  readonly where: string;
+  range(
+    interval: string,
+    symbol: string,
+    q: { from?: number; to?: number; limit: number },
+  ): Promise<{ header: string; rows: { line: string; rev: number }[]; truncated: boolean }>;
+  symbols(): Promise<string[]>;
+  close(): Promise<void>;
+}
+
+/** A 4xx answer (or a 503: the database away): what is wrong, with the parameter it concerns. */
 class BadRequest extends Error {
   constructor(
     readonly status: number,
@@ -67,6 +83,8 @@ export class ServeService implements Component {
     private readonly cfg: Config,
     private readonly keys: Keys,
     private readonly log: Logger,
+    /** with DATABASE_URL: /api/bars answers from the table */
+    private readonly table?: BarsTable,
   ) {
     this.hub = new LiveHub(redis, cfg, keys, log.child({ component: 'live' }));
     this.clock = new Clock(cfg.tz);
@@ -82,7 +100,9 @@ export class ServeService implements Component {
     app.setErrorHandler((err: Error & { statusCode?: number }, req, reply) => {
       const status = err instanceof BadRequest ? err.status : (err.statusCode ?? 500);
       if (status >= 500) this.log.error({ err: err.message, path: req.routeOptions.url }, 'request failed');
-      void reply.status(status).send({ error: status >= 500 ? 'internal error (see the serve log)' : err.message });
+      void reply
+        .status(status)
+        .send({ error: status >= 500 && !(err instanceof BadRequest) ? 'internal error (see the serve log)' : err.message });
     });
     app.addContentTypeParser('application/x-www-form-urlencoded', { parseAs: 'string' }, (_req, body, done) =>
       done(null, Object.fromEntries(new URLSearchParams(body as string))),
@@ -157,6 +177,7 @@ export class ServeService implements Component {
     this.hub.stop();
     await this.app?.close();
     await Promise.all(this.queues.map((q) => q.close().catch(() => undefined)));
+    await this.table?.close();
   }
 
   /** HTTP_TOKEN: every path but /healthz (and the login form) needs it, as a bearer token or the login cookie. */
@@ -273,6 +294,7 @@ export class ServeService implements Component {
       string[],
     ][];
     for (const [, f] of recent) if (field(f, 's')) named.add(field(f, 's'));
+    if (this.table) for (const s of await this.table.symbols()) named.add(s);
     const known = new Map([...named].map((s) => [fileSafeSymbol(s), s]));
     const out = new Set(named);
     for (const iv of this.cfg.intervals) {
@@ -331,21 +353,40 @@ export class ServeService implements Component {
     if (from !== undefined && to !== undefined && from >= to)
       throw new BadRequest(400, `from must be before to (from=${q.from}, to=${q.to})`);
     const startOf = (line: string) => this.clock.parseLabel(line.slice(0, line.indexOf(',')));
-    const range = readRows(csvPath(this.cfg.dataDir, iv.name, symbol), { from, to, limit: q.limit }, startOf);
+    // with DATABASE_URL, the table (which keeps the newest revision of each bar); revisions=original from the files
+    const range = this.table && q.revisions === 'latest' ? await this.fromTable(iv.name, symbol, { from, to, limit: q.limit }) : undefined;
+    const fromFile = range ? undefined : readRows(csvPath(this.cfg.dataDir, iv.name, symbol), { from, to, limit: q.limit }, startOf);
     // LATE=amend: the newest revision of each corrected bar replaces it (revisions=original: as first written)
-    const corrections = q.revisions === 'latest' ? readCorrections(correctionsPath(this.cfg.dataDir, iv.name, symbol)) : new Map();
-    const rows = range.lines.map((line) => {
-      const label = line.slice(0, line.indexOf(','));
-      const c = corrections.get(label);
-      return c ? { line: c.line, rev: c.rev } : { line, rev: 0 };
-    });
-    reply.header('x-truncated', String(range.truncated));
+    const corrections =
+      !range && q.revisions === 'latest' ? readCorrections(correctionsPath(this.cfg.dataDir, iv.name, symbol)) : new Map();
+    const rows =
+      range?.rows ??
+      fromFile!.lines.map((line) => {
+        const label = line.slice(0, line.indexOf(','));
+        const c = corrections.get(label);
+        return c ? { line: c.line, rev: c.rev } : { line, rev: 0 };
+      });
+    const truncated = (range ?? fromFile!).truncated;
+    const header = range?.header ?? fromFile!.header;
+    reply.header('x-truncated', String(truncated));
     if (q.format === 'csv') {
-      const header = range.header || 'timestamp,open,high,low,close,vwap,volume,num_transactions';
-      return reply.type('text/csv; charset=utf-8').send(`${[header, ...rows.map((r) => r.line)].join('\n')}\n`);
+      const head = header || 'timestamp,open,high,low,close,vwap,volume,num_transactions';
+      return reply.type('text/csv; charset=utf-8').send(`${[head, ...rows.map((r) => r.line)].join('\n')}\n`);
     }
     const bars: ApiBar[] = rows.map(({ line, rev }) => rowToBar(line, rev, symbol, iv.name, startOf));
-    return { symbol, interval: iv.name, tz: this.cfg.tz, truncated: range.truncated, bars };
+    return { symbol, interval: iv.name, tz: this.cfg.tz, truncated, bars };
+  }
+
+  /** A range from the table; the database away or refusing: 503 with the reason (the rest of the API goes on). */
+  private async fromTable(interval: string, symbol: string, q: { from?: number; to?: number; limit: number }) {
+    try {
+      return await this.table!.range(interval, symbol, q);
+    } catch (err) {
+      throw new BadRequest(
+        503,
+        `the bars database (DATABASE_URL=${this.table!.where}) did not answer: ${(err as Error).message}; live bars and the rest of the API go on, and revisions=original reads the CSV files`,
+      );
+    }
   }
 
   /** Server-Sent Events: closed bars (`bar`), the forming bar (`forming`), feed gaps (`gap`), health (`status`). */

@@ -1,6 +1,5 @@
 import pg from 'pg';
 import {
-  EXIT,
   decodeBarEntry,
   metrics,
   reportRedisError,
@@ -13,6 +12,7 @@ import {
   type RedisClient,
   type TappedBar,
 } from '@candlewick/common';
+import { DatabaseUnavailableError, connectBarsTable, redactDatabaseUrl, upsertBars } from './bars-table.js';
 
 /**
  * `candlewick pg-sink`: the closed bars of every interval (bars:{interval}, which the writer
@@ -26,133 +26,9 @@ import {
 /** The group on bars:{interval} (one per Redis: two sinks on one database share it). */
 export const PG_SINK_GROUP = 'pg-sink';
 
-/** The schema, in order; a migration is applied once, its version recorded in candlewick_migrations. */
-export const MIGRATIONS: readonly { version: number; name: string; sql: string }[] = [
-  {
-    version: 1,
-    name: 'bars',
-    sql: `CREATE TABLE IF NOT EXISTS bars (
-  symbol text NOT NULL,
-  "interval" text NOT NULL,
-  start timestamptz NOT NULL,
-  label text NOT NULL,
-  open numeric NOT NULL,
-  high numeric NOT NULL,
-  low numeric NOT NULL,
-  close numeric NOT NULL,
-  vwap numeric,
-  volume numeric NOT NULL,
-  trades bigint,
-  complete boolean NOT NULL,
-  sources text NOT NULL,
-  rev integer NOT NULL,
-  PRIMARY KEY (symbol, "interval", start)
-)`,
-  },
-];
-
-// Any constant: the advisory lock that makes two sinks starting at once apply each migration once.
-const MIGRATION_LOCK = 0x63616e64; // "cand"
-
-/** The database cannot be reached or refuses the login at start: exit 3, like a Redis never reached. */
-export class DatabaseUnavailableError extends Error {
-  override readonly name = 'DatabaseUnavailableError';
-  readonly exitCode = EXIT.NO_REDIS;
-  constructor(message: string, options?: { cause?: unknown }) {
-    super(message, options);
-  }
-}
-
-/** The URL as it may be printed: its password replaced by `***`. */
-export function redactDatabaseUrl(url: string): string {
-  try {
-    const u = new URL(url);
-    if (u.password) u.password = '***';
-    return u.toString();
-  } catch {
-    return '(DATABASE_URL that is not a URL)';
-  }
-}
-
-/**
- * DATABASE_PASSWORD put into the URL when the URL has none (node-postgres lets a connection
- * string's fields, an absent password included, override the options beside it).
- */
-export function withPassword(url: string, password: string | undefined): string {
-  if (password === undefined) return url;
-  try {
-    const u = new URL(url);
-    if (u.password) return url;
-    u.password = encodeURIComponent(password);
-    return u.toString();
-  } catch {
-    return url;
-  }
-}
-
-/** PostgreSQL's answers that waiting cannot fix: a refused login, a database or role that does not exist. */
-const REFUSED = new Set(['28P01', '28000', '3D000']);
-
-const UPSERT = `INSERT INTO bars (symbol, "interval", start, label, open, high, low, close, vwap, volume, trades, complete, sources, rev)
-SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::numeric[], $6::numeric[], $7::numeric[],
-  $8::numeric[], $9::numeric[], $10::numeric[], $11::bigint[], $12::boolean[], $13::text[], $14::integer[])
-ON CONFLICT (symbol, "interval", start) DO UPDATE SET label = EXCLUDED.label, open = EXCLUDED.open, high = EXCLUDED.high,
-  low = EXCLUDED.low, close = EXCLUDED.close, vwap = EXCLUDED.vwap, volume = EXCLUDED.volume, trades = EXCLUDED.trades,
-  complete = EXCLUDED.complete, sources = EXCLUDED.sources, rev = EXCLUDED.rev
-WHERE bars.rev < EXCLUDED.rev`;
+export { DatabaseUnavailableError, MIGRATIONS, migrate, redactDatabaseUrl, upsertBars, withPassword } from './bars-table.js';
 
 type Entry = [id: string, fields: string[] | null];
-
-/** Writes a batch of bars in one transaction; of two revisions of one bar in the batch, the newer. */
-export async function upsertBars(client: pg.ClientBase, bars: readonly TappedBar[]): Promise<void> {
-  const newest = new Map<string, TappedBar>();
-  for (const b of bars) {
-    const key = `${b.symbol}\u0000${b.interval}\u0000${b.start}`;
-    const had = newest.get(key);
-    if (!had || had.rev < b.rev) newest.set(key, b);
-  }
-  const rows = [...newest.values()];
-  const col = <T>(f: (b: TappedBar) => T) => rows.map(f);
-  await client.query(UPSERT, [
-    col((b) => b.symbol),
-    col((b) => b.interval),
-    col((b) => new Date(b.start).toISOString()),
-    col((b) => b.timestamp),
-    col((b) => b.open),
-    col((b) => b.high),
-    col((b) => b.low),
-    col((b) => b.close),
-    col((b) => (b.vwap === '' ? null : b.vwap)),
-    col((b) => b.volume),
-    col((b) => (b.trades === undefined ? null : String(b.trades))),
-    col((b) => b.complete),
-    col((b) => b.sources),
-    col((b) => b.rev),
-  ]);
-}
-
-/** Applies the migrations not yet recorded, in order, under an advisory lock. */
-export async function migrate(client: pg.ClientBase, log: Logger): Promise<number> {
-  await client.query('BEGIN');
-  try {
-    await client.query('SELECT pg_advisory_xact_lock($1)', [MIGRATION_LOCK]);
-    await client.query(
-      'CREATE TABLE IF NOT EXISTS candlewick_migrations (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())',
-    );
-    const done = new Set((await client.query<{ version: number }>('SELECT version FROM candlewick_migrations')).rows.map((r) => r.version));
-    for (const m of MIGRATIONS) {
-      if (done.has(m.version)) continue;
-      await client.query(m.sql);
-      await client.query('INSERT INTO candlewick_migrations (version, name) VALUES ($1, $2)', [m.version, m.name]);
-      log.info({ version: m.version, name: m.name }, 'database schema migrated');
-    }
-    await client.query('COMMIT');
-  } catch (err) {
-    await client.query('ROLLBACK').catch(() => undefined);
-    throw err;
-  }
-  return MIGRATIONS.at(-1)!.version;
-}
 
 export class PgSink implements Component {
   private readonly streams: string[];
@@ -182,45 +58,22 @@ export class PgSink implements Component {
     this.where = redactDatabaseUrl(cfg.databaseUrl);
   }
 
-  private newClient(): pg.Client {
-    const client = new pg.Client({
-      connectionString: withPassword(this.cfg.databaseUrl!, this.cfg.databasePassword),
-      connectionTimeoutMillis: 10_000,
-      application_name: 'candlewick pg-sink',
-    });
-    // a lost connection is found by the next query; this only keeps the error from being unhandled
-    client.on('error', () => undefined);
-    return client;
-  }
-
-  /** Connects and migrates; waits up to DATABASE_CONNECT_TIMEOUT, a refused login at once: exit 3. */
+  /**
+   * Connects and migrates. At start (a deadline): tries until DATABASE_CONNECT_TIMEOUT, a refused
+   * login not at all, then exit 3. Later: one attempt; the caller says the outage and tries again.
+   */
   private async connect(deadline: number | undefined): Promise<pg.Client> {
-    for (let attempt = 0; ; attempt++) {
-      const client = this.newClient();
-      try {
-        await client.connect();
-        await migrate(client, this.log);
-        this.up();
-        return client;
-      } catch (err) {
-        await client.end().catch(() => undefined);
-        const code = (err as { code?: string }).code ?? '';
-        const reason = (err as Error).message;
-        if (deadline !== undefined && REFUSED.has(code))
-          throw new DatabaseUnavailableError(
-            `DATABASE_URL=${this.where}: the database refused the login (${code}: ${reason}); check the user, the password (DATABASE_PASSWORD / DATABASE_PASSWORD_FILE) and the database name`,
-            { cause: err },
-          );
-        if (deadline !== undefined && Date.now() >= deadline)
-          throw new DatabaseUnavailableError(
-            `DATABASE_URL=${this.where}: no database reached within DATABASE_CONNECT_TIMEOUT (${Math.round(this.cfg.databaseConnectTimeoutMs / 1000)} s): ${reason}; check the host, the port and that PostgreSQL runs`,
-            { cause: err },
-          );
+    const client = await connectBarsTable(this.cfg, this.log, 'candlewick pg-sink', {
+      deadline,
+      once: deadline === undefined,
+      onRetry: (reason) => {
         this.down(reason);
-        if (this.stopping) throw err;
-        await sleep(Math.min(5000, 250 * 2 ** attempt));
-      }
-    }
+        // asked to stop while waiting for the database at start: no more attempts
+        if (this.stopping) throw new DatabaseUnavailableError(`stopped while waiting for the database (${this.where}): ${reason}`);
+      },
+    });
+    this.up();
+    return client;
   }
 
   /** The database lost: said once, once a minute while it lasts, and once when it is back (wording of the Redis link). */
