@@ -370,7 +370,7 @@ export class Aggregator {
       this.log.warn(
         { code },
         `trade condition code ${JSON.stringify(code)} is not in the condition table: such trades count as regular. ` +
-          'Map it to a condition name in the CONDITION_CODES file (see the README, "Trade conditions")',
+          'Map it to a condition name in the CONDITION_CODES file (see docs/internals.md, "Trade conditions")',
       );
     }
     await this.redis.hincrby(this.keys.partitionStats(p), PARTITION_STATS.unknownConditions, total);

@@ -103,7 +103,7 @@ export function roleAcls(prefix: string): Record<string, RoleAcl> {
  * off, to be given a password (`ACL SETUSER cw-ingest on >password`, or `#<sha256>` in this file).
  */
 export function aclFile(prefix: string, users: Config['redisUsers'] = {}): string {
-  // an ACL file has no comments: what each user is for is in roleAcls and the README
+  // an ACL file has no comments: what each user is for is in roleAcls and docs/operations.md
   const lines: string[] = [];
   for (const [role, acl] of Object.entries(roleAcls(prefix))) {
     const own = users[role];

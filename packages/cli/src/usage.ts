@@ -95,7 +95,7 @@ ${Object.entries(ROLE_HELP)
   .map(([name, h]) => h.about.map((line, i) => `  ${(i === 0 ? name : '').padEnd(16)}${line}`).join('\n'))
   .join('\n')}
 
-Every setting is an environment variable (see README, or: candlewick help settings); a flag
+Every setting is an environment variable (see docs/configuration.md, or: candlewick help settings); a flag
 --some-name value sets SOME_NAME.
 Short forms: ${Object.entries(ALIASES)
   .map(([short, name]) => `${flagOf(short)} (${name})`)
