@@ -134,7 +134,7 @@ export async function pgSection(items: readonly TapeItem[], what: string, o: PgB
     await client.connect();
     await migrate(client, pino({ level: 'silent' }));
     await client.query('CREATE TABLE bars_copy (LIKE bars INCLUDING ALL)');
-    const version = (await client.query<{ v: string }>('SHOW server_version')).rows[0]!.v;
+    const version = (await client.query<{ server_version: string }>('SHOW server_version')).rows[0]!.server_version;
     const upsert: number[] = [];
     const copy: number[] = [];
     const again: number[] = [];
@@ -169,7 +169,7 @@ export async function pgSection(items: readonly TapeItem[], what: string, o: PgB
     }
     const ceiling = median(copy);
     const line = (label: string, x: number, ratio = true) =>
-      `  ${label.padEnd(58)}${fmt(x).padStart(10)} rows/s${ratio ? `   ${(x / ceiling).toFixed(2)}x the ceiling` : '   <- the ceiling'}`;
+      `  ${label.padEnd(68)}${fmt(x).padStart(10)} rows/s${ratio ? `   ${(x / ceiling).toFixed(2)}x the ceiling` : '   <- the ceiling'}`;
     return [
       `8. PostgreSQL sink: PostgreSQL ${version} (private cluster, fsync on), ${fmt(rows.length)} rows: ${what}'s ${fmt(bars)} bars of ${intervals} intervals over copies of its symbols, median of ${o.runs} runs`,
       line('COPY … FROM STDIN (psql), into an empty table', ceiling, false),
