@@ -20,6 +20,9 @@
  *  7. A wide universe at live pace (bench/wide.ts): BENCH_WIDE_SYMBOLS symbols that all trade, for
  *     BENCH_WIDE_SECONDS; the close lag p50/p99/worst of every bar and the peak memory of every
  *     process and of Redis.
+ *  8. The PostgreSQL sink (bench/pg.ts): pg-sink's upsert of BENCH_PG_ROWS real bars, then the same
+ *     rows again (unchanged), against a COPY of them, on a private cluster. BENCH_PART=pg runs this
+ *     part alone; without PostgreSQL it is said and skipped.
  */
 import { mkdtempSync, readdirSync, rmSync, existsSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir, totalmem } from 'node:os';
@@ -44,6 +47,7 @@ import { tapeSymbols } from '@candlewick/common';
 import { ROOT, benchSettings } from './settings.js';
 import { DEFAULT_WIDE_INTERVALS, runWide, wideReport, type WideOptions } from './wide.js';
 import { WIDE_DEFAULTS } from './wide-tape.js';
+import { pgSection } from './pg.js';
 
 const settings = benchSettings();
 const LEAN_TICKS = join(settings.LEAN_DATA_DIR, 'tick');
@@ -350,6 +354,10 @@ async function main(): Promise<void> {
   out(`tape: ${what}: ${fmt(trades.length)} trades; intervals 1min,5min,15min,30min,1h; AOF on; runs per figure: ${settings.BENCH_RUNS}`);
   out();
   if (settings.BENCH_PART === 'commands') return commands(spec, what);
+  const pgPart = async () => {
+    for (const line of await pgSection(items, what, { rows: settings.BENCH_PG_ROWS, runs: settings.BENCH_RUNS })) out(line);
+  };
+  if (settings.BENCH_PART === 'pg') return pgPart();
 
   const ceil = await ceilings(trades);
   out('1. Redis-only ceilings (one Node process, this machine, this run)');
@@ -479,7 +487,11 @@ async function main(): Promise<void> {
       if (runs.length > 1) out(`  ${label}:`);
       for (const line of wideReport(o, await runWide(o))) out(line);
     }
+    out();
   }
+
+  // 8. The PostgreSQL sink against a COPY of the same rows
+  await pgPart();
 }
 
 main().catch((err: unknown) => {

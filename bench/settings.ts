@@ -30,8 +30,14 @@ const BENCH_ENV = z.object({
     .regex(/^[1-9]\d*$/, 'must be a whole number of at least 1')
     .transform(Number)
     .default(5),
-  /** what to run: everything, or only the commands as whole processes (section 6) */
-  BENCH_PART: z.enum(['all', 'commands'], { message: 'must be all or commands' }).default('all'),
+  /** what to run: everything, or only the commands as whole processes (section 6), or only the PostgreSQL sink (section 8) */
+  BENCH_PART: z.enum(['all', 'commands', 'pg'], { message: 'must be all, commands or pg' }).default('all'),
+  /** rows the PostgreSQL sink's section writes (the tape's bars repeated over copies of its symbols) */
+  BENCH_PG_ROWS: z
+    .string()
+    .regex(/^[1-9]\d*$/, 'must be a whole number of rows, at least 1')
+    .transform(Number)
+    .default(200_000),
   /** runs of each command as a whole process; the best is reported */
   BENCH_COMMAND_RUNS: z
     .string()

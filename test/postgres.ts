@@ -1,15 +1,17 @@
 import { execFileSync } from 'node:child_process';
-import { chownSync, existsSync, readdirSync, writeFileSync } from 'node:fs';
+import { chownSync, existsSync, mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
 import { freePort } from '@candlewick/cli';
-import { tempDir } from './helpers.js';
 
 /**
  * A private PostgreSQL cluster for a test: initdb + pg_ctl (Debian's, under
  * /usr/lib/postgresql/N/bin, not on PATH) on a free port of 127.0.0.1, its socket in its own
  * directory, never the machine's own on 5432. PostgreSQL refuses to run as root: as root the
- * cluster belongs to `nobody`. Password login (scram-sha-256) for the user `candlewick`.
+ * cluster belongs to `nobody`. Password login (scram-sha-256) for the user `candlewick`. No
+ * flush to disk (fsync off) unless `fsync` is asked for: the tests want speed, `npm run bench`
+ * measures what a deployment pays. (No vitest here: the benchmarks start clusters too.)
  */
 export interface PgCluster {
   port: number;
@@ -33,10 +35,10 @@ export function pgBin(): string | undefined {
   return versions[0] ? join(base, versions[0], 'bin') : undefined;
 }
 
-export async function startPostgres(name = 'pg'): Promise<PgCluster> {
+export async function startPostgres(name = 'pg', options: { fsync?: boolean } = {}): Promise<PgCluster> {
   const bin = pgBin();
   if (!bin) throw new Error('no initdb under /usr/lib/postgresql/*/bin: install Debian\'s "postgresql" (.ci/run does)');
-  const dir = tempDir(name);
+  const dir = mkdtempSync(join(tmpdir(), `cw-${name}-`));
   const asRoot = process.getuid?.() === 0;
   const run = (cmd: string, args: string[]) =>
     execFileSync(asRoot ? 'runuser' : join(bin, cmd), asRoot ? ['-u', 'nobody', '--', join(bin, cmd), ...args] : args, {
@@ -51,7 +53,7 @@ export async function startPostgres(name = 'pg'): Promise<PgCluster> {
   const data = join(dir, 'data');
   run('initdb', ['-D', data, '-U', 'candlewick', '--auth=scram-sha-256', `--pwfile=${pwfile}`, '-E', 'UTF8', '--no-sync']);
   const port = await freePort();
-  const opts = `-c port=${port} -c listen_addresses=127.0.0.1 -c unix_socket_directories=${dir} -c fsync=off`;
+  const opts = `-c port=${port} -c listen_addresses=127.0.0.1 -c unix_socket_directories=${dir} -c fsync=${options.fsync ? 'on' : 'off'}`;
   const start = () => run('pg_ctl', ['-D', data, '-l', join(dir, 'log'), '-o', opts, '-w', '-t', '30', 'start']);
   const stop = () => run('pg_ctl', ['-D', data, '-m', 'fast', '-w', 'stop']);
   start();
