@@ -14,7 +14,7 @@
  * the warm-up rather than growing for the week BARS_RETENTION keeps by default. Also printed: the
  * bars written and the close lag of the bars still on bars:{interval} (the last 15 minutes).
  */
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawn } from 'node:child_process';
@@ -26,7 +26,7 @@ import { PrivateRedis } from '@candlewick/cli';
 import { ROOT, benchSettings } from './settings.js';
 import { DEFAULT_WIDE_INTERVALS, percentile, procName } from './wide.js';
 import { WIDE_DEFAULTS, wideSymbol } from './wide-tape.js';
-import { descendants } from '../test/procs.js';
+import { descendants, procMemory } from '../test/procs.js';
 
 const settings = benchSettings();
 const minutes = settings.SOAK_MINUTES;
@@ -85,15 +85,6 @@ function startFeed(names: readonly string[]): Promise<{ port: number; sent: () =
       }),
     ),
   );
-}
-
-function vmRss(pid: number): number {
-  try {
-    const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-    return m ? Number(m[1]) * 1024 : 0;
-  } catch {
-    return 0;
-  }
 }
 
 /** Least-squares slope of y (bytes) over x (minutes), in MB per hour. */
@@ -162,7 +153,7 @@ const sample = async (minute: number) => {
     const n = (seen.get(name) ?? 0) + 1;
     seen.set(name, n);
     if (name === 'aggregate' || n > 1) name = `${name}.${n}`;
-    const rss = vmRss(pid);
+    const rss = procMemory(pid, 'VmRSS');
     if (!samples.has(name)) samples.set(name, []);
     samples.get(name)!.push([minute, rss]);
     row.push(`${name} ${mb(rss).toFixed(0)}`);

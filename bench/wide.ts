@@ -22,7 +22,7 @@ import { decodeBarEntry, makeKeys } from '@candlewick/common';
 import { Clock, decodeTradeEntries, parseInterval } from '@candlewick/core';
 import { PrivateRedis } from '@candlewick/cli';
 import { writeWideTape, type WideTapeOptions } from './wide-tape.js';
-import { descendants } from '../test/procs.js';
+import { descendants, procMemory } from '../test/procs.js';
 
 export const DEFAULT_WIDE_INTERVALS = ['1min', '5min', '15min', '30min', '1h'];
 
@@ -79,15 +79,6 @@ export function procName(pid: number): string {
     return i >= 0 ? (cmd[i + 1] ?? 'stack') : (cmd[0] ?? '?');
   } catch {
     return '';
-  }
-}
-
-function vmHwm(pid: number): number {
-  try {
-    const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-    return m ? Number(m[1]) * 1024 : 0;
-  } catch {
-    return 0;
   }
 }
 
@@ -153,7 +144,7 @@ export async function runWide(o: WideOptions): Promise<WideResult> {
         const n = (seen.get(name) ?? 0) + 1;
         seen.set(name, n);
         if (name === 'aggregate' || n > 1) name = `${name}.${n}`;
-        peakRss.set(name, Math.max(peakRss.get(name) ?? 0, vmHwm(pid)));
+        peakRss.set(name, Math.max(peakRss.get(name) ?? 0, procMemory(pid, 'VmHWM')));
       }
       const info = await redis.info('memory');
       redisPeak = Math.max(redisPeak, Number(/used_memory:(\d+)/.exec(info)?.[1] ?? 0));

@@ -33,3 +33,13 @@ export function cmdline(pid: number): string {
     return '';
   }
 }
+
+/** A process's memory from /proc/PID/status in bytes: VmRSS (now) or VmHWM (its peak); 0 once it is gone. */
+export function procMemory(pid: number, field: 'VmRSS' | 'VmHWM'): number {
+  try {
+    const m = new RegExp(`${field}:\\s+(\\d+) kB`).exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m ? Number(m[1]) * 1024 : 0;
+  } catch {
+    return 0;
+  }
+}
