@@ -472,11 +472,11 @@ describe.skipIf(problem !== undefined && !DOCKER_REQUIRED)('docker compose on a 
       const name = p.container('postgres');
       const log = spawnSync(DOCKER, ['logs', name], { encoding: 'utf8' });
       expect(`${log.stdout}${log.stderr}`.match(/PostgreSQL init process complete/g)).toHaveLength(1);
-      const uids = dockerQuiet(['top', name, '-eo', 'uid,comm'])
+      const uids = dockerQuiet(['top', name, '-o', 'pid,uid,comm'])
         .split('\n')
         .slice(1)
         .filter(Boolean)
-        .map((l) => l.trim().split(/\s+/)[0]);
+        .map((l) => l.trim().split(/\s+/)[1]);
       expect(uids.length).toBeGreaterThan(1);
       expect([...new Set(uids)]).toEqual(['999']);
       p.ok(['stop', '-t', '20', 'postgres'], 60_000);

@@ -216,7 +216,7 @@ RUN apt-get update -qq \\
  && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql-common >/dev/null \\
  && sed -ri 's/#(create_main_cluster) .*\$/\\1 = false/' /etc/postgresql-common/createcluster.conf \\
  && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null \\
- && rm -rf /var/lib/apt/lists/* \\
+ && apt-get clean && rm -rf /var/lib/apt/lists/* \\
  && test -x /usr/lib/postgresql/$PG_MAJOR/bin/postgres \\
  && sed -ri "s!^#?(listen_addresses)\\s*=\\s*\\S+.*!\\1 = '*'!" /usr/share/postgresql/$PG_MAJOR/postgresql.conf.sample \\
  && grep -F "listen_addresses = '*'" /usr/share/postgresql/$PG_MAJOR/postgresql.conf.sample \\
