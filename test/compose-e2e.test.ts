@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { makeKeys } from '@candlewick/common';
 import { csvOutputs, klineProblems, ROOT, runCli, tempDir, waitFor } from './helpers.js';
+import { barsAsFiles, BARS_AS_CSV_SQL, csvLines, type BarLine } from './postgres.js';
 import {
   composeCommand,
   docker,
@@ -20,9 +21,9 @@ import {
 
 /**
  * The README's compose commands on a real Docker engine: the image built from the Dockerfile, the
- * stack up with the replay profile and three aggregators, every container healthy, and every CSV
- * byte for byte what `candlewick stack` writes from the same bundled tape; then everything torn
- * down. Then the same with docker-compose.ha.yml on top (a master, a replica, three Sentinels), the
+ * stack up with the replay and postgres profiles and three aggregators, every container healthy, every
+ * CSV byte for byte what `candlewick stack` writes from the same bundled tape, and every row of the
+ * PostgreSQL table (written by the pg-sink service) its CSV row; then everything torn down. Then the same with docker-compose.ha.yml on top (a master, a replica, three Sentinels), the
  * master container killed mid-replay: every role follows the promoted replica, every bar exact. The
  * test talks only to the Docker engine's socket, to its own containers (through `docker inspect`,
  * `docker exec` and the bind-mounted data folder; no Redis port is published) and to loopback (the
@@ -34,11 +35,11 @@ if (problem && !DOCKER_REQUIRED) {
   console.warn(`compose end-to-end test skipped: ${problem}. CANDLEWICK_REQUIRE_DOCKER=1 makes this a failure (CI sets it).`);
 }
 
-/** The replay line of docker-compose.yml and the README: what a user types in front of `docker compose … up`. */
-const REPLAY = replayLine();
+/** The replay line of docker-compose.yml with the bars in PostgreSQL too: what a user types in front of `docker compose … up`. */
+const REPLAY = replayLine('docker-compose.yml', ['replay', 'postgres']);
 const AGGREGATORS = REPLAY.aggregators;
-/** redis, replay-server, ingestor, closer, writer, backfill, serve and the aggregators: all long-running and health-checked */
-const SERVICES = 7 + AGGREGATORS;
+/** redis, replay-server, ingestor, closer, writer, backfill, serve, postgres, pg-sink and the aggregators: all long-running and health-checked */
+const SERVICES = 9 + AGGREGATORS;
 /** the chart page's token (secrets/http_token) */
 const HTTP_TOKEN = randomBytes(12).toString('hex');
 /** the stream partitions of docker-compose.yml (its default STREAM_PARTITIONS) */
@@ -102,7 +103,8 @@ function composeProject(label: string, line: ReturnType<typeof replayLine>, extr
       if (process.env[k]) env[k] = process.env[k]!;
     }
     const [cmd, ...pre] = compose;
-    const full = [...pre, '--env-file', envFile, ...files.flatMap((f) => ['-f', f]), '-p', project, '--profile', 'replay', ...args];
+    const profiles = line.profiles.flatMap((p) => ['--profile', p]);
+    const full = [...pre, '--env-file', envFile, ...files.flatMap((f) => ['-f', f]), '-p', project, ...profiles, ...args];
     return spawnSync(cmd!, full, { encoding: 'utf8', env, timeout });
   }
 
@@ -161,6 +163,7 @@ function composeProject(label: string, line: ReturnType<typeof replayLine>, extr
     };
     const env = {
       REDIS_PASSWORD_FILE: secret('redis_password', randomBytes(18).toString('hex')),
+      POSTGRES_PASSWORD_FILE: secret('postgres_password', randomBytes(18).toString('hex')),
       FINNHUB_TOKEN_FILE: secret('finnhub_token', ''),
       MASSIVE_API_KEY_FILE: secret('massive_api_key', ''),
       HTTP_TOKEN_FILE: secret('http_token', HTTP_TOKEN),
@@ -240,7 +243,7 @@ describe.skipIf(problem !== undefined && !DOCKER_REQUIRED)('docker compose on a 
     note(`engine ${docker(['version', '--format', '{{.Server.Version}}'])}, compose: ${compose.join(' ')}`);
 
     let t = Date.now();
-    ensureBaseImages(['node:20-bookworm-slim', 'redis:7-alpine']);
+    ensureBaseImages(['node:20-bookworm-slim', 'redis:7-alpine', 'postgres:15-bookworm']);
     note(`base images ready in ${secs(Date.now() - t)}`);
 
     // what `npm start` writes from the bundled tape
@@ -276,6 +279,9 @@ describe.skipIf(problem !== undefined && !DOCKER_REQUIRED)('docker compose on a 
     const { project, dir, dataDir, containers } = p;
     let upAt = 0;
     let healthyAt = 0;
+    let filesExact = false;
+    let tableExact = false;
+    let stopped = false;
 
     beforeAll(() => {
       upAt = Date.now();
@@ -293,9 +299,20 @@ describe.skipIf(problem !== undefined && !DOCKER_REQUIRED)('docker compose on a 
         state.some((c) => c.service === 'data-init' && c.status === 'exited' && c.exit === 0);
       // a role that keeps crashing will not become healthy: stop waiting at its third restart
       const crashing = () => state.filter((c) => c.restarts >= 3).map((c) => c.name);
+      // when the services of the postgres profile, and all the others, were first seen healthy: what the profile adds
+      const PG = ['postgres', 'pg-sink'];
+      const seen = new Map<string, number>();
+      const watch = () => {
+        for (const service of PG)
+          if (!seen.has(service) && state.some((c) => c.service === service && c.health === 'healthy')) seen.set(service, Date.now());
+        if (!seen.has('others') && state.filter((c) => !PG.includes(c.service) && c.health === 'healthy').length === SERVICES - PG.length)
+          seen.set('others', Date.now());
+      };
+      watch();
       while (!ready() && Date.now() < until && crashing().length === 0) {
         await new Promise((r) => setTimeout(r, 1000));
         state = containers();
+        watch();
       }
       if (!ready()) console.log(`crash-looping: ${crashing().join(' ') || 'none'}\n${p.logs([], 30)}`);
       expect(state.map((c) => `${c.service} ${c.status} ${c.health || `exit ${c.exit}`}`).sort()).toEqual(
@@ -304,6 +321,8 @@ describe.skipIf(problem !== undefined && !DOCKER_REQUIRED)('docker compose on a 
           'closer running healthy',
           'data-init exited exit 0',
           'ingestor running healthy',
+          'pg-sink running healthy',
+          'postgres running healthy',
           'redis running healthy',
           'replay-server running healthy',
           'serve running healthy',
@@ -313,18 +332,28 @@ describe.skipIf(problem !== undefined && !DOCKER_REQUIRED)('docker compose on a 
       );
       healthyAt = Date.now();
       note(`every container healthy ${secs(healthyAt - upAt)} after up`);
+      note(
+        `first seen healthy after up: the services outside the postgres profile ${secs(seen.get('others')! - upAt)}, postgres ${secs(seen.get('postgres')! - upAt)}, pg-sink ${secs(seen.get('pg-sink')! - upAt)}`,
+      );
     }, 200_000);
 
-    it("shows no secret: not in any container's configuration (docker inspect), not in Redis's process list", () => {
+    it("shows no secret: not in any container's configuration (docker inspect), not in Redis's or PostgreSQL's process list", () => {
       expect(healthyAt, 'the stack came up healthy').toBeGreaterThan(0);
-      const password = readFileSync(join(dir, 'redis_password'), 'utf8');
+      const passwords = ['redis_password', 'postgres_password'].map((f) => readFileSync(join(dir, f), 'utf8'));
       for (const c of containers()) {
-        expect(dockerQuiet(['inspect', '-f', '{{json .Config}} {{json .HostConfig}}', c.name]), c.name).not.toContain(password);
+        const config = dockerQuiet(['inspect', '-f', '{{json .Config}} {{json .HostConfig}}', c.name]);
+        // the two that use the database password name its file, never its value
+        if (c.service === 'postgres' || c.service === 'pg-sink') expect(config, c.name).toContain('/run/secrets/postgres_password');
+        for (const password of passwords) expect(config, c.name).not.toContain(password);
       }
-      const redis = containers().find((c) => c.service === 'redis')!;
-      const top = dockerQuiet(['top', redis.name]);
-      expect(top).toContain('redis-server');
-      expect(top).not.toContain(password);
+      for (const [service, process] of [
+        ['redis', 'redis-server'],
+        ['postgres', 'postgres'],
+      ] as const) {
+        const top = dockerQuiet(['top', p.container(service)]);
+        expect(top, service).toContain(process);
+        for (const password of passwords) expect(top, service).not.toContain(password);
+      }
     });
 
     it('writes every CSV file byte for byte as `candlewick stack` does from the same tape', async () => {
@@ -337,7 +366,61 @@ describe.skipIf(problem !== undefined && !DOCKER_REQUIRED)('docker compose on a 
       if (lastRow > 0) note(`last row written ${secs(lastRow - upAt)} after up`);
       if (!sameFiles(files, reference)) console.log(p.logs(['writer', 'closer', 'ingestor'], 20));
       expectReferenceFiles(files);
+      filesExact = true;
     }, 200_000);
+
+    /** The bars table through psql inside the postgres container, on its socket (the image trusts its own socket), by CSV file. */
+    const tableFiles = () => {
+      const US = '\x1f';
+      const out = docker([
+        'exec',
+        p.container('postgres'),
+        'psql',
+        '-X',
+        '-q',
+        '-v',
+        'ON_ERROR_STOP=1',
+        '-U',
+        'candlewick',
+        '-d',
+        'candlewick',
+        '-At',
+        '-F',
+        US,
+        '-c',
+        BARS_AS_CSV_SQL,
+      ]);
+      const rows = out
+        .split('\n')
+        .filter(Boolean)
+        .map((l): BarLine => {
+          const [interval, symbol, line] = l.split(US) as [string, string, string];
+          return { interval, symbol, line };
+        });
+      return barsAsFiles(rows);
+    };
+
+    it('writes every bar into PostgreSQL: each row of the table is its CSV row, no row more', async () => {
+      expect(filesExact, "the CSV files are the stack's").toBe(true);
+      const t = Date.now();
+      const files = csvLines(csvOutputs(dataDir));
+      // psql inside the postgres container, on its socket (the image trusts its own socket): one line a bar
+      const same = (a: Map<string, string[]>) =>
+        a.size === files.size && [...files].every(([k, v]) => JSON.stringify(a.get(k)) === JSON.stringify(v));
+      // pg-sink writes a moment after the writer: 30 s at the most
+      let rows = tableFiles();
+      while (!same(rows) && Date.now() - t < 30_000) {
+        await new Promise((r) => setTimeout(r, 500));
+        rows = tableFiles();
+      }
+      note(
+        `PostgreSQL: ${[...rows.values()].reduce((n, l) => n + l.length, 0)} rows in bars, equal to the CSV files ${secs(Date.now() - t)} after they were`,
+      );
+      if (!same(rows)) console.log(p.logs(['pg-sink', 'postgres'], 30));
+      expect([...rows.keys()].sort()).toEqual([...files.keys()].sort());
+      for (const [file, lines] of files) expect(rows.get(file), file).toEqual(lines);
+      tableExact = true;
+    }, 60_000);
 
     it("serves the chart page and the API on the host: the bars it returns are the files'", async () => {
       expect(healthyAt, 'the stack came up healthy').toBeGreaterThan(0);
@@ -369,14 +452,36 @@ describe.skipIf(problem !== undefined && !DOCKER_REQUIRED)('docker compose on a 
       p.ok(['stop', '-t', '20'], 120_000);
       const state = containers();
       expect(state.filter((c) => c.exit !== 0).map((c) => `${c.name}: exit ${c.exit}`)).toEqual([]);
-      // no anonymous volumes: only the named Redis volume belongs to the project
+      // no anonymous volumes: only the named Redis and PostgreSQL volumes belong to the project
       const volumes = state.flatMap((c) =>
         dockerQuiet(['inspect', '-f', '{{range .Mounts}}{{.Type}}:{{.Name}} {{end}}', c.name])
           .split(' ')
           .filter((m) => m.startsWith('volume:')),
       );
-      expect([...new Set(volumes)]).toEqual([`volume:${project}_redis-data`]);
+      expect([...new Set(volumes)].sort()).toEqual([`volume:${project}_postgres-data`, `volume:${project}_redis-data`]);
+      stopped = true;
     }, 150_000);
+
+    it('postgres started again keeps the table on its volume: no second initdb, every process as the postgres user (uid 999)', async () => {
+      expect(stopped && tableExact, 'the table was the files, and the project stopped cleanly').toBe(true);
+      const t = Date.now();
+      p.ok(['start', 'postgres']);
+      await waitFor(() => containers().find((c) => c.service === 'postgres')?.health === 'healthy', 60_000, 'postgres healthy again');
+      note(`PostgreSQL started again: healthy ${secs(Date.now() - t)} after its start`);
+      expect(tableFiles()).toEqual(csvLines(csvOutputs(dataDir)));
+      const name = p.container('postgres');
+      const log = spawnSync(DOCKER, ['logs', name], { encoding: 'utf8' });
+      expect(`${log.stdout}${log.stderr}`.match(/PostgreSQL init process complete/g)).toHaveLength(1);
+      const uids = dockerQuiet(['top', name, '-o', 'pid,uid,comm'])
+        .split('\n')
+        .slice(1)
+        .filter(Boolean)
+        .map((l) => l.trim().split(/\s+/)[1]);
+      expect(uids.length).toBeGreaterThan(1);
+      expect([...new Set(uids)]).toEqual(['999']);
+      p.ok(['stop', '-t', '20', 'postgres'], 60_000);
+      expect(containers().find((c) => c.service === 'postgres')?.exit).toBe(0);
+    }, 120_000);
   });
 
   describe('docker-compose.ha.yml: a replica and three Sentinels, the master container killed mid-replay', () => {

@@ -28,6 +28,15 @@ interface Service {
 const composeText = readFileSync(join(ROOT, 'docker-compose.yml'), 'utf8');
 const compose = parse(composeText, { merge: true }) as { services: Record<string, Service>; secrets: Record<string, { file: string }> };
 const services = compose.services;
+/** The secret file a role's variable names, where the test keeps it (the container's /run/secrets/…). */
+function secretFileOf(key: string): string | undefined {
+  if (key in SECRETS) return secretFiles[SECRETS[key as keyof typeof SECRETS]]!;
+  if (key === 'REDIS_SENTINEL_PASSWORD_FILE') return secretFiles.redis_password!;
+  if (key === 'HTTP_TOKEN_FILE') return secretFiles.http_token!;
+  if (key === 'DATABASE_PASSWORD_FILE') return secretFiles.postgres_password!;
+  return undefined;
+}
+
 /** the services that run a candlewick role (data-init runs the image as a one-shot root step) */
 const candlewick = Object.entries(services).filter(([, s]) => s.build !== undefined && s.entrypoint === undefined);
 const SECRETS = {
@@ -54,6 +63,7 @@ for (const [name, value] of [
   ['finnhub_token', ''],
   ['massive_api_key', ''],
   ['http_token', ''],
+  ['postgres_password', 'pgpw'],
 ] as const) {
   secretFiles[name] = join(secretsDir, name);
   writeFileSync(secretFiles[name]!, value);
@@ -61,7 +71,7 @@ for (const [name, value] of [
 afterAll(() => rmSync(secretsDir, { recursive: true, force: true }));
 
 /**
- * `docker compose -f … --profile replay config -q` on `files`, with the secret files and `vars` in a
+ * `docker compose -f … --profile replay --profile postgres config -q` on `files`, with the secret files and `vars` in a
  * clean environment and an env file of its own (a developer's .env changes nothing); undefined where
  * no compose tool runs: the parse checks are what can run there (CI installs one).
  */
@@ -74,10 +84,21 @@ function composeConfig(files: string[], vars: Record<string, string>) {
   const [cmd, ...pre] = tool;
   const envFile = join(secretsDir, 'compose.env');
   writeFileSync(envFile, '');
-  const secrets = Object.fromEntries(Object.entries(SECRETS).map(([k, s]) => [k, secretFiles[s]!]));
+  const secrets = {
+    ...Object.fromEntries(Object.entries(SECRETS).map(([k, s]) => [k, secretFiles[s]!])),
+    POSTGRES_PASSWORD_FILE: secretFiles.postgres_password!,
+  };
   return spawnSync(
     cmd!,
-    [...pre, '--env-file', envFile, ...files.flatMap((f) => ['-f', join(ROOT, f)]), '--profile', 'replay', 'config', '-q'],
+    [
+      ...pre,
+      '--env-file',
+      envFile,
+      ...files.flatMap((f) => ['-f', join(ROOT, f)]),
+      ...['replay', 'postgres'].flatMap((p) => ['--profile', p]),
+      'config',
+      '-q',
+    ],
     {
       env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', ...secrets, ...vars },
       encoding: 'utf8',
@@ -94,6 +115,7 @@ describe('docker-compose.yml, .env.example and Dockerfile', () => {
       'backfill',
       'closer',
       'ingestor',
+      'pg-sink',
       'replay-server',
       'serve',
       'writer',
@@ -106,16 +128,7 @@ describe('docker-compose.yml, .env.example and Dockerfile', () => {
       // with the README's replay line, the configuration loads as the container would load it,
       // its secret files where compose mounts them
       const vars = replayLine().env;
-      const resolved = Object.fromEntries(
-        Object.entries(env).map(([k, v]) => [
-          k,
-          k in SECRETS
-            ? secretFiles[SECRETS[k as keyof typeof SECRETS]]!
-            : k === 'HTTP_TOKEN_FILE'
-              ? secretFiles.http_token!
-              : interpolate(String(v), vars),
-        ]),
-      );
+      const resolved = Object.fromEntries(Object.entries(env).map(([k, v]) => [k, secretFileOf(k) ?? interpolate(String(v), vars)]));
       expect(() => loadConfig(resolved), name).not.toThrow();
     }
   });
@@ -155,6 +168,47 @@ describe('docker-compose.yml, .env.example and Dockerfile', () => {
       "mkdir -p secrets && head -c 24 /dev/urandom | base64 | tr -d '/+=' > secrets/redis_password && touch secrets/finnhub_token secrets/massive_api_key secrets/http_token";
     expect(composeText).toContain(line);
     expect(example).toContain(line);
+    const pgLine = "head -c 24 /dev/urandom | base64 | tr -d '/+=' > secrets/postgres_password";
+    expect(composeText).toContain(pgLine);
+    expect(example).toContain(pgLine);
+    expect(interpolate(compose.secrets.postgres_password!.file, {})).toBe('./secrets/postgres_password');
+  });
+
+  it('the postgres profile: PostgreSQL with its password from a secret file, a volume and a health check; pg-sink writing to it', () => {
+    const pg = services.postgres!;
+    const sink = services['pg-sink']!;
+    expect([pg.profiles, sink.profiles]).toEqual([['postgres'], ['postgres']]);
+    // the official image (a local stand-in where Docker Hub is out of reach: test/docker/base-images.sh)
+    expect(pg.image).toBe('postgres:15-bookworm');
+    expect(pg.environment).toEqual({
+      POSTGRES_USER: 'candlewick',
+      POSTGRES_DB: 'candlewick',
+      POSTGRES_PASSWORD_FILE: '/run/secrets/postgres_password',
+    });
+    expect(pg.secrets).toEqual(['postgres_password']);
+    expect(pg.volumes).toEqual(['postgres-data:/var/lib/postgresql/data']);
+    expect(pg.ports).toBeUndefined();
+    expect(pg.healthcheck!.test!.slice(0, 2)).toEqual(['CMD', 'pg_isready']);
+    expect(pg.healthcheck!.test!.join(' ')).toContain('-h 127.0.0.1 -U candlewick -d candlewick');
+    expect(sink.command).toEqual(['pg-sink']);
+    const env = sink.environment!;
+    const url = new URL(env.DATABASE_URL!);
+    expect([url.protocol, url.username, url.password, url.host, url.pathname]).toEqual([
+      'postgres:',
+      'candlewick',
+      '',
+      'postgres:5432',
+      '/candlewick',
+    ]);
+    expect(env.DATABASE_PASSWORD).toBeUndefined();
+    expect(env.DATABASE_PASSWORD_FILE).toBe('/run/secrets/postgres_password');
+    expect(sink.secrets).toContain('postgres_password');
+    expect(sink.depends_on).toEqual({ redis: { condition: 'service_healthy' }, postgres: { condition: 'service_healthy' } });
+    // the password file for pg-sink alone: no other role gets it
+    for (const [name, svc] of candlewick) if (name !== 'pg-sink') expect(svc.secrets ?? [], name).not.toContain('postgres_password');
+    // the same replay line with the profile on
+    const line = replayLine('docker-compose.yml', ['replay', 'postgres']);
+    expect({ ...line, profiles: [] }).toEqual({ ...replayLine(), profiles: [] });
   });
 
   it("the replay line of docker-compose.yml needs no symbols (a replaying ingestor takes the tape's), with three aggregators", () => {
@@ -247,16 +301,7 @@ describe('docker-compose.ha.yml (Redis with a replica and three Sentinels, on to
       // the merged environment loads as the container loads it
       const merged = { ...services[role]!.environment!, ...env };
       const vars = replayLine('docker-compose.ha.yml').env;
-      const resolved = Object.fromEntries(
-        Object.entries(merged).map(([k, v]) => [
-          k,
-          k in SECRETS || k === 'REDIS_SENTINEL_PASSWORD_FILE'
-            ? secretFiles[k === 'REDIS_SENTINEL_PASSWORD_FILE' ? 'redis_password' : SECRETS[k as keyof typeof SECRETS]]!
-            : k === 'HTTP_TOKEN_FILE'
-              ? secretFiles.http_token!
-              : interpolate(String(v), vars),
-        ]),
-      );
+      const resolved = Object.fromEntries(Object.entries(merged).map(([k, v]) => [k, secretFileOf(k) ?? interpolate(String(v), vars)]));
       const cfg = loadConfig(resolved);
       expect(cfg.redisSentinels, role).toEqual(sentinels.map((s) => `${s}:26379`));
     }

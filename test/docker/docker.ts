@@ -78,14 +78,31 @@ export function removeNewDanglingImages(before: Set<string>): void {
 }
 
 /**
- * The replay line documented at the top of a compose file (docker-compose.yml, and in the README):
- * the variables set in front of `docker compose [-f …] --profile replay up`, the files it names
- * (none: docker-compose.yml alone), and its number of aggregators. The tests run exactly that line.
+ * A replay line documented at the top of a compose file (docker-compose.yml, and in the README): the
+ * variables set in front of `docker compose [-f …] --profile replay [--profile …] up`, the files it
+ * names (none: docker-compose.yml alone), its profiles and its number of aggregators; the line whose
+ * profiles are exactly `profiles`. The tests run exactly that line.
  */
-export function replayLine(file = 'docker-compose.yml'): { env: Record<string, string>; files: string[]; aggregators: number } {
+export function replayLine(
+  file = 'docker-compose.yml',
+  profiles: string[] = ['replay'],
+): { env: Record<string, string>; files: string[]; profiles: string[]; aggregators: number } {
   const text = readFileSync(join(ROOT, file), 'utf8');
-  const m = /^#\s+((?:[A-Z_]+=\S+\s+)+)docker compose ((?:-f \S+ )*)--profile replay up\b.*--scale aggregator=(\d+)/m.exec(text);
-  if (!m) throw new Error(`${file}: no replay line (VAR=… docker compose [-f …] --profile replay up … --scale aggregator=N) in its header`);
+  const lines = [
+    ...text.matchAll(/^#\s+((?:[A-Z_]+=\S+\s+)+)docker compose ((?:-f \S+ )*)((?:--profile \S+ )+)up\b.*--scale aggregator=(\d+)/gm),
+  ];
+  const want = [...profiles].sort().join(' ');
+  const m = lines.find(
+    (l) =>
+      [...l[3]!.matchAll(/--profile (\S+)/g)]
+        .map((p) => p[1]!)
+        .sort()
+        .join(' ') === want,
+  );
+  if (!m)
+    throw new Error(
+      `${file}: no replay line (VAR=… docker compose [-f …] ${profiles.map((p) => `--profile ${p}`).join(' ')} up … --scale aggregator=N) in its header`,
+    );
   const env = Object.fromEntries(
     m[1]!
       .trim()
@@ -93,5 +110,5 @@ export function replayLine(file = 'docker-compose.yml'): { env: Record<string, s
       .map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]),
   );
   const files = [...m[2]!.matchAll(/-f (\S+)/g)].map((f) => f[1]!);
-  return { env, files: files.length ? files : ['docker-compose.yml'], aggregators: Number(m[3]) };
+  return { env, files: files.length ? files : ['docker-compose.yml'], profiles: [...profiles], aggregators: Number(m[4]) };
 }
