@@ -45,6 +45,31 @@ describe('a wide universe at live pace', () => {
     expect(r.lags[r.lags.length - 1], worst).toBeLessThanOrEqual(GRACE + 2000);
   }, 150_000);
 
+  it('a boundary closes when it is due, not at the next polled tick: CLOSE_EVERY_MS=5000, every bar within grace + 0.5 s', async () => {
+    const o: WideOptions = {
+      symbols: 100,
+      heavy: 0,
+      seconds: 80,
+      lightEveryMs: 2000,
+      heavyPerSec: 0,
+      seed: 11,
+      root: ROOT,
+      graceMs: GRACE,
+      aggregators: 1,
+      intervals: ['1min'],
+      redisServerBin: process.env.REDIS_SERVER_BIN ?? 'redis-server',
+      exact: false,
+      firstBoundaryOnly: true,
+      // polled alone, the boundary would wait for the first tick past it (its checkpoint) and the next
+      env: { CLOSE_EVERY_MS: '5000' },
+    };
+    const r = await runWide(o);
+    console.log(wideReport(o, r).join('\n'));
+    expect(r.missing).toEqual([]);
+    expect(r.bars.get('1min')).toBe(o.symbols);
+    expect(r.lags[r.lags.length - 1]).toBeLessThanOrEqual(GRACE + 500);
+  }, 150_000);
+
   it('a tape of 20,000 symbols: their list is longer than one environment variable may be, and stack replays every one', async () => {
     const dir = tempDir('wide-list');
     const tape = join(dir, 'tape.jsonl');
