@@ -304,12 +304,13 @@ export class CloserService {
    * once the aggregators have merged up to that entry, closes — so at each minute's end + grace the
    * closer ticks at once, and again every BOUNDARY_RETRY_MS (the aggregators merge within
    * milliseconds) until the boundary has closed in every partition, for at most BOUNDARY_PATIENCE_MS;
-   * the scheduled ticks go on beside it. The host's clock only times these ticks: which bars are
-   * due is decided by Redis's clock, in closeBars.
+   * the scheduled ticks go on beside it. They are timed by Redis's clock (this host's, corrected by
+   * the skew watchRedis measures), the clock closeBars decides by.
    */
   private scheduleBoundary(): void {
     if (this.stopping) return;
-    const now = Date.now();
+    // Redis's time, as this host's clock against it was last measured
+    const now = Date.now() - redisLink.skewMs;
     const end = Math.floor((now - this.cfg.graceMs) / MINUTE) * MINUTE + MINUTE;
     this.boundaryTimer = setTimeout(
       () => {
