@@ -16,23 +16,27 @@ import { ROOT, redisUrl, runCli, tempDir, uniquePrefix } from './helpers.js';
  * ingested, byte for byte. (`npm run bench:wide` is the full-size form: 8,000 symbols.)
  */
 const GRACE = 2000;
+/** one boundary of 1min bars, 10 s or more into a live-paced replay */
+const ONE_BOUNDARY = {
+  seconds: 80,
+  root: ROOT,
+  graceMs: GRACE,
+  intervals: ['1min'],
+  redisServerBin: process.env.REDIS_SERVER_BIN ?? 'redis-server',
+  firstBoundaryOnly: true,
+};
 
 describe('a wide universe at live pace', () => {
   it('3,000 symbols closing at one boundary: on time and exact', async () => {
     const o: WideOptions = {
+      ...ONE_BOUNDARY,
       symbols: 3000,
       heavy: 3,
-      seconds: 80,
       lightEveryMs: 3000,
       heavyPerSec: 50,
       seed: 7,
-      root: ROOT,
-      graceMs: GRACE,
       aggregators: 2,
-      intervals: ['1min'],
-      redisServerBin: process.env.REDIS_SERVER_BIN ?? 'redis-server',
       exact: true,
-      firstBoundaryOnly: true,
     };
     const r = await runWide(o);
     console.log(wideReport(o, r).join('\n'));
@@ -47,19 +51,14 @@ describe('a wide universe at live pace', () => {
 
   it('a boundary closes when it is due, not at the next polled tick: CLOSE_EVERY_MS=5000, every bar within grace + 0.5 s', async () => {
     const o: WideOptions = {
+      ...ONE_BOUNDARY,
       symbols: 100,
       heavy: 0,
-      seconds: 80,
       lightEveryMs: 2000,
       heavyPerSec: 0,
       seed: 11,
-      root: ROOT,
-      graceMs: GRACE,
       aggregators: 1,
-      intervals: ['1min'],
-      redisServerBin: process.env.REDIS_SERVER_BIN ?? 'redis-server',
       exact: false,
-      firstBoundaryOnly: true,
       // polled alone, the boundary would wait for the first tick past it (its checkpoint) and the next
       env: { CLOSE_EVERY_MS: '5000' },
     };
