@@ -48,6 +48,7 @@ import { ROOT, benchSettings } from './settings.js';
 import { DEFAULT_WIDE_INTERVALS, runWide, wideReport, type WideOptions } from './wide.js';
 import { WIDE_DEFAULTS } from './wide-tape.js';
 import { pgSection } from './pg.js';
+import { mergeCost, type MergeCost } from './merge-cost.js';
 
 const settings = benchSettings();
 const LEAN_TICKS = join(settings.LEAN_DATA_DIR, 'tick');
@@ -87,6 +88,7 @@ interface Ceiling {
   addTrades: number;
   bytesPerTrade: number;
   bytesPerBar: number;
+  merge: MergeCost;
 }
 
 async function ceilings(trades: Trade[]): Promise<Ceiling> {
@@ -146,7 +148,8 @@ async function ceilings(trades: Trade[]): Promise<Ceiling> {
     const barBytes =
       Number(await redis.call('MEMORY', 'USAGE', 'open', 'SAMPLES', '0')) +
       Number(await redis.call('MEMORY', 'USAGE', 'open-index', 'SAMPLES', '0'));
-    return { xadd, addTrades: viaScript, bytesPerTrade, bytesPerBar: barBytes / bars.size };
+    const merge = await mergeCost(redis);
+    return { xadd, addTrades: viaScript, bytesPerTrade, bytesPerBar: barBytes / bars.size, merge };
   } finally {
     redis.disconnect();
     await server.stop();
@@ -363,6 +366,9 @@ async function main(): Promise<void> {
   out('1. Redis-only ceilings (one Node process, this machine, this run)');
   out(`  pipelined XADD, one entry per trade       ${fmt(ceil.xadd).padStart(10)} trades/s   <- the ceiling`);
   out(`  addTrades, 1000 trades per raw entry      ${fmt(ceil.addTrades).padStart(10)} trades/s`);
+  out(
+    `  mergeBatch, distinct symbols: Redis time per bar ${ceil.merge.opened.toFixed(1)} µs opened, ${ceil.merge.merged.toFixed(1)} µs merged into`,
+  );
   out(`  memory: ${ceil.bytesPerTrade.toFixed(1)} bytes per retained raw trade, ${ceil.bytesPerBar.toFixed(0)} bytes per open bar`);
   out();
 

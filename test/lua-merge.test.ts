@@ -1,5 +1,7 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import fc from 'fast-check';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import {
   AGGREGATOR_GROUP,
   addTrades,
@@ -14,7 +16,7 @@ import {
 import { BarCalendar, ConditionRules, decodeBarState, type Trade } from '@candlewick/core';
 import { Aggregator } from '@candlewick/aggregator';
 import { Preaggregator, rawEntries } from '@candlewick/core';
-import { rawTrades, testKeys, testRedis, waitFor } from './helpers.js';
+import { ROOT, rawTrades, testKeys, testRedis, waitFor } from './helpers.js';
 import { pino } from 'pino';
 
 const redis = testRedis();
@@ -114,6 +116,39 @@ describe('mergeBatch (Lua) agrees with the TypeScript merge', () => {
 
   it('with CONDITIONS=cta-utp: partials without an open/close or without extremes merge the same way', () =>
     luaAgrees(() => new ConditionRules()));
+});
+
+describe("mergeState's exact sums (Lua)", () => {
+  const include = readFileSync(join(ROOT, 'packages/common/lua/includes/mergeState.lua'), 'utf8');
+  const addAll = `${include}\nlocal out = {}\nfor i = 1, #ARGV, 2 do out[#out + 1] = addDec(ARGV[i], ARGV[i + 1]) end\nreturn out`;
+
+  it('add decimal integers of every length across the fast paths (15/16 and 28/29 digits) and carries', async () => {
+    const digits = fc.integer({ min: 1, max: 45 }).chain((n) =>
+      fc.oneof(
+        fc.stringMatching(new RegExp(`^[1-9][0-9]{${n - 1}}$`)),
+        // nines force carries across every chunk
+        fc.constant('9'.repeat(n)),
+      ),
+    );
+    // low chunks summing to exactly 10^14 carry one
+    const half = '5' + '0'.repeat(13);
+    const edges: [string, string][] = [
+      [`10${half}`, `10${half}`],
+      [`1${'0'.repeat(13)}${half}`, half],
+      [`1${'0'.repeat(27)}${half}`, `2${'0'.repeat(27)}${half}`],
+    ];
+    await fc.assert(
+      fc.asyncProperty(
+        fc.array(fc.tuple(fc.oneof(digits, fc.constant('0')), fc.oneof(digits, fc.constant('0'))), { minLength: 1, maxLength: 50 }),
+        async (pairs) => {
+          const all = [...edges, ...pairs];
+          const got = (await redis.eval(addAll, 0, ...all.flat())) as string[];
+          expect(got).toEqual(all.map(([a, b]) => String(BigInt(a) + BigInt(b))));
+        },
+      ),
+      { numRuns: 60 },
+    );
+  });
 });
 
 describe('exactly once when workers race on a reclaimed batch', () => {

@@ -16,23 +16,27 @@ import { ROOT, redisUrl, runCli, tempDir, uniquePrefix } from './helpers.js';
  * ingested, byte for byte. (`npm run bench:wide` is the full-size form: 8,000 symbols.)
  */
 const GRACE = 2000;
+/** one boundary of 1min bars, 10 s or more into a live-paced replay */
+const ONE_BOUNDARY = {
+  seconds: 80,
+  root: ROOT,
+  graceMs: GRACE,
+  intervals: ['1min'],
+  redisServerBin: process.env.REDIS_SERVER_BIN ?? 'redis-server',
+  firstBoundaryOnly: true,
+};
 
 describe('a wide universe at live pace', () => {
   it('3,000 symbols closing at one boundary: on time and exact', async () => {
     const o: WideOptions = {
+      ...ONE_BOUNDARY,
       symbols: 3000,
       heavy: 3,
-      seconds: 80,
       lightEveryMs: 3000,
       heavyPerSec: 50,
       seed: 7,
-      root: ROOT,
-      graceMs: GRACE,
       aggregators: 2,
-      intervals: ['1min'],
-      redisServerBin: process.env.REDIS_SERVER_BIN ?? 'redis-server',
       exact: true,
-      firstBoundaryOnly: true,
     };
     const r = await runWide(o);
     console.log(wideReport(o, r).join('\n'));
@@ -43,6 +47,26 @@ describe('a wide universe at live pace', () => {
     const worst = r.worst.map((w) => `${w.interval} ${w.symbol} ${new Date(w.start).toISOString()} ${w.lag} ms`).join('; ');
     expect(percentile(r.lags, 0.99), worst).toBeLessThanOrEqual(GRACE + 1000);
     expect(r.lags[r.lags.length - 1], worst).toBeLessThanOrEqual(GRACE + 2000);
+  }, 150_000);
+
+  it('a boundary closes when it is due, not at the next polled tick: CLOSE_EVERY_MS=5000, every bar within grace + 0.5 s', async () => {
+    const o: WideOptions = {
+      ...ONE_BOUNDARY,
+      symbols: 100,
+      heavy: 0,
+      lightEveryMs: 2000,
+      heavyPerSec: 0,
+      seed: 11,
+      aggregators: 1,
+      exact: false,
+      // polled alone, the boundary would wait for the first tick past it (its checkpoint) and the next
+      env: { CLOSE_EVERY_MS: '5000' },
+    };
+    const r = await runWide(o);
+    console.log(wideReport(o, r).join('\n'));
+    expect(r.missing).toEqual([]);
+    expect(r.bars.get('1min')).toBe(o.symbols);
+    expect(r.lags[r.lags.length - 1]).toBeLessThanOrEqual(GRACE + 500);
   }, 150_000);
 
   it('a tape of 20,000 symbols: their list is longer than one environment variable may be, and stack replays every one', async () => {

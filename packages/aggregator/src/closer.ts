@@ -1,4 +1,5 @@
 import { Queue, Worker, type Job } from 'bullmq';
+import { MINUTE } from '@candlewick/core';
 import {
   AGGREGATOR_GROUP,
   BARS_QUEUE,
@@ -7,6 +8,7 @@ import {
   isConnectionError,
   isRefusal,
   monoMs,
+  sleep,
   Quiet,
   redisLink,
   reportRedisError,
@@ -34,6 +36,8 @@ export interface CloseResult {
   closed: number;
   /** true when everything ingested so far has been merged */
   merged: boolean;
+  /** every window ending at or before this has closed, in every partition (-Infinity: not known) */
+  through: number;
 }
 
 /**
@@ -59,6 +63,7 @@ export class BarCloser {
   async closePartition(p: number, flush = false): Promise<CloseResult> {
     let closed = 0;
     let merged = false;
+    let through = -Infinity;
     /** the hand-over of what the calls so far closed, under way while the next call closes */
     let handing: Promise<number> | undefined;
     try {
@@ -74,6 +79,7 @@ export class BarCloser {
         });
         closed += r.closed;
         merged = r.merged;
+        through = r.horizon === 'all' ? Infinity : (r.horizon ?? -Infinity);
         if (r.closed > 0) crashPoint('close:closed'); // bars are in the outbox, not yet enqueued
         if (!r.more) break;
         // a boundary of a whole market closes tens of thousands of bars: the writer starts on the
@@ -90,19 +96,21 @@ export class BarCloser {
       await handing?.catch(() => undefined);
     }
     await this.drainOutbox(p);
-    return { closed, merged };
+    return { closed, merged, through };
   }
 
   async tick(flush = false): Promise<CloseResult> {
     let closed = 0;
     let merged = true;
+    let through = Infinity;
     for (let p = 0; p < this.cfg.partitions; p++) {
       const r = await this.closePartition(p, flush);
       closed += r.closed;
       merged &&= r.merged;
+      through = Math.min(through, r.through);
     }
     if (closed) this.log.debug({ closed }, 'bars closed');
-    return { closed, merged };
+    return { closed, merged, through };
   }
 
   private readonly horizonSent = new Map<number, number>();
@@ -171,6 +179,13 @@ export function barsQueue(connection: RedisClient, keys: Keys): Queue {
  * process takes the job runs BarCloser.tick. Two closers never close a bar twice: closeBars is one
  * atomic script and a closed bar leaves the open set in it.
  */
+/** a boundary's first tick comes this long after its end + grace (hosts' clocks differ by a few ms) */
+const BOUNDARY_MARGIN_MS = 20;
+/** ticks at a boundary follow each other this often until it has closed ... */
+const BOUNDARY_RETRY_MS = 20;
+/** ... for at most this long (a backlog, a held symbol: the scheduled ticks close it when it can) */
+const BOUNDARY_PATIENCE_MS = 2000;
+
 export class CloserService {
   private queue: Queue | undefined;
   private worker: Worker | undefined;
@@ -200,17 +215,23 @@ export class CloserService {
 
   async start(): Promise<void> {
     await this.schedule();
-    this.worker = new Worker(CLOSE_QUEUE, (_job: Job) => this.runTick(), {
-      connection: duplicateRedis(this.redis, this.log),
-      prefix: this.keys.queuePrefix(),
-      concurrency: 1,
-      // after a Redis error (an outage, a refusal) try again within a second, not BullMQ's 15 s
-      runRetryDelay: 1000,
-      // a tick takes milliseconds: a closer killed mid-tick leaves it stalled for at most ~4 s
-      lockDuration: 4000,
-      stalledInterval: 2000,
-      maxStalledCount: 100,
-    });
+    this.worker = new Worker(
+      CLOSE_QUEUE,
+      async (_job: Job) => {
+        await this.runTick();
+      },
+      {
+        connection: duplicateRedis(this.redis, this.log),
+        prefix: this.keys.queuePrefix(),
+        concurrency: 1,
+        // after a Redis error (an outage, a refusal) try again within a second, not BullMQ's 15 s
+        runRetryDelay: 1000,
+        // a tick takes milliseconds: a closer killed mid-tick leaves it stalled for at most ~4 s
+        lockDuration: 4000,
+        stalledInterval: 2000,
+        maxStalledCount: 100,
+      },
+    );
     // The scheduler drives the ticks; should its ticks stop coming (a stalled tick, a scheduler
     // Redis lost), this closer ticks by itself until they are back: closing never waits on BullMQ.
     // Several closers ticking at once are safe (closeBars is one atomic step).
@@ -230,6 +251,7 @@ export class CloserService {
       this.runTick().catch((err: unknown) => reportRedisError(this.log, err, 'close tick failed'));
     }, this.cfg.closeEveryMs);
     this.watchdog.unref();
+    if (this.cfg.clock === 'wall') this.scheduleBoundary();
     const failing = new RecurringError(this.log, 'closing bars failed; the next tick tries again');
     this.worker.on('failed', (_job, err) =>
       isConnectionError(err) || isRefusal(err) ? reportRedisError(this.log, err, 'close tick failed') : failing.report(err),
@@ -247,20 +269,68 @@ export class CloserService {
   private lastTick = monoMs();
   private readonly quiet = new Quiet();
   private rescheduled = monoMs();
-  private ticking = false;
+  /** the tick under way in this process */
+  private tickRunning: Promise<CloseResult> | undefined;
   private watchdog: NodeJS.Timeout | undefined;
+  private boundaryTimer: NodeJS.Timeout | undefined;
+  private stopping = false;
 
-  /** One tick, never two at once in this process (the scheduler's and the watchdog's). */
-  private async runTick(): Promise<void> {
-    if (this.ticking) return;
-    this.ticking = true;
-    try {
-      this.lastTick = monoMs();
-      await this.closer.tick(false);
-      await this.closeWhenIdle();
-      this.lastTick = monoMs();
-    } finally {
-      this.ticking = false;
+  private get ticking(): boolean {
+    return this.tickRunning !== undefined;
+  }
+
+  /** One tick, never two at once in this process (the scheduler's, the watchdog's, a boundary's). */
+  private runTick(): Promise<CloseResult | undefined> {
+    if (this.tickRunning) return Promise.resolve(undefined);
+    const run = (async () => {
+      try {
+        this.lastTick = monoMs();
+        const r = await this.closer.tick(false);
+        await this.closeWhenIdle();
+        this.lastTick = monoMs();
+        return r;
+      } finally {
+        this.tickRunning = undefined;
+      }
+    })();
+    this.tickRunning = run;
+    return run;
+  }
+
+  /**
+   * CLOCK=wall: every window ends on a whole minute, and its bars are due grace later. Polled ticks
+   * would reach a boundary up to two ticks late — the first tick past it records the checkpoint
+   * (closeBars: the watermark and the last ingested entry at one instant), and only a later one,
+   * once the aggregators have merged up to that entry, closes — so at each minute's end + grace the
+   * closer ticks at once, and again every BOUNDARY_RETRY_MS (the aggregators merge within
+   * milliseconds) until the boundary has closed in every partition, for at most BOUNDARY_PATIENCE_MS;
+   * the scheduled ticks go on beside it. They are timed by Redis's clock (this host's, corrected by
+   * the skew watchRedis measures), the clock closeBars decides by.
+   */
+  private scheduleBoundary(): void {
+    if (this.stopping) return;
+    // Redis's time, as this host's clock against it was last measured
+    const now = Date.now() - redisLink.skewMs;
+    const end = Math.floor((now - this.cfg.graceMs) / MINUTE) * MINUTE + MINUTE;
+    this.boundaryTimer = setTimeout(
+      () => {
+        this.atBoundary(end)
+          .catch((err: unknown) => reportRedisError(this.log, err, 'close tick failed'))
+          .finally(() => this.scheduleBoundary());
+      },
+      end + this.cfg.graceMs - now + BOUNDARY_MARGIN_MS,
+    );
+    this.boundaryTimer.unref();
+  }
+
+  private async atBoundary(end: number): Promise<void> {
+    const until = monoMs() + BOUNDARY_PATIENCE_MS;
+    while (!this.stopping) {
+      // a tick under way may have begun before the boundary was due: one more after it
+      while (this.tickRunning) await this.tickRunning.catch(() => undefined);
+      const r = await this.runTick();
+      if ((r && r.through >= end) || monoMs() >= until) return;
+      await sleep(BOUNDARY_RETRY_MS);
     }
   }
 
@@ -292,7 +362,9 @@ export class CloserService {
   }
 
   async stop(): Promise<void> {
+    this.stopping = true;
     if (this.watchdog) clearInterval(this.watchdog);
+    if (this.boundaryTimer) clearTimeout(this.boundaryTimer);
     // (a tick is one atomic script: nothing is in progress outside Redis but the tick itself)
     if (this.worker) await closeWorker(this.worker, () => this.ticking, this.log);
     await this.queue?.close();

@@ -36,10 +36,12 @@ if redis.call('HEXISTS', holds, symbol) == 0 then
   redis.call('HINCRBY', stats, 'backfillTooLate', used)
   result = 0
 else
+  local ids, ends, encs = {}, {}, {}
   for j = 1, k do
-    foldPartial(bars, index, ARGV[pos], tonumber(ARGV[pos + 1]), ARGV[pos + 2])
+    ids[j], ends[j], encs[j] = ARGV[pos], ARGV[pos + 1], ARGV[pos + 2]
     pos = pos + 3
   end
+  foldPartials(bars, index, ids, ends, encs)
   pos = pos + 1
   for j = 1, f do
     local id, bits = ARGV[pos], tonumber(ARGV[pos + 1])

@@ -75,18 +75,19 @@ local closed = tonumber(redis.call('HGET', clock, 'closed') or '-1')
 local k = tonumber(ARGV[pos]); pos = pos + 1
 local merged = 0
 local lostClosed = 0
+local ids, ends, encs = {}, {}, {}
 for j = 1, k do
-  local id, wend, enc = ARGV[pos], tonumber(ARGV[pos + 1]), ARGV[pos + 2]
+  local id, wend, enc = ARGV[pos], ARGV[pos + 1], ARGV[pos + 2]
   pos = pos + 3
-  local b = splitState(enc)
-  if wend <= closed then
+  if tonumber(wend) <= closed then
     -- Cannot happen while the watermark is monotonic (see closeBars); kept visible, never folded in.
     redis.call('XADD', late, '*', 'bar', id, 'state', enc, 'reason', 'window-already-closed')
-    lostClosed = lostClosed + tonumber(b[9])
+    lostClosed = lostClosed + tonumber(splitState(enc)[9])
   else
-    foldPartial(bars, index, id, wend, enc)
+    ids[#ids + 1], ends[#ends + 1], encs[#encs + 1] = id, wend, enc
   end
 end
+foldPartials(bars, index, ids, ends, encs)
 
 local a = tonumber(ARGV[pos] or '0'); pos = pos + 1
 for j = 1, a do

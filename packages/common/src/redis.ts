@@ -212,9 +212,12 @@ export class RedisLink {
   }
 
   private skewSaid = false;
+  /** this host's clock minus Redis's, as last measured (0 until then): Redis's time is Date.now() - skewMs */
+  skewMs = 0;
 
   /** This host's clock against Redis's (ms, + = ahead): a big difference is said once, its end too. */
   clockSkew(ms: number): void {
+    this.skewMs = ms;
     const big = Math.abs(ms) >= 5000;
     if (big && !this.skewSaid) {
       this.skewSaid = true;

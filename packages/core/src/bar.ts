@@ -158,6 +158,10 @@ export function parseBarId(id: string): { interval: string; symbol: string; star
  */
 export function formatNumber(x: number): string {
   if (!Number.isFinite(x)) return '';
+  // a shortest form of at most 15 characters has at most 15 significant digits: rounded to 15 it
+  // is the same number, so it prints as it is (most volumes, many prices)
+  const plain = String(x);
+  if (plain.length <= 15 && !plain.includes('e')) return plain;
   const r = Number(x.toPrecision(15));
   if (r === 0) return '0';
   const s = String(r);

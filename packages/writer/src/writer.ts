@@ -361,6 +361,8 @@ export class WriterService {
     const steps: ((tx: SlotTransactions) => void)[] = [];
     const minId = String(Date.now() - this.cfg.barsRetentionMs);
     const counts = new Map<string, number>();
+    /** the closed bars (and corrections) among them, for the metric: carried ones are not closed bars */
+    const closedWritten = new Map<string, number>();
     let written = 0;
     let skipped = 0;
     /** bars:{interval} -> the entries to publish there, in order (one publishBars call per few hundred) */
@@ -416,11 +418,11 @@ export class WriterService {
         written++;
         const k = rev > 0 ? `corrections:${bar.interval}` : bar.interval;
         counts.set(k, (counts.get(k) ?? 0) + 1);
-        this.metrics.written.inc({ interval: k });
+        closedWritten.set(k, (closedWritten.get(k) ?? 0) + 1);
         if (rev === 0) {
           const iv = this.calendar.interval(bar.interval);
           const end = iv ? this.calendar.window(bar.symbol, bar.start, iv)[1] : bar.start;
-          this.metrics.lag.observe({ interval: bar.interval }, (Date.now() - end) / 1000);
+          this.lagOf(bar.interval).observe((Date.now() - end) / 1000);
         }
       }
       publish(bar.interval, bar.symbol, bar.start, cells, rev);
@@ -433,6 +435,7 @@ export class WriterService {
         }
       }
     }
+    for (const [interval, n] of closedWritten) this.metrics.written.inc({ interval }, n);
     for (const [stream, list] of entries) steps.push((tx) => publishBars(tx.on(stream), stream, minId, list));
     const stats = this.keys.stats();
     for (const [interval, n] of counts) steps.push((tx) => void tx.on(stats).hincrby(stats, writtenField(interval), n));
@@ -455,6 +458,15 @@ export class WriterService {
     this.written += written;
     this.skipped += skipped;
     return { written, skipped };
+  }
+
+  /** the close-lag histogram of each interval (its labels resolved once, not per bar) */
+  private readonly lags = new Map<string, { observe(v: number): void }>();
+
+  private lagOf(interval: string): { observe(v: number): void } {
+    let h = this.lags.get(interval);
+    if (!h) this.lags.set(interval, (h = this.metrics.lag.labels({ interval })));
+    return h;
   }
 
   /** jobs in progress in this process (a stop waits for them) */

@@ -27,6 +27,7 @@ local function closeDue(k, out, horizon, maxBars, held, anyHeld, amendMs)
     end
     if #ids > 0 then
       local states = redis.call('HMGET', k.bars, unpack(ids))
+      local kept, keptEnds = {}, {}
       for i, id in ipairs(ids) do
         local state = states[i]
         if state and withFlags then
@@ -43,12 +44,19 @@ local function closeDue(k, out, horizon, maxBars, held, anyHeld, amendMs)
           out[#out + 1] = {id, state, 0}
           closedCount = closedCount + 1
           if amendMs > 0 then
-            redis.call('HSET', k.closedBars, id, '0#' .. state)
-            redis.call('ZADD', k.closedIndex, ends[i], id)
+            kept[#kept + 1] = id
+            kept[#kept + 1] = '0#' .. state
+            keptEnds[#keptEnds + 1] = ends[i]
+            keptEnds[#keptEnds + 1] = id
           end
         end
-        redis.call('HDEL', k.bars, id)
-        redis.call('ZREM', k.index, id)
+      end
+      -- a page's bars leave in one call per key, not one per bar
+      redis.call('HDEL', k.bars, unpack(ids))
+      redis.call('ZREM', k.index, unpack(ids))
+      if #kept > 0 then
+        redis.call('HSET', k.closedBars, unpack(kept))
+        redis.call('ZADD', k.closedIndex, unpack(keptEnds))
       end
     end
     if #page < 2 * want then break end
