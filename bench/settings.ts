@@ -64,6 +64,11 @@ const BENCH_ENV = z.object({
     .regex(/^[1-9]\d*$/, 'must be a whole number of seconds')
     .transform(Number)
     .default(130),
+  /** the wide-universe setup: pg-sink on too, into a private PostgreSQL, and its lag per boundary */
+  BENCH_WIDE_PG: z
+    .string()
+    .optional()
+    .transform((v) => v !== undefined && v !== '' && v !== '0' && v !== 'false'),
   /** the wide-universe setup: write each process's V8 CPU profile into this folder (bench/profile-top.ts reads them) */
   BENCH_WIDE_PROFILE: z.string().optional(),
   /** the soak (npm run bench:soak): how long, how many symbols, and the slope under which memory counts as flat */

@@ -23,6 +23,7 @@ import { Clock, decodeTradeEntries, parseInterval } from '@candlewick/core';
 import { PrivateRedis } from '@candlewick/cli';
 import { writeWideTape, type WideTapeOptions } from './wide-tape.js';
 import { descendants, procMemory } from '../test/procs.js';
+import type { WidePg, WideSink } from './wide-pg.js';
 
 export const DEFAULT_WIDE_INTERVALS = ['1min', '5min', '15min', '30min', '1h'];
 
@@ -42,6 +43,8 @@ export interface WideOptions extends WideTapeOptions {
   firstBoundaryOnly?: boolean;
   /** extra environment for the stack (e.g. NODE_OPTIONS=--cpu-prof) */
   env?: Record<string, string>;
+  /** pg-sink on too, into this PostgreSQL (bench/wide-pg.ts, BENCH_WIDE_PG) */
+  pg?: WidePg;
   log?: (line: string) => void;
 }
 
@@ -66,6 +69,8 @@ export interface WideResult {
   exact?: { files: number; rows: number; problems: string[] };
   /** windows that ended this long before the stack was stopped must all be published */
   missing: string[];
+  /** with `pg`: the sink's lag of every row */
+  sink?: WideSink;
   stdout: string;
 }
 
@@ -119,6 +124,7 @@ export async function runWide(o: WideOptions): Promise<WideResult> {
         LOG_LEVEL: 'info',
         HTTP_PORT: '0',
         ...o.env,
+        ...o.pg?.env,
       },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
@@ -233,6 +239,8 @@ export async function runWide(o: WideOptions): Promise<WideResult> {
         return { end, bars: l.length, p50: percentile(l, 0.5), p99: percentile(l, 0.99), worst: l[l.length - 1]!, redisMs };
       });
 
+    const sink = await o.pg?.measure(clock, ivMs, lastBoundary, published);
+
     // the trades as ingested (event times as stamped at send): a tape for `candlewick bars`
     const ingested: string[] = [];
     let from = '-';
@@ -299,6 +307,7 @@ export async function runWide(o: WideOptions): Promise<WideResult> {
       openBars,
       exact: o.exact ? { files, rows, problems } : undefined,
       missing,
+      sink,
       stdout,
     };
   } finally {
