@@ -18,6 +18,7 @@ import {
   tempDir,
   testRedis,
   uniquePrefix,
+  stopForGood,
   waitFor,
 } from './helpers.js';
 import { startPostgres, type PgCluster } from './postgres.js';
@@ -468,6 +469,9 @@ describe('pg-sink: closed bars in PostgreSQL', () => {
       // bars closed meanwhile, in their files and waiting in Redis for the table
       expect(csvCount()).toBeGreaterThan(rowsAtKill);
       db.start();
+    } catch (err) {
+      await stopForGood(stack);
+      throw err;
     } finally {
       try {
         db.start();
