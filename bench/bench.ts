@@ -19,7 +19,7 @@
  *     best of BENCH_COMMAND_RUNS alternating runs each. BENCH_PART=commands runs this part alone.
  *  7. A wide universe at live pace (bench/wide.ts): BENCH_WIDE_SYMBOLS symbols that all trade, for
  *     BENCH_WIDE_SECONDS; the close lag p50/p99/worst of every bar and the peak memory of every
- *     process and of Redis.
+ *     process and of Redis. With BENCH_WIDE_PG=1, pg-sink too (bench/wide-pg.ts): its lag per boundary.
  *  8. The PostgreSQL sink (bench/pg.ts): pg-sink's upsert of BENCH_PG_ROWS real bars, then the same
  *     rows again (unchanged), against a COPY of them, on a private cluster; and the stack (1 x 1)
  *     with DATABASE_URL against the same stack without, alternating. BENCH_PART=pg runs this
