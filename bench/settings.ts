@@ -69,6 +69,8 @@ const BENCH_ENV = z.object({
     .string()
     .optional()
     .transform((v) => v !== undefined && v !== '' && v !== '0' && v !== 'false'),
+  /** bench:wide: the bars' zone (BAR_TZ); in a half-hour zone (Asia/Kolkata) the hour ends at :30 UTC, where every interval closes at once */
+  BENCH_WIDE_TZ: z.string().optional(),
   /** the wide-universe setup: write each process's V8 CPU profile into this folder (bench/profile-top.ts reads them) */
   BENCH_WIDE_PROFILE: z.string().optional(),
   /** the soak (npm run bench:soak): how long, how many symbols, and the slope under which memory counts as flat */

@@ -20,12 +20,17 @@ const o: WideOptions = {
   intervals: DEFAULT_WIDE_INTERVALS,
   redisServerBin: settings.REDIS_SERVER_BIN,
   exact: true,
-  env: settings.BENCH_WIDE_PROFILE
-    ? { NODE_OPTIONS: `--require ${join(ROOT, 'bench/cpu-profile.cjs')}`, BENCH_PROFILE_DIR: settings.BENCH_WIDE_PROFILE }
-    : undefined,
+  env: {
+    ...(settings.BENCH_WIDE_TZ ? { BAR_TZ: settings.BENCH_WIDE_TZ } : {}),
+    ...(settings.BENCH_WIDE_PROFILE
+      ? { NODE_OPTIONS: `--require ${join(ROOT, 'bench/cpu-profile.cjs')}`, BENCH_PROFILE_DIR: settings.BENCH_WIDE_PROFILE }
+      : {}),
+  },
   log: (l) => out(`  ${l}`),
 };
-out(`Wide universe at live pace (CLOCK=wall)${settings.BENCH_WIDE_PG ? ', pg-sink on (BENCH_WIDE_PG)' : ''}`);
+out(
+  `Wide universe at live pace (CLOCK=wall${settings.BENCH_WIDE_TZ ? `, BAR_TZ=${settings.BENCH_WIDE_TZ}` : ''})${settings.BENCH_WIDE_PG ? ', pg-sink on (BENCH_WIDE_PG)' : ''}`,
+);
 const pg = settings.BENCH_WIDE_PG ? await startWidePg() : undefined;
 const r = await runWide({ ...o, pg }).finally(() => pg?.stop());
 for (const line of wideReport(o, r)) out(line);

@@ -87,6 +87,8 @@ export function procName(pid: number): string {
   }
 }
 
+const pick = (env: Record<string, string> | undefined, name: string) => (env?.[name] ? { [name]: env[name] } : {});
+
 export const percentile = (sorted: readonly number[], q: number): number =>
   sorted.length === 0 ? NaN : sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)]!;
 
@@ -102,7 +104,8 @@ export async function runWide(o: WideOptions): Promise<WideResult> {
   const redis = new Redis(url);
   const prefix = 'wide';
   const keys = makeKeys(prefix);
-  const clock = new Clock('America/New_York');
+  // (BAR_TZ in `env`: a half-hour zone's hour ends at :30 UTC)
+  const clock = new Clock(o.env?.BAR_TZ ?? 'America/New_York');
   const ivMs = new Map(o.intervals.map((iv) => [iv, parseInterval(iv).ms]));
   const cli = join(o.root, 'packages/cli/dist/cli.js');
   try {
@@ -258,7 +261,13 @@ export async function runWide(o: WideOptions): Promise<WideResult> {
     // every window that ended by the last boundary is published, and (exact) equals `candlewick bars`
     const oracleDir = join(dir, 'oracle');
     execFileSync(process.execPath, [cli, 'bars', '--tape', ingestedTape, '--out', oracleDir], {
-      env: { PATH: process.env.PATH, HOME: process.env.HOME, INTERVALS: o.intervals.join(','), LOG_LEVEL: 'warn' },
+      env: {
+        PATH: process.env.PATH,
+        HOME: process.env.HOME,
+        INTERVALS: o.intervals.join(','),
+        LOG_LEVEL: 'warn',
+        ...pick(o.env, 'BAR_TZ'),
+      },
       stdio: ['ignore', 'ignore', 'inherit'],
     });
     /** a file's header and its rows of windows ended by the last boundary */
