@@ -19,12 +19,13 @@
  *     best of BENCH_COMMAND_RUNS alternating runs each. BENCH_PART=commands runs this part alone.
  *  7. A wide universe at live pace (bench/wide.ts): BENCH_WIDE_SYMBOLS symbols that all trade, for
  *     BENCH_WIDE_SECONDS; the close lag p50/p99/worst of every bar and the peak memory of every
- *     process and of Redis.
+ *     process and of Redis. With BENCH_WIDE_PG=1, pg-sink too (bench/wide-pg.ts): its lag per boundary.
  *  8. The PostgreSQL sink (bench/pg.ts): pg-sink's upsert of BENCH_PG_ROWS real bars, then the same
- *     rows again (unchanged), against a COPY of them, on a private cluster. BENCH_PART=pg runs this
+ *     rows again (unchanged), against a COPY of them, on a private cluster; and the stack (1 x 1)
+ *     with DATABASE_URL against the same stack without, alternating. BENCH_PART=pg runs this
  *     part alone; without PostgreSQL it is said and skipped.
  */
-import { mkdtempSync, readdirSync, rmSync, existsSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, rmSync, existsSync, statSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { execFileSync, spawn } from 'node:child_process';
@@ -49,6 +50,7 @@ import { DEFAULT_WIDE_INTERVALS, runWide, wideReport, type WideOptions } from '.
 import { WIDE_DEFAULTS } from './wide-tape.js';
 import { pgSection } from './pg.js';
 import { mergeCost, type MergeCost } from './merge-cost.js';
+import { startWidePg, wideSinkReport } from './wide-pg.js';
 
 const settings = benchSettings();
 const LEAN_TICKS = join(settings.LEAN_DATA_DIR, 'tick');
@@ -173,10 +175,33 @@ interface StackRun {
   holdMax: number;
   cpu: CpuRow[];
   summary: string;
+  /** the CSV rows it wrote, and when the last of them was (the newest file's mtime, ms) */
+  rows: number;
+  lastRowAt: number;
 }
 
-/** Runs `candlewick stack` of the checkout at `root` over the tape. */
-function runStack(root: string, tape: string, partitions: number, aggregators: number): Promise<StackRun> {
+/** The CSV files under DATA_DIR/raw: their rows, and the newest one's mtime. */
+function csvFiles(dataDir: string): { rows: number; lastRowAt: number } {
+  let rows = 0;
+  let lastRowAt = 0;
+  const raw = join(dataDir, 'raw');
+  for (const iv of existsSync(raw) ? readdirSync(raw) : [])
+    for (const f of readdirSync(join(raw, iv))) {
+      const path = join(raw, iv, f);
+      rows += readFileSync(path, 'utf8').trimEnd().split('\n').length - 1;
+      lastRowAt = Math.max(lastRowAt, statSync(path).mtimeMs);
+    }
+  return { rows, lastRowAt };
+}
+
+/** Runs `candlewick stack` of the checkout at `root` over the tape (`env`: settings added, DATABASE_URL for section 8). */
+function runStack(
+  root: string,
+  tape: string,
+  partitions: number,
+  aggregators: number,
+  env: Record<string, string> = {},
+): Promise<StackRun> {
   const dataDir = mkdtempSync(join(tmpdir(), 'cw-bench-'));
   const cli = join(root, 'packages/cli/dist/cli.js');
   return new Promise((resolve, reject) => {
@@ -193,12 +218,14 @@ function runStack(root: string, tape: string, partitions: number, aggregators: n
         LOG_LEVEL: 'warn',
         HTTP_PORT: '0',
         REDIS_SERVER_BIN: settings.REDIS_SERVER_BIN,
+        ...env,
       },
       stdio: ['ignore', 'pipe', 'inherit'],
     });
     let text = '';
     proc.stdout.on('data', (d: Buffer) => (text += d.toString()));
     proc.on('exit', (code) => {
+      const files = csvFiles(dataDir);
       rmSync(dataDir, { recursive: true, force: true });
       if (code !== 0) return reject(new Error(`stack (${root}) exited ${code}\n${text}`));
       const m = /throughput\s+(\d+) trades\/s/.exec(text);
@@ -216,6 +243,7 @@ function runStack(root: string, tape: string, partitions: number, aggregators: n
         holdMax: Number(h?.[2] ?? NaN),
         cpu,
         summary: text.slice(text.indexOf('candlewick summary')),
+        ...files,
       });
     });
   });
@@ -358,7 +386,8 @@ async function main(): Promise<void> {
   out();
   if (settings.BENCH_PART === 'commands') return commands(spec, what);
   const pgPart = async () => {
-    for (const line of await pgSection(items, what, { rows: settings.BENCH_PG_ROWS, runs: settings.BENCH_RUNS })) out(line);
+    const stack = (env: Record<string, string>) => runStack(ROOT, spec, 1, 1, env);
+    for (const line of await pgSection(items, what, { rows: settings.BENCH_PG_ROWS, runs: settings.BENCH_RUNS, stack })) out(line);
   };
   if (settings.BENCH_PART === 'pg') return pgPart();
 
@@ -491,7 +520,10 @@ async function main(): Promise<void> {
         exact: false,
       };
       if (runs.length > 1) out(`  ${label}:`);
-      for (const line of wideReport(o, await runWide(o))) out(line);
+      const pg = settings.BENCH_WIDE_PG ? await startWidePg() : undefined;
+      const r = await runWide({ ...o, pg }).finally(() => pg?.stop());
+      for (const line of wideReport(o, r)) out(line);
+      if (r.sink) for (const line of wideSinkReport(r.sink, o.graceMs)) out(line);
     }
     out();
   }

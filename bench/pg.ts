@@ -8,6 +8,10 @@
  * bars` writes (CSV_EXTRA_COLUMNS on, so `complete` and `sources` are there as pg-sink writes
  * them), repeated over copies of the tape's symbols (AIG, AIG.1, AIG.2, …) up to BENCH_PG_ROWS,
  * ordered as a live feed closes them (window start, interval, symbol).
+ *
+ * Then end to end: `candlewick stack` with DATABASE_URL (pg-sink on) against the same stack without,
+ * alternating, BENCH_RUNS each: trades/s of each and their ratio, and the sink's lag at the end,
+ * the last row's commit (track_commit_timestamp) after the writer's last CSV row.
  */
 import { spawn } from 'node:child_process';
 import { readdirSync, rmSync, mkdtempSync } from 'node:fs';
@@ -21,9 +25,18 @@ import { InProcessBars } from '@candlewick/cli';
 import { migrate, readCsvFile, upsertBars, type TableBar } from '@candlewick/writer';
 import { pgBin, startPostgres, type PgCluster } from '../test/postgres.js';
 
+/** What section 8 needs of a `candlewick stack` run (bench.ts's, 1 partition x 1 aggregator). */
+export interface PgStackRun {
+  tradesPerSec: number;
+  rows: number;
+  lastRowAt: number;
+}
+
 export interface PgBenchOptions {
   rows: number;
   runs: number;
+  /** runs the stack over the bench's tape with these settings added */
+  stack?: (env: Record<string, string>) => Promise<PgStackRun>;
 }
 
 const fmt = (n: number) => Math.round(n).toLocaleString('en-US');
@@ -119,6 +132,45 @@ function copyAll(cluster: PgCluster, bin: string, rows: readonly TableBar[]): Pr
   });
 }
 
+/**
+ * The stack without and with pg-sink, alternating, `runs` each (an empty table each time); the
+ * medians, and the sink's lag at the end: its last commit after the writer's last row.
+ */
+async function endToEnd(
+  client: pg.Client,
+  cluster: PgCluster,
+  stack: NonNullable<PgBenchOptions['stack']>,
+  runs: number,
+): Promise<string[]> {
+  const plain: number[] = [];
+  const withSink: number[] = [];
+  const lags: number[] = [];
+  let rows = 0;
+  for (let run = 0; run < runs; run++) {
+    plain.push((await stack({})).tradesPerSec);
+    await client.query('TRUNCATE bars');
+    const r = await stack({ DATABASE_URL: cluster.url, DATABASE_PASSWORD: cluster.password });
+    const t = (
+      await client.query<{ n: number; last: number }>(
+        'SELECT count(*)::int AS n, (extract(epoch FROM max(pg_xact_commit_timestamp(xmin))) * 1000)::float8 AS last FROM bars',
+      )
+    ).rows[0]!;
+    // (the stack stops pg-sink only once it has written what was closed: every CSV row is in the table)
+    if (t.n !== r.rows) throw new Error(`pg bench: the stack wrote ${r.rows} CSV rows, the table holds ${t.n}`);
+    rows = t.n;
+    withSink.push(r.tradesPerSec);
+    lags.push(t.last - r.lastRowAt);
+  }
+  const off = median(plain);
+  const on = median(withSink);
+  return [
+    `  end to end, candlewick stack 1 x 1 over the tape, alternating, median of ${runs} runs each:`,
+    `  ${'without DATABASE_URL'.padEnd(68)}${fmt(off).padStart(10)} trades/s`,
+    `  ${`with DATABASE_URL (pg-sink on, ${fmt(rows)} rows)`.padEnd(68)}${fmt(on).padStart(10)} trades/s   ${(on / off).toFixed(2)}x without`,
+    `  the sink's lag at the end: its last commit ${(median(lags) / 1000).toFixed(2)} s after the writer's last CSV row (worst of ${runs}: ${(Math.max(...lags) / 1000).toFixed(2)} s)`,
+  ];
+}
+
 /** Section 8's lines; a machine without PostgreSQL is said and the section skipped. */
 export async function pgSection(items: readonly TapeItem[], what: string, o: PgBenchOptions): Promise<string[]> {
   const bin = pgBin();
@@ -128,7 +180,7 @@ export async function pgSection(items: readonly TapeItem[], what: string, o: PgB
     ];
   const { rows, bars, intervals } = benchRows(items, o.rows);
   const batch = loadConfig({ MODE: 'replay' }).databaseBatch;
-  const cluster = await startPostgres('bench-pg', { fsync: true });
+  const cluster = await startPostgres('bench-pg', { fsync: true, commitTimestamps: true });
   const client = new pg.Client({ connectionString: cluster.urlWithPassword, application_name: 'candlewick bench' });
   try {
     await client.connect();
@@ -176,6 +228,7 @@ export async function pgSection(items: readonly TapeItem[], what: string, o: PgB
       line(`upsert as pg-sink writes, ${fmt(batch)} rows a transaction, empty table`, median(upsert)),
       line('the same rows upserted again (all unchanged: WHERE rev <)', median(again)),
       `  checks: both tables hold the same ${fmt(rows.length)} rows (${differ} differ); the second upsert rewrote ${rewritten} rows`,
+      ...(o.stack ? await endToEnd(client, cluster, o.stack, o.runs) : []),
     ];
   } finally {
     await client.end().catch(() => undefined);

@@ -64,6 +64,13 @@ const BENCH_ENV = z.object({
     .regex(/^[1-9]\d*$/, 'must be a whole number of seconds')
     .transform(Number)
     .default(130),
+  /** the wide-universe setup: pg-sink on too, into a private PostgreSQL, and its lag per boundary */
+  BENCH_WIDE_PG: z
+    .string()
+    .optional()
+    .transform((v) => v !== undefined && v !== '' && v !== '0' && v !== 'false'),
+  /** bench:wide: the bars' zone (BAR_TZ); in a half-hour zone (Asia/Kolkata) the hour ends at :30 UTC, where every interval closes at once */
+  BENCH_WIDE_TZ: z.string().optional(),
   /** the wide-universe setup: write each process's V8 CPU profile into this folder (bench/profile-top.ts reads them) */
   BENCH_WIDE_PROFILE: z.string().optional(),
   /** the soak (npm run bench:soak): how long, how many symbols, and the slope under which memory counts as flat */

@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { ROOT, benchSettings } from './settings.js';
 import { DEFAULT_WIDE_INTERVALS, runWide, wideReport, type WideOptions } from './wide.js';
 import { WIDE_DEFAULTS } from './wide-tape.js';
+import { startWidePg, wideSinkReport } from './wide-pg.js';
 
 const settings = benchSettings();
 const out = (line = '') => process.stdout.write(`${line}\n`);
@@ -19,19 +20,26 @@ const o: WideOptions = {
   intervals: DEFAULT_WIDE_INTERVALS,
   redisServerBin: settings.REDIS_SERVER_BIN,
   exact: true,
-  env: settings.BENCH_WIDE_PROFILE
-    ? { NODE_OPTIONS: `--require ${join(ROOT, 'bench/cpu-profile.cjs')}`, BENCH_PROFILE_DIR: settings.BENCH_WIDE_PROFILE }
-    : undefined,
+  env: {
+    ...(settings.BENCH_WIDE_TZ ? { BAR_TZ: settings.BENCH_WIDE_TZ } : {}),
+    ...(settings.BENCH_WIDE_PROFILE
+      ? { NODE_OPTIONS: `--require ${join(ROOT, 'bench/cpu-profile.cjs')}`, BENCH_PROFILE_DIR: settings.BENCH_WIDE_PROFILE }
+      : {}),
+  },
   log: (l) => out(`  ${l}`),
 };
-out('Wide universe at live pace (CLOCK=wall)');
-const r = await runWide(o);
+out(
+  `Wide universe at live pace (CLOCK=wall${settings.BENCH_WIDE_TZ ? `, BAR_TZ=${settings.BENCH_WIDE_TZ}` : ''})${settings.BENCH_WIDE_PG ? ', pg-sink on (BENCH_WIDE_PG)' : ''}`,
+);
+const pg = settings.BENCH_WIDE_PG ? await startWidePg() : undefined;
+const r = await runWide({ ...o, pg }).finally(() => pg?.stop());
 for (const line of wideReport(o, r)) out(line);
+if (r.sink) for (const line of wideSinkReport(r.sink, o.graceMs)) out(line);
 out(
   `  worst bars: ${r.worst.map((w) => `${w.interval} ${w.symbol} ${new Date(w.start).toISOString().slice(11, 16)} ${w.lag} ms`).join('; ')}`,
 );
 if (settings.BENCH_VERBOSE) out(r.stdout.slice(r.stdout.indexOf('candlewick summary')));
-if (r.missing.length || r.exact?.problems.length) {
+if (r.missing.length || r.exact?.problems.length || r.sink?.missing) {
   for (const p of r.exact?.problems ?? []) out(p);
   process.exitCode = 1;
 }

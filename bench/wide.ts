@@ -23,6 +23,7 @@ import { Clock, decodeTradeEntries, parseInterval } from '@candlewick/core';
 import { PrivateRedis } from '@candlewick/cli';
 import { writeWideTape, type WideTapeOptions } from './wide-tape.js';
 import { descendants, procMemory } from '../test/procs.js';
+import type { WidePg, WideSink } from './wide-pg.js';
 
 export const DEFAULT_WIDE_INTERVALS = ['1min', '5min', '15min', '30min', '1h'];
 
@@ -42,6 +43,8 @@ export interface WideOptions extends WideTapeOptions {
   firstBoundaryOnly?: boolean;
   /** extra environment for the stack (e.g. NODE_OPTIONS=--cpu-prof) */
   env?: Record<string, string>;
+  /** pg-sink on too, into this PostgreSQL (bench/wide-pg.ts, BENCH_WIDE_PG) */
+  pg?: WidePg;
   log?: (line: string) => void;
 }
 
@@ -66,6 +69,8 @@ export interface WideResult {
   exact?: { files: number; rows: number; problems: string[] };
   /** windows that ended this long before the stack was stopped must all be published */
   missing: string[];
+  /** with `pg`: the sink's lag of every row */
+  sink?: WideSink;
   stdout: string;
 }
 
@@ -82,6 +87,8 @@ export function procName(pid: number): string {
   }
 }
 
+const pick = (env: Record<string, string> | undefined, name: string) => (env?.[name] ? { [name]: env[name] } : {});
+
 export const percentile = (sorted: readonly number[], q: number): number =>
   sorted.length === 0 ? NaN : sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)]!;
 
@@ -97,7 +104,8 @@ export async function runWide(o: WideOptions): Promise<WideResult> {
   const redis = new Redis(url);
   const prefix = 'wide';
   const keys = makeKeys(prefix);
-  const clock = new Clock('America/New_York');
+  // (BAR_TZ in `env`: a half-hour zone's hour ends at :30 UTC)
+  const clock = new Clock(o.env?.BAR_TZ ?? 'America/New_York');
   const ivMs = new Map(o.intervals.map((iv) => [iv, parseInterval(iv).ms]));
   const cli = join(o.root, 'packages/cli/dist/cli.js');
   try {
@@ -119,6 +127,7 @@ export async function runWide(o: WideOptions): Promise<WideResult> {
         LOG_LEVEL: 'info',
         HTTP_PORT: '0',
         ...o.env,
+        ...o.pg?.env,
       },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
@@ -233,6 +242,8 @@ export async function runWide(o: WideOptions): Promise<WideResult> {
         return { end, bars: l.length, p50: percentile(l, 0.5), p99: percentile(l, 0.99), worst: l[l.length - 1]!, redisMs };
       });
 
+    const sink = await o.pg?.measure(clock, ivMs, lastBoundary, published);
+
     // the trades as ingested (event times as stamped at send): a tape for `candlewick bars`
     const ingested: string[] = [];
     let from = '-';
@@ -250,7 +261,13 @@ export async function runWide(o: WideOptions): Promise<WideResult> {
     // every window that ended by the last boundary is published, and (exact) equals `candlewick bars`
     const oracleDir = join(dir, 'oracle');
     execFileSync(process.execPath, [cli, 'bars', '--tape', ingestedTape, '--out', oracleDir], {
-      env: { PATH: process.env.PATH, HOME: process.env.HOME, INTERVALS: o.intervals.join(','), LOG_LEVEL: 'warn' },
+      env: {
+        PATH: process.env.PATH,
+        HOME: process.env.HOME,
+        INTERVALS: o.intervals.join(','),
+        LOG_LEVEL: 'warn',
+        ...pick(o.env, 'BAR_TZ'),
+      },
       stdio: ['ignore', 'ignore', 'inherit'],
     });
     /** a file's header and its rows of windows ended by the last boundary */
@@ -299,6 +316,7 @@ export async function runWide(o: WideOptions): Promise<WideResult> {
       openBars,
       exact: o.exact ? { files, rows, problems } : undefined,
       missing,
+      sink,
       stdout,
     };
   } finally {

@@ -1,14 +1,27 @@
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { encodeBarEntry, loadConfig, makeKeys } from '@candlewick/common';
+import { correctionsPath, csvPath, encodeBarEntry, loadConfig, makeKeys } from '@candlewick/common';
 import { PgSink } from '@candlewick/writer';
 import { pino } from 'pino';
 import { freePort } from '@candlewick/cli';
 import { createServer, type Socket } from 'node:net';
 import { ProviderServer } from '@candlewick/backfill';
 import { readTapeTrades } from '@candlewick/common';
-import { csvOutputs, LEAN_AIG_TAPE, redisUrl, runCli, startCli, tempDir, testRedis, uniquePrefix, waitFor } from './helpers.js';
+import {
+  BUNDLED_TAPE,
+  LEAN_AIG_TAPE,
+  csvOutputs,
+  finishCli,
+  redisUrl,
+  runCli,
+  startCli,
+  tempDir,
+  testRedis,
+  uniquePrefix,
+  stopForGood,
+  waitFor,
+} from './helpers.js';
 import { barsAsFiles, BARS_AS_CSV_SQL, csvLines, startPostgres, type BarLine, type PgCluster } from './postgres.js';
 
 const redis = testRedis();
@@ -136,6 +149,105 @@ describe('pg-sink: closed bars in PostgreSQL', () => {
     expect(await wholeTable()).toEqual(sink);
     expect(load.stdout + load.stderr).not.toContain(db.password);
   }, 300_000);
+
+  it('LATE=amend through `stack` with DATABASE_URL: every bar in its newest revision, equal to its CSV row or newest correction and to a run with the late trades on time', async () => {
+    await db.query('DROP TABLE IF EXISTS bars, candlewick_migrations');
+    const dir = tempDir('pg-amend');
+    const truthDir = join(dir, 'truth');
+    const lateDir = join(dir, 'late');
+    // two hours of the bundled tape; A and B (20 s apart, one minute bar) arrive 10 and 40 minutes late
+    const T = Date.parse('2019-10-11T12:03:17.123Z');
+    const a = { s: 'BINANCE:XRPETH', p: '0.0015', v: 100, t: T, c: [] as string[] };
+    const b = { s: 'BINANCE:XRPETH', p: '0.0012', v: 40, t: T + 20_000, c: [] as string[] };
+    const slice = readTapeTrades(BUNDLED_TAPE).filter(
+      (x) => x.t >= Date.parse('2019-10-11T11:30:00Z') && x.t < Date.parse('2019-10-11T13:30:00Z'),
+    );
+    const tapeWith = (name: string, extra: { trade: typeof a; at: number }[]) => {
+      const tape = [...slice];
+      for (const { trade, at } of extra)
+        tape.splice(
+          tape.findIndex((x) => x.t > at),
+          0,
+          trade,
+        );
+      const path = join(dir, `${name}.jsonl`);
+      writeFileSync(path, tape.map((x) => JSON.stringify(x)).join('\n'));
+      return path;
+    };
+    // the truth: A and B in their places, folded by `candlewick bars` (the files `stack` writes, byte for byte)
+    const truth = await runCli(
+      [
+        'bars',
+        '--tape',
+        tapeWith('truth', [
+          { trade: a, at: a.t },
+          { trade: b, at: b.t },
+        ]),
+        '--out',
+        truthDir,
+      ],
+      {},
+    );
+    expect(truth.code, truth.stderr).toBe(0);
+    const late = tapeWith('late', [
+      { trade: a, at: T + 10 * 60_000 },
+      { trade: b, at: T + 40 * 60_000 },
+    ]);
+    const res = await runCli(['stack'], {
+      REDIS_URL: redisUrl(),
+      KEY_PREFIX: uniquePrefix('pg-amend'),
+      DATA_DIR: lateDir,
+      EXIT_WHEN_IDLE_MS: '500',
+      REPLAY_TAPE: late,
+      // 30 minutes of tape between A and B take 1.2 s: the closer has corrected A's bars before B comes
+      REPLAY_SPEED: '1500',
+      REPLAY_SHIFT: 'false',
+      LATE: 'amend',
+      DATABASE_URL: db.url,
+      DATABASE_PASSWORD: db.password,
+    });
+    expect(res.code, res.stdout.slice(-2000)).toBe(0);
+    expect(res.stdout).toMatch(/late\s+2 /);
+
+    const table = await db.query<{ interval: string; label: string; line: string; rev: number }>(
+      `SELECT "interval", label, rev, concat_ws(',', label, open::text, high::text, low::text, close::text, coalesce(vwap::text, ''),
+         volume::text, coalesce(trades::text, '')) AS line FROM bars WHERE symbol = 'BINANCE:XRPETH' ORDER BY "interval", start`,
+    );
+    expect(await rowCount()).toBe(table.length);
+    const lines = (path: string) => readFileSync(path, 'utf8').trimEnd().split('\n').slice(1);
+    let stale = 0;
+    for (const interval of ['1min', '5min', '15min', '30min', '1h']) {
+      // the files: the main rows as first written, then each correction appended with its revision
+      const want = new Map(
+        lines(csvPath(lateDir, interval, 'BINANCE:XRPETH')).map((l) => [l.slice(0, l.indexOf(',')), { line: l, rev: 0 }]),
+      );
+      const corrections = lines(correctionsPath(lateDir, interval, 'BINANCE:XRPETH'));
+      expect(corrections.length, interval).toBeGreaterThan(0);
+      for (const c of corrections) {
+        const cells = c.split(',');
+        const rev = Number(cells.pop());
+        const label = cells[0]!;
+        // (a minute without trades has no row in the main file: its first revision is the correction)
+        const had = want.get(label) ?? { line: '', rev: 0 };
+        if (had.rev > 0) stale++;
+        if (rev > had.rev) want.set(label, { line: cells.join(','), rev });
+      }
+      const mine = table.filter((r) => r.interval === interval);
+      // every bar once, in the newest revision the files hold, with its revision
+      expect(
+        mine.map((r) => ({ line: r.line, rev: r.rev })),
+        interval,
+      ).toEqual([...want.entries()].sort(([x], [y]) => Date.parse(x) - Date.parse(y)).map(([, w]) => w));
+      // and that is the bar as if A and B had come on time
+      expect(
+        mine.map((r) => r.line),
+        interval,
+      ).toEqual(lines(csvPath(truthDir, interval, 'BINANCE:XRPETH')));
+    }
+    // B came after A's correction: its bars were corrected twice, and the table holds revision 2, not 1
+    expect(stale).toBeGreaterThan(0);
+    expect(table.filter((r) => r.rev === 2).length).toBeGreaterThan(0);
+  }, 120_000);
 
   it('the Lean day through `candlewick bars` with DATABASE_URL: every row equals its CSV row; run again or loaded from the files, nothing changes; a newer revision stays', async () => {
     await db.query('DROP TABLE IF EXISTS bars, candlewick_migrations');
@@ -269,58 +381,81 @@ describe('pg-sink: closed bars in PostgreSQL', () => {
     expect(await tableState()).toEqual(want);
   }, 180_000);
 
-  it('PostgreSQL stopped for 20 s: said once, /healthz 503 with the lag, every bar written once it is back', async () => {
+  it('PostgreSQL killed -9 for PG_DOWN_S (60) s under a running stack: said once and "back" once, /healthz 503 with the lag, every row equals its CSV row, none twice', async () => {
     await db.query('DROP TABLE IF EXISTS bars, candlewick_migrations');
-    const prefix = uniquePrefix('pg-down');
-    const port = await freePort();
-    const env = {
+    const downS = Number(process.env.PG_DOWN_S ?? 60);
+    const dir = tempDir('pg-kill9');
+    // the roles serve /healthz on METRICS_PORT and up, one port each in the order they start
+    const metricsPort = await freePort();
+    const stack = startCli(['stack'], {
       REDIS_URL: redisUrl(),
-      KEY_PREFIX: prefix,
-      INTERVALS: '1min',
+      KEY_PREFIX: uniquePrefix('pg-kill9'),
+      DATA_DIR: dir,
       DATABASE_URL: db.url,
       DATABASE_PASSWORD: db.password,
-      METRICS_PORT: String(port),
-    };
-    const sink = startCli(['pg-sink'], env);
-    const healthz = async () => {
-      const res = await fetch(`http://127.0.0.1:${port}/healthz`).catch(() => undefined);
-      return res && { status: res.status, body: (await res.json()) as { entriesBehind?: number; database?: string } };
+      // the tape's ~60 hours paced to the outage + 20 s: bars keep closing while PostgreSQL is down,
+      // and the stack still runs when it is back
+      REPLAY_SPEED: String(Math.round(216_000 / (downS + 20))),
+      REPLAY_SHIFT: 'false',
+      EXIT_WHEN_IDLE_MS: '2000',
+      METRICS_PORT: String(metricsPort),
+    });
+    const run = finishCli(stack, ['stack'], (downS + 150) * 1000);
+    const sinkHealth = async () => {
+      for (let port = metricsPort; port < metricsPort + 8; port++) {
+        const res = await fetch(`http://127.0.0.1:${port}/healthz`).catch(() => undefined);
+        const body = res && ((await res.json().catch(() => ({}))) as { database?: string; entriesBehind?: number });
+        if (res && body && 'database' in body) return { status: res.status, ...body };
+      }
+      return undefined;
     };
     try {
-      const want = await publishBars(prefix, 0, 5000);
-      await waitFor(() => caughtUp(prefix, 5500), 60_000, 'first bars written');
-      expect((await healthz())?.status).toBe(200);
-      db.stop();
-      const stoppedAt = Date.now();
-      for (const [k, v] of await publishBars(prefix, 5000, 5000)) want.set(k, v);
-      // the lag is measured every 5 s
+      await waitFor(
+        async () => (await db.query('SELECT 1 FROM pg_tables WHERE tablename = $1', ['bars'])).length === 1,
+        60_000,
+        'the table',
+      );
+      await waitFor(async () => (await rowCount()) >= 50, 60_000, 'the first rows written');
+      expect((await sinkHealth())?.status).toBe(200);
+      const csvCount = () => [...csvLines(csvOutputs(dir)).values()].reduce((n, rows) => n + rows.length, 0);
+      await db.kill();
+      const killedAt = Date.now();
+      const rowsAtKill = csvCount();
+      // the lag is measured every 5 s: 503, and entries waiting in Redis for the table
       await waitFor(
         async () => {
-          const h = await healthz();
-          return h?.status === 503 && (h.body.entriesBehind ?? 0) >= 5500;
+          const h = await sinkHealth();
+          return h?.status === 503 && (h.entriesBehind ?? 0) > 0;
         },
-        20_000,
-        '/healthz 503 with the backlog',
+        30_000,
+        "pg-sink's /healthz 503 with the backlog",
       );
-      await new Promise((r) => setTimeout(r, Math.max(0, 20_000 - (Date.now() - stoppedAt))));
+      await new Promise((r) => setTimeout(r, Math.max(0, killedAt + downS * 1000 - Date.now())));
+      // the outage was mid-run: the stack has not ended, bars are still closing
+      expect(stack.output().stdout).not.toContain('candlewick summary');
+      // bars closed meanwhile, in their files and waiting in Redis for the table
+      expect(csvCount()).toBeGreaterThan(rowsAtKill);
       db.start();
-      await waitFor(() => caughtUp(prefix, 11_000), 60_000, 'caught up after the outage');
-      await waitFor(async () => (await healthz())?.status === 200, 10_000, '/healthz 200 again');
-      expect(await tableState()).toEqual(want);
+    } catch (err) {
+      await stopForGood(stack);
+      throw err;
     } finally {
       try {
         db.start();
       } catch {
         // running already
       }
-      const res = await sink.stop();
-      const log = res.stdout + res.stderr;
-      expect(log.match(/database unreachable or refusing/g) ?? [], log).toHaveLength(1);
-      expect(log.match(/database is back/g) ?? []).toHaveLength(1);
-      expect(log).not.toContain(db.password);
-      expect(res.code).toBe(0);
     }
-  }, 180_000);
+    const res = await run;
+    const log = res.stdout + res.stderr;
+    expect(res.code, log.slice(-3000)).toBe(0);
+    expect(res.stdout).toMatch(/candlewick summary[\s\S]*bars written\s+1min=\d+/);
+    expect(log.match(/database unreachable or refusing/g) ?? [], log.slice(-3000)).toHaveLength(1);
+    expect(log.match(/database is back/g) ?? []).toHaveLength(1);
+    expect(log).not.toContain(db.password);
+    // every row of the table is its CSV row, and the table has as many rows as the files: none lost, none twice
+    expect(await expectTableIsFiles(dir)).toBeGreaterThan(1000);
+  }, 400_000);
 
   it('bars trimmed from the stream (BARS_RETENTION) before the sink wrote them: the range said exactly', async () => {
     await db.query('DROP TABLE IF EXISTS bars, candlewick_migrations');

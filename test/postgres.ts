@@ -1,10 +1,11 @@
 import { execFileSync } from 'node:child_process';
-import { chownSync, existsSync, mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
+import { chownSync, existsSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
 import { freePort } from '@candlewick/cli';
 import { fileSafeSymbol } from '@candlewick/common';
+import { alive, descendants } from './procs.js';
 
 /**
  * A private PostgreSQL cluster for a test: initdb + pg_ctl (Debian's, under
@@ -12,7 +13,9 @@ import { fileSafeSymbol } from '@candlewick/common';
  * directory, never the machine's own on 5432. PostgreSQL refuses to run as root: as root the
  * cluster belongs to `nobody`. Password login (scram-sha-256) for the user `candlewick`. No
  * flush to disk (fsync off) unless `fsync` is asked for: the tests want speed, `npm run bench`
- * measures what a deployment pays. (No vitest here: the benchmarks start clusters too.)
+ * measures what a deployment pays. With `commitTimestamps`, each transaction's commit time is kept
+ * (`track_commit_timestamp`): `pg_xact_commit_timestamp(xmin)` says when a row was written. (No
+ * vitest here: the benchmarks start clusters too.)
  */
 export interface PgCluster {
   port: number;
@@ -24,7 +27,19 @@ export interface PgCluster {
   urlWithPassword: string;
   query<T extends pg.QueryResultRow>(sql: string, params?: unknown[]): Promise<T[]>;
   stop(): void;
+  /** the postmaster SIGKILLed (as a crash or the OOM killer would), waited for until it and its backends are gone */
+  kill(): Promise<void>;
   start(): void;
+}
+
+/** Alive and not a zombie (a killed process whose parent has not reaped it holds nothing). */
+function running(pid: number): boolean {
+  if (!alive(pid)) return false;
+  try {
+    return !/^\d+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+  } catch {
+    return false;
+  }
 }
 
 export function pgBin(): string | undefined {
@@ -36,7 +51,7 @@ export function pgBin(): string | undefined {
   return versions[0] ? join(base, versions[0], 'bin') : undefined;
 }
 
-export async function startPostgres(name = 'pg', options: { fsync?: boolean } = {}): Promise<PgCluster> {
+export async function startPostgres(name = 'pg', options: { fsync?: boolean; commitTimestamps?: boolean } = {}): Promise<PgCluster> {
   const bin = pgBin();
   if (!bin) throw new Error('no initdb under /usr/lib/postgresql/*/bin: install Debian\'s "postgresql" (.ci/run does)');
   const dir = mkdtempSync(join(tmpdir(), `cw-${name}-`));
@@ -54,7 +69,9 @@ export async function startPostgres(name = 'pg', options: { fsync?: boolean } = 
   const data = join(dir, 'data');
   run('initdb', ['-D', data, '-U', 'candlewick', '--auth=scram-sha-256', `--pwfile=${pwfile}`, '-E', 'UTF8', '--no-sync']);
   const port = await freePort();
-  const opts = `-c port=${port} -c listen_addresses=127.0.0.1 -c unix_socket_directories=${dir} -c fsync=${options.fsync ? 'on' : 'off'}`;
+  const opts = `-c port=${port} -c listen_addresses=127.0.0.1 -c unix_socket_directories=${dir} -c fsync=${options.fsync ? 'on' : 'off'}${
+    options.commitTimestamps ? ' -c track_commit_timestamp=on' : ''
+  }`;
   const start = () => run('pg_ctl', ['-D', data, '-l', join(dir, 'log'), '-o', opts, '-w', '-t', '30', 'start']);
   const stop = () => run('pg_ctl', ['-D', data, '-m', 'fast', '-w', 'stop']);
   start();
@@ -85,6 +102,17 @@ export async function startPostgres(name = 'pg', options: { fsync?: boolean } = 
       } catch {
         // already stopped
       }
+    },
+    kill: async () => {
+      const pidFile = join(data, 'postmaster.pid');
+      if (!existsSync(pidFile)) return;
+      const pid = Number(readFileSync(pidFile, 'utf8').split('\n')[0]);
+      // its backends notice the postmaster's death and exit; until they have, a new postmaster refuses
+      // to start over their shared memory ("pre-existing shared memory block is still in use")
+      const backends = descendants(pid);
+      process.kill(pid, 'SIGKILL');
+      const until = Date.now() + 30_000;
+      for (const p of [pid, ...backends]) while (running(p) && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
     },
     start,
   };
