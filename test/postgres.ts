@@ -1,10 +1,10 @@
 import { execFileSync } from 'node:child_process';
 import { chownSync, existsSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, relative } from 'node:path';
 import pg from 'pg';
 import { freePort } from '@candlewick/cli';
-import { fileSafeSymbol } from '@candlewick/common';
+import { csvPath } from '@candlewick/common';
 import { alive, descendants } from './procs.js';
 
 /**
@@ -132,11 +132,11 @@ export interface BarLine {
   line: string;
 }
 
-/** Rows of BARS_AS_CSV_SQL by the CSV file they belong to, named as under DATA_DIR/raw: `1min/BINANCE_XRPETH_1min.csv`. */
+/** Rows of BARS_AS_CSV_SQL by the CSV file they belong to (csvPath), named as under DATA_DIR/raw: `1min/BINANCE_XRPETH_1min.csv`. */
 export function barsAsFiles(rows: BarLine[]): Map<string, string[]> {
   const out = new Map<string, string[]>();
   for (const r of rows) {
-    const file = `${r.interval}/${fileSafeSymbol(r.symbol)}_${r.interval}.csv`;
+    const file = relative('raw', csvPath('', r.interval, r.symbol));
     if (!out.has(file)) out.set(file, []);
     out.get(file)!.push(r.line);
   }
