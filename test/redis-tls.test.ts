@@ -1,4 +1,5 @@
 import { readFileSync, writeFileSync } from 'node:fs';
+import { createServer, type AddressInfo, type Server } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runCli, tempDir, uniquePrefix } from './helpers.js';
@@ -92,5 +93,38 @@ describe('rediss:// with a CA, a client certificate and a password', () => {
     const res = await runCli(['aggregate'], env, 60_000);
     expect(res.code, res.stdout + res.stderr).toBe(3);
     expect(res.stdout + res.stderr).toMatch(/REDIS_TLS_CERT_FILE/);
+  });
+});
+
+/**
+ * Redis with tls-auth-clients refuses a client without a certificate as often by resetting the
+ * connection mid-handshake as by a TLS alert. A listener that resets every connection stands for
+ * it here, every time: the timeout's message must still name the certificate settings.
+ */
+describe('rediss:// reset during the handshake, no client certificate set', () => {
+  let server: Server;
+  let port = 0;
+  beforeAll(async () => {
+    server = createServer((socket) => socket.resetAndDestroy());
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    port = (server.address() as AddressInfo).port;
+  });
+  afterAll(async () => {
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+  });
+
+  it('exit 3 after REDIS_CONNECT_TIMEOUT, the message naming REDIS_TLS_CERT_FILE and REDIS_TLS_KEY_FILE', async () => {
+    const res = await runCli(
+      ['aggregate'],
+      {
+        REDIS_URL: `rediss://127.0.0.1:${port}`,
+        KEY_PREFIX: uniquePrefix('tls-reset'),
+        DATA_DIR: tempDir('redis-tls-reset'),
+        REDIS_CONNECT_TIMEOUT: '3s',
+      },
+      60_000,
+    );
+    expect(res.code, res.stdout + res.stderr).toBe(3);
+    expect(res.stdout + res.stderr).toMatch(/reset during the TLS handshake.*REDIS_TLS_CERT_FILE and REDIS_TLS_KEY_FILE/);
   });
 });

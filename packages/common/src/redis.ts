@@ -27,6 +27,9 @@ export const monoMs = (): number => performance.now();
  * see it — a Redis gone for minutes costs a few log lines, not thousands.
  */
 export class RedisLink {
+  /** `now`: a monotonic clock in ms (tests give their own) */
+  constructor(private readonly now: () => number = monoMs) {}
+
   private log: Logger | undefined;
   private downSince = 0;
   private lastSaid = 0;
@@ -40,12 +43,12 @@ export class RedisLink {
 
   /** ms since the outage started, 0 while connected */
   get downForMs(): number {
-    return this.downSince === 0 ? 0 : monoMs() - this.downSince;
+    return this.downSince === 0 ? 0 : this.now() - this.downSince;
   }
 
   /** ms since the last outage ended (Infinity if there was none): others' heartbeats may still be catching up */
   get upForMs(): number {
-    return this.upSince === 0 ? Infinity : monoMs() - this.upSince;
+    return this.upSince === 0 ? Infinity : this.now() - this.upSince;
   }
 
   private upSince = 0;
@@ -97,14 +100,27 @@ export class RedisLink {
     if (this.silent) this.ready();
   }
 
+  /**
+   * An outage within TAIL_MS of the end of the last one is that outage's tail (a failover's last
+   * dropped connection, a node that answered once before it went): said only if it lasts TAIL_MS.
+   */
+  private tail: string | undefined;
+
   private down(reason: string, where: string, sinceMs: number, first: string): void {
-    const now = monoMs();
+    const now = this.now();
     this.lastError = reason;
     if (this.downSince === 0) {
       this.downSince = now - sinceMs;
       this.lastSaid = now;
       this.where = where;
-      this.log?.warn({ redis: where, reason }, first);
+      if (this.upForMs < TAIL_MS) {
+        this.tail = first;
+        this.log?.debug({ redis: where, reason }, 'Redis lost again just after it came back: the same outage, said if it lasts');
+      } else this.log?.warn({ redis: where, reason }, first);
+    } else if (this.tail !== undefined && now - this.downSince >= TAIL_MS) {
+      this.log?.warn({ redis: this.where, reason }, this.tail);
+      this.tail = undefined;
+      this.lastSaid = now;
     } else if (now - this.lastSaid >= 60_000) {
       this.lastSaid = now;
       this.log?.warn({ redis: this.where, reason, downS: Math.round((now - this.downSince) / 1000) }, 'still no Redis; retrying');
@@ -131,7 +147,7 @@ export class RedisLink {
    * figures, for its remedy (maxmemory) is not a disk's.
    */
   refused(err: unknown): void {
-    const now = monoMs();
+    const now = this.now();
     // (a MULTI Redis discarded: the refusal is among the errors of the commands it queued)
     const cause = (err as { previousErrors?: unknown[] } | undefined)?.previousErrors?.find(isRefusal) ?? err;
     const reason = cause instanceof Error ? cause.message.split('\n')[0]!.replace(/ script: .*$/, '') : String(cause);
@@ -187,8 +203,8 @@ export class RedisLink {
    * memory limit deletes still go through while appends are refused).
    */
   wrote(): void {
-    if (this.refusingSince === 0 || monoMs() - this.refusedAt < 1000) return;
-    this.log?.info({ afterS: Number(((monoMs() - this.refusingSince) / 1000).toFixed(1)) }, 'Redis takes writes again');
+    if (this.refusingSince === 0 || this.now() - this.refusedAt < 1000) return;
+    this.log?.info({ afterS: Number(((this.now() - this.refusingSince) / 1000).toFixed(1)) }, 'Redis takes writes again');
     this.refusingSince = 0;
   }
 
@@ -198,7 +214,7 @@ export class RedisLink {
 
   /** The latest policy check: a policy that can evict is said loudly (again each minute), its end too. */
   policy(problem: string | undefined): void {
-    const now = monoMs();
+    const now = this.now();
     if (problem && (this.policyProblem === undefined || now - this.policySaid >= 60_000)) {
       this.policySaid = now;
       this.log?.error(
@@ -246,13 +262,19 @@ export class RedisLink {
   ready(): void {
     if (this.downSince === 0) return;
     if ([...this.connections].some((c) => !(c instanceof ioredis().Cluster) && RECONNECTING.has(c.status))) return;
-    this.log?.info({ redis: this.where, downS: Number(((monoMs() - this.downSince) / 1000).toFixed(1)) }, 'Redis is back');
+    const back = { redis: this.where, downS: Number(((this.now() - this.downSince) / 1000).toFixed(1)) };
+    if (this.tail !== undefined) this.log?.debug(back, 'Redis is back (the tail of the outage said before)');
+    else this.log?.info(back, 'Redis is back');
+    this.tail = undefined;
     this.downSince = 0;
     this.silent = false;
-    this.upSince = monoMs();
+    this.upSince = this.now();
     this.lastError = '';
   }
 }
+
+/** how soon after an outage's end a new one is its tail, and how long a tail lasts before it is said */
+const TAIL_MS = 5000;
 
 /** the states of a connection that lost its server and has not had it back (not 'wait': never used; not 'end': closed) */
 const RECONNECTING = new Set(['connecting', 'connect', 'reconnecting', 'close']);
@@ -524,7 +546,11 @@ export async function waitForRedis(redis: RedisClient, url: string, timeoutMs: n
         reject(
           new RedisUnavailableError(
             `cannot reach Redis at ${redactUrl(url)} within ${Math.round(timeoutMs / 1000)} s${last ? ` (${last})` : ''}: ` +
-              'check that it is running and that REDIS_URL (and REDIS_PASSWORD) are right, or wait longer with REDIS_CONNECT_TIMEOUT',
+              'check that it is running and that REDIS_URL (and REDIS_PASSWORD) are right, or wait longer with REDIS_CONNECT_TIMEOUT' +
+              (resetOverTlsWithoutCert(redis, last)
+                ? '; the connection was reset during the TLS handshake and no client certificate is set: if Redis asks for one ' +
+                  '(tls-auth-clients yes), set REDIS_TLS_CERT_FILE and REDIS_TLS_KEY_FILE'
+                : ''),
           ),
         );
       }, timeoutMs);
@@ -537,6 +563,18 @@ export async function waitForRedis(redis: RedisClient, url: string, timeoutMs: n
   } finally {
     redis.off('error', onError);
   }
+}
+
+/**
+ * A Redis with tls-auth-clients refuses a client without a certificate by a TLS alert or, as often,
+ * by resetting the connection mid-handshake: the reset alone could be a restart, so it is not
+ * refused at once, but the timeout's message names the certificate settings.
+ */
+function resetOverTlsWithoutCert(redis: RedisClient, last: string): boolean {
+  if (!/ECONNRESET|EPIPE|socket disconnected before secure TLS/i.test(last)) return false;
+  const options = ('redisOptions' in redis.options ? redis.options.redisOptions : redis.options) as RedisOptions | undefined;
+  const tls = options?.tls;
+  return tls !== undefined && !tls.cert;
 }
 
 /**

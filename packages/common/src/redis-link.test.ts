@@ -1,0 +1,71 @@
+import { describe, expect, it } from 'vitest';
+import type { Logger } from './logger.js';
+import { RedisLink } from './redis.js';
+
+/** A RedisLink on a clock the test moves, its lines kept as [level, msg]. */
+function link() {
+  let t = 1_000_000;
+  const said: [string, string][] = [];
+  const log = Object.fromEntries(
+    ['fatal', 'error', 'warn', 'info', 'debug', 'trace'].map((level) => [
+      level,
+      (...args: unknown[]) => said.push([level, String(args.find((a) => typeof a === 'string'))]),
+    ]),
+  ) as unknown as Logger;
+  const l = new RedisLink(() => t);
+  l.useLogger(log);
+  return {
+    l,
+    said,
+    loud: () => said.filter(([level]) => level !== 'debug'),
+    wait: (ms: number) => (t += ms),
+  };
+}
+
+describe('RedisLink: an outage said once, however it ends', () => {
+  it('one WARN when Redis is lost, one INFO when it is back, reminders once a minute', () => {
+    const { l, loud, wait } = link();
+    l.error(new Error('connect ECONNREFUSED'), 'redis');
+    wait(30_000);
+    l.error(new Error('connect ECONNREFUSED'), 'redis');
+    wait(31_000);
+    l.error(new Error('connect ECONNREFUSED'), 'redis');
+    l.ready();
+    expect(loud().map(([, m]) => m)).toEqual([
+      'lost the connection to Redis; retrying (every role waits, nothing is dropped)',
+      'still no Redis; retrying',
+      'Redis is back',
+    ]);
+  });
+
+  it('a connection lost just after a silent Redis answered (a failover of a paused master) is the same outage', () => {
+    const { l, loud, wait } = link();
+    l.notAnswering(4000, 'cluster node 127.0.0.1:7001');
+    wait(1000);
+    l.answered();
+    wait(200);
+    l.error(new Error('Connection is closed.'), 'cluster node 127.0.0.1:7001');
+    wait(300);
+    l.ready();
+    expect(loud()).toEqual([
+      ['warn', 'Redis is not answering for 4 s (paused, swapping or stuck?); every role waits, nothing is dropped'],
+      ['info', 'Redis is back'],
+    ]);
+  });
+
+  it('such a tail that lasts is said after all, and an outage later on is a new one', () => {
+    const { l, loud, wait } = link();
+    l.error(new Error('read ECONNRESET'), 'redis');
+    l.ready();
+    wait(1000);
+    l.error(new Error('connect ECONNREFUSED'), 'redis');
+    wait(6000);
+    l.error(new Error('connect ECONNREFUSED'), 'redis');
+    l.ready();
+    wait(60_000);
+    l.error(new Error('read ECONNRESET'), 'redis');
+    l.ready();
+    const lost = 'lost the connection to Redis; retrying (every role waits, nothing is dropped)';
+    expect(loud().map(([, m]) => m)).toEqual([lost, 'Redis is back', lost, 'Redis is back', lost, 'Redis is back']);
+  });
+});
