@@ -56,6 +56,10 @@ export interface TapeTrade {
   v: number;
   t: number;
   c: string[];
+  /** the feed's trade id, where the recording has one (Binance's aggregate trade id) */
+  i?: string;
+  /** the aggressor side, where the recording has it (Binance: s when the buyer was the maker) */
+  a?: 'b' | 's';
 }
 
 /**
@@ -181,7 +185,7 @@ function readJsonl(file: string, problems?: string[]): TapeItem[] {
 
 interface CcxtTrade {
   symbol: string;
-  info: { p: string; q: string; T: number };
+  info: { p: string; q: string; T: number; a?: number; m?: boolean };
 }
 
 const AGG_TRADES = 'a JSON array of Binance aggTrades as ccxt records ({symbol, info: {p, q, T}})';
@@ -212,6 +216,8 @@ function readBinanceAggTrades(file: string): TapeTrade[] {
     v: Number(r.info.q),
     t: r.info.T,
     c: [],
+    ...(Number.isSafeInteger(r.info.a) ? { i: String(r.info.a) } : {}),
+    ...(typeof r.info.m === 'boolean' ? { a: r.info.m ? ('s' as const) : ('b' as const) } : {}),
   }));
 }
 

@@ -64,3 +64,22 @@ describe('raw stream codec', () => {
     expect(tradeId('1700000000000-5', 2)).toBe('1700000000000-7');
   });
 });
+
+describe("a feed's trade id and aggressor side", () => {
+  const base = { s: 'BINANCE:XRPETH', p: '0.00141342', v: 23, t: 1570752011620 };
+  it('are kept when given (an id as a whole number or text), absent when not', () => {
+    const a = validateTrade({ ...base, i: 13519807, a: 's' }, 1);
+    expect(a.ok && a.trade.i).toBe('13519807');
+    expect(a.ok && a.trade.a).toBe('s');
+    const b = validateTrade({ ...base, i: 'ABC-42' }, 1);
+    expect(b.ok && b.trade.i).toBe('ABC-42');
+    expect(b.ok && b.trade.a).toBeUndefined();
+    const c = validateTrade(base, 1);
+    expect(c.ok && c.trade.i).toBeUndefined();
+  });
+  it('refuse a trade whose id or side is malformed, saying which field', () => {
+    expect(validateTrade({ ...base, i: 'two words' }, 1)).toMatchObject({ ok: false, reason: expect.stringMatching(/^i \(trade id\)/) });
+    expect(validateTrade({ ...base, i: -1 }, 1)).toMatchObject({ ok: false, reason: expect.stringMatching(/^i \(trade id\)/) });
+    expect(validateTrade({ ...base, a: 'buy' }, 1)).toMatchObject({ ok: false, reason: expect.stringMatching(/^a \(aggressor side\)/) });
+  });
+});

@@ -14,7 +14,17 @@ export interface Trade {
   readonly c: readonly string[];
   /** receive time, ms since the epoch (local clock) */
   readonly rx: number;
+  /** the feed's trade id, where it gives one (Binance `a`/`t`, Alpaca and Massive `i`) */
+  readonly i?: string;
+  /** the aggressor (taker) side, where the feed gives it: b = a buyer took an offer, s = a seller hit a bid */
+  readonly a?: Side;
 }
+
+/** An aggressor side: b = buy, s = sell. */
+export type Side = 'b' | 's';
+
+/** What a trade id may be made of: printable ASCII without spaces, at most 64 characters. */
+export const TRADE_ID_PATTERN = /^[\x21-\x7e]{1,64}$/;
 
 /** Event times outside [2000-01-01, 2100-01-01) are garbage, not trades. */
 export const MIN_EVENT_MS = 946_684_800_000;
@@ -57,6 +67,8 @@ export interface TradeFields {
   t: number;
   c: readonly string[];
   rx: number;
+  i?: string;
+  a?: Side;
 }
 
 /** Symbols already found well-formed (a feed has few). */
@@ -113,12 +125,22 @@ export function readTrade(raw: unknown, rx: number, out: TradeFields): string | 
     }
     ptext = known;
   }
+  // the feed's trade id and aggressor side, where it gives them
+  let i: string | undefined;
+  if (r.i !== undefined && r.i !== null) {
+    if (typeof r.i === 'number' && Number.isSafeInteger(r.i) && r.i >= 0) i = String(r.i);
+    else if (typeof r.i === 'string' && TRADE_ID_PATTERN.test(r.i)) i = r.i;
+    else return `i (trade id) must be a whole number or 1 to 64 printable characters without spaces, got ${short(r.i)}`;
+  }
+  if (r.a !== undefined && r.a !== null && r.a !== 'b' && r.a !== 's') return `a (aggressor side) must be "b" or "s", got ${short(r.a)}`;
   out.s = s;
   out.p = ptext;
   out.v = v;
   out.t = t;
   out.c = c;
   out.rx = rx;
+  out.i = i;
+  out.a = (r.a ?? undefined) as Side | undefined;
   return undefined;
 }
 
