@@ -34,6 +34,10 @@ export class ConfigError extends Error {
 
 export type Mode = 'live' | 'replay';
 
+/** The feeds candlewick reads (packages/ingestor/src/feeds). */
+export const FEEDS = ['finnhub', 'binance'] as const;
+export type Feed = (typeof FEEDS)[number];
+
 // ---------------------------------------------------------------------------------------------
 // How a variable's text is read
 
@@ -170,6 +174,13 @@ function setting<T>(
 /** Every setting, in the order defaults are worked out (a default may follow those above it). */
 const SETTINGS = {
   // the feed
+  feed: setting<Feed>(
+    'FEED',
+    oneOf(FEEDS),
+    'finnhub',
+    'finnhub',
+    "whose trade WebSocket: finnhub (FINNHUB_*), binance (BINANCE_*; market data needs no key); replay-server speaks this feed's protocol",
+  ),
   finnhubToken: setting(
     'FINNHUB_TOKEN',
     text(),
@@ -180,8 +191,8 @@ const SETTINGS = {
   mode: setting<Mode>(
     'MODE',
     oneOf(['live', 'replay']),
-    (c) => (c.finnhubToken ? 'live' : 'replay'),
-    'live with a token, else replay',
+    (c) => (c.finnhubToken || c.feed === 'binance' ? 'live' : 'replay'),
+    'live with a token or FEED=binance, else replay',
     'force a mode',
   ),
   finnhubWsUrl: setting(
@@ -190,6 +201,20 @@ const SETTINGS = {
     'wss://ws.finnhub.io',
     'wss://ws.finnhub.io',
     'the trade WebSocket (stack points it at its replay server when replaying)',
+  ),
+  binanceWsUrl: setting(
+    'BINANCE_WS_URL',
+    z.string().regex(/^wss?:\/\/[^/]/, 'must be a ws:// or wss:// URL'),
+    'wss://stream.binance.com:9443/stream',
+    'wss://stream.binance.com:9443/stream',
+    "Binance's combined-stream WebSocket (FEED=binance; stack points it at its replay server when replaying)",
+  ),
+  binanceStream: setting<'aggTrade' | 'trade'>(
+    'BINANCE_STREAM',
+    oneOf(['aggTrade', 'trade']),
+    'aggTrade',
+    'aggTrade',
+    "FEED=binance: aggTrade (a taker order's fills at one price as one trade, id a) or trade (every fill, id t: the trade count Binance's klines give)",
   ),
   finnhubRestUrl: setting(
     'FINNHUB_REST_URL',
@@ -670,9 +695,12 @@ const DATABASE_SETTINGS: readonly SettingKey[] = ['databaseUrl', 'databasePasswo
 
 const READ_BY: Readonly<Record<string, readonly SettingKey[]>> = {
   ingest: [
+    'feed',
     'finnhubToken',
     'mode',
     'finnhubWsUrl',
+    'binanceWsUrl',
+    'binanceStream',
     'symbols',
     'replayTape',
     'staleMs',
@@ -690,6 +718,7 @@ const READ_BY: Readonly<Record<string, readonly SettingKey[]>> = {
     ...SERVICE_SETTINGS,
   ],
   'replay-server': [
+    'feed',
     'replayTape',
     'replaySpeed',
     'replayPort',

@@ -14,7 +14,7 @@ import {
   STATS,
 } from '@candlewick/common';
 import { BarCalendar, type Clock } from '@candlewick/core';
-import { FinnhubFeed } from './finnhub.js';
+import { FinnhubFeed } from './feeds/finnhub.js';
 import { TradeSink } from './sink.js';
 
 /** The ingest role: Finnhub feed -> validation -> raw trade stream. */

@@ -1,7 +1,7 @@
 import WebSocket from 'ws';
 import { redactUrl, sleep, type Logger } from '@candlewick/common';
 import { FutureGuard, readFrame, validateTrade, type Trade } from '@candlewick/core';
-import type { TradeSink } from './sink.js';
+import type { TradeSink } from '../sink.js';
 
 export interface FeedOptions {
   url: string;
