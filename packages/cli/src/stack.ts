@@ -567,7 +567,9 @@ export async function runStack(cfg: Config, env: NodeJS.ProcessEnv): Promise<num
     if (cfg.mode === 'replay') {
       const port = cfg.replayPort || (await freePort());
       childEnv.REPLAY_PORT = String(port);
-      childEnv.FINNHUB_WS_URL = `ws://127.0.0.1:${port}`;
+      // the replay server speaks FEED's protocol; the ingestor reads it where that feed's URL points
+      if (cfg.feed === 'binance') childEnv.BINANCE_WS_URL = `ws://127.0.0.1:${port}/stream`;
+      else childEnv.FINNHUB_WS_URL = `ws://127.0.0.1:${port}`;
       roles.start('replay-server');
       await stop.race(waitForPort(port, 30_000));
     }

@@ -1,4 +1,4 @@
-export * from './feeds/finnhub.js';
+export * from './feeds/index.js';
 export * from './ingestor.js';
 export * from './replay-server.js';
 export * from './sink.js';

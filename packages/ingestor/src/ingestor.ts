@@ -14,13 +14,13 @@ import {
   STATS,
 } from '@candlewick/common';
 import { BarCalendar, type Clock } from '@candlewick/core';
-import { FinnhubFeed } from './feeds/finnhub.js';
+import { TradeFeed, feedProtocol } from './feeds/index.js';
 import { TradeSink } from './sink.js';
 
-/** The ingest role: Finnhub feed -> validation -> raw trade stream. */
+/** The ingest role: the feed (FEED) -> validation -> raw trade stream. */
 export class Ingestor {
   readonly sink: TradeSink;
-  readonly feed: FinnhubFeed;
+  readonly feed: TradeFeed;
 
   constructor(
     private readonly redis: RedisClient,
@@ -67,10 +67,9 @@ export class Ingestor {
         .xadd(keys.gaps(), '*', ...encodeGapEntry(gap))
         .catch((err: unknown) => reportRedisError(log, err, 'failed to record a feed gap'));
     };
-    this.feed = new FinnhubFeed(
+    this.feed = new TradeFeed(
+      feedProtocol(cfg),
       {
-        url: cfg.finnhubWsUrl,
-        token: cfg.mode === 'live' ? cfg.finnhubToken : undefined,
         symbols: cfg.symbols,
         futureLimitMs: cfg.futureLimitMs,
         clock: cfg.clock,

@@ -1,303 +1,35 @@
-import WebSocket from 'ws';
-import { redactUrl, sleep, type Logger } from '@candlewick/common';
-import { FutureGuard, readFrame, validateTrade, type Trade } from '@candlewick/core';
-import type { TradeSink } from '../sink.js';
+import { readFrame } from '@candlewick/core';
+import type { FeedProtocol } from './protocol.js';
 
-export interface FeedOptions {
+export interface FinnhubOptions {
+  /** FINNHUB_WS_URL */
   url: string;
+  /** FINNHUB_TOKEN (live only), sent as the URL's token parameter */
   token: string | undefined;
-  symbols: readonly string[];
-  /** FUTURE_LIMIT_MS (default 15 min) and CLOCK (default event): trades from the future (core/future.ts) */
-  futureLimitMs?: number;
-  clock?: 'wall' | 'event';
-  /** no frame (pings included) for this long: the socket is considered dead */
-  staleMs?: number;
-  /** called with {start, end} after the feed came back from an outage */
-  /** called when a connection is open and subscribed */
-  onUp?: () => void;
-  onGap?: (gap: { start: number; end: number; symbols: readonly string[] }) => void;
-  /** called once when a feed that was up goes down (the start of an outage) */
-  onDown?: () => void;
-}
-
-/** The feed refused the handshake in a way retrying cannot fix (401/403: a bad or unentitled token). */
-export class FeedAuthError extends Error {
-  constructor(readonly status: number) {
-    super(
-      `the feed refused FINNHUB_TOKEN (HTTP ${status}): check the API key on your Finnhub dashboard ` +
-        '(a sandbox key does not work on the live socket); not retrying',
-    );
-    this.name = 'FeedAuthError';
-  }
-}
-
-/** The feed answered the handshake with HTTP 429 (too many connections or requests for the key). */
-class RateLimitedError extends Error {
-  constructor(readonly retryAfterMs: number) {
-    super(`the feed is rate limiting this key (HTTP 429); retrying in ${Math.round(retryAfterMs / 1000)} s`);
-  }
 }
 
 /**
- * A Finnhub trade WebSocket client: numbered connections, subscribe on open, exponential backoff
- * with jitter (capped at 30 s, reset only after a good message), a stale-socket watchdog, and every
- * trade validated alone so one bad trade never costs the rest of its message.
+ * Finnhub's trade WebSocket: the key in the URL, one {"type":"subscribe","symbol"} message per
+ * symbol, trades as {"type":"trade","data":[{s, p, v, t, c}…]}, {"type":"ping"} keep-alives and
+ * {"type":"error","msg"} for what it refuses (core/frames.ts reads them: `candlewick bars` reads
+ * recorded frames the same way).
  */
-export class FinnhubFeed {
-  private ws: WebSocket | undefined;
-  private conn = 0;
-  private attempt = 0;
-  private stopped = false;
-  private loop: Promise<void> | undefined;
-  private readonly abort = new AbortController();
-  private failWith: (err: Error) => void = () => undefined;
-  /** settles when the feed gave up for good (a refused token) */
-  readonly fatal = new Promise<Error>((resolve) => (this.failWith = resolve));
-  private badLogged = 0;
-  private downSince: number | undefined;
-  private wasUp = false;
-
-  /** the socket is open and subscribed */
-  get connected(): boolean {
-    return this.ws?.readyState === WebSocket.OPEN;
-  }
-  frames = 0;
-  trades = 0;
-  rejected = 0;
-  badFrames = 0;
-
-  /** trades for symbols not subscribed (dropped) */
-  foreign = 0;
-  private readonly subscribed: ReadonlySet<string>;
-  /** trades ahead of the clock or the feed: held back for confirmation, or rejected */
-  readonly future: FutureGuard<Trade>;
-
-  constructor(
-    private readonly opts: FeedOptions,
-    private readonly sink: TradeSink,
-    private readonly log: Logger,
-  ) {
-    this.subscribed = new Set(opts.symbols);
-    this.future = new FutureGuard(opts.futureLimitMs ?? 900_000, (opts.clock ?? 'event') === 'event');
-  }
-
-  private readonly accept = (tr: Trade): void => {
-    this.trades++;
-    this.sink.push(tr);
+export function finnhubProtocol(opts: FinnhubOptions): FeedProtocol {
+  return {
+    name: 'Finnhub',
+    url() {
+      if (!opts.token) return opts.url;
+      const u = new URL(opts.url);
+      u.searchParams.set('token', opts.token);
+      return u.toString();
+    },
+    subscribe: (symbols) => symbols.map((symbol) => JSON.stringify({ type: 'subscribe', symbol })),
+    messagesPerSecond: Infinity,
+    readFrame,
+    authError: (status) =>
+      status === 401 || status === 403
+        ? `the feed refused FINNHUB_TOKEN (HTTP ${status}): check the API key on your Finnhub dashboard ` +
+          '(a sandbox key does not work on the live socket); not retrying'
+        : undefined,
   };
-
-  private readonly refuse = (tr: Trade, reason: string): void => {
-    this.rejected++;
-    this.sink.reject({ s: tr.s, p: tr.p, v: tr.v, t: tr.t, c: tr.c }, reason, tr.rx, 'future');
-    this.warnBad(this.log, 'trade rejected', { reason });
-  };
-
-  private readonly same = (tr: Trade): Trade => tr;
-
-  /** The input ended (the ingestor stops): a trade still held back is rejected. */
-  endInput(): void {
-    this.future.end(this.refuse);
-  }
-
-  private url(): string {
-    if (!this.opts.token) return this.opts.url;
-    const u = new URL(this.opts.url);
-    u.searchParams.set('token', this.opts.token);
-    return u.toString();
-  }
-
-  async start(): Promise<void> {
-    this.loop = this.run();
-  }
-
-  async stop(): Promise<void> {
-    this.stopped = true;
-    this.abort.abort();
-    this.ws?.close();
-    await this.loop;
-    await this.sink.close();
-  }
-
-  /**
-   * Pause/resume reading from the socket (backpressure from Redis). A paused socket delivers no
-   * frames, so the stale-feed watchdog is suspended while it is paused and starts afresh on
-   * resume: our own backpressure (Redis away for minutes) must never look like a dead feed, or a
-   * healthy connection would be cut and what it had buffered lost.
-   */
-  pressure(paused: boolean): void {
-    if (this.paused === paused) return;
-    this.paused = paused;
-    if (paused) {
-      this.pausedAt = Date.now();
-      this.disarm();
-      this.ws?.pause();
-    } else {
-      const pausedMs = Date.now() - this.pausedAt;
-      if (pausedMs >= 1000) this.log.info({ pausedMs }, 'reading the feed again: Redis took what was waiting');
-      this.ws?.resume();
-      this.arm();
-    }
-  }
-
-  private paused = false;
-  private pausedAt = 0;
-  /** receive time of the last frame of a connection that was up: where an outage starts */
-  private lastFrameAt = 0;
-  private watchdog: NodeJS.Timeout | undefined;
-  private arm: () => void = () => undefined;
-
-  private disarm(): void {
-    if (this.watchdog) clearTimeout(this.watchdog);
-    this.watchdog = undefined;
-  }
-
-  private async run(): Promise<void> {
-    while (!this.stopped) {
-      const n = ++this.conn;
-      const log = this.log.child({ conn: n });
-      const started = Date.now();
-      let floorMs = 0;
-      try {
-        await this.connectOnce(log);
-      } catch (err) {
-        if (err instanceof FeedAuthError) {
-          log.error({ status: err.status }, err.message);
-          this.failWith(err);
-          return;
-        }
-        if (err instanceof RateLimitedError) {
-          floorMs = err.retryAfterMs;
-          log.warn(err.message);
-        } else {
-          log.warn({ err: err instanceof Error ? err.message : String(err), url: redactUrl(this.opts.url) }, 'feed connection failed');
-        }
-      }
-      if (this.stopped) break;
-      // An outage starts when a feed that was up goes down (at its last frame: a socket found
-      // silent was already down before the watchdog noticed); failing to connect at start-up is not a gap.
-      if (this.wasUp && this.downSince === undefined) {
-        this.downSince = this.lastFrameAt || Date.now();
-        this.opts.onDown?.();
-      }
-      const backoff = Math.min(30_000, 250 * 2 ** Math.min(this.attempt, 7)) * (0.5 + Math.random() / 2);
-      const delay = Math.max(floorMs, backoff);
-      this.attempt++;
-      log.info({ delayMs: Math.round(delay), upMs: Date.now() - started }, 'feed disconnected; reconnecting');
-      await sleep(delay, this.abort.signal);
-    }
-  }
-
-  private connectOnce(log: Logger): Promise<void> {
-    return new Promise((resolve, reject) => {
-      const ws = new WebSocket(this.url(), { perMessageDeflate: false });
-      this.ws = ws;
-      const staleMs = this.opts.staleMs ?? 30_000;
-      this.arm = () => {
-        this.disarm();
-        if (this.paused) return;
-        this.watchdog = setTimeout(() => {
-          log.warn({ staleMs }, 'no frame from the feed; terminating the socket');
-          ws.terminate();
-        }, staleMs);
-      };
-      ws.on('open', () => {
-        log.info({ url: redactUrl(this.opts.url), symbols: this.opts.symbols.length }, 'feed connected; subscribing');
-        this.sink.newConnection();
-        for (const symbol of this.opts.symbols) ws.send(JSON.stringify({ type: 'subscribe', symbol }));
-        // a connection opened while Redis holds us back reads nothing until it is back
-        if (this.paused) ws.pause();
-        this.arm();
-        this.opts.onUp?.();
-      });
-      ws.on('message', (data) => {
-        this.arm();
-        this.onFrame(data.toString(), log);
-      });
-      ws.on('unexpected-response', (_req, res) => {
-        const status = res.statusCode ?? 0;
-        if (status === 401 || status === 403) reject(new FeedAuthError(status));
-        else if (status === 429) {
-          const after = Number(res.headers['retry-after']);
-          reject(new RateLimitedError(Number.isFinite(after) && after > 0 ? after * 1000 : 60_000));
-        } else reject(new Error(`feed refused the connection: HTTP ${status}`));
-        ws.terminate();
-      });
-      ws.on('error', (err) => reject(err));
-      ws.on('close', () => {
-        this.disarm();
-        this.arm = () => undefined;
-        this.ws = undefined;
-        resolve();
-      });
-    });
-  }
-
-  private good(): void {
-    this.lastFrameAt = Date.now();
-    this.attempt = 0;
-    this.wasUp = true;
-    if (this.downSince !== undefined) {
-      const gap = { start: this.downSince, end: Date.now(), symbols: this.opts.symbols };
-      this.downSince = undefined;
-      this.opts.onGap?.(gap);
-    }
-  }
-
-  private warnBad(log: Logger, msg: string, extra: Record<string, unknown>): void {
-    this.badLogged++;
-    if (this.badLogged <= 20 || this.badLogged % 1000 === 0) log.warn({ ...extra, seen: this.badLogged }, msg);
-  }
-
-  /** One WebSocket frame. Exposed for tests of the validation path. */
-  onFrame(text: string, log: Logger = this.log): void {
-    this.frames++;
-    const rx = Date.now();
-    const frame = readFrame(text);
-    switch (frame.kind) {
-      case 'not-json':
-        this.badFrames++;
-        this.sink.badFrame();
-        this.warnBad(log, 'frame is not JSON; ignored', { frame: text.slice(0, 120) });
-        return;
-      case 'ping':
-        this.good();
-        return;
-      case 'no-data':
-        this.good();
-        this.badFrames++;
-        this.sink.badFrame();
-        this.warnBad(log, 'trade message without a data array; ignored', {});
-        return;
-      case 'error':
-        // e.g. "Subscribing to too many symbols" or an unknown symbol: the connection stays up
-        log.error({ feedMessage: frame.msg.slice(0, 200) }, 'the feed reported an error');
-        return;
-      case 'unknown':
-        this.badFrames++;
-        this.sink.badFrame();
-        this.warnBad(log, 'frame of unknown type; ignored', { type: String(frame.type).slice(0, 40) });
-        return;
-    }
-    this.good();
-    for (const raw of frame.data) {
-      const v = validateTrade(raw, rx);
-      if (v.ok) {
-        if (!this.subscribed.has(v.trade.s)) {
-          // only subscribed symbols make bars: a feed that sends others would fill DATA_DIR with them
-          if (this.foreign++ === 0)
-            log.warn(
-              { symbol: v.trade.s },
-              'the feed sent trades for a symbol not in SYMBOLS: such trades are dropped and counted (said once)',
-            );
-          this.sink.foreignTrade();
-          continue;
-        }
-        this.future.offer(v.trade, this.same, this.accept, this.refuse);
-      } else {
-        this.rejected++;
-        this.sink.reject(raw, v.reason, rx);
-        this.warnBad(log, 'trade rejected', { reason: v.reason });
-      }
-    }
-  }
 }
