@@ -262,7 +262,7 @@ export async function runProviderServer(cfg: Config): Promise<void> {
   const base = await server.start();
   log.info(
     { tape: path, url: base },
-    `serving the tape as Finnhub (${base}/api/v1) and Massive (${base}) history: point FINNHUB_REST_URL or MASSIVE_REST_URL here`,
+    `serving the tape as Finnhub (${base}/api/v1), Binance (${base}) and Massive (${base}) history: point FINNHUB_REST_URL, BINANCE_REST_URL or MASSIVE_REST_URL here`,
   );
 }
 
