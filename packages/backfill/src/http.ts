@@ -8,6 +8,8 @@ export class ProviderError extends Error {
     message: string,
     /** true when asking again later cannot help (a refused key, a premium endpoint, a bad request) */
     readonly permanent: boolean,
+    /** set when only this symbol is refused (a name the provider does not know): the others go on */
+    readonly symbol?: string,
   ) {
     super(`${provider}: ${message}`);
     this.name = 'ProviderError';
@@ -83,6 +85,11 @@ export interface HttpOptions {
   /** wait this long on a 429 without Retry-After */
   defaultRetryAfterMs?: number;
   signal?: AbortSignal;
+  /**
+   * The provider's own reading of a refusal (a 4xx other than 429): its error codes turned into a
+   * clear message; undefined leaves the general one.
+   */
+  refusal?: (status: number, body: string, retryAfter: string | null, where: string) => ProviderError | undefined;
 }
 
 /**
@@ -132,6 +139,8 @@ export async function getJson(url: string, o: HttpOptions): Promise<unknown> {
       await backoff(o, attempt, `HTTP ${res.status}`, where);
       continue;
     }
+    const own = o.refusal?.(res.status, body, res.headers.get('retry-after'), where);
+    if (own) throw own;
     const hint =
       res.status === 401
         ? 'the API key was refused; check it'

@@ -1,6 +1,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { TapeTrade } from '@candlewick/common';
+import { PRICE_DIGITS, VOLUME_DIGITS, binanceSymbol, toScaled } from '@candlewick/core';
 
 /** An answer the server gives instead of the real one, `times` times, to requests whose path matches. */
 export interface Fault {
@@ -18,7 +19,7 @@ export interface ProviderServerOptions {
   finnhubToken?: string;
   /** the Massive key it accepts (Authorization: Bearer) */
   massiveKey?: string;
-  /** page size of /v3/trades and aggregates (next_url beyond) */
+  /** page size of /v3/trades and aggregates (next_url beyond), and the most Binance's endpoints answer */
   pageSize?: number;
   faults?: Fault[];
 }
@@ -37,7 +38,8 @@ interface Minute {
 /**
  * A local HTTP server with the history providers' REST shapes, computed from a recorded tape:
  * Finnhub /api/v1/stock/candle (OHLCV, no VWAP or count), Massive /v2/aggs (with vw and n) and
- * /v3/trades (ticks with SIP timestamps and sequence numbers, paginated by next_url). Faults make it
+ * /v3/trades (ticks with SIP timestamps and sequence numbers, paginated by next_url), Binance
+ * /api/v3/klines and /api/v3/aggTrades (no key; Binance's limits and error shape). Faults make it
  * answer 403, 429 with Retry-After, 500 or a malformed body. For tests and demos; nothing here
  * reaches the internet.
  */
@@ -85,6 +87,7 @@ export class ProviderServer {
       return this.send(res, path, fault.status, fault.body ?? JSON.stringify({ error: `fault ${fault.status}` }), fault.headers);
     }
     let m: RegExpExecArray | null;
+    if (path === '/api/v3/klines' || path === '/api/v3/aggTrades') return this.binance(res, path, url.searchParams);
     if (path === '/api/v1/stock/candle') {
       if (req.headers['x-finnhub-token'] !== this.opts.finnhubToken) return this.send(res, path, 401, '{"error":"Invalid API key"}');
       const q = url.searchParams;
@@ -150,6 +153,119 @@ export class ProviderServer {
     return this.send(res, path, 404, '{"error":"not found"}');
   }
 
+  /**
+   * Binance's /api/v3/klines (1m) and /api/v3/aggTrades from the tape, for the tape's symbols under
+   * Binance's names (BINANCE:XRPETH as XRPETH). A kline counts the tape's trades (a tape of
+   * aggregate trades: aggregate trades, where Binance counts every fill); an aggregate trade's id is
+   * the one recorded (else its place in the tape), and a tape records no fill ids, so f = l = a.
+   */
+  private binance(res: ServerResponse, path: string, q: URLSearchParams): void {
+    const refuse = (code: number, msg: string) => this.send(res, path, 400, JSON.stringify({ code, msg }));
+    const symbol = q.get('symbol');
+    if (!symbol) return refuse(-1102, "Mandatory parameter 'symbol' was not sent, was empty/null, or malformed.");
+    const tape = [...this.bySymbol].find(([s]) => binanceSymbol(s) === symbol)?.[1];
+    if (!tape) return refuse(-1121, 'Invalid symbol.');
+    const bad = ['startTime', 'endTime', 'fromId', 'limit'].find((n) => q.get(n) !== null && !/^\d{1,20}$/.test(q.get(n)!));
+    if (bad) return refuse(-1100, `Illegal characters found in parameter '${bad}'; legal range is '^[0-9]{1,20}$'.`);
+    const num = (name: string): number | undefined => (q.get(name) === null ? undefined : Number(q.get(name)));
+    const [startTime, endTime, fromId, limitAsked] = [num('startTime'), num('endTime'), num('fromId'), num('limit')];
+    if (limitAsked !== undefined && (limitAsked < 1 || limitAsked > 1000))
+      return refuse(-1130, "Invalid data sent for a parameter: 'limit'.");
+    const limit = Math.min(limitAsked ?? 500, this.opts.pageSize ?? 1000);
+    const from = startTime ?? 0;
+    const to = endTime ?? Number.MAX_SAFE_INTEGER;
+    if (path === '/api/v3/klines') {
+      if (q.get('interval') !== '1m') return refuse(-1120, 'Invalid interval.');
+      const klines = this.klines(tape, from, to).slice(0, limit);
+      return this.send(res, path, 200, JSON.stringify(klines));
+    }
+    if (fromId !== undefined && (startTime !== undefined || endTime !== undefined))
+      return refuse(-1128, 'Combination of optional parameters invalid.');
+    if (startTime !== undefined && endTime !== undefined && endTime - startTime >= 3_600_000)
+      return refuse(-1127, 'More than 1 hours between startTime and endTime.');
+    const all = tape
+      .map(({ tr, seq }) => ({ tr, id: tr.i !== undefined && /^\d+$/.test(tr.i) ? Number(tr.i) : seq }))
+      .filter(({ tr, id }) => (fromId !== undefined ? id >= fromId : tr.t >= from && tr.t <= to));
+    // none of fromId, startTime, endTime: the most recent
+    const recent = fromId === undefined && startTime === undefined && endTime === undefined;
+    const trades = (recent ? all.slice(-limit) : all.slice(0, limit)).map(({ tr, id }) => ({
+      a: id,
+      p: tr.p,
+      q: tr.v.toFixed(8),
+      f: id,
+      l: id,
+      T: tr.t,
+      m: tr.a === 's',
+      M: true,
+    }));
+    return this.send(res, path, 200, JSON.stringify(trades));
+  }
+
+  /**
+   * Binance's 1-minute klines of [from, to] from the tape's trades, exact decimals: [open time, o, h,
+   * l, c, volume, close time, quote volume, trades, taker buy volume, taker buy quote volume, "0"];
+   * a minute without trades between two with trades is Binance's flat kline at the last close.
+   */
+  private klines(tape: readonly { tr: TapeTrade }[], from: number, to: number): unknown[] {
+    interface K {
+      t: number;
+      o: string;
+      h: string;
+      l: string;
+      c: string;
+      v: bigint;
+      pv: bigint;
+      n: number;
+      bv: bigint;
+      bpv: bigint;
+    }
+    const byMinute = new Map<number, K>();
+    for (const { tr } of tape) {
+      const t = Math.floor(tr.t / 60_000) * 60_000;
+      const v = toScaled(tr.v, VOLUME_DIGITS);
+      const pv = toScaled(tr.p, PRICE_DIGITS) * v;
+      const buy = tr.a === 'b';
+      const k = byMinute.get(t);
+      if (!k) byMinute.set(t, { t, o: tr.p, h: tr.p, l: tr.p, c: tr.p, v, pv, n: 1, bv: buy ? v : 0n, bpv: buy ? pv : 0n });
+      else {
+        if (Number(tr.p) > Number(k.h)) k.h = tr.p;
+        if (Number(tr.p) < Number(k.l)) k.l = tr.p;
+        k.c = tr.p;
+        k.v += v;
+        k.pv += pv;
+        k.n++;
+        if (buy) {
+          k.bv += v;
+          k.bpv += pv;
+        }
+      }
+    }
+    const minutes = [...byMinute.keys()].sort((a, b) => a - b);
+    const out: unknown[] = [];
+    let last: K | undefined;
+    for (let t = minutes[0] ?? 0; minutes.length && t <= minutes.at(-1)!; t += 60_000) {
+      const k = byMinute.get(t) ?? { t, o: last!.c, h: last!.c, l: last!.c, c: last!.c, v: 0n, pv: 0n, n: 0, bv: 0n, bpv: 0n };
+      last = k;
+      if (t < from || t > to) continue;
+      const pvDigits = PRICE_DIGITS + VOLUME_DIGITS;
+      out.push([
+        t,
+        k.o,
+        k.h,
+        k.l,
+        k.c,
+        decimalText(k.v, VOLUME_DIGITS),
+        t + 59_999,
+        decimalText(k.pv, pvDigits),
+        k.n,
+        decimalText(k.bv, VOLUME_DIGITS),
+        decimalText(k.bpv, pvDigits),
+        '0',
+      ]);
+    }
+    return out;
+  }
+
   /** 1-minute OHLCV (with Σp·v and count) of a symbol, for the minutes that start in [from, to]. */
   private minutes(symbol: string, from: number, to: number): Minute[] {
     const out = new Map<number, Minute>();
@@ -170,4 +286,11 @@ export class ProviderServer {
     }
     return [...out.values()].sort((a, b) => a.t - b.t);
   }
+}
+
+/** A scaled decimal as text with at least 8 decimals, as Binance writes them, and no digit lost. */
+function decimalText(x: bigint, digits: number): string {
+  const s = x.toString().padStart(digits + 1, '0');
+  const frac = s.slice(-digits).replace(/0+$/, '').padEnd(8, '0');
+  return `${s.slice(0, -digits)}.${frac}`;
 }

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import type { Config, Logger } from '@candlewick/common';
-import { BAR_FLAGS, type Candle, type ProviderTrade } from '@candlewick/core';
+import { BAR_FLAGS, binanceSymbol, type Candle, type ProviderTrade } from '@candlewick/core';
 import { ProviderError, TokenBucket, getJson, type HttpOptions } from './http.js';
 
 /**
@@ -150,6 +150,139 @@ export class Massive implements Provider {
   }
 }
 
+const binanceKlines = z.array(
+  z.tuple([z.number(), z.string(), z.string(), z.string(), z.string(), z.string(), z.number(), z.string(), z.number()]).rest(z.unknown()),
+);
+const binanceAggTrades = z.array(z.object({ a: z.number(), p: z.string(), q: z.string(), T: z.number() }).passthrough());
+const binanceError = z.object({ code: z.number(), msg: z.string() });
+
+/** Binance answers at most this many klines or aggregate trades a request. */
+const BINANCE_LIMIT = 1000;
+/** aggTrades with startTime and endTime: the span must be less than an hour. */
+const BINANCE_SPAN_MS = 3_600_000;
+
+/**
+ * Binance spot market data (/api/v3, no key): 1-minute klines with quote volume (so VWAP) and trade
+ * counts, and aggregate trades (/api/v3/aggTrades: a taker order's fills at one price as one trade,
+ * with its id). A symbol is configured as BINANCE:XRPETH or XRPETH; Binance's name is XRPETH.
+ */
+export class BinanceHistory implements Provider {
+  readonly name = 'binance';
+  readonly candleFlag = BAR_FLAGS.BINANCE_CANDLES;
+  readonly tradeFlag = BAR_FLAGS.BINANCE_TRADES;
+  constructor(
+    private readonly base: string,
+    private readonly http: HttpOptions,
+    /** klines or aggregate trades a request (Binance's most: 1,000) */
+    private readonly limit = BINANCE_LIMIT,
+  ) {}
+
+  private get(symbol: string, path: string, query: Record<string, number | string>): Promise<unknown> {
+    const q = Object.entries(query)
+      .map(([k, v]) => `&${k}=${v}`)
+      .join('');
+    return getJson(`${this.base}${path}?symbol=${encodeURIComponent(binanceSymbol(symbol))}${q}`, {
+      ...this.http,
+      refusal: (status, body, retryAfter, where) => binanceRefusal(symbol, status, body, retryAfter, where),
+    });
+  }
+
+  /** Klines of the minutes that start in [fromMs, toMs], `limit` a page; Binance's zero-volume minutes left out. */
+  async candles(symbol: string, fromMs: number, toMs: number): Promise<Candle[]> {
+    const out: Candle[] = [];
+    for (let start = fromMs; start <= toMs;) {
+      const parsed = binanceKlines.safeParse(
+        await this.get(symbol, '/api/v3/klines', { interval: '1m', startTime: start, endTime: toMs, limit: this.limit }),
+      );
+      if (!parsed.success) throw malformed(this.name, `klines of ${symbol}`, parsed.error);
+      for (const [t, o, h, l, c, v, , quote, n] of parsed.data) {
+        // a minute without trades: Binance's flat kline, not a bar
+        if (n === 0 || Number(v) === 0) continue;
+        out.push({
+          start: t,
+          open: Number(o),
+          high: Number(h),
+          low: Number(l),
+          close: Number(c),
+          volume: Number(v),
+          vwap: Number(quote) / Number(v),
+          n,
+        });
+      }
+      const last = parsed.data.at(-1);
+      if (parsed.data.length < this.limit || !last) break;
+      start = last[0] + 60_000;
+    }
+    return out;
+  }
+
+  /**
+   * Aggregate trades with T in [fromMs, toMs]: the first page of each hour by time (Binance takes
+   * startTime..endTime under an hour), then on by id (fromId) while pages come full.
+   */
+  async trades(symbol: string, fromMs: number, toMs: number): Promise<ProviderTrade[]> {
+    const out: ProviderTrade[] = [];
+    const take = (page: z.infer<typeof binanceAggTrades>): void => {
+      for (const r of page) if (r.T >= fromMs && r.T <= toMs) out.push({ t: r.T, p: r.p, v: Number(r.q), seq: r.a, c: [] });
+    };
+    const read = async (query: Record<string, number>) => {
+      const parsed = binanceAggTrades.safeParse(await this.get(symbol, '/api/v3/aggTrades', { ...query, limit: this.limit }));
+      if (!parsed.success) throw malformed(this.name, `aggregate trades of ${symbol}`, parsed.error);
+      return parsed.data;
+    };
+    for (let start = fromMs; start <= toMs; start += BINANCE_SPAN_MS) {
+      let page = await read({ startTime: start, endTime: Math.min(start + BINANCE_SPAN_MS - 1, toMs) });
+      take(page);
+      if (page.length < this.limit) continue;
+      // a full page: on by id to the end of the span (ids rise with time)
+      while (page.length === this.limit && page.at(-1)!.T <= toMs) {
+        page = await read({ fromId: page.at(-1)!.a + 1 });
+        take(page);
+      }
+      break;
+    }
+    out.sort((a, b) => a.t - b.t || a.seq - b.seq);
+    return out;
+  }
+}
+
+/** Binance's refusals ({"code":…,"msg":…} with 400, 403, 418, 451) as messages that say what to do. */
+function binanceRefusal(symbol: string, status: number, body: string, retryAfter: string | null, where: string): ProviderError | undefined {
+  let parsed: z.infer<typeof binanceError> | undefined;
+  try {
+    parsed = binanceError.parse(JSON.parse(body));
+  } catch {
+    parsed = undefined;
+  }
+  const said = parsed ? ` (Binance ${parsed.code}: ${parsed.msg})` : '';
+  if (parsed?.code === -1121)
+    return new ProviderError(
+      'binance',
+      status,
+      `Binance has no symbol ${binanceSymbol(symbol)}${binanceSymbol(symbol) !== symbol ? ` (configured as ${symbol})` : ''}${said}: Binance spells a pair as base and quote asset in capitals with no separator, e.g. XRPETH or BTCUSDT; configure it as BINANCE:XRPETH or XRPETH`,
+      true,
+      symbol,
+    );
+  if (status === 418) {
+    const secs = retryAfter !== null && retryAfter.trim() !== '' ? ` for ${retryAfter.trim()} s` : '';
+    return new ProviderError(
+      'binance',
+      418,
+      `Binance has banned this IP address${secs} (HTTP 418) for sending requests after rate-limit refusals: wait, and lower BACKFILL_RATE`,
+      true,
+    );
+  }
+  if (status === 451 || status === 403)
+    return new ProviderError(
+      'binance',
+      status,
+      `HTTP ${status} from ${where}: Binance refuses requests from this location (or its firewall refused this request)${said}; Binance's terms restrict some countries, so run candlewick where they allow it, or set BINANCE_REST_URL to an endpoint you may use`,
+      true,
+    );
+  if (parsed) return new ProviderError('binance', status, `HTTP ${status} from ${where}: the request was refused${said}`, true);
+  return undefined;
+}
+
 /**
  * Milliseconds of a nanosecond timestamp read from JSON. Past 2^53 the number arrives rounded (to a
  * multiple of 256 ns here), so a trade on a millisecond boundary may read a few ns short of it.
@@ -162,6 +295,9 @@ export function nsToMs(ns: number): number {
 /** The provider BACKFILL_PROVIDER names, with its key from the environment and its rate limit. */
 export function makeProvider(cfg: Config, log: Logger, signal?: AbortSignal): Provider {
   const common = { bucket: new TokenBucket(cfg.backfillRate), retries: cfg.backfillRetries, log, signal };
+  // market data needs no key
+  if (cfg.backfillProvider === 'binance')
+    return new BinanceHistory(cfg.binanceRestUrl.replace(/\/$/, ''), { ...common, provider: 'binance', headers: {} });
   if (cfg.backfillProvider === 'massive') {
     if (!cfg.massiveApiKey)
       throw new ProviderError('massive', 0, 'MASSIVE_API_KEY is not set; set it, or BACKFILL_PROVIDER=finnhub, or BACKFILL=off', true);

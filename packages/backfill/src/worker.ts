@@ -131,7 +131,8 @@ export class BackfillService {
         log.info({ used: splice.used, bars: splice.partials.size }, 'backfilled');
       } catch (err) {
         if (this.stopped) return; // the request stays pending and is retried by the next worker
-        if (err instanceof ProviderError && err.permanent) this.disable(err);
+        // a symbol the provider does not know fails its own requests only: the other symbols go on
+        if (err instanceof ProviderError && err.permanent && err.symbol === undefined) this.disable(err);
         else log.error({ reason: (err as Error).message }, 'backfill failed: the bars around this span are marked incomplete');
         splice = this.splicer.failed(req);
       }

@@ -262,7 +262,7 @@ export async function runProviderServer(cfg: Config): Promise<void> {
   const base = await server.start();
   log.info(
     { tape: path, url: base },
-    `serving the tape as Finnhub (${base}/api/v1) and Massive (${base}) history: point FINNHUB_REST_URL or MASSIVE_REST_URL here`,
+    `serving the tape as Finnhub (${base}/api/v1), Binance (${base}) and Massive (${base}) history: point FINNHUB_REST_URL, BINANCE_REST_URL or MASSIVE_REST_URL here`,
   );
 }
 
@@ -285,7 +285,7 @@ async function progressFor(out: NodeJS.WriteStream): Promise<Progress> {
   };
 }
 
-/** `candlewick backfill --symbols … --from … --to …`: exit 0 done, 2 the provider refused. */
+/** `candlewick backfill --symbols … --from … --to …`: exit 0 done, 2 the provider refused (a symbol, or everything). */
 export async function runHistoricalBackfill(cfg: Config): Promise<number> {
   const { ProviderError, runHistorical } = await import('@candlewick/backfill');
   const log = rootLogger(cfg, 'backfill', (line) => process.stderr.write(line));
@@ -312,7 +312,9 @@ export async function runHistoricalBackfill(cfg: Config): Promise<number> {
     process.stdout.write(
       `backfill done: ${r.written} bars written, ${r.present} already there, from ${r.trades ? `${r.trades} trades` : `${r.candles} candles`} (${cfg.backfillProvider} ${cfg.backfillMode})${table ? `; ${table.written} rows upserted into PostgreSQL (${table.where})` : ''}\n`,
     );
-    return EXIT.OK;
+    // a symbol the provider does not know: the others are done, this one is named with what to do
+    for (const { symbol, reason } of r.refused) process.stderr.write(`candlewick backfill: ${symbol} not filled: ${reason}\n`);
+    return r.refused.length ? EXIT.CONFIG : EXIT.OK;
   } catch (err) {
     if (err instanceof ProviderError) {
       process.stderr.write(`candlewick backfill: ${err.message}\n`);

@@ -40,6 +40,8 @@ export const BAR_FLAGS = Object.freeze({
   FINNHUB_CANDLES: 8,
   MASSIVE_CANDLES: 16,
   MASSIVE_TRADES: 32,
+  BINANCE_CANDLES: 64,
+  BINANCE_TRADES: 128,
 });
 
 const SOURCE_NAMES: readonly [number, string][] = [
@@ -47,6 +49,8 @@ const SOURCE_NAMES: readonly [number, string][] = [
   [BAR_FLAGS.FINNHUB_CANDLES, 'finnhub-candles'],
   [BAR_FLAGS.MASSIVE_CANDLES, 'massive-candles'],
   [BAR_FLAGS.MASSIVE_TRADES, 'massive-trades'],
+  [BAR_FLAGS.BINANCE_CANDLES, 'binance-candles'],
+  [BAR_FLAGS.BINANCE_TRADES, 'binance-trades'],
 ];
 
 /** The sources of a bar, e.g. "massive-trades+live" (a bar with no source bit: "live"). */

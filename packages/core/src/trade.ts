@@ -43,6 +43,14 @@ export function visibleSymbol(s: string): string {
   return JSON.stringify(s).replace(/[^\x20-\x7e]/g, (ch) => `\\u${ch.charCodeAt(0).toString(16).padStart(4, '0')}`);
 }
 
+/**
+ * Binance's name of a symbol: the part after an exchange prefix (BINANCE:XRPETH, Finnhub's name),
+ * upper-case, e.g. XRPETH. Binance spells a pair as base and quote asset with no separator.
+ */
+export function binanceSymbol(symbol: string): string {
+  return symbol.slice(symbol.indexOf(':') + 1).toUpperCase();
+}
+
 export type Validation = { ok: true; trade: Trade } | { ok: false; reason: string };
 
 const DECIMAL = /^(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?$/;
