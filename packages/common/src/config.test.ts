@@ -166,3 +166,16 @@ describe('the settings table', () => {
     expect(missing).toEqual([]);
   });
 });
+
+describe('FEED=binance', () => {
+  it('runs live without a key, every bare pair named BINANCE:<PAIR> for every role, history from Binance', () => {
+    const c = loadConfig({ FEED: 'binance', SYMBOLS: 'btcusdt,BINANCE:ETHUSDT' });
+    expect(c.mode).toBe('live');
+    expect(c.symbols).toEqual(['BINANCE:BTCUSDT', 'BINANCE:ETHUSDT']);
+    expect(c.backfillProvider).toBe('binance');
+  });
+  it('MODE=live without FINNHUB_TOKEN is an error for Finnhub only, saying Binance needs none', () => {
+    expect(() => loadConfig({ MODE: 'live', SYMBOLS: 'AAPL' })).toThrow(/MODE=live needs FINNHUB_TOKEN.*FEED=binance: no key/);
+    expect(loadConfig({ FEED: 'binance', MODE: 'live', SYMBOLS: 'BTCUSDT' }).feed).toBe('binance');
+  });
+});

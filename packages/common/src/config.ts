@@ -943,8 +943,13 @@ export function symbolProblems(symbols: readonly string[], where: string): strin
 
 /** The rules that span settings; also turns --from/--to into instants in BAR_TZ. */
 function checkTogether(c: Record<string, unknown>, merged: EnvLike, problems: string[]): void {
-  if (c.mode === 'live' && !c.finnhubToken)
-    problems.push('MODE=live needs FINNHUB_TOKEN (a Finnhub API key); unset MODE to replay the bundled tape');
+  if (c.mode === 'live' && !c.finnhubToken && c.feed === 'finnhub')
+    problems.push(
+      'MODE=live needs FINNHUB_TOKEN (a Finnhub API key); unset MODE to replay the bundled tape, or read Binance (FEED=binance: no key)',
+    );
+  // FEED=binance: a pair named bare is Finnhub's BINANCE:<PAIR>, for every role alike — the same
+  // files and bars whichever feed brought the trades, and crypto's calendar (around the clock)
+  if (c.feed === 'binance') c.symbols = (c.symbols as readonly string[]).map((s) => (s.includes(':') ? s : `BINANCE:${s.toUpperCase()}`));
   const symbols = c.symbols as readonly string[];
   problems.push(...symbolProblems(symbols, 'SYMBOLS'));
   if (c.mode === 'live' && symbols.length === 0)

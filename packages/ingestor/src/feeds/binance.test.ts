@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { ConfigError } from '@candlewick/common';
-import { validateTrade } from '@candlewick/core';
-import { binanceProtocol, binanceSymbol, shortDecimal } from './binance.js';
+import { binanceSymbol, validateTrade } from '@candlewick/core';
+import { binanceProtocol, shortDecimal } from './binance.js';
 
 const agg = (extra: Record<string, unknown> = {}) => ({
   e: 'aggTrade',

@@ -1,4 +1,5 @@
 import { ConfigError } from '@candlewick/common';
+import { binanceSymbol } from '@candlewick/core';
 import type { FeedFrame, FeedProtocol } from './protocol.js';
 
 export interface BinanceOptions {
@@ -14,11 +15,6 @@ export interface BinanceOptions {
 export const BINANCE_MAX_STREAMS = 1024;
 /** Streams per SUBSCRIBE message: about 2.5 kB, well under the size Binance accepts in one message. */
 const STREAMS_PER_MESSAGE = 100;
-
-/** Binance's name for a configured symbol: BINANCE:BTCUSDT and btcusdt are BTCUSDT. */
-export function binanceSymbol(configured: string): string {
-  return configured.replace(/^BINANCE:/i, '').toUpperCase();
-}
 
 /** Binance's fixed-decimal text ("0.00141300", "23.00000000") as the shortest decimal ("0.001413", "23"). */
 export function shortDecimal(text: string): string {

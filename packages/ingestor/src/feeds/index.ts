@@ -5,7 +5,7 @@ import type { FeedProtocol } from './protocol.js';
 
 export * from './feed.js';
 export * from './protocol.js';
-export { binanceProtocol, binanceSymbol, shortDecimal, BINANCE_MAX_STREAMS } from './binance.js';
+export { binanceProtocol, shortDecimal, BINANCE_MAX_STREAMS } from './binance.js';
 export { finnhubProtocol } from './finnhub.js';
 
 /** The protocol of the configured FEED; a configuration it cannot serve is a ConfigError. */
