@@ -1,7 +1,8 @@
 import { WebSocketServer, type WebSocket } from 'ws';
 import type { AddressInfo } from 'node:net';
-import { sleep, type Logger } from '@candlewick/common';
+import { sleep, type Feed, type Logger } from '@candlewick/common';
 import { isRawFrame, isTapeTrade, type TapeItem } from '@candlewick/common';
+import { binanceWire } from './replay/binance.js';
 import { finnhubWire } from './replay/finnhub.js';
 import type { Wire } from './replay/wire.js';
 
@@ -15,7 +16,8 @@ export interface ReplayOptions {
   /** wait this long after the first subscribe for the rest before starting */
   settleMs?: number;
   /**
-   * the keepalive: Finnhub, a {"type":"ping"} once a connection has been idle this long (1 s)
+   * the keepalive: Finnhub, a {"type":"ping"} once a connection has been idle this long (1 s);
+   * Binance, a WebSocket ping frame this often (20 s, as Binance's servers send one)
    */
   pingMs?: number;
   /** paced mode only: stamp each trade with the time it is sent, t' = start + (t - t0) / speed */
@@ -27,6 +29,8 @@ export interface ReplayOptions {
    * connection gets the tape from its start.
    */
   live?: boolean;
+  /** whose protocol it speaks (finnhub) */
+  feed?: Feed;
   /** Finnhub: when set, a connection must carry ?token=<this>, else HTTP 401 as Finnhub answers */
   token?: string;
   /** paced: a line saying where it is in the tape, each 1 % of it but at most this often (10 s) */
@@ -38,8 +42,8 @@ export interface ReplayOptions {
 }
 
 /**
- * A trade WebSocket that replays a recorded tape to each connection, in Finnhub's protocol
- * (replay/finnhub.ts): the subscribed symbols' trades in tape
+ * A trade WebSocket that replays a recorded tape to each connection, in Finnhub's protocol or
+ * Binance's (`feed`; replay/finnhub.ts, replay/binance.ts): the subscribed symbols' trades in tape
  * order, at the recorded pace times `speed` or as fast as the socket takes them. Each connection
  * gets the tape from the start (unless `live`).
  */
@@ -60,7 +64,7 @@ export class ReplayServer {
   ) {}
 
   async start(): Promise<number> {
-    const wire = (this.wire = finnhubWire(this.tape, this.opts));
+    const wire = (this.wire = this.opts.feed === 'binance' ? binanceWire(this.tape, this.opts) : finnhubWire(this.tape, this.opts));
     let handshakes = 0;
     const wss = new WebSocketServer({
       port: this.opts.port,
@@ -86,7 +90,7 @@ export class ReplayServer {
       void p.finally(() => this.sessions.delete(p));
     });
     const port = (wss.address() as AddressInfo).port;
-    this.log.info({ port, trades: this.tape.length, speed: this.opts.speed }, 'replay server listening');
+    this.log.info({ port, trades: this.tape.length, speed: this.opts.speed, feed: this.opts.feed ?? 'finnhub' }, 'replay server listening');
     return port;
   }
 
