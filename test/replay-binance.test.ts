@@ -3,7 +3,8 @@ import WebSocket from 'ws';
 import { pino } from 'pino';
 import { readTape, readTapeTrades, type TapeItem, type TapeTrade } from '@candlewick/common';
 import { ReplayServer, type ReplayOptions } from '@candlewick/ingestor';
-import { BUNDLED_TAPE, waitFor } from './helpers.js';
+import { freePort } from '@candlewick/cli';
+import { BUNDLED_TAPE, startCli, waitFor } from './helpers.js';
 
 const quiet = pino({ level: 'silent' });
 const TAPE = readTape(BUNDLED_TAPE);
@@ -267,5 +268,22 @@ describe('replay server, Binance protocol', () => {
     expect(frames).toEqual(['not json at all', '{"e":"aggTrade"']);
 
     expect(await refusal(`ws://127.0.0.1:${port}/streams?streams=xrpeth@aggTrade`)).toBe('Unexpected server response: 404');
+  });
+
+  it('`candlewick replay-server` with FEED=binance speaks it, and stops cleanly', async () => {
+    const port = await freePort();
+    const cli = startCli(['replay-server'], { FEED: 'binance', MODE: 'replay', REPLAY_PORT: String(port), LOG_FILE: 'false' });
+    try {
+      await waitFor(() => /replay server listening/.test(cli.output().stdout), 20_000, 'the replay server');
+      expect(cli.output().stdout).toMatch(/"feed":"binance"/);
+      const c = await connect(`ws://127.0.0.1:${port}/ws`);
+      c.request({ method: 'SUBSCRIBE', params: ['xrpeth@aggTrade'], id: 1 });
+      await waitFor(() => c.got.length >= 11, 10_000, 'the ack and ten trades');
+      expect(c.got[0]).toEqual({ result: null, id: 1 });
+      expect((c.got.slice(1, 11) as AggTrade[]).map((x) => x.a)).toEqual(TRADES.slice(0, 10).map((tr) => Number(tr.i)));
+    } finally {
+      const res = await cli.stop();
+      expect(res.code).toBe(0);
+    }
   });
 });

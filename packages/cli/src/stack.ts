@@ -568,6 +568,7 @@ export async function runStack(cfg: Config, env: NodeJS.ProcessEnv): Promise<num
       const port = cfg.replayPort || (await freePort());
       childEnv.REPLAY_PORT = String(port);
       childEnv.FINNHUB_WS_URL = `ws://127.0.0.1:${port}`;
+      childEnv.BINANCE_WS_URL = `ws://127.0.0.1:${port}/stream`;
       roles.start('replay-server');
       await stop.race(waitForPort(port, 30_000));
     }
