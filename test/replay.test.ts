@@ -16,7 +16,7 @@ describe('tape readers', () => {
   it('read the bundled Binance aggTrades in file order with Finnhub symbols', () => {
     const tape = readTape(BUNDLED_TAPE) as TapeTrade[];
     expect(tape).toHaveLength(12477);
-    expect(tape[0]).toEqual({ s: 'BINANCE:XRPETH', p: '0.00141342', v: 23, t: 1570752011620, c: [] });
+    expect(tape[0]).toEqual({ s: 'BINANCE:XRPETH', p: '0.00141342', v: 23, t: 1570752011620, c: [], i: '13519807', a: 's' });
     expect(tapeSymbols(tape)).toEqual(['BINANCE:XRPETH']);
   });
 

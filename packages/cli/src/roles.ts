@@ -222,6 +222,7 @@ export async function runReplayServer(cfg: Config): Promise<void> {
   const server = new ReplayServer(
     tape,
     {
+      feed: cfg.feed,
       port: cfg.replayPort,
       host: cfg.replayHost,
       speed: cfg.replaySpeed,

@@ -22,7 +22,12 @@ const ROLE_HELP = {
     ],
   },
   ingest: { about: ['Finnhub trade WebSocket -> raw trade stream'] },
-  'replay-server': { about: ['a Finnhub-protocol WebSocket that replays REPLAY_TAPE'] },
+  'replay-server': {
+    about: [
+      "a WebSocket that replays REPLAY_TAPE in FEED's protocol: Finnhub's (type subscribe / trade / ping)",
+      "or Binance's (/ws and /stream, SUBSCRIBE, @aggTrade and @trade, ping frames, Binance's limits)",
+    ],
+  },
   aggregate: { about: ['consumer-group worker: raw trades -> open bars (run several)'] },
   close: { about: ['closes bars (driven by a BullMQ job scheduler) and enqueues them for the writer'] },
   write: { about: ['appends closed bars to CSV and publishes them on bars:{interval}'] },

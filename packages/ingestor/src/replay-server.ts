@@ -1,8 +1,10 @@
 import { WebSocketServer, type WebSocket } from 'ws';
 import type { AddressInfo } from 'node:net';
-import { sleep, type Logger } from '@candlewick/common';
-import { isRawFrame, isRawTrade, isTapeTrade, type TapeItem, type TapeTrade } from '@candlewick/common';
-import { JSON_NUMBER } from '@candlewick/core';
+import { sleep, type Feed, type Logger } from '@candlewick/common';
+import { isRawFrame, isTapeTrade, type TapeItem } from '@candlewick/common';
+import { binanceWire } from './replay/binance.js';
+import { finnhubWire } from './replay/finnhub.js';
+import type { Wire } from './replay/wire.js';
 
 export interface ReplayOptions {
   port: number;
@@ -13,7 +15,10 @@ export interface ReplayOptions {
   frameTrades: number;
   /** wait this long after the first subscribe for the rest before starting */
   settleMs?: number;
-  /** ping interval once the tape is done (Finnhub pings idle connections) */
+  /**
+   * the keepalive: Finnhub, a {"type":"ping"} once a connection has been idle this long (1 s);
+   * Binance, a WebSocket ping frame this often (20 s, as Binance's servers send one)
+   */
   pingMs?: number;
   /** paced mode only: stamp each trade with the time it is sent, t' = start + (t - t0) / speed */
   shiftToNow?: boolean;
@@ -24,7 +29,9 @@ export interface ReplayOptions {
    * connection gets the tape from its start.
    */
   live?: boolean;
-  /** when set, a connection must carry ?token=<this>, else HTTP 401 as Finnhub answers */
+  /** whose protocol it speaks (finnhub) */
+  feed?: Feed;
+  /** Finnhub: when set, a connection must carry ?token=<this>, else HTTP 401 as Finnhub answers */
   token?: string;
   /** paced: a line saying where it is in the tape, each 1 % of it but at most this often (10 s) */
   progressEveryMs?: number;
@@ -35,10 +42,10 @@ export interface ReplayOptions {
 }
 
 /**
- * A Finnhub-protocol trade WebSocket that replays a recorded tape to each connection: it accepts
- * {"type":"subscribe","symbol":...}, sends {"type":"trade","data":[{s,p,v,t,c}...]} frames in tape
- * order for the subscribed symbols, and {"type":"ping"} when idle. Each connection gets the tape
- * from the start.
+ * A trade WebSocket that replays a recorded tape to each connection, in Finnhub's protocol or
+ * Binance's (`feed`; replay/finnhub.ts, replay/binance.ts): the subscribed symbols' trades in tape
+ * order, at the recorded pace times `speed` or as fast as the socket takes them. Each connection
+ * gets the tape from the start (unless `live`).
  */
 export class ReplayServer {
   private wss: WebSocketServer | undefined;
@@ -48,6 +55,7 @@ export class ReplayServer {
   connections = 0;
   /** live: when the shared timeline started */
   private liveStart: number | undefined;
+  private wire: Wire | undefined;
 
   constructor(
     private readonly tape: readonly TapeItem[],
@@ -56,7 +64,7 @@ export class ReplayServer {
   ) {}
 
   async start(): Promise<number> {
-    this.encode();
+    const wire = (this.wire = this.opts.feed === 'binance' ? binanceWire(this.tape, this.opts) : finnhubWire(this.tape, this.opts));
     let handshakes = 0;
     const wss = new WebSocketServer({
       port: this.opts.port,
@@ -66,10 +74,8 @@ export class ReplayServer {
         handshakes++;
         const refusal = this.opts.refuse?.(handshakes);
         if (refusal) return done(false, refusal.status, 'refused', refusal.headers);
-        if (this.opts.token !== undefined) {
-          const token = new URL(info.req.url ?? '/', 'ws://x').searchParams.get('token');
-          if (token !== this.opts.token) return done(false, 401, 'Unauthorized');
-        }
+        const refused = wire.refuse(info.req.url ?? '/');
+        if (refused) return done(false, refused.status, refused.reason);
         done(true);
       },
     });
@@ -78,13 +84,13 @@ export class ReplayServer {
       wss.once('listening', resolve);
       wss.once('error', reject);
     });
-    wss.on('connection', (ws) => {
-      const p = this.serve(ws).catch((err: unknown) => this.log.warn({ err }, 'replay session ended with an error'));
+    wss.on('connection', (ws, req) => {
+      const p = this.serve(ws, req.url ?? '/').catch((err: unknown) => this.log.warn({ err }, 'replay session ended with an error'));
       this.sessions.add(p);
       void p.finally(() => this.sessions.delete(p));
     });
     const port = (wss.address() as AddressInfo).port;
-    this.log.info({ port, trades: this.tape.length, speed: this.opts.speed }, 'replay server listening');
+    this.log.info({ port, trades: this.tape.length, speed: this.opts.speed, feed: this.opts.feed ?? 'finnhub' }, 'replay server listening');
     return port;
   }
 
@@ -99,98 +105,51 @@ export class ReplayServer {
     await Promise.all(this.sessions);
   }
 
-  /** Each trade's JSON, encoded once when the server starts and reused by every session. */
-  private encoded: (string | undefined)[] = [];
-
-  /** Whole frames for the common case of a session that subscribes to every symbol of the tape. */
-  private fullFrames: Buffer[] = [];
-  private readonly tapeSymbols = new Set<string>();
-
-  private encode(): void {
-    this.encoded = this.tape.map((tr) => (isRawFrame(tr) ? undefined : isRawTrade(tr) ? tr.rawTrade : encodeTrade(tr, tr.t)));
-    if (this.opts.speed !== 0) return;
-    let frame: string[] = [];
-    const cut = () => {
-      if (frame.length) this.fullFrames.push(Buffer.from(`{"type":"trade","data":[${frame.join(',')}]}`));
-      frame = [];
-    };
-    this.tape.forEach((tr, i) => {
-      if (isRawFrame(tr)) {
-        cut();
-        this.fullFrames.push(Buffer.from(tr.raw));
-        return;
-      }
-      if (tr.s !== undefined) this.tapeSymbols.add(tr.s);
-      frame.push(this.encoded[i]!);
-      if (frame.length >= this.opts.frameTrades) cut();
-    });
-    cut();
-  }
-
-  private async serve(ws: WebSocket): Promise<void> {
+  private async serve(ws: WebSocket, url: string): Promise<void> {
     const n = ++this.connections;
     const log = this.log.child({ session: n });
-    const symbols = new Set<string>();
     let subscribed: () => void = () => undefined;
     const first = new Promise<void>((r) => (subscribed = r));
     let open = true;
     let closed: () => void = () => undefined;
     const gone = new Promise<void>((r) => (closed = r));
-    // Finnhub pings a connection that has had nothing to send for a while; so does the replay
-    // (also inside quiet stretches of a paced tape), so a client's stale-feed watchdog sees a live socket.
     let lastSend = Date.now();
     const send = (data: string | Buffer) => {
       ws.send(data, { binary: false });
       lastSend = Date.now();
     };
-    const pingMs = this.opts.pingMs ?? 1000;
-    const keepalive = setInterval(
-      () => {
-        if (open && Date.now() - lastSend >= pingMs) send('{"type":"ping"}');
-      },
-      Math.max(20, pingMs / 2),
-    );
+    const session = this.wire!.session({ ws, url, log, send, lastSend: () => lastSend, subscribed: () => subscribed() });
     const end = () => {
       open = false;
-      clearInterval(keepalive);
+      session.end();
       subscribed();
       closed();
     };
     ws.on('close', end);
     this.abort.signal.addEventListener('abort', end, { once: true });
-    ws.on('message', (data) => {
-      try {
-        const msg = JSON.parse(data.toString()) as { type?: string; symbol?: string };
-        if (msg.type === 'subscribe' && typeof msg.symbol === 'string') {
-          symbols.add(msg.symbol);
-          subscribed();
-        } else if (msg.type === 'unsubscribe' && typeof msg.symbol === 'string') symbols.delete(msg.symbol);
-      } catch {
-        send(JSON.stringify({ type: 'error', msg: 'invalid JSON' }));
-      }
-    });
     try {
       await first;
       // the rest of the subscriptions: until none has come for settleMs (a whole market's 20,000
       // take longer than one settleMs to arrive, and a symbol not yet subscribed gets no trades)
-      for (let before = -1; before !== symbols.size;) {
-        before = symbols.size;
+      for (let before = -1; before !== session.subscriptions().length;) {
+        before = session.subscriptions().length;
         await sleep(this.opts.settleMs ?? 100, this.abort.signal);
       }
       const subscribedAt = Date.now();
-      log.info({ symbols: [...symbols] }, 'replaying tape');
+      log.info({ subscriptions: session.subscriptions() }, 'replaying tape');
       const drained = async () => {
         // Let the socket drain: this is what "as fast as the socket takes it" means.
         while (open && ws.bufferedAmount > 4 << 20) await sleep(2);
       };
 
-      if (this.opts.speed === 0 && [...this.tapeSymbols].every((sym) => symbols.has(sym))) {
-        for (const frame of this.fullFrames) {
+      const whole = this.opts.speed === 0 ? session.whole() : undefined;
+      if (whole) {
+        for (const frame of whole) {
           if (!open) return;
           send(frame);
           await drained();
         }
-        log.info({ frames: this.fullFrames.length }, 'tape finished; idling with pings');
+        log.info({ frames: whole.length }, 'tape finished; idling with pings');
         this.opts.onFinished?.();
         return await gone;
       }
@@ -201,7 +160,10 @@ export class ReplayServer {
       if (live) this.liveStart ??= Date.now();
       const wall0 = live ? this.liveStart! : Date.now();
       const speed = this.opts.speed;
-      let frame: string[] = [];
+      // a live day: each trade's event time is the moment it is sent
+      const shift = speed > 0 && this.opts.shiftToNow === true;
+      let batch: number[] = [];
+      let times: number[] = [];
       let sent = 0;
       // paced, the tape takes a while: where it is, every 1 % of its span but at most every 10 s
       const lastTrade = this.tape.findLast(isTapeTrade);
@@ -209,10 +171,11 @@ export class ReplayServer {
       let saidPct = 0;
       let saidAt = Date.now();
       const flush = async () => {
-        if (frame.length === 0) return;
-        const text = `{"type":"trade","data":[${frame.join(',')}]}`;
-        frame = [];
-        send(text);
+        if (batch.length === 0) return;
+        const frames = session.encode(batch, shift ? times : undefined);
+        batch = [];
+        times = [];
+        for (const frame of frames) send(frame);
         await drained();
       };
       for (let i = 0; i < this.tape.length; i++) {
@@ -223,7 +186,7 @@ export class ReplayServer {
           send(tr.raw);
           continue;
         }
-        if (tr.s !== undefined && !symbols.has(tr.s)) continue;
+        if (!session.wants(tr.s)) continue;
         if (speed > 0 && isTapeTrade(tr)) {
           const due = wall0 + (tr.t - t0) / speed;
           // live: what fell due before this connection subscribed went to an earlier one, or to no one
@@ -239,30 +202,18 @@ export class ReplayServer {
             saidAt = Date.now();
             log.info({ sent, tapeTime: new Date(tr.t).toISOString() }, `replayed ${pct}% of the tape`);
           }
-        }
-        // a live day: each trade's event time is the moment it is sent
-        if (speed > 0 && this.opts.shiftToNow && isTapeTrade(tr)) frame.push(encodeTrade(tr, Math.round(wall0 + (tr.t - t0) / speed)));
-        else frame.push(this.encoded[i]!);
+          if (shift) times.push(Math.round(due));
+        } else if (shift) times.push(0); // a verbatim trade keeps its own text
+        batch.push(i);
         sent++;
-        if (frame.length >= this.opts.frameTrades) await flush();
+        if (batch.length >= this.opts.frameTrades) await flush();
       }
       await flush();
       log.info({ sent }, 'tape finished; idling with pings');
       this.opts.onFinished?.();
       await gone;
     } finally {
-      clearInterval(keepalive);
+      session.end();
     }
   }
-}
-
-/** A JSON number as written, or else its text as a JSON string: a replayed frame is always valid JSON. */
-const jsonValue = (x: string | number): string => {
-  const text = String(x);
-  return JSON_NUMBER.test(text) ? text : JSON.stringify(text);
-};
-
-/** One trade as Finnhub sends it: {"s","p","v","t","c"}, with event time `t`. */
-function encodeTrade(tr: TapeTrade, t: number): string {
-  return `{"s":${JSON.stringify(tr.s)},"p":${jsonValue(tr.p)},"v":${jsonValue(tr.v)},"t":${jsonValue(t)},"c":${JSON.stringify(tr.c)}}`;
 }
