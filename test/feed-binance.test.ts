@@ -1,0 +1,104 @@
+import { afterAll, describe, expect, it } from 'vitest';
+import { pino } from 'pino';
+import { makeKeys, readTape } from '@candlewick/common';
+import { ReplayServer } from '@candlewick/ingestor';
+import { BUNDLED_TAPE, csvOutputs, ingested, klineProblems, redisUrl, runCli, tempDir, testRedis, uniquePrefix } from './helpers.js';
+
+/**
+ * FEED=binance end to end: the Binance adapter (packages/ingestor/src/feeds/binance.ts) against the
+ * project's own Binance-protocol replay server, in real processes on a real Redis.
+ */
+const quiet = pino({ level: 'silent' });
+const redis = testRedis();
+afterAll(() => redis.quit());
+
+describe('FEED=binance', () => {
+  it("the bundled tape through Binance's protocol, two aggregators: every bar equals Binance's klines, every file the same bytes as through Finnhub's", async () => {
+    const binanceDir = tempDir('binance-feed');
+    const bin = await runCli(
+      ['stack'],
+      {
+        FEED: 'binance',
+        MODE: 'replay',
+        REDIS_URL: redisUrl(),
+        KEY_PREFIX: uniquePrefix('binance-feed'),
+        DATA_DIR: binanceDir,
+        EXIT_WHEN_IDLE_MS: '1500',
+        AGGREGATORS: '2',
+        STREAM_PARTITIONS: '2',
+      },
+      150_000,
+    );
+    expect(bin.code, bin.stdout.slice(-3000)).toBe(0);
+    expect(bin.stdout).toMatch(/feed connected; subscribing.*feed=Binance/);
+    expect(bin.stdout).toMatch(/trades in\s+12477\n/);
+    expect(bin.stdout).toMatch(/merged\s+12477\n/);
+    expect(bin.stdout).toMatch(/late\s+0\n/);
+    expect(klineProblems(binanceDir)).toEqual([]);
+
+    const finnhubDir = tempDir('finnhub-feed');
+    const fin = await runCli(
+      ['stack'],
+      { REDIS_URL: redisUrl(), KEY_PREFIX: uniquePrefix('finnhub-feed'), DATA_DIR: finnhubDir, EXIT_WHEN_IDLE_MS: '1500' },
+      150_000,
+    );
+    expect(fin.code, fin.stdout.slice(-3000)).toBe(0);
+    const a = csvOutputs(binanceDir);
+    expect(a.size).toBe(5);
+    expect(a).toEqual(csvOutputs(finnhubDir));
+  }, 320_000);
+
+  it("1,000 pairs subscribed within Binance's limit of 5 messages a second: one connection, never closed for it", async () => {
+    // the stand-in closes a connection past 5 incoming messages a second, as Binance does
+    const server = new ReplayServer(
+      readTape(BUNDLED_TAPE).slice(0, 300),
+      { port: 0, speed: 0, frameTrades: 100, settleMs: 1500, feed: 'binance' },
+      quiet,
+    );
+    const port = await server.start();
+    const prefix = uniquePrefix('binance-pairs');
+    const symbols = ['BINANCE:XRPETH', ...Array.from({ length: 999 }, (_, k) => `P${k}USDT`)];
+    const res = await runCli(
+      ['ingest'],
+      {
+        FEED: 'binance',
+        REDIS_URL: redisUrl(),
+        KEY_PREFIX: prefix,
+        BINANCE_WS_URL: `ws://127.0.0.1:${port}/stream`,
+        SYMBOLS: symbols.join(','),
+      },
+      60_000,
+      9000,
+    );
+    await server.stop();
+    expect(server.connections).toBe(1);
+    expect(res.stdout).not.toMatch(/feed disconnected|the feed reported an error/);
+    expect(res.stdout).toMatch(/"feed":"Binance".*"symbols":1000.*feed connected; subscribing/);
+    // the one subscribed pair of the tape came through, every trade of it
+    expect(await ingested(redis, makeKeys(prefix))).toBe(300);
+  });
+
+  it('Binance refusing this location (HTTP 451): exit 2 at once, saying so, never retrying', async () => {
+    const server = new ReplayServer(
+      readTape(BUNDLED_TAPE).slice(0, 10),
+      { port: 0, speed: 0, frameTrades: 10, feed: 'binance', refuse: () => ({ status: 451 }) },
+      quiet,
+    );
+    const port = await server.start();
+    const res = await runCli(
+      ['ingest'],
+      {
+        FEED: 'binance',
+        REDIS_URL: redisUrl(),
+        KEY_PREFIX: uniquePrefix('binance-451'),
+        BINANCE_WS_URL: `ws://127.0.0.1:${port}/stream`,
+        SYMBOLS: 'BTCUSDT',
+      },
+      20_000,
+    );
+    await server.stop();
+    expect(res.code).toBe(2);
+    expect(res.stdout).toMatch(/Binance refused the connection \(HTTP 451\): it serves no market data to this location/);
+    expect(server.connections).toBe(0);
+  });
+});
