@@ -48,6 +48,8 @@ export class Ingestor {
         epoch: () => this.epoch,
         onLost: (p, seen) => this.dataLost(p, seen, cfg, clock),
         waitReplicas: cfg.ingestWaitReplicas,
+        // Binance's trade ids (aggregate and raw) increase per symbol: a trade sent twice lands once
+        idsIncrease: cfg.feed === 'binance',
         backfill: cfg.backfill
           ? {
               holdMs: cfg.backfillHoldMs,
