@@ -1,8 +1,20 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { pino } from 'pino';
-import { addTrades, addTradesArgs, readCounters, loadConfig, type AddTradesOptions, type BackfillAsk, type Keys } from '@candlewick/common';
+import {
+  AGGREGATOR_GROUP,
+  ensureGroup,
+  type StreamEntry,
+  addTrades,
+  addTradesArgs,
+  readCounters,
+  loadConfig,
+  type AddTradesOptions,
+  type BackfillAsk,
+  type Keys,
+} from '@candlewick/common';
 import { encodeTradeEntry, type Trade } from '@candlewick/core';
 import { TradeSink } from '@candlewick/ingestor';
+import { Aggregator } from '@candlewick/aggregator';
 import { formatSummary, summarize } from '@candlewick/cli';
 import { zeroCounters } from '@candlewick/common';
 import { rawTrades, testKeys, testRedis } from './helpers.js';
@@ -91,6 +103,34 @@ describe('feed trade ids and sides on the raw stream', () => {
       [ETH, stream.find((e) => e.trade.s === ETH)!.id],
     ]);
     expect(stream.map((e) => e.trade.i)).toEqual(['1', '2', '3', '4', '5']);
+  });
+
+  it('a late trade is kept whole in trades:late, its feed id and side too', async () => {
+    const keys = testKeys('ids-late');
+    const cfg = loadConfig({ INTERVALS: '1min', GRACE_MS: '1000', KEY_PREFIX: keys.prefix });
+    await ensureGroup(redis, keys.trades(0), AGGREGATOR_GROUP);
+    const later = { ...trade(1), t: T0 + 600_000 };
+    await append(keys, [later], { graceMs: 1000, idsIncrease: true });
+    // ids 2, 3 and 4 come after 1 but their event times are ten minutes older: late; 3 gave no side, 4 no id
+    await append(keys, [trade(2), { ...trade(3), a: undefined }, { ...trade(4), i: undefined }, { ...later, i: '5', t: later.t + 1 }], {
+      graceMs: 1000,
+      idsIncrease: true,
+    });
+    const agg = new Aggregator(redis, cfg, keys, pino({ level: 'silent' }));
+    const read = (await redis.xreadgroup('GROUP', AGGREGATOR_GROUP, agg.consumer, 'STREAMS', keys.trades(0), '>')) as [
+      string,
+      StreamEntry[],
+    ][];
+    await agg.process(0, read[0]![1]);
+    const late = ((await redis.xrange(keys.late(0), '-', '+')) as [string, string[]][]).map(([, f]) => {
+      const get = (k: string) => (f.includes(k) ? f[f.indexOf(k) + 1] : undefined);
+      return [get('p'), get('i'), get('a')];
+    });
+    expect(late).toEqual([
+      [trade(2).p, '2', 'b'],
+      [trade(3).p, '3', undefined],
+      [trade(4).p, undefined, 'b'],
+    ]);
   });
 
   it('a feed without ids (Finnhub) is unaffected, byte for byte, also with the id check on', async () => {

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import type { Redis, Cluster, ChainableCommander, Result } from 'ioredis';
 import type { Keys } from './keys.js';
-import { encodeBarState, tradeLine, tradeSides, type PartialBar, type Preaggregated, type Trade } from '@candlewick/core';
+import { encodeBarState, feedIdAndSide, tradeLine, tradeSides, type PartialBar, type Preaggregated, type Trade } from '@candlewick/core';
 import type { RedisClient } from './client.js';
 
 /**
@@ -215,11 +215,23 @@ export function mergeBatchKeys(k: Keys, p: number): string[] {
 /** Why a late trade is kept in trades:late (the `reason` field). */
 export const LATE_REASON = 'window-closed-at-ingestion';
 
-/** ARGV of mergeBatch: group, consumer, the batch's ids, its late trades and its partial bars. */
-export function mergeBatchArgs(group: string, consumer: string, ids: readonly string[], pre: Preaggregated): string[] {
+/**
+ * ARGV of mergeBatch: group, consumer, the batch's ids, its late trades and its partial bars. Late
+ * trades are kept whole, their feed ids and sides too: `fields` gives the raw entries' fields by
+ * entry id (without it they go without).
+ */
+export function mergeBatchArgs(
+  group: string,
+  consumer: string,
+  ids: readonly string[],
+  pre: Preaggregated,
+  fields?: ReadonlyMap<string, readonly string[] | null>,
+): string[] {
   const args: string[] = [group, consumer, String(ids.length), ...ids, String(pre.trades), String(pre.late.length)];
   for (const e of pre.late) {
-    args.push(e.id, e.s, e.p, String(e.v), String(e.t), e.c || '[]', String(e.rx), String(e.w), LATE_REASON);
+    const f = fields?.get(e.entry);
+    const { i, a } = f ? feedIdAndSide(e, f) : { i: '', a: '' };
+    args.push(e.id, e.s, e.p, String(e.v), String(e.t), e.c || '[]', String(e.rx), String(e.w), LATE_REASON, i, a);
   }
   const partials = (bars: ReadonlyMap<string, PartialBar>) => {
     args.push(String(bars.size));

@@ -303,14 +303,32 @@ export interface TradeEntry {
   readonly w: number;
 }
 
-/** The trades of one raw entry as Trade values, with their ids and sides where the entry has them (the tap, tests). */
-export function decodeTradeEntries(entryId: string, fields: readonly string[]): TradeEntry[] {
+/** A raw entry's `i` (split into lines) and `a` fields, where it has them. */
+function feedFields(fields: readonly string[]): { ids?: string[]; sides?: string } {
   let ids: string[] | undefined;
   let sides: string | undefined;
   for (let k = 0; k + 1 < fields.length; k += 2) {
     if (fields[k] === 'i') ids = fields[k + 1]!.split('\n');
     else if (fields[k] === 'a') sides = fields[k + 1];
   }
+  return { ids, sides };
+}
+
+/**
+ * The feed's id and aggressor side of trade `e`, read from the fields of the raw entry it came in
+ * ('' where it has none): for what copies a trade elsewhere whole (late trades), off the hot path.
+ */
+export function feedIdAndSide(e: RawEntry, fields: readonly string[]): { i: string; a: string } {
+  const { ids, sides } = feedFields(fields);
+  if (!ids && !sides) return { i: '', a: '' };
+  const k = Number(e.id.slice(e.id.indexOf('-') + 1)) - Number(e.entry.slice(e.entry.indexOf('-') + 1));
+  const a = sides?.[k];
+  return { i: ids?.[k] ?? '', a: a === 'b' || a === 's' ? a : '' };
+}
+
+/** The trades of one raw entry as Trade values, with their ids and sides where the entry has them (the tap, tests). */
+export function decodeTradeEntries(entryId: string, fields: readonly string[]): TradeEntry[] {
+  const { ids, sides } = feedFields(fields);
   return rawEntries(entryId, fields).map((e, k) => {
     const trade: TradeFields = { s: e.s, p: e.p, v: e.v, t: e.t, c: e.c === '' ? [] : (JSON.parse(e.c) as string[]), rx: e.rx };
     const i = ids?.[k];
