@@ -148,7 +148,8 @@ export class Ingestor {
     await this.feed.start();
     // how long a (re)started ingestor takes to have trades flowing into Redis again
     const watch = setInterval(() => {
-      if (this.sink.added === 0) return;
+      // (trades dropped as already appended count: Redis has them, from this ingestor or its twin)
+      if (this.sink.added + this.sink.duplicates === 0) return;
       clearInterval(watch);
       const ms = Date.now() - t0;
       metrics.ingestStart().set(ms / 1000);

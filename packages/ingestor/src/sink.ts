@@ -314,7 +314,14 @@ export class TradeSink {
     this.inFlight -= batch.n;
     const held = now - batch.firstRx;
     this.metrics.in.inc(batch.n - dup);
-    if (dup) this.metrics.duplicate.inc(dup);
+    if (dup) {
+      this.metrics.duplicate.inc(dup);
+      if (this.duplicates === dup)
+        this.log.info(
+          { partition: p, trades: dup },
+          'trades already on the raw stream (their ids appended before: a resend, a replay, or another ingestor on this feed) are dropped and counted as duplicates',
+        );
+    }
     this.metrics.hold.observe(held / 1000);
     this.holdTime.batches++;
     this.holdTime.sumMs += held;
