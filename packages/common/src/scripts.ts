@@ -183,20 +183,24 @@ export function forcedArgs(a: AddTradesArgs): AddTradesArgs {
 export const ADD_TRADES = Object.freeze({ APPLIED: 1, DUPLICATE: 0, HOLE: -1 });
 
 /** What addTrades did with a batch. */
-export type AddTradesReply =
-  /** appended as entry `entryId` ('' when nothing was left to append); `dup` trades dropped as already appended (idsIncrease) */
-  (
-    | { status: 'applied'; entryId: string; dup: number }
-    /** applied before (a resend): nothing done */
-    | { status: 'duplicate'; applied: number }
-    /** batches before this one are missing (Redis lost them): nothing done; send from applied + 1 */
-    | { status: 'hole'; applied: number }
-  ) & {
-    /** this call found the data marker missing: Redis lost candlewick's data (recorded as `lost` in the clock hash) */
-    lost?: boolean;
-  };
+export type AddTradesReply = (
+  | {
+      status: 'applied';
+      /** the entry added ('' when no trade was left to append) */
+      entryId: string;
+      /** trades dropped as already appended: their id not above their symbol's highest (idsIncrease) */
+      dup: number;
+    }
+  /** applied before (a resend): nothing done */
+  | { status: 'duplicate'; applied: number }
+  /** batches before this one are missing (Redis lost them): nothing done; send from applied + 1 */
+  | { status: 'hole'; applied: number }
+) & {
+  /** this call found the data marker missing: Redis lost candlewick's data (recorded as `lost` in the clock hash) */
+  lost?: boolean;
+};
 
-/** Appends a batch of trades to partition p's raw stream (addTrades-6.lua). */
+/** Appends a batch of trades to partition p's raw stream (addTrades-7.lua). */
 export async function addTrades(redis: RedisClient, k: Keys, p: number, args: AddTradesArgs): Promise<AddTradesReply> {
   const [code, value, lost, dup] = await redis.cwAddTrades_v3(...addTradesKeys(k, p), ...addTradesHead(args.options), ...args.body);
   const found = lost === 1 ? { lost: true } : {};
