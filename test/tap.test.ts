@@ -1,7 +1,7 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { addTrades, addTradesArgs, makeKeys, tapTrades, type TappedBar, type TappedTrade } from '@candlewick/common';
 import { readTapeTrades } from '@candlewick/common';
-import { encodeTradeEntry } from '@candlewick/core';
+import { encodeTradeEntry, type Trade } from '@candlewick/core';
 import { csvPath } from '@candlewick/common';
 import {
   BUNDLED_TAPE,
@@ -165,6 +165,39 @@ describe('tapping the streams', () => {
     expect([ids[0], ids[5]]).toEqual(entries);
     // from the middle of the first entry
     expect((await read(ids[2]!, 4)).map((t) => t.id)).toEqual(ids.slice(3));
+  });
+
+  it("each trade comes with its feed's id and aggressor side where the feed gives them, none where it does not", async () => {
+    const keys = makeKeys(uniquePrefix('tap-feed-ids'));
+    const T0 = Date.parse('2019-10-11T00:00:00Z');
+    const trade = (k: number) => ({ s: 'BINANCE:XRPETH', p: '0.0014', v: 1, t: T0 + k, c: [], rx: T0 + k });
+    const args = (trades: Trade[]) => addTradesArgs({ clock: 'event', graceMs: 1000, idsIncrease: true }, [], trades);
+    await addTrades(redis, keys, 0, args([{ ...trade(0), i: '13519807', a: 's' }, trade(1), { ...trade(2), i: '13519809', a: 'b' }]));
+    // sent again with one new trade: only that one is tapped
+    await addTrades(
+      redis,
+      keys,
+      0,
+      args([
+        { ...trade(2), i: '13519809', a: 'b' },
+        { ...trade(3), i: '13519810' },
+      ]),
+    );
+    const abort = new AbortController();
+    const timer = setTimeout(() => abort.abort(), 3000);
+    const got: TappedTrade[] = [];
+    for await (const t of tapTrades(redis, keys, 1, { from: '0', signal: abort.signal, blockMs: 100 })) {
+      got.push(t);
+      if (got.length === 4) abort.abort();
+    }
+    clearTimeout(timer);
+    expect(got.map((t) => [t.time - T0, t.feedId, t.side])).toEqual([
+      [0, '13519807', 's'],
+      [1, undefined, undefined],
+      [2, '13519809', 'b'],
+      [3, '13519810', undefined],
+    ]);
+    expect(['feedId' in got[1]!, 'side' in got[3]!]).toEqual([false, false]);
   });
 
   it("beside a running stack, tap needs no REDIS_URL: it finds the stack's private Redis from DATA_DIR", async () => {

@@ -302,7 +302,9 @@ export class Aggregator {
     const began = performance.now();
     for (;;) {
       const pre = this.pre.run(entries);
-      const res = await mergeBatch(this.redis, this.keys, p, mergeBatchArgs(AGGREGATOR_GROUP, this.consumer, todo, pre));
+      // late trades are kept whole, with their feed ids and sides from their entries' fields
+      const fieldsOf = pre.late.length ? new Map(raw) : undefined;
+      const res = await mergeBatch(this.redis, this.keys, p, mergeBatchArgs(AGGREGATOR_GROUP, this.consumer, todo, pre, fieldsOf));
       if (res.status === 'merged') {
         redisLink.wrote();
         this.merged += res.merged;

@@ -3,6 +3,7 @@ import type { Counters } from '@candlewick/common';
 
 /** The counters a run's summary shows as what this run added. */
 const COUNTED = [
+  'duplicates',
   'rejected',
   'future',
   'foreign',
@@ -94,6 +95,11 @@ export function formatSummary(s: StackSummary, dataDir: string): string {
   return [
     'candlewick summary',
     `  trades in        ${s.tradesIn}`,
+    ...(s.duplicates
+      ? [
+          `  duplicates       ${s.duplicates} trades dropped as already on the raw stream (their trade id appended before: a resend, a replay, a second ingestor)`,
+        ]
+      : []),
     `  rejected         ${s.rejected} (plus ${s.badFrames} unreadable frames)${s.future ? `, ${s.future} of them ahead of the clock or the feed (FUTURE_LIMIT_MS; kept in trades:rejected)` : ''}`,
     ...(s.foreign ? [`  foreign          ${s.foreign} trades for symbols not in SYMBOLS, dropped`] : []),
     `  late             ${s.late}${lateNote(s)}`,

@@ -16,7 +16,8 @@
     ARGV[2] consumer name
     ARGV[3] n = number of raw entries in the batch, followed by their n ids in ascending order
     then    the number of trades in those entries
-    then    m = number of late trades, followed by 9 fields each: id s p v t c rx w reason
+    then    m = number of late trades, followed by 11 fields each: id s p v t c rx w reason i a
+            (i and a: the feed's trade id and aggressor side, '' where it gave none; kept only when given)
     then    k = number of partial bars, followed by 3 fields each: bar id, window end, encoded state
     then    a = number of late partial bars (LATE=amend, else 0), 3 fields each as above; they wait
             in KEYS[7] until their bar has closed, then closeBars emits the correction
@@ -65,9 +66,18 @@ local pos = 4 + n
 local trades = tonumber(ARGV[pos]); pos = pos + 1
 local m = tonumber(ARGV[pos]); pos = pos + 1
 for j = 1, m do
-  redis.call('XADD', late, '*', 'id', ARGV[pos], 's', ARGV[pos + 1], 'p', ARGV[pos + 2], 'v', ARGV[pos + 3],
-    't', ARGV[pos + 4], 'c', ARGV[pos + 5], 'rx', ARGV[pos + 6], 'w', ARGV[pos + 7], 'reason', ARGV[pos + 8])
-  pos = pos + 9
+  local i, a = ARGV[pos + 9], ARGV[pos + 10]
+  if i == '' and a == '' then
+    redis.call('XADD', late, '*', 'id', ARGV[pos], 's', ARGV[pos + 1], 'p', ARGV[pos + 2], 'v', ARGV[pos + 3],
+      't', ARGV[pos + 4], 'c', ARGV[pos + 5], 'rx', ARGV[pos + 6], 'w', ARGV[pos + 7], 'reason', ARGV[pos + 8])
+  else
+    local fields = {'id', ARGV[pos], 's', ARGV[pos + 1], 'p', ARGV[pos + 2], 'v', ARGV[pos + 3], 't', ARGV[pos + 4],
+      'c', ARGV[pos + 5], 'rx', ARGV[pos + 6], 'w', ARGV[pos + 7], 'reason', ARGV[pos + 8]}
+    if i ~= '' then fields[#fields + 1] = 'i'; fields[#fields + 1] = i end
+    if a ~= '' then fields[#fields + 1] = 'a'; fields[#fields + 1] = a end
+    redis.call('XADD', late, '*', unpack(fields))
+  end
+  pos = pos + 11
 end
 
 

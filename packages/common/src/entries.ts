@@ -180,7 +180,7 @@ export function decodeGapEntry(fields: readonly string[]): GapEntry {
 }
 
 // ---------------------------------------------------------------------------------------------
-// backfill:requests:{p}: spans to backfill (written by addTrades-6.lua with the first live trade)
+// backfill:requests:{p}: spans to backfill (written by addTrades-7.lua with the first live trade)
 
 /** Fields `symbol`, `from`, `to`, `p`, `v` (the first live trade's price and size) and `id` (its stream id). */
 export function decodeBackfillRequest(partition: number, id: string, fields: readonly string[]): BackfillRequest {

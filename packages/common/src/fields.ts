@@ -13,6 +13,8 @@ export const CLOCK = Object.freeze({
   next: 'next',
   /** trades appended */
   in: 'in',
+  /** trades dropped as already appended: their id not above their symbol's highest (feeds whose ids increase) */
+  dup: 'dup',
   /** the run's data marker (epoch.ts), and the newest event time seen when Redis lost it */
   epoch: 'epoch',
   lost: 'lost',

@@ -6,7 +6,8 @@ export interface Keys {
   readonly prefix: string;
   /**
    * Raw trade stream of partition p: one entry per ingested batch (fields n, rx, d: the count, the
-   * first receive time, and one tab-separated line per trade — s, p, v, t, c, rx offset, w); see
+   * first receive time, and one tab-separated line per trade — s, p, v, t, c, rx offset, w; where
+   * the feed gives them, i: the trade ids, a line each, and a: the aggressor sides); see
    * core's trade.ts (`encodeTradeEntry`, `rawEntries`).
    */
   trades(p: number): string;
@@ -46,6 +47,11 @@ export interface Keys {
   backfillRequests(p: number): string;
   /** Backfill: event time of the last live trade ingested per symbol of partition p. */
   lastTrade(p: number): string;
+  /**
+   * The highest trade id appended per symbol of partition p (field = symbol, value = the id, a whole
+   * number), for feeds whose ids increase per symbol: addTrades drops a trade at or below it.
+   */
+  highIds(p: number): string;
   /** Backfill: flags (e.g. incomplete) to add to bars of partition p when they close (field = bar id). */
   barFlags(p: number): string;
   /** A consumer group member's heartbeat (a short TTL): present while it lives. */
@@ -84,6 +90,7 @@ export function makeKeys(prefix: string): Keys {
     holdRequests: (p: number) => `${prefix}:backfill:open:${tag(p)}`,
     backfillRequests: (p: number) => `${prefix}:backfill:requests:${tag(p)}`,
     lastTrade: (p: number) => `${prefix}:feed:last:${tag(p)}`,
+    highIds: (p: number) => `${prefix}:feed:ids:${tag(p)}`,
     barFlags: (p: number) => `${prefix}:backfill:flags:${tag(p)}`,
     member: (group: string, name: string) => `${prefix}:members:${group}:${name}`,
     epoch: () => `${prefix}:epoch`,

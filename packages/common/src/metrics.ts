@@ -25,6 +25,11 @@ const histogram = <L extends string>(name: string, help: string, buckets: number
 export const metrics = {
   // ingestor
   tradesIn: () => counter('candlewick_trades_in_total', 'Trades received from the feed and appended to the raw stream'),
+  tradesDuplicate: () =>
+    counter(
+      'candlewick_trades_duplicate_total',
+      "Trades dropped at the append as already on the raw stream: their id not above their symbol's highest (feeds whose ids increase)",
+    ),
   tradesRejected: () => counter('candlewick_trades_rejected_total', 'Trades or frames refused by validation (kept in trades:rejected)'),
   ingestHold: () =>
     histogram(

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import type { Redis, Cluster, ChainableCommander, Result } from 'ioredis';
 import type { Keys } from './keys.js';
-import { encodeBarState, tradeLine, type PartialBar, type Preaggregated, type Trade } from '@candlewick/core';
+import { encodeBarState, feedIdAndSide, tradeLine, tradeSides, type PartialBar, type Preaggregated, type Trade } from '@candlewick/core';
 import type { RedisClient } from './client.js';
 
 /**
@@ -15,7 +15,7 @@ const SCRIPT_VERSION = 3;
 const LUA_DIR = new URL('../lua/', import.meta.url);
 
 export const SCRIPTS = {
-  addTrades: 'addTrades-6.lua',
+  addTrades: 'addTrades-7.lua',
   mergeBatch: 'mergeBatch-8.lua',
   closeBars: 'closeBars-13.lua',
   mergeBackfill: 'mergeBackfill-7.lua',
@@ -26,7 +26,7 @@ type Arg = string | number;
 
 declare module 'ioredis' {
   interface RedisCommander<Context> {
-    cwAddTrades_v3(...args: Arg[]): Result<[number, string | number, number?], Context>;
+    cwAddTrades_v3(...args: Arg[]): Result<[number, string | number, number?, number?], Context>;
     cwMergeBatch_v3(...args: Arg[]): Result<(string | number)[], Context>;
     cwCloseBars_v3(...args: Arg[]): Result<number[], Context>;
     cwMergeBackfill_v3(...args: Arg[]): Result<number, Context>;
@@ -68,10 +68,10 @@ export function registerScripts(redis: Redis | Cluster): void {
 
 /** KEYS of addTrades for partition p. */
 export function addTradesKeys(k: Keys, p: number): string[] {
-  return [k.trades(p), k.clock(p), k.lastTrade(p), k.holds(p), k.holdRequests(p), k.backfillRequests(p)];
+  return [k.trades(p), k.clock(p), k.lastTrade(p), k.holds(p), k.holdRequests(p), k.backfillRequests(p), k.highIds(p)];
 }
 
-/** How addTrades stamps and checks a batch (ARGV[1..6] of addTrades-6.lua). */
+/** How addTrades stamps and checks a batch (ARGV[1..8] of addTrades-7.lua). */
 export interface AddTradesOptions {
   clock: 'wall' | 'event';
   graceMs: number;
@@ -88,6 +88,11 @@ export interface AddTradesOptions {
    * a missing marker is Redis having lost candlewick's data, recorded in the same step.
    */
   marker?: { epoch: string; seen?: number };
+  /**
+   * The feed's trade ids increase per symbol (Binance): drop a trade whose id is not above the
+   * highest already appended for its symbol (highIds), so a trade sent twice lands once.
+   */
+  idsIncrease?: boolean;
 }
 
 /** A backfill request addTrades files with a batch (the first trade of a symbol on a feed connection). */
@@ -101,7 +106,7 @@ export interface BackfillAsk {
 }
 
 /**
- * One addTrades call's ARGV, built once by addTradesArgs: the options (ARGV[1..7]) kept typed, so a
+ * One addTrades call's ARGV, built once by addTradesArgs: the options (ARGV[1..8]) kept typed, so a
  * batch is sent again with other options (`force`) without touching the list, and the rest
  * (requests, symbols, trades) encoded once.
  */
@@ -110,7 +115,7 @@ export interface AddTradesArgs {
   readonly body: readonly string[];
 }
 
-/** ARGV[1..7] of addTrades, from its options. */
+/** ARGV[1..8] of addTrades, from its options. */
 function addTradesHead(o: AddTradesOptions): string[] {
   return [
     o.clock,
@@ -120,12 +125,14 @@ function addTradesHead(o: AddTradesOptions): string[] {
     o.sender ?? '',
     `${o.seq ?? 0}${o.force ? '!' : ''}`,
     o.marker ? (o.marker.seen === undefined ? `a:${o.marker.epoch}` : `m:${o.marker.epoch}:${Math.max(0, Math.floor(o.marker.seen))}`) : '',
+    o.idsIncrease ? '1' : '',
   ];
 }
 
 /**
  * The arguments of addTrades: the options, backfill requests, with backfill on each symbol's latest
- * event time in the batch, and the trades (each its event time and its line of the raw entry).
+ * event time in the batch, and the trades (each its event time and its line of the raw entry, and
+ * its id when some trade of the batch has one; their sides in one string when some has one).
  */
 export function addTradesArgs(o: AddTradesOptions, requests: readonly BackfillAsk[], trades: readonly Trade[]): AddTradesArgs {
   const backfill = o.backfillHoldMs !== undefined;
@@ -138,7 +145,9 @@ export function addTradesArgs(o: AddTradesOptions, requests: readonly BackfillAs
     }
   }
   const u = latest?.size ?? 0;
-  const body: string[] = new Array(3 + 3 * requests.length + 2 * u + trades.length * 2);
+  const withIds = trades.some((tr) => tr.i !== undefined);
+  const stride = withIds ? 3 : 2;
+  const body: string[] = new Array(5 + 3 * requests.length + 2 * u + trades.length * stride);
   body[0] = String(requests.length);
   let k = 1;
   for (const r of requests) {
@@ -155,9 +164,12 @@ export function addTradesArgs(o: AddTradesOptions, requests: readonly BackfillAs
   }
   const rx0 = trades[0]?.rx ?? 0;
   body[k++] = String(rx0);
+  body[k++] = withIds ? '1' : '0';
+  body[k++] = tradeSides(trades);
   for (const tr of trades) {
     body[k++] = String(tr.t);
     body[k++] = tradeLine(tr, rx0);
+    if (withIds) body[k++] = tr.i ?? '';
   }
   return { options: { ...o }, body };
 }
@@ -172,7 +184,13 @@ export const ADD_TRADES = Object.freeze({ APPLIED: 1, DUPLICATE: 0, HOLE: -1 });
 
 /** What addTrades did with a batch. */
 export type AddTradesReply = (
-  | { status: 'applied'; entryId: string }
+  | {
+      status: 'applied';
+      /** the entry added ('' when no trade was left to append) */
+      entryId: string;
+      /** trades dropped as already appended: their id not above their symbol's highest (idsIncrease) */
+      dup: number;
+    }
   /** applied before (a resend): nothing done */
   | { status: 'duplicate'; applied: number }
   /** batches before this one are missing (Redis lost them): nothing done; send from applied + 1 */
@@ -182,11 +200,11 @@ export type AddTradesReply = (
   lost?: boolean;
 };
 
-/** Appends a batch of trades to partition p's raw stream (addTrades-6.lua). */
+/** Appends a batch of trades to partition p's raw stream (addTrades-7.lua). */
 export async function addTrades(redis: RedisClient, k: Keys, p: number, args: AddTradesArgs): Promise<AddTradesReply> {
-  const [code, value, lost] = await redis.cwAddTrades_v3(...addTradesKeys(k, p), ...addTradesHead(args.options), ...args.body);
+  const [code, value, lost, dup] = await redis.cwAddTrades_v3(...addTradesKeys(k, p), ...addTradesHead(args.options), ...args.body);
   const found = lost === 1 ? { lost: true } : {};
-  if (code === ADD_TRADES.APPLIED) return { status: 'applied', entryId: String(value), ...found };
+  if (code === ADD_TRADES.APPLIED) return { status: 'applied', entryId: String(value), dup: Number(dup ?? 0), ...found };
   return { status: code === ADD_TRADES.DUPLICATE ? 'duplicate' : 'hole', applied: Number(value), ...found };
 }
 
@@ -201,11 +219,23 @@ export function mergeBatchKeys(k: Keys, p: number): string[] {
 /** Why a late trade is kept in trades:late (the `reason` field). */
 export const LATE_REASON = 'window-closed-at-ingestion';
 
-/** ARGV of mergeBatch: group, consumer, the batch's ids, its late trades and its partial bars. */
-export function mergeBatchArgs(group: string, consumer: string, ids: readonly string[], pre: Preaggregated): string[] {
+/**
+ * ARGV of mergeBatch: group, consumer, the batch's ids, its late trades and its partial bars. Late
+ * trades are kept whole, their feed ids and sides too: `fields` gives the raw entries' fields by
+ * entry id (without it they go without).
+ */
+export function mergeBatchArgs(
+  group: string,
+  consumer: string,
+  ids: readonly string[],
+  pre: Preaggregated,
+  fields?: ReadonlyMap<string, readonly string[] | null>,
+): string[] {
   const args: string[] = [group, consumer, String(ids.length), ...ids, String(pre.trades), String(pre.late.length)];
   for (const e of pre.late) {
-    args.push(e.id, e.s, e.p, String(e.v), String(e.t), e.c || '[]', String(e.rx), String(e.w), LATE_REASON);
+    const f = fields?.get(e.entry);
+    const { i, a } = f ? feedIdAndSide(e, f) : { i: '', a: '' };
+    args.push(e.id, e.s, e.p, String(e.v), String(e.t), e.c || '[]', String(e.rx), String(e.w), LATE_REASON, i, a);
   }
   const partials = (bars: ReadonlyMap<string, PartialBar>) => {
     args.push(String(bars.size));

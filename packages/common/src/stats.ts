@@ -6,6 +6,8 @@ import { monoMs, type RedisClient } from './redis.js';
 /** The counters behind the summary, summed over partitions. */
 export interface Counters {
   in: number;
+  /** trades dropped at the append as already on the raw stream (their id seen; feeds whose ids increase) */
+  duplicates: number;
   rejected: number;
   /** of the rejected: ahead of the clock or the feed (FUTURE_LIMIT_MS) */
   future: number;
@@ -37,14 +39,15 @@ export interface Counters {
   lastMerge: number;
 }
 
-/** The counters from the stats hash and each partition's `in` and stats hash (all empty: zeros). */
+/** The counters from the stats hash and each partition's `in`, `dup` and stats hash (all empty: zeros). */
 export function countersFrom(
   cfg: Config,
   stats: Record<string, string>,
-  partitions: { in: number; stats: Record<string, string> }[],
+  partitions: { in: number; dup?: number; stats: Record<string, string> }[],
 ): Counters {
   const c: Counters = {
     in: 0,
+    duplicates: 0,
     rejected: Number(stats[STATS.rejected] ?? 0),
     future: Number(stats[STATS.future] ?? 0),
     foreign: Number(stats[STATS.foreign] ?? 0),
@@ -66,8 +69,9 @@ export function countersFrom(
     feedUp: Number(stats[STATS.feedUp] ?? 0),
     lastMerge: 0,
   };
-  for (const { in: n, stats: ps } of partitions) {
+  for (const { in: n, dup, stats: ps } of partitions) {
     c.in += n;
+    c.duplicates += dup ?? 0;
     c.late += Number(ps[PS.late] ?? 0);
     c.merged += Number(ps[PS.merged] ?? 0);
     c.filtered += Number(ps[PS.filtered] ?? 0);
@@ -89,9 +93,11 @@ export function zeroCounters(cfg: Config): Counters {
 }
 
 export async function readCounters(redis: RedisClient, cfg: Config, keys: Keys): Promise<Counters> {
-  const partitions: { in: number; stats: Record<string, string> }[] = [];
-  for (let p = 0; p < cfg.partitions; p++)
-    partitions.push({ in: Number((await redis.hget(keys.clock(p), CLOCK.in)) ?? 0), stats: await redis.hgetall(keys.partitionStats(p)) });
+  const partitions: { in: number; dup: number; stats: Record<string, string> }[] = [];
+  for (let p = 0; p < cfg.partitions; p++) {
+    const [n, dup] = await redis.hmget(keys.clock(p), CLOCK.in, CLOCK.dup);
+    partitions.push({ in: Number(n ?? 0), dup: Number(dup ?? 0), stats: await redis.hgetall(keys.partitionStats(p)) });
+  }
   return countersFrom(cfg, await redis.hgetall(keys.stats()), partitions);
 }
 

@@ -45,6 +45,10 @@ export interface TappedTrade {
   conditions: readonly string[];
   /** when the ingestor received it, ms since the epoch */
   received: number;
+  /** the feed's own id of the trade, where the feed gives one (Binance, Alpaca, Massive) */
+  feedId?: string;
+  /** the aggressor side, where the feed gives it: b = a buyer took an offer, s = a seller hit a bid */
+  side?: 'b' | 's';
 }
 
 type Entry = [id: string, fields: string[]];
@@ -154,7 +158,10 @@ export async function* tapTrades(redis: RedisClient, keys: Keys, partitions: num
 }
 
 function toTapped(id: string, partition: number, t: Trade): TappedTrade {
-  return { id, partition, symbol: t.s, price: t.p, volume: t.v, time: t.t, conditions: t.c, received: t.rx };
+  const tapped: TappedTrade = { id, partition, symbol: t.s, price: t.p, volume: t.v, time: t.t, conditions: t.c, received: t.rx };
+  if (t.i !== undefined) tapped.feedId = t.i;
+  if (t.a !== undefined) tapped.side = t.a;
+  return tapped;
 }
 
 /** The closed bars of one interval (e.g. "5min"). */

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { decodeTradeEntries, encodeTradeEntry, rawEntries, tradeId, validateTrade } from './trade.js';
+import { decodeTradeEntries, encodeTradeEntry, rawEntries, tradeId, tradeSides, validateTrade, type Trade } from './trade.js';
 
 const ok = { s: 'AAPL', p: 187.25, v: 100, t: 1700000000123, c: ['1', '12'] };
 
@@ -62,6 +62,29 @@ describe('raw stream codec', () => {
       ['1-2', '1-0', '["Regular","tab\\there"]', 77],
     ]);
     expect(tradeId('1700000000000-5', 2)).toBe('1700000000000-7');
+  });
+
+  it('carries ids and sides in fields of their own, aligned with d, only when some trade has them', () => {
+    const base = { s: 'BINANCE:XRPETH', p: '0.00141342', v: 23, t: 1570752011620, c: [], rx: 5 };
+    const trades: Trade[] = [
+      { ...base, i: '13519807', a: 's' },
+      { ...base, a: 'b' },
+      { ...base, i: '13519809' },
+    ];
+    const fields = encodeTradeEntry(trades);
+    expect(fields.filter((_, i) => i % 2 === 0)).toEqual(['n', 'rx', 'd', 'i', 'a']);
+    expect(fields[fields.indexOf('i') + 1]).toBe('13519807\n\n13519809');
+    expect(fields[fields.indexOf('a') + 1]).toBe('sb-');
+    // d is what it is without them: readers of the numbers see no difference
+    const plain = trades.map(({ i: _i, a: _a, ...rest }) => rest);
+    expect(fields.slice(0, 6)).toEqual(encodeTradeEntry(plain));
+    expect(decodeTradeEntries('9-0', fields).map((e) => e.trade)).toEqual(trades);
+    const decoded = decodeTradeEntries('9-0', fields).map((e) => e.trade);
+    expect(['i' in decoded[1]!, 'a' in decoded[2]!]).toEqual([false, false]);
+    // ids without sides, and neither
+    expect(encodeTradeEntry([{ ...base, i: '1' }]).filter((_, i) => i % 2 === 0)).toEqual(['n', 'rx', 'd', 'i']);
+    expect(encodeTradeEntry(plain).filter((_, i) => i % 2 === 0)).toEqual(['n', 'rx', 'd']);
+    expect(tradeSides(plain)).toBe('');
   });
 });
 

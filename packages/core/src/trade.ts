@@ -176,11 +176,16 @@ function short(x: unknown, asIs = false): string {
 //   d   the trades, one line each, tab-separated: s, p, v, t, c, rx - rx0 [, w]
 //       c is '' or the conditions as a JSON array; w (the watermark before the trade) only when
 //       the trade could be late (t + grace < w)
+//   i   only when some trade of the entry has a feed trade id: the ids, one line per trade in the
+//       order of d, an empty line for a trade without one
+//   a   only when some trade of the entry has an aggressor side: one character per trade, b, s or -
+// i and a stay apart from d so that readers of the numbers (rawEntries, the aggregators' Lua) pay
+// nothing for them; a trade addTrades drops (its id already appended) leaves no line in any.
 // Trade k (from 0) of entry "ms-seq" has the stream position "ms-(seq + k)": addTrades keeps those
 // positions free (the next entry starts past them), so every trade has an id of its own, in
 // arrival order, as if each were an entry.
-// Symbols carry no whitespace (validateTrade), prices are decimal text, and JSON escapes control
-// characters: a tab or a newline never appears inside a field.
+// Symbols and trade ids carry no whitespace (validateTrade), prices are decimal text, and JSON
+// escapes control characters: a tab or a newline never appears inside a field.
 
 const oneCode = new Map<string, string>();
 const twoCodes = new Map<string, Map<string, string>>();
@@ -211,6 +216,20 @@ export function conditionsText(c: readonly string[]): string {
 export function tradeLine(tr: Trade, rx0: number): string {
   const c = conditionsText(tr.c);
   return `${tr.s}\t${tr.p}\t${tr.v}\t${tr.t}\t${c}\t${tr.rx - rx0}`;
+}
+
+/** The `a` field of a raw entry for these trades: one character each (b, s, -), '' when none has a side. */
+export function tradeSides(trades: readonly Trade[]): string {
+  if (!trades.some((tr) => tr.a !== undefined)) return '';
+  let a = '';
+  for (const tr of trades) a += tr.a ?? '-';
+  return a;
+}
+
+/** The `i` field of a raw entry for these trades: a line each, '' when none has an id. */
+function tradeIdLines(trades: readonly Trade[]): string {
+  if (!trades.some((tr) => tr.i !== undefined)) return '';
+  return trades.map((tr) => tr.i ?? '').join('\n');
 }
 
 /** The stream position of trade k of the entry with id `entryId`. */
@@ -292,21 +311,54 @@ export interface TradeEntry {
   readonly w: number;
 }
 
-/** The trades of one raw entry as Trade values (the tap, tests). */
-export function decodeTradeEntries(entryId: string, fields: readonly string[]): TradeEntry[] {
-  return rawEntries(entryId, fields).map((e) => ({
-    id: e.id,
-    trade: { s: e.s, p: e.p, v: e.v, t: e.t, c: e.c === '' ? [] : (JSON.parse(e.c) as string[]), rx: e.rx },
-    w: e.w,
-  }));
+/** A raw entry's `i` (split into lines) and `a` fields, where it has them. */
+function feedFields(fields: readonly string[]): { ids?: string[]; sides?: string } {
+  let ids: string[] | undefined;
+  let sides: string | undefined;
+  for (let k = 0; k + 1 < fields.length; k += 2) {
+    if (fields[k] === 'i') ids = fields[k + 1]!.split('\n');
+    else if (fields[k] === 'a') sides = fields[k + 1];
+  }
+  return { ids, sides };
 }
 
 /**
- * A raw entry's fields for trades, as addTrades writes it (each trade's w as given, 0 = none): for
+ * The feed's id and aggressor side of trade `e`, read from the fields of the raw entry it came in
+ * ('' where it has none): for what copies a trade elsewhere whole (late trades), off the hot path.
+ */
+export function feedIdAndSide(e: RawEntry, fields: readonly string[]): { i: string; a: string } {
+  const { ids, sides } = feedFields(fields);
+  if (!ids && !sides) return { i: '', a: '' };
+  const k = Number(e.id.slice(e.id.indexOf('-') + 1)) - Number(e.entry.slice(e.entry.indexOf('-') + 1));
+  const a = sides?.[k];
+  return { i: ids?.[k] ?? '', a: a === 'b' || a === 's' ? a : '' };
+}
+
+/** The trades of one raw entry as Trade values, with their ids and sides where the entry has them (the tap, tests). */
+export function decodeTradeEntries(entryId: string, fields: readonly string[]): TradeEntry[] {
+  const { ids, sides } = feedFields(fields);
+  return rawEntries(entryId, fields).map((e, k) => {
+    const trade: TradeFields = { s: e.s, p: e.p, v: e.v, t: e.t, c: e.c === '' ? [] : (JSON.parse(e.c) as string[]), rx: e.rx };
+    const i = ids?.[k];
+    if (i) trade.i = i;
+    const a = sides?.[k];
+    if (a === 'b' || a === 's') trade.a = a;
+    return { id: e.id, trade, w: e.w };
+  });
+}
+
+/**
+ * A raw entry's fields for trades, as addTrades writes it (each trade's w as given, 0 = none; i and
+ * a only when some trade has them): for
  * tests and tools that build raw entries without the script.
  */
 export function encodeTradeEntry(trades: readonly (Trade & { w?: number })[]): string[] {
   const rx0 = trades[0]?.rx ?? 0;
   const d = trades.map((tr) => (tr.w ? `${tradeLine(tr, rx0)}\t${tr.w}` : tradeLine(tr, rx0))).join('\n');
-  return ['n', String(trades.length), 'rx', String(rx0), 'd', d];
+  const fields = ['n', String(trades.length), 'rx', String(rx0), 'd', d];
+  const i = tradeIdLines(trades);
+  if (i !== '') fields.push('i', i);
+  const a = tradeSides(trades);
+  if (a !== '') fields.push('a', a);
+  return fields;
 }

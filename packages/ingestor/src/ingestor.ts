@@ -48,6 +48,8 @@ export class Ingestor {
         epoch: () => this.epoch,
         onLost: (p, seen) => this.dataLost(p, seen, cfg, clock),
         waitReplicas: cfg.ingestWaitReplicas,
+        // Binance's trade ids (aggregate and raw) increase per symbol: a trade sent twice lands once
+        idsIncrease: cfg.feed === 'binance',
         backfill: cfg.backfill
           ? {
               holdMs: cfg.backfillHoldMs,
@@ -145,7 +147,8 @@ export class Ingestor {
     await this.feed.start();
     // how long a (re)started ingestor takes to have trades flowing into Redis again
     const watch = setInterval(() => {
-      if (this.sink.added === 0) return;
+      // (trades dropped as already appended count: Redis has them, from this ingestor or its twin)
+      if (this.sink.added + this.sink.duplicates === 0) return;
       clearInterval(watch);
       const ms = Date.now() - t0;
       metrics.ingestStart().set(ms / 1000);

@@ -56,6 +56,12 @@ export interface SinkOptions {
    * (WAIT), however long that takes, so a failover to a replica loses nothing (default 1; 0: off)
    */
   waitReplicas?: number;
+  /**
+   * The feed's trade ids increase per symbol (FEED=binance): addTrades drops a trade whose id is not
+   * above the highest already appended for its symbol, so a reconnect that sends trades again, a day
+   * replayed twice or a second ingestor on the same feed appends each trade once (default false)
+   */
+  idsIncrease?: boolean;
 }
 
 /** One batch of one partition, from the moment it is cut until Redis has kept it for retainMs. */
@@ -108,6 +114,8 @@ export class TradeSink {
   private sentFirst = false;
   private settled: (() => void)[] = [];
   added = 0;
+  /** trades addTrades dropped as already appended (idsIncrease) */
+  duplicates = 0;
   lastRx = 0;
   /** trades Redis acknowledged, then lost, and the sink no longer held */
   readonly lost: SinkLoss = { trades: 0, firstRx: 0, lastRx: 0 };
@@ -131,7 +139,12 @@ export class TradeSink {
   /** per partition: not before this time (ms) the next WAIT, and its timer */
   private confirmAt: number[] = [];
   private confirmTimers: (NodeJS.Timeout | undefined)[] = [];
-  private readonly metrics = { in: metrics.tradesIn(), rejected: metrics.tradesRejected(), hold: metrics.ingestHold() };
+  private readonly metrics = {
+    in: metrics.tradesIn(),
+    duplicate: metrics.tradesDuplicate(),
+    rejected: metrics.tradesRejected(),
+    hold: metrics.ingestHold(),
+  };
 
   constructor(
     private readonly redis: RedisClient,
@@ -219,6 +232,7 @@ export class TradeSink {
           sender: this.sender,
           seq,
           marker,
+          idsIncrease: this.opts.idsIncrease,
         },
         requests[p]!,
         trades,
@@ -285,19 +299,29 @@ export class TradeSink {
       if (!this.resyncing[p]) this.resync(p, reply.applied, false);
       return;
     }
-    this.acked(p, batch);
+    this.acked(p, batch, reply.status === 'applied' ? reply.dup : 0);
   }
 
-  private acked(p: number, batch: Batch): void {
+  /** Redis has the batch; `dup` of its trades were dropped as already appended. */
+  private acked(p: number, batch: Batch, dup = 0): void {
     if (batch.ackedAt !== 0) return; // a resend of a batch already counted
     redisLink.wrote();
     const now = Date.now();
     // (monotonic: how long a batch is kept must not follow a step of the wall clock)
     batch.ackedAt = monoMs();
-    this.added += batch.n;
+    this.added += batch.n - dup;
+    this.duplicates += dup;
     this.inFlight -= batch.n;
     const held = now - batch.firstRx;
-    this.metrics.in.inc(batch.n);
+    this.metrics.in.inc(batch.n - dup);
+    if (dup) {
+      this.metrics.duplicate.inc(dup);
+      if (this.duplicates === dup)
+        this.log.info(
+          { partition: p, trades: dup },
+          'trades already on the raw stream (their ids appended before: a resend, a replay, or another ingestor on this feed) are dropped and counted as duplicates',
+        );
+    }
     this.metrics.hold.observe(held / 1000);
     this.holdTime.batches++;
     this.holdTime.sumMs += held;
@@ -449,7 +473,7 @@ export class TradeSink {
             if (r.status === 'rejected') return;
             this.noticeLoss(p, r.value, todo[i]!);
             if (r.value.status === 'hole') hole ??= r.value.applied;
-            else this.acked(p, todo[i]!);
+            else this.acked(p, todo[i]!, r.value.status === 'applied' ? r.value.dup : 0);
           });
           const refused = settled.find((r) => r.status === 'rejected');
           if (refused) throw refused.reason;
