@@ -1,3 +1,4 @@
+import { readdirSync } from 'node:fs';
 import { afterAll, describe, expect, it } from 'vitest';
 import { pino } from 'pino';
 import { makeKeys, readTape } from '@candlewick/common';
@@ -47,6 +48,56 @@ describe('FEED=binance', () => {
     expect(a.size).toBe(5);
     expect(a).toEqual(csvOutputs(finnhubDir));
   }, 320_000);
+
+  it('the same day replayed twice into one Redis: the second time every trade is a duplicate, every file unchanged', async () => {
+    const dir = tempDir('binance-twice');
+    const env = {
+      FEED: 'binance',
+      MODE: 'replay',
+      REDIS_URL: redisUrl(),
+      KEY_PREFIX: uniquePrefix('binance-twice'),
+      DATA_DIR: dir,
+      EXIT_WHEN_IDLE_MS: '1500',
+    };
+    const first = await runCli(['stack'], env, 150_000);
+    expect(first.code, first.stdout.slice(-3000)).toBe(0);
+    const files = csvOutputs(dir);
+    const second = await runCli(['stack'], env, 150_000);
+    expect(second.code, second.stdout.slice(-3000)).toBe(0);
+    expect(second.stdout).toMatch(/duplicates\s+12477\b/);
+    expect(second.stdout).toMatch(/late\s+0\n/);
+    expect(csvOutputs(dir)).toEqual(files);
+    expect(klineProblems(dir)).toEqual([]);
+  }, 320_000);
+
+  it('the ingestor killed -9 mid-tape and restarted: its new connection gets the tape from the start, every trade counted once', async () => {
+    const dir = tempDir('binance-kill');
+    const once = tempDir('binance-kill-once');
+    const res = await runCli(
+      ['stack'],
+      {
+        FEED: 'binance',
+        MODE: 'replay',
+        REDIS_URL: redisUrl(),
+        KEY_PREFIX: uniquePrefix('binance-kill'),
+        DATA_DIR: dir,
+        EXIT_WHEN_IDLE_MS: '1500',
+        AGGREGATORS: '2',
+        INGEST_BATCH: '200',
+        REPLAY_SPEED: '30000',
+        REPLAY_SHIFT: 'false',
+        CANDLEWICK_CRASH: 'ingest:appended@5',
+        CANDLEWICK_CRASH_ONCE_DIR: once,
+      },
+      180_000,
+    );
+    expect(res.code, res.stdout.slice(-3000)).toBe(0);
+    expect(readdirSync(once)).toEqual(['ingest_appended']);
+    expect(res.stdout).toMatch(/ingest.*SIGKILL/);
+    expect(res.stdout).toMatch(/merged\s+12477\n/);
+    expect(res.stdout).toMatch(/duplicates\s+[1-9]/);
+    expect(klineProblems(dir)).toEqual([]);
+  }, 200_000);
 
   it("1,000 pairs subscribed within Binance's limit of 5 messages a second: one connection, never closed for it", async () => {
     // the stand-in closes a connection past 5 incoming messages a second, as Binance does

@@ -1,4 +1,5 @@
 import {
+  crashPoint,
   addTrades,
   addTradesArgs,
   forcedArgs,
@@ -322,6 +323,7 @@ export class TradeSink {
           'trades already on the raw stream (their ids appended before: a resend, a replay, or another ingestor on this feed) are dropped and counted as duplicates',
         );
     }
+    crashPoint('ingest:appended'); // a batch is in Redis, the rest of what the feed sent is not
     this.metrics.hold.observe(held / 1000);
     this.holdTime.batches++;
     this.holdTime.sumMs += held;
