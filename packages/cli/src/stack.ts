@@ -569,6 +569,7 @@ export async function runStack(cfg: Config, env: NodeJS.ProcessEnv): Promise<num
       childEnv.REPLAY_PORT = String(port);
       // the replay server speaks FEED's protocol; the ingestor reads it where that feed's URL points
       if (cfg.feed === 'binance') childEnv.BINANCE_WS_URL = `ws://127.0.0.1:${port}/stream`;
+      else if (cfg.feed === 'massive') childEnv.MASSIVE_WS_URL = `ws://127.0.0.1:${port}/stocks`;
       else childEnv.FINNHUB_WS_URL = `ws://127.0.0.1:${port}`;
       roles.start('replay-server');
       await stop.race(waitForPort(port, 30_000));
