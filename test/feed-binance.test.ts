@@ -3,7 +3,18 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { pino } from 'pino';
 import { makeKeys, readTape } from '@candlewick/common';
 import { ReplayServer } from '@candlewick/ingestor';
-import { BUNDLED_TAPE, csvOutputs, ingested, klineProblems, redisUrl, runCli, tempDir, testRedis, uniquePrefix } from './helpers.js';
+import {
+  BUNDLED_TAPE,
+  csvOutputs,
+  ingestKilledMidTape,
+  ingested,
+  klineProblems,
+  redisUrl,
+  runCli,
+  tempDir,
+  testRedis,
+  uniquePrefix,
+} from './helpers.js';
 
 /**
  * FEED=binance end to end: the Binance adapter (packages/ingestor/src/feeds/binance.ts) against the
@@ -82,12 +93,7 @@ describe('FEED=binance', () => {
         KEY_PREFIX: uniquePrefix('binance-kill'),
         DATA_DIR: dir,
         EXIT_WHEN_IDLE_MS: '1500',
-        AGGREGATORS: '2',
-        INGEST_BATCH: '200',
-        REPLAY_SPEED: '30000',
-        REPLAY_SHIFT: 'false',
-        CANDLEWICK_CRASH: 'ingest:appended@5',
-        CANDLEWICK_CRASH_ONCE_DIR: once,
+        ...ingestKilledMidTape(once),
       },
       180_000,
     );

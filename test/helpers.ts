@@ -322,3 +322,19 @@ export function needs(ctx: { skip: (note?: string) => never }, ok: boolean, reas
   if (process.env.CANDLEWICK_CI === '1') throw new Error(`this test cannot run here (${reason}), and CI must run it`);
   ctx.skip(`cannot run here: ${reason} (CANDLEWICK_CI=1 makes this a failure)`);
 }
+
+/**
+ * A stack's settings that kill its ingestor -9 once, right after its 5th append (crash point
+ * `ingest:appended`), on a tape paced so the kill lands mid-tape: the restarted ingestor's new
+ * connection gets the tape from the start. `onceDir` records that the crash happened.
+ */
+export function ingestKilledMidTape(onceDir: string): Record<string, string> {
+  return {
+    AGGREGATORS: '2',
+    INGEST_BATCH: '200',
+    REPLAY_SPEED: '30000',
+    REPLAY_SHIFT: 'false',
+    CANDLEWICK_CRASH: 'ingest:appended@5',
+    CANDLEWICK_CRASH_ONCE_DIR: onceDir,
+  };
+}

@@ -223,6 +223,8 @@ export async function runReplayServer(cfg: Config): Promise<void> {
     tape,
     {
       feed: cfg.feed,
+      // FEED=massive: a login with another key is refused (auth_failed), as Massive does
+      token: cfg.feed === 'massive' ? cfg.massiveApiKey : undefined,
       port: cfg.replayPort,
       host: cfg.replayHost,
       speed: cfg.replaySpeed,

@@ -353,8 +353,10 @@ function replayEnv(cfg: Config, childEnv: NodeJS.ProcessEnv, log: Logger): void 
   // itself, as a replaying role without SYMBOLS does.
   if (cfg.symbols.length === 0 && symbols.join(',').length <= 64 * 1024) childEnv.SYMBOLS = symbols.join(',');
   log.info(
-    { tape: tapePath, symbols: symbols.length > 50 ? `${symbols.length} symbols` : symbols.join(',') },
-    'no FINNHUB_TOKEN: replaying a recorded tape',
+    { tape: tapePath, feed: cfg.feed, symbols: symbols.length > 50 ? `${symbols.length} symbols` : symbols.join(',') },
+    cfg.feed === 'finnhub'
+      ? 'no FINNHUB_TOKEN: replaying a recorded tape'
+      : `replay mode: replaying a recorded tape in the ${cfg.feed} protocol`,
   );
 }
 
@@ -473,7 +475,8 @@ async function endOfRun(until: StopRequest, e: RunEnd): Promise<number> {
 
 /**
  * `candlewick stack`: every role in one terminal. Uses REDIS_URL or starts a private redis-server;
- * with no FINNHUB_TOKEN it also starts the replay server on the bundled tape (or REPLAY_TAPE).
+ * in replay mode (no FINNHUB_TOKEN; FEED=massive: no MASSIVE_API_KEY) it also starts the replay
+ * server on the bundled tape (or REPLAY_TAPE).
  * With EXIT_WHEN_IDLE_MS it ends by itself once the feed has been quiet that long and every stage
  * has drained: it closes the remaining bars, waits for the writer, prints a summary and exits 0.
  *
@@ -569,6 +572,7 @@ export async function runStack(cfg: Config, env: NodeJS.ProcessEnv): Promise<num
       childEnv.REPLAY_PORT = String(port);
       // the replay server speaks FEED's protocol; the ingestor reads it where that feed's URL points
       if (cfg.feed === 'binance') childEnv.BINANCE_WS_URL = `ws://127.0.0.1:${port}/stream`;
+      else if (cfg.feed === 'massive') childEnv.MASSIVE_WS_URL = `ws://127.0.0.1:${port}/stocks`;
       else childEnv.FINNHUB_WS_URL = `ws://127.0.0.1:${port}`;
       roles.start('replay-server');
       await stop.race(waitForPort(port, 30_000));

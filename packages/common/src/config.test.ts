@@ -179,3 +179,20 @@ describe('FEED=binance', () => {
     expect(loadConfig({ FEED: 'binance', MODE: 'live', SYMBOLS: 'BTCUSDT' }).feed).toBe('binance');
   });
 });
+
+describe('FEED=massive', () => {
+  it("runs live with MASSIVE_API_KEY, replays without it; history from Massive too; the stocks socket's URL", () => {
+    const live = loadConfig({ FEED: 'massive', MASSIVE_API_KEY: 'k', SYMBOLS: 'AAPL' });
+    expect(live.mode).toBe('live');
+    expect(live.backfillProvider).toBe('massive');
+    expect(live.massiveWsUrl).toBe('wss://socket.massive.com/stocks');
+    // a Finnhub token does not make a Massive feed live
+    expect(loadConfig({ FEED: 'massive', FINNHUB_TOKEN: 't' }).mode).toBe('replay');
+    expect(() => loadConfig({ FEED: 'massive', MASSIVE_WS_URL: 'https://x' })).toThrow(/MASSIVE_WS_URL.*ws:\/\/ or wss:\/\/ URL/);
+  });
+  it('MODE=live without MASSIVE_API_KEY is an error naming it', () => {
+    expect(() => loadConfig({ FEED: 'massive', MODE: 'live', SYMBOLS: 'AAPL' })).toThrow(
+      /MODE=live with FEED=massive needs MASSIVE_API_KEY/,
+    );
+  });
+});

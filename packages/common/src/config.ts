@@ -35,7 +35,7 @@ export class ConfigError extends Error {
 export type Mode = 'live' | 'replay';
 
 /** The feeds candlewick reads (packages/ingestor/src/feeds). */
-export const FEEDS = ['finnhub', 'binance'] as const;
+export const FEEDS = ['finnhub', 'binance', 'massive'] as const;
 export type Feed = (typeof FEEDS)[number];
 
 // ---------------------------------------------------------------------------------------------
@@ -179,7 +179,7 @@ const SETTINGS = {
     oneOf(FEEDS),
     'finnhub',
     'finnhub',
-    "whose trade WebSocket: finnhub (FINNHUB_*), binance (BINANCE_*; market data needs no key); replay-server speaks this feed's protocol",
+    "whose trade WebSocket: finnhub (FINNHUB_*), binance (BINANCE_*; market data needs no key), massive (MASSIVE_WS_URL, MASSIVE_API_KEY); replay-server speaks this feed's protocol",
   ),
   finnhubToken: setting(
     'FINNHUB_TOKEN',
@@ -188,11 +188,18 @@ const SETTINGS = {
     '—',
     'Finnhub API key: set, candlewick runs live (also FINNHUB_TOKEN_FILE); never logged',
   ),
+  massiveApiKey: setting(
+    'MASSIVE_API_KEY',
+    text(),
+    undefined,
+    '—',
+    'Massive (formerly Polygon) key: backfill sends it in a header, FEED=massive in its auth message (also MASSIVE_API_KEY_FILE); never logged',
+  ),
   mode: setting<Mode>(
     'MODE',
     oneOf(['live', 'replay']),
-    (c) => (c.finnhubToken || c.feed === 'binance' ? 'live' : 'replay'),
-    'live with a token or FEED=binance, else replay',
+    (c) => (c.feed === 'binance' || (c.feed === 'massive' ? c.massiveApiKey : c.finnhubToken) ? 'live' : 'replay'),
+    "live with the feed's key (FINNHUB_TOKEN; FEED=massive: MASSIVE_API_KEY) or FEED=binance, else replay",
     'force a mode',
   ),
   finnhubWsUrl: setting(
@@ -208,6 +215,13 @@ const SETTINGS = {
     'wss://stream.binance.com:9443/stream',
     'wss://stream.binance.com:9443/stream',
     "Binance's combined-stream WebSocket (FEED=binance; stack points it at its replay server when replaying)",
+  ),
+  massiveWsUrl: setting(
+    'MASSIVE_WS_URL',
+    z.string().regex(/^wss?:\/\/[^/]/, 'must be a ws:// or wss:// URL'),
+    'wss://socket.massive.com/stocks',
+    'wss://socket.massive.com/stocks',
+    "Massive's stocks WebSocket (FEED=massive; the 15-minute delayed feed is wss://delayed.massive.com/stocks; stack points it at its replay server when replaying)",
   ),
   binanceStream: setting<'aggTrade' | 'trade'>(
     'BINANCE_STREAM',
@@ -558,7 +572,13 @@ const SETTINGS = {
     'Bull Board at /queues: read-only, manage (retry, clean, remove jobs) or off',
   ),
   // replay
-  replayTape: setting('REPLAY_TAPE', text(), undefined, 'the bundled tape', 'file, comma list or folder of tapes to replay'),
+  replayTape: setting(
+    'REPLAY_TAPE',
+    text(),
+    undefined,
+    'the bundled tape (FEED=massive: the bundled AIG day)',
+    'file, comma list or folder of tapes to replay',
+  ),
   replaySpeed: setting(
     'REPLAY_SPEED',
     z.string().transform((v, ctx) => {
@@ -579,13 +599,6 @@ const SETTINGS = {
   replayFrameTrades: setting('REPLAY_FRAME_TRADES', int(1, 10_000), 500, '500', 'trades per replayed frame at full speed'),
   replayFrom: setting('REPLAY_FROM', instant(), undefined, '—', "the replay server skips the tape's trades before this ISO date-time"),
   // backfill
-  massiveApiKey: setting(
-    'MASSIVE_API_KEY',
-    text(),
-    undefined,
-    '—',
-    'Massive (formerly Polygon) key, sent in a header (also MASSIVE_API_KEY_FILE)',
-  ),
   massiveRestUrl: setting('MASSIVE_REST_URL', text(), 'https://api.massive.com', 'https://api.massive.com', "Massive's REST base"),
   binanceRestUrl: setting(
     'BINANCE_REST_URL',
@@ -708,6 +721,8 @@ const READ_BY: Readonly<Record<string, readonly SettingKey[]>> = {
     'finnhubWsUrl',
     'binanceWsUrl',
     'binanceStream',
+    'massiveWsUrl',
+    'massiveApiKey',
     'symbols',
     'replayTape',
     'staleMs',
@@ -733,6 +748,7 @@ const READ_BY: Readonly<Record<string, readonly SettingKey[]>> = {
     'replayShift',
     'replayFrameTrades',
     'replayFrom',
+    'massiveApiKey',
     ...LOG_SETTINGS,
     ...METRICS_SETTINGS,
   ],
@@ -742,6 +758,7 @@ const READ_BY: Readonly<Record<string, readonly SettingKey[]>> = {
     'lateAmendWindowMs',
     'conditions',
     'conditionCodes',
+    'feed',
     'partitions',
     'aggregatorBatch',
     'ingestBatch',
@@ -943,6 +960,8 @@ export function symbolProblems(symbols: readonly string[], where: string): strin
 
 /** The rules that span settings; also turns --from/--to into instants in BAR_TZ. */
 function checkTogether(c: Record<string, unknown>, merged: EnvLike, problems: string[]): void {
+  if (c.mode === 'live' && !c.massiveApiKey && c.feed === 'massive')
+    problems.push('MODE=live with FEED=massive needs MASSIVE_API_KEY (a Massive API key); unset MODE to replay the bundled tape');
   if (c.mode === 'live' && !c.finnhubToken && c.feed === 'finnhub')
     problems.push(
       'MODE=live needs FINNHUB_TOKEN (a Finnhub API key); unset MODE to replay the bundled tape, or read Binance (FEED=binance: no key)',

@@ -14,7 +14,7 @@ import {
   STATS,
 } from '@candlewick/common';
 import { BarCalendar, type Clock } from '@candlewick/core';
-import { TradeFeed, feedProtocol } from './feeds/index.js';
+import { TradeFeed, feedIdsIncrease, feedProtocol } from './feeds/index.js';
 import { TradeSink } from './sink.js';
 
 /** The ingest role: the feed (FEED) -> validation -> raw trade stream. */
@@ -49,7 +49,7 @@ export class Ingestor {
         onLost: (p, seen) => this.dataLost(p, seen, cfg, clock),
         waitReplicas: cfg.ingestWaitReplicas,
         // Binance's trade ids (aggregate and raw) increase per symbol: a trade sent twice lands once
-        idsIncrease: cfg.feed === 'binance',
+        idsIncrease: feedIdsIncrease(cfg),
         backfill: cfg.backfill
           ? {
               holdMs: cfg.backfillHoldMs,

@@ -4,6 +4,7 @@ import { sleep, type Feed, type Logger } from '@candlewick/common';
 import { isRawFrame, isTapeTrade, type TapeItem } from '@candlewick/common';
 import { binanceWire } from './replay/binance.js';
 import { finnhubWire } from './replay/finnhub.js';
+import { massiveWire } from './replay/massive.js';
 import type { Wire } from './replay/wire.js';
 
 export interface ReplayOptions {
@@ -17,7 +18,8 @@ export interface ReplayOptions {
   settleMs?: number;
   /**
    * the keepalive: Finnhub, a {"type":"ping"} once a connection has been idle this long (1 s);
-   * Binance, a WebSocket ping frame this often (20 s, as Binance's servers send one)
+   * Binance, a WebSocket ping frame this often (20 s, as Binance's servers send one); Massive, a
+   * WebSocket ping frame this often (5 s)
    */
   pingMs?: number;
   /** paced mode only: stamp each trade with the time it is sent, t' = start + (t - t0) / speed */
@@ -31,7 +33,10 @@ export interface ReplayOptions {
   live?: boolean;
   /** whose protocol it speaks (finnhub) */
   feed?: Feed;
-  /** Finnhub: when set, a connection must carry ?token=<this>, else HTTP 401 as Finnhub answers */
+  /**
+   * Finnhub: when set, a connection must carry ?token=<this>, else HTTP 401 as Finnhub answers;
+   * Massive: when set, the auth message must carry it, else auth_failed
+   */
   token?: string;
   /** paced: a line saying where it is in the tape, each 1 % of it but at most this often (10 s) */
   progressEveryMs?: number;
@@ -42,8 +47,8 @@ export interface ReplayOptions {
 }
 
 /**
- * A trade WebSocket that replays a recorded tape to each connection, in Finnhub's protocol or
- * Binance's (`feed`; replay/finnhub.ts, replay/binance.ts): the subscribed symbols' trades in tape
+ * A trade WebSocket that replays a recorded tape to each connection, in Finnhub's protocol,
+ * Binance's or Massive's (`feed`; replay/finnhub.ts, replay/binance.ts, replay/massive.ts): the subscribed symbols' trades in tape
  * order, at the recorded pace times `speed` or as fast as the socket takes them. Each connection
  * gets the tape from the start (unless `live`).
  */
@@ -64,7 +69,13 @@ export class ReplayServer {
   ) {}
 
   async start(): Promise<number> {
-    const wire = (this.wire = this.opts.feed === 'binance' ? binanceWire(this.tape, this.opts) : finnhubWire(this.tape, this.opts));
+    const feed = this.opts.feed ?? 'finnhub';
+    const wire = (this.wire =
+      feed === 'binance'
+        ? binanceWire(this.tape, this.opts)
+        : feed === 'massive'
+          ? massiveWire(this.tape, this.opts)
+          : finnhubWire(this.tape, this.opts));
     let handshakes = 0;
     const wss = new WebSocketServer({
       port: this.opts.port,

@@ -19,10 +19,13 @@ export interface FeedOptions {
   onDown?: () => void;
 }
 
-/** The feed refused the handshake in a way retrying cannot fix (401/403: a bad or unentitled key). */
+/**
+ * The feed refused us in a way retrying cannot fix: the handshake with HTTP 401/403 (a bad or
+ * unentitled key), or a message after it (a login refused; `status` undefined).
+ */
 export class FeedAuthError extends Error {
   constructor(
-    readonly status: number,
+    readonly status: number | undefined,
     message: string,
   ) {
     super(message);
@@ -30,22 +33,31 @@ export class FeedAuthError extends Error {
   }
 }
 
-/** The feed answered the handshake with HTTP 429 or 418 (too many connections or requests). */
+/**
+ * The feed limits us for a while: the handshake answered with HTTP 429 or 418 (too many connections
+ * or requests), or a message saying so (too many connections on this key).
+ */
 class RateLimitedError extends Error {
   constructor(
     readonly retryAfterMs: number,
-    status: number,
+    message: string,
   ) {
-    super(
-      `the feed is rate limiting this ${status === 418 ? 'address (HTTP 418: banned for a while after too many reconnects)' : 'key (HTTP 429)'}; ` +
-        `retrying in ${Math.round(retryAfterMs / 1000)} s`,
+    super(`${message}; retrying in ${Math.round(retryAfterMs / 1000)} s`);
+  }
+
+  static http(retryAfterMs: number, status: number): RateLimitedError {
+    return new RateLimitedError(
+      retryAfterMs,
+      `the feed is rate limiting this ${status === 418 ? 'address (HTTP 418: banned for a while after too many reconnects)' : 'key (HTTP 429)'}`,
     );
   }
 }
 
 /**
- * A trade WebSocket client, whatever the feed (its protocol: feeds/finnhub.ts, feeds/binance.ts):
- * numbered connections, subscribe on open (paced to the feed's message limit), exponential
+ * A trade WebSocket client, whatever the feed (its protocol: feeds/finnhub.ts, feeds/binance.ts,
+ * feeds/massive.ts): numbered connections, subscribe on open or once a login sent on open is
+ * accepted (paced to the feed's message limit), a refusal or a limit said in a message acted on as
+ * one said in the handshake, exponential
  * backoff with jitter (capped at 30 s, reset only after a good message), a stale-socket watchdog
  * fed by frames and the feed's ping frames, and every trade validated alone so one bad trade never
  * costs the rest of its message.
@@ -210,7 +222,9 @@ export class TradeFeed {
           'feed connected; subscribing',
         );
         this.sink.newConnection();
-        void this.subscribe(ws, log);
+        // a feed that logs in by message gets the subscriptions once it has accepted the login
+        if (this.protocol.login) ws.send(this.protocol.login());
+        else void this.subscribe(ws, log);
         // a connection opened while Redis holds us back reads nothing until it is back
         if (this.paused) ws.pause();
         this.arm();
@@ -228,7 +242,7 @@ export class TradeFeed {
         if (auth) reject(new FeedAuthError(status, auth));
         else if (status === 429 || status === 418) {
           const after = Number(res.headers['retry-after']);
-          reject(new RateLimitedError(Number.isFinite(after) && after > 0 ? after * 1000 : 60_000, status));
+          reject(RateLimitedError.http(Number.isFinite(after) && after > 0 ? after * 1000 : 60_000, status));
         } else reject(new Error(`feed refused the connection: HTTP ${status}`));
         ws.terminate();
       });
@@ -237,7 +251,11 @@ export class TradeFeed {
         this.disarm();
         this.arm = () => undefined;
         this.ws = undefined;
-        resolve();
+        // the feed said in a message why it is over (a refused login, a connection limit)
+        const ending = this.ending;
+        this.ending = undefined;
+        if (ending) reject(ending);
+        else resolve();
       });
     });
   }
@@ -256,6 +274,20 @@ export class TradeFeed {
       ws.send(messages[k]!);
     }
     if (messages.length > 1) log.debug({ messages: messages.length }, 'subscriptions sent');
+  }
+
+  /** why the open connection is being closed, said by the feed in a message: connectOnce rejects with it */
+  private ending: Error | undefined;
+
+  /** The feed said in a message that this connection is over: it is closed, and run() reads why. */
+  private endWith(err: Error): void {
+    this.ending = err;
+    if (this.ws) this.ws.terminate();
+    else if (err instanceof FeedAuthError) {
+      // no connection (a frame handed to onFrame directly): the feed gives up all the same
+      this.stopped = true;
+      this.failWith(err);
+    }
   }
 
   private good(): void {
@@ -282,6 +314,16 @@ export class TradeFeed {
     switch (frame.kind) {
       case 'ack':
         this.good();
+        return;
+      case 'authorized':
+        this.good();
+        if (this.ws) void this.subscribe(this.ws, log);
+        return;
+      case 'fatal':
+        this.endWith(new FeedAuthError(undefined, frame.msg));
+        return;
+      case 'limited':
+        this.endWith(new RateLimitedError(frame.retryAfterMs, frame.msg));
         return;
       case 'not-json':
         this.badFrames++;

@@ -1,24 +1,32 @@
 import type { Config } from '@candlewick/common';
 import { binanceProtocol } from './binance.js';
 import { finnhubProtocol } from './finnhub.js';
+import { massiveProtocol } from './massive.js';
 import type { FeedProtocol } from './protocol.js';
 
 export * from './feed.js';
 export * from './protocol.js';
 export { binanceProtocol, shortDecimal, BINANCE_MAX_STREAMS } from './binance.js';
 export { finnhubProtocol } from './finnhub.js';
+export { massiveProtocol, massiveSubscriptions, MASSIVE_PARAMS_CHARS } from './massive.js';
 
 /** The protocol of the configured FEED; a configuration it cannot serve is a ConfigError. */
 export function feedProtocol(cfg: Config): FeedProtocol {
   switch (cfg.feed) {
     case 'binance':
       return binanceProtocol({ url: cfg.binanceWsUrl, stream: cfg.binanceStream, symbols: cfg.symbols });
+    case 'massive':
+      // replaying, the stand-in checks the key only when it has one: any text logs in
+      return massiveProtocol({ url: cfg.massiveWsUrl, key: cfg.massiveApiKey ?? '', symbols: cfg.symbols });
     case 'finnhub':
       return finnhubProtocol({ url: cfg.finnhubWsUrl, token: cfg.mode === 'live' ? cfg.finnhubToken : undefined });
   }
 }
 
-/** Whether the feed's trade ids increase per symbol (ingestion can then drop a trade seen twice). */
+/**
+ * Whether the feed's trade ids increase per symbol (ingestion can then drop a trade seen twice):
+ * Binance's aggregate or trade ids, Massive's sequence numbers (q).
+ */
 export function feedIdsIncrease(cfg: Config): boolean {
-  return cfg.feed === 'binance';
+  return cfg.feed === 'binance' || cfg.feed === 'massive';
 }

@@ -3,10 +3,18 @@ import type { Frame } from '@candlewick/core';
 /**
  * A frame of a feed, read: its trades as raw objects in the shape validateTrade reads
  * ({s, p, v, t, c} and, where the feed gives them, the trade id i and aggressor side a), a
- * keep-alive, the feed's acknowledgement of a request, the feed's error (with what to do about it,
- * where known), or something unreadable.
+ * keep-alive, the feed's acknowledgement of a request, the feed's acceptance of the login (the
+ * subscriptions follow), the feed's error (with what to do about it, where known), a refusal in a
+ * message that retrying cannot fix (`fatal`: the feed stops, exit 2), a limit that closes the
+ * connection until a while has passed (`limited`), or something unreadable.
  */
-export type FeedFrame = Exclude<Frame, { kind: 'error' }> | { kind: 'ack' } | { kind: 'error'; msg: string; hint?: string };
+export type FeedFrame =
+  | Exclude<Frame, { kind: 'error' }>
+  | { kind: 'ack' }
+  | { kind: 'authorized' }
+  | { kind: 'error'; msg: string; hint?: string }
+  | { kind: 'fatal'; msg: string }
+  | { kind: 'limited'; msg: string; retryAfterMs: number };
 
 /**
  * What differs from one feed to the next: where to connect, how to subscribe, how to read a frame
@@ -18,7 +26,12 @@ export interface FeedProtocol {
   readonly name: string;
   /** the URL to open (logged only through redactUrl) */
   url(): string;
-  /** the messages that subscribe `symbols`, in the order to send them */
+  /**
+   * A feed that logs in by message (the key in it): the message sent first on every connection;
+   * the subscriptions wait for the frame read as `authorized`. Never logged.
+   */
+  login?(): string;
+  /** the messages that subscribe `symbols`, in the order to send them (never logged) */
   subscribe(symbols: readonly string[]): string[];
   /** messages a second the feed accepts from a client (Infinity: it does not count) */
   readonly messagesPerSecond: number;
