@@ -45,6 +45,8 @@ export interface Status {
   merged: number;
   late: number;
   rejected: number;
+  /** trades dropped at the append as already on the raw stream (their feed's trade id seen before) */
+  duplicates: number;
   /** raw entries read by an aggregator and not merged yet */
   pending: number;
   /** seconds from a window's end to its bar being published, for the newest bar (CLOCK=wall only) */
@@ -157,6 +159,7 @@ export class LiveHub {
       merged: c.merged,
       late: c.late,
       rejected: c.rejected,
+      duplicates: c.duplicates,
       pending,
       closeLagSec: lag,
       feedConnected: up > 0 && up > down,
