@@ -3,6 +3,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { pino } from 'pino';
 import { makeKeys, readTape } from '@candlewick/common';
 import { ReplayServer } from '@candlewick/ingestor';
+import { freePort } from '@candlewick/cli';
 import {
   BUNDLED_TAPE,
   csvOutputs,
@@ -133,6 +134,49 @@ describe('FEED=binance', () => {
     expect(res.stdout).toMatch(/"feed":"Binance".*"symbols":1000.*feed connected; subscribing/);
     // the one subscribed pair of the tape came through, every trade of it
     expect(await ingested(redis, makeKeys(prefix))).toBe(300);
+  });
+
+  it('nothing answering at BINANCE_WS_URL: each attempt said with its retry, and past STALE_MS what to check', async () => {
+    const port = await freePort();
+    const res = await runCli(
+      ['ingest'],
+      {
+        FEED: 'binance',
+        REDIS_URL: redisUrl(),
+        KEY_PREFIX: uniquePrefix('binance-unreachable'),
+        BINANCE_WS_URL: `ws://127.0.0.1:${port}/stream`,
+        SYMBOLS: 'BTCUSDT',
+        STALE_MS: '1000',
+      },
+      30_000,
+      5000,
+    );
+    expect(res.stdout).toMatch(/feed connection failed; retrying/);
+    expect(res.stdout).toMatch(
+      new RegExp(
+        `cannot reach Binance at ws://127\\.0\\.0\\.1:${port}/stream for \\d+ s \\(.*ECONNREFUSED.*\\): check this host's network \\(DNS, a firewall or proxy\\) and BINANCE_WS_URL`,
+      ),
+    );
+    // it never connected: nothing was "disconnected"
+    expect(res.stdout).not.toMatch(/feed disconnected/);
+  });
+
+  it("a replay of a tape without the symbols asked for says so, naming the tape's", async () => {
+    const res = await runCli(
+      ['stack'],
+      {
+        FEED: 'binance',
+        MODE: 'replay',
+        SYMBOLS: 'BTCUSDT',
+        REDIS_URL: redisUrl(),
+        KEY_PREFIX: uniquePrefix('binance-none'),
+        DATA_DIR: tempDir('binance-none'),
+        EXIT_WHEN_IDLE_MS: '1500',
+      },
+      120_000,
+    );
+    expect(res.code, res.stdout.slice(-3000)).toBe(0);
+    expect(res.stdout).toMatch(/none of the symbols subscribed is on the tape.*BINANCE:XRPETH/);
   });
 
   it('Binance refusing this location (HTTP 451): exit 2 at once, saying so, never retrying', async () => {

@@ -283,7 +283,12 @@ describe('candlewick serve: the HTTP API', () => {
     let text = '';
     while (!/event: status\ndata: .*\n\n/.test(text)) text += new TextDecoder().decode((await reader.read()).value);
     ac.abort();
-    const status = JSON.parse(/event: status\ndata: (.*)\n/.exec(text)![1]!) as { tradesIn: number; merged: number; late: number; duplicates: number };
+    const status = JSON.parse(/event: status\ndata: (.*)\n/.exec(text)![1]!) as {
+      tradesIn: number;
+      merged: number;
+      late: number;
+      duplicates: number;
+    };
     expect(status).toMatchObject({ tradesIn: 12477, merged: 12477, late: 0, duplicates: 0, pipeline: true });
   });
 

@@ -89,6 +89,8 @@ async function main(): Promise<void> {
     } else {
       flags = parseFlags(rest);
     }
+    // a stand-in serves a tape: it replays, whatever mode the feed's settings would mean for an ingestor
+    if ((role === 'replay-server' || role === 'provider-server') && !process.env.MODE && !flags.MODE) flags.MODE = 'replay';
     cfg = loadConfig(process.env, flags);
   } catch (err) {
     if (err instanceof ConfigError) {

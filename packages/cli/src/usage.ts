@@ -18,10 +18,10 @@ const ROLE_HELP = {
   stack: {
     about: [
       'every role below in one terminal (private redis-server unless REDIS_URL is set;',
-      'replays the bundled tape unless FINNHUB_TOKEN is set)',
+      "live with the feed's key, or FEED=binance (no key); else replays the bundled tape)",
     ],
   },
-  ingest: { about: ['Finnhub trade WebSocket -> raw trade stream'] },
+  ingest: { about: ["the feed's trade WebSocket (FEED: finnhub, binance, massive) -> raw trade stream"] },
   'replay-server': {
     about: [
       "a WebSocket that replays REPLAY_TAPE in FEED's protocol: Finnhub's (type subscribe / trade / ping)",
@@ -65,7 +65,10 @@ const ROLE_HELP = {
     ],
   },
   'provider-server': {
-    about: ['REPLAY_TAPE as Finnhub/Massive history on REPLAY_PORT (8766): backfill and', 'historical mode from a clone, without keys'],
+    about: [
+      'REPLAY_TAPE as Finnhub, Massive and Binance history on REPLAY_PORT (8766): backfill and',
+      'historical mode from a clone, without keys',
+    ],
   },
   acl: {
     about: ['prints the Redis ACL file of a user per role for KEY_PREFIX (REDIS_USERS_FILE:', "its users, with their passwords' SHA-256)"],

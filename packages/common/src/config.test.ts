@@ -174,6 +174,28 @@ describe('FEED=binance', () => {
     expect(c.symbols).toEqual(['BINANCE:BTCUSDT', 'BINANCE:ETHUSDT']);
     expect(c.backfillProvider).toBe('binance');
   });
+  it('refuses, before anything starts and quoting what was written: not a pair, one pair twice, more than one connection carries', () => {
+    const msg = (env: Record<string, string>) => {
+      try {
+        loadConfig(env);
+      } catch (e) {
+        expect(e).toBeInstanceOf(ConfigError);
+        return (e as Error).message;
+      }
+      return '';
+    };
+    expect(msg({ FEED: 'binance', SYMBOLS: 'AAPL.US' })).toMatch(/SYMBOLS: "AAPL.US" is not a Binance pair/);
+    expect(msg({ FEED: 'binance', SYMBOLS: 'COINBASE:BTCUSD' })).toMatch(/"COINBASE:BTCUSD" is not a Binance pair/);
+    expect(msg({ FEED: 'binance', SYMBOLS: 'BTCUSDT,BINANCE:btcusdt' })).toMatch(
+      /"BTCUSDT" and "BINANCE:btcusdt" are one Binance pair, BINANCE:BTCUSDT/,
+    );
+    const many = Array.from({ length: 1025 }, (_, k) => `P${k}USDT`).join(',');
+    expect(msg({ FEED: 'binance', SYMBOLS: many })).toMatch(/1025 Binance pairs; one connection to Binance carries at most 1024/);
+    expect(msg({ FEED: 'binanc' })).toMatch(/FEED="binanc": must be finnhub, binance or massive/);
+  });
+  it("Binance's history alone (BACKFILL_PROVIDER=binance) names a bare pair the same way", () => {
+    expect(loadConfig({ BACKFILL_PROVIDER: 'binance', SYMBOLS: 'xrpeth' }).symbols).toEqual(['BINANCE:XRPETH']);
+  });
   it('MODE=live without FINNHUB_TOKEN is an error for Finnhub only, saying Binance needs none', () => {
     expect(() => loadConfig({ MODE: 'live', SYMBOLS: 'AAPL' })).toThrow(/MODE=live needs FINNHUB_TOKEN.*FEED=binance: no key/);
     expect(loadConfig({ FEED: 'binance', MODE: 'live', SYMBOLS: 'BTCUSDT' }).feed).toBe('binance');

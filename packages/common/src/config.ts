@@ -921,7 +921,9 @@ export function loadConfig(env: EnvLike, overrides: EnvLike = {}): Config {
         const secret = /TOKEN|KEY|PASSWORD/.test(s.env);
         // a message that names what is wrong itself ('invalid interval "3sec"', a file's path) needs no copy of the value
         for (const issue of r.error.issues) {
-          const named = !secret && (/^invalid /.test(issue.message) || issue.message.includes(raw));
+          // (quoted, or a path: a bare word such as "binanc" may be inside the rule itself)
+          const m = issue.message;
+          const named = !secret && (/^invalid /.test(m) || m.includes(JSON.stringify(raw)) || (raw.includes('/') && m.includes(raw)));
           problems.push(named ? `${s.env}: ${issue.message}` : `${s.env}=${JSON.stringify(secret ? '***' : raw)}: ${issue.message}`);
         }
       }
@@ -958,6 +960,41 @@ export function symbolProblems(symbols: readonly string[], where: string): strin
   return problems;
 }
 
+/** Pairs one connection to Binance carries (its limit). */
+export const BINANCE_MAX_STREAMS = 1024;
+
+/**
+ * FEED=binance (or Binance's history): a pair named bare is Finnhub's BINANCE:<PAIR>, for every role
+ * alike — the same files and bars whichever feed brought the trades, and crypto's calendar (around
+ * the clock). A name Binance cannot have, one pair named twice, or more pairs than one connection
+ * carries is a problem naming what was written.
+ */
+function binancePairs(symbols: readonly string[], problems: string[]): readonly string[] {
+  const seen = new Map<string, string>();
+  const out: string[] = [];
+  for (const s of symbols) {
+    const colon = s.indexOf(':');
+    const pair = s.slice(colon + 1).toUpperCase();
+    if ((colon >= 0 && s.slice(0, colon).toUpperCase() !== 'BINANCE') || !/^[A-Z0-9]{2,30}$/.test(pair)) {
+      problems.push(`SYMBOLS: "${s}" is not a Binance pair: write it as Binance does, e.g. BTCUSDT or BINANCE:BTCUSDT`);
+      continue;
+    }
+    const name = `BINANCE:${pair}`;
+    const other = seen.get(name);
+    if (other !== undefined) problems.push(`SYMBOLS: "${other}" and "${s}" are one Binance pair, ${name}: name it once`);
+    else {
+      seen.set(name, s);
+      out.push(name);
+    }
+  }
+  if (out.length > BINANCE_MAX_STREAMS)
+    problems.push(
+      `SYMBOLS names ${out.length} Binance pairs; one connection to Binance carries at most ${BINANCE_MAX_STREAMS}: ` +
+        `subscribe to fewer, or run an ingestor per subset (\`candlewick ingest\` with its own SYMBOLS, on one Redis)`,
+    );
+  return Object.freeze(out);
+}
+
 /** The rules that span settings; also turns --from/--to into instants in BAR_TZ. */
 function checkTogether(c: Record<string, unknown>, merged: EnvLike, problems: string[]): void {
   if (c.mode === 'live' && !c.massiveApiKey && c.feed === 'massive')
@@ -966,9 +1003,7 @@ function checkTogether(c: Record<string, unknown>, merged: EnvLike, problems: st
     problems.push(
       'MODE=live needs FINNHUB_TOKEN (a Finnhub API key); unset MODE to replay the bundled tape, or read Binance (FEED=binance: no key)',
     );
-  // FEED=binance: a pair named bare is Finnhub's BINANCE:<PAIR>, for every role alike — the same
-  // files and bars whichever feed brought the trades, and crypto's calendar (around the clock)
-  if (c.feed === 'binance') c.symbols = (c.symbols as readonly string[]).map((s) => (s.includes(':') ? s : `BINANCE:${s.toUpperCase()}`));
+  if (c.feed === 'binance' || c.backfillProvider === 'binance') c.symbols = binancePairs(c.symbols as readonly string[], problems);
   const symbols = c.symbols as readonly string[];
   problems.push(...symbolProblems(symbols, 'SYMBOLS'));
   if (c.mode === 'live' && symbols.length === 0)

@@ -105,6 +105,13 @@ export class ReplayServer {
     return port;
   }
 
+  private tapeSymbols: Set<string> | undefined;
+  /** the symbols of the tape's trades */
+  private symbols(): Set<string> {
+    this.tapeSymbols ??= new Set(this.tape.filter(isTapeTrade).map((tr) => tr.s));
+    return this.tapeSymbols;
+  }
+
   get port(): number {
     return (this.wss!.address() as AddressInfo).port;
   }
@@ -148,6 +155,13 @@ export class ReplayServer {
       }
       const subscribedAt = Date.now();
       log.info({ subscriptions: session.subscriptions() }, 'replaying tape');
+      // a connection that wants none of the tape's symbols gets nothing: said, with what the tape has
+      const tapeSymbols = this.symbols();
+      if (tapeSymbols.size > 0 && ![...tapeSymbols].some((sym) => session.wants(sym)))
+        log.warn(
+          { tapeSymbols: [...tapeSymbols].slice(0, 20), more: Math.max(0, tapeSymbols.size - 20) },
+          "none of the symbols subscribed is on the tape: this connection gets no trades (subscribe to the tape's symbols, or replay another REPLAY_TAPE)",
+        );
       const drained = async () => {
         // Let the socket drain: this is what "as fast as the socket takes it" means.
         while (open && ws.bufferedAmount > 4 << 20) await sleep(2);

@@ -1,5 +1,4 @@
 import { describe, expect, it } from 'vitest';
-import { ConfigError } from '@candlewick/common';
 import { binanceSymbol, validateTrade } from '@candlewick/core';
 import { binanceProtocol, shortDecimal } from './binance.js';
 
@@ -87,20 +86,5 @@ describe('the Binance protocol', () => {
     expect(shortDecimal('0.00141300')).toBe('0.001413');
     expect(shortDecimal('100.00000000')).toBe('100');
     expect(shortDecimal('7')).toBe('7');
-  });
-
-  it('refuses SYMBOLS it cannot serve: not a pair, one pair twice, more than one connection carries', () => {
-    const err = (symbols: string[]) => {
-      try {
-        binanceProtocol({ url: 'ws://x', stream: 'aggTrade', symbols });
-      } catch (e) {
-        expect(e).toBeInstanceOf(ConfigError);
-        return (e as Error).message;
-      }
-      return '';
-    };
-    expect(err(['AAPL.US'])).toMatch(/"AAPL.US" is not a Binance pair/);
-    expect(err(['BTCUSDT', 'BINANCE:BTCUSDT'])).toMatch(/are one Binance pair, BTCUSDT/);
-    expect(err(Array.from({ length: 1025 }, (_, k) => `P${k}USDT`))).toMatch(/1025 pairs.*1024 streams/);
   });
 });

@@ -1,4 +1,3 @@
-import { ConfigError } from '@candlewick/common';
 import { binanceSymbol } from '@candlewick/core';
 import type { FeedFrame, FeedProtocol } from './protocol.js';
 
@@ -11,8 +10,6 @@ export interface BinanceOptions {
   symbols: readonly string[];
 }
 
-/** Streams one connection may carry (Binance's limit). */
-export const BINANCE_MAX_STREAMS = 1024;
 /** Streams per SUBSCRIBE message: about 2.5 kB, well under the size Binance accepts in one message. */
 const STREAMS_PER_MESSAGE = 100;
 
@@ -22,32 +19,9 @@ export function shortDecimal(text: string): string {
   return text.replace(/0+$/, '').replace(/\.$/, '');
 }
 
-/**
- * The symbols' Binance names, each once: a symbol Binance cannot have, or two settings naming one
- * pair, or more than one connection carries, is a configuration error naming them.
- */
+/** Binance's name of each configured pair -> the configured name (config.ts has checked them: binancePairs). */
 function nativeNames(symbols: readonly string[]): Map<string, string> {
-  const problems: string[] = [];
-  const byNative = new Map<string, string>();
-  for (const s of symbols) {
-    const native = binanceSymbol(s);
-    if (!/^[A-Z0-9]{2,30}$/.test(native))
-      problems.push(
-        `SYMBOLS: ${JSON.stringify(s)} is not a Binance pair (FEED=binance): write it as Binance does, e.g. BTCUSDT or BINANCE:BTCUSDT`,
-      );
-    else if (byNative.has(native))
-      problems.push(
-        `SYMBOLS: ${JSON.stringify(s)} and ${JSON.stringify(byNative.get(native))} are one Binance pair, ${native}: name it once`,
-      );
-    else byNative.set(native, s);
-  }
-  if (byNative.size > BINANCE_MAX_STREAMS)
-    problems.push(
-      `SYMBOLS names ${byNative.size} pairs; FEED=binance reads them on one connection, which Binance limits to ${BINANCE_MAX_STREAMS} streams: ` +
-        'split them between ingestors with their own SYMBOLS (each ingestor its own subset)',
-    );
-  if (problems.length) throw new ConfigError(problems);
-  return byNative;
+  return new Map(symbols.map((s) => [binanceSymbol(s), s]));
 }
 
 /** What to do about an error Binance sends (its documented codes). */
@@ -74,6 +48,7 @@ export function binanceProtocol(opts: BinanceOptions): FeedProtocol {
   const event = opts.stream;
   return {
     name: 'Binance',
+    urlSetting: 'BINANCE_WS_URL',
     url: () => opts.url,
     subscribe(symbols) {
       const streams = symbols.map((s) => `${binanceSymbol(s).toLowerCase()}@${opts.stream}`);

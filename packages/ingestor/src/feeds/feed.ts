@@ -170,6 +170,7 @@ export class TradeFeed {
       const log = this.log.child({ conn: n });
       const started = Date.now();
       let floorMs = 0;
+      let lastError: string | undefined;
       try {
         await this.connectOnce(log);
       } catch (err) {
@@ -181,12 +182,7 @@ export class TradeFeed {
         if (err instanceof RateLimitedError) {
           floorMs = err.retryAfterMs;
           log.warn(err.message);
-        } else {
-          log.warn(
-            { err: err instanceof Error ? err.message : String(err), url: redactUrl(this.protocol.url()) },
-            'feed connection failed',
-          );
-        }
+        } else lastError = err instanceof Error ? err.message : String(err);
       }
       if (this.stopped) break;
       // An outage starts when a feed that was up goes down (at its last frame: a socket found
@@ -198,8 +194,37 @@ export class TradeFeed {
       const backoff = Math.min(30_000, 250 * 2 ** Math.min(this.attempt, 7)) * (0.5 + Math.random() / 2);
       const delay = Math.max(floorMs, backoff);
       this.attempt++;
-      log.info({ delayMs: Math.round(delay), upMs: Date.now() - started }, 'feed disconnected; reconnecting');
+      if (this.openedConn === n) {
+        this.unreachableSince = 0;
+        log.info({ delayMs: Math.round(delay), upMs: Date.now() - started }, 'feed disconnected; reconnecting');
+      } else if (lastError !== undefined) this.unreachable(log, lastError, delay);
       await sleep(delay, this.abort.signal);
+    }
+  }
+
+  /** the last connection that opened */
+  private openedConn = 0;
+  /** since when no connection has opened (0: the last one did) */
+  private unreachableSince = 0;
+  private unreachableSaid = 0;
+
+  /**
+   * A connection that never opened: said each time, and once it has gone on for STALE_MS (then
+   * again each minute) with what to check — the network, or the feed's URL setting.
+   */
+  private unreachable(log: Logger, err: string, delayMs: number): void {
+    const now = Date.now();
+    this.unreachableSince ||= now;
+    const url = redactUrl(this.protocol.url());
+    log.warn({ err, url, retryInMs: Math.round(delayMs) }, 'feed connection failed; retrying');
+    const forMs = now - this.unreachableSince;
+    if (forMs >= (this.opts.staleMs ?? 30_000) && now - this.unreachableSaid >= 60_000) {
+      this.unreachableSaid = now;
+      log.error(
+        { err, url, forS: Math.round(forMs / 1000) },
+        `cannot reach ${this.protocol.name} at ${url} for ${Math.round(forMs / 1000)} s (${err}): check this host's network ` +
+          `(DNS, a firewall or proxy) and ${this.protocol.urlSetting}; still retrying`,
+      );
     }
   }
 
@@ -217,6 +242,7 @@ export class TradeFeed {
         }, staleMs);
       };
       ws.on('open', () => {
+        this.openedConn = this.conn;
         log.info(
           { feed: this.protocol.name, url: redactUrl(this.protocol.url()), symbols: this.opts.symbols.length },
           'feed connected; subscribing',

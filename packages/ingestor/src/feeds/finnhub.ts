@@ -17,6 +17,7 @@ export interface FinnhubOptions {
 export function finnhubProtocol(opts: FinnhubOptions): FeedProtocol {
   return {
     name: 'Finnhub',
+    urlSetting: 'FINNHUB_WS_URL',
     url() {
       if (!opts.token) return opts.url;
       const u = new URL(opts.url);

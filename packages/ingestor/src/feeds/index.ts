@@ -6,7 +6,7 @@ import type { FeedProtocol } from './protocol.js';
 
 export * from './feed.js';
 export * from './protocol.js';
-export { binanceProtocol, shortDecimal, BINANCE_MAX_STREAMS } from './binance.js';
+export { binanceProtocol, shortDecimal } from './binance.js';
 export { finnhubProtocol } from './finnhub.js';
 export { massiveProtocol, massiveSubscriptions, MASSIVE_PARAMS_CHARS } from './massive.js';
 

@@ -114,6 +114,7 @@ export function massiveProtocol(opts: MassiveOptions): FeedProtocol {
   checkSymbols(opts.symbols);
   return {
     name: 'Massive',
+    urlSetting: 'MASSIVE_WS_URL',
     url: () => opts.url,
     login: () => JSON.stringify({ action: 'auth', params: opts.key }),
     subscribe: massiveSubscriptions,

@@ -24,6 +24,8 @@ export type FeedFrame =
 export interface FeedProtocol {
   /** the provider's name, for messages */
   readonly name: string;
+  /** the setting that holds its URL, for messages */
+  readonly urlSetting: string;
   /** the URL to open (logged only through redactUrl) */
   url(): string;
   /**
