@@ -313,7 +313,7 @@ export async function runHistoricalBackfill(cfg: Config): Promise<number> {
         }),
     );
     process.stdout.write(
-      `backfill done: ${r.written} bars written, ${r.present} already there, from ${r.trades ? `${r.trades} trades` : `${r.candles} candles`} (${cfg.backfillProvider} ${cfg.backfillMode})${table ? `; ${table.written} rows upserted into PostgreSQL (${table.where})` : ''}\n`,
+      `backfill done: ${r.written} bars written, ${r.present} already there, from ${cfg.backfillMode === 'ticks' ? `${r.trades} trades` : `${r.candles} candles`} (${cfg.backfillProvider} ${cfg.backfillMode})${table ? `; ${table.written} rows upserted into PostgreSQL (${table.where})` : ''}\n`,
     );
     // a symbol the provider does not know: the others are done, this one is named with what to do
     for (const { symbol, reason } of r.refused) process.stderr.write(`candlewick backfill: ${symbol} not filled: ${reason}\n`);
