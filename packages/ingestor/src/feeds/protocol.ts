@@ -1,15 +1,28 @@
 import type { Frame } from '@candlewick/core';
 
 /**
+ * A feed's correction or cancel of a trade it sent before (Alpaca's `c` and `x` messages): read,
+ * counted and kept as received (the feed:corrections stream), not applied to any bar.
+ */
+export interface FeedAmend {
+  kind: 'correction' | 'cancel';
+  /** the symbol it is for, as the feed wrote it */
+  symbol: string;
+  /** the event as received, for the stream */
+  event: unknown;
+}
+
+/**
  * A frame of a feed, read: its trades as raw objects in the shape validateTrade reads
  * ({s, p, v, t, c} and, where the feed gives them, the trade id i and aggressor side a), a
- * keep-alive, the feed's acknowledgement of a request, the feed's acceptance of the login (the
+ * keep-alive, corrections and cancels of trades sent before (with the trades of the same message), the feed's acknowledgement of a request, the feed's acceptance of the login (the
  * subscriptions follow), the feed's error (with what to do about it, where known), a refusal in a
  * message that retrying cannot fix (`fatal`: the feed stops, exit 2), a limit that closes the
  * connection until a while has passed (`limited`), or something unreadable.
  */
 export type FeedFrame =
   | Exclude<Frame, { kind: 'error' }>
+  | { kind: 'amends'; amends: FeedAmend[]; data: unknown[] }
   | { kind: 'ack' }
   | { kind: 'authorized' }
   | { kind: 'error'; msg: string; hint?: string }
