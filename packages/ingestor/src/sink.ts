@@ -598,12 +598,13 @@ export class TradeSink {
    * (corrections, cancels), kept as received in feed:corrections (trimmed to TRADES_RETENTION) and
    * said loudly the first time.
    */
-  amends(list: readonly SinkAmend[], rx: number): void {
-    if (list.length === 0) return;
+  amends(list: readonly SinkAmend[], rx: number): Promise<void> {
+    if (list.length === 0) return Promise.resolve();
     const first = this.amended.correction + this.amended.cancel === 0;
     const key = this.opts.keys.corrections();
     const stats = this.opts.keys.stats();
     const tx = new SlotTransactions(this.redis);
+    // exactly (not ~): corrections are few, and a trim by whole stream nodes would keep them all
     const minId = String(Math.max(0, rx - (this.opts.tradesRetentionMs ?? 3_600_000)));
     for (const a of list) {
       this.amended[a.kind]++;
@@ -614,7 +615,7 @@ export class TradeSink {
       } catch {
         raw = String(a.event);
       }
-      tx.on(key).xadd(key, 'MINID', '~', minId, '*', 'kind', a.kind, 's', a.symbol, 'raw', raw.slice(0, 4000), 'rx', String(rx));
+      tx.on(key).xadd(key, 'MINID', minId, '*', 'kind', a.kind, 's', a.symbol, 'raw', raw.slice(0, 4000), 'rx', String(rx));
       tx.on(stats).hincrby(stats, a.kind === 'correction' ? STATS.corrections : STATS.cancels, 1);
     }
     if (first)
@@ -622,7 +623,10 @@ export class TradeSink {
         { kind: list[0]!.kind, symbol: list[0]!.symbol, stream: key },
         "the feed corrected or cancelled a trade it sent before: candlewick cannot apply corrections and cancels yet, so the bars include those trades as first sent; each is counted (the summary, /metrics' candlewick_feed_amends_total) and kept as received in feed:corrections (said once)",
       );
-    void tx.exec().catch((err: unknown) => reportRedisError(this.log, err, 'failed to keep a correction or cancel'));
+    return tx
+      .exec()
+      .then(() => undefined)
+      .catch((err: unknown) => reportRedisError(this.log, err, 'failed to keep a correction or cancel'));
   }
 
   /** Counts a frame that is not JSON or has an unknown type. */

@@ -379,7 +379,7 @@ export class TradeFeed {
         return;
       case 'amends':
         // corrections and cancels of trades sent before: kept and counted, not applied; the message's trades follow
-        this.sink.amends(frame.amends, rx);
+        void this.sink.amends(frame.amends, rx);
         break;
     }
     this.good();
