@@ -1,10 +1,10 @@
-import { readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { pino } from 'pino';
 import { makeKeys, readTape } from '@candlewick/common';
 import { ReplayServer } from '@candlewick/ingestor';
-import { LEAN_AIG_TAPE, csvOutputs, rawTrades, redisUrl, runCli, tempDir, testRedis, uniquePrefix } from './helpers.js';
+import { LEAN_AIG_TAPE, csvOutputs, filesUnder, rawTrades, redisUrl, runCli, tempDir, testRedis, uniquePrefix } from './helpers.js';
 
 /**
  * FEED=alpaca end to end: the Alpaca adapter (packages/ingestor/src/feeds/alpaca.ts) against the
@@ -13,14 +13,6 @@ import { LEAN_AIG_TAPE, csvOutputs, rawTrades, redisUrl, runCli, tempDir, testRe
 const quiet = pino({ level: 'silent' });
 const redis = testRedis();
 afterAll(() => redis.quit());
-
-/** Every file under `dir`, its text. */
-function filesUnder(dir: string): string[] {
-  return readdirSync(dir, { recursive: true, encoding: 'utf8' })
-    .map((f) => join(dir, f))
-    .filter((f) => statSync(f).isFile())
-    .map((f) => readFileSync(f, 'utf8'));
-}
 
 describe('FEED=alpaca', () => {
   it("the AIG day through Alpaca's protocol: every file the same bytes as the same tape through Finnhub's; key and secret in no log", async () => {

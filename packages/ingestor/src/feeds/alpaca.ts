@@ -1,5 +1,4 @@
-import { ConfigError } from '@candlewick/common';
-import type { FeedAmend, FeedFrame, FeedProtocol } from './protocol.js';
+import { checkStockTickers, eventsFrame, jsonEvents, type FeedAmend, type FeedFrame, type FeedProtocol } from './protocol.js';
 
 export interface AlpacaOptions {
   /** ALPACA_WS_URL: wss://stream.data.alpaca.markets/v2/iex (free, IEX only) or /v2/sip (paid, the whole market) */
@@ -22,16 +21,6 @@ export const ALPACA_LIMIT_WAIT_MS = 60_000;
 
 /** A ticker Alpaca's stocks stream can have: letters, digits, '.', '-', '/' (BRK.A); never another venue's name (BINANCE:XRPETH). */
 const TICKER = /^[A-Za-z0-9][A-Za-z0-9./-]{0,19}$/;
-
-function checkSymbols(symbols: readonly string[]): void {
-  const problems = symbols
-    .filter((s) => !TICKER.test(s))
-    .map(
-      (s) =>
-        `SYMBOLS: ${JSON.stringify(s)} is not a US stock ticker (FEED=alpaca reads Alpaca's stocks stream): write it as Alpaca does, e.g. AAPL or BRK.A`,
-    );
-  if (problems.length) throw new ConfigError(problems);
-}
 
 /** The subscribe messages for `symbols`: {"action":"subscribe","trades":[...]}, at most ALPACA_SUBSCRIBE_SYMBOLS each. */
 export function alpacaSubscriptions(symbols: readonly string[]): string[] {
@@ -142,7 +131,7 @@ export function alpacaError(code: unknown, msg: string): FeedFrame {
  * `amends`, kept and counted, not applied. Errors {"T":"error","code","msg"}: alpacaError.
  */
 export function alpacaProtocol(opts: AlpacaOptions): FeedProtocol {
-  checkSymbols(opts.symbols);
+  checkStockTickers(opts.symbols, TICKER, 'alpaca', 'Alpaca', "Alpaca's stocks stream");
   return {
     name: 'Alpaca',
     urlSetting: 'ALPACA_WS_URL',
@@ -152,22 +141,16 @@ export function alpacaProtocol(opts: AlpacaOptions): FeedProtocol {
     // Alpaca documents no limit on client messages; a long list still goes out unhurried
     messagesPerSecond: 10,
     readFrame(text): FeedFrame {
-      let msg: unknown;
-      try {
-        msg = JSON.parse(text);
-      } catch {
-        return { kind: 'not-json' };
-      }
-      const events = Array.isArray(msg) ? (msg as unknown[]) : [msg];
+      const events = jsonEvents(text);
+      if (!events) return { kind: 'not-json' };
       const trades: unknown[] = [];
       const amends: FeedAmend[] = [];
       let other: FeedFrame | undefined;
-      for (const e of events) {
-        if (e === null || typeof e !== 'object' || Array.isArray(e)) {
+      for (const m of events) {
+        if (!m) {
           other ??= { kind: 'unknown', type: undefined };
           continue;
         }
-        const m = e as Record<string, unknown>;
         switch (m.T) {
           case 't':
             trades.push({ s: m.S, p: m.p, v: m.s, t: rfc3339Ms(m.t), c: m.c, i: m.i });
@@ -197,10 +180,9 @@ export function alpacaProtocol(opts: AlpacaOptions): FeedProtocol {
             other ??= { kind: 'unknown', type: m.T };
         }
       }
-      if (other && (other.kind === 'fatal' || other.kind === 'limited')) return other;
-      if (amends.length) return { kind: 'amends', amends, data: trades };
-      if (trades.length) return { kind: 'trade', data: trades };
-      return other ?? { kind: 'unknown', type: undefined };
+      if (amends.length && !(other && (other.kind === 'fatal' || other.kind === 'limited')))
+        return { kind: 'amends', amends, data: trades };
+      return eventsFrame(trades, other);
     },
     // Alpaca refuses a key by message; a handshake refused with 401/403 means the same
     authError: (status) =>

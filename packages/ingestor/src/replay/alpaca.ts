@@ -1,5 +1,5 @@
 import { isRawFrame, isRawTrade, type TapeItem, type TapeTrade } from '@candlewick/common';
-import { jsonValue, type SessionContext, type Wire, type WireSession } from './wire.js';
+import { arrayFrame, jsonValue, type SessionContext, type Wire, type WireSession } from './wire.js';
 
 export interface AlpacaWireOptions {
   /** a WebSocket ping frame this often (5 s), so a client's stale-feed watchdog sees a live socket in a quiet stretch */
@@ -164,22 +164,7 @@ export function alpacaWire(tape: readonly TapeItem[], opts: AlpacaWireOptions): 
       return {
         wants: (symbol) => (symbol === undefined ? all || symbols.size > 0 : all || symbols.has(symbol)),
         subscriptions: () => [...(all ? ['*'] : []), ...symbols],
-        encode(indexes, times) {
-          const out: string[] = [];
-          indexes.forEach((i, k) => {
-            const tr = tape[i]!;
-            if (isRawTrade(tr)) {
-              out.push(tr.rawTrade);
-              return;
-            }
-            const e = events[i];
-            if (e === undefined) return;
-            const t = times?.[k];
-            const ms = t === undefined || t === 0 ? (tr as TapeTrade).t : t;
-            out.push(`${e[0]}${jsonValue(alpacaTime(ms, subMs(i)))}${e[1]}`);
-          });
-          return out.length ? [`[${out.join(',')}]`] : [];
-        },
+        encode: (indexes, times) => arrayFrame(tape, events, indexes, times, (ms, i) => JSON.stringify(alpacaTime(ms, subMs(i)))),
         whole: () => undefined,
         end: () => clearInterval(ping),
       };
