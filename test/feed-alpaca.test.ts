@@ -1,9 +1,11 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { WebSocketServer } from 'ws';
 import { pino } from 'pino';
 import { makeKeys, readTape } from '@candlewick/common';
 import { ReplayServer } from '@candlewick/ingestor';
+import { freePort } from '@candlewick/cli';
 import { LEAN_AIG_TAPE, csvOutputs, filesUnder, rawTrades, redisUrl, runCli, tempDir, testRedis, uniquePrefix } from './helpers.js';
 
 /**
@@ -101,6 +103,58 @@ describe('FEED=alpaca', () => {
     for (const s of ['AKRIGHT', wrong]) {
       expect(`${res.stdout}${res.stderr}`).not.toContain(s);
       expect(filesUnder(dir).some((text) => text.includes(s))).toBe(false);
+    }
+  });
+
+  it("Alpaca's refusals after the login: 409 (a plan without SIP) exits 2 saying use /v2/iex; 406 (connection limit) is said and waited out, one connection", async () => {
+    const port = await freePort();
+    const wss = new WebSocketServer({ port, host: '127.0.0.1' });
+    let answer = '';
+    let connections = 0;
+    const asked: string[] = [];
+    wss.on('connection', (ws) => {
+      connections++;
+      ws.send('[{"T":"success","msg":"connected"}]');
+      ws.on('message', (data) => {
+        asked.push(JSON.parse(data.toString()).action as string);
+        ws.send(answer);
+        ws.close();
+      });
+    });
+    await new Promise((r) => wss.once('listening', r));
+    const ingest = (stopAfterMs?: number) =>
+      runCli(
+        ['ingest'],
+        {
+          FEED: 'alpaca',
+          ALPACA_API_KEY: 'AKLIMIT4C9E',
+          ALPACA_API_SECRET: 'limit-secret-77a1',
+          REDIS_URL: redisUrl(),
+          KEY_PREFIX: uniquePrefix('alpaca-refusals'),
+          ALPACA_WS_URL: `ws://127.0.0.1:${port}/v2/sip`,
+          SYMBOLS: 'AIG',
+        },
+        30_000,
+        stopAfterMs,
+      );
+    try {
+      answer = '[{"T":"error","code":409,"msg":"insufficient subscription"}]';
+      const sip = await ingest();
+      expect(sip.code).toBe(2);
+      expect(sip.stdout).toMatch(/\(409 insufficient subscription\).*\(use \/v2\/iex\)/);
+      expect(connections).toBe(1);
+
+      answer = '[{"T":"error","code":406,"msg":"connection limit exceeded"}]';
+      const limited = await ingest(4000);
+      expect(limited.stdout).toMatch(/reached its number of connections at once \(406 connection limit exceeded\).*retrying in 60 s/);
+      expect(limited.code).not.toBe(2);
+      expect(connections).toBe(2);
+      // the login went first each time, and nothing was subscribed on a connection that was refused
+      expect(asked).toEqual(['auth', 'auth']);
+      for (const res of [sip, limited])
+        for (const s of ['AKLIMIT4C9E', 'limit-secret-77a1']) expect(`${res.stdout}${res.stderr}`).not.toContain(s);
+    } finally {
+      await new Promise((r) => wss.close(r));
     }
   });
 
