@@ -166,6 +166,8 @@ function composeProject(label: string, line: ReturnType<typeof replayLine>, extr
       POSTGRES_PASSWORD_FILE: secret('postgres_password', randomBytes(18).toString('hex')),
       FINNHUB_TOKEN_FILE: secret('finnhub_token', ''),
       MASSIVE_API_KEY_FILE: secret('massive_api_key', ''),
+      ALPACA_API_KEY_FILE: secret('alpaca_api_key', ''),
+      ALPACA_API_SECRET_FILE: secret('alpaca_api_secret', ''),
       HTTP_TOKEN_FILE: secret('http_token', HTTP_TOKEN),
       // a free host port for the page (a user's default is 127.0.0.1:8080)
       HTTP_PUBLISH: '127.0.0.1:',

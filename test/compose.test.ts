@@ -43,6 +43,8 @@ const SECRETS = {
   REDIS_PASSWORD_FILE: 'redis_password',
   FINNHUB_TOKEN_FILE: 'finnhub_token',
   MASSIVE_API_KEY_FILE: 'massive_api_key',
+  ALPACA_API_KEY_FILE: 'alpaca_api_key',
+  ALPACA_API_SECRET_FILE: 'alpaca_api_secret',
 } as const;
 
 /** Compose's ${VAR:-default} / ${VAR:?message} / ${VAR} interpolation, from `vars`. */
@@ -62,6 +64,8 @@ for (const [name, value] of [
   ['redis_password', 'pw'],
   ['finnhub_token', ''],
   ['massive_api_key', ''],
+  ['alpaca_api_key', ''],
+  ['alpaca_api_secret', ''],
   ['http_token', ''],
   ['postgres_password', 'pgpw'],
 ] as const) {
@@ -147,7 +151,7 @@ describe('docker-compose.yml, .env.example and Dockerfile', () => {
     // the page's token, for the page alone
     expect([services.serve!.environment!.HTTP_TOKEN_FILE, services.serve!.secrets]).toEqual([
       '/run/secrets/http_token',
-      ['redis_password', 'finnhub_token', 'massive_api_key', 'http_token'],
+      ['redis_password', 'finnhub_token', 'massive_api_key', 'alpaca_api_key', 'alpaca_api_secret', 'http_token'],
     ]);
     expect(interpolate(compose.secrets.http_token!.file, {})).toBe('./secrets/http_token');
     // the secret files default to secrets/ beside the compose file; a missing one stops `up` (the bind
@@ -165,7 +169,7 @@ describe('docker-compose.yml, .env.example and Dockerfile', () => {
     expect(Object.fromEntries(entries).REDIS_PASSWORD_FILE).toMatch(/^\.\/secrets\//);
     // the one line that makes them, in the compose file and .env.example alike
     const line =
-      "mkdir -p secrets && head -c 24 /dev/urandom | base64 | tr -d '/+=' > secrets/redis_password && touch secrets/finnhub_token secrets/massive_api_key secrets/http_token";
+      "mkdir -p secrets && head -c 24 /dev/urandom | base64 | tr -d '/+=' > secrets/redis_password && touch secrets/finnhub_token secrets/massive_api_key secrets/alpaca_api_key secrets/alpaca_api_secret secrets/http_token";
     expect(composeText).toContain(line);
     expect(example).toContain(line);
     const pgLine = "head -c 24 /dev/urandom | base64 | tr -d '/+=' > secrets/postgres_password";

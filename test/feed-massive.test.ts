@@ -1,12 +1,21 @@
-import { readdirSync, readFileSync, statSync } from 'node:fs';
-import { join } from 'node:path';
+import { readdirSync } from 'node:fs';
 import { afterAll, describe, expect, it } from 'vitest';
 import { WebSocketServer } from 'ws';
 import { pino } from 'pino';
 import { readTape } from '@candlewick/common';
 import { ReplayServer } from '@candlewick/ingestor';
 import { freePort } from '@candlewick/cli';
-import { LEAN_AIG_TAPE, csvOutputs, ingestKilledMidTape, redisUrl, runCli, tempDir, testRedis, uniquePrefix } from './helpers.js';
+import {
+  LEAN_AIG_TAPE,
+  csvOutputs,
+  filesUnder,
+  ingestKilledMidTape,
+  redisUrl,
+  runCli,
+  tempDir,
+  testRedis,
+  uniquePrefix,
+} from './helpers.js';
 
 /**
  * FEED=massive end to end: the Massive adapter (packages/ingestor/src/feeds/massive.ts) against the
@@ -15,14 +24,6 @@ import { LEAN_AIG_TAPE, csvOutputs, ingestKilledMidTape, redisUrl, runCli, tempD
 const quiet = pino({ level: 'silent' });
 const redis = testRedis();
 afterAll(() => redis.quit());
-
-/** Every file under `dir`, its text. */
-function filesUnder(dir: string): string[] {
-  return readdirSync(dir, { recursive: true, encoding: 'utf8' })
-    .map((f) => join(dir, f))
-    .filter((f) => statSync(f).isFile())
-    .map((f) => readFileSync(f, 'utf8'));
-}
 
 describe('FEED=massive', () => {
   it("the AIG day through Massive's protocol: every file the same bytes as the same tape through Finnhub's", async () => {

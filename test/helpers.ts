@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, readdirSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -43,6 +43,14 @@ export function uniquePrefix(name: string): string {
 
 export function tempDir(name: string): string {
   return mkdtempSync(join(tmpdir(), `cw-${name}-`));
+}
+
+/** Every file under `dir`, its text (to look for what must never be written, e.g. a key). */
+export function filesUnder(dir: string): string[] {
+  return readdirSync(dir, { recursive: true, encoding: 'utf8' })
+    .map((f) => join(dir, f))
+    .filter((f) => statSync(f).isFile())
+    .map((f) => readFileSync(f, 'utf8'));
 }
 
 /** Every trade of a raw stream, in stream order, decoded as the tap decodes them. */

@@ -289,7 +289,7 @@ describe('candlewick serve: the HTTP API', () => {
       late: number;
       duplicates: number;
     };
-    expect(status).toMatchObject({ tradesIn: 12477, merged: 12477, late: 0, duplicates: 0, pipeline: true });
+    expect(status).toMatchObject({ tradesIn: 12477, merged: 12477, late: 0, duplicates: 0, corrections: 0, cancels: 0, pipeline: true });
   });
 
   // (these two change what the others read: last)

@@ -78,3 +78,40 @@ describe('the ingestor sink when Redis loses batches it acknowledged', () => {
     await sink.close();
   });
 });
+
+describe("the ingestor sink and a feed's corrections and cancels", () => {
+  it('counts them per kind, keeps each as received on feed:corrections (trimmed to TRADES_RETENTION), says so once', async () => {
+    const keys = testKeys('sink-amends');
+    const { lines, log } = logLines();
+    const sink = new TradeSink(
+      redis,
+      { keys, partitions: 1, clock: 'event', graceMs: 2000, batch: 10, flushMs: 1, tradesRetentionMs: 200 },
+      log,
+    );
+    const correction = { T: 'c', S: 'AAPL', oi: 1, op: 1.5, os: 10, ci: 2, cp: 1.6, cs: 10, t: '2021-02-22T15:51:44.208Z' };
+    const cancel = { T: 'x', S: 'MSFT', i: 3, p: 2.5, s: 5, a: 'C', t: '2021-02-22T15:51:45.000Z' };
+    await sink.amends([{ kind: 'correction', symbol: 'AAPL', event: correction }], Date.now());
+    await sink.amends(
+      [
+        { kind: 'cancel', symbol: 'MSFT', event: cancel },
+        { kind: 'correction', symbol: 'AAPL', event: correction },
+      ],
+      Date.now(),
+    );
+    expect(sink.amended).toEqual({ correction: 2, cancel: 1 });
+    expect(await redis.hmget(keys.stats(), 'corrections', 'cancels')).toEqual(['2', '1']);
+    const kept = (await redis.xrange(keys.corrections(), '-', '+')) as [string, string[]][];
+    expect(kept.map(([, f]) => [f[1], f[3], JSON.parse(f[5]!)])).toEqual([
+      ['correction', 'AAPL', correction],
+      ['cancel', 'MSFT', cancel],
+      ['correction', 'AAPL', correction],
+    ]);
+    expect(lines.filter((l) => l.includes('candlewick cannot apply corrections and cancels yet'))).toHaveLength(1);
+    // past TRADES_RETENTION, the older entries go with the next one kept
+    await new Promise((r) => setTimeout(r, 300));
+    await sink.amends([{ kind: 'cancel', symbol: 'MSFT', event: cancel }], Date.now());
+    expect(await redis.xlen(keys.corrections())).toBe(1);
+    expect(await redis.hmget(keys.stats(), 'corrections', 'cancels')).toEqual(['2', '2']);
+    await sink.close();
+  });
+});

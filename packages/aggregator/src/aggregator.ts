@@ -77,8 +77,9 @@ export class Aggregator {
     this.readCount = Math.max(1, Math.floor(cfg.aggregatorBatch / cfg.ingestBatch));
     this.membership = new Membership(redis, keys, AGGREGATOR_GROUP, this.consumer, cfg.takeoverMs, log);
     this.failing = new RecurringError(log, 'merging a batch failed; retrying every 0.5 s (nothing is acknowledged until it is merged)');
-    // the live feed's condition codes: Finnhub's numbering, or (FEED=massive) Massive's, read as its backfill's are
-    this.conditions = conditionRules(cfg, cfg.feed === 'massive' ? 'other' : 'finnhub');
+    // the live feed's condition codes: Finnhub's numbering, or (FEED=massive) Massive's, read as its backfill's are,
+    // or (FEED=alpaca) the SIP's letters, named through CONDITION_CODES
+    this.conditions = conditionRules(cfg, cfg.feed === 'massive' || cfg.feed === 'alpaca' ? 'other' : 'finnhub');
     this.pre = new Preaggregator(new BarCalendar(cfg), {
       amendWindowMs: cfg.late === 'amend' ? cfg.lateAmendWindowMs : 0,
       conditions: this.conditions,

@@ -223,8 +223,10 @@ export async function runReplayServer(cfg: Config): Promise<void> {
     tape,
     {
       feed: cfg.feed,
-      // FEED=massive: a login with another key is refused (auth_failed), as Massive does
-      token: cfg.feed === 'massive' ? cfg.massiveApiKey : undefined,
+      // FEED=massive: a login with another key is refused (auth_failed), as Massive does;
+      // FEED=alpaca: with another key or secret (402 auth failed), as Alpaca does
+      token: cfg.feed === 'massive' ? cfg.massiveApiKey : cfg.feed === 'alpaca' ? cfg.alpacaApiKey : undefined,
+      secret: cfg.feed === 'alpaca' ? cfg.alpacaApiSecret : undefined,
       port: cfg.replayPort,
       host: cfg.replayHost,
       speed: cfg.replaySpeed,

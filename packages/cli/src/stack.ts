@@ -475,7 +475,7 @@ async function endOfRun(until: StopRequest, e: RunEnd): Promise<number> {
 
 /**
  * `candlewick stack`: every role in one terminal. Uses REDIS_URL or starts a private redis-server;
- * in replay mode (no FINNHUB_TOKEN; FEED=massive: no MASSIVE_API_KEY) it also starts the replay
+ * in replay mode (no FINNHUB_TOKEN; FEED=massive: no MASSIVE_API_KEY; FEED=alpaca: no ALPACA_API_KEY and secret) it also starts the replay
  * server on the bundled tape (or REPLAY_TAPE).
  * With EXIT_WHEN_IDLE_MS it ends by itself once the feed has been quiet that long and every stage
  * has drained: it closes the remaining bars, waits for the writer, prints a summary and exits 0.
@@ -573,6 +573,7 @@ export async function runStack(cfg: Config, env: NodeJS.ProcessEnv): Promise<num
       // the replay server speaks FEED's protocol; the ingestor reads it where that feed's URL points
       if (cfg.feed === 'binance') childEnv.BINANCE_WS_URL = `ws://127.0.0.1:${port}/stream`;
       else if (cfg.feed === 'massive') childEnv.MASSIVE_WS_URL = `ws://127.0.0.1:${port}/stocks`;
+      else if (cfg.feed === 'alpaca') childEnv.ALPACA_WS_URL = `ws://127.0.0.1:${port}/v2/iex`;
       else childEnv.FINNHUB_WS_URL = `ws://127.0.0.1:${port}`;
       roles.start('replay-server');
       await stop.race(waitForPort(port, 30_000));

@@ -8,6 +8,8 @@ const COUNTED = [
   'future',
   'foreign',
   'badFrames',
+  'corrections',
+  'cancels',
   'late',
   'merged',
   'filtered',
@@ -101,6 +103,11 @@ export function formatSummary(s: StackSummary, dataDir: string): string {
         ]
       : []),
     `  rejected         ${s.rejected} (plus ${s.badFrames} unreadable frames)${s.future ? `, ${s.future} of them ahead of the clock or the feed (FUTURE_LIMIT_MS; kept in trades:rejected)` : ''}`,
+    ...(s.corrections || s.cancels
+      ? [
+          `  not applied      ${s.corrections} corrections and ${s.cancels} cancels received and not applied: the bars include those trades as first sent (kept in feed:corrections)`,
+        ]
+      : []),
     ...(s.foreign ? [`  foreign          ${s.foreign} trades for symbols not in SYMBOLS, dropped`] : []),
     `  late             ${s.late}${lateNote(s)}`,
     ...(s.lateAfterClose

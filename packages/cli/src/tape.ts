@@ -23,17 +23,17 @@ import { InProcessBars, type BarsProgress } from './bars.js';
 /** The bundled tape: Binance XRP/ETH aggTrades, 2019-10-11 .. 2019-10-13 (see tapes/README.md). */
 export const BUNDLED_TAPE = fileURLToPath(new URL('../../../tapes/binance-xrpeth-aggtrades-2019-10-11.json.gz', import.meta.url));
 
-/** The bundled US-equity day: every AIG trade of 2013-10-10 (Lean's tick file), FEED=massive's default tape. */
+/** The bundled US-equity day: every AIG trade of 2013-10-10 (Lean's tick file), FEED=massive's and FEED=alpaca's default tape. */
 export const BUNDLED_EQUITY_TAPE = fileURLToPath(new URL('../../../tapes/lean-aig-20131010/tick/aig_20131010_trade.zip', import.meta.url));
 
 /**
- * The tape to replay (REPLAY_TAPE, or the bundled one: FEED=massive, a stocks feed, the equity
- * day). A tape that cannot be read is a
+ * The tape to replay (REPLAY_TAPE, or the bundled one: FEED=massive or FEED=alpaca, stocks feeds,
+ * the equity day). A tape that cannot be read is a
  * configuration error naming the variable; lines that cannot be trades are left out and listed in
  * `problems` (file and line), so one bad line costs nothing else.
  */
 export function replayTape(cfg: Config): { path: string; items: TapeItem[]; problems: string[] } {
-  const path = cfg.replayTape ?? (cfg.feed === 'massive' ? BUNDLED_EQUITY_TAPE : BUNDLED_TAPE);
+  const path = cfg.replayTape ?? (cfg.feed === 'massive' || cfg.feed === 'alpaca' ? BUNDLED_EQUITY_TAPE : BUNDLED_TAPE);
   const problems: string[] = [];
   try {
     return { path, items: readTape(path, problems), problems };

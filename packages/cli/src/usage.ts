@@ -21,7 +21,7 @@ const ROLE_HELP = {
       "live with the feed's key, or FEED=binance (no key); else replays the bundled tape)",
     ],
   },
-  ingest: { about: ["the feed's trade WebSocket (FEED: finnhub, binance, massive) -> raw trade stream"] },
+  ingest: { about: ["the feed's trade WebSocket (FEED: finnhub, binance, massive, alpaca) -> raw trade stream"] },
   'replay-server': {
     about: [
       "a WebSocket that replays REPLAY_TAPE in FEED's protocol: Finnhub's (type subscribe / trade / ping)",

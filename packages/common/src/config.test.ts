@@ -191,7 +191,7 @@ describe('FEED=binance', () => {
     );
     const many = Array.from({ length: 1025 }, (_, k) => `P${k}USDT`).join(',');
     expect(msg({ FEED: 'binance', SYMBOLS: many })).toMatch(/1025 Binance pairs; one connection to Binance carries at most 1024/);
-    expect(msg({ FEED: 'binanc' })).toMatch(/FEED="binanc": must be finnhub, binance or massive/);
+    expect(msg({ FEED: 'binanc' })).toMatch(/FEED="binanc": must be finnhub, binance, massive or alpaca/);
   });
   it("Binance's history alone (BACKFILL_PROVIDER=binance) names a bare pair the same way", () => {
     expect(loadConfig({ BACKFILL_PROVIDER: 'binance', SYMBOLS: 'xrpeth' }).symbols).toEqual(['BINANCE:XRPETH']);
@@ -216,5 +216,40 @@ describe('FEED=massive', () => {
     expect(() => loadConfig({ FEED: 'massive', MODE: 'live', SYMBOLS: 'AAPL' })).toThrow(
       /MODE=live with FEED=massive needs MASSIVE_API_KEY/,
     );
+  });
+});
+
+describe('FEED=alpaca', () => {
+  it("runs live with ALPACA_API_KEY and ALPACA_API_SECRET (or their _FILE forms), replays without them; IEX's URL by default", () => {
+    const live = loadConfig({ FEED: 'alpaca', ALPACA_API_KEY: 'AK', ALPACA_API_SECRET: 'sec', SYMBOLS: 'AAPL' });
+    expect(live.mode).toBe('live');
+    expect(live.alpacaWsUrl).toBe('wss://stream.data.alpaca.markets/v2/iex');
+    // the key without its secret, or another feed's key, does not make the feed live
+    expect(loadConfig({ FEED: 'alpaca', ALPACA_API_KEY: 'AK' }).mode).toBe('replay');
+    expect(loadConfig({ FEED: 'alpaca', FINNHUB_TOKEN: 't' }).mode).toBe('replay');
+    expect(() => loadConfig({ FEED: 'alpaca', ALPACA_WS_URL: 'https://x' })).toThrow(/ALPACA_WS_URL.*ws:\/\/ or wss:\/\/ URL/);
+    const dir = mkdtempSync(join(tmpdir(), 'cw-alpaca-'));
+    writeFileSync(join(dir, 'key'), 'AK-file\n');
+    writeFileSync(join(dir, 'secret'), ' sec-file \n');
+    const files = loadConfig({
+      FEED: 'alpaca',
+      ALPACA_API_KEY_FILE: join(dir, 'key'),
+      ALPACA_API_SECRET_FILE: join(dir, 'secret'),
+      SYMBOLS: 'AAPL',
+    });
+    expect([files.alpacaApiKey, files.alpacaApiSecret, files.mode]).toEqual(['AK-file', 'sec-file', 'live']);
+  });
+  it('MODE=live without the key or the secret is an error naming what is missing, never the secret', () => {
+    expect(() => loadConfig({ FEED: 'alpaca', MODE: 'live', SYMBOLS: 'AAPL' })).toThrow(
+      /MODE=live with FEED=alpaca needs ALPACA_API_KEY and ALPACA_API_SECRET .*ALPACA_API_KEY and ALPACA_API_SECRET not set/,
+    );
+    let msg = '';
+    try {
+      loadConfig({ FEED: 'alpaca', MODE: 'live', ALPACA_API_KEY: 'AK-visible-9', SYMBOLS: 'AAPL' });
+    } catch (e) {
+      msg = (e as Error).message;
+    }
+    expect(msg).toMatch(/ALPACA_API_SECRET not set/);
+    expect(msg).not.toContain('AK-visible-9');
   });
 });

@@ -35,7 +35,7 @@ export class ConfigError extends Error {
 export type Mode = 'live' | 'replay';
 
 /** The feeds candlewick reads (packages/ingestor/src/feeds). */
-export const FEEDS = ['finnhub', 'binance', 'massive'] as const;
+export const FEEDS = ['finnhub', 'binance', 'massive', 'alpaca'] as const;
 export type Feed = (typeof FEEDS)[number];
 
 // ---------------------------------------------------------------------------------------------
@@ -179,7 +179,7 @@ const SETTINGS = {
     oneOf(FEEDS),
     'finnhub',
     'finnhub',
-    "whose trade WebSocket: finnhub (FINNHUB_*), binance (BINANCE_*; market data needs no key), massive (MASSIVE_WS_URL, MASSIVE_API_KEY); replay-server speaks this feed's protocol",
+    "whose trade WebSocket: finnhub (FINNHUB_*), binance (BINANCE_*; market data needs no key), massive (MASSIVE_WS_URL, MASSIVE_API_KEY), alpaca (ALPACA_WS_URL, ALPACA_API_KEY, ALPACA_API_SECRET); replay-server speaks this feed's protocol",
   ),
   finnhubToken: setting(
     'FINNHUB_TOKEN',
@@ -195,11 +195,29 @@ const SETTINGS = {
     '—',
     'Massive (formerly Polygon) key: backfill sends it in a header, FEED=massive in its auth message (also MASSIVE_API_KEY_FILE); never logged',
   ),
+  alpacaApiKey: setting(
+    'ALPACA_API_KEY',
+    text(),
+    undefined,
+    '—',
+    'Alpaca API key id: FEED=alpaca sends it in its auth message (also ALPACA_API_KEY_FILE); never logged',
+  ),
+  alpacaApiSecret: setting(
+    'ALPACA_API_SECRET',
+    text(),
+    undefined,
+    '—',
+    'Alpaca API secret key: FEED=alpaca sends it in its auth message (also ALPACA_API_SECRET_FILE); never logged',
+  ),
   mode: setting<Mode>(
     'MODE',
     oneOf(['live', 'replay']),
-    (c) => (c.feed === 'binance' || (c.feed === 'massive' ? c.massiveApiKey : c.finnhubToken) ? 'live' : 'replay'),
-    "live with the feed's key (FINNHUB_TOKEN; FEED=massive: MASSIVE_API_KEY) or FEED=binance, else replay",
+    (c) =>
+      c.feed === 'binance' ||
+      (c.feed === 'massive' ? c.massiveApiKey : c.feed === 'alpaca' ? c.alpacaApiKey && c.alpacaApiSecret : c.finnhubToken)
+        ? 'live'
+        : 'replay',
+    "live with the feed's key (FINNHUB_TOKEN; FEED=massive: MASSIVE_API_KEY; FEED=alpaca: ALPACA_API_KEY and ALPACA_API_SECRET) or FEED=binance, else replay",
     'force a mode',
   ),
   finnhubWsUrl: setting(
@@ -222,6 +240,13 @@ const SETTINGS = {
     'wss://socket.massive.com/stocks',
     'wss://socket.massive.com/stocks',
     "Massive's stocks WebSocket (FEED=massive; the 15-minute delayed feed is wss://delayed.massive.com/stocks; stack points it at its replay server when replaying)",
+  ),
+  alpacaWsUrl: setting(
+    'ALPACA_WS_URL',
+    z.string().regex(/^wss?:\/\/[^/]/, 'must be a ws:// or wss:// URL'),
+    'wss://stream.data.alpaca.markets/v2/iex',
+    'wss://stream.data.alpaca.markets/v2/iex',
+    "Alpaca's stocks market-data stream (FEED=alpaca): /v2/iex, the free IEX feed; /v2/sip is the paid full-market (SIP) feed; stack points it at its replay server when replaying",
   ),
   binanceStream: setting<'aggTrade' | 'trade'>(
     'BINANCE_STREAM',
@@ -491,7 +516,7 @@ const SETTINGS = {
     duration(),
     3_600_000,
     '1h',
-    'raw and late streams are trimmed by age, never past an unmerged entry',
+    'raw and late streams are trimmed by age, never past an unmerged entry; feed:corrections by age',
   ),
   barsRetentionMs: setting('BARS_RETENTION', duration(), 7 * 86_400_000, '7d', 'bars:{interval} streams are trimmed by age'),
   exitWhenIdleMs: setting(
@@ -576,7 +601,7 @@ const SETTINGS = {
     'REPLAY_TAPE',
     text(),
     undefined,
-    'the bundled tape (FEED=massive: the bundled AIG day)',
+    'the bundled tape (FEED=massive or alpaca: the bundled AIG day)',
     'file, comma list or folder of tapes to replay',
   ),
   replaySpeed: setting(
@@ -668,6 +693,8 @@ export interface Config extends Readonly<Omit<Read, 'intervals' | 'tz' | 'backfi
 const SECRETS = [
   'FINNHUB_TOKEN',
   'MASSIVE_API_KEY',
+  'ALPACA_API_KEY',
+  'ALPACA_API_SECRET',
   'REDIS_PASSWORD',
   'REDIS_SENTINEL_PASSWORD',
   'HTTP_TOKEN',
@@ -723,6 +750,9 @@ const READ_BY: Readonly<Record<string, readonly SettingKey[]>> = {
     'binanceStream',
     'massiveWsUrl',
     'massiveApiKey',
+    'alpacaWsUrl',
+    'alpacaApiKey',
+    'alpacaApiSecret',
     'symbols',
     'replayTape',
     'staleMs',
@@ -734,6 +764,7 @@ const READ_BY: Readonly<Record<string, readonly SettingKey[]>> = {
     'ingestFlushMs',
     'ingestRetainMs',
     'ingestWaitReplicas',
+    'tradesRetentionMs',
     'backfill',
     'backfillHoldMs',
     'backfillMaxSpanMs',
@@ -749,6 +780,8 @@ const READ_BY: Readonly<Record<string, readonly SettingKey[]>> = {
     'replayFrameTrades',
     'replayFrom',
     'massiveApiKey',
+    'alpacaApiKey',
+    'alpacaApiSecret',
     ...LOG_SETTINGS,
     ...METRICS_SETTINGS,
   ],
@@ -999,6 +1032,12 @@ function binancePairs(symbols: readonly string[], problems: string[]): readonly 
 function checkTogether(c: Record<string, unknown>, merged: EnvLike, problems: string[]): void {
   if (c.mode === 'live' && !c.massiveApiKey && c.feed === 'massive')
     problems.push('MODE=live with FEED=massive needs MASSIVE_API_KEY (a Massive API key); unset MODE to replay the bundled tape');
+  if (c.mode === 'live' && c.feed === 'alpaca' && !(c.alpacaApiKey && c.alpacaApiSecret)) {
+    const missing = [c.alpacaApiKey ? undefined : 'ALPACA_API_KEY', c.alpacaApiSecret ? undefined : 'ALPACA_API_SECRET'].filter(Boolean);
+    problems.push(
+      `MODE=live with FEED=alpaca needs ALPACA_API_KEY and ALPACA_API_SECRET (an Alpaca API key id and its secret; ${missing.join(' and ')} not set); unset MODE to replay the bundled tape`,
+    );
+  }
   if (c.mode === 'live' && !c.finnhubToken && c.feed === 'finnhub')
     problems.push(
       'MODE=live needs FINNHUB_TOKEN (a Finnhub API key); unset MODE to replay the bundled tape, or read Binance (FEED=binance: no key)',

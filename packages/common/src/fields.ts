@@ -59,6 +59,9 @@ export const STATS = Object.freeze({
   future: 'future',
   foreign: 'foreign',
   badFrames: 'badFrames',
+  /** the feed's corrections and cancels of trades sent before: kept in feed:corrections, not applied */
+  corrections: 'corrections',
+  cancels: 'cancels',
   firstRx: 'firstRx',
   lastRx: 'lastRx',
   feedUp: 'feedUp',

@@ -39,6 +39,11 @@ export interface Keys {
   bars(interval: string): string;
   /** Feed outages recorded by the ingestor. */
   gaps(): string;
+  /**
+   * Corrections and cancels of trades the feed sent before (FEED=alpaca), one entry each as received
+   * (fields kind, s, raw, rx): kept, not applied to any bar; trimmed to TRADES_RETENTION.
+   */
+  corrections(): string;
   /** Backfill: symbols of partition p whose bars wait for a backfill (field = symbol, value = deadline ms). */
   holds(p: number): string;
   /** Backfill: open requests per symbol of partition p (field = symbol, value = count). */
@@ -86,6 +91,7 @@ export function makeKeys(prefix: string): Keys {
     rejected: () => `${prefix}:trades:rejected`,
     bars: (interval: string) => `${prefix}:bars:${interval}`,
     gaps: () => `${prefix}:feed:gaps`,
+    corrections: () => `${prefix}:feed:corrections`,
     holds: (p: number) => `${prefix}:backfill:holds:${tag(p)}`,
     holdRequests: (p: number) => `${prefix}:backfill:open:${tag(p)}`,
     backfillRequests: (p: number) => `${prefix}:backfill:requests:${tag(p)}`,

@@ -30,6 +30,12 @@ export const metrics = {
       'candlewick_trades_duplicate_total',
       "Trades dropped at the append as already on the raw stream: their id not above their symbol's highest (feeds whose ids increase)",
     ),
+  feedAmends: () =>
+    counter(
+      'candlewick_feed_amends_total',
+      "The feed's corrections and cancels of trades it sent before (kind): kept in feed:corrections, not applied to the bars",
+      ['kind'] as const,
+    ),
   tradesRejected: () => counter('candlewick_trades_rejected_total', 'Trades or frames refused by validation (kept in trades:rejected)'),
   ingestHold: () =>
     histogram(

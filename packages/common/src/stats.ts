@@ -14,6 +14,9 @@ export interface Counters {
   /** trades for symbols not subscribed, dropped */
   foreign: number;
   badFrames: number;
+  /** the feed's corrections and cancels of trades it sent before (FEED=alpaca): kept in feed:corrections, not applied */
+  corrections: number;
+  cancels: number;
   late: number;
   merged: number;
   filtered: number;
@@ -52,6 +55,8 @@ export function countersFrom(
     future: Number(stats[STATS.future] ?? 0),
     foreign: Number(stats[STATS.foreign] ?? 0),
     badFrames: Number(stats[STATS.badFrames] ?? 0),
+    corrections: Number(stats[STATS.corrections] ?? 0),
+    cancels: Number(stats[STATS.cancels] ?? 0),
     late: 0,
     merged: 0,
     filtered: 0,

@@ -50,6 +50,7 @@ export class Ingestor {
         waitReplicas: cfg.ingestWaitReplicas,
         // Binance's trade ids (aggregate and raw) increase per symbol: a trade sent twice lands once
         idsIncrease: feedIdsIncrease(cfg),
+        tradesRetentionMs: cfg.tradesRetentionMs,
         backfill: cfg.backfill
           ? {
               holdMs: cfg.backfillHoldMs,

@@ -2,6 +2,7 @@ import { WebSocketServer, type WebSocket } from 'ws';
 import type { AddressInfo } from 'node:net';
 import { sleep, type Feed, type Logger } from '@candlewick/common';
 import { isRawFrame, isTapeTrade, type TapeItem } from '@candlewick/common';
+import { alpacaWire } from './replay/alpaca.js';
 import { binanceWire } from './replay/binance.js';
 import { finnhubWire } from './replay/finnhub.js';
 import { massiveWire } from './replay/massive.js';
@@ -19,7 +20,7 @@ export interface ReplayOptions {
   /**
    * the keepalive: Finnhub, a {"type":"ping"} once a connection has been idle this long (1 s);
    * Binance, a WebSocket ping frame this often (20 s, as Binance's servers send one); Massive, a
-   * WebSocket ping frame this often (5 s)
+   * WebSocket ping frame this often (5 s); Alpaca, the same
    */
   pingMs?: number;
   /** paced mode only: stamp each trade with the time it is sent, t' = start + (t - t0) / speed */
@@ -35,9 +36,12 @@ export interface ReplayOptions {
   feed?: Feed;
   /**
    * Finnhub: when set, a connection must carry ?token=<this>, else HTTP 401 as Finnhub answers;
-   * Massive: when set, the auth message must carry it, else auth_failed
+   * Massive: when set, the auth message must carry it, else auth_failed; Alpaca: the auth message's
+   * key must be it, else 402 auth failed
    */
   token?: string;
+  /** Alpaca: when set, the auth message's secret must be it, else 402 auth failed */
+  secret?: string;
   /** paced: a line saying where it is in the tape, each 1 % of it but at most this often (10 s) */
   progressEveryMs?: number;
   /** called each time a connection has been sent the whole tape */
@@ -48,7 +52,7 @@ export interface ReplayOptions {
 
 /**
  * A trade WebSocket that replays a recorded tape to each connection, in Finnhub's protocol,
- * Binance's or Massive's (`feed`; replay/finnhub.ts, replay/binance.ts, replay/massive.ts): the subscribed symbols' trades in tape
+ * Binance's, Massive's or Alpaca's (`feed`; replay/finnhub.ts, replay/binance.ts, replay/massive.ts, replay/alpaca.ts): the subscribed symbols' trades in tape
  * order, at the recorded pace times `speed` or as fast as the socket takes them. Each connection
  * gets the tape from the start (unless `live`).
  */
@@ -75,7 +79,9 @@ export class ReplayServer {
         ? binanceWire(this.tape, this.opts)
         : feed === 'massive'
           ? massiveWire(this.tape, this.opts)
-          : finnhubWire(this.tape, this.opts));
+          : feed === 'alpaca'
+            ? alpacaWire(this.tape, this.opts)
+            : finnhubWire(this.tape, this.opts));
     let handshakes = 0;
     const wss = new WebSocketServer({
       port: this.opts.port,

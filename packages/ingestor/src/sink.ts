@@ -63,6 +63,15 @@ export interface SinkOptions {
    * replayed twice or a second ingestor on the same feed appends each trade once (default false)
    */
   idsIncrease?: boolean;
+  /** TRADES_RETENTION: feed:corrections is trimmed to entries this recent (default 1 h) */
+  tradesRetentionMs?: number;
+}
+
+/** A correction or cancel of a trade the feed sent before, as the sink keeps it. */
+export interface SinkAmend {
+  kind: 'correction' | 'cancel';
+  symbol: string;
+  event: unknown;
 }
 
 /** One batch of one partition, from the moment it is cut until Redis has kept it for retainMs. */
@@ -144,6 +153,7 @@ export class TradeSink {
     in: metrics.tradesIn(),
     duplicate: metrics.tradesDuplicate(),
     rejected: metrics.tradesRejected(),
+    amends: metrics.feedAmends(),
     hold: metrics.ingestHold(),
   };
 
@@ -577,6 +587,46 @@ export class TradeSink {
     void this.redis
       .hincrby(this.opts.keys.stats(), STATS.foreign, 1)
       .catch((err: unknown) => reportRedisError(this.log, err, 'failed to count a trade for a symbol not in SYMBOLS'));
+  }
+
+  /** the feed's corrections and cancels of trades sent before, received by this process */
+  readonly amended = { correction: 0, cancel: 0 };
+
+  /**
+   * The feed's corrections and cancels of trades it sent before: candlewick cannot apply them yet
+   * (taking a trade out of a bar's high or low needs the bar's other trades), so each is counted
+   * (corrections, cancels), kept as received in feed:corrections (trimmed to TRADES_RETENTION) and
+   * said loudly the first time.
+   */
+  amends(list: readonly SinkAmend[], rx: number): Promise<void> {
+    if (list.length === 0) return Promise.resolve();
+    const first = this.amended.correction + this.amended.cancel === 0;
+    const key = this.opts.keys.corrections();
+    const stats = this.opts.keys.stats();
+    const tx = new SlotTransactions(this.redis);
+    // exactly (not ~): corrections are few, and a trim by whole stream nodes would keep them all
+    const minId = String(Math.max(0, rx - (this.opts.tradesRetentionMs ?? 3_600_000)));
+    for (const a of list) {
+      this.amended[a.kind]++;
+      this.metrics.amends.inc({ kind: a.kind });
+      let raw: string;
+      try {
+        raw = JSON.stringify(a.event) ?? String(a.event);
+      } catch {
+        raw = String(a.event);
+      }
+      tx.on(key).xadd(key, 'MINID', minId, '*', 'kind', a.kind, 's', a.symbol, 'raw', raw.slice(0, 4000), 'rx', String(rx));
+      tx.on(stats).hincrby(stats, a.kind === 'correction' ? STATS.corrections : STATS.cancels, 1);
+    }
+    if (first)
+      this.log.warn(
+        { kind: list[0]!.kind, symbol: list[0]!.symbol, stream: key },
+        "the feed corrected or cancelled a trade it sent before: candlewick cannot apply corrections and cancels yet, so the bars include those trades as first sent; each is counted (the summary, /metrics' candlewick_feed_amends_total) and kept as received in feed:corrections (said once)",
+      );
+    return tx
+      .exec()
+      .then(() => undefined)
+      .catch((err: unknown) => reportRedisError(this.log, err, 'failed to keep a correction or cancel'));
   }
 
   /** Counts a frame that is not JSON or has an unknown type. */

@@ -47,6 +47,9 @@ export interface Status {
   rejected: number;
   /** trades dropped at the append as already on the raw stream (their feed's trade id seen before) */
   duplicates: number;
+  /** the feed's corrections and cancels of trades it sent before (FEED=alpaca): kept in feed:corrections, not applied */
+  corrections: number;
+  cancels: number;
   /** raw entries read by an aggregator and not merged yet */
   pending: number;
   /** seconds from a window's end to its bar being published, for the newest bar (CLOCK=wall only) */
@@ -160,6 +163,8 @@ export class LiveHub {
       late: c.late,
       rejected: c.rejected,
       duplicates: c.duplicates,
+      corrections: c.corrections,
+      cancels: c.cancels,
       pending,
       closeLagSec: lag,
       feedConnected: up > 0 && up > down,

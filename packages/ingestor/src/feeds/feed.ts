@@ -377,6 +377,10 @@ export class TradeFeed {
         this.sink.badFrame();
         this.warnBad(log, 'frame of unknown type; ignored', { type: String(frame.type).slice(0, 40) });
         return;
+      case 'amends':
+        // corrections and cancels of trades sent before: kept and counted, not applied; the message's trades follow
+        void this.sink.amends(frame.amends, rx);
+        break;
     }
     this.good();
     for (const raw of frame.data) {

@@ -1,4 +1,5 @@
 import type { Config } from '@candlewick/common';
+import { alpacaProtocol } from './alpaca.js';
 import { binanceProtocol } from './binance.js';
 import { finnhubProtocol } from './finnhub.js';
 import { massiveProtocol } from './massive.js';
@@ -6,6 +7,7 @@ import type { FeedProtocol } from './protocol.js';
 
 export * from './feed.js';
 export * from './protocol.js';
+export { alpacaError, alpacaProtocol, alpacaSubscriptions, rfc3339Ms, ALPACA_SUBSCRIBE_SYMBOLS } from './alpaca.js';
 export { binanceProtocol, shortDecimal } from './binance.js';
 export { finnhubProtocol } from './finnhub.js';
 export { massiveProtocol, massiveSubscriptions, MASSIVE_PARAMS_CHARS } from './massive.js';
@@ -18,6 +20,14 @@ export function feedProtocol(cfg: Config): FeedProtocol {
     case 'massive':
       // replaying, the stand-in checks the key only when it has one: any text logs in
       return massiveProtocol({ url: cfg.massiveWsUrl, key: cfg.massiveApiKey ?? '', symbols: cfg.symbols });
+    case 'alpaca':
+      // replaying, the stand-in checks the key only when it has one: any text logs in
+      return alpacaProtocol({
+        url: cfg.alpacaWsUrl,
+        key: cfg.alpacaApiKey ?? '',
+        secret: cfg.alpacaApiSecret ?? '',
+        symbols: cfg.symbols,
+      });
     case 'finnhub':
       return finnhubProtocol({ url: cfg.finnhubWsUrl, token: cfg.mode === 'live' ? cfg.finnhubToken : undefined });
   }
@@ -25,7 +35,8 @@ export function feedProtocol(cfg: Config): FeedProtocol {
 
 /**
  * Whether the feed's trade ids increase per symbol (ingestion can then drop a trade seen twice):
- * Binance's aggregate or trade ids, Massive's sequence numbers (q).
+ * Binance's aggregate or trade ids, Massive's sequence numbers (q). Not Alpaca's: its ids (i) are
+ * carried on the raw stream, but they do not increase per symbol across exchanges.
  */
 export function feedIdsIncrease(cfg: Config): boolean {
   return cfg.feed === 'binance' || cfg.feed === 'massive';

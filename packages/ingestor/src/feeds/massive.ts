@@ -1,5 +1,4 @@
-import { ConfigError } from '@candlewick/common';
-import type { FeedFrame, FeedProtocol } from './protocol.js';
+import { checkStockTickers, eventsFrame, jsonEvents, type FeedFrame, type FeedProtocol } from './protocol.js';
 
 export interface MassiveOptions {
   /** MASSIVE_WS_URL: the stocks cluster, real-time (socket.massive.com) or delayed (delayed.massive.com) */
@@ -21,17 +20,6 @@ export const MASSIVE_LIMIT_WAIT_MS = 60_000;
 
 /** A ticker Massive's stocks cluster can have: letters, digits, '.', '-' (BRK.A); never another venue's name (BINANCE:XRPETH). */
 const TICKER = /^[A-Za-z0-9][A-Za-z0-9.-]{0,19}$/;
-
-/** The SYMBOLS Massive's stocks cluster cannot have: a configuration error naming them. */
-function checkSymbols(symbols: readonly string[]): void {
-  const problems = symbols
-    .filter((s) => !TICKER.test(s))
-    .map(
-      (s) =>
-        `SYMBOLS: ${JSON.stringify(s)} is not a US stock ticker (FEED=massive reads Massive's stocks cluster): write it as Massive does, e.g. AAPL or BRK.A`,
-    );
-  if (problems.length) throw new ConfigError(problems);
-}
 
 /** The subscribe messages for `symbols`: `T.<ticker>` channels, comma-separated, each message's params at most MASSIVE_PARAMS_CHARS. */
 export function massiveSubscriptions(symbols: readonly string[]): string[] {
@@ -111,7 +99,7 @@ function status(m: Record<string, unknown>): FeedFrame {
  * minute before connecting again; a refused key stops the feed.
  */
 export function massiveProtocol(opts: MassiveOptions): FeedProtocol {
-  checkSymbols(opts.symbols);
+  checkStockTickers(opts.symbols, TICKER, 'massive', 'Massive', "Massive's stocks cluster");
   return {
     name: 'Massive',
     urlSetting: 'MASSIVE_WS_URL',
@@ -121,21 +109,15 @@ export function massiveProtocol(opts: MassiveOptions): FeedProtocol {
     // Massive documents no limit on client messages; a long list still goes out unhurried
     messagesPerSecond: 10,
     readFrame(text): FeedFrame {
-      let msg: unknown;
-      try {
-        msg = JSON.parse(text);
-      } catch {
-        return { kind: 'not-json' };
-      }
-      const events = Array.isArray(msg) ? (msg as unknown[]) : [msg];
+      const events = jsonEvents(text);
+      if (!events) return { kind: 'not-json' };
       const trades: unknown[] = [];
       let other: FeedFrame | undefined;
-      for (const e of events) {
-        if (e === null || typeof e !== 'object' || Array.isArray(e)) {
+      for (const m of events) {
+        if (!m) {
           other ??= { kind: 'unknown', type: undefined };
           continue;
         }
-        const m = e as Record<string, unknown>;
         if (m.ev === 'T') trades.push({ s: m.sym, p: m.p, v: m.s, t: m.t, c: m.c, i: m.q });
         else if (m.ev === 'status') {
           const f = status(m);
@@ -143,9 +125,7 @@ export function massiveProtocol(opts: MassiveOptions): FeedProtocol {
           if (other === undefined || f.kind === 'fatal' || f.kind === 'limited' || f.kind === 'authorized') other = f;
         } else other ??= { kind: 'unknown', type: m.ev };
       }
-      if (other && (other.kind === 'fatal' || other.kind === 'limited')) return other;
-      if (trades.length) return { kind: 'trade', data: trades };
-      return other ?? { kind: 'unknown', type: undefined };
+      return eventsFrame(trades, other);
     },
     // Massive refuses a key by message; a handshake refused with 401/403 means the same
     authError: (status) =>

@@ -1,5 +1,5 @@
 import { isRawFrame, isRawTrade, type TapeItem, type TapeTrade } from '@candlewick/common';
-import { jsonValue, type SessionContext, type Wire, type WireSession } from './wire.js';
+import { arrayFrame, jsonValue, type SessionContext, type Wire, type WireSession } from './wire.js';
 
 export interface MassiveWireOptions {
   /** a WebSocket ping frame this often (5 s), so a client's stale-feed watchdog sees a live socket in a quiet stretch */
@@ -168,21 +168,7 @@ export function massiveWire(tape: readonly TapeItem[], opts: MassiveWireOptions)
       return {
         wants: (symbol) => (symbol === undefined ? all || tickers.size > 0 : all || tickers.has(symbol)),
         subscriptions: () => [...(all ? ['T.*'] : []), ...[...tickers].map((s) => `T.${s}`)],
-        encode(indexes, times) {
-          const out: string[] = [];
-          indexes.forEach((i, k) => {
-            const tr = tape[i]!;
-            if (isRawTrade(tr)) {
-              out.push(tr.rawTrade);
-              return;
-            }
-            const e = events[i];
-            if (e === undefined) return;
-            const t = times?.[k];
-            out.push(`${e[0]}${t === undefined || t === 0 ? jsonValue((tr as TapeTrade).t) : jsonValue(t)}${e[1]}`);
-          });
-          return out.length ? [`[${out.join(',')}]`] : [];
-        },
+        encode: (indexes, times) => arrayFrame(tape, events, indexes, times, (ms) => jsonValue(ms)),
         whole: () => undefined,
         end: () => clearInterval(ping),
       };

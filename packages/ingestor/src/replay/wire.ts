@@ -1,5 +1,5 @@
 import type { WebSocket } from 'ws';
-import type { Logger } from '@candlewick/common';
+import { isRawTrade, type Logger, type TapeItem, type TapeTrade } from '@candlewick/common';
 import { JSON_NUMBER } from '@candlewick/core';
 
 /**
@@ -48,3 +48,30 @@ export const jsonValue = (x: string | number): string => {
   const text = String(x);
   return JSON_NUMBER.test(text) ? text : JSON.stringify(text);
 };
+
+/**
+ * The tape's items at `indexes` as one frame, a JSON array (Massive's, Alpaca's): each trade's event
+ * made once in two parts around its time (`events`, by tape index), the time written by `time` (the
+ * recorded one, or the shifted one of `times`); a verbatim trade as it is; nothing for no trade.
+ */
+export function arrayFrame(
+  tape: readonly TapeItem[],
+  events: readonly ([string, string] | undefined)[],
+  indexes: readonly number[],
+  times: readonly number[] | undefined,
+  time: (ms: number, index: number) => string,
+): string[] {
+  const out: string[] = [];
+  indexes.forEach((i, k) => {
+    const tr = tape[i]!;
+    if (isRawTrade(tr)) {
+      out.push(tr.rawTrade);
+      return;
+    }
+    const e = events[i];
+    if (e === undefined) return;
+    const t = times?.[k];
+    out.push(`${e[0]}${time(t === undefined || t === 0 ? (tr as TapeTrade).t : t, i)}${e[1]}`);
+  });
+  return out.length ? [`[${out.join(',')}]`] : [];
+}

@@ -1,0 +1,218 @@
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { WebSocketServer } from 'ws';
+import { pino } from 'pino';
+import { makeKeys, readTape } from '@candlewick/common';
+import { ReplayServer } from '@candlewick/ingestor';
+import { freePort } from '@candlewick/cli';
+import { LEAN_AIG_TAPE, csvOutputs, filesUnder, rawTrades, redisUrl, runCli, tempDir, testRedis, uniquePrefix } from './helpers.js';
+
+/**
+ * FEED=alpaca end to end: the Alpaca adapter (packages/ingestor/src/feeds/alpaca.ts) against the
+ * project's own Alpaca-protocol replay server (replay/alpaca.ts), in real processes on a real Redis.
+ */
+const quiet = pino({ level: 'silent' });
+const redis = testRedis();
+afterAll(() => redis.quit());
+
+describe('FEED=alpaca', () => {
+  it("the AIG day through Alpaca's protocol: every file the same bytes as the same tape through Finnhub's; key and secret in no log", async () => {
+    const alpacaDir = tempDir('alpaca-feed');
+    const key = 'AKREPLAY7F3A9C';
+    const secret = 'replay-secret-b41d0e';
+    const alp = await runCli(
+      ['stack'],
+      {
+        FEED: 'alpaca',
+        MODE: 'replay',
+        // the stand-in checks the login against them; the ingestor sends them
+        ALPACA_API_KEY: key,
+        ALPACA_API_SECRET: secret,
+        REDIS_URL: redisUrl(),
+        KEY_PREFIX: uniquePrefix('alpaca-feed'),
+        DATA_DIR: alpacaDir,
+        EXIT_WHEN_IDLE_MS: '1500',
+        AGGREGATORS: '2',
+        STREAM_PARTITIONS: '2',
+        LOG_LEVEL: 'debug',
+      },
+      150_000,
+    );
+    expect(alp.code, alp.stdout.slice(-3000)).toBe(0);
+    expect(alp.stdout).toMatch(/feed connected; subscribing.*feed=Alpaca/);
+    // without REPLAY_TAPE: the bundled equity day
+    expect(alp.stdout).toMatch(/replay mode: replaying a recorded tape in the alpaca protocol.*aig_20131010_trade\.zip/);
+    const tradesIn = /trades in\s+(\d+)\n/.exec(alp.stdout)?.[1];
+    expect(Number(tradesIn)).toBe(readTape(LEAN_AIG_TAPE).length);
+    expect(alp.stdout).toMatch(new RegExp(`merged\\s+${tradesIn}\\n`));
+    expect(alp.stdout).not.toMatch(/not applied/);
+    for (const s of [key, secret]) {
+      expect(`${alp.stdout}${alp.stderr}`).not.toContain(s);
+      expect(filesUnder(alpacaDir).some((text) => text.includes(s))).toBe(false);
+    }
+
+    const finnhubDir = tempDir('alpaca-feed-finnhub');
+    const fin = await runCli(
+      ['stack'],
+      {
+        REPLAY_TAPE: LEAN_AIG_TAPE,
+        REDIS_URL: redisUrl(),
+        KEY_PREFIX: uniquePrefix('alpaca-feed-finnhub'),
+        DATA_DIR: finnhubDir,
+        EXIT_WHEN_IDLE_MS: '1500',
+      },
+      150_000,
+    );
+    expect(fin.code, fin.stdout.slice(-3000)).toBe(0);
+    expect(fin.stdout).toMatch(new RegExp(`trades in\\s+${tradesIn}\\n`));
+    const a = csvOutputs(alpacaDir);
+    expect(a.size).toBe(5);
+    expect(a).toEqual(csvOutputs(finnhubDir));
+  }, 320_000);
+
+  it('a wrong ALPACA_API_SECRET: exit 2 at once, saying so, never retrying, neither key nor secret in any log', async () => {
+    const server = new ReplayServer(
+      readTape(LEAN_AIG_TAPE).slice(0, 10),
+      { port: 0, speed: 0, frameTrades: 10, feed: 'alpaca', token: 'AKRIGHT', secret: 'the-right-secret' },
+      quiet,
+    );
+    const port = await server.start();
+    const dir = tempDir('alpaca-wrong-key');
+    const wrong = 'wrong-secret-5d1e8b2c';
+    const res = await runCli(
+      ['ingest'],
+      {
+        FEED: 'alpaca',
+        ALPACA_API_KEY: 'AKRIGHT',
+        ALPACA_API_SECRET: wrong,
+        REDIS_URL: redisUrl(),
+        KEY_PREFIX: uniquePrefix('alpaca-wrong-key'),
+        DATA_DIR: dir,
+        ALPACA_WS_URL: `ws://127.0.0.1:${port}/v2/iex`,
+        SYMBOLS: 'AIG',
+        LOG_LEVEL: 'debug',
+      },
+      20_000,
+    );
+    await server.stop();
+    expect(res.code).toBe(2);
+    expect(res.stdout).toMatch(/Alpaca refused ALPACA_API_KEY \/ ALPACA_API_SECRET \(402 auth failed\): check the key id/);
+    expect(res.stdout).toMatch(/ingest cannot continue/);
+    expect(server.connections).toBe(1);
+    for (const s of ['AKRIGHT', wrong]) {
+      expect(`${res.stdout}${res.stderr}`).not.toContain(s);
+      expect(filesUnder(dir).some((text) => text.includes(s))).toBe(false);
+    }
+  });
+
+  it("Alpaca's refusals after the login: 409 (a plan without SIP) exits 2 saying use /v2/iex; 406 (connection limit) is said and waited out, one connection", async () => {
+    const port = await freePort();
+    const wss = new WebSocketServer({ port, host: '127.0.0.1' });
+    let answer = '';
+    let connections = 0;
+    const asked: string[] = [];
+    wss.on('connection', (ws) => {
+      connections++;
+      ws.send('[{"T":"success","msg":"connected"}]');
+      ws.on('message', (data) => {
+        asked.push(JSON.parse(data.toString()).action as string);
+        ws.send(answer);
+        ws.close();
+      });
+    });
+    await new Promise((r) => wss.once('listening', r));
+    const ingest = (stopAfterMs?: number) =>
+      runCli(
+        ['ingest'],
+        {
+          FEED: 'alpaca',
+          ALPACA_API_KEY: 'AKLIMIT4C9E',
+          ALPACA_API_SECRET: 'limit-secret-77a1',
+          REDIS_URL: redisUrl(),
+          KEY_PREFIX: uniquePrefix('alpaca-refusals'),
+          ALPACA_WS_URL: `ws://127.0.0.1:${port}/v2/sip`,
+          SYMBOLS: 'AIG',
+        },
+        30_000,
+        stopAfterMs,
+      );
+    try {
+      answer = '[{"T":"error","code":409,"msg":"insufficient subscription"}]';
+      const sip = await ingest();
+      expect(sip.code).toBe(2);
+      expect(sip.stdout).toMatch(/\(409 insufficient subscription\).*\(use \/v2\/iex\)/);
+      expect(connections).toBe(1);
+
+      answer = '[{"T":"error","code":406,"msg":"connection limit exceeded"}]';
+      const limited = await ingest(4000);
+      expect(limited.stdout).toMatch(/reached its number of connections at once \(406 connection limit exceeded\).*retrying in 60 s/);
+      expect(limited.code).not.toBe(2);
+      expect(connections).toBe(2);
+      // the login went first each time, and nothing was subscribed on a connection that was refused
+      expect(asked).toEqual(['auth', 'auth']);
+      for (const res of [sip, limited])
+        for (const s of ['AKLIMIT4C9E', 'limit-secret-77a1']) expect(`${res.stdout}${res.stderr}`).not.toContain(s);
+    } finally {
+      await new Promise((r) => wss.close(r));
+    }
+  });
+
+  it('a correction and a cancel: counted, said once, kept as received on feed:corrections; the summary says they were not applied', async () => {
+    const dir = tempDir('alpaca-corrections');
+    const tape = join(dir, 'alpaca.frames');
+    const t = (k: number) => new Date(Date.UTC(2021, 1, 22, 15, 51, k)).toISOString().replace('.000Z', '.123999999Z');
+    const trade = (k: number) => ({ T: 't', S: 'AAPL', i: 1000 + k, x: 'V', p: 126 + k / 100, s: 10 + k, t: t(k), c: ['@'], z: 'C' });
+    const correction = {
+      T: 'c',
+      S: 'AAPL',
+      x: 'V',
+      oi: 1002,
+      op: 126.02,
+      os: 12,
+      oc: ['@'],
+      ci: 1099,
+      cp: 126.2,
+      cs: 12,
+      cc: ['@'],
+      z: 'C',
+      t: t(2),
+    };
+    const cancel = { T: 'x', S: 'AAPL', i: 1003, x: 'V', p: 126.03, s: 13, a: 'C', z: 'C', t: t(3) };
+    const frames = [[trade(0), trade(1), trade(2)], [trade(3), correction], [cancel, trade(4)], [trade(5)]];
+    writeFileSync(tape, `${frames.map((f) => JSON.stringify(f)).join('\n')}\n`);
+    const prefix = uniquePrefix('alpaca-corrections');
+    const res = await runCli(['stack'], {
+      FEED: 'alpaca',
+      MODE: 'replay',
+      REDIS_URL: redisUrl(),
+      KEY_PREFIX: prefix,
+      DATA_DIR: dir,
+      EXIT_WHEN_IDLE_MS: '1000',
+      REPLAY_TAPE: tape,
+      SYMBOLS: 'AAPL',
+      INTERVALS: '1min',
+      STREAM_PARTITIONS: '1',
+    });
+    expect(res.code, res.stdout.slice(-3000)).toBe(0);
+    expect(res.stdout).toMatch(/trades in\s+6\n/);
+    // said once, loudly, with where they are kept
+    expect(res.stdout.match(/the feed corrected or cancelled a trade it sent before: candlewick cannot apply/g)).toHaveLength(1);
+    expect(res.stdout).toContain(
+      'not applied      1 corrections and 1 cancels received and not applied: the bars include those trades as first sent (kept in feed:corrections)',
+    );
+    const keys = makeKeys(prefix);
+    const kept = (await redis.xrange(keys.corrections(), '-', '+')) as [string, string[]][];
+    const fields = kept.map(([, f]) => Object.fromEntries(Array.from({ length: f.length / 2 }, (_, k) => [f[2 * k], f[2 * k + 1]])));
+    expect(fields.map((f) => [f.kind, f.s, JSON.parse(f.raw!)])).toEqual([
+      ['correction', 'AAPL', correction],
+      ['cancel', 'AAPL', cancel],
+    ]);
+    expect(await redis.hmget(keys.stats(), 'corrections', 'cancels')).toEqual(['1', '1']);
+    // the trades themselves as first sent: ids carried, times to the ms
+    const raw = await rawTrades(redis, keys.trades(0));
+    expect(raw.map((e) => [e.trade.i, e.trade.t])).toEqual(
+      [0, 1, 2, 3, 4, 5].map((k) => [String(1000 + k), Date.UTC(2021, 1, 22, 15, 51, k, 123)]),
+    );
+  });
+});
