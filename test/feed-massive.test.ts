@@ -1,4 +1,3 @@
-import { readdirSync } from 'node:fs';
 import { afterAll, describe, expect, it } from 'vitest';
 import { WebSocketServer } from 'ws';
 import { pino } from 'pino';
@@ -9,7 +8,7 @@ import {
   LEAN_AIG_TAPE,
   csvOutputs,
   filesUnder,
-  ingestKilledMidTape,
+  stackWithIngestKilled,
   redisUrl,
   runCli,
   tempDir,
@@ -76,25 +75,7 @@ describe('FEED=massive', () => {
   }, 320_000);
 
   it('the ingestor killed -9 mid-tape and restarted: its new connection gets the tape from the start, every trade counted once', async () => {
-    const dir = tempDir('massive-kill');
-    const once = tempDir('massive-kill-once');
-    const res = await runCli(
-      ['stack'],
-      {
-        FEED: 'massive',
-        MODE: 'replay',
-        REDIS_URL: redisUrl(),
-        KEY_PREFIX: uniquePrefix('massive-kill'),
-        DATA_DIR: dir,
-        EXIT_WHEN_IDLE_MS: '1500',
-        ...ingestKilledMidTape(once),
-      },
-      180_000,
-    );
-    expect(res.code, res.stdout.slice(-3000)).toBe(0);
-    expect(readdirSync(once)).toEqual(['ingest_appended']);
-    expect(res.stdout).toMatch(/ingest.*SIGKILL/);
-    expect(res.stdout).toMatch(/duplicates\s+[1-9]/);
+    const { res } = await stackWithIngestKilled('massive');
     // every trade of the tape merged once: as many as the stand-in's tape has
     const trades = readTape(LEAN_AIG_TAPE).length;
     expect(res.stdout).toMatch(new RegExp(`merged\\s+${trades}\\n`));

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { gunzipSync } from 'node:zlib';
-import { inject } from 'vitest';
+import { expect, inject } from 'vitest';
 import { connectRedis, makeKeys, type Keys, type RedisClient } from '@candlewick/common';
 import { type TapeItem } from '@candlewick/common';
 import { decodeTradeEntries, type TradeEntry } from '@candlewick/core';
@@ -332,17 +332,35 @@ export function needs(ctx: { skip: (note?: string) => never }, ok: boolean, reas
 }
 
 /**
- * A stack's settings that kill its ingestor -9 once, right after its 5th append (crash point
- * `ingest:appended`), on a tape paced so the kill lands mid-tape: the restarted ingestor's new
- * connection gets the tape from the start. `onceDir` records that the crash happened.
+ * `stack` replaying its tape through FEED's protocol with its ingestor killed -9 once, right after
+ * its 5th append (crash point `ingest:appended`), on a tape paced so the kill lands mid-tape: the
+ * restarted ingestor's new connection gets the tape from the start. Checks that it ran to exit 0,
+ * the kill happened once and the trades sent again were dropped as duplicates; the run and its folder.
  */
-export function ingestKilledMidTape(onceDir: string): Record<string, string> {
-  return {
-    AGGREGATORS: '2',
-    INGEST_BATCH: '200',
-    REPLAY_SPEED: '30000',
-    REPLAY_SHIFT: 'false',
-    CANDLEWICK_CRASH: 'ingest:appended@5',
-    CANDLEWICK_CRASH_ONCE_DIR: onceDir,
-  };
+export async function stackWithIngestKilled(feed: string): Promise<{ res: CliResult; dir: string }> {
+  const dir = tempDir(`${feed}-kill`);
+  const once = tempDir(`${feed}-kill-once`);
+  const res = await runCli(
+    ['stack'],
+    {
+      FEED: feed,
+      MODE: 'replay',
+      REDIS_URL: redisUrl(),
+      KEY_PREFIX: uniquePrefix(`${feed}-kill`),
+      DATA_DIR: dir,
+      EXIT_WHEN_IDLE_MS: '1500',
+      AGGREGATORS: '2',
+      INGEST_BATCH: '200',
+      REPLAY_SPEED: '30000',
+      REPLAY_SHIFT: 'false',
+      CANDLEWICK_CRASH: 'ingest:appended@5',
+      CANDLEWICK_CRASH_ONCE_DIR: once,
+    },
+    180_000,
+  );
+  expect(res.code, res.stdout.slice(-3000)).toBe(0);
+  expect(readdirSync(once)).toEqual(['ingest_appended']);
+  expect(res.stdout).toMatch(/ingest.*SIGKILL/);
+  expect(res.stdout).toMatch(/duplicates\s+[1-9]/);
+  return { res, dir };
 }
