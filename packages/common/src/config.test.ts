@@ -185,6 +185,7 @@ describe('FEED=binance', () => {
       return '';
     };
     expect(msg({ FEED: 'binance', SYMBOLS: 'AAPL.US' })).toMatch(/SYMBOLS: "AAPL.US" is not a Binance pair/);
+    expect(msg({ FEED: 'binance', SYMBOLS: 'AAPL.US' })).not.toMatch(/name the symbols/);
     expect(msg({ FEED: 'binance', SYMBOLS: 'COINBASE:BTCUSD' })).toMatch(/"COINBASE:BTCUSD" is not a Binance pair/);
     expect(msg({ FEED: 'binance', SYMBOLS: 'BTCUSDT,BINANCE:btcusdt' })).toMatch(
       /"BTCUSDT" and "BINANCE:btcusdt" are one Binance pair, BINANCE:BTCUSDT/,

@@ -1010,6 +1010,7 @@ function binancePairs(symbols: readonly string[], problems: string[]): readonly 
     const pair = s.slice(colon + 1).toUpperCase();
     if ((colon >= 0 && s.slice(0, colon).toUpperCase() !== 'BINANCE') || !/^[A-Z0-9]{2,30}$/.test(pair)) {
       problems.push(`SYMBOLS: "${s}" is not a Binance pair: write it as Binance does, e.g. BTCUSDT or BINANCE:BTCUSDT`);
+      out.push(s); // (still named: the list is not empty because of it)
       continue;
     }
     const name = `BINANCE:${pair}`;
