@@ -272,7 +272,8 @@ class Supervisor {
     if ((exitCode === EXIT.CONFIG || exitCode === EXIT.NO_REDIS) && OPTIONAL_ROLES.has(role))
       return this.log.warn({ role: name }, `${name} did not start (see above); the pipeline runs on without it`);
     if (exitCode === EXIT.CONFIG)
-      return this.fail(EXIT.FAILURE, `${name} stopped on a configuration problem (exit ${exitCode}, see above); not restarting it`);
+      // (a refused key, symbols the feed cannot have: the stack's own exit says configuration too, so a supervisor does not loop)
+      return this.fail(EXIT.CONFIG, `${name} stopped on a configuration problem (exit ${exitCode}, see above); not restarting it`);
     if (child.restarts.length >= 5)
       return this.fail(EXIT.FAILURE, `${name} exited (${exitCode ?? signal}) 5 times within a minute; not restarting it`);
     child.restarts.push(now);

@@ -24,8 +24,9 @@ const ROLE_HELP = {
   ingest: { about: ["the feed's trade WebSocket (FEED: finnhub, binance, massive, alpaca) -> raw trade stream"] },
   'replay-server': {
     about: [
-      "a WebSocket that replays REPLAY_TAPE in FEED's protocol: Finnhub's (type subscribe / trade / ping)",
-      "or Binance's (/ws and /stream, SUBSCRIBE, @aggTrade and @trade, ping frames, Binance's limits)",
+      "a WebSocket that replays REPLAY_TAPE in FEED's protocol: Finnhub's (type subscribe / trade / ping),",
+      "Binance's (/ws and /stream, SUBSCRIBE, @aggTrade and @trade, ping frames, Binance's limits),",
+      "Massive's (/stocks, auth, T.<ticker>) or Alpaca's (/v2/iex and /v2/sip, auth, trades)",
     ],
   },
   aggregate: { about: ['consumer-group worker: raw trades -> open bars (run several)'] },

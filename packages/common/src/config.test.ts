@@ -167,6 +167,24 @@ describe('the settings table', () => {
   });
 });
 
+describe('FEED=alpaca', () => {
+  it('half of the credentials is an error naming the missing half, not a quiet replay', () => {
+    expect(() => loadConfig({ FEED: 'alpaca', ALPACA_API_KEY: 'AKID', SYMBOLS: 'AAPL' })).toThrow(
+      /ALPACA_API_KEY is set but ALPACA_API_SECRET is not/,
+    );
+    expect(() => loadConfig({ FEED: 'alpaca', ALPACA_API_SECRET: 'S', SYMBOLS: 'AAPL' })).toThrow(
+      /ALPACA_API_SECRET is set but ALPACA_API_KEY is not/,
+    );
+    expect(loadConfig({ FEED: 'alpaca', ALPACA_API_KEY: 'AKID', ALPACA_API_SECRET: 'S', SYMBOLS: 'AAPL' }).mode).toBe('live');
+  });
+  it("a crypto pair or another venue's name is refused before anything starts, for the stocks streams", () => {
+    expect(() => loadConfig({ FEED: 'alpaca', SYMBOLS: 'BTC/USD' })).toThrow(/"BTC\/USD" is not a US stock ticker \(FEED=alpaca/);
+    expect(() => loadConfig({ FEED: 'massive', SYMBOLS: 'AAPL,BINANCE:XRPETH' })).toThrow(
+      /"BINANCE:XRPETH" is not a US stock ticker \(FEED=massive/,
+    );
+  });
+});
+
 describe('FEED=binance', () => {
   it('runs live without a key, every bare pair named BINANCE:<PAIR> for every role, history from Binance', () => {
     const c = loadConfig({ FEED: 'binance', SYMBOLS: 'btcusdt,BINANCE:ETHUSDT' });
@@ -225,8 +243,7 @@ describe('FEED=alpaca', () => {
     const live = loadConfig({ FEED: 'alpaca', ALPACA_API_KEY: 'AK', ALPACA_API_SECRET: 'sec', SYMBOLS: 'AAPL' });
     expect(live.mode).toBe('live');
     expect(live.alpacaWsUrl).toBe('wss://stream.data.alpaca.markets/v2/iex');
-    // the key without its secret, or another feed's key, does not make the feed live
-    expect(loadConfig({ FEED: 'alpaca', ALPACA_API_KEY: 'AK' }).mode).toBe('replay');
+    // another feed's key does not make the feed live (the key without its secret is an error: below)
     expect(loadConfig({ FEED: 'alpaca', FINNHUB_TOKEN: 't' }).mode).toBe('replay');
     expect(() => loadConfig({ FEED: 'alpaca', ALPACA_WS_URL: 'https://x' })).toThrow(/ALPACA_WS_URL.*ws:\/\/ or wss:\/\/ URL/);
     const dir = mkdtempSync(join(tmpdir(), 'cw-alpaca-'));

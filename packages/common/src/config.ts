@@ -1031,6 +1031,12 @@ function binancePairs(symbols: readonly string[], problems: string[]): readonly 
 
 /** The rules that span settings; also turns --from/--to into instants in BAR_TZ. */
 function checkTogether(c: Record<string, unknown>, merged: EnvLike, problems: string[]): void {
+  // half of Alpaca's credentials: neither live (it needs both) nor quietly a replay
+  if (c.feed === 'alpaca' && !c.alpacaApiKey !== !c.alpacaApiSecret)
+    problems.push(
+      `${c.alpacaApiKey ? 'ALPACA_API_KEY' : 'ALPACA_API_SECRET'} is set but ${c.alpacaApiKey ? 'ALPACA_API_SECRET' : 'ALPACA_API_KEY'} is not: ` +
+        'FEED=alpaca reads live with both (the key id and its secret), and replays with neither',
+    );
   if (c.mode === 'live' && !c.massiveApiKey && c.feed === 'massive')
     problems.push('MODE=live with FEED=massive needs MASSIVE_API_KEY (a Massive API key); unset MODE to replay the bundled tape');
   if (c.mode === 'live' && c.feed === 'alpaca' && !(c.alpacaApiKey && c.alpacaApiSecret)) {
@@ -1044,6 +1050,13 @@ function checkTogether(c: Record<string, unknown>, merged: EnvLike, problems: st
       'MODE=live needs FINNHUB_TOKEN (a Finnhub API key); unset MODE to replay the bundled tape, or read Binance (FEED=binance: no key)',
     );
   if (c.feed === 'binance' || c.backfillProvider === 'binance') c.symbols = binancePairs(c.symbols as readonly string[], problems);
+  // the stocks streams take US tickers only: another venue's name or a crypto pair is said before anything starts
+  if (c.feed === 'massive' || c.feed === 'alpaca')
+    for (const s of c.symbols as readonly string[])
+      if (!/^[A-Za-z0-9][A-Za-z0-9.-]{0,19}$/.test(s))
+        problems.push(
+          `SYMBOLS: ${JSON.stringify(s)} is not a US stock ticker (FEED=${String(c.feed)} reads stocks): write it as the provider does, e.g. AAPL or BRK.A`,
+        );
   const symbols = c.symbols as readonly string[];
   problems.push(...symbolProblems(symbols, 'SYMBOLS'));
   if (c.mode === 'live' && symbols.length === 0)

@@ -19,8 +19,8 @@ export const ALPACA_SUBSCRIBE_SYMBOLS = 1000;
 /** A connection limit said in a message (406): the wait before connecting again. */
 export const ALPACA_LIMIT_WAIT_MS = 60_000;
 
-/** A ticker Alpaca's stocks stream can have: letters, digits, '.', '-', '/' (BRK.A); never another venue's name (BINANCE:XRPETH). */
-const TICKER = /^[A-Za-z0-9][A-Za-z0-9./-]{0,19}$/;
+/** A ticker Alpaca's stocks stream can have: letters, digits, '.', '-' (BRK.A); never a crypto pair (BTC/USD) or another venue's name (BINANCE:XRPETH). */
+const TICKER = /^[A-Za-z0-9][A-Za-z0-9.-]{0,19}$/;
 
 /** The subscribe messages for `symbols`: {"action":"subscribe","trades":[...]}, at most ALPACA_SUBSCRIBE_SYMBOLS each. */
 export function alpacaSubscriptions(symbols: readonly string[]): string[] {
