@@ -6,6 +6,7 @@ import {
   Clock,
   SYMBOL_PATTERN,
   SYMBOL_RULE,
+  STOCK_TICKER,
   visibleSymbol,
   baseIntervalMs,
   parseConditionCodes,
@@ -1053,7 +1054,7 @@ function checkTogether(c: Record<string, unknown>, merged: EnvLike, problems: st
   // the stocks streams take US tickers only: another venue's name or a crypto pair is said before anything starts
   if (c.feed === 'massive' || c.feed === 'alpaca')
     for (const s of c.symbols as readonly string[])
-      if (!/^[A-Za-z0-9][A-Za-z0-9.-]{0,19}$/.test(s))
+      if (!STOCK_TICKER.test(s))
         problems.push(
           `SYMBOLS: ${JSON.stringify(s)} is not a US stock ticker (FEED=${String(c.feed)} reads stocks): write it as the provider does, e.g. AAPL or BRK.A`,
         );

@@ -38,6 +38,9 @@ export const MAX_EVENT_MS = 4_102_444_800_000;
 export const SYMBOL_PATTERN = /^[A-Za-z0-9:._^/=-]{1,64}$/;
 export const SYMBOL_RULE = '1 to 64 of the characters A-Z a-z 0-9 : . _ - / ^ =';
 
+/** A US stock ticker as the stocks feeds (Massive, Alpaca) name it: letters, digits, '.', '-' (BRK.A), at most 20; never a crypto pair or another venue's name. */
+export const STOCK_TICKER = /^[A-Za-z0-9][A-Za-z0-9.-]{0,19}$/;
+
 /** A symbol as it may be shown in a message: anything outside printable ASCII as \uXXXX. */
 export function visibleSymbol(s: string): string {
   return JSON.stringify(s).replace(/[^\x20-\x7e]/g, (ch) => `\\u${ch.charCodeAt(0).toString(16).padStart(4, '0')}`);

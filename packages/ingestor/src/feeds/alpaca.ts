@@ -1,3 +1,4 @@
+import { STOCK_TICKER } from '@candlewick/core';
 import { checkStockTickers, eventsFrame, jsonEvents, type FeedAmend, type FeedFrame, type FeedProtocol } from './protocol.js';
 
 export interface AlpacaOptions {
@@ -18,9 +19,6 @@ export interface AlpacaOptions {
 export const ALPACA_SUBSCRIBE_SYMBOLS = 1000;
 /** A connection limit said in a message (406): the wait before connecting again. */
 export const ALPACA_LIMIT_WAIT_MS = 60_000;
-
-/** A ticker Alpaca's stocks stream can have: letters, digits, '.', '-' (BRK.A); never a crypto pair (BTC/USD) or another venue's name (BINANCE:XRPETH). */
-const TICKER = /^[A-Za-z0-9][A-Za-z0-9.-]{0,19}$/;
 
 /** The subscribe messages for `symbols`: {"action":"subscribe","trades":[...]}, at most ALPACA_SUBSCRIBE_SYMBOLS each. */
 export function alpacaSubscriptions(symbols: readonly string[]): string[] {
@@ -131,7 +129,7 @@ export function alpacaError(code: unknown, msg: string): FeedFrame {
  * `amends`, kept and counted, not applied. Errors {"T":"error","code","msg"}: alpacaError.
  */
 export function alpacaProtocol(opts: AlpacaOptions): FeedProtocol {
-  checkStockTickers(opts.symbols, TICKER, 'alpaca', 'Alpaca', "Alpaca's stocks stream");
+  checkStockTickers(opts.symbols, STOCK_TICKER, 'alpaca', 'Alpaca', "Alpaca's stocks stream");
   return {
     name: 'Alpaca',
     urlSetting: 'ALPACA_WS_URL',

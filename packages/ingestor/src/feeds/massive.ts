@@ -1,3 +1,4 @@
+import { STOCK_TICKER } from '@candlewick/core';
 import { checkStockTickers, eventsFrame, jsonEvents, type FeedFrame, type FeedProtocol } from './protocol.js';
 
 export interface MassiveOptions {
@@ -17,9 +18,6 @@ export interface MassiveOptions {
 export const MASSIVE_PARAMS_CHARS = 8192;
 /** A connection limit said in a message (max_connections): the wait before connecting again. */
 export const MASSIVE_LIMIT_WAIT_MS = 60_000;
-
-/** A ticker Massive's stocks cluster can have: letters, digits, '.', '-' (BRK.A); never another venue's name (BINANCE:XRPETH). */
-const TICKER = /^[A-Za-z0-9][A-Za-z0-9.-]{0,19}$/;
 
 /** The subscribe messages for `symbols`: `T.<ticker>` channels, comma-separated, each message's params at most MASSIVE_PARAMS_CHARS. */
 export function massiveSubscriptions(symbols: readonly string[]): string[] {
@@ -99,7 +97,7 @@ function status(m: Record<string, unknown>): FeedFrame {
  * minute before connecting again; a refused key stops the feed.
  */
 export function massiveProtocol(opts: MassiveOptions): FeedProtocol {
-  checkStockTickers(opts.symbols, TICKER, 'massive', 'Massive', "Massive's stocks cluster");
+  checkStockTickers(opts.symbols, STOCK_TICKER, 'massive', 'Massive', "Massive's stocks cluster");
   return {
     name: 'Massive',
     urlSetting: 'MASSIVE_WS_URL',
