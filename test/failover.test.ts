@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { Redis } from 'ioredis';
 import calculateSlot from 'cluster-key-slot';
-import { makeKeys, partitionOf, type Keys } from '@candlewick/common';
+import { connectRedis, duplicateRedis, makeKeys, partitionOf, redisLink, watchRedis, type Keys } from '@candlewick/common';
 import { PrivateRedisCluster } from '@candlewick/cli';
 import {
   BUNDLED_TAPE,
@@ -253,4 +253,67 @@ describe('Redis Cluster with replicas: acknowledged means kept', () => {
     expect(res.stdout + res.stderr).not.toMatch(/Redis lost batches|lost batches are older/);
     expect(klineProblems(dataDir)).toEqual([]);
   }, 600_000);
+});
+
+describe('Redis Cluster with replicas: clients that connect while a master is paused', () => {
+  it('each becomes ready once a replica has taken over (a ready check sent to the paused master is sent again), and only then is Redis back', async () => {
+    const dir = tempDir('failover-connect');
+    const cluster = new PrivateRedisCluster(`${dir}/cluster`, process.env.REDIS_SERVER_BIN ?? 'redis-server', 3, {
+      replicas: 1,
+      nodeTimeoutMs: 2000,
+    });
+    const url = await cluster.start();
+    const main = connectRedis(url, undefined, { cluster: true });
+    const stopWatch = watchRedis(main, { answerTimeoutMs: 1000, checkEveryMs: 0 });
+    const victim = cluster.servers[0]!;
+    const dups: ReturnType<typeof duplicateRedis>[] = [];
+    try {
+      await waitFor(async () => main.status === 'ready', 10_000, 'the client ready');
+      // every master in use, as in a role
+      for (let i = 0; i < 64; i++) await main.set(`cw-connect-${i}`, '1');
+      const survivor = new Redis(cluster.servers[1]!.url, { lazyConnect: true });
+      survivor.on('error', () => undefined);
+      const victimSlot = Number(
+        String(await survivor.call('CLUSTER', 'NODES'))
+          .split('\n')
+          .find((l) => l.includes(`:${victim.port}@`))!
+          .split(' ')
+          .slice(8)[0]!
+          .split('-')[0],
+      );
+      process.kill(victim.pid!, 'SIGSTOP');
+      // clients made now (BullMQ makes its connections as it goes) ask the paused master, at random, whether the cluster is ok
+      await new Promise((res) => setTimeout(res, 300));
+      for (let i = 0; i < 20; i++) {
+        const d = duplicateRedis(main);
+        d.on('error', () => undefined);
+        dups.push(d);
+      }
+      await waitFor(
+        async () => {
+          const m = await masterOf(survivor, victimSlot).catch(() => undefined);
+          return m !== undefined && m !== victim.port;
+        },
+        30_000,
+        'a replica elected master',
+      );
+      const electedAt = Date.now();
+      survivor.disconnect();
+      await waitFor(async () => dups.every((d) => d.status === 'ready'), 7_000, 'every client ready after the election').catch(
+        (err: Error) => {
+          throw new Error(
+            `${err.message}: ${dups.filter((d) => d.status !== 'ready').length} of ${dups.length} still ${dups.find((d) => d.status !== 'ready')?.status}`,
+          );
+        },
+      );
+      await waitFor(async () => redisLink.downForMs === 0, 5_000, 'Redis said to be back');
+      expect(Date.now() - electedAt).toBeLessThanOrEqual(2000 + 5000);
+    } finally {
+      stopWatch();
+      victim.kill();
+      for (const d of dups) d.disconnect();
+      main.disconnect();
+      await cluster.stop();
+    }
+  }, 120_000);
 });

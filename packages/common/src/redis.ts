@@ -257,11 +257,12 @@ export class RedisLink {
    * A connection is ready again, or a silent Redis answered. The outage is over once every
    * connection of the process is back: under Sentinel one connection may reach the new master
    * while another, on its own backoff, still tries the old one (and fails once more) — "back"
-   * said at the first would be followed by a second "lost".
+   * said at the first would be followed by a second "lost". So with Cluster clients: one ready
+   * while another still connects (see CONNECT_STUCK_MS) is not the end.
    */
   ready(): void {
     if (this.downSince === 0) return;
-    if ([...this.connections].some((c) => !(c instanceof ioredis().Cluster) && RECONNECTING.has(c.status))) return;
+    if ([...this.connections].some((c) => RECONNECTING.has(c.status))) return;
     const back = { redis: this.where, downS: Number(((this.now() - this.downSince) / 1000).toFixed(1)) };
     if (this.tail !== undefined) this.log?.debug(back, 'Redis is back (the tail of the outage said before)');
     else this.log?.info(back, 'Redis is back');
@@ -394,7 +395,10 @@ const nodeKey = (node: Redis): string => `${node.options.host ?? '127.0.0.1'}:${
 function guardClusterNodes(cluster: Cluster): void {
   if (guardedClusters.has(cluster)) return;
   guardedClusters.set(cluster, new Map());
-  cluster.once('end', () => guardedClusters.delete(cluster));
+  cluster.once('end', () => {
+    guardedClusters.delete(cluster);
+    connectingSince.delete(cluster);
+  });
   // BullMQ makes its connections with duplicate(): guarded like the one they copy
   const duplicate = cluster.duplicate.bind(cluster);
   cluster.duplicate = (...args: Parameters<Cluster['duplicate']>) => {
@@ -405,12 +409,33 @@ function guardClusterNodes(cluster: Cluster): void {
   nodeGuard ??= setInterval(checkClusterNodes, 250).unref();
 }
 
-/** One round of the guard: slot maps read again while a master is silent; dropped connections followed until closed. */
+/**
+ * A Cluster client that connects while a master is paused can send its ready check (CLUSTER INFO,
+ * to a master picked at random) to the paused one: the answer never comes, the client stays in
+ * 'connect' for good, and ioredis reads its slot map again only once it is ready. Past
+ * CONNECT_STUCK_MS its slot map is read again each second: once a replica has taken the paused
+ * master's slots the paused node leaves the pool, the check fails as a closed connection and the
+ * client connects again, to the masters that answer.
+ */
+const CONNECT_STUCK_MS = 2000;
+/** Cluster client -> since when (monotonic) it has been in 'connect' */
+const connectingSince = new Map<Cluster, number>();
+
+/** One round of the guard: slot maps read again while a master is silent or a client is stuck connecting; dropped connections followed until closed. */
 function checkClusterNodes(): void {
   const now = monoMs();
-  const refresh = silentFor(NODE_SILENT_MS) !== undefined && now - refreshedAt >= 1000;
-  if (refresh) refreshedAt = now;
+  const due = now - refreshedAt >= 1000;
+  const refresh = silentFor(NODE_SILENT_MS) !== undefined && due;
+  let refreshed = refresh;
   for (const [cluster, seen] of guardedClusters) {
+    if (cluster.status === 'connect') {
+      const since = connectingSince.get(cluster) ?? now;
+      connectingSince.set(cluster, since);
+      if (due && now - since >= CONNECT_STUCK_MS) {
+        cluster.refreshSlotsCache();
+        refreshed = true;
+      }
+    } else connectingSince.delete(cluster);
     if (refresh && cluster.status === 'ready') cluster.refreshSlotsCache();
     const pool = new Set(cluster.nodes('all'));
     for (const node of pool) seen.set(node, 0);
@@ -428,6 +453,7 @@ function checkClusterNodes(): void {
       }
     }
   }
+  if (refreshed) refreshedAt = now;
 }
 
 /** A master silent for `ms` or more: the longest silence and its node, or undefined. */
