@@ -381,9 +381,9 @@ describe('pg-sink: closed bars in PostgreSQL', () => {
     expect(await tableState()).toEqual(want);
   }, 180_000);
 
-  it('PostgreSQL killed -9 for PG_DOWN_S (60) s under a running stack: said once and "back" once, /healthz 503 with the lag, every row equals its CSV row, none twice', async () => {
+  it('PostgreSQL killed -9 for PG_DOWN_S (30) s under a running stack: said once and "back" once, /healthz 503 with the lag, every row equals its CSV row, none twice', async () => {
     await db.query('DROP TABLE IF EXISTS bars, candlewick_migrations');
-    const downS = Number(process.env.PG_DOWN_S ?? 60);
+    const downS = Number(process.env.PG_DOWN_S ?? 30);
     const dir = tempDir('pg-kill9');
     // the roles serve /healthz on METRICS_PORT and up, one port each in the order they start
     const metricsPort = await freePort();

@@ -1,6 +1,6 @@
 import { readFileSync, readdirSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { describe, expect, it, onTestFinished } from 'vitest';
+import { describe, expect, it, type TestContext } from 'vitest';
 import { makeKeys } from '@candlewick/common';
 import { Clock, parseInterval } from '@candlewick/core';
 import { childPids, cmdline, rawTrades, redisUrl, startCli, tempDir, testRedis, uniquePrefix, waitFor } from './helpers.js';
@@ -80,7 +80,7 @@ function rolePids(stackPid: number, role: RegExp): number[] {
   return childPids(stackPid).filter((p) => role.test(cmdline(p)));
 }
 
-async function liveRun(name: string, aggregators: number, faults: ((stackPid: number) => Promise<string>)[]) {
+async function liveRun(ctx: TestContext, name: string, aggregators: number, faults: ((stackPid: number) => Promise<string>)[]) {
   const dir = tempDir(name);
   const prefix = uniquePrefix(name);
   const stack = startCli(['stack'], {
@@ -95,7 +95,7 @@ async function liveRun(name: string, aggregators: number, faults: ((stackPid: nu
     AGGREGATORS: String(aggregators),
     INTERVALS: '1min,5min',
   });
-  onTestFinished(() => stack.kill('SIGKILL'));
+  ctx.onTestFinished(() => stack.kill('SIGKILL'));
   const watch = new RowWatch(dir);
   await waitFor(() => /replaying tape/.test(stack.output().stdout), 60_000, 'the replay');
   const done: string[] = [];
@@ -160,9 +160,10 @@ const kill = (role: RegExp, label: string) => async (stackPid: number) => {
   return `${label} killed at ${new Date().toISOString().slice(11, 23)}`;
 };
 
-describe('crash recovery at live pace: every bar exact and in its CSV within grace + 3 s', () => {
-  it('two aggregators: one killed, the other paused past the takeover deadline, then the closer and the writer killed, each a second before a minute ends', async () => {
-    const run = await liveRun('recovery-2', 2, [
+// the two runs side by side (each a light paced replay, its faults at the same minute ends): half the wall time
+describe.concurrent('crash recovery at live pace: every bar exact and in its CSV within grace + 3 s', () => {
+  it('two aggregators: one killed, the other paused past the takeover deadline, then the closer and the writer killed, each a second before a minute ends', async (ctx) => {
+    const run = await liveRun(ctx, 'recovery-2', 2, [
       kill(/cli\.js aggregate/, 'aggregate.1'),
       async (stackPid) => {
         const pid = rolePids(stackPid, /cli\.js aggregate/)[1]!;
@@ -177,8 +178,8 @@ describe('crash recovery at live pace: every bar exact and in its CSV within gra
     expect(run.out).not.toMatch(/late trades kept/);
   }, 600_000);
 
-  it('one aggregator, killed a second before a minute ends: its successor of the same name takes over', async () => {
-    const run = await liveRun('recovery-1', 1, [kill(/cli\.js aggregate/, 'aggregate')]);
+  it('one aggregator, killed a second before a minute ends: its successor of the same name takes over', async (ctx) => {
+    const run = await liveRun(ctx, 'recovery-1', 1, [kill(/cli\.js aggregate/, 'aggregate')]);
     check(run, await barsFromStream(run.prefix));
     expect(run.out).not.toMatch(/late trades kept/);
   }, 400_000);
