@@ -325,4 +325,24 @@ describe('input that is not what it seems', () => {
     expect(stack.code).toBe(2);
     expect(stack.stderr).toMatch(/REPLAY_TAPE=".*only\.frames": SYMBOLS is unset and the tape has no well-formed trade/);
   });
+
+  it('a .jsonl whose lines are JSON objects but never a trade (klines) is refused like a .json that is not aggTrades: exit 2, the file, its first line, what was expected', async () => {
+    const dir = tempDir('jsonl-klines');
+    const klines = join(dir, 'klines.jsonl');
+    writeFileSync(
+      klines,
+      loadKlines()
+        .slice(0, 3)
+        .map(([t, o, h, l, c, v]) => JSON.stringify({ t, o, h, l, c, v }) + '\n')
+        .join(''),
+    );
+    // (with SYMBOLS set, as here, it was read as a tape of bad trades: nothing written, exit 0)
+    const r = await runCli(['bars', '--tape', klines, '--out', join(dir, 'out')], { SYMBOLS: 'BINANCE:XRPETH' });
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(
+      /klines\.jsonl: not a tape: no line is a trade \(line 1 is \{"t":1570752000000,"o":.*\), expected one trade per line, \{"s": symbol, "p": price/,
+    );
+    expect(r.stderr).not.toMatch(/\n\s+at /);
+    expect(existsSync(join(dir, 'out', 'raw'))).toBe(false);
+  });
 });
