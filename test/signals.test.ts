@@ -117,10 +117,13 @@ async function ctrlCOnceTapeDone(s: ReturnType<typeof startGroup>, dir: string):
 describe('stopping a stack', () => {
   it('Ctrl-C in a terminal (SIGINT to the whole group): roles stop in order, each once, Redis last, exit 130', async () => {
     const dir = tempDir('ctrl-c');
-    const s = await runningStack(dir);
+    // (REPLAY_PROGRESS_MS=0: the paced replay says where it is at each 1 % of the tape, not at most every 10 s)
+    const s = await runningStack(dir, { REPLAY_PROGRESS_MS: '0' });
     process.kill(-s.proc.pid!, 'SIGINT');
     expect(await s.exited).toBe(130);
     expect(s.output()).toMatch(/stopping every role in order/);
+    // (50 closed 1-minute bars are past 1 % of the day's tape)
+    expect(s.output()).toMatch(/replay-server\s+INFO  replayed 1% of the tape  session=1 sent=\d+ tapeTime=2019-10-11T/);
     expectCleanStop(s.output(), s.procs);
   });
 

@@ -232,6 +232,7 @@ export async function runReplayServer(cfg: Config): Promise<void> {
       host: cfg.replayHost,
       speed: cfg.replaySpeed,
       frameTrades: cfg.replayFrameTrades,
+      progressEveryMs: cfg.replayProgressMs,
       shiftToNow: cfg.replayShift,
       // under `stack`: a kept-running replay stopped after this closes and writes every bar
       onFinished: () => process.connected && tellStack({ type: 'tape-done' }),
