@@ -1,7 +1,8 @@
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
-import { afterAll, describe, expect, it } from 'vitest';
+import { createServer, type AddressInfo } from 'node:net';
+import { afterAll, describe, expect, it, onTestFinished } from 'vitest';
 import { CsvFiles, SymbolFileClashError, makeKeys } from '@candlewick/common';
 import { csvPath } from '@candlewick/common';
 import { Clock, barFromTrade } from '@candlewick/core';
@@ -109,6 +110,39 @@ describe('configuration and environment errors', () => {
     expect(res.code).toBe(2);
     expect(res.stderr).toMatch(/GRACE_MS="soon": must be a whole number/);
     expect(res.stderr).toMatch(/INTERVALS: invalid interval "3sec"/);
+  });
+
+  it('a port in use (REPLAY_PORT for the replay server, under stack too, and the provider stand-in; METRICS_PORT): exit 2 naming the setting and what to do', async () => {
+    const busy = createServer();
+    await new Promise<void>((r) => busy.listen(0, '127.0.0.1', r));
+    onTestFinished(() => void busy.close());
+    const port = String((busy.address() as AddressInfo).port);
+    const dir = tempDir('busy-port');
+    const inUse = `port ${port} is in use on 127.0.0.1`;
+    const [replay, stack, provider, metrics] = await Promise.all([
+      runCli(['replay-server'], { DATA_DIR: dir, REPLAY_PORT: port }),
+      runCli(['stack'], { DATA_DIR: join(dir, 'stack'), REPLAY_PORT: port }),
+      runCli(['provider-server', '--port', port], { DATA_DIR: dir }),
+      runCli(['replay-server'], { DATA_DIR: dir, METRICS_PORT: port }),
+    ]);
+    for (const r of [replay, stack, provider, metrics]) {
+      expect(r.code, r.stderr).toBe(2);
+      expect(r.stdout + r.stderr).not.toMatch(/\n\s+at /); // a message, not a stack trace
+    }
+    expect(replay.stderr).toContain(
+      `cannot listen: ${inUse} (REPLAY_PORT=${port}, REPLAY_HOST=127.0.0.1); choose a free port with REPLAY_PORT`,
+    );
+    // (the stack prints its roles' lines on its stdout, after the role's name)
+    expect(stack.stdout).toContain(
+      `replay-server  candlewick replay-server: cannot listen: ${inUse} (REPLAY_PORT=${port}, REPLAY_HOST=127.0.0.1); choose a free port with REPLAY_PORT, or leave it unset and stack picks one`,
+    );
+    expect(stack.stdout).toMatch(/replay-server stopped on a configuration problem \(exit 2/);
+    expect(provider.stderr).toContain(
+      `cannot listen: ${inUse} (REPLAY_PORT=${port}, REPLAY_HOST=127.0.0.1); choose a free port with REPLAY_PORT (or --port)`,
+    );
+    expect(metrics.stderr).toContain(
+      `cannot serve metrics: ${inUse} (METRICS_PORT=${port}, METRICS_HOST=127.0.0.1); choose another METRICS_PORT`,
+    );
   });
 
   it('no Redis at all: the stack names the three ways out', async () => {
@@ -290,5 +324,25 @@ describe('input that is not what it seems', () => {
     const stack = await runCli(['stack'], { DATA_DIR: out, REPLAY_TAPE: frames });
     expect(stack.code).toBe(2);
     expect(stack.stderr).toMatch(/REPLAY_TAPE=".*only\.frames": SYMBOLS is unset and the tape has no well-formed trade/);
+  });
+
+  it('a .jsonl whose lines are JSON objects but never a trade (klines) is refused like a .json that is not aggTrades: exit 2, the file, its first line, what was expected', async () => {
+    const dir = tempDir('jsonl-klines');
+    const klines = join(dir, 'klines.jsonl');
+    writeFileSync(
+      klines,
+      loadKlines()
+        .slice(0, 3)
+        .map(([t, o, h, l, c, v]) => JSON.stringify({ t, o, h, l, c, v }) + '\n')
+        .join(''),
+    );
+    // (with SYMBOLS set, as here, it was read as a tape of bad trades: nothing written, exit 0)
+    const r = await runCli(['bars', '--tape', klines, '--out', join(dir, 'out')], { SYMBOLS: 'BINANCE:XRPETH' });
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(
+      /klines\.jsonl: not a tape: no line is a trade \(line 1 is \{"t":1570752000000,"o":.*\), expected one trade per line, \{"s": symbol, "p": price/,
+    );
+    expect(r.stderr).not.toMatch(/\n\s+at /);
+    expect(existsSync(join(dir, 'out', 'raw'))).toBe(false);
   });
 });

@@ -1,6 +1,6 @@
 /// <reference lib="dom" />
 // (the functions given to page.evaluate run in the page)
-import { existsSync, mkdirSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { DateTime } from 'luxon';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -11,10 +11,10 @@ import { redisUrl, startCli, tempDir, uniquePrefix, waitFor, type CliProcess } f
 
 /**
  * The chart page in headless Chromium over files alone (`serve` with a token, no pipeline): the
- * November DST night's axis in New York time with bars at their true instants, a daily bar labelled
- * by its date, prices with the decimals they were written with, a shared link kept across the
- * sign-in, Bull Board with no request beyond this server; and, under a stack whose market has gone
- * quiet, the forming bar on a second page.
+ * November DST night's axis in New York time with bars at their true instants (its labels read back
+ * from a screenshot), a daily bar labelled by its date, prices with the decimals they were written
+ * with, a shared link kept across the sign-in, Bull Board with no request beyond this server; and,
+ * under a stack whose market has gone quiet, the forming bar on a second page.
  */
 const CHROMIUM = process.env.CHROMIUM_BIN ?? '/usr/bin/chromium';
 // As root, in a sandbox with no internet: no sandboxing of its own, no background connections.
@@ -39,6 +39,155 @@ const ready = (page: Page, what: string) => page.waitForFunction((w) => document
 async function axisLabels(page: Page): Promise<string[]> {
   await page.evaluate(() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r))));
   return page.evaluate(() => Object.values((window as unknown as Page$).candlewick.axisLabels));
+}
+
+/**
+ * Every fillText of the page, with how and where (run before the page's scripts): the texts the
+ * chart draws on its canvases, to be found again in a screenshot. `frame` numbers the animation
+ * frames, so the last paint of a canvas can be told from earlier ones.
+ */
+function recordCanvasText(): void {
+  type Draw = {
+    text: string;
+    x: number;
+    y: number;
+    font: string;
+    fillStyle: unknown;
+    textAlign: string;
+    textBaseline: string;
+    m: number[];
+    canvas: HTMLCanvasElement;
+    frame: number;
+  };
+  const draws: Draw[] = [];
+  let frame = 0;
+  const tick = () => {
+    frame++;
+    requestAnimationFrame(tick);
+  };
+  requestAnimationFrame(tick);
+  const fillText = CanvasRenderingContext2D.prototype.fillText;
+  CanvasRenderingContext2D.prototype.fillText = function (
+    this: CanvasRenderingContext2D,
+    text: string,
+    x: number,
+    y: number,
+    maxWidth?: number,
+  ) {
+    const t = this.getTransform();
+    draws.push({
+      text: String(text),
+      x,
+      y,
+      font: this.font,
+      fillStyle: this.fillStyle,
+      textAlign: this.textAlign,
+      textBaseline: this.textBaseline,
+      m: [t.a, t.b, t.c, t.d, t.e, t.f],
+      canvas: this.canvas,
+      frame,
+    });
+    return maxWidth === undefined ? fillText.call(this, text, x, y) : fillText.call(this, text, x, y, maxWidth);
+  };
+  (window as unknown as { canvasText: Draw[] }).canvasText = draws;
+}
+
+/**
+ * The time-axis labels read from a screenshot: for each label of the axis canvas's last paint, the
+ * screenshot's pixels where it was drawn, against that place drawn afresh (same font, colour,
+ * alignment, transform) with each label of the paint in turn, compared by their ink (the pixels
+ * that differ from the strip's background): `read` is the label whose drawing the screenshot
+ * matches best, `match` how well (ink in both / ink in either).
+ */
+async function labelsInScreenshot(
+  page: Page,
+  png: Buffer,
+  label: RegExp,
+): Promise<{ drawn: string; read: string; match: number; whole: boolean }[]> {
+  return page.evaluate(
+    async ({ png, source }) => {
+      type Draw = {
+        text: string;
+        x: number;
+        y: number;
+        font: string;
+        fillStyle: string;
+        textAlign: CanvasTextAlign;
+        textBaseline: CanvasTextBaseline;
+        m: number[];
+        canvas: HTMLCanvasElement;
+        frame: number;
+      };
+      const re = new RegExp(source);
+      const all = (window as unknown as { canvasText: Draw[] }).canvasText.filter((d) => re.test(d.text) && d.canvas.isConnected);
+      const canvas = all.at(-1)!.canvas;
+      const lastFrame = Math.max(...all.filter((d) => d.canvas === canvas).map((d) => d.frame));
+      const paint = all.filter((d) => d.canvas === canvas && d.frame === lastFrame);
+      const img = new Image();
+      img.src = `data:image/png;base64,${png}`;
+      await img.decode();
+      const shot = document.createElement('canvas');
+      shot.width = img.width;
+      shot.height = img.height;
+      const sctx = shot.getContext('2d', { willReadFrequently: true })!;
+      sctx.drawImage(img, 0, 0);
+      const rect = canvas.getBoundingClientRect();
+      const scale = rect.width / canvas.width; // CSS pixels per canvas pixel (1 at devicePixelRatio 1)
+      const dark = (d: Uint8ClampedArray, i: number, bg: number[]) =>
+        Math.abs(d[i]! - bg[0]!) + Math.abs(d[i + 1]! - bg[1]!) + Math.abs(d[i + 2]! - bg[2]!) > 90;
+      return paint.map((d) => {
+        // the label's box in canvas pixels, then on the page, with a margin
+        const probe = document.createElement('canvas').getContext('2d')!;
+        Object.assign(probe, { font: d.font, textAlign: d.textAlign, textBaseline: d.textBaseline });
+        const w = Math.max(...paint.map((o) => probe.measureText(o.text).width));
+        const mt = probe.measureText(d.text);
+        const [a, , , dd, e, f] = d.m as [number, number, number, number, number, number];
+        const cx = a * (d.x - mt.actualBoundingBoxLeft + (mt.actualBoundingBoxLeft + mt.actualBoundingBoxRight) / 2) + e;
+        const top = dd * (d.y - mt.actualBoundingBoxAscent) + f - 3;
+        const bottom = dd * (d.y + mt.actualBoundingBoxDescent) + f + 3;
+        const left = Math.floor(cx - (a * w) / 2 - 3);
+        const width = Math.ceil(a * w + 6);
+        const height = Math.ceil(bottom - top);
+        const px = Math.round(rect.left + left * scale);
+        const py = Math.round(rect.top + Math.floor(top) * scale);
+        const crop = sctx.getImageData(px, py, width, height).data;
+        // the background: the strip's commonest colour there
+        const counts = new Map<number, number>();
+        for (let i = 0; i < crop.length; i += 4) {
+          const k = (crop[i]! << 16) | (crop[i + 1]! << 8) | crop[i + 2]!;
+          counts.set(k, (counts.get(k) ?? 0) + 1);
+        }
+        const k = [...counts].sort((x, y) => y[1] - x[1])[0]![0];
+        const bg = [(k >> 16) & 255, (k >> 8) & 255, k & 255];
+        const scores = paint.map((other) => {
+          const ref = document.createElement('canvas');
+          ref.width = width;
+          ref.height = height;
+          const r = ref.getContext('2d', { willReadFrequently: true })!;
+          r.fillStyle = `rgb(${bg.join(',')})`;
+          r.fillRect(0, 0, width, height);
+          r.setTransform(a, 0, 0, dd, e - left, f - Math.floor(top));
+          Object.assign(r, { font: d.font, fillStyle: d.fillStyle, textAlign: d.textAlign, textBaseline: d.textBaseline });
+          r.fillText(other.text, d.x, d.y);
+          const want = r.getImageData(0, 0, width, height).data;
+          let both = 0;
+          let either = 0;
+          for (let i = 0; i < crop.length; i += 4) {
+            const x = dark(crop, i, bg);
+            const y = dark(want, i, bg);
+            if (x && y) both++;
+            if (x || y) either++;
+          }
+          return { text: other.text, match: either === 0 ? 0 : both / either };
+        });
+        const best = scores.reduce((x, y) => (y.match > x.match ? y : x));
+        // (a label the canvas's edge cuts is cut in the screenshot too, not in the drawing afresh)
+        const whole = left >= 0 && left + width <= canvas.width;
+        return { drawn: d.text, read: best.text, match: Math.round(best.match * 100) / 100, whole };
+      });
+    },
+    { png: png.toString('base64'), source: label.source },
+  );
 }
 
 describe('the chart page over files, in headless Chromium', () => {
@@ -90,6 +239,7 @@ describe('the chart page over files, in headless Chromium', () => {
     await waitFor(async () => (await fetch(`${base}/healthz`).catch(() => undefined))?.ok === true, 30_000, 'serve');
 
     const context = await browser.newContext({ viewport: { width: 1280, height: 720 } });
+    await context.addInitScript(recordCanvasText);
     const requests: string[] = [];
     context.on('request', (r) => requests.push(r.url()));
     const page = await context.newPage();
@@ -124,8 +274,15 @@ describe('the chart page over files, in headless Chromium', () => {
     });
     expect(await page.textContent('[data-k="feed"]')).toBe('files only: no pipeline');
     expect(await page.textContent('[data-k="lag"]')).toBe('close lag — (no bar closed yet)');
-    await page.screenshot({ path: join(dir, 'dst-night.png') });
-    expect(statSync(join(dir, 'dst-night.png')).size).toBeGreaterThan(10_000);
+    // the same labels read in a screenshot: each drawn where the page says, and told from the others
+    const shot = await page.screenshot({ path: join(dir, 'dst-night.png') });
+    const read = await labelsInScreenshot(page, shot, /^(\d{2}:\d{2}( E[DS]T)?|11-01)$/);
+    expect(read.map((r) => r.drawn)).toEqual(expect.arrayContaining(['01:00 EDT', '01:00 EST']));
+    for (const r of read) {
+      expect(r.read, JSON.stringify(read)).toBe(r.drawn);
+      if (r.whole) expect(r.match, JSON.stringify(read)).toBeGreaterThan(0.9);
+    }
+    expect(new Set(read.map((r) => r.drawn)).size).toBe(read.length);
 
     // a single daily bar: labelled by its date, tiny prices with all their decimals
     await page.selectOption('#interval', '1d');

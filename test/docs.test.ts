@@ -1,5 +1,6 @@
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { checkDocs } from './doc-check.js';
@@ -49,5 +50,21 @@ describe('the docs name only what exists', () => {
         '`GRACE_MX`: no code reads GRACE_MX',
       ].sort(),
     );
+  });
+});
+
+describe('the Node the project declares', () => {
+  it("is admitted by every locked package's engines.node (npm ci warns EBADENGINE on no supported Node), and the README says it", () => {
+    const semver = createRequire(import.meta.url)('semver') as { subset(sub: string, dom: string): boolean };
+    const declared = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { engines: { node: string } }).engines.node;
+    const lock = JSON.parse(readFileSync(join(ROOT, 'package-lock.json'), 'utf8')) as {
+      packages: Record<string, { engines?: { node?: string } | string[] }>;
+    };
+    const refusing = Object.entries(lock.packages)
+      .map(([path, p]) => [path, Array.isArray(p.engines) ? undefined : p.engines?.node] as const)
+      .filter(([, node]) => node !== undefined && !semver.subset(declared, node))
+      .map(([path, node]) => `${path || 'package.json'}: ${node}`);
+    expect(refusing).toEqual([]);
+    expect(readFileSync(join(ROOT, 'README.md'), 'utf8')).toContain(`\`${declared}\``);
   });
 });

@@ -62,7 +62,13 @@ export class ProviderServer {
 
   async start(): Promise<string> {
     this.server = createServer((req, res) => this.handle(req, res));
-    await new Promise<void>((resolve) => this.server!.listen(this.opts.port ?? 0, this.opts.host ?? '127.0.0.1', resolve));
+    await new Promise<void>((resolve, reject) => {
+      this.server!.once('error', reject);
+      this.server!.listen(this.opts.port ?? 0, this.opts.host ?? '127.0.0.1', () => {
+        this.server!.off('error', reject);
+        resolve();
+      });
+    });
     const { port } = this.server.address() as AddressInfo;
     this.base = `http://${this.opts.host ?? '127.0.0.1'}:${port}`;
     return this.base;

@@ -17,6 +17,7 @@ import {
   waitForRedis,
   makeKeys,
   isTapeTrade,
+  listenError,
   type Component,
   type Config,
   type Keys,
@@ -231,6 +232,7 @@ export async function runReplayServer(cfg: Config): Promise<void> {
       host: cfg.replayHost,
       speed: cfg.replaySpeed,
       frameTrades: cfg.replayFrameTrades,
+      progressEveryMs: cfg.replayProgressMs,
       shiftToNow: cfg.replayShift,
       // under `stack`: a kept-running replay stopped after this closes and writes every bar
       onFinished: () => process.connected && tellStack({ type: 'tape-done' }),
@@ -244,7 +246,17 @@ export async function runReplayServer(cfg: Config): Promise<void> {
   });
   stopWithParent();
   await metrics?.start();
-  await server.start();
+  await server.start().catch((err: unknown) => {
+    throw listenError(err, {
+      port: cfg.replayPort,
+      host: cfg.replayHost,
+      portSetting: 'REPLAY_PORT',
+      hostSetting: 'REPLAY_HOST',
+      todo: process.connected
+        ? 'choose a free port with REPLAY_PORT, or leave it unset and stack picks one'
+        : 'choose a free port with REPLAY_PORT (or --port; 0 picks one), and point the ingestor at it',
+    });
+  });
   tellStack({ type: 'ready', cpu: cpuUs() });
 }
 
@@ -264,7 +276,15 @@ export async function runProviderServer(cfg: Config): Promise<void> {
     massiveKey: cfg.massiveApiKey,
   });
   handleShutdown(log, () => server.stop());
-  const base = await server.start();
+  const base = await server.start().catch((err: unknown) => {
+    throw listenError(err, {
+      port: cfg.replayPort || 8766,
+      host: cfg.replayHost,
+      portSetting: 'REPLAY_PORT',
+      hostSetting: 'REPLAY_HOST',
+      todo: 'choose a free port with REPLAY_PORT (or --port), and point FINNHUB_REST_URL, BINANCE_REST_URL or MASSIVE_REST_URL at it',
+    });
+  });
   log.info(
     { tape: path, url: base },
     `serving the tape as Finnhub (${base}/api/v1), Binance (${base}) and Massive (${base}) history: point FINNHUB_REST_URL, BINANCE_REST_URL or MASSIVE_REST_URL here`,

@@ -623,6 +623,13 @@ const SETTINGS = {
   replayHost: setting('REPLAY_HOST', text(), '127.0.0.1', '127.0.0.1', 'the address it listens on'),
   replayShift: setting('REPLAY_SHIFT', bool(), true, 'true', 'paced replay: stamp each trade with the moment it is sent'),
   replayFrameTrades: setting('REPLAY_FRAME_TRADES', int(1, 10_000), 500, '500', 'trades per replayed frame at full speed'),
+  replayProgressMs: setting(
+    'REPLAY_PROGRESS_MS',
+    int(0, 3_600_000),
+    10_000,
+    '10000',
+    'paced replay: a "replayed N% of the tape" line at each 1 % of its span, at most this often (0: at each 1 %)',
+  ),
   replayFrom: setting('REPLAY_FROM', instant(), undefined, '—', "the replay server skips the tape's trades before this ISO date-time"),
   // backfill
   massiveRestUrl: setting('MASSIVE_REST_URL', text(), 'https://api.massive.com', 'https://api.massive.com', "Massive's REST base"),
@@ -779,6 +786,7 @@ const READ_BY: Readonly<Record<string, readonly SettingKey[]>> = {
     'replayHost',
     'replayShift',
     'replayFrameTrades',
+    'replayProgressMs',
     'replayFrom',
     'massiveApiKey',
     'alpacaApiKey',

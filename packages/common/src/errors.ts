@@ -37,6 +37,42 @@ export class PortUnavailableError extends Error {
   }
 }
 
+/** Where a server listens, by its settings: the port and address asked for, and what to do instead. */
+export interface ListenAt {
+  port: number;
+  host: string;
+  /** the settings that chose them (HTTP_PORT, HTTP_HOST) */
+  portSetting: string;
+  hostSetting: string;
+  /** what failed, said first ("cannot listen") */
+  what?: string;
+  /** what to do about it ("choose a free port with HTTP_PORT") */
+  todo: string;
+}
+
+/**
+ * A listen that failed on its port or address (in use, not allowed to this user, not one of this
+ * machine's): a PortUnavailableError (exit 2) naming the settings and what to do; any other error
+ * as it was.
+ */
+export function listenError(err: unknown, at: ListenAt): unknown {
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  const { port, host } = at;
+  const why =
+    code === 'EADDRINUSE'
+      ? `port ${port} is in use on ${host}`
+      : code === 'EACCES'
+        ? `port ${port} is not allowed to this user on ${host} (ports below 1024 need privileges)`
+        : code === 'EADDRNOTAVAIL'
+          ? `address ${host} is not one of this machine's`
+          : undefined;
+  if (!why) return err;
+  return new PortUnavailableError(
+    `${at.what ?? 'cannot listen'}: ${why} (${at.portSetting}=${port}, ${at.hostSetting}=${host}); ${at.todo}`,
+    { cause: err },
+  );
+}
+
 /**
  * Errors that mean Redis is up but refuses writes for now (its disk is full: MISCONF; out of
  * memory: OOM; a replica or a failover: READONLY, MASTERDOWN; busy with a script: BUSY): like an

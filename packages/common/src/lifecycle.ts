@@ -57,7 +57,9 @@ export interface ShutdownOptions {
 
 /**
  * The one shutdown path of a process: SIGINT/SIGTERM (and SIGHUP) run `stopAll` once, so
- * in-flight work finishes, then exit 0; a second signal exits at once. A stop cannot wait for a
+ * in-flight work finishes, then exit 0; a second signal exits at once (the same signal within half
+ * a second of the first is that one request: `npm run` and `npx` forward the terminal's Ctrl-C to
+ * a process that had it from the terminal too). A stop cannot wait for a
  * Redis that is not there: once Redis has been unreachable for `redisWaitMs` during the stop,
  * every connection is closed (waiting commands fail and loops end) and the process exits — 1 if it
  * held something not in Redis yet (said exactly), else 0. A stop longer than `stopTimeoutMs` exits 1.
@@ -66,7 +68,7 @@ export interface ShutdownOptions {
 export function handleShutdown(log: Logger, stopAll: () => Promise<void>, opts: ShutdownOptions = {}): void {
   const stopTimeoutMs = opts.stopTimeoutMs ?? 15_000;
   const redisWaitMs = opts.redisWaitMs ?? 2000;
-  let stopping = false;
+  let stopping: { signal: string; at: number } | undefined;
   const exit = (code: number) => {
     const lost = opts.unsaved?.();
     if (lost) {
@@ -79,11 +81,12 @@ export function handleShutdown(log: Logger, stopAll: () => Promise<void>, opts: 
     process.exit(code);
   };
   const stop = (signal: string) => {
+    if (stopping?.signal === signal && Date.now() - stopping.at < 500) return;
     if (stopping) {
       log.warn({ signal }, 'second signal: exiting now');
       exit(EXIT.FAILURE);
     }
-    stopping = true;
+    stopping = { signal, at: Date.now() };
     log.info({ signal }, 'stopping');
     const timer = setTimeout(() => {
       log.error({ stopTimeoutMs }, 'shutdown took too long; exiting');

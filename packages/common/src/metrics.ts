@@ -1,5 +1,6 @@
 import { createServer, type Server } from 'node:http';
 import type { Gauge, Registry } from 'prom-client';
+import { listenError } from './errors.js';
 import { lazyRequire } from './lazy.js';
 import type { Logger } from './logger.js';
 
@@ -157,13 +158,25 @@ export class MetricsServer {
       );
     });
     await new Promise<void>((resolve, reject) => {
-      server.once('error', (err: NodeJS.ErrnoException) =>
+      server.once('error', (err: NodeJS.ErrnoException) => {
+        // a port in use or not allowed: exit 2, as a configuration to change
+        const unavailable = listenError(err, {
+          port: this.opts.port,
+          host: this.opts.host,
+          portSetting: 'METRICS_PORT',
+          hostSetting: 'METRICS_HOST',
+          what: 'cannot serve metrics',
+          todo: 'choose another METRICS_PORT (under stack, each role takes the next one from it), or 0 to turn it off',
+        });
         reject(
-          new Error(
-            `cannot serve metrics on ${this.opts.host}:${this.opts.port} (${err.code ?? err.message}): choose another METRICS_PORT, or 0 to turn it off`,
-          ),
-        ),
-      );
+          unavailable !== err
+            ? unavailable
+            : new Error(
+                `cannot serve metrics on ${this.opts.host}:${this.opts.port} (${err.code ?? err.message}): choose another METRICS_PORT, or 0 to turn it off`,
+                { cause: err },
+              ),
+        );
+      });
       server.listen(this.opts.port, this.opts.host, () => resolve());
     });
     this.server = server;

@@ -180,8 +180,17 @@ function readJsonl(file: string, problems?: string[]): TapeItem[] {
       out.push({ rawTrade: line.trim(), s: typeof t.s === 'string' ? t.s : undefined });
     }
   });
+  // objects, but not one of them a trade (klines, metadata, another program's log): not a tape, as
+  // a *.json file that is not aggTrades is not; its objects are never replayed as bad trades
+  const first = out.find(isRawTrade);
+  if (first && !out.some(isTapeTrade))
+    throw new TapeError(
+      `${file}: not a tape: no line is a trade (line ${lines.findIndex((l) => l.trim() === first.rawTrade) + 1} is ${first.rawTrade.slice(0, 80)}), expected ${JSONL_TRADE}`,
+    );
   return out;
 }
+
+const JSONL_TRADE = 'one trade per line, {"s": symbol, "p": price, "v": volume, "t": ms since the epoch, "c": [conditions] (optional)}';
 
 interface CcxtTrade {
   symbol: string;

@@ -13,7 +13,7 @@ import { z } from 'zod';
 import {
   BARS_QUEUE,
   CLOSE_QUEUE,
-  PortUnavailableError,
+  listenError,
   correctionsPath,
   csvPath,
   field,
@@ -140,22 +140,13 @@ export class ServeService implements Component {
     try {
       await app.listen({ port: this.cfg.httpPort, host: this.cfg.httpHost });
     } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      const { httpPort: port, httpHost: host } = this.cfg;
-      const why =
-        code === 'EADDRINUSE'
-          ? `port ${port} is in use on ${host}`
-          : code === 'EACCES'
-            ? `port ${port} is not allowed to this user on ${host} (ports below 1024 need privileges)`
-            : code === 'EADDRNOTAVAIL'
-              ? `address ${host} is not one of this machine's`
-              : undefined;
-      if (why)
-        throw new PortUnavailableError(
-          `cannot listen: ${why} (HTTP_PORT=${port}, HTTP_HOST=${host}); choose a free port with HTTP_PORT (0 turns the page off under stack)`,
-          { cause: err },
-        );
-      throw err;
+      throw listenError(err, {
+        port: this.cfg.httpPort,
+        host: this.cfg.httpHost,
+        portSetting: 'HTTP_PORT',
+        hostSetting: 'HTTP_HOST',
+        todo: 'choose a free port with HTTP_PORT (0 turns the page off under stack)',
+      });
     }
     const addr = app.server.address();
     const port = typeof addr === 'object' && addr ? addr.port : this.cfg.httpPort;
