@@ -8,6 +8,7 @@ import {
   ingested,
   startCli,
   compareBars,
+  finishCli,
   loadKlines,
   readCsv,
   redisUrl,
@@ -215,6 +216,17 @@ describe('tapping the streams', () => {
         .map((l) => JSON.parse(l) as TappedBar);
       expect(rows.length).toBeGreaterThan(2000);
       expect(rows[0]!.symbol).toBe('BINANCE:XRPETH');
+
+      // a tap following it when the stack is stopped ends, saying so, rather than waiting for good
+      const follower = startCli(['tap', 'bars:1min'], { DATA_DIR: dataDir, LOG_LEVEL: 'info' });
+      await waitFor(() => /REDIS_URL unset/.test(follower.output().stderr), 30_000, 'the tap following');
+      const stopped = await stack.stop();
+      expect(stopped.code).toBe(0);
+      const t0 = Date.now();
+      const ended = await finishCli(follower, ['tap'], 30_000);
+      expect(ended.code, ended.stderr.slice(-2000)).toBe(3);
+      expect(ended.stderr).toMatch(/candlewick tap: the stack stopped, nothing more will come: the stack on DATA_DIR .* is not running/);
+      expect(Date.now() - t0).toBeLessThan(15_000);
     } finally {
       await stack.stop();
     }

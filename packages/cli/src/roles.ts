@@ -1,4 +1,4 @@
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import {
   EXIT,
   RedisUnavailableError,
@@ -65,15 +65,22 @@ function redisUrlFor(cfg: Config, log?: Logger): { url: string; password: string
   return stacks ?? { url: DEFAULT_REDIS_URL, password: cfg.redisPassword };
 }
 
-function redisFor(cfg: Config, log: Logger, role: string): { redis: RedisClient; url: string } {
+function redisFor(cfg: Config, log: Logger, role: string): { redis: RedisClient; url: string; stackUrl: string | undefined } {
   const { url, password: stackPassword } = redisUrlFor(cfg, log);
   const access = redisAccess(cfg, role);
   // the private Redis of a stack on DATA_DIR has a password of its own
   if (!cfg.redisUrl && cfg.redisSentinels.length === 0 && stackPassword !== undefined) access.password = stackPassword;
   const where = describeRedis(url, access);
   log.info({ redis: where, ...(access.username ? { user: access.username } : {}) }, 'connecting to redis');
-  return { redis: connectRedis(url, log.child({ component: 'redis' }), access), url: where };
+  // (the private Redis of a stack on DATA_DIR: its URL, which a tap follows)
+  const stackUrl = !cfg.redisUrl && cfg.redisSentinels.length === 0 && stackPassword !== undefined ? url : undefined;
+  return { redis: connectRedis(url, log.child({ component: 'redis' }), access), url: where, stackUrl };
 }
+
+const goneMessage = (why: string) => `candlewick tap: the stack stopped, nothing more will come: ${why}\n`;
+
+/** how long a stack's address file must stay stale before a tap following it ends (the stack restarts a dead Redis in less) */
+const STACK_GONE_MS = 5000;
 
 /**
  * Under `candlewick stack` (an IPC channel to the parent), a role whose parent is gone stops itself
@@ -377,9 +384,33 @@ export async function runTap(cfg: Config, req: TapRequest): Promise<number> {
     return EXIT.CONFIG;
   }
   const log = rootLogger({ ...cfg, logFile: false }, 'tap', (line) => process.stderr.write(line));
-  const { redis, url } = redisFor(cfg, log, 'tap');
+  const { redis, url, stackUrl } = redisFor(cfg, log, 'tap');
   const keys = makeKeys(cfg.keyPrefix);
   const abort = new AbortController();
+  // following the private Redis of a stack on DATA_DIR: once that stack has stopped (its Redis with
+  // it), nothing more will come; the tap ends, saying so, rather than waiting for good
+  let stackGone: string | undefined;
+  let staleSince = 0;
+  const stackWatch = stackUrl
+    ? setInterval(() => {
+        // (its address file gone, stale, or naming another Redis: a stack started since is another run)
+        const now = stackRedis(cfg.dataDir);
+        if (now && !('stale' in now) && now.url === stackUrl) staleSince = 0;
+        else if (staleSince === 0) staleSince = Date.now();
+        else if (Date.now() - staleSince >= STACK_GONE_MS && stackGone === undefined) {
+          stackGone =
+            now && 'stale' in now
+              ? now.stale
+              : `the stack on DATA_DIR ${resolve(cfg.dataDir)} is not running (${now ? 'another one runs there now' : 'its address file is gone'})`;
+          stop();
+          // (a read queued while the connection was down is not failed by disconnect(): end here)
+          setTimeout(() => {
+            process.stderr.write(goneMessage(stackGone!));
+            process.exit(EXIT.NO_REDIS);
+          }, 3000).unref();
+        }
+      }, 1000)
+    : undefined;
   const stop = () => {
     if (abort.signal.aborted) process.exit(EXIT.OK); // a second signal: now
     abort.abort();
@@ -412,7 +443,12 @@ export async function runTap(cfg: Config, req: TapRequest): Promise<number> {
     // the connection closed under a read by a stop is the end, not an error
     if (!abort.signal.aborted) throw err;
   } finally {
+    clearInterval(stackWatch);
     redis.disconnect();
+  }
+  if (stackGone !== undefined) {
+    process.stderr.write(goneMessage(stackGone));
+    return EXIT.NO_REDIS;
   }
   return EXIT.OK;
 }

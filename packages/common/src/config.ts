@@ -352,7 +352,7 @@ const SETTINGS = {
     text(),
     undefined,
     '—',
-    'the Redis to use (a comma list of seed nodes with REDIS_CLUSTER=on); without it stack starts its own',
+    'the Redis to use (a comma list of seed nodes with REDIS_CLUSTER=on); without it stack starts its own, and the other commands use the one of the stack running on DATA_DIR',
   ),
   redisPassword: setting('REDIS_PASSWORD', text(), undefined, '—', "Redis's password, kept out of REDIS_URL (also REDIS_PASSWORD_FILE)"),
   redisCluster: setting(
@@ -395,8 +395,8 @@ const SETTINGS = {
     'REDIS_TLS_CA_FILE',
     text(),
     undefined,
-    '—',
-    "rediss://: the CA (PEM) Redis's certificate must chain to (default: the system's CAs)",
+    "the system's CAs",
+    "rediss://: the CA (PEM) Redis's certificate must chain to",
   ),
   redisTlsCertFile: setting('REDIS_TLS_CERT_FILE', text(), undefined, '—', 'rediss://: a client certificate (PEM), for tls-auth-clients'),
   redisTlsKeyFile: setting(
@@ -865,7 +865,7 @@ const READ_BY: Readonly<Record<string, readonly SettingKey[]>> = {
     ...DATABASE_SETTINGS,
     ...SERVICE_SETTINGS,
   ],
-  tap: ['intervals', 'partitions', 'logLevel', 'logPretty', ...REDIS_SETTINGS],
+  tap: ['dataDir', 'intervals', 'partitions', 'logLevel', 'logPretty', ...REDIS_SETTINGS],
   'provider-server': ['replayTape', 'replayHost', 'replayPort', 'finnhubToken', 'massiveApiKey', ...LOG_SETTINGS],
   bars: [
     'replayTape',
