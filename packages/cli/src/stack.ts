@@ -31,6 +31,7 @@ import {
   sleep,
   waitForRedis,
   watchRedis,
+  readRedisClock,
   type Config,
   type Counters,
   type Keys,
@@ -556,6 +557,7 @@ export async function runStack(cfg: Config, env: NodeJS.ProcessEnv): Promise<num
     if (stop.reason !== undefined && ready === undefined) return exitFor(stop.reason, cfg);
     // before any role starts: a Redis that may evict our keys is refused (exit 2), saying what to set
     await requireNoEviction(redis);
+    await readRedisClock(redis);
     watchRedis(redis, { answerTimeoutMs: cfg.redisAnswerTimeoutMs, checkEveryMs: cfg.redisCheckEveryMs });
     owned.push(await ownPrefix(redis, keys, cfg, log));
     const marker = await watchEpoch(redis, keys, log);

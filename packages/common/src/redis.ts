@@ -228,11 +228,29 @@ export class RedisLink {
   }
 
   private skewSaid = false;
-  /** this host's clock minus Redis's, as last measured (0 until then): Redis's time is Date.now() - skewMs */
+  /** this host's clock minus Redis's, as last measured (0 until then) */
   skewMs = 0;
+  /** Redis's time minus this process's monotonic clock, as last measured (undefined until then) */
+  private redisFromMono: number | undefined;
 
-  /** This host's clock against Redis's (ms, + = ahead): a big difference is said once, its end too. */
-  clockSkew(ms: number): void {
+  /**
+   * Redis's time now (ms), the clock anything compared across processes is read by: this process's
+   * monotonic clock plus its offset to Redis's as last measured (each second, by watchRedis), so a
+   * step of this host's wall clock (NTP, `date -s`, a resumed VM) changes nothing, not even until
+   * the next measurement. This host's clock before a first measurement.
+   */
+  redisNowMs(): number {
+    return this.redisFromMono === undefined ? Date.now() : Math.round(monoMs() + this.redisFromMono);
+  }
+
+  /**
+   * A reading of Redis's clock (TIME, `redisMs`), taken when this host's clock said `hostMs` and the
+   * monotonic clock `monoAt`: the offset redisNowMs() uses, and this host's clock against Redis's
+   * (+ = ahead), a big difference said once, its end too.
+   */
+  clockReading(redisMs: number, hostMs: number, monoAt: number): void {
+    this.redisFromMono = redisMs - monoAt;
+    const ms = hostMs - redisMs;
     this.skewMs = ms;
     const big = Math.abs(ms) >= 5000;
     if (big && !this.skewSaid) {
@@ -240,7 +258,7 @@ export class RedisLink {
       this.log?.warn(
         { skewS: Math.round(ms / 1000) },
         `this host's clock is ${Math.abs(Math.round(ms / 1000))} s ${ms > 0 ? 'ahead of' : 'behind'} Redis's: bars still close on time ` +
-          "(the watermark is Redis's time, intervals are monotonic), but fix the host's time sync",
+          "and no trade is taken for one from the future (the watermark and every time compared across processes is Redis's, intervals are monotonic), but fix the host's time sync",
       );
     } else if (!big && this.skewSaid && Math.abs(ms) < 1000) {
       this.skewSaid = false;
@@ -829,6 +847,19 @@ export async function requireNoEviction(redis: RedisClient): Promise<void> {
 }
 
 /**
+ * Reads Redis's clock once (TIME) for redisLink.redisNowMs(), before a role starts: watchRedis reads
+ * it again each second, but a trade checked against the clock (FUTURE_LIMIT_MS) may come sooner.
+ * An answer slower than a second (or none) leaves it to watchRedis.
+ */
+export async function readRedisClock(redis: RedisClient): Promise<void> {
+  const sent = monoMs();
+  const [s, us] = await redis.time().catch(() => [NaN, NaN] as const);
+  const rtt = monoMs() - sent;
+  if (Number.isFinite(Number(s)) && rtt < 1000)
+    redisLink.clockReading(Number(s) * 1000 + Number(us) / 1000, Date.now() - rtt / 2, sent + rtt / 2);
+}
+
+/**
  * Watches a connected Redis from this process, on the monotonic clock: a probe (TIME) every second
  * that has no answer within `answerTimeoutMs` is said as an outage (a paused Redis keeps its TCP
  * connection, so only an unanswered command shows it); the answer gives this host's clock against
@@ -867,7 +898,7 @@ export function watchRedis(redis: RedisClient, opts: { answerTimeoutMs: number; 
           // (a Cluster's TIME goes to any master: it says nothing of a silent one)
           if (!(redis instanceof ioredis().Cluster) || (!silentFor(NODE_SILENT_MS) && droppedStillOpen().size === 0)) redisLink.answered();
           // (an answer that waited, on a paused master, says nothing of the clocks)
-          if (rtt < 1000) redisLink.clockSkew(Date.now() - rtt / 2 - (Number(s) * 1000 + Number(us) / 1000));
+          if (rtt < 1000) redisLink.clockReading(Number(s) * 1000 + Number(us) / 1000, Date.now() - rtt / 2, sent + rtt / 2);
         },
         () => {
           if (probeAt === sent) probeAt = 0;
