@@ -643,14 +643,15 @@ export async function runStack(cfg: Config, env: NodeJS.ProcessEnv): Promise<num
  * data (FLUSHALL, an AOF lost, a failover to an empty replica) is said, and the summary counts from
  * then (the ingestor says which bars it left incomplete).
  */
-async function watchEpoch(redis: RedisClient, keys: Keys, log: Logger) {
+export async function watchEpoch(redis: RedisClient, keys: Keys, log: Logger) {
   const epoch = await ensureEpoch(redis, keys);
-  let lastCheck = Date.now();
+  // (monotonic: a step of this host's clock back must not stop the checks for an hour)
+  let lastCheck = monoMs();
   const state = {
     lostAt: undefined as number | undefined,
     async check(): Promise<'held' | 'lost' | undefined> {
-      if (Date.now() - lastCheck < 1000) return undefined;
-      lastCheck = Date.now();
+      if (monoMs() - lastCheck < 1000) return undefined;
+      lastCheck = monoMs();
       const held = await epochHeld(redis, keys, epoch).catch(() => true);
       if (held) return 'held';
       state.lostAt ??= Date.now();

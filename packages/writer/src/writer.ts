@@ -359,7 +359,8 @@ export class WriterService {
   private async writeBatch(batch: BarsJob): Promise<{ written: number; skipped: number }> {
     // the Redis side (bars:{interval}, counts) is built as steps, so a refused write is sent again whole
     const steps: ((tx: SlotTransactions) => void)[] = [];
-    const minId = String(Date.now() - this.cfg.barsRetentionMs);
+    // entry ids are Redis's time: the cut is too (this host's clock may be an hour off)
+    const minId = String(redisLink.redisNowMs() - this.cfg.barsRetentionMs);
     const counts = new Map<string, number>();
     /** the closed bars (and corrections) among them, for the metric: carried ones are not closed bars */
     const closedWritten = new Map<string, number>();
