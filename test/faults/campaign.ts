@@ -173,9 +173,10 @@ function privateRedisOf(dir: string): Redis {
 
 /**
  * The account of a run whose Redis lost its data: said with the span of the bars open then; every
- * row starting after it the same bytes as the run without the fault; rows from its start to its end
- * (written incomplete, complete=false with CSV_EXTRA_COLUMNS) may differ; rows missing only before
- * its end (bars closed but not yet written when the data went); no row that run did not have.
+ * row of the bar files the same bytes as the run without the fault (the bars open then are not in
+ * them but beside them, in `.incomplete.csv` files the summary names, none after the span said and
+ * none in its bar file too); rows missing only up to the span's end (bars closed but not yet written
+ * when the data went); no row that run did not have.
  */
 function lossAccount(out: string, files: Map<string, string>, reference: Map<string, string>): string[] {
   const said = [
@@ -183,7 +184,6 @@ function lossAccount(out: string, files: Map<string, string>, reference: Map<str
   ];
   if (said.length !== 1) return [`the loss said ${said.length} times, not once`];
   if (!/DATA LOST/.test(out)) return ['no DATA LOST in the summary'];
-  const from = Date.parse(said[0]![1]!);
   const to = Date.parse(said[0]![2]!);
   const problems: string[] = [];
   const rows = (text: string) =>
@@ -200,13 +200,23 @@ function lossAccount(out: string, files: Map<string, string>, reference: Map<str
     const got = rows(files.get(f) ?? 'header\n');
     for (const label of got.keys()) if (!want.has(label)) problems.push(`${f}: ${label} is extra`);
     for (const [label, line] of want) {
-      const start = startOf(label);
       const row = got.get(label);
       if (row === undefined) {
-        if (start > to) problems.push(`${f}: ${label} missing after the loss`);
-      } else if (row !== line && !(start >= from && start <= to)) problems.push(`${f}: ${label} differs outside the span said`);
+        if (startOf(label) > to) problems.push(`${f}: ${label} missing after the loss`);
+      } else if (row !== line) problems.push(`${f}: ${label} differs (a bar file holds whole bars only)`);
+    }
+    const asideName = f.replace(/\.csv$/, '.incomplete.csv');
+    const aside = files.get(asideName);
+    if (aside === undefined) continue;
+    if (!out.includes(`raw/${asideName}`)) problems.push(`${asideName} is not named in the summary`);
+    for (const label of rows(aside).keys()) {
+      const start = startOf(label);
+      // (not before `from` either, but for the bars the ingestor sent again from what it still held)
+      if (start > to) problems.push(`${asideName}: ${label} is after the span said`);
+      if (got.has(label)) problems.push(`${asideName}: ${label} is in the bar file too`);
     }
   }
+  if (![...files.keys()].some((f) => f.endsWith('.incomplete.csv'))) problems.push('no bar written aside (.incomplete.csv)');
   return problems;
 }
 /** Redis paused (SIGSTOP: its connections stay open, nothing answers) for `ms`, then resumed. */

@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, statSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { join, resolve } from 'node:path';
 import { connect } from 'node:net';
@@ -312,8 +312,24 @@ async function runSummary(
   const summary = summarize(run.baseline, counters, run.startedAt, Date.now(), Date.now() - o.closeStartedAt);
   summary.cpu = cpu;
   summary.cpuWallMs = Date.now() - run.cpu.at;
-  if (o.dataLostAt !== undefined) summary.dataLostAt = o.dataLostAt;
+  if (o.dataLostAt !== undefined) {
+    summary.dataLostAt = o.dataLostAt;
+    if (!cfg.csvExtraColumns) summary.incompleteFiles = incompleteFiles(cfg.dataDir, run.startedAt);
+  }
   return summary;
+}
+
+/** The `.incomplete.csv` files under DATA_DIR/raw written to since `since` (this run's), as raw/<interval>/<file>. */
+function incompleteFiles(dataDir: string, since: number): string[] {
+  const raw = join(dataDir, 'raw');
+  const out: string[] = [];
+  if (!existsSync(raw)) return out;
+  for (const iv of readdirSync(raw, { withFileTypes: true })) {
+    if (!iv.isDirectory()) continue;
+    for (const name of readdirSync(join(raw, iv.name)))
+      if (name.endsWith('.incomplete.csv') && statSync(join(raw, iv.name, name)).mtimeMs >= since) out.push(join('raw', iv.name, name));
+  }
+  return out.sort();
 }
 
 /**
