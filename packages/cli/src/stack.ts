@@ -32,6 +32,7 @@ import {
   waitForRedis,
   watchRedis,
   readRedisClock,
+  checkEvictions,
   type Config,
   type Counters,
   type Keys,
@@ -306,6 +307,8 @@ async function runSummary(
   o: { finished: boolean; closeStartedAt: number; privateRedis: boolean; dataLostAt: number | undefined },
 ): Promise<StackSummary | undefined> {
   const settled = <T>(p: Promise<T>): Promise<T | undefined> => (o.finished ? p : Promise.race([p, sleep(2000).then(() => undefined)]));
+  // (keys Redis evicted in the last moments are as lost as the others: a last look)
+  await settled(checkEvictions(redis));
   const counters = await settled(readCounters(redis, cfg, keys));
   const cpu = counters && (await settled(cpuAccount(supervisor.children, redis, run.cpu, o.privateRedis)));
   if (!counters || !cpu) return undefined;
@@ -316,6 +319,7 @@ async function runSummary(
     summary.dataLostAt = o.dataLostAt;
     if (!cfg.csvExtraColumns) summary.incompleteFiles = incompleteFiles(cfg.dataDir, run.startedAt);
   }
+  if (redisLink.evicted > 0) summary.evicted = { keys: redisLink.evicted, at: redisLink.evictedAt ?? Date.now() };
   return summary;
 }
 
@@ -487,8 +491,8 @@ async function endOfRun(until: StopRequest, e: RunEnd): Promise<number> {
     e.term.line('  (stopped during the final close: bars not yet closed stay in Redis for the next run)');
     return signalExitCode(until.reason!);
   }
-  // the files are not whole (incomplete bars, rows missing): not a clean end
-  return e.marker.lostAt !== undefined ? EXIT.FAILURE : EXIT.OK;
+  // the files are not whole (incomplete bars, rows missing, keys evicted): not a clean end
+  return dataLost(e.marker) ? EXIT.FAILURE : EXIT.OK;
 }
 
 /**
@@ -643,6 +647,8 @@ export async function runStack(cfg: Config, env: NodeJS.ProcessEnv): Promise<num
       return await closeAndReport(windDown);
     }
     code = failed?.code ?? exitFor(stop.reason!, cfg); // (untilIdle returns false only on a stop request)
+    // a run stopped on request whose data Redis lost (or evicted) does not end clean either
+    if (code === EXIT.OK && dataLost(marker)) code = EXIT.FAILURE;
   } catch (err) {
     if (err instanceof RedisUnavailableError) code = EXIT.NO_REDIS;
     else if (err instanceof ConfigError) code = EXIT.CONFIG;
@@ -777,6 +783,11 @@ async function redisCpuUs(redis: RedisClient): Promise<number> {
  * What a stop by `signal` means: a run that only ends on request (live, or EXIT_WHEN_IDLE_MS=0)
  * stopped cleanly is done (0); a replay that would have ended by itself was cut short (128 + n).
  */
+/** Redis lost candlewick's data during the run: its marker went, or it evicted keys (the files may be wrong). */
+function dataLost(marker: { lostAt: number | undefined }): boolean {
+  return marker.lostAt !== undefined || redisLink.evicted > 0;
+}
+
 function exitFor(signal: NodeJS.Signals, cfg: Config): number {
   return cfg.exitWhenIdleMs === 0 ? EXIT.OK : signalExitCode(signal);
 }

@@ -40,6 +40,8 @@ export type StackSummary = Pick<Counters, Counted | 'written' | 'holdMaxMs' | 'h
    * this run wrote the bars open then to, beside their bar files
    */
   incompleteFiles?: string[];
+  /** keys Redis evicted during the run (INFO stats evicted_keys), and when the first was seen */
+  evicted?: { keys: number; at: number };
 };
 
 /** One process's CPU over a run. */
@@ -145,6 +147,13 @@ export function formatSummary(s: StackSummary, dataDir: string): string {
                   : []),
                 '                   bars closed but not yet written then are missing',
               ]),
+        ]
+      : []),
+    ...(s.evicted
+      ? [
+          `  DATA LOST        Redis evicted ${s.evicted.keys} key${s.evicted.keys === 1 ? '' : 's'} during the run (first seen ${new Date(s.evicted.at).toISOString()}; INFO stats evicted_keys):`,
+          "                   candlewick's streams, consumer groups, open bars or jobs may be among them, so bars may be missing or wrong;",
+          '                   set maxmemory-policy noeviction and give Redis the memory it needs',
         ]
       : []),
     `  CSV              ${join(dataDir, 'raw')}`,

@@ -89,3 +89,26 @@ describe("RedisLink: Redis's time", () => {
     expect(loud().map(([, m]) => m)).toEqual([expect.stringMatching(/^this host's clock is 3600 s behind Redis's/)]);
   });
 });
+
+describe('RedisLink: keys Redis evicted', () => {
+  it('counted from the first reading (the baseline), across a reset of the counter, said once and again a minute later', () => {
+    const { l, loud, wait } = link();
+    l.evictions(40);
+    expect(l.evicted).toBe(0);
+    l.evictions(40);
+    expect(loud()).toEqual([]);
+    l.evictions(45);
+    l.evictions(47);
+    expect(l.evicted).toBe(7);
+    // Redis restarted (or CONFIG RESETSTAT): it counts from 0 again
+    l.evictions(3);
+    expect(l.evicted).toBe(10);
+    wait(61_000);
+    l.evictions(4);
+    expect(l.evicted).toBe(11);
+    expect(loud().map(([level, m]) => `${level} ${m.split(' (')[0]}`)).toEqual([
+      'error Redis evicted 5 keys while candlewick ran',
+      'error Redis evicted 11 keys while candlewick ran',
+    ]);
+  });
+});

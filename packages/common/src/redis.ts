@@ -227,6 +227,40 @@ export class RedisLink {
     this.policyProblem = problem;
   }
 
+  /** keys Redis evicted while this process watched it (INFO stats evicted_keys): each one may have been candlewick's */
+  evicted = 0;
+  /** when the first of them was seen (ms, this host's clock) */
+  evictedAt: number | undefined;
+  /** Redis's evicted_keys as last read (undefined before the first reading) */
+  private evictedTotal: number | undefined;
+  private evictedSaid = 0;
+
+  /**
+   * A reading of Redis's evicted_keys (summed over its masters). The first is the baseline; any
+   * rise after it is keys evicted while candlewick ran — a data loss, whatever the policy is now:
+   * said loudly once, then again each minute while the count grows. (A Redis restarted or
+   * CONFIG RESETSTAT counts from 0 again: what it counts since is added.)
+   */
+  evictions(total: number): void {
+    const before = this.evictedTotal;
+    this.evictedTotal = total;
+    if (before === undefined) return;
+    const more = total >= before ? total - before : total;
+    if (more === 0) return;
+    const first = this.evicted === 0;
+    this.evicted += more;
+    this.evictedAt ??= Date.now();
+    const now = this.now();
+    if (!first && now - this.evictedSaid < 60_000) return;
+    this.evictedSaid = now;
+    this.log?.error(
+      { evicted: this.evicted, policy: this.policyProblem },
+      `Redis evicted ${this.evicted} key${this.evicted === 1 ? '' : 's'} while candlewick ran (INFO stats evicted_keys): DATA LOST — ` +
+        "candlewick's streams, consumer groups, open bars or queued jobs may be among them, so bars may be missing or wrong. " +
+        'Set maxmemory-policy noeviction (redis-cli CONFIG SET maxmemory-policy noeviction, and in redis.conf) and give Redis the memory it needs',
+    );
+  }
+
   private skewSaid = false;
   /** this host's clock minus Redis's, as last measured (0 until then) */
   skewMs = 0;
@@ -838,6 +872,20 @@ export async function evictionProblem(redis: RedisClient): Promise<string | unde
   );
 }
 
+/** Keys Redis has evicted since it started (INFO stats evicted_keys), summed over its masters; undefined if it does not say. */
+export async function evictedKeys(redis: RedisClient): Promise<number | undefined> {
+  const nodes = redis instanceof ioredis().Cluster ? redis.nodes('master') : [redis];
+  const counts = await Promise.all(nodes.map(async (n) => infoField(await n.info('stats').catch(() => ''), 'evicted_keys')));
+  if (counts.some((c) => c === undefined)) return undefined;
+  return counts.reduce((a, c) => a + Number(c), 0);
+}
+
+/** Reads evicted_keys into the link (its first reading is the baseline): the stack's last look before its summary. */
+export async function checkEvictions(redis: RedisClient): Promise<void> {
+  const n = await evictedKeys(redis).catch(() => undefined);
+  if (n !== undefined) redisLink.evictions(n);
+}
+
 /**
  * The eviction policy at start: anything but noeviction is a ConfigError (exit 2) saying what to set.
  */
@@ -863,12 +911,15 @@ export async function readRedisClock(redis: RedisClient): Promise<void> {
  * Watches a connected Redis from this process, on the monotonic clock: a probe (TIME) every second
  * that has no answer within `answerTimeoutMs` is said as an outage (a paused Redis keeps its TCP
  * connection, so only an unanswered command shows it); the answer gives this host's clock against
- * Redis's; every `checkEveryMs` the eviction policy is checked again. Returns a stop function.
+ * Redis's; every `checkEveryMs` the eviction policy is checked again, and the keys Redis has evicted
+ * (INFO stats evicted_keys, from a baseline read at once): any evicted while it runs is a data loss,
+ * said loudly (redisLink.evictions). Returns a stop function.
  */
 export function watchRedis(redis: RedisClient, opts: { answerTimeoutMs: number; checkEveryMs: number }): () => void {
   let probeAt = 0;
   let checkedAt = monoMs();
   let checking = false;
+  void checkEvictions(redis);
   const timer = setInterval(
     () => {
       if (redis.status !== 'ready') {
@@ -910,6 +961,7 @@ export function watchRedis(redis: RedisClient, opts: { answerTimeoutMs: number; 
         evictionProblem(redis)
           .then((problem) => redisLink.policy(problem))
           .catch(() => undefined)
+          .then(() => checkEvictions(redis))
           .finally(() => (checking = false));
       }
     },
