@@ -169,7 +169,11 @@ interface FileState {
  */
 export class CsvFiles {
   private readonly state = new Map<string, FileState>();
-  /** file -> the one symbol whose bars it holds (file names are file-safe symbols: two could meet) */
+  /**
+   * file (case folded) -> the one symbol whose bars it holds: file names are file-safe symbols, so
+   * two could meet, and on a filesystem that ignores case (macOS's, Windows' by default) aapl's and
+   * AAPL's would be one file
+   */
   private readonly owners = new Map<string, string>();
   /** buffered mode: rows held per file until flush() */
   private readonly pending: Map<string, { f: FileState; text: string }> | undefined;
@@ -342,8 +346,9 @@ export class CsvFiles {
 
   private fileState(path: string, interval: string, symbol: string): FileState {
     let f = this.state.get(path);
-    const owner = this.owners.get(path);
-    if (owner === undefined) this.owners.set(path, symbol);
+    const folded = path.toLowerCase();
+    const owner = this.owners.get(folded);
+    if (owner === undefined) this.owners.set(folded, symbol);
     else if (owner !== symbol) throw new SymbolFileClashError(path, [owner, symbol]);
     if (f === undefined) {
       f = this.inspect(path);
