@@ -276,9 +276,15 @@ describe('input that is not what it seems', () => {
     const state = barFromTrade('1', 1, 'k');
     expect(files.append('1min', 'BINANCE:XRPETH', 60_000, state)).toBe('written');
     expect(() => files.append('1min', 'BINANCE_XRPETH', 120_000, state)).toThrow(SymbolFileClashError);
+    // symbols that differ only in case: one file on a filesystem that ignores case (macOS's, Windows')
+    const cased = await runCli(['stack'], { DATA_DIR: dir, SYMBOLS: 'AAPL,MSFT,aapl' });
+    expect(cased.code).toBe(2);
+    expect(cased.stderr).toMatch(/SYMBOLS: "AAPL" and "aapl" would share the files aapl_\{interval\}\.csv/);
+    expect(files.append('1min', 'AAPL', 60_000, state)).toBe('written');
+    expect(() => files.append('1min', 'aapl', 120_000, state)).toThrow(SymbolFileClashError);
   });
 
-  it('a JSONL tape whose volumes are decimal strings is read as numbers', async () => {
+  it('a JSONL tape whose volumes are decimal strings is read as numbers; one whose volumes are words is a configuration error, said once', async () => {
     const dir = tempDir('vstrings');
     const tape = join(dir, 'tape.jsonl');
     writeFileSync(
@@ -299,6 +305,17 @@ describe('input that is not what it seems', () => {
     expect(res.stdout).toMatch(/trades in\s+12477\n/);
     expect(res.stdout).toContain('rejected         0 (plus 0 unreadable frames)');
     expect(compareBars(readCsv(csvPath(dir, '1min', 'BINANCE:XRPETH')).rows, rollUpKlines(loadKlines(), 1))).toEqual([]);
+    // volumes that are strings but no numbers: no trade in the tape, a configuration error (exit 2) said once, nothing started
+    const words = join(dir, 'words.jsonl');
+    writeFileSync(
+      words,
+      [1, 2, 3].map((i) => JSON.stringify({ s: 'BINANCE:XRPETH', p: 1, v: 'lots', t: 1570752011620 + i, c: [] })).join('\n'),
+    );
+    const bad = await runCli(['stack'], { DATA_DIR: tempDir('vwords'), REPLAY_TAPE: words });
+    expect(bad.code, bad.stderr).toBe(2);
+    const said = `${bad.stdout}${bad.stderr}`.match(/the tape has no well-formed trade to take symbols from/g) ?? [];
+    expect(said, bad.stdout + bad.stderr).toHaveLength(1);
+    expect(bad.stdout).not.toMatch(/replaying tape|started/);
   });
 
   it('anything that is not a tape is refused with exit 2, naming the file and what was expected', async () => {

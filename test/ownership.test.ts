@@ -1,11 +1,11 @@
 import { spawn } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync, rmSync, statSync, mkdirSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { connect } from 'node:net';
 import { describe, expect, it, onTestFinished } from 'vitest';
 import { Redis } from 'ioredis';
 import { freePort } from '@candlewick/cli';
-import { csvPath } from '@candlewick/common';
+import { csvPath, incompletePath } from '@candlewick/common';
 import {
   alive,
   compareBars,
@@ -169,9 +169,13 @@ function rowsWithComplete(dir: string, interval: string): { bar: ReturnType<type
 }
 
 describe('Redis comes back empty', () => {
-  /** A paced stack whose Redis `empty` empties well into the replay; the account it gives is checked. */
-  async function runEmptied(dir: string, empty: (redisDir: string) => Promise<void>): Promise<void> {
-    const stack = startCli(['stack'], { ...paced(dir), CSV_EXTRA_COLUMNS: 'true' });
+  /**
+   * A paced stack whose Redis `empty` empties well into the replay; the account it gives is checked,
+   * in the default CSV format (the bars open then beside their files, in .incomplete.csv) or with
+   * CSV_EXTRA_COLUMNS (in the files, complete=false).
+   */
+  async function runEmptied(dir: string, format: 'default' | 'extra', empty: (redisDir: string) => Promise<void>): Promise<void> {
+    const stack = startCli(['stack'], { ...paced(dir), ...(format === 'extra' ? { CSV_EXTRA_COLUMNS: 'true' } : {}) });
     onTestFinished(() => void stack.kill('SIGKILL'));
     await waitFor(
       () => {
@@ -205,8 +209,43 @@ describe('Redis comes back empty', () => {
     expect(said, out.slice(-5000)).toHaveLength(1);
     const lostThrough = Date.parse(/open bars from \S+ to (\S+) are incomplete/.exec(out)![1]!);
     expect(out).toMatch(/candlewick summary[\s\S]*DATA LOST {8}Redis lost candlewick's data at/);
+    // the loss is said by the ingestor and the stack alone: no other role's alarm about what went with it
+    expect(out).not.toMatch(/consumer group missing|they are gone/);
 
     const klines = loadKlines();
+    if (format === 'default') {
+      // the bar files hold whole bars only, every one exact; the bars open at the loss are beside them
+      const files = /in (\d+) \.incomplete\.csv files?\n((?: {21}\S+\n)+)/.exec(out);
+      expect(files, out.slice(-3000)).not.toBeNull();
+      const named = files![2]!.trim().split(/\s+/);
+      let aside = 0;
+      for (const [interval, minutes] of [
+        ['1min', 1],
+        ['5min', 5],
+        ['1h', 60],
+      ] as const) {
+        const { rows } = readCsv(csvPath(dir, interval, 'BINANCE:XRPETH'));
+        expect(new Set(rows.map((r) => r.start)).size, `${interval}: a row twice`).toBe(rows.length);
+        expect(
+          compareBars(rows, rollUpKlines(klines, minutes)).filter((p) => !p.endsWith('missing bar')),
+          interval,
+        ).toEqual([]);
+        const sidecar = incompletePath(dir, interval, 'BINANCE:XRPETH');
+        if (!existsSync(sidecar)) continue;
+        expect(named).toContain(join('raw', interval, basename(sidecar)));
+        const beside = readCsv(sidecar);
+        expect(beside.header).toBe(readCsv(csvPath(dir, interval, 'BINANCE:XRPETH')).header);
+        const inFile = new Set(rows.map((r) => r.start));
+        for (const r of beside.rows) {
+          expect(r.start, `${interval} ${r.timestamp}`).toBeLessThanOrEqual(lostThrough);
+          expect(inFile.has(r.start), `${interval} ${r.timestamp} in both files`).toBe(false);
+        }
+        aside += beside.rows.length;
+      }
+      expect(named.length).toBeGreaterThanOrEqual(3);
+      expect(aside).toBeGreaterThanOrEqual(3);
+      return;
+    }
     let incomplete = 0;
     for (const [interval, minutes] of [
       ['1min', 1],
@@ -230,28 +269,39 @@ describe('Redis comes back empty', () => {
     expect(incomplete).toBeGreaterThanOrEqual(3);
   }
 
+  /** FLUSHALL on the stack's private Redis */
+  const flushAll = async (redisDir: string) => {
+    const url = readFileSync(join(redisDir, 'candlewick-redis.url'), 'utf8').trim();
+    const passFile = join(redisDir, 'candlewick-redis.pass');
+    const admin = new Redis(url, existsSync(passFile) ? { password: readFileSync(passFile, 'utf8').trim() } : {});
+    try {
+      await admin.flushall();
+    } finally {
+      admin.disconnect();
+    }
+  };
+
   it(
-    'FLUSHALL mid-run: said once, the bars open then written complete=false (never as whole), every other row exact, and the run ends with a summary and exit 1',
+    'FLUSHALL mid-run: said once, the bars open then beside their files (.incomplete.csv, named in the summary), never in them as whole, every row of the files exact, and the run ends with a summary and exit 1',
+    { timeout: 240_000 },
+    () => runEmptied(tempDir('flushall'), 'default', flushAll),
+  );
+
+  it(
+    'FLUSHALL mid-run with CSV_EXTRA_COLUMNS: the bars open then in their files, complete=false, every other row exact',
+    { timeout: 240_000 },
+    () => runEmptied(tempDir('flushall-extra'), 'extra', flushAll),
+  );
+
+  it(
+    'the private Redis killed and restarted on an empty AOF: the same account (default format), and the run ends',
     { timeout: 240_000 },
     async () => {
-      await runEmptied(tempDir('flushall'), async (redisDir) => {
-        const url = readFileSync(join(redisDir, 'candlewick-redis.url'), 'utf8').trim();
-        const passFile = join(redisDir, 'candlewick-redis.pass');
-        const admin = new Redis(url, existsSync(passFile) ? { password: readFileSync(passFile, 'utf8').trim() } : {});
-        try {
-          await admin.flushall();
-        } finally {
-          admin.disconnect();
-        }
+      await runEmptied(tempDir('empty-aof'), 'default', async (redisDir) => {
+        // its AOF gone (a lost disk), then the server killed outright: the stack restarts it on nothing
+        rmSync(join(redisDir, 'appendonlydir'), { recursive: true, force: true });
+        process.kill(Number(readFileSync(join(redisDir, 'candlewick-redis.pid'), 'utf8')), 'SIGKILL');
       });
     },
   );
-
-  it('the private Redis killed and restarted on an empty AOF: the same account, and the run ends', { timeout: 240_000 }, async () => {
-    await runEmptied(tempDir('empty-aof'), async (redisDir) => {
-      // its AOF gone (a lost disk), then the server killed outright: the stack restarts it on nothing
-      rmSync(join(redisDir, 'appendonlydir'), { recursive: true, force: true });
-      process.kill(Number(readFileSync(join(redisDir, 'candlewick-redis.pid'), 'utf8')), 'SIGKILL');
-    });
-  });
 });

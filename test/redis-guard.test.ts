@@ -97,6 +97,46 @@ describe('a Redis that is not fit for candlewick', () => {
   });
 
   it(
+    'an evicting policy and a small maxmemory set mid-run: the keys evicted said loudly, DATA LOST in the summary, exit 1',
+    { timeout: 200_000 },
+    async () => {
+      const { server, url, client } = await ownRedis('evict-mid-run');
+      const dir = tempDir('evict-mid-run');
+      let started: CliProcess | undefined;
+      try {
+        const stack = (started = startCli(['stack'], {
+          ...STACK,
+          REDIS_URL: url,
+          KEY_PREFIX: uniquePrefix('evict-mid-run'),
+          DATA_DIR: dir,
+          REDIS_CHECK_EVERY: '1s',
+        }));
+        await waitFor(() => /replaying tape/.test(stack.output().stdout), 60_000, 'the replay to start');
+        await new Promise((r) => setTimeout(r, 1000));
+        // Redis set up as a cache while the run goes on, and short of memory: it evicts
+        const evicted = async () => Number(/evicted_keys:(\d+)/.exec(await client.info('stats'))![1]);
+        const used = Number(/used_memory:(\d+)/.exec(await client.info('memory'))![1]);
+        await client.config('SET', 'maxmemory-policy', 'allkeys-lru');
+        await client.config('SET', 'maxmemory', String(Math.floor(used * 0.9)));
+        await waitFor(async () => (await evicted()) > 0, 20_000, 'keys to be evicted');
+        // and set right again (as an operator would): the run goes on, but what went is gone
+        await client.config('SET', 'maxmemory', '0');
+        await client.config('SET', 'maxmemory-policy', 'noeviction');
+        const code = await Promise.race([stack.exited, new Promise((r) => setTimeout(r, 150_000)).then(() => 'timeout')]);
+        const out = stack.output().stdout;
+        expect(code, out.slice(-3000)).toBe(1);
+        expect(out).toMatch(/Redis evicted \d+ keys? while candlewick ran \(INFO stats evicted_keys\): DATA LOST/);
+        expect(out).toMatch(/candlewick summary[\s\S]*DATA LOST {8}Redis evicted \d+ keys? during the run/);
+      } finally {
+        // (a test that failed half-way leaves no stack behind)
+        started?.kill('SIGKILL');
+        client.disconnect();
+        await server.stop();
+      }
+    },
+  );
+
+  it(
     'a noeviction Redis at its maxmemory mid-run: "out of memory" with its figures, and when memory is raised the run resumes, exact',
     { timeout: 200_000 },
     async () => {

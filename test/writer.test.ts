@@ -1,9 +1,9 @@
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { afterAll, describe, expect, it } from 'vitest';
 import { pino } from 'pino';
 import { Queue } from 'bullmq';
-import { AGGREGATOR_GROUP, closeBars, ensureGroup, loadConfig, parseBarsJob } from '@candlewick/common';
-import { BarCalendar, Clock, barFromTrade, encodeBarState, orderKey } from '@candlewick/core';
+import { AGGREGATOR_GROUP, closeBars, decodeBarEntry, ensureGroup, incompletePath, loadConfig, parseBarsJob } from '@candlewick/common';
+import { BAR_FLAGS, BarCalendar, Clock, barFromTrade, encodeBarState, orderKey } from '@candlewick/core';
 import { BarCloser, barsQueue } from '@candlewick/aggregator';
 import { CsvFiles, csvPath, lastRowStart } from '@candlewick/common';
 import { Carry, WriterService } from '@candlewick/writer';
@@ -66,6 +66,61 @@ describe('writer', () => {
     expect(published.length).toBe(4);
     expect(published[0]![1]).toEqual(expect.arrayContaining(['s', 'AAPL', 'o', '100', 'n', '3', 'ts', '2019-11-03T01:00:00-04:00']));
     expect(Number(await redis.hget(keys.stats(), 'written:1min'))).toBe(3);
+  });
+
+  it('a bar Redis lost the data of (LOST) goes beside its file, in its .incomplete.csv, once; with CSV_EXTRA_COLUMNS in the file, complete=false', async () => {
+    const lost = { ...bar('101', 2), flags: BAR_FLAGS.INCOMPLETE | BAR_FLAGS.LOST };
+    const job = parseBarsJob({
+      bars: [bar('100', 3), lost, bar('102', 4)].map((state, i) => ({
+        interval: '1min',
+        symbol: 'AAPL',
+        start: start + i * 60_000,
+        state: encodeBarState(state),
+      })),
+    });
+    const header = 'timestamp,open,high,low,close,vwap,volume,num_transactions';
+    {
+      const dir = tempDir('writer-lost');
+      const keys = testKeys('writer-lost');
+      const w = new WriterService(redis, loadConfig({ DATA_DIR: dir, KEY_PREFIX: keys.prefix }), keys, quiet);
+      expect(await w.processBatch(job)).toEqual({ written: 3, skipped: 0 });
+      // written again whole (a retried job): nothing twice, in either file (the first two skipped as older than the bar file's last row, the lost one included: a bar the bar file is past is not news)
+      expect(await w.processBatch(job)).toEqual({ written: 0, skipped: 2 });
+      // and by a new writer, which knows only the files
+      expect(await new WriterService(redis, loadConfig({ DATA_DIR: dir, KEY_PREFIX: keys.prefix }), keys, quiet).processBatch(job)).toEqual(
+        {
+          written: 0,
+          skipped: 2,
+        },
+      );
+      expect(readFileSync(csvPath(dir, '1min', 'AAPL'), 'utf8')).toBe(
+        `${header}\n2019-11-03T01:00:00-04:00,100,100,100,100,100,2,3\n2019-11-03T01:02:00-04:00,102,102,102,102,102,2,4\n`,
+      );
+      expect(readFileSync(incompletePath(dir, '1min', 'AAPL'), 'utf8')).toBe(
+        `${header}\n2019-11-03T01:01:00-04:00,101,101,101,101,101,2,2\n`,
+      );
+      expect(incompletePath(dir, '1min', 'AAPL')).toMatch(/raw\/1min\/AAPL_1min\.incomplete\.csv$/);
+      // published all the same (again with the retries: an append found present is published again), saying it is incomplete and lost
+      const published = ((await redis.xrange(keys.bars('1min'), '-', '+')) as [string, string[]][]).map(([id, f]) =>
+        decodeBarEntry(id, '1min', f),
+      );
+      expect(new Set(published.filter((b) => b.start === start + 60_000).map((b) => `${b.complete} ${b.lost}`))).toEqual(
+        new Set(['false true']),
+      );
+    }
+    {
+      const dir = tempDir('writer-lost-extra');
+      const keys = testKeys('writer-lost-extra');
+      const w = new WriterService(redis, loadConfig({ DATA_DIR: dir, KEY_PREFIX: keys.prefix, CSV_EXTRA_COLUMNS: 'true' }), keys, quiet);
+      expect(await w.processBatch(job)).toEqual({ written: 3, skipped: 0 });
+      expect(
+        readFileSync(csvPath(dir, '1min', 'AAPL'), 'utf8')
+          .trim()
+          .split('\n')
+          .map((l) => l.split(',')[8]),
+      ).toEqual(['complete', 'true', 'false', 'true']);
+      expect(existsSync(incompletePath(dir, '1min', 'AAPL'))).toBe(false);
+    }
   });
 
   it('a closer that enqueues the same outbox read twice makes one job', async () => {

@@ -1,4 +1,4 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -7,7 +7,8 @@ import { pino } from 'pino';
 import { Redis } from 'ioredis';
 import { PrivateRedis, freePort } from '@candlewick/cli';
 import { ProviderServer } from '@candlewick/backfill';
-import { isTapeTrade, readTape } from '@candlewick/common';
+import { isTapeTrade, makeKeys, readTape } from '@candlewick/common';
+import { decodeTradeEntries } from '@candlewick/core';
 import { cmdline, descendants } from '../procs.js';
 import { ReplayServer } from '@candlewick/ingestor';
 import { fillDisk, mountTmpfs } from '../full-disk.js';
@@ -77,6 +78,13 @@ interface Fault {
   maxStallMs?: number;
   /** what the stack's output must say of the fault */
   says?: RegExp;
+  /** what the stack says once its feed is under way (default: the replay started, or the feed connected) */
+  started?: RegExp;
+  /**
+   * The files to compare with, where not the run without the fault's (a live run's trades are
+   * stamped with the moment they are sent): made once the stack has ended, its Redis still up (ownRedis)
+   */
+  oracle?: (ctx: Ctx) => Promise<Map<string, string>>;
 }
 
 interface Stack {
@@ -165,9 +173,10 @@ function privateRedisOf(dir: string): Redis {
 
 /**
  * The account of a run whose Redis lost its data: said with the span of the bars open then; every
- * row starting after it the same bytes as the run without the fault; rows from its start to its end
- * (written incomplete, complete=false with CSV_EXTRA_COLUMNS) may differ; rows missing only before
- * its end (bars closed but not yet written when the data went); no row that run did not have.
+ * row of the bar files the same bytes as the run without the fault (the bars open then are not in
+ * them but beside them, in `.incomplete.csv` files the summary names, none after the span said and
+ * none in its bar file too); rows missing only up to the span's end (bars closed but not yet written
+ * when the data went); no row that run did not have.
  */
 function lossAccount(out: string, files: Map<string, string>, reference: Map<string, string>): string[] {
   const said = [
@@ -175,7 +184,6 @@ function lossAccount(out: string, files: Map<string, string>, reference: Map<str
   ];
   if (said.length !== 1) return [`the loss said ${said.length} times, not once`];
   if (!/DATA LOST/.test(out)) return ['no DATA LOST in the summary'];
-  const from = Date.parse(said[0]![1]!);
   const to = Date.parse(said[0]![2]!);
   const problems: string[] = [];
   const rows = (text: string) =>
@@ -192,13 +200,23 @@ function lossAccount(out: string, files: Map<string, string>, reference: Map<str
     const got = rows(files.get(f) ?? 'header\n');
     for (const label of got.keys()) if (!want.has(label)) problems.push(`${f}: ${label} is extra`);
     for (const [label, line] of want) {
-      const start = startOf(label);
       const row = got.get(label);
       if (row === undefined) {
-        if (start > to) problems.push(`${f}: ${label} missing after the loss`);
-      } else if (row !== line && !(start >= from && start <= to)) problems.push(`${f}: ${label} differs outside the span said`);
+        if (startOf(label) > to) problems.push(`${f}: ${label} missing after the loss`);
+      } else if (row !== line) problems.push(`${f}: ${label} differs (a bar file holds whole bars only)`);
+    }
+    const asideName = f.replace(/\.csv$/, '.incomplete.csv');
+    const aside = files.get(asideName);
+    if (aside === undefined) continue;
+    if (!out.includes(`raw/${asideName}`)) problems.push(`${asideName} is not named in the summary`);
+    for (const label of rows(aside).keys()) {
+      const start = startOf(label);
+      // (not before `from` either, but for the bars the ingestor sent again from what it still held)
+      if (start > to) problems.push(`${asideName}: ${label} is after the span said`);
+      if (got.has(label)) problems.push(`${asideName}: ${label} is in the bar file too`);
     }
   }
+  if (![...files.keys()].some((f) => f.endsWith('.incomplete.csv'))) problems.push('no bar written aside (.incomplete.csv)');
   return problems;
 }
 /** Redis paused (SIGSTOP: its connections stay open, nothing answers) for `ms`, then resumed. */
@@ -262,6 +280,100 @@ const closerClock = (offset: string): Fault => ({
   },
 });
 
+/**
+ * The ingestor's host clock stepped by `offset` while it runs, live at the clock (MODE=live,
+ * CLOCK=wall; the feed, in this process, stamps each trade with the moment it sends it, as a live
+ * feed does): "ahead of the clock" (FUTURE_LIMIT_MS) is judged by Redis's clock, so no trade is
+ * taken for one from the future: every trade the feed sent is on the raw stream and the files equal
+ * `candlewick bars` over them. The ingestor on the feed runs beside the stack (on its Redis and
+ * settings, with libfaketime); the stack's own finds no feed at its URL.
+ */
+const ingestorClock = (offset: string): Fault => {
+  let feed: ReplayServer | undefined;
+  let feedDone: Promise<void> = Promise.resolve();
+  let trades = 0;
+  const settings = { MODE: 'live', CLOCK: 'wall', SYMBOLS: 'BINANCE:XRPETH', FINNHUB_TOKEN: 'campaign-token' };
+  return {
+    faketime: true,
+    ownRedis: true,
+    started: /feed connection failed/,
+    env: async (ctx) => {
+      const tape = readTape(TAPE).filter(isTapeTrade);
+      trades = tape.length;
+      let finished: () => void = () => undefined;
+      feedDone = new Promise((r) => (finished = r));
+      feed = new ReplayServer(
+        tape,
+        { port: 0, speed: 20000, frameTrades: 200, settleMs: 10, live: true, shiftToNow: true, onFinished: () => finished() },
+        quiet,
+      );
+      await feed.start();
+      const nowhere = await freePort();
+      ctx.cleanup.push(() => feed!.stop());
+      return { ...settings, FINNHUB_WS_URL: `ws://127.0.0.1:${nowhere}` };
+    },
+    strike: async (ctx) => {
+      const clock = join(ctx.dir, 'faketime');
+      writeFileSync(clock, '+0\n');
+      const ingestor = spawn(process.execPath, [CLI, 'ingest'], {
+        env: {
+          PATH: process.env.PATH ?? '',
+          DATA_DIR: ctx.dir,
+          LOG_LEVEL: 'info',
+          REDIS_URL: ctx.redis!.url,
+          ...settings,
+          FINNHUB_WS_URL: `ws://127.0.0.1:${feed!.port}`,
+          LD_PRELOAD: LIBFAKETIME,
+          FAKETIME_TIMESTAMP_FILE: clock,
+          FAKETIME_NO_CACHE: '1',
+          FAKETIME_DONT_FAKE_MONOTONIC: '1',
+        },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      let out = '';
+      ingestor.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+      ingestor.stderr!.on('data', (d: Buffer) => (out += d.toString()));
+      const exited = new Promise((r) => ingestor.once('exit', r));
+      try {
+        for (let i = 0; i < 300 && !/feed connected/.test(out); i++) await sleep(50);
+        // the step a second into the tape's 4 s: trades before it and after it
+        await sleep(1000);
+        writeFileSync(clock, `${offset}\n`);
+        await feedDone;
+        await sleep(500);
+      } finally {
+        ingestor.kill('SIGTERM');
+        await exited;
+      }
+      const side = offset.startsWith('-') ? 'behind' : 'ahead of';
+      if (!new RegExp(`this host's clock is 3600 s ${side} Redis's`).test(out))
+        ctx.problems.push(`the stepped ingestor did not say its clock is ${side} Redis's`);
+      if (/trade rejected/.test(out)) ctx.problems.push(`the stepped ingestor rejected trades: ${/"reason":"([^"]*)"/.exec(out)?.[1]}`);
+    },
+    oracle: async (ctx) => {
+      const redis = new Redis(ctx.redis!.url);
+      const lines: string[] = [];
+      try {
+        const entries = (await redis.xrange(makeKeys('cw').trades(0), '-', '+')) as [string, string[]][];
+        for (const [id, f] of entries)
+          for (const { trade } of decodeTradeEntries(id, f))
+            lines.push(JSON.stringify({ s: trade.s, p: Number(trade.p), v: trade.v, t: trade.t, c: trade.c }));
+      } finally {
+        redis.disconnect();
+      }
+      if (lines.length !== trades) ctx.problems.push(`${lines.length} trades on the raw stream of the ${trades} the feed sent`);
+      const tape = join(ctx.dir, 'ingested.jsonl');
+      writeFileSync(tape, `${lines.join('\n')}\n`);
+      const out = join(ctx.dir, 'oracle');
+      execFileSync(process.execPath, [CLI, 'bars', '--tape', tape, '--out', out], {
+        env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', LOG_LEVEL: 'warn' },
+        stdio: ['ignore', 'ignore', 'inherit'],
+      });
+      return csvFiles(out);
+    },
+  };
+};
+
 export const FAULTS: Record<string, Fault> = {
   'kill -9 aggregate': kill('aggregate'),
   'kill -9 close': kill('close'),
@@ -311,6 +423,7 @@ export const FAULTS: Record<string, Fault> = {
   'Redis paused 60 s': redisPaused(60_000),
   'closer clock −1 h': closerClock('-1h'),
   'closer clock +1 h': closerClock('+1h'),
+  'ingestor clock −1 h': ingestorClock('-1h'),
   'CSV disk full': {
     root: true,
     env: (ctx) => {
@@ -448,7 +561,7 @@ export async function runFault(name: string, seed: number, reference: Map<string
       }
     })();
     const started = Date.now();
-    while (!/replaying tape|feed connected/.test(stack.out())) {
+    while (!(fault.started ?? /replaying tape|feed connected/).test(stack.out())) {
       if (ended || Date.now() - started > 60_000) break;
       await sleep(50);
     }
@@ -464,13 +577,14 @@ export async function runFault(name: string, seed: number, reference: Map<string
     if (code !== want) problems.push(`exit ${code}, not ${want}`);
     const num = (re: RegExp) => Number(re.exec(out)?.[1] ?? NaN);
     const files = csvFiles(base.dir);
+    const expected = fault.oracle ? await fault.oracle(ctx) : reference;
     let exact = true;
     if (fault.found?.length) problems.push(...fault.found.splice(0));
     if (fault.account) {
-      problems.push(...fault.account(out, files, reference));
+      problems.push(...fault.account(out, files, expected));
       exact = problems.length === 0;
     } else
-      for (const [f, text] of reference) {
+      for (const [f, text] of expected) {
         const got = files.get(f);
         const ok = fault.prefix ? got === undefined || (text.startsWith(got) && (got === '' || got.endsWith('\n'))) : got === text;
         if (!ok) {
@@ -479,7 +593,7 @@ export async function runFault(name: string, seed: number, reference: Map<string
         }
       }
     for (const f of files.keys()) {
-      if (!reference.has(f) && !fault.account) {
+      if (!expected.has(f) && !fault.account) {
         exact = false;
         problems.push(`${f} is extra`);
       }

@@ -1,5 +1,6 @@
 import {
   AGGREGATOR_GROUP,
+  CLOCK,
   Membership,
   RecurringError,
   crashPoint,
@@ -33,6 +34,9 @@ import {
   type RawEntry,
 } from '@candlewick/core';
 import type { Gauge } from 'prom-client';
+
+/** how long after finding its consumer group gone the aggregator judges whether Redis lost its data */
+const GROUP_GONE_JUDGED_MS = 2000;
 
 /**
  * A consumer-group worker on the raw trade streams. Per partition: reclaim stale entries of dead
@@ -88,7 +92,10 @@ export class Aggregator {
   }
 
   async start(): Promise<void> {
-    for (const p of this.partitions) await ensureGroup(this.redis, this.keys.trades(p), AGGREGATOR_GROUP);
+    for (const p of this.partitions) {
+      await ensureGroup(this.redis, this.keys.trades(p), AGGREGATOR_GROUP);
+      this.lostMark.set(p, await this.readLostMark(p));
+    }
     // a stable name: what a predecessor of this name read and did not merge is taken back first (the loop's ownPending)
     await this.membership.join();
     metrics.pendingEntries((gauge) => this.pendingByConsumer(gauge));
@@ -99,6 +106,31 @@ export class Aggregator {
       this.conns.push(conn);
       this.loops.push(this.loop(p, conn));
     }
+  }
+
+  /** per partition: the clock's `lost` mark (addTrades: the newest event time when Redis lost the data), as last read */
+  private readonly lostMark = new Map<number, string | null>();
+
+  private readLostMark(p: number): Promise<string | null> {
+    return this.redis.hget(this.keys.clock(p), CLOCK.lost).catch(() => null);
+  }
+
+  /**
+   * The consumer group was gone (recreated from the stream's start). Redis losing all of
+   * candlewick's data takes it too, and that loss is said by the ingestor (which marks it on the
+   * partition's clock at its next append) and the stack: no second alarm then, only a debug line.
+   * A group gone alone (deleted by hand) is said. Judged a moment later, once the ingestor's append
+   * has had time to mark the loss.
+   */
+  private groupGone(p: number, stream: string): void {
+    setTimeout(() => {
+      void this.readLostMark(p).then((mark) => {
+        const lost = mark !== null && mark !== this.lostMark.get(p);
+        this.lostMark.set(p, mark);
+        if (lost) this.log.debug({ stream }, 'consumer group gone with the data Redis lost (said by the ingestor); recreated');
+        else this.log.warn({ stream }, 'consumer group missing; recreated it');
+      });
+    }, GROUP_GONE_JUDGED_MS).unref();
   }
 
   /** per partition loop: when it last went round (a read blocks 0.5 s at most) */
@@ -197,9 +229,10 @@ export class Aggregator {
         next = undefined;
         ownPending = true;
         const msg = String((err as Error).message);
-        if (msg.includes('NOGROUP')) {
-          this.log.warn({ stream }, 'consumer group missing; recreating it');
+        // (UNBLOCKED: a read waiting on the stream when it was deleted)
+        if (msg.includes('NOGROUP') || msg.includes('UNBLOCKED')) {
           await ensureGroup(this.redis, stream, AGGREGATOR_GROUP).catch(() => undefined);
+          this.groupGone(p, stream);
         } else {
           if (isConnectionError(err)) redisLink.error(err, 'aggregator');
           else if (isRefusal(err)) redisLink.refused(err);

@@ -304,13 +304,12 @@ export class CloserService {
    * once the aggregators have merged up to that entry, closes — so at each minute's end + grace the
    * closer ticks at once, and again every BOUNDARY_RETRY_MS (the aggregators merge within
    * milliseconds) until the boundary has closed in every partition, for at most BOUNDARY_PATIENCE_MS;
-   * the scheduled ticks go on beside it. They are timed by Redis's clock (this host's, corrected by
-   * the skew watchRedis measures), the clock closeBars decides by.
+   * the scheduled ticks go on beside it. They are timed by Redis's clock (the monotonic clock plus
+   * its offset to Redis's, as watchRedis measures it), the clock closeBars decides by.
    */
   private scheduleBoundary(): void {
     if (this.stopping) return;
-    // Redis's time, as this host's clock against it was last measured
-    const now = Date.now() - redisLink.skewMs;
+    const now = redisLink.redisNowMs();
     const end = Math.floor((now - this.cfg.graceMs) / MINUTE) * MINUTE + MINUTE;
     this.boundaryTimer = setTimeout(
       () => {

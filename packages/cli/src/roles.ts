@@ -14,6 +14,7 @@ import {
   requireNoEviction,
   sleep,
   watchRedis,
+  readRedisClock,
   waitForRedis,
   makeKeys,
   isTapeTrade,
@@ -146,6 +147,8 @@ async function runRole(cfg: Config, name: string, make: (redis: RedisClient, log
   await waitForRedis(redis, url, cfg.redisConnectTimeoutMs);
   // a Redis that may evict our keys loses bars without an error: refused (exit 2), saying what to set
   await requireNoEviction(redis);
+  // Redis's clock, read before the role starts: what a role compares across processes is Redis's time
+  await readRedisClock(redis);
   watchRedis(redis, { answerTimeoutMs: cfg.redisAnswerTimeoutMs, checkEveryMs: cfg.redisCheckEveryMs });
   started = true;
   // Redis refusing writes at start (a full disk under it) is waited out like one mid-run

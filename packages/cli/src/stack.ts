@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, statSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { join, resolve } from 'node:path';
 import { connect } from 'node:net';
@@ -31,6 +31,8 @@ import {
   sleep,
   waitForRedis,
   watchRedis,
+  readRedisClock,
+  checkEvictions,
   type Config,
   type Counters,
   type Keys,
@@ -305,14 +307,33 @@ async function runSummary(
   o: { finished: boolean; closeStartedAt: number; privateRedis: boolean; dataLostAt: number | undefined },
 ): Promise<StackSummary | undefined> {
   const settled = <T>(p: Promise<T>): Promise<T | undefined> => (o.finished ? p : Promise.race([p, sleep(2000).then(() => undefined)]));
+  // (keys Redis evicted in the last moments are as lost as the others: a last look)
+  await settled(checkEvictions(redis));
   const counters = await settled(readCounters(redis, cfg, keys));
   const cpu = counters && (await settled(cpuAccount(supervisor.children, redis, run.cpu, o.privateRedis)));
   if (!counters || !cpu) return undefined;
   const summary = summarize(run.baseline, counters, run.startedAt, Date.now(), Date.now() - o.closeStartedAt);
   summary.cpu = cpu;
   summary.cpuWallMs = Date.now() - run.cpu.at;
-  if (o.dataLostAt !== undefined) summary.dataLostAt = o.dataLostAt;
+  if (o.dataLostAt !== undefined) {
+    summary.dataLostAt = o.dataLostAt;
+    if (!cfg.csvExtraColumns) summary.incompleteFiles = incompleteFiles(cfg.dataDir, run.startedAt);
+  }
+  if (redisLink.evicted > 0) summary.evicted = { keys: redisLink.evicted, at: redisLink.evictedAt ?? Date.now() };
   return summary;
+}
+
+/** The `.incomplete.csv` files under DATA_DIR/raw written to since `since` (this run's), as raw/<interval>/<file>. */
+function incompleteFiles(dataDir: string, since: number): string[] {
+  const raw = join(dataDir, 'raw');
+  const out: string[] = [];
+  if (!existsSync(raw)) return out;
+  for (const iv of readdirSync(raw, { withFileTypes: true })) {
+    if (!iv.isDirectory()) continue;
+    for (const name of readdirSync(join(raw, iv.name)))
+      if (name.endsWith('.incomplete.csv') && statSync(join(raw, iv.name, name)).mtimeMs >= since) out.push(join('raw', iv.name, name));
+  }
+  return out.sort();
 }
 
 /**
@@ -470,8 +491,8 @@ async function endOfRun(until: StopRequest, e: RunEnd): Promise<number> {
     e.term.line('  (stopped during the final close: bars not yet closed stay in Redis for the next run)');
     return signalExitCode(until.reason!);
   }
-  // the files are not whole (incomplete bars, rows missing): not a clean end
-  return e.marker.lostAt !== undefined ? EXIT.FAILURE : EXIT.OK;
+  // the files are not whole (incomplete bars, rows missing, keys evicted): not a clean end
+  return dataLost(e.marker) ? EXIT.FAILURE : EXIT.OK;
 }
 
 /**
@@ -556,6 +577,7 @@ export async function runStack(cfg: Config, env: NodeJS.ProcessEnv): Promise<num
     if (stop.reason !== undefined && ready === undefined) return exitFor(stop.reason, cfg);
     // before any role starts: a Redis that may evict our keys is refused (exit 2), saying what to set
     await requireNoEviction(redis);
+    await readRedisClock(redis);
     watchRedis(redis, { answerTimeoutMs: cfg.redisAnswerTimeoutMs, checkEveryMs: cfg.redisCheckEveryMs });
     owned.push(await ownPrefix(redis, keys, cfg, log));
     const marker = await watchEpoch(redis, keys, log);
@@ -625,6 +647,8 @@ export async function runStack(cfg: Config, env: NodeJS.ProcessEnv): Promise<num
       return await closeAndReport(windDown);
     }
     code = failed?.code ?? exitFor(stop.reason!, cfg); // (untilIdle returns false only on a stop request)
+    // a run stopped on request whose data Redis lost (or evicted) does not end clean either
+    if (code === EXIT.OK && dataLost(marker)) code = EXIT.FAILURE;
   } catch (err) {
     if (err instanceof RedisUnavailableError) code = EXIT.NO_REDIS;
     else if (err instanceof ConfigError) code = EXIT.CONFIG;
@@ -641,14 +665,15 @@ export async function runStack(cfg: Config, env: NodeJS.ProcessEnv): Promise<num
  * data (FLUSHALL, an AOF lost, a failover to an empty replica) is said, and the summary counts from
  * then (the ingestor says which bars it left incomplete).
  */
-async function watchEpoch(redis: RedisClient, keys: Keys, log: Logger) {
+export async function watchEpoch(redis: RedisClient, keys: Keys, log: Logger) {
   const epoch = await ensureEpoch(redis, keys);
-  let lastCheck = Date.now();
+  // (monotonic: a step of this host's clock back must not stop the checks for an hour)
+  let lastCheck = monoMs();
   const state = {
     lostAt: undefined as number | undefined,
     async check(): Promise<'held' | 'lost' | undefined> {
-      if (Date.now() - lastCheck < 1000) return undefined;
-      lastCheck = Date.now();
+      if (monoMs() - lastCheck < 1000) return undefined;
+      lastCheck = monoMs();
       const held = await epochHeld(redis, keys, epoch).catch(() => true);
       if (held) return 'held';
       state.lostAt ??= Date.now();
@@ -758,6 +783,11 @@ async function redisCpuUs(redis: RedisClient): Promise<number> {
  * What a stop by `signal` means: a run that only ends on request (live, or EXIT_WHEN_IDLE_MS=0)
  * stopped cleanly is done (0); a replay that would have ended by itself was cut short (128 + n).
  */
+/** Redis lost candlewick's data during the run: its marker went, or it evicted keys (the files may be wrong). */
+function dataLost(marker: { lostAt: number | undefined }): boolean {
+  return marker.lostAt !== undefined || redisLink.evicted > 0;
+}
+
 function exitFor(signal: NodeJS.Signals, cfg: Config): number {
   return cfg.exitWhenIdleMs === 0 ? EXIT.OK : signalExitCode(signal);
 }

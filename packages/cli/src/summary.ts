@@ -35,6 +35,13 @@ export type StackSummary = Pick<Counters, Counted | 'written' | 'holdMaxMs' | 'h
   cpuWallMs?: number;
   /** when Redis lost candlewick's data mid-run (its marker gone): the counts are only since then */
   dataLostAt?: number;
+  /**
+   * with dataLostAt, in the default CSV format: the `.incomplete.csv` files (under DATA_DIR/raw)
+   * this run wrote the bars open then to, beside their bar files
+   */
+  incompleteFiles?: string[];
+  /** keys Redis evicted during the run (INFO stats evicted_keys), and when the first was seen */
+  evicted?: { keys: number; at: number };
 };
 
 /** One process's CPU over a run. */
@@ -128,7 +135,25 @@ export function formatSummary(s: StackSummary, dataDir: string): string {
     ...(s.dataLostAt !== undefined
       ? [
           `  DATA LOST        Redis lost candlewick's data at ${new Date(s.dataLostAt).toISOString()} (its marker key gone): the counts above are only`,
-          '                   since then; the bars open then are written complete=false, bars closed but not yet written then are missing',
+          ...(s.incompleteFiles === undefined
+            ? [
+                '                   since then; the bars open then are written complete=false, bars closed but not yet written then are missing',
+              ]
+            : [
+                `                   since then; the bars open then are incomplete: not in the bar files but beside them, in ${s.incompleteFiles.length} .incomplete.csv file${s.incompleteFiles.length === 1 ? '' : 's'}`,
+                ...s.incompleteFiles.slice(0, 10).map((f) => `                     ${f}`),
+                ...(s.incompleteFiles.length > 10
+                  ? [`                     … and ${s.incompleteFiles.length - 10} more (raw/*/*.incomplete.csv)`]
+                  : []),
+                '                   bars closed but not yet written then are missing',
+              ]),
+        ]
+      : []),
+    ...(s.evicted
+      ? [
+          `  DATA LOST        Redis evicted ${s.evicted.keys} key${s.evicted.keys === 1 ? '' : 's'} during the run (first seen ${new Date(s.evicted.at).toISOString()}; INFO stats evicted_keys):`,
+          "                   candlewick's streams, consumer groups, open bars or jobs may be among them, so bars may be missing or wrong;",
+          '                   set maxmemory-policy noeviction and give Redis the memory it needs',
         ]
       : []),
     `  CSV              ${join(dataDir, 'raw')}`,

@@ -991,13 +991,14 @@ export function symbolProblems(symbols: readonly string[], where: string): strin
       problems.push(`${where}: ${visibleSymbol(s)} is not a symbol (${SYMBOL_RULE})`);
       continue;
     }
+    // (case folded: on a filesystem that ignores case, as macOS's and Windows' do by default, aapl and AAPL are one file)
     const file = fileSafeSymbol(s);
-    const other = byFile.get(file);
+    const other = byFile.get(file.toLowerCase());
     if (other !== undefined && other !== s)
       problems.push(
-        `${where}: "${other}" and "${s}" would share the files ${file}_{interval}.csv (":" and "/" become "_"); subscribe to one of them`,
+        `${where}: "${other}" and "${s}" would share the files ${file}_{interval}.csv (":" and "/" become "_", and a filesystem that ignores case makes aapl and AAPL one file); subscribe to one of them`,
       );
-    else byFile.set(file, s);
+    else byFile.set(file.toLowerCase(), s);
   }
   return problems;
 }

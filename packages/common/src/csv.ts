@@ -27,6 +27,18 @@ export function csvPath(dataDir: string, interval: string, symbol: string): stri
   return join(dataDir, 'raw', interval, `${fileSafeSymbol(symbol)}_${interval}.csv`);
 }
 
+/**
+ * Bars left incomplete by Redis losing candlewick's data (BAR_FLAGS.LOST), beside the bar file in
+ * the default format (without CSV_EXTRA_COLUMNS nothing in a row says it is incomplete): the same
+ * header and columns, so the bar file holds whole bars only and nothing is thrown away.
+ */
+export function incompletePath(dataDir: string, interval: string, symbol: string): string {
+  return join(dataDir, 'raw', interval, `${fileSafeSymbol(symbol)}_${interval}.incomplete.csv`);
+}
+
+/** Which file of a bar a row goes to: the bar file, or its `.incomplete.csv` beside it. */
+export type BarFile = 'bars' | 'incomplete';
+
 /** Corrections of bars by late trades (LATE=amend), beside the main file. */
 export function correctionsPath(dataDir: string, interval: string, symbol: string): string {
   return join(dataDir, 'raw', interval, `${fileSafeSymbol(symbol)}_${interval}.corrections.csv`);
@@ -60,6 +72,7 @@ export function rowCells(clock: Clock, start: number, b: BarState, day = false):
     trades,
     complete: (flags & BAR_FLAGS.INCOMPLETE) === 0,
     sources: barSources(flags),
+    ...(flags & BAR_FLAGS.LOST ? { lost: true } : {}),
   };
 }
 
@@ -156,7 +169,11 @@ interface FileState {
  */
 export class CsvFiles {
   private readonly state = new Map<string, FileState>();
-  /** file -> the one symbol whose bars it holds (file names are file-safe symbols: two could meet) */
+  /**
+   * file (case folded) -> the one symbol whose bars it holds: file names are file-safe symbols, so
+   * two could meet, and on a filesystem that ignores case (macOS's, Windows' by default) aapl's and
+   * AAPL's would be one file
+   */
   private readonly owners = new Map<string, string>();
   /** buffered mode: rows held per file until flush() */
   private readonly pending: Map<string, { f: FileState; text: string }> | undefined;
@@ -186,7 +203,8 @@ export class CsvFiles {
   /** interval -> symbol -> its file (csvPath, worked out once: a whole market's boundary asks for tens of thousands) */
   private readonly paths = new Map<string, Map<string, string>>();
 
-  private pathOf(interval: string, symbol: string): string {
+  private pathOf(interval: string, symbol: string, file: BarFile = 'bars'): string {
+    if (file === 'incomplete') return incompletePath(this.dataDir, interval, symbol);
     let bySymbol = this.paths.get(interval);
     if (!bySymbol) this.paths.set(interval, (bySymbol = new Map()));
     let path = bySymbol.get(symbol);
@@ -209,15 +227,32 @@ export class CsvFiles {
     );
   }
 
-  /** Appends a row already formatted (a row restored from bars:{interval}). */
-  appendRow(interval: string, symbol: string, start: number, text: string, close: string): 'written' | 'present' | 'stale' {
-    const path = this.pathOf(interval, symbol);
+  /**
+   * Appends a row already formatted (a row restored from bars:{interval}) to the bar's file, or
+   * (`file` 'incomplete') to the `.incomplete.csv` beside it: each is kept in order and written once
+   * by its own last row, as the bar file is.
+   */
+  appendRow(
+    interval: string,
+    symbol: string,
+    start: number,
+    text: string,
+    close: string,
+    file: BarFile = 'bars',
+  ): 'written' | 'present' | 'stale' {
+    if (file === 'incomplete') {
+      // a bar the bar file already has, or is past, is not news: the trades an ingestor sent again
+      // after Redis lost the data open bars it had written whole before
+      const written = this.fileState(this.pathOf(interval, symbol), interval, symbol).last;
+      if (written !== undefined && start <= written.start) return 'stale';
+    }
+    const path = this.pathOf(interval, symbol, file);
     const f = this.fileState(path, interval, symbol);
     if (f.last !== undefined && start <= f.last.start) {
       // judged by the last row as this writer left it: only once the file is found as it was
       // (an append checks that itself, in the same open)
       if (!this.pending && this.changed(path, f)) {
-        this.verify(interval, symbol);
+        this.verifyFile(path, interval, symbol, file);
         throw new FileChangedError(path);
       }
       return start === f.last.start ? 'present' : 'stale';
@@ -233,7 +268,7 @@ export class CsvFiles {
     if (!this.write(path, f, text)) {
       // someone else changed the file since it was last checked: check it now (rows cut from its
       // end are reported), and let the caller restore what is missing before it appends again
-      this.verify(interval, symbol);
+      this.verifyFile(path, interval, symbol, file);
       throw new FileChangedError(path);
     }
     // A bar of volume-only prints (CONDITIONS=cta-utp) has no close: carry keeps the one before.
@@ -267,9 +302,15 @@ export class CsvFiles {
     }
   }
 
-  /** The last row of a file: start and close (read from the file the first time). */
+  /**
+   * The last bar written of an (interval, symbol): the bar file's last row, or its
+   * `.incomplete.csv`'s where that is later (read from the files the first time).
+   */
   lastOf(interval: string, symbol: string): { start: number; close: string } | undefined {
-    return this.fileState(this.pathOf(interval, symbol), interval, symbol).last;
+    const last = this.fileState(this.pathOf(interval, symbol), interval, symbol).last;
+    if (this.extraColumns) return last;
+    const aside = this.fileState(this.pathOf(interval, symbol, 'incomplete'), interval, symbol).last;
+    return aside !== undefined && (last === undefined || aside.start > last.start) ? aside : last;
   }
 
   /**
@@ -278,12 +319,16 @@ export class CsvFiles {
    * for the writer to restore before it appends anything after them.
    */
   verify(interval: string, symbol: string): void {
-    const path = this.pathOf(interval, symbol);
+    this.verifyFile(this.pathOf(interval, symbol), interval, symbol, 'bars');
+  }
+
+  /** verify() of either file of a bar: rows missing from an `.incomplete.csv` are not restored (read back only). */
+  private verifyFile(path: string, interval: string, symbol: string, file: BarFile): void {
     const f = this.state.get(path);
     if (f === undefined || !this.changed(path, f)) return;
     this.state.delete(path);
     const now = this.fileState(path, interval, symbol);
-    if (f.last !== undefined && (now.last === undefined || now.last.start < f.last.start)) {
+    if (file === 'bars' && f.last !== undefined && (now.last === undefined || now.last.start < f.last.start)) {
       this.onEvent({ kind: 'rows-missing', path, interval, symbol, after: now.last?.start, through: f.last.start });
     }
   }
@@ -301,8 +346,9 @@ export class CsvFiles {
 
   private fileState(path: string, interval: string, symbol: string): FileState {
     let f = this.state.get(path);
-    const owner = this.owners.get(path);
-    if (owner === undefined) this.owners.set(path, symbol);
+    const folded = path.toLowerCase();
+    const owner = this.owners.get(folded);
+    if (owner === undefined) this.owners.set(folded, symbol);
     else if (owner !== symbol) throw new SymbolFileClashError(path, [owner, symbol]);
     if (f === undefined) {
       f = this.inspect(path);

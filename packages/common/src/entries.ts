@@ -36,6 +36,11 @@ export interface BarRowCells {
   trades: string;
   complete: boolean;
   sources: string;
+  /**
+   * set (true) on a bar open when Redis lost candlewick's data (BAR_FLAGS.LOST, always incomplete):
+   * in the default CSV format it is written to the bar file's `.incomplete.csv` beside it
+   */
+  lost?: boolean;
 }
 
 /** Which bar: its interval, symbol and window, and its revision. */
@@ -84,6 +89,8 @@ export function encodeBarEntry(symbol: string, start: number, rev: number, c: Ba
     c.complete ? '1' : '0',
     'sources',
     c.sources,
+    // (only on such a bar: every other entry is as it always was)
+    ...(c.lost ? ['lost', '1'] : []),
   ];
 }
 
@@ -105,6 +112,7 @@ export function decodeBarEntry(id: string, interval: string, f: string[]): Tappe
     rev: Number(field(f, 'rev') || 0),
     complete: field(f, 'complete') !== '0',
     sources: field(f, 'sources'),
+    ...(field(f, 'lost') === '1' ? { lost: true } : {}),
   };
 }
 
@@ -121,6 +129,7 @@ export function barRowCells(b: TappedBar): BarRowCells {
     trades: b.trades === undefined ? '' : String(b.trades),
     complete: b.complete,
     sources: b.sources,
+    ...(b.lost ? { lost: true } : {}),
   };
 }
 

@@ -1,6 +1,6 @@
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import type { Logger } from './logger.js';
-import { RedisLink } from './redis.js';
+import { RedisLink, monoMs } from './redis.js';
 
 /** A RedisLink on a clock the test moves, its lines kept as [level, msg]. */
 function link() {
@@ -67,5 +67,48 @@ describe('RedisLink: an outage said once, however it ends', () => {
     l.ready();
     const lost = 'lost the connection to Redis; retrying (every role waits, nothing is dropped)';
     expect(loud().map(([, m]) => m)).toEqual([lost, 'Redis is back', lost, 'Redis is back', lost, 'Redis is back']);
+  });
+});
+
+describe("RedisLink: Redis's time", () => {
+  it('is kept on the monotonic clock: a step of this host’s clock changes nothing, and the skew is said once', () => {
+    const { l, loud } = link();
+    // before a first reading: this host's clock
+    expect(Math.abs(l.redisNowMs() - Date.now())).toBeLessThan(50);
+    const redisMs = Date.UTC(2030, 0, 1);
+    l.clockReading(redisMs, redisMs - 3_600_000, monoMs());
+    expect(l.skewMs).toBe(-3_600_000);
+    const step = vi.spyOn(Date, 'now').mockReturnValue(Date.UTC(1999, 0, 1));
+    try {
+      const now = l.redisNowMs();
+      expect(now - redisMs).toBeGreaterThanOrEqual(0);
+      expect(now - redisMs).toBeLessThan(50);
+    } finally {
+      step.mockRestore();
+    }
+    expect(loud().map(([, m]) => m)).toEqual([expect.stringMatching(/^this host's clock is 3600 s behind Redis's/)]);
+  });
+});
+
+describe('RedisLink: keys Redis evicted', () => {
+  it('counted from the first reading (the baseline), across a reset of the counter, said once and again a minute later', () => {
+    const { l, loud, wait } = link();
+    l.evictions(40);
+    expect(l.evicted).toBe(0);
+    l.evictions(40);
+    expect(loud()).toEqual([]);
+    l.evictions(45);
+    l.evictions(47);
+    expect(l.evicted).toBe(7);
+    // Redis restarted (or CONFIG RESETSTAT): it counts from 0 again
+    l.evictions(3);
+    expect(l.evicted).toBe(10);
+    wait(61_000);
+    l.evictions(4);
+    expect(l.evicted).toBe(11);
+    expect(loud().map(([level, m]) => `${level} ${m.split(' (')[0]}`)).toEqual([
+      'error Redis evicted 5 keys while candlewick ran',
+      'error Redis evicted 11 keys while candlewick ran',
+    ]);
   });
 });

@@ -227,12 +227,64 @@ export class RedisLink {
     this.policyProblem = problem;
   }
 
-  private skewSaid = false;
-  /** this host's clock minus Redis's, as last measured (0 until then): Redis's time is Date.now() - skewMs */
-  skewMs = 0;
+  /** keys Redis evicted while this process watched it (INFO stats evicted_keys): each one may have been candlewick's */
+  evicted = 0;
+  /** when the first of them was seen (ms, this host's clock) */
+  evictedAt: number | undefined;
+  /** Redis's evicted_keys as last read (undefined before the first reading) */
+  private evictedTotal: number | undefined;
+  private evictedSaid = 0;
 
-  /** This host's clock against Redis's (ms, + = ahead): a big difference is said once, its end too. */
-  clockSkew(ms: number): void {
+  /**
+   * A reading of Redis's evicted_keys (summed over its masters). The first is the baseline; any
+   * rise after it is keys evicted while candlewick ran — a data loss, whatever the policy is now:
+   * said loudly once, then again each minute while the count grows. (A Redis restarted or
+   * CONFIG RESETSTAT counts from 0 again: what it counts since is added.)
+   */
+  evictions(total: number): void {
+    const before = this.evictedTotal;
+    this.evictedTotal = total;
+    if (before === undefined) return;
+    const more = total >= before ? total - before : total;
+    if (more === 0) return;
+    const first = this.evicted === 0;
+    this.evicted += more;
+    this.evictedAt ??= Date.now();
+    const now = this.now();
+    if (!first && now - this.evictedSaid < 60_000) return;
+    this.evictedSaid = now;
+    this.log?.error(
+      { evicted: this.evicted, policy: this.policyProblem },
+      `Redis evicted ${this.evicted} key${this.evicted === 1 ? '' : 's'} while candlewick ran (INFO stats evicted_keys): DATA LOST — ` +
+        "candlewick's streams, consumer groups, open bars or queued jobs may be among them, so bars may be missing or wrong. " +
+        'Set maxmemory-policy noeviction (redis-cli CONFIG SET maxmemory-policy noeviction, and in redis.conf) and give Redis the memory it needs',
+    );
+  }
+
+  private skewSaid = false;
+  /** this host's clock minus Redis's, as last measured (0 until then) */
+  skewMs = 0;
+  /** Redis's time minus this process's monotonic clock, as last measured (undefined until then) */
+  private redisFromMono: number | undefined;
+
+  /**
+   * Redis's time now (ms), the clock anything compared across processes is read by: this process's
+   * monotonic clock plus its offset to Redis's as last measured (each second, by watchRedis), so a
+   * step of this host's wall clock (NTP, `date -s`, a resumed VM) changes nothing, not even until
+   * the next measurement. This host's clock before a first measurement.
+   */
+  redisNowMs(): number {
+    return this.redisFromMono === undefined ? Date.now() : Math.round(monoMs() + this.redisFromMono);
+  }
+
+  /**
+   * A reading of Redis's clock (TIME, `redisMs`), taken when this host's clock said `hostMs` and the
+   * monotonic clock `monoAt`: the offset redisNowMs() uses, and this host's clock against Redis's
+   * (+ = ahead), a big difference said once, its end too.
+   */
+  clockReading(redisMs: number, hostMs: number, monoAt: number): void {
+    this.redisFromMono = redisMs - monoAt;
+    const ms = hostMs - redisMs;
     this.skewMs = ms;
     const big = Math.abs(ms) >= 5000;
     if (big && !this.skewSaid) {
@@ -240,7 +292,7 @@ export class RedisLink {
       this.log?.warn(
         { skewS: Math.round(ms / 1000) },
         `this host's clock is ${Math.abs(Math.round(ms / 1000))} s ${ms > 0 ? 'ahead of' : 'behind'} Redis's: bars still close on time ` +
-          "(the watermark is Redis's time, intervals are monotonic), but fix the host's time sync",
+          "and no trade is taken for one from the future (the watermark and every time compared across processes is Redis's, intervals are monotonic), but fix the host's time sync",
       );
     } else if (!big && this.skewSaid && Math.abs(ms) < 1000) {
       this.skewSaid = false;
@@ -846,6 +898,20 @@ export async function evictionProblem(redis: RedisClient): Promise<string | unde
   );
 }
 
+/** Keys Redis has evicted since it started (INFO stats evicted_keys), summed over its masters; undefined if it does not say. */
+export async function evictedKeys(redis: RedisClient): Promise<number | undefined> {
+  const nodes = redis instanceof ioredis().Cluster ? redis.nodes('master') : [redis];
+  const counts = await Promise.all(nodes.map(async (n) => infoField(await n.info('stats').catch(() => ''), 'evicted_keys')));
+  if (counts.some((c) => c === undefined)) return undefined;
+  return counts.reduce((a, c) => a + Number(c), 0);
+}
+
+/** Reads evicted_keys into the link (its first reading is the baseline): the stack's last look before its summary. */
+export async function checkEvictions(redis: RedisClient): Promise<void> {
+  const n = await evictedKeys(redis).catch(() => undefined);
+  if (n !== undefined) redisLink.evictions(n);
+}
+
 /**
  * The eviction policy at start: anything but noeviction is a ConfigError (exit 2) saying what to set.
  */
@@ -855,15 +921,31 @@ export async function requireNoEviction(redis: RedisClient): Promise<void> {
 }
 
 /**
+ * Reads Redis's clock once (TIME) for redisLink.redisNowMs(), before a role starts: watchRedis reads
+ * it again each second, but a trade checked against the clock (FUTURE_LIMIT_MS) may come sooner.
+ * An answer slower than a second (or none) leaves it to watchRedis.
+ */
+export async function readRedisClock(redis: RedisClient): Promise<void> {
+  const sent = monoMs();
+  const [s, us] = await redis.time().catch(() => [NaN, NaN] as const);
+  const rtt = monoMs() - sent;
+  if (Number.isFinite(Number(s)) && rtt < 1000)
+    redisLink.clockReading(Number(s) * 1000 + Number(us) / 1000, Date.now() - rtt / 2, sent + rtt / 2);
+}
+
+/**
  * Watches a connected Redis from this process, on the monotonic clock: a probe (TIME) every second
  * that has no answer within `answerTimeoutMs` is said as an outage (a paused Redis keeps its TCP
  * connection, so only an unanswered command shows it); the answer gives this host's clock against
- * Redis's; every `checkEveryMs` the eviction policy is checked again. Returns a stop function.
+ * Redis's; every `checkEveryMs` the eviction policy is checked again, and the keys Redis has evicted
+ * (INFO stats evicted_keys, from a baseline read at once): any evicted while it runs is a data loss,
+ * said loudly (redisLink.evictions). Returns a stop function.
  */
 export function watchRedis(redis: RedisClient, opts: { answerTimeoutMs: number; checkEveryMs: number }): () => void {
   let probeAt = 0;
   let checkedAt = monoMs();
   let checking = false;
+  void checkEvictions(redis);
   const timer = setInterval(
     () => {
       if (redis.status !== 'ready') {
@@ -893,7 +975,7 @@ export function watchRedis(redis: RedisClient, opts: { answerTimeoutMs: number; 
           // (a Cluster's TIME goes to any master: it says nothing of a silent one)
           if (!(redis instanceof ioredis().Cluster) || (!silentFor(NODE_SILENT_MS) && droppedStillOpen().size === 0)) redisLink.answered();
           // (an answer that waited, on a paused master, says nothing of the clocks)
-          if (rtt < 1000) redisLink.clockSkew(Date.now() - rtt / 2 - (Number(s) * 1000 + Number(us) / 1000));
+          if (rtt < 1000) redisLink.clockReading(Number(s) * 1000 + Number(us) / 1000, Date.now() - rtt / 2, sent + rtt / 2);
         },
         () => {
           if (probeAt === sent) probeAt = 0;
@@ -905,6 +987,7 @@ export function watchRedis(redis: RedisClient, opts: { answerTimeoutMs: number; 
         evictionProblem(redis)
           .then((problem) => redisLink.policy(problem))
           .catch(() => undefined)
+          .then(() => checkEvictions(redis))
           .finally(() => (checking = false));
       }
     },

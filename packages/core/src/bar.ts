@@ -42,6 +42,12 @@ export const BAR_FLAGS = Object.freeze({
   MASSIVE_TRADES: 32,
   BINANCE_CANDLES: 64,
   BINANCE_TRADES: 128,
+  /**
+   * the bar was open when Redis lost candlewick's data (its marker gone): the trades merged into it
+   * before are gone; always with INCOMPLETE. In the default CSV format such a bar is written beside
+   * its file, in `<file>.incomplete.csv`, so the bar file holds whole bars only
+   */
+  LOST: 256,
 });
 
 const SOURCE_NAMES: readonly [number, string][] = [

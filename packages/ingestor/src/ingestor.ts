@@ -113,7 +113,8 @@ export class Ingestor {
   /**
    * Redis lost candlewick's data (an append found partition p's marker gone): said once, in plain
    * words, with the span of the bars that were open — addTrades has already recorded the loss, so
-   * they close incomplete (complete=false), never as if whole.
+   * they close incomplete (BAR_FLAGS.LOST), never as if whole: beside their bar files in the default
+   * format, complete=false in them with CSV_EXTRA_COLUMNS.
    */
   private dataLost(p: number, seen: number, cfg: Config, clock: Clock): void {
     metrics.redisDataLost().inc();
@@ -123,7 +124,8 @@ export class Ingestor {
     this.log.error(
       { marker: this.keys.epoch(), partition: p, from: clock.label(from), to: clock.label(seen) },
       `Redis lost candlewick's data (the marker key ${this.keys.epoch()} is gone: FLUSHALL, a lost AOF, a failover to an empty replica): ` +
-        `open bars from ${clock.label(from)} to ${clock.label(seen)} are incomplete — the trades merged into them are gone, so they are written complete=false, never as if whole; ` +
+        `open bars from ${clock.label(from)} to ${clock.label(seen)} are incomplete — the trades merged into them are gone, so they are never written as if whole ` +
+        `(${cfg.csvExtraColumns ? 'complete=false in their files' : 'not in their bar files but beside them, in <file>.incomplete.csv'}); ` +
         'bars closed but not yet written then are gone too, and the counters start again. The run carries on',
     );
   }

@@ -142,11 +142,11 @@ export class TradeSink {
   private replicated: number[] = [];
   /** per partition: its master had no replica when last asked (then retainMs alone keeps batches) */
   private noReplica: boolean[] = [];
-  /** per partition: since when its master has had no replica (0: it has one; -1: never seen one) */
+  /** per partition: since when (monotonic) its master has had no replica (0: it has one; -1: never seen one) */
   private replicaGoneAt: number[] = [];
   /** per partition: a WAIT in flight */
   private confirming: boolean[] = [];
-  /** per partition: not before this time (ms) the next WAIT, and its timer */
+  /** per partition: not before this time (monotonic ms) the next WAIT, and its timer */
   private confirmAt: number[] = [];
   private confirmTimers: (NodeJS.Timeout | undefined)[] = [];
   private readonly metrics = {
@@ -358,7 +358,8 @@ export class TradeSink {
    */
   private confirm(p: number): void {
     if (this.waitReplicas === 0 || this.confirming[p]) return;
-    const wait = this.confirmAt[p]! - Date.now();
+    // (monotonic: a step of this host's clock must neither hold the next WAIT off for an hour nor hurry it)
+    const wait = this.confirmAt[p]! - monoMs();
     if (wait > 0) {
       this.confirmTimers[p] ??= setTimeout(() => {
         this.confirmTimers[p] = undefined;
@@ -371,7 +372,7 @@ export class TradeSink {
     for (const b of held) if (b.ackedAt !== 0) upTo = b.seq;
     if (upTo <= this.replicated[p]!) return;
     this.confirming[p] = true;
-    this.confirmAt[p] = Date.now() + CONFIRM_EVERY_MS;
+    this.confirmAt[p] = monoMs() + CONFIRM_EVERY_MS;
     const key = this.opts.keys.clock(p);
     const run = async () => {
       // the keyed read sends the pipeline to the partition's master on a Cluster (the same connection)
@@ -390,7 +391,7 @@ export class TradeSink {
       } else {
         // its replica went (it lags, restarts, or took over a dead master): the batches wait for
         // one for REPLICA_GONE_MS, then INGEST_RETAIN alone keeps them
-        const now = Date.now();
+        const now = monoMs();
         if (this.replicaGoneAt[p] === 0) this.replicaGoneAt[p] = now;
         this.noReplica[p] = now - this.replicaGoneAt[p]! > REPLICA_GONE_MS;
         this.confirmAt[p] = now + LAGGING_MS;
@@ -402,7 +403,7 @@ export class TradeSink {
         (await this.redis.pipeline().exists(key).call('WAIT', String(this.waitReplicas), String(WAIT_MS)).exec()) ?? [];
       if (movedErr ?? waitErr) throw movedErr ?? waitErr;
       if (Number(acks) >= this.waitReplicas) this.replicated[p] = Math.max(this.replicated[p]!, upTo);
-      else this.confirmAt[p] = Date.now() + LAGGING_MS;
+      else this.confirmAt[p] = monoMs() + LAGGING_MS;
     };
     run().then(
       () => {
@@ -413,7 +414,7 @@ export class TradeSink {
       (err: unknown) => {
         // a master lost on the way: the batches stay held; the next acknowledgement asks again
         this.confirming[p] = false;
-        this.confirmAt[p] = Date.now() + LAGGING_MS;
+        this.confirmAt[p] = monoMs() + LAGGING_MS;
         // MOVED: the slot map is changing (a failover the link reports); the next try finds the master
         if (!(err instanceof Error && /^(MOVED|ASK) /.test(err.message)))
           reportRedisError(this.log, err, 'could not ask Redis whether a replica has the batches');
@@ -573,7 +574,8 @@ export class TradeSink {
     const bf = this.opts.backfill;
     if (!bf || symbols.length === 0) return;
     const byPartition = new Map<number, string[]>();
-    const deadline = String(Date.now() + bf.holdMs);
+    // compared in addTrades and closeBars with Redis's TIME: Redis's clock, not this host's
+    const deadline = String(redisLink.redisNowMs() + bf.holdMs);
     for (const s of symbols) {
       const p = partitionOf(s, this.opts.partitions);
       if (!byPartition.has(p)) byPartition.set(p, []);
@@ -605,7 +607,8 @@ export class TradeSink {
     const stats = this.opts.keys.stats();
     const tx = new SlotTransactions(this.redis);
     // exactly (not ~): corrections are few, and a trim by whole stream nodes would keep them all
-    const minId = String(Math.max(0, rx - (this.opts.tradesRetentionMs ?? 3_600_000)));
+    // (entry ids are Redis's time: so is the cut)
+    const minId = String(Math.max(0, redisLink.redisNowMs() - (this.opts.tradesRetentionMs ?? 3_600_000)));
     for (const a of list) {
       this.amended[a.kind]++;
       this.metrics.amends.inc({ kind: a.kind });

@@ -34,7 +34,7 @@ import {
   writtenField,
 } from '@candlewick/common';
 import { BarCalendar, decodeBarState, parseBarId, type Clock } from '@candlewick/core';
-import { CsvFiles, FileChangedError, formatRow, rowCells, type FileEvent } from '@candlewick/common';
+import { CsvFiles, FileChangedError, formatRow, incompletePath, rowCells, type FileEvent } from '@candlewick/common';
 
 import { Carry } from './carry.js';
 
@@ -322,7 +322,9 @@ export class WriterService {
       // rows of this job not yet published (the stream has them only once the job's rows are in)
       for (const [start, f] of this.unpublished.get(`${m.interval}\u0000${m.symbol}`) ?? [])
         if (start > after && start <= m.through && !found.has(start)) found.set(start, f);
-      const starts = [...found.keys()].sort((a, b) => a - b);
+      // (a bar written aside, in the .incomplete.csv, is not one of the bar file's rows)
+      const aside = (f: string[]) => !this.cfg.csvExtraColumns && decodeBarEntry('', m.interval, f).lost === true;
+      const starts = [...found.keys()].filter((start) => !aside(found.get(start)!)).sort((a, b) => a - b);
       for (const start of starts) {
         const cells = barRowCells(decodeBarEntry('', m.interval, found.get(start)!));
         await this.onDisk(() => this.files.appendRow(m.interval, m.symbol, start, formatRow(cells, this.cfg.csvExtraColumns), cells.close));
@@ -359,7 +361,8 @@ export class WriterService {
   private async writeBatch(batch: BarsJob): Promise<{ written: number; skipped: number }> {
     // the Redis side (bars:{interval}, counts) is built as steps, so a refused write is sent again whole
     const steps: ((tx: SlotTransactions) => void)[] = [];
-    const minId = String(Date.now() - this.cfg.barsRetentionMs);
+    // entry ids are Redis's time: the cut is too (this host's clock may be an hour off)
+    const minId = String(redisLink.redisNowMs() - this.cfg.barsRetentionMs);
     const counts = new Map<string, number>();
     /** the closed bars (and corrections) among them, for the metric: carried ones are not closed bars */
     const closedWritten = new Map<string, number>();
@@ -403,10 +406,21 @@ export class WriterService {
       // saved. Carry reads the file's last row before it appends, so that must be current.
       if (rev === 0 && this.carry) await ready(bar.interval, bar.symbol);
       if (rev === 0) await flat(bar.interval, bar.symbol, bar.start, undefined);
+      // a bar Redis's loss of data left incomplete is never written as if whole: in the default
+      // format (no `complete` column) it goes beside the bar file, in its .incomplete.csv
+      const aside = rev === 0 && cells.lost === true && !this.cfg.csvExtraColumns;
+      if (aside) this.sayAside(bar.interval, bar.symbol);
       const outcome = await this.onDisk(() =>
         rev > 0
           ? this.files.appendCorrection(bar.interval, bar.symbol, bar.start, rev, state)
-          : this.files.appendRow(bar.interval, bar.symbol, bar.start, formatRow(cells, this.cfg.csvExtraColumns), cells.close),
+          : this.files.appendRow(
+              bar.interval,
+              bar.symbol,
+              bar.start,
+              formatRow(cells, this.cfg.csvExtraColumns),
+              cells.close,
+              aside ? 'incomplete' : 'bars',
+            ),
       );
       crashPoint('write:appended'); // the row is in the file; not yet published or counted
       if (outcome === 'stale') {
@@ -458,6 +472,19 @@ export class WriterService {
     this.written += written;
     this.skipped += skipped;
     return { written, skipped };
+  }
+
+  private asideSaid = false;
+
+  /** The first bar written aside (Redis lost the data): said once, naming where such bars go. */
+  private sayAside(interval: string, symbol: string): void {
+    if (this.asideSaid) return;
+    this.asideSaid = true;
+    this.log.warn(
+      { file: incompletePath(this.cfg.dataDir, interval, symbol) },
+      "bars open when Redis lost candlewick's data are incomplete: each is written beside its bar file, in <file>.incomplete.csv " +
+        '(same columns), so the bar files hold whole bars only',
+    );
   }
 
   /** the close-lag histogram of each interval (its labels resolved once, not per bar) */

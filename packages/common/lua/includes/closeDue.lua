@@ -3,7 +3,7 @@
 -- as one entry at its end); with LATE=amend each is also kept (rev 0) for corrections.
 -- Flags waiting for a bar (backfill: incomplete, sources) are folded in as it closes. A bar starting
 -- at or before the clock's `lost` (Redis lost candlewick's data then: see addTrades' marker) was open
--- when its earlier trades vanished: it closes incomplete, never as if whole.
+-- when its earlier trades vanished: it closes incomplete and lost (BAR_FLAGS 1 + 256), never as if whole.
 -- Returns how many closed, the last closed window end (false: none) and whether it stopped at maxBars.
 --- @include "mergeState"
 local function closeDue(k, out, horizon, maxBars, held, anyHeld, amendMs)
@@ -38,7 +38,7 @@ local function closeDue(k, out, horizon, maxBars, held, anyHeld, amendMs)
           end
         end
         if state and lost >= 0 and tonumber(string.match(id, '|(%d+)$')) <= lost then
-          state = mergeState(state, '|~|||||0|0|0|1')
+          state = mergeState(state, '|~|||||0|0|0|257')
         end
         if state then
           out[#out + 1] = {id, state, 0}

@@ -1,5 +1,5 @@
 import WebSocket from 'ws';
-import { redactUrl, sleep, type Logger } from '@candlewick/common';
+import { redactUrl, redisLink, sleep, type Logger } from '@candlewick/common';
 import { FutureGuard, validateTrade, type Trade } from '@candlewick/core';
 import type { TradeSink } from '../sink.js';
 import type { FeedProtocol } from './protocol.js';
@@ -98,7 +98,9 @@ export class TradeFeed {
     private readonly log: Logger,
   ) {
     this.subscribed = new Set(opts.symbols);
-    this.future = new FutureGuard(opts.futureLimitMs ?? 900_000, (opts.clock ?? 'event') === 'event');
+    // "ahead of the clock" is ahead of Redis's (the watermark's): a step of this host's clock
+    // (NTP, `date -s`) must not reject every trade as one from the future
+    this.future = new FutureGuard(opts.futureLimitMs ?? 900_000, (opts.clock ?? 'event') === 'event', () => redisLink.redisNowMs());
   }
 
   private readonly accept = (tr: Trade): void => {
