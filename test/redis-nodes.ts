@@ -75,8 +75,14 @@ export async function startNode(
   };
 }
 
-/** A CA, a server certificate for 127.0.0.1/localhost, a client certificate, and a CA that signed neither. */
-export function makeCerts(dir: string): Record<'ca' | 'serverCert' | 'serverKey' | 'clientCert' | 'clientKey' | 'otherCa', string> {
+/**
+ * A CA, a server certificate for `serverName` (a DNS name only: not 127.0.0.1, so a client reaching
+ * it there must be told the name), a client certificate, and a CA that signed neither.
+ */
+export function makeCerts(
+  dir: string,
+  serverName: string,
+): Record<'ca' | 'serverCert' | 'serverKey' | 'clientCert' | 'clientKey' | 'otherCa', string> {
   mkdirSync(dir, { recursive: true });
   const f = (n: string) => join(dir, n);
   const ssl = (...args: string[]) => execFileSync('openssl', args, { stdio: 'pipe' });
@@ -120,12 +126,12 @@ export function makeCerts(dir: string): Record<'ca' | 'serverCert' | 'serverKey'
       f(`${name}.crt`),
     );
   };
-  leaf('server', 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n');
+  leaf(serverName, `subjectAltName=DNS:${serverName}\nextendedKeyUsage=serverAuth\n`);
   leaf('client', 'extendedKeyUsage=clientAuth\n');
   return {
     ca: f('test-ca.crt'),
-    serverCert: f('server.crt'),
-    serverKey: f('server.key'),
+    serverCert: f(`${serverName}.crt`),
+    serverKey: f(`${serverName}.key`),
     clientCert: f('client.crt'),
     clientKey: f('client.key'),
     otherCa: f('other-ca.crt'),
