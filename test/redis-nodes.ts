@@ -161,3 +161,72 @@ export function expectTapeExact(res: { code: number | null; stdout: string }, da
   expect(res.stdout).toMatch(/merged\s+12477\n/);
   expect(klineProblems(dataDir)).toEqual([]);
 }
+
+/** Lines of a run's output that match. */
+export function lines(out: string, re: RegExp): string[] {
+  return out.split('\n').filter((l) => re.test(l));
+}
+
+export interface LogLine {
+  level: number;
+  time: number;
+  msg: string;
+}
+
+/** Each role's JSON log (DATA_DIR/logs/{role}.1.log), role -> lines. */
+export function roleLogs(dataDir: string): Map<string, LogLine[]> {
+  const out = new Map<string, LogLine[]>();
+  for (const f of readdirSync(join(dataDir, 'logs'))) {
+    const role = f.replace(/\.\d+\.log$/, '');
+    const text = readFileSync(join(dataDir, 'logs', f), 'utf8');
+    out.set(
+      role,
+      text
+        .split('\n')
+        .filter((l) => l.trim() !== '')
+        .map((l) => JSON.parse(l) as LogLine),
+    );
+  }
+  return out;
+}
+
+/** The one WARN a role says for a failover: a lost connection, or (a paused master) Redis not answering. */
+export const FAILOVER_WARN =
+  /^(lost the connection to Redis; retrying \(every role waits, nothing is dropped\)|Redis is not answering for \d+ s \(paused, swapping or stuck\?\); every role waits, nothing is dropped)$/;
+
+/**
+ * A failover said as a routine event: no ERROR line (level 50) and no stack trace in the run's
+ * output or any role's log; each role that said anything of it (every one of `mustSee` did) said one
+ * WARN when it started and one "Redis is back" INFO when it was over, at most `withinMs` after
+ * `electedAt` (the new master elected or promoted). Returns, per role, ms from `electedAt` to its INFO.
+ */
+export function expectFailoverSaid(
+  out: string,
+  dataDir: string,
+  opts: { electedAt: number; withinMs: number; mustSee: readonly string[] },
+): Map<string, number> {
+  const logs = roleLogs(dataDir);
+  expect(lines(out, /"level":50|\bERROR\b/), 'error lines').toEqual([]);
+  expect(lines(out, /^\s+at /), 'stack traces').toEqual([]);
+  for (const [role, log] of logs)
+    expect(
+      log.filter((l) => l.level >= 50).map((l) => l.msg),
+      `${role}: errors`,
+    ).toEqual([]);
+  const said: Record<string, { warn: string[]; back: number[] }> = {};
+  for (const [role, log] of logs) {
+    const warn = log.filter((l) => l.level >= 40).map((l) => l.msg);
+    const back = log.filter((l) => l.level === 30 && l.msg === 'Redis is back').map((l) => l.time);
+    if (warn.length || back.length) said[role] = { warn, back };
+  }
+  for (const role of opts.mustSee) expect(Object.keys(said), 'roles that saw the failover').toContain(role);
+  const backs = new Map<string, number>();
+  for (const [role, { warn, back }] of Object.entries(said)) {
+    expect(warn.length, `${role}: warnings ${JSON.stringify(warn)}`).toBe(1);
+    expect(warn[0], `${role}: warning`).toMatch(FAILOVER_WARN);
+    expect(back.length, `${role}: "Redis is back" lines`).toBe(1);
+    expect(back[0]! - opts.electedAt, `${role}: back after the new master`).toBeLessThanOrEqual(opts.withinMs);
+    backs.set(role, back[0]! - opts.electedAt);
+  }
+  return backs;
+}
