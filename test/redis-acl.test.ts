@@ -4,10 +4,10 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Redis } from 'ioredis';
-import { freePort } from '@candlewick/cli';
+import { freePort, PrivateRedisCluster } from '@candlewick/cli';
 import { ProviderServer } from '@candlewick/backfill';
 import { encodeBarEntry, makeKeys, readTapeTrades } from '@candlewick/common';
-import { CLI, ROOT, runCli, startCli, tempDir, waitFor } from './helpers.js';
+import { CLI, ROOT, runCli, startCli, tempDir, uniquePrefix, waitFor } from './helpers.js';
 import { startPostgres } from './postgres.js';
 import { allLogs, expectTapeExact, startNode, type Node } from './redis-nodes.js';
 
@@ -208,4 +208,72 @@ describe('a Redis user per role', () => {
       serve.disconnect();
     }
   });
+});
+
+/**
+ * The same users on a private Redis Cluster with replicas (ACL users live on each node: set on all
+ * six): ioredis's slot map (CLUSTER SLOTS), its replicas' READONLY, the failover guard's PING of each
+ * master, and every role's own commands, all under the role's user.
+ */
+describe('a Redis user per role on a Redis Cluster', () => {
+  it('every role under its own user on 3 masters and 3 replicas: every bar exact, nothing refused on any node', async () => {
+    const dir = tempDir('redis-acl-cluster');
+    const prefix = uniquePrefix('acl-cluster');
+    const passwords = Object.fromEntries(ROLES.map((r) => [r, randomBytes(12).toString('hex')]));
+    const usersFile = join(dir, 'redis-users');
+    writeFileSync(usersFile, ROLES.map((r) => `${r} ${prefix}-${r} ${passwords[r]}`).join('\n') + '\n');
+    const acl = execFileSync(process.execPath, [CLI, 'acl'], {
+      env: { PATH: process.env.PATH ?? '', KEY_PREFIX: prefix, REDIS_USERS_FILE: usersFile },
+      encoding: 'utf8',
+    });
+    const cluster = new PrivateRedisCluster(join(dir, 'cluster'), process.env.REDIS_SERVER_BIN ?? 'redis-server', 3, { replicas: 1 });
+    const url = await cluster.start();
+    // (the nodes' default user stays: the cluster's own links and this test use it)
+    const admins = cluster.servers.map((s) => new Redis(s.url));
+    try {
+      for (const admin of admins)
+        for (const line of acl.trim().split('\n')) {
+          const [, name, ...rules] = line.split(' ');
+          await admin.call('ACL', 'SETUSER', name!, ...rules);
+        }
+      const seen = new Set<string>();
+      let running = true;
+      const sampling = (async () => {
+        while (running) {
+          for (const admin of admins) for (const m of String(await admin.client('LIST')).matchAll(/ user=(\S+)/g)) seen.add(m[1]!);
+          await new Promise((r) => setTimeout(r, 100));
+        }
+      })();
+      const dataDir = tempDir('redis-acl-cluster-run');
+      const res = await runCli(
+        ['stack'],
+        {
+          REDIS_URL: url,
+          REDIS_CLUSTER: 'on',
+          REDIS_USERS_FILE: usersFile,
+          KEY_PREFIX: prefix,
+          DATA_DIR: dataDir,
+          STREAM_PARTITIONS: '6',
+          AGGREGATORS: '2',
+          EXIT_WHEN_IDLE_MS: '1000',
+          HTTP_PORT: String(await freePort()),
+        },
+        150_000,
+      );
+      running = false;
+      await sampling;
+      expectTapeExact(res, dataDir);
+      const logs = allLogs(res.stdout + res.stderr, dataDir);
+      expect(logs).not.toMatch(/NOPERM/);
+      for (const r of ROLES) expect(logs).not.toContain(passwords[r]!);
+      for (const [i, admin] of admins.entries()) {
+        const refused = ((await admin.acl('LOG', '1000')) as unknown[]).map(String).join('\n');
+        expect(refused, `ACL LOG of node ${i}: commands or keys refused`).toBe('');
+      }
+      for (const r of ['aggregate', 'close', 'ingest', 'serve', 'stack', 'write']) expect([...seen]).toContain(`${prefix}-${r}`);
+    } finally {
+      for (const admin of admins) admin.disconnect();
+      await cluster.stop();
+    }
+  }, 180_000);
 });

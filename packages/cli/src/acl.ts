@@ -16,8 +16,12 @@ interface RoleAcl {
   commands: string;
 }
 
-/** Every user: connect, authenticate, MULTI/EXEC, the ready check (INFO), server time, Lua through EVALSHA (last: INFO is @dangerous). */
-const BASE = '+@connection +@transaction +info +time +role +evalsha +eval +script|load +script|exists';
+/**
+ * Every user: connect, authenticate, MULTI/EXEC, the ready check (INFO), server time, Lua through
+ * EVALSHA (last: INFO is @dangerous), and on a Redis Cluster its slot map and state (CLUSTER SLOTS, CLUSTER INFO).
+ */
+const CLUSTER = '+cluster|slots +cluster|info';
+const BASE = `+@connection +@transaction +info +time +role +evalsha +eval +script|load +script|exists ${CLUSTER}`;
 /** Reads and writes of data, never the server's configuration, other users, or the whole keyspace. */
 const READ_WRITE = `-@all +@read +@write -@dangerous ${BASE}`;
 const READ_ONLY = `-@all +@read -@dangerous ${BASE}`;
@@ -74,7 +78,7 @@ export function roleAcls(prefix: string): Record<string, RoleAcl> {
       write: [k('bars:*')],
       read: [],
       // no script and no transaction: it runs neither
-      commands: '-@all +@connection +info +time +role +xgroup|create +xreadgroup +xack +xinfo|groups +xinfo|stream +xpending +xrange',
+      commands: `-@all +@connection +info +time +role ${CLUSTER} +xgroup|create +xreadgroup +xack +xinfo|groups +xinfo|stream +xpending +xrange`,
     },
     backfill: {
       why: 'reads backfill requests, merges provider bars into open bars (mergeBackfill)',
