@@ -233,7 +233,13 @@ describe('historical mode from Binance', () => {
     expect(res.stderr).toBe('');
     expect(res.code).toBe(0);
     expect(res.stdout).toMatch(/backfill done: \d+ bars written, 0 already there, from 12477 trades \(binance ticks\)/);
-    expect(klineProblems(dataDir)).toEqual([]);
+    expect(
+      klineProblems(dataDir, [
+        ['1min', 1],
+        ['5min', 5],
+        ['1h', 60],
+      ]),
+    ).toEqual([]);
     const { header, rows } = readCsv(csvPath(dataDir, '1min', 'BINANCE:XRPETH'));
     expect(header).toBe('timestamp,open,high,low,close,vwap,volume,num_transactions,complete,sources');
     expect(rows.every((r) => Number.isFinite(r.vwap) && r.vwap >= r.low && r.vwap <= r.high)).toBe(true);

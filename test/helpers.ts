@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { gunzipSync } from 'node:zlib';
 import { expect, inject } from 'vitest';
-import { connectRedis, makeKeys, type Keys, type RedisClient } from '@candlewick/common';
+import { connectRedis, loadConfig, makeKeys, type Keys, type RedisClient } from '@candlewick/common';
 import { type TapeItem } from '@candlewick/common';
 import { decodeTradeEntries, type TradeEntry } from '@candlewick/core';
 import { ReplayServer } from '@candlewick/ingestor';
@@ -227,18 +227,19 @@ export function rollUpKlines(klines: Kline[], minutes: number): Map<number, Klin
 }
 
 /**
- * The bundled tape's XRP/ETH files in `dataDir` against Binance's klines at each of `intervals`
- * ([name, minutes]): mismatched bars, a trade count other than the tape's 12,477, a row twice.
- * Empty = exact.
+ * Every interval a stack writes by default (INTERVALS unset), [name, minutes]: Binance's klines are
+ * 1-minute bars, so each is checked against them rolled up to its length.
  */
-export function klineProblems(
-  dataDir: string,
-  intervals: readonly (readonly [string, number])[] = [
-    ['1min', 1],
-    ['5min', 5],
-    ['1h', 60],
-  ],
-): string[] {
+export const DEFAULT_INTERVALS: readonly (readonly [string, number])[] = loadConfig({}).intervals.map(
+  (i) => [i.name, i.ms / 60_000] as const,
+);
+
+/**
+ * The bundled tape's XRP/ETH files in `dataDir` against Binance's klines at each of `intervals`
+ * ([name, minutes]; every default interval unless told): mismatched bars, a trade count other than
+ * the tape's 12,477, a row twice. Empty = exact.
+ */
+export function klineProblems(dataDir: string, intervals: readonly (readonly [string, number])[] = DEFAULT_INTERVALS): string[] {
   const klines = loadKlines();
   const problems: string[] = [];
   for (const [interval, minutes] of intervals) {

@@ -3,9 +3,8 @@ import { mkdirSync, readFileSync, readdirSync, statSync, writeFileSync } from 'n
 import { join } from 'node:path';
 import { expect } from 'vitest';
 import { Redis, type RedisOptions } from 'ioredis';
-import { csvPath } from '@candlewick/common';
 import { freePort } from '@candlewick/cli';
-import { compareBars, loadKlines, readCsv, rollUpKlines, waitFor } from './helpers.js';
+import { klineProblems, waitFor } from './helpers.js';
 
 /**
  * Real redis-server processes with any arguments (TLS, ACL files, replicas, sentinels), for the
@@ -76,8 +75,14 @@ export async function startNode(
   };
 }
 
-/** A CA, a server certificate for 127.0.0.1/localhost, a client certificate, and a CA that signed neither. */
-export function makeCerts(dir: string): Record<'ca' | 'serverCert' | 'serverKey' | 'clientCert' | 'clientKey' | 'otherCa', string> {
+/**
+ * A CA, a server certificate for `serverName` (a DNS name only: not 127.0.0.1, so a client reaching
+ * it there must be told the name), a client certificate, and a CA that signed neither.
+ */
+export function makeCerts(
+  dir: string,
+  serverName: string,
+): Record<'ca' | 'serverCert' | 'serverKey' | 'clientCert' | 'clientKey' | 'otherCa', string> {
   mkdirSync(dir, { recursive: true });
   const f = (n: string) => join(dir, n);
   const ssl = (...args: string[]) => execFileSync('openssl', args, { stdio: 'pipe' });
@@ -121,12 +126,12 @@ export function makeCerts(dir: string): Record<'ca' | 'serverCert' | 'serverKey'
       f(`${name}.crt`),
     );
   };
-  leaf('server', 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n');
+  leaf(serverName, `subjectAltName=DNS:${serverName}\nextendedKeyUsage=serverAuth\n`);
   leaf('client', 'extendedKeyUsage=clientAuth\n');
   return {
     ca: f('test-ca.crt'),
-    serverCert: f('server.crt'),
-    serverKey: f('server.key'),
+    serverCert: f(`${serverName}.crt`),
+    serverKey: f(`${serverName}.key`),
     clientCert: f('client.crt'),
     clientKey: f('client.key'),
     otherCa: f('other-ca.crt'),
@@ -145,18 +150,83 @@ export function allLogs(output: string, dataDir: string): string {
   return text;
 }
 
-/** A stack run of the bundled tape: exit 0, every trade once, every 1min and 1h bar equal to Binance's klines. */
+/**
+ * A stack run of the bundled tape: exit 0, every trade once, every bar of every default interval
+ * equal to Binance's klines (rolled up), each interval's trades adding up to the tape's.
+ */
 export function expectTapeExact(res: { code: number | null; stdout: string }, dataDir: string): void {
   expect(res.code, res.stdout.slice(-3000)).toBe(0);
   expect(res.stdout).toMatch(/trades in\s+12477\n/);
   expect(res.stdout).toMatch(/late\s+0\n/);
   expect(res.stdout).toMatch(/merged\s+12477\n/);
-  const klines = loadKlines();
-  for (const [interval, minutes] of [
-    ['1min', 1],
-    ['1h', 60],
-  ] as const) {
-    const { rows } = readCsv(csvPath(dataDir, interval, 'BINANCE:XRPETH'));
-    expect(compareBars(rows, rollUpKlines(klines, minutes)), interval).toEqual([]);
+  expect(klineProblems(dataDir)).toEqual([]);
+}
+
+/** Lines of a run's output that match. */
+export function lines(out: string, re: RegExp): string[] {
+  return out.split('\n').filter((l) => re.test(l));
+}
+
+export interface LogLine {
+  level: number;
+  time: number;
+  msg: string;
+}
+
+/** Each role's JSON log (DATA_DIR/logs/{role}.1.log), role -> lines. */
+export function roleLogs(dataDir: string): Map<string, LogLine[]> {
+  const out = new Map<string, LogLine[]>();
+  for (const f of readdirSync(join(dataDir, 'logs'))) {
+    const role = f.replace(/\.\d+\.log$/, '');
+    const text = readFileSync(join(dataDir, 'logs', f), 'utf8');
+    out.set(
+      role,
+      text
+        .split('\n')
+        .filter((l) => l.trim() !== '')
+        .map((l) => JSON.parse(l) as LogLine),
+    );
   }
+  return out;
+}
+
+/** The one WARN a role says for a failover: a lost connection, or (a paused master) Redis not answering. */
+export const FAILOVER_WARN =
+  /^(lost the connection to Redis; retrying \(every role waits, nothing is dropped\)|Redis is not answering for \d+ s \(paused, swapping or stuck\?\); every role waits, nothing is dropped)$/;
+
+/**
+ * A failover said as a routine event: no ERROR line (level 50) and no stack trace in the run's
+ * output or any role's log; each role that said anything of it (every one of `mustSee` did) said one
+ * WARN when it started and one "Redis is back" INFO when it was over, at most `withinMs` after
+ * `electedAt` (the new master elected or promoted). Returns, per role, ms from `electedAt` to its INFO.
+ */
+export function expectFailoverSaid(
+  out: string,
+  dataDir: string,
+  opts: { electedAt: number; withinMs: number; mustSee: readonly string[] },
+): Map<string, number> {
+  const logs = roleLogs(dataDir);
+  expect(lines(out, /"level":50|\bERROR\b/), 'error lines').toEqual([]);
+  expect(lines(out, /^\s+at /), 'stack traces').toEqual([]);
+  for (const [role, log] of logs)
+    expect(
+      log.filter((l) => l.level >= 50).map((l) => l.msg),
+      `${role}: errors`,
+    ).toEqual([]);
+  const said: Record<string, { warn: string[]; back: number[] }> = {};
+  for (const [role, log] of logs) {
+    const warn = log.filter((l) => l.level >= 40).map((l) => l.msg);
+    const back = log.filter((l) => l.level === 30 && l.msg === 'Redis is back').map((l) => l.time);
+    if (warn.length || back.length) said[role] = { warn, back };
+  }
+  for (const role of opts.mustSee) expect(Object.keys(said), 'roles that saw the failover').toContain(role);
+  const backs = new Map<string, number>();
+  for (const [role, { warn, back }] of Object.entries(said)) {
+    expect(warn.length, `${role}: warnings ${JSON.stringify(warn)}`).toBe(1);
+    expect(warn[0], `${role}: warning`).toMatch(FAILOVER_WARN);
+    expect(back.length, `${role}: "Redis is back" lines`).toBe(1);
+    expect(back[0]! - opts.electedAt, `${role}: back after the new master`).toBeLessThanOrEqual(opts.withinMs);
+    backs.set(role, back[0]! - opts.electedAt);
+  }
+  return backs;
 }

@@ -7,12 +7,15 @@ import { allLogs, expectTapeExact, makeCerts, startNode, type Node } from './red
 
 /**
  * A real redis-server speaking only TLS (`--port 0 --tls-port`), asking clients for a certificate
- * and a password, with certificates made here by openssl: a stack runs the bundled tape over it
- * exact; a CA that did not sign Redis's certificate is refused at once, naming the setting.
+ * and a password, with certificates made here by openssl; its own is for the name redis.internal
+ * (as a deployment names its Redis), reached at 127.0.0.1: a stack runs the bundled tape over it
+ * exact with REDIS_TLS_SERVERNAME; without it, or with a CA that did not sign Redis's certificate,
+ * a role is refused at once, naming the setting.
  */
-describe('rediss:// with a CA, a client certificate and a password', () => {
+describe('rediss:// with a CA, a client certificate, a server name and a password', () => {
   const dir = tempDir('redis-tls');
-  const certs = makeCerts(join(dir, 'certs'));
+  const serverName = 'redis.internal';
+  const certs = makeCerts(join(dir, 'certs'), serverName);
   const password = `pw-${Date.now().toString(36)}-tls-secret`;
   const passwordFile = join(dir, 'redis-password');
   writeFileSync(passwordFile, password);
@@ -27,7 +30,12 @@ describe('rediss:// with a CA, a client certificate and a password', () => {
       ],
       {
         password,
-        tls: { ca: readFileSync(certs.ca), cert: readFileSync(certs.clientCert), key: readFileSync(certs.clientKey) },
+        tls: {
+          ca: readFileSync(certs.ca),
+          cert: readFileSync(certs.clientCert),
+          key: readFileSync(certs.clientKey),
+          servername: serverName,
+        },
       },
     );
   });
@@ -41,6 +49,7 @@ describe('rediss:// with a CA, a client certificate and a password', () => {
     REDIS_TLS_CA_FILE: certs.ca,
     REDIS_TLS_CERT_FILE: certs.clientCert,
     REDIS_TLS_KEY_FILE: certs.clientKey,
+    REDIS_TLS_SERVERNAME: serverName,
   });
 
   it('a whole stack over TLS with client certificates: every bar exact, no key or password in any log', async () => {
@@ -77,6 +86,24 @@ describe('rediss:// with a CA, a client certificate and a password', () => {
     expect(res.code, res.stdout + res.stderr).toBe(3);
     expect(res.stdout + res.stderr).toMatch(/TLS to Redis at rediss:\/\/127\.0\.0\.1:\d+.*REDIS_TLS_CA_FILE/);
     // refused, not waited out until REDIS_CONNECT_TIMEOUT
+    expect(Date.now() - t0).toBeLessThan(15_000);
+    expect(res.stdout + res.stderr).not.toContain(password);
+  });
+
+  it('a certificate for redis.internal reached at 127.0.0.1 without REDIS_TLS_SERVERNAME: exit 3 at once, the message names REDIS_TLS_SERVERNAME', async () => {
+    const t0 = Date.now();
+    const env: Record<string, string> = {
+      ...tlsEnv(),
+      KEY_PREFIX: uniquePrefix('tls-name'),
+      DATA_DIR: tempDir('redis-tls-name'),
+      REDIS_CONNECT_TIMEOUT: '20s',
+    };
+    delete env.REDIS_TLS_SERVERNAME;
+    const res = await runCli(['aggregate'], env, 60_000);
+    expect(res.code, res.stdout + res.stderr).toBe(3);
+    expect(res.stdout + res.stderr).toMatch(
+      /TLS to Redis at rediss:\/\/127\.0\.0\.1:\d+ failed: Hostname\/IP does not match.*REDIS_TLS_SERVERNAME/,
+    );
     expect(Date.now() - t0).toBeLessThan(15_000);
     expect(res.stdout + res.stderr).not.toContain(password);
   });

@@ -780,6 +780,9 @@ export function connectRedis(url: string, log?: Logger, opts: RedisAccess & { ex
     maxRetriesPerRequest: null,
     enableReadyCheck: true,
     retryStrategy: RETRY,
+    // no CLIENT SETINFO (Redis 7.2+): a per-role ACL user is not allowed it, and each refusal would
+    // fill Redis's ACL LOG (deploy/redis-acl.conf cannot name it: Redis 7.0 refuses a subcommand it does not know)
+    disableClientInfo: true,
     ...(opts.password && !urlHasPassword(url) ? { password: opts.password } : {}),
     ...accessOptions(opts),
     ...opts.extra,

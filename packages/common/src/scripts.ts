@@ -55,6 +55,28 @@ function source(file: string): string {
   return lua;
 }
 
+/** A script's whole source as Redis runs it (includes expanded): what it calls, for the ACL of its callers. */
+export function scriptSource(name: keyof typeof SCRIPTS): string {
+  return source(SCRIPTS[name]);
+}
+
+/**
+ * The commands a Lua script calls (`redis.call('HSET', …)`, `redis.pcall(…)`, `pcall(redis.call,
+ * 'XINFO', 'GROUPS', …)`), lower case, a container command with its subcommand (`xinfo|groups`).
+ * Redis checks each against the caller's user, so the caller's ACL must allow them.
+ */
+export function luaCommands(lua: string): string[] {
+  const out = new Set<string>();
+  for (const m of lua.matchAll(/redis\.p?call(?:\(|,)\s*'([A-Za-z]+)'(?:,\s*'([A-Za-z]+)')?/g)) {
+    const cmd = m[1]!.toLowerCase();
+    out.add(CONTAINERS.has(cmd) && m[2] ? `${cmd}|${m[2].toLowerCase()}` : cmd);
+  }
+  return [...out].sort();
+}
+
+/** Commands whose first argument is a subcommand an ACL names on its own. */
+const CONTAINERS = new Set(['xinfo', 'xgroup', 'client', 'cluster', 'config', 'object', 'memory', 'script', 'function']);
+
 export function registerScripts(redis: Redis | Cluster): void {
   for (const [name, file] of Object.entries(SCRIPTS)) {
     const numberOfKeys = Number(/-(\d+)\.lua$/.exec(file)![1]);

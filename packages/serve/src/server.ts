@@ -18,6 +18,7 @@ import {
   csvPath,
   field,
   fileSafeSymbol,
+  redisAccess,
   type Component,
   type Config,
   type Health,
@@ -235,7 +236,9 @@ export class ServeService implements Component {
     createBullBoard({
       queues: this.queues.map((q) => new BullMQAdapter(q, { readOnlyMode })),
       serverAdapter,
-      options: { uiConfig: { boardTitle: 'candlewick queues' } },
+      // its worker list asks Redis for every client (CLIENT LIST, an admin command): not under a
+      // user of its own (REDIS_USERS_FILE, REDIS_USERNAME), which is not allowed it
+      options: { uiConfig: { boardTitle: 'candlewick queues', showWorkers: redisAccess(this.cfg, 'serve').username === undefined } },
     });
     serverAdapter.setBasePath('/queues');
     // Bull Board's page links its fonts from fonts.googleapis.com: dropped, so the page makes no request
