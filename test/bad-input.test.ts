@@ -305,7 +305,7 @@ describe('input that is not what it seems', () => {
     expect(res.stdout).toMatch(/trades in\s+12477\n/);
     expect(res.stdout).toContain('rejected         0 (plus 0 unreadable frames)');
     expect(compareBars(readCsv(csvPath(dir, '1min', 'BINANCE:XRPETH')).rows, rollUpKlines(loadKlines(), 1))).toEqual([]);
-    // volumes that are strings but no numbers: no trade in the tape, a configuration error (exit 2) said once, nothing started
+    // volumes that are strings but no numbers: no trade in the tape, so not a tape: a configuration error (exit 2) said once, nothing started
     const words = join(dir, 'words.jsonl');
     writeFileSync(
       words,
@@ -313,7 +313,7 @@ describe('input that is not what it seems', () => {
     );
     const bad = await runCli(['stack'], { DATA_DIR: tempDir('vwords'), REPLAY_TAPE: words });
     expect(bad.code, bad.stderr).toBe(2);
-    const said = `${bad.stdout}${bad.stderr}`.match(/the tape has no well-formed trade to take symbols from/g) ?? [];
+    const said = `${bad.stdout}${bad.stderr}`.match(/words\.jsonl: not a tape: no line is a trade/g) ?? [];
     expect(said, bad.stdout + bad.stderr).toHaveLength(1);
     expect(bad.stdout).not.toMatch(/replaying tape|started/);
   });
