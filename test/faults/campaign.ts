@@ -233,6 +233,11 @@ const redisPaused = (ms: number): Fault => ({
 
 export const LIBFAKETIME = '/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1';
 
+/** A process's environment for libfaketime: its wall clock read from `clock` (an offset such as -1h), re-read at each call; its monotonic clock left alone. */
+function fakedClock(clock: string): Record<string, string> {
+  return { LD_PRELOAD: LIBFAKETIME, FAKETIME_TIMESTAMP_FILE: clock, FAKETIME_NO_CACHE: '1', FAKETIME_DONT_FAKE_MONOTONIC: '1' };
+}
+
 /**
  * The closer's host clock stepped by `offset` (libfaketime's syntax, "-1h") while it runs, as NTP or
  * `date -s` would: the stack's own closer is paused and a closer on the same Redis and DATA_DIR
@@ -254,10 +259,7 @@ const closerClock = (offset: string): Fault => ({
         // a closer on its own, as in docker compose: it also closes everything once the feed is quiet
         // CLOSE_WHEN_IDLE_MS — judged how long the feed has been quiet by its own clock, a step must
         // neither close bars under trades still coming (ahead) nor never (behind)
-        LD_PRELOAD: LIBFAKETIME,
-        FAKETIME_TIMESTAMP_FILE: clock,
-        FAKETIME_NO_CACHE: '1',
-        FAKETIME_DONT_FAKE_MONOTONIC: '1',
+        ...fakedClock(clock),
       },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
@@ -323,10 +325,7 @@ const ingestorClock = (offset: string): Fault => {
           REDIS_URL: ctx.redis!.url,
           ...settings,
           FINNHUB_WS_URL: `ws://127.0.0.1:${feed!.port}`,
-          LD_PRELOAD: LIBFAKETIME,
-          FAKETIME_TIMESTAMP_FILE: clock,
-          FAKETIME_NO_CACHE: '1',
-          FAKETIME_DONT_FAKE_MONOTONIC: '1',
+          ...fakedClock(clock),
         },
         stdio: ['ignore', 'pipe', 'pipe'],
       });
