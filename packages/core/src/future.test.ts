@@ -23,45 +23,10 @@ describe('FutureGuard', () => {
     expect(r.rejected).toEqual([[T0 + 24 * H, expect.stringMatching(/ahead of the feed by 24h .*not confirmed/)]]);
   });
 
-  it('accepts a jump the next trades confirm (a new day of a multi-day tape): 3 held trades over 10 s, passed on in arrival order', () => {
-    const r = run([T0, T0 + 12 * H, T0 + 12 * H + 5, T0 + 12 * H + 20_000, T0 + 12 * H + 1, T0 + 12 * H + 30_000]);
-    expect(r.passed).toEqual([T0, T0 + 12 * H, T0 + 12 * H + 5, T0 + 12 * H + 20_000, T0 + 12 * H + 1, T0 + 12 * H + 30_000]);
+  it('accepts a jump the next trade confirms (a new day of a multi-day tape), before the trade confirming it', () => {
+    const r = run([T0, T0 + 12 * H, T0 + 12 * H + 5, T0 + 12 * H + 1]);
+    expect(r.passed).toEqual([T0, T0 + 12 * H, T0 + 12 * H + 5, T0 + 12 * H + 1]);
     expect(r.rejected).toEqual([]);
-  });
-
-  it('a burst of two bad trades does not confirm itself: both rejected when the feed goes on', () => {
-    const r = run([T0, T0 + 24 * H, T0 + 24 * H + 1, T0 + 1000, T0 + 2000]);
-    expect(r.passed).toEqual([T0, T0 + 1000, T0 + 2000]);
-    expect(r.rejected).toEqual([
-      [
-        T0 + 24 * H,
-        expect.stringMatching(/ahead of the feed by 24h .*not confirmed \(2 held, spanning 0s: a jump needs 3 trades over 10s or more\)/),
-      ],
-      [T0 + 24 * H + 1, expect.stringMatching(/ahead of the feed by 24h/)],
-    ]);
-  });
-
-  it('a small burst (five trades within 3 s, a day ahead) is rejected whole; so is one at the end of the input', () => {
-    const burst = [0, 500, 1000, 2000, 3000].map((ms) => T0 + 24 * H + ms);
-    const r = run([T0, ...burst, T0 + 1000]);
-    expect(r.passed).toEqual([T0, T0 + 1000]);
-    expect(r.rejected.map(([t]) => t)).toEqual(burst);
-    expect(run([T0, ...burst]).rejected.map(([t, why]) => [t, /no later trade came to confirm/.test(why)])).toEqual(
-      burst.map((t) => [t, true]),
-    );
-  });
-
-  it('held trades far ahead of a later one that is itself ahead of the feed are rejected; the later one is held in their place', () => {
-    const r = run([T0, T0 + 48 * H, T0 + 12 * H, T0 + 12 * H + 10_000, T0 + 12 * H + 20_000]);
-    expect(r.rejected.map(([t]) => t)).toEqual([T0 + 48 * H]);
-    expect(r.passed).toEqual([T0, T0 + 12 * H, T0 + 12 * H + 10_000, T0 + 12 * H + 20_000]);
-  });
-
-  it('more than 10,000 trades held at the new time confirm it whatever their span', () => {
-    const many = Array.from({ length: 10_001 }, () => T0 + 24 * H);
-    const r = run([T0, ...many, T0 + 24 * H + 1]);
-    expect(r.rejected).toEqual([]);
-    expect(r.passed).toHaveLength(10_003);
   });
 
   it('rejects a trade ahead of the clock in either clock mode, however the feed runs', () => {
