@@ -6,7 +6,18 @@ import { pino } from 'pino';
 import { makeKeys, readTape } from '@candlewick/common';
 import { ReplayServer } from '@candlewick/ingestor';
 import { freePort } from '@candlewick/cli';
-import { LEAN_AIG_TAPE, csvOutputs, filesUnder, rawTrades, redisUrl, runCli, tempDir, testRedis, uniquePrefix } from './helpers.js';
+import {
+  LEAN_AIG_TAPE,
+  csvOutputs,
+  filesUnder,
+  rawTrades,
+  redisUrl,
+  runCli,
+  stackWithIngestKilled,
+  tempDir,
+  testRedis,
+  uniquePrefix,
+} from './helpers.js';
 
 /**
  * FEED=alpaca end to end: the Alpaca adapter (packages/ingestor/src/feeds/alpaca.ts) against the
@@ -69,6 +80,29 @@ describe('FEED=alpaca', () => {
     const a = csvOutputs(alpacaDir);
     expect(a.size).toBe(5);
     expect(a).toEqual(csvOutputs(finnhubDir));
+  }, 320_000);
+
+  it('the ingestor killed -9 mid-tape and restarted: its new connection gets the tape from the start, every trade counted once', async () => {
+    const { res, dir } = await stackWithIngestKilled('alpaca');
+    // every trade of the tape merged once (the rest dropped by id within TRADE_IDS_WINDOW), and the
+    // files as a run without the kill writes them
+    const trades = readTape(LEAN_AIG_TAPE).length;
+    expect(res.stdout).toMatch(new RegExp(`merged\\s+${trades}\\n`));
+    const once = tempDir('alpaca-once');
+    const plain = await runCli(
+      ['stack'],
+      {
+        FEED: 'alpaca',
+        MODE: 'replay',
+        REDIS_URL: redisUrl(),
+        KEY_PREFIX: uniquePrefix('alpaca-once'),
+        DATA_DIR: once,
+        EXIT_WHEN_IDLE_MS: '1500',
+      },
+      150_000,
+    );
+    expect(plain.code, plain.stdout.slice(-3000)).toBe(0);
+    expect(csvOutputs(dir)).toEqual(csvOutputs(once));
   }, 320_000);
 
   it('a wrong ALPACA_API_SECRET: exit 2 at once, saying so, never retrying, neither key nor secret in any log', async () => {

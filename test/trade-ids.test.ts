@@ -13,7 +13,7 @@ import {
   type Keys,
 } from '@candlewick/common';
 import { encodeTradeEntry, type Trade } from '@candlewick/core';
-import { TradeSink } from '@candlewick/ingestor';
+import { TradeSink, alpacaTradeId } from '@candlewick/ingestor';
 import { Aggregator } from '@candlewick/aggregator';
 import { formatSummary, summarize } from '@candlewick/cli';
 import { zeroCounters } from '@candlewick/common';
@@ -236,5 +236,82 @@ describe('appends idempotent by id (FEED=binance)', () => {
     expect(formatSummary(summarize(zeroCounters(cfg), counters, 0, 1, 0), '/data')).toMatch(
       new RegExp(`duplicates +${all.length - 5} trades dropped as already on the raw stream`),
     );
+  });
+});
+
+describe('appends idempotent by id within a window (FEED=alpaca: ids unique per symbol, exchange and day, in no order)', () => {
+  /** An Alpaca trade of `s` on exchange `x`: its id as the adapter carries it (`x:i`). */
+  const alpaca = (i: number, x = 'N', s = 'AIG', t = T0 + (i % 7) * 10): Trade => ({
+    s,
+    p: String(48 + i / 100),
+    v: 100,
+    t,
+    c: [],
+    rx: t + 3,
+    i: alpacaTradeId(x, i) as string,
+  });
+  const windowed = { idsWindowMs: 60_000 };
+
+  it('the adapter carries the exchange with the id; what is not a whole number is left for validation to judge', () => {
+    expect(alpacaTradeId('N', 52983525029461)).toBe('N:52983525029461');
+    expect(alpacaTradeId('D', '7')).toBe('D:7');
+    expect(alpacaTradeId(undefined, 5)).toBe(5);
+    expect(alpacaTradeId('N', 1.5)).toBe(1.5);
+    expect(alpacaTradeId('N', -3)).toBe(-3);
+  });
+
+  it('a trade sent again (same symbol, exchange, id and time) is dropped; the same id on another exchange, symbol or time is kept', async () => {
+    const keys = testKeys('ids-window');
+    // ids in no order, as Alpaca's across exchanges: 9 before 3, and 3 on two exchanges
+    const first = [alpaca(9), alpaca(3), alpaca(3, 'D'), alpaca(4, 'N', 'MSFT'), { ...alpaca(5), i: undefined }];
+    expect(await append(keys, first, windowed)).toMatchObject({ status: 'applied', dup: 0 });
+    // again: every trade with an id dropped; the one without an id cannot be told and lands again;
+    // N:3 of AIG at another time is another trade (ids restart each day), and a repeat inside one batch lands once
+    const again = [...first, { ...alpaca(3), t: T0 + 86_400_000 }, alpaca(11), alpaca(11)];
+    expect(await append(keys, again, windowed)).toMatchObject({ status: 'applied', dup: 5 });
+    expect((await onStream(keys)).map(([s, i]) => `${s} ${i ?? '-'}`)).toEqual([
+      'AIG N:9',
+      'AIG N:3',
+      'AIG D:3',
+      'MSFT N:4',
+      'AIG -',
+      'AIG -',
+      'AIG N:3',
+      'AIG N:11',
+    ]);
+    expect([await clockField(keys, 'in'), await clockField(keys, 'dup')]).toEqual([8, 5]);
+    // kept by (symbol, id, time), one member a trade with an id, none in the increasing feeds' hash
+    expect(await redis.zcard(keys.seenIds(0))).toBe(6);
+    expect(await redis.exists(keys.highIds(0))).toBe(0);
+  });
+
+  it('past the window a trade is news again, and what fell out of the window is trimmed', async () => {
+    const keys = testKeys('ids-window-expiry');
+    const o = { idsWindowMs: 300 };
+    expect(await append(keys, [alpaca(1), alpaca(2)], o)).toMatchObject({ dup: 0 });
+    expect(await append(keys, [alpaca(1)], o)).toMatchObject({ dup: 1 });
+    await new Promise((r) => setTimeout(r, 450));
+    expect(await append(keys, [alpaca(1), alpaca(3)], o)).toMatchObject({ dup: 0 });
+    // 2 was appended more than 300 ms ago: gone from the set; 1 again and 3 are there
+    expect((await redis.zrange(keys.seenIds(0), 0, -1)).map((m) => m.split('\t')[1]).sort()).toEqual(['N:1', 'N:3']);
+  });
+
+  it('two sinks on one Alpaca feed append each trade once and count the rest', async () => {
+    const keys = testKeys('ids-window-sinks');
+    const log = pino({ level: 'silent' });
+    const opts = { keys, partitions: 1, clock: 'event' as const, graceMs: 60_000, batch: 7, flushMs: 1, idsWindowMs: 60_000 };
+    const one = new TradeSink(redis, opts, log);
+    const two = new TradeSink(redis, opts, log);
+    // ids in no order: each exchange its own numbers, interleaved
+    const all = Array.from({ length: 30 }, (_, k) => alpaca(k % 2 ? 1000 - k : k, k % 3 ? 'N' : 'P', 'AIG', T0 + k));
+    for (const [k, t] of all.entries()) {
+      one.push(t);
+      if (k >= 5) two.push(t);
+      if (k % 4 === 3) await Promise.all([one.flush(), two.flush()]);
+    }
+    await Promise.all([one.close(), two.close()]);
+    expect(one.added + two.added).toBe(all.length);
+    expect(one.duplicates + two.duplicates).toBe(all.length - 5);
+    expect((await onStream(keys)).sort()).toEqual(expected(all).sort());
   });
 });

@@ -16,7 +16,9 @@
     KEYS[4] holds: symbol -> deadline ms (backfill)
     KEYS[5] open backfill requests per symbol (backfill)
     KEYS[6] backfill request stream
-    KEYS[7] highest trade id appended per symbol (symbol -> id, a whole number), for ARGV[8]
+    KEYS[7] with ARGV[8] "1": the highest trade id appended per symbol (hash: symbol -> id, a whole
+            number); with ARGV[8] "w:<ms>": the trades appended in the last <ms> (sorted set: member
+            symbol TAB id TAB t, scored by the server time of its append)
     ARGV[1] clock mode: "event" (watermark = highest event time ingested) or "wall" (Redis time)
     ARGV[2] grace ms
     ARGV[3] "1" when backfill is on
@@ -39,6 +41,10 @@
             above its symbol's highest in KEYS[7] is dropped (no stream position, not counted in
             `in`, counted in `dup`); ids are compared as whole numbers of any length, never as
             floats; trades without an id, or with one that is not a whole number, are kept
+            "w:<ms>" when the feed's ids are unique but in no order (Alpaca's: unique per symbol,
+            exchange and day, the exchange carried in the id): a trade whose (symbol, id, event time)
+            was appended in the last <ms> by the server clock, or earlier in this batch, is dropped
+            the same way; trades without an id are kept
     ARGV[9] r = number of backfill requests, followed by 3 fields each:
             index of the trade in this batch (1-based), floor ms (where the span starts when the
             symbol has no earlier trade), cap ms (the earliest the span may start)
@@ -72,6 +78,7 @@
 --- @include "nowMs"
 
 local stream, clock, lastKey, holds, open, requests, highIds = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+local seenIds = KEYS[7]
 local mode = ARGV[1]
 local grace = tonumber(ARGV[2])
 local holdMs = tonumber(ARGV[4])
@@ -79,6 +86,7 @@ local sender = ARGV[5]
 local force = string.sub(ARGV[6], -1) == '!'
 local seq = tonumber(force and string.sub(ARGV[6], 1, -2) or ARGV[6])
 local checkIds = ARGV[8] == '1'
+local seenWindow = tonumber(string.match(ARGV[8], '^w:(%d+)$') or '')
 local r = tonumber(ARGV[9])
 local u = tonumber(ARGV[10 + 3 * r])
 local rx0 = ARGV[11 + 3 * r + 2 * u]
@@ -139,12 +147,37 @@ if checkIds and withIds then
   end
   if dup == 0 then kept = nil end
 end
+-- Trades already appended, by (symbol, id, t) within the window (ARGV[8] "w:<ms>"): one ZSCORE a
+-- trade with an id; the new ones are added with the entry, the expired trimmed then.
+local now = nowMs()
+local fresh = nil
+if seenWindow and withIds then
+  kept, fresh = {}, {}
+  local inBatch = {}
+  local at = 0
+  for i = first, #ARGV, stride do
+    at = at + 1
+    local id = ARGV[i + 2]
+    kept[at] = true
+    if id ~= '' then
+      local s = string.match(ARGV[i + 1], '^[^\t]*')
+      local member = s .. '\t' .. id .. '\t' .. ARGV[i]
+      local score = inBatch[member] or redis.call('ZSCORE', seenIds, member)
+      if inBatch[member] or (score and tonumber(score) > now - seenWindow) then
+        kept[at] = false
+        dup = dup + 1
+      else
+        inBatch[member] = true
+        fresh[#fresh + 1] = member
+      end
+    end
+  end
+  if dup == 0 then kept = nil end
+end
 n = n - dup
 redis.call('HINCRBY', clock, 'in', n)
 if dup > 0 then redis.call('HINCRBY', clock, 'dup', dup) end
 if n == 0 then return {1, '', lostNow, dup} end
-
-local now = nowMs()
 
 -- this entry's id, and the positions of its trades
 local ms, sq = now, 0
@@ -224,6 +257,18 @@ end
 redis.call('XADD', stream, id, unpack(fields))
 if raised then
   for s, high in pairs(raised) do redis.call('HSET', highIds, s, high) end
+end
+if fresh and #fresh > 0 then
+  local stamp = string.format('%d', now)
+  for from = 1, #fresh, 500 do
+    local args = {}
+    for j = from, math.min(from + 499, #fresh) do
+      args[#args + 1] = stamp
+      args[#args + 1] = fresh[j]
+    end
+    redis.call('ZADD', seenIds, unpack(args))
+  end
+  redis.call('ZREMRANGEBYSCORE', seenIds, '-inf', string.format('(%d', now - seenWindow))
 end
 redis.call('HSET', clock, 'wm', string.format('%d', wm), 'lastId', id, 'next', string.format('%d-%d', ms, sq + n))
 -- new input: an end of input declared by a final close no longer holds

@@ -519,6 +519,13 @@ const SETTINGS = {
     '1h',
     'raw and late streams are trimmed by age, never past an unmerged entry; feed:corrections by age',
   ),
+  tradeIdsWindowMs: setting(
+    'TRADE_IDS_WINDOW',
+    duration(),
+    300_000,
+    '5min',
+    'FEED=alpaca: a trade whose (symbol, exchange, id, time) was appended this long before is dropped as sent twice',
+  ),
   barsRetentionMs: setting('BARS_RETENTION', duration(), 7 * 86_400_000, '7d', 'bars:{interval} streams are trimmed by age'),
   exitWhenIdleMs: setting(
     'EXIT_WHEN_IDLE_MS',
@@ -773,6 +780,7 @@ const READ_BY: Readonly<Record<string, readonly SettingKey[]>> = {
     'ingestRetainMs',
     'ingestWaitReplicas',
     'tradesRetentionMs',
+    'tradeIdsWindowMs',
     'backfill',
     'backfillHoldMs',
     'backfillMaxSpanMs',

@@ -57,6 +57,8 @@ export interface Keys {
    * number), for feeds whose ids increase per symbol: addTrades drops a trade at or below it.
    */
   highIds(p: number): string;
+  /** trades appended in the last TRADE_IDS_WINDOW, by (symbol, id, t): feeds whose ids are unique but in no order (Alpaca) */
+  seenIds(p: number): string;
   /** Backfill: flags (e.g. incomplete) to add to bars of partition p when they close (field = bar id). */
   barFlags(p: number): string;
   /** A consumer group member's heartbeat (a short TTL): present while it lives. */
@@ -97,6 +99,7 @@ export function makeKeys(prefix: string): Keys {
     backfillRequests: (p: number) => `${prefix}:backfill:requests:${tag(p)}`,
     lastTrade: (p: number) => `${prefix}:feed:last:${tag(p)}`,
     highIds: (p: number) => `${prefix}:feed:ids:${tag(p)}`,
+    seenIds: (p: number) => `${prefix}:feed:seen:${tag(p)}`,
     barFlags: (p: number) => `${prefix}:backfill:flags:${tag(p)}`,
     member: (group: string, name: string) => `${prefix}:members:${group}:${name}`,
     epoch: () => `${prefix}:epoch`,

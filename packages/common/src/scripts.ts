@@ -89,8 +89,9 @@ export function registerScripts(redis: Redis | Cluster): void {
 // addTrades: the ingestor appends a batch of trades to a partition's raw stream
 
 /** KEYS of addTrades for partition p. */
-export function addTradesKeys(k: Keys, p: number): string[] {
-  return [k.trades(p), k.clock(p), k.lastTrade(p), k.holds(p), k.holdRequests(p), k.backfillRequests(p), k.highIds(p)];
+export function addTradesKeys(k: Keys, p: number, o: Pick<AddTradesOptions, 'idsWindowMs'> = {}): string[] {
+  const ids = o.idsWindowMs !== undefined ? k.seenIds(p) : k.highIds(p);
+  return [k.trades(p), k.clock(p), k.lastTrade(p), k.holds(p), k.holdRequests(p), k.backfillRequests(p), ids];
 }
 
 /** How addTrades stamps and checks a batch (ARGV[1..8] of addTrades-7.lua). */
@@ -115,6 +116,12 @@ export interface AddTradesOptions {
    * highest already appended for its symbol (highIds), so a trade sent twice lands once.
    */
   idsIncrease?: boolean;
+  /**
+   * The feed's trade ids are unique per symbol but in no order (Alpaca's, the exchange carried in
+   * the id): drop a trade whose (symbol, id, event time) was appended within this many ms by
+   * Redis's clock (seenIds), so a trade sent twice within the window lands once.
+   */
+  idsWindowMs?: number;
 }
 
 /** A backfill request addTrades files with a batch (the first trade of a symbol on a feed connection). */
@@ -147,7 +154,7 @@ function addTradesHead(o: AddTradesOptions): string[] {
     o.sender ?? '',
     `${o.seq ?? 0}${o.force ? '!' : ''}`,
     o.marker ? (o.marker.seen === undefined ? `a:${o.marker.epoch}` : `m:${o.marker.epoch}:${Math.max(0, Math.floor(o.marker.seen))}`) : '',
-    o.idsIncrease ? '1' : '',
+    o.idsIncrease ? '1' : o.idsWindowMs !== undefined ? `w:${Math.max(1, Math.round(o.idsWindowMs))}` : '',
   ];
 }
 
@@ -210,7 +217,7 @@ export type AddTradesReply = (
       status: 'applied';
       /** the entry added ('' when no trade was left to append) */
       entryId: string;
-      /** trades dropped as already appended: their id not above their symbol's highest (idsIncrease) */
+      /** trades dropped as already appended: their id not above their symbol's highest (idsIncrease), or seen within the window (idsWindowMs) */
       dup: number;
     }
   /** applied before (a resend): nothing done */
@@ -224,7 +231,11 @@ export type AddTradesReply = (
 
 /** Appends a batch of trades to partition p's raw stream (addTrades-7.lua). */
 export async function addTrades(redis: RedisClient, k: Keys, p: number, args: AddTradesArgs): Promise<AddTradesReply> {
-  const [code, value, lost, dup] = await redis.cwAddTrades_v3(...addTradesKeys(k, p), ...addTradesHead(args.options), ...args.body);
+  const [code, value, lost, dup] = await redis.cwAddTrades_v3(
+    ...addTradesKeys(k, p, args.options),
+    ...addTradesHead(args.options),
+    ...args.body,
+  );
   const found = lost === 1 ? { lost: true } : {};
   if (code === ADD_TRADES.APPLIED) return { status: 'applied', entryId: String(value), dup: Number(dup ?? 0), ...found };
   return { status: code === ADD_TRADES.DUPLICATE ? 'duplicate' : 'hole', applied: Number(value), ...found };

@@ -14,7 +14,7 @@ import {
   STATS,
 } from '@candlewick/common';
 import { BarCalendar, type Clock } from '@candlewick/core';
-import { TradeFeed, feedIdsIncrease, feedProtocol } from './feeds/index.js';
+import { TradeFeed, feedIdsIncrease, feedIdsUnique, feedProtocol } from './feeds/index.js';
 import { TradeSink } from './sink.js';
 
 /** The ingest role: the feed (FEED) -> validation -> raw trade stream. */
@@ -50,6 +50,8 @@ export class Ingestor {
         waitReplicas: cfg.ingestWaitReplicas,
         // Binance's trade ids (aggregate and raw) increase per symbol: a trade sent twice lands once
         idsIncrease: feedIdsIncrease(cfg),
+        // Alpaca's are unique per symbol, exchange and day but in no order: kept for a window
+        idsWindowMs: feedIdsUnique(cfg) ? cfg.tradeIdsWindowMs : undefined,
         tradesRetentionMs: cfg.tradesRetentionMs,
         backfill: cfg.backfill
           ? {

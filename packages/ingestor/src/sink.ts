@@ -63,6 +63,12 @@ export interface SinkOptions {
    * replayed twice or a second ingestor on the same feed appends each trade once (default false)
    */
   idsIncrease?: boolean;
+  /**
+   * The feed's trade ids are unique but in no order (FEED=alpaca, TRADE_IDS_WINDOW): addTrades drops
+   * a trade whose (symbol, id, time) it appended within this many ms, so a second ingestor on the
+   * same feed, or a connection that sends trades again, appends each trade once
+   */
+  idsWindowMs?: number;
   /** TRADES_RETENTION: feed:corrections is trimmed to entries this recent (default 1 h) */
   tradesRetentionMs?: number;
 }
@@ -244,6 +250,7 @@ export class TradeSink {
           seq,
           marker,
           idsIncrease: this.opts.idsIncrease,
+          idsWindowMs: this.opts.idsWindowMs,
         },
         requests[p]!,
         trades,

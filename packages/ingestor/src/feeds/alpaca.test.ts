@@ -20,15 +20,18 @@ const error = (code: number, msg: string) => JSON.stringify([{ T: 'error', code,
 describe('the Alpaca protocol', () => {
   const proto = alpacaProtocol({ url: 'ws://x/v2/iex', key: 'AK-123', secret: 'sec-456', symbols: ['AAPL', 'MSFT', 'BRK.A'] });
 
-  it('reads an array of trades as raw trades: i the id, the SIP letters as the conditions, no side', () => {
+  it('reads an array of trades as raw trades: i the id with its exchange, the SIP letters as the conditions, no side', () => {
     const f = proto.readFrame(JSON.stringify([trade(), trade({ S: 'MSFT', p: 231.1, s: 40, c: undefined, i: 7 })]));
     expect(f.kind).toBe('trade');
     const [a, b] = (f as { data: unknown[] }).data;
     expect(validateTrade(a, 5)).toEqual({
       ok: true,
-      trade: { s: 'AAPL', p: '126.55', v: 1, t: Date.UTC(2021, 1, 22, 15, 51, 44, 208), c: ['@', 'I'], rx: 5, i: '96921' },
+      trade: { s: 'AAPL', p: '126.55', v: 1, t: Date.UTC(2021, 1, 22, 15, 51, 44, 208), c: ['@', 'I'], rx: 5, i: 'D:96921' },
     });
-    expect(validateTrade(b, 5)).toMatchObject({ ok: true, trade: { s: 'MSFT', v: 40, c: [], i: '7' } });
+    expect(validateTrade(b, 5)).toMatchObject({ ok: true, trade: { s: 'MSFT', v: 40, c: [], i: 'D:7' } });
+    // no exchange named: the id alone
+    const [c] = (proto.readFrame(JSON.stringify([trade({ x: undefined })])) as { data: unknown[] }).data;
+    expect(validateTrade(c, 5)).toMatchObject({ ok: true, trade: { i: '96921' } });
   });
 
   it('times to whole ms, cut (never rounded up) at nanosecond precision, with offsets; a bad time goes on for validation to refuse', () => {
@@ -70,7 +73,7 @@ describe('the Alpaca protocol', () => {
         { kind: 'correction', symbol: 'AAPL', event: correction },
         { kind: 'cancel', symbol: 'AAPL', event: cancel },
       ],
-      data: [{ s: 'AAPL', p: 126.55, v: 1, t: Date.UTC(2021, 1, 22, 15, 51, 44, 208), c: ['@', 'I'], i: 96921 }],
+      data: [{ s: 'AAPL', p: 126.55, v: 1, t: Date.UTC(2021, 1, 22, 15, 51, 44, 208), c: ['@', 'I'], i: 'D:96921' }],
     });
     expect(proto.readFrame(JSON.stringify([cancel]))).toMatchObject({ kind: 'amends', data: [] });
   });

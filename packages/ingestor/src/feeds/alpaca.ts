@@ -117,14 +117,25 @@ export function alpacaError(code: unknown, msg: string): FeedFrame {
 }
 
 /**
+ * The id an Alpaca trade is carried under: Alpaca's `i` is unique per symbol, exchange and day only
+ * (the FINRA ADF's, exchange D, is offset per trade reporting facility), so with its exchange,
+ * `N:52983525029461`; `i` as it came where the message names no exchange, or where `i` is not a
+ * whole number (the trade's validation then judges it). Exported for tests.
+ */
+export function alpacaTradeId(x: unknown, i: unknown): unknown {
+  const whole = (typeof i === 'number' && Number.isSafeInteger(i) && i >= 0) || (typeof i === 'string' && /^\d+$/.test(i));
+  return whole && typeof x === 'string' && /^[A-Za-z0-9]{1,4}$/.test(x) ? `${x}:${String(i)}` : i;
+}
+
+/**
  * Alpaca's market-data stream for stocks (v2), at ALPACA_WS_URL: on connect
  * [{"T":"success","msg":"connected"}]; the client logs in with {"action":"auth","key","secret"}
  * ([{"T":"success","msg":"authenticated"}] or an error), then subscribes
  * {"action":"subscribe","trades":["AAPL",…]} ([{"T":"subscription",…}]). Every message is a JSON
  * array; a trade is {"T":"t","S","i","x","p","s","t","c","z"}: price p, size s, time t (RFC-3339 with
  * up to nanoseconds: to whole ms, floor), conditions c (the SIP's letters, passed as they are), i
- * the trade id (carried, but Alpaca's ids do not increase per symbol across exchanges, so a trade
- * sent twice cannot be told by it: feedIdsIncrease is false), no aggressor side. Corrections
+ * the trade id, unique per symbol, exchange and day but in no order, carried as `<x>:<i>`
+ * (alpacaTradeId; feedIdsUnique), no aggressor side. Corrections
  * {"T":"c"} and cancels {"T":"x"} of trades sent before come on the trade subscription: read as
  * `amends`, kept and counted, not applied. Errors {"T":"error","code","msg"}: alpacaError.
  */
@@ -151,7 +162,7 @@ export function alpacaProtocol(opts: AlpacaOptions): FeedProtocol {
         }
         switch (m.T) {
           case 't':
-            trades.push({ s: m.S, p: m.p, v: m.s, t: rfc3339Ms(m.t), c: m.c, i: m.i });
+            trades.push({ s: m.S, p: m.p, v: m.s, t: rfc3339Ms(m.t), c: m.c, i: alpacaTradeId(m.x, m.i) });
             break;
           case 'c':
             amends.push({ kind: 'correction', symbol: String(m.S), event: m });

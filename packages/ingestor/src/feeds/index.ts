@@ -7,7 +7,7 @@ import type { FeedProtocol } from './protocol.js';
 
 export * from './feed.js';
 export * from './protocol.js';
-export { alpacaError, alpacaProtocol, alpacaSubscriptions, rfc3339Ms, ALPACA_SUBSCRIBE_SYMBOLS } from './alpaca.js';
+export { alpacaError, alpacaProtocol, alpacaSubscriptions, alpacaTradeId, rfc3339Ms, ALPACA_SUBSCRIBE_SYMBOLS } from './alpaca.js';
 export { binanceProtocol, shortDecimal } from './binance.js';
 export { finnhubProtocol } from './finnhub.js';
 export { massiveProtocol, massiveSubscriptions, MASSIVE_PARAMS_CHARS } from './massive.js';
@@ -35,9 +35,17 @@ export function feedProtocol(cfg: Config): FeedProtocol {
 
 /**
  * Whether the feed's trade ids increase per symbol (ingestion can then drop a trade seen twice):
- * Binance's aggregate or trade ids, Massive's sequence numbers (q). Not Alpaca's: its ids (i) are
- * carried on the raw stream, but they do not increase per symbol across exchanges.
+ * Binance's aggregate or trade ids, Massive's sequence numbers (q). Not Alpaca's: see feedIdsUnique.
  */
 export function feedIdsIncrease(cfg: Config): boolean {
   return cfg.feed === 'binance' || cfg.feed === 'massive';
+}
+
+/**
+ * Whether the feed's trade ids are unique but in no order: Alpaca's `i` is unique per symbol,
+ * exchange and day (the adapter carries it as `<exchange>:<i>`), and does not increase per symbol
+ * across exchanges; ingestion drops a trade seen twice within TRADE_IDS_WINDOW.
+ */
+export function feedIdsUnique(cfg: Config): boolean {
+  return cfg.feed === 'alpaca';
 }
