@@ -9,8 +9,8 @@ import { ROOT, redisUrl, runCli, runThroughOutage, startCli, tempDir, testRedis,
 import { freePort } from '@candlewick/cli';
 
 /**
- * Backfill against a local HTTP server that serves Finnhub candles, Massive aggregates and Massive
- * trades computed from a real tape (AIG, 2013-10-10, bundled). The stack starts in the middle of
+ * Backfill against a local HTTP server that serves Finnhub candles, Massive aggregates and trades,
+ * and Alpaca trades and bars computed from a real tape (AIG, 2013-10-10, bundled). The stack starts in the middle of
  * the tape (REPLAY_FROM); with backfill its bars from the start of the current hour on must equal a
  * run that saw the whole tape live.
  */
@@ -20,6 +20,8 @@ const HOUR = Date.parse('2013-10-10T12:00:00-04:00');
 const INTERVALS = ['1min', '5min', '15min', '30min', '1h'];
 const KEY = 'test-massive-key';
 const TOKEN = 'test-finnhub-token';
+const ALPACA_KEY = 'AKBACKFILL3D8E';
+const ALPACA_SECRET = 'backfill-secret-6a0c2f';
 
 let server: ProviderServer;
 let base = '';
@@ -35,7 +37,14 @@ const startOf = (row: string) => Date.parse(row.slice(0, row.indexOf(',')));
 const cells = (row: string) => row.split(',');
 
 beforeAll(async () => {
-  server = new ProviderServer(readTapeTrades(TICK), { finnhubToken: TOKEN, massiveKey: KEY, pageSize: 2000 });
+  server = new ProviderServer(readTapeTrades(TICK), {
+    finnhubToken: TOKEN,
+    massiveKey: KEY,
+    alpacaKey: ALPACA_KEY,
+    alpacaSecret: ALPACA_SECRET,
+    // the 1,310 trades from 12:00 to the first live one come in two pages
+    pageSize: 1000,
+  });
   base = await server.start();
   whole = tempDir('bf-whole');
   const res = await runCli(['stack'], {
@@ -88,6 +97,35 @@ describe('backfill at start-up, in the middle of a trading day', () => {
     }
     // the 1-minute bars before the first live trade came from the provider only
     expect(rows(dataDir, '1min')[0]!.startsWith('2013-10-10T12:00:00-04:00,')).toBe(true);
+  });
+
+  it('FEED=alpaca with Alpaca trades (tick mode, the provider by default): every interval equals the run that saw the whole tape live', async () => {
+    const asked = server.requests.length;
+    const { res, dataDir } = await midTape('bf-alpaca', {
+      FEED: 'alpaca',
+      ALPACA_API_KEY: ALPACA_KEY,
+      ALPACA_API_SECRET: ALPACA_SECRET,
+      ALPACA_REST_URL: base,
+    });
+    expect(res.stderr).toBe('');
+    expect(res.code).toBe(0);
+    expect(res.stdout).toMatch(/feed=Alpaca/);
+    expect(res.stdout).toMatch(/backfilled/);
+    for (const s of [ALPACA_KEY, ALPACA_SECRET]) expect(res.stdout).not.toContain(s);
+    for (const iv of INTERVALS) {
+      const want = rows(whole, iv).filter((r) => startOf(r) >= HOUR);
+      const got = rows(dataDir, iv);
+      expect(
+        got.map((r) => r.split(',')[0]),
+        iv,
+      ).toEqual(want.map((r) => r.split(',')[0]));
+      expect(got, iv).toEqual(want);
+    }
+    expect(rows(dataDir, '1min')[0]!.startsWith('2013-10-10T12:00:00-04:00,')).toBe(true);
+    // Alpaca's trades of the stream's feed (the replay's /v2/iex), more than one page of them
+    const mine = server.requests.slice(asked).filter((r) => r.path === '/v2/stocks/AIG/trades');
+    expect(mine.length).toBeGreaterThan(1);
+    expect(mine.every((r) => r.status === 200 && new URLSearchParams(r.query).get('feed') === 'iex')).toBe(true);
   });
 
   it('with Finnhub candles: OHLCV exact where minutes are whole, VWAP and count left empty, the live minute’s bars incomplete', async () => {
@@ -236,7 +274,11 @@ describe('historical mode', () => {
     const port = await freePort();
     const server = startCli(['provider-server', '--tape', TICK, '--port', String(port)], { MASSIVE_API_KEY: 'demo' });
     try {
-      await waitFor(() => /serving the tape as Finnhub .* and Massive/.test(server.output().stdout), 30_000, 'the provider server');
+      await waitFor(
+        () => /serving the tape as Finnhub .* Massive .* and Alpaca/.test(server.output().stdout),
+        30_000,
+        'the provider server',
+      );
       const dataDir = tempDir('demo-history');
       const res = await runCli(['backfill', '--symbols', 'AIG', '--from', '2013-10-10', '--to', '2013-10-11'], {
         DATA_DIR: dataDir,
@@ -248,5 +290,75 @@ describe('historical mode', () => {
     } finally {
       await server.stop();
     }
+  });
+
+  it('from Alpaca through `candlewick provider-server` (FEED=alpaca, its key and secret): the day’s bars equal the live run’s', async () => {
+    const port = await freePort();
+    const keys = { ALPACA_API_KEY: ALPACA_KEY, ALPACA_API_SECRET: ALPACA_SECRET };
+    const server = startCli(['provider-server', '--tape', TICK, '--port', String(port)], keys);
+    try {
+      await waitFor(() => /serving the tape as .* Alpaca/.test(server.output().stdout), 30_000, 'the provider server');
+      const dataDir = tempDir('alpaca-history');
+      const res = await runCli(['backfill', '--symbols', 'AIG', '--from', '2013-10-10', '--to', '2013-10-11'], {
+        DATA_DIR: dataDir,
+        FEED: 'alpaca',
+        ...keys,
+        ALPACA_REST_URL: `http://127.0.0.1:${port}`,
+        BACKFILL_RATE: '6000',
+      });
+      expect(res.stderr).toBe('');
+      expect(res.code).toBe(0);
+      expect(res.stdout).toMatch(/backfill done: \d+ bars written, 0 already there, from 54318 trades \(alpaca ticks\)/);
+      for (const s of Object.values(keys)) expect(`${res.stdout}${server.output().stdout}`).not.toContain(s);
+      for (const iv of INTERVALS) expect(rows(dataDir, iv), iv).toEqual(rows(whole, iv));
+    } finally {
+      await server.stop();
+    }
+  });
+
+  it('from Alpaca’s 1-minute bars (candles): every bar’s OHLC, volume and count equal the live run’s, VWAP from the bars', async () => {
+    const dataDir = tempDir('alpaca-candles');
+    const res = await runCli(['backfill', '--symbols', 'AIG', '--from', '2013-10-10', '--to', '2013-10-11'], {
+      DATA_DIR: dataDir,
+      BACKFILL_PROVIDER: 'alpaca',
+      BACKFILL_MODE: 'candles',
+      ALPACA_API_KEY: ALPACA_KEY,
+      ALPACA_API_SECRET: ALPACA_SECRET,
+      ALPACA_REST_URL: base,
+      BACKFILL_RATE: '6000',
+    });
+    expect(res.stderr).toBe('');
+    expect(res.code).toBe(0);
+    expect(res.stdout).toMatch(/backfill done: \d+ bars written, 0 already there, from \d+ candles \(alpaca candles\)/);
+    for (const iv of INTERVALS) {
+      const want = rows(whole, iv).map(cells);
+      const got = rows(dataDir, iv).map(cells);
+      expect(got.length, iv).toBe(want.length);
+      got.forEach((g, k) => {
+        const w = want[k]!;
+        // every cell but the VWAP (the bars' vw, a float) the same text
+        expect([...g.slice(0, 5), ...g.slice(6)], `${iv} ${g[0]}`).toEqual([...w.slice(0, 5), ...w.slice(6)]);
+        expect(Math.abs(Number(g[5]) - Number(w[5])), `${iv} ${g[0]}`).toBeLessThanOrEqual(1e-9 * Number(w[5]));
+      });
+    }
+  });
+
+  it('from Alpaca with a wrong secret: exit 2 at once, saying which settings to check, never retrying, the secret in no output', async () => {
+    const asked = server.requests.length;
+    const wrong = 'wrong-secret-e5a9d1';
+    const res = await runCli(['backfill', '--symbols', 'AIG', '--from', '2013-10-10', '--to', '2013-10-11'], {
+      DATA_DIR: tempDir('alpaca-wrong'),
+      BACKFILL_PROVIDER: 'alpaca',
+      ALPACA_API_KEY: ALPACA_KEY,
+      ALPACA_API_SECRET: wrong,
+      ALPACA_REST_URL: base,
+    });
+    expect(res.code).toBe(2);
+    expect(res.stderr).toMatch(
+      /^candlewick backfill: alpaca: Alpaca refused ALPACA_API_KEY \/ ALPACA_API_SECRET \(HTTP 403: forbidden\.\): check the key id/m,
+    );
+    expect(`${res.stdout}${res.stderr}`).not.toContain(wrong);
+    expect(`${res.stdout}${res.stderr}`).not.toContain(ALPACA_KEY);
+    expect(server.requests.slice(asked).map((r) => r.status)).toEqual([403]);
   });
 });

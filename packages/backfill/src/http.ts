@@ -72,6 +72,17 @@ export function retryAfterMs(header: string | null, now = Date.now()): number | 
   return Number.isFinite(at) ? Math.max(0, at - now) : undefined;
 }
 
+/**
+ * X-RateLimit-Reset (Alpaca's, and others': the Unix time in seconds at which the window opens
+ * again) as ms from now, at most `cap` (a clock that is off must not stall backfill for hours);
+ * undefined when absent or unreadable.
+ */
+export function rateLimitResetMs(header: string | null, cap: number, now = Date.now()): number | undefined {
+  if (header === null || !/^\d+(\.\d+)?$/.test(header.trim())) return undefined;
+  const at = Number(header) * 1000;
+  return Math.min(cap, Math.max(0, at - now));
+}
+
 export interface HttpOptions {
   provider: string;
   bucket: TokenBucket;
@@ -111,7 +122,19 @@ export async function getJson(url: string, o: HttpOptions): Promise<unknown> {
       await backoff(o, attempt, `no answer (${(err as Error).message})`, where);
       continue;
     }
+    const cap = o.defaultRetryAfterMs ?? 60_000;
     if (res.ok) {
+      // the window's last request: nobody asks again before it opens (X-RateLimit-Remaining: 0)
+      if (res.headers.get('x-ratelimit-remaining')?.trim() === '0') {
+        const wait = rateLimitResetMs(res.headers.get('x-ratelimit-reset'), cap);
+        if (wait !== undefined && wait > 0) {
+          o.log.info(
+            { provider: o.provider, url: where, waitMs: wait },
+            'the rate limit window is used up (X-RateLimit-Remaining: 0): waiting for X-RateLimit-Reset',
+          );
+          o.bucket.block(wait);
+        }
+      }
       const text = await res.text();
       try {
         return JSON.parse(text);
@@ -126,10 +149,13 @@ export async function getJson(url: string, o: HttpOptions): Promise<unknown> {
     }
     const body = (await res.text().catch(() => '')).slice(0, 200);
     if (res.status === 429) {
-      const wait = retryAfterMs(res.headers.get('retry-after')) ?? o.defaultRetryAfterMs ?? 60_000;
+      const wait = retryAfterMs(res.headers.get('retry-after')) ?? rateLimitResetMs(res.headers.get('x-ratelimit-reset'), cap) ?? cap;
       if (attempt >= o.retries)
         throw new ProviderError(o.provider, 429, `rate limited (HTTP 429) by ${where}, still after ${attempt + 1} attempts`, false);
-      o.log.warn({ provider: o.provider, url: where, waitMs: wait }, 'rate limited (HTTP 429): waiting as Retry-After asks');
+      o.log.warn(
+        { provider: o.provider, url: where, waitMs: wait },
+        'rate limited (HTTP 429): waiting as Retry-After (or X-RateLimit-Reset) asks',
+      );
       o.bucket.block(wait);
       continue;
     }

@@ -1,7 +1,16 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { TapeTrade } from '@candlewick/common';
-import { PRICE_DIGITS, VOLUME_DIGITS, binanceSymbol, toScaled } from '@candlewick/core';
+import {
+  PRICE_DIGITS,
+  STOCK_TICKER,
+  VOLUME_DIGITS,
+  alpacaConditions,
+  alpacaSubMs,
+  alpacaTime,
+  binanceSymbol,
+  toScaled,
+} from '@candlewick/core';
 
 /** An answer the server gives instead of the real one, `times` times, to requests whose path matches. */
 export interface Fault {
@@ -19,7 +28,10 @@ export interface ProviderServerOptions {
   finnhubToken?: string;
   /** the Massive key it accepts (Authorization: Bearer) */
   massiveKey?: string;
-  /** page size of /v3/trades and aggregates (next_url beyond), and the most Binance's endpoints answer */
+  /** the Alpaca key id and secret it accepts (APCA-API-KEY-ID, APCA-API-SECRET-KEY); neither set: any */
+  alpacaKey?: string;
+  alpacaSecret?: string;
+  /** page size of /v3/trades and aggregates (next_url beyond), of Alpaca's trades and bars (next_page_token beyond), and the most Binance's endpoints answer */
   pageSize?: number;
   faults?: Fault[];
 }
@@ -39,7 +51,8 @@ interface Minute {
  * A local HTTP server with the history providers' REST shapes, computed from a recorded tape:
  * Finnhub /api/v1/stock/candle (OHLCV, no VWAP or count), Massive /v2/aggs (with vw and n) and
  * /v3/trades (ticks with SIP timestamps and sequence numbers, paginated by next_url), Binance
- * /api/v3/klines and /api/v3/aggTrades (no key; Binance's limits and error shape). Faults make it
+ * /api/v3/klines and /api/v3/aggTrades (no key; Binance's limits and error shape), Alpaca
+ * /v2/stocks/{symbol}/trades and /bars (the two key headers, page_token). Faults make it
  * answer 403, 429 with Retry-After, 500 or a malformed body. For tests and demos; nothing here
  * reaches the internet.
  */
@@ -47,8 +60,8 @@ export class ProviderServer {
   private server: Server | undefined;
   private base = '';
   private readonly bySymbol = new Map<string, { tr: TapeTrade; seq: number }[]>();
-  /** every request: path (no query), status, time */
-  readonly requests: { path: string; status: number; at: number }[] = [];
+  /** every request: path, query (without the leading ?), status, time */
+  readonly requests: { path: string; query: string; status: number; at: number }[] = [];
 
   constructor(
     tape: readonly TapeTrade[],
@@ -79,14 +92,18 @@ export class ProviderServer {
   }
 
   private send(res: ServerResponse, path: string, status: number, body: string, headers: Record<string, string> = {}): void {
-    this.requests.push({ path, status, at: Date.now() });
+    this.requests.push({ path, query: this.query, status, at: Date.now() });
     res.writeHead(status, { 'content-type': 'application/json', ...headers });
     res.end(body);
   }
 
+  /** the query of the request being answered (answers are made synchronously, one at a time) */
+  private query = '';
+
   private handle(req: IncomingMessage, res: ServerResponse): void {
     const url = new URL(req.url ?? '/', this.base);
     const path = url.pathname;
+    this.query = url.search.slice(1);
     const fault = this.opts.faults?.find((f) => f.times > 0 && f.path.test(path));
     if (fault) {
       fault.times--;
@@ -94,6 +111,8 @@ export class ProviderServer {
     }
     let m: RegExpExecArray | null;
     if (path === '/api/v3/klines' || path === '/api/v3/aggTrades') return this.binance(res, path, url.searchParams);
+    if ((m = /^\/v2\/stocks\/([^/]+)\/(trades|bars)$/.exec(path)))
+      return this.alpaca(req, res, path, decodeURIComponent(m[1]!), m[2]!, url.searchParams);
     if (path === '/api/v1/stock/candle') {
       if (req.headers['x-finnhub-token'] !== this.opts.finnhubToken) return this.send(res, path, 401, '{"error":"Invalid API key"}');
       const q = url.searchParams;
@@ -157,6 +176,77 @@ export class ProviderServer {
       );
     }
     return this.send(res, path, 404, '{"error":"not found"}');
+  }
+
+  /**
+   * Alpaca's /v2/stocks/{symbol}/trades and /v2/stocks/{symbol}/bars (timeframe 1Min) from the tape:
+   * with keys set, both headers must carry them (else 403, as Alpaca answers a refused key);
+   * start and end inclusive, RFC-3339 to the nanosecond; limit 1..10,000 (default 1,000; at most
+   * pageSize a page), next_page_token beyond; feed iex, sip, … (any serves the tape); a request it
+   * cannot take is 422 with Alpaca's {"code","message"}. A trade is {"t","p","s","c","i"}: i its
+   * place among the tape's trades from 1, t its time with the nanoseconds the replay server gives
+   * it (alpacaSubMs), p the tape's price text, c its condition names as the SIP's letters; the tape
+   * keeps no exchange, so x and z are left out. A bar is the tape's minute with VWAP vw and count n.
+   */
+  private alpaca(req: IncomingMessage, res: ServerResponse, path: string, symbol: string, what: string, q: URLSearchParams): void {
+    const refuse = (message: string) => this.send(res, path, 422, JSON.stringify({ code: 42210000, message }));
+    const { alpacaKey, alpacaSecret } = this.opts;
+    if (
+      (alpacaKey !== undefined || alpacaSecret !== undefined) &&
+      (req.headers['apca-api-key-id'] !== alpacaKey || req.headers['apca-api-secret-key'] !== alpacaSecret)
+    )
+      return this.send(res, path, 403, '{"message":"forbidden."}');
+    if (!STOCK_TICKER.test(symbol)) return refuse('invalid symbol');
+    const feed = q.get('feed');
+    if (feed !== null && !['iex', 'sip', 'delayed_sip', 'boats', 'overnight', 'otc'].includes(feed)) return refuse(`invalid feed: ${feed}`);
+    const start = q.get('start') === null ? 0n : rfc3339Ns(q.get('start')!);
+    if (start === undefined) return refuse('invalid start');
+    const end = q.get('end') === null ? BigInt(Number.MAX_SAFE_INTEGER) * 1_000_000n : rfc3339Ns(q.get('end')!);
+    if (end === undefined) return refuse('invalid end');
+    const limitText = q.get('limit') ?? '1000';
+    const limitAsked = /^\d{1,6}$/.test(limitText) ? Number(limitText) : NaN;
+    if (!(limitAsked >= 1 && limitAsked <= 10_000)) return refuse('invalid limit: must be between 1 and 10000');
+    const limit = Math.min(limitAsked, this.opts.pageSize ?? 10_000);
+    const token = q.get('page_token');
+    const offset = token === null ? 0 : Number(Buffer.from(token, 'base64url').toString());
+    if (!Number.isSafeInteger(offset) || offset < 0) return refuse('invalid page token');
+    const sort = q.get('sort') ?? 'asc';
+    if (sort !== 'asc' && sort !== 'desc') return refuse('invalid sort');
+    let rows: string[];
+    if (what === 'trades') {
+      rows = [];
+      // i and the nanoseconds: the trade's place among all the tape's trades, as the replay server numbers them
+      for (const { tr, seq } of this.bySymbol.get(symbol) ?? []) {
+        const sub = alpacaSubMs(seq + 1);
+        const ns = BigInt(tr.t) * 1_000_000n + BigInt(sub);
+        if (ns < start || ns > end) continue;
+        const price = /^-?\d+(\.\d+)?([eE][+-]?\d+)?$/.test(tr.p) ? tr.p : String(Number(tr.p));
+        rows.push(
+          `{"t":${JSON.stringify(alpacaTime(tr.t, sub))},"p":${price},"s":${tr.v},"c":${JSON.stringify(alpacaConditions(tr.c))},"i":${seq + 1}}`,
+        );
+      }
+    } else {
+      const timeframe = q.get('timeframe');
+      if (timeframe !== '1Min' && timeframe !== '1T') return refuse(`invalid timeframe: ${timeframe ?? 'missing'}`);
+      rows = this.minutes(symbol, 0, Number.MAX_SAFE_INTEGER)
+        .filter((x) => BigInt(x.t) * 1_000_000n >= start && BigInt(x.t) * 1_000_000n <= end)
+        .map((x) =>
+          JSON.stringify({
+            t: new Date(x.t).toISOString().replace('.000Z', 'Z'),
+            o: x.o,
+            h: x.h,
+            l: x.l,
+            c: x.c,
+            v: x.v,
+            n: x.n,
+            vw: x.pv / x.v,
+          }),
+        );
+    }
+    if (sort === 'desc') rows.reverse();
+    const page = rows.slice(offset, offset + limit);
+    const next = offset + limit < rows.length ? JSON.stringify(Buffer.from(String(offset + limit)).toString('base64url')) : 'null';
+    return this.send(res, path, 200, `{"${what}":[${page.join(',')}],"symbol":${JSON.stringify(symbol)},"next_page_token":${next}}`);
   }
 
   /**
@@ -292,6 +382,15 @@ export class ProviderServer {
     }
     return [...out.values()].sort((a, b) => a.t - b.t);
   }
+}
+
+/** An RFC-3339 time with up to nanoseconds as Unix ns (Alpaca's start and end); undefined when it is not one. */
+function rfc3339Ns(text: string): bigint | undefined {
+  const m = /^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d)$/i.exec(text);
+  if (!m) return undefined;
+  const whole = Date.parse(`${m[1]}${m[3]!.toUpperCase()}`);
+  if (!Number.isFinite(whole)) return undefined;
+  return BigInt(whole) * 1_000_000n + BigInt((m[2] ?? '').padEnd(9, '0'));
 }
 
 /** A scaled decimal as text with at least 8 decimals, as Binance writes them, and no digit lost. */

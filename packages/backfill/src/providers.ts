@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import type { Config, Logger } from '@candlewick/common';
-import { BAR_FLAGS, binanceSymbol, type Candle, type ProviderTrade } from '@candlewick/core';
+import { BAR_FLAGS, alpacaTime, binanceSymbol, rfc3339Ms, type Candle, type ProviderTrade } from '@candlewick/core';
 import { ProviderError, TokenBucket, getJson, type HttpOptions } from './http.js';
 
 /**
@@ -283,6 +283,205 @@ function binanceRefusal(symbol: string, status: number, body: string, retryAfter
   return undefined;
 }
 
+const alpacaTrades = z.object({
+  trades: z
+    .array(
+      z.object({
+        t: z.string(),
+        p: z.number(),
+        s: z.number(),
+        c: z.array(z.string()).nullish(),
+        i: z.number().optional(),
+      }),
+    )
+    .nullish(),
+  next_page_token: z.string().nullish(),
+});
+const alpacaBars = z.object({
+  bars: z
+    .array(
+      z.object({
+        t: z.string(),
+        o: z.number(),
+        h: z.number(),
+        l: z.number(),
+        c: z.number(),
+        v: z.number(),
+        n: z.number().optional(),
+        vw: z.number().optional(),
+      }),
+    )
+    .nullish(),
+  next_page_token: z.string().nullish(),
+});
+const alpacaError = z.object({ message: z.string() }).passthrough();
+
+/** Alpaca answers at most this many trades or bars a request. */
+const ALPACA_LIMIT = 10_000;
+/** The feeds Alpaca's historical stock data takes (`feed`), as the stream's path names them (/v2/iex, /v2/sip). */
+const ALPACA_FEEDS = ['iex', 'sip', 'delayed_sip', 'boats', 'overnight'];
+
+/**
+ * The `feed` of Alpaca's history that matches the stream ALPACA_WS_URL reads: its last path segment
+ * (wss://stream.data.alpaca.markets/v2/iex: iex; /v2/sip: sip), so backfill fills from the trades
+ * the live feed would have carried. Another path (a test stream, a proxy): undefined, and the
+ * parameter is left out (Alpaca then reads the best feed the key's plan has).
+ */
+export function alpacaFeed(wsUrl: string): string | undefined {
+  let path: string;
+  try {
+    path = new URL(wsUrl).pathname;
+  } catch {
+    return undefined;
+  }
+  const last = path.replace(/\/+$/, '').split('/').pop() ?? '';
+  return ALPACA_FEEDS.includes(last) ? last : undefined;
+}
+
+/**
+ * Alpaca's market-data REST history for US stocks (v2): tick-level trades (/v2/stocks/{symbol}/trades:
+ * time t in RFC-3339 with nanoseconds, cut to the millisecond as the live adapter cuts it; price p;
+ * size s; the SIP's condition letters c, passed as the live feed passes them; id i) and 1-minute
+ * bars (/v2/stocks/{symbol}/bars, timeframe=1Min, raw prices, with VWAP `vw` and trade count `n`),
+ * both from the stream's feed (`feed`: iex or sip), followed page by page with next_page_token.
+ * The key id and secret go in the APCA-API-KEY-ID and APCA-API-SECRET-KEY headers. Alpaca's trade
+ * ids do not increase per symbol, so a trade's sequence is its place in the answer (time order,
+ * nanoseconds included).
+ */
+export class AlpacaHistory implements Provider {
+  readonly name = 'alpaca';
+  readonly candleFlag = BAR_FLAGS.ALPACA_CANDLES;
+  readonly tradeFlag = BAR_FLAGS.ALPACA_TRADES;
+  private readonly http: HttpOptions;
+  constructor(
+    private readonly base: string,
+    http: HttpOptions,
+    /** the `feed` parameter (alpacaFeed); undefined leaves it out */
+    private readonly feed: string | undefined,
+    /** trades or bars a request (Alpaca's most: 10,000) */
+    private readonly limit = ALPACA_LIMIT,
+  ) {
+    // words of the headers (the key id, the secret) never reach a message, whatever Alpaca's body says
+    const secrets = Object.values(http.headers).filter((v) => v.length >= 4);
+    this.http = { ...http, refusal: (status, body, _retryAfter, where) => alpacaRefusal(status, scrub(body, secrets), where) };
+  }
+
+  /** Every page of `path` for [fromMs, toMs] (both inclusive, to the nanosecond) in time order. */
+  private async *pages(
+    symbol: string,
+    path: string,
+    fromMs: number,
+    toMs: number,
+    query: Record<string, string> = {},
+  ): AsyncGenerator<unknown> {
+    let token: string | undefined;
+    do {
+      const q = new URLSearchParams({
+        ...query,
+        start: new Date(fromMs).toISOString(),
+        end: alpacaTime(toMs, 999_999),
+        limit: String(this.limit),
+        sort: 'asc',
+        ...(this.feed ? { feed: this.feed } : {}),
+        ...(token ? { page_token: token } : {}),
+      });
+      const body = await getJson(`${this.base}/v2/stocks/${encodeURIComponent(symbol)}/${path}?${q}`, this.http);
+      yield body;
+      const next = (body as { next_page_token?: unknown } | null)?.next_page_token;
+      token = typeof next === 'string' && next !== '' ? next : undefined;
+    } while (token);
+  }
+
+  async trades(symbol: string, fromMs: number, toMs: number): Promise<ProviderTrade[]> {
+    const out: ProviderTrade[] = [];
+    for await (const body of this.pages(symbol, 'trades', fromMs, toMs)) {
+      const parsed = alpacaTrades.safeParse(body);
+      if (!parsed.success) throw malformed(this.name, `trades of ${symbol}`, parsed.error);
+      for (const r of parsed.data.trades ?? []) {
+        const t = rfc3339Ms(r.t);
+        if (typeof t !== 'number')
+          throw new ProviderError(
+            this.name,
+            200,
+            `malformed body for trades of ${symbol}: t ${JSON.stringify(r.t)} is not an RFC-3339 time`,
+            false,
+          );
+        if (t < fromMs || t > toMs) continue;
+        // the price as the live adapter reads it: the shortest text of the JSON number
+        out.push({ t, p: String(r.p), v: r.s, seq: out.length, c: r.c ?? [] });
+      }
+    }
+    out.sort((a, b) => a.t - b.t || a.seq - b.seq);
+    return out;
+  }
+
+  async candles(symbol: string, fromMs: number, toMs: number): Promise<Candle[]> {
+    const out: Candle[] = [];
+    for await (const body of this.pages(symbol, 'bars', fromMs, toMs, { timeframe: '1Min', adjustment: 'raw' })) {
+      const parsed = alpacaBars.safeParse(body);
+      if (!parsed.success) throw malformed(this.name, `bars of ${symbol}`, parsed.error);
+      for (const r of parsed.data.bars ?? []) {
+        const start = rfc3339Ms(r.t);
+        if (typeof start !== 'number')
+          throw new ProviderError(
+            this.name,
+            200,
+            `malformed body for bars of ${symbol}: t ${JSON.stringify(r.t)} is not an RFC-3339 time`,
+            false,
+          );
+        if (start < fromMs || start > toMs) continue;
+        out.push({ start, open: r.o, high: r.h, low: r.l, close: r.c, volume: r.v, vwap: r.vw, n: r.n });
+      }
+    }
+    return out;
+  }
+}
+
+function scrub(text: string, secrets: readonly string[]): string {
+  let out = text;
+  for (const s of secrets) out = out.split(s).join('[redacted]');
+  return out;
+}
+
+/** Alpaca's refusals ({"message":…}, with a code on some) as messages that say what to do. */
+function alpacaRefusal(status: number, body: string, where: string): ProviderError | undefined {
+  let said = '';
+  try {
+    said = alpacaError.parse(JSON.parse(body)).message;
+  } catch {
+    said = body.trim();
+  }
+  const quoted = said ? `: ${said.slice(0, 160)}` : '';
+  if ((status === 401 || status === 403) && /subscription does not permit|insufficient subscription/i.test(said))
+    return new ProviderError(
+      'alpaca',
+      status,
+      `HTTP ${status} from ${where}${quoted}: the key's plan does not include this data; the free plan reads IEX (ALPACA_WS_URL ending /v2/iex) and SIP history older than 15 minutes; not retrying`,
+      true,
+    );
+  if (status === 401 || status === 403)
+    return new ProviderError(
+      'alpaca',
+      status,
+      `Alpaca refused ALPACA_API_KEY / ALPACA_API_SECRET (HTTP ${status}${quoted}): check the key id and its secret on your Alpaca dashboard ` +
+        '(a paper-trading key reads market data too; a regenerated key has a new secret); not retrying',
+      true,
+    );
+  if (status === 422) {
+    const symbol = /symbol/i.test(said) ? /\/v2\/stocks\/([^/]+)\//.exec(where)?.[1] : undefined;
+    if (symbol !== undefined)
+      return new ProviderError(
+        'alpaca',
+        422,
+        `Alpaca does not take the symbol ${decodeURIComponent(symbol)} (HTTP 422${quoted}): write it as Alpaca does, e.g. AAPL or BRK.A`,
+        true,
+        decodeURIComponent(symbol),
+      );
+    return new ProviderError('alpaca', 422, `HTTP 422 from ${where}: Alpaca could not take the request${quoted}`, true);
+  }
+  return undefined;
+}
+
 /**
  * Milliseconds of a nanosecond timestamp read from JSON. Past 2^53 the number arrives rounded (to a
  * multiple of 256 ns here), so a trade on a millisecond boundary may read a few ns short of it.
@@ -298,6 +497,24 @@ export function makeProvider(cfg: Config, log: Logger, signal?: AbortSignal): Pr
   // market data needs no key
   if (cfg.backfillProvider === 'binance')
     return new BinanceHistory(cfg.binanceRestUrl.replace(/\/$/, ''), { ...common, provider: 'binance', headers: {} });
+  if (cfg.backfillProvider === 'alpaca') {
+    if (!cfg.alpacaApiKey || !cfg.alpacaApiSecret)
+      throw new ProviderError(
+        'alpaca',
+        0,
+        'ALPACA_API_KEY and ALPACA_API_SECRET are not both set; set them (an Alpaca key id and its secret), or another BACKFILL_PROVIDER, or BACKFILL=off',
+        true,
+      );
+    return new AlpacaHistory(
+      cfg.alpacaRestUrl.replace(/\/$/, ''),
+      {
+        ...common,
+        provider: 'alpaca',
+        headers: { 'APCA-API-KEY-ID': cfg.alpacaApiKey, 'APCA-API-SECRET-KEY': cfg.alpacaApiSecret },
+      },
+      alpacaFeed(cfg.alpacaWsUrl),
+    );
+  }
   if (cfg.backfillProvider === 'massive') {
     if (!cfg.massiveApiKey)
       throw new ProviderError('massive', 0, 'MASSIVE_API_KEY is not set; set it, or BACKFILL_PROVIDER=finnhub, or BACKFILL=off', true);

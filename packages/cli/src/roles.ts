@@ -272,8 +272,9 @@ export async function runReplayServer(cfg: Config): Promise<void> {
 
 /**
  * `candlewick provider-server`: REPLAY_TAPE served over HTTP in the history providers' shapes
- * (Finnhub candles, Massive aggregates and trades) on REPLAY_PORT, accepting FINNHUB_TOKEN and
- * MASSIVE_API_KEY: historical mode and backfill tried from a clone, with no key and no internet.
+ * (Finnhub candles, Massive aggregates and trades, Binance klines and aggregate trades, Alpaca
+ * trades and bars) on REPLAY_PORT, accepting FINNHUB_TOKEN, MASSIVE_API_KEY and ALPACA_API_KEY with
+ * ALPACA_API_SECRET: historical mode and backfill tried from a clone, with no key and no internet.
  */
 export async function runProviderServer(cfg: Config): Promise<void> {
   const { ProviderServer } = await import('@candlewick/backfill');
@@ -284,6 +285,8 @@ export async function runProviderServer(cfg: Config): Promise<void> {
     port: cfg.replayPort || 8766,
     finnhubToken: cfg.finnhubToken,
     massiveKey: cfg.massiveApiKey,
+    alpacaKey: cfg.alpacaApiKey,
+    alpacaSecret: cfg.alpacaApiSecret,
   });
   handleShutdown(log, () => server.stop());
   const base = await server.start().catch((err: unknown) => {
@@ -292,12 +295,12 @@ export async function runProviderServer(cfg: Config): Promise<void> {
       host: cfg.replayHost,
       portSetting: 'REPLAY_PORT',
       hostSetting: 'REPLAY_HOST',
-      todo: 'choose a free port with REPLAY_PORT (or --port), and point FINNHUB_REST_URL, BINANCE_REST_URL or MASSIVE_REST_URL at it',
+      todo: 'choose a free port with REPLAY_PORT (or --port), and point FINNHUB_REST_URL, BINANCE_REST_URL, MASSIVE_REST_URL or ALPACA_REST_URL at it',
     });
   });
   log.info(
     { tape: path, url: base },
-    `serving the tape as Finnhub (${base}/api/v1), Binance (${base}) and Massive (${base}) history: point FINNHUB_REST_URL, BINANCE_REST_URL or MASSIVE_REST_URL here`,
+    `serving the tape as Finnhub (${base}/api/v1), Binance (${base}), Massive (${base}) and Alpaca (${base}) history: point FINNHUB_REST_URL, BINANCE_REST_URL, MASSIVE_REST_URL or ALPACA_REST_URL here`,
   );
 }
 

@@ -67,8 +67,8 @@ const ROLE_HELP = {
   },
   'provider-server': {
     about: [
-      'REPLAY_TAPE as Finnhub, Massive and Binance history on REPLAY_PORT (8766): backfill and',
-      'historical mode from a clone, without keys',
+      'REPLAY_TAPE as Finnhub, Massive, Binance and Alpaca history on REPLAY_PORT (8766):',
+      'backfill and historical mode from a clone, without keys',
     ],
   },
   acl: {

@@ -640,6 +640,13 @@ const SETTINGS = {
   replayFrom: setting('REPLAY_FROM', instant(), undefined, '—', "the replay server skips the tape's trades before this ISO date-time"),
   // backfill
   massiveRestUrl: setting('MASSIVE_REST_URL', text(), 'https://api.massive.com', 'https://api.massive.com', "Massive's REST base"),
+  alpacaRestUrl: setting(
+    'ALPACA_REST_URL',
+    z.string().url('must be an http(s) URL'),
+    'https://data.alpaca.markets',
+    'https://data.alpaca.markets',
+    "Alpaca's market-data REST base for backfill (/v2/stocks/{symbol}/trades and /bars; the feed parameter is ALPACA_WS_URL's last path segment, iex or sip)",
+  ),
   binanceRestUrl: setting(
     'BINANCE_REST_URL',
     z.string().url('must be an http(s) URL'),
@@ -656,24 +663,31 @@ const SETTINGS = {
   ),
   backfillProvider: setting(
     'BACKFILL_PROVIDER',
-    oneOf(['finnhub', 'massive', 'binance']),
-    (c) => (c.feed === 'binance' ? 'binance' : c.massiveApiKey ? 'massive' : 'finnhub'),
-    'binance with FEED=binance, else massive with a key, else finnhub',
+    oneOf(['finnhub', 'massive', 'binance', 'alpaca']),
+    (c) =>
+      c.feed === 'binance'
+        ? 'binance'
+        : c.feed === 'alpaca' && c.alpacaApiKey && c.alpacaApiSecret
+          ? 'alpaca'
+          : c.massiveApiKey
+            ? 'massive'
+            : 'finnhub',
+    'binance with FEED=binance, alpaca with FEED=alpaca and its key and secret, else massive with a key, else finnhub',
     'where history comes from',
   ),
   backfillMode: setting(
     'BACKFILL_MODE',
     oneOf(['ticks', 'candles']),
     (c) => (c.backfillProvider === 'finnhub' ? 'candles' : 'ticks'),
-    'ticks Massive and Binance, candles Finnhub',
+    'ticks Massive, Binance and Alpaca, candles Finnhub',
     'tick-level trades (an exact splice) or 1-minute candles',
   ),
   backfillRate: setting(
     'BACKFILL_RATE',
     int(1, 100_000),
-    (c) => ({ massive: 5, binance: 240, finnhub: 60 })[c.backfillProvider as string] ?? 60,
-    '60 Finnhub, 5 Massive, 240 Binance',
-    "provider requests a minute (Finnhub's and Massive's free tiers; Binance: at most 960 of its 6,000 request weight a minute)",
+    (c) => ({ massive: 5, binance: 240, finnhub: 60, alpaca: 200 })[c.backfillProvider as string] ?? 60,
+    '60 Finnhub, 5 Massive, 240 Binance, 200 Alpaca',
+    "provider requests a minute (Finnhub's, Massive's and Alpaca's free tiers; Binance: at most 960 of its 6,000 request weight a minute)",
   ),
   backfillRetries: setting('BACKFILL_RETRIES', int(0, 20), 4, '4', 'further attempts after a 429, a 5xx or no answer'),
   backfillHoldMs: setting('BACKFILL_HOLD', duration(), 120_000, '2min', "how long a symbol's bars wait for its backfill at most"),
@@ -864,6 +878,10 @@ const READ_BY: Readonly<Record<string, readonly SettingKey[]>> = {
     'massiveApiKey',
     'massiveRestUrl',
     'binanceRestUrl',
+    'alpacaApiKey',
+    'alpacaApiSecret',
+    'alpacaRestUrl',
+    'alpacaWsUrl',
     'feed',
     ...CALENDAR_SETTINGS,
     'conditions',
@@ -874,7 +892,16 @@ const READ_BY: Readonly<Record<string, readonly SettingKey[]>> = {
     ...SERVICE_SETTINGS,
   ],
   tap: ['dataDir', 'intervals', 'partitions', 'logLevel', 'logPretty', ...REDIS_SETTINGS],
-  'provider-server': ['replayTape', 'replayHost', 'replayPort', 'finnhubToken', 'massiveApiKey', ...LOG_SETTINGS],
+  'provider-server': [
+    'replayTape',
+    'replayHost',
+    'replayPort',
+    'finnhubToken',
+    'massiveApiKey',
+    'alpacaApiKey',
+    'alpacaApiSecret',
+    ...LOG_SETTINGS,
+  ],
   bars: [
     'replayTape',
     'dataDir',
@@ -1050,10 +1077,12 @@ function binancePairs(symbols: readonly string[], problems: string[]): readonly 
 /** The rules that span settings; also turns --from/--to into instants in BAR_TZ. */
 function checkTogether(c: Record<string, unknown>, merged: EnvLike, problems: string[]): void {
   // half of Alpaca's credentials: neither live (it needs both) nor quietly a replay
-  if (c.feed === 'alpaca' && !c.alpacaApiKey !== !c.alpacaApiSecret)
+  if ((c.feed === 'alpaca' || c.backfillProvider === 'alpaca') && !c.alpacaApiKey !== !c.alpacaApiSecret)
     problems.push(
       `${c.alpacaApiKey ? 'ALPACA_API_KEY' : 'ALPACA_API_SECRET'} is set but ${c.alpacaApiKey ? 'ALPACA_API_SECRET' : 'ALPACA_API_KEY'} is not: ` +
-        'FEED=alpaca reads live with both (the key id and its secret), and replays with neither',
+        (c.feed === 'alpaca'
+          ? 'FEED=alpaca reads live with both (the key id and its secret), and replays with neither'
+          : 'BACKFILL_PROVIDER=alpaca sends both (the key id and its secret) with every request'),
     );
   if (c.mode === 'live' && !c.massiveApiKey && c.feed === 'massive')
     problems.push('MODE=live with FEED=massive needs MASSIVE_API_KEY (a Massive API key); unset MODE to replay the bundled tape');
@@ -1080,7 +1109,9 @@ function checkTogether(c: Record<string, unknown>, merged: EnvLike, problems: st
   if (c.mode === 'live' && symbols.length === 0)
     problems.push('SYMBOLS: name the symbols to subscribe in live mode, e.g. SYMBOLS=AAPL,MSFT,BINANCE:BTCUSDT');
   if (c.backfillProvider === 'finnhub' && c.backfillMode === 'ticks') {
-    problems.push('BACKFILL_MODE=ticks: Finnhub has no tick history for this; use BACKFILL_PROVIDER=massive or BACKFILL_MODE=candles');
+    problems.push(
+      'BACKFILL_MODE=ticks: Finnhub has no tick history for this; use BACKFILL_PROVIDER=massive, alpaca or binance, or BACKFILL_MODE=candles',
+    );
   }
   const redisUrl = (c.redisUrl as string | undefined) ?? '';
   for (const u of redisUrl.split(',').filter((x) => x.trim() !== '')) {

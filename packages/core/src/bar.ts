@@ -48,6 +48,8 @@ export const BAR_FLAGS = Object.freeze({
    * its file, in `<file>.incomplete.csv`, so the bar file holds whole bars only
    */
   LOST: 256,
+  ALPACA_CANDLES: 512,
+  ALPACA_TRADES: 1024,
 });
 
 const SOURCE_NAMES: readonly [number, string][] = [
@@ -57,6 +59,8 @@ const SOURCE_NAMES: readonly [number, string][] = [
   [BAR_FLAGS.MASSIVE_TRADES, 'massive-trades'],
   [BAR_FLAGS.BINANCE_CANDLES, 'binance-candles'],
   [BAR_FLAGS.BINANCE_TRADES, 'binance-trades'],
+  [BAR_FLAGS.ALPACA_CANDLES, 'alpaca-candles'],
+  [BAR_FLAGS.ALPACA_TRADES, 'alpaca-trades'],
 ];
 
 /** The sources of a bar, e.g. "massive-trades+live" (a bar with no source bit: "live"). */

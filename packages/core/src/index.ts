@@ -11,3 +11,4 @@ export * from './conditions.js';
 export * from './preaggregate.js';
 export * from './splice.js';
 export * from './future.js';
+export * from './alpaca.js';

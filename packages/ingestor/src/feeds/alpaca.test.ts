@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { ConfigError } from '@candlewick/common';
-import { validateTrade } from '@candlewick/core';
-import { ALPACA_LIMIT_WAIT_MS, ALPACA_SUBSCRIBE_SYMBOLS, alpacaProtocol, alpacaSubscriptions, rfc3339Ms } from './alpaca.js';
+import { rfc3339Ms, validateTrade } from '@candlewick/core';
+import { ALPACA_LIMIT_WAIT_MS, ALPACA_SUBSCRIBE_SYMBOLS, alpacaProtocol, alpacaSubscriptions } from './alpaca.js';
 
 const trade = (extra: Record<string, unknown> = {}) => ({
   T: 't',

@@ -1,4 +1,4 @@
-import { STOCK_TICKER } from '@candlewick/core';
+import { STOCK_TICKER, rfc3339Ms } from '@candlewick/core';
 import { checkStockTickers, eventsFrame, jsonEvents, type FeedAmend, type FeedFrame, type FeedProtocol } from './protocol.js';
 
 export interface AlpacaOptions {
@@ -26,21 +26,6 @@ export function alpacaSubscriptions(symbols: readonly string[]): string[] {
   for (let k = 0; k < symbols.length; k += ALPACA_SUBSCRIBE_SYMBOLS)
     messages.push(JSON.stringify({ action: 'subscribe', trades: symbols.slice(k, k + ALPACA_SUBSCRIBE_SYMBOLS) }));
   return messages;
-}
-
-/**
- * An RFC-3339 time with up to nanoseconds (2021-02-22T15:51:44.208123456Z, or with an offset) as
- * Unix ms, the fraction cut to whole ms (floor, so a trade never moves into the next millisecond,
- * nor the next bar); anything else is handed on as it came, for validation to refuse.
- */
-export function rfc3339Ms(t: unknown): unknown {
-  if (typeof t !== 'string') return t;
-  const m = /^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d)$/i.exec(t);
-  if (!m) return t;
-  const whole = Date.parse(`${m[1]}${m[3]!.toUpperCase()}`);
-  if (!Number.isFinite(whole)) return t;
-  const ms = m[2] ? Number(m[2].padEnd(9, '0').slice(0, 3)) : 0;
-  return whole + ms;
 }
 
 /** An error message's text, short, for a message. */

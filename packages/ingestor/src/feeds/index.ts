@@ -7,7 +7,7 @@ import type { FeedProtocol } from './protocol.js';
 
 export * from './feed.js';
 export * from './protocol.js';
-export { alpacaError, alpacaProtocol, alpacaSubscriptions, alpacaTradeId, rfc3339Ms, ALPACA_SUBSCRIBE_SYMBOLS } from './alpaca.js';
+export { alpacaError, alpacaProtocol, alpacaSubscriptions, alpacaTradeId, ALPACA_SUBSCRIBE_SYMBOLS } from './alpaca.js';
 export { binanceProtocol, shortDecimal } from './binance.js';
 export { finnhubProtocol } from './finnhub.js';
 export { massiveProtocol, massiveSubscriptions, MASSIVE_PARAMS_CHARS } from './massive.js';

@@ -1,7 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { CONDITION_TABLE, LEAN_CONDITION_BITS } from '@candlewick/core';
-import { rfc3339Ms } from '../feeds/alpaca.js';
-import { ALPACA_CONDITION_LETTERS, alpacaConditions, alpacaTime } from './alpaca.js';
+import { ALPACA_CONDITION_LETTERS, CONDITION_TABLE, LEAN_CONDITION_BITS, alpacaConditions, alpacaTime, rfc3339Ms } from '@candlewick/core';
 
 describe('Alpaca replay encoding', () => {
   it("writes a tape's condition names as the SIP's letters, each once; a name without one is left out", () => {

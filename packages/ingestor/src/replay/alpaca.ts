@@ -1,4 +1,5 @@
 import { isRawFrame, isRawTrade, type TapeItem, type TapeTrade } from '@candlewick/common';
+import { alpacaConditions, alpacaSubMs, alpacaTime } from '@candlewick/core';
 import { arrayFrame, jsonValue, type SessionContext, type Wire, type WireSession } from './wire.js';
 
 export interface AlpacaWireOptions {
@@ -8,63 +9,6 @@ export interface AlpacaWireOptions {
   token?: string;
   /** when set, the auth message's secret must be this, else 402 auth failed and the connection is closed */
   secret?: string;
-}
-
-/**
- * The SIP's sale-condition letters (the CTA plan's, as Alpaca sends them for NYSE-listed stocks; the
- * UTP plan's where the CTA has none) for the condition names a tape carries (CONDITION_TABLE's, e.g.
- * a Lean tape's); a name without one is left out of the replayed `c`.
- */
-export const ALPACA_CONDITION_LETTERS: Readonly<Record<string, string>> = Object.freeze({
-  Regular: '@',
-  Acquisition: 'A',
-  AveragePrice: 'B',
-  Cash: 'C',
-  Distribution: 'D',
-  AutoExecution: 'E',
-  IntermarketSweep: 'F',
-  BunchedSold: 'G',
-  PriceVariation: 'H',
-  OddLot: 'I',
-  Rule127: 'K',
-  Rule155: 'K',
-  OfficialClose: 'M',
-  NextDay: 'N',
-  OpeningPrints: 'O',
-  PriorReferencePrice: 'P',
-  OfficialOpen: 'Q',
-  Seller: 'R',
-  Split: 'S',
-  ExtendedHours: 'T',
-  FormT: 'T',
-  Contingent: 'V',
-  Cross: 'X',
-  YellowFlag: 'Y',
-  OutOfSequence: 'Z',
-  Stopped: '1',
-  DerivativelyPriced: '4',
-  ReOpeningPrints: '5',
-  ClosingPrints: '6',
-  QualifiedContingent: '7',
-  TradeThroughExempt: '8',
-});
-
-/** A tape trade's condition names as the SIP's letters, each once, in the tape's order. */
-export function alpacaConditions(names: readonly string[]): string[] {
-  const letters: string[] = [];
-  for (const name of names) {
-    const l = ALPACA_CONDITION_LETTERS[name];
-    if (l !== undefined && !letters.includes(l)) letters.push(l);
-  }
-  return letters;
-}
-
-/**
- * A time in ms as Alpaca writes it: RFC-3339 with nanoseconds, the digits below the millisecond
- * `subMs` (0..999999) — a reader must cut them, never round them into the next millisecond.
- */
-export function alpacaTime(ms: number, subMs: number): string {
-  return `${new Date(ms).toISOString().slice(0, -1)}${String(subMs).padStart(6, '0')}Z`;
 }
 
 const error = (code: number, msg: string): string => JSON.stringify([{ T: 'error', code, msg }]);
@@ -81,7 +25,7 @@ const SYMBOL = /^(\*|[A-Za-z0-9][A-Za-z0-9./-]{0,19})$/;
  * login, 401 not authenticated); then the subscribed symbols' trades as JSON arrays of
  * {"T":"t","S","i","p","s","t","c"}: i counts every trade of the tape from 1, t is RFC-3339 with
  * nanoseconds (sub-millisecond digits that a reader cuts), c the tape's condition names as the
- * SIP's letters (ALPACA_CONDITION_LETTERS). The tape keeps no exchange or tape letter, so x and z
+ * SIP's letters (ALPACA_CONDITION_LETTERS, in core). The tape keeps no exchange or tape letter, so x and z
  * are left out. A *.frames tape's lines go out verbatim (corrections {"T":"c"} and cancels
  * {"T":"x"} for tests). A WebSocket ping every pingMs keeps a quiet connection alive.
  */
@@ -93,7 +37,6 @@ export function alpacaWire(tape: readonly TapeItem[], opts: AlpacaWireOptions): 
     serial++;
     return eventParts(tr, serial);
   });
-  const subMs = (i: number): number => (i * 7919) % 1_000_000;
 
   return {
     refuse(url) {
@@ -164,7 +107,7 @@ export function alpacaWire(tape: readonly TapeItem[], opts: AlpacaWireOptions): 
       return {
         wants: (symbol) => (symbol === undefined ? all || symbols.size > 0 : all || symbols.has(symbol)),
         subscriptions: () => [...(all ? ['*'] : []), ...symbols],
-        encode: (indexes, times) => arrayFrame(tape, events, indexes, times, (ms, i) => JSON.stringify(alpacaTime(ms, subMs(i)))),
+        encode: (indexes, times) => arrayFrame(tape, events, indexes, times, (ms, i) => JSON.stringify(alpacaTime(ms, alpacaSubMs(i)))),
         whole: () => undefined,
         end: () => clearInterval(ping),
       };
