@@ -243,10 +243,10 @@ describe('FEED=alpaca', () => {
       ['cancel', 'AAPL', cancel],
     ]);
     expect(await redis.hmget(keys.stats(), 'corrections', 'cancels')).toEqual(['1', '1']);
-    // the trades themselves as first sent: ids carried, times to the ms
+    // the trades themselves as first sent: ids carried with their exchange, times to the ms
     const raw = await rawTrades(redis, keys.trades(0));
     expect(raw.map((e) => [e.trade.i, e.trade.t])).toEqual(
-      [0, 1, 2, 3, 4, 5].map((k) => [String(1000 + k), Date.UTC(2021, 1, 22, 15, 51, k, 123)]),
+      [0, 1, 2, 3, 4, 5].map((k) => [`V:${1000 + k}`, Date.UTC(2021, 1, 22, 15, 51, k, 123)]),
     );
   });
 });
