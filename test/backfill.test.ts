@@ -78,6 +78,20 @@ function midTape(name: string, env: Record<string, string>) {
   }).then((res) => ({ res, dataDir }));
 }
 
+/** Every interval's rows from 12:00 on equal the run that saw the whole tape live, every cell (VWAP included: sums are exact, so the same trades give the same bytes); the 1-minute bars before the first live trade came from the provider only. */
+function expectAsWholeTape(dataDir: string): void {
+  for (const iv of INTERVALS) {
+    const want = rows(whole, iv).filter((r) => startOf(r) >= HOUR);
+    const got = rows(dataDir, iv);
+    expect(
+      got.map((r) => r.split(',')[0]),
+      iv,
+    ).toEqual(want.map((r) => r.split(',')[0]));
+    expect(got, iv).toEqual(want);
+  }
+  expect(rows(dataDir, '1min')[0]!.startsWith('2013-10-10T12:00:00-04:00,')).toBe(true);
+}
+
 describe('backfill at start-up, in the middle of a trading day', () => {
   it('with Massive trades (tick mode): every interval equals the run that saw the whole tape live', async () => {
     const { res, dataDir } = await midTape('bf-ticks', { BACKFILL_PROVIDER: 'massive', MASSIVE_API_KEY: KEY, MASSIVE_REST_URL: base });
@@ -85,18 +99,7 @@ describe('backfill at start-up, in the middle of a trading day', () => {
     expect(res.code).toBe(0);
     expect(res.stdout).toMatch(/backfilled/);
     expect(res.stdout).not.toContain(KEY);
-    for (const iv of INTERVALS) {
-      const want = rows(whole, iv).filter((r) => startOf(r) >= HOUR);
-      const got = rows(dataDir, iv);
-      expect(
-        got.map((r) => r.split(',')[0]),
-        iv,
-      ).toEqual(want.map((r) => r.split(',')[0]));
-      // every cell, VWAP included: sums are exact, so the same trades give the same bytes
-      expect(got, iv).toEqual(want);
-    }
-    // the 1-minute bars before the first live trade came from the provider only
-    expect(rows(dataDir, '1min')[0]!.startsWith('2013-10-10T12:00:00-04:00,')).toBe(true);
+    expectAsWholeTape(dataDir);
   });
 
   it('FEED=alpaca with Alpaca trades (tick mode, the provider by default): every interval equals the run that saw the whole tape live', async () => {
@@ -112,16 +115,7 @@ describe('backfill at start-up, in the middle of a trading day', () => {
     expect(res.stdout).toMatch(/feed=Alpaca/);
     expect(res.stdout).toMatch(/backfilled/);
     for (const s of [ALPACA_KEY, ALPACA_SECRET]) expect(res.stdout).not.toContain(s);
-    for (const iv of INTERVALS) {
-      const want = rows(whole, iv).filter((r) => startOf(r) >= HOUR);
-      const got = rows(dataDir, iv);
-      expect(
-        got.map((r) => r.split(',')[0]),
-        iv,
-      ).toEqual(want.map((r) => r.split(',')[0]));
-      expect(got, iv).toEqual(want);
-    }
-    expect(rows(dataDir, '1min')[0]!.startsWith('2013-10-10T12:00:00-04:00,')).toBe(true);
+    expectAsWholeTape(dataDir);
     // Alpaca's trades of the stream's feed (the replay's /v2/iex), more than one page of them
     const mine = server.requests.slice(asked).filter((r) => r.path === '/v2/stocks/AIG/trades');
     expect(mine.length).toBeGreaterThan(1);

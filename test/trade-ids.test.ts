@@ -50,6 +50,25 @@ const onStream = async (keys: Keys) => (await rawTrades(redis, keys.trades(0))).
 const expected = (trades: Trade[]) => trades.map((t) => [t.s, t.i, t.a, t.p]);
 const clockField = async (keys: Keys, f: string) => Number((await redis.hget(keys.clock(0), f)) ?? 0);
 
+/**
+ * Two sinks on one feed, the second joining after the first five trades and seeing each a moment
+ * after the first: together they append every trade once and count the rest as duplicates.
+ */
+async function twoSinks(keys: Keys, opts: ConstructorParameters<typeof TradeSink>[1], all: Trade[]): Promise<void> {
+  const log = pino({ level: 'silent' });
+  const one = new TradeSink(redis, opts, log);
+  const two = new TradeSink(redis, opts, log);
+  for (const [k, t] of all.entries()) {
+    one.push(t);
+    if (k >= 5) two.push(t);
+    if (k % 4 === 3) await Promise.all([one.flush(), two.flush()]);
+  }
+  await Promise.all([one.close(), two.close()]);
+  expect(one.added + two.added).toBe(all.length);
+  expect(one.duplicates + two.duplicates).toBe(all.length - 5);
+  expect((await onStream(keys)).sort()).toEqual(expected(all).sort());
+}
+
 describe('feed trade ids and sides on the raw stream', () => {
   it('a batch with ids and sides comes back whole, each aligned with its trade, with and without the id check', async () => {
     for (const idsIncrease of [false, true]) {
@@ -215,21 +234,9 @@ describe('appends idempotent by id (FEED=binance)', () => {
 
   it('two sinks on one feed append each trade once, count the rest, and the summary says so', async () => {
     const keys = testKeys('ids-sinks');
-    const log = pino({ level: 'silent' });
     const opts = { keys, partitions: 1, clock: 'event' as const, graceMs: 60_000, batch: 7, flushMs: 1, idsIncrease: true };
-    const one = new TradeSink(redis, opts, log);
-    const two = new TradeSink(redis, opts, log);
     const all = [...range(1, 20), ...range(1, 12, ETH)].sort((x, y) => x.t - y.t);
-    // the second one joins late and sees the trades a moment after the first
-    for (const [k, t] of all.entries()) {
-      one.push(t);
-      if (k >= 5) two.push(t);
-      if (k % 4 === 3) await Promise.all([one.flush(), two.flush()]);
-    }
-    await Promise.all([one.close(), two.close()]);
-    expect(one.added + two.added).toBe(all.length);
-    expect(one.duplicates + two.duplicates).toBe(all.length - 5);
-    expect((await onStream(keys)).sort()).toEqual(expected(all).sort());
+    await twoSinks(keys, opts, all);
     const cfg = loadConfig({ KEY_PREFIX: keys.prefix });
     const counters = await readCounters(redis, cfg, keys);
     expect([counters.in, counters.duplicates]).toEqual([all.length, all.length - 5]);
@@ -298,20 +305,9 @@ describe('appends idempotent by id within a window (FEED=alpaca: ids unique per 
 
   it('two sinks on one Alpaca feed append each trade once and count the rest', async () => {
     const keys = testKeys('ids-window-sinks');
-    const log = pino({ level: 'silent' });
     const opts = { keys, partitions: 1, clock: 'event' as const, graceMs: 60_000, batch: 7, flushMs: 1, idsWindowMs: 60_000 };
-    const one = new TradeSink(redis, opts, log);
-    const two = new TradeSink(redis, opts, log);
     // ids in no order: each exchange its own numbers, interleaved
     const all = Array.from({ length: 30 }, (_, k) => alpaca(k % 2 ? 1000 - k : k, k % 3 ? 'N' : 'P', 'AIG', T0 + k));
-    for (const [k, t] of all.entries()) {
-      one.push(t);
-      if (k >= 5) two.push(t);
-      if (k % 4 === 3) await Promise.all([one.flush(), two.flush()]);
-    }
-    await Promise.all([one.close(), two.close()]);
-    expect(one.added + two.added).toBe(all.length);
-    expect(one.duplicates + two.duplicates).toBe(all.length - 5);
-    expect((await onStream(keys)).sort()).toEqual(expected(all).sort());
+    await twoSinks(keys, opts, all);
   });
 });
