@@ -72,11 +72,19 @@ export class WriterService {
   /** files found short while verifying, to restore before the next append */
   private readonly missing: Extract<FileEvent, { kind: 'rows-missing' }>[] = [];
   /**
-   * Rows of the job under way appended but not yet published on bars:{interval} (the publish goes
-   * once the job's rows are in): rows cut from a file mid-job are restored from here as well.
-   * (interval, symbol) -> start -> the bar entry's fields.
+   * Rows of the jobs under way appended but not yet published on bars:{interval} (a job's publish
+   * goes once its rows are in), one map per job: rows cut from a file mid-job are restored from
+   * here as well. (interval, symbol) -> start -> the bar entry's fields.
    */
-  private readonly unpublished = new Map<string, Map<number, string[]>>();
+  private readonly unpublished = new Set<Map<string, Map<number, string[]>>>();
+  /**
+   * Two jobs are taken at once, so one's publish and its completion (Redis round trips, long at a
+   * busy boundary) overlap the next one's appends; their appends take turns in the order the jobs
+   * were taken, and so do their publishes: rows reach each file, and entries each bars:{interval},
+   * in the order the closer enqueued them.
+   */
+  private readonly appendTurn = new Turns();
+  private readonly publishTurn = new Turns();
 
   constructor(
     private readonly redis: RedisClient,
@@ -124,7 +132,8 @@ export class WriterService {
     this.worker = new Worker(BARS_QUEUE, (job: Job) => this.inJob(() => this.processBatch(parseBarsJob(job.data))), {
       connection: duplicateRedis(this.redis, this.log),
       prefix: this.keys.queuePrefix(),
-      concurrency: 1,
+      // two at once: one's appends while the other publishes and completes (see appendTurn)
+      concurrency: 2,
       // A writer killed mid-job: its restarted successor finishes that job first (finishOrphanedJobs);
       // otherwise BullMQ hands it back within ~4-6 s (a job takes well under a second; the lock is
       // renewed every 2 s), and a job may stall a few times before BullMQ gives up on it.
@@ -319,9 +328,10 @@ export class WriterService {
         if (reachedStart || page.length < 1000) break;
         end = `(${page[page.length - 1]![0]}`;
       }
-      // rows of this job not yet published (the stream has them only once the job's rows are in)
-      for (const [start, f] of this.unpublished.get(`${m.interval}\u0000${m.symbol}`) ?? [])
-        if (start > after && start <= m.through && !found.has(start)) found.set(start, f);
+      // rows of the jobs under way not yet published (the stream has them only once a job's rows are in)
+      for (const job of this.unpublished)
+        for (const [start, f] of job.get(`${m.interval}\u0000${m.symbol}`) ?? [])
+          if (start > after && start <= m.through && !found.has(start)) found.set(start, f);
       // (a bar written aside, in the .incomplete.csv, is not one of the bar file's rows)
       const aside = (f: string[]) => !this.cfg.csvExtraColumns && decodeBarEntry('', m.interval, f).lost === true;
       const starts = [...found.keys()].filter((start) => !aside(found.get(start)!)).sort((a, b) => a - b);
@@ -351,14 +361,43 @@ export class WriterService {
   /** Appends a batch of closed bars (in closing order) and publishes them. */
   async processBatch(batch: BarsJob): Promise<{ written: number; skipped: number }> {
     this.jobs++;
+    const unpublished = new Map<string, Map<number, string[]>>();
+    this.unpublished.add(unpublished);
     try {
-      return await this.writeBatch(batch);
+      return await this.writeBatch(batch, unpublished);
     } finally {
+      this.unpublished.delete(unpublished);
       this.jobs--;
     }
   }
 
-  private async writeBatch(batch: BarsJob): Promise<{ written: number; skipped: number }> {
+  private async writeBatch(batch: BarsJob, unpublished: Map<string, Map<number, string[]>>): Promise<{ written: number; skipped: number }> {
+    const appended = await this.appendTurn.take();
+    let r: Awaited<ReturnType<WriterService['appendBatch']>>;
+    let publishing: Promise<() => void>;
+    try {
+      r = await this.appendBatch(batch, unpublished);
+      // the publish's turn is taken before the next job may append: publishes go in the same order
+      publishing = this.publishTurn.take();
+    } finally {
+      appended();
+    }
+    const published = await publishing;
+    try {
+      await this.publishBatch(r.steps);
+    } finally {
+      published();
+    }
+    this.written += r.written;
+    this.skipped += r.skipped;
+    return { written: r.written, skipped: r.skipped };
+  }
+
+  /** A job's rows into their files; what to publish and count, as steps for publishBatch. */
+  private async appendBatch(
+    batch: BarsJob,
+    unpublished: Map<string, Map<number, string[]>>,
+  ): Promise<{ written: number; skipped: number; steps: ((tx: SlotTransactions) => void)[] }> {
     // the Redis side (bars:{interval}, counts) is built as steps, so a refused write is sent again whole
     const steps: ((tx: SlotTransactions) => void)[] = [];
     // entry ids are Redis's time: the cut is too (this host's clock may be an hour off)
@@ -375,8 +414,9 @@ export class WriterService {
       const fields = encodeBarEntry(symbol, start, rev, cells);
       if (rev === 0) {
         const key = `${interval}\u0000${symbol}`;
-        if (!this.unpublished.has(key)) this.unpublished.set(key, new Map());
-        this.unpublished.get(key)!.set(start, fields);
+        let rows = unpublished.get(key);
+        if (!rows) unpublished.set(key, (rows = new Map()));
+        rows.set(start, fields);
       }
       let list = entries.get(stream);
       if (!list) entries.set(stream, (list = []));
@@ -453,6 +493,11 @@ export class WriterService {
     for (const [stream, list] of entries) steps.push((tx) => publishBars(tx.on(stream), stream, minId, list));
     const stats = this.keys.stats();
     for (const [interval, n] of counts) steps.push((tx) => void tx.on(stats).hincrby(stats, writtenField(interval), n));
+    return { written, skipped, steps };
+  }
+
+  /** Publishes a job's bars and counts them, in one transaction per slot, waiting out a Redis refusing writes. */
+  private async publishBatch(steps: ((tx: SlotTransactions) => void)[]): Promise<void> {
     // Redis refusing writes (its memory full, its disk): the rows are in the files; the publish and
     // counts wait for Redis rather than fail the job (which would lose them), like every other write
     for (let attempt = 0; ; attempt++) {
@@ -467,11 +512,7 @@ export class WriterService {
         await sleep(Math.min(5000, 200 * 2 ** attempt));
       }
     }
-    this.unpublished.clear();
     redisLink.wrote();
-    this.written += written;
-    this.skipped += skipped;
-    return { written, skipped };
   }
 
   private asideSaid = false;
@@ -516,5 +557,18 @@ export class WriterService {
     await this.lease?.release();
     await this.fileLock?.release();
     this.log.info({ written: this.written, skipped: this.skipped }, 'writer stopped');
+  }
+}
+
+/** Turns taken in the order asked for: take() resolves to the function that ends the turn. */
+class Turns {
+  private last: Promise<void> = Promise.resolve();
+
+  take(): Promise<() => void> {
+    let end!: () => void;
+    const mine = new Promise<void>((resolve) => (end = resolve));
+    const before = this.last;
+    this.last = mine;
+    return before.then(() => end);
   }
 }
