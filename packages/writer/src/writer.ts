@@ -33,8 +33,18 @@ import {
   STATS,
   writtenField,
 } from '@candlewick/common';
-import { BarCalendar, decodeBarState, parseBarId, type Clock } from '@candlewick/core';
-import { CsvFiles, FileChangedError, formatRow, incompletePath, rowCells, type FileEvent } from '@candlewick/common';
+import { BarCalendar, decodeBarState, parseBarId, type BarState, type Clock } from '@candlewick/core';
+import {
+  AppendThread,
+  CsvFiles,
+  FileChangedError,
+  formatRow,
+  incompletePath,
+  rowCells,
+  type AppendReply,
+  type FileEvent,
+  type PlannedAppend,
+} from '@candlewick/common';
 
 import { Carry } from './carry.js';
 
@@ -84,6 +94,8 @@ export class WriterService {
    * in the order the closer enqueued them.
    */
   private readonly appendTurn = new Turns();
+  /** the thread a job's rows are appended in (made at the first job, ended by stop) */
+  private appender: AppendThread | undefined;
   private readonly publishTurn = new Turns();
 
   constructor(
@@ -360,6 +372,7 @@ export class WriterService {
 
   /** Appends a batch of closed bars (in closing order) and publishes them. */
   async processBatch(batch: BarsJob): Promise<{ written: number; skipped: number }> {
+    if (!this.stopped) this.appender ??= new AppendThread();
     this.jobs++;
     const unpublished = new Map<string, Map<number, string[]>>();
     this.unpublished.add(unpublished);
@@ -372,11 +385,13 @@ export class WriterService {
   }
 
   private async writeBatch(batch: BarsJob, unpublished: Map<string, Map<number, string[]>>): Promise<{ written: number; skipped: number }> {
+    // each bar's cells and row, worked out before this job's turn to append (while another appends)
+    const rows = batch.bars.map((bar) => this.rowOf(bar));
     const appended = await this.appendTurn.take();
     let r: Awaited<ReturnType<WriterService['appendBatch']>>;
     let publishing: Promise<() => void>;
     try {
-      r = await this.appendBatch(batch, unpublished);
+      r = await this.appendBatch(batch, rows, unpublished);
       // the publish's turn is taken before the next job may append: publishes go in the same order
       publishing = this.publishTurn.take();
     } finally {
@@ -393,9 +408,26 @@ export class WriterService {
     return { written: r.written, skipped: r.skipped };
   }
 
-  /** A job's rows into their files; what to publish and count, as steps for publishBatch. */
+  /** A bar's decoded state, its cells (for the row and the publish alike), and its row where it goes to the bar file. */
+  private rowOf(bar: BarsJob['bars'][number]): JobRow {
+    const state = decodeBarState(bar.state);
+    const cells = rowCells(this.clock, bar.start, state, this.calendar.days.has(bar.interval));
+    // a bar Redis's loss of data left incomplete is never written as if whole: in the default
+    // format (no `complete` column) it goes beside the bar file, in its .incomplete.csv
+    const aside = bar.rev === 0 && cells.lost === true && !this.cfg.csvExtraColumns;
+    return { state, cells, aside, text: bar.rev === 0 ? formatRow(cells, this.cfg.csvExtraColumns) : undefined };
+  }
+
+  /**
+   * A job's rows into their files; what to publish and count, as steps for publishBatch. Rows of
+   * the bar files go to the append thread together (each file once a call), planned against each
+   * file as this writer left it; the rest — a bar file not yet read back or new, a bar not newer than
+   * its file's last row, corrections, bars set aside, carry — and whatever the thread did not do
+   * are appended here, one by one with their checks, in the job's order.
+   */
   private async appendBatch(
     batch: BarsJob,
+    rows: readonly JobRow[],
     unpublished: Map<string, Map<number, string[]>>,
   ): Promise<{ written: number; skipped: number; steps: ((tx: SlotTransactions) => void)[] }> {
     // the Redis side (bars:{interval}, counts) is built as steps, so a refused write is sent again whole
@@ -436,51 +468,83 @@ export class WriterService {
         }),
       );
     };
-    for (const bar of batch.bars) {
-      const state = decodeBarState(bar.state);
-      const rev = bar.rev;
-      // the cells once, for the row and the publish alike
-      const cells = rowCells(this.clock, bar.start, state, this.calendar.days.has(bar.interval));
-      // Without carry an append checks its file itself (in its own open: rows cut from its end
-      // are restored before it goes on), so no look at the file first: a system call per bar
-      // saved. Carry reads the file's last row before it appends, so that must be current.
-      if (rev === 0 && this.carry) await ready(bar.interval, bar.symbol);
-      if (rev === 0) await flat(bar.interval, bar.symbol, bar.start, undefined);
-      // a bar Redis's loss of data left incomplete is never written as if whole: in the default
-      // format (no `complete` column) it goes beside the bar file, in its .incomplete.csv
-      const aside = rev === 0 && cells.lost === true && !this.cfg.csvExtraColumns;
-      if (aside) this.sayAside(bar.interval, bar.symbol);
-      const outcome = await this.onDisk(() =>
-        rev > 0
-          ? this.files.appendCorrection(bar.interval, bar.symbol, bar.start, rev, state)
-          : this.files.appendRow(
-              bar.interval,
-              bar.symbol,
-              bar.start,
-              formatRow(cells, this.cfg.csvExtraColumns),
-              cells.close,
-              aside ? 'incomplete' : 'bars',
-            ),
-      );
+    /** what follows a bar's append: counted, its close lag observed, published (a 'present' row too) */
+    const appended = (bar: BarsJob['bars'][number], cells: BarRowCells, outcome: 'written' | 'present' | 'stale') => {
       crashPoint('write:appended'); // the row is in the file; not yet published or counted
       if (outcome === 'stale') {
         skipped++;
-        continue;
+        return;
       }
       // 'present': an earlier attempt appended this row and died before publishing it; publish now.
       if (outcome === 'written') {
         written++;
-        const k = rev > 0 ? `corrections:${bar.interval}` : bar.interval;
+        const k = bar.rev > 0 ? `corrections:${bar.interval}` : bar.interval;
         counts.set(k, (counts.get(k) ?? 0) + 1);
         closedWritten.set(k, (closedWritten.get(k) ?? 0) + 1);
-        if (rev === 0) {
+        if (bar.rev === 0) {
           const iv = this.calendar.interval(bar.interval);
           const end = iv ? this.calendar.window(bar.symbol, bar.start, iv)[1] : bar.start;
           this.lagOf(bar.interval).observe((Date.now() - end) / 1000);
         }
       }
-      publish(bar.interval, bar.symbol, bar.start, cells, rev);
+      publish(bar.interval, bar.symbol, bar.start, cells, bar.rev);
+    };
+    /** one bar appended here, with its checks and retries */
+    const one = async (bar: BarsJob['bars'][number], row: JobRow) => {
+      const rev = bar.rev;
+      // Without carry an append checks its file itself (in its own open: rows cut from its end
+      // are restored before it goes on), so no look at the file first: a system call per bar
+      // saved. Carry reads the file's last row before it appends, so that must be current.
+      if (rev === 0 && this.carry) await ready(bar.interval, bar.symbol);
+      if (rev === 0) await flat(bar.interval, bar.symbol, bar.start, undefined);
+      if (row.aside) this.sayAside(bar.interval, bar.symbol);
+      const outcome = await this.onDisk(() =>
+        rev > 0
+          ? this.files.appendCorrection(bar.interval, bar.symbol, bar.start, rev, row.state)
+          : this.files.appendRow(bar.interval, bar.symbol, bar.start, row.text!, row.cells.close, row.aside ? 'incomplete' : 'bars'),
+      );
+      appended(bar, row.cells, outcome);
+    };
+    /** bars planned for the append thread, each file once */
+    let planned: { bar: BarsJob['bars'][number]; row: JobRow; plan: PlannedAppend }[] = [];
+    const plannedFiles = new Set<string>();
+    const flush = async () => {
+      if (planned.length === 0) return;
+      const list = planned;
+      planned = [];
+      plannedFiles.clear();
+      const replies = await this.appender!.appendMany(list.map((x) => x.plan)).catch((err: unknown) => {
+        // the thread failed: every row of the call is appended here (each checks its file first)
+        this.log.warn({ reason: (err as Error).message }, 'the append thread failed: appending in the writer itself from now on');
+        return [] as AppendReply[];
+      });
+      for (const [k, { bar, row, plan }] of list.entries()) {
+        const reply = replies[k];
+        if (reply !== undefined && reply !== 'changed' && !('error' in reply)) {
+          this.files.commit(plan, reply, bar.start, row.cells.close);
+          appended(bar, row.cells, 'written');
+          continue;
+        }
+        // not done there (its file changed, a failed write, or not tried after one): here, in order
+        if (reply !== undefined && reply !== 'changed' && 'error' in reply && reply.partialRow) this.files.forget(plan);
+        await one(bar, row);
+      }
+    };
+    const batched = !this.carry && this.appender?.usable === true;
+    for (const [k, bar] of batch.bars.entries()) {
+      const row = rows[k]!;
+      if (batched && bar.rev === 0 && !row.aside) {
+        const plan = this.files.plan(bar.interval, bar.symbol, bar.start, row.text!);
+        if (plan && !plannedFiles.has(plan.path)) {
+          planned.push({ bar, row, plan });
+          plannedFiles.add(plan.path);
+          continue;
+        }
+      }
+      await flush();
+      await one(bar, row);
     }
+    await flush();
     if (this.carry && batch.horizon) {
       for (const symbol of this.carry.symbolsOf(batch.horizon.partition)) {
         for (const iv of this.cfg.intervals) {
@@ -554,6 +618,7 @@ export class WriterService {
     if (this.preparing) clearInterval(this.preparing);
     // the job in progress is finished first (closeWorker: Worker.close, bounded only once no job runs)
     if (this.worker) await closeWorker(this.worker, () => this.jobsInProgress > 0, this.log);
+    await this.appender?.stop();
     await this.lease?.release();
     await this.fileLock?.release();
     this.log.info({ written: this.written, skipped: this.skipped }, 'writer stopped');
@@ -571,4 +636,14 @@ class Turns {
     this.last = mine;
     return before.then(() => end);
   }
+}
+
+/** A bar of a job as the writer works it out before appending: its state, cells and row. */
+interface JobRow {
+  state: BarState;
+  cells: BarRowCells;
+  /** the bar goes beside its file, in its .incomplete.csv */
+  aside: boolean;
+  /** its row (revision 0) */
+  text: string | undefined;
 }
