@@ -55,8 +55,9 @@ const PREPARE_EVERY_MS = 5000;
 export const WRITER_LOCK_FILE = 'candlewick-writer.lock';
 
 /**
- * The write role: a BullMQ worker (concurrency 1, so rows reach each file in the order the closer
- * enqueued them) that appends each closed bar to its CSV file and publishes it on bars:{interval}.
+ * The write role: a BullMQ worker (two jobs at once, their appends and their publishes each taking
+ * turns in the order the jobs were taken, so rows reach each file in the order the closer enqueued
+ * them) that appends each closed bar to its CSV file and publishes it on bars:{interval}.
  *
  * A failed disk write (a full disk, a permission) is retried in place with backoff — never failing
  * the job, which would be retried after later bars and then be skipped as stale — and resumes by
