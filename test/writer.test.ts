@@ -68,6 +68,43 @@ describe('writer', () => {
     expect(Number(await redis.hget(keys.stats(), 'written:1min'))).toBe(3);
   });
 
+  it('two jobs taken at once (the worker takes two): rows reach each file, and entries each bars:{interval}, in the order the jobs came', async () => {
+    const dir = tempDir('writer-two');
+    const keys = testKeys('writer-two');
+    const cfg = loadConfig({ DATA_DIR: dir, KEY_PREFIX: keys.prefix });
+    const w = new WriterService(redis, cfg, keys, quiet);
+    const symbols = Array.from({ length: 300 }, (_, k) => `S${k}`);
+    // minute m of every symbol, one job a minute: the next job's bars follow the last one's in each
+    // file; the first job leads with bars of other files, so a later job left to run beside it
+    // would reach each shared file first
+    const others = Array.from({ length: 300 }, (_, k) => `T${k}`);
+    const job = (m: number) =>
+      parseBarsJob({
+        bars: [...(m === 0 ? others : []), ...symbols].map((symbol) => ({
+          interval: '1min',
+          symbol,
+          start: start + m * 60_000,
+          state: encodeBarState(bar(String(100 + m), m + 1)),
+        })),
+      });
+    // taken together, as the worker does with two at once: none waits for the other to finish
+    const results = await Promise.all([0, 1, 2].map((m) => w.processBatch(job(m))));
+    expect(results).toEqual([0, 1, 2].map((m) => ({ written: symbols.length + (m === 0 ? others.length : 0), skipped: 0 })));
+    for (const symbol of symbols) {
+      const rows = readFileSync(csvPath(dir, '1min', symbol), 'utf8')
+        .trim()
+        .split('\n')
+        .slice(1);
+      expect(rows.map((r) => r.split(',')[1])).toEqual(['100', '101', '102']);
+    }
+    const published = ((await redis.xrange(keys.bars('1min'), '-', '+')) as [string, string[]][]).map(([id, f]) =>
+      decodeBarEntry(id, '1min', f),
+    );
+    expect(published.map((b) => `${b.symbol}@${(b.start - start) / 60_000}`)).toEqual(
+      [0, 1, 2].flatMap((m) => [...(m === 0 ? others : []), ...symbols].map((symbol) => `${symbol}@${m}`)),
+    );
+  });
+
   it('a bar Redis lost the data of (LOST) goes beside its file, in its .incomplete.csv, once; with CSV_EXTRA_COLUMNS in the file, complete=false', async () => {
     const lost = { ...bar('101', 2), flags: BAR_FLAGS.INCOMPLETE | BAR_FLAGS.LOST };
     const job = parseBarsJob({

@@ -9,7 +9,6 @@ import {
   readSync,
   renameSync,
   statSync,
-  writeSync,
 } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { stringify } from 'csv-stringify/sync';
@@ -18,6 +17,7 @@ import { BAR_FLAGS, barSources, formatNumber, volumeNumber, vwap, type BarState,
 import { fileSafeSymbol } from './keys.js';
 import { SymbolFileClashError } from './errors.js';
 import type { BarRowCells } from './entries.js';
+import { AppendError, appendText, type AppendDone, type PlannedAppend } from './append.js';
 
 export const CSV_HEADER = ['timestamp', 'open', 'high', 'low', 'close', 'vwap', 'volume', 'num_transactions'] as const;
 /** CSV_EXTRA_COLUMNS=true adds these after the notebook's columns. */
@@ -422,40 +422,47 @@ export class CsvFiles {
    */
   private write(path: string, f: FileState, text: string, check = true): boolean {
     if (f.size === 0) mkdirSync(dirname(path), { recursive: true });
-    let fd: number;
+    let done: AppendDone | 'changed';
     try {
-      fd = openSync(path, 'a');
+      done = appendText(path, text, f.size, f.ino, check);
     } catch (err) {
-      // its folder removed under the writer: the file is gone, which verify reports (rows missing)
-      if (check && f.size !== 0 && (err as NodeJS.ErrnoException).code === 'ENOENT') return false;
-      throw err;
+      // the next inspection cuts the partial row instead
+      if (err instanceof AppendError && err.partialRow) this.state.delete(path);
+      throw err instanceof AppendError ? err.cause : err;
     }
-    try {
-      // four system calls per append (open, fstat, write, close) and no handle kept: 48,000 files
-      // of a whole market need no more open files than one
-      const before = fstatSync(fd);
-      if (check && (before.size !== f.size || (f.ino !== 0 && before.ino !== f.ino))) return false;
-      const buf = Buffer.from(text);
-      let off = 0;
-      try {
-        while (off < buf.length) off += writeSync(fd, buf, off, buf.length - off);
-      } catch (err) {
-        // nothing of a failed row stays behind: the retry starts from a whole last row
-        try {
-          ftruncateSync(fd, f.size);
-        } catch {
-          // the next inspection cuts the partial row instead
-          this.state.delete(path);
-        }
-        throw err;
-      }
-      // appends are this writer's alone (the lock file), so the file is now its size and ours
-      f.size = before.size + buf.length;
-      f.ino = before.ino;
-      return true;
-    } finally {
-      closeSync(fd);
-    }
+    if (done === 'changed') return false;
+    // appends are this writer's alone (the lock file), so the file is now its size and ours
+    f.size = done.size;
+    f.ino = done.ino;
+    return true;
+  }
+
+  /**
+   * A bar's row planned for an append elsewhere (the writer's append thread, `appendText` there),
+   * or undefined where the append must go through appendRow here: a file not yet read back or
+   * still without rows' header, a bar not newer than the file's last row (present or stale, judged
+   * with its checks), buffered mode.
+   */
+  plan(interval: string, symbol: string, start: number, text: string): PlannedAppend | undefined {
+    if (this.pending) return undefined;
+    const path = this.pathOf(interval, symbol);
+    const f = this.state.get(path);
+    if (f === undefined || f.size === 0 || (f.last !== undefined && start <= f.last.start)) return undefined;
+    return { path, text, size: f.size, ino: f.ino };
+  }
+
+  /** A planned append done elsewhere: the file is now the size it left, and `start` its last row. */
+  commit(planned: PlannedAppend, done: AppendDone, start: number, close: string): void {
+    const f = this.state.get(planned.path);
+    if (f === undefined) return;
+    f.size = done.size;
+    f.ino = done.ino;
+    f.last = { start, close: close !== '' ? close : (f.last?.close ?? '') };
+  }
+
+  /** A planned append that failed elsewhere and may have left part of its row: read the file back before the next. */
+  forget(planned: PlannedAppend): void {
+    this.state.delete(planned.path);
   }
 
   /**

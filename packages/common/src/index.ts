@@ -12,6 +12,7 @@ export * from './stats.js';
 export * from './fields.js';
 export * from './membership.js';
 export * from './csv.js';
+export * from './append.js';
 export * from './tapes.js';
 export * from './entries.js';
 export * from './jobs.js';

@@ -33,8 +33,18 @@ import {
   STATS,
   writtenField,
 } from '@candlewick/common';
-import { BarCalendar, decodeBarState, parseBarId, type Clock } from '@candlewick/core';
-import { CsvFiles, FileChangedError, formatRow, incompletePath, rowCells, type FileEvent } from '@candlewick/common';
+import { BarCalendar, decodeBarState, parseBarId, type BarState, type Clock } from '@candlewick/core';
+import {
+  AppendThread,
+  CsvFiles,
+  FileChangedError,
+  formatRow,
+  incompletePath,
+  rowCells,
+  type AppendReply,
+  type FileEvent,
+  type PlannedAppend,
+} from '@candlewick/common';
 
 import { Carry } from './carry.js';
 
@@ -45,8 +55,9 @@ const PREPARE_EVERY_MS = 5000;
 export const WRITER_LOCK_FILE = 'candlewick-writer.lock';
 
 /**
- * The write role: a BullMQ worker (concurrency 1, so rows reach each file in the order the closer
- * enqueued them) that appends each closed bar to its CSV file and publishes it on bars:{interval}.
+ * The write role: a BullMQ worker (two jobs at once, their appends and their publishes each taking
+ * turns in the order the jobs were taken, so rows reach each file in the order the closer enqueued
+ * them) that appends each closed bar to its CSV file and publishes it on bars:{interval}.
  *
  * A failed disk write (a full disk, a permission) is retried in place with backoff — never failing
  * the job, which would be retried after later bars and then be skipped as stale — and resumes by
@@ -72,11 +83,21 @@ export class WriterService {
   /** files found short while verifying, to restore before the next append */
   private readonly missing: Extract<FileEvent, { kind: 'rows-missing' }>[] = [];
   /**
-   * Rows of the job under way appended but not yet published on bars:{interval} (the publish goes
-   * once the job's rows are in): rows cut from a file mid-job are restored from here as well.
-   * (interval, symbol) -> start -> the bar entry's fields.
+   * Rows of the jobs under way appended but not yet published on bars:{interval} (a job's publish
+   * goes once its rows are in), one map per job: rows cut from a file mid-job are restored from
+   * here as well. (interval, symbol) -> start -> the bar entry's fields.
    */
-  private readonly unpublished = new Map<string, Map<number, string[]>>();
+  private readonly unpublished = new Set<Map<string, Map<number, string[]>>>();
+  /**
+   * Two jobs are taken at once, so one's publish and its completion (Redis round trips, long at a
+   * busy boundary) overlap the next one's appends; their appends take turns in the order the jobs
+   * were taken, and so do their publishes: rows reach each file, and entries each bars:{interval},
+   * in the order the closer enqueued them.
+   */
+  private readonly appendTurn = new Turns();
+  /** the thread a job's rows are appended in (made at the first job, ended by stop) */
+  private appender: AppendThread | undefined;
+  private readonly publishTurn = new Turns();
 
   constructor(
     private readonly redis: RedisClient,
@@ -124,7 +145,8 @@ export class WriterService {
     this.worker = new Worker(BARS_QUEUE, (job: Job) => this.inJob(() => this.processBatch(parseBarsJob(job.data))), {
       connection: duplicateRedis(this.redis, this.log),
       prefix: this.keys.queuePrefix(),
-      concurrency: 1,
+      // two at once: one's appends while the other publishes and completes (see appendTurn)
+      concurrency: 2,
       // A writer killed mid-job: its restarted successor finishes that job first (finishOrphanedJobs);
       // otherwise BullMQ hands it back within ~4-6 s (a job takes well under a second; the lock is
       // renewed every 2 s), and a job may stall a few times before BullMQ gives up on it.
@@ -319,9 +341,10 @@ export class WriterService {
         if (reachedStart || page.length < 1000) break;
         end = `(${page[page.length - 1]![0]}`;
       }
-      // rows of this job not yet published (the stream has them only once the job's rows are in)
-      for (const [start, f] of this.unpublished.get(`${m.interval}\u0000${m.symbol}`) ?? [])
-        if (start > after && start <= m.through && !found.has(start)) found.set(start, f);
+      // rows of the jobs under way not yet published (the stream has them only once a job's rows are in)
+      for (const job of this.unpublished)
+        for (const [start, f] of job.get(`${m.interval}\u0000${m.symbol}`) ?? [])
+          if (start > after && start <= m.through && !found.has(start)) found.set(start, f);
       // (a bar written aside, in the .incomplete.csv, is not one of the bar file's rows)
       const aside = (f: string[]) => !this.cfg.csvExtraColumns && decodeBarEntry('', m.interval, f).lost === true;
       const starts = [...found.keys()].filter((start) => !aside(found.get(start)!)).sort((a, b) => a - b);
@@ -350,15 +373,64 @@ export class WriterService {
 
   /** Appends a batch of closed bars (in closing order) and publishes them. */
   async processBatch(batch: BarsJob): Promise<{ written: number; skipped: number }> {
+    if (!this.stopped) this.appender ??= new AppendThread();
     this.jobs++;
+    const unpublished = new Map<string, Map<number, string[]>>();
+    this.unpublished.add(unpublished);
     try {
-      return await this.writeBatch(batch);
+      return await this.writeBatch(batch, unpublished);
     } finally {
+      this.unpublished.delete(unpublished);
       this.jobs--;
     }
   }
 
-  private async writeBatch(batch: BarsJob): Promise<{ written: number; skipped: number }> {
+  private async writeBatch(batch: BarsJob, unpublished: Map<string, Map<number, string[]>>): Promise<{ written: number; skipped: number }> {
+    // each bar's cells and row, worked out before this job's turn to append (while another appends)
+    const rows = batch.bars.map((bar) => this.rowOf(bar));
+    const appended = await this.appendTurn.take();
+    let r: Awaited<ReturnType<WriterService['appendBatch']>>;
+    let publishing: Promise<() => void>;
+    try {
+      r = await this.appendBatch(batch, rows, unpublished);
+      // the publish's turn is taken before the next job may append: publishes go in the same order
+      publishing = this.publishTurn.take();
+    } finally {
+      appended();
+    }
+    const published = await publishing;
+    try {
+      await this.publishBatch(r.steps);
+    } finally {
+      published();
+    }
+    this.written += r.written;
+    this.skipped += r.skipped;
+    return { written: r.written, skipped: r.skipped };
+  }
+
+  /** A bar's decoded state, its cells (for the row and the publish alike), and its row where it goes to the bar file. */
+  private rowOf(bar: BarsJob['bars'][number]): JobRow {
+    const state = decodeBarState(bar.state);
+    const cells = rowCells(this.clock, bar.start, state, this.calendar.days.has(bar.interval));
+    // a bar Redis's loss of data left incomplete is never written as if whole: in the default
+    // format (no `complete` column) it goes beside the bar file, in its .incomplete.csv
+    const aside = bar.rev === 0 && cells.lost === true && !this.cfg.csvExtraColumns;
+    return { state, cells, aside, text: bar.rev === 0 ? formatRow(cells, this.cfg.csvExtraColumns) : undefined };
+  }
+
+  /**
+   * A job's rows into their files; what to publish and count, as steps for publishBatch. Rows of
+   * the bar files go to the append thread together (each file once a call), planned against each
+   * file as this writer left it; the rest — a bar file not yet read back or new, a bar not newer than
+   * its file's last row, corrections, bars set aside, carry — and whatever the thread did not do
+   * are appended here, one by one with their checks, in the job's order.
+   */
+  private async appendBatch(
+    batch: BarsJob,
+    rows: readonly JobRow[],
+    unpublished: Map<string, Map<number, string[]>>,
+  ): Promise<{ written: number; skipped: number; steps: ((tx: SlotTransactions) => void)[] }> {
     // the Redis side (bars:{interval}, counts) is built as steps, so a refused write is sent again whole
     const steps: ((tx: SlotTransactions) => void)[] = [];
     // entry ids are Redis's time: the cut is too (this host's clock may be an hour off)
@@ -375,8 +447,9 @@ export class WriterService {
       const fields = encodeBarEntry(symbol, start, rev, cells);
       if (rev === 0) {
         const key = `${interval}\u0000${symbol}`;
-        if (!this.unpublished.has(key)) this.unpublished.set(key, new Map());
-        this.unpublished.get(key)!.set(start, fields);
+        let rows = unpublished.get(key);
+        if (!rows) unpublished.set(key, (rows = new Map()));
+        rows.set(start, fields);
       }
       let list = entries.get(stream);
       if (!list) entries.set(stream, (list = []));
@@ -396,51 +469,83 @@ export class WriterService {
         }),
       );
     };
-    for (const bar of batch.bars) {
-      const state = decodeBarState(bar.state);
-      const rev = bar.rev;
-      // the cells once, for the row and the publish alike
-      const cells = rowCells(this.clock, bar.start, state, this.calendar.days.has(bar.interval));
-      // Without carry an append checks its file itself (in its own open: rows cut from its end
-      // are restored before it goes on), so no look at the file first: a system call per bar
-      // saved. Carry reads the file's last row before it appends, so that must be current.
-      if (rev === 0 && this.carry) await ready(bar.interval, bar.symbol);
-      if (rev === 0) await flat(bar.interval, bar.symbol, bar.start, undefined);
-      // a bar Redis's loss of data left incomplete is never written as if whole: in the default
-      // format (no `complete` column) it goes beside the bar file, in its .incomplete.csv
-      const aside = rev === 0 && cells.lost === true && !this.cfg.csvExtraColumns;
-      if (aside) this.sayAside(bar.interval, bar.symbol);
-      const outcome = await this.onDisk(() =>
-        rev > 0
-          ? this.files.appendCorrection(bar.interval, bar.symbol, bar.start, rev, state)
-          : this.files.appendRow(
-              bar.interval,
-              bar.symbol,
-              bar.start,
-              formatRow(cells, this.cfg.csvExtraColumns),
-              cells.close,
-              aside ? 'incomplete' : 'bars',
-            ),
-      );
+    /** what follows a bar's append: counted, its close lag observed, published (a 'present' row too) */
+    const appended = (bar: BarsJob['bars'][number], cells: BarRowCells, outcome: 'written' | 'present' | 'stale') => {
       crashPoint('write:appended'); // the row is in the file; not yet published or counted
       if (outcome === 'stale') {
         skipped++;
-        continue;
+        return;
       }
       // 'present': an earlier attempt appended this row and died before publishing it; publish now.
       if (outcome === 'written') {
         written++;
-        const k = rev > 0 ? `corrections:${bar.interval}` : bar.interval;
+        const k = bar.rev > 0 ? `corrections:${bar.interval}` : bar.interval;
         counts.set(k, (counts.get(k) ?? 0) + 1);
         closedWritten.set(k, (closedWritten.get(k) ?? 0) + 1);
-        if (rev === 0) {
+        if (bar.rev === 0) {
           const iv = this.calendar.interval(bar.interval);
           const end = iv ? this.calendar.window(bar.symbol, bar.start, iv)[1] : bar.start;
           this.lagOf(bar.interval).observe((Date.now() - end) / 1000);
         }
       }
-      publish(bar.interval, bar.symbol, bar.start, cells, rev);
+      publish(bar.interval, bar.symbol, bar.start, cells, bar.rev);
+    };
+    /** one bar appended here, with its checks and retries */
+    const one = async (bar: BarsJob['bars'][number], row: JobRow) => {
+      const rev = bar.rev;
+      // Without carry an append checks its file itself (in its own open: rows cut from its end
+      // are restored before it goes on), so no look at the file first: a system call per bar
+      // saved. Carry reads the file's last row before it appends, so that must be current.
+      if (rev === 0 && this.carry) await ready(bar.interval, bar.symbol);
+      if (rev === 0) await flat(bar.interval, bar.symbol, bar.start, undefined);
+      if (row.aside) this.sayAside(bar.interval, bar.symbol);
+      const outcome = await this.onDisk(() =>
+        rev > 0
+          ? this.files.appendCorrection(bar.interval, bar.symbol, bar.start, rev, row.state)
+          : this.files.appendRow(bar.interval, bar.symbol, bar.start, row.text!, row.cells.close, row.aside ? 'incomplete' : 'bars'),
+      );
+      appended(bar, row.cells, outcome);
+    };
+    /** bars planned for the append thread, each file once */
+    let planned: { bar: BarsJob['bars'][number]; row: JobRow; plan: PlannedAppend }[] = [];
+    const plannedFiles = new Set<string>();
+    const flush = async () => {
+      if (planned.length === 0) return;
+      const list = planned;
+      planned = [];
+      plannedFiles.clear();
+      const replies = await this.appender!.appendMany(list.map((x) => x.plan)).catch((err: unknown) => {
+        // the thread failed: every row of the call is appended here (each checks its file first)
+        this.log.warn({ reason: (err as Error).message }, 'the append thread failed: appending in the writer itself from now on');
+        return [] as AppendReply[];
+      });
+      for (const [k, { bar, row, plan }] of list.entries()) {
+        const reply = replies[k];
+        if (reply !== undefined && reply !== 'changed' && !('error' in reply)) {
+          this.files.commit(plan, reply, bar.start, row.cells.close);
+          appended(bar, row.cells, 'written');
+          continue;
+        }
+        // not done there (its file changed, a failed write, or not tried after one): here, in order
+        if (reply !== undefined && reply !== 'changed' && 'error' in reply && reply.partialRow) this.files.forget(plan);
+        await one(bar, row);
+      }
+    };
+    const batched = !this.carry && this.appender?.usable === true;
+    for (const [k, bar] of batch.bars.entries()) {
+      const row = rows[k]!;
+      if (batched && bar.rev === 0 && !row.aside) {
+        const plan = this.files.plan(bar.interval, bar.symbol, bar.start, row.text!);
+        if (plan && !plannedFiles.has(plan.path)) {
+          planned.push({ bar, row, plan });
+          plannedFiles.add(plan.path);
+          continue;
+        }
+      }
+      await flush();
+      await one(bar, row);
     }
+    await flush();
     if (this.carry && batch.horizon) {
       for (const symbol of this.carry.symbolsOf(batch.horizon.partition)) {
         for (const iv of this.cfg.intervals) {
@@ -453,6 +558,11 @@ export class WriterService {
     for (const [stream, list] of entries) steps.push((tx) => publishBars(tx.on(stream), stream, minId, list));
     const stats = this.keys.stats();
     for (const [interval, n] of counts) steps.push((tx) => void tx.on(stats).hincrby(stats, writtenField(interval), n));
+    return { written, skipped, steps };
+  }
+
+  /** Publishes a job's bars and counts them, in one transaction per slot, waiting out a Redis refusing writes. */
+  private async publishBatch(steps: ((tx: SlotTransactions) => void)[]): Promise<void> {
     // Redis refusing writes (its memory full, its disk): the rows are in the files; the publish and
     // counts wait for Redis rather than fail the job (which would lose them), like every other write
     for (let attempt = 0; ; attempt++) {
@@ -467,11 +577,7 @@ export class WriterService {
         await sleep(Math.min(5000, 200 * 2 ** attempt));
       }
     }
-    this.unpublished.clear();
     redisLink.wrote();
-    this.written += written;
-    this.skipped += skipped;
-    return { written, skipped };
   }
 
   private asideSaid = false;
@@ -513,8 +619,32 @@ export class WriterService {
     if (this.preparing) clearInterval(this.preparing);
     // the job in progress is finished first (closeWorker: Worker.close, bounded only once no job runs)
     if (this.worker) await closeWorker(this.worker, () => this.jobsInProgress > 0, this.log);
+    await this.appender?.stop();
     await this.lease?.release();
     await this.fileLock?.release();
     this.log.info({ written: this.written, skipped: this.skipped }, 'writer stopped');
   }
+}
+
+/** Turns taken in the order asked for: take() resolves to the function that ends the turn. */
+class Turns {
+  private last: Promise<void> = Promise.resolve();
+
+  take(): Promise<() => void> {
+    let end!: () => void;
+    const mine = new Promise<void>((resolve) => (end = resolve));
+    const before = this.last;
+    this.last = mine;
+    return before.then(() => end);
+  }
+}
+
+/** A bar of a job as the writer works it out before appending: its state, cells and row. */
+interface JobRow {
+  state: BarState;
+  cells: BarRowCells;
+  /** the bar goes beside its file, in its .incomplete.csv */
+  aside: boolean;
+  /** its row (revision 0) */
+  text: string | undefined;
 }
