@@ -1,11 +1,12 @@
-import { existsSync, readFileSync } from 'node:fs';
+import { appendFileSync, existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { pino } from 'pino';
 import { Queue } from 'bullmq';
 import { AGGREGATOR_GROUP, closeBars, decodeBarEntry, ensureGroup, incompletePath, loadConfig, parseBarsJob } from '@candlewick/common';
 import { BAR_FLAGS, BarCalendar, Clock, barFromTrade, encodeBarState, orderKey } from '@candlewick/core';
 import { BarCloser, barsQueue } from '@candlewick/aggregator';
-import { CsvFiles, csvPath, lastRowStart } from '@candlewick/common';
+import { AppendThreads, CsvFiles, csvPath, lastRowStart } from '@candlewick/common';
 import { Carry, WriterService } from '@candlewick/writer';
 import { tempDir, testKeys, testRedis } from './helpers.js';
 
@@ -37,6 +38,41 @@ describe('CSV files', () => {
         '2019-11-03T02:00:00-05:00,12,12,12,12,12,2,1\n',
     );
     expect(lastRowStart(path)).toBe(start + 7_200_000);
+  });
+});
+
+describe('append threads', () => {
+  it("each file's rows in one thread and in order; a file changed under them is 'changed', the rest of that thread's share untried, the other's done", async () => {
+    const dir = tempDir('append-threads');
+    const paths = Array.from({ length: 40 }, (_, k) => join(dir, `f${k}.csv`));
+    for (const p of paths) writeFileSync(p, 'h\n');
+    const threads = new AppendThreads(2);
+    try {
+      const plan = (p: string, text: string) => {
+        const st = statSync(p);
+        return { path: p, text, size: st.size, ino: st.ino };
+      };
+      const first = await threads.appendMany(paths.map((p) => plan(p, 'a\n')));
+      expect(first.every((r) => typeof r === 'object' && r !== null && 'size' in r && r.size === 4)).toBe(true);
+      // someone writes to f7 between the plan and the append
+      const planned = paths.map((p) => plan(p, 'b\n'));
+      appendFileSync(paths[7]!, 'x\n');
+      const replies = await threads.appendMany(planned);
+      expect(replies[7]).toBe('changed');
+      const untried = replies.flatMap((r, k) => (r === undefined ? [k] : []));
+      const done = replies.flatMap((r, k) => (typeof r === 'object' && r !== null && 'size' in r ? [k] : []));
+      // the two threads each took a share: the changed file stopped only its own, after f7
+      expect(untried.length).toBeGreaterThan(0);
+      expect(untried.every((k) => k > 7)).toBe(true);
+      expect(done.some((k) => k > 7)).toBe(true);
+      expect(done.length + untried.length + 1).toBe(paths.length);
+      for (const k of done) expect(readFileSync(paths[k]!, 'utf8')).toBe('h\na\nb\n');
+      for (const k of untried) expect(readFileSync(paths[k]!, 'utf8')).toBe('h\na\n');
+      expect(readFileSync(paths[7]!, 'utf8')).toBe('h\na\nx\n');
+    } finally {
+      await threads.stop();
+    }
+    expect(threads.usable).toBe(false);
   });
 });
 

@@ -1,5 +1,5 @@
 /**
- * The append thread's body (see AppendThread in append.ts): each message is a job's planned
+ * An append thread's body (see AppendThreads in append.ts): each message is a job's planned
  * appends, run in order with appendText; the answer stops at the first that is not done.
  */
 import { parentPort } from 'node:worker_threads';

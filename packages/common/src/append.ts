@@ -66,24 +66,24 @@ export function appendText(path: string, text: string, size: number, ino: number
   }
 }
 
-/** What the append thread answers for one planned append: done, 'changed', or failed (the thread stops there). */
+/** What an append thread answers for one planned append: done, 'changed', or failed (that thread stops there). */
 export type AppendReply = AppendDone | 'changed' | { error: string; code?: string; partialRow: boolean };
 
-/**
- * A thread that runs a job's planned appends (appendText, one after another, in order), so their
- * system calls — tens of µs each on a busy machine — leave the writer's thread free for the next
- * job's rows and the last one's publish. It stops at the first append that is not done: the
- * writer takes that one and the rest itself, with its own checks and retries. Nothing is kept
- * open between messages.
- */
-export class AppendThread {
+/** One thread of AppendThreads: a job's share of appends per message, answered in order. */
+class AppendWorker {
   private readonly worker: Worker;
   private next = 0;
   private readonly waiting = new Map<number, { resolve: (r: AppendReply[]) => void; reject: (e: Error) => void }>();
-  private failed: Error | undefined;
 
-  constructor() {
-    this.worker = new Worker(new URL('./append-thread.js', import.meta.url));
+  constructor(private readonly onFail: (err: Error) => void) {
+    // built: the thread's compiled body beside this file; run from the sources (the tests), its
+    // source, through tsx's loader registered in the thread first
+    this.worker = import.meta.url.endsWith('.ts')
+      ? new Worker(
+          `import('tsx/esm/api').then((tsx) => { tsx.register(); return import(${JSON.stringify(new URL('./append-thread.ts', import.meta.url).href)}); })`,
+          { eval: true },
+        )
+      : new Worker(new URL('./append-thread.js', import.meta.url));
     this.worker.unref();
     this.worker.on('message', (m: { id: number; results: AppendReply[] }) => {
       const w = this.waiting.get(m.id);
@@ -91,22 +91,15 @@ export class AppendThread {
       w?.resolve(m.results);
     });
     const fail = (err: Error) => {
-      this.failed = err;
       for (const w of this.waiting.values()) w.reject(err);
       this.waiting.clear();
+      this.onFail(err);
     };
     this.worker.on('error', fail);
-    this.worker.on('exit', (code) => fail(new Error(`the append thread exited (code ${code})`)));
+    this.worker.on('exit', (code) => fail(new Error(`an append thread exited (code ${code})`)));
   }
 
-  /** whether the thread can take appends (it has not failed or been stopped) */
-  get usable(): boolean {
-    return this.failed === undefined;
-  }
-
-  /** Runs the appends in order; the answers of those done, up to and with the first that is not. */
-  appendMany(rows: readonly PlannedAppend[]): Promise<AppendReply[]> {
-    if (this.failed) return Promise.reject(this.failed);
+  run(rows: readonly PlannedAppend[]): Promise<AppendReply[]> {
     const id = this.next++;
     return new Promise((resolve, reject) => {
       this.waiting.set(id, { resolve, reject });
@@ -114,8 +107,63 @@ export class AppendThread {
     });
   }
 
-  async stop(): Promise<void> {
-    this.failed ??= new Error('the append thread is stopped');
-    await this.worker.terminate();
+  stop(): Promise<number> {
+    return this.worker.terminate();
   }
+}
+
+/**
+ * Threads that run a job's planned appends (appendText), so their system calls — tens of µs each
+ * on a busy machine, and at a whole market's boundary the longest part of a job — run beside the
+ * writer's thread and beside each other. Each file always goes to the same thread (by its path),
+ * and a thread runs its share in order, so rows reach each file in the order given. A thread stops
+ * its share at the first append that is not done: the writer takes that one and the rest of that
+ * share itself, with its own checks and retries. Nothing is kept open between messages.
+ */
+export class AppendThreads {
+  private readonly workers: AppendWorker[];
+  private failed: Error | undefined;
+
+  constructor(threads: number) {
+    this.workers = Array.from({ length: Math.max(1, threads) }, () => new AppendWorker((err) => (this.failed ??= err)));
+  }
+
+  /** whether the threads can take appends (none has failed, and they are not stopped) */
+  get usable(): boolean {
+    return this.failed === undefined;
+  }
+
+  /**
+   * Runs the appends, each file's in the order given; the answer of each, in the order given,
+   * undefined for one its thread did not try (after one there that was not done).
+   */
+  async appendMany(rows: readonly PlannedAppend[]): Promise<(AppendReply | undefined)[]> {
+    if (this.failed) throw this.failed;
+    const n = this.workers.length;
+    const shares: { rows: PlannedAppend[]; at: number[] }[] = this.workers.map(() => ({ rows: [], at: [] }));
+    for (const [k, row] of rows.entries()) {
+      const share = shares[n === 1 ? 0 : pathHash(row.path) % n]!;
+      share.rows.push(row);
+      share.at.push(k);
+    }
+    const answers = await Promise.all(shares.map((s, w) => (s.rows.length ? this.workers[w]!.run(s.rows) : Promise.resolve([]))));
+    const out: (AppendReply | undefined)[] = new Array(rows.length).fill(undefined);
+    for (const [w, s] of shares.entries()) for (const [i, reply] of answers[w]!.entries()) out[s.at[i]!] = reply;
+    return out;
+  }
+
+  async stop(): Promise<void> {
+    this.failed ??= new Error('the append threads are stopped');
+    await Promise.all(this.workers.map((w) => w.stop()));
+  }
+}
+
+/** A file's thread: a small hash of its path (FNV-1a), the same for the process's life. */
+function pathHash(path: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < path.length; i++) {
+    h ^= path.charCodeAt(i);
+    h = Math.imul(h, 0x01000193);
+  }
+  return h >>> 0;
 }

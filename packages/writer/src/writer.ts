@@ -1,5 +1,6 @@
 import { mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
+import { availableParallelism } from 'node:os';
 import { Queue, Worker, type Job } from 'bullmq';
 import {
   BARS_QUEUE,
@@ -35,7 +36,7 @@ import {
 } from '@candlewick/common';
 import { BarCalendar, decodeBarState, parseBarId, type BarState, type Clock } from '@candlewick/core';
 import {
-  AppendThread,
+  AppendThreads,
   CsvFiles,
   FileChangedError,
   formatRow,
@@ -95,8 +96,8 @@ export class WriterService {
    * in the order the closer enqueued them.
    */
   private readonly appendTurn = new Turns();
-  /** the thread a job's rows are appended in (made at the first job, ended by stop) */
-  private appender: AppendThread | undefined;
+  /** the threads a job's rows are appended in (made at the first job, ended by stop) */
+  private appender: AppendThreads | undefined;
   private readonly publishTurn = new Turns();
 
   constructor(
@@ -373,7 +374,8 @@ export class WriterService {
 
   /** Appends a batch of closed bars (in closing order) and publishes them. */
   async processBatch(batch: BarsJob): Promise<{ written: number; skipped: number }> {
-    if (!this.stopped) this.appender ??= new AppendThread();
+    // two threads (one on a single core): at a whole market's boundary their appends are a job's longest part
+    if (!this.stopped) this.appender ??= new AppendThreads(Math.min(2, availableParallelism()));
     this.jobs++;
     const unpublished = new Map<string, Map<number, string[]>>();
     this.unpublished.add(unpublished);
@@ -421,7 +423,7 @@ export class WriterService {
 
   /**
    * A job's rows into their files; what to publish and count, as steps for publishBatch. Rows of
-   * the bar files go to the append thread together (each file once a call), planned against each
+   * the bar files go to the append threads together (each file once a call), planned against each
    * file as this writer left it; the rest — a bar file not yet read back or new, a bar not newer than
    * its file's last row, corrections, bars set aside, carry — and whatever the thread did not do
    * are appended here, one by one with their checks, in the job's order.
@@ -506,7 +508,7 @@ export class WriterService {
       );
       appended(bar, row.cells, outcome);
     };
-    /** bars planned for the append thread, each file once */
+    /** bars planned for the append threads, each file once */
     let planned: { bar: BarsJob['bars'][number]; row: JobRow; plan: PlannedAppend }[] = [];
     const plannedFiles = new Set<string>();
     const flush = async () => {
@@ -516,8 +518,8 @@ export class WriterService {
       plannedFiles.clear();
       const replies = await this.appender!.appendMany(list.map((x) => x.plan)).catch((err: unknown) => {
         // the thread failed: every row of the call is appended here (each checks its file first)
-        this.log.warn({ reason: (err as Error).message }, 'the append thread failed: appending in the writer itself from now on');
-        return [] as AppendReply[];
+        this.log.warn({ reason: (err as Error).message }, 'an append thread failed: appending in the writer itself from now on');
+        return [] as (AppendReply | undefined)[];
       });
       for (const [k, { bar, row, plan }] of list.entries()) {
         const reply = replies[k];
