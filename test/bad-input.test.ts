@@ -276,12 +276,16 @@ describe('input that is not what it seems', () => {
     const state = barFromTrade('1', 1, 'k');
     expect(files.append('1min', 'BINANCE:XRPETH', 60_000, state)).toBe('written');
     expect(() => files.append('1min', 'BINANCE_XRPETH', 120_000, state)).toThrow(SymbolFileClashError);
+    // nor plans another symbol's row into it for the writer's append threads: appendRow refuses it
+    expect(files.plan('1min', 'BINANCE:XRPETH', 120_000, 'x')).toBeDefined();
+    expect(files.plan('1min', 'BINANCE_XRPETH', 120_000, 'x')).toBeUndefined();
     // symbols that differ only in case: one file on a filesystem that ignores case (macOS's, Windows')
     const cased = await runCli(['stack'], { DATA_DIR: dir, SYMBOLS: 'AAPL,MSFT,aapl' });
     expect(cased.code).toBe(2);
     expect(cased.stderr).toMatch(/SYMBOLS: "AAPL" and "aapl" would share the files aapl_\{interval\}\.csv/);
     expect(files.append('1min', 'AAPL', 60_000, state)).toBe('written');
     expect(() => files.append('1min', 'aapl', 120_000, state)).toThrow(SymbolFileClashError);
+    expect(files.plan('1min', 'aapl', 120_000, 'x')).toBeUndefined();
   });
 
   it('a JSONL tape whose volumes are decimal strings is read as numbers; one whose volumes are words is a configuration error, said once', async () => {

@@ -438,16 +438,18 @@ export class CsvFiles {
   }
 
   /**
-   * A bar's row planned for an append elsewhere (the writer's append thread, `appendText` there),
+   * A bar's row planned for an append elsewhere (the writer's append threads, `appendText` there),
    * or undefined where the append must go through appendRow here: a file not yet read back or
    * still without rows' header, a bar not newer than the file's last row (present or stale, judged
-   * with its checks), buffered mode.
+   * with its checks), a file that holds another symbol's bars (refused there), buffered mode.
    */
   plan(interval: string, symbol: string, start: number, text: string): PlannedAppend | undefined {
     if (this.pending) return undefined;
     const path = this.pathOf(interval, symbol);
     const f = this.state.get(path);
     if (f === undefined || f.size === 0 || (f.last !== undefined && start <= f.last.start)) return undefined;
+    // another symbol's file (file-safe names, or case, meeting): appendRow refuses it, saying so
+    if (this.owners.get(path.toLowerCase()) !== symbol) return undefined;
     return { path, text, size: f.size, ino: f.ino };
   }
 
