@@ -31,7 +31,7 @@ export class AppendError extends Error {
  * the writer left it (`size`, `ino`; 'changed', writing nothing, when not — or when it is gone),
  * write, and on a failed write the file cut back to `size` before the error is thrown (as an
  * AppendError). Four system calls and no handle kept: 48,000 files of a whole market need no more
- * open files than one. Run by CsvFiles in its thread, and by the writer's append thread for a job's
+ * open files than one. Run by CsvFiles in its thread, and by the writer's append threads for a job's
  * rows planned with CsvFiles.plan.
  */
 export function appendText(path: string, text: string, size: number, ino: number, check = true): AppendDone | 'changed' {
