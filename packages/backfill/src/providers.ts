@@ -392,20 +392,21 @@ export class AlpacaHistory implements Provider {
     } while (token);
   }
 
+  /** An answer's RFC-3339 time as the live adapter reads it (cut to the ms), or a malformed-body error naming `what`. */
+  private timeOf(text: string, what: string): number {
+    const t = rfc3339Ms(text);
+    if (typeof t !== 'number')
+      throw new ProviderError(this.name, 200, `malformed body for ${what}: t ${JSON.stringify(text)} is not an RFC-3339 time`, false);
+    return t;
+  }
+
   async trades(symbol: string, fromMs: number, toMs: number): Promise<ProviderTrade[]> {
     const out: ProviderTrade[] = [];
     for await (const body of this.pages(symbol, 'trades', fromMs, toMs)) {
       const parsed = alpacaTrades.safeParse(body);
       if (!parsed.success) throw malformed(this.name, `trades of ${symbol}`, parsed.error);
       for (const r of parsed.data.trades ?? []) {
-        const t = rfc3339Ms(r.t);
-        if (typeof t !== 'number')
-          throw new ProviderError(
-            this.name,
-            200,
-            `malformed body for trades of ${symbol}: t ${JSON.stringify(r.t)} is not an RFC-3339 time`,
-            false,
-          );
+        const t = this.timeOf(r.t, `trades of ${symbol}`);
         if (t < fromMs || t > toMs) continue;
         // the price as the live adapter reads it: the shortest text of the JSON number
         out.push({ t, p: String(r.p), v: r.s, seq: out.length, c: r.c ?? [] });
@@ -421,14 +422,7 @@ export class AlpacaHistory implements Provider {
       const parsed = alpacaBars.safeParse(body);
       if (!parsed.success) throw malformed(this.name, `bars of ${symbol}`, parsed.error);
       for (const r of parsed.data.bars ?? []) {
-        const start = rfc3339Ms(r.t);
-        if (typeof start !== 'number')
-          throw new ProviderError(
-            this.name,
-            200,
-            `malformed body for bars of ${symbol}: t ${JSON.stringify(r.t)} is not an RFC-3339 time`,
-            false,
-          );
+        const start = this.timeOf(r.t, `bars of ${symbol}`);
         if (start < fromMs || start > toMs) continue;
         out.push({ start, open: r.o, high: r.h, low: r.l, close: r.c, volume: r.v, vwap: r.vw, n: r.n });
       }
