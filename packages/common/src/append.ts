@@ -69,6 +69,11 @@ export function appendText(path: string, text: string, size: number, ino: number
 /** What an append thread answers for one planned append: done, 'changed', or failed (that thread stops there). */
 export type AppendReply = AppendDone | 'changed' | { error: string; code?: string; partialRow: boolean };
 
+/** Whether an append thread's answer is an append done (not 'changed', failed, or untried). */
+export function isAppendDone(reply: AppendReply | undefined): reply is AppendDone {
+  return typeof reply === 'object' && !('error' in reply);
+}
+
 /** One thread of AppendThreads: a job's share of appends per message, answered in order. */
 class AppendWorker {
   private readonly worker: Worker;

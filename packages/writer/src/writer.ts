@@ -38,6 +38,7 @@ import { BarCalendar, decodeBarState, parseBarId, type BarState, type Clock } fr
 import {
   AppendThreads,
   CsvFiles,
+  isAppendDone,
   FileChangedError,
   formatRow,
   incompletePath,
@@ -523,13 +524,13 @@ export class WriterService {
       });
       for (const [k, { bar, row, plan }] of list.entries()) {
         const reply = replies[k];
-        if (reply !== undefined && reply !== 'changed' && !('error' in reply)) {
+        if (isAppendDone(reply)) {
           this.files.commit(plan, reply, bar.start, row.cells.close);
           appended(bar, row.cells, 'written');
           continue;
         }
         // not done there (its file changed, a failed write, or not tried after one): here, in order
-        if (reply !== undefined && reply !== 'changed' && 'error' in reply && reply.partialRow) this.files.forget(plan);
+        if (typeof reply === 'object' && 'error' in reply && reply.partialRow) this.files.forget(plan);
         await one(bar, row);
       }
     };
