@@ -12,3 +12,4 @@ export * from './preaggregate.js';
 export * from './splice.js';
 export * from './future.js';
 export * from './alpaca.js';
+export * from './activity.js';
