@@ -299,10 +299,10 @@ async function tardisRun(messages: unknown[]): Promise<{ ms: number; bars: numbe
   return { ms: performance.now() - t0, bars };
 }
 
-function oursRun(items: readonly TapeItem[]): { ms: number; bars: number } {
+function oursRun(items: readonly TapeItem[], intervals?: string): { ms: number; bars: number } {
   const dir = mkdtempSync(join(tmpdir(), 'cw-bench-bars-'));
   try {
-    const cfg = loadConfig({ MODE: 'replay', DATA_DIR: dir });
+    const cfg = loadConfig({ MODE: 'replay', DATA_DIR: dir, ...(intervals ? { INTERVALS: intervals } : {}) });
     const t0 = performance.now();
     const c = new InProcessBars(cfg, tapeSymbols(items)).run(items);
     const ms = performance.now() - t0;
@@ -339,6 +339,39 @@ function bestOf(runs: number, tape: string): { ours: number; theirs: number } {
     theirs = Math.min(theirs, tardisCommand(tape));
   }
   return { ours, theirs };
+}
+
+/** Activity bars (docs/activity-bars.md): each kind's cost per trade beside the time bars' in `bars`. */
+const ACTIVITY_KINDS = ['100t', '30000v', '2000000val', '100t-imb', '100t-run', 't-imb-e100', 'v-run-e100', 'val-imb-e100-min20'] as const;
+
+function activitySection(items: readonly TapeItem[], trades: number): string[] {
+  const runs = settings.BENCH_INPROCESS_RUNS;
+  const best = (intervals: string) => {
+    let ms = Infinity;
+    let bars = 0;
+    for (let i = 0; i < runs; i++) {
+      const r = oursRun(items, intervals);
+      ms = Math.min(ms, r.ms);
+      bars = r.bars;
+    }
+    return { ms, bars };
+  };
+  const us = (ms: number) => (ms * 1000) / trades;
+  const base = best('1min');
+  const time = best('1min,5min,15min,30min,1h');
+  const lines = [
+    `5b. Activity bars in one process (candlewick bars), best of ${runs} runs: µs per trade`,
+    `  1min alone (validation, the fold, CSV)        ${us(base.ms).toFixed(3)} µs per trade   <- the ceiling: what a time bar costs`,
+    `  the five default time intervals               ${us(time.ms).toFixed(3)} µs per trade`,
+  ];
+  for (const kind of ACTIVITY_KINDS) {
+    const r = best(`1min,${kind}`);
+    const extra = us(r.ms) - us(base.ms);
+    lines.push(
+      `  1min + ${kind.padEnd(14)} ${us(r.ms).toFixed(3)} µs per trade: ${extra.toFixed(3)} µs for ${kind} (${(extra / us(base.ms)).toFixed(2)}x the 1min bars; ${r.bars - base.bars} bars)`,
+    );
+  }
+  return lines;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -390,6 +423,10 @@ async function main(): Promise<void> {
     for (const line of await pgSection(items, what, { rows: settings.BENCH_PG_ROWS, runs: settings.BENCH_RUNS, stack })) out(line);
   };
   if (settings.BENCH_PART === 'pg') return pgPart();
+  if (settings.BENCH_PART === 'activity') {
+    for (const line of activitySection(items, trades.length)) out(line);
+    return;
+  }
 
   const ceil = await ceilings(trades);
   out('1. Redis-only ceilings (one Node process, this machine, this run)');
@@ -499,6 +536,8 @@ async function main(): Promise<void> {
   out(
     `  \`candlewick bars --tape …\` as a command, tape reading and start-up included: ${cmd.toFixed(2)} s, ${fmt(trades.length / cmd)} trades/s`,
   );
+  out();
+  for (const line of activitySection(items, trades.length)) out(line);
   out();
   commands(spec, what);
 

@@ -30,8 +30,8 @@ const BENCH_ENV = z.object({
     .regex(/^[1-9]\d*$/, 'must be a whole number of at least 1')
     .transform(Number)
     .default(5),
-  /** what to run: everything, or only the commands as whole processes (section 6), or only the PostgreSQL sink (section 8) */
-  BENCH_PART: z.enum(['all', 'commands', 'pg'], { message: 'must be all, commands or pg' }).default('all'),
+  /** what to run: everything, or only the commands as whole processes (section 6), the PostgreSQL sink (section 8) or the activity bars (section 5b) */
+  BENCH_PART: z.enum(['all', 'commands', 'pg', 'activity'], { message: 'must be all, commands, pg or activity' }).default('all'),
   /** rows the PostgreSQL sink's section writes (the tape's bars repeated over copies of its symbols) */
   BENCH_PG_ROWS: z
     .string()

@@ -27,6 +27,7 @@ import {
 } from '@candlewick/core';
 // the writer's carry alone: the package index would load the writer's BullMQ worker too
 import { Carry } from '@candlewick/writer/dist/carry.js';
+import { InProcessActivity } from './activity.js';
 
 /**
  * `candlewick bars`: a tape folded into bars in this one process — no Redis, no other process, no
@@ -79,6 +80,10 @@ export interface BarsCounts {
   written: Record<string, number>;
   /** rows already in the files (a second run over the same folder) */
   present: number;
+  /** activity bars that had not reached their threshold when the tape ended (not written) */
+  forming: number;
+  /** activity bar files left as they were: they did not begin with these bars */
+  problems: string[];
 }
 
 export interface BarsProgress {
@@ -102,6 +107,8 @@ export class InProcessBars {
     excluded: 0,
     written: {},
     present: 0,
+    forming: 0,
+    problems: [],
   };
   private readonly calendar: BarCalendar;
   private readonly pre: Preaggregator;
@@ -118,6 +125,7 @@ export class InProcessBars {
   /** the subscription: SYMBOLS, or the tape's symbols */
   private readonly subscribed: ReadonlySet<string>;
   private readonly future: FutureGuard<TradeFields>;
+  private readonly activity: InProcessActivity | undefined;
 
   /**
    * @param onRow each row as written to its file (or found there already, a second run), for the
@@ -143,6 +151,9 @@ export class InProcessBars {
     this.pre = new Preaggregator(this.calendar, { conditions: conditionRules(cfg) });
     this.files = new CsvFiles(cfg.dataDir, this.calendar.clock, cfg.csvExtraColumns, undefined, this.calendar.days, true);
     this.carry = cfg.emptyBars === 'carry' ? new Carry(this.cfg, this.calendar) : undefined;
+    this.activity = cfg.activity.length
+      ? new InProcessActivity(cfg.activity, this.calendar, conditionRules(cfg), cfg.dataDir, cfg.partitions)
+      : undefined;
     for (let p = 0; p < cfg.partitions; p++) {
       this.open.push(new Map());
       this.wm.push(0);
@@ -162,6 +173,12 @@ export class InProcessBars {
     }
     this.future.end(this.refuse);
     this.step(true);
+    if (this.activity) {
+      const { present, problems } = this.activity.write(this.counts.written);
+      this.counts.present += present;
+      this.counts.problems.push(...problems);
+      this.counts.forming = this.activity.forming();
+    }
     progress.update(items.length);
     progress.stop();
     return this.counts;
@@ -252,6 +269,10 @@ export class InProcessBars {
     for (let p = 0; p < this.pending.length; p++) {
       const entries = this.pending[p]!;
       if (entries.length) {
+        const activity = this.activity;
+        if (activity)
+          for (const e of entries)
+            if (this.calendar.keeps(e.s, e.t) && !this.calendar.isLate(e.s, e.t, e.w)) activity.offer(p, e, Number(e.id.slice(2)));
         const r = this.pre.run(entries);
         this.counts.late += r.late.length;
         this.counts.filtered += r.filtered;
@@ -265,6 +286,7 @@ export class InProcessBars {
         entries.length = 0;
       }
       this.close(p, end ? Infinity : this.calendar.closeHorizon(this.wm[p]!));
+      this.activity?.release(p, end ? Infinity : this.calendar.closeHorizon(this.wm[p]!));
       if (end && this.carry) {
         // the closer's last horizon: every window ending by the partition's last event time
         for (const symbol of this.carry.symbolsOf(p))

@@ -115,13 +115,17 @@ export async function runBars(cfg: Config): Promise<number> {
       ...(c.foreign ? [`  foreign          ${c.foreign} trades for symbols not in SYMBOLS, dropped`] : []),
       `  late             ${c.late}`,
       `  bars written     ${written || 'none'}${c.present ? ` (${c.present} already in the files)` : ''}`,
+      ...(cfg.activity.length
+        ? [`  activity bars    ${c.forming} still forming at the tape's end (their threshold not reached: not written)`]
+        : []),
       `  time             ${seconds.toFixed(2)} s, ${Math.round(c.trades / seconds)} trades/s (reading the tape included)`,
       `  CSV              ${join(cfg.dataDir, 'raw')}`,
       ...(table ? [`  PostgreSQL       ${table.written} rows upserted into bars (${table.where})`] : []),
       '',
     ].join('\n'),
   );
-  return EXIT.OK;
+  for (const problem of c.problems) process.stderr.write(`candlewick bars: ${problem}\n`);
+  return c.problems.length ? EXIT.CONFIG : EXIT.OK;
 }
 
 /** The bars table (DATABASE_URL) for a one-off writer, connected and migrated. */

@@ -12,6 +12,9 @@ import {
   parseConditionCodes,
   parseDurationMs,
   parseInterval,
+  isActivityName,
+  parseActivityInterval,
+  type ActivityInterval,
   type Interval,
 } from '@candlewick/core';
 import { fileSafeSymbol } from './keys.js';
@@ -93,15 +96,28 @@ const intervals = () =>
   z.string().transform((v, ctx): readonly Interval[] => {
     try {
       const seen = new Map<string, Interval>();
+      let activity = 0;
       for (const part of v.split(',')) {
         if (part.trim() === '') continue;
+        // activity bars (100t, 10000v, t-imb-e100): checked here, kept in `activity` (activityIntervals)
+        if (isActivityName(part)) {
+          parseActivityInterval(part);
+          activity++;
+          continue;
+        }
         const iv = parseInterval(part);
         // 60min and 1h are one interval; 24h and 1d are not (1d is a date, 24h a length)
         const key = iv.day ? 'day' : String(iv.ms);
         if (!seen.has(key)) seen.set(key, iv);
       }
       const out = [...seen.values()].sort((a, b) => a.ms - b.ms);
-      if (out.length === 0) ctx.addIssue({ code: 'custom', message: 'name at least one interval, e.g. 1min,5min' });
+      if (out.length === 0)
+        ctx.addIssue({
+          code: 'custom',
+          message: activity
+            ? 'name a time interval beside activity bars, e.g. 1min,100t: the base window judges which trades are late, for activity bars too'
+            : 'name at least one interval, e.g. 1min,5min',
+        });
       return Object.freeze(out);
     } catch (err) {
       ctx.addIssue({ code: 'custom', message: (err as Error).message });
@@ -283,7 +299,7 @@ const SETTINGS = {
     intervals(),
     () => DEFAULT_INTERVALS,
     '1min,5min,15min,30min,1h',
-    'bar intervals: whole minutes or hours up to 24h, and 1d',
+    'bar intervals: whole minutes or hours up to 24h, and 1d; for `bars`, activity bars too (100t, 10000v, 1000000val, imbalance and runs bars: docs/activity-bars.md)',
   ),
   tz: setting('BAR_TZ', zone(), 'America/New_York', 'America/New_York', 'IANA zone bars are floored and labelled in'),
   graceMs: setting('GRACE_MS', int(0, 3_600_000), 2000, '2000', "how long after a window's end trades for it are still on time"),
@@ -708,6 +724,8 @@ type Read = { -readonly [K in keyof typeof SETTINGS]: Value<(typeof SETTINGS)[K]
 /** The parsed configuration: every setting of the table, plus what follows from them. */
 export interface Config extends Readonly<Omit<Read, 'intervals' | 'tz' | 'backfillFrom' | 'backfillTo'>> {
   readonly intervals: readonly Interval[];
+  /** activity bars named in INTERVALS (100t, 10000v, t-imb-e100; docs/activity-bars.md), apart from the time intervals */
+  readonly activity: readonly ActivityInterval[];
   /** the base interval: the gcd of the intervals */
   readonly baseMs: number;
   readonly tz: string;
@@ -978,6 +996,17 @@ function readSecretFiles(merged: EnvLike, problems: string[]): void {
   }
 }
 
+/** The activity bars of an INTERVALS value (already checked by its setting), first of each name. */
+function activityIntervals(v: string | undefined): readonly ActivityInterval[] {
+  const out = new Map<string, ActivityInterval>();
+  for (const part of (v ?? '').split(','))
+    if (part.trim() !== '' && isActivityName(part)) {
+      const iv = parseActivityInterval(part);
+      if (!out.has(iv.name)) out.set(iv.name, iv);
+    }
+  return Object.freeze([...out.values()]);
+}
+
 /** Parses the environment (and overrides, e.g. CLI flags, by variable name) into a frozen Config. */
 export function loadConfig(env: EnvLike, overrides: EnvLike = {}): Config {
   const merged: EnvLike = {};
@@ -1010,7 +1039,7 @@ export function loadConfig(env: EnvLike, overrides: EnvLike = {}): Config {
   checkTogether(c, merged, problems);
   if (problems.length) throw new ConfigError(problems);
   const intervalsRead = c.intervals as readonly Interval[];
-  return Object.freeze({ ...c, baseMs: baseIntervalMs(intervalsRead) }) as unknown as Config;
+  return Object.freeze({ ...c, activity: activityIntervals(merged.INTERVALS), baseMs: baseIntervalMs(intervalsRead) }) as unknown as Config;
 }
 
 /**

@@ -1,5 +1,5 @@
-import { DateTime } from 'luxon';
 import type { BarState } from './bar.js';
+import type { Clock } from './time.js';
 import { HIGH_LOW, OPEN_CLOSE } from './conditions.js';
 import { PV_DIGITS, ScaledCache, VOLUME_DIGITS, toScaled } from './decimal.js';
 
@@ -112,7 +112,8 @@ interface Side {
   b: number;
 }
 
-const mulScaled = (s: ScaledCache, p: string, v: number): bigint => s.price(p) * s.volume(v);
+const SAFE = Number.MAX_SAFE_INTEGER;
+const SAFE_BIG = BigInt(SAFE);
 
 /** One interval's bar of one symbol as it forms. */
 class Forming {
@@ -128,8 +129,16 @@ class Forming {
   lo = Infinity;
   volume = 0n;
   pv = 0n;
+  /** scaled volume not yet in `volume` while it is exact as a number, and the run of trades at one price not yet in `pv` */
+  vN = 0;
+  runP = '';
+  runV = 0;
   n = 0;
-  // fixed thresholds: exact sums in the measure's scale (trades as they are)
+  // fixed thresholds: exact sums in the measure's scale (trades as they are): numbers while they
+  // are exact (the usual case), the rest in bigints
+  nsum = 0;
+  nbuys = 0;
+  nsells = 0;
   sum = 0n;
   buys = 0n;
   sells = 0n;
@@ -152,7 +161,10 @@ class Forming {
     this.hi = -Infinity;
     this.lo = Infinity;
     this.volume = this.pv = 0n;
+    this.vN = this.runV = 0;
+    this.runP = '';
     this.n = 0;
+    this.nsum = this.nbuys = this.nsells = 0;
     this.sum = this.buys = this.sells = 0n;
     this.fsum = this.fbuys = this.fsells = 0;
   }
@@ -168,11 +180,17 @@ export class ActivityCutter {
   private readonly sides = new Map<string, Side>();
   private readonly bars = new Map<string, Forming[]>();
   private readonly limits: (bigint | undefined)[];
+  /** the same as numbers: Infinity where a limit is beyond exact numbers */
+  private readonly limitsN: number[];
+  /** a fixed value threshold needs each trade's exact price × size */
+  private readonly needPv: boolean;
 
   constructor(readonly intervals: readonly ActivityInterval[]) {
     this.limits = intervals.map((iv) =>
       iv.threshold === undefined ? undefined : iv.measure === 't' ? BigInt(iv.threshold) : toScaled(iv.threshold, iv.measure === 'v' ? VOLUME_DIGITS : PV_DIGITS),
     );
+    this.limitsN = this.limits.map((l) => (l !== undefined && l <= SAFE_BIG ? Number(l) : Infinity));
+    this.needPv = intervals.some((iv) => iv.threshold !== undefined && iv.measure === 'val');
   }
 
   push(tr: ActivityTrade, emit: (bar: ActivityBar) => void): void {
@@ -196,8 +214,9 @@ export class ActivityCutter {
       });
       this.bars.set(tr.s, mine);
     }
-    const sv = counted ? this.scaled.volume(tr.v) : 0n;
-    const spv = counted ? mulScaled(this.scaled, tr.p, tr.v) : 0n;
+    // the trade's scaled size as an exact number (-1 when it is too large for one), and its exact value when needed
+    const sv = counted ? this.scaled.volumeNumber(tr.v) : 0;
+    const spv = counted && this.needPv ? this.scaled.price(tr.p) * this.scaled.volume(tr.v) : 0n;
     for (let i = 0; i < this.intervals.length; i++) {
       const iv = this.intervals[i]!;
       const f = mine[i]!;
@@ -221,11 +240,11 @@ export class ActivityCutter {
         }
       }
       if (!counted) continue; // a price update: prices, no measure
-      f.volume += sv;
-      f.pv += spv;
+      this.addVolume(f, tr, sv);
       f.n++;
       if (this.reached(iv, i, f, b, tr, sv, spv)) {
         f.seq++;
+        this.settle(f);
         emit({
           interval: iv.name,
           symbol: tr.s,
@@ -240,19 +259,66 @@ export class ActivityCutter {
     }
   }
 
+  /** A trade's size into the bar's exact volume and Σ p·v (as the time bars' fold: numbers while exact, runs of one price). */
+  private addVolume(f: Forming, tr: ActivityTrade, sv: number): void {
+    if (sv >= 0 && f.vN + sv <= SAFE) {
+      f.vN += sv;
+      if (tr.p === f.runP && f.runV + sv <= SAFE) {
+        f.runV += sv;
+        return;
+      }
+      if (f.runV !== 0) f.pv += this.scaled.price(f.runP) * BigInt(f.runV);
+      f.runP = tr.p;
+      f.runV = sv;
+      return;
+    }
+    this.settle(f);
+    const big = this.scaled.volume(tr.v);
+    f.volume += big;
+    f.pv += this.scaled.price(tr.p) * big;
+  }
+
+  private settle(f: Forming): void {
+    if (f.vN !== 0) {
+      f.volume += BigInt(f.vN);
+      f.vN = 0;
+    }
+    if (f.runV !== 0) {
+      f.pv += this.scaled.price(f.runP) * BigInt(f.runV);
+      f.runV = 0;
+    }
+  }
+
   /** Adds a counted trade to the bar's measure; whether the bar has reached its threshold. */
-  private reached(iv: ActivityInterval, i: number, f: Forming, b: number, tr: ActivityTrade, sv: bigint, spv: bigint): boolean {
+  private reached(iv: ActivityInterval, i: number, f: Forming, b: number, tr: ActivityTrade, sv: number, spv: bigint): boolean {
     const limit = this.limits[i];
     if (limit !== undefined) {
-      const x = iv.measure === 't' ? 1n : iv.measure === 'v' ? sv : spv;
-      if (iv.rule === 'size') return (f.sum += x) >= limit;
-      if (b > 0) f.buys += x;
-      else f.sells += x;
+      // x exactly: a number (trades; a size that is one) while the sums stay exact, else bigints
+      const xn = iv.measure === 't' ? 1 : iv.measure === 'v' ? sv : -1;
+      if (xn >= 0 && (b > 0 ? f.nbuys : f.nsells) + xn <= SAFE && f.nsum + xn <= SAFE) {
+        f.nsum += xn;
+        if (b > 0) f.nbuys += xn;
+        else f.nsells += xn;
+      } else {
+        const x = iv.measure === 'val' ? spv : this.scaled.volume(tr.v);
+        f.sum += x;
+        if (b > 0) f.buys += x;
+        else f.sells += x;
+      }
+      const limitN = this.limitsN[i]!;
+      if (f.sum === 0n && f.buys === 0n && f.sells === 0n) {
+        if (iv.rule === 'size') return f.nsum >= limitN;
+        if (iv.rule === 'imb') return Math.abs(f.nbuys - f.nsells) >= limitN;
+        return Math.max(f.nbuys, f.nsells) >= limitN;
+      }
+      if (iv.rule === 'size') return BigInt(f.nsum) + f.sum >= limit;
+      const buys = BigInt(f.nbuys) + f.buys;
+      const sells = BigInt(f.nsells) + f.sells;
       if (iv.rule === 'imb') {
-        const d = f.buys - f.sells;
+        const d = buys - sells;
         return (d < 0n ? -d : d) >= limit;
       }
-      return (f.buys > f.sells ? f.buys : f.sells) >= limit;
+      return (buys > sells ? buys : sells) >= limit;
     }
     const e = iv.ewma!;
     const x = iv.measure === 't' ? 1 : iv.measure === 'v' ? tr.v : +tr.p * tr.v;
@@ -298,7 +364,12 @@ export class ActivityCutter {
 /** An activity bar's row: start and end event times (ms, in BAR_TZ with the offset), then a time bar's columns. */
 export const ACTIVITY_HEADER = ['start', 'end', 'open', 'high', 'low', 'close', 'vwap', 'volume', 'num_transactions'] as const;
 
-/** An event time as activity bars label it: ISO 8601 with milliseconds and the zone's offset. */
-export function eventLabel(t: number, zone: string): string {
-  return DateTime.fromMillis(t, { zone }).toISO()!;
+/** An event time as activity bars label it: ISO 8601 with milliseconds and the zone's offset (2013-10-10T09:30:00.123-04:00). */
+export function eventLabel(t: number, clock: Clock): string {
+  const off = clock.offset(t);
+  const local = new Date(t + off).toISOString(); // the local wall time, spelled in UTC's form
+  const a = Math.abs(off) / 60_000;
+  const hh = String(Math.floor(a / 60)).padStart(2, '0');
+  const mm = String(a % 60).padStart(2, '0');
+  return `${local.slice(0, 23)}${off < 0 ? '-' : '+'}${hh}:${mm}`;
 }
