@@ -9,10 +9,7 @@ import { BUNDLED_TAPE, LEAN_AIG_TAPE } from './helpers.js';
  * alone (test/activity-reference.ts): the page's worked example, then every kind of name on the
  * bundled Binance tape and the Lean AIG day, bar by bar and field by field.
  *
- * Not compared here, the tapes having none: price updates (v = 0). The page leaves open whether one
- * moves the tick rule's last sale; the reference says it does, the production cutter that it does
- * not (only a trade with v > 0 is a "last sale"), so the two would differ on a trade priced between
- * the last sale and a price update after it.
+ * Price updates (v = 0), which the tapes do not have, are compared on a small made-up tape.
  */
 
 /** A tape's trades in event order: by time, the tape's order breaking ties. */
@@ -216,5 +213,26 @@ describe('symbols keep their own state', () => {
           `${symbol} ${name}`,
         ).toBeUndefined();
       }
+  });
+});
+
+describe('price updates (v = 0), which the tapes have none of', () => {
+  it('set prices, are no sale for the tick rule and add to no measure, in both', () => {
+    // 10 (a buy, first), a price update at 12, 11: above the last sale (10), so a buy, not a sell
+    const trades: RefTrade[] = [
+      { s: 'X', t: 1, p: '10', v: 1 },
+      { s: 'X', t: 2, p: '12', v: 0 },
+      { s: 'X', t: 3, p: '11', v: 1 },
+      { s: 'X', t: 4, p: '9', v: 0 },
+      { s: 'X', t: 5, p: '9.5', v: 2 },
+      { s: 'X', t: 6, p: '9.75', v: 1 },
+    ];
+    for (const name of ['2t-imb', '2t', '3v', 't-imb-e2-k2', 'v-run-e2-k2']) {
+      const want = referenceBars(trades, name);
+      expect(want.length, name).toBeGreaterThan(0);
+      expect(firstDifference(production(trades, [name]).get(name)!, want), name).toBeUndefined();
+    }
+    const [bar] = referenceBars(trades, '2t-imb');
+    expect([bar!.trades, bar!.high, bar!.close]).toEqual([2, '12', '11']);
   });
 });

@@ -7,9 +7,9 @@
  * prices by 10^12. The expected-value (EWMA) forms work in doubles, with `E ← E + α·(x − E)`.
  *
  * Readings chosen where the page leaves room (the most literal one each time):
- *  - a price update (v = 0) sets prices (it may open a bar, so it sets `start` and `open`, and it
- *    moves the last sale for the tick rule, taking a side by it) but has no x, adds to no measure,
- *    count or EWMA, and is never a bar's closing trade;
+ *  - a price update (v = 0) sets prices (it may open a bar, so it sets `start` and `open`) but is
+ *    no sale for the tick rule, has no x, adds to no measure, count or EWMA, and is never a bar's
+ *    closing trade;
  *  - in the EWMA forms x is a double: 1, the size, or Number(price) × size; θ is a sum of doubles;
  *  - the first bar of an EWMA form closes on its T0-th trade whatever `-min`/`-max` say; only the
  *    E[T] after it is kept within [min, max];
@@ -236,13 +236,15 @@ export function referenceBars(trades: readonly RefTrade[], interval: string | Re
     const price = scaled(tr.p, PRICE_DECIMALS);
 
     // b, the tick rule: above the last sale a buy, below a sell, at it the side before; the first a buy
-    let b: 1 | -1;
-    if (st.lastSale === undefined) b = 1;
-    else if (price > st.lastSale) b = 1;
-    else if (price < st.lastSale) b = -1;
-    else b = st.lastSide;
-    st.lastSale = price;
-    st.lastSide = b;
+    // (a price update, v = 0, is not a sale: it moves neither)
+    let b: 1 | -1 = st.lastSide;
+    if (tr.v > 0) {
+      if (st.lastSale === undefined) b = 1;
+      else if (price > st.lastSale) b = 1;
+      else if (price < st.lastSale) b = -1;
+      st.lastSale = price;
+      st.lastSide = b;
+    }
 
     // prices: the trade (or price update) opens a bar if none is forming
     if (!st.bar)

@@ -91,7 +91,17 @@ export class InProcessActivity {
     const { vwap, trades } = barCells(bar.state);
     const clock = this.calendar.clock;
     const b = bar.state;
-    const row = [eventLabel(bar.start, clock), eventLabel(bar.end, clock), b.open, b.high, b.low, b.close, vwap, formatNumber(volumeNumber(b.volume)), trades];
+    const row = [
+      eventLabel(bar.start, clock),
+      eventLabel(bar.end, clock),
+      b.open,
+      b.high,
+      b.low,
+      b.close,
+      vwap,
+      formatNumber(volumeNumber(b.volume)),
+      trades,
+    ];
     // numbers and labels: joined as they are, as the time bars' rows are (csv-stringify for anything it would quote)
     r.lines.push(row.some((cell) => NEEDS_QUOTES.test(cell)) ? stringify([row]) : `${row.join(',')}\n`);
   };

@@ -20,7 +20,7 @@ describe('activity bar names', () => {
       ewma: { t0: 50, w: 5, k: 10, min: 1, max: 90 },
     });
     expect(parseActivityInterval('t-run-e20').ewma).toMatchObject({ t0: 20, w: 20, k: 20 });
-    for (const bad of ['2.5t', '0t', '0.0v', 't-imb-e0', 't-imb-e10-min20-max10', 't-imb-e10-w3-w4', '100x', 't-imb'])
+    for (const bad of ['2.5t', '0t', '0.0v', '1.00000000005v', 't-imb-e0', 't-imb-e10-min20-max10', 't-imb-e10-w3-w4', '100x', 't-imb'])
       expect(() => parseActivityInterval(bad), bad).toThrow(/invalid interval .*activity bars are/);
   });
 });
@@ -31,7 +31,9 @@ describe('eventLabel', () => {
       const clock = new Clock(tz);
       // the epoch, a Lean trade, the November repeated hour's two sides, the March gap, a 7 ms trade
       for (const t of [0, 1381411800123, 1699162200000, 1699165800001, 1710054000500, Date.UTC(2024, 3, 6, 15, 30, 0, 7)])
-        expect(eventLabel(t, clock), `${tz} ${t}`).toBe(DateTime.fromMillis(t, { zone: tz }).toISO({ includeOffset: true })!.replace(/Z$/, '+00:00'));
+        expect(eventLabel(t, clock), `${tz} ${t}`).toBe(
+          DateTime.fromMillis(t, { zone: tz }).toISO({ includeOffset: true })!.replace(/Z$/, '+00:00'),
+        );
     }
   });
 });
@@ -39,7 +41,9 @@ describe('eventLabel', () => {
 describe('ActivityCutter', () => {
   it('closes size bars on the trade that reaches the threshold, never splitting it', () => {
     const { bars, forming } = cut('10v', [{ v: 4 }, { v: 4 }, { v: 3, p: '11' }, { v: 9, p: '9' }, { v: 1 }, { v: 2 }]);
-    expect(bars.map((b) => [b.seq, b.state.trades, Number(b.state.volume) / 1e10, b.state.open, b.state.high, b.state.low, b.state.close])).toEqual([
+    expect(
+      bars.map((b) => [b.seq, b.state.trades, Number(b.state.volume) / 1e10, b.state.open, b.state.high, b.state.low, b.state.close]),
+    ).toEqual([
       [1, 3, 11, '10', '11', '10', '11'],
       [2, 2, 10, '9', '10', '9', '10'],
     ]);
@@ -49,7 +53,10 @@ describe('ActivityCutter', () => {
   });
 
   it('sums exactly: ten trades of 0.1 make a 1v bar', () => {
-    const { bars } = cut('1v', Array.from({ length: 10 }, () => ({ v: 0.1 })));
+    const { bars } = cut(
+      '1v',
+      Array.from({ length: 10 }, () => ({ v: 0.1 })),
+    );
     expect(bars).toHaveLength(1);
     expect(bars[0]!.state.trades).toBe(10);
   });
@@ -63,7 +70,10 @@ describe('ActivityCutter', () => {
     expect(bars.map((b) => [b.seq, b.start, b.end, b.state.trades])).toEqual([[1, 1000, 1002, 3]]);
     expect(forming).toEqual([4]);
     // one more buy makes theta 3, the threshold: bar 2 closes
-    const more = cut('t-imb-e3-w3-k3', [...prices, '14'].map((p) => ({ p })));
+    const more = cut(
+      't-imb-e3-w3-k3',
+      [...prices, '14'].map((p) => ({ p })),
+    );
     expect(more.bars.map((b) => [b.seq, b.state.trades, b.state.open, b.state.close])).toEqual([
       [1, 3, '10', '11'],
       [2, 5, '10', '14'],
@@ -73,7 +83,9 @@ describe('ActivityCutter', () => {
   it('takes the side of a trade that may not set the close from the trade before, and lets it set no price', () => {
     // a fixed tick imbalance of 2: buy (first), odd lot at a lower price (no OPEN_CLOSE: still a buy) closes it
     const { bars } = cut('2t-imb', [{ p: '10' }, { p: '9', elig: VOLUME }]);
-    expect(bars.map((b) => [b.state.trades, b.state.open, b.state.high, b.state.low, b.state.close])).toEqual([[2, '10', '10', '10', '10']]);
+    expect(bars.map((b) => [b.state.trades, b.state.open, b.state.high, b.state.low, b.state.close])).toEqual([
+      [2, '10', '10', '10', '10'],
+    ]);
     // the same with a last sale: a sell, the imbalance 0, no bar
     expect(cut('2t-imb', [{ p: '10' }, { p: '9' }]).bars).toEqual([]);
   });
@@ -85,7 +97,10 @@ describe('ActivityCutter', () => {
 
   it('runs bars: the longer one-sided run closes the bar', () => {
     // buy, sell, sell, buy, sell: sells reach 3 on the fifth trade
-    const { bars } = cut('3t-run', ['10', '9', '8', '9', '8'].map((p) => ({ p })));
+    const { bars } = cut(
+      '3t-run',
+      ['10', '9', '8', '9', '8'].map((p) => ({ p })),
+    );
     expect(bars.map((b) => b.state.trades)).toEqual([5]);
   });
 

@@ -63,6 +63,9 @@ export function parseActivityInterval(text: string): ActivityInterval {
   if (f) {
     const [, n, measure, rule] = f as unknown as [string, string, ActivityMeasure, 'imb' | 'run' | undefined];
     if (measure === 't' && n.includes('.')) throw bad('a number of trades is a whole number');
+    const decimals = n.includes('.') ? n.length - n.indexOf('.') - 1 : 0;
+    const most = measure === 'val' ? PV_DIGITS : VOLUME_DIGITS;
+    if (decimals > most) throw bad(`at most ${most} decimals (what the sums keep exactly)`);
     if (toScaled(n, measure === 'val' ? PV_DIGITS : VOLUME_DIGITS) <= 0n) throw bad('the threshold must be above 0');
     return Object.freeze({ name, measure, rule: rule ?? 'size', threshold: n });
   }
@@ -187,7 +190,11 @@ export class ActivityCutter {
 
   constructor(readonly intervals: readonly ActivityInterval[]) {
     this.limits = intervals.map((iv) =>
-      iv.threshold === undefined ? undefined : iv.measure === 't' ? BigInt(iv.threshold) : toScaled(iv.threshold, iv.measure === 'v' ? VOLUME_DIGITS : PV_DIGITS),
+      iv.threshold === undefined
+        ? undefined
+        : iv.measure === 't'
+          ? BigInt(iv.threshold)
+          : toScaled(iv.threshold, iv.measure === 'v' ? VOLUME_DIGITS : PV_DIGITS),
     );
     this.limitsN = this.limits.map((l) => (l !== undefined && l <= SAFE_BIG ? Number(l) : Infinity));
     this.needPv = intervals.some((iv) => iv.threshold !== undefined && iv.measure === 'val');
@@ -251,7 +258,17 @@ export class ActivityCutter {
           seq: f.seq,
           start: f.start,
           end: f.end,
-          state: { open: f.open, openKey: '', high: f.high, low: f.low, close: f.close, closeKey: '', volume: f.volume, pv: f.pv, trades: f.n },
+          state: {
+            open: f.open,
+            openKey: '',
+            high: f.high,
+            low: f.low,
+            close: f.close,
+            closeKey: '',
+            volume: f.volume,
+            pv: f.pv,
+            trades: f.n,
+          },
         });
         if (iv.ewma) this.nextThreshold(iv.ewma, iv.rule, f);
         f.reset();
@@ -349,9 +366,7 @@ export class ActivityCutter {
   private nextThreshold(e: ActivityEwma, rule: ActivityRule, f: Forming): void {
     f.expT = Math.min(e.max, Math.max(e.min, f.expT + (2 / (e.w + 1)) * (f.n - f.expT)));
     f.threshold =
-      rule === 'imb'
-        ? f.expT * Math.abs(f.expBx ?? 0)
-        : f.expT * Math.max((f.pBuy ?? 0) * f.expXBuy, (1 - (f.pBuy ?? 0)) * f.expXSell);
+      rule === 'imb' ? f.expT * Math.abs(f.expBx ?? 0) : f.expT * Math.max((f.pBuy ?? 0) * f.expXBuy, (1 - (f.pBuy ?? 0)) * f.expXSell);
   }
 
   /** The bars that have not reached their threshold, with what they hold so far. */

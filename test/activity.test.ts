@@ -1,0 +1,174 @@
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { csvPath, readTapeTrades } from '@candlewick/common';
+import { formatNumber, volumeNumber, vwapOf } from '@candlewick/core';
+import { referenceBars, type RefTrade } from './activity-reference.js';
+import { BUNDLED_TAPE, LEAN_AIG_TAPE, csvOutputs, runCli, tempDir } from './helpers.js';
+
+/**
+ * Activity bars as a user makes them: `candlewick bars` with activity names in INTERVALS, as a
+ * child process. Its files hold the bars the reference (test/activity-reference.ts, written from
+ * docs/activity-bars.md alone) makes from the tape's trades in event order; the same with one
+ * partition and with three; the time bars beside them unchanged; a second run writes nothing; a
+ * late trade in no activity bar; a role that cannot build them refuses them.
+ */
+
+const XRP_KINDS = [
+  '100t',
+  '50000v',
+  '50val',
+  '30t-imb',
+  '30000v-imb',
+  '100val-run',
+  't-imb-e100',
+  't-run-e50-w5-k10-min5-max200',
+  'v-run-e100',
+];
+const AIG_KINDS = [
+  '500t',
+  '100000v',
+  '5000000val',
+  '50t-imb',
+  '100000v-run',
+  't-imb-e20-w5-k20-min10-max100',
+  'val-imb-e100-k200-min50-max150',
+];
+
+/** A tape's trades in event order: by time, the tape's order breaking ties. */
+function eventOrder(trades: readonly RefTrade[]): RefTrade[] {
+  return trades
+    .map((x, i) => ({ x, i }))
+    .sort((a, b) => a.x.t - b.x.t || a.i - b.i)
+    .map(({ x }) => ({ s: x.s, t: x.t, p: x.p, v: x.v }));
+}
+
+/** The rows the reference's bars make, in the file's form (times compared as instants). */
+function referenceRows(trades: readonly RefTrade[], name: string, symbol: string): string[][] {
+  return referenceBars(
+    trades.filter((t) => t.s === symbol),
+    name,
+  ).map((b) => [
+    String(b.start),
+    String(b.end),
+    b.open,
+    b.high,
+    b.low,
+    b.close,
+    formatNumber(vwapOf(b.vwapNumerator, b.volume)),
+    formatNumber(volumeNumber(b.volume)),
+    String(b.trades),
+  ]);
+}
+
+function fileRows(path: string): { header: string; rows: string[][] } {
+  const [header, ...lines] = readFileSync(path, 'utf8').trimEnd().split('\n');
+  return {
+    header: header!,
+    rows: lines.map((l) => l.split(',')).map(([s, e, ...rest]) => [String(Date.parse(s!)), String(Date.parse(e!)), ...rest]),
+  };
+}
+
+async function bars(tape: string, out: string, env: Record<string, string>) {
+  const r = await runCli(['bars', '--tape', tape, '--out', out], env);
+  expect(r.code, r.stderr).toBe(0);
+  return r;
+}
+
+describe('candlewick bars with activity bars', () => {
+  for (const [what, tape, kinds, symbol] of [
+    ['the bundled tape', BUNDLED_TAPE, XRP_KINDS, 'BINANCE:XRPETH'],
+    ['the Lean AIG day', LEAN_AIG_TAPE, AIG_KINDS, 'AIG'],
+  ] as const) {
+    it(`${what}: every kind's file holds the reference's bars, with one partition or three; the time bars are unchanged`, async () => {
+      const intervals = ['1min', '5min', ...kinds].join(',');
+      const one = tempDir('activity-1');
+      const three = tempDir('activity-3');
+      const timeOnly = tempDir('activity-time');
+      const r = await bars(tape, one, { INTERVALS: intervals });
+      await bars(tape, three, { INTERVALS: intervals, STREAM_PARTITIONS: '3' });
+      await bars(tape, timeOnly, { INTERVALS: '1min,5min' });
+      const trades = eventOrder(readTapeTrades(tape));
+      for (const kind of kinds) {
+        const path = csvPath(one, kind, symbol);
+        const { header, rows } = fileRows(path);
+        expect(header).toBe('start,end,open,high,low,close,vwap,volume,num_transactions');
+        const want = referenceRows(trades, kind, symbol);
+        expect(want.length, kind).toBeGreaterThan(10);
+        expect(rows, kind).toEqual(want);
+        expect(r.stdout).toContain(`${kind}=${want.length}`);
+      }
+      const files = csvOutputs(one);
+      expect(csvOutputs(three)).toEqual(files);
+      const time = csvOutputs(timeOnly);
+      expect(time.size).toBe(2);
+      for (const [k, text] of time) expect(files.get(k), k).toBe(text);
+      expect(files.size).toBe(2 + kinds.length);
+      // an activity bar that had not reached its threshold at the tape's end is said, not written
+      expect(r.stdout).toMatch(/activity bars +\d+ still forming at the tape's end/);
+    });
+  }
+
+  it('a second run writes nothing; a file that does not begin with these bars is left as it is, named, exit 2', async () => {
+    const out = tempDir('activity-again');
+    const env = { INTERVALS: '1min,100t,t-imb-e100' };
+    await bars(BUNDLED_TAPE, out, env);
+    const before = csvOutputs(out);
+    const again = await bars(BUNDLED_TAPE, out, env);
+    expect(again.stdout).toMatch(/bars written +none \(\d+ already in the files\)/);
+    expect(csvOutputs(out)).toEqual(before);
+
+    const path = csvPath(out, '100t', 'BINANCE:XRPETH');
+    const text = readFileSync(path, 'utf8');
+    const lines = text.split('\n');
+    lines[3] = lines[3]!.replace(/,100$/, ',99');
+    writeFileSync(path, lines.join('\n'));
+    const clash = await runCli(['bars', '--tape', BUNDLED_TAPE, '--out', out], env);
+    expect(clash.code).toBe(2);
+    expect(clash.stderr).toContain(`${path}: its rows are not the first rows of these 100t bars`);
+    expect(readFileSync(path, 'utf8')).toBe(lines.join('\n'));
+    expect(csvOutputs(out).get(join('raw', 't-imb-e100', 'BINANCE_XRPETH_t-imb-e100.csv'))).toBe(
+      before.get(join('raw', 't-imb-e100', 'BINANCE_XRPETH_t-imb-e100.csv')),
+    );
+  });
+
+  it('a late trade goes into no activity bar: the bars are those of the on-time trades', async () => {
+    const dir = tempDir('activity-late');
+    const tape = join(dir, 'late.jsonl');
+    const t0 = Date.parse('2024-03-04T15:00:00Z');
+    const trades: RefTrade[] = [];
+    const lines: string[] = [];
+    for (let i = 0; i < 300; i++) {
+      // prices as JSON numbers: the text a trade's price keeps is the number's (170.1, not 170.10)
+      const tr = { s: 'AAPL', p: String(170 + ((i * 7) % 13) / 100), v: 1 + (i % 4), t: t0 + i * 1000 };
+      trades.push(tr);
+      lines.push(JSON.stringify({ ...tr, p: Number(tr.p), c: [] }));
+      // at 200 s, a trade from 120 s before: its minute and grace long past
+      if (i === 200) lines.push(JSON.stringify({ s: 'AAPL', p: 999, v: 1000, t: t0 + 80_000, c: [] }));
+    }
+    writeFileSync(tape, `${lines.join('\n')}\n`);
+    const out = join(dir, 'out');
+    const r = await bars(tape, out, { INTERVALS: '1min,10t,100v,3t-imb' });
+    expect(r.stdout).toMatch(/late +1\n/);
+    for (const kind of ['10t', '100v', '3t-imb']) {
+      const { rows } = fileRows(csvPath(out, kind, 'AAPL'));
+      const want = referenceRows(trades, kind, 'AAPL');
+      expect(want.length, kind).toBeGreaterThan(5);
+      expect(rows, kind).toEqual(want);
+    }
+  });
+
+  it('the roles that do not build them refuse them, naming them (exit 2)', async () => {
+    for (const role of ['stack', 'aggregate', 'write', 'serve']) {
+      const r = await runCli([role], { INTERVALS: '1min,100t,t-imb-e100', REDIS_URL: 'redis://127.0.0.1:1' });
+      expect(r.code, role).toBe(2);
+      expect(r.stderr, role).toContain('INTERVALS: 100t, t-imb-e100 are activity bars');
+    }
+    const bad = await runCli(['bars', '--out', tempDir('activity-bad')], { INTERVALS: '1min,2.5t' });
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain('invalid interval "2.5t": a number of trades is a whole number');
+    const alone = await runCli(['bars', '--out', tempDir('activity-alone')], { INTERVALS: '100t' });
+    expect(alone.code).toBe(2);
+    expect(alone.stderr).toContain('name a time interval beside activity bars');
+  });
+});
