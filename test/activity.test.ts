@@ -1,10 +1,11 @@
-import { readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { csvPath, readTapeTrades } from '@candlewick/common';
+import { commitActivity, csvPath, readTapeTrades } from '@candlewick/common';
 import { formatNumber, volumeNumber, vwapOf } from '@candlewick/core';
 import { referenceBars, type RefTrade } from './activity-reference.js';
-import { BUNDLED_TAPE, LEAN_AIG_TAPE, csvOutputs, runCli, tempDir } from './helpers.js';
+import { BUNDLED_TAPE, LEAN_AIG_TAPE, csvOutputs, redisUrl, runCli, tempDir, testKeys, testRedis, uniquePrefix } from './helpers.js';
 
 /**
  * Activity bars as a user makes them: `candlewick bars` with activity names in INTERVALS, as a
@@ -49,6 +50,7 @@ function referenceRows(trades: readonly RefTrade[], name: string, symbol: string
     trades.filter((t) => t.s === symbol),
     name,
   ).map((b) => [
+    String(b.seq),
     String(b.start),
     String(b.end),
     b.open,
@@ -65,7 +67,7 @@ function fileRows(path: string): { header: string; rows: string[][] } {
   const [header, ...lines] = readFileSync(path, 'utf8').trimEnd().split('\n');
   return {
     header: header!,
-    rows: lines.map((l) => l.split(',')).map(([s, e, ...rest]) => [String(Date.parse(s!)), String(Date.parse(e!)), ...rest]),
+    rows: lines.map((l) => l.split(',')).map(([n, s, e, ...rest]) => [n!, String(Date.parse(s!)), String(Date.parse(e!)), ...rest]),
   };
 }
 
@@ -92,7 +94,7 @@ describe('candlewick bars with activity bars', () => {
       for (const kind of kinds) {
         const path = csvPath(one, kind, symbol);
         const { header, rows } = fileRows(path);
-        expect(header).toBe('start,end,open,high,low,close,vwap,volume,num_transactions');
+        expect(header).toBe('bar,start,end,open,high,low,close,vwap,volume,num_transactions');
         const want = referenceRows(trades, kind, symbol);
         expect(want.length, kind).toBeGreaterThan(10);
         expect(rows, kind).toEqual(want);
@@ -158,17 +160,108 @@ describe('candlewick bars with activity bars', () => {
     }
   });
 
-  it('the roles that do not build them refuse them, naming them (exit 2)', async () => {
-    for (const role of ['stack', 'aggregate', 'write', 'serve']) {
-      const r = await runCli([role], { INTERVALS: '1min,100t,t-imb-e100', REDIS_URL: 'redis://127.0.0.1:1' });
-      expect(r.code, role).toBe(2);
-      expect(r.stderr, role).toContain('INTERVALS: 100t, t-imb-e100 are activity bars');
-    }
+  it('a name that is not one, or activity bars alone, is refused naming the rule (exit 2)', async () => {
     const bad = await runCli(['bars', '--out', tempDir('activity-bad')], { INTERVALS: '1min,2.5t' });
     expect(bad.code).toBe(2);
     expect(bad.stderr).toContain('invalid interval "2.5t": a number of trades is a whole number');
-    const alone = await runCli(['bars', '--out', tempDir('activity-alone')], { INTERVALS: '100t' });
-    expect(alone.code).toBe(2);
-    expect(alone.stderr).toContain('name a time interval beside activity bars');
+    for (const role of ['bars', 'stack']) {
+      const alone = await runCli([role], { INTERVALS: '100t', DATA_DIR: tempDir('activity-alone') });
+      expect(alone.code, role).toBe(2);
+      expect(alone.stderr, role).toContain('name a time interval beside activity bars');
+    }
+  });
+});
+
+/** The activity kinds the pipeline tests cut: every rule, fixed and EWMA. */
+const PIPELINE = '1min,5min,100t,50000v,50val,30t-imb,100val-run,t-imb-e100,v-run-e100';
+
+describe('activity bars in the pipeline (candlewick stack)', () => {
+  it('two partitions, two aggregators: the files `candlewick bars` writes, byte for byte, and on bars:{interval}', async () => {
+    const dir = tempDir('activity-stack');
+    const prefix = uniquePrefix('activity-stack');
+    const env = { INTERVALS: PIPELINE, STREAM_PARTITIONS: '2' };
+    const res = await runCli(['stack'], {
+      ...env,
+      REDIS_URL: redisUrl(),
+      KEY_PREFIX: prefix,
+      DATA_DIR: dir,
+      AGGREGATORS: '2',
+      EXIT_WHEN_IDLE_MS: '500',
+    });
+    expect(res.code, res.stdout.slice(-3000)).toBe(0);
+    const out = tempDir('activity-stack-bars');
+    await bars(BUNDLED_TAPE, out, env);
+    const want = csvOutputs(out);
+    expect(want.size).toBe(9);
+    expect(csvOutputs(dir)).toEqual(want);
+    expect(res.stdout).toMatch(/bars written +.*100t=124 /);
+    // published for other services: one entry per bar, with its number and end
+    const tapped = await runCli(
+      ['tap', 'bars:100t', '--from', '0'],
+      { REDIS_URL: redisUrl(), KEY_PREFIX: prefix, INTERVALS: PIPELINE },
+      20_000,
+      3000,
+    );
+    const entries = tapped.stdout
+      .split('\n')
+      .filter((l) => l.startsWith('{'))
+      .map((l) => JSON.parse(l) as { symbol: string; close: string });
+    expect(entries).toHaveLength(124);
+    const rows = readFileSync(csvPath(dir, '100t', 'BINANCE:XRPETH'), 'utf8')
+      .trimEnd()
+      .split('\n')
+      .slice(1);
+    expect(entries.map((e) => e.close)).toEqual(rows.map((r) => r.split(',')[6]));
+  });
+
+  it('the closer killed before its cut is committed and after handing it over, the writer after appending: the same bytes', async () => {
+    const dir = tempDir('activity-crash');
+    const once = mkdtempSync(join(tmpdir(), 'cw-activity-once-'));
+    const env = { INTERVALS: PIPELINE };
+    const res = await runCli(
+      ['stack'],
+      {
+        ...env,
+        REDIS_URL: redisUrl(),
+        KEY_PREFIX: uniquePrefix('activity-crash'),
+        DATA_DIR: dir,
+        EXIT_WHEN_IDLE_MS: '1500',
+        CLOSE_EVERY_MS: '100',
+        INGEST_BATCH: '200',
+        REPLAY_SPEED: '30000',
+        REPLAY_SHIFT: 'false',
+        CANDLEWICK_CRASH: 'activity:cut@3,close:enqueued@4,write:activity@5',
+        CANDLEWICK_CRASH_ONCE_DIR: once,
+      },
+      180_000,
+    );
+    expect(res.code, res.stdout.slice(-3000)).toBe(0);
+    expect(readdirSync(once).sort()).toEqual(['activity_cut', 'close_enqueued', 'write_activity']);
+    const out = tempDir('activity-crash-bars');
+    await bars(BUNDLED_TAPE, out, env);
+    expect(csvOutputs(dir)).toEqual(csvOutputs(out));
+  });
+});
+
+describe('commitActivity', () => {
+  it('commits a cut once: a second cut read from the same place writes nothing', async () => {
+    const redis = testRedis();
+    const keys = testKeys('activity-commit');
+    try {
+      const from = { cursor: '', h: '' };
+      const cut = { from, cursor: '5-0', h: '60000', bars: '[["100t","X",1,1,2,"s"]]', states: new Map([['X', '{"a":1}']]) };
+      expect(await commitActivity(redis, keys, 0, cut)).toBe(true);
+      // a second closer that read before the first committed
+      expect(await commitActivity(redis, keys, 0, { ...cut, states: new Map([['X', '{"a":2}']]) })).toBe(false);
+      expect(await redis.xlen(keys.outbox(0))).toBe(1);
+      expect(await redis.hgetall(keys.activity(0))).toEqual({ cursor: '5-0', h: '60000', 's:X': '{"a":1}' });
+      // the next cut, read after it
+      expect(
+        await commitActivity(redis, keys, 0, { ...cut, from: { cursor: '5-0', h: '60000' }, cursor: '(9-0', h: '120000', bars: '' }),
+      ).toBe(true);
+      expect(await redis.xlen(keys.outbox(0))).toBe(1);
+    } finally {
+      redis.disconnect();
+    }
   });
 });

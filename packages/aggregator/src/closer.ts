@@ -1,5 +1,6 @@
 import { Queue, Worker, type Job } from 'bullmq';
 import { MINUTE } from '@candlewick/core';
+import { ActivityStep } from './activity.js';
 import {
   AGGREGATOR_GROUP,
   BARS_QUEUE,
@@ -16,6 +17,7 @@ import {
   CLOSE_QUEUE,
   barsJobId,
   decodeOutboxEntries,
+  decodeActivityOutbox,
   horizonJobId,
   type BarsJob,
   type ClosedBar,
@@ -51,6 +53,7 @@ export interface CloseResult {
  */
 export class BarCloser {
   private readonly closedBars = metrics.barsClosed();
+  private readonly activity: ActivityStep | undefined;
 
   constructor(
     private readonly redis: RedisClient,
@@ -58,7 +61,9 @@ export class BarCloser {
     private readonly cfg: Config,
     private readonly keys: Keys,
     private readonly log: Logger,
-  ) {}
+  ) {
+    this.activity = cfg.activity.length ? new ActivityStep(redis, cfg, keys, log) : undefined;
+  }
 
   async closePartition(p: number, flush = false): Promise<CloseResult> {
     let closed = 0;
@@ -96,6 +101,8 @@ export class BarCloser {
       await handing?.catch(() => undefined);
     }
     await this.drainOutbox(p);
+    // activity bars: the trades final through this horizon, cut (docs/activity-bars.md)
+    if (this.activity && through > -Infinity && (await this.activity.cut(p, through)) > 0) await this.drainOutbox(p);
     return { closed, merged, through };
   }
 
@@ -132,7 +139,22 @@ export class BarCloser {
         }
         return total;
       }
-      const entries = rows.map(([id, f]) => ({ id, bars: decodeOutboxEntries(f) }));
+      // an entry of activity bars is a job of its own, its id the entry's (the writer skips bars it has)
+      const timeRows: [string, string[]][] = [];
+      for (const [id, f] of rows) {
+        const activity = decodeActivityOutbox(f);
+        if (activity === undefined) {
+          timeRows.push([id, f]);
+          continue;
+        }
+        const data: BarsJob = { bars: [], activity };
+        await this.bars.add('activity', data, { jobId: `activity-${p}-${id}` });
+        crashPoint('close:enqueued');
+        for (const [interval, n] of countBy(activity.map((b) => b.interval))) this.closedBars.inc({ interval }, n);
+        await this.redis.xdel(outbox, id);
+        total += activity.length;
+      }
+      const entries = timeRows.map(([id, f]) => ({ id, bars: decodeOutboxEntries(f) }));
       // whole entries per job, up to a thousand bars (entries of one bar, as earlier versions wrote, grouped)
       for (let i = 0; i < entries.length;) {
         const ids: string[] = [];
@@ -158,6 +180,12 @@ export class BarCloser {
       }
     }
   }
+}
+
+function countBy(keys: readonly string[]): Map<string, number> {
+  const m = new Map<string, number>();
+  for (const k of keys) m.set(k, (m.get(k) ?? 0) + 1);
+  return m;
 }
 
 export function barsQueue(connection: RedisClient, keys: Keys): Queue {

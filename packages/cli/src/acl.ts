@@ -88,7 +88,7 @@ export function roleAcls(prefix: string): Record<string, RoleAcl> {
   /** the run's counters (readCounters) and whether the pipeline has drained (idleAndDrained) */
   const counters = ['hmget', 'hgetall', 'hlen'];
   /** the closer: the outbox read and trimmed, the partition clocks */
-  const closing = ['hget', 'hmget', 'xrange', 'xdel', ...scripts('closeBars')];
+  const closing = ['hget', 'hmget', 'xrange', 'xdel', ...scripts('closeBars', 'commitActivity')];
   return {
     stack: {
       why: 'starts the roles, closes what is left at the end of a replay, reads the counters',
@@ -121,6 +121,7 @@ export function roleAcls(prefix: string): Record<string, RoleAcl> {
         k('open:*'),
         k('open-index:*'),
         k('outbox:*'),
+        k('activity:*'),
         k('closed:*'),
         k('closed-index:*'),
         k('amends:*'),

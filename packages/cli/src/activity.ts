@@ -1,16 +1,12 @@
 import { existsSync, mkdirSync, readFileSync, writeFileSync, appendFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { stringify } from 'csv-stringify/sync';
-import { barCells, csvPath } from '@candlewick/common';
+import { ACTIVITY_CSV_HEADER, activityRow, csvPath } from '@candlewick/common';
 import {
-  ACTIVITY_HEADER,
   ALL,
   ActivityCutter,
   VOLUME,
-  eventLabel,
-  formatNumber,
   isAroundTheClock,
-  volumeNumber,
   type ActivityBar,
   type ActivityInterval,
   type BarCalendar,
@@ -29,8 +25,6 @@ interface Waiting {
   /** the end of its base window: it is taken once the partition's close horizon reaches this */
   end: number;
 }
-
-const NEEDS_QUOTES = /[",\r\n]/;
 
 const byEventOrder = (a: Waiting, b: Waiting): number => a.t - b.t || a.seq - b.seq;
 
@@ -88,22 +82,7 @@ export class InProcessActivity {
     const key = `${bar.interval}\u0000${bar.symbol}`;
     let r = this.rows.get(key);
     if (r === undefined) this.rows.set(key, (r = { interval: bar.interval, symbol: bar.symbol, lines: [] }));
-    const { vwap, trades } = barCells(bar.state);
-    const clock = this.calendar.clock;
-    const b = bar.state;
-    const row = [
-      eventLabel(bar.start, clock),
-      eventLabel(bar.end, clock),
-      b.open,
-      b.high,
-      b.low,
-      b.close,
-      vwap,
-      formatNumber(volumeNumber(b.volume)),
-      trades,
-    ];
-    // numbers and labels: joined as they are, as the time bars' rows are (csv-stringify for anything it would quote)
-    r.lines.push(row.some((cell) => NEEDS_QUOTES.test(cell)) ? stringify([row]) : `${row.join(',')}\n`);
+    r.lines.push(activityRow(this.calendar.clock, bar));
   };
 
   /** Bars that had not reached their threshold when the tape ended (not written). */
@@ -118,7 +97,7 @@ export class InProcessActivity {
    * does not is left as it is and named in the error (another tape, or other settings, wrote it).
    */
   write(written: Record<string, number>): { present: number; problems: string[] } {
-    const header = stringify([[...ACTIVITY_HEADER]]);
+    const header = stringify([[...ACTIVITY_CSV_HEADER]]);
     let present = 0;
     const problems: string[] = [];
     for (const { interval, symbol, lines } of this.rows.values()) {

@@ -92,11 +92,6 @@ async function main(): Promise<void> {
     // a stand-in serves a tape: it replays, whatever mode the feed's settings would mean for an ingestor
     if ((role === 'replay-server' || role === 'provider-server') && !process.env.MODE && !flags.MODE) flags.MODE = 'replay';
     cfg = loadConfig(process.env, flags);
-    // (the stand-ins and acl read no INTERVALS)
-    if (cfg.activity.length > 0 && !['bars', 'acl', 'replay-server', 'provider-server'].includes(role))
-      throw new ConfigError([
-        `INTERVALS: ${cfg.activity.map((a) => a.name).join(', ')} ${cfg.activity.length > 1 ? 'are activity bars' : 'is an activity bar'}, which \`candlewick bars\` builds from a tape; ${role} does not build or read them yet (docs/activity-bars.md): leave them out of INTERVALS here`,
-      ]);
   } catch (err) {
     if (err instanceof ConfigError) {
       process.stderr.write(`candlewick ${role}: ${err.message}\n`);

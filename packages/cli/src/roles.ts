@@ -377,7 +377,7 @@ export interface TapRequest {
  * 2 with a message for a target that does not exist.
  */
 export async function runTap(cfg: Config, req: TapRequest): Promise<number> {
-  const intervals = cfg.intervals.map((iv) => iv.name);
+  const intervals = [...cfg.intervals, ...cfg.activity].map((iv) => iv.name);
   const bars = /^bars:(.+)$/.exec(req.target);
   if (req.target !== 'trades' && !(bars && intervals.includes(bars[1]!))) {
     process.stderr.write(

@@ -299,7 +299,7 @@ const SETTINGS = {
     intervals(),
     () => DEFAULT_INTERVALS,
     '1min,5min,15min,30min,1h',
-    'bar intervals: whole minutes or hours up to 24h, and 1d; for `bars`, activity bars too (100t, 10000v, 1000000val, imbalance and runs bars: docs/activity-bars.md)',
+    'bar intervals: whole minutes or hours up to 24h, and 1d; activity bars too (100t, 10000v, 1000000val, imbalance and runs bars: docs/activity-bars.md)',
   ),
   tz: setting('BAR_TZ', zone(), 'America/New_York', 'America/New_York', 'IANA zone bars are floored and labelled in'),
   graceMs: setting('GRACE_MS', int(0, 3_600_000), 2000, '2000', "how long after a window's end trades for it are still on time"),

@@ -13,7 +13,7 @@ import {
 import { basename, dirname, join } from 'node:path';
 import { stringify } from 'csv-stringify/sync';
 import { DateTime } from 'luxon';
-import { BAR_FLAGS, barSources, formatNumber, volumeNumber, vwap, type BarState, type Clock } from '@candlewick/core';
+import { BAR_FLAGS, barSources, eventLabel, formatNumber, volumeNumber, vwap, type BarState, type Clock } from '@candlewick/core';
 import { fileSafeSymbol } from './keys.js';
 import { SymbolFileClashError } from './errors.js';
 import type { BarRowCells } from './entries.js';
@@ -90,6 +90,31 @@ export function formatRow(c: BarRowCells, extraColumns = false): string {
 
 export function csvRow(clock: Clock, start: number, b: BarState, extraColumns = false, day = false): string {
   return formatRow(rowCells(clock, start, b, day), extraColumns);
+}
+
+/** An activity bar's file (docs/activity-bars.md): its number, its first and last trade's times, then a time bar's columns. */
+export const ACTIVITY_CSV_HEADER = ['bar', 'start', 'end', 'open', 'high', 'low', 'close', 'vwap', 'volume', 'num_transactions'] as const;
+
+/** An activity bar's row, as `candlewick bars` and the writer both write it. */
+export function activityRow(clock: Clock, bar: { seq: number; start: number; end: number; state: BarState }): string {
+  const { vwap, trades } = barCells(bar.state);
+  const b = bar.state;
+  const row = [String(bar.seq), eventLabel(bar.start, clock), eventLabel(bar.end, clock), b.open, b.high, b.low, b.close, vwap];
+  row.push(formatNumber(volumeNumber(b.volume)), trades);
+  return row.some((cell) => NEEDS_QUOTES.test(cell)) ? stringify([row]) : `${row.join(',')}\n`;
+}
+
+/** The number of the last activity bar in a file (its last row's first cell), or 0 without rows. */
+export function lastActivityBar(path: string): number {
+  if (!existsSync(path)) return 0;
+  const lines = readTail(path, 4096)
+    .split('\n')
+    .filter((l) => l.trim() !== '');
+  const last = lines[lines.length - 1];
+  if (!last || last.startsWith('bar,')) return 0;
+  const n = Number(last.slice(0, last.indexOf(',')));
+  if (!Number.isSafeInteger(n) || n < 1) throw new Error(`${path}: its last row does not begin with a bar number`);
+  return n;
 }
 
 /** Start (UTC ms) of the last row of a CSV file, or undefined when it has no data rows. */

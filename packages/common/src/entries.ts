@@ -1,6 +1,6 @@
 import type { BackfillRequest } from '@candlewick/core';
 import { parseBarId } from '@candlewick/core';
-import type { ClosedBar } from './jobs.js';
+import type { ActivityBarJob, ClosedBar } from './jobs.js';
 
 /**
  * The stream entries that cross between processes, each defined once: its fields, its encoder and
@@ -55,6 +55,10 @@ export interface BarIdentity {
 
 /** A closed bar as the writer published it (its bars:{interval} entry id, and the trade count read). */
 export interface TappedBar extends BarIdentity, Omit<BarRowCells, 'trades'> {
+  /** an activity bar's number, 1, 2, ... per symbol and interval */
+  bar?: number;
+  /** an activity bar's last trade's time (UTC ms); `start` is its first's */
+  end?: number;
   id: string;
   /** trade count; undefined when unknown */
   trades: number | undefined;
@@ -113,6 +117,8 @@ export function decodeBarEntry(id: string, interval: string, f: string[]): Tappe
     complete: field(f, 'complete') !== '0',
     sources: field(f, 'sources'),
     ...(field(f, 'lost') === '1' ? { lost: true } : {}),
+    // an activity bar (docs/activity-bars.md): its number and its last trade's time
+    ...(field(f, 'bar') !== '' ? { bar: Number(field(f, 'bar')), end: Number(field(f, 'end')) } : {}),
   };
 }
 
@@ -143,6 +149,7 @@ export function barRowCells(b: TappedBar): BarRowCells {
  * outbox they left is handed over too.
  */
 export function decodeOutboxEntries(fields: readonly string[]): ClosedBar[] {
+  if (field(fields, 'activity') !== '') return [];
   const batch = field(fields, 'bars');
   if (batch === '') return [decodeOutboxEntry(fields)];
   const list = JSON.parse(batch) as unknown;
@@ -151,6 +158,24 @@ export function decodeOutboxEntries(fields: readonly string[]): ClosedBar[] {
     if (!Array.isArray(b) || typeof b[0] !== 'string' || typeof b[1] !== 'string' || typeof b[2] !== 'number')
       throw new Error(`an outbox entry with a bar of another shape: ${JSON.stringify(b).slice(0, 80)}`);
     return { ...parseBarId(b[0]), state: b[1], rev: b[2] };
+  });
+}
+
+/** The outbox entry's `activity` field: the activity bars of one cut as [interval, symbol, seq, start, end, state]. */
+export function encodeActivityOutbox(bars: readonly ActivityBarJob[]): string {
+  return JSON.stringify(bars.map((b) => [b.interval, b.symbol, b.seq, b.start, b.end, b.state]));
+}
+
+/** The activity bars of an outbox entry, or undefined for an entry of time bars. */
+export function decodeActivityOutbox(fields: readonly string[]): ActivityBarJob[] | undefined {
+  const text = field(fields, 'activity');
+  if (text === '') return undefined;
+  const list = JSON.parse(text) as unknown;
+  if (!Array.isArray(list)) throw new Error(`an outbox entry whose activity bars are not a list: ${text.slice(0, 80)}`);
+  return list.map((b: unknown) => {
+    if (!Array.isArray(b) || b.length !== 6) throw new Error(`an outbox entry with an activity bar of another shape: ${JSON.stringify(b).slice(0, 80)}`);
+    const [interval, symbol, seq, start, end, state] = b as [string, string, number, number, number, string];
+    return { interval, symbol, seq, start, end, state };
   });
 }
 

@@ -16,9 +16,23 @@ export const CLOSED_BAR = z.object({
   rev: z.number().int().min(0).default(0),
 });
 
+/** An activity bar (docs/activity-bars.md) as the closer cut it: its number and its first and last trade's times. */
+export const ACTIVITY_BAR = z.object({
+  interval: z.string().min(1),
+  symbol: z.string().min(1),
+  /** 1, 2, ... per symbol and interval */
+  seq: z.number().int().min(1),
+  start: z.number().int(),
+  end: z.number().int(),
+  /** encoded bar state (encodeBarState) */
+  state: z.string(),
+});
+
 export const BARS_JOB = z.object({
   /** the closed bars of one outbox read, in closing order */
   bars: z.array(CLOSED_BAR),
+  /** activity bars of one cut, in the order cut */
+  activity: z.array(ACTIVITY_BAR).optional(),
   /**
    * EMPTY_BARS=carry: every window of this partition ending at or before `through` is final and its
    * bars were enqueued before this job, so the writer may fill the empty ones
@@ -27,6 +41,7 @@ export const BARS_JOB = z.object({
 });
 
 export type ClosedBar = z.infer<typeof CLOSED_BAR>;
+export type ActivityBarJob = z.infer<typeof ACTIVITY_BAR>;
 export type BarsJob = z.infer<typeof BARS_JOB>;
 
 /** A job as the writer takes it: checked, with its defaults. */

@@ -29,6 +29,8 @@ export interface Keys {
   amendIndex(p: number): string;
   /** Closed bars waiting to be handed to the writer queue. */
   outbox(p: number): string;
+  /** Activity bars: where their cut has got to in trades:{p} and each symbol's state (docs/activity-bars.md). */
+  activity(p: number): string;
   /** Counters of partition p written by Lua (late trades, merged trades). */
   partitionStats(p: number): string;
   /** Counters written outside Lua: trades in, rejected, bars written. */
@@ -84,6 +86,7 @@ export function makeKeys(prefix: string): Keys {
     openIndex: (p: number) => `${prefix}:open-index:${tag(p)}`,
     clock: (p: number) => `${prefix}:clock:${tag(p)}`,
     outbox: (p: number) => `${prefix}:outbox:${tag(p)}`,
+    activity: (p: number) => `${prefix}:activity:${tag(p)}`,
     closed: (p: number) => `${prefix}:closed:${tag(p)}`,
     closedIndex: (p: number) => `${prefix}:closed-index:${tag(p)}`,
     amends: (p: number) => `${prefix}:amends:${tag(p)}`,

@@ -20,6 +20,7 @@ export const SCRIPTS = {
   closeBars: 'closeBars-13.lua',
   mergeBackfill: 'mergeBackfill-7.lua',
   publishBars: 'publishBars-1.lua',
+  commitActivity: 'commitActivity-2.lua',
 } as const;
 
 type Arg = string | number;
@@ -31,6 +32,7 @@ declare module 'ioredis' {
     cwCloseBars_v3(...args: Arg[]): Result<number[], Context>;
     cwMergeBackfill_v3(...args: Arg[]): Result<number, Context>;
     cwPublishBars_v3(...args: Arg[]): Result<number, Context>;
+    cwCommitActivity_v3(...args: Arg[]): Result<number, Context>;
   }
 }
 
@@ -412,6 +414,30 @@ export function publishBars(tx: ChainableCommander, stream: string, minId: strin
     tx.cwPublishBars_v3(stream, minId, JSON.stringify(entries.slice(i, i + PUBLISH_BARS_PER_CALL)));
 }
 
+// ---------------------------------------------------------------------------------------------
+// commitActivity: the closer commits a cut of activity bars, exactly once
+
+export function commitActivityKeys(k: Keys, p: number): string[] {
+  return [k.activity(p), k.outbox(p)];
+}
+
+export interface ActivityCut {
+  /** cursor and h as read ('' when none) */
+  from: { cursor: string; h: string };
+  cursor: string;
+  h: string;
+  /** the outbox entry's `activity` field, or '' when the cut closed no bar */
+  bars: string;
+  states: ReadonlyMap<string, string>;
+}
+
+/** Commits a cut (commitActivity-2.lua): false when another closer's cut came first (nothing written). */
+export async function commitActivity(redis: RedisClient, k: Keys, p: number, c: ActivityCut): Promise<boolean> {
+  const args: string[] = [c.from.cursor, c.from.h, c.cursor, c.h, c.bars];
+  for (const [symbol, state] of c.states) args.push(symbol, state);
+  return (await redis.cwCommitActivity_v3(...commitActivityKeys(k, p), ...args)) === 1;
+}
+
 /** Every script with its KEYS for partition p: each list lies in one Redis Cluster slot. */
 export function scriptKeys(k: Keys, p: number): Record<keyof typeof SCRIPTS, string[]> {
   return {
@@ -420,5 +446,6 @@ export function scriptKeys(k: Keys, p: number): Record<keyof typeof SCRIPTS, str
     closeBars: closeBarsKeys(k, p),
     mergeBackfill: mergeBackfillKeys(k, p),
     publishBars: [k.bars('1min')],
+    commitActivity: commitActivityKeys(k, p),
   };
 }

@@ -88,7 +88,7 @@ export function countersFrom(
     c.backfillTooLate += Number(ps[PS.backfillTooLate] ?? 0);
     c.lastMerge = Math.max(c.lastMerge, Number(ps[PS.lastMergeMs] ?? 0));
   }
-  for (const iv of cfg.intervals) c.written[iv.name] = Number(stats[writtenField(iv.name)] ?? 0);
+  for (const iv of [...cfg.intervals, ...cfg.activity]) c.written[iv.name] = Number(stats[writtenField(iv.name)] ?? 0);
   return c;
 }
 

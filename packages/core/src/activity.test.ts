@@ -114,3 +114,48 @@ describe('ActivityCutter', () => {
     ]);
   });
 });
+
+describe('ActivityCutter state', () => {
+  it('saved and loaded into a new cutter every few trades, cuts what one cutter cuts', () => {
+    const names = ['7t', '12.5v', '300val', '5t-imb', '40v-run', 't-imb-e9-k5', 'v-run-e6-w3', 'val-imb-e8-min3-max20'];
+    const intervals = names.map(parseActivityInterval);
+    // a deterministic walk of two symbols: prices up and down, sizes with decimals, some price updates
+    let x = 12345;
+    const rnd = () => (x = (x * 1103515245 + 12345) % 2147483648) / 2147483648;
+    const trades: ActivityTrade[] = [];
+    let price = 100;
+    for (let i = 0; i < 3000; i++) {
+      price = Math.max(1, price + Math.round((rnd() - 0.5) * 6) / 100);
+      trades.push({
+        s: rnd() < 0.5 ? 'A' : 'B',
+        t: 1000 + i,
+        p: price.toFixed(2),
+        v: rnd() < 0.03 ? 0 : Math.round(rnd() * 500) / 100,
+        elig: rnd() < 0.05 ? VOLUME : ALL,
+      });
+    }
+    const straight: ActivityBar[] = [];
+    const one = new ActivityCutter(intervals);
+    for (const t of trades) one.push(t, (b) => straight.push(b));
+    const resumed: ActivityBar[] = [];
+    const saved = new Map<string, string>();
+    for (let from = 0; from < trades.length; from += 37) {
+      const c = new ActivityCutter(intervals);
+      for (const [s, text] of saved) c.load(s, text);
+      for (const t of trades.slice(from, from + 37)) c.push(t, (b) => resumed.push(b));
+      for (const s of c.takeTouched()) saved.set(s, c.save(s)!);
+    }
+    expect(straight.length).toBeGreaterThan(300);
+    expect(resumed).toEqual(straight);
+  });
+
+  it('an interval added since the state was saved starts afresh; one taken out is forgotten', () => {
+    const a = new ActivityCutter([parseActivityInterval('3t')]);
+    for (let i = 0; i < 2; i++) a.push({ s: 'X', t: i, p: '1', v: 1, elig: ALL }, () => undefined);
+    const b = new ActivityCutter([parseActivityInterval('2t'), parseActivityInterval('3t')]);
+    b.load('X', a.save('X')!);
+    const bars: ActivityBar[] = [];
+    b.push({ s: 'X', t: 3, p: '1', v: 1, elig: ALL }, (bar) => bars.push(bar));
+    expect(bars.map((bar) => [bar.interval, bar.state.trades])).toEqual([['3t', 3]]);
+  });
+});

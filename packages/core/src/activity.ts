@@ -158,6 +158,30 @@ class Forming {
   seenSell = false;
   threshold = NaN;
 
+  /** Every field, in order, for save and load: bigints as text, and numbers JSON cannot hold (NaN, ±Infinity) as text. */
+  static readonly FIELDS = [
+    'seq', 'start', 'end', 'any', 'open', 'close', 'high', 'hi', 'low', 'lo', 'volume', 'pv', 'vN', 'runP', 'runV', 'n',
+    'nsum', 'nbuys', 'nsells', 'sum', 'buys', 'sells', 'fsum', 'fbuys', 'fsells', 'expT', 'expBx', 'pBuy', 'expXBuy',
+    'expXSell', 'seenBuy', 'seenSell', 'threshold',
+  ] as const;
+
+  save(): unknown[] {
+    return Forming.FIELDS.map((k) => {
+      const v = this[k];
+      return typeof v === 'bigint' ? `n${v}` : typeof v === 'number' && !Number.isFinite(v) ? String(v) : (v ?? null);
+    });
+  }
+
+  load(values: readonly unknown[]): void {
+    const self = this as unknown as Record<string, unknown>;
+    Forming.FIELDS.forEach((k, i) => {
+      const v = values[i];
+      if (typeof v === 'string' && k !== 'open' && k !== 'close' && k !== 'high' && k !== 'low' && k !== 'runP')
+        self[k] = v.startsWith('n') ? BigInt(v.slice(1)) : Number(v);
+      else self[k] = v === null ? undefined : v;
+    });
+  }
+
   reset(): void {
     this.any = false;
     this.open = this.close = this.high = this.low = '';
@@ -200,7 +224,55 @@ export class ActivityCutter {
     this.needPv = intervals.some((iv) => iv.threshold !== undefined && iv.measure === 'val');
   }
 
+  /** symbols given trades since the last takeTouched */
+  private readonly touched = new Set<string>();
+
+  /** The symbols given trades since the last call, whose state to save. */
+  takeTouched(): string[] {
+    const out = [...this.touched];
+    this.touched.clear();
+    return out;
+  }
+
+  /** A symbol's whole state (its side and every interval's forming bar and expectations) as text, for load. */
+  save(symbol: string): string | undefined {
+    const side = this.sides.get(symbol);
+    const mine = this.bars.get(symbol);
+    if (side === undefined || mine === undefined) return undefined;
+    const bars: Record<string, unknown[]> = {};
+    this.intervals.forEach((iv, i) => (bars[iv.name] = mine[i]!.save()));
+    return JSON.stringify({ last: Number.isNaN(side.last) ? null : side.last, b: side.b, bars });
+  }
+
+  /** A symbol's state as saved: what follows is cut as if the trades before had been given here. */
+  load(symbol: string, text: string): void {
+    const o = JSON.parse(text) as { last: number | null; b: number; bars: Record<string, unknown[]> };
+    this.sides.set(symbol, { last: o.last ?? NaN, b: o.b });
+    // an interval added to INTERVALS since starts afresh; one taken out is forgotten
+    this.bars.set(
+      symbol,
+      this.intervals.map((iv) => {
+        const f = this.fresh(iv);
+        const values = o.bars[iv.name];
+        if (values) f.load(values);
+        return f;
+      }),
+    );
+  }
+
+  private fresh(iv: ActivityInterval): Forming {
+    const f = new Forming();
+    if (iv.ewma) f.expT = iv.ewma.t0;
+    return f;
+  }
+
+  /** Whether a symbol's state is here (given trades, or loaded). */
+  has(symbol: string): boolean {
+    return this.sides.has(symbol);
+  }
+
   push(tr: ActivityTrade, emit: (bar: ActivityBar) => void): void {
+    this.touched.add(tr.s);
     const counted = tr.v > 0;
     let side = this.sides.get(tr.s);
     if (side === undefined) this.sides.set(tr.s, (side = { last: NaN, b: 1 }));
@@ -214,11 +286,7 @@ export class ActivityCutter {
     const b = side.b;
     let mine = this.bars.get(tr.s);
     if (mine === undefined) {
-      mine = this.intervals.map((iv) => {
-        const f = new Forming();
-        if (iv.ewma) f.expT = iv.ewma.t0;
-        return f;
-      });
+      mine = this.intervals.map((iv) => this.fresh(iv));
       this.bars.set(tr.s, mine);
     }
     // the trade's scaled size as an exact number (-1 when it is too large for one), and its exact value when needed
@@ -375,9 +443,6 @@ export class ActivityCutter {
       for (let i = 0; i < mine.length; i++) if (mine[i]!.any) yield { interval: this.intervals[i]!.name, symbol, trades: mine[i]!.n };
   }
 }
-
-/** An activity bar's row: start and end event times (ms, in BAR_TZ with the offset), then a time bar's columns. */
-export const ACTIVITY_HEADER = ['start', 'end', 'open', 'high', 'low', 'close', 'vwap', 'volume', 'num_transactions'] as const;
 
 /** An event time as activity bars label it: ISO 8601 with milliseconds and the zone's offset (2013-10-10T09:30:00.123-04:00). */
 export function eventLabel(t: number, clock: Clock): string {

@@ -5,7 +5,7 @@ import { ScaledCache } from './decimal.js';
 import type { RawEntry } from './trade.js';
 
 /** a < b for stream ids "ms-seq" */
-function idLess(a: string, b: string): boolean {
+export function idLess(a: string, b: string): boolean {
   if (a.length !== b.length) {
     const am = +a.slice(0, a.indexOf('-'));
     const bm = +b.slice(0, b.indexOf('-'));

@@ -34,7 +34,7 @@ import {
   STATS,
   writtenField,
 } from '@candlewick/common';
-import { BarCalendar, decodeBarState, parseBarId, type BarState, type Clock } from '@candlewick/core';
+import { BarCalendar, decodeBarState, eventLabel, parseBarId, type BarState, type Clock } from '@candlewick/core';
 import {
   AppendThreads,
   CsvFiles,
@@ -49,6 +49,7 @@ import {
 } from '@candlewick/common';
 
 import { Carry } from './carry.js';
+import { ActivityFiles } from './activity-files.js';
 
 /** how often the writer creates the files of newly opened bars ahead of their first row */
 const PREPARE_EVERY_MS = 5000;
@@ -99,6 +100,8 @@ export class WriterService {
   private readonly appendTurn = new Turns();
   /** the threads a job's rows are appended in (made at the first job, ended by stop) */
   private appender: AppendThreads | undefined;
+  /** activity bars' files (made at the first activity bar) */
+  private activityFiles: ActivityFiles | undefined;
   private readonly publishTurn = new Turns();
 
   constructor(
@@ -549,6 +552,24 @@ export class WriterService {
       await one(bar, row);
     }
     await flush();
+    // activity bars (docs/activity-bars.md): each after its file's last, published with its number and end
+    for (const bar of batch.activity ?? []) {
+      const state = decodeBarState(bar.state);
+      this.activityFiles ??= new ActivityFiles(this.cfg.dataDir, this.clock, this.log);
+      if ((await this.onDisk(() => this.activityFiles!.append(bar, state))) === 'present') {
+        skipped++;
+        continue;
+      }
+      crashPoint('write:activity'); // in its file, the job not done: taken again, the bar is found there
+      written++;
+      counts.set(bar.interval, (counts.get(bar.interval) ?? 0) + 1);
+      closedWritten.set(bar.interval, (closedWritten.get(bar.interval) ?? 0) + 1);
+      const cells = { ...rowCells(this.clock, bar.start, state), timestamp: eventLabel(bar.start, this.clock) };
+      const stream = this.keys.bars(bar.interval);
+      let list = entries.get(stream);
+      if (!list) entries.set(stream, (list = []));
+      list.push([...encodeBarEntry(bar.symbol, bar.start, 0, cells), 'end', String(bar.end), 'bar', String(bar.seq)]);
+    }
     if (this.carry && batch.horizon) {
       for (const symbol of this.carry.symbolsOf(batch.horizon.partition)) {
         for (const iv of this.cfg.intervals) {

@@ -1,0 +1,147 @@
+import {
+  ALL,
+  ActivityCutter,
+  BarCalendar,
+  VOLUME,
+  conditionRules,
+  encodeBarState,
+  idLess,
+  isAroundTheClock,
+  rawEntries,
+  type ActivityBar,
+  type ConditionRules,
+  type RawEntry,
+} from '@candlewick/core';
+import {
+  commitActivity,
+  crashPoint,
+  encodeActivityOutbox,
+  type Config,
+  type Keys,
+  type Logger,
+  type RedisClient,
+} from '@candlewick/common';
+
+/** Raw entries read per XRANGE. */
+const READ = 500;
+
+/** A trade taken for a cut, with its base window's end. */
+interface Taken {
+  e: RawEntry;
+  elig: number;
+}
+
+const inEventOrder = (a: Taken, b: Taken): number => a.e.t - b.e.t || (a.e.id === b.e.id ? 0 : idLess(a.e.id, b.e.id) ? -1 : 1);
+
+/**
+ * Activity bars in the pipeline (docs/activity-bars.md): after each close of partition p through
+ * horizon H, every trade of p whose base window ends by H is final — no trade before it in event
+ * order can still come on time — so the closer cuts those (not cut before) in event order, straight
+ * from the raw stream, with the rules `candlewick bars` uses (ActivityCutter).
+ *
+ * A cut is one step, exactly once: what it read from (`cursor`, the first raw entry that may still
+ * hold a trade not cut) and through which horizon (`h`) are checked and moved, each symbol's state
+ * saved and the bars closed put in the outbox, in one script (commitActivity) — a closer killed
+ * before it leaves everything as it was, and two closers racing commit one cut. The writer appends a
+ * bar only after its file's last bar number, so an outbox entry handed over twice is written once.
+ */
+export class ActivityStep {
+  private readonly calendar: BarCalendar;
+  private readonly conditions: ConditionRules | undefined;
+  private trimmedSaid = false;
+
+  constructor(
+    private readonly redis: RedisClient,
+    private readonly cfg: Config,
+    private readonly keys: Keys,
+    private readonly log: Logger,
+  ) {
+    this.calendar = new BarCalendar(cfg);
+    this.conditions = conditionRules(cfg);
+  }
+
+  /** Cuts partition p's trades through horizon H (Infinity: all, at the end of a replay); how many bars closed. */
+  async cut(p: number, through: number): Promise<number> {
+    const key = this.keys.activity(p);
+    const [cursorRead, hRead] = await this.redis.hmget(key, 'cursor', 'h');
+    const from = { cursor: cursorRead ?? '', h: hRead ?? '' };
+    const done = from.h === '' ? -Infinity : Number(from.h);
+    if (!(through > done)) return 0;
+    const stream = this.keys.trades(p);
+    await this.checkTrimmed(stream, from.cursor);
+
+    const taken: Taken[] = [];
+    let pendingFrom: string | undefined;
+    let last: string | undefined;
+    let start = from.cursor === '' ? '-' : from.cursor;
+    for (;;) {
+      const rows = (await this.redis.xrange(stream, start, '+', 'COUNT', READ)) as [string, string[]][];
+      for (const [id, fields] of rows) {
+        last = id;
+        let pending = false;
+        for (const e of rawEntries(id, fields)) {
+          if (!this.calendar.keeps(e.s, e.t) || this.calendar.isLate(e.s, e.t, e.w)) continue;
+          const elig = this.conditions === undefined || isAroundTheClock(e.s) ? ALL : this.conditions.eligibility(e.c);
+          if ((elig & VOLUME) === 0) continue;
+          const end = this.calendar.baseWindow(e.s, e.t)[1];
+          if (end <= done) continue; // cut before
+          if (end <= through) taken.push({ e, elig });
+          else pending = true;
+        }
+        if (pending) pendingFrom ??= id;
+      }
+      if (rows.length < READ) break;
+      start = `(${last}`;
+    }
+    const cursor = pendingFrom ?? (last !== undefined ? `(${last}` : from.cursor);
+
+    // each symbol's state as the last cut left it, then its trades in event order
+    taken.sort(inEventOrder);
+    const cutter = new ActivityCutter(this.cfg.activity);
+    const symbols = [...new Set(taken.map((x) => x.e.s))];
+    for (let i = 0; i < symbols.length; i += 1000) {
+      const chunk = symbols.slice(i, i + 1000);
+      const states = await this.redis.hmget(key, ...chunk.map((s) => `s:${s}`));
+      chunk.forEach((s, k) => {
+        if (states[k]) cutter.load(s, states[k]!);
+      });
+    }
+    const bars: ActivityBar[] = [];
+    const emit = (b: ActivityBar) => bars.push(b);
+    for (const { e, elig } of taken) cutter.push({ s: e.s, t: e.t, p: e.p, v: e.v, elig }, emit);
+    const states = new Map<string, string>();
+    for (const s of cutter.takeTouched()) states.set(s, cutter.save(s)!);
+    const outbox = bars.length
+      ? encodeActivityOutbox(bars.map((b) => ({ interval: b.interval, symbol: b.symbol, seq: b.seq, start: b.start, end: b.end, state: encodeBarState(b.state) })))
+      : '';
+    crashPoint('activity:cut'); // cut, not committed: the next cut does it again
+    // the end of a replay cuts everything: through the last window cut, so a later run goes on from there
+    let upTo = through;
+    if (upTo === Infinity) {
+      upTo = done;
+      for (const { e } of taken) upTo = Math.max(upTo, this.calendar.baseWindow(e.s, e.t)[1]);
+    }
+    const h = upTo === -Infinity ? '' : String(upTo);
+    if (!(await commitActivity(this.redis, this.keys, p, { from, cursor, h, bars: outbox, states }))) {
+      this.log.debug({ p }, 'activity: another closer cut first');
+      return 0;
+    }
+    if (bars.length) this.log.debug({ p, bars: bars.length, trades: taken.length }, 'activity bars cut');
+    return bars.length;
+  }
+
+  /** The raw stream trimmed past the cursor (TRADES_RETENTION shorter than the closer was away): said once, loudly. */
+  private async checkTrimmed(stream: string, cursor: string): Promise<void> {
+    // (a cursor past an entry, `(id`: that entry was cut whole, its trim loses nothing)
+    if (cursor === '' || cursor.startsWith('(') || this.trimmedSaid) return;
+    const first = (await this.redis.xrange(stream, '-', '+', 'COUNT', 1)) as [string, string[]][];
+    const at = cursor;
+    if (first.length && idLess(at, first[0]![0])) {
+      this.trimmedSaid = true;
+      this.log.error(
+        { stream, cursor: at, first: first[0]![0] },
+        `activity bars: ${stream} was trimmed past where their cut had got to (${at}; it now begins at ${first[0]![0]}): the trades in between are in no activity bar. TRADES_RETENTION must outlast a closer's absence`,
+      );
+    }
+  }
+}
