@@ -112,7 +112,16 @@ export class ActivityStep {
     const states = new Map<string, string>();
     for (const s of cutter.takeTouched()) states.set(s, cutter.save(s)!);
     const outbox = bars.length
-      ? encodeActivityOutbox(bars.map((b) => ({ interval: b.interval, symbol: b.symbol, seq: b.seq, start: b.start, end: b.end, state: encodeBarState(b.state) })))
+      ? encodeActivityOutbox(
+          bars.map((b) => ({
+            interval: b.interval,
+            symbol: b.symbol,
+            seq: b.seq,
+            start: b.start,
+            end: b.end,
+            state: encodeBarState(b.state),
+          })),
+        )
       : '';
     crashPoint('activity:cut'); // cut, not committed: the next cut does it again
     // the end of a replay cuts everything: through the last window cut, so a later run goes on from there

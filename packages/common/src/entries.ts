@@ -173,7 +173,8 @@ export function decodeActivityOutbox(fields: readonly string[]): ActivityBarJob[
   const list = JSON.parse(text) as unknown;
   if (!Array.isArray(list)) throw new Error(`an outbox entry whose activity bars are not a list: ${text.slice(0, 80)}`);
   return list.map((b: unknown) => {
-    if (!Array.isArray(b) || b.length !== 6) throw new Error(`an outbox entry with an activity bar of another shape: ${JSON.stringify(b).slice(0, 80)}`);
+    if (!Array.isArray(b) || b.length !== 6)
+      throw new Error(`an outbox entry with an activity bar of another shape: ${JSON.stringify(b).slice(0, 80)}`);
     const [interval, symbol, seq, start, end, state] = b as [string, string, number, number, number, string];
     return { interval, symbol, seq, start, end, state };
   });

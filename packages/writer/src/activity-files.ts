@@ -53,7 +53,10 @@ export class ActivityFiles {
       if (len > 0 && nl !== len - 1) {
         const keep = size - len + nl + 1;
         ftruncateSync(fd, keep);
-        this.log.warn({ path, cut: size - keep }, `${path}: its last row was cut short (a process killed mid-write): cut back to the last whole row`);
+        this.log.warn(
+          { path, cut: size - keep },
+          `${path}: its last row was cut short (a process killed mid-write): cut back to the last whole row`,
+        );
       }
       if (size - len + nl + 1 === 0) writeFileSync(path, HEADER);
     } finally {
