@@ -236,3 +236,44 @@ describe('price updates (v = 0), which the tapes have none of', () => {
     expect([bar!.trades, bar!.high, bar!.close]).toEqual([2, '12', '11']);
   });
 });
+
+describe("the feed's aggressor sides (Binance's, in the bundled tape) instead of the tick rule", () => {
+  const trades = readTapeTrades(BUNDLED_TAPE)
+    .map((x, i) => ({ x, i }))
+    .sort((a, b) => a.x.t - b.x.t || a.i - b.i)
+    .map(({ x }) => ({ s: x.s, t: x.t, p: x.p, v: x.v, a: x.a }));
+  it("every imbalance and runs kind: the production bars are the reference bars, and not the tick rule's", () => {
+    expect(trades.every((t) => t.a === 'b' || t.a === 's')).toBe(true);
+    const names = ['30t-imb', '30000v-imb', '100t-run', 't-imb-e100', 'v-run-e100', 'val-imb-e100-k200-min50-max150'];
+    const out = new Map<string, RefBar[]>(names.map((n) => [n, []]));
+    const cutter = new ActivityCutter(names.map((n) => parseActivityInterval(n)));
+    for (const tr of trades)
+      cutter.push({ s: tr.s, t: tr.t, p: tr.p, v: tr.v, elig: 7, side: tr.a }, (e) =>
+        out.get(e.interval)!.push({
+          symbol: e.symbol,
+          seq: e.seq,
+          start: e.start,
+          end: e.end,
+          open: e.state.open,
+          high: e.state.high,
+          low: e.state.low,
+          close: e.state.close,
+          volume: e.state.volume,
+          vwapNumerator: e.state.pv,
+          trades: e.state.trades,
+        }),
+      );
+    let differs = 0;
+    for (const name of names) {
+      const want = referenceBars(trades, name);
+      expect(want.length, name).toBeGreaterThan(10);
+      expect(firstDifference(out.get(name)!, want), name).toBeUndefined();
+      const tick = referenceBars(
+        trades.map(({ a: _a, ...t }) => t),
+        name,
+      );
+      if (firstDifference(tick, want) !== undefined) differs++;
+    }
+    expect(differs).toBe(names.length);
+  });
+});

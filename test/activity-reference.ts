@@ -51,6 +51,8 @@ export interface RefTrade {
   t: number;
   p: string;
   v: number;
+  /** the feed's aggressor side (b: the buyer, s: the seller), where it gives one */
+  a?: 'b' | 's';
 }
 
 /** A closed bar. */
@@ -236,9 +238,13 @@ export function referenceBars(trades: readonly RefTrade[], interval: string | Re
     const price = scaled(tr.p, PRICE_DECIMALS);
 
     // b, the tick rule: above the last sale a buy, below a sell, at it the side before; the first a buy
-    // (a price update, v = 0, is not a sale: it moves neither)
+    // (a price update, v = 0, is not a sale: it moves neither); the feed's aggressor side, where given, decides
     let b: 1 | -1 = st.lastSide;
-    if (tr.v > 0) {
+    if (tr.v > 0 && tr.a !== undefined) {
+      b = tr.a === 'b' ? 1 : -1;
+      st.lastSale = price;
+      st.lastSide = b;
+    } else if (tr.v > 0) {
       if (st.lastSale === undefined) b = 1;
       else if (price > st.lastSale) b = 1;
       else if (price < st.lastSale) b = -1;

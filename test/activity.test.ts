@@ -5,7 +5,20 @@ import { describe, expect, it } from 'vitest';
 import { commitActivity, csvPath, readTapeTrades } from '@candlewick/common';
 import { formatNumber, volumeNumber, vwapOf } from '@candlewick/core';
 import { referenceBars, type RefTrade } from './activity-reference.js';
-import { BUNDLED_TAPE, LEAN_AIG_TAPE, csvOutputs, redisUrl, runCli, tempDir, testKeys, testRedis, uniquePrefix } from './helpers.js';
+import { freePort } from '@candlewick/cli';
+import {
+  BUNDLED_TAPE,
+  LEAN_AIG_TAPE,
+  csvOutputs,
+  redisUrl,
+  runCli,
+  startCli,
+  tempDir,
+  testKeys,
+  testRedis,
+  uniquePrefix,
+  waitFor,
+} from './helpers.js';
 
 /**
  * Activity bars as a user makes them: `candlewick bars` with activity names in INTERVALS, as a
@@ -41,7 +54,7 @@ function eventOrder(trades: readonly RefTrade[]): RefTrade[] {
   return trades
     .map((x, i) => ({ x, i }))
     .sort((a, b) => a.x.t - b.x.t || a.i - b.i)
-    .map(({ x }) => ({ s: x.s, t: x.t, p: x.p, v: x.v }));
+    .map(({ x }) => ({ s: x.s, t: x.t, p: x.p, v: x.v, ...(x.a ? { a: x.a } : {}) }));
 }
 
 /** The rows the reference's bars make, in the file's form (times compared as instants). */
@@ -129,9 +142,8 @@ describe('candlewick bars with activity bars', () => {
     expect(clash.code).toBe(2);
     expect(clash.stderr).toContain(`${path}: its rows are not the first rows of these 100t bars`);
     expect(readFileSync(path, 'utf8')).toBe(lines.join('\n'));
-    expect(csvOutputs(out).get(join('raw', 't-imb-e100', 'BINANCE_XRPETH_t-imb-e100.csv'))).toBe(
-      before.get(join('raw', 't-imb-e100', 'BINANCE_XRPETH_t-imb-e100.csv')),
-    );
+    expect(before.get('t-imb-e100/BINANCE_XRPETH_t-imb-e100.csv')).toMatch(/^bar,start,end,/);
+    expect(csvOutputs(out).get('t-imb-e100/BINANCE_XRPETH_t-imb-e100.csv')).toBe(before.get('t-imb-e100/BINANCE_XRPETH_t-imb-e100.csv'));
   });
 
   it('a late trade goes into no activity bar: the bars are those of the on-time trades', async () => {
@@ -176,7 +188,7 @@ describe('candlewick bars with activity bars', () => {
 const PIPELINE = '1min,5min,100t,50000v,50val,30t-imb,100val-run,t-imb-e100,v-run-e100';
 
 describe('activity bars in the pipeline (candlewick stack)', () => {
-  it('two partitions, two aggregators: the files `candlewick bars` writes, byte for byte, and on bars:{interval}', async () => {
+  it('two partitions, two aggregators: the files `candlewick bars` writes, byte for byte, on bars:{interval} and from the API', async () => {
     const dir = tempDir('activity-stack');
     const prefix = uniquePrefix('activity-stack');
     const env = { INTERVALS: PIPELINE, STREAM_PARTITIONS: '2' };
@@ -212,6 +224,64 @@ describe('activity bars in the pipeline (candlewick stack)', () => {
       .split('\n')
       .slice(1);
     expect(entries.map((e) => e.close)).toEqual(rows.map((r) => r.split(',')[6]));
+
+    // the API, from the files: every bar as its row, by number, with its end; a range; the CSV as the file
+    const port = await freePort();
+    const serve = startCli(['serve'], {
+      REDIS_URL: redisUrl(),
+      KEY_PREFIX: prefix,
+      DATA_DIR: dir,
+      INTERVALS: PIPELINE,
+      HTTP_PORT: String(port),
+    });
+    try {
+      const base = `http://127.0.0.1:${port}`;
+      await waitFor(async () => (await fetch(`${base}/healthz`).catch(() => undefined))?.ok === true, 30_000, 'serve /healthz');
+      const meta = (await (await fetch(`${base}/api/meta`)).json()) as { intervals: string[]; activityIntervals: string[] };
+      expect(meta.activityIntervals).toEqual(['100t', '50000v', '50val', '30t-imb', '100val-run', 't-imb-e100', 'v-run-e100']);
+      expect(meta.intervals).toContain('100t');
+      const q = (extra: string) => fetch(`${base}/api/bars?symbol=BINANCE%3AXRPETH&interval=100t&${extra}`);
+      const all = (await (await q('from=0&limit=5000')).json()) as {
+        bars: { bar: number; start: number; end: number; close: string; trades: number }[];
+      };
+      expect(all.bars.map((b) => [b.bar, b.start, b.end, b.close, b.trades])).toEqual(
+        rows.map((r) => r.split(',')).map((f) => [Number(f[0]), Date.parse(f[1]!), Date.parse(f[2]!), f[6], Number(f[9])]),
+      );
+      const some = (await (await q(`from=${all.bars[9]!.start}&limit=3`)).json()) as { bars: { bar: number }[]; truncated: boolean };
+      expect([some.bars.map((b) => b.bar), some.truncated]).toEqual([[10, 11, 12], true]);
+      expect(await (await q('from=0&limit=5000&format=csv')).text()).toBe(readFileSync(csvPath(dir, '100t', 'BINANCE:XRPETH'), 'utf8'));
+      const bad = await fetch(`${base}/api/bars?symbol=BINANCE%3AXRPETH&interval=7t`);
+      expect(bad.status).toBe(400);
+      expect(await bad.text()).toContain('100t');
+    } finally {
+      await serve.stop();
+    }
+  });
+
+  it("FEED=binance: the feed's aggressor sides decide, in the stack and in `bars` alike", async () => {
+    const env = { INTERVALS: '1min,100t,30t-imb,t-imb-e100', MODE: 'replay', FEED: 'binance' };
+    const dir = tempDir('activity-sides');
+    const res = await runCli(['stack'], {
+      ...env,
+      REDIS_URL: redisUrl(),
+      KEY_PREFIX: uniquePrefix('activity-sides'),
+      DATA_DIR: dir,
+      EXIT_WHEN_IDLE_MS: '500',
+    });
+    expect(res.code, res.stdout.slice(-3000)).toBe(0);
+    const out = tempDir('activity-sides-bars');
+    await bars(BUNDLED_TAPE, out, env);
+    const sides = csvOutputs(out);
+    expect(csvOutputs(dir)).toEqual(sides);
+    // with the tick rule (FEED=finnhub: no sides) the imbalance bars differ, the tick bars do not
+    const tick = tempDir('activity-sides-tick');
+    await bars(BUNDLED_TAPE, tick, { INTERVALS: env.INTERVALS });
+    const ticks = csvOutputs(tick);
+    const file = (iv: string) => `${iv}/BINANCE_XRPETH_${iv}.csv`;
+    expect(ticks.get(file('100t'))).toBe(sides.get(file('100t')));
+    expect(ticks.get(file('30t-imb'))).not.toBe(sides.get(file('30t-imb')));
+    const trades = eventOrder(readTapeTrades(BUNDLED_TAPE).map((t) => ({ s: t.s, t: t.t, p: t.p, v: t.v, a: t.a })));
+    expect(fileRows(join(out, 'raw', file('30t-imb'))).rows).toEqual(referenceRows(trades, '30t-imb', 'BINANCE:XRPETH'));
   });
 
   it('the closer killed before its cut is committed and after handing it over, the writer after appending: the same bytes', async () => {

@@ -170,6 +170,58 @@ describe('the chart page in headless Chromium', () => {
     await stack.stop();
   }, 240_000);
 
+  it('activity bars: drawn at their last trade, new ones live as they are cut, the bars of their file', async () => {
+    if (!existsSync(CHROMIUM))
+      throw new Error(`no Chromium at ${CHROMIUM}: install Debian's chromium (apt-get install chromium; .ci/run does) or set CHROMIUM_BIN`);
+    const dir = tempDir('browser-activity');
+    const port = await freePort();
+    // the bundled tape at 2000x: a 100t bar every second or so
+    const stack = startCli(['stack'], {
+      DATA_DIR: dir,
+      REPLAY_SPEED: '2000',
+      HTTP_PORT: String(port),
+      EXIT_WHEN_IDLE_MS: '0',
+      INTERVALS: '1min,100t,t-imb-e100',
+    });
+    stacks.push(stack);
+    const base = `http://127.0.0.1:${port}`;
+    await waitFor(async () => (await fetch(`${base}/healthz`).catch(() => undefined))?.ok === true, 60_000, 'the page');
+    browser ??= await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
+    const page = await browser.newPage({ viewport: { width: 1280, height: 720 } });
+    const errors: string[] = [];
+    page.on('pageerror', (e) => errors.push(e.message));
+    await page.goto(`${base}/#symbol=BINANCE%3AXRPETH&interval=100t`);
+    await page.waitForFunction(() => document.body.dataset.ready === 'BINANCE:XRPETH|100t', undefined, { timeout: 30_000 });
+    // bars arrive live (Server-Sent Events) as the closer cuts them
+    await page.waitForFunction(() => Number(document.body.dataset.closedEvents ?? 0) >= 2, undefined, { timeout: 60_000 });
+    const path = csvPath(dir, '100t', 'BINANCE:XRPETH');
+    const drawn = await page.evaluate(() =>
+      (window as unknown as { candlewick: { bars: { bar: number; end: number; close: string; time: number }[] } }).candlewick.bars.map(
+        (b) => [b.bar, b.end, b.close, b.time],
+      ),
+    );
+    const rows = readFileSync(path, 'utf8')
+      .trimEnd()
+      .split('\n')
+      .slice(1)
+      .map((r) => r.split(','));
+    expect(drawn.length).toBeGreaterThan(2);
+    // every bar drawn is its file's row, at its last trade's time, by number from the first
+    expect(drawn.map(([n, end, close]) => [n, end, close])).toEqual(
+      rows.slice(0, drawn.length).map((f) => [Number(f[0]), Date.parse(f[2]!), f[6]]),
+    );
+    for (const [, end, , time] of drawn) expect(Math.abs((time as number) - (end as number) / 1000)).toBeLessThan(0.01);
+    expect(await candlePixels(page)).toBeGreaterThan(50);
+    // imbalance bars: many end in the same millisecond, drawn all the same
+    await page.selectOption('#interval', 't-imb-e100');
+    await page.waitForFunction(() => document.body.dataset.ready === 'BINANCE:XRPETH|t-imb-e100', undefined, { timeout: 15_000 });
+    expect((await shown(page)).candles).toBeGreaterThan(2);
+    await page.screenshot({ path: join(dir, 'chart-activity.png') });
+    expect(errors).toEqual([]);
+    await page.close();
+    await stack.stop();
+  }, 180_000);
+
   it('redraws a bar when a late trade corrects it (LATE=amend), in place', async () => {
     const dir = tempDir('browser-amend');
     // twenty minutes of the bundled tape, and a trade of 12:01:17 (a minute of 29 trades) arriving ten minutes late

@@ -5,6 +5,7 @@ import {
   VOLUME,
   conditionRules,
   encodeBarState,
+  entrySides,
   idLess,
   isAroundTheClock,
   rawEntries,
@@ -29,6 +30,8 @@ const READ = 500;
 interface Taken {
   e: RawEntry;
   elig: number;
+  /** the feed's aggressor side, where it gives one */
+  side: string | undefined;
 }
 
 const inEventOrder = (a: Taken, b: Taken): number => a.e.t - b.e.t || (a.e.id === b.e.id ? 0 : idLess(a.e.id, b.e.id) ? -1 : 1);
@@ -79,13 +82,16 @@ export class ActivityStep {
       for (const [id, fields] of rows) {
         last = id;
         let pending = false;
-        for (const e of rawEntries(id, fields)) {
+        const sides = entrySides(fields);
+        const trades = rawEntries(id, fields);
+        for (let k = 0; k < trades.length; k++) {
+          const e = trades[k]!;
           if (!this.calendar.keeps(e.s, e.t) || this.calendar.isLate(e.s, e.t, e.w)) continue;
           const elig = this.conditions === undefined || isAroundTheClock(e.s) ? ALL : this.conditions.eligibility(e.c);
           if ((elig & VOLUME) === 0) continue;
           const end = this.calendar.baseWindow(e.s, e.t)[1];
           if (end <= done) continue; // cut before
-          if (end <= through) taken.push({ e, elig });
+          if (end <= through) taken.push({ e, elig, side: sides?.[k] });
           else pending = true;
         }
         if (pending) pendingFrom ??= id;
@@ -108,7 +114,7 @@ export class ActivityStep {
     }
     const bars: ActivityBar[] = [];
     const emit = (b: ActivityBar) => bars.push(b);
-    for (const { e, elig } of taken) cutter.push({ s: e.s, t: e.t, p: e.p, v: e.v, elig }, emit);
+    for (const { e, elig, side } of taken) cutter.push({ s: e.s, t: e.t, p: e.p, v: e.v, elig, side }, emit);
     const states = new Map<string, string>();
     for (const s of cutter.takeTouched()) states.set(s, cutter.save(s)!);
     const outbox = bars.length

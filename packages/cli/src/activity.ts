@@ -21,6 +21,7 @@ interface Waiting {
   p: string;
   v: number;
   elig: number;
+  side: string | undefined;
   seq: number;
   /** the end of its base window: it is taken once the partition's close horizon reaches this */
   end: number;
@@ -58,7 +59,7 @@ export class InProcessActivity {
     const elig = this.conditions === undefined || isAroundTheClock(e.s) ? ALL : this.conditions.eligibility(e.c);
     if ((elig & VOLUME) === 0) return;
     const end = this.calendar.baseWindow(e.s, e.t)[1];
-    this.waiting[p]!.push({ s: e.s, t: e.t, p: e.p, v: e.v, elig, seq, end });
+    this.waiting[p]!.push({ s: e.s, t: e.t, p: e.p, v: e.v, elig, side: e.a, seq, end });
   }
 
   /** Cuts the trades of partition p whose base window ends by `horizon` (Infinity: all), in event order. */

@@ -126,6 +126,8 @@ export class InProcessBars {
   private readonly subscribed: ReadonlySet<string>;
   private readonly future: FutureGuard<TradeFields>;
   private readonly activity: InProcessActivity | undefined;
+  /** FEED=binance: the tape's aggressor sides reach the stream, and so activity bars */
+  private readonly sides: boolean;
 
   /**
    * @param onRow each row as written to its file (or found there already, a second run), for the
@@ -151,6 +153,7 @@ export class InProcessBars {
     this.pre = new Preaggregator(this.calendar, { conditions: conditionRules(cfg) });
     this.files = new CsvFiles(cfg.dataDir, this.calendar.clock, cfg.csvExtraColumns, undefined, this.calendar.days, true);
     this.carry = cfg.emptyBars === 'carry' ? new Carry(this.cfg, this.calendar) : undefined;
+    this.sides = cfg.feed === 'binance';
     this.activity = cfg.activity.length
       ? new InProcessActivity(cfg.activity, this.calendar, conditionRules(cfg), cfg.dataDir, cfg.partitions)
       : undefined;
@@ -199,10 +202,12 @@ export class InProcessBars {
     raw.v = asSent(it.v);
     raw.t = it.t;
     raw.c = it.c;
+    // the aggressor side, where the feed the stack would replay the tape through gives one
+    raw.a = this.sides ? it.a : undefined;
     this.trade(raw);
   }
 
-  private readonly scratch: { s: string; p: string | number; v: string | number; t: number; c: readonly string[] } = {
+  private readonly scratch: { s: string; p: string | number; v: string | number; t: number; c: readonly string[]; a?: string } = {
     s: '',
     p: 0,
     v: 0,
@@ -256,6 +261,7 @@ export class InProcessBars {
     e.t = tr.t;
     e.w = w;
     e.c = conditionsText(tr.c);
+    e.a = tr.a;
     pending.push(e);
     this.counts.trades++;
     this.waiting++;

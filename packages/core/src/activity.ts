@@ -94,6 +94,8 @@ export interface ActivityTrade {
   v: number;
   /** OPEN_CLOSE | HIGH_LOW | VOLUME bits; trades without VOLUME are not given at all */
   elig: number;
+  /** the feed's aggressor side where it gives one (Binance): b the buyer, s the seller; else the tick rule decides */
+  side?: string;
 }
 
 /** A closed activity bar: its state, its first and last trade's event times, its number in its file. */
@@ -307,7 +309,11 @@ export class ActivityCutter {
     let side = this.sides.get(tr.s);
     if (side === undefined) this.sides.set(tr.s, (side = { last: NaN, b: 1 }));
     const price = +tr.p;
-    if (counted && tr.elig & OPEN_CLOSE) {
+    if (counted && (tr.side === 'b' || tr.side === 's')) {
+      // the feed's aggressor side decides; the last sale still moves, for a trade after without one
+      side.b = tr.side === 'b' ? 1 : -1;
+      if (tr.elig & OPEN_CLOSE) side.last = price;
+    } else if (counted && tr.elig & OPEN_CLOSE) {
       // the tick rule: a price above the last sale's is a buy, below a sell, the same the side before
       if (price > side.last) side.b = 1;
       else if (price < side.last) side.b = -1;

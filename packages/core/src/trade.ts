@@ -274,6 +274,8 @@ export interface RawEntry {
   /** the conditions as stored: '' or a JSON array */
   c: string;
   rx: number;
+  /** `candlewick bars` only: the feed's aggressor side (b, s), where FEED gives one */
+  a?: string;
 }
 
 /** The trades of one raw entry, in arrival order. */
@@ -335,6 +337,11 @@ export function feedIdAndSide(e: RawEntry, fields: readonly string[]): { i: stri
   const k = Number(e.id.slice(e.id.indexOf('-') + 1)) - Number(e.entry.slice(e.entry.indexOf('-') + 1));
   const a = sides?.[k];
   return { i: ids?.[k] ?? '', a: a === 'b' || a === 's' ? a : '' };
+}
+
+/** A raw entry's aggressor sides, a character per trade (b, s, or - for none), where the feed gives them. */
+export function entrySides(fields: readonly string[]): string | undefined {
+  return feedFields(fields).sides;
 }
 
 /** The trades of one raw entry as Trade values, with their ids and sides where the entry has them (the tap, tests). */

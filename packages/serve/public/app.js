@@ -24,6 +24,8 @@ const state = {
   corrections: 0,
   /** the interval's bars are days (labelled by date) */
   daily: false,
+  /** the interval's bars are activity bars: keyed by their number, drawn at their end */
+  activity: false,
   /** decimals the prices are shown with */
   precision: 2,
   /** the time-axis labels drawn, by chart time */
@@ -37,6 +39,13 @@ window.candlewick = state;
  * write in UTC are written in BAR_TZ by the formatters below instead.
  */
 function withTimes(bars) {
+  if (state.activity) {
+    // an activity bar (docs/activity-bars.md) at its last trade's time; bars ending in the same
+    // millisecond a millisecond apart, as the chart wants times that rise
+    let prev = -Infinity;
+    for (const b of bars) prev = b.time = Math.max(b.end / 1000, prev + 0.001);
+    return bars;
+  }
   for (const b of bars) b.time = b.start / 1000;
   return bars;
 }
@@ -217,6 +226,7 @@ async function load() {
   state.closedEvents = 0;
   state.corrections = 0;
   state.daily = state.meta.dayIntervals.includes(interval);
+  state.activity = (state.meta.activityIntervals ?? []).includes(interval);
   state.axisLabels = {};
   chart.applyOptions({ timeScale: { timeVisible: !state.daily } });
   try {
@@ -267,6 +277,17 @@ function follow() {
   });
   es.addEventListener('bar', (e) => {
     const b = JSON.parse(e.data);
+    if (state.activity) {
+      // activity bars: new ones only, by number (a bar published again is the same bar)
+      if (!state.bars.some((x) => x.bar === b.bar)) {
+        state.bars.push(b);
+        state.bars.sort((x, y) => x.bar - y.bar);
+        state.closedEvents++;
+        showMessage('');
+        redraw();
+      }
+      return;
+    }
     const i = state.bars.findIndex((x) => x.start === b.start);
     if (i >= 0) {
       // a correction (LATE=amend): the bar is replaced where it stands

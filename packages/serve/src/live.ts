@@ -16,7 +16,7 @@ import {
   CLOCK,
   STATS,
 } from '@candlewick/common';
-import { BarCalendar, decodeBarState, parseBarId, type Clock } from '@candlewick/core';
+import { BarCalendar, decodeBarState, eventLabel, parseBarId, type Clock } from '@candlewick/core';
 
 /**
  * What the page and other HTTP clients see live, from Redis: closed bars and corrections (the
@@ -35,6 +35,10 @@ export interface ApiBar extends BarIdentity, Omit<BarRowCells, 'trades' | 'vwap'
   vwap: string | null;
   /** null when unknown */
   trades: number | null;
+  /** an activity bar (docs/activity-bars.md): its number, and its last trade's time (UTC ms) and label */
+  bar?: number;
+  end?: number;
+  endTimestamp?: string;
 }
 
 export interface Status {
@@ -259,6 +263,7 @@ export class LiveHub {
         for (const [id, fields] of entries) {
           const t = decodeBarEntry(id, iv, fields);
           const bar = apiBar(iv, t.symbol, t.start, barRowCells(t), t.rev);
+          if (t.bar !== undefined) Object.assign(bar, { bar: t.bar, end: t.end, endTimestamp: eventLabel(t.end!, this.clock) });
           for (const sent of this.subscribers.values()) sent.delete(`${iv}|${bar.symbol}|${bar.start}`);
           if (iv === this.cfg.intervals[0]!.name && bar.rev === 0) {
             this.newestBar = { end: bar.start + this.cfg.baseMs, publishedAt: Number(id.slice(0, id.indexOf('-'))) };

@@ -11,6 +11,7 @@ import { FastifyAdapter } from '@bull-board/fastify';
 import { Queue } from 'bullmq';
 import { z } from 'zod';
 import {
+  ACTIVITY_CSV_HEADER,
   BARS_QUEUE,
   CLOSE_QUEUE,
   listenError,
@@ -28,7 +29,7 @@ import {
 } from '@candlewick/common';
 import { Clock } from '@candlewick/core';
 import { DateTime } from 'luxon';
-import { readCorrections, readRows } from './bars-file.js';
+import { readCorrections, readRows, type RangeQuery } from './bars-file.js';
 import { LiveHub, apiBar, type ApiBar } from './live.js';
 
 const PUBLIC = join(dirname(fileURLToPath(import.meta.url)), '..', 'public');
@@ -256,6 +257,8 @@ export class ServeService implements Component {
     symbols: string[];
     intervals: string[];
     dayIntervals: string[];
+    /** activity bars (docs/activity-bars.md): charted at their last trade's time, keyed by their number */
+    activityIntervals: string[];
     tz: string;
     clock: string;
     late: string;
@@ -263,8 +266,9 @@ export class ServeService implements Component {
   }> {
     return {
       symbols: await this.symbols(),
-      intervals: this.cfg.intervals.map((i) => i.name),
+      intervals: [...this.cfg.intervals, ...this.cfg.activity].map((i) => i.name),
       dayIntervals: this.cfg.intervals.filter((i) => i.day === true).map((i) => i.name),
+      activityIntervals: this.cfg.activity.map((i) => i.name),
       tz: this.cfg.tz,
       clock: this.cfg.clock,
       late: this.cfg.late,
@@ -315,10 +319,15 @@ export class ServeService implements Component {
     throw new BadRequest(404, `unknown symbol "${s}": this server has bars for ${all.join(', ') || 'no symbol yet'}`);
   }
 
-  private interval(s: string): { name: string; day: boolean } {
+  private interval(s: string): { name: string; day: boolean; activity: boolean } {
     const iv = this.cfg.intervals.find((i) => i.name === s);
-    if (!iv) throw new BadRequest(400, `interval "${s}" is not one of INTERVALS: ${this.cfg.intervals.map((i) => i.name).join(', ')}`);
-    return { name: iv.name, day: iv.day === true };
+    if (iv) return { name: iv.name, day: iv.day === true, activity: false };
+    const a = this.cfg.activity.find((i) => i.name === s);
+    if (a) return { name: a.name, day: false, activity: true };
+    throw new BadRequest(
+      400,
+      `interval "${s}" is not one of INTERVALS: ${[...this.cfg.intervals, ...this.cfg.activity].map((i) => i.name).join(', ')}`,
+    );
   }
 
   /** A time parameter: ms since the epoch, an ISO-8601 time (its offset, or BAR_TZ), or a date in BAR_TZ. */
@@ -346,6 +355,7 @@ export class ServeService implements Component {
     const to = this.time(q.to, 'to');
     if (from !== undefined && to !== undefined && from >= to)
       throw new BadRequest(400, `from must be before to (from=${q.from}, to=${q.to})`);
+    if (iv.activity) return this.activityBars(symbol, iv.name, { from, to, limit: q.limit }, q.format, reply);
     const startOf = (line: string) => this.clock.parseLabel(line.slice(0, line.indexOf(',')));
     // with DATABASE_URL, the table (which keeps the newest revision of each bar); revisions=original from the files
     const range = this.table && q.revisions === 'latest' ? await this.fromTable(iv.name, symbol, { from, to, limit: q.limit }) : undefined;
@@ -369,6 +379,38 @@ export class ServeService implements Component {
     }
     const bars: ApiBar[] = rows.map(({ line, rev }) => rowToBar(line, rev, symbol, iv.name, startOf));
     return { symbol, interval: iv.name, tz: this.cfg.tz, truncated, bars };
+  }
+
+  /**
+   * An activity bar's range, from its file (docs/activity-bars.md): bars whose first trade is in
+   * [from, to), each with its number and its last trade's time. (The table holds time bars only.)
+   */
+  private activityBars(symbol: string, interval: string, q: RangeQuery, format: 'json' | 'csv', reply: FastifyReply) {
+    const startOf = (line: string) => {
+      const a = line.indexOf(',') + 1;
+      return Date.parse(line.slice(a, line.indexOf(',', a)));
+    };
+    const range = readRows(csvPath(this.cfg.dataDir, interval, symbol), q, startOf);
+    reply.header('x-truncated', String(range.truncated));
+    if (format === 'csv')
+      return reply.type('text/csv; charset=utf-8').send(`${[range.header || ACTIVITY_CSV_HEADER.join(','), ...range.lines].join('\n')}\n`);
+    const bars = range.lines.map((line) => {
+      const [n, start, end, open, high, low, close, vwap, volume, trades] = line.split(',') as string[];
+      const cells = {
+        timestamp: start!,
+        open: open!,
+        high: high!,
+        low: low!,
+        close: close!,
+        vwap: vwap ?? '',
+        volume: volume!,
+        trades: trades ?? '',
+        complete: true,
+        sources: 'live',
+      };
+      return { ...apiBar(interval, symbol, Date.parse(start!), cells, 0), bar: Number(n), end: Date.parse(end!), endTimestamp: end! };
+    });
+    return { symbol, interval, tz: this.cfg.tz, truncated: range.truncated, bars };
   }
 
   /** A range from the table; the database away or refusing: 503 with the reason (the rest of the API goes on). */
