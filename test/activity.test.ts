@@ -49,12 +49,12 @@ const AIG_KINDS = [
   'val-imb-e100-k200-min50-max150',
 ];
 
-/** A tape's trades in event order: by time, the tape's order breaking ties. */
-function eventOrder(trades: readonly RefTrade[]): RefTrade[] {
+/** A tape's trades in event order: by time, the tape's order breaking ties; with `sides`, the feed's aggressor sides too. */
+function eventOrder(trades: readonly RefTrade[], sides = false): RefTrade[] {
   return trades
     .map((x, i) => ({ x, i }))
     .sort((a, b) => a.x.t - b.x.t || a.i - b.i)
-    .map(({ x }) => ({ s: x.s, t: x.t, p: x.p, v: x.v, ...(x.a ? { a: x.a } : {}) }));
+    .map(({ x }) => ({ s: x.s, t: x.t, p: x.p, v: x.v, ...(sides && x.a ? { a: x.a } : {}) }));
 }
 
 /** The rows the reference's bars make, in the file's form (times compared as instants). */
@@ -280,7 +280,7 @@ describe('activity bars in the pipeline (candlewick stack)', () => {
     const file = (iv: string) => `${iv}/BINANCE_XRPETH_${iv}.csv`;
     expect(ticks.get(file('100t'))).toBe(sides.get(file('100t')));
     expect(ticks.get(file('30t-imb'))).not.toBe(sides.get(file('30t-imb')));
-    const trades = eventOrder(readTapeTrades(BUNDLED_TAPE).map((t) => ({ s: t.s, t: t.t, p: t.p, v: t.v, a: t.a })));
+    const trades = eventOrder(readTapeTrades(BUNDLED_TAPE), true);
     expect(fileRows(join(out, 'raw', file('30t-imb'))).rows).toEqual(referenceRows(trades, '30t-imb', 'BINANCE:XRPETH'));
   });
 
@@ -319,17 +319,23 @@ describe('commitActivity', () => {
     const keys = testKeys('activity-commit');
     try {
       const from = { cursor: '', h: '' };
-      const cut = { from, cursor: '5-0', h: '60000', bars: '[["100t","X",1,1,2,"s"]]', states: new Map([['X', '{"a":1}']]) };
+      const cut = {
+        from,
+        cursor: '5-0',
+        h: '60000',
+        bars: ['[["100t","X",1,1,2,"s"]]', '[["100t","X",2,3,4,"s"]]'],
+        states: new Map([['X', '{"a":1}']]),
+      };
       expect(await commitActivity(redis, keys, 0, cut)).toBe(true);
       // a second closer that read before the first committed
       expect(await commitActivity(redis, keys, 0, { ...cut, states: new Map([['X', '{"a":2}']]) })).toBe(false);
-      expect(await redis.xlen(keys.outbox(0))).toBe(1);
+      expect(await redis.xlen(keys.outbox(0))).toBe(2);
       expect(await redis.hgetall(keys.activity(0))).toEqual({ cursor: '5-0', h: '60000', 's:X': '{"a":1}' });
       // the next cut, read after it
       expect(
-        await commitActivity(redis, keys, 0, { ...cut, from: { cursor: '5-0', h: '60000' }, cursor: '(9-0', h: '120000', bars: '' }),
+        await commitActivity(redis, keys, 0, { ...cut, from: { cursor: '5-0', h: '60000' }, cursor: '(9-0', h: '120000', bars: [] }),
       ).toBe(true);
-      expect(await redis.xlen(keys.outbox(0))).toBe(1);
+      expect(await redis.xlen(keys.outbox(0))).toBe(2);
     } finally {
       redis.disconnect();
     }

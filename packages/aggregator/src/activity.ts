@@ -117,18 +117,23 @@ export class ActivityStep {
     for (const { e, elig, side } of taken) cutter.push({ s: e.s, t: e.t, p: e.p, v: e.v, elig, side }, emit);
     const states = new Map<string, string>();
     for (const s of cutter.takeTouched()) states.set(s, cutter.save(s)!);
-    const outbox = bars.length
-      ? encodeActivityOutbox(
-          bars.map((b) => ({
-            interval: b.interval,
-            symbol: b.symbol,
-            seq: b.seq,
-            start: b.start,
-            end: b.end,
-            state: encodeBarState(b.state),
-          })),
-        )
-      : '';
+    // the bars in outbox entries (and so writer jobs) of up to 1,000, as the time bars'
+    const outbox: string[] = [];
+    for (let i = 0; i < bars.length; i += 1000)
+      outbox.push(
+        encodeActivityOutbox(
+          bars
+            .slice(i, i + 1000)
+            .map((b) => ({
+              interval: b.interval,
+              symbol: b.symbol,
+              seq: b.seq,
+              start: b.start,
+              end: b.end,
+              state: encodeBarState(b.state),
+            })),
+        ),
+      );
     crashPoint('activity:cut'); // cut, not committed: the next cut does it again
     // the end of a replay cuts everything: through the last window cut, so a later run goes on from there
     let upTo = through;

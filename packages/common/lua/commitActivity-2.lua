@@ -11,16 +11,18 @@
     ARGV[2] h as read ('' when none)
     ARGV[3] the new cursor
     ARGV[4] the new h
-    ARGV[5] the bars closed, a JSON array (encodeActivityOutbox), or '' for none
-    ARGV[6..] symbol, state pairs
+    ARGV[5] k, how many outbox entries the bars closed take (up to 1,000 bars each)
+    ARGV[6..5+k] each entry's bars, a JSON array (encodeActivityOutbox)
+    ARGV[6+k..] symbol, state pairs
   Output:
     1 committed, 0 not (the cut was made by another: nothing written)
 ]]
 local activity, outbox = KEYS[1], KEYS[2]
 local cur = redis.call('HMGET', activity, 'cursor', 'h')
 if (cur[1] or '') ~= ARGV[1] or (cur[2] or '') ~= ARGV[2] then return 0 end
+local k = tonumber(ARGV[5])
 local set = {'cursor', ARGV[3], 'h', ARGV[4]}
-for i = 6, #ARGV, 2 do
+for i = 6 + k, #ARGV, 2 do
   set[#set + 1] = 's:' .. ARGV[i]
   set[#set + 1] = ARGV[i + 1]
 end
@@ -28,5 +30,5 @@ end
 for from = 1, #set, 1000 do
   redis.call('HSET', activity, unpack(set, from, math.min(from + 999, #set)))
 end
-if ARGV[5] ~= '' then redis.call('XADD', outbox, '*', 'activity', ARGV[5]) end
+for i = 6, 5 + k do redis.call('XADD', outbox, '*', 'activity', ARGV[i]) end
 return 1

@@ -426,14 +426,14 @@ export interface ActivityCut {
   from: { cursor: string; h: string };
   cursor: string;
   h: string;
-  /** the outbox entry's `activity` field, or '' when the cut closed no bar */
-  bars: string;
+  /** the outbox entries' `activity` fields (encodeActivityOutbox, up to 1,000 bars each); none when the cut closed no bar */
+  bars: readonly string[];
   states: ReadonlyMap<string, string>;
 }
 
 /** Commits a cut (commitActivity-2.lua): false when another closer's cut came first (nothing written). */
 export async function commitActivity(redis: RedisClient, k: Keys, p: number, c: ActivityCut): Promise<boolean> {
-  const args: string[] = [c.from.cursor, c.from.h, c.cursor, c.h, c.bars];
+  const args: string[] = [c.from.cursor, c.from.h, c.cursor, c.h, String(c.bars.length), ...c.bars];
   for (const [symbol, state] of c.states) args.push(symbol, state);
   return (await redis.cwCommitActivity_v3(...commitActivityKeys(k, p), ...args)) === 1;
 }

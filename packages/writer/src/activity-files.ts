@@ -21,18 +21,45 @@ export class ActivityFiles {
     private readonly log: Logger,
   ) {}
 
-  append(bar: ActivityBarJob, state: BarState): 'written' | 'present' {
-    const path = csvPath(this.dataDir, bar.interval, bar.symbol);
-    const last = this.last.get(path) ?? this.open(path);
-    if (bar.seq <= last) return 'present';
-    if (bar.seq > last + 1)
-      this.log.error(
-        { path, last, bar: bar.seq },
-        `${path}: bar ${bar.seq} follows bar ${last}: bars ${last + 1}..${bar.seq - 1} are not in the file (it was changed or moved while the writer ran)`,
-      );
-    appendFileSync(path, activityRow(this.clock, { seq: bar.seq, start: bar.start, end: bar.end, state }));
-    this.last.set(path, bar.seq);
-    return 'written';
+  /**
+   * Appends a job's activity bars, each file's rows in one write; which were written (the others were
+   * in their files already).
+   */
+  appendAll(bars: readonly { bar: ActivityBarJob; state: BarState }[]): boolean[] {
+    const written = bars.map(() => false);
+    const byPath = new Map<string, number[]>();
+    bars.forEach(({ bar }, i) => {
+      const path = csvPath(this.dataDir, bar.interval, bar.symbol);
+      let list = byPath.get(path);
+      if (!list) byPath.set(path, (list = []));
+      list.push(i);
+    });
+    for (const [path, list] of byPath) {
+      let last = this.last.get(path) ?? this.open(path);
+      let text = '';
+      for (const i of list) {
+        const { bar, state } = bars[i]!;
+        if (bar.seq <= last) continue;
+        if (bar.seq > last + 1)
+          this.log.error(
+            { path, last, bar: bar.seq },
+            `${path}: bar ${bar.seq} follows bar ${last}: bars ${last + 1}..${bar.seq - 1} are not in the file (it was changed or moved while the writer ran)`,
+          );
+        text += activityRow(this.clock, { seq: bar.seq, start: bar.start, end: bar.end, state });
+        last = bar.seq;
+        written[i] = true;
+      }
+      if (text === '') continue;
+      try {
+        appendFileSync(path, text);
+      } catch (err) {
+        // what the file holds now is read again at the retry
+        this.last.delete(path);
+        throw err;
+      }
+      this.last.set(path, last);
+    }
+    return written;
   }
 
   /** A file's last bar number, the file created with its header if new, a torn last row cut off. */

@@ -553,22 +553,24 @@ export class WriterService {
     }
     await flush();
     // activity bars (docs/activity-bars.md): each after its file's last, published with its number and end
-    for (const bar of batch.activity ?? []) {
-      const state = decodeBarState(bar.state);
+    if (batch.activity?.length) {
+      const activity = batch.activity.map((bar) => ({ bar, state: decodeBarState(bar.state) }));
       this.activityFiles ??= new ActivityFiles(this.cfg.dataDir, this.clock, this.log);
-      if ((await this.onDisk(() => this.activityFiles!.append(bar, state))) === 'present') {
-        skipped++;
-        continue;
-      }
-      crashPoint('write:activity'); // in its file, the job not done: taken again, the bar is found there
-      written++;
-      counts.set(bar.interval, (counts.get(bar.interval) ?? 0) + 1);
-      closedWritten.set(bar.interval, (closedWritten.get(bar.interval) ?? 0) + 1);
-      const cells = { ...rowCells(this.clock, bar.start, state), timestamp: eventLabel(bar.start, this.clock) };
-      const stream = this.keys.bars(bar.interval);
-      let list = entries.get(stream);
-      if (!list) entries.set(stream, (list = []));
-      list.push([...encodeBarEntry(bar.symbol, bar.start, 0, cells), 'end', String(bar.end), 'bar', String(bar.seq)]);
+      const done = await this.onDisk(() => this.activityFiles!.appendAll(activity));
+      crashPoint('write:activity'); // in their files, the job not done: taken again, they are found there
+      activity.forEach(({ bar, state }, i) => {
+        // one found in its file (an earlier attempt appended it and died) is published all the same
+        if (done[i]) {
+          written++;
+          counts.set(bar.interval, (counts.get(bar.interval) ?? 0) + 1);
+          closedWritten.set(bar.interval, (closedWritten.get(bar.interval) ?? 0) + 1);
+        } else skipped++;
+        const cells = { ...rowCells(this.clock, bar.start, state), timestamp: eventLabel(bar.start, this.clock) };
+        const stream = this.keys.bars(bar.interval);
+        let list = entries.get(stream);
+        if (!list) entries.set(stream, (list = []));
+        list.push([...encodeBarEntry(bar.symbol, bar.start, 0, cells), 'end', String(bar.end), 'bar', String(bar.seq)]);
+      });
     }
     if (this.carry && batch.horizon) {
       for (const symbol of this.carry.symbolsOf(batch.horizon.partition)) {
