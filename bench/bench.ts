@@ -361,7 +361,7 @@ function activitySection(items: readonly TapeItem[], trades: number): string[] {
   const time = best('1min,5min,15min,30min,1h');
   const lines = [
     `5b. Activity bars in one process (candlewick bars), best of ${runs} runs: µs per trade`,
-    `  1min alone (validation, the fold, CSV)        ${us(base.ms).toFixed(3)} µs per trade   <- the ceiling: what a time bar costs`,
+    `  1min alone (validation, the fold, CSV)        ${us(base.ms).toFixed(3)} µs per trade   <- what time bars cost: the ratios' base`,
     `  the five default time intervals               ${us(time.ms).toFixed(3)} µs per trade`,
   ];
   for (const kind of ACTIVITY_KINDS) {
