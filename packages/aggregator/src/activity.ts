@@ -10,6 +10,7 @@ import {
   isAroundTheClock,
   rawEntries,
   type ActivityBar,
+  type ActivityTrade,
   type ConditionRules,
   type RawEntry,
 } from '@candlewick/core';
@@ -26,15 +27,21 @@ import {
 /** Raw entries read per XRANGE. */
 const READ = 500;
 
-/** A trade taken for a cut, with its base window's end. */
-interface Taken {
+/** A trade a cut read: its eligibility, its side and its base window's end worked out once. */
+interface KeptTrade {
   e: RawEntry;
   elig: number;
-  /** the feed's aggressor side, where it gives one */
   side: string | undefined;
+  end: number;
 }
 
-const inEventOrder = (a: Taken, b: Taken): number => a.e.t - b.e.t || (a.e.id === b.e.id ? 0 : idLess(a.e.id, b.e.id) ? -1 : 1);
+/** A raw entry's trades left for a later cut. */
+interface KeptEntry {
+  id: string;
+  trades: KeptTrade[];
+}
+
+const inEventOrder = (a: RawEntry, b: RawEntry): number => a.t - b.t || (a.id === b.id ? 0 : idLess(a.id, b.id) ? -1 : 1);
 
 /**
  * Activity bars in the pipeline (docs/activity-bars.md): after each close of partition p through
@@ -52,15 +59,23 @@ export class ActivityStep {
   private readonly calendar: BarCalendar;
   private readonly conditions: ConditionRules | undefined;
   private trimmedSaid = false;
+  private readonly cutter: ActivityCutter;
+  /**
+   * Per partition, what the last cut this closer committed left for the next: the cursor it set,
+   * the last entry it read, and the trades left in the entries from the cursor on — read again only
+   * when another closer cut between
+   */
+  private readonly kept = new Map<number, { cursor: string; last: string; entries: KeptEntry[] }>();
 
   constructor(
     private readonly redis: RedisClient,
-    private readonly cfg: Config,
+    cfg: Config,
     private readonly keys: Keys,
     private readonly log: Logger,
   ) {
     this.calendar = new BarCalendar(cfg);
     this.conditions = conditionRules(cfg);
+    this.cutter = new ActivityCutter(cfg.activity);
   }
 
   /** Cuts partition p's trades through horizon H (Infinity: all, at the end of a replay); how many bars closed. */
@@ -73,28 +88,50 @@ export class ActivityStep {
     const stream = this.keys.trades(p);
     await this.checkTrimmed(stream, from.cursor);
 
-    const taken: Taken[] = [];
+    // what this cut takes: the trades, their eligibility and side (arrays side by side: a cut may take hundreds of thousands)
+    const taken: RawEntry[] = [];
+    const eligOf: number[] = [];
+    const sideOf: (string | undefined)[] = [];
     let pendingFrom: string | undefined;
     let last: string | undefined;
+    /** the entries from the first with a trade left for a later cut, with those trades (kept for it) */
+    const left: KeptEntry[] = [];
+    const consider = (id: string, trades: readonly KeptTrade[]) => {
+      last = id;
+      let rest: KeptTrade[] | undefined;
+      for (const x of trades) {
+        if (x.end <= done) continue; // cut before
+        if (x.end <= through) {
+          taken.push(x.e);
+          eligOf.push(x.elig);
+          sideOf.push(x.side);
+        } else (rest ??= []).push(x);
+      }
+      if (rest) pendingFrom ??= id;
+      if (pendingFrom !== undefined && rest) left.push({ id, trades: rest });
+    };
+    // the entries the last cut read and left trades in, decoded then (when no other cut came between)
+    const kept = this.kept.get(p);
     let start = from.cursor === '' ? '-' : from.cursor;
+    if (kept && kept.cursor === from.cursor && from.cursor !== '') {
+      for (const k of kept.entries) consider(k.id, k.trades);
+      last = kept.last;
+      start = `(${kept.last}`;
+    }
     for (;;) {
       const rows = (await this.redis.xrange(stream, start, '+', 'COUNT', READ)) as [string, string[]][];
       for (const [id, fields] of rows) {
-        last = id;
-        let pending = false;
         const sides = entrySides(fields);
         const trades = rawEntries(id, fields);
+        const worth: KeptTrade[] = [];
         for (let k = 0; k < trades.length; k++) {
           const e = trades[k]!;
           if (!this.calendar.keeps(e.s, e.t) || this.calendar.isLate(e.s, e.t, e.w)) continue;
           const elig = this.conditions === undefined || isAroundTheClock(e.s) ? ALL : this.conditions.eligibility(e.c);
           if ((elig & VOLUME) === 0) continue;
-          const end = this.calendar.baseWindow(e.s, e.t)[1];
-          if (end <= done) continue; // cut before
-          if (end <= through) taken.push({ e, elig, side: sides?.[k] });
-          else pending = true;
+          worth.push({ e, elig, side: sides?.[k], end: this.calendar.baseWindow(e.s, e.t)[1] });
         }
-        if (pending) pendingFrom ??= id;
+        consider(id, worth);
       }
       if (rows.length < READ) break;
       start = `(${last}`;
@@ -102,19 +139,32 @@ export class ActivityStep {
     const cursor = pendingFrom ?? (last !== undefined ? `(${last}` : from.cursor);
 
     // each symbol's state as the last cut left it, then its trades in event order
-    taken.sort(inEventOrder);
-    const cutter = new ActivityCutter(this.cfg.activity);
-    const symbols = [...new Set(taken.map((x) => x.e.s))];
+    const order = Array.from(taken.keys()).sort((a, b) => inEventOrder(taken[a]!, taken[b]!));
+    // (one cutter for every cut: its caches stay warm; each symbol cut here gets its state as committed)
+    const cutter = this.cutter;
+    cutter.takeTouched();
+    const symbols = [...new Set(taken.map((e) => e.s))];
     for (let i = 0; i < symbols.length; i += 1000) {
       const chunk = symbols.slice(i, i + 1000);
       const states = await this.redis.hmget(key, ...chunk.map((s) => `s:${s}`));
       chunk.forEach((s, k) => {
         if (states[k]) cutter.load(s, states[k]!);
+        else cutter.forget(s);
       });
     }
     const bars: ActivityBar[] = [];
     const emit = (b: ActivityBar) => bars.push(b);
-    for (const { e, elig, side } of taken) cutter.push({ s: e.s, t: e.t, p: e.p, v: e.v, elig, side }, emit);
+    const tr: ActivityTrade = { s: '', t: 0, p: '', v: 0, elig: 0, side: undefined };
+    for (const i of order) {
+      const e = taken[i]!;
+      tr.s = e.s;
+      tr.t = e.t;
+      tr.p = e.p;
+      tr.v = e.v;
+      tr.elig = eligOf[i]!;
+      tr.side = sideOf[i];
+      cutter.push(tr, emit);
+    }
     const states = new Map<string, string>();
     for (const s of cutter.takeTouched()) states.set(s, cutter.save(s)!);
     // the bars in outbox entries (and so writer jobs) of up to 1,000, as the time bars'
@@ -122,16 +172,14 @@ export class ActivityStep {
     for (let i = 0; i < bars.length; i += 1000)
       outbox.push(
         encodeActivityOutbox(
-          bars
-            .slice(i, i + 1000)
-            .map((b) => ({
-              interval: b.interval,
-              symbol: b.symbol,
-              seq: b.seq,
-              start: b.start,
-              end: b.end,
-              state: encodeBarState(b.state),
-            })),
+          bars.slice(i, i + 1000).map((b) => ({
+            interval: b.interval,
+            symbol: b.symbol,
+            seq: b.seq,
+            start: b.start,
+            end: b.end,
+            state: encodeBarState(b.state),
+          })),
         ),
       );
     crashPoint('activity:cut'); // cut, not committed: the next cut does it again
@@ -139,13 +187,15 @@ export class ActivityStep {
     let upTo = through;
     if (upTo === Infinity) {
       upTo = done;
-      for (const { e } of taken) upTo = Math.max(upTo, this.calendar.baseWindow(e.s, e.t)[1]);
+      for (const e of taken) upTo = Math.max(upTo, this.calendar.baseWindow(e.s, e.t)[1]);
     }
     const h = upTo === -Infinity ? '' : String(upTo);
     if (!(await commitActivity(this.redis, this.keys, p, { from, cursor, h, bars: outbox, states }))) {
+      this.kept.delete(p);
       this.log.debug({ p }, 'activity: another closer cut first');
       return 0;
     }
+    if (last !== undefined) this.kept.set(p, { cursor, last, entries: left });
     if (bars.length) this.log.debug({ p, bars: bars.length, trades: taken.length }, 'activity bars cut');
     return bars.length;
   }

@@ -90,7 +90,9 @@ async function main(): Promise<void> {
       flags = parseFlags(rest);
     }
     // a stand-in serves a tape: it replays, whatever mode the feed's settings would mean for an ingestor
-    if ((role === 'replay-server' || role === 'provider-server') && !process.env.MODE && !flags.MODE) flags.MODE = 'replay';
+    // (and `bars` folds a tape: never live, whatever feed the tape is taken as coming through)
+    if ((role === 'replay-server' || role === 'provider-server' || role === 'bars') && !process.env.MODE && !flags.MODE)
+      flags.MODE = 'replay';
     cfg = loadConfig(process.env, flags);
   } catch (err) {
     if (err instanceof ConfigError) {

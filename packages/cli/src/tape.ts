@@ -100,8 +100,13 @@ export async function runBars(cfg: Config): Promise<number> {
     }
   }
   const seconds = (performance.now() - t0) / 1000;
-  const written = Object.entries(c.written)
-    .map(([k, v]) => `${k}=${v}`)
+  // in the order of INTERVALS, time bars first; an activity interval that closed no bar says 0
+  const names = [...cfg.intervals, ...cfg.activity].map((i) => i.name);
+  const written = [
+    ...names.filter((n) => c.written[n] !== undefined || cfg.activity.some((a) => a.name === n)),
+    ...Object.keys(c.written).filter((n) => !names.includes(n)),
+  ]
+    .map((k) => `${k}=${c.written[k] ?? 0}`)
     .join(' ');
   const left: string[] = [];
   if (c.filtered) left.push(`${c.filtered} outside SESSIONS`);

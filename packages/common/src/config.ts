@@ -105,7 +105,14 @@ const intervals = () =>
           activity++;
           continue;
         }
-        const iv = parseInterval(part);
+        let iv: Interval;
+        try {
+          iv = parseInterval(part);
+        } catch (err) {
+          throw new Error(
+            `${(err as Error).message}; or an activity bar such as 100t, 10000v, 1000000val, 500t-imb, t-imb-e100 (docs/activity-bars.md)`,
+          );
+        }
         // 60min and 1h are one interval; 24h and 1d are not (1d is a date, 24h a length)
         const key = iv.day ? 'day' : String(iv.ms);
         if (!seen.has(key)) seen.set(key, iv);

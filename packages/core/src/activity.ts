@@ -298,6 +298,12 @@ export class ActivityCutter {
     return f;
   }
 
+  /** A symbol's state dropped: its next trade starts it afresh (as the first ever). */
+  forget(symbol: string): void {
+    this.sides.delete(symbol);
+    this.bars.delete(symbol);
+  }
+
   /** Whether a symbol's state is here (given trades, or loaded). */
   has(symbol: string): boolean {
     return this.sides.has(symbol);
