@@ -119,7 +119,7 @@ export async function runBars(cfg: Config): Promise<number> {
       `  rejected         ${c.rejected} (plus ${c.badFrames} unreadable frames)${c.future ? `, ${c.future} of them ahead of the clock or the feed (FUTURE_LIMIT_MS)` : ''}`,
       ...(c.foreign ? [`  foreign          ${c.foreign} trades for symbols not in SYMBOLS, dropped`] : []),
       `  late             ${c.late}`,
-      `  bars written     ${written || 'none'}${c.present ? ` (${c.present} already in the files)` : ''}`,
+      `  bars written     ${Object.values(c.written).some((n) => n > 0) ? written : 'none'}${c.present ? ` (${c.present} already in the files)` : ''}`,
       ...(cfg.activity.length
         ? [`  activity bars    ${c.forming} still forming at the tape's end (their threshold not reached: not written)`]
         : []),
