@@ -56,10 +56,18 @@ describe('raw stream codec', () => {
       { id: '1700000000000-6', trade: b.trade, w: 42 },
       { id: '1700000000000-7', trade: a.trade, w: 0 },
     ]);
-    expect(rawEntries('1-0', fields).map((e) => [e.id, e.entry, e.c, e.rx])).toEqual([
-      ['1-0', '1-0', '["Regular","tab\\there"]', 77],
-      ['1-1', '1-0', '', 80],
-      ['1-2', '1-0', '["Regular","tab\\there"]', 77],
+    expect(rawEntries('1-0', fields).map((e) => [e.id, e.entry, e.s, e.p, e.v, e.t, e.c, e.rx, e.w])).toEqual([
+      ['1-0', '1-0', a.trade.s, a.trade.p, a.trade.v, a.trade.t, '["Regular","tab\\there"]', 77, 0],
+      ['1-1', '1-0', 'BINANCE:XRPETH', '0.001', 0.5, b.trade.t, '', 80, 42],
+      ['1-2', '1-0', a.trade.s, a.trade.p, a.trade.v, a.trade.t, '["Regular","tab\\there"]', 77, 0],
+    ]);
+    // a trade with w last, and one alone
+    expect(rawEntries('1-0', encodeTradeEntry([a.trade, { ...b.trade, w: 7 }])).map((e) => [e.s, e.c, e.rx, e.w])).toEqual([
+      [a.trade.s, '["Regular","tab\\there"]', 77, 0],
+      ['BINANCE:XRPETH', '', 80, 7],
+    ]);
+    expect(rawEntries('1-0', encodeTradeEntry([{ ...b.trade, w: 9 }])).map((e) => [e.s, e.v, e.rx, e.w])).toEqual([
+      ['BINANCE:XRPETH', 0.5, 80, 9],
     ]);
     expect(tradeId('1700000000000-5', 2)).toBe('1700000000000-7');
   });
