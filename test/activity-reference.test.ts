@@ -25,7 +25,7 @@ function production(trades: readonly RefTrade[], names: readonly string[]): Map<
   const out = new Map<string, RefBar[]>(names.map((n) => [n, []]));
   const cutter = new ActivityCutter(names.map((n) => parseActivityInterval(n)));
   for (const tr of trades)
-    cutter.push({ ...tr, elig: 7 }, (e) => {
+    cutter.push({ s: tr.s, t: tr.t, p: tr.p, v: tr.v, elig: 7, side: tr.a }, (e) => {
       out.get(e.interval)!.push({
         symbol: e.symbol,
         seq: e.seq,
@@ -87,6 +87,16 @@ describe("the page's worked example: t-imb-e3-w3-k3 on prices 10, 11, 11, 10, 12
   });
 });
 
+/** The EWMA runs forms both tapes are cut with. */
+const RUNS_EWMA = [
+  't-run-e100',
+  't-run-e50-w5-k10-min5-max200',
+  'v-run-e100',
+  'v-run-e100-w20-k50-min10-max1000',
+  'val-run-e100',
+  'val-run-e50-w5-k10-min5-max200',
+];
+
 /**
  * Names of every kind, sized for each tape so that each closes a few dozen bars or more. The XRP
  * tape's sizes are XRP (tens to thousands a trade, 5.5 million in all) and its values ETH (8,183 in
@@ -115,12 +125,7 @@ const TAPES: { name: string; spec: string; intervals: string[] }[] = [
       'v-imb-e30-w10-k100-min20-max60',
       'val-imb-e100-k200-min50-max150',
       'val-imb-e20-k10-min10-max40',
-      't-run-e100',
-      't-run-e50-w5-k10-min5-max200',
-      'v-run-e100',
-      'v-run-e100-w20-k50-min10-max1000',
-      'val-run-e100',
-      'val-run-e50-w5-k10-min5-max200',
+      ...RUNS_EWMA,
     ],
   },
   {
@@ -143,12 +148,7 @@ const TAPES: { name: string; spec: string; intervals: string[] }[] = [
       'v-imb-e30-w10-k100-min20-max60',
       'val-imb-e100-k200-min50-max150',
       'val-imb-e50-k50-min20-max200',
-      't-run-e100',
-      't-run-e50-w5-k10-min5-max200',
-      'v-run-e100',
-      'v-run-e100-w20-k50-min10-max1000',
-      'val-run-e100',
-      'val-run-e50-w5-k10-min5-max200',
+      ...RUNS_EWMA,
     ],
   },
 ];
@@ -245,24 +245,8 @@ describe("the feed's aggressor sides (Binance's, in the bundled tape) instead of
   it("every imbalance and runs kind: the production bars are the reference bars, and not the tick rule's", () => {
     expect(trades.every((t) => t.a === 'b' || t.a === 's')).toBe(true);
     const names = ['30t-imb', '30000v-imb', '100t-run', 't-imb-e100', 'v-run-e100', 'val-imb-e100-k200-min50-max150'];
-    const out = new Map<string, RefBar[]>(names.map((n) => [n, []]));
-    const cutter = new ActivityCutter(names.map((n) => parseActivityInterval(n)));
-    for (const tr of trades)
-      cutter.push({ s: tr.s, t: tr.t, p: tr.p, v: tr.v, elig: 7, side: tr.a }, (e) =>
-        out.get(e.interval)!.push({
-          symbol: e.symbol,
-          seq: e.seq,
-          start: e.start,
-          end: e.end,
-          open: e.state.open,
-          high: e.state.high,
-          low: e.state.low,
-          close: e.state.close,
-          volume: e.state.volume,
-          vwapNumerator: e.state.pv,
-          trades: e.state.trades,
-        }),
-      );
+    // (the feed's sides go to the cutter as it gets them from the raw stream)
+    const out = production(trades, names);
     let differs = 0;
     for (const name of names) {
       const want = referenceBars(trades, name);
