@@ -8,11 +8,9 @@ import {
   entrySides,
   idLess,
   isAroundTheClock,
-  rawEntries,
   type ActivityBar,
   type ActivityTrade,
   type ConditionRules,
-  type RawEntry,
 } from '@candlewick/core';
 import {
   commitActivity,
@@ -27,21 +25,24 @@ import {
 /** Raw entries read per XRANGE. */
 const READ = 500;
 
-/** A trade a cut read: its eligibility, its side and its base window's end worked out once. */
-interface KeptTrade {
-  e: RawEntry;
-  elig: number;
-  side: string | undefined;
+/**
+ * A trade a cut read, as the cutter takes it, with its base window's end and its stream position
+ * (entry id's ms, and its seq plus the trade's place in the entry) worked out once.
+ */
+interface CutTrade extends ActivityTrade {
   end: number;
+  ms: number;
+  seq: number;
 }
 
 /** A raw entry's trades left for a later cut. */
 interface KeptEntry {
   id: string;
-  trades: KeptTrade[];
+  trades: CutTrade[];
 }
 
-const inEventOrder = (a: RawEntry, b: RawEntry): number => a.t - b.t || (a.id === b.id ? 0 : idLess(a.id, b.id) ? -1 : 1);
+/** (t, stream position): the order time bars take open and close from. */
+const inEventOrder = (a: CutTrade, b: CutTrade): number => a.t - b.t || a.ms - b.ms || a.seq - b.seq;
 
 /**
  * Activity bars in the pipeline (docs/activity-bars.md): after each close of partition p through
@@ -88,24 +89,19 @@ export class ActivityStep {
     const stream = this.keys.trades(p);
     await this.checkTrimmed(stream, from.cursor);
 
-    // what this cut takes: the trades, their eligibility and side (arrays side by side: a cut may take hundreds of thousands)
-    const taken: RawEntry[] = [];
-    const eligOf: number[] = [];
-    const sideOf: (string | undefined)[] = [];
+    // what this cut takes
+    const taken: CutTrade[] = [];
     let pendingFrom: string | undefined;
     let last: string | undefined;
     /** the entries from the first with a trade left for a later cut, with those trades (kept for it) */
     const left: KeptEntry[] = [];
-    const consider = (id: string, trades: readonly KeptTrade[]) => {
+    const consider = (id: string, trades: readonly CutTrade[]) => {
       last = id;
-      let rest: KeptTrade[] | undefined;
+      let rest: CutTrade[] | undefined;
       for (const x of trades) {
         if (x.end <= done) continue; // cut before
-        if (x.end <= through) {
-          taken.push(x.e);
-          eligOf.push(x.elig);
-          sideOf.push(x.side);
-        } else (rest ??= []).push(x);
+        if (x.end <= through) taken.push(x);
+        else (rest ??= []).push(x);
       }
       if (rest) pendingFrom ??= id;
       if (pendingFrom !== undefined && rest) left.push({ id, trades: rest });
@@ -120,30 +116,18 @@ export class ActivityStep {
     }
     for (;;) {
       const rows = (await this.redis.xrange(stream, start, '+', 'COUNT', READ)) as [string, string[]][];
-      for (const [id, fields] of rows) {
-        const sides = entrySides(fields);
-        const trades = rawEntries(id, fields);
-        const worth: KeptTrade[] = [];
-        for (let k = 0; k < trades.length; k++) {
-          const e = trades[k]!;
-          if (!this.calendar.keeps(e.s, e.t) || this.calendar.isLate(e.s, e.t, e.w)) continue;
-          const elig = this.conditions === undefined || isAroundTheClock(e.s) ? ALL : this.conditions.eligibility(e.c);
-          if ((elig & VOLUME) === 0) continue;
-          worth.push({ e, elig, side: sides?.[k], end: this.calendar.baseWindow(e.s, e.t)[1] });
-        }
-        consider(id, worth);
-      }
+      for (const [id, fields] of rows) consider(id, this.decode(id, fields));
       if (rows.length < READ) break;
       start = `(${last}`;
     }
     const cursor = pendingFrom ?? (last !== undefined ? `(${last}` : from.cursor);
 
     // each symbol's state as the last cut left it, then its trades in event order
-    const order = Array.from(taken.keys()).sort((a, b) => inEventOrder(taken[a]!, taken[b]!));
+    taken.sort(inEventOrder);
     // (one cutter for every cut: its caches stay warm; each symbol cut here gets its state as committed)
     const cutter = this.cutter;
     cutter.takeTouched();
-    const symbols = [...new Set(taken.map((e) => e.s))];
+    const symbols = [...new Set(taken.map((x) => x.s))];
     for (let i = 0; i < symbols.length; i += 1000) {
       const chunk = symbols.slice(i, i + 1000);
       const states = await this.redis.hmget(key, ...chunk.map((s) => `s:${s}`));
@@ -154,17 +138,7 @@ export class ActivityStep {
     }
     const bars: ActivityBar[] = [];
     const emit = (b: ActivityBar) => bars.push(b);
-    const tr: ActivityTrade = { s: '', t: 0, p: '', v: 0, elig: 0, side: undefined };
-    for (const i of order) {
-      const e = taken[i]!;
-      tr.s = e.s;
-      tr.t = e.t;
-      tr.p = e.p;
-      tr.v = e.v;
-      tr.elig = eligOf[i]!;
-      tr.side = sideOf[i];
-      cutter.push(tr, emit);
-    }
+    for (const x of taken) cutter.push(x, emit);
     const states = new Map<string, string>();
     for (const s of cutter.takeTouched()) states.set(s, cutter.save(s)!);
     // the bars in outbox entries (and so writer jobs) of up to 1,000, as the time bars'
@@ -187,7 +161,7 @@ export class ActivityStep {
     let upTo = through;
     if (upTo === Infinity) {
       upTo = done;
-      for (const e of taken) upTo = Math.max(upTo, this.calendar.baseWindow(e.s, e.t)[1]);
+      for (const x of taken) upTo = Math.max(upTo, x.end);
     }
     const h = upTo === -Infinity ? '' : String(upTo);
     if (!(await commitActivity(this.redis, this.keys, p, { from, cursor, h, bars: outbox, states }))) {
@@ -198,6 +172,56 @@ export class ActivityStep {
     if (last !== undefined) this.kept.set(p, { cursor, last, entries: left });
     if (bars.length) this.log.debug({ p, bars: bars.length, trades: taken.length }, 'activity bars cut');
     return bars.length;
+  }
+
+  /**
+   * The trades of a raw entry that activity bars take (kept by SESSIONS, on time, let by CONDITIONS
+   * set something), read from its lines by position as rawEntries does, without what the cut does not
+   * need (receive times, a stream id per trade).
+   */
+  private decode(id: string, fields: readonly string[]): CutTrade[] {
+    const out: CutTrade[] = [];
+    let d = '';
+    for (let i = 0; i + 1 < fields.length; i += 2) if (fields[i] === 'd') d = fields[i + 1]!;
+    if (d === '') return out;
+    const sides = entrySides(fields);
+    const dash = id.indexOf('-');
+    const ms = +id.slice(0, dash);
+    const seq0 = +id.slice(dash + 1);
+    const n = d.length;
+    const cal = this.calendar;
+    for (let k = 0, a = 0; ; k++) {
+      let nl = d.indexOf('\n', a);
+      if (nl < 0) nl = n;
+      const t1 = d.indexOf('\t', a);
+      const t2 = d.indexOf('\t', t1 + 1);
+      const t3 = d.indexOf('\t', t2 + 1);
+      const t4 = d.indexOf('\t', t3 + 1);
+      const t5 = d.indexOf('\t', t4 + 1);
+      let t6 = d.indexOf('\t', t5 + 1);
+      if (t6 > nl) t6 = -1;
+      const s = d.slice(a, t1);
+      const t = +d.slice(t3 + 1, t4);
+      const w = t6 < 0 ? 0 : +d.slice(t6 + 1, nl);
+      if (cal.keeps(s, t) && !cal.isLate(s, t, w)) {
+        const elig = this.conditions === undefined || isAroundTheClock(s) ? ALL : this.conditions.eligibility(d.slice(t4 + 1, t5));
+        if (elig & VOLUME)
+          out.push({
+            s,
+            t,
+            p: d.slice(t1 + 1, t2),
+            v: +d.slice(t2 + 1, t3),
+            elig,
+            side: sides?.[k],
+            end: cal.baseWindow(s, t)[1],
+            ms,
+            seq: seq0 + k,
+          });
+      }
+      if (nl >= n) break;
+      a = nl + 1;
+    }
+    return out;
   }
 
   /** The raw stream trimmed past the cursor (TRADES_RETENTION shorter than the closer was away): said once, loudly. */
