@@ -120,6 +120,23 @@ export function noRedisServer(bin: string): RedisUnavailableError {
   );
 }
 
+/** A free port whose cluster bus port (+ 10000) is free too, for a Redis Cluster node. */
+export async function freeClusterPort(): Promise<number> {
+  for (let i = 0; ; i++) {
+    const port = await freePort();
+    if (port + 10000 <= 65535 && (await portFree(port + 10000))) return port;
+    if (i >= 50) throw new Error('no free port with a free cluster bus port (port + 10000) found in 50 tries');
+  }
+}
+
+function portFree(port: number): Promise<boolean> {
+  return new Promise((res) => {
+    const srv = createServer();
+    srv.once('error', () => res(false));
+    srv.listen(port, '127.0.0.1', () => srv.close(() => res(true)));
+  });
+}
+
 export function freePort(): Promise<number> {
   return new Promise((res, rej) => {
     const srv = createServer();
@@ -191,13 +208,33 @@ export class PrivateRedis {
   }
 
   /**
+   * A port found free can be taken by another process before the server listens on it (its cluster
+   * bus port, port + 10000, too): on a free port of our choosing, a server that could not listen is
+   * started again on another, up to three times.
+   */
+  private async startOnceOrAgain(port: number | undefined): Promise<string> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.startOnce(port);
+      } catch (err) {
+        const taken = this.lastLines.some((l) => /Failed listening on port|Address already in use/.test(l));
+        if (port !== undefined || !taken || attempt >= 3 || err instanceof RedisUnavailableError) throw err;
+        this.stopping = true;
+        this.proc?.kill('SIGKILL');
+        this.stopping = false;
+        this.lastLines.length = 0;
+      }
+    }
+  }
+
+  /**
    * Starts the server (on `port`, or a free one) and resolves with its URL once it answers. A server
    * that cannot start is a RedisUnavailableError saying why, in its own words (a full disk, a
    * folder it may not write), with nothing left running.
    */
   async start(port?: number): Promise<string> {
     try {
-      return await this.startOnce(port);
+      return await this.startOnceOrAgain(port);
     } catch (err) {
       if (err instanceof RedisUnavailableError) throw err;
       this.stopping = true;
@@ -226,7 +263,8 @@ export class PrivateRedis {
       writeIfChanged(files.conf, `requirepass ${this.password}\n`);
       conf.push(files.conf);
     }
-    this.port = port ?? (await freePort());
+    // a cluster node listens on port + 10000 too (its bus): both must be free
+    this.port = port ?? (this.extraArgs.includes('--cluster-enabled') ? await freeClusterPort() : await freePort());
     const args = [
       ...conf,
       '--port',
