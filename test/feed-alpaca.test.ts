@@ -1,4 +1,4 @@
-import { writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { WebSocketServer } from 'ws';
@@ -18,6 +18,7 @@ import {
   testRedis,
   uniquePrefix,
 } from './helpers.js';
+import { writeAmendedTape } from './amend-tape.js';
 
 /**
  * FEED=alpaca end to end: the Alpaca adapter (packages/ingestor/src/feeds/alpaca.ts) against the
@@ -192,7 +193,7 @@ describe('FEED=alpaca', () => {
     }
   });
 
-  it('a correction and a cancel: counted, said once, kept as received on feed:corrections; the summary says they were not applied', async () => {
+  it('a correction and a cancel: the 1min bar closed before they came gets a revision, the 1h bar still open is written with them; counted, kept on feed:corrections', async () => {
     const dir = tempDir('alpaca-corrections');
     const tape = join(dir, 'alpaca.frames');
     const t = (k: number) => new Date(Date.UTC(2021, 1, 22, 15, 51, k)).toISOString().replace('.000Z', '.123999999Z');
@@ -213,7 +214,14 @@ describe('FEED=alpaca', () => {
       t: t(2),
     };
     const cancel = { T: 'x', S: 'AAPL', i: 1003, x: 'V', p: 126.03, s: 13, a: 'C', z: 'C', t: t(3) };
-    const frames = [[trade(0), trade(1), trade(2)], [trade(3), correction], [cancel, trade(4)], [trade(5)]];
+    // a trade two minutes on: the 15:51 minute closes at once (CLOCK=event), a second before the
+    // closer takes the amends (AMEND_SETTLE_MS); the hour stays open to the end of the tape
+    const later = { ...trade(6), i: 1006, t: '2021-02-22T15:53:10.000000000Z' };
+    const frames = [
+      [trade(0), trade(1), trade(2)],
+      [trade(3), trade(4), trade(5), later],
+      [correction, cancel],
+    ];
     writeFileSync(tape, `${frames.map((f) => JSON.stringify(f)).join('\n')}\n`);
     const prefix = uniquePrefix('alpaca-corrections');
     const res = await runCli(['stack'], {
@@ -222,31 +230,173 @@ describe('FEED=alpaca', () => {
       REDIS_URL: redisUrl(),
       KEY_PREFIX: prefix,
       DATA_DIR: dir,
-      EXIT_WHEN_IDLE_MS: '1000',
+      EXIT_WHEN_IDLE_MS: '4000',
       REPLAY_TAPE: tape,
       SYMBOLS: 'AAPL',
-      INTERVALS: '1min',
+      INTERVALS: '1min,1h',
       STREAM_PARTITIONS: '1',
     });
     expect(res.code, res.stdout.slice(-3000)).toBe(0);
-    expect(res.stdout).toMatch(/trades in\s+6\n/);
-    // said once, loudly, with where they are kept
-    expect(res.stdout.match(/the feed corrected or cancelled a trade it sent before: candlewick cannot apply/g)).toHaveLength(1);
+    expect(res.stdout).toMatch(/trades in\s+7\n/);
+    expect(res.stdout.match(/the feed corrected or cancelled a trade it sent before: the closer applies it/g)).toHaveLength(1);
+    // the 15:51 minute and the hour as the corrected trades make them (candlewick bars over them)
+    const corrected = join(dir, 'corrected.jsonl');
+    const fixed = [0, 1, 2, 4, 5, 6].map((k) => {
+      const m = k === 6 ? later : trade(k);
+      const p = k === 2 ? correction.cp : m.p;
+      return JSON.stringify({ s: 'AAPL', p: String(p), v: m.s, t: Date.parse(m.t.slice(0, 23) + 'Z'), c: ['@'] });
+    });
+    writeFileSync(corrected, `${fixed.join('\n')}\n`);
+    const oracle = tempDir('alpaca-corrections-oracle');
+    const bars = await runCli(['bars', '--tape', corrected, '--out', oracle], { INTERVALS: '1min,1h', SYMBOLS: 'AAPL' });
+    expect(bars.code, bars.stdout).toBe(0);
+    const want = (iv: string) =>
+      readFileSync(join(oracle, 'raw', iv, `AAPL_${iv}.csv`), 'utf8')
+        .trim()
+        .split('\n')
+        .slice(1);
+    const got = (iv: string, f = `AAPL_${iv}.csv`) =>
+      readFileSync(join(dir, 'raw', iv, f), 'utf8')
+        .trim()
+        .split('\n')
+        .slice(1);
+    // the minute closed as first sent (5 + 1 trades), then its revision 1 with them applied
+    expect(got('1min')[0]).toMatch(/^2021-02-22T10:51:00-05:00,126,126.05,126,126.05,[\d.]+,75,6$/);
+    expect(got('1min', 'AAPL_1min.corrections.csv')).toEqual([`${want('1min')[0]},1`]);
+    expect(got('1min')[1]).toBe(want('1min')[1]);
+    // the hour was written once, with them
+    expect(got('1h')).toEqual(want('1h'));
+    expect(existsSync(join(dir, 'raw', '1h', 'AAPL_1h.corrections.csv'))).toBe(false);
     expect(res.stdout).toContain(
-      'not applied      1 corrections and 1 cancels received and not applied: the bars include those trades as first sent (kept in feed:corrections)',
+      'amended          1 corrections and 1 cancels received (kept in feed:corrections): 2 bars written with them (as they closed, or as a revision in .corrections.csv)',
     );
     const keys = makeKeys(prefix);
     const kept = (await redis.xrange(keys.corrections(), '-', '+')) as [string, string[]][];
     const fields = kept.map(([, f]) => Object.fromEntries(Array.from({ length: f.length / 2 }, (_, k) => [f[2 * k], f[2 * k + 1]])));
-    expect(fields.map((f) => [f.kind, f.s, JSON.parse(f.raw!)])).toEqual([
-      ['correction', 'AAPL', correction],
-      ['cancel', 'AAPL', cancel],
+    expect(fields.map((f) => [f.kind, f.s, JSON.parse(f.raw!), f.w])).toEqual([
+      ['correction', 'AAPL', correction, String(Date.UTC(2021, 1, 22, 15, 53, 10))],
+      ['cancel', 'AAPL', cancel, String(Date.UTC(2021, 1, 22, 15, 53, 10))],
     ]);
     expect(await redis.hmget(keys.stats(), 'corrections', 'cancels')).toEqual(['1', '1']);
     // the trades themselves as first sent: ids carried with their exchange, times to the ms
     const raw = await rawTrades(redis, keys.trades(0));
-    expect(raw.map((e) => [e.trade.i, e.trade.t])).toEqual(
-      [0, 1, 2, 3, 4, 5].map((k) => [`V:${1000 + k}`, Date.UTC(2021, 1, 22, 15, 51, k, 123)]),
-    );
+    expect(raw.map((e) => [e.trade.i, e.trade.t])).toEqual([
+      ...[0, 1, 2, 3, 4, 5].map((k) => [`V:${1000 + k}`, Date.UTC(2021, 1, 22, 15, 51, k, 123)]),
+      ['V:1006', Date.UTC(2021, 1, 22, 15, 53, 10)],
+    ]);
   });
 });
+
+/**
+ * An Alpaca tape with corrections and cancels built from the AIG day by the recipe in
+ * test/amend-tape.ts (docs/feeds.md): the pipeline's bars, each the newest of its row and its
+ * revisions, equal `candlewick bars` over the trades the amends leave — with two aggregators, with
+ * one and LATE=amend, and across an ingestor kill -9.
+ */
+describe('FEED=alpaca: corrections and cancels against the corrected trades', () => {
+  const dir = tempDir('alpaca-amend-recipe');
+  const made = writeAmendedTape(LEAN_AIG_TAPE, dir);
+  const oracle = tempDir('alpaca-amend-oracle');
+  const env = { REPLAY_TAPE: made.frames, SYMBOLS: 'AIG', LATE_AMEND_WINDOW: '24h' };
+
+  it('the recipe: 613 cancels and 463 corrections of the AIG day, sent 0 to 4,000 trades after their trade', async () => {
+    expect([made.tape.cancels, made.tape.corrections, made.tape.corrected.length]).toEqual([
+      613,
+      463,
+      readTape(LEAN_AIG_TAPE).length - 612,
+    ]);
+    const bars = await runCli(['bars', '--tape', made.corrected, '--out', oracle], { SYMBOLS: 'AIG' });
+    expect(bars.code, bars.stdout).toBe(0);
+  });
+
+  const run = async (name: string, extra: Record<string, string>) => {
+    const out = tempDir(`alpaca-amend-${name}`);
+    const res = await runCli(
+      ['stack'],
+      {
+        FEED: 'alpaca',
+        MODE: 'replay',
+        REDIS_URL: redisUrl(),
+        KEY_PREFIX: uniquePrefix(`alpaca-amend-${name}`),
+        DATA_DIR: out,
+        EXIT_WHEN_IDLE_MS: '2000',
+        ...env,
+        ...extra,
+      },
+      180_000,
+    );
+    expect(res.code, res.stdout.slice(-3000)).toBe(0);
+    return { res, out };
+  };
+
+  it('two aggregators, two partitions: every bar as the corrected trades make it, most as revisions, some as they closed', async () => {
+    const { res, out } = await run('two', { AGGREGATORS: '2', STREAM_PARTITIONS: '2' });
+    expect(res.stdout).toMatch(/amended\s+463 corrections and 613 cancels received .*: (\d+) bars written with them/);
+    expect(newestRows(out)).toEqual(newestRows(oracle, false));
+    // what was first written differs: the amends came after most bars had closed
+    expect(csvOutputs(out).get('1min/AIG_1min.csv')).not.toBe(csvOutputs(oracle).get('1min/AIG_1min.csv'));
+  }, 240_000);
+
+  it('one aggregator, LATE=amend (revisions through its corrections path): the same bars', async () => {
+    const { out } = await run('late', { LATE: 'amend' });
+    expect(newestRows(out)).toEqual(newestRows(oracle, false));
+  }, 240_000);
+
+  it('the closer killed -9 with bars recomputed and not written, and again with bars closed and not handed over: the same bars', async () => {
+    const once = tempDir('alpaca-amend-crash-once');
+    const { res, out } = await run('crash', {
+      AGGREGATORS: '2',
+      INGEST_BATCH: '200',
+      CLOSE_EVERY_MS: '100',
+      REPLAY_SPEED: '30000',
+      REPLAY_SHIFT: 'false',
+      CANDLEWICK_CRASH: 'amend:settle@2,close:closed@3',
+      CANDLEWICK_CRASH_ONCE_DIR: once,
+    });
+    expect(readdirSync(once).sort()).toEqual(['amend_settle', 'close_closed']);
+    expect(res.stdout.match(/role exited unexpectedly; restarting it/g)).toHaveLength(2);
+    expect(newestRows(out)).toEqual(newestRows(oracle, false));
+  }, 240_000);
+
+  it('the ingestor killed -9 mid-tape and restarted (the tape and its amends sent again): the same bars', async () => {
+    const { dir: out } = await stackWithIngestKilled('alpaca', env);
+    expect(newestRows(out)).toEqual(newestRows(oracle, false));
+  }, 240_000);
+});
+
+/**
+ * Every bar file under DATA_DIR/raw as its rows stand with their newest revisions (a
+ * `.corrections.csv` row, its revision dropped, in place of the row of the same window), per file.
+ */
+function newestRows(dataDir: string, corrections = true): Map<string, string[]> {
+  const files = csvOutputs(dataDir);
+  const out = new Map<string, string[]>();
+  for (const [name, text] of files) {
+    if (name.endsWith('.corrections.csv')) continue;
+    const rows = new Map(
+      text
+        .trim()
+        .split('\n')
+        .slice(1)
+        .map((l) => [l.slice(0, l.indexOf(',')), l]),
+    );
+    const c = files.get(name.replace(/\.csv$/, '.corrections.csv'));
+    if (corrections && c !== undefined) {
+      const rev = new Map<string, number>();
+      for (const l of c.trim().split('\n').slice(1)) {
+        const cut = l.lastIndexOf(',');
+        const key = l.slice(0, l.indexOf(','));
+        const n = Number(l.slice(cut + 1));
+        if ((rev.get(key) ?? -1) < n) {
+          rev.set(key, n);
+          rows.set(key, l.slice(0, cut));
+        }
+      }
+    }
+    out.set(
+      name,
+      [...rows.keys()].sort().map((k) => rows.get(k)!),
+    );
+  }
+  return out;
+}

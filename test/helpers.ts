@@ -338,7 +338,7 @@ export function needs(ctx: { skip: (note?: string) => never }, ok: boolean, reas
  * restarted ingestor's new connection gets the tape from the start. Checks that it ran to exit 0,
  * the kill happened once and the trades sent again were dropped as duplicates; the run and its folder.
  */
-export async function stackWithIngestKilled(feed: string): Promise<{ res: CliResult; dir: string }> {
+export async function stackWithIngestKilled(feed: string, env: Record<string, string> = {}): Promise<{ res: CliResult; dir: string }> {
   const dir = tempDir(`${feed}-kill`);
   const once = tempDir(`${feed}-kill-once`);
   const res = await runCli(
@@ -356,6 +356,7 @@ export async function stackWithIngestKilled(feed: string): Promise<{ res: CliRes
       REPLAY_SHIFT: 'false',
       CANDLEWICK_CRASH: 'ingest:appended@5',
       CANDLEWICK_CRASH_ONCE_DIR: once,
+      ...env,
     },
     180_000,
   );

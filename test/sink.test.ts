@@ -80,7 +80,7 @@ describe('the ingestor sink when Redis loses batches it acknowledged', () => {
 });
 
 describe("the ingestor sink and a feed's corrections and cancels", () => {
-  it('counts them per kind, keeps each as received on feed:corrections (trimmed to TRADES_RETENTION), says so once', async () => {
+  it('counts them per kind, keeps each as received on feed:corrections with the watermark it came under (trimmed to TRADES_RETENTION), says so once', async () => {
     const keys = testKeys('sink-amends');
     const { lines, log } = logLines();
     const sink = new TradeSink(
@@ -90,7 +90,12 @@ describe("the ingestor sink and a feed's corrections and cancels", () => {
     );
     const correction = { T: 'c', S: 'AAPL', oi: 1, op: 1.5, os: 10, ci: 2, cp: 1.6, cs: 10, t: '2021-02-22T15:51:44.208Z' };
     const cancel = { T: 'x', S: 'MSFT', i: 3, p: 2.5, s: 5, a: 'C', t: '2021-02-22T15:51:45.000Z' };
+    // CLOCK=event: an amend comes under the highest trade time taken before it
+    const t0 = Date.UTC(2021, 1, 22, 15, 51, 44, 208);
+    sink.push({ s: 'AAPL', p: '1.5', v: 10, t: t0, c: [], rx: Date.now() });
+    await sink.flush();
     await sink.amends([{ kind: 'correction', symbol: 'AAPL', event: correction }], Date.now());
+    sink.push({ s: 'MSFT', p: '2.5', v: 5, t: t0 + 792, c: [], rx: Date.now() });
     await sink.amends(
       [
         { kind: 'cancel', symbol: 'MSFT', event: cancel },
@@ -101,12 +106,14 @@ describe("the ingestor sink and a feed's corrections and cancels", () => {
     expect(sink.amended).toEqual({ correction: 2, cancel: 1 });
     expect(await redis.hmget(keys.stats(), 'corrections', 'cancels')).toEqual(['2', '1']);
     const kept = (await redis.xrange(keys.corrections(), '-', '+')) as [string, string[]][];
-    expect(kept.map(([, f]) => [f[1], f[3], JSON.parse(f[5]!)])).toEqual([
-      ['correction', 'AAPL', correction],
-      ['cancel', 'MSFT', cancel],
-      ['correction', 'AAPL', correction],
+    expect(kept.map(([, f]) => [f[1], f[3], JSON.parse(f[5]!), f[9]])).toEqual([
+      ['correction', 'AAPL', correction, String(t0)],
+      ['cancel', 'MSFT', cancel, String(t0 + 792)],
+      ['correction', 'AAPL', correction, String(t0 + 792)],
     ]);
-    expect(lines.filter((l) => l.includes('candlewick cannot apply corrections and cancels yet'))).toHaveLength(1);
+    expect(lines.filter((l) => l.includes('the feed corrected or cancelled a trade it sent before: the closer applies it'))).toHaveLength(
+      1,
+    );
     // past TRADES_RETENTION, the older entries go with the next one kept
     await new Promise((r) => setTimeout(r, 300));
     await sink.amends([{ kind: 'cancel', symbol: 'MSFT', event: cancel }], Date.now());

@@ -1,6 +1,7 @@
 import { Queue, Worker, type Job } from 'bullmq';
 import { MINUTE } from '@candlewick/core';
 import { ActivityStep } from './activity.js';
+import { AmendStep, rawRetentionMs } from './amend.js';
 import {
   AGGREGATOR_GROUP,
   BARS_QUEUE,
@@ -40,6 +41,8 @@ export interface CloseResult {
   merged: boolean;
   /** every window ending at or before this has closed, in every partition (-Infinity: not known) */
   through: number;
+  /** bars held for the feed's amends (by a closer racing this one) were still waiting to be written: closed nothing after them */
+  waiting?: boolean;
 }
 
 /**
@@ -54,6 +57,8 @@ export interface CloseResult {
 export class BarCloser {
   private readonly closedBars = metrics.barsClosed();
   private readonly activity: ActivityStep | undefined;
+  /** FEED=alpaca: the feed's corrections and cancels, applied (docs/feeds.md) */
+  private readonly amend: AmendStep | undefined;
 
   constructor(
     private readonly redis: RedisClient,
@@ -63,7 +68,12 @@ export class BarCloser {
     private readonly log: Logger,
   ) {
     this.activity = cfg.activity.length ? new ActivityStep(redis, cfg, keys, log) : undefined;
+    this.amend = cfg.feed === 'alpaca' ? new AmendStep(redis, cfg, keys, log) : undefined;
+    this.retentionMs = rawRetentionMs(cfg);
   }
+
+  /** how long the raw and late streams are kept (TRADES_RETENTION, longer for a feed that amends trades) */
+  private readonly retentionMs: number;
 
   async closePartition(p: number, flush = false): Promise<CloseResult> {
     let closed = 0;
@@ -71,6 +81,15 @@ export class BarCloser {
     let through = -Infinity;
     /** the hand-over of what the calls so far closed, under way while the next call closes */
     let handing: Promise<number> | undefined;
+    let blocked = 0;
+    let waiting = false;
+    // the feed's amends: bars a crash left waiting written first (before anything closes after them,
+    // and before a note forgets what they need), then those kept since the last tick noted (bars
+    // still open are held at their close) and the closed bars they are in written as revisions
+    if (this.amend) {
+      await this.amend.settle(p);
+      if ((await this.amend.note(p, flush)) > 0) await this.amend.settle(p);
+    }
     try {
       for (;;) {
         const r = await closeBars(this.redis, this.keys, p, {
@@ -78,12 +97,23 @@ export class BarCloser {
           graceMs: this.cfg.graceMs,
           clock: this.cfg.clock,
           flush,
-          retentionMs: this.cfg.tradesRetentionMs,
+          retentionMs: this.retentionMs,
           maxBars: 1000,
           amendWindowMs: this.cfg.late === 'amend' ? this.cfg.lateAmendWindowMs : 0,
         });
         closed += r.closed;
         merged = r.merged;
+        // bars held for their amends go to the outbox now, before anything of a later window closes
+        if (r.held > 0) await this.amend?.settle(p);
+        if (r.blocked && this.amend) {
+          // bars held by another closer racing this one: written by whichever gets to them first, then on
+          if (++blocked > 100) {
+            waiting = true;
+            break;
+          }
+          if ((await this.amend.settle(p)) === 0) await sleep(20);
+          continue;
+        }
         through = r.horizon === 'all' ? Infinity : (r.horizon ?? -Infinity);
         if (r.closed > 0) crashPoint('close:closed'); // bars are in the outbox, not yet enqueued
         if (!r.more) break;
@@ -103,21 +133,23 @@ export class BarCloser {
     await this.drainOutbox(p);
     // activity bars: the trades final through this horizon, cut (docs/activity-bars.md)
     if (this.activity && through > -Infinity && (await this.activity.cut(p, through)) > 0) await this.drainOutbox(p);
-    return { closed, merged, through };
+    return { closed, merged, through, waiting };
   }
 
   async tick(flush = false): Promise<CloseResult> {
     let closed = 0;
     let merged = true;
     let through = Infinity;
+    let waiting = false;
     for (let p = 0; p < this.cfg.partitions; p++) {
       const r = await this.closePartition(p, flush);
       closed += r.closed;
       merged &&= r.merged;
+      waiting ||= r.waiting === true;
       through = Math.min(through, r.through);
     }
     if (closed) this.log.debug({ closed }, 'bars closed');
-    return { closed, merged, through };
+    return { closed, merged, through, waiting };
   }
 
   private readonly horizonSent = new Map<number, number>();

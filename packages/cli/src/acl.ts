@@ -87,8 +87,17 @@ export function roleAcls(prefix: string): Record<string, RoleAcl> {
   const lease = ['get', 'set', 'pexpire', 'del'];
   /** the run's counters (readCounters) and whether the pipeline has drained (idleAndDrained) */
   const counters = ['hmget', 'hgetall', 'hlen'];
-  /** the closer: the outbox read and trimmed, the partition clocks */
-  const closing = ['hget', 'hmget', 'xrange', 'xdel', ...scripts('closeBars', 'commitActivity')];
+  /** the closer: the outbox read and trimmed, the partition clocks; the feed's amends read and applied (FEED=alpaca) */
+  const closing = [
+    'hget',
+    'hmget',
+    'hgetall',
+    'xrange',
+    'xrevrange',
+    'xinfo|stream',
+    'xdel',
+    ...scripts('closeBars', 'commitActivity', 'noteAmends', 'applyFix'),
+  ];
   return {
     stack: {
       why: 'starts the roles, closes what is left at the end of a replay, reads the counters',
@@ -122,6 +131,9 @@ export function roleAcls(prefix: string): Record<string, RoleAcl> {
         k('open-index:*'),
         k('outbox:*'),
         k('activity:*'),
+        k('fix:*'),
+        k('fix-todo:*'),
+        k('fix-index:*'),
         k('closed:*'),
         k('closed-index:*'),
         k('amends:*'),
@@ -130,7 +142,7 @@ export function roleAcls(prefix: string): Record<string, RoleAcl> {
         k('stats*'),
         queue,
       ],
-      read: [],
+      read: [k('feed:corrections')],
       commands: [...closing, ...counters, ...BULLMQ_COMMANDS],
     },
     write: {

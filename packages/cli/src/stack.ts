@@ -924,7 +924,7 @@ async function finish(
       }),
     );
     if (r === undefined) return false;
-    if (r.merged) break;
+    if (r.merged && !('waiting' in r && r.waiting)) break;
     await stop.race(sleep(50));
   }
   for (;;) {

@@ -10,6 +10,9 @@ const COUNTED = [
   'badFrames',
   'corrections',
   'cancels',
+  'amendedBars',
+  'amendsTooOld',
+  'amendsEmptied',
   'late',
   'merged',
   'filtered',
@@ -112,7 +115,9 @@ export function formatSummary(s: StackSummary, dataDir: string): string {
     `  rejected         ${s.rejected} (plus ${s.badFrames} unreadable frames)${s.future ? `, ${s.future} of them ahead of the clock or the feed (FUTURE_LIMIT_MS; kept in trades:rejected)` : ''}`,
     ...(s.corrections || s.cancels
       ? [
-          `  not applied      ${s.corrections} corrections and ${s.cancels} cancels received and not applied: the bars include those trades as first sent (kept in feed:corrections)`,
+          `  amended          ${s.corrections} corrections and ${s.cancels} cancels received (kept in feed:corrections): ${s.amendedBars} bars written with them (as they closed, or as a revision in .corrections.csv)` +
+            (s.amendsTooOld ? `; ${s.amendsTooOld} bars past LATE_AMEND_WINDOW not amended` : '') +
+            (s.amendsEmptied ? `; ${s.amendsEmptied} bars left without a trade (a written one stays as written)` : ''),
         ]
       : []),
     ...(s.foreign ? [`  foreign          ${s.foreign} trades for symbols not in SYMBOLS, dropped`] : []),

@@ -25,6 +25,8 @@ export const CLOCK = Object.freeze({
   closed: 'closed',
   covered: 'covered',
   evicted: 'evicted',
+  /** the horizon a closeBars call that stopped at its bar limit (or skipped held symbols) is closing */
+  closing: 'closing',
   /** the watermark a final close ended the input at */
   inputEnd: 'inputEnd',
   /** `batch:{sender}`: the last batch a sender applied */
@@ -50,6 +52,12 @@ export const PARTITION_STATS = Object.freeze({
   /** trades or candles a backfill merged, and those that came after their hold expired */
   backfilled: 'backfilled',
   backfillTooLate: 'backfillTooLate',
+  /** the feed's corrections and cancels (FEED=alpaca): bars written with them applied (as closed, or a revision) */
+  amendedBars: 'amendedBars',
+  /** bars an amend was in that were past LATE_AMEND_WINDOW (or no longer kept): not amended */
+  amendsTooOld: 'amendsTooOld',
+  /** closed bars whose every trade the amends took out: left as written */
+  amendsEmptied: 'amendsEmptied',
 });
 
 /** The stats hash (`stats`): counters of the ingestor and the writer. */
@@ -59,7 +67,7 @@ export const STATS = Object.freeze({
   future: 'future',
   foreign: 'foreign',
   badFrames: 'badFrames',
-  /** the feed's corrections and cancels of trades sent before: kept in feed:corrections, not applied */
+  /** the feed's corrections and cancels of trades sent before: kept in feed:corrections, applied by the closer */
   corrections: 'corrections',
   cancels: 'cancels',
   firstRx: 'firstRx',

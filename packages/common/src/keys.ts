@@ -31,6 +31,12 @@ export interface Keys {
   outbox(p: number): string;
   /** Activity bars: where their cut has got to in trades:{p} and each symbol's state (docs/activity-bars.md). */
   activity(p: number): string;
+  /** The feed's corrections and cancels of partition p's symbols, noted (noteAmends-6.lua's header). */
+  fix(p: number): string;
+  /** Bars of partition p waiting for the closer to apply the feed's amends (applyFix-10.lua). */
+  fixTodo(p: number): string;
+  /** What fix:{p} holds, by the window end after which it can go. */
+  fixIndex(p: number): string;
   /** Counters of partition p written by Lua (late trades, merged trades). */
   partitionStats(p: number): string;
   /** Counters written outside Lua: trades in, rejected, bars written. */
@@ -43,7 +49,8 @@ export interface Keys {
   gaps(): string;
   /**
    * Corrections and cancels of trades the feed sent before (FEED=alpaca), one entry each as received
-   * (fields kind, s, raw, rx): kept, not applied to any bar; trimmed to TRADES_RETENTION.
+   * (fields kind, s, raw, rx, and w: the watermark it came under), read and applied to their bars by
+   * the closer (aggregator/src/amend.ts); trimmed to TRADES_RETENTION.
    */
   corrections(): string;
   /** Backfill: symbols of partition p whose bars wait for a backfill (field = symbol, value = deadline ms). */
@@ -87,6 +94,9 @@ export function makeKeys(prefix: string): Keys {
     clock: (p: number) => `${prefix}:clock:${tag(p)}`,
     outbox: (p: number) => `${prefix}:outbox:${tag(p)}`,
     activity: (p: number) => `${prefix}:activity:${tag(p)}`,
+    fix: (p: number) => `${prefix}:fix:${tag(p)}`,
+    fixTodo: (p: number) => `${prefix}:fix-todo:${tag(p)}`,
+    fixIndex: (p: number) => `${prefix}:fix-index:${tag(p)}`,
     closed: (p: number) => `${prefix}:closed:${tag(p)}`,
     closedIndex: (p: number) => `${prefix}:closed-index:${tag(p)}`,
     amends: (p: number) => `${prefix}:amends:${tag(p)}`,

@@ -34,7 +34,7 @@ export const metrics = {
   feedAmends: () =>
     counter(
       'candlewick_feed_amends_total',
-      "The feed's corrections and cancels of trades it sent before (kind): kept in feed:corrections, not applied to the bars",
+      "The feed's corrections and cancels of trades it sent before (kind): kept in feed:corrections and applied to their bars by the closer",
       ['kind'] as const,
     ),
   tradesRejected: () => counter('candlewick_trades_rejected_total', 'Trades or frames refused by validation (kept in trades:rejected)'),

@@ -17,10 +17,12 @@ const LUA_DIR = new URL('../lua/', import.meta.url);
 export const SCRIPTS = {
   addTrades: 'addTrades-7.lua',
   mergeBatch: 'mergeBatch-8.lua',
-  closeBars: 'closeBars-13.lua',
+  closeBars: 'closeBars-15.lua',
   mergeBackfill: 'mergeBackfill-7.lua',
   publishBars: 'publishBars-1.lua',
   commitActivity: 'commitActivity-2.lua',
+  noteAmends: 'noteAmends-6.lua',
+  applyFix: 'applyFix-10.lua',
 } as const;
 
 type Arg = string | number;
@@ -33,6 +35,8 @@ declare module 'ioredis' {
     cwMergeBackfill_v3(...args: Arg[]): Result<number, Context>;
     cwPublishBars_v3(...args: Arg[]): Result<number, Context>;
     cwCommitActivity_v3(...args: Arg[]): Result<number, Context>;
+    cwNoteAmends_v3(...args: Arg[]): Result<number[], Context>;
+    cwApplyFix_v3(...args: Arg[]): Result<number, Context>;
   }
 }
 
@@ -316,6 +320,8 @@ export function closeBarsKeys(k: Keys, p: number): string[] {
     k.holds(p),
     k.barFlags(p),
     k.partitionStats(p),
+    k.fix(p),
+    k.fixTodo(p),
   ];
 }
 
@@ -346,17 +352,25 @@ export interface CloseBarsReply {
   more: boolean;
   /** everything ingested so far is merged */
   merged: boolean;
+  /** of the closed, bars the feed's amends are in: held in fix-todo for the closer to apply them (applyFix) */
+  held: number;
+  /** nothing closed: bars held before (by this closer or another) wait in fix-todo to be written first */
+  blocked: boolean;
 }
 
-/** Closes due bars of partition p into its outbox (closeBars-13.lua). */
+/** Closes due bars of partition p into its outbox (closeBars-15.lua). */
 export async function closeBars(redis: RedisClient, k: Keys, p: number, o: CloseBarsOptions): Promise<CloseBarsReply> {
-  const [closed, horizon, more, merged] = (await redis.cwCloseBars_v3(...closeBarsKeys(k, p), ...closeBarsArgs(o))).map(Number) as [
-    number,
-    number,
-    number,
-    number,
-  ];
-  return { closed, horizon: horizon === -2 ? 'all' : horizon === -1 ? undefined : horizon, more: more === 1, merged: merged === 1 };
+  const [closed, horizon, more, merged, held, blocked] = (await redis.cwCloseBars_v3(...closeBarsKeys(k, p), ...closeBarsArgs(o))).map(
+    Number,
+  ) as [number, number, number, number, number, number];
+  return {
+    closed,
+    horizon: horizon === -2 ? 'all' : horizon === -1 ? undefined : horizon,
+    more: more === 1,
+    merged: merged === 1,
+    held: held ?? 0,
+    blocked: blocked === 1,
+  };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -438,6 +452,86 @@ export async function commitActivity(redis: RedisClient, k: Keys, p: number, c: 
   return (await redis.cwCommitActivity_v3(...commitActivityKeys(k, p), ...args)) === 1;
 }
 
+// ---------------------------------------------------------------------------------------------
+// noteAmends and applyFix: the closer applies the feed's corrections and cancels
+
+export function noteAmendsKeys(k: Keys, p: number): string[] {
+  return [k.fix(p), k.fixTodo(p), k.fixIndex(p), k.clock(p), k.partitionStats(p), k.openBars(p)];
+}
+
+/** One symbol's amends read in one step, and the bars they are in. */
+export interface AmendNote {
+  symbol: string;
+  /** the amends, a JSON list (appended to the symbol's) */
+  amends: string;
+  /** the last window end of their bars */
+  last: number;
+  bars: readonly { id: string; end: number }[];
+}
+
+/** Notes amends read from feed:corrections up to `cursor` (noteAmends-6.lua): undefined when another closer noted first; else how many bars wait for a revision. */
+export async function noteAmends(
+  redis: RedisClient,
+  k: Keys,
+  p: number,
+  n: {
+    from: string;
+    cursor: string;
+    windowMs: number;
+    /** the highest watermark the amends came under */
+    w: number;
+    /** bars of theirs already past LATE_AMEND_WINDOW (counted) */
+    tooOld: number;
+    notes: readonly AmendNote[];
+  },
+): Promise<number | undefined> {
+  const args: (string | number)[] = [n.from, n.cursor, n.windowMs, n.w, n.tooOld, n.notes.length];
+  for (const x of n.notes) {
+    args.push(x.symbol, x.amends, x.last, x.bars.length);
+    for (const b of x.bars) args.push(b.id, b.end);
+  }
+  const [ok, due] = (await redis.cwNoteAmends_v3(...noteAmendsKeys(k, p), ...args)).map(Number) as [number, number?];
+  return ok === 1 ? (due ?? 0) : undefined;
+}
+
+export function applyFixKeys(k: Keys, p: number): string[] {
+  return [
+    k.fix(p),
+    k.fixTodo(p),
+    k.fixIndex(p),
+    k.outbox(p),
+    k.closed(p),
+    k.closedIndex(p),
+    k.amends(p),
+    k.amendIndex(p),
+    k.late(p),
+    k.partitionStats(p),
+  ];
+}
+
+export interface FixInput {
+  id: string;
+  /** its fix-todo value as read */
+  todo: string;
+  /** its symbol's amend version as read ('' when none) */
+  version: string;
+  /** the amended state ('' when no trade is left) */
+  state: string;
+  end: number;
+  /** LATE=amend: LATE_AMEND_WINDOW (0 = LATE=drop) */
+  amendWindowMs: number;
+  /** LATE=amend, a revision: the late stream's last id as read */
+  lateLast: string;
+}
+
+/** applyFix-10.lua's outcomes. */
+export type FixReply = 'written' | 'done-by-another' | 'read-again' | 'emptied' | 'too-old';
+
+export async function applyFix(redis: RedisClient, k: Keys, p: number, f: FixInput): Promise<FixReply> {
+  const r = await redis.cwApplyFix_v3(...applyFixKeys(k, p), f.id, f.todo, f.version, f.state, f.end, f.amendWindowMs, f.lateLast);
+  return r === 1 ? 'written' : r === 0 ? 'done-by-another' : r === -1 ? 'read-again' : r === 2 ? 'emptied' : 'too-old';
+}
+
 /** Every script with its KEYS for partition p: each list lies in one Redis Cluster slot. */
 export function scriptKeys(k: Keys, p: number): Record<keyof typeof SCRIPTS, string[]> {
   return {
@@ -447,5 +541,7 @@ export function scriptKeys(k: Keys, p: number): Record<keyof typeof SCRIPTS, str
     mergeBackfill: mergeBackfillKeys(k, p),
     publishBars: [k.bars('1min')],
     commitActivity: commitActivityKeys(k, p),
+    noteAmends: noteAmendsKeys(k, p),
+    applyFix: applyFixKeys(k, p),
   };
 }

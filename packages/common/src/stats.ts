@@ -14,9 +14,15 @@ export interface Counters {
   /** trades for symbols not subscribed, dropped */
   foreign: number;
   badFrames: number;
-  /** the feed's corrections and cancels of trades it sent before (FEED=alpaca): kept in feed:corrections, not applied */
+  /** the feed's corrections and cancels of trades it sent before (FEED=alpaca): kept in feed:corrections, applied by the closer */
   corrections: number;
   cancels: number;
+  /** bars written with them applied (as they closed, or as a revision) */
+  amendedBars: number;
+  /** bars an amend was in, past LATE_AMEND_WINDOW at the watermark it came under (or no longer kept): not amended */
+  amendsTooOld: number;
+  /** closed bars whose every trade the amends took out: left as written */
+  amendsEmptied: number;
   late: number;
   merged: number;
   filtered: number;
@@ -57,6 +63,9 @@ export function countersFrom(
     badFrames: Number(stats[STATS.badFrames] ?? 0),
     corrections: Number(stats[STATS.corrections] ?? 0),
     cancels: Number(stats[STATS.cancels] ?? 0),
+    amendedBars: 0,
+    amendsTooOld: 0,
+    amendsEmptied: 0,
     late: 0,
     merged: 0,
     filtered: 0,
@@ -83,6 +92,9 @@ export function countersFrom(
     c.excluded += Number(ps[PS.excluded] ?? 0);
     c.unknownConditions += Number(ps[PS.unknownConditions] ?? 0);
     c.amendTooOld += Number(ps[PS.amendTooOld] ?? 0);
+    c.amendedBars += Number(ps[PS.amendedBars] ?? 0);
+    c.amendsTooOld += Number(ps[PS.amendsTooOld] ?? 0);
+    c.amendsEmptied += Number(ps[PS.amendsEmptied] ?? 0);
     c.lateAfterClose += Number(ps[PS.lateAfterClose] ?? 0);
     c.holdsExpired += Number(ps[PS.holdsExpired] ?? 0);
     c.backfillTooLate += Number(ps[PS.backfillTooLate] ?? 0);

@@ -81,3 +81,15 @@ export function alpacaTime(ms: number, subMs: number): string {
 export function alpacaSubMs(serial: number): number {
   return (serial * 7919) % 1_000_000;
 }
+
+/**
+ * The id an Alpaca trade is carried under on the raw stream: Alpaca's `i` is unique per symbol,
+ * exchange and day only (the FINRA ADF's, exchange D, is offset per trade reporting facility), so
+ * with its exchange, `N:52983525029461`; `i` alone where the message names no exchange. Undefined
+ * where `i` is not a whole number.
+ */
+export function alpacaTradeIdOf(x: unknown, i: unknown): string | undefined {
+  const whole = (typeof i === 'number' && Number.isSafeInteger(i) && i >= 0) || (typeof i === 'string' && /^\d+$/.test(i));
+  if (!whole) return undefined;
+  return typeof x === 'string' && /^[A-Za-z0-9]{1,4}$/.test(x) ? `${x}:${String(i)}` : String(i);
+}

@@ -13,3 +13,4 @@ export * from './splice.js';
 export * from './future.js';
 export * from './alpaca.js';
 export * from './activity.js';
+export * from './amend.js';

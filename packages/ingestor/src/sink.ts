@@ -193,6 +193,7 @@ export class TradeSink {
   }
 
   push(trade: Trade): void {
+    if (trade.t > this.seenT) this.seenT = trade.t;
     const p = partitionOf(trade.s, this.opts.partitions);
     const bf = this.opts.backfill;
     if (bf && !this.seen.has(trade.s)) {
@@ -600,12 +601,14 @@ export class TradeSink {
 
   /** the feed's corrections and cancels of trades sent before, received by this process */
   readonly amended = { correction: 0, cancel: 0 };
+  /** the highest event time of a trade taken so far: the watermark an amend comes under, CLOCK=event */
+  private seenT = 0;
 
   /**
-   * The feed's corrections and cancels of trades it sent before: candlewick cannot apply them yet
-   * (taking a trade out of a bar's high or low needs the bar's other trades), so each is counted
-   * (corrections, cancels), kept as received in feed:corrections (trimmed to TRADES_RETENTION) and
-   * said loudly the first time.
+   * The feed's corrections and cancels of trades it sent before: each is counted (corrections,
+   * cancels) and kept as received on feed:corrections (trimmed to TRADES_RETENTION) with the
+   * watermark it came under (`w`: Redis's time, or CLOCK=event the highest event time taken before
+   * it), where the closer reads and applies them (aggregator/src/amend.ts); the first is said.
    */
   amends(list: readonly SinkAmend[], rx: number): Promise<void> {
     if (list.length === 0) return Promise.resolve();
@@ -616,6 +619,7 @@ export class TradeSink {
     // exactly (not ~): corrections are few, and a trim by whole stream nodes would keep them all
     // (entry ids are Redis's time: so is the cut)
     const minId = String(Math.max(0, redisLink.redisNowMs() - (this.opts.tradesRetentionMs ?? 3_600_000)));
+    const w = this.opts.clock === 'wall' ? Math.round(redisLink.redisNowMs()) : this.seenT;
     for (const a of list) {
       this.amended[a.kind]++;
       this.metrics.amends.inc({ kind: a.kind });
@@ -625,13 +629,13 @@ export class TradeSink {
       } catch {
         raw = String(a.event);
       }
-      tx.on(key).xadd(key, 'MINID', minId, '*', 'kind', a.kind, 's', a.symbol, 'raw', raw.slice(0, 4000), 'rx', String(rx));
+      tx.on(key).xadd(key, 'MINID', minId, '*', 'kind', a.kind, 's', a.symbol, 'raw', raw.slice(0, 4000), 'rx', String(rx), 'w', String(w));
       tx.on(stats).hincrby(stats, a.kind === 'correction' ? STATS.corrections : STATS.cancels, 1);
     }
     if (first)
       this.log.warn(
         { kind: list[0]!.kind, symbol: list[0]!.symbol, stream: key },
-        "the feed corrected or cancelled a trade it sent before: candlewick cannot apply corrections and cancels yet, so the bars include those trades as first sent; each is counted (the summary, /metrics' candlewick_feed_amends_total) and kept as received in feed:corrections (said once)",
+        "the feed corrected or cancelled a trade it sent before: the closer applies it to the trade's bars (a bar still open as it closes, a closed one as a new revision in its .corrections.csv); each is counted (the summary, /metrics' candlewick_feed_amends_total) and kept as received in feed:corrections (said once)",
       );
     return tx
       .exec()

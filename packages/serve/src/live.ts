@@ -51,7 +51,7 @@ export interface Status {
   rejected: number;
   /** trades dropped at the append as already on the raw stream (their feed's trade id seen before) */
   duplicates: number;
-  /** the feed's corrections and cancels of trades it sent before (FEED=alpaca): kept in feed:corrections, not applied */
+  /** the feed's corrections and cancels of trades it sent before (FEED=alpaca): kept in feed:corrections, applied to their bars */
   corrections: number;
   cancels: number;
   /** raw entries read by an aggregator and not merged yet */

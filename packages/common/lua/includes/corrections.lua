@@ -15,25 +15,29 @@ local function emitCorrections(k, out, clock, horizon, wm, grace, amendMs, maxBa
   local due = redis.call('ZRANGEBYSCORE', k.amendIndex, '-inf', max, 'WITHSCORES', 'LIMIT', 0, maxBars)
   local evicted = tonumber(redis.call('HGET', clock, 'evicted') or '-1')
   local emitted = 0
+  local holding = redis.call('HLEN', k.todo) > 0
   for i = 1, #due, 2 do
     local id, wend = due[i], tonumber(due[i + 1])
-    local add = redis.call('HGET', k.amends, id)
-    redis.call('HDEL', k.amends, id)
-    redis.call('ZREM', k.amendIndex, id)
-    if add and wend <= evicted then
-      redis.call('HINCRBY', k.stats, 'amendTooOld', tonumber(splitState(add)[9]))
-    elseif add then
-      local cur = redis.call('HGET', k.closedBars, id)
-      local rev, enc = 1, add
-      if cur then
-        local hash = string.find(cur, '#', 1, true)
-        rev = tonumber(string.sub(cur, 1, hash - 1)) + 1
-        enc = mergeState(string.sub(cur, hash + 1), add)
+    -- a bar held for the feed's amends (closeDue) is not in closedBars yet: its late trades wait for it
+    if not (holding and redis.call('HEXISTS', k.todo, id) == 1) then
+      local add = redis.call('HGET', k.amends, id)
+      redis.call('HDEL', k.amends, id)
+      redis.call('ZREM', k.amendIndex, id)
+      if add and wend <= evicted then
+        redis.call('HINCRBY', k.stats, 'amendTooOld', tonumber(splitState(add)[9]))
+      elseif add then
+        local cur = redis.call('HGET', k.closedBars, id)
+        local rev, enc = 1, add
+        if cur then
+          local hash = string.find(cur, '#', 1, true)
+          rev = tonumber(string.sub(cur, 1, hash - 1)) + 1
+          enc = mergeState(string.sub(cur, hash + 1), add)
+        end
+        redis.call('HSET', k.closedBars, id, rev .. '#' .. enc)
+        redis.call('ZADD', k.closedIndex, wend, id)
+        out[#out + 1] = {id, enc, rev}
+        emitted = emitted + 1
       end
-      redis.call('HSET', k.closedBars, id, rev .. '#' .. enc)
-      redis.call('ZADD', k.closedIndex, wend, id)
-      out[#out + 1] = {id, enc, rev}
-      emitted = emitted + 1
     end
   end
   if #due == 2 * maxBars then return emitted, true end

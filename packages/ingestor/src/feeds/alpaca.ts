@@ -1,4 +1,4 @@
-import { STOCK_TICKER, rfc3339Ms } from '@candlewick/core';
+import { STOCK_TICKER, alpacaTradeIdOf, rfc3339Ms } from '@candlewick/core';
 import { checkStockTickers, eventsFrame, jsonEvents, type FeedAmend, type FeedFrame, type FeedProtocol } from './protocol.js';
 
 export interface AlpacaOptions {
@@ -102,14 +102,11 @@ export function alpacaError(code: unknown, msg: string): FeedFrame {
 }
 
 /**
- * The id an Alpaca trade is carried under: Alpaca's `i` is unique per symbol, exchange and day only
- * (the FINRA ADF's, exchange D, is offset per trade reporting facility), so with its exchange,
- * `N:52983525029461`; `i` as it came where the message names no exchange, or where `i` is not a
+ * The id an Alpaca trade is carried under (alpacaTradeIdOf), or `i` as it came where it is not a
  * whole number (the trade's validation then judges it). Exported for tests.
  */
 export function alpacaTradeId(x: unknown, i: unknown): unknown {
-  const whole = (typeof i === 'number' && Number.isSafeInteger(i) && i >= 0) || (typeof i === 'string' && /^\d+$/.test(i));
-  return whole && typeof x === 'string' && /^[A-Za-z0-9]{1,4}$/.test(x) ? `${x}:${String(i)}` : i;
+  return alpacaTradeIdOf(x, i) ?? i;
 }
 
 /**

@@ -24,6 +24,10 @@
     KEYS[11] backfill holds: symbol -> deadline ms; a held symbol's bars stay open until then
     KEYS[12] backfill flags to add to bars as they close (field = bar id)
     KEYS[13] partition stats hash (counts holdsExpired and amendTooOld)
+    KEYS[14] fix:{p}: the feed's corrections and cancels (noteAmends); `h:<bar id>` marks a bar
+             that one of them amends, to be held at its close
+    KEYS[15] fix-todo:{p}: a marked bar, closed, waits here ("h#<state>") for the closer to apply
+             the amends (applyFix) before it goes to the outbox
     ARGV[1] consumer group of the aggregators
     ARGV[2] grace ms
     ARGV[3] clock mode: "event" or "wall"
@@ -35,7 +39,8 @@
   Output:
     {bars closed (corrections included), horizon closed through (window end ms; -2 after a flush:
      everything; -1 when nothing could close), more ready (0/1: stopped at ARGV[6], call again),
-     merged (0/1: everything ingested so far is merged)}
+     merged (0/1: everything ingested so far is merged), bars held for their amends (in fix-todo),
+     blocked (0/1: bars held before wait in fix-todo: nothing closed)}
   Phases, in order (each an include below, with its own header):
     holds, group progress, checkpoint, close, coverage, corrections (LATE=amend), trim
 ]]
@@ -54,6 +59,7 @@ local stream, clock, late = KEYS[1], KEYS[2], KEYS[6]
 local k = {
   bars = KEYS[3], index = KEYS[4], outbox = KEYS[5], closedBars = KEYS[7], closedIndex = KEYS[8],
   amends = KEYS[9], amendIndex = KEYS[10], barFlags = KEYS[12], clock = KEYS[2], stats = KEYS[13],
+  fix = KEYS[14], todo = KEYS[15], held = 0, blocked = false,
 }
 local group, grace, mode = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local flush = ARGV[4] == '1'
@@ -80,7 +86,11 @@ if horizon then
   -- The horizon (and with it `closed`, `covered` and the corrections due) moves only once every bar
   -- up to it has left the open set: a call that stopped at its bar limit, or that skipped held
   -- symbols, leaves it where it was, so a correction never finds its bar still open.
-  if anyHeld or more then horizon = false end
+  -- (`closing` says which horizon a call that stopped at its limit, or skipped held symbols, is
+  -- closing: noteAmends tells by it a bar closed already from one still to close)
+  if more or anyHeld then redis.call('HSET', clock, 'closing', string.format('%d', horizon == math.huge and 9e15 or horizon))
+  elseif not k.blocked then redis.call('HDEL', clock, 'closing') end
+  if anyHeld or more or k.blocked then horizon = false end
   if horizon then wm = recordCoverage(clock, horizon, wm, grace, lastEnd) end
 end
 if amendMs > 0 and horizon then
@@ -93,4 +103,4 @@ trimByAge(stream, late, now, retention, delivered, minPending)
 
 local h = -1
 if horizon then h = horizon == math.huge and -2 or horizon end
-return {closed, h, more and 1 or 0, mergedThrough(lastId) and 1 or 0}
+return {closed, h, more and 1 or 0, mergedThrough(lastId) and 1 or 0, k.held, k.blocked and 1 or 0}
