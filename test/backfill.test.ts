@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { makeKeys } from '@candlewick/common';
@@ -7,6 +7,7 @@ import { readTapeTrades } from '@candlewick/common';
 import { csvPath } from '@candlewick/common';
 import { ROOT, redisUrl, runCli, runThroughOutage, startCli, tempDir, testRedis, uniquePrefix, waitFor } from './helpers.js';
 import { freePort } from '@candlewick/cli';
+import { alpacaConditions, alpacaSubMs, alpacaTime } from '@candlewick/core';
 
 /**
  * Backfill against a local HTTP server that serves Finnhub candles, Massive aggregates and trades,
@@ -120,6 +121,64 @@ describe('backfill at start-up, in the middle of a trading day', () => {
     const mine = server.requests.slice(asked).filter((r) => r.path === '/v2/stocks/AIG/trades');
     expect(mine.length).toBeGreaterThan(1);
     expect(mine.every((r) => r.status === 200 && new URLSearchParams(r.query).get('feed') === 'iex')).toBe(true);
+  });
+
+  it('FEED=alpaca, cancels of live trades in bars part of which were backfilled: no revision recomputed from their live trades alone (their trades are not all on the raw stream), said and counted', async () => {
+    // the tape from FROM as Alpaca's stream sends it (trade k of the day as id N:k), the second
+    // live trade cancelled in the first frame
+    const live = readTapeTrades(TICK)
+      .map((tr, n) => ({ tr, k: n + 1 }))
+      .filter(({ tr }) => tr.t >= Date.parse(FROM));
+    const at = (x: (typeof live)[number]) => alpacaTime(x.tr.t, alpacaSubMs(x.k));
+    const messages: object[] = live.map((x) => ({
+      T: 't',
+      S: 'AIG',
+      i: x.k,
+      x: 'N',
+      p: Number(x.tr.p),
+      s: x.tr.v,
+      t: at(x),
+      c: alpacaConditions(x.tr.c),
+    }));
+    const cancel = (x: (typeof live)[number]) => ({
+      T: 'x',
+      S: 'AIG',
+      i: x.k,
+      x: 'N',
+      p: Number(x.tr.p),
+      s: x.tr.v,
+      a: 'C',
+      z: 'A',
+      t: at(x),
+    });
+    // one as the live trades begin, one an hour on; the tape goes out at once, so the bars (the same
+    // five) have closed when the closer takes them (AMEND_SETTLE_MS later): each waits for a revision
+    const later = live.findIndex((x) => x.tr.t >= Date.parse('2013-10-10T13:05:00-04:00'));
+    messages.splice(later, 0, cancel(live[2]!));
+    messages.splice(3, 0, cancel(live[1]!));
+    const tape = join(tempDir('bf-alpaca-amend-tape'), 'alpaca.frames');
+    const frames: string[] = [];
+    for (let i = 0; i < messages.length; i += 20) frames.push(JSON.stringify(messages.slice(i, i + 20)));
+    writeFileSync(tape, `${frames.join('\n')}\n`);
+    const { res, dataDir } = await midTape('bf-alpaca-amend', {
+      FEED: 'alpaca',
+      ALPACA_API_KEY: ALPACA_KEY,
+      ALPACA_API_SECRET: ALPACA_SECRET,
+      ALPACA_REST_URL: base,
+      REPLAY_TAPE: tape,
+      SYMBOLS: 'AIG',
+      EXIT_WHEN_IDLE_MS: '2500',
+    });
+    expect(res.code, res.stdout.slice(-3000)).toBe(0);
+    expect(res.stdout).toMatch(/backfilled/);
+    // the five bars of the cancelled trades each began before the first live trade: none is
+    // recomputed from its live trades alone, none gets a revision
+    expect(res.stdout).toContain(
+      'amended          0 corrections and 2 cancels received (kept in feed:corrections): 0 bars written with them (as they closed, or as a revision in .corrections.csv); 5 bars with trades the raw stream has not (a backfill, a trim) not amended',
+    );
+    expect(res.stdout).toMatch(/a bar part of which came from a backfill .* it is written as it closed, or its revision left out/);
+    expectAsWholeTape(dataDir);
+    for (const iv of INTERVALS) expect(existsSync(join(dataDir, 'raw', iv, `AIG_${iv}.corrections.csv`)), iv).toBe(false);
   });
 
   it('with Finnhub candles: OHLCV exact where minutes are whole, VWAP and count left empty, the live minute’s bars incomplete', async () => {

@@ -270,19 +270,23 @@ export class AmendStep {
       bySymbol.set(s, { bars, late });
     }
 
+    // closed bars that closed with trades the raw stream has not (closeBars marked them)
+    const revised = todos.filter((t) => !t.held);
+    const partial = revised.length ? await this.redis.hmget(fix, ...revised.map((t) => `u:${t.id}`)) : [];
+    const unmadeRevision = new Set(revised.filter((_, k) => partial[k] !== null).map((t) => t.id));
+
     crashPoint('amend:settle'); // recomputed, nothing written: the next tick does it again
     let written = 0;
     for (const t of todos) {
       const mine = bySymbol.get(t.symbol)!;
       let state: BarState | undefined = mine.bars.get(t.id);
+      // the raw stream has not all of its trades: a backfill, a trim (CLOCK=wall), Redis's loss
       const trimmed = t.start - this.cfg.graceMs < kept;
-      if (trimmed) this.sayTrimmed(t.id);
-      if (trimmed && !t.held) state = undefined;
-      if (t.held && trimmed) state = t.held;
+      const unmade = trimmed || unmadeRevision.has(t.id) || (t.held !== undefined && ((t.held.flags ?? 0) & (BACKFILLED | BAR_FLAGS.LOST)) !== 0);
+      if (unmade) this.sayUnmade(t.id, trimmed);
+      if (t.held && unmade) state = t.held; // written as it closed
       else if (t.held) {
-        // a bar that holds more than the raw stream has (a backfill) is written as it closed
-        if ((t.held.flags ?? 0) & (BACKFILLED | BAR_FLAGS.LOST)) state = t.held;
-        else if (state) state = { ...state, flags: t.held.flags };
+        if (state) state = { ...state, flags: t.held.flags };
       } else if (this.late) {
         const late = mine.late.get(t.id);
         if (late) state = state ? mergeInto({ ...state }, late) : late;
@@ -291,10 +295,11 @@ export class AmendStep {
         id: t.id,
         todo: t.value,
         version: amends.get(t.symbol)!.version,
-        state: trimmed && !t.held ? '-' : state ? encodeBarState(state) : '',
+        state: state ? encodeBarState(state) : '',
         end: t.end,
         amendWindowMs: this.late ? this.windowMs : 0,
         lateLast: t.held ? '' : lateLast,
+        unmade,
       });
       if (r === 'written') written++;
       else if (r === 'read-again') return { written, done: false };
@@ -413,14 +418,24 @@ export class AmendStep {
   }
 
   private trimmedSaid = false;
+  private unmadeSaid = false;
 
-  /** A bar whose trades the raw stream no longer has all of: said once. */
-  private sayTrimmed(bar: string): void {
-    if (this.trimmedSaid) return;
-    this.trimmedSaid = true;
-    this.log.error(
-      { bar, stream: this.keys.trades(0).replace(/\{0\}$/, '{p}') },
-      "the raw stream no longer has all of a bar's trades, so the feed's corrections and cancels cannot be applied to it: it is written as it closed, or its revision left out (counted as amendsTooOld); TRADES_RETENTION must outlast the longest interval and LATE_AMEND_WINDOW (said once)",
+  /** A bar the raw stream has not all the trades of: said once per cause. */
+  private sayUnmade(bar: string, trimmed: boolean): void {
+    if (trimmed) {
+      if (this.trimmedSaid) return;
+      this.trimmedSaid = true;
+      this.log.error(
+        { bar, stream: this.keys.trades(0).replace(/\{0\}$/, '{p}') },
+        "the raw stream no longer has all of a bar's trades, so the feed's corrections and cancels cannot be applied to it: it is written as it closed, or its revision left out (counted as amendsUnmade); TRADES_RETENTION must outlast the longest interval and LATE_AMEND_WINDOW (said once)",
+      );
+      return;
+    }
+    if (this.unmadeSaid) return;
+    this.unmadeSaid = true;
+    this.log.warn(
+      { bar },
+      "the feed corrected or cancelled a trade of a bar part of which came from a backfill (or was lost with Redis's data), whose trades are not all on the raw stream: it is written as it closed, or its revision left out (counted as amendsUnmade; said once)",
     );
   }
 

@@ -100,6 +100,7 @@ export class BarCloser {
           retentionMs: this.retentionMs,
           maxBars: 1000,
           amendWindowMs: this.cfg.late === 'amend' ? this.cfg.lateAmendWindowMs : 0,
+          feedAmendWindowMs: this.amend ? this.cfg.lateAmendWindowMs : 0,
         });
         closed += r.closed;
         merged = r.merged;

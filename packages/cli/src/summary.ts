@@ -13,6 +13,7 @@ const COUNTED = [
   'amendedBars',
   'amendsTooOld',
   'amendsEmptied',
+  'amendsUnmade',
   'late',
   'merged',
   'filtered',
@@ -117,7 +118,8 @@ export function formatSummary(s: StackSummary, dataDir: string): string {
       ? [
           `  amended          ${s.corrections} corrections and ${s.cancels} cancels received (kept in feed:corrections): ${s.amendedBars} bars written with them (as they closed, or as a revision in .corrections.csv)` +
             (s.amendsTooOld ? `; ${s.amendsTooOld} bars past LATE_AMEND_WINDOW not amended` : '') +
-            (s.amendsEmptied ? `; ${s.amendsEmptied} bars left without a trade (a written one stays as written)` : ''),
+            (s.amendsEmptied ? `; ${s.amendsEmptied} bars left without a trade (a written one stays as written)` : '') +
+            (s.amendsUnmade ? `; ${s.amendsUnmade} bars with trades the raw stream has not (a backfill, a trim) not amended` : ''),
         ]
       : []),
     ...(s.foreign ? [`  foreign          ${s.foreign} trades for symbols not in SYMBOLS, dropped`] : []),

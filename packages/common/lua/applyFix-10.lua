@@ -14,15 +14,18 @@
     ARGV[1] bar id
     ARGV[2] its fix-todo value as read
     ARGV[3] its symbol's `v:` as read ('' when none)
-    ARGV[4] the bar's state with its amends ('' when they left it no trade; '-' a revision that
-            cannot be made: the raw stream no longer has all of the bar's trades)
+    ARGV[4] the bar's state with its amends ('' when they left it no trade)
     ARGV[5] window end ms
     ARGV[6] LATE=amend: LATE_AMEND_WINDOW ms (0 = LATE=drop)
     ARGV[7] LATE=amend, a revision: the late stream's last entry id as read ('' when empty): the
             state holds every late trade up to it, so the bar's pending late corrections are in it
+    ARGV[8] "1" when the amends cannot be applied (the raw stream has not all of the bar's trades:
+            part of it was backfilled, trimmed or lost; counted as amendsUnmade): a held bar is
+            written as it closed (ARGV[4]), no revision is made
   Output:
     1 written; 0 done by another; -1 read again (its amends or late trades changed); 2 not written:
-    the amends left the bar no trade (counted); 3 not written: the closed bar is no longer kept
+    the amends left the bar no trade (counted); 3 no revision: the closed bar is no longer kept
+    (LATE=amend), or its amends cannot be applied (ARGV[8])
 ]]
 local fix, todo, index, outbox = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local closedBars, closedIndex, amends, amendIndex, late, stats = KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10]
@@ -40,9 +43,12 @@ if not held and amendMs > 0 then
 end
 redis.call('HDEL', todo, id)
 if held then redis.call('HINCRBY', fix, 'held', -1) end
-if state == '-' then
-  redis.call('HINCRBY', stats, 'amendsTooOld', 1)
-  return 3
+if ARGV[8] == '1' then
+  redis.call('HINCRBY', stats, 'amendsUnmade', 1)
+  if not held then return 3 end
+  -- and no later revision of it either (closeBars marks such a bar as it closes; this one was held)
+  redis.call('HSET', fix, 'u:' .. id, '1')
+  redis.call('ZADD', index, wend, 'u:' .. id)
 end
 local rev = 0
 if held then

@@ -12,7 +12,7 @@
             symbol's amends, a JSON list; `v:<symbol>`, how many times it changed; `h:<bar id>`,
             a bar to hold at its close, and `holds` their count; `held`, how many bars closeBars
             holds in fix-todo, closing nothing more meanwhile; `r:<bar id>`, LATE=drop: a bar's
-            last revision)
+            last revision; `u:<bar id>`, a closed bar with trades the raw stream has not)
     KEYS[2] fix-todo:{p} (hash: bar id -> "h#<state>" held at its close, or "d#<window end>" closed,
             waiting for a revision)
     KEYS[3] fix-index:{p} (sorted set: a:, h: and r: fields of KEYS[1] by the window end after which

@@ -140,7 +140,7 @@ export function barRowCells(b: TappedBar): BarRowCells {
 }
 
 // ---------------------------------------------------------------------------------------------
-// outbox:{p}: bars closeBars has closed, on their way to the writer's queue (written by closeBars-15.lua)
+// outbox:{p}: bars closeBars has closed, on their way to the writer's queue (written by closeBars-16.lua)
 
 /**
  * The bars of an outbox entry, in closing order. closeBars writes the bars of one call as one entry,

@@ -58,6 +58,8 @@ export const PARTITION_STATS = Object.freeze({
   amendsTooOld: 'amendsTooOld',
   /** closed bars whose every trade the amends took out: left as written */
   amendsEmptied: 'amendsEmptied',
+  /** bars an amend was in whose trades are not all on the raw stream (backfilled, trimmed, lost): not amended */
+  amendsUnmade: 'amendsUnmade',
 });
 
 /** The stats hash (`stats`): counters of the ingestor and the writer. */

@@ -17,7 +17,7 @@ const LUA_DIR = new URL('../lua/', import.meta.url);
 export const SCRIPTS = {
   addTrades: 'addTrades-7.lua',
   mergeBatch: 'mergeBatch-8.lua',
-  closeBars: 'closeBars-15.lua',
+  closeBars: 'closeBars-16.lua',
   mergeBackfill: 'mergeBackfill-7.lua',
   publishBars: 'publishBars-1.lua',
   commitActivity: 'commitActivity-2.lua',
@@ -322,6 +322,7 @@ export function closeBarsKeys(k: Keys, p: number): string[] {
     k.partitionStats(p),
     k.fix(p),
     k.fixTodo(p),
+    k.fixIndex(p),
   ];
 }
 
@@ -337,10 +338,15 @@ export interface CloseBarsOptions {
   maxBars: number;
   /** LATE=amend: how long closed bars are kept for corrections (0 = LATE=drop) */
   amendWindowMs: number;
+  /**
+   * FEED=alpaca (the feed amends trades; 0 = it does not): a closed bar part of which the raw stream
+   * has not (backfilled, lost) is marked so, for this long past its end (LATE_AMEND_WINDOW)
+   */
+  feedAmendWindowMs?: number;
 }
 
 export function closeBarsArgs(o: CloseBarsOptions): (string | number)[] {
-  return [o.group, o.graceMs, o.clock, o.flush ? '1' : '0', o.retentionMs, o.maxBars, o.amendWindowMs];
+  return [o.group, o.graceMs, o.clock, o.flush ? '1' : '0', o.retentionMs, o.maxBars, o.amendWindowMs, o.feedAmendWindowMs ?? 0];
 }
 
 /** What one closeBars call did. */
@@ -358,7 +364,7 @@ export interface CloseBarsReply {
   blocked: boolean;
 }
 
-/** Closes due bars of partition p into its outbox (closeBars-15.lua). */
+/** Closes due bars of partition p into its outbox (closeBars-16.lua). */
 export async function closeBars(redis: RedisClient, k: Keys, p: number, o: CloseBarsOptions): Promise<CloseBarsReply> {
   const [closed, horizon, more, merged, held, blocked] = (await redis.cwCloseBars_v3(...closeBarsKeys(k, p), ...closeBarsArgs(o))).map(
     Number,
@@ -522,13 +528,25 @@ export interface FixInput {
   amendWindowMs: number;
   /** LATE=amend, a revision: the late stream's last id as read */
   lateLast: string;
+  /** the raw stream has not all of the bar's trades (backfilled, trimmed, lost): not amended, counted */
+  unmade: boolean;
 }
 
 /** applyFix-10.lua's outcomes. */
 export type FixReply = 'written' | 'done-by-another' | 'read-again' | 'emptied' | 'too-old';
 
 export async function applyFix(redis: RedisClient, k: Keys, p: number, f: FixInput): Promise<FixReply> {
-  const r = await redis.cwApplyFix_v3(...applyFixKeys(k, p), f.id, f.todo, f.version, f.state, f.end, f.amendWindowMs, f.lateLast);
+  const r = await redis.cwApplyFix_v3(
+    ...applyFixKeys(k, p),
+    f.id,
+    f.todo,
+    f.version,
+    f.state,
+    f.end,
+    f.amendWindowMs,
+    f.lateLast,
+    f.unmade ? '1' : '0',
+  );
   return r === 1 ? 'written' : r === 0 ? 'done-by-another' : r === -1 ? 'read-again' : r === 2 ? 'emptied' : 'too-old';
 }
 

@@ -23,6 +23,8 @@ export interface Counters {
   amendsTooOld: number;
   /** closed bars whose every trade the amends took out: left as written */
   amendsEmptied: number;
+  /** bars an amend was in whose trades are not all on the raw stream (backfilled, trimmed, lost): not amended */
+  amendsUnmade: number;
   late: number;
   merged: number;
   filtered: number;
@@ -66,6 +68,7 @@ export function countersFrom(
     amendedBars: 0,
     amendsTooOld: 0,
     amendsEmptied: 0,
+    amendsUnmade: 0,
     late: 0,
     merged: 0,
     filtered: 0,
@@ -95,6 +98,7 @@ export function countersFrom(
     c.amendedBars += Number(ps[PS.amendedBars] ?? 0);
     c.amendsTooOld += Number(ps[PS.amendsTooOld] ?? 0);
     c.amendsEmptied += Number(ps[PS.amendsEmptied] ?? 0);
+    c.amendsUnmade += Number(ps[PS.amendsUnmade] ?? 0);
     c.lateAfterClose += Number(ps[PS.lateAfterClose] ?? 0);
     c.holdsExpired += Number(ps[PS.holdsExpired] ?? 0);
     c.backfillTooLate += Number(ps[PS.backfillTooLate] ?? 0);

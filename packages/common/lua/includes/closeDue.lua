@@ -79,6 +79,15 @@ local function closeDue(k, out, horizon, maxBars, held, anyHeld, amendMs)
           closedCount = closedCount + 1
         elseif state then
           out[#out + 1] = {id, state, 0}
+          -- (FEED=alpaca) trades the raw stream has not: its amends cannot be recomputed (BAR_FLAGS
+          -- 8..1024 backfill sources, 256 lost)
+          if k.feedAmends then
+            local f = tonumber(splitState(state)[10] or '0')
+            if bit.band(f, 2040) ~= 0 then
+              redis.call('HSET', k.fix, 'u:' .. id, '1')
+              redis.call('ZADD', k.fixIndex, ends[i], 'u:' .. id)
+            end
+          end
           closedCount = closedCount + 1
           if amendMs > 0 then
             kept[#kept + 1] = id

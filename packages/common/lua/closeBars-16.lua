@@ -28,6 +28,7 @@
              that one of them amends, to be held at its close
     KEYS[15] fix-todo:{p}: a marked bar, closed, waits here ("h#<state>") for the closer to apply
              the amends (applyFix) before it goes to the outbox
+    KEYS[16] fix-index:{p}: what fix:{p} holds, by the window end after which it can go
     ARGV[1] consumer group of the aggregators
     ARGV[2] grace ms
     ARGV[3] clock mode: "event" or "wall"
@@ -36,6 +37,9 @@
     ARGV[5] retention of the raw stream in ms (0 = keep everything)
     ARGV[6] at most this many bars per call
     ARGV[7] LATE=amend: keep closed bars this many ms past the watermark for corrections (0 = drop)
+    ARGV[8] FEED=alpaca (the feed amends trades): a bar closing with trades the raw stream has not
+            (backfilled, lost: BAR_FLAGS' source bits and LOST) is marked `u:<bar id>` in fix:{p},
+            so that no revision is recomputed from part of it (0: the feed amends nothing)
   Output:
     {bars closed (corrections included), horizon closed through (window end ms; -2 after a flush:
      everything; -1 when nothing could close), more ready (0/1: stopped at ARGV[6], call again),
@@ -59,7 +63,8 @@ local stream, clock, late = KEYS[1], KEYS[2], KEYS[6]
 local k = {
   bars = KEYS[3], index = KEYS[4], outbox = KEYS[5], closedBars = KEYS[7], closedIndex = KEYS[8],
   amends = KEYS[9], amendIndex = KEYS[10], barFlags = KEYS[12], clock = KEYS[2], stats = KEYS[13],
-  fix = KEYS[14], todo = KEYS[15], held = 0, blocked = false,
+  fix = KEYS[14], todo = KEYS[15], fixIndex = KEYS[16], held = 0, blocked = false,
+  feedAmends = tonumber(ARGV[8] or '0') > 0,
 }
 local group, grace, mode = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local flush = ARGV[4] == '1'
