@@ -282,9 +282,11 @@ export class AmendStep {
       let state: BarState | undefined = mine.bars.get(t.id);
       // the raw stream has not all of its trades: a backfill, a trim (CLOCK=wall), Redis's loss
       const trimmed = t.start - this.cfg.graceMs < kept;
-      const unmade = trimmed || unmadeRevision.has(t.id) || (t.held !== undefined && ((t.held.flags ?? 0) & (BACKFILLED | BAR_FLAGS.LOST)) !== 0);
+      const unmade =
+        trimmed || unmadeRevision.has(t.id) || (t.held !== undefined && ((t.held.flags ?? 0) & (BACKFILLED | BAR_FLAGS.LOST)) !== 0);
       if (unmade) this.sayUnmade(t.id, trimmed);
-      if (t.held && unmade) state = t.held; // written as it closed
+      if (t.held && unmade)
+        state = t.held; // written as it closed
       else if (t.held) {
         if (state) state = { ...state, flags: t.held.flags };
       } else if (this.late) {
