@@ -119,7 +119,7 @@ export function alpacaTradeId(x: unknown, i: unknown): unknown {
  * the trade id, unique per symbol, exchange and day but in no order, carried as `<x>:<i>`
  * (alpacaTradeId; feedIdsUnique), no aggressor side. Corrections
  * {"T":"c"} and cancels {"T":"x"} of trades sent before come on the trade subscription: read as
- * `amends`, kept and counted, not applied. Errors {"T":"error","code","msg"}: alpacaError.
+ * `amends`, kept and counted; the closer applies them (aggregator/src/amend.ts). Errors {"T":"error","code","msg"}: alpacaError.
  */
 export function alpacaProtocol(opts: AlpacaOptions): FeedProtocol {
   checkStockTickers(opts.symbols, STOCK_TICKER, 'alpaca', 'Alpaca', "Alpaca's stocks stream");

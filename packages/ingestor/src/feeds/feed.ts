@@ -381,7 +381,7 @@ export class TradeFeed {
         this.warnBad(log, 'frame of unknown type; ignored', { type: String(frame.type).slice(0, 40) });
         return;
       case 'amends':
-        // corrections and cancels of trades sent before: kept and counted, not applied; the message's trades follow
+        // corrections and cancels of trades sent before: kept and counted (the closer applies them); the message's trades follow
         void this.sink.amends(frame.amends, rx);
         break;
     }

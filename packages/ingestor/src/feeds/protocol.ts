@@ -3,7 +3,8 @@ import type { Frame } from '@candlewick/core';
 
 /**
  * A feed's correction or cancel of a trade it sent before (Alpaca's `c` and `x` messages): read,
- * counted and kept as received (the feed:corrections stream), not applied to any bar.
+ * counted and kept as received (the feed:corrections stream), where the closer reads and applies it
+ * to the trade's bars (aggregator/src/amend.ts).
  */
 export interface FeedAmend {
   kind: 'correction' | 'cancel';
