@@ -102,11 +102,13 @@ export function alpacaError(code: unknown, msg: string): FeedFrame {
 }
 
 /**
- * The id an Alpaca trade is carried under (alpacaTradeIdOf), or `i` as it came where it is not a
- * whole number (the trade's validation then judges it). Exported for tests.
+ * The id an Alpaca trade is carried under (alpacaTradeIdOf), or `i` as it came where the message
+ * names no exchange or `i` is not a whole number (the trade's validation then judges it; a whole
+ * number is carried as its text, as alpacaTradeIdOf gives it). Exported for tests.
  */
 export function alpacaTradeId(x: unknown, i: unknown): unknown {
-  return alpacaTradeIdOf(x, i) ?? i;
+  const id = alpacaTradeIdOf(x, i);
+  return id?.includes(':') ? id : i;
 }
 
 /**
