@@ -18,7 +18,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawn, execFileSync } from 'node:child_process';
 import { Redis } from 'ioredis';
-import { decodeBarEntry, makeKeys } from '@candlewick/common';
+import { Queue } from 'bullmq';
+import { BARS_QUEUE, decodeBarEntry, makeKeys } from '@candlewick/common';
 import { Clock, decodeTradeEntries, parseInterval } from '@candlewick/core';
 import { PrivateRedis } from '@candlewick/cli';
 import { writeWideTape, type WideTapeOptions } from './wide-tape.js';
@@ -55,7 +56,7 @@ export interface WideResult {
   /** close lag (ms) of every bar, sorted */
   lags: number[];
   /** per boundary (window end, UTC ms): its bars and their close lag */
-  boundaries: { end: number; bars: number; p50: number; p99: number; worst: number; redisMs: number }[];
+  boundaries: { end: number; bars: number; p50: number; p99: number; worst: number; redisMs: number; handOff: HandOff | undefined }[];
   /** Redis's busiest commands over the run: calls and CPU time (INFO commandstats) */
   redisCommands: string[];
   /** the worst bars: interval, label, lag */
@@ -230,6 +231,29 @@ export async function runWide(o: WideOptions): Promise<WideResult> {
         from = `(${page[page.length - 1]![0]}`;
       }
     }
+    // the writer's jobs, as BullMQ stamped them (kept an hour once done)
+    const queue = new Queue(BARS_QUEUE, { connection: redis, prefix: keys.queuePrefix() });
+    const jobs = (await queue.getJobs(['completed'])).map((j) => ({
+      added: j.timestamp,
+      taken: j.processedOn ?? NaN,
+      done: j.finishedOn ?? NaN,
+    }));
+    await queue.close();
+    const handOff = (end: number): HandOff | undefined => {
+      const of = jobs.filter((j) => j.added >= end && j.added < end + 30_000);
+      if (of.length === 0) return undefined;
+      const sorted = (xs: number[]) => xs.sort((a, b) => a - b);
+      const waited = sorted(of.map((j) => j.taken - j.added));
+      const took = sorted(of.map((j) => j.done - j.taken));
+      return {
+        jobs: of.length,
+        firstAdded: Math.min(...of.map((j) => j.added)) - end,
+        lastAdded: Math.max(...of.map((j) => j.added)) - end,
+        waited: [percentile(waited, 0.5), waited[waited.length - 1]!],
+        took: [percentile(took, 0.5), took[took.length - 1]!],
+        lastDone: Math.max(...of.map((j) => j.done)) - end,
+      };
+    };
     lags.sort((a, b) => a - b);
     all.sort((a, b) => b.lag - a.lag);
     const boundaries = [...atEnd]
@@ -239,7 +263,15 @@ export async function runWide(o: WideOptions): Promise<WideResult> {
         // Redis's CPU over the boundary's first 5 s (samples every 250 ms)
         const at = (t: number) => redisCpu.find(([ms]) => ms >= t)?.[1] ?? NaN;
         const redisMs = Math.round((at(end + 5000) - at(end)) * 1000);
-        return { end, bars: l.length, p50: percentile(l, 0.5), p99: percentile(l, 0.99), worst: l[l.length - 1]!, redisMs };
+        return {
+          end,
+          bars: l.length,
+          p50: percentile(l, 0.5),
+          p99: percentile(l, 0.99),
+          worst: l[l.length - 1]!,
+          redisMs,
+          handOff: handOff(end),
+        };
       });
 
     const sink = await o.pg?.measure(clock, ivMs, lastBoundary, published);
@@ -328,6 +360,21 @@ export async function runWide(o: WideOptions): Promise<WideResult> {
 
 const mb = (b: number) => `${(b / 2 ** 20).toFixed(0)} MB`;
 
+/**
+ * The writer's jobs of a boundary (added in the 30 s after its end), from BullMQ's own stamps: when
+ * the closer added the first and last (ms after the window's end), how long they waited for the
+ * writer and how long it took each (added to taken, taken to done, p50 and worst), when the last
+ * was done. Jobs waiting long: the writer is behind; jobs added late: the closing is.
+ */
+export interface HandOff {
+  jobs: number;
+  firstAdded: number;
+  lastAdded: number;
+  waited: [p50: number, worst: number];
+  took: [p50: number, worst: number];
+  lastDone: number;
+}
+
 /** The figures of a run, as the bench prints them. */
 export function wideReport(o: WideOptions, r: WideResult): string[] {
   const lines: string[] = [];
@@ -342,6 +389,11 @@ export function wideReport(o: WideOptions, r: WideResult): string[] {
   for (const b of r.boundaries)
     lines.push(
       `    boundary ${new Date(b.end).toISOString().slice(11, 16)}: ${b.bars.toLocaleString('en-US')} bars, p50 ${b.p50} ms, p99 ${b.p99} ms, worst ${b.worst} ms; Redis CPU ${b.redisMs} ms in its first 5 s`,
+      ...(b.handOff
+        ? [
+            `      writer's jobs: ${b.handOff.jobs} added ${b.handOff.firstAdded}-${b.handOff.lastAdded} ms after the end, waited p50 ${b.handOff.waited[0]} (worst ${b.handOff.waited[1]}) ms, took p50 ${b.handOff.took[0]} (worst ${b.handOff.took[1]}) ms, the last done ${b.handOff.lastDone} ms after the end`,
+          ]
+        : []),
     );
   const total = [...r.peakRss.values()].reduce((a, b) => a + b, 0) + r.redisPeak;
   lines.push(

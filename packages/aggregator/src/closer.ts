@@ -16,12 +16,13 @@ import {
   reportRedisError,
   reportWorkerError,
   CLOSE_QUEUE,
-  barsJobId,
-  decodeOutboxEntries,
+  barsJobIdOf,
+  closedBarOf,
+  outboxPacked,
+  type PackedBar,
   decodeActivityOutbox,
   horizonJobId,
-  type BarsJob,
-  type ClosedBar,
+  type BarsJobData,
   closeBars,
   closeWorker,
   crashPoint,
@@ -48,7 +49,8 @@ export interface CloseResult {
 /**
  * Closes bars and hands them to the writer. Closing is the closeBars Lua step (finalize + outbox,
  * atomically; the bars of one call, up to 1000, are one outbox entry); handing over enqueues an
- * entry's bars as one BullMQ job whose id is built from the identities (interval, symbol, start)
+ * entry's bars as one BullMQ job (packed: the entries' text as the outbox holds it, which the
+ * writer takes apart) whose id is built from the identities (interval, symbol, start)
  * of its first and last bar and their count, then deletes the entry. A crash in between re-enqueues the
  * same bars: BullMQ drops a job id it has seen, and the writer never writes a bar not newer than
  * its file's last row. One job per outbox read rather than per bar keeps the writer far ahead of
@@ -166,7 +168,7 @@ export class BarCloser {
       const rows = (await this.redis.xrange(outbox, '-', '+', 'COUNT', 20)) as [string, string[]][];
       if (rows.length === 0) {
         if (through > (this.horizonSent.get(p) ?? -1)) {
-          const data: BarsJob = { bars: [], horizon: { partition: p, through } };
+          const data: BarsJobData = { bars: [], horizon: { partition: p, through } };
           await this.bars.add('horizon', data, { jobId: horizonJobId(p, through) });
           this.horizonSent.set(p, through);
         }
@@ -180,36 +182,48 @@ export class BarCloser {
           timeRows.push([id, f]);
           continue;
         }
-        const data: BarsJob = { bars: [], activity };
+        const data: BarsJobData = { bars: [], activity };
         await this.bars.add('activity', data, { jobId: `activity-${p}-${id}` });
         crashPoint('close:enqueued');
         for (const [interval, n] of countBy(activity.map((b) => b.interval))) this.closedBars.inc({ interval }, n);
         await this.redis.xdel(outbox, id);
         total += activity.length;
       }
-      const entries = timeRows.map(([id, f]) => ({ id, bars: decodeOutboxEntries(f) }));
+      // handed on as the outbox holds them (packed): only the first and last bar's ids and the
+      // counts are read here, the writer takes the bars apart
+      const entries = timeRows.map(([id, f]) => ({ id, ...outboxPacked(f) }));
       // whole entries per job, up to a thousand bars (entries of one bar, as earlier versions wrote, grouped)
       for (let i = 0; i < entries.length;) {
         const ids: string[] = [];
-        const bars: ClosedBar[] = [];
-        while (i < entries.length && (bars.length === 0 || bars.length + entries[i]!.bars.length <= 1000)) {
-          ids.push(entries[i]!.id);
-          for (const b of entries[i]!.bars) bars.push(b);
+        const packed: string[] = [];
+        let count = 0;
+        let first: PackedBar | undefined;
+        let last: PackedBar | undefined;
+        const counts = new Map<string, number>();
+        while (i < entries.length && (count === 0 || count + entries[i]!.bars.length <= 1000)) {
+          const e = entries[i]!;
+          ids.push(e.id);
+          if (e.bars.length > 0) {
+            packed.push(e.packed);
+            first ??= e.bars[0];
+            last = e.bars[e.bars.length - 1];
+            count += e.bars.length;
+            for (const [bar, , rev] of e.bars) {
+              const interval = bar.slice(0, bar.indexOf('|'));
+              const k = rev ? `corrections:${interval}` : interval;
+              counts.set(k, (counts.get(k) ?? 0) + 1);
+            }
+          }
           i++;
         }
-        if (bars.length > 0) {
-          const data: BarsJob = { bars };
-          await this.bars.add('bars', data, { jobId: barsJobId(bars) });
+        if (first && last) {
+          const data: BarsJobData = { packed };
+          await this.bars.add('bars', data, { jobId: barsJobIdOf(closedBarOf(first), closedBarOf(last), count) });
           crashPoint('close:enqueued'); // enqueued, still in the outbox
-          const counts = new Map<string, number>();
-          for (const b of bars) {
-            const k = b.rev ? `corrections:${b.interval}` : b.interval;
-            counts.set(k, (counts.get(k) ?? 0) + 1);
-          }
           for (const [interval, n] of counts) this.closedBars.inc({ interval }, n);
         }
         await this.redis.xdel(outbox, ...ids);
-        total += bars.length;
+        total += count;
       }
     }
   }

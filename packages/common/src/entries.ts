@@ -1,6 +1,6 @@
 import type { BackfillRequest } from '@candlewick/core';
 import { parseBarId } from '@candlewick/core';
-import type { ActivityBarJob, ClosedBar } from './jobs.js';
+import { closedBarOf, packedBars, type ActivityBarJob, type ClosedBar, type PackedBar } from './jobs.js';
 
 /**
  * The stream entries that cross between processes, each defined once: its fields, its encoder and
@@ -98,6 +98,26 @@ export function encodeBarEntry(symbol: string, start: number, rev: number, c: Ba
   ];
 }
 
+/** a string JSON writes as it is between quotes (no quote, backslash, control character or lone surrogate) */
+const JSON_PLAIN = /^[^"\\\u0000-\u001f\ud800-\udfff]*$/;
+
+function jsonString(s: string): string {
+  return JSON_PLAIN.test(s) ? `"${s}"` : JSON.stringify(s);
+}
+
+/**
+ * encodeBarEntry's fields as a JSON list, exactly JSON.stringify(encodeBarEntry(...)), written
+ * directly: the writer publishes tens of thousands at a boundary (publishBars takes them as text).
+ */
+export function encodeBarEntryJson(symbol: string, start: number, rev: number, c: BarRowCells, extra = ''): string {
+  return (
+    `["s",${jsonString(symbol)},"start","${start}","ts",${jsonString(c.timestamp)},"o",${jsonString(c.open)},` +
+    `"h",${jsonString(c.high)},"l",${jsonString(c.low)},"c",${jsonString(c.close)},"vwap",${jsonString(c.vwap)},` +
+    `"v",${jsonString(c.volume)},"n",${jsonString(c.trades)},"rev","${rev}","complete","${c.complete ? '1' : '0'}",` +
+    `"sources",${jsonString(c.sources)}${c.lost ? ',"lost","1"' : ''}${extra}]`
+  );
+}
+
 export function decodeBarEntry(id: string, interval: string, f: string[]): TappedBar {
   const n = field(f, 'n');
   return {
@@ -152,13 +172,19 @@ export function decodeOutboxEntries(fields: readonly string[]): ClosedBar[] {
   if (field(fields, 'activity') !== '') return [];
   const batch = field(fields, 'bars');
   if (batch === '') return [decodeOutboxEntry(fields)];
-  const list = JSON.parse(batch) as unknown;
-  if (!Array.isArray(list)) throw new Error(`an outbox entry whose bars are not a list: ${batch.slice(0, 80)}`);
-  return list.map((b: unknown) => {
-    if (!Array.isArray(b) || typeof b[0] !== 'string' || typeof b[1] !== 'string' || typeof b[2] !== 'number')
-      throw new Error(`an outbox entry with a bar of another shape: ${JSON.stringify(b).slice(0, 80)}`);
-    return { ...parseBarId(b[0]), state: b[1], rev: b[2] };
-  });
+  return packedBars(batch).map(closedBarOf);
+}
+
+/**
+ * An outbox entry of time bars as the closer hands it on: its `bars` text as it is (an entry of one
+ * bar, as earlier versions wrote them, packed the same way) and the bars in it, for the job's id
+ * and the counts.
+ */
+export function outboxPacked(fields: readonly string[]): { packed: string; bars: PackedBar[] } {
+  const batch = field(fields, 'bars');
+  if (batch !== '') return { packed: batch, bars: packedBars(batch) };
+  const bars: PackedBar[] = [[field(fields, 'bar'), field(fields, 'state'), Number(field(fields, 'rev') || 0)]];
+  return { packed: JSON.stringify(bars), bars };
 }
 
 /** The outbox entry's `activity` field: the activity bars of one cut as [interval, symbol, seq, start, end, state]. */

@@ -426,12 +426,12 @@ export async function mergeBackfill(redis: RedisClient, k: Keys, p: number, m: M
 export const PUBLISH_BARS_PER_CALL = 500;
 
 /**
- * Adds publishBars calls for `entries` (each encodeBarEntry's fields) on bars:{interval} to a
+ * Adds publishBars calls for `entries` (each encodeBarEntryJson: a bar's fields as a JSON list) on bars:{interval} to a
  * transaction or pipeline: PUBLISH_BARS_PER_CALL bars a call, in order.
  */
-export function publishBars(tx: ChainableCommander, stream: string, minId: string, entries: readonly (readonly string[])[]): void {
+export function publishBars(tx: ChainableCommander, stream: string, minId: string, entries: readonly string[]): void {
   for (let i = 0; i < entries.length; i += PUBLISH_BARS_PER_CALL)
-    tx.cwPublishBars_v3(stream, minId, JSON.stringify(entries.slice(i, i + PUBLISH_BARS_PER_CALL)));
+    tx.cwPublishBars_v3(stream, minId, `[${entries.slice(i, i + PUBLISH_BARS_PER_CALL).join(',')}]`);
 }
 
 // ---------------------------------------------------------------------------------------------

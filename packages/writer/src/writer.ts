@@ -12,7 +12,7 @@ import {
   crashPoint,
   decodeBarEntry,
   duplicateRedis,
-  encodeBarEntry,
+  encodeBarEntryJson,
   parseBarsJob,
   publishBars,
   type BarsJob,
@@ -88,9 +88,9 @@ export class WriterService {
   /**
    * Rows of the jobs under way appended but not yet published on bars:{interval} (a job's publish
    * goes once its rows are in), one map per job: rows cut from a file mid-job are restored from
-   * here as well. (interval, symbol) -> start -> the bar entry's fields.
+   * here as well. (interval, symbol) -> start -> the bar entry's fields (encodeBarEntryJson).
    */
-  private readonly unpublished = new Set<Map<string, Map<number, string[]>>>();
+  private readonly unpublished = new Set<Map<string, Map<number, string>>>();
   /**
    * Two jobs are taken at once, so one's publish and its completion (Redis round trips, long at a
    * busy boundary) overlap the next one's appends; their appends take turns in the order the jobs
@@ -349,7 +349,7 @@ export class WriterService {
       // rows of the jobs under way not yet published (the stream has them only once a job's rows are in)
       for (const job of this.unpublished)
         for (const [start, f] of job.get(`${m.interval}\u0000${m.symbol}`) ?? [])
-          if (start > after && start <= m.through && !found.has(start)) found.set(start, f);
+          if (start > after && start <= m.through && !found.has(start)) found.set(start, JSON.parse(f) as string[]);
       // (a bar written aside, in the .incomplete.csv, is not one of the bar file's rows)
       const aside = (f: string[]) => !this.cfg.csvExtraColumns && decodeBarEntry('', m.interval, f).lost === true;
       const starts = [...found.keys()].filter((start) => !aside(found.get(start)!)).sort((a, b) => a - b);
@@ -381,7 +381,7 @@ export class WriterService {
     // two threads (one on a single core): at a whole market's boundary their appends are a job's longest part
     if (!this.stopped) this.appender ??= new AppendThreads(Math.min(2, availableParallelism()));
     this.jobs++;
-    const unpublished = new Map<string, Map<number, string[]>>();
+    const unpublished = new Map<string, Map<number, string>>();
     this.unpublished.add(unpublished);
     try {
       return await this.writeBatch(batch, unpublished);
@@ -391,7 +391,7 @@ export class WriterService {
     }
   }
 
-  private async writeBatch(batch: BarsJob, unpublished: Map<string, Map<number, string[]>>): Promise<{ written: number; skipped: number }> {
+  private async writeBatch(batch: BarsJob, unpublished: Map<string, Map<number, string>>): Promise<{ written: number; skipped: number }> {
     // each bar's cells and row, worked out before this job's turn to append (while another appends)
     const rows = batch.bars.map((bar) => this.rowOf(bar));
     const appended = await this.appendTurn.take();
@@ -435,7 +435,7 @@ export class WriterService {
   private async appendBatch(
     batch: BarsJob,
     rows: readonly JobRow[],
-    unpublished: Map<string, Map<number, string[]>>,
+    unpublished: Map<string, Map<number, string>>,
   ): Promise<{ written: number; skipped: number; steps: ((tx: SlotTransactions) => void)[] }> {
     // the Redis side (bars:{interval}, counts) is built as steps, so a refused write is sent again whole
     const steps: ((tx: SlotTransactions) => void)[] = [];
@@ -446,11 +446,11 @@ export class WriterService {
     const closedWritten = new Map<string, number>();
     let written = 0;
     let skipped = 0;
-    /** bars:{interval} -> the entries to publish there, in order (one publishBars call per few hundred) */
-    const entries = new Map<string, string[][]>();
+    /** bars:{interval} -> the entries to publish there (encodeBarEntryJson), in order (one publishBars call per few hundred) */
+    const entries = new Map<string, string[]>();
     const publish = (interval: string, symbol: string, start: number, cells: BarRowCells, rev: number) => {
       const stream = this.keys.bars(interval);
-      const fields = encodeBarEntry(symbol, start, rev, cells);
+      const fields = encodeBarEntryJson(symbol, start, rev, cells);
       if (rev === 0) {
         const key = `${interval}\u0000${symbol}`;
         let rows = unpublished.get(key);
@@ -569,7 +569,7 @@ export class WriterService {
         const stream = this.keys.bars(bar.interval);
         let list = entries.get(stream);
         if (!list) entries.set(stream, (list = []));
-        list.push([...encodeBarEntry(bar.symbol, bar.start, 0, cells), 'end', String(bar.end), 'bar', String(bar.seq)]);
+        list.push(encodeBarEntryJson(bar.symbol, bar.start, 0, cells, `,"end","${bar.end}","bar","${bar.seq}"`));
       });
     }
     if (this.carry && batch.horizon) {
