@@ -98,7 +98,7 @@ export class WriterService {
    * in the order the closer enqueued them.
    */
   private readonly appendTurn = new Turns();
-  /** the threads a job's rows are appended in (made at the first job, ended by stop) */
+  /** the threads a job's rows are appended in (made at start, or at the first job of a writer not started; ended by stop) */
   private appender: AppendThreads | undefined;
   /** activity bars' files (made at the first activity bar) */
   private activityFiles: ActivityFiles | undefined;
@@ -146,6 +146,8 @@ export class WriterService {
 
   async start(): Promise<void> {
     await this.takeOwnership();
+    // the threads start now, not with the first job: that one is a boundary's, which they would delay by their start-up
+    this.startAppender();
     await this.finishOrphanedJobs();
     this.worker = new Worker(BARS_QUEUE, (job: Job) => this.inJob(() => this.processBatch(parseBarsJob(job.data))), {
       connection: duplicateRedis(this.redis, this.log),
@@ -376,10 +378,14 @@ export class WriterService {
     }
   }
 
+  /** The append threads: two (one on a single core); at a whole market's boundary their appends are a job's longest part. */
+  private startAppender(): void {
+    if (!this.stopped) this.appender ??= new AppendThreads(Math.min(2, availableParallelism()));
+  }
+
   /** Appends a batch of closed bars (in closing order) and publishes them. */
   async processBatch(batch: BarsJob): Promise<{ written: number; skipped: number }> {
-    // two threads (one on a single core): at a whole market's boundary their appends are a job's longest part
-    if (!this.stopped) this.appender ??= new AppendThreads(Math.min(2, availableParallelism()));
+    this.startAppender();
     this.jobs++;
     const unpublished = new Map<string, Map<number, string>>();
     this.unpublished.add(unpublished);
