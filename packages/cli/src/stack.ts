@@ -42,7 +42,7 @@ import {
   type RoleProgress,
   type StackMessage,
 } from '@candlewick/common';
-import { BarCloser, barsQueue } from '@candlewick/aggregator';
+import { BarCloser, barsQueue, type CloseResult } from '@candlewick/aggregator';
 import { rootLogger } from './roles.js';
 import { replayTape, tapeSubscription } from './tape.js';
 import { PrivateRedis, PrivateRedisCluster, freePort, generatePassword, privateRedisFiles } from './redis-server.js';
@@ -920,11 +920,11 @@ async function finish(
     const r = await stop.race(
       closer.tick(true).catch((err: unknown) => {
         reportRedisError(log, err, 'the final close failed; trying again');
-        return sleep(500).then(() => ({ merged: false, closed: 0 }));
+        return sleep(500).then((): CloseResult => ({ merged: false, closed: 0, through: -Infinity }));
       }),
     );
     if (r === undefined) return false;
-    if (r.merged && !('waiting' in r && r.waiting)) break;
+    if (r.merged && !r.waiting) break;
     await stop.race(sleep(50));
   }
   for (;;) {
