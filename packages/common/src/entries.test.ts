@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { decodeOutboxEntries, encodeBarEntry, encodeBarEntryJson, outboxPacked, type BarRowCells } from './entries.js';
+import { decodeBarEntry, decodeOutboxEntries, encodeBarEntry, encodeBarEntryJson, outboxPacked, type BarRowCells } from './entries.js';
 import { parseBarsJob } from './jobs.js';
 
 const cells: BarRowCells = {
@@ -16,12 +16,20 @@ const cells: BarRowCells = {
 };
 
 describe('bars:{interval} entries as JSON text', () => {
-  it('are exactly JSON.stringify of the fields, for any symbol and cells', () => {
+  it('are the text JSON.stringify gives, and read back as the bar they were written from, for any symbol and cells', () => {
     const symbols = ['AAPL', 'BINANCE:BTCUSDT', 'BRK.B', 'a"b', 'back\\slash', 'tab\there', 'new\nline', 'é€', '😀', '\ud800lone', ''];
     for (const symbol of symbols)
       for (const c of [cells, { ...cells, vwap: '', trades: '', complete: false, sources: 'live+finnhub-1m', lost: true }])
-        for (const rev of [0, 3])
-          expect(encodeBarEntryJson(symbol, 1796500000000, rev, c)).toBe(JSON.stringify(encodeBarEntry(symbol, 1796500000000, rev, c)));
+        for (const rev of [0, 3]) {
+          const json = encodeBarEntryJson(symbol, 1796500000000, rev, c);
+          const fields = JSON.parse(json) as string[];
+          expect(JSON.stringify(fields)).toBe(json);
+          expect(encodeBarEntry(symbol, 1796500000000, rev, c)).toEqual(fields);
+          const { id, interval, trades, ...bar } = decodeBarEntry('1-0', '1min', fields);
+          expect([id, interval, trades]).toEqual(['1-0', '1min', c.trades === '' ? undefined : Number(c.trades)]);
+          const { trades: _count, ...written } = c;
+          expect(bar).toEqual({ symbol, start: 1796500000000, rev, ...written });
+        }
     expect(JSON.parse(encodeBarEntryJson('X', 1, 0, cells, ',"end","2","bar","3"'))).toEqual([
       ...encodeBarEntry('X', 1, 0, cells),
       'end',

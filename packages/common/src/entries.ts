@@ -64,38 +64,12 @@ export interface TappedBar extends BarIdentity, Omit<BarRowCells, 'trades'> {
   trades: number | undefined;
 }
 
-/** The fields of a bars:{interval} entry. */
+/**
+ * The fields of a bars:{interval} entry: encodeBarEntryJson's list (the one place they are spelt; the
+ * writer publishes that text as it is).
+ */
 export function encodeBarEntry(symbol: string, start: number, rev: number, c: BarRowCells): string[] {
-  return [
-    's',
-    symbol,
-    'start',
-    String(start),
-    'ts',
-    c.timestamp,
-    'o',
-    c.open,
-    'h',
-    c.high,
-    'l',
-    c.low,
-    'c',
-    c.close,
-    'vwap',
-    c.vwap,
-    'v',
-    c.volume,
-    'n',
-    c.trades,
-    'rev',
-    String(rev),
-    'complete',
-    c.complete ? '1' : '0',
-    'sources',
-    c.sources,
-    // (only on such a bar: every other entry is as it always was)
-    ...(c.lost ? ['lost', '1'] : []),
-  ];
+  return JSON.parse(encodeBarEntryJson(symbol, start, rev, c)) as string[];
 }
 
 /** a string JSON writes as it is between quotes (no quote, backslash, control character or lone surrogate) */
@@ -106,8 +80,11 @@ function jsonString(s: string): string {
 }
 
 /**
- * encodeBarEntry's fields as a JSON list, exactly JSON.stringify(encodeBarEntry(...)), written
- * directly: the writer publishes tens of thousands at a boundary (publishBars takes them as text).
+ * A bars:{interval} entry's fields as a JSON list of strings, written directly (the writer publishes
+ * tens of thousands at a boundary; publishBars takes them as text): s, start, ts, o, h, l, c, vwap,
+ * v, n, rev, complete ('1' or '0'), sources, then lost '1' on a bar Redis's loss of data left
+ * incomplete (only there: every other entry is as it always was), then `extra` (an activity bar's
+ * end and number, as `,"end","…","bar","…"`).
  */
 export function encodeBarEntryJson(symbol: string, start: number, rev: number, c: BarRowCells, extra = ''): string {
   return (

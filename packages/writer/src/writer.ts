@@ -563,7 +563,9 @@ export class WriterService {
       const activity = batch.activity.map((bar) => ({ bar, state: decodeBarState(bar.state) }));
       this.activityFiles ??= new ActivityFiles(this.cfg.dataDir, this.clock, this.log);
       const done = await this.onDisk(() => this.activityFiles!.appendAll(activity));
-      crashPoint('write:activity'); // in their files, the job not done: taken again, they are found there
+      // in their files, the job not done: taken again, they are found there (reached once per bar, so
+      // a crash test's `write:activity@N` fires however the restarts before it batched the bars in jobs)
+      for (let i = 0; i < activity.length; i++) crashPoint('write:activity');
       activity.forEach(({ bar, state }, i) => {
         // one found in its file (an earlier attempt appended it and died) is published all the same
         if (done[i]) {
