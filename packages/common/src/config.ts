@@ -571,6 +571,13 @@ const SETTINGS = {
     '5',
     'stack runs its Node roles this many nice levels below its own (Redis at its own) so Redis gets the CPU first',
   ),
+  stackFeedNice: setting(
+    'STACK_FEED_NICE',
+    int(0, 19),
+    3,
+    '3',
+    'stack runs the feed roles (replay server, ingestor, aggregators, backfill) this many nice levels below the other roles, so closing and writing get the CPU first at a boundary',
+  ),
   // logs and metrics
   logLevel: setting('LOG_LEVEL', oneOf(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']), 'info', 'info', 'pino level'),
   logPretty: setting('LOG_PRETTY', bool(), () => process.stdout.isTTY ?? false, 'on in a terminal', 'pretty logs instead of JSON'),
