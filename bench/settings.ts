@@ -71,6 +71,22 @@ const BENCH_ENV = z.object({
     .transform((v) => v !== undefined && v !== '' && v !== '0' && v !== 'false'),
   /** bench:wide: the bars' zone (BAR_TZ); in a half-hour zone (Asia/Kolkata) the hour ends at :30 UTC, where every interval closes at once */
   BENCH_WIDE_TZ: z.string().optional(),
+  /** bench:wide: more settings for its stack, as NAME=value pairs split by spaces (STACK_FEED_NICE=0 to compare) */
+  BENCH_WIDE_ENV: z
+    .string()
+    .optional()
+    .transform((v, ctx) => {
+      const env: Record<string, string> = {};
+      for (const pair of (v ?? '').split(/\s+/).filter(Boolean)) {
+        const m = /^([A-Z][A-Z0-9_]*)=(.*)$/.exec(pair);
+        if (!m) {
+          ctx.addIssue({ code: 'custom', message: `"${pair}" is not NAME=value` });
+          return z.NEVER;
+        }
+        env[m[1]!] = m[2]!;
+      }
+      return env;
+    }),
   /** the wide-universe setup: write each process's V8 CPU profile into this folder (bench/profile-top.ts reads them) */
   BENCH_WIDE_PROFILE: z.string().optional(),
   /** the soak (npm run bench:soak): how long, how many symbols, and the slope under which memory counts as flat */

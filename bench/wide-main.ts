@@ -21,6 +21,7 @@ const o: WideOptions = {
   redisServerBin: settings.REDIS_SERVER_BIN,
   exact: true,
   env: {
+    ...settings.BENCH_WIDE_ENV,
     ...(settings.BENCH_WIDE_TZ ? { BAR_TZ: settings.BENCH_WIDE_TZ } : {}),
     ...(settings.BENCH_WIDE_PROFILE
       ? { NODE_OPTIONS: `--require ${join(ROOT, 'bench/cpu-profile.cjs')}`, BENCH_PROFILE_DIR: settings.BENCH_WIDE_PROFILE }
@@ -29,7 +30,11 @@ const o: WideOptions = {
   log: (l) => out(`  ${l}`),
 };
 out(
-  `Wide universe at live pace (CLOCK=wall${settings.BENCH_WIDE_TZ ? `, BAR_TZ=${settings.BENCH_WIDE_TZ}` : ''})${settings.BENCH_WIDE_PG ? ', pg-sink on (BENCH_WIDE_PG)' : ''}`,
+  `Wide universe at live pace (CLOCK=wall${settings.BENCH_WIDE_TZ ? `, BAR_TZ=${settings.BENCH_WIDE_TZ}` : ''}${Object.entries(
+    settings.BENCH_WIDE_ENV,
+  )
+    .map(([k, v]) => `, ${k}=${v}`)
+    .join('')})${settings.BENCH_WIDE_PG ? ', pg-sink on (BENCH_WIDE_PG)' : ''}`,
 );
 const pg = settings.BENCH_WIDE_PG ? await startWidePg() : undefined;
 const r = await runWide({ ...o, pg }).finally(() => pg?.stop());

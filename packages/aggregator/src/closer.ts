@@ -81,8 +81,6 @@ export class BarCloser {
     let closed = 0;
     let merged = false;
     let through = -Infinity;
-    /** the hand-over of what the calls so far closed, under way while the next call closes */
-    let handing: Promise<number> | undefined;
     let blocked = 0;
     let waiting = false;
     // the feed's amends: bars a crash left waiting written first (before anything closes after them,
@@ -92,6 +90,13 @@ export class BarCloser {
       await this.amend.settle(p);
       if ((await this.amend.note(p, flush)) > 0) await this.amend.settle(p);
     }
+    // A boundary of a whole market closes tens of thousands of bars: the calls follow each other
+    // without waiting, and what they close is handed over beside them — each read of the outbox
+    // takes what the calls so far put there, their jobs added at once — so the writer starts on the
+    // first thousand while the rest are closed. (Entries are deleted only once enqueued, under ids
+    // of their bars: a hand-over racing another closer's, or a crash between enqueueing and
+    // deleting, enqueues nothing twice.)
+    const hand = new HandOver(() => this.drainOutbox(p, false));
     try {
       for (;;) {
         const r = await closeBars(this.redis, this.keys, p, {
@@ -120,18 +125,12 @@ export class BarCloser {
         through = r.horizon === 'all' ? Infinity : (r.horizon ?? -Infinity);
         if (r.closed > 0) crashPoint('close:closed'); // bars are in the outbox, not yet enqueued
         if (!r.more) break;
-        // a boundary of a whole market closes tens of thousands of bars: the writer starts on the
-        // first thousand while the rest are closed, each call's bars handed over while the next closes
-        // (entries are deleted only once enqueued, under ids of their bars: a drain racing another
-        // or a crash between enqueueing and deleting enqueues nothing twice)
-        await handing;
-        handing = this.drainOutbox(p, false);
-        handing.catch(() => undefined); // awaited below; not unhandled while the next call runs
+        hand.kick();
       }
-      await handing;
+      await hand.end();
     } finally {
       // a call that failed: the hand-over under way ends before the error goes up (its own error is the next tick's)
-      await handing?.catch(() => undefined);
+      await hand.end().catch(() => undefined);
     }
     await this.drainOutbox(p);
     // activity bars: the trades final through this horizon, cut (docs/activity-bars.md)
@@ -198,17 +197,17 @@ export class BarCloser {
       // handed on as the outbox holds them (packed): only the first and last bar's ids and the
       // counts are read here, the writer takes the bars apart
       const entries = timeRows.map(([id, f]) => ({ id, ...outboxPacked(f) }));
-      // whole entries per job, up to a thousand bars (entries of one bar, as earlier versions wrote, grouped)
+      // whole entries per job, up to a thousand bars (entries of one bar, as earlier versions wrote, grouped);
+      // the jobs of a read added at once (one round trip), then its entries deleted
+      const jobs: { name: string; data: BarsJobData; opts: { jobId: string } }[] = [];
+      const counts = new Map<string, number>();
       for (let i = 0; i < entries.length;) {
-        const ids: string[] = [];
         const packed: string[] = [];
         let count = 0;
         let first: PackedBar | undefined;
         let last: PackedBar | undefined;
-        const counts = new Map<string, number>();
         while (i < entries.length && (count === 0 || count + entries[i]!.bars.length <= 1000)) {
           const e = entries[i]!;
-          ids.push(e.id);
           if (e.bars.length > 0) {
             packed.push(e.packed);
             first ??= e.bars[0];
@@ -222,17 +221,58 @@ export class BarCloser {
           }
           i++;
         }
-        if (first && last) {
-          const data: BarsJobData = { packed };
-          await this.bars.add('bars', data, { jobId: barsJobIdOf(closedBarOf(first), closedBarOf(last), count) });
-          crashPoint('close:enqueued'); // enqueued, still in the outbox
-          for (const [interval, n] of counts) this.closedBars.inc({ interval }, n);
-        }
-        await this.redis.xdel(outbox, ...ids);
+        if (first && last)
+          jobs.push({ name: 'bars', data: { packed }, opts: { jobId: barsJobIdOf(closedBarOf(first), closedBarOf(last), count) } });
         total += count;
       }
+      if (jobs.length > 0) {
+        await this.bars.addBulk(jobs);
+        crashPoint('close:enqueued'); // enqueued, still in the outbox
+        for (const [interval, n] of counts) this.closedBars.inc({ interval }, n);
+      }
+      if (entries.length > 0) await this.redis.xdel(outbox, ...entries.map((e) => e.id));
       if (!untilEmpty && rows.length < OUTBOX_READ) return total;
     }
+  }
+}
+
+/**
+ * The hand-over beside a partition's closing calls: `kick` after a call that left entries in the
+ * outbox starts a read (or another once the one under way is done); `end` waits for it and stops.
+ * A read that fails ends it; its error is end's.
+ */
+class HandOver {
+  private running: Promise<void> | undefined;
+  private again = false;
+  private wake: (() => void) | undefined;
+  private ended = false;
+
+  constructor(private readonly drain: () => Promise<number>) {}
+
+  kick(): void {
+    this.again = true;
+    if (this.wake) this.wake();
+    else if (!this.running) {
+      this.running = this.loop();
+      this.running.catch(() => undefined); // awaited by end(); not unhandled while the calls go on
+    }
+  }
+
+  private async loop(): Promise<void> {
+    for (;;) {
+      this.again = false;
+      await this.drain();
+      if (this.ended) return;
+      if (!this.again) await new Promise<void>((r) => (this.wake = r));
+      this.wake = undefined;
+      if (this.ended && !this.again) return;
+    }
+  }
+
+  end(): Promise<void> {
+    this.ended = true;
+    this.wake?.();
+    return this.running ?? Promise.resolve();
   }
 }
 
