@@ -15,7 +15,7 @@ function niceOf(pid: number): number | undefined {
 }
 
 describe('STACK_NICE', () => {
-  it('is relative to the stack: under `nice -n 10` as a non-root user the closer and writer run at 15, the feed roles (STACK_FEED_NICE) at 19 (the lowest priority there is), Redis at 10, and the stack ends 0', async () => {
+  it('is relative to the stack: under `nice -n 10` as a non-root user the closer and writer run at 15, with STACK_FEED_NICE=2 the feed roles at 17, Redis at 10, and the stack ends 0', async () => {
     const dir = tempDir('nice');
     chmodSync(dir, 0o777);
     // CI runs as root: drop to nobody, as a user's shell would be (not root, and so not allowed to raise a priority)
@@ -30,6 +30,7 @@ describe('STACK_NICE', () => {
         STACK_NICE: '5',
         // slow enough to look at every process while the tape plays
         REPLAY_SPEED: '20000',
+        STACK_FEED_NICE: '2',
         REPLAY_SHIFT: 'false',
         EXIT_WHEN_IDLE_MS: '500',
       },
@@ -66,11 +67,11 @@ describe('STACK_NICE', () => {
     expect(niceOf(proc.pid!)).toBe(10);
     expect(Object.fromEntries(seen)).toEqual({
       'redis-server': 10,
-      'replay-server': 19,
+      'replay-server': 17,
       write: 15,
       close: 15,
-      aggregate: 19,
-      ingest: 19,
+      aggregate: 17,
+      ingest: 17,
     });
     expect(await exited, out).toBe(0);
     expect(out).toMatch(/candlewick summary/);

@@ -574,8 +574,8 @@ const SETTINGS = {
   stackFeedNice: setting(
     'STACK_FEED_NICE',
     int(0, 19),
-    10,
-    '10',
+    0,
+    '0',
     'stack runs the feed roles (replay server, ingestor, aggregators, backfill) this many nice levels below the other roles, so closing and writing get the CPU first at a boundary',
   ),
   // logs and metrics
