@@ -158,8 +158,7 @@ class Supervisor {
   forced = false;
   /** METRICS_PORT set: each role serves /metrics and /healthz on its own port, from METRICS_PORT up */
   private readonly metricsPorts = new Map<string, number>();
-  private readonly nicer: (pid: number) => void;
-  private readonly feedNicer: (pid: number) => void;
+  private readonly nicer: (pid: number, feed: boolean) => void;
 
   /**
    * `env` is what every role gets; the stack completes it (Redis, the replay server) before it
@@ -173,9 +172,7 @@ class Supervisor {
     private readonly log: Logger,
     private readonly fail: (code: number, why: string) => void,
   ) {
-    const said = { refused: false };
-    this.nicer = makeNicer(cfg.stackNice, log, said);
-    this.feedNicer = makeNicer(cfg.stackNice + cfg.stackFeedNice, log, said);
+    this.nicer = makeNicer(cfg.stackNice, cfg.stackFeedNice, log);
   }
 
   /** Starts a role under a name (the slot: `aggregate.2`) and supervises it. */
@@ -243,7 +240,7 @@ class Supervisor {
     // On one machine Redis is the critical path: the Node roles yield the CPU to it; and the feed's
     // roles yield it to closing and writing (trades wait safely in their stream for a second or
     // two, while a boundary's bars are what users wait for).
-    if (proc.pid) (FEED_ROLES.has(role) ? this.feedNicer : this.nicer)(proc.pid);
+    if (proc.pid) this.nicer(proc.pid, FEED_ROLES.has(role));
     for (const stream of [proc.stdout!, proc.stderr!]) {
       createInterface({ input: stream }).on('line', (line) => this.term.line(formatLogLine(name, line, this.color)));
     }
@@ -799,25 +796,29 @@ function exitFor(signal: NodeJS.Signals, cfg: Config): number {
 
 /**
  * STACK_NICE is relative: the roles run that many `nice` levels below the stack itself (the feed's
- * roles STACK_FEED_NICE more), and the private Redis (started by the stack) at the stack's own — so under `nice -n 10 candlewick stack`
- * the roles are at 15 and Redis at 10. An absolute level would ask a non-root user for a higher
- * priority than the stack has (EACCES), and as root would put the roles above Redis. A refused
- * setpriority is said once and costs nothing else: the roles then run at the stack's level.
+ * roles STACK_FEED_NICE more), and the private Redis (started by the stack) at the stack's own — so
+ * under `nice -n 10 candlewick stack` the roles are at 15 and Redis at 10. An absolute level would
+ * ask a non-root user for a higher priority than the stack has (EACCES), and as root would put the
+ * roles above Redis. A refused setpriority is said once and costs nothing else: the roles then run
+ * at the stack's level.
  */
-function makeNicer(stackNice: number, log: Logger, said: { refused: boolean }): (pid: number) => void {
-  if (stackNice === 0) return () => undefined;
-  const level = Math.min(19, getPriority() + stackNice);
-  return (pid) => {
+function makeNicer(stackNice: number, feedNice: number, log: Logger): (pid: number, feed: boolean) => void {
+  const base = getPriority();
+  let said = false;
+  return (pid, feed) => {
+    const lower = stackNice + (feed ? feedNice : 0);
+    if (lower === 0) return;
+    const level = Math.min(19, base + lower);
     try {
       setPriority(pid, level);
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ESRCH') return; // the role is already gone
-      if (!said.refused)
+      if (!said)
         log.warn(
           { nice: level, reason: (err as Error).message },
           "STACK_NICE: could not lower the roles' priority; they run at the stack's",
         );
-      said.refused = true;
+      said = true;
     }
   };
 }
