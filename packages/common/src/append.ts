@@ -69,6 +69,20 @@ export function appendText(path: string, text: string, size: number, ino: number
 /** What an append thread answers for one planned append: done, 'changed', or failed (that thread stops there). */
 export type AppendReply = AppendDone | 'changed' | { error: string; code?: string; partialRow: boolean };
 
+/** A message to an append thread: its rows' paths and texts in one string (each pair `path\0text`, pairs joined by \0), their sizes and inodes in pairs. */
+export interface AppendMessage {
+  id: number;
+  text: string;
+  at: Float64Array;
+}
+
+/** An append thread's answer: the size and inode after each append done, in pairs; then the one that stopped it, if any. */
+export interface AppendAnswer {
+  id: number;
+  done: Float64Array;
+  stop?: Exclude<AppendReply, AppendDone>;
+}
+
 /** Whether an append thread's answer is an append done (not 'changed', failed, or untried). */
 export function isAppendDone(reply: AppendReply | undefined): reply is AppendDone {
   return typeof reply === 'object' && !('error' in reply);
@@ -90,10 +104,13 @@ class AppendWorker {
         )
       : new Worker(new URL('./append-thread.js', import.meta.url));
     this.worker.unref();
-    this.worker.on('message', (m: { id: number; results: AppendReply[] }) => {
+    this.worker.on('message', (m: AppendAnswer) => {
       const w = this.waiting.get(m.id);
       this.waiting.delete(m.id);
-      w?.resolve(m.results);
+      const results: AppendReply[] = [];
+      for (let k = 0; k < m.done.length; k += 2) results.push({ size: m.done[k]!, ino: m.done[k + 1]! });
+      if (m.stop !== undefined) results.push(m.stop);
+      w?.resolve(results);
     });
     const fail = (err: Error) => {
       for (const w of this.waiting.values()) w.reject(err);
@@ -106,9 +123,18 @@ class AppendWorker {
 
   run(rows: readonly PlannedAppend[]): Promise<AppendReply[]> {
     const id = this.next++;
+    // one string and one array of numbers, not an object per row: a job's thousand rows cross to
+    // the thread as two copies, and their answers come back the same way
+    let text = '';
+    const at = new Float64Array(rows.length * 2);
+    for (const [k, r] of rows.entries()) {
+      text += k === 0 ? `${r.path}\u0000${r.text}` : `\u0000${r.path}\u0000${r.text}`;
+      at[2 * k] = r.size;
+      at[2 * k + 1] = r.ino;
+    }
     return new Promise((resolve, reject) => {
       this.waiting.set(id, { resolve, reject });
-      this.worker.postMessage({ id, rows: rows.map((r) => [r.path, r.text, r.size, r.ino]) });
+      this.worker.postMessage({ id, text, at } satisfies AppendMessage, [at.buffer]);
     });
   }
 

@@ -87,10 +87,10 @@ export class WriterService {
   private readonly missing: Extract<FileEvent, { kind: 'rows-missing' }>[] = [];
   /**
    * Rows of the jobs under way appended but not yet published on bars:{interval} (a job's publish
-   * goes once its rows are in), one map per job: rows cut from a file mid-job are restored from
-   * here as well. (interval, symbol) -> start -> the bar entry's fields (encodeBarEntryJson).
+   * goes once its rows are in), one list per job: rows cut from a file mid-job are restored from
+   * here as well (a rare search, so the lists are kept flat, not indexed: a job adds to them per bar).
    */
-  private readonly unpublished = new Set<Map<string, Map<number, string>>>();
+  private readonly unpublished = new Set<Unpublished>();
   /**
    * Two jobs are taken at once, so one's publish and its completion (Redis round trips, long at a
    * busy boundary) overlap the next one's appends; their appends take turns in the order the jobs
@@ -349,9 +349,13 @@ export class WriterService {
         end = `(${page[page.length - 1]![0]}`;
       }
       // rows of the jobs under way not yet published (the stream has them only once a job's rows are in)
+      const file = `${m.interval}\u0000${m.symbol}`;
       for (const job of this.unpublished)
-        for (const [start, f] of job.get(`${m.interval}\u0000${m.symbol}`) ?? [])
-          if (start > after && start <= m.through && !found.has(start)) found.set(start, JSON.parse(f) as string[]);
+        for (let k = 0; k < job.files.length; k++) {
+          const start = job.starts[k]!;
+          if (job.files[k] === file && start > after && start <= m.through && !found.has(start))
+            found.set(start, JSON.parse(job.fields[k]!) as string[]);
+        }
       // (a bar written aside, in the .incomplete.csv, is not one of the bar file's rows)
       const aside = (f: string[]) => !this.cfg.csvExtraColumns && decodeBarEntry('', m.interval, f).lost === true;
       const starts = [...found.keys()].filter((start) => !aside(found.get(start)!)).sort((a, b) => a - b);
@@ -387,7 +391,7 @@ export class WriterService {
   async processBatch(batch: BarsJob): Promise<{ written: number; skipped: number }> {
     this.startAppender();
     this.jobs++;
-    const unpublished = new Map<string, Map<number, string>>();
+    const unpublished: Unpublished = { files: [], starts: [], fields: [] };
     this.unpublished.add(unpublished);
     try {
       return await this.writeBatch(batch, unpublished);
@@ -397,7 +401,7 @@ export class WriterService {
     }
   }
 
-  private async writeBatch(batch: BarsJob, unpublished: Map<string, Map<number, string>>): Promise<{ written: number; skipped: number }> {
+  private async writeBatch(batch: BarsJob, unpublished: Unpublished): Promise<{ written: number; skipped: number }> {
     // each bar's cells and row, worked out before this job's turn to append (while another appends)
     const rows = batch.bars.map((bar) => this.rowOf(bar));
     const appended = await this.appendTurn.take();
@@ -441,7 +445,7 @@ export class WriterService {
   private async appendBatch(
     batch: BarsJob,
     rows: readonly JobRow[],
-    unpublished: Map<string, Map<number, string>>,
+    unpublished: Unpublished,
   ): Promise<{ written: number; skipped: number; steps: ((tx: SlotTransactions) => void)[] }> {
     // the Redis side (bars:{interval}, counts) is built as steps, so a refused write is sent again whole
     const steps: ((tx: SlotTransactions) => void)[] = [];
@@ -458,10 +462,9 @@ export class WriterService {
       const stream = this.keys.bars(interval);
       const fields = encodeBarEntryJson(symbol, start, rev, cells);
       if (rev === 0) {
-        const key = `${interval}\u0000${symbol}`;
-        let rows = unpublished.get(key);
-        if (!rows) unpublished.set(key, (rows = new Map()));
-        rows.set(start, fields);
+        unpublished.files.push(`${interval}\u0000${symbol}`);
+        unpublished.starts.push(start);
+        unpublished.fields.push(fields);
       }
       let list = entries.get(stream);
       if (!list) entries.set(stream, (list = []));
@@ -671,6 +674,13 @@ class Turns {
     this.last = mine;
     return before.then(() => end);
   }
+}
+
+/** A job's rows appended and not yet published: for each, its file (`interval\0symbol`), start and entry fields (encodeBarEntryJson). */
+interface Unpublished {
+  files: string[];
+  starts: number[];
+  fields: string[];
 }
 
 /** A bar of a job as the writer works it out before appending: its state, cells and row. */

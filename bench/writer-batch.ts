@@ -1,0 +1,92 @@
+/**
+ * The writer's cost per bar at a boundary, alone: WriterService.processBatch over jobs of 1,000
+ * bars of distinct files (SYMBOLS symbols in each of the five default intervals: 40,000 bars at
+ * 8,000, as the boundary where every interval closes hands them over), against a private Redis.
+ * Prints µs per bar of wall time and of the writer's own CPU (its threads included), each round and
+ * the median of the rounds after the first two (the first creates the files).
+ *
+ *   tsx bench/writer-batch.ts [SYMBOLS=8000] [ROUNDS=8]
+ */
+import { spawn } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createServer } from 'node:net';
+import { pino } from 'pino';
+import { connectRedis, loadConfig, makeKeys, parseBarsJob } from '@candlewick/common';
+import { barFromTrade, barId, encodeBarState, orderKey } from '@candlewick/core';
+import { WriterService } from '@candlewick/writer';
+
+const symbols = Number(process.argv[2] ?? 8000);
+const rounds = Number(process.argv[3] ?? 8);
+const intervals = ['1min', '5min', '15min', '30min', '1h'];
+const walls: number[] = [];
+const cpus: number[] = [];
+const port = await new Promise<number>((resolve) => {
+  const s = createServer().listen(0, '127.0.0.1', () => {
+    const p = (s.address() as { port: number }).port;
+    s.close(() => resolve(p));
+  });
+});
+const server = spawn('redis-server', ['--port', String(port), '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
+await new Promise((r) => setTimeout(r, 300));
+const redis = connectRedis(`redis://127.0.0.1:${port}`);
+const dir = mkdtempSync(join(tmpdir(), 'cw-writer-batch-'));
+const keys = makeKeys('wb');
+const cfg = loadConfig({ DATA_DIR: dir, KEY_PREFIX: 'wb' });
+const w = new WriterService(redis, cfg, keys, pino({ level: 'silent' }));
+const start0 = Date.parse('2026-12-07T14:30:00Z');
+const names = Array.from({ length: symbols }, (_, k) => `S${k}`);
+try {
+  for (let round = 0; round < rounds; round++) {
+    // every interval's window ends at the same instant (one hour apart each round)
+    const start = start0 + round * 3_600_000;
+    const jobs: string[] = [];
+    for (const interval of intervals)
+      for (let i = 0; i < names.length; i += 1000)
+        // as the closer enqueues them: packed (an outbox entry's text), as BullMQ stores a job's data
+        jobs.push(
+          JSON.stringify({
+            packed: [
+              JSON.stringify(
+                names
+                  .slice(i, i + 1000)
+                  .map((symbol, k) => [
+                    barId(interval, symbol, start),
+                    encodeBarState({ ...barFromTrade(String(100 + (k % 97) / 8), 3, orderKey(start + k, '1-0')), trades: 2 }),
+                    0,
+                  ]),
+              ),
+            ],
+          }),
+        );
+    const cpu0 = process.cpuUsage();
+    const t0 = performance.now();
+    // two at once, as the worker takes them
+    let next = 0;
+    const lane = async () => {
+      while (next < jobs.length) await w.processBatch(parseBarsJob(JSON.parse(jobs[next++]!)));
+    };
+    await Promise.all([lane(), lane()]);
+    const wall = performance.now() - t0;
+    const cpu = process.cpuUsage(cpu0);
+    const bars = symbols * intervals.length;
+    const us = (x: number) => ((x * 1000) / bars).toFixed(1);
+    if (round >= 2) {
+      walls.push((wall * 1000) / bars);
+      cpus.push((cpu.user + cpu.system) / bars);
+    }
+    process.stdout.write(
+      `round ${round + 1}${round === 0 ? ' (files new)' : ''}: ${bars} bars, wall ${wall.toFixed(0)} ms = ${us(wall)} µs a bar; ` +
+        `process CPU ${us((cpu.user + cpu.system) / 1000)} µs a bar (user ${us(cpu.user / 1000)}, system ${us(cpu.system / 1000)}; threads included)\n`,
+    );
+  }
+  const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1]?.toFixed(1);
+  process.stdout.write(
+    `median of rounds 3-${rounds}: wall ${median(walls)} µs a bar, CPU ${median(cpus)} µs a bar; peak RSS ${(process.resourceUsage().maxRSS / 1024).toFixed(0)} MB\n`,
+  );
+} finally {
+  await w.stop();
+  redis.disconnect();
+  server.kill();
+}
