@@ -2,7 +2,7 @@
   Finalizes the bars whose window end plus grace has passed the watermark and moves them to the
   outbox in the same atomic step, so a crash between closing and enqueueing loses nothing. The bars
   of one call are one outbox entry (field `bars`: a JSON array of [bar id, state, rev], in closing
-  order): a whole market's boundary is a few dozen entries to hand over, not one per bar.
+  order): a whole market's boundary (40,000 bars) is ten entries to hand over, not one per bar.
 
   A window is closed only once every entry ingested before the watermark passed its end plus grace
   has been merged (DESIGN: a backlog delays bars, it never makes on-time trades late). To know that,
