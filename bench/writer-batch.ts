@@ -3,17 +3,19 @@
  * bars of distinct files (SYMBOLS symbols in each of the five default intervals: 40,000 bars at
  * 8,000, as the boundary where every interval closes hands them over), against a private Redis.
  * Prints µs per bar of wall time and of the writer's own CPU (its threads included), each round and
- * the median of the rounds after the first two (the first creates the files).
+ * the median of the rounds after the first two (the first creates the files), and its ratio to a
+ * ceiling measured in the same run: a row appended to each of the same files alone. Run it as the
+ * stack runs the writer (`npm run bench:writer` does: node --max-semi-space-size=64).
  *
  *   tsx bench/writer-batch.ts [SYMBOLS=8000] [ROUNDS=8]
  */
 import { spawn } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createServer } from 'node:net';
 import { pino } from 'pino';
-import { connectRedis, loadConfig, makeKeys, parseBarsJob } from '@candlewick/common';
+import { appendText, connectRedis, loadConfig, makeKeys, parseBarsJob } from '@candlewick/common';
 import { barFromTrade, barId, encodeBarState, orderKey } from '@candlewick/core';
 import { WriterService } from '@candlewick/writer';
 
@@ -81,12 +83,27 @@ try {
         `process CPU ${us((cpu.user + cpu.system) / 1000)} µs a bar (user ${us(cpu.user / 1000)}, system ${us(cpu.system / 1000)}; threads included)\n`,
     );
   }
-  const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1]?.toFixed(1);
+  const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1]!;
+  // the ceiling, in the same run: a row appended to each of the same files in this thread alone
+  // (appendText: open, fstat, write, close), with no job, no state to decode and no publish
+  const files = readdirSync(dir, { recursive: true, encoding: 'utf8' })
+    .filter((f) => f.endsWith('.csv'))
+    .map((f) => join(dir, f));
+  const row = '2026-12-07T09:30:00-05:00,100.125,100.25,100,100.125,100.1834,300,2\n';
+  const t0 = performance.now();
+  for (const f of files) {
+    const st = statSync(f);
+    appendText(f, row, st.size, st.ino);
+  }
+  const ceiling = ((performance.now() - t0) * 1000) / files.length;
   process.stdout.write(
-    `median of rounds 3-${rounds}: wall ${median(walls)} µs a bar, CPU ${median(cpus)} µs a bar; peak RSS ${(process.resourceUsage().maxRSS / 1024).toFixed(0)} MB\n`,
+    `median of rounds 3-${rounds}: wall ${median(walls).toFixed(1)} µs a bar, CPU ${median(cpus).toFixed(1)} µs a bar; ` +
+      `peak RSS ${(process.resourceUsage().maxRSS / 1024).toFixed(0)} MB\n` +
+      `ceiling (a row appended to each file alone, stat included): ${ceiling.toFixed(1)} µs a file; the writer takes ${(median(walls) / ceiling).toFixed(1)}x that\n`,
   );
 } finally {
   await w.stop();
   redis.disconnect();
   server.kill();
+  rmSync(dir, { recursive: true, force: true });
 }

@@ -5,7 +5,7 @@ import { pino } from 'pino';
 import { Queue } from 'bullmq';
 import { AGGREGATOR_GROUP, closeBars, decodeBarEntry, ensureGroup, incompletePath, loadConfig, parseBarsJob } from '@candlewick/common';
 import { BAR_FLAGS, BarCalendar, Clock, barFromTrade, encodeBarState, orderKey } from '@candlewick/core';
-import { BarCloser, barsQueue } from '@candlewick/aggregator';
+import { BarCloser, CLOSE_BARS_PER_CALL, JOB_BARS, barsQueue } from '@candlewick/aggregator';
 import { AppendThreads, CsvFiles, csvPath, lastRowStart } from '@candlewick/common';
 import { Carry, WriterService } from '@candlewick/writer';
 import { tempDir, testKeys, testRedis } from './helpers.js';
@@ -249,6 +249,47 @@ describe('writer', () => {
         .bars.map((b) => `${b.symbol} ${b.start} ${b.rev}`)
         .sort(),
     ).toEqual(symbols.map((s) => `${s} ${start} 0`));
+    expect(await redis.xlen(keys.outbox(0))).toBe(0);
+    await queue.obliterate({ force: true });
+    await queue.close();
+  });
+});
+
+describe('hand-over in pieces', () => {
+  it("a closing call's 2,500 bars (one outbox entry) go to the writer as jobs of at most JOB_BARS, the same jobs when the entry is read twice", async () => {
+    const keys = testKeys('outbox-pieces');
+    const cfg = loadConfig({ KEY_PREFIX: keys.prefix, INTERVALS: '1min' });
+    await ensureGroup(redis, keys.trades(0), AGGREGATOR_GROUP);
+    const symbols = Array.from({ length: 2500 }, (_, k) => `S${k}`);
+    const p = redis.pipeline();
+    for (const s of symbols) {
+      p.hset(keys.openBars(0), `1min|${s}|${start}`, encodeBarState(bar('1')));
+      p.zadd(keys.openIndex(0), start + 60_000, `1min|${s}|${start}`);
+    }
+    await p.exec();
+    await redis.hset(keys.clock(0), 'wm', String(start + 62_000));
+    const o = {
+      group: AGGREGATOR_GROUP,
+      graceMs: 2000,
+      clock: 'event',
+      flush: false,
+      retentionMs: 0,
+      maxBars: CLOSE_BARS_PER_CALL,
+      amendWindowMs: 0,
+    } as const;
+    expect((await closeBars(redis, keys, 0, o)).closed).toBe(2500);
+    expect(await redis.xlen(keys.outbox(0))).toBe(1);
+    const fields = ((await redis.xrange(keys.outbox(0), '-', '+')) as [string, string[]][])[0]![1];
+    const queue: Queue = barsQueue(redis, keys);
+    const closer = new BarCloser(redis, queue, cfg, keys, quiet);
+    expect(await closer.drainOutbox(0)).toBe(2500);
+    // read again (a closer that died between enqueueing and deleting): nothing more
+    await redis.xadd(keys.outbox(0), '*', ...fields);
+    expect(await closer.drainOutbox(0)).toBe(2500);
+    const jobs = await queue.getJobs(['waiting']);
+    expect(jobs.map((j) => parseBarsJob(j.data).bars.length).sort((a, b) => b - a)).toEqual([JOB_BARS, JOB_BARS, 2500 - 2 * JOB_BARS]);
+    const handed = jobs.flatMap((j) => parseBarsJob(j.data).bars.map((b) => b.symbol));
+    expect(handed.sort()).toEqual([...symbols].sort());
     expect(await redis.xlen(keys.outbox(0))).toBe(0);
     await queue.obliterate({ force: true });
     await queue.close();

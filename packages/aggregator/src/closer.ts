@@ -49,8 +49,8 @@ export interface CloseResult {
 /**
  * Closes bars and hands them to the writer. Closing is the closeBars Lua step (finalize + outbox,
  * atomically; the bars of one call, up to CLOSE_BARS_PER_CALL, are one outbox entry); handing over enqueues an
- * entry's bars as one BullMQ job (packed: the entries' text as the outbox holds it, which the
- * writer takes apart) whose id is built from the identities (interval, symbol, start)
+ * entry's bars, up to JOB_BARS, as one BullMQ job (packed: the entry's text as the outbox holds it,
+ * or a piece of it packed again, which the writer takes apart) whose id is built from the identities (interval, symbol, start)
  * of its first and last bar and their count, then deletes the entry. A crash in between re-enqueues the
  * same bars: BullMQ drops a job id it has seen, and the writer never writes a bar not newer than
  * its file's last row. One job per outbox read rather than per bar keeps the writer far ahead of
@@ -197,17 +197,20 @@ export class BarCloser {
       // handed on as the outbox holds them (packed): only the first and last bar's ids and the
       // counts are read here, the writer takes the bars apart
       const entries = timeRows.map(([id, f]) => ({ id, ...outboxPacked(f) }));
-      // whole entries per job, up to CLOSE_BARS_PER_CALL bars (entries of one bar, as earlier versions wrote, grouped);
+      // an entry of more than JOB_BARS bars handed on in pieces of JOB_BARS (the same pieces however
+      // often it is read: their job ids are the same)
+      const pieces = entries.flatMap((e) => (e.bars.length <= JOB_BARS ? [e] : piecesOf(e.bars)));
+      // whole pieces per job, up to JOB_BARS bars (entries of one bar, as earlier versions wrote, grouped);
       // the jobs of a read added at once (one round trip), then its entries deleted
       const jobs: { name: string; data: BarsJobData; opts: { jobId: string } }[] = [];
       const counts = new Map<string, number>();
-      for (let i = 0; i < entries.length;) {
+      for (let i = 0; i < pieces.length;) {
         const packed: string[] = [];
         let count = 0;
         let first: PackedBar | undefined;
         let last: PackedBar | undefined;
-        while (i < entries.length && (count === 0 || count + entries[i]!.bars.length <= CLOSE_BARS_PER_CALL)) {
-          const e = entries[i]!;
+        while (i < pieces.length && (count === 0 || count + pieces[i]!.bars.length <= JOB_BARS)) {
+          const e = pieces[i]!;
           if (e.bars.length > 0) {
             packed.push(e.packed);
             first ??= e.bars[0];
@@ -286,6 +289,23 @@ const OUTBOX_READ = 20;
  * whatever its size, so 40,000 bars close in ten calls' waits rather than forty.
  */
 export const CLOSE_BARS_PER_CALL = 4000;
+
+/**
+ * Bars a writer's job holds at most. Fewer than a call's: the writer publishes a job's bars once all
+ * its rows are in, so a smaller job's are published sooner, and a job's bars are in its memory
+ * until then (a job of 4,000 kept more of them alive through its collections: more CPU, not less).
+ */
+export const JOB_BARS = 1000;
+
+/** An entry's bars in pieces of JOB_BARS, each packed again. */
+function piecesOf(bars: readonly PackedBar[]): { packed: string; bars: PackedBar[] }[] {
+  const out: { packed: string; bars: PackedBar[] }[] = [];
+  for (let i = 0; i < bars.length; i += JOB_BARS) {
+    const slice = bars.slice(i, i + JOB_BARS);
+    out.push({ packed: JSON.stringify(slice), bars: slice });
+  }
+  return out;
+}
 
 function countBy(keys: readonly string[]): Map<string, number> {
   const m = new Map<string, number>();
