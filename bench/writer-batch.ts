@@ -17,7 +17,7 @@ import { createServer } from 'node:net';
 import { pino } from 'pino';
 import { appendText, connectRedis, loadConfig, makeKeys, parseBarsJob } from '@candlewick/common';
 import { barFromTrade, barId, encodeBarState, orderKey } from '@candlewick/core';
-import { WriterService } from '@candlewick/writer';
+import { WRITER_JOBS, WriterService } from '@candlewick/writer';
 
 const symbols = Number(process.argv[2] ?? 8000);
 const rounds = Number(process.argv[3] ?? 8);
@@ -64,12 +64,12 @@ try {
         );
     const cpu0 = process.cpuUsage();
     const t0 = performance.now();
-    // two at once, as the worker takes them
+    // WRITER_JOBS at once, as the worker takes them
     let next = 0;
     const lane = async () => {
       while (next < jobs.length) await w.processBatch(parseBarsJob(JSON.parse(jobs[next++]!)));
     };
-    await Promise.all([lane(), lane()]);
+    await Promise.all(Array.from({ length: WRITER_JOBS }, lane));
     const wall = performance.now() - t0;
     const cpu = process.cpuUsage(cpu0);
     const bars = symbols * intervals.length;
