@@ -2,8 +2,17 @@ import { appendFileSync, existsSync, readFileSync, statSync, writeFileSync } fro
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { pino } from 'pino';
-import { Queue } from 'bullmq';
-import { AGGREGATOR_GROUP, closeBars, decodeBarEntry, ensureGroup, incompletePath, loadConfig, parseBarsJob } from '@candlewick/common';
+import { Queue, Worker } from 'bullmq';
+import {
+  AGGREGATOR_GROUP,
+  BARS_QUEUE,
+  closeBars,
+  decodeBarEntry,
+  ensureGroup,
+  incompletePath,
+  loadConfig,
+  parseBarsJob,
+} from '@candlewick/common';
 import { BAR_FLAGS, BarCalendar, Clock, barFromTrade, encodeBarState, orderKey } from '@candlewick/core';
 import { BarCloser, CLOSE_BARS_PER_CALL, JOB_BARS, barsQueue } from '@candlewick/aggregator';
 import { AppendThreads, CsvFiles, csvPath, lastRowStart } from '@candlewick/common';
@@ -252,6 +261,43 @@ describe('writer', () => {
     expect(await redis.xlen(keys.outbox(0))).toBe(0);
     await queue.obliterate({ force: true });
     await queue.close();
+  });
+});
+
+describe('a writer killed with jobs under way', () => {
+  it("its successor finishes them in the order they were added, though one hand-over's jobs share a timestamp: every row kept", async () => {
+    const dir = tempDir('writer-orphans');
+    const keys = testKeys('writer-orphans');
+    const cfg = loadConfig({ DATA_DIR: dir, KEY_PREFIX: keys.prefix, INTERVALS: '1min' });
+    const queue: Queue = barsQueue(redis, keys);
+    // four jobs of one hand-over (one addBulk: one timestamp), each the next minute of the same file
+    const minutes = [0, 1, 2, 3];
+    await queue.addBulk(
+      minutes.map((m) => ({
+        name: 'bars',
+        data: { bars: [{ interval: '1min', symbol: 'AAPL', start: start + m * 60_000, state: encodeBarState(bar(String(100 + m))) }] },
+        opts: { jobId: `orphan-${m}` },
+      })),
+    );
+    expect(new Set((await queue.getJobs(['waiting'])).map((j) => j.timestamp)).size).toBe(1);
+    // a writer that took all four and died before writing any (its worker is never run again)
+    const dead = new Worker(BARS_QUEUE, null, { connection: redis.duplicate(), prefix: keys.queuePrefix() });
+    for (const _ of minutes) expect(await dead.getNextJob('dead-writer')).toBeDefined();
+    await dead.close(true);
+    expect(await queue.getJobCounts('active')).toEqual({ active: 4 });
+    const w = new WriterService(redis, cfg, keys, quiet);
+    await w.start();
+    try {
+      const rows = readFileSync(csvPath(dir, '1min', 'AAPL'), 'utf8')
+        .trim()
+        .split('\n')
+        .slice(1);
+      expect(rows.map((r) => r.split(',')[1])).toEqual(['100', '101', '102', '103']);
+    } finally {
+      await w.stop();
+      await queue.obliterate({ force: true });
+      await queue.close();
+    }
   });
 });
 

@@ -303,8 +303,11 @@ export class WriterService {
     const queue = new Queue(BARS_QUEUE, { connection: duplicateRedis(this.redis, this.log), prefix: this.keys.queuePrefix() });
     queue.on('error', (err) => reportRedisError(this.log, err, 'bars queue error'));
     try {
-      const active = await queue.getJobs(['active']);
-      active.sort((a, b) => a.timestamp - b.timestamp || Number(a.id ?? 0) - Number(b.id ?? 0));
+      // in the order they were taken (BullMQ's active list, oldest first), then by when they were
+      // added: the jobs of one hand-over (addBulk) share a timestamp, and a stable sort keeps them
+      // in the order taken, which is the order added (their ids are bar ids, not numbers)
+      const active = await queue.getJobs(['active'], 0, -1, true);
+      active.sort((a, b) => a.timestamp - b.timestamp);
       for (const job of active) {
         const r = await this.processBatch(parseBarsJob(job.data));
         this.log.warn({ job: job.id, ...r }, 'finished the job a previous writer stopped in');
