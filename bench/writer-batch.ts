@@ -4,8 +4,7 @@
  * 8,000, as the boundary where every interval closes hands them over), against a private Redis.
  * Prints µs per bar of wall time and of the writer's own CPU (its threads included), each round and
  * the median of the rounds after the first two (the first creates the files), and its ratio to a
- * ceiling measured in the same run: a row appended to each of the same files alone. Run it as the
- * stack runs the writer (`npm run bench:writer` does: node --max-semi-space-size=64).
+ * ceiling measured in the same run: a row appended to each of the same files alone.
  *
  *   tsx bench/writer-batch.ts [SYMBOLS=8000] [ROUNDS=8]
  */

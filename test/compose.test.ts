@@ -37,10 +37,8 @@ function secretFileOf(key: string): string | undefined {
   return undefined;
 }
 
-/** the services that run a candlewick role (data-init runs the image as a one-shot root step; the writer names the CLI itself, for its V8 flag) */
-const candlewick = Object.entries(services).filter(
-  ([, s]) => s.build !== undefined && (s.entrypoint === undefined || s.entrypoint.includes('packages/cli/dist/cli.js')),
-);
+/** the services that run a candlewick role (data-init runs the image as a one-shot root step) */
+const candlewick = Object.entries(services).filter(([, s]) => s.build !== undefined && s.entrypoint === undefined);
 const SECRETS = {
   REDIS_PASSWORD_FILE: 'redis_password',
   FINNHUB_TOKEN_FILE: 'finnhub_token',

@@ -226,7 +226,7 @@ class Supervisor {
       if (!this.metricsPorts.has(name)) this.metricsPorts.set(name, cfg.metricsPort + this.metricsPorts.size);
       own.METRICS_PORT = String(this.metricsPorts.get(name));
     }
-    const proc = spawn(process.execPath, [...process.execArgv, ...roleNodeFlags(role, this.env), process.argv[1]!, role], {
+    const proc = spawn(process.execPath, [...process.execArgv, process.argv[1]!, role], {
       env: { ...this.env, ...own },
       stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
       // its own process group: a terminal's Ctrl-C goes to the stack alone, which stops roles in order
@@ -952,20 +952,3 @@ async function finish(
     await stop.race(sleep(50));
   }
 }
-
-/**
- * V8 flags a role runs with. The writer's young generation is 64 MB a half (V8's default is 16): a
- * whole market's boundary makes a few hundred MB of short-lived rows and entries in seconds, and
- * with the default most of the writer's collections there were scavenges copying the jobs still in
- * flight (`npm run bench:writer`: 15 % less CPU a bar, about 90 MB more resident). Not added where
- * the flag is given already (NODE_OPTIONS or the stack's own flags).
- */
-export function roleNodeFlags(role: string, env: NodeJS.ProcessEnv): string[] {
-  const flag = '--max-semi-space-size';
-  if (role !== 'write') return [];
-  if (process.execArgv.some((a) => a.startsWith(flag)) || (env.NODE_OPTIONS ?? '').includes(flag)) return [];
-  return [`${flag}=${WRITER_SEMI_SPACE_MB}`];
-}
-
-/** the writer's young-generation half, MB (roleNodeFlags) */
-export const WRITER_SEMI_SPACE_MB = 64;

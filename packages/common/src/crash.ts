@@ -1,4 +1,4 @@
-import { existsSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 /**
@@ -34,9 +34,13 @@ export function crashPoint(name: string): void {
   hits.set(name, n);
   if (n !== at) return;
   if (onceDir) {
+    // created exclusively: two processes at the same point at once (two aggregators) fire it once
     const marker = join(onceDir, name.replace(/[^a-z0-9-]/gi, '_'));
-    if (existsSync(marker)) return;
-    writeFileSync(marker, String(process.pid));
+    try {
+      writeFileSync(marker, String(process.pid), { flag: 'wx' });
+    } catch {
+      return;
+    }
   }
   process.kill(process.pid, 'SIGKILL');
 }
