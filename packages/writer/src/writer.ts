@@ -55,13 +55,13 @@ import { ActivityFiles } from './activity-files.js';
 const PREPARE_EVERY_MS = 5000;
 
 /**
- * Jobs the writer takes at once. A job waits on Redis (taken, published, completed: round trips
- * that at a whole market's boundary queue behind the closer's calls) longer than it works: at a
- * boundary of 40,000 bars on two cores, with two at once its thread was busy a third of the time
- * and jobs waited 0.9 s to be taken. Their appends and publishes still take turns in the order the
- * jobs were taken (appendTurn, publishTurn).
+ * Jobs the writer takes at once: one's appends while the other publishes and completes. Their
+ * appends and publishes take turns in the order the jobs were taken (appendTurn, publishTurn).
+ * (Four at once was tried for a whole market's boundary, where a job waits on Redis longer than it
+ * works: with EMPTY_BARS=carry over two partitions the files then differed from `candlewick bars`
+ * in one run of three, and the boundary was done no sooner.)
  */
-export const WRITER_JOBS = 4;
+export const WRITER_JOBS = 2;
 
 /** The lock file of the writer that owns a DATA_DIR's CSV files. */
 export const WRITER_LOCK_FILE = 'candlewick-writer.lock';
@@ -101,7 +101,7 @@ export class WriterService {
    */
   private readonly unpublished = new Set<Unpublished>();
   /**
-   * Several jobs are taken at once (WRITER_JOBS), so their publishes and completions (Redis round trips, long at a
+   * Two jobs are taken at once (WRITER_JOBS), so one's publish and its completion (Redis round trips, long at a
    * busy boundary) overlap the next one's appends; their appends take turns in the order the jobs
    * were taken, and so do their publishes: rows reach each file, and entries each bars:{interval},
    * in the order the closer enqueued them.
@@ -161,7 +161,7 @@ export class WriterService {
     this.worker = new Worker(BARS_QUEUE, (job: Job) => this.inJob(() => this.processBatch(parseBarsJob(job.data))), {
       connection: duplicateRedis(this.redis, this.log),
       prefix: this.keys.queuePrefix(),
-      // several at once: one's appends while the others publish and complete (see appendTurn)
+      // two at once: one's appends while the other publishes and completes (see appendTurn)
       concurrency: WRITER_JOBS,
       // A writer killed mid-job: its restarted successor finishes that job first (finishOrphanedJobs);
       // otherwise BullMQ hands it back within ~4-6 s (a job takes well under a second; the lock is
