@@ -12,26 +12,22 @@ import { spawn } from 'node:child_process';
 import { mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createServer } from 'node:net';
 import { pino } from 'pino';
 import { appendText, connectRedis, loadConfig, makeKeys, parseBarsJob } from '@candlewick/common';
 import { barFromTrade, barId, encodeBarState, orderKey } from '@candlewick/core';
 import { WRITER_JOBS, WriterService } from '@candlewick/writer';
+import { freePort } from '@candlewick/cli';
 
 const symbols = Number(process.argv[2] ?? 8000);
 const rounds = Number(process.argv[3] ?? 8);
 const intervals = ['1min', '5min', '15min', '30min', '1h'];
 const walls: number[] = [];
 const cpus: number[] = [];
-const port = await new Promise<number>((resolve) => {
-  const s = createServer().listen(0, '127.0.0.1', () => {
-    const p = (s.address() as { port: number }).port;
-    s.close(() => resolve(p));
-  });
-});
+const port = await freePort();
 const server = spawn('redis-server', ['--port', String(port), '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
-await new Promise((r) => setTimeout(r, 300));
 const redis = connectRedis(`redis://127.0.0.1:${port}`);
+// (the client connects again until the server listens)
+await redis.ping();
 const dir = mkdtempSync(join(tmpdir(), 'cw-writer-batch-'));
 const keys = makeKeys('wb');
 const cfg = loadConfig({ DATA_DIR: dir, KEY_PREFIX: 'wb' });

@@ -85,6 +85,20 @@ describe('append threads', () => {
   });
 });
 
+/** A 1min bar of each symbol open at `start`, its window past grace: one closeBars call of up to `maxBars`; how many it closed. */
+async function closeOpenBars(keys: ReturnType<typeof testKeys>, symbols: readonly string[], maxBars: number): Promise<number> {
+  await ensureGroup(redis, keys.trades(0), AGGREGATOR_GROUP);
+  const p = redis.pipeline();
+  for (const s of symbols) {
+    p.hset(keys.openBars(0), `1min|${s}|${start}`, encodeBarState(bar('1')));
+    p.zadd(keys.openIndex(0), start + 60_000, `1min|${s}|${start}`);
+  }
+  await p.exec();
+  await redis.hset(keys.clock(0), 'wm', String(start + 62_000));
+  const o = { group: AGGREGATOR_GROUP, graceMs: 2000, clock: 'event', flush: false, retentionMs: 0, maxBars, amendWindowMs: 0 } as const;
+  return (await closeBars(redis, keys, 0, o)).closed;
+}
+
 describe('writer', () => {
   it('writes each bar of a retried batch once and publishes it on bars:{interval}', async () => {
     const dir = tempDir('writer');
@@ -226,23 +240,8 @@ describe('writer', () => {
   it("a closeBars call's bars are one outbox entry, handed over as one job, once even when read twice", async () => {
     const keys = testKeys('outbox-batch');
     const cfg = loadConfig({ KEY_PREFIX: keys.prefix, INTERVALS: '1min' });
-    await ensureGroup(redis, keys.trades(0), AGGREGATOR_GROUP);
     const symbols = ['AAPL', 'BINANCE:BTCUSDT', 'MSFT'];
-    for (const s of symbols) {
-      await redis.hset(keys.openBars(0), `1min|${s}|${start}`, encodeBarState(bar('1')));
-      await redis.zadd(keys.openIndex(0), start + 60_000, `1min|${s}|${start}`);
-    }
-    await redis.hset(keys.clock(0), 'wm', String(start + 62_000));
-    const o = {
-      group: AGGREGATOR_GROUP,
-      graceMs: 2000,
-      clock: 'event',
-      flush: false,
-      retentionMs: 0,
-      maxBars: 1000,
-      amendWindowMs: 0,
-    } as const;
-    expect((await closeBars(redis, keys, 0, o)).closed).toBe(3);
+    expect(await closeOpenBars(keys, symbols, 1000)).toBe(3);
     const fields = ((await redis.xrange(keys.outbox(0), '-', '+')) as [string, string[]][])[0]![1];
     expect(await redis.xlen(keys.outbox(0))).toBe(1);
     const queue: Queue = barsQueue(redis, keys);
@@ -305,25 +304,8 @@ describe('hand-over in pieces', () => {
   it("a closing call's 2,500 bars (one outbox entry) go to the writer as jobs of at most JOB_BARS, the same jobs when the entry is read twice", async () => {
     const keys = testKeys('outbox-pieces');
     const cfg = loadConfig({ KEY_PREFIX: keys.prefix, INTERVALS: '1min' });
-    await ensureGroup(redis, keys.trades(0), AGGREGATOR_GROUP);
     const symbols = Array.from({ length: 2500 }, (_, k) => `S${k}`);
-    const p = redis.pipeline();
-    for (const s of symbols) {
-      p.hset(keys.openBars(0), `1min|${s}|${start}`, encodeBarState(bar('1')));
-      p.zadd(keys.openIndex(0), start + 60_000, `1min|${s}|${start}`);
-    }
-    await p.exec();
-    await redis.hset(keys.clock(0), 'wm', String(start + 62_000));
-    const o = {
-      group: AGGREGATOR_GROUP,
-      graceMs: 2000,
-      clock: 'event',
-      flush: false,
-      retentionMs: 0,
-      maxBars: CLOSE_BARS_PER_CALL,
-      amendWindowMs: 0,
-    } as const;
-    expect((await closeBars(redis, keys, 0, o)).closed).toBe(2500);
+    expect(await closeOpenBars(keys, symbols, CLOSE_BARS_PER_CALL)).toBe(2500);
     expect(await redis.xlen(keys.outbox(0))).toBe(1);
     const fields = ((await redis.xrange(keys.outbox(0), '-', '+')) as [string, string[]][])[0]![1];
     const queue: Queue = barsQueue(redis, keys);

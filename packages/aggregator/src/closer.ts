@@ -283,7 +283,7 @@ class HandOver {
 const OUTBOX_READ = 20;
 
 /**
- * Bars a closeBars call closes at most: one outbox entry and one writer's job. A call of 4,000
+ * Bars a closeBars call closes at most: one outbox entry (handed over in jobs of JOB_BARS). A call of 4,000
  * holds Redis 16-18 ms (4-5 ms a thousand, measured alone); at a whole market's boundary, on a
  * machine busy with the feed, each call also waits its turn in Redis and for a core, 30-40 ms
  * whatever its size, so 40,000 bars close in ten calls' waits rather than forty.
