@@ -12,6 +12,7 @@ import { spawn } from 'node:child_process';
 import { mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { PerformanceObserver } from 'node:perf_hooks';
 import { pino } from 'pino';
 import { appendText, connectRedis, loadConfig, makeKeys, parseBarsJob } from '@candlewick/common';
 import { barFromTrade, barId, encodeBarState, orderKey } from '@candlewick/core';
@@ -23,6 +24,12 @@ const rounds = Number(process.argv[3] ?? 8);
 const intervals = ['1min', '5min', '15min', '30min', '1h'];
 const walls: number[] = [];
 const cpus: number[] = [];
+const gcs: number[] = [];
+// the writer's thread's garbage-collection pauses, by when they started (the observer is told a little later)
+const gcPauses: { at: number; ms: number }[] = [];
+new PerformanceObserver((list) => {
+  for (const e of list.getEntries()) gcPauses.push({ at: e.startTime, ms: e.duration });
+}).observe({ entryTypes: ['gc'] });
 const port = await freePort();
 const server = spawn('redis-server', ['--port', String(port), '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
 const redis = connectRedis(`redis://127.0.0.1:${port}`);
@@ -67,15 +74,19 @@ try {
     await Promise.all(Array.from({ length: WRITER_JOBS }, lane));
     const wall = performance.now() - t0;
     const cpu = process.cpuUsage(cpu0);
+    await new Promise((r) => setImmediate(r));
+    const gc = gcPauses.filter((p) => p.at >= t0 && p.at <= t0 + wall).reduce((n, p) => n + p.ms, 0);
     const bars = symbols * intervals.length;
     const us = (x: number) => ((x * 1000) / bars).toFixed(1);
     if (round >= 2) {
       walls.push((wall * 1000) / bars);
       cpus.push((cpu.user + cpu.system) / bars);
+      gcs.push((gc * 1000) / bars);
     }
     process.stdout.write(
       `round ${round + 1}${round === 0 ? ' (files new)' : ''}: ${bars} bars, wall ${wall.toFixed(0)} ms = ${us(wall)} µs a bar; ` +
-        `process CPU ${us((cpu.user + cpu.system) / 1000)} µs a bar (user ${us(cpu.user / 1000)}, system ${us(cpu.system / 1000)}; threads included)\n`,
+        `process CPU ${us((cpu.user + cpu.system) / 1000)} µs a bar (user ${us(cpu.user / 1000)}, system ${us(cpu.system / 1000)}; threads included); ` +
+        `its thread paused for garbage collection ${us(gc)} µs a bar\n`,
     );
   }
   const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1]!;
@@ -92,7 +103,8 @@ try {
   }
   const ceiling = ((performance.now() - t0) * 1000) / files.length;
   process.stdout.write(
-    `median of rounds 3-${rounds}: wall ${median(walls).toFixed(1)} µs a bar, CPU ${median(cpus).toFixed(1)} µs a bar; ` +
+    `median of rounds 3-${rounds}: wall ${median(walls).toFixed(1)} µs a bar, CPU ${median(cpus).toFixed(1)} µs a bar, ` +
+      `garbage-collection pauses ${median(gcs).toFixed(1)} µs a bar; ` +
       `peak RSS ${(process.resourceUsage().maxRSS / 1024).toFixed(0)} MB\n` +
       `ceiling (a row appended to each file alone, stat included): ${ceiling.toFixed(1)} µs a file; the writer takes ${(median(walls) / ceiling).toFixed(1)}x that\n`,
   );

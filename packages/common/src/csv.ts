@@ -484,7 +484,13 @@ export class CsvFiles {
     if (f === undefined) return;
     f.size = done.size;
     f.ino = done.ino;
-    f.last = { start, close: close !== '' ? close : (f.last?.close ?? '') };
+    // the last row's object changed in place, not replaced: a whole market's boundary commits
+    // tens of thousands of these, and each new one would be copied out of the young generation
+    if (f.last === undefined) f.last = { start, close };
+    else {
+      f.last.start = start;
+      if (close !== '') f.last.close = close;
+    }
   }
 
   /** A planned append that failed elsewhere and may have left part of its row: read the file back before the next. */

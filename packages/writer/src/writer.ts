@@ -53,6 +53,8 @@ import { ActivityFiles } from './activity-files.js';
 
 /** how often the writer creates the files of newly opened bars ahead of their first row */
 const PREPARE_EVERY_MS = 5000;
+/** open bars' ids read at a time by a preparing pass (the files made ready between two looks at the jobs) */
+const PREPARE_PAGE = 200;
 
 /**
  * Jobs the writer takes at once: one's appends while the other publishes and completes. Their
@@ -219,42 +221,47 @@ export class WriterService {
     }
   }
 
-  /** One pass over the open bars of every partition; returns how many files it created. */
+  /**
+   * One pass over the open bars of every partition; returns how many files it created. The index
+   * is read a page at a time (PREPARE_PAGE ids, by rank), never while a job is being written: a
+   * whole market has 40,000 bars open, and their ids held through a boundary's jobs were copied by
+   * every collection of the writer's young generation there. A page read while bars open and close
+   * may miss some (ranks shift): the next pass finds them, and a file not ready gets its header
+   * with its first row.
+   */
   private async preparePass(): Promise<number> {
     let created = 0;
     for (let p = 0; p < this.cfg.partitions; p++) {
-      const seen = new Set<string>();
-      let ids: string[];
-      try {
-        ids = await this.redis.zrange(this.keys.openIndex(p), 0, -1);
-      } catch (err) {
-        if (/NOPERM/.test((err as Error).message)) {
-          this.prepareRefused = true;
-          this.log.warn(
-            { err },
-            "the writer's Redis user may not read the open bars' index: files are created at their first row (give it the shipped ACL)",
-          );
-        } else reportRedisError(this.log, err, 'reading the open bars to prepare their files failed');
-        return 0;
-      }
-      let n = 0;
-      for (const id of ids) {
-        // interval|symbol: the file; one seen before (this pass, or made ready in an earlier one) is skipped
-        const file = id.slice(0, id.lastIndexOf('|'));
+      for (let from = 0; ; from += PREPARE_PAGE) {
+        while (this.jobs > 0 && !this.stopped) await sleep(50);
         if (this.stopped) return created;
-        if (seen.has(file) || this.prepared.has(file)) continue;
-        seen.add(file);
-        const { interval, symbol } = parseBarId(id);
+        let ids: string[];
         try {
-          if (this.files.prepare(interval, symbol)) created++;
-          this.prepared.add(file);
-        } catch {
-          // a file the first row will report on (a clash of names, a disk refusing writes)
+          ids = await this.redis.zrange(this.keys.openIndex(p), from, from + PREPARE_PAGE - 1);
+        } catch (err) {
+          if (/NOPERM/.test((err as Error).message)) {
+            this.prepareRefused = true;
+            this.log.warn(
+              { err },
+              "the writer's Redis user may not read the open bars' index: files are created at their first row (give it the shipped ACL)",
+            );
+          } else reportRedisError(this.log, err, 'reading the open bars to prepare their files failed');
+          return created;
         }
-        if (++n % 200 === 0) {
-          await new Promise((r) => setImmediate(r));
-          while (this.jobs > 0) await sleep(50);
+        for (const id of ids) {
+          // interval|symbol: the file; one made ready before (or found there) is skipped
+          const file = id.slice(0, id.lastIndexOf('|'));
+          if (this.prepared.has(file)) continue;
+          const { interval, symbol } = parseBarId(id);
+          try {
+            if (this.files.prepare(interval, symbol)) created++;
+            this.prepared.add(file);
+          } catch {
+            // a file the first row will report on (a clash of names, a disk refusing writes)
+          }
         }
+        if (ids.length < PREPARE_PAGE) break;
+        await new Promise((r) => setImmediate(r));
       }
     }
     return created;
@@ -361,11 +368,10 @@ export class WriterService {
         end = `(${page[page.length - 1]![0]}`;
       }
       // rows of the jobs under way not yet published (the stream has them only once a job's rows are in)
-      const file = `${m.interval}\u0000${m.symbol}`;
       for (const job of this.unpublished)
-        for (let k = 0; k < job.files.length; k++) {
-          const start = job.starts[k]!;
-          if (job.files[k] === file && start > after && start <= m.through && !found.has(start))
+        for (let k = 0; k < job.bars.length; k++) {
+          const { interval, symbol, start } = job.bars[k]!;
+          if (interval === m.interval && symbol === m.symbol && start > after && start <= m.through && !found.has(start))
             found.set(start, JSON.parse(job.fields[k]!) as string[]);
         }
       // (a bar written aside, in the .incomplete.csv, is not one of the bar file's rows)
@@ -403,7 +409,7 @@ export class WriterService {
   async processBatch(batch: BarsJob): Promise<{ written: number; skipped: number }> {
     this.startAppender();
     this.jobs++;
-    const unpublished: Unpublished = { files: [], starts: [], fields: [] };
+    const unpublished: Unpublished = { bars: [], fields: [] };
     this.unpublished.add(unpublished);
     try {
       return await this.writeBatch(batch, unpublished);
@@ -437,14 +443,24 @@ export class WriterService {
     return { written: r.written, skipped: r.skipped };
   }
 
-  /** A bar's decoded state, its cells (for the row and the publish alike), and its row where it goes to the bar file. */
+  /**
+   * A bar's cells (for the row and the publish alike) and its row where it goes to the bar file.
+   * Its decoded state is kept only for a correction (whose file takes the state): a job's bars
+   * wait their turn with these, and what stays alive is copied by every collection of the young
+   * generation meanwhile (at a whole market's boundary the collector took a third of the writer's CPU).
+   */
   private rowOf(bar: BarsJob['bars'][number]): JobRow {
     const state = decodeBarState(bar.state);
     const cells = rowCells(this.clock, bar.start, state, this.calendar.days.has(bar.interval));
     // a bar Redis's loss of data left incomplete is never written as if whole: in the default
     // format (no `complete` column) it goes beside the bar file, in its .incomplete.csv
     const aside = bar.rev === 0 && cells.lost === true && !this.cfg.csvExtraColumns;
-    return { state, cells, aside, text: bar.rev === 0 ? formatRow(cells, this.cfg.csvExtraColumns) : undefined };
+    return {
+      state: bar.rev > 0 ? state : undefined,
+      cells,
+      aside,
+      text: bar.rev === 0 ? formatRow(cells, this.cfg.csvExtraColumns) : undefined,
+    };
   }
 
   /**
@@ -470,12 +486,10 @@ export class WriterService {
     let skipped = 0;
     /** bars:{interval} -> the entries to publish there (encodeBarEntryJson), in order (one publishBars call per few hundred) */
     const entries = new Map<string, string[]>();
-    const publish = (interval: string, symbol: string, start: number, cells: BarRowCells, rev: number) => {
-      const stream = this.keys.bars(interval);
-      const fields = encodeBarEntryJson(symbol, start, rev, cells);
+    const publish = (bar: { interval: string; symbol: string; start: number }, rev: number, fields: string) => {
+      const stream = this.keys.bars(bar.interval);
       if (rev === 0) {
-        unpublished.files.push(`${interval}\u0000${symbol}`);
-        unpublished.starts.push(start);
+        unpublished.bars.push(bar);
         unpublished.fields.push(fields);
       }
       let list = entries.get(stream);
@@ -492,12 +506,13 @@ export class WriterService {
         this.carry!.fill(this.files, interval, symbol, before, through, (f) => {
           written++;
           counts.set(interval, (counts.get(interval) ?? 0) + 1);
-          publish(interval, symbol, f.start, rowCells(this.clock, f.start, f.state, this.calendar.days.has(interval)), 0);
+          const cells = rowCells(this.clock, f.start, f.state, this.calendar.days.has(interval));
+          publish({ interval, symbol, start: f.start }, 0, encodeBarEntryJson(symbol, f.start, 0, cells));
         }),
       );
     };
     /** what follows a bar's append: counted, its close lag observed, published (a 'present' row too) */
-    const appended = (bar: BarsJob['bars'][number], cells: BarRowCells, outcome: 'written' | 'present' | 'stale') => {
+    const appended = (bar: BarsJob['bars'][number], row: JobRow, outcome: 'written' | 'present' | 'stale') => {
       crashPoint('write:appended'); // the row is in the file; not yet published or counted
       if (outcome === 'stale') {
         skipped++;
@@ -515,7 +530,7 @@ export class WriterService {
           this.lagOf(bar.interval).observe((Date.now() - end) / 1000);
         }
       }
-      publish(bar.interval, bar.symbol, bar.start, cells, bar.rev);
+      publish(bar, bar.rev, encodeBarEntryJson(bar.symbol, bar.start, bar.rev, row.cells));
     };
     /** one bar appended here, with its checks and retries */
     const one = async (bar: BarsJob['bars'][number], row: JobRow) => {
@@ -528,10 +543,10 @@ export class WriterService {
       if (row.aside) this.sayAside(bar.interval, bar.symbol);
       const outcome = await this.onDisk(() =>
         rev > 0
-          ? this.files.appendCorrection(bar.interval, bar.symbol, bar.start, rev, row.state)
+          ? this.files.appendCorrection(bar.interval, bar.symbol, bar.start, rev, row.state!)
           : this.files.appendRow(bar.interval, bar.symbol, bar.start, row.text!, row.cells.close, row.aside ? 'incomplete' : 'bars'),
       );
-      appended(bar, row.cells, outcome);
+      appended(bar, row, outcome);
     };
     /** bars planned for the append threads, each file once */
     let planned: { bar: BarsJob['bars'][number]; row: JobRow; plan: PlannedAppend }[] = [];
@@ -550,7 +565,7 @@ export class WriterService {
         const reply = replies[k];
         if (isAppendDone(reply)) {
           this.files.commit(plan, reply, bar.start, row.cells.close);
-          appended(bar, row.cells, 'written');
+          appended(bar, row, 'written');
           continue;
         }
         // not done there (its file changed, a failed write, or not tried after one): here, in order
@@ -688,16 +703,17 @@ class Turns {
   }
 }
 
-/** A job's rows appended and not yet published: for each, its file (`interval\0symbol`), start and entry fields (encodeBarEntryJson). */
+/** A job's rows appended and not yet published: for each, its bar (the job's own object) and entry fields (encodeBarEntryJson). */
 interface Unpublished {
-  files: string[];
-  starts: number[];
+  bars: { interval: string; symbol: string; start: number }[];
   fields: string[];
 }
 
-/** A bar of a job as the writer works it out before appending: its state, cells and row. */
+/** A bar of a job as the writer works it out before appending: its row, close and entry on bars:{interval}. */
 interface JobRow {
-  state: BarState;
+  /** a correction's state (revision > 0), appended to its corrections file */
+  state: BarState | undefined;
+  /** its cells: its close and its entry on bars:{interval} (encodeBarEntryJson, once it is in) */
   cells: BarRowCells;
   /** the bar goes beside its file, in its .incomplete.csv */
   aside: boolean;
