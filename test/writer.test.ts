@@ -17,7 +17,7 @@ import { BAR_FLAGS, BarCalendar, Clock, barFromTrade, encodeBarState, orderKey }
 import { BarCloser, CLOSE_BARS_PER_CALL, JOB_BARS, barsQueue } from '@candlewick/aggregator';
 import { AppendThreads, CsvFiles, csvPath, lastRowStart } from '@candlewick/common';
 import { Carry, WriterService } from '@candlewick/writer';
-import { tempDir, testKeys, testRedis } from './helpers.js';
+import { tempDir, testKeys, testRedis, waitFor } from './helpers.js';
 
 const redis = testRedis();
 afterAll(() => redis.quit());
@@ -349,5 +349,29 @@ describe('EMPTY_BARS=carry', () => {
       .split('\n');
     expect(rows).toHaveLength(1 + 1 + 31);
     expect(rows[2]).toBe('2013-10-07T15:59:00-04:00,167.5,167.5,167.5,167.5,,0,0');
+  });
+});
+
+describe('files made ready ahead', () => {
+  it("every open bar's file gets its header before its first row: the open bars' index read page by page (450 bars, past two pages)", async () => {
+    const dir = tempDir('writer-prepare');
+    const keys = testKeys('writer-prepare');
+    const cfg = loadConfig({ DATA_DIR: dir, KEY_PREFIX: keys.prefix, INTERVALS: '1min,5min,15min' });
+    // 150 symbols each with a bar open in three intervals: 450 ids in the index
+    const symbols = Array.from({ length: 150 }, (_, k) => `P${k}`);
+    const ids = symbols.flatMap((s) => ['1min', '5min', '15min'].map((iv) => `${iv}|${s}|${start}`));
+    await redis.zadd(keys.openIndex(0), ...ids.flatMap((id) => [start + 60_000, id]));
+    const w = new WriterService(redis, cfg, keys, quiet);
+    await w.start();
+    try {
+      const paths = ids.map((id) => {
+        const [iv, s] = id.split('|');
+        return csvPath(dir, iv!, s!);
+      });
+      await waitFor(() => paths.every((p) => existsSync(p)), 20_000, 'every open bar’s file');
+      for (const p of paths) expect(readFileSync(p, 'utf8')).toBe('timestamp,open,high,low,close,vwap,volume,num_transactions\n');
+    } finally {
+      await w.stop();
+    }
   });
 });
