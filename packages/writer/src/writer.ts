@@ -709,11 +709,11 @@ interface Unpublished {
   fields: string[];
 }
 
-/** A bar of a job as the writer works it out before appending: its row, close and entry on bars:{interval}. */
+/** A bar of a job as the writer works it out before appending: its cells, its row, and a correction's state. */
 interface JobRow {
   /** a correction's state (revision > 0), appended to its corrections file */
   state: BarState | undefined;
-  /** its cells: its close and its entry on bars:{interval} (encodeBarEntryJson, once it is in) */
+  /** its cells: its row's close, and its entry on bars:{interval} (encodeBarEntryJson, made once it is in) */
   cells: BarRowCells;
   /** the bar goes beside its file, in its .incomplete.csv */
   aside: boolean;
