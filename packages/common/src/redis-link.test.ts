@@ -1,6 +1,7 @@
 import { describe, expect, it, vi } from 'vitest';
 import type { Logger } from './logger.js';
-import { RedisLink, monoMs } from './redis.js';
+import { RECONNECT_WITHIN_MS, RedisLink, monoMs } from './redis.js';
+import { Quiet } from './stats.js';
 
 /** A RedisLink on a clock the test moves, its lines kept as [level, msg]. */
 function link() {
@@ -110,5 +111,40 @@ describe('RedisLink: keys Redis evicted', () => {
       'error Redis evicted 5 keys while candlewick ran',
       'error Redis evicted 11 keys while candlewick ran',
     ]);
+  });
+});
+
+describe('Quiet: how long nothing has changed, as far as this process could see', () => {
+  it('counts from the last change while Redis answers', () => {
+    let t = 1_000_000;
+    const l = new RedisLink(() => t);
+    const q = new Quiet(l, () => t);
+    expect(q.for('in=5')).toBe(0);
+    t += 1500;
+    expect(q.for('in=5')).toBe(1500);
+    expect(q.for('in=6')).toBe(0);
+    t += 2500;
+    expect(q.for('in=6')).toBe(2500);
+  });
+
+  it('time Redis was away is not quiet: 0 while it is away, and after it the count starts once every process has had time to be back', () => {
+    let t = 1_000_000;
+    const l = new RedisLink(() => t);
+    const q = new Quiet(l, () => t);
+    q.for('in=5');
+    t += 500;
+    l.error(new Error('connect ECONNREFUSED'), 'redis');
+    t += 7000;
+    // (a closer ticking through the outage: the marker it last read, unchanged)
+    expect(q.for('in=5')).toBe(0);
+    l.ready();
+    t += 100;
+    // back 100 ms ago, with the marker it read before the outage: an ingestor still on its backoff
+    // has not handed over what it held, so this is not 7.6 s of quiet
+    expect(q.for('in=5')).toBe(0);
+    t += RECONNECT_WITHIN_MS;
+    expect(q.for('in=5')).toBe(100);
+    t += 2000;
+    expect(q.for('in=5')).toBe(2100);
   });
 });

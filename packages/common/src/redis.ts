@@ -676,7 +676,14 @@ export function duplicateRedis<T extends RedisClient>(redis: T, log?: Logger): T
   return dup;
 }
 
-const RETRY = (times: number) => Math.min(50 * 2 ** Math.min(times, 6), 2000);
+/** the longest a connection waits between two tries to reconnect */
+const RETRY_CAP_MS = 2000;
+const RETRY = (times: number) => Math.min(50 * 2 ** Math.min(times, 6), RETRY_CAP_MS);
+/**
+ * After an outage, every process of candlewick is back within this of Redis being reachable again
+ * (its next try, RETRY_CAP_MS at most, and a connection: a Sentinel's answer, the ready check).
+ */
+export const RECONNECT_WITHIN_MS = RETRY_CAP_MS + 1000;
 
 function urlHasPassword(urls: string): boolean {
   try {

@@ -1,7 +1,7 @@
 import type { Config } from './config.js';
 import { CLOCK, PARTITION_STATS as PS, STATS, writtenField } from './fields.js';
 import type { Keys } from './keys.js';
-import { monoMs, type RedisClient } from './redis.js';
+import { monoMs, RECONNECT_WITHIN_MS, redisLink, type RedisClient, type RedisLink } from './redis.js';
 
 /** The counters behind the summary, summed over partitions. */
 export interface Counters {
@@ -150,16 +150,32 @@ export async function idleAndDrained(
   return true;
 }
 
-/** How long a marker of activity has stayed the same, on the monotonic clock. */
+/**
+ * How long a marker of activity has stayed the same, on the monotonic clock, as far as this
+ * process could see it. Time Redis was away from this process is not quiet seen: the others went
+ * on meanwhile (an ingestor holds what its feed sent and hands it over once it is back, on its own
+ * reconnect, perhaps after this process). So while Redis is away the count is 0, and after an
+ * outage it starts again only once every process has had time to be back (RECONNECT_WITHIN_MS).
+ */
 export class Quiet {
   private marker: string | undefined;
-  private since = monoMs();
+  private since: number;
+
+  constructor(
+    private readonly link: Pick<RedisLink, 'downForMs' | 'upForMs'> = redisLink,
+    private readonly now: () => number = monoMs,
+  ) {
+    this.since = now();
+  }
 
   for(marker: string): number {
-    if (marker !== this.marker) {
+    const now = this.now();
+    if (marker !== this.marker || this.link.downForMs > 0) {
       this.marker = marker;
-      this.since = monoMs();
+      this.since = now;
     }
-    return monoMs() - this.since;
+    // (upForMs: Infinity when this process has never lost Redis)
+    const from = Math.max(this.since, now - this.link.upForMs + RECONNECT_WITHIN_MS);
+    return Math.max(0, now - from);
   }
 }
