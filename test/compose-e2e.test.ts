@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { chmodSync, existsSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { makeKeys } from '@candlewick/common';
+import { BARS_QUEUE, makeKeys } from '@candlewick/common';
 import { csvOutputs, klineProblems, ROOT, runCli, tempDir, waitFor } from './helpers.js';
 import { barsAsFiles, BARS_AS_CSV_SQL, csvLines, type BarLine } from './postgres.js';
 import {
@@ -575,7 +575,32 @@ describe.skipIf(problem !== undefined && !DOCKER_REQUIRED)('docker compose on a 
       expect(killedAt, 'the master was killed mid-replay').toBeGreaterThan(0);
       const files = await p.settledFiles(Date.now() + 180_000);
       note(`HA: CSV rows ${JSON.stringify(rows(files))}`);
-      if (!sameFiles(files, reference)) console.log(p.logs(['writer', 'closer', 'ingestor'], 30));
+      if (!sameFiles(files, reference)) {
+        // where the bars stopped, in the failure's own message (a CI log keeps only its end): each
+        // stage's counts on the promoted node, the writer's queue, and every role's last lines
+        const q = `${keys.queuePrefix()}:${BARS_QUEUE}`;
+        let queue: string;
+        try {
+          queue = redisCli('redis-replica', [
+            `LLEN ${q}:wait`,
+            `LLEN ${q}:active`,
+            `ZCARD ${q}:completed`,
+            `ZCARD ${q}:failed`,
+            `ZCARD ${q}:delayed`,
+          ])
+            .trim()
+            .split('\n')
+            .join('/');
+        } catch (err) {
+          queue = `unreadable (${(err as Error).message.split('\n')[0]})`;
+        }
+        const health = p
+          .containers()
+          .map((c) => `${c.service} ${c.status} ${c.health}`.trim())
+          .join(', ');
+        const state = `trades ${JSON.stringify(counters('redis-replica'))}; bars queue wait/active/completed/failed/delayed ${queue}; ${health}`;
+        expect.soft(sameFiles(files, reference), `${state}\n${p.logs(ROLES, 25)}`).toBe(true);
+      }
       expectReferenceFiles(files);
       expect(klineProblems(p.dataDir)).toEqual([]);
       expect(counters('redis-replica')).toEqual({ in: TAPE_TRADES, merged: TAPE_TRADES, late: 0 });
