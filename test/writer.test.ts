@@ -1,4 +1,4 @@
-import { appendFileSync, existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { appendFileSync, existsSync, readFileSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { pino } from 'pino';
@@ -15,7 +15,7 @@ import {
 } from '@candlewick/common';
 import { BAR_FLAGS, BarCalendar, Clock, barFromTrade, encodeBarState, orderKey } from '@candlewick/core';
 import { BarCloser, CLOSE_BARS_PER_CALL, JOB_BARS, barsQueue } from '@candlewick/aggregator';
-import { AppendThreads, CsvFiles, csvPath, lastRowStart } from '@candlewick/common';
+import { AppendThreads, CsvFiles, FileChangedError, appendHooks, csvPath, lastRowStart, type FileEvent } from '@candlewick/common';
 import { Carry, WriterService } from '@candlewick/writer';
 import { tempDir, testKeys, testRedis, waitFor } from './helpers.js';
 
@@ -47,6 +47,34 @@ describe('CSV files', () => {
         '2019-11-03T02:00:00-05:00,12,12,12,12,12,2,1\n',
     );
     expect(lastRowStart(path)).toBe(start + 7_200_000);
+  });
+});
+
+describe('a file cut while a row is appended', () => {
+  it("rows cut from a file's end between the append's check and its write: the row is taken out again, the rows cut are said missing, nothing lands after a gap", () => {
+    const dir = tempDir('csv-cut-mid-append');
+    const events: FileEvent[] = [];
+    const files = new CsvFiles(dir, clock, false, (e) => events.push(e));
+    const hour = 3_600_000;
+    for (let k = 0; k < 10; k++) expect(files.append('1h', 'BINANCE:BTCUSDT', start + k * hour, bar(String(10 + k)))).toBe('written');
+    const path = csvPath(dir, '1h', 'BINANCE:BTCUSDT');
+    const full = readFileSync(path, 'utf8');
+    // the last 3 rows cut by someone else, right between the 11th append's check and its write
+    const kept = full.split('\n').slice(0, -4).join('\n') + '\n';
+    appendHooks.betweenCheckAndWrite = (p) => {
+      appendHooks.betweenCheckAndWrite = undefined;
+      truncateSync(p, Buffer.byteLength(kept));
+    };
+    try {
+      expect(() => files.append('1h', 'BINANCE:BTCUSDT', start + 10 * hour, bar('20'))).toThrow(FileChangedError);
+    } finally {
+      appendHooks.betweenCheckAndWrite = undefined;
+    }
+    // the file as it was cut (the 11th row not after the gap), and the rows missing said: after the 7th, through the 10th
+    expect(readFileSync(path, 'utf8')).toBe(kept);
+    expect(events).toEqual([
+      { kind: 'rows-missing', path, interval: '1h', symbol: 'BINANCE:BTCUSDT', after: start + 6 * hour, through: start + 9 * hour },
+    ]);
   });
 });
 

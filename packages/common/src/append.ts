@@ -1,4 +1,4 @@
-import { closeSync, fstatSync, ftruncateSync, openSync, writeSync } from 'node:fs';
+import { closeSync, fstatSync, ftruncateSync, openSync, readSync, writeSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
 
 /** An append planned by CsvFiles.plan: the file, its row(s), and its size and inode as the writer left them. */
@@ -27,17 +27,27 @@ export class AppendError extends Error {
 }
 
 /**
+ * For tests: called between an append's check and its write (someone cutting the file right then).
+ * Never set outside tests.
+ */
+export const appendHooks: { betweenCheckAndWrite?: (path: string) => void } = {};
+
+/**
  * The system calls of one append, whole or not at all: open, fstat, the check that the file is as
  * the writer left it (`size`, `ino`; 'changed', writing nothing, when not — or when it is gone),
- * write, and on a failed write the file cut back to `size` before the error is thrown (as an
- * AppendError). Four system calls and no handle kept: 48,000 files of a whole market need no more
- * open files than one. Run by CsvFiles in its thread, and by the writer's append threads for a job's
- * rows planned with CsvFiles.plan.
+ * write, fstat again, and on a failed write the file cut back to `size` before the error is thrown
+ * (as an AppendError). A file cut by someone else between the check and the write got the row at
+ * its new end, after the rows cut away: the second fstat sees it short, the row is taken out again
+ * and the answer is 'changed' (the writer reads the file back, restores the rows cut, then appends
+ * the row after them). Five system calls and no handle kept: 48,000 files of a whole market need no
+ * more open files than one. Run by CsvFiles in its thread, and by the writer's append threads for
+ * a job's rows planned with CsvFiles.plan.
  */
 export function appendText(path: string, text: string, size: number, ino: number, check = true): AppendDone | 'changed' {
   let fd: number;
   try {
-    fd = openSync(path, 'a');
+    // (read and write: a row that landed after a cut is read back to be taken out)
+    fd = openSync(path, 'a+');
   } catch (err) {
     // its folder removed under the writer: the file is gone, which verify reports (rows missing)
     if (check && size !== 0 && (err as NodeJS.ErrnoException).code === 'ENOENT') return 'changed';
@@ -46,6 +56,7 @@ export function appendText(path: string, text: string, size: number, ino: number
   try {
     const before = fstatSync(fd);
     if (check && (before.size !== size || (ino !== 0 && before.ino !== ino))) return 'changed';
+    appendHooks.betweenCheckAndWrite?.(path);
     const buf = Buffer.from(text);
     let off = 0;
     try {
@@ -59,6 +70,17 @@ export function appendText(path: string, text: string, size: number, ino: number
         partialRow = true;
       }
       throw new AppendError(err, partialRow);
+    }
+    if (check) {
+      const after = fstatSync(fd).size;
+      if (after < before.size + buf.length) {
+        if (after >= buf.length) {
+          const tail = Buffer.allocUnsafe(buf.length);
+          if (readSync(fd, tail, 0, buf.length, after - buf.length) === buf.length && tail.equals(buf))
+            ftruncateSync(fd, after - buf.length);
+        }
+        return 'changed';
+      }
     }
     return { size: before.size + buf.length, ino: before.ino };
   } finally {
