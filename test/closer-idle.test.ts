@@ -3,6 +3,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { Redis } from 'ioredis';
 import { loadConfig, makeKeys, readCounters } from '@candlewick/common';
 import { freePort, PrivateRedis } from '@candlewick/cli';
+import { barsQueue } from '@candlewick/aggregator';
 import { ingested, klineProblems, startCli, stopForGood, tempDir, uniquePrefix, waitFor, type CliProcess } from './helpers.js';
 
 /** the bundled tape's trades */
@@ -83,11 +84,19 @@ describe('CLOSE_WHEN_IDLE_MS through a Redis outage (roles run apart)', () => {
         'the whole tape merged and every bar closed',
       );
       // the writer's last jobs
-      await waitFor(
-        async () => (await watch.llen(`${keys.queuePrefix()}:bars:wait`)) + (await watch.llen(`${keys.queuePrefix()}:bars:active`)) === 0,
-        30_000,
-        'the writer done',
-      );
+      const bars = barsQueue(watch, keys);
+      try {
+        await waitFor(
+          async () => {
+            const n = await bars.getJobCounts('wait', 'active');
+            return n.wait! + n.active! === 0;
+          },
+          30_000,
+          'the writer done',
+        );
+      } finally {
+        await bars.close();
+      }
       const c = await readCounters(watch, cfg, keys);
       expect({ in: c.in, merged: c.merged, late: c.late }, output().slice(-4000)).toEqual({
         in: TAPE_TRADES,
