@@ -24,6 +24,8 @@ import { Clock } from '@candlewick/core';
 import { InProcessBars } from '@candlewick/cli';
 import { migrate, readCsvFile, upsertBars, type TableBar } from '@candlewick/writer';
 import { pgBin, startPostgres, type PgCluster } from '../test/postgres.js';
+import { pgCatchUp } from './pg-catchup.js';
+import { ROOT } from './settings.js';
 
 /** What section 8 needs of a `candlewick stack` run (bench.ts's, 1 partition x 1 aggregator). */
 export interface PgStackRun {
@@ -78,11 +80,8 @@ export function benchRows(items: readonly TapeItem[], n: number): { rows: TableB
 /** As pg-sink writes a read of DATABASE_BATCH entries: one transaction, one upsert. Rows per second. */
 async function upsertAll(client: pg.Client, rows: readonly TableBar[], batch: number): Promise<number> {
   const t0 = performance.now();
-  for (let i = 0; i < rows.length; i += batch) {
-    await client.query('BEGIN');
-    await upsertBars(client, rows.slice(i, i + batch));
-    await client.query('COMMIT');
-  }
+  // one statement a batch, as pg-sink writes (its own transaction)
+  for (let i = 0; i < rows.length; i += batch) await upsertBars(client, rows.slice(i, i + batch));
   return rows.length / ((performance.now() - t0) / 1000);
 }
 
@@ -171,6 +170,19 @@ async function endToEnd(
   ];
 }
 
+/** pg-sink catching up on CATCH_UP_ROWS waiting in bars:{interval} (bench/pg-catchup.ts), median of `runs`. */
+async function catchingUp(runs: number, ceiling: number): Promise<string[]> {
+  const rates: number[] = [];
+  for (let run = 0; run < runs; run++) rates.push((await pgCatchUp(ROOT, CATCH_UP_ROWS)).rowsPerSec);
+  return [
+    `  catching up: ${fmt(CATCH_UP_ROWS)} rows waiting in the five bars:{interval} streams, \`candlewick pg-sink\` from its first commit to its last, median of ${runs}:`,
+    `  ${'pg-sink catching up'.padEnd(68)}${fmt(median(rates)).padStart(10)} rows/s   ${(median(rates) / ceiling).toFixed(2)}x the ceiling`,
+  ];
+}
+
+/** rows the catch-up measurement leaves waiting for the sink */
+const CATCH_UP_ROWS = 100_000;
+
 /** Section 8's lines; a machine without PostgreSQL is said and the section skipped. */
 export async function pgSection(items: readonly TapeItem[], what: string, o: PgBenchOptions): Promise<string[]> {
   const bin = pgBin();
@@ -229,6 +241,7 @@ export async function pgSection(items: readonly TapeItem[], what: string, o: PgB
       line('the same rows upserted again (all unchanged: WHERE rev <)', median(again)),
       `  checks: both tables hold the same ${fmt(rows.length)} rows (${differ} differ); the second upsert rewrote ${rewritten} rows`,
       ...(o.stack ? await endToEnd(client, cluster, o.stack, o.runs) : []),
+      ...(await catchingUp(o.runs, ceiling)),
     ];
   } finally {
     await client.end().catch(() => undefined);
