@@ -4,12 +4,12 @@
  * `candlewick pg-sink` started on them; rows/s from its first row's commit to its last's (commit
  * times kept), so its start-up and connection are not counted.
  */
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
-import { encodeBarEntryJson, makeKeys } from '@candlewick/common';
+import { encodeBarEntryJson, loadConfig, makeKeys } from '@candlewick/common';
 import { PrivateRedis } from '@candlewick/cli';
 import { startPostgres } from '../test/postgres.js';
 
@@ -20,7 +20,8 @@ export interface CatchUp {
   rowsPerSec: number;
 }
 
-const INTERVALS = ['1min', '5min', '15min', '30min', '1h'];
+/** the intervals whose streams pg-sink reads when INTERVALS is not set: the ones filled */
+const INTERVALS = loadConfig({ MODE: 'replay' }).intervals.map((iv) => iv.name);
 
 export async function pgCatchUp(root: string, rows: number, redisBin = 'redis-server'): Promise<CatchUp> {
   const dir = mkdtempSync(join(tmpdir(), 'cw-pg-catchup-'));
@@ -29,6 +30,7 @@ export async function pgCatchUp(root: string, rows: number, redisBin = 'redis-se
   const db = await startPostgres('bench-pg-catchup', { fsync: true, commitTimestamps: true });
   const redis = new Redis(server.url);
   const keys = makeKeys('bench');
+  let sink: ChildProcess | undefined;
   try {
     const perStream = Math.ceil(rows / INTERVALS.length);
     const base = Date.UTC(2026, 0, 5, 14, 30);
@@ -56,7 +58,7 @@ export async function pgCatchUp(root: string, rows: number, redisBin = 'redis-se
         await tx.exec();
       }
     }
-    const sink = spawn(process.execPath, [join(root, 'packages/cli/dist/cli.js'), 'pg-sink'], {
+    sink = spawn(process.execPath, [join(root, 'packages/cli/dist/cli.js'), 'pg-sink'], {
       env: {
         ...process.env,
         REDIS_URL: server.url,
@@ -75,7 +77,6 @@ export async function pgCatchUp(root: string, rows: number, redisBin = 'redis-se
       if (Date.now() > deadline || sink.exitCode !== null) throw new Error(`pg-sink wrote ${r!.n} of ${total} rows`);
       await new Promise((res) => setTimeout(res, 200));
     }
-    sink.kill('SIGTERM');
     const [t] = await db.query<{ first: number; last: number }>(
       `SELECT (extract(epoch FROM min(pg_xact_commit_timestamp(xmin))) * 1000)::float8 AS first,
               (extract(epoch FROM max(pg_xact_commit_timestamp(xmin))) * 1000)::float8 AS last FROM bars`,
@@ -83,6 +84,8 @@ export async function pgCatchUp(root: string, rows: number, redisBin = 'redis-se
     const ms = t!.last - t!.first;
     return { rows: total, ms, rowsPerSec: Math.round(total / (ms / 1000)) };
   } finally {
+    // (also when it fell short: no sink left running on a stopped Redis and cluster)
+    sink?.kill('SIGTERM');
     redis.disconnect();
     db.stop();
     await server.stop();
