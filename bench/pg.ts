@@ -25,7 +25,7 @@ import { InProcessBars } from '@candlewick/cli';
 import { migrate, readCsvFile, upsertBars, type TableBar } from '@candlewick/writer';
 import { pgBin, startPostgres, type PgCluster } from '../test/postgres.js';
 import { pgCatchUp } from './pg-catchup.js';
-import { ROOT } from './settings.js';
+import { ROOT, benchSettings } from './settings.js';
 
 /** What section 8 needs of a `candlewick stack` run (bench.ts's, 1 partition x 1 aggregator). */
 export interface PgStackRun {
@@ -170,14 +170,28 @@ async function endToEnd(
   ];
 }
 
-/** pg-sink catching up on CATCH_UP_ROWS waiting in bars:{interval} (bench/pg-catchup.ts), median of `runs`. */
+/**
+ * pg-sink catching up on CATCH_UP_ROWS waiting in bars:{interval} (bench/pg-catchup.ts), median of
+ * `runs`; with BENCH_BASELINE, that checkout's sink too, alternating with this one's.
+ */
 async function catchingUp(runs: number, ceiling: number): Promise<string[]> {
-  const rates: number[] = [];
-  for (let run = 0; run < runs; run++) rates.push((await pgCatchUp(ROOT, CATCH_UP_ROWS)).rowsPerSec);
-  return [
+  const settings = benchSettings();
+  const roots = settings.BENCH_BASELINE ? [ROOT, settings.BENCH_BASELINE] : [ROOT];
+  const rates = roots.map(() => [] as number[]);
+  for (let run = 0; run < runs; run++)
+    for (const [k, root] of roots.entries()) rates[k]!.push((await pgCatchUp(root, CATCH_UP_ROWS)).rowsPerSec);
+  const now = median(rates[0]!);
+  const lines = [
     `  catching up: ${fmt(CATCH_UP_ROWS)} rows waiting in the five bars:{interval} streams, \`candlewick pg-sink\` from its first commit to its last, median of ${runs}:`,
-    `  ${'pg-sink catching up'.padEnd(68)}${fmt(median(rates)).padStart(10)} rows/s   ${(median(rates) / ceiling).toFixed(2)}x the ceiling`,
+    `  ${'pg-sink catching up'.padEnd(68)}${fmt(now).padStart(10)} rows/s   ${(now / ceiling).toFixed(2)}x the ceiling`,
   ];
+  if (settings.BENCH_BASELINE) {
+    const then = median(rates[1]!);
+    lines.push(
+      `  ${`pg-sink of ${settings.BENCH_BASELINE}, alternating`.padEnd(68)}${fmt(then).padStart(10)} rows/s   ${(then / ceiling).toFixed(2)}x the ceiling; this checkout ${(now / then).toFixed(2)}x`,
+    );
+  }
+  return lines;
 }
 
 /** rows the catch-up measurement leaves waiting for the sink */

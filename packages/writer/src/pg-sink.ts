@@ -37,6 +37,9 @@ type Entry = [id: string, fields: string[] | null];
  */
 const IDLE_POLL_MS = 50;
 
+/** full batches of one stream read in a row before the next stream's turn (one stream far behind does not hold up the rest) */
+const SAME_STREAM_RUN = 8;
+
 export class PgSink implements Component {
   private readonly streams: string[];
   private readonly consumer: string;
@@ -210,51 +213,89 @@ export class PgSink implements Component {
     );
   }
 
+  /**
+   * Reads the streams in turn and writes what it finds, a batch at a time. While a batch is being
+   * written, the next one is read: the same stream's when its batch was full (more is waiting there;
+   * at most SAME_STREAM_RUN batches in a row, then the next stream's), else the next stream's. So
+   * PostgreSQL's work and the sink's own (reading, decoding, acknowledging) overlap. Stops after a
+   * turn over every stream that read nothing.
+   */
   private async run(): Promise<void> {
-    const count = this.cfg.databaseBatch;
+    const n = this.streams.length;
+    let at = 0;
+    /** streams read in a row that had nothing */
+    let empty = 0;
+    /** batches of the current stream read in a row */
+    let run = 0;
+    let ahead: { at: number; read: Promise<Entry[] | undefined> } | undefined;
     while (true) {
-      let got = 0;
-      for (const s of this.streams) {
-        let entries: Entry[];
-        try {
-          const reply = (await this.redis.call(
-            'XREADGROUP',
-            'GROUP',
-            PG_SINK_GROUP,
-            this.consumer,
-            'COUNT',
-            count,
-            'STREAMS',
-            s,
-            this.backlog.has(s) ? '0' : '>',
-          )) as [string, Entry[]][] | null;
-          entries = reply?.[0]?.[1] ?? [];
-        } catch (err) {
-          if (/NOGROUP/.test((err as Error).message)) {
-            await this.redis.xgroup('CREATE', s, PG_SINK_GROUP, '0', 'MKSTREAM').catch(() => undefined);
-            continue;
-          }
-          reportRedisError(this.log, err, 'reading closed bars failed');
-          if (this.stopping) return;
-          await sleep(1000);
-          continue;
-        }
-        if (entries.length === 0) {
-          this.backlog.delete(s);
-          continue;
-        }
-        got += entries.length;
-        if (!(await this.write(s, entries))) {
-          // the database is away: the batch stays pending and is read again first
-          this.backlog.add(s);
-          if (this.stopping) return;
-          break;
-        }
-      }
-      if (got === 0) {
+      const s = this.streams[at]!;
+      const entries = await (ahead?.at === at ? ahead.read : this.read(s));
+      ahead = undefined;
+      if (entries === undefined) {
+        // a read that failed (said): the next stream, after a pause
         if (this.stopping) return;
-        await sleep(IDLE_POLL_MS);
+        await sleep(1000);
+        at = (at + 1) % n;
+        run = 0;
+        continue;
       }
+      if (entries.length === 0) {
+        // its own unacknowledged entries all written: its new ones next
+        if (this.backlog.delete(s)) continue;
+        at = (at + 1) % n;
+        run = 0;
+        if (++empty >= n) {
+          if (this.stopping) return;
+          await sleep(IDLE_POLL_MS);
+          empty = 0;
+        }
+        continue;
+      }
+      empty = 0;
+      // the next batch is read while this one is written
+      const same = entries.length >= this.cfg.databaseBatch && ++run < SAME_STREAM_RUN;
+      const next = same ? at : (at + 1) % n;
+      if (!same) run = 0;
+      // (the same stream's own unacknowledged entries are read on from this batch's last: these are not acknowledged yet)
+      ahead = { at: next, read: this.read(this.streams[next]!, same ? entries.at(-1)![0] : '0') };
+      if (!(await this.write(s, entries))) {
+        // the database is away: the batch stays pending and is read again first, and so does what
+        // was read ahead (delivered to this consumer, not written)
+        this.backlog.add(s);
+        if ((await ahead.read)?.length) this.backlog.add(this.streams[next]!);
+        ahead = undefined;
+        if (this.stopping) return;
+      }
+      at = next;
+    }
+  }
+
+  /**
+   * One batch of a stream: its own unacknowledged entries after `after` while it has some, else new
+   * ones; undefined when the read failed (said).
+   */
+  private async read(s: string, after = '0'): Promise<Entry[] | undefined> {
+    try {
+      const reply = (await this.redis.call(
+        'XREADGROUP',
+        'GROUP',
+        PG_SINK_GROUP,
+        this.consumer,
+        'COUNT',
+        this.cfg.databaseBatch,
+        'STREAMS',
+        s,
+        this.backlog.has(s) ? after : '>',
+      )) as [string, Entry[]][] | null;
+      return reply?.[0]?.[1] ?? [];
+    } catch (err) {
+      if (/NOGROUP/.test((err as Error).message)) {
+        await this.redis.xgroup('CREATE', s, PG_SINK_GROUP, '0', 'MKSTREAM').catch(() => undefined);
+        return [];
+      }
+      reportRedisError(this.log, err, 'reading closed bars failed');
+      return undefined;
     }
   }
 
