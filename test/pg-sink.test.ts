@@ -372,9 +372,18 @@ describe('pg-sink: closed bars in PostgreSQL', () => {
     // killed mid-run: part of the bars written, the rest (and a batch read, maybe not committed) pending
     expect(atKill).toBeLessThan(want.size);
     expect(await caughtUp(prefix, entries)).toBe(false);
-    const second = startCli(['pg-sink'], env);
+    // the entries not acknowledged when it died: the next sink writes each of them once (the ones it
+    // had read, pending, read again from its pending list, a batch read ahead among them), no more
+    const info = (await redis.xinfo('GROUPS', makeKeys(prefix).bars('1min'))) as unknown[][];
+    const group = info[0]!;
+    const field = (k: string) => Number(group[group.indexOf(k) + 1]);
+    const unacknowledged = entries - (field('entries-read') - field('pending'));
+    const metricsPort = await freePort();
+    const second = startCli(['pg-sink'], { ...env, METRICS_PORT: String(metricsPort) });
     try {
       await waitFor(() => caughtUp(prefix, entries), 120_000, 'the restarted sink caught up');
+      const metrics = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+      expect(Number(/^candlewick_pg_rows_total(?:{[^}]*})? (\d+)$/m.exec(metrics)?.[1])).toBe(unacknowledged);
     } finally {
       await second.stop();
     }
