@@ -258,7 +258,7 @@ export class PgSink implements Component {
       const next = same ? at : (at + 1) % n;
       if (!same) run = 0;
       // (the same stream's own unacknowledged entries are read on from this batch's last: these are not acknowledged yet)
-      ahead = { at: next, read: this.read(this.streams[next]!, same ? entries.at(-1)![0] : '0') };
+      ahead = { at: next, read: this.read(this.streams[next]!, next === at ? entries.at(-1)![0] : '0') };
       if (!(await this.write(s, entries))) {
         // the database is away: the batch stays pending and is read again first, and so does what
         // was read ahead (delivered to this consumer, not written)
