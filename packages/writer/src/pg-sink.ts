@@ -48,6 +48,8 @@ export class PgSink implements Component {
   private stopping = false;
   /** streams whose own unacknowledged entries (a predecessor's, or a failed batch's) are read first */
   private readonly backlog = new Set<string>();
+  /** streams whose last batch was written and not acknowledged (its entries are read again) */
+  private readonly ackFailed = new Set<string>();
   private downSince = 0;
   private downSaid = 0;
   private lagEntries = 0;
@@ -266,6 +268,10 @@ export class PgSink implements Component {
         if ((await ahead.read)?.length) this.backlog.add(this.streams[next]!);
         ahead = undefined;
         if (this.stopping) return;
+      } else if (this.ackFailed.delete(s) && next === at) {
+        // written, not acknowledged: read again from the first of this stream's own entries, not on after them
+        await ahead.read;
+        ahead = undefined;
       }
       at = next;
     }
@@ -333,6 +339,7 @@ export class PgSink implements Component {
     } catch (err) {
       // not acknowledged: read again first and written again, which changes nothing (same revision)
       this.backlog.add(stream);
+      this.ackFailed.add(stream);
       reportRedisError(this.log, err, 'acknowledging written bars failed');
     }
     return true;
