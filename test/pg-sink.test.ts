@@ -1,7 +1,8 @@
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { correctionsPath, csvPath, encodeBarEntry, loadConfig, makeKeys } from '@candlewick/common';
+import { randomBytes } from 'node:crypto';
+import { connectRedis, correctionsPath, csvPath, encodeBarEntry, loadConfig, makeKeys } from '@candlewick/common';
 import { PgSink } from '@candlewick/writer';
 import { pino } from 'pino';
 import { freePort } from '@candlewick/cli';
@@ -309,6 +310,38 @@ describe('pg-sink: closed bars in PostgreSQL', () => {
     }
   }, 120_000);
 
+  it('acknowledgements refused (a Redis user without XACK), then allowed: every bar in the table, none left pending', async () => {
+    await db.query('DROP TABLE IF EXISTS bars, candlewick_migrations');
+    const prefix = uniquePrefix('pg-noack');
+    const keys = makeKeys(prefix);
+    const want = await publishBars(prefix, 0, 1000);
+    // the sink's own Redis user, first without XACK (a user set up short of the shipped ACL)
+    const user = `${prefix}-sink`;
+    const secret = randomBytes(12).toString('hex');
+    await redis.call('ACL', 'SETUSER', user, 'on', `>${secret}`, '~*', '&*', '+@all', '-xack');
+    const url = new URL(redisUrl());
+    url.username = user;
+    url.password = secret;
+    const sinkRedis = connectRedis(url.toString());
+    const cfg = loadConfig({ INTERVALS: '1min', KEY_PREFIX: prefix, DATABASE_URL: db.urlWithPassword, DATABASE_BATCH: '100' });
+    const sink = new PgSink(sinkRedis, cfg, keys, pino({ level: 'silent' }));
+    await sink.start();
+    try {
+      // written, every acknowledgement refused: the first batch is in the table, its entries pending
+      await waitFor(async () => (await rowCount()) >= 100, 30_000, 'the first batch written');
+      await new Promise((r) => setTimeout(r, 2500));
+      expect(await caughtUp(prefix, 1100)).toBe(false);
+      await redis.call('ACL', 'SETUSER', user, '+xack');
+      // allowed again: what was written and not acknowledged is read again from the first of it (a
+      // batch read ahead after it does not skip it), and every entry ends acknowledged
+      await waitFor(() => caughtUp(prefix, 1100), 30_000, 'every entry written and acknowledged');
+    } finally {
+      await sink.stop();
+      await sinkRedis.quit();
+      await redis.call('ACL', 'DELUSER', user);
+    }
+    expect(await tableState()).toEqual(want);
+  }, 90_000);
   it('corrections arriving out of order: the newest revision wins, a stale one changes nothing', async () => {
     await db.query('DROP TABLE IF EXISTS bars, candlewick_migrations');
     const prefix = uniquePrefix('pg-rev');

@@ -48,8 +48,6 @@ export class PgSink implements Component {
   private stopping = false;
   /** streams whose own unacknowledged entries (a predecessor's, or a failed batch's) are read first */
   private readonly backlog = new Set<string>();
-  /** streams whose last batch was written and not acknowledged (its entries are read again) */
-  private readonly ackFailed = new Set<string>();
   private downSince = 0;
   private downSaid = 0;
   private lagEntries = 0;
@@ -261,14 +259,15 @@ export class PgSink implements Component {
       if (!same) run = 0;
       // (the same stream's own unacknowledged entries are read on from this batch's last: these are not acknowledged yet)
       ahead = { at: next, read: this.read(this.streams[next]!, next === at ? entries.at(-1)![0] : '0') };
-      if (!(await this.write(s, entries))) {
+      const done = await this.write(s, entries);
+      if (done === 'failed') {
         // the database is away: the batch stays pending and is read again first, and so does what
         // was read ahead (delivered to this consumer, not written)
         this.backlog.add(s);
         if ((await ahead.read)?.length) this.backlog.add(this.streams[next]!);
         ahead = undefined;
         if (this.stopping) return;
-      } else if (this.ackFailed.delete(s) && next === at) {
+      } else if (done === 'unacknowledged' && next === at) {
         // written, not acknowledged: read again from the first of this stream's own entries, not on after them
         await ahead.read;
         ahead = undefined;
@@ -305,8 +304,11 @@ export class PgSink implements Component {
     }
   }
 
-  /** The batch in one statement (one transaction), then the ack; false when the database did not take it. */
-  private async write(stream: string, entries: Entry[]): Promise<boolean> {
+  /**
+   * The batch in one statement (one transaction), then the ack: 'failed' when the database did not
+   * take it, 'unacknowledged' when it did and the ack failed (the stream's own entries are read again).
+   */
+  private async write(stream: string, entries: Entry[]): Promise<'written' | 'unacknowledged' | 'failed'> {
     const interval = stream.slice(stream.lastIndexOf(':') + 1);
     const bars: TappedBar[] = [];
     const gone: string[] = [];
@@ -330,7 +332,7 @@ export class PgSink implements Component {
       this.client = undefined;
       this.down((err as Error).message);
       if (!this.stopping) await sleep(1000);
-      return false;
+      return 'failed';
     }
     this.up();
     this.m.rows.inc(bars.length);
@@ -339,10 +341,12 @@ export class PgSink implements Component {
     } catch (err) {
       // not acknowledged: read again first and written again, which changes nothing (same revision)
       this.backlog.add(stream);
-      this.ackFailed.add(stream);
       reportRedisError(this.log, err, 'acknowledging written bars failed');
+      // (a refusal that lasts, a user without XACK: tried again each second, not as fast as it fails)
+      if (!this.stopping) await sleep(1000);
+      return 'unacknowledged';
     }
-    return true;
+    return 'written';
   }
 }
 
