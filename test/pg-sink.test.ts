@@ -99,13 +99,19 @@ async function tableState(): Promise<Map<string, string>> {
   return new Map(rows.map((r) => [`${r.symbol} ${r.ms}`, `${r.close} ${r.rev}`]));
 }
 
-/** Every entry of bars:1min read by the sink's group and acknowledged. */
-async function caughtUp(prefix: string, entries: number): Promise<boolean> {
+/** The sink's group on bars:1min: the entries it has read, and those of them pending (not acknowledged). */
+async function sinkGroup(prefix: string): Promise<{ read: number; pending: number } | undefined> {
   const groups = (await redis.xinfo('GROUPS', makeKeys(prefix).bars('1min'))) as unknown[][];
   const f = groups[0];
-  if (!f) return false;
-  const get = (k: string) => f[f.indexOf(k) + 1];
-  return Number(get('entries-read')) === entries && Number(get('pending')) === 0;
+  if (!f) return undefined;
+  const get = (k: string) => Number(f[f.indexOf(k) + 1]);
+  return { read: get('entries-read'), pending: get('pending') };
+}
+
+/** Every entry of bars:1min read by the sink's group and acknowledged. */
+async function caughtUp(prefix: string, entries: number): Promise<boolean> {
+  const g = await sinkGroup(prefix);
+  return g?.read === entries && g.pending === 0;
 }
 
 const rowCount = async () => Number((await db.query<{ n: string }>('SELECT count(*) AS n FROM bars'))[0]!.n);
@@ -371,16 +377,7 @@ describe('pg-sink: closed bars in PostgreSQL', () => {
     await sink.start();
     try {
       // every entry read and acknowledged: all three revisions went through the table
-      await waitFor(
-        async () => {
-          const g = (await redis.xinfo('GROUPS', keys.bars('1min'))) as unknown[][];
-          const f = g[0]!;
-          const get = (k: string) => f[f.indexOf(k) + 1];
-          return Number(get('entries-read')) === 3 && Number(get('pending')) === 0;
-        },
-        20_000,
-        'three entries written and acknowledged',
-      );
+      await waitFor(() => caughtUp(prefix, 3), 20_000, 'three entries written and acknowledged');
     } finally {
       await sink.stop();
     }
@@ -409,10 +406,8 @@ describe('pg-sink: closed bars in PostgreSQL', () => {
     // had read, pending, read again from its pending list, a batch read ahead among them), no more
     // and 25 more read by it and not written (pending: read again first, on from where a batch read ahead ends)
     await redis.xreadgroup('GROUP', 'pg-sink', 'pg-sink', 'COUNT', 25, 'STREAMS', makeKeys(prefix).bars('1min'), '>');
-    const info = (await redis.xinfo('GROUPS', makeKeys(prefix).bars('1min'))) as unknown[][];
-    const group = info[0]!;
-    const field = (k: string) => Number(group[group.indexOf(k) + 1]);
-    const unacknowledged = entries - (field('entries-read') - field('pending'));
+    const group = (await sinkGroup(prefix))!;
+    const unacknowledged = entries - (group.read - group.pending);
     const metricsPort = await freePort();
     const second = startCli(['pg-sink'], { ...env, METRICS_PORT: String(metricsPort) });
     try {
