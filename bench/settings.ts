@@ -89,6 +89,8 @@ const BENCH_ENV = z.object({
     }),
   /** the wide-universe setup: write each process's V8 CPU profile into this folder (bench/profile-top.ts reads them) */
   BENCH_WIDE_PROFILE: z.string().optional(),
+  /** the wide-universe setup: every process logs its garbage collector's pauses into this folder (bench/gc-top.ts reads them) */
+  BENCH_WIDE_GC: z.string().optional(),
   /** the soak (npm run bench:soak): how long, how many symbols, and the slope under which memory counts as flat */
   SOAK_MINUTES: z
     .string()

@@ -23,8 +23,16 @@ const o: WideOptions = {
   env: {
     ...settings.BENCH_WIDE_ENV,
     ...(settings.BENCH_WIDE_TZ ? { BAR_TZ: settings.BENCH_WIDE_TZ } : {}),
-    ...(settings.BENCH_WIDE_PROFILE
-      ? { NODE_OPTIONS: `--require ${join(ROOT, 'bench/cpu-profile.cjs')}`, BENCH_PROFILE_DIR: settings.BENCH_WIDE_PROFILE }
+    ...(settings.BENCH_WIDE_PROFILE ? { BENCH_PROFILE_DIR: settings.BENCH_WIDE_PROFILE } : {}),
+    ...(settings.BENCH_WIDE_GC ? { BENCH_GC_DIR: settings.BENCH_WIDE_GC } : {}),
+    // every process the stack starts loads these (a CPU profile, a log of the collector's pauses)
+    ...(settings.BENCH_WIDE_PROFILE || settings.BENCH_WIDE_GC
+      ? {
+          NODE_OPTIONS: [
+            ...(settings.BENCH_WIDE_PROFILE ? [`--require ${join(ROOT, 'bench/cpu-profile.cjs')}`] : []),
+            ...(settings.BENCH_WIDE_GC ? [`--require ${join(ROOT, 'bench/gc-log.cjs')}`] : []),
+          ].join(' '),
+        }
       : {}),
   },
   log: (l) => out(`  ${l}`),

@@ -56,7 +56,17 @@ export interface WideResult {
   /** close lag (ms) of every bar, sorted */
   lags: number[];
   /** per boundary (window end, UTC ms): its bars and their close lag */
-  boundaries: { end: number; bars: number; p50: number; p99: number; worst: number; redisMs: number; handOff: HandOff | undefined }[];
+  boundaries: {
+    end: number;
+    bars: number;
+    p50: number;
+    p99: number;
+    worst: number;
+    redisMs: number;
+    /** each process's CPU ms (threads included) in the boundary's first 5 s, by role */
+    cpuMs: Map<string, number>;
+    handOff: HandOff | undefined;
+  }[];
   /** Redis's busiest commands over the run: calls and CPU time (INFO commandstats) */
   redisCommands: string[];
   /** the worst bars: interval, label, lag */
@@ -85,6 +95,18 @@ export function procName(pid: number): string {
     return i >= 0 ? (cmd[i + 1] ?? 'stack') : (cmd[0] ?? '?');
   } catch {
     return '';
+  }
+}
+
+/** A process's CPU time so far, user and system, all its threads, in ms (/proc/<pid>/stat, in ticks of USER_HZ, 100 a second on Linux). */
+function procCpuMs(pid: number): number {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // the fields after the command's closing parenthesis: utime and stime are the 12th and 13th
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(f[11]) + Number(f[12])) * 10;
+  } catch {
+    return NaN;
   }
 }
 
@@ -145,9 +167,12 @@ export async function runWide(o: WideOptions): Promise<WideResult> {
     let redisPeak = 0;
     /** Redis's own CPU seconds (user + sys), sampled with the memory: its time at each boundary */
     const redisCpu: [number, number][] = [];
+    /** every other process's CPU ms (its threads included), by role, sampled with the memory */
+    const procCpuAt: [number, Map<string, number>][] = [];
     const sample = async () => {
       const pids = [proc.pid!, ...descendants(proc.pid!)];
       const seen = new Map<string, number>();
+      const cpu = new Map<string, number>();
       for (const pid of pids) {
         let name = procName(pid);
         if (name === '' || name === 'redis') continue;
@@ -155,11 +180,13 @@ export async function runWide(o: WideOptions): Promise<WideResult> {
         seen.set(name, n);
         if (name === 'aggregate' || n > 1) name = `${name}.${n}`;
         peakRss.set(name, Math.max(peakRss.get(name) ?? 0, procMemory(pid, 'VmHWM')));
+        cpu.set(name, procCpuMs(pid));
       }
+      procCpuAt.push([Date.now(), cpu]);
       const info = await redis.info('memory');
       redisPeak = Math.max(redisPeak, Number(/used_memory:(\d+)/.exec(info)?.[1] ?? 0));
-      const cpu = await redis.info('cpu');
-      const used = (f: string) => Number(new RegExp(`${f}:([\\d.]+)`).exec(cpu)?.[1] ?? 0);
+      const cpuInfo = await redis.info('cpu');
+      const used = (f: string) => Number(new RegExp(`${f}:([\\d.]+)`).exec(cpuInfo)?.[1] ?? 0);
       redisCpu.push([Date.now(), used('used_cpu_user') + used('used_cpu_sys')]);
     };
     const sampler = setInterval(() => void sample().catch(() => undefined), 250);
@@ -263,6 +290,11 @@ export async function runWide(o: WideOptions): Promise<WideResult> {
         // Redis's CPU over the boundary's first 5 s (samples every 250 ms)
         const at = (t: number) => redisCpu.find(([ms]) => ms >= t)?.[1] ?? NaN;
         const redisMs = Math.round((at(end + 5000) - at(end)) * 1000);
+        // each process's over the same 5 s
+        const cpuAt = (t: number) => procCpuAt.find(([ms]) => ms >= t)?.[1];
+        const [from, to] = [cpuAt(end), cpuAt(end + 5000)];
+        const cpuMs = new Map<string, number>();
+        if (from && to) for (const [name, ms] of to) if (from.has(name)) cpuMs.set(name, ms - from.get(name)!);
         return {
           end,
           bars: l.length,
@@ -270,6 +302,7 @@ export async function runWide(o: WideOptions): Promise<WideResult> {
           p99: percentile(l, 0.99),
           worst: l[l.length - 1]!,
           redisMs,
+          cpuMs,
           handOff: handOff(end),
         };
       });
@@ -389,6 +422,14 @@ export function wideReport(o: WideOptions, r: WideResult): string[] {
   for (const b of r.boundaries)
     lines.push(
       `    boundary ${new Date(b.end).toISOString().slice(11, 16)}: ${b.bars.toLocaleString('en-US')} bars, p50 ${b.p50} ms, p99 ${b.p99} ms, worst ${b.worst} ms; Redis CPU ${b.redisMs} ms in its first 5 s`,
+      ...(b.cpuMs.size
+        ? [
+            `      CPU in its first 5 s (ms, threads included): ${[...b.cpuMs]
+              .sort((x, y) => y[1] - x[1])
+              .map(([n, ms]) => `${n} ${ms.toLocaleString('en-US')}`)
+              .join(', ')}, redis ${b.redisMs.toLocaleString('en-US')}`,
+          ]
+        : []),
       ...(b.handOff
         ? [
             `      writer's jobs: ${b.handOff.jobs} added ${b.handOff.firstAdded}-${b.handOff.lastAdded} ms after the end, waited p50 ${b.handOff.waited[0]} (worst ${b.handOff.waited[1]}) ms, took p50 ${b.handOff.took[0]} (worst ${b.handOff.took[1]}) ms, the last done ${b.handOff.lastDone} ms after the end`,
