@@ -8,6 +8,7 @@
  */
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { percentile } from './wide.js';
 
 const [dir, minute, fromArg, toArg] = process.argv.slice(2);
 if (!dir || !minute || !/^\d\d:\d\d$/.test(minute)) throw new Error('usage: tsx bench/gc-top.ts DIR HH:MM [FROM_MS] [TO_MS]');
@@ -17,14 +18,21 @@ interface Pause {
   ms: number;
   heapMb: number;
 }
-const files = readdirSync(dir).filter((f) => f.endsWith('.jsonl'));
-const pauses = (f: string) =>
-  readFileSync(join(dir, f), 'utf8')
-    .split('\n')
-    .filter(Boolean)
-    .map((l) => JSON.parse(l) as Pause);
+const files = readdirSync(dir)
+  .filter((f) => f.endsWith('.jsonl'))
+  .sort();
+// each file read once
+const pausesOf = new Map(
+  files.map((f) => [
+    f,
+    readFileSync(join(dir, f), 'utf8')
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => JSON.parse(l) as Pause),
+  ]),
+);
 // the boundary: the last time of day HH:MM (UTC) the logs reach
-const last = Math.max(...files.flatMap((f) => pauses(f).map((p) => p.at)));
+const last = Math.max(...[...pausesOf.values()].flatMap((ps) => ps.map((p) => p.at)));
 const day = new Date(last);
 let end = Date.UTC(day.getUTCFullYear(), day.getUTCMonth(), day.getUTCDate(), Number(minute.slice(0, 2)), Number(minute.slice(3)));
 if (end > last) end -= 86_400_000;
@@ -33,11 +41,10 @@ const [from, to] = [end + Number(fromArg ?? 0), end + Number(toArg ?? 5000)];
 const roleOf = new Map(
   files.filter((f) => !f.startsWith('threads-')).map((f) => [f.slice(f.lastIndexOf('-') + 1), f.slice(0, f.lastIndexOf('-'))]),
 );
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1]!;
 console.log(`garbage collection ${from - end}..${to - end} ms after ${minute} UTC's end`);
-for (const f of files.sort()) {
+for (const [f, pauses] of pausesOf) {
   const name = f.startsWith('threads-') ? `${roleOf.get(f.slice('threads-'.length)) ?? '?'} (threads)` : f.slice(0, f.lastIndexOf('-'));
-  const these = pauses(f).filter((p) => p.at >= from && p.at < to);
+  const these = pauses.filter((p) => p.at >= from && p.at < to);
   if (these.length === 0) continue;
   const kinds = new Map<string, number[]>();
   for (const p of these) kinds.set(p.kind, [...(kinds.get(p.kind) ?? []), p.ms]);
@@ -47,7 +54,10 @@ for (const f of files.sort()) {
       [...kinds]
         .map(
           ([k, ms]) =>
-            `${k} ${ms.length} (${ms.reduce((a, b) => a + b, 0).toFixed(0)} ms, median ${median(ms).toFixed(1)}, longest ${Math.max(...ms).toFixed(1)})`,
+            `${k} ${ms.length} (${ms.reduce((a, b) => a + b, 0).toFixed(0)} ms, median ${percentile(
+              [...ms].sort((a, b) => a - b),
+              0.5,
+            ).toFixed(1)}, longest ${Math.max(...ms).toFixed(1)})`,
         )
         .join(', ') +
       `; heap up to ${Math.max(...these.map((p) => p.heapMb))} MB`,

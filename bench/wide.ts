@@ -165,9 +165,7 @@ export async function runWide(o: WideOptions): Promise<WideResult> {
     // peak memory: every process's VmHWM, kept by role (the largest of a role's processes)
     const peakRss = new Map<string, number>();
     let redisPeak = 0;
-    /** Redis's own CPU seconds (user + sys), sampled with the memory: its time at each boundary */
-    const redisCpu: [number, number][] = [];
-    /** every other process's CPU ms (its threads included), by role, sampled with the memory */
+    /** every process's CPU ms so far (its threads included), by role, Redis's as 'redis': sampled with the memory */
     const procCpuAt: [number, Map<string, number>][] = [];
     const sample = async () => {
       const pids = [proc.pid!, ...descendants(proc.pid!)];
@@ -182,12 +180,13 @@ export async function runWide(o: WideOptions): Promise<WideResult> {
         peakRss.set(name, Math.max(peakRss.get(name) ?? 0, procMemory(pid, 'VmHWM')));
         cpu.set(name, procCpuMs(pid));
       }
-      procCpuAt.push([Date.now(), cpu]);
       const info = await redis.info('memory');
       redisPeak = Math.max(redisPeak, Number(/used_memory:(\d+)/.exec(info)?.[1] ?? 0));
       const cpuInfo = await redis.info('cpu');
       const used = (f: string) => Number(new RegExp(`${f}:([\\d.]+)`).exec(cpuInfo)?.[1] ?? 0);
-      redisCpu.push([Date.now(), used('used_cpu_user') + used('used_cpu_sys')]);
+      // Redis's own CPU (user + sys, in seconds) from the server itself
+      cpu.set('redis', (used('used_cpu_user') + used('used_cpu_sys')) * 1000);
+      procCpuAt.push([Date.now(), cpu]);
     };
     const sampler = setInterval(() => void sample().catch(() => undefined), 250);
 
@@ -287,14 +286,13 @@ export async function runWide(o: WideOptions): Promise<WideResult> {
       .sort((a, b) => a[0] - b[0])
       .map(([end, l]) => {
         l.sort((a, b) => a - b);
-        // Redis's CPU over the boundary's first 5 s (samples every 250 ms)
-        const at = (t: number) => redisCpu.find(([ms]) => ms >= t)?.[1] ?? NaN;
-        const redisMs = Math.round((at(end + 5000) - at(end)) * 1000);
-        // each process's over the same 5 s
+        // each process's CPU, and Redis's, over the boundary's first 5 s (samples every 250 ms)
         const cpuAt = (t: number) => procCpuAt.find(([ms]) => ms >= t)?.[1];
         const [from, to] = [cpuAt(end), cpuAt(end + 5000)];
         const cpuMs = new Map<string, number>();
-        if (from && to) for (const [name, ms] of to) if (from.has(name)) cpuMs.set(name, ms - from.get(name)!);
+        if (from && to) for (const [name, ms] of to) if (from.has(name)) cpuMs.set(name, Math.round(ms - from.get(name)!));
+        const redisMs = cpuMs.get('redis') ?? NaN;
+        cpuMs.delete('redis');
         return {
           end,
           bars: l.length,
